@@ -1,0 +1,55 @@
+# Builds the pure library, the control plane, the C unit tests and the fuzz
+# targets.  The nginx module is built by nginx's own build (see build.sh).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpthread
+
+B        = build
+
+LIB_SRC  = $(wildcard lib/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o)
+CP_SRC   = $(wildcard control-plane/*.c)
+CP_OBJ   = $(CP_SRC:%.c=$(B)/%.o)
+UNIT_SRC = $(wildcard t/unit/test_*.c)
+UNIT_BIN = $(UNIT_SRC:t/unit/%.c=$(B)/unit/%)
+FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(B)/fuzz/%)
+
+.PHONY: all lib control-plane unit fuzz clean
+
+all: lib control-plane $(UNIT_BIN)
+
+lib: $(B)/libvmx.a
+
+control-plane: $(B)/vmx-control-plane
+
+$(B)/%.o: %.c $(wildcard lib/*.h control-plane/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icontrol-plane -c $< -o $@
+
+$(B)/libvmx.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(B)/vmx-control-plane: $(CP_OBJ) $(B)/libvmx.a
+	$(CC) $(CFLAGS) -o $@ $^ $(CP_LIBS)
+
+$(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto
+
+# Runs every unit test; each prints "N passed, N failed" and fails non-zero.
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+# libFuzzer targets (clang), built with AddressSanitizer and UBSan.
+$(B)/fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRC)
+
+fuzz: $(FUZZ_BIN)
+
+clean:
+	rm -rf $(B)/lib $(B)/control-plane $(B)/unit $(B)/fuzz $(B)/libvmx.a $(B)/vmx-control-plane
