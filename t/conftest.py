@@ -1,0 +1,435 @@
+"""Fixtures of the integration tests: the whole stack on loopback free ports.
+
+Session fixtures (started lazily, only when a test needs them):
+  pki, rogue_pki          test CA + server cert, and an untrusted one
+  fake, fake2, fake_tls, fake_rogue   fake OpenAI providers
+  stack                   PostgreSQL, Redis, secrets, control plane, nginx + module
+  api                     management API client logged in as admin
+  gw                      helper: provision(...) objects and wait for the data plane
+The build (./build.sh build) must have run: the stack fixture fails with a clear
+message when build/nginx/ngx_http_vmx_module.so or build/vmx-control-plane is missing.
+"""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+T = Path(__file__).resolve().parent
+ROOT = T.parent
+if str(T) not in sys.path:
+    sys.path.insert(0, str(T))
+
+from harness.certs import make_certs  # noqa: E402
+from harness.fake_openai import FakeOpenAI  # noqa: E402
+from harness.nginx import MODULE, Nginx  # noqa: E402
+from harness.redis import Redis  # noqa: E402
+
+CP_BIN = ROOT / "build" / "vmx-control-plane"
+SDK_DIR = T / "sdk"
+
+# Directives added inside `location /v1/` of the session's nginx: short timeouts so
+# that the stall/timeout fallback tests stay fast.
+GATEWAY_DIRECTIVES = "vmx_connect_timeout 2s; vmx_read_timeout 2s; vmx_send_timeout 2s;"
+READ_TIMEOUT = 2.0
+
+
+def free_port():
+    try:
+        from harness.ports import free_port as fp
+        return fp()
+    except ImportError:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        return p
+
+
+def closed_port():
+    """A loopback port nobody listens on (connect is refused)."""
+    return free_port()
+
+
+# ---------------------------------------------------------------------- certificates
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("pki"), name="test")
+
+
+@pytest.fixture(scope="session")
+def rogue_pki(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("rogue-pki"), name="rogue")
+
+
+# ---------------------------------------------------------------------- fake providers
+_FAKES = []
+
+
+def _fake(**kw):
+    f = FakeOpenAI(**kw).start()
+    _FAKES.append(f)
+    return f
+
+
+@pytest.fixture(scope="session")
+def fake():
+    f = _fake(name="primary", api_key="sk-fake-primary")
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake2():
+    f = _fake(name="secondary", api_key="sk-fake-secondary")
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_tls(pki):
+    ca, cert, key = pki
+    f = _fake(name="tls", api_key="sk-fake-tls", tls=(cert, key))
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_rogue(rogue_pki):
+    ca, cert, key = rogue_pki
+    f = _fake(name="rogue", api_key="sk-fake-rogue", tls=(cert, key))
+    yield f
+    f.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes():
+    for f in _FAKES:
+        f.set_behavior(None)
+        f.clear()
+    yield
+
+
+# ---------------------------------------------------------------------- the stack
+_NGINXES = []
+
+
+@pytest.fixture(autouse=True)
+def _check_error_logs():
+    """After every test: no [alert]/[crit]/[emerg] nor crashed worker in any nginx log."""
+    yield
+    for n in list(_NGINXES):
+        n.check_error_log()
+
+
+@pytest.fixture(scope="session")
+def built():
+    missing = [str(p.relative_to(ROOT)) for p in (MODULE, CP_BIN) if not p.exists()]
+    if missing:
+        pytest.fail("not built: " + ", ".join(missing) + " -- run ./build.sh build first",
+                    pytrace=False)
+    return True
+
+
+class Stack:
+    pass
+
+
+@pytest.fixture(scope="session")
+def stack(built, tmp_path_factory, pki):
+    try:
+        from harness.api import Api
+        from harness.control_plane import ControlPlane, write_secret_files
+        from harness.postgres import Postgres
+    except ImportError as e:
+        pytest.fail(f"control-plane test harness missing: {e}", pytrace=False)
+    base = tmp_path_factory.mktemp("stack")
+    s = Stack()
+    s.base = base
+    s.ca_file = pki[0]
+    started = []
+    try:
+        s.pg = Postgres(base / "pg", free_port())
+        s.pg.start()
+        started.append(s.pg)
+        s.redis = Redis(base / "redis", free_port()).start()
+        started.append(s.redis)
+        (base / "secrets").mkdir()
+        s.token_file, s.master_key_file = write_secret_files(base / "secrets")
+        s.nginx_port = free_port()
+        s.cp_port = free_port()
+        s.cp = ControlPlane(base / "cp", s.cp_port, s.pg.dsn,
+                            [f"http://127.0.0.1:{s.nginx_port}"], s.token_file,
+                            s.master_key_file, reconcile_interval=1)
+        s.cp.start()
+        started.append(s.cp)
+        s.nginx = Nginx(base / "nginx", s.nginx_port, s.token_file, s.ca_file,
+                        cp_addr=f"127.0.0.1:{s.cp_port}", gateway_directives=GATEWAY_DIRECTIVES)
+        s.nginx.start()
+        started.append(s.nginx)
+        _NGINXES.append(s.nginx)
+        s.api = Api(s.cp.url)
+        s.api.login()
+    except BaseException:
+        for p in reversed(started):
+            try:
+                p.stop()
+            except Exception:
+                pass
+        raise
+    yield s
+    for p in reversed(started):
+        try:
+            p.stop()
+        except Exception:
+            pass
+    if s.nginx in _NGINXES:
+        _NGINXES.remove(s.nginx)
+
+
+@pytest.fixture(scope="session")
+def nginx(stack):
+    return stack.nginx
+
+
+@pytest.fixture(scope="session")
+def api(stack):
+    return stack.api
+
+
+# ---------------------------------------------------------------------- raw HTTP
+class Resp:
+    def __init__(self, status, headers, body, reason=""):
+        self.status = status
+        self.headers = headers          # http.client.HTTPMessage (case-insensitive get)
+        self.body = body
+        self.reason = reason
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def __repr__(self):
+        hs = "".join(f"\n  {k}: {v}" for k, v in self.headers.items())
+        return f"<HTTP {self.status} {self.reason}{hs}\n\n{self.body[:2000]!r}>"
+
+
+def http_request(url, method, path, body=None, headers=None, timeout=30):
+    """One request on a fresh connection; body may be bytes, str, or a JSON-able object."""
+    host, port = url.split("//", 1)[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    h = dict(headers or {})
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+        h.setdefault("Content-Type", "application/json")
+    if isinstance(body, str):
+        body = body.encode()
+    try:
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return Resp(r.status, r.headers, data, r.reason)
+    finally:
+        c.close()
+
+
+def sse_events(body):
+    """Split a text/event-stream body into the `data:` payloads (strings)."""
+    out = []
+    for block in body.decode().split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data:"):
+                out.append(line[5:].strip())
+    return out
+
+
+# ---------------------------------------------------------------------- provisioning
+def connection_for(fake, **extra):
+    """Fields of a connection to a fake provider."""
+    c = {"provider": "openai", "config": {"apiKey": fake.api_key, "baseUrl": fake.url}}
+    c.update(extra)
+    return c
+
+
+class Env:
+    def __init__(self, gw, ws, env):
+        self.gw = gw
+        self.ws = ws
+        self.env = env
+        self.ws_id = ws["id"]
+        self.env_id = env["id"]
+        self.conns = {}
+        self.res = {}
+        self.keys = {}
+        self.key_objs = {}
+
+    def key(self, name=None):
+        return self.keys[name] if name else next(iter(self.keys.values()))
+
+    def chat(self, model, key=None, body=None, headers=None, path="/v1/chat/completions", **kw):
+        b = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+        if body:
+            b.update(body)
+        h = {"Authorization": f"Bearer {key or self.key()}"}
+        h.update(headers or {})
+        return http_request(self.gw.url, "POST", path, b, h, **kw)
+
+    @property
+    def prefix(self):
+        return f"/api/v1/workspaces/{self.ws_id}/environments/{self.env_id}"
+
+
+class Gateway:
+    def __init__(self, stack):
+        self.stack = stack
+        self.api = stack.api
+        self.nginx = stack.nginx
+        self.url = stack.nginx.url
+
+    def request(self, method, path, body=None, headers=None, **kw):
+        return http_request(self.url, method, path, body, headers, **kw)
+
+    def _model_spec(self, env, spec):
+        if isinstance(spec, dict):
+            return spec
+        conn, model = spec
+        c = env.conns[conn]
+        return {"provider": c.get("provider", "openai"), "model": model, "connectionId": c["id"]}
+
+    def provision(self, connections=None, resources=None, keys=None, env=None, wait=True):
+        """Create (in a new workspace/environment unless env is given) and wait for the data plane.
+
+        connections: {name: fields}   e.g. {"a": connection_for(fake)}
+        resources:   {name: {"model": (conn, model) | {...}, "fallback": [(conn, model)...],
+                             other resource fields...}}
+        keys:        {name: {"resources": [resource names], other key fields...}}
+        """
+        v0 = self.nginx.config_version() or 0
+        if env is None:
+            tag = uuid.uuid4().hex[:8]
+            ws = self.api.create_workspace(f"ws-{tag}")
+            e = self.api.create_environment(ws["id"], f"env-{tag}")
+            env = Env(self, ws, e)
+        for name, fields in (connections or {}).items():
+            env.conns[name] = self.api.create_connection(env.ws_id, env.env_id, name=name, **fields)
+        for name, fields in (resources or {}).items():
+            f = dict(fields)
+            f["model"] = self._model_spec(env, f["model"])
+            f["fallbackModels"] = [self._model_spec(env, m) for m in f.pop("fallback", [])]
+            f.setdefault("useFallback", True)
+            f.setdefault("routing", {"enabled": False, "conditions": []})
+            env.res[name] = self.api.create_resource(env.ws_id, env.env_id, name=name, **f)
+        for name, fields in (keys or {}).items():
+            f = dict(fields)
+            f["resources"] = [env.res[r]["id"] for r in f.get("resources", [])]
+            f.setdefault("enabled", True)
+            obj = self.api.create_api_key(env.ws_id, env.env_id, name=name, **f)
+            env.key_objs[name] = obj
+            env.keys[name] = obj["key"]
+        if wait:
+            self.wait_synced(env, v0)
+        return env
+
+    def wait_version_above(self, v0, timeout=15):
+        deadline = time.time() + timeout
+        v = None
+        while time.time() < deadline:
+            v = self.nginx.config_version()
+            if v is not None and v > v0:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"data plane still runs config version {v} (wanted > {v0}); "
+                             f"control plane log: {self.stack.cp.log_path}")
+
+    def wait_synced(self, env, v0, timeout=15):
+        """Wait until nginx runs a config newer than v0 that has every key and resource of env."""
+        deadline = time.time() + timeout
+        self.wait_version_above(v0, timeout)
+        for name, obj in env.key_objs.items():
+            if not obj.get("enabled", True):
+                continue
+            want = {r["name"] for r in env.res.values() if r["id"] in obj.get("resources", [])}
+            last = None
+            while True:
+                last = self.request("GET", "/v1/models",
+                                    headers={"Authorization": f"Bearer {env.keys[name]}"})
+                if last.status == 200:
+                    try:
+                        ids = {m["id"] for m in last.json()["data"]}
+                    except (ValueError, KeyError, TypeError):
+                        ids = set()
+                    if want <= ids:
+                        break
+                if time.time() > deadline:
+                    raise AssertionError(f"key {name} not served by the data plane: {last!r}")
+                time.sleep(0.1)
+
+    def update(self, env, kind, name, **fields):
+        """PUT (merged) an object and wait for the data plane to run the new version."""
+        coll = {"connections": env.conns, "resources": env.res, "api-keys": env.key_objs}[kind]
+        obj = coll[name]
+        v0 = self.nginx.config_version() or 0
+        body = {k: v for k, v in obj.items()
+                if k not in ("id", "key", "maskedKey", "createdAt", "updatedAt", "workspaceId",
+                             "environmentId", "discoveredCapacity", "createdBy", "updatedBy")}
+        body.update(fields)
+        st, data, _ = self.api.request("PUT", f"{env.prefix}/{kind}/{obj['id']}", body)
+        assert st == 200, f"PUT {kind}/{name}: {st} {data}"
+        if isinstance(data, dict):
+            key = obj.get("key")
+            coll[name] = data
+            if key:
+                data["key"] = key
+        self.wait_version_above(v0)
+        return data
+
+
+@pytest.fixture(scope="session")
+def gw(stack):
+    return Gateway(stack)
+
+
+# ---------------------------------------------------------------------- node SDK tests
+def _ensure_node_modules():
+    if (SDK_DIR / "node_modules" / "openai" / "package.json").exists():
+        return
+    if not shutil.which("npm"):
+        pytest.fail("npm is not installed", pytrace=False)
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR,
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.fail(f"npm ci failed in t/sdk:\n{r.stdout}\n{r.stderr}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def run_node_tests():
+    """Run `node --test` on t/sdk/*.test.mjs with the given environment; fail with its output."""
+    if not shutil.which("node"):
+        pytest.fail("node is not installed", pytrace=False)
+    _ensure_node_modules()
+
+    def run(env, files=None, timeout=180):
+        files = files or sorted(str(p) for p in SDK_DIR.glob("*.test.mjs"))
+        e = dict(os.environ)
+        e.update({k: str(v) for k, v in env.items()})
+        r = subprocess.run(["node", "--test", "--test-reporter=spec"] + files, cwd=SDK_DIR,
+                           env=e, capture_output=True, text=True, timeout=timeout)
+        out = r.stdout + r.stderr
+        if r.returncode != 0:
+            pytest.fail(f"node --test exited {r.returncode}:\n{out}", pytrace=False)
+        return out
+
+    return run

@@ -1,0 +1,263 @@
+"""nginx with the VM-X module, on a private prefix and a loopback port.
+
+The configuration is conf/nginx.conf.in with its @NAME@ placeholders filled.
+Extra directives can be injected without touching the template:
+
+  gateway_directives   inside `location /v1/` (after `vmx_gateway;`), e.g.
+                       "vmx_read_timeout 2s;"
+  http_directives      at the end of the http block's module directives
+  main_directives      in the main context
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "conf" / "nginx.conf.in"
+MODULE = ROOT / "build" / "nginx" / "ngx_http_vmx_module.so"
+NGINX = os.environ.get("VMX_NGINX", "/usr/sbin/nginx")
+
+BAD_LOG = re.compile(r"\[(alert|crit|emerg)\]|exited on signal")
+
+
+class NginxError(AssertionError):
+    pass
+
+
+def _children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(d))
+    return set(out)
+
+
+class Nginx:
+    def __init__(self, base_dir, port, token_file, ca_file, workers=2, max_body="1m",
+                 log_level="info", cp_addr="127.0.0.1:1", module=None,
+                 gateway_directives="", http_directives="", main_directives=""):
+        self.base_dir = Path(base_dir)
+        self.port = port
+        self.token_file = str(token_file)
+        self.ca_file = str(ca_file)
+        self.workers = workers
+        self.max_body = max_body
+        self.log_level = log_level
+        self.cp_addr = cp_addr
+        self.module = Path(module) if module else MODULE
+        self.gateway_directives = gateway_directives
+        self.http_directives = http_directives
+        self.main_directives = main_directives
+        self.proc = None
+        self._log_pos = 0
+        self._out = None
+
+    # ------------------------------------------------------------ paths
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def conf_path(self):
+        return self.base_dir / "nginx.conf"
+
+    @property
+    def error_log_path(self):
+        return self.base_dir / "logs" / "error.log"
+
+    @property
+    def access_log_path(self):
+        return self.base_dir / "logs" / "access.log"
+
+    @property
+    def snapshot_path(self):
+        return self.base_dir / "config.snapshot"
+
+    @property
+    def token(self):
+        return Path(self.token_file).read_text().strip()
+
+    # ------------------------------------------------------------ config
+    def render(self):
+        text = TEMPLATE.read_text()
+        values = {
+            "MODULE": str(self.module.resolve()),
+            "WORKERS": str(self.workers),
+            "PREFIX": str(self.base_dir.resolve()),
+            "LOG_LEVEL": self.log_level,
+            "TOKEN_FILE": self.token_file,
+            "CA_FILE": self.ca_file,
+            "CP_ADDR": self.cp_addr,
+            "LISTEN": f"127.0.0.1:{self.port}",
+            "MAX_BODY": self.max_body,
+        }
+        for k, v in values.items():
+            text = text.replace(f"@{k}@", v)
+        left = re.findall(r"@[A-Z_]+@", "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith("#")))
+        if left:
+            raise NginxError(f"unfilled placeholders in {TEMPLATE.name}: {sorted(set(left))}")
+        main = self.main_directives
+        # As root, nginx would run its workers as `nobody`, who can read neither the
+        # test's private prefix nor the token file.
+        if os.geteuid() == 0 and not re.search(r"^\s*user\s", text, re.M):
+            main = "user root root;\n" + main
+        if main:
+            text = re.sub(r"^(daemon off;)$", lambda m: m.group(1) + "\n" + main, text,
+                          count=1, flags=re.M)
+        if self.http_directives:
+            text = re.sub(r"^(\s*vmx_config_token_file [^\n]*;)$",
+                          lambda m: m.group(1) + "\n    " + self.http_directives, text,
+                          count=1, flags=re.M)
+        if self.gateway_directives:
+            text, n = re.subn(r"(vmx_gateway;)", lambda m: m.group(1) + "\n            "
+                              + self.gateway_directives, text, count=1)
+            if n != 1:
+                raise NginxError("no `vmx_gateway;` in the template to add directives to")
+        return text
+
+    def write_config(self):
+        for d in ("logs", "tmp", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+            (self.base_dir / d).mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self.render())
+
+    def _cmd(self, *extra):
+        return [NGINX, "-p", str(self.base_dir.resolve()) + "/", "-c", str(self.conf_path),
+                "-e", str(self.error_log_path)] + list(extra)
+
+    def test_config(self):
+        self.write_config()
+        r = subprocess.run(self._cmd("-t"), capture_output=True, text=True)
+        return r.returncode, r.stdout + r.stderr
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, timeout=15):
+        if not self.module.exists():
+            raise NginxError(f"{self.module} is missing: build it first (./build.sh build)")
+        self.write_config()
+        if self.error_log_path.exists():
+            self._log_pos = len(self.error_log())
+        self._out = open(self.base_dir / "logs" / "stderr.log", "ab")
+        self.proc = subprocess.Popen(self._cmd(), stdout=self._out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise NginxError(f"nginx exited with {self.proc.returncode}:\n"
+                                 f"{self._stderr_tail()}\n{self.error_log()[-3000:]}")
+            if self._port_open() and len(self.worker_pids()) >= self.workers:
+                return self
+            time.sleep(0.05)
+        raise NginxError(f"nginx did not listen on {self.port}:\n{self.error_log()[-3000:]}")
+
+    def _stderr_tail(self):
+        p = self.base_dir / "logs" / "stderr.log"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    def _port_open(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def worker_pids(self):
+        return _children(self.proc.pid) if self.proc else set()
+
+    def reload(self, timeout=15):
+        """SIGHUP and wait until a full set of new workers runs and the old ones are gone."""
+        self.write_config()
+        old = self.worker_pids()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise NginxError(f"nginx exited on reload:\n{self.error_log()[-3000:]}")
+            now = self.worker_pids()
+            if len(now - old) >= self.workers and not (now & old):
+                return self
+            time.sleep(0.05)
+        raise NginxError(f"nginx reload did not finish: old={old} now={self.worker_pids()}")
+
+    def stop(self, timeout=15):
+        if not self.proc:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        self.proc = None
+        if self._out:
+            self._out.close()
+            self._out = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    # ------------------------------------------------------------ logs
+    def error_log(self):
+        try:
+            return self.error_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def access_log(self):
+        try:
+            return self.access_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def check_error_log(self, everything=False):
+        """Raise when the error log shows [alert], [crit], [emerg] or a crashed worker.
+
+        Looks at what was written since the last check unless everything=True."""
+        text = self.error_log()
+        part = text if everything else text[self._log_pos:]
+        self._log_pos = len(text)
+        bad = [line for line in part.splitlines() if BAD_LOG.search(line)]
+        if bad:
+            raise NginxError("nginx error log:\n" + "\n".join(bad[:30]))
+
+    # ------------------------------------------------------------ admin endpoint
+    def config_version(self):
+        """GET /vmx/config -> version (0 when none), or None when unreachable."""
+        import http.client
+        import json
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3)
+            c.request("GET", "/vmx/config", headers={"Authorization": f"Bearer {self.token}"})
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+            if r.status != 200:
+                return None
+            return int(json.loads(data).get("version", 0))
+        except (OSError, ValueError):
+            return None
