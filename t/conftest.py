@@ -113,6 +113,7 @@ def fake_rogue(rogue_pki):
 def _reset_fakes():
     for f in _FAKES:
         f.set_behavior(None)
+        f.stream_delay = 0.3
         f.clear()
     yield
 
@@ -246,6 +247,56 @@ def http_request(url, method, path, body=None, headers=None, timeout=30):
         c.close()
 
 
+class Stream:
+    """A streaming request read incrementally, event by event."""
+
+    def __init__(self, url, path, body, headers=None, timeout=30):
+        host, port = url.split("//", 1)[1].split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        self.conn.request("POST", path, json.dumps(body).encode(), h)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.headers = self.resp.headers
+        self.buf = b""
+        self.raw = b""
+        self.eof = False
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def next_event(self):
+        """The next `data:` payload (str), or None at the end of the body."""
+        while True:
+            i = self.buf.find(b"\n\n")
+            if i >= 0:
+                block, self.buf = self.buf[:i], self.buf[i + 2:]
+                data = [ln[5:].strip() for ln in block.decode().split("\n") if ln.startswith("data:")]
+                if data:
+                    return "\n".join(data)
+                continue
+            if self.eof:
+                return None
+            chunk = self.resp.read1(65536)
+            if not chunk:
+                self.eof = True
+                continue
+            self.raw += chunk
+            self.buf += chunk
+
+    def rest(self):
+        out = []
+        while True:
+            e = self.next_event()
+            if e is None:
+                return out
+            out.append(e)
+
+    def close(self):
+        self.conn.close()
+
+
 def sse_events(body):
     """Split a text/event-stream body into the `data:` payloads (strings)."""
     out = []
@@ -309,18 +360,21 @@ class Gateway:
         c = env.conns[conn]
         return {"provider": c.get("provider", "openai"), "model": model, "connectionId": c["id"]}
 
-    def provision(self, connections=None, resources=None, keys=None, env=None, wait=True):
+    def provision(self, connections=None, resources=None, keys=None, env=None, ws=None,
+                  wait=True):
         """Create (in a new workspace/environment unless env is given) and wait for the data plane.
 
         connections: {name: fields}   e.g. {"a": connection_for(fake)}
         resources:   {name: {"model": (conn, model) | {...}, "fallback": [(conn, model)...],
                              other resource fields...}}
         keys:        {name: {"resources": [resource names], other key fields...}}
+        ws:          an existing workspace object to create the new environment in
         """
         v0 = self.nginx.config_version() or 0
         if env is None:
             tag = uuid.uuid4().hex[:8]
-            ws = self.api.create_workspace(f"ws-{tag}")
+            if ws is None:
+                ws = self.api.create_workspace(f"ws-{tag}")
             e = self.api.create_environment(ws["id"], f"env-{tag}")
             env = Env(self, ws, e)
         for name, fields in (connections or {}).items():

@@ -44,7 +44,7 @@ def test_fake_non_streaming_format(fake):
     assert r.status == 200
     assert r.header("content-type") == "application/json"
     assert r.header("x-request-id").startswith("req_")
-    assert r.header("x-ratelimit-limit-requests") == "10000"
+    assert r.header("x-ratelimit-limit-requests") == "30000"
     b = r.json()
     assert b["object"] == "chat.completion"
     assert b["choices"][0]["message"] == {"role": "assistant", "content": "Hello from m1! You said: hi",

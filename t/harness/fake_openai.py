@@ -72,6 +72,17 @@ ERRORS = {
     503: ("The engine is currently overloaded, please try again later.", "server_error", None),
 }
 
+# Values distinct from anything the gateway would compute, so that tests can tell
+# whether the provider's own limit headers leaked through.
+RATELIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "30000",
+    "x-ratelimit-limit-tokens": "150000000",
+    "x-ratelimit-remaining-requests": "29999",
+    "x-ratelimit-remaining-tokens": "149999950",
+    "x-ratelimit-reset-requests": "2ms",
+    "x-ratelimit-reset-tokens": "0s",
+}
+
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
            422: "Unprocessable Entity", 429: "Too Many Requests",
@@ -305,12 +316,13 @@ class FakeOpenAI:
             ("openai-processing-ms", str(random.randint(50, 400))),
             ("openai-version", "2020-10-01"),
             ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
-            ("x-ratelimit-limit-requests", "10000"),
-            ("x-ratelimit-limit-tokens", "2000000"),
-            ("x-ratelimit-remaining-requests", "9999"),
-            ("x-ratelimit-remaining-tokens", "1999950"),
-            ("x-ratelimit-reset-requests", "6ms"),
-            ("x-ratelimit-reset-tokens", "1ms"),
+            ("x-ratelimit-limit-requests", RATELIMIT_HEADERS["x-ratelimit-limit-requests"]),
+            ("x-ratelimit-limit-tokens", RATELIMIT_HEADERS["x-ratelimit-limit-tokens"]),
+            ("x-ratelimit-remaining-requests",
+             RATELIMIT_HEADERS["x-ratelimit-remaining-requests"]),
+            ("x-ratelimit-remaining-tokens", RATELIMIT_HEADERS["x-ratelimit-remaining-tokens"]),
+            ("x-ratelimit-reset-requests", RATELIMIT_HEADERS["x-ratelimit-reset-requests"]),
+            ("x-ratelimit-reset-tokens", RATELIMIT_HEADERS["x-ratelimit-reset-tokens"]),
             ("x-request-id", _rid("req_", 32)),
         ]
 

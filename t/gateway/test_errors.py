@@ -1,0 +1,324 @@
+"""SPEC §2 error table, and bad input of every kind: nothing may crash nginx
+(the autouse fixture checks the error log after every test)."""
+import json
+import os
+import random
+import socket
+
+import pytest
+
+from conftest import connection_for, http_request
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def env(gw, fake):
+    return gw.provision(
+        connections={"a": connection_for(fake)},
+        resources={"chat": {"model": ("a", "gpt-test")},
+                   "secret": {"model": ("a", "gpt-secret")}},
+        keys={"main": {"resources": ["chat"]},
+              "off": {"resources": ["chat"], "enabled": False}},
+    )
+
+
+def assert_error(r, status, code):
+    assert r.status == status, r
+    ct = r.header("content-type") or ""
+    assert ct.startswith("application/json"), r
+    b = r.json()
+    assert set(b) == {"error"}, b
+    e = b["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    assert isinstance(e["message"], str) and e["message"], e
+    assert isinstance(e["type"], str) and e["type"], e
+    assert e["param"] is None, e
+    if code is not None:
+        assert e["code"] == code, e
+    assert r.header("x-vmx-request-id"), f"x-vmx-request-id missing on an error: {r}"
+    return e
+
+
+def post(env, body, headers=None, path="/v1/chat/completions"):
+    h = {"Authorization": f"Bearer {env.key('main')}", "Content-Type": "application/json"}
+    if headers is not None:
+        h = headers
+    return http_request(env.gw.url, "POST", path, body, h)
+
+
+# ------------------------------------------------------------------ keys
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer "},
+    {"Authorization": "Basic dXNlcjpwYXNz"},
+    {"Authorization": "Bearer vmx-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+    {"Authorization": "Bearer not-a-key"},
+    {"x-api-key": "vmx-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"},
+    {"x-api-key": ""},
+    {"Authorization": "Bearer " + "k" * 6000},
+], ids=["none", "bearer-empty", "bearer-space", "basic", "unknown", "garbage", "x-api-key-unknown",
+        "x-api-key-empty", "huge"])
+def test_invalid_key(env, fake, headers):
+    h = dict(headers, **{"Content-Type": "application/json"})
+    r = post(env, {"model": "chat", "messages": MSG}, h)
+    assert_error(r, 401, "invalid_api_key")
+    assert fake.chat_requests() == []
+
+
+def test_disabled_key(env, fake):
+    r = post(env, {"model": "chat", "messages": MSG}, {"Authorization": f"Bearer {env.key('off')}"})
+    assert_error(r, 401, "invalid_api_key")
+    r = http_request(env.gw.url, "GET", "/v1/models", headers={"x-api-key": env.key("off")})
+    assert_error(r, 401, "invalid_api_key")
+    assert fake.chat_requests() == []
+
+
+def test_key_prefix_or_suffix_is_not_the_key(env):
+    k = env.key("main")
+    for bad in (k[:-1], k + "x", k.upper(), " " + k + "x"):
+        r = post(env, {"model": "chat", "messages": MSG}, {"Authorization": f"Bearer {bad}"})
+        assert r.status == 401, (bad, r)
+
+
+def test_resource_not_authorized(env, fake):
+    r = post(env, {"model": "secret", "messages": MSG})
+    assert_error(r, 403, "api_key_resource_not_authorized")
+    assert fake.chat_requests() == []
+
+
+def test_unknown_model(env, fake):
+    r = post(env, {"model": "no-such-resource", "messages": MSG})
+    assert_error(r, 404, "model_not_found")
+    assert fake.chat_requests() == []
+
+
+def test_model_of_another_environment_is_unknown(gw, env, fake):
+    other = gw.provision(connections={"a": connection_for(fake)},
+                         resources={"elsewhere": {"model": ("a", "gpt-x")}},
+                         keys={"k": {"resources": ["elsewhere"]}})
+    r = post(env, {"model": "elsewhere", "messages": MSG})
+    assert r.status in (403, 404), r
+    assert fake.chat_requests() == []
+
+
+# ------------------------------------------------------------------ body
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"not json", b'{"model": "chat", "messages": [}', b"[]", b'"str"', b"null", b"42",
+    b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]} trailing',
+    b'{"model": "chat", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+    b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}x',
+], ids=["empty", "open", "text", "broken", "array", "string", "null", "number", "trailing",
+        "bad-utf8", "bad-escape"])
+def test_malformed_json(env, fake, body):
+    r = post(env, body)
+    assert_error(r, 400, "invalid_request")
+    assert fake.chat_requests() == []
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "chat"},
+    {"model": "chat", "messages": None},
+    {"model": "chat", "messages": "hello"},
+    {"model": "chat", "messages": {"role": "user"}},
+])
+def test_missing_messages(env, fake, body):
+    r = post(env, body)
+    assert_error(r, 400, "invalid_request")
+    assert fake.chat_requests() == []
+
+
+def test_missing_model(env, fake):
+    r = post(env, {"messages": MSG})
+    assert r.status in (400, 404), r
+    assert_error(r, r.status, None)
+    assert fake.chat_requests() == []
+
+
+def test_body_too_large(env, fake):
+    big = {"model": "chat", "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
+    r = post(env, big)
+    assert_error(r, 413, "request_too_large")
+    assert fake.chat_requests() == []
+
+
+def test_body_too_large_chunked(env, fake):
+    """Same limit without a Content-Length (chunked request body)."""
+    data = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "y" * (1100 * 1024)}]}).encode()
+    s = socket.create_connection(("127.0.0.1", env.gw.nginx.port), timeout=10)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.key('main')}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    try:
+        s.sendall(head)
+        for i in range(0, len(data), 65536):
+            part = data[i:i + 65536]
+            s.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    resp = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            resp += d
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 413"), resp[:500]
+    assert b'"request_too_large"' in resp, resp[:1000]
+    assert fake.chat_requests() == []
+
+
+def test_chunked_request_body_accepted(env, fake):
+    data = json.dumps({"model": "chat", "messages": MSG}).encode()
+    s = socket.create_connection(("127.0.0.1", env.gw.nginx.port), timeout=10)
+    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.key('main')}\r\n"
+               "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+              + b"%x\r\n" % 10 + data[:10] + b"\r\n" + b"%x\r\n" % (len(data) - 10) + data[10:] + b"\r\n0\r\n\r\n")
+    resp = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        resp += d
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:800]
+    assert b"Hello from gpt-test! You said: hello" in resp
+
+
+# ------------------------------------------------------------------ methods and paths
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1/chat/completions"),
+    ("PUT", "/v1/chat/completions"),
+    ("DELETE", "/v1/chat/completions"),
+    ("PATCH", "/v1/chat/completions"),
+    ("POST", "/v1/models"),
+    ("DELETE", "/v1/models"),
+])
+def test_wrong_method(env, method, path):
+    body = json.dumps({"model": "chat", "messages": MSG}) if method in ("PUT", "PATCH", "POST") else None
+    r = http_request(env.gw.url, method, path, body,
+                     {"Authorization": f"Bearer {env.key('main')}", "Content-Type": "application/json"})
+    assert_error(r, 405, None)
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/chat/completion", "/v1/chat/completions/extra", "/v1/", "/v1/embeddings",
+    "/v1/completion/x/y/chat/completions/z", "/v1/completion//chat/completions",
+])
+def test_unknown_path(env, fake, path):
+    r = http_request(env.gw.url, "POST", path, {"model": "chat", "messages": MSG},
+                     {"Authorization": f"Bearer {env.key('main')}"})
+    assert 400 <= r.status < 500 and r.status not in (405, 413), r
+    assert_error(r, r.status, None)
+    assert fake.chat_requests() == []
+
+
+def test_head_request(env):
+    r = http_request(env.gw.url, "HEAD", "/v1/models", headers={"Authorization": f"Bearer {env.key('main')}"})
+    assert r.status < 500, r
+
+
+# ------------------------------------------------------------------ garbage
+def test_random_garbage_bodies(env):
+    rnd = random.Random(1234)
+    valid = json.dumps({"model": "chat", "messages": MSG, "temperature": 0.5}).encode()
+    for i in range(120):
+        kind = i % 3
+        if kind == 0:
+            body = os.urandom(rnd.randint(1, 3000))
+        elif kind == 1:  # mutate a valid body
+            b = bytearray(valid)
+            for _ in range(rnd.randint(1, 6)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            body = bytes(b)
+        else:  # truncate a valid body
+            body = valid[:rnd.randrange(len(valid))]
+        r = post(env, body)
+        assert r.status < 500, (body, r)
+        if r.status != 200:
+            assert_error(r, r.status, None)
+
+
+def test_deep_nesting_and_odd_json(env, fake):
+    cases = [
+        b'{"model": "chat", "messages": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+        b'{"model": "chat", "messages": [{"role": "user", "content": ' + b'{"a":' * 20000 + b"1" + b"}" * 20000 + b"}]}",
+        b'{"model": "chat", "model": "chat", "messages": []}',
+        b'{"model": 12, "messages": []}',
+        b'{"model": "chat\\u0000x", "messages": []}',
+        b'{"model": "' + b"m" * 100000 + b'", "messages": []}',
+        b'{"model": "chat", "messages": [], "vmx": "not-an-object"}',
+        b'{"model": "chat", "messages": [], "vmx": {"correlationId": 5}}',
+        b'{"model": "chat", "messages": [], "vmx": {"correlationId": "a\\r\\nx-injected: 1"}}',
+        b'{"model": "chat", "messages": [], "stream": "yes"}',
+        b'{"model": "chat", "messages": [], "stream_options": 7, "stream": true}',
+        b'{"model": "chat", "messages": [1e999999, -0, 1.5e-400]}',
+    ]
+    for body in cases:
+        r = post(env, body)
+        assert r.status < 500 or r.status in (502, 503), (body[:80], r)
+        assert r.header("x-injected") is None
+        if r.status >= 400:
+            assert_error(r, r.status, None)
+
+
+def test_huge_headers(env):
+    # one huge header: nginx itself refuses it; it must not crash
+    r = None
+    try:
+        r = http_request(env.gw.url, "POST", "/v1/chat/completions", {"model": "chat", "messages": MSG},
+                         {"Authorization": f"Bearer {env.key('main')}", "X-Big": "a" * 100000})
+        assert r.status in (400, 413, 431, 494), r
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    # many headers
+    hs = {f"X-H{i}": "v" * 50 for i in range(300)}
+    hs["Authorization"] = f"Bearer {env.key('main')}"
+    try:
+        r = http_request(env.gw.url, "POST", "/v1/chat/completions", {"model": "chat", "messages": MSG}, hs)
+        assert r.status in (200, 400, 413, 431, 494), r
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    # both key headers at once, and duplicated key headers
+    r = http_request(env.gw.url, "POST", "/v1/chat/completions", {"model": "chat", "messages": MSG},
+                     {"Authorization": f"Bearer {env.key('main')}", "x-api-key": "vmx-wrong"})
+    assert r.status in (200, 400, 401), r
+    # the server still answers
+    r = post(env, {"model": "chat", "messages": MSG})
+    assert r.status == 200, r
+
+
+def test_pipelined_requests(env):
+    data = json.dumps({"model": "chat", "messages": MSG}).encode()
+    one = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.key('main')}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+    last = one.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    s = socket.create_connection(("127.0.0.1", env.gw.nginx.port), timeout=10)
+    s.sendall(one + one + last)
+    resp = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        resp += d
+    s.close()
+    assert resp.count(b"HTTP/1.1 200") == 3, resp[:2000]
+
+
+def test_client_goes_away(env, fake):
+    """Clients that disconnect early (before the answer, during a stream) crash nothing."""
+    data = json.dumps({"model": "chat", "messages": MSG, "stream": True}).encode()
+    for cut in (10, 60, None):
+        s = socket.create_connection(("127.0.0.1", env.gw.nginx.port), timeout=10)
+        req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.key('main')}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+        s.sendall(req[:cut] if cut else req)
+        if cut is None:
+            s.recv(10)
+        s.close()
+    r = post(env, {"model": "chat", "messages": MSG})
+    assert r.status == 200, r
