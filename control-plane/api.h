@@ -1,0 +1,99 @@
+/*
+ * api: the handlers of the management API (SPEC §8), one file per resource,
+ * and the helpers they share.
+ */
+
+#ifndef CP_API_H
+#define CP_API_H
+
+#include "http.h"
+
+/* api_health.c */
+void api_health(http_req_t *req);
+
+/* api_auth.c */
+void api_auth_login(http_req_t *req);
+void api_auth_logout(http_req_t *req);
+void api_auth_me(http_req_t *req);
+/* fills req->user_id/username from the bearer token; false when invalid */
+bool auth_authenticate(http_req_t *req);
+/* creates user admin at first start; 0 or -1 */
+int auth_bootstrap_admin(const char *password);
+
+/* api_workspaces.c */
+void api_workspaces_list(http_req_t *req);
+void api_workspaces_create(http_req_t *req);
+void api_workspaces_get(http_req_t *req);
+void api_workspaces_update(http_req_t *req);
+void api_workspaces_delete(http_req_t *req);
+void api_members_list(http_req_t *req);
+void api_members_add(http_req_t *req);
+/* false after answering 404 (or 500) when {ws} is no workspace */
+bool api_workspace_exists(http_req_t *req);
+
+/* api_environments.c */
+void api_environments_list(http_req_t *req);
+void api_environments_create(http_req_t *req);
+void api_environments_get(http_req_t *req);
+void api_environments_update(http_req_t *req);
+void api_environments_delete(http_req_t *req);
+/* false after answering 404 (or 500) when {env} is no environment of {ws} */
+bool api_environment_exists(http_req_t *req);
+
+/* api_connections.c */
+void api_connections_list(http_req_t *req);
+void api_connections_create(http_req_t *req);
+void api_connections_get(http_req_t *req);
+void api_connections_update(http_req_t *req);
+void api_connections_delete(http_req_t *req);
+
+/* api_resources.c */
+void api_resources_list(http_req_t *req);
+void api_resources_create(http_req_t *req);
+void api_resources_get(http_req_t *req);
+void api_resources_update(http_req_t *req);
+void api_resources_delete(http_req_t *req);
+
+/* api_keys.c */
+void api_keys_list(http_req_t *req);
+void api_keys_create(http_req_t *req);
+void api_keys_get(http_req_t *req);
+void api_keys_update(http_req_t *req);
+void api_keys_delete(http_req_t *req);
+
+/* api_providers.c */
+void api_providers_list(http_req_t *req);
+
+/* api_dataplanes.c */
+void api_dataplanes_list(http_req_t *req);
+
+/*
+ * docs.c: reads of the *_docs views.  Each answers itself on failure and
+ * returns false then.
+ */
+
+/* the doc (first column, JSON text) of the single row sql selects; NULL
+ * after answering 404 / 500; the caller deletes the result */
+cJSON *doc_fetch(http_req_t *req, const char *sql, int nparams,
+    const char *const *params, const char *what);
+
+/* answers status with the doc of the single row sql selects, or 404 */
+void doc_reply(http_req_t *req, int status, const char *sql, int nparams,
+    const char *const *params, const char *what);
+
+/* answers a paginated list; sql selects rows with columns doc, created_at
+ * and id using parameters $1..$nparams; order and paging are added here */
+void doc_reply_list(http_req_t *req, const char *sql, int nparams,
+    const char *const *params);
+
+/* answers 204 when sql deleted a row, 404 when none, 409/500 on error */
+void doc_reply_delete(http_req_t *req, const char *sql, int nparams,
+    const char *const *params, const char *what);
+
+/* accessors of a validated doc: a string member ("" when absent), a bool
+ * member as "true"/"false", any member as JSON text (malloc'd, caller frees) */
+const char *doc_str(const cJSON *doc, const char *field);
+const char *doc_bool(const cJSON *doc, const char *field);
+char *doc_json(const cJSON *doc, const char *field);
+
+#endif

@@ -1,0 +1,316 @@
+/*
+ * api_connections: AI connections of an environment.
+ *
+ * The secret fields of a provider's config (SPEC §9) never reach the
+ * database in clear: they are split from config into the secrets column,
+ * each encrypted with the connection id as associated data.  Reads show
+ * "********"; an update sending "********" keeps the stored blob.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "providers.h"
+#include "secrets.h"
+#include "validate.h"
+
+#define MASK  "********"
+
+static const char *const writable[] = {
+    "name", "description", "provider", "config", "allowedModels", "capacity", NULL
+};
+static const char *const readonly[] = { "discoveredCapacity", NULL };
+
+#define DOC_BY_ID \
+    "SELECT doc::text FROM connection_docs" \
+    " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3"
+
+
+static bool
+validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
+{
+    const cJSON *item;
+    char         field[160];
+
+    if (!cJSON_IsObject(config)) {
+        http_invalid(req, "config", "config must be an object");
+        return false;
+    }
+    cJSON_ArrayForEach(item, config) {
+        const provider_field_t *f = provider_field(p, item->string);
+
+        snprintf(field, sizeof(field), "config.%s", item->string);
+        if (f == NULL) {
+            http_invalid(req, field, "%s is not a config field of provider %s", field, p->id);
+            return false;
+        }
+        if (!cJSON_IsString(item)) {
+            http_invalid(req, field, "%s must be a string", field);
+            return false;
+        }
+        if (strcmp(f->type, "url") == 0 && !val_is_http_url(item->valuestring)) {
+            http_invalid(req, field, "%s must be an http or https URL", field);
+            return false;
+        }
+    }
+    for (int i = 0; i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(config, p->fields[i].name);
+
+        if (p->fields[i].required && (v == NULL || v->valuestring[0] == '\0')) {
+            snprintf(field, sizeof(field), "config.%s", p->fields[i].name);
+            http_invalid(req, field, "%s is required for provider %s", field, p->id);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+static bool
+validate(http_req_t *req, cJSON *doc)
+{
+    const cJSON      *provider;
+    const provider_t *p;
+
+    if (!val_merge(req, doc, writable, readonly) || !val_name(req, doc)
+        || !val_string(req, doc, "description", DESCRIPTION_MAX_LEN))
+    {
+        return false;
+    }
+    provider = cJSON_GetObjectItemCaseSensitive(doc, "provider");
+    p = cJSON_IsString(provider) ? provider_find(provider->valuestring) : NULL;
+    if (p == NULL) {
+        http_invalid(req, "provider",
+                     "provider must be one of openai, anthropic, gemini, groq, aws-bedrock");
+        return false;
+    }
+    return validate_config(req, p, cJSON_GetObjectItemCaseSensitive(doc, "config"))
+           && val_string_array(req, doc, "allowedModels")
+           && val_capacity(req, doc, "capacity");
+}
+
+
+/*
+ * Splits doc.config into the JSON texts of the plain config and of the
+ * secrets ({field: blob}), both malloc'd (caller frees).  stored holds the
+ * current blobs (may be NULL).  False after answering when a "********"
+ * has no stored secret to keep.
+ */
+static bool
+split_secrets(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored,
+    char **config_text, char **secrets_text)
+{
+    const provider_t *p = provider_find(doc_str(doc, "provider"));
+    cJSON            *config = cJSON_Duplicate(
+                           cJSON_GetObjectItemCaseSensitive(doc, "config"), true);
+    cJSON            *secrets = cJSON_CreateObject();
+    bool              ok = true;
+
+    for (int i = 0; ok && i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        const char *name = p->fields[i].name;
+        cJSON      *v = cJSON_DetachItemFromObjectCaseSensitive(config, name);
+        const cJSON *kept = cJSON_GetObjectItemCaseSensitive(stored, name);
+        char       *blob = NULL;
+
+        if (!p->fields[i].secret || v == NULL) {
+            if (v != NULL) {
+                cJSON_AddItemToObject(config, name, v);
+            }
+            continue;
+        }
+        if (strcmp(v->valuestring, MASK) == 0) {
+            if (cJSON_IsString(kept)) {
+                blob = strdup(kept->valuestring);
+            } else {
+                char field[160];
+
+                snprintf(field, sizeof(field), "config.%s", name);
+                http_invalid(req, field, "%s has no stored secret to keep", field);
+                ok = false;
+            }
+        } else {
+            blob = secrets_encrypt(v->valuestring, id);
+            if (blob == NULL) {
+                http_error(req, 500, "internal_error", NULL, "encryption failed");
+                ok = false;
+            }
+        }
+        if (blob != NULL) {
+            cJSON_AddStringToObject(secrets, name, blob);
+            free(blob);
+        }
+        cJSON_Delete(v);
+    }
+    if (ok) {
+        *config_text = cJSON_PrintUnformatted(config);
+        *secrets_text = cJSON_PrintUnformatted(secrets);
+    }
+    cJSON_Delete(config);
+    cJSON_Delete(secrets);
+    return ok;
+}
+
+
+/* inserts (id new) or updates the connection described by doc */
+static void
+save(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored, bool create)
+{
+    char       *config = NULL, *secrets = NULL, *allowed, *capacity;
+    const char *params[10] = { http_param(req, "ws"), http_param(req, "env"), id };
+    PGresult   *res;
+
+    if (!split_secrets(req, doc, id, stored, &config, &secrets)) {
+        return;
+    }
+    allowed = doc_json(doc, "allowedModels");
+    capacity = doc_json(doc, "capacity");
+    params[3] = doc_str(doc, "name");
+    params[4] = doc_str(doc, "description");
+    params[5] = doc_str(doc, "provider");
+    params[6] = config;
+    params[7] = secrets;
+    params[8] = allowed;
+    params[9] = capacity;
+
+    res = db_exec(req->db, create
+        ? "INSERT INTO connections (workspace_id, environment_id, id, name, description,"
+          " provider, config, secrets, allowed_models, capacity)"
+          " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10 FROM environments"
+          " WHERE workspace_id = $1 AND id = $2"
+        : "UPDATE connections SET name = $4, description = $5, provider = $6, config = $7,"
+          " secrets = $8, allowed_models = $9, capacity = $10, updated_at = now()"
+          " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+        10, params);
+    if (res == NULL) {
+        http_db_error(req, "connection");
+    } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        http_not_found(req, create ? "environment" : "connection");
+    } else {
+        doc_reply(req, create ? 201 : 200, DOC_BY_ID, 3, params, "connection");
+    }
+    PQclear(res);
+    free(config);
+    free(secrets);
+    free(allowed);
+    free(capacity);
+}
+
+
+void
+api_connections_list(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
+
+    if (api_environment_exists(req)) {
+        doc_reply_list(req, "SELECT doc, created_at, id FROM connection_docs"
+                            " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
+    }
+}
+
+
+void
+api_connections_get(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+
+    doc_reply(req, 200, DOC_BY_ID, 3, params, "connection");
+}
+
+
+void
+api_connections_create(http_req_t *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    char   id[UUID_LEN + 1];
+
+    cJSON_AddObjectToObject(doc, "config");
+    cJSON_AddArrayToObject(doc, "allowedModels");
+    cJSON_AddArrayToObject(doc, "capacity");
+    if (validate(req, doc)) {
+        crypto_uuid_v4(id);
+        save(req, doc, id, NULL, true);
+    }
+    cJSON_Delete(doc);
+}
+
+
+/* the stored secret blobs of the connection, NULL after answering */
+static cJSON *
+stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_size)
+{
+    const char *params[1] = { id };
+    PGresult   *res = db_exec(req->db, "SELECT secrets::text, provider FROM connections"
+                                       " WHERE id = $1", 1, params);
+    cJSON      *secrets;
+
+    if (res == NULL || PQntuples(res) != 1) {
+        http_db_error(req, "connection");
+        PQclear(res);
+        return NULL;
+    }
+    secrets = cJSON_Parse(PQgetvalue(res, 0, 0));
+    snprintf(provider, provider_size, "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return secrets;
+}
+
+
+/* a connection that resources use cannot change provider under them */
+static bool
+provider_change_allowed(http_req_t *req, const char *id, const char *old_provider,
+    const cJSON *doc)
+{
+    const char *params[1] = { id };
+    PGresult   *res;
+    bool        used;
+
+    if (strcmp(old_provider, doc_str(doc, "provider")) == 0) {
+        return true;
+    }
+    res = db_exec(req->db, "SELECT 1 FROM resource_connections WHERE connection_id = $1"
+                           " LIMIT 1", 1, params);
+    used = res == NULL || PQntuples(res) > 0;
+    PQclear(res);
+    if (used) {
+        http_error(req, 409, "conflict", "provider",
+                   "the connection is used by resources: its provider cannot change");
+    }
+    return !used;
+}
+
+
+void
+api_connections_update(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
+    cJSON      *stored;
+    char        old_provider[32];
+
+    if (doc == NULL) {
+        return;
+    }
+    stored = stored_secrets(req, params[2], old_provider, sizeof(old_provider));
+    if (stored != NULL && validate(req, doc)
+        && provider_change_allowed(req, params[2], old_provider, doc))
+    {
+        save(req, doc, params[2], stored, false);
+    }
+    cJSON_Delete(stored);
+    cJSON_Delete(doc);
+}
+
+
+void
+api_connections_delete(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+
+    doc_reply_delete(req, "DELETE FROM connections"
+                          " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                     3, params, "connection");
+}

@@ -1,0 +1,135 @@
+/*
+ * api_environments: /api/v1/workspaces/{ws}/environments and /{env}.
+ */
+
+#include <string.h>
+
+#include "api.h"
+#include "validate.h"
+
+static const char *const writable[] = { "name", "description", "storePayload", NULL };
+
+#define DOC_BY_ID \
+    "SELECT doc::text FROM environment_docs WHERE workspace_id = $1 AND id = $2"
+
+
+static bool
+validate(http_req_t *req, cJSON *doc)
+{
+    return val_merge(req, doc, writable, NULL) && val_name(req, doc)
+           && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
+           && val_bool(req, doc, "storePayload");
+}
+
+
+bool
+api_environment_exists(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
+    PGresult   *res = db_exec(req->db, "SELECT 1 FROM environments"
+                                       " WHERE workspace_id = $1 AND id = $2", 2, params);
+    bool        found;
+
+    if (res == NULL) {
+        http_db_error(req, "environment");
+        return false;
+    }
+    found = PQntuples(res) == 1;
+    PQclear(res);
+    if (!found) {
+        http_not_found(req, "environment");
+    }
+    return found;
+}
+
+
+void
+api_environments_list(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "ws") };
+
+    if (!api_workspace_exists(req)) {
+        return;
+    }
+    doc_reply_list(req, "SELECT doc, created_at, id FROM environment_docs"
+                        " WHERE workspace_id = $1", 1, params);
+}
+
+
+void
+api_environments_get(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
+
+    doc_reply(req, 200, DOC_BY_ID, 2, params, "environment");
+}
+
+
+void
+api_environments_create(http_req_t *req)
+{
+    cJSON      *doc = cJSON_CreateObject();
+    char        id[UUID_LEN + 1];
+    const char *params[5] = { http_param(req, "ws"), id };
+    PGresult   *res;
+
+    cJSON_AddTrueToObject(doc, "storePayload");
+    if (!validate(req, doc)) {
+        cJSON_Delete(doc);
+        return;
+    }
+    crypto_uuid_v4(id);
+    params[2] = doc_str(doc, "name");
+    params[3] = doc_str(doc, "description");
+    params[4] = doc_bool(doc, "storePayload");
+
+    res = db_exec(req->db, "INSERT INTO environments"
+                           " (id, workspace_id, name, description, store_payload)"
+                           " SELECT $2, id, $3, $4, $5 FROM workspaces WHERE id = $1",
+                  5, params);
+    if (res == NULL) {
+        http_db_error(req, "environment");
+    } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        http_not_found(req, "workspace");
+    } else {
+        doc_reply(req, 201, DOC_BY_ID, 2, params, "environment");
+    }
+    PQclear(res);
+    cJSON_Delete(doc);
+}
+
+
+void
+api_environments_update(http_req_t *req)
+{
+    const char *params[5] = { http_param(req, "ws"), http_param(req, "env") };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 2, params, "environment");
+
+    if (doc == NULL) {
+        return;
+    }
+    if (validate(req, doc)) {
+        params[2] = doc_str(doc, "name");
+        params[3] = doc_str(doc, "description");
+        params[4] = doc_bool(doc, "storePayload");
+        if (db_run(req->db, "UPDATE environments SET name = $3, description = $4,"
+                            " store_payload = $5, updated_at = now()"
+                            " WHERE workspace_id = $1 AND id = $2", 5, params) != 0)
+        {
+            http_db_error(req, "environment");
+        } else {
+            doc_reply(req, 200, DOC_BY_ID, 2, params, "environment");
+        }
+    }
+    cJSON_Delete(doc);
+}
+
+
+void
+api_environments_delete(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
+
+    doc_reply_delete(req, "DELETE FROM environments WHERE workspace_id = $1 AND id = $2",
+                     2, params, "environment");
+}

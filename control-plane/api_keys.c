@@ -1,0 +1,221 @@
+/*
+ * api_keys: API keys of an environment.
+ *
+ * A key is "vmx-" + base64url(32 random bytes).  Only its SHA-256 (lowercase
+ * hex, what the data plane looks up) and a masked form are stored; the key
+ * itself is in the create response and nowhere else.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "validate.h"
+
+#define KEY_PREFIX  "vmx-"
+#define KEY_LEN     (sizeof(KEY_PREFIX) - 1 + TOKEN_B64_LEN)
+
+static const char *const writable[] = {
+    "name", "description", "enabled", "resources", "labels", "enforceCapacity",
+    "capacity", NULL
+};
+static const char *const readonly[] = { "maskedKey", "key", NULL };
+
+#define DOC_BY_ID \
+    "SELECT doc::text FROM api_key_docs" \
+    " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3"
+
+
+static bool
+validate_resources(http_req_t *req, const cJSON *doc)
+{
+    const cJSON *item;
+    char         field[64];
+    int          i = 0;
+
+    if (!val_string_array(req, doc, "resources")) {
+        return false;
+    }
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(doc, "resources")) {
+        const char *params[2] = { item->valuestring, http_param(req, "env") };
+        PGresult   *res = NULL;
+        bool        found = false;
+
+        snprintf(field, sizeof(field), "resources[%d]", i++);
+        if (crypto_is_uuid(item->valuestring)) {
+            res = db_exec(req->db, "SELECT 1 FROM resources"
+                                   " WHERE id = $1 AND environment_id = $2", 2, params);
+            if (res == NULL) {
+                http_db_error(req, "resource");
+                return false;
+            }
+            found = PQntuples(res) == 1;
+            PQclear(res);
+        }
+        if (!found) {
+            http_invalid(req, field, "%s is no resource of this environment", field);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+static bool
+validate(http_req_t *req, cJSON *doc)
+{
+    return val_merge(req, doc, writable, readonly) && val_name(req, doc)
+           && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
+           && val_bool(req, doc, "enabled")
+           && validate_resources(req, doc)
+           && val_labels(req, doc, "labels")
+           && val_bool(req, doc, "enforceCapacity")
+           && val_capacity(req, doc, "capacity");
+}
+
+
+/* writes the row; key_hash and masked are NULL on update (they never change) */
+static PGresult *
+write_row(http_req_t *req, const cJSON *doc, const char *id, const char *key_hash,
+    const char *masked)
+{
+    char       *resources = doc_json(doc, "resources");
+    char       *labels = doc_json(doc, "labels");
+    char       *capacity = doc_json(doc, "capacity");
+    const char *params[12] = {
+        http_param(req, "ws"), http_param(req, "env"), id,
+        doc_str(doc, "name"), doc_str(doc, "description"), doc_bool(doc, "enabled"),
+        resources, labels, doc_bool(doc, "enforceCapacity"), capacity, key_hash, masked
+    };
+    PGresult   *res;
+
+    res = key_hash != NULL
+        ? db_exec(req->db,
+                  "INSERT INTO api_keys (workspace_id, environment_id, id, name, description,"
+                  " enabled, resources, labels, enforce_capacity, capacity, key_hash,"
+                  " masked_key)"
+                  " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
+                  " FROM environments WHERE workspace_id = $1 AND id = $2", 12, params)
+        : db_exec(req->db,
+                  "UPDATE api_keys SET name = $4, description = $5, enabled = $6,"
+                  " resources = $7, labels = $8, enforce_capacity = $9, capacity = $10,"
+                  " updated_at = now()"
+                  " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                  10, params);
+    free(resources);
+    free(labels);
+    free(capacity);
+    return res;
+}
+
+
+void
+api_keys_list(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
+
+    if (api_environment_exists(req)) {
+        doc_reply_list(req, "SELECT doc, created_at, id FROM api_key_docs"
+                            " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
+    }
+}
+
+
+void
+api_keys_get(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+
+    doc_reply(req, 200, DOC_BY_ID, 3, params, "API key");
+}
+
+
+/* answers 201 with the stored doc plus the key itself */
+static void
+reply_created(http_req_t *req, const char *id, const char *key)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"), id };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "API key");
+
+    if (doc != NULL) {
+        cJSON_AddStringToObject(doc, "key", key);
+        http_reply(req, 201, doc);
+    }
+}
+
+
+void
+api_keys_create(http_req_t *req)
+{
+    cJSON    *doc = cJSON_CreateObject();
+    char      id[UUID_LEN + 1];
+    char      key[KEY_LEN + 1];
+    char      hash[SHA256_HEX_LEN + 1];
+    char      masked[8 + 3 + 4 + 1];
+    PGresult *res;
+
+    if (!api_environment_exists(req)) {
+        cJSON_Delete(doc);
+        return;
+    }
+    cJSON_AddTrueToObject(doc, "enabled");
+    cJSON_AddArrayToObject(doc, "resources");
+    cJSON_AddObjectToObject(doc, "labels");
+    cJSON_AddFalseToObject(doc, "enforceCapacity");
+    cJSON_AddArrayToObject(doc, "capacity");
+    if (!validate(req, doc)) {
+        cJSON_Delete(doc);
+        return;
+    }
+
+    crypto_uuid_v4(id);
+    memcpy(key, KEY_PREFIX, sizeof(KEY_PREFIX) - 1);
+    crypto_random_token(key + sizeof(KEY_PREFIX) - 1);
+    crypto_sha256_hex(key, hash);
+    snprintf(masked, sizeof(masked), "%.8s...%s", key, key + KEY_LEN - 4);
+
+    res = write_row(req, doc, id, hash, masked);
+    if (res == NULL) {
+        http_db_error(req, "API key");
+    } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        http_not_found(req, "environment");
+    } else {
+        reply_created(req, id, key);
+    }
+    PQclear(res);
+    cJSON_Delete(doc);
+}
+
+
+void
+api_keys_update(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "API key");
+    PGresult   *res;
+
+    if (doc != NULL && validate(req, doc)) {
+        res = write_row(req, doc, params[2], NULL, NULL);
+        if (res == NULL) {
+            http_db_error(req, "API key");
+        } else {
+            doc_reply(req, 200, DOC_BY_ID, 3, params, "API key");
+        }
+        PQclear(res);
+    }
+    cJSON_Delete(doc);
+}
+
+
+void
+api_keys_delete(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+
+    doc_reply_delete(req, "DELETE FROM api_keys"
+                          " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                     3, params, "API key");
+}

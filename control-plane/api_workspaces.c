@@ -1,0 +1,194 @@
+/*
+ * api_workspaces: /api/v1/workspaces, /{ws} and /{ws}/members.
+ * The creator of a workspace becomes its OWNER.
+ */
+
+#include <string.h>
+
+#include "api.h"
+#include "validate.h"
+
+static const char *const writable[] = { "name", "description", NULL };
+static const char *const readonly[] = { "createdBy", NULL };
+
+#define DOC_BY_ID  "SELECT doc::text FROM workspace_docs WHERE id = $1"
+
+
+static bool
+validate(http_req_t *req, cJSON *doc)
+{
+    return val_merge(req, doc, writable, readonly) && val_name(req, doc)
+           && val_string(req, doc, "description", DESCRIPTION_MAX_LEN);
+}
+
+
+void
+api_workspaces_list(http_req_t *req)
+{
+    doc_reply_list(req, "SELECT doc, created_at, id FROM workspace_docs", 0, NULL);
+}
+
+
+void
+api_workspaces_get(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "ws") };
+
+    doc_reply(req, 200, DOC_BY_ID, 1, params, "workspace");
+}
+
+
+void
+api_workspaces_create(http_req_t *req)
+{
+    cJSON      *doc = cJSON_CreateObject();
+    char        id[UUID_LEN + 1];
+    const char *params[4];
+
+    if (!validate(req, doc)) {
+        cJSON_Delete(doc);
+        return;
+    }
+    crypto_uuid_v4(id);
+    params[0] = id;
+    params[1] = doc_str(doc, "name");
+    params[2] = doc_str(doc, "description");
+    params[3] = req->user_id;
+
+    /* one statement, so the workspace never exists without its owner */
+    if (db_run(req->db,
+               "WITH w AS (INSERT INTO workspaces (id, name, description, created_by)"
+               "           VALUES ($1, $2, $3, $4) RETURNING id)"
+               " INSERT INTO workspace_members (workspace_id, user_id, role)"
+               " SELECT w.id, $4, 'OWNER' FROM w", 4, params) != 0)
+    {
+        http_db_error(req, "workspace");
+    } else {
+        doc_reply(req, 201, DOC_BY_ID, 1, params, "workspace");
+    }
+    cJSON_Delete(doc);
+}
+
+
+void
+api_workspaces_update(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws") };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 1, params, "workspace");
+
+    if (doc == NULL) {
+        return;
+    }
+    if (validate(req, doc)) {
+        params[1] = doc_str(doc, "name");
+        params[2] = doc_str(doc, "description");
+        if (db_run(req->db, "UPDATE workspaces SET name = $2, description = $3,"
+                            " updated_at = now() WHERE id = $1", 3, params) != 0)
+        {
+            http_db_error(req, "workspace");
+        } else {
+            doc_reply(req, 200, DOC_BY_ID, 1, params, "workspace");
+        }
+    }
+    cJSON_Delete(doc);
+}
+
+
+void
+api_workspaces_delete(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "ws") };
+
+    doc_reply_delete(req, "DELETE FROM workspaces WHERE id = $1", 1, params, "workspace");
+}
+
+
+bool
+api_workspace_exists(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "ws") };
+    PGresult   *res = db_exec(req->db, "SELECT 1 FROM workspaces WHERE id = $1", 1, params);
+    bool        found;
+
+    if (res == NULL) {
+        http_db_error(req, "workspace");
+        return false;
+    }
+    found = PQntuples(res) == 1;
+    PQclear(res);
+    if (!found) {
+        http_not_found(req, "workspace");
+    }
+    return found;
+}
+
+
+void
+api_members_list(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "ws") };
+
+    if (api_workspace_exists(req)) {
+        doc_reply_list(req, "SELECT doc, created_at, id FROM member_docs"
+                            " WHERE workspace_id = $1", 1, params);
+    }
+}
+
+
+static bool
+validate_member(http_req_t *req)
+{
+    static const char *const fields[] = { "userId", "role", NULL };
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(req->json, "userId");
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(req->json, "role");
+    cJSON       *scratch = cJSON_CreateObject();
+    bool         known = val_merge(req, scratch, fields, NULL);
+
+    cJSON_Delete(scratch);
+    if (!known) {
+        return false;
+    }
+    if (!cJSON_IsString(user) || !crypto_is_uuid(user->valuestring)) {
+        http_invalid(req, "userId", "userId must be the id of a user");
+        return false;
+    }
+    if (!cJSON_IsString(role) || (strcmp(role->valuestring, "OWNER") != 0
+                                  && strcmp(role->valuestring, "MEMBER") != 0))
+    {
+        http_invalid(req, "role", "role must be OWNER or MEMBER");
+        return false;
+    }
+    return true;
+}
+
+
+void
+api_members_add(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws") };
+    PGresult   *res;
+
+    if (!validate_member(req) || !api_workspace_exists(req)) {
+        return;
+    }
+    params[1] = cJSON_GetObjectItemCaseSensitive(req->json, "userId")->valuestring;
+    params[2] = cJSON_GetObjectItemCaseSensitive(req->json, "role")->valuestring;
+
+    res = db_exec(req->db, "INSERT INTO workspace_members (workspace_id, user_id, role)"
+                           " SELECT $1, id, $3 FROM users WHERE id = $2", 3, params);
+    if (res == NULL) {
+        if (strcmp(db_sqlstate(req->db), "23505") == 0) {
+            http_error(req, 409, "conflict", "userId", "the user is already a member");
+        } else {
+            http_db_error(req, "member");
+        }
+        return;
+    }
+    if (strcmp(PQcmdTuples(res), "1") != 0) {
+        http_invalid(req, "userId", "no user with this id");
+    } else {
+        doc_reply(req, 201, "SELECT doc::text FROM member_docs"
+                            " WHERE workspace_id = $1 AND id = $2", 2, params, "member");
+    }
+    PQclear(res);
+}

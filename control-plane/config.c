@@ -1,0 +1,191 @@
+/*
+ * config: environment parsing.  Every setting is validated here so the rest
+ * of the daemon never sees a malformed value.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+#define DEFAULT_LISTEN      "127.0.0.1:8090"
+#define DEFAULT_SCHEMA_DIR  "schema"
+#define DEFAULT_RECONCILE   5
+#define SECRET_FILE_MAX     4096
+
+
+static int
+parse_listen(config_t *cfg, const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    char       *end;
+    long        port;
+    size_t      hostlen;
+
+    if (colon == NULL || colon == value) {
+        return -1;
+    }
+    hostlen = (size_t) (colon - value);
+    if (hostlen >= sizeof(cfg->listen_host)) {
+        return -1;
+    }
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 1 || port > 65535) {
+        return -1;
+    }
+    memcpy(cfg->listen_host, value, hostlen);
+    cfg->listen_host[hostlen] = '\0';
+    cfg->listen_port = (int) port;
+    return 0;
+}
+
+
+static int
+parse_dataplanes(config_t *cfg, const char *value)
+{
+    const char *p = value;
+
+    while (*p != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
+
+        while (len > 0 && isspace((unsigned char) *p)) {
+            p++;
+            len--;
+        }
+        while (len > 0 && (isspace((unsigned char) p[len - 1]) || p[len - 1] == '/')) {
+            len--;
+        }
+        if (len > 0) {
+            if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
+                log_error("config VMX_DATAPLANES: more than %d data planes",
+                          CONFIG_MAX_DATAPLANES);
+                return -1;
+            }
+            cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
+        }
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    return 0;
+}
+
+
+int
+config_load(config_t *cfg)
+{
+    const char *v;
+
+    memset(cfg, 0, sizeof(*cfg));
+
+    v = getenv("VMX_LISTEN");
+    if (parse_listen(cfg, v ? v : DEFAULT_LISTEN) != 0) {
+        log_error("config VMX_LISTEN: \"%s\" is not host:port", v ? v : DEFAULT_LISTEN);
+        return -1;
+    }
+
+    cfg->database_url = getenv("VMX_DATABASE_URL");
+    if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
+        log_error("config VMX_DATABASE_URL: not set");
+        return -1;
+    }
+
+    cfg->master_key_file = getenv("VMX_MASTER_KEY_FILE");
+    if (cfg->master_key_file == NULL || cfg->master_key_file[0] == '\0') {
+        log_error("config VMX_MASTER_KEY_FILE: not set");
+        return -1;
+    }
+
+    cfg->dataplane_token_file = getenv("VMX_DATAPLANE_TOKEN_FILE");
+    cfg->admin_password = getenv("VMX_ADMIN_PASSWORD");
+
+    v = getenv("VMX_SCHEMA_DIR");
+    cfg->schema_dir = (v && v[0]) ? (char *) v : DEFAULT_SCHEMA_DIR;
+
+    cfg->reconcile_interval = DEFAULT_RECONCILE;
+    v = getenv("VMX_RECONCILE_INTERVAL");
+    if (v != NULL && v[0] != '\0') {
+        char *end;
+        long  n;
+
+        errno = 0;
+        n = strtol(v, &end, 10);
+        if (errno || *end != '\0' || n < 1 || n > 86400) {
+            log_error("config VMX_RECONCILE_INTERVAL: \"%s\" is not 1..86400", v);
+            return -1;
+        }
+        cfg->reconcile_interval = (int) n;
+    }
+
+    v = getenv("VMX_DATAPLANES");
+    if (v != NULL && parse_dataplanes(cfg, v) != 0) {
+        return -1;
+    }
+    if (cfg->ndataplanes > 0 && cfg->dataplane_token_file == NULL) {
+        log_error("config VMX_DATAPLANE_TOKEN_FILE: required with VMX_DATAPLANES");
+        return -1;
+    }
+
+    v = getenv("VMX_LOG_LEVEL");
+    if (v != NULL && v[0] != '\0' && log_set_level(v) != 0) {
+        log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", v);
+        return -1;
+    }
+    return 0;
+}
+
+
+void
+config_free(config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->ndataplanes; i++) {
+        free(cfg->dataplanes[i]);
+    }
+    cfg->ndataplanes = 0;
+}
+
+
+char *
+config_read_secret_file(const char *path, const char *what)
+{
+    FILE   *f = fopen(path, "r");
+    char   *buf;
+    size_t  n, start = 0;
+
+    if (f == NULL) {
+        log_error("config %s: cannot open the file: %s", what, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(SECRET_FILE_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return NULL;
+    }
+    n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    fclose(f);
+    if (n > SECRET_FILE_MAX) {
+        log_error("config %s: file larger than %d bytes", what, SECRET_FILE_MAX);
+        free(buf);
+        return NULL;
+    }
+    while (n > 0 && isspace((unsigned char) buf[n - 1])) {
+        n--;
+    }
+    while (start < n && isspace((unsigned char) buf[start])) {
+        start++;
+    }
+    memmove(buf, buf + start, n - start);
+    buf[n - start] = '\0';
+    if (buf[0] == '\0') {
+        log_error("config %s: file is empty", what);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}

@@ -1,0 +1,38 @@
+/*
+ * config: the daemon's settings, read once from the environment at start
+ * (see docs/ARCHITECTURE.md, "Control plane environment").
+ */
+
+#ifndef CP_CONFIG_H
+#define CP_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_MAX_DATAPLANES  32
+
+typedef struct {
+    char    listen_host[64];
+    int     listen_port;
+    char   *database_url;             /* from getenv, not owned */
+    char   *master_key_file;          /* from getenv, not owned */
+    char   *dataplane_token_file;     /* from getenv, may be NULL */
+    char   *admin_password;           /* from getenv, may be NULL */
+    char   *schema_dir;               /* from getenv or the default */
+    int     reconcile_interval;       /* seconds */
+
+    /* owned by the config, freed by config_free() */
+    char   *dataplanes[CONFIG_MAX_DATAPLANES];
+    size_t  ndataplanes;
+} config_t;
+
+/* fills cfg from the environment; logs the reason and returns -1 when invalid */
+int config_load(config_t *cfg);
+void config_free(config_t *cfg);
+
+/*
+ * reads a small file (a token, a key) with surrounding white space trimmed;
+ * returns malloc'd text the caller frees, or NULL with the reason logged
+ */
+char *config_read_secret_file(const char *path, const char *what);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * crypto: small wrappers over libsodium so callers never handle raw bytes.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "crypto.h"
+
+
+void
+crypto_uuid_v4(char *out)
+{
+    unsigned char b[16];
+    char          hex[33];
+
+    randombytes_buf(b, sizeof(b));
+    b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);      /* version 4 */
+    b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);      /* RFC 4122 variant */
+    sodium_bin2hex(hex, sizeof(hex), b, sizeof(b));
+
+    memcpy(out, hex, 8);
+    out[8] = '-';
+    memcpy(out + 9, hex + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, hex + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hex + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, hex + 20, 12);
+    out[UUID_LEN] = '\0';
+}
+
+
+bool
+crypto_is_uuid(const char *s)
+{
+    for (size_t i = 0; i < UUID_LEN; i++) {
+        char c = s[i];
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') {
+                return false;
+            }
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+                     || (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return s[UUID_LEN] == '\0';
+}
+
+
+void
+crypto_random_token(char *out)
+{
+    unsigned char b[32];
+
+    randombytes_buf(b, sizeof(b));
+    sodium_bin2base64(out, TOKEN_B64_LEN + 1, b, sizeof(b),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(b, sizeof(b));
+}
+
+
+void
+crypto_sha256_hex(const char *s, char *out)
+{
+    unsigned char digest[crypto_hash_sha256_BYTES];
+
+    crypto_hash_sha256(digest, (const unsigned char *) s, strlen(s));
+    sodium_bin2hex(out, SHA256_HEX_LEN + 1, digest, sizeof(digest));
+}
+
+
+char *
+crypto_password_hash(const char *password)
+{
+    char *hash = malloc(crypto_pwhash_STRBYTES);
+
+    if (hash == NULL) {
+        return NULL;
+    }
+    if (crypto_pwhash_str(hash, password, strlen(password),
+                          crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+    {
+        free(hash);
+        return NULL;
+    }
+    return hash;
+}
+
+
+bool
+crypto_password_verify(const char *hash, const char *password)
+{
+    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+}

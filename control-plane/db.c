@@ -1,0 +1,208 @@
+/*
+ * db: the connection pool.  Connections are opened lazily, so the daemon
+ * starts and answers /health even while PostgreSQL is briefly down.
+ */
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+
+struct db_conn_s {
+    PGconn   *pg;
+    bool      busy;
+    char      sqlstate[6];
+};
+
+static struct {
+    pthread_mutex_t  lock;
+    pthread_cond_t   freed;
+    char            *conninfo;       /* owned, freed by db_shutdown() */
+    db_conn_t       *conns;          /* owned array of size entries */
+    int              size;
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0 };
+
+
+int
+db_init(const char *conninfo, int size)
+{
+    pool.conninfo = strdup(conninfo);
+    pool.conns = calloc((size_t) size, sizeof(db_conn_t));
+    if (pool.conninfo == NULL || pool.conns == NULL) {
+        return -1;
+    }
+    pool.size = size;
+    return 0;
+}
+
+
+void
+db_shutdown(void)
+{
+    for (int i = 0; i < pool.size; i++) {
+        if (pool.conns[i].pg != NULL) {
+            PQfinish(pool.conns[i].pg);
+        }
+    }
+    free(pool.conns);
+    free(pool.conninfo);
+    pool.conns = NULL;
+    pool.conninfo = NULL;
+    pool.size = 0;
+}
+
+
+/* silences libpq's NOTICEs (e.g. "relation already exists, skipping") */
+static void
+ignore_notice(void *arg, const char *message)
+{
+}
+
+
+static int
+ensure_connected(db_conn_t *c)
+{
+    if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK) {
+        return 0;
+    }
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+    }
+    c->pg = PQconnectdb(pool.conninfo);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        log_error("db: connect failed: %s", PQerrorMessage(c->pg));
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return -1;
+    }
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    log_debug("db: connected");
+    return 0;
+}
+
+
+db_conn_t *
+db_acquire(void)
+{
+    db_conn_t *c = NULL;
+
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        for (int i = 0; i < pool.size; i++) {
+            if (!pool.conns[i].busy) {
+                c = &pool.conns[i];
+                break;
+            }
+        }
+        if (c != NULL) {
+            break;
+        }
+        pthread_cond_wait(&pool.freed, &pool.lock);
+    }
+    c->busy = true;
+    pthread_mutex_unlock(&pool.lock);
+
+    /* connecting happens outside the lock: it may take a while */
+    if (ensure_connected(c) != 0) {
+        db_release(c);
+        return NULL;
+    }
+    c->sqlstate[0] = '\0';
+    return c;
+}
+
+
+void
+db_release(db_conn_t *c)
+{
+    /* a connection left inside a transaction would poison the next user */
+    if (c->pg != NULL && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        log_warn("db: connection released inside a transaction, resetting");
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    pthread_mutex_lock(&pool.lock);
+    c->busy = false;
+    pthread_cond_signal(&pool.freed);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+
+PGresult *
+db_exec(db_conn_t *c, const char *sql, int nparams, const char *const *params)
+{
+    PGresult       *res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType  st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    const char     *state;
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        return res;
+    }
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "08000");
+
+    /* constraint violations are expected answers (409), not faults */
+    if (c->sqlstate[0] == '2' && c->sqlstate[1] == '3') {
+        log_debug("db: constraint sqlstate=%s: %s", c->sqlstate,
+                  res ? PQresultErrorMessage(res) : "");
+    } else {
+        log_error("db: query failed sqlstate=%s: %s", c->sqlstate,
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+    }
+    PQclear(res);
+    return NULL;
+}
+
+
+int
+db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = db_exec(c, sql, nparams, params);
+
+    if (res == NULL) {
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}
+
+
+const char *
+db_sqlstate(const db_conn_t *c)
+{
+    return c->sqlstate;
+}
+
+
+int
+db_begin(db_conn_t *c)
+{
+    return db_run(c, "BEGIN", 0, NULL);
+}
+
+
+int
+db_commit(db_conn_t *c)
+{
+    return db_run(c, "COMMIT", 0, NULL);
+}
+
+
+void
+db_rollback(db_conn_t *c)
+{
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        db_run(c, "ROLLBACK", 0, NULL);
+    }
+}
+
+
+PGconn *
+db_pgconn(db_conn_t *c)
+{
+    return c->pg;
+}

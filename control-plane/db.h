@@ -1,0 +1,50 @@
+/*
+ * db: a small pool of PostgreSQL connections.
+ *
+ * A thread takes a connection with db_acquire() and gives it back with
+ * db_release(); in between it is that thread's alone.  Queries go through
+ * db_exec() (PQexecParams: values always travel as parameters, never inside
+ * the SQL text).  A connection found broken is reset on its next acquire.
+ */
+
+#ifndef CP_DB_H
+#define CP_DB_H
+
+#include <stdbool.h>
+
+/* Debian keeps libpq-fe.h in postgresql/; the Makefile adds no -I for it */
+#include <postgresql/libpq-fe.h>
+
+typedef struct db_conn_s db_conn_t;
+
+int db_init(const char *conninfo, int size);
+void db_shutdown(void);
+
+/* blocks until a connection is free; NULL when the database is unreachable */
+db_conn_t *db_acquire(void);
+void db_release(db_conn_t *c);
+
+/*
+ * runs one statement; the result (caller PQclear()s it) or NULL on error,
+ * with the SQLSTATE then in db_sqlstate(c).  A NULL param is SQL NULL.
+ */
+PGresult *db_exec(db_conn_t *c, const char *sql, int nparams,
+    const char *const *params);
+
+/* runs a statement whose result is not needed; 0 or -1 */
+int db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params);
+
+/* SQLSTATE of the last failed db_exec() ("" when none) */
+const char *db_sqlstate(const db_conn_t *c);
+
+int db_begin(db_conn_t *c);
+int db_commit(db_conn_t *c);
+void db_rollback(db_conn_t *c);
+
+/* the PGconn for the few calls that need it directly (migrations) */
+PGconn *db_pgconn(db_conn_t *c);
+
+/* applies schema/NNNN_*.sql migrations not yet recorded; 0 or -1 */
+int db_migrate(const char *schema_dir);
+
+#endif

@@ -1,0 +1,304 @@
+/*
+ * http: libmicrohttpd glue.  One thread per connection (handlers block on
+ * PostgreSQL and on argon2id); the body is collected up to HTTP_MAX_BODY and
+ * the rest is drained, so an oversized request still gets its 413.
+ */
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "log.h"
+
+#define HTTP_MAX_CONNECTIONS  256
+#define HTTP_TIMEOUT_SECONDS  60
+
+static struct MHD_Daemon *daemon_handle;
+
+
+const char *
+http_query(const http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+
+const char *
+http_header(const http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+
+void
+http_reply(http_req_t *req, int status, cJSON *body)
+{
+    free(req->response);
+    req->response = body ? cJSON_PrintUnformatted(body) : NULL;
+    req->status = status;
+    cJSON_Delete(body);
+}
+
+
+void
+http_reply_text(http_req_t *req, int status, const char *json)
+{
+    free(req->response);
+    req->response = strdup(json);
+    req->status = status;
+}
+
+
+void
+http_error(http_req_t *req, int status, const char *code, const char *field,
+    const char *fmt, ...)
+{
+    char     message[512];
+    va_list  ap;
+    cJSON   *root = cJSON_CreateObject();
+    cJSON   *error = cJSON_AddObjectToObject(root, "error");
+    cJSON   *details;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+
+    cJSON_AddStringToObject(error, "code", code);
+    cJSON_AddStringToObject(error, "message", message);
+    details = cJSON_AddObjectToObject(error, "details");
+    if (field != NULL) {
+        cJSON_AddStringToObject(details, "field", field);
+    }
+    http_reply(req, status, root);
+}
+
+
+void
+http_not_found(http_req_t *req, const char *what)
+{
+    http_error(req, 404, "not_found", NULL, "%s not found", what);
+}
+
+
+void
+http_db_error(http_req_t *req, const char *what)
+{
+    const char *state = db_sqlstate(req->db);
+
+    if (strcmp(state, "23505") == 0) {
+        http_error(req, 409, "conflict", "name", "a %s with this name already exists", what);
+    } else if (strcmp(state, "23503") == 0) {
+        http_error(req, 409, "conflict", NULL, "the %s is in use", what);
+    } else {
+        http_error(req, 500, "internal_error", NULL, "database error");
+    }
+}
+
+
+static bool
+parse_page_arg(http_req_t *req, const char *name, long def, long max, long *out)
+{
+    const char *v = http_query(req, name);
+    char       *end;
+    long        n;
+
+    if (v == NULL || v[0] == '\0') {
+        *out = def;
+        return true;
+    }
+    n = strtol(v, &end, 10);
+    if (*end != '\0' || n < 0 || n > max) {
+        http_invalid(req, name, "%s must be an integer from %s to %ld", name,
+                     strcmp(name, "pageSize") == 0 ? "1" : "0", max);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+
+bool
+http_page(http_req_t *req, long *page_index, long *page_size)
+{
+    if (!parse_page_arg(req, "pageIndex", 0, 1000000000L, page_index)
+        || !parse_page_arg(req, "pageSize", 100, 1000, page_size))
+    {
+        return false;
+    }
+    if (*page_size == 0) {
+        http_invalid(req, "pageSize", "pageSize must be an integer from 1 to 1000");
+        return false;
+    }
+    return true;
+}
+
+
+static void
+log_request(const http_req_t *req)
+{
+    struct timespec now;
+    long            ms;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (now.tv_sec - req->started.tv_sec) * 1000
+         + (now.tv_nsec - req->started.tv_nsec) / 1000000;
+
+    /* the route pattern, not the URL: ids and query strings stay out */
+    log_write(req->status >= 500 ? LOG_ERROR : LOG_INFO,
+              "http route=%s %s status=%d ms=%ld user=%s", req->method,
+              req->route ? req->route->pattern : "-",
+              req->status, ms, req->username[0] ? req->username : "-");
+}
+
+
+static enum MHD_Result
+send_answer(http_req_t *req)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result      rc;
+    const char          *text = req->response ? req->response : "";
+
+    resp = MHD_create_response_from_buffer(strlen(text), (void *) text,
+                                           MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return MHD_NO;
+    }
+    if (req->response != NULL) {
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+    }
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);
+    MHD_destroy_response(resp);
+    log_request(req);
+    return rc;
+}
+
+
+static int
+append_body(http_req_t *req, const char *data, size_t size)
+{
+    char *grown;
+
+    if (req->body_too_large || req->body_len + size > HTTP_MAX_BODY) {
+        req->body_too_large = true;
+        return 0;
+    }
+    grown = realloc(req->body, req->body_len + size + 1);
+    if (grown == NULL) {
+        return -1;
+    }
+    memcpy(grown + req->body_len, data, size);
+    req->body = grown;
+    req->body_len += size;
+    req->body[req->body_len] = '\0';
+    return 0;
+}
+
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+    http_req_t *req = *con_cls;
+
+    if (req == NULL) {
+        req = calloc(1, sizeof(http_req_t));
+        if (req == NULL) {
+            return MHD_NO;
+        }
+        req->conn = conn;
+        req->method = method;
+        req->url = url;
+        clock_gettime(CLOCK_MONOTONIC, &req->started);
+        *con_cls = req;
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        if (append_body(req, upload_data, *upload_data_size) != 0) {
+            return MHD_NO;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    router_dispatch(req);
+    return send_answer(req);
+}
+
+
+/* frees the request when MHD is done with it, whatever happened */
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+    http_req_t *req = *con_cls;
+
+    if (req == NULL) {
+        return;
+    }
+    for (int i = 0; i < req->nparams; i++) {
+        free(req->param_values[i]);
+    }
+    cJSON_Delete(req->json);
+    free(req->body);
+    free(req->response);
+    free(req);
+    *con_cls = NULL;
+}
+
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    log_warn("http: %s", msg);
+}
+
+
+int
+http_start(const char *host, int port)
+{
+    struct sockaddr_in addr;
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t) port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        log_error("http: listen address \"%s\" is not an IPv4 address", host);
+        return -1;
+    }
+
+    daemon_handle = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD
+        | MHD_USE_ERROR_LOG,
+        (uint16_t) port, NULL, NULL, on_request, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_TIMEOUT_SECONDS,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_END);
+    if (daemon_handle == NULL) {
+        log_error("http: cannot listen on %s:%d", host, port);
+        return -1;
+    }
+    log_info("http: listening on %s:%d", host, port);
+    return 0;
+}
+
+
+void
+http_stop(void)
+{
+    if (daemon_handle != NULL) {
+        MHD_stop_daemon(daemon_handle);
+        daemon_handle = NULL;
+    }
+}

@@ -1,0 +1,109 @@
+/*
+ * http: the request object shared by the server glue (http.c), the router
+ * (router.c) and the handlers (api_*.c), and the reply helpers.
+ *
+ * A handler reads req->json (the parsed body, NULL when there is none),
+ * path parameters with http_param(), uses req->db (a pooled connection the
+ * router acquired for the request and releases after it), and answers with
+ * exactly one of the http_reply* / http_error* calls.
+ */
+
+#ifndef CP_HTTP_H
+#define CP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "crypto.h"
+#include "db.h"
+
+#define HTTP_MAX_BODY    (1024 * 1024)
+#define HTTP_MAX_PARAMS  4
+
+typedef struct route_s   route_t;
+typedef struct http_req_s http_req_t;
+
+typedef void (*http_handler_pt)(http_req_t *req);
+
+/* one entry of the route table (router.c) */
+struct route_s {
+    const char       *method;
+    const char       *pattern;      /* "/api/v1/workspaces/{ws}" */
+    http_handler_pt   handler;
+    const char       *permission;   /* "workspace:get"; NULL: no authentication */
+};
+
+struct http_req_s {
+    struct MHD_Connection  *conn;
+    const char             *method;         /* MHD's, valid for the request */
+    const char             *url;            /* MHD's, valid for the request */
+    struct timespec         started;
+
+    char                   *body;           /* owned, NUL-terminated */
+    size_t                  body_len;
+    bool                    body_too_large;
+
+    const route_t          *route;          /* matched route, NULL when none */
+    const char             *param_names[HTTP_MAX_PARAMS];   /* into the route */
+    char                   *param_values[HTTP_MAX_PARAMS];  /* owned */
+    int                     nparams;
+
+    cJSON                  *json;           /* owned parsed body */
+    db_conn_t              *db;             /* pooled, owned by the router */
+
+    char                    user_id[UUID_LEN + 1];   /* "" when anonymous */
+    char                    username[129];
+    char                    token_hash[SHA256_HEX_LEN + 1];
+
+    int                     status;         /* the answer, 0 until set */
+    char                   *response;       /* owned JSON text, NULL for none */
+};
+
+/* value of the {name} segment of the matched route */
+const char *http_param(const http_req_t *req, const char *name);
+
+/* a query argument or header, NULL when absent */
+const char *http_query(const http_req_t *req, const char *name);
+const char *http_header(const http_req_t *req, const char *name);
+
+/* answers status with body (taken: deleted here), or no body when NULL */
+void http_reply(http_req_t *req, int status, cJSON *body);
+
+/* answers status with JSON text (copied) */
+void http_reply_text(http_req_t *req, int status, const char *json);
+
+/* answers {"error":{"code","message","details"}}; field, when given, goes
+ * into details as {"field": field} */
+void http_error(http_req_t *req, int status, const char *code, const char *field,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* 400 validation_error naming the field */
+#define http_invalid(req, field, ...) \
+    http_error(req, 400, "validation_error", field, __VA_ARGS__)
+
+void http_not_found(http_req_t *req, const char *what);
+
+/* maps the SQLSTATE of the last failed query on req->db to an answer:
+ * unique violation -> 409 "<what> name is taken", foreign key -> 409
+ * in use, else 500 */
+void http_db_error(http_req_t *req, const char *what);
+
+/*
+ * pageIndex and pageSize query arguments (defaults 0 and 100, pageSize at
+ * most 1000); false after answering 400 when invalid
+ */
+bool http_page(http_req_t *req, long *page_index, long *page_size);
+
+/* starts and stops the HTTP server */
+int http_start(const char *host, int port);
+void http_stop(void);
+
+/* the router (router.c): finds the route, authenticates, parses the body,
+ * runs the handler; always leaves an answer in req */
+void router_dispatch(http_req_t *req);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * vmx-control-plane: the management API of the VM-X gateway, the only
+ * writer of PostgreSQL, and the source of the data planes' configuration.
+ *
+ * Settings come from the environment (docs/ARCHITECTURE.md, "Control plane
+ * environment").  One more, VMX_SCHEMA_DIR, names the directory of the SQL
+ * migrations; it defaults to "schema" relative to the working directory, so
+ * the daemon run from the repository root finds the repository's schema/.
+ *
+ * Start: config, master key, database pool, migrations, first admin, the
+ * pusher thread, then the HTTP server.  SIGINT/SIGTERM stop it in reverse.
+ */
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include <curl/curl.h>
+
+#include "api.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+#include "pusher.h"
+#include "secrets.h"
+
+#define DB_POOL_SIZE  8
+
+
+static int
+wait_for_stop_signal(void)
+{
+    sigset_t set;
+    int      sig = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigwait(&set, &sig);
+    return sig;
+}
+
+
+/* blocks the stop signals in every thread; main takes them with sigwait */
+static void
+block_signals(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+
+int
+main(void)
+{
+    config_t cfg;
+    int      rc = EXIT_FAILURE;
+
+    block_signals();
+    if (config_load(&cfg) != 0) {
+        config_free(&cfg);
+        return EXIT_FAILURE;
+    }
+    if (secrets_init(cfg.master_key_file) != 0) {
+        config_free(&cfg);
+        return EXIT_FAILURE;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    if (db_init(cfg.database_url, DB_POOL_SIZE) != 0 || db_migrate(cfg.schema_dir) != 0
+        || auth_bootstrap_admin(cfg.admin_password) != 0)
+    {
+        log_error("main: cannot prepare the database");
+        goto done;
+    }
+    if (pusher_start(&cfg) != 0) {
+        goto done;
+    }
+    if (http_start(cfg.listen_host, cfg.listen_port) == 0) {
+        log_info("main: started");
+        log_info("main: signal %d, stopping", wait_for_stop_signal());
+        http_stop();
+        rc = EXIT_SUCCESS;
+    }
+
+done:
+    pusher_stop();
+    db_shutdown();
+    curl_global_cleanup();
+    secrets_shutdown();
+    config_free(&cfg);
+    log_info("main: stopped");
+    return rc;
+}

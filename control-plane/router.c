@@ -1,0 +1,268 @@
+/*
+ * router: the route table and what every request goes through before its
+ * handler: route match (404 / 405), body limit (413), authentication (401),
+ * permission (403), JSON parsing (400).
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+#include "pusher.h"
+
+#define WS    "/api/v1/workspaces/{ws}"
+#define ENV   WS "/environments/{env}"
+
+static const route_t routes[] = {
+    { "GET",    "/api/v1/health",            api_health,            NULL },
+    { "POST",   "/api/v1/auth/login",        api_auth_login,        NULL },
+    { "POST",   "/api/v1/auth/logout",       api_auth_logout,       "auth:logout" },
+    { "GET",    "/api/v1/auth/me",           api_auth_me,           "auth:me" },
+    { "GET",    "/api/v1/providers",         api_providers_list,    "provider:list" },
+    { "GET",    "/api/v1/dataplanes",        api_dataplanes_list,   "dataplane:list" },
+
+    { "GET",    "/api/v1/workspaces",        api_workspaces_list,   "workspace:list" },
+    { "POST",   "/api/v1/workspaces",        api_workspaces_create, "workspace:create" },
+    { "GET",    WS,                          api_workspaces_get,    "workspace:get" },
+    { "PUT",    WS,                          api_workspaces_update, "workspace:update" },
+    { "PATCH",  WS,                          api_workspaces_update, "workspace:update" },
+    { "DELETE", WS,                          api_workspaces_delete, "workspace:delete" },
+    { "GET",    WS "/members",               api_members_list,      "workspace-member:list" },
+    { "POST",   WS "/members",               api_members_add,       "workspace-member:create" },
+
+    { "GET",    WS "/environments",          api_environments_list,   "environment:list" },
+    { "POST",   WS "/environments",          api_environments_create, "environment:create" },
+    { "GET",    ENV,                         api_environments_get,    "environment:get" },
+    { "PUT",    ENV,                         api_environments_update, "environment:update" },
+    { "PATCH",  ENV,                         api_environments_update, "environment:update" },
+    { "DELETE", ENV,                         api_environments_delete, "environment:delete" },
+
+    { "GET",    ENV "/connections",          api_connections_list,   "ai-connection:list" },
+    { "POST",   ENV "/connections",          api_connections_create, "ai-connection:create" },
+    { "GET",    ENV "/connections/{id}",     api_connections_get,    "ai-connection:get" },
+    { "PUT",    ENV "/connections/{id}",     api_connections_update, "ai-connection:update" },
+    { "PATCH",  ENV "/connections/{id}",     api_connections_update, "ai-connection:update" },
+    { "DELETE", ENV "/connections/{id}",     api_connections_delete, "ai-connection:delete" },
+
+    { "GET",    ENV "/resources",            api_resources_list,     "ai-resource:list" },
+    { "POST",   ENV "/resources",            api_resources_create,   "ai-resource:create" },
+    { "GET",    ENV "/resources/{id}",       api_resources_get,      "ai-resource:get" },
+    { "PUT",    ENV "/resources/{id}",       api_resources_update,   "ai-resource:update" },
+    { "PATCH",  ENV "/resources/{id}",       api_resources_update,   "ai-resource:update" },
+    { "DELETE", ENV "/resources/{id}",       api_resources_delete,   "ai-resource:delete" },
+
+    { "GET",    ENV "/api-keys",             api_keys_list,          "api-key:list" },
+    { "POST",   ENV "/api-keys",             api_keys_create,        "api-key:create" },
+    { "GET",    ENV "/api-keys/{id}",        api_keys_get,           "api-key:get" },
+    { "PUT",    ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
+    { "PATCH",  ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
+    { "DELETE", ENV "/api-keys/{id}",        api_keys_delete,        "api-key:delete" },
+};
+
+
+static void
+clear_params(http_req_t *req)
+{
+    for (int i = 0; i < req->nparams; i++) {
+        free(req->param_values[i]);
+        req->param_values[i] = NULL;
+    }
+    req->nparams = 0;
+}
+
+
+/* length of the path segment starting at s */
+static size_t
+segment_len(const char *s)
+{
+    const char *slash = strchr(s, '/');
+
+    return slash ? (size_t) (slash - s) : strlen(s);
+}
+
+
+/* matches path against pattern segment by segment, capturing {params} */
+static bool
+match_path(const route_t *route, const char *path, http_req_t *req)
+{
+    const char *p = route->pattern;
+    const char *u = path;
+
+    clear_params(req);
+    while (*p == '/' && *u == '/') {
+        size_t plen = segment_len(++p);
+        size_t ulen = segment_len(++u);
+
+        if (ulen == 0 && u[0] == '\0' && plen > 0) {
+            return false;
+        }
+        if (p[0] == '{') {
+            if (ulen == 0 || req->nparams == HTTP_MAX_PARAMS) {
+                return false;
+            }
+            /* the name points into the pattern, up to the closing brace */
+            req->param_names[req->nparams] = p + 1;
+            req->param_values[req->nparams++] = strndup(u, ulen);
+        } else if (plen != ulen || strncmp(p, u, plen) != 0) {
+            return false;
+        }
+        p += plen;
+        u += ulen;
+    }
+    /* a single trailing slash is the same path */
+    return *p == '\0' && (*u == '\0' || (u[0] == '/' && u[1] == '\0'));
+}
+
+
+/* "{ws}" names in the pattern end with '}', so compare up to it */
+const char *
+http_param(const http_req_t *req, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (int i = 0; i < req->nparams; i++) {
+        if (strncmp(req->param_names[i], name, len) == 0
+            && req->param_names[i][len] == '}')
+        {
+            return req->param_values[i];
+        }
+    }
+    return NULL;
+}
+
+
+static const route_t *
+find_route(http_req_t *req, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (match_path(&routes[i], req->url, req)) {
+            *path_known = true;
+            if (strcmp(routes[i].method, req->method) == 0) {
+                return &routes[i];
+            }
+        }
+    }
+    clear_params(req);
+    return NULL;
+}
+
+
+/*
+ * Every authenticated user is an administrator for now; the permission
+ * string of each route is where RBAC policies (SPEC §8) will be checked.
+ */
+static bool
+permission_allows(const http_req_t *req, const char *permission)
+{
+    return req->user_id[0] != '\0' && permission != NULL;
+}
+
+
+/* every {param} of these routes is a UUID; anything else cannot exist */
+static bool
+params_are_uuids(const http_req_t *req)
+{
+    for (int i = 0; i < req->nparams; i++) {
+        if (!crypto_is_uuid(req->param_values[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+static bool
+parse_body(http_req_t *req)
+{
+    bool writes = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0
+                  || strcmp(req->method, "PATCH") == 0;
+
+    if (req->body_len > 0) {
+        req->json = cJSON_ParseWithLength(req->body, req->body_len);
+        if (req->json == NULL) {
+            http_error(req, 400, "validation_error", NULL, "the body is not valid JSON");
+            return false;
+        }
+    }
+    if (!writes) {
+        return true;
+    }
+    if (req->json == NULL) {
+        req->json = cJSON_CreateObject();
+    } else if (!cJSON_IsObject(req->json)) {
+        http_error(req, 400, "validation_error", NULL, "the body must be a JSON object");
+        return false;
+    }
+    return true;
+}
+
+
+static void
+run_route(http_req_t *req)
+{
+    const route_t *route = req->route;
+
+    if (req->body_too_large) {
+        http_error(req, 413, "payload_too_large", NULL,
+                   "the body is larger than %d bytes", HTTP_MAX_BODY);
+        return;
+    }
+    if (route->permission != NULL) {
+        if (req->db == NULL) {
+            http_error(req, 503, "unavailable", NULL, "the database is unreachable");
+            return;
+        }
+        if (!auth_authenticate(req)) {
+            http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
+            return;
+        }
+        if (!permission_allows(req, route->permission)) {
+            http_error(req, 403, "forbidden", NULL, "%s is not allowed", route->permission);
+            return;
+        }
+    }
+    if (!params_are_uuids(req)) {
+        http_not_found(req, "the object");
+        return;
+    }
+    if (!parse_body(req)) {
+        return;
+    }
+    route->handler(req);
+}
+
+
+void
+router_dispatch(http_req_t *req)
+{
+    bool path_known;
+
+    req->route = find_route(req, &path_known);
+    if (req->route == NULL) {
+        if (path_known) {
+            http_error(req, 405, "method_not_allowed", NULL, "method %s not allowed here",
+                       req->method);
+        } else {
+            http_error(req, 404, "not_found", NULL, "no such route");
+        }
+        return;
+    }
+
+    req->db = db_acquire();
+    run_route(req);
+    if (req->db != NULL) {
+        db_release(req->db);
+        req->db = NULL;
+    }
+    if (req->status == 0) {
+        log_error("http route=%s %s: handler gave no answer", req->method,
+                  req->route->pattern);
+        http_error(req, 500, "internal_error", NULL, "no answer");
+    }
+    /* the changed tables bumped the config version in their transaction */
+    if (req->status < 300 && strcmp(req->method, "GET") != 0) {
+        pusher_notify();
+    }
+}

@@ -1,0 +1,302 @@
+/*
+ * snapshot: builds the data planes' configuration.  PostgreSQL builds the
+ * plain parts as JSON; this file adds what only the control plane can:
+ * decrypted credentials, the effective baseUrl and the resolved addresses
+ * (the data plane never resolves names).
+ */
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "log.h"
+#include "providers.h"
+#include "secrets.h"
+#include "snapshot.h"
+
+#define ENVIRONMENTS_SQL \
+    "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
+    "  'id', id, 'workspaceId', workspace_id, 'name', name," \
+    "  'storePayload', store_payload) ORDER BY created_at, id), '[]')::text" \
+    " FROM environments"
+
+#define CONNECTIONS_SQL \
+    "SELECT jsonb_build_object(" \
+    "  'id', id, 'workspaceId', workspace_id, 'environmentId', environment_id," \
+    "  'name', name, 'provider', provider, 'allowedModels', allowed_models," \
+    "  'capacity', capacity)::text, config::text, secrets::text, id::text" \
+    " FROM connections ORDER BY created_at, id"
+
+#define RESOURCES_SQL \
+    "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
+    "  'id', id, 'workspaceId', workspace_id, 'environmentId', environment_id," \
+    "  'name', name, 'model', model, 'fallbackModels', fallback_models," \
+    "  'useFallback', use_fallback, 'secondaryModels', secondary_models," \
+    "  'routing', routing, 'enforceCapacity', enforce_capacity," \
+    "  'capacity', capacity) ORDER BY created_at, id), '[]')::text" \
+    " FROM resources"
+
+#define API_KEYS_SQL \
+    "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
+    "  'id', id, 'workspaceId', workspace_id, 'environmentId', environment_id," \
+    "  'name', name, 'keyHash', key_hash, 'enabled', enabled," \
+    "  'resources', resources, 'labels', labels," \
+    "  'enforceCapacity', enforce_capacity, 'capacity', capacity)" \
+    "  ORDER BY created_at, id), '[]')::text" \
+    " FROM api_keys"
+
+
+long long
+snapshot_current_version(db_conn_t *c)
+{
+    PGresult  *res = db_exec(c, "SELECT version FROM config_version", 0, NULL);
+    long long  v;
+
+    if (res == NULL) {
+        return -1;
+    }
+    v = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+    PQclear(res);
+    return v;
+}
+
+
+/* the JSON of a one-cell query, NULL on error (caller deletes) */
+static cJSON *
+query_json(db_conn_t *c, const char *sql)
+{
+    PGresult *res = db_exec(c, sql, 0, NULL);
+    cJSON    *json;
+
+    if (res == NULL) {
+        return NULL;
+    }
+    json = cJSON_Parse(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return json;
+}
+
+
+/* the connection's config.baseUrl, else its provider's default (malloc'd) */
+static char *
+effective_base_url(const provider_t *p, const cJSON *config)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(config, "baseUrl");
+    const cJSON *region;
+    char         url[256];
+
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+        return strdup(v->valuestring);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(config, "endpoint");
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+        return strdup(v->valuestring);
+    }
+    if (p != NULL && p->default_base_url != NULL) {
+        return strdup(p->default_base_url);
+    }
+    /* aws-bedrock: the runtime endpoint of the region */
+    region = cJSON_GetObjectItemCaseSensitive(config, "region");
+    snprintf(url, sizeof(url), "https://bedrock-runtime.%s.amazonaws.com",
+             cJSON_IsString(region) ? region->valuestring : "us-east-1");
+    return strdup(url);
+}
+
+
+static void
+add_address(cJSON *list, const struct sockaddr *sa, const char *port)
+{
+    char         ip[INET6_ADDRSTRLEN];
+    char         entry[INET6_ADDRSTRLEN + 16];
+    const cJSON *item;
+
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, ip, sizeof(ip));
+        snprintf(entry, sizeof(entry), "%s:%s", ip, port);
+    } else {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, ip, sizeof(ip));
+        snprintf(entry, sizeof(entry), "[%s]:%s", ip, port);
+    }
+    cJSON_ArrayForEach(item, list) {
+        if (strcmp(item->valuestring, entry) == 0) {
+            return;
+        }
+    }
+    cJSON_AddItemToArray(list, cJSON_CreateString(entry));
+}
+
+
+/* "ip:port" of every address of the URL's host; empty for an IP literal */
+static cJSON *
+resolve_addresses(const char *base_url, const char *connection_id)
+{
+    cJSON           *list = cJSON_CreateArray();
+    CURLU           *u = curl_url();
+    char            *host = NULL, *port = NULL;
+    unsigned char    buf[sizeof(struct in6_addr)];
+    struct addrinfo  hints, *ai = NULL;
+    int              rc;
+
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, base_url, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+    {
+        log_warn("snapshot connection=%s: unparsable baseUrl", connection_id);
+        goto done;
+    }
+    if (inet_pton(AF_INET, host, buf) == 1 || host[0] == '[') {
+        goto done;
+    }
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(host, NULL, &hints, &ai);
+    if (rc != 0) {
+        log_warn("snapshot connection=%s host=%s: cannot resolve: %s", connection_id,
+                 host, gai_strerror(rc));
+        goto done;
+    }
+    for (const struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
+        add_address(list, p->ai_addr, port);
+    }
+    freeaddrinfo(ai);
+
+done:
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return list;
+}
+
+
+/* {field: plain text} of the connection's encrypted fields */
+static cJSON *
+decrypt_credentials(const char *secrets_text, const char *connection_id)
+{
+    cJSON       *secrets = cJSON_Parse(secrets_text);
+    cJSON       *credentials = cJSON_CreateObject();
+    const cJSON *item;
+
+    cJSON_ArrayForEach(item, secrets) {
+        char *plain = cJSON_IsString(item)
+                      ? secrets_decrypt(item->valuestring, connection_id) : NULL;
+
+        if (plain == NULL) {
+            log_error("snapshot connection=%s field=%s: cannot decrypt the secret",
+                      connection_id, item->string);
+            continue;
+        }
+        cJSON_AddStringToObject(credentials, item->string, plain);
+        secrets_free(plain);
+    }
+    cJSON_Delete(secrets);
+    return credentials;
+}
+
+
+static cJSON *
+build_connections(db_conn_t *c)
+{
+    PGresult *res = db_exec(c, CONNECTIONS_SQL, 0, NULL);
+    cJSON    *list;
+
+    if (res == NULL) {
+        return NULL;
+    }
+    list = cJSON_CreateArray();
+    for (int i = 0; i < PQntuples(res); i++) {
+        cJSON            *conn = cJSON_Parse(PQgetvalue(res, i, 0));
+        cJSON            *config = cJSON_Parse(PQgetvalue(res, i, 1));
+        const char       *id = PQgetvalue(res, i, 3);
+        const cJSON      *provider = cJSON_GetObjectItemCaseSensitive(conn, "provider");
+        const provider_t *p = provider_find(cJSON_IsString(provider)
+                                            ? provider->valuestring : "");
+        char             *base_url = effective_base_url(p, config);
+
+        cJSON_AddStringToObject(conn, "baseUrl", base_url);
+        cJSON_AddItemToObject(conn, "addresses", resolve_addresses(base_url, id));
+        cJSON_AddItemToObject(conn, "credentials",
+                              decrypt_credentials(PQgetvalue(res, i, 2), id));
+        cJSON_AddItemToArray(list, conn);
+        free(base_url);
+        cJSON_Delete(config);
+    }
+    PQclear(res);
+    return list;
+}
+
+
+/* the snapshot object; NULL on error (caller deletes) */
+static cJSON *
+build_tree(db_conn_t *c, long long *version)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *part;
+
+    *version = snapshot_current_version(c);
+    if (*version < 0) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddNumberToObject(root, "version", (double) *version);
+
+    if ((part = query_json(c, ENVIRONMENTS_SQL)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "environments", part);
+    if ((part = build_connections(c)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "connections", part);
+    if ((part = query_json(c, RESOURCES_SQL)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "resources", part);
+    if ((part = query_json(c, API_KEYS_SQL)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "apiKeys", part);
+    return root;
+
+failed:
+    cJSON_Delete(root);
+    return NULL;
+}
+
+
+char *
+snapshot_build(db_conn_t *c, long long *version)
+{
+    cJSON *root;
+    char  *text = NULL;
+
+    if (db_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) != 0) {
+        return NULL;
+    }
+    root = build_tree(c, version);
+    db_rollback(c);
+    if (root != NULL) {
+        text = cJSON_PrintUnformatted(root);
+        /* cJSON frees its own copies of the credentials unwiped; the text,
+         * which lives longer, is wiped by snapshot_free() */
+        cJSON_Delete(root);
+    }
+    return text;
+}
+
+
+void
+snapshot_free(char *snapshot)
+{
+    if (snapshot != NULL) {
+        sodium_memzero(snapshot, strlen(snapshot));
+        free(snapshot);
+    }
+}

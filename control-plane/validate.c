@@ -1,0 +1,272 @@
+/*
+ * validate: shared field rules.  Field paths are built with snprintf into
+ * small stack buffers; messages say what was expected.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "validate.h"
+
+#define FIELD_MAX  160
+
+const char *const val_common_readonly[] = {
+    "id", "workspaceId", "environmentId", "createdAt", "updatedAt", NULL
+};
+
+
+/* "<at>.<member>" into out[FIELD_MAX]; an over-long path is only cut short */
+static const char *
+member_path(char *out, const char *at, const char *member)
+{
+    if (snprintf(out, FIELD_MAX, "%s.%s", at, member) >= FIELD_MAX) {
+        out[FIELD_MAX - 1] = '\0';
+    }
+    return out;
+}
+
+
+static bool
+in_list(const char *name, const char *const *list)
+{
+    for (; list != NULL && *list != NULL; list++) {
+        if (strcmp(name, *list) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+
+bool
+val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
+    const char *const *readonly)
+{
+    const cJSON *item;
+
+    cJSON_ArrayForEach(item, req->json) {
+        if (in_list(item->string, writable)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(doc, item->string);
+            cJSON_AddItemToObject(doc, item->string, cJSON_Duplicate(item, true));
+        } else if (!in_list(item->string, readonly)
+                   && !in_list(item->string, val_common_readonly))
+        {
+            http_invalid(req, item->string, "unknown field \"%s\"", item->string);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+bool
+val_name(http_req_t *req, const cJSON *doc)
+{
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
+
+    if (!cJSON_IsString(name) || name->valuestring[0] == '\0'
+        || strlen(name->valuestring) > NAME_MAX_LEN)
+    {
+        http_invalid(req, "name", "name is required: a string of 1 to %d characters",
+                     NAME_MAX_LEN);
+        return false;
+    }
+    return true;
+}
+
+
+bool
+val_string(http_req_t *req, cJSON *doc, const char *field, size_t max)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(doc, field);
+        cJSON_AddStringToObject(doc, field, "");
+        return true;
+    }
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > max) {
+        http_invalid(req, field, "%s must be a string of at most %zu characters", field, max);
+        return false;
+    }
+    return true;
+}
+
+
+bool
+val_bool(http_req_t *req, const cJSON *doc, const char *field)
+{
+    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(doc, field))) {
+        http_invalid(req, field, "%s must be true or false", field);
+        return false;
+    }
+    return true;
+}
+
+
+bool
+val_string_array(http_req_t *req, const cJSON *doc, const char *field)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, field);
+    const cJSON *item;
+    char         path[FIELD_MAX];
+    int          i = 0;
+
+    if (!cJSON_IsArray(arr)) {
+        http_invalid(req, field, "%s must be an array of strings", field);
+        return false;
+    }
+    cJSON_ArrayForEach(item, arr) {
+        if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
+            snprintf(path, sizeof(path), "%s[%d]", field, i);
+            http_invalid(req, path, "%s must be a non-empty string", path);
+            return false;
+        }
+        i++;
+    }
+    return true;
+}
+
+
+bool
+val_labels(http_req_t *req, const cJSON *doc, const char *field)
+{
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(doc, field);
+    const cJSON *item;
+    char         path[FIELD_MAX];
+
+    if (!cJSON_IsObject(obj)) {
+        http_invalid(req, field, "%s must be an object of strings", field);
+        return false;
+    }
+    cJSON_ArrayForEach(item, obj) {
+        if (!cJSON_IsString(item)) {
+            member_path(path, field, item->string);
+            http_invalid(req, path, "%s must be a string", path);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/* a JSON number that is a whole number from 1 to 2^53 */
+static bool
+is_positive_int(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble >= 1
+           && v->valuedouble <= 9007199254740992.0
+           && (double) (long long) v->valuedouble == v->valuedouble;
+}
+
+
+static bool
+val_capacity_entry(http_req_t *req, cJSON *entry, const char *at)
+{
+    static const char *const periods[] = {
+        "minute", "hour", "day", "week", "month", "lifetime", NULL
+    };
+    static const char *const members[] = {
+        "period", "requests", "tokens", "enabled", "dimension", NULL
+    };
+    const cJSON *item;
+    cJSON       *v;
+    char         path[FIELD_MAX];
+
+    if (!cJSON_IsObject(entry)) {
+        http_invalid(req, at, "%s must be an object", at);
+        return false;
+    }
+    cJSON_ArrayForEach(item, entry) {
+        if (!in_list(item->string, members)) {
+            member_path(path, at, item->string);
+            http_invalid(req, path, "unknown field \"%s\"", path);
+            return false;
+        }
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(entry, "period");
+    if (!cJSON_IsString(v) || !in_list(v->valuestring, periods)) {
+        member_path(path, at, "period");
+        http_invalid(req, path, "%s must be one of minute, hour, day, week, month, lifetime",
+                     path);
+        return false;
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *limit = i == 0 ? "requests" : "tokens";
+
+        v = cJSON_GetObjectItemCaseSensitive(entry, limit);
+        if (v != NULL && !cJSON_IsNull(v) && !is_positive_int(v)) {
+            member_path(path, at, limit);
+            http_invalid(req, path, "%s must be a positive integer", path);
+            return false;
+        }
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(entry, "enabled");
+    if (v == NULL) {
+        cJSON_AddTrueToObject(entry, "enabled");
+    } else if (!cJSON_IsBool(v)) {
+        member_path(path, at, "enabled");
+        http_invalid(req, path, "%s must be true or false", path);
+        return false;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(entry, "dimension");
+    if (v != NULL && !cJSON_IsNull(v)
+        && !(cJSON_IsString(v) && strcmp(v->valuestring, "source-ip") == 0))
+    {
+        member_path(path, at, "dimension");
+        http_invalid(req, path, "%s must be \"source-ip\" when given", path);
+        return false;
+    }
+    return true;
+}
+
+
+bool
+val_capacity(http_req_t *req, cJSON *doc, const char *field)
+{
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, field);
+    cJSON *entry;
+    char   path[FIELD_MAX];
+    int    i = 0;
+
+    if (!cJSON_IsArray(arr)) {
+        http_invalid(req, field, "%s must be an array of capacity entries", field);
+        return false;
+    }
+    cJSON_ArrayForEach(entry, arr) {
+        snprintf(path, sizeof(path), "%s[%d]", field, i++);
+        if (!val_capacity_entry(req, entry, path)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+bool
+val_is_http_url(const char *s)
+{
+    CURLU *u = curl_url();
+    char  *scheme = NULL, *host = NULL;
+    bool   ok = false;
+
+    if (u == NULL) {
+        return false;
+    }
+    if (curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+    {
+        ok = (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0)
+             && host[0] != '\0';
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
+}

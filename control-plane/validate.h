@@ -1,0 +1,49 @@
+/*
+ * validate: checks of request documents.  Every function returns false
+ * after answering 400 validation_error with details.field naming the exact
+ * field ("capacity[0].period").  They work on the merged document (stored
+ * object + request fields), so create and update share every rule.
+ */
+
+#ifndef CP_VALIDATE_H
+#define CP_VALIDATE_H
+
+#include <stdbool.h>
+
+#include "http.h"
+
+#define NAME_MAX_LEN         128
+#define DESCRIPTION_MAX_LEN  4096
+
+/*
+ * copies each member of the request body into doc: members named in
+ * writable replace doc's; members named in readonly (ids, timestamps a
+ * client sends back) are ignored; any other member is a 400
+ */
+bool val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
+    const char *const *readonly);
+
+/* the read-only members every stored object has */
+extern const char *const val_common_readonly[];
+
+/* doc.name: a string of 1..NAME_MAX_LEN characters */
+bool val_name(http_req_t *req, const cJSON *doc);
+
+/* doc.field: a string of at most max bytes; null becomes "" */
+bool val_string(http_req_t *req, cJSON *doc, const char *field, size_t max);
+
+bool val_bool(http_req_t *req, const cJSON *doc, const char *field);
+
+/* doc.field: an array of non-empty strings */
+bool val_string_array(http_req_t *req, const cJSON *doc, const char *field);
+
+/* doc.field: an object whose values are strings */
+bool val_labels(http_req_t *req, const cJSON *doc, const char *field);
+
+/* doc.field: capacity entries (SPEC §5); fills enabled=true when absent */
+bool val_capacity(http_req_t *req, cJSON *doc, const char *field);
+
+/* "http://..." or "https://..." with a host */
+bool val_is_http_url(const char *s);
+
+#endif
