@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Throughput and latency of the gateway against a bare nginx proxy, in one run.
+
+Starts on loopback free ports:
+  - a fake provider: nginx answering a canned chat.completion (`return 200`),
+  - the baseline: nginx `proxy_pass` to it (keepalive upstream),
+  - the gateway: PostgreSQL + control plane + nginx with the module, a connection
+    whose baseUrl is the fake provider, a resource and an API key,
+then runs wrk (bench/post.lua) against the baseline and the gateway and prints
+requests/s, p50 and p99 latency of both and the ratios gateway/baseline.
+
+Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
+BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
+also measure a streamed answer when 1), BENCH_KEEP (keep the work dir when 1).
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "t"))
+
+from harness.certs import make_certs  # noqa: E402
+from harness.nginx import MODULE, Nginx  # noqa: E402
+
+CP_BIN = ROOT / "build" / "vmx-control-plane"
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+THREADS = os.environ.get("BENCH_THREADS", "2")
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+WARMUP = os.environ.get("BENCH_WARMUP", "2s")
+STREAM = os.environ.get("BENCH_STREAM", "0") == "1"
+
+COMPLETION = {
+    "id": "chatcmpl-bench0000000000000000000000", "object": "chat.completion",
+    "created": 1721172741, "model": "gpt-bench",
+    "choices": [{"index": 0, "message": {"role": "assistant",
+                                         "content": "Hello! How can I help you today?",
+                                         "refusal": None},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
+    "system_fingerprint": "fp_bench",
+}
+
+
+def sse_body():
+    out = []
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1721172741,
+            "model": "gpt-bench", "system_fingerprint": "fp_bench"}
+    deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in
+                                                        ["Hello!", " How", " can", " I", " help?"]]
+    for d in deltas:
+        out.append(dict(base, choices=[{"index": 0, "delta": d, "logprobs": None,
+                                        "finish_reason": None}], usage=None))
+    out.append(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
+                                    "finish_reason": "stop"}], usage=None))
+    out.append(dict(base, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 5,
+                                             "total_tokens": 14}))
+    return "".join("data: " + json.dumps(c, separators=(",", ":")) + "\n\n" for c in out) \
+        + "data: [DONE]\n\n"
+
+
+def nginx_escape(s):
+    return s.replace("\\", "\\\\").replace("'", "\\'")
+
+
+COMMON = """worker_processes {workers};
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+daemon off;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    keepalive_requests 1000000;
+{body}
+}}
+"""
+
+FAKE = """    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/chat/completions {{
+            default_type application/json;
+            return 200 '{json}';
+        }}
+        location = /stream/v1/chat/completions {{
+            default_type text/event-stream;
+            return 200 '{sse}';
+        }}
+    }}
+"""
+
+BASELINE = """    log_format vmx '$remote_addr [$time_local] "$request" $status $body_bytes_sent rt=$request_time';
+    access_log {prefix}/logs/access.log vmx;
+    upstream provider {{
+        server 127.0.0.1:{fake_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 1m;
+        client_body_buffer_size 1m;
+        location /v1/ {{
+            proxy_pass http://provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer sk-bench";
+            proxy_buffering off;
+        }}
+        location /stream/v1/ {{
+            proxy_pass http://provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+"""
+
+
+class PlainNginx(Nginx):
+    """An nginx without the module from a config text (fake provider, baseline)."""
+
+    def __init__(self, base_dir, port, body):
+        super().__init__(base_dir, port, "", "", workers=WORKERS)
+        self.body = body
+
+    def render(self):
+        user = "user root root;" if os.geteuid() == 0 else ""
+        return COMMON.format(workers=self.workers, prefix=self.base_dir, user=user, body=self.body)
+
+    def start(self, timeout=15):
+        self.module = Path("/dev/null")
+        self.template = Path("/dev/null")
+        return super().start(timeout)
+
+
+def free_port():
+    try:
+        from harness.ports import free_port as fp
+        return fp()
+    except ImportError:
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        return p
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def to_ms(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+
+def wrk(url, path, key, stream, duration):
+    env = dict(os.environ, BENCH_KEY=key or "", BENCH_MODEL="bench" if key else "gpt-bench",
+               BENCH_STREAM="1" if stream else "0", BENCH_PATH=path)
+    cmd = ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", duration, "--latency",
+           "-s", str(BENCH / "post.lua"), url + path]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {"rps": float(rps.group(1)) if rps else 0.0,
+            "p50": to_ms(p50.group(1)) if p50 else float("nan"),
+            "p99": to_ms(p99.group(1)) if p99 else float("nan"),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "errors": errors.group(0) if errors else "",
+            "requests": int(total.group(1)) if total else 0,
+            "raw": out}
+
+
+def check(url, path, key, stream):
+    body = {"model": "bench" if key else "gpt-bench",
+            "messages": [{"role": "user", "content": "Hello, how are you?"}]}
+    if stream:
+        body["stream"] = True
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {key or 'sk-bench'}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{url}{path}: {r.status} {data[:300]!r}")
+    return data
+
+
+def main():
+    for p, what in ((MODULE, "the module"), (CP_BIN, "the control plane")):
+        if not p.exists():
+            sys.exit(f"bench: {p.relative_to(ROOT)} missing ({what}): run ./build.sh build first")
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is not installed")
+    from harness.api import Api
+    from harness.control_plane import ControlPlane, write_secret_files
+    from harness.postgres import Postgres
+
+    work = Path(tempfile.mkdtemp(prefix="vmx-bench-"))
+    started = []
+
+    def cleanup(*_):
+        for s in reversed(started):
+            try:
+                s.stop()
+            except Exception as e:  # pragma: no cover
+                print(f"bench: stopping {s}: {e}", file=sys.stderr)
+        started.clear()
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+
+    def on_signal(signum, frame):
+        cleanup()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        fake_port, base_port = free_port(), free_port()
+        fake = PlainNginx(work / "fake", fake_port, FAKE.format(
+            port=fake_port, json=nginx_escape(json.dumps(COMPLETION, separators=(",", ":"))),
+            sse=nginx_escape(sse_body())))
+        fake.start()
+        started.append(fake)
+        base = PlainNginx(work / "baseline", base_port, BASELINE.format(
+            port=base_port, fake_port=fake_port, prefix=work / "baseline"))
+        base.start()
+        started.append(base)
+
+        pg = Postgres(work / "pg", free_port())
+        pg.start()
+        started.append(pg)
+        (work / "secrets").mkdir()
+        token_file, master_key_file = write_secret_files(work / "secrets")
+        gw_port, cp_port = free_port(), free_port()
+        cp = ControlPlane(work / "cp", cp_port, pg.dsn, [f"http://127.0.0.1:{gw_port}"],
+                          token_file, master_key_file, reconcile_interval=1)
+        cp.start()
+        started.append(cp)
+        ca_file = make_certs(work / "pki")[0]
+        gw = Nginx(work / "gateway", gw_port, token_file, ca_file,
+                   workers=WORKERS, log_level="warn", cp_addr=f"127.0.0.1:{cp_port}")
+        gw.start()
+        started.append(gw)
+
+        api = Api(cp.url)
+        api.login()
+        ws = api.create_workspace("bench")
+        env = api.create_environment(ws["id"], "bench")
+        conn = api.create_connection(ws["id"], env["id"], name="fake", provider="openai",
+                                     config={"apiKey": "sk-bench",
+                                             "baseUrl": f"http://127.0.0.1:{fake_port}/v1"})
+        sconn = api.create_connection(ws["id"], env["id"], name="fake-stream", provider="openai",
+                                      config={"apiKey": "sk-bench",
+                                              "baseUrl": f"http://127.0.0.1:{fake_port}/stream/v1"})
+        model = {"provider": "openai", "model": "gpt-bench", "connectionId": conn["id"]}
+        api.create_resource(ws["id"], env["id"], name="bench", model=model, fallbackModels=[],
+                            useFallback=True, routing={"enabled": False, "conditions": []})
+        api.create_resource(ws["id"], env["id"], name="bench-stream",
+                            model=dict(model, connectionId=sconn["id"]), fallbackModels=[],
+                            useFallback=True, routing={"enabled": False, "conditions": []})
+        res = api.request("GET", f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/resources")[1]
+        ids = [r["id"] for r in res["data"]]
+        key = api.create_api_key(ws["id"], env["id"], name="bench", resources=ids, enabled=True)["key"]
+        deadline = time.time() + 20
+        while True:
+            try:
+                check(gw.url, "/v1/chat/completions", key, False)
+                break
+            except Exception as e:
+                if time.time() > deadline:
+                    raise RuntimeError(f"gateway not serving the bench config: {e}")
+                time.sleep(0.2)
+
+        scenarios = [("json", False)] + ([("stream", True)] if STREAM else [])
+        rows = []
+        for name, stream in scenarios:
+            bpath = "/stream/v1/chat/completions" if stream else "/v1/chat/completions"
+            check(base.url, bpath, None, stream)
+            check(gw.url, "/v1/chat/completions", key, stream)
+            for target, url, path, k in (("baseline", base.url, bpath, None),
+                                         ("gateway", gw.url, "/v1/chat/completions", key)):
+                if WARMUP and WARMUP not in ("0", "0s"):
+                    wrk(url, path, k, stream, WARMUP)
+                res = wrk(url, path, k, stream, DURATION)
+                if res["non2xx"] or res["requests"] == 0:
+                    print(res["raw"], file=sys.stderr)
+                    raise RuntimeError(f"{target}: {res['non2xx']} non-2xx answers")
+                rows.append((name, target, res))
+            gw.check_error_log(everything=True)
+
+        print()
+        print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, nginx workers per server: {WORKERS}, "
+              f"cpus: {os.cpu_count()}")
+        print(f"{'scenario':<8} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        for name, target, r in rows:
+            print(f"{name:<8} {target:<9} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+                  + (f"   {r['errors']}" if r["errors"] else ""))
+        for name, _ in scenarios:
+            b = next(r for n, t, r in rows if n == name and t == "baseline")
+            g = next(r for n, t, r in rows if n == name and t == "gateway")
+            print(f"{name:<8} {'ratio':<9} {g['rps'] / b['rps']:>10.2f} {g['p50'] / b['p50']:>8.2f} "
+                  f"{g['p99'] / b['p99']:>8.2f}   (gateway / baseline)")
+        return 0
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

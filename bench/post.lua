@@ -1,0 +1,14 @@
+-- wrk script: a chat-completions POST. BENCH_KEY (empty: the baseline's fake key is
+-- set by the proxy), BENCH_MODEL, BENCH_STREAM=1 for a streamed answer.
+local key = os.getenv("BENCH_KEY") or ""
+local model = os.getenv("BENCH_MODEL") or "bench"
+local stream = os.getenv("BENCH_STREAM") == "1"
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+if key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+wrk.body = '{"model":"' .. model .. '","messages":[{"role":"system","content":"You are brief."},'
+  .. '{"role":"user","content":"Hello, how are you today? Tell me something nice."}],'
+  .. '"temperature":0.7,"max_tokens":64' .. (stream and ',"stream":true' or '') .. '}'
