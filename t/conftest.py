@@ -397,15 +397,30 @@ class Gateway:
             self.wait_synced(env, v0)
         return env
 
+    def desired_version(self):
+        """The config version the control plane wants its data planes to run, or None."""
+        try:
+            st, body, _ = self.api.request("GET", "/api/v1/dataplanes")
+            if st == 200 and isinstance(body, dict) and body.get("data"):
+                vs = [d.get("desiredVersion") for d in body["data"]]
+                vs = [v for v in vs if isinstance(v, int)]
+                return max(vs) if vs else None
+        except OSError:
+            pass
+        return None
+
     def wait_version_above(self, v0, timeout=15):
+        """Wait until nginx runs a version > v0 and >= the control plane's current one."""
         deadline = time.time() + timeout
         v = None
+        want = self.desired_version()
+        want = max(v0 + 1, want or 0)
         while time.time() < deadline:
             v = self.nginx.config_version()
-            if v is not None and v > v0:
+            if v is not None and v >= want:
                 return v
-            time.sleep(0.1)
-        raise AssertionError(f"data plane still runs config version {v} (wanted > {v0}); "
+            time.sleep(0.05)
+        raise AssertionError(f"data plane still runs config version {v} (wanted >= {want}); "
                              f"control plane log: {self.stack.cp.log_path}")
 
     def wait_synced(self, env, v0, timeout=15):
