@@ -1,0 +1,1563 @@
+/*
+ * VM-X gateway: the data plane.
+ *
+ * One endpoint in front of many AI providers: the "vmx_gateway" location
+ * answers OpenAI's chat-completions API, authenticates the API key against
+ * the snapshot pushed by the control plane, finds the AI resource, and hands
+ * the request to the provider attempts of ngx_http_vmx_upstream.c.  Every
+ * answer of the location, nginx's own error pages included, leaves in
+ * OpenAI's error envelope with the x-vmx-* headers.
+ */
+
+#include "ngx_http_vmx_module.h"
+
+#include <openssl/sha.h>
+#include <sodium.h>
+
+
+typedef enum {
+    NGX_HTTP_VMX_ROUTE_NONE = 0,
+    NGX_HTTP_VMX_ROUTE_CHAT,            /* /v1/chat/completions */
+    NGX_HTTP_VMX_ROUTE_SCOPED_CHAT,     /* /v1/completion/{ws}/{env}/... */
+    NGX_HTTP_VMX_ROUTE_MODELS           /* /v1/models */
+} ngx_http_vmx_route_e;
+
+
+typedef enum {
+    NGX_HTTP_VMX_VAR_REQUEST_ID = 0,
+    NGX_HTTP_VMX_VAR_RESOURCE,
+    NGX_HTTP_VMX_VAR_PROVIDER,
+    NGX_HTTP_VMX_VAR_MODEL,
+    NGX_HTTP_VMX_VAR_CONNECTION_ID,
+    NGX_HTTP_VMX_VAR_API_KEY_ID,
+    NGX_HTTP_VMX_VAR_WORKSPACE_ID,
+    NGX_HTTP_VMX_VAR_ENVIRONMENT_ID,
+    NGX_HTTP_VMX_VAR_CORRELATION_ID,
+    NGX_HTTP_VMX_VAR_ERROR_CODE,
+    NGX_HTTP_VMX_VAR_PROMPT_TOKENS,
+    NGX_HTTP_VMX_VAR_COMPLETION_TOKENS,
+    NGX_HTTP_VMX_VAR_TOTAL_TOKENS,
+    NGX_HTTP_VMX_VAR_ATTEMPTS
+} ngx_http_vmx_var_e;
+
+
+static ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
+static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_chat_prepare(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_plan(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, vmx_json_t *secondary_index);
+static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
+    ngx_str_t *workspace_id, ngx_str_t *environment_id);
+static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_models(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_reject(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *message);
+
+static ngx_int_t ngx_http_vmx_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_vmx_error_page(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_add_headers(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_add_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_vmx_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static ngx_int_t ngx_http_vmx_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_vmx_init(ngx_conf_t *cf);
+static void *ngx_http_vmx_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_vmx_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_vmx_config_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_vmx_commands[] = {
+
+    { ngx_string("vmx_config_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_vmx_config_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_config_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, file),
+      NULL },
+
+    { ngx_string("vmx_config_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_vmx_config_token_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_vmx_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_config_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_vmx_config_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, ssl_trusted_certificate),
+      NULL },
+
+    { ngx_string("vmx_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, upstream.ssl_verify),
+      NULL },
+
+    { ngx_string("vmx_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, upstream.connect_timeout),
+      NULL },
+
+    { ngx_string("vmx_send_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, upstream.send_timeout),
+      NULL },
+
+    { ngx_string("vmx_read_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, upstream.read_timeout),
+      NULL },
+
+    { ngx_string("vmx_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, upstream.buffer_size),
+      NULL },
+
+    { ngx_string("vmx_max_response_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, max_response),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_vmx_module_ctx = {
+    ngx_http_vmx_add_variables,            /* preconfiguration */
+    ngx_http_vmx_init,                     /* postconfiguration */
+
+    ngx_http_vmx_create_main_conf,         /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_vmx_create_loc_conf,          /* create location configuration */
+    ngx_http_vmx_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_vmx_module = {
+    NGX_MODULE_V1,
+    &ngx_http_vmx_module_ctx,              /* module context */
+    ngx_http_vmx_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_vmx_vars[] = {
+
+    { ngx_string("vmx_request_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_REQUEST_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_resource"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_RESOURCE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_provider"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_PROVIDER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_model"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_connection_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_CONNECTION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_api_key_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_API_KEY_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_workspace_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_WORKSPACE_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_environment_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_ENVIRONMENT_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_correlation_id"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_CORRELATION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_error_code"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_ERROR_CODE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_prompt_tokens"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_PROMPT_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_completion_tokens"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_COMPLETION_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_total_tokens"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_TOTAL_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("vmx_attempts"), NULL, ngx_http_vmx_variable,
+      NGX_HTTP_VMX_VAR_ATTEMPTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+/* the gateway */
+
+static ngx_int_t
+ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
+{
+    ngx_int_t              rc;
+    ngx_str_t              workspace_id, environment_id;
+    ngx_http_vmx_ctx_t    *ctx;
+    ngx_http_vmx_route_e   route;
+
+    ctx = ngx_http_vmx_create_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_null(&workspace_id);
+    ngx_str_null(&environment_id);
+
+    route = ngx_http_vmx_route(r, &workspace_id, &environment_id);
+
+    if (route == NGX_HTTP_VMX_ROUTE_NONE) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "Unknown API path: the gateway serves "
+                                   "/v1/chat/completions and /v1/models");
+    }
+
+    if (route == NGX_HTTP_VMX_ROUTE_MODELS
+        ? !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+        : r->method != NGX_HTTP_POST)
+    {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                   "method_not_allowed",
+                                   route == NGX_HTTP_VMX_ROUTE_MODELS
+                                   ? "Use GET for this path"
+                                   : "Use POST for this path");
+    }
+
+    ctx->api_key = ngx_http_vmx_authenticate(r, ctx);
+
+    if (ctx->api_key == NULL
+        || (route == NGX_HTTP_VMX_ROUTE_SCOPED_CHAT
+            && (ctx->api_key->env->id.len != environment_id.len
+                || ngx_strncmp(ctx->api_key->env->id.data,
+                               environment_id.data, environment_id.len) != 0
+                || ctx->api_key->env->workspace_id.len != workspace_id.len
+                || ngx_strncmp(ctx->api_key->env->workspace_id.data,
+                               workspace_id.data, workspace_id.len) != 0)))
+    {
+        ctx->api_key = NULL;
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_api_key",
+                                   "Invalid API key: pass a key of this "
+                                   "environment as \"Authorization: Bearer "
+                                   "<key>\" or \"x-api-key: <key>\"");
+    }
+
+    if (route == NGX_HTTP_VMX_ROUTE_MODELS) {
+        rc = ngx_http_discard_request_body(r);
+        return (rc != NGX_OK) ? rc : ngx_http_vmx_models(r, ctx);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_vmx_chat_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_http_vmx_route_e
+ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
+    ngx_str_t *environment_id)
+{
+    u_char  *p, *last, *slash;
+
+    static ngx_str_t  chat = ngx_string("/v1/chat/completions");
+    static ngx_str_t  models = ngx_string("/v1/models");
+    static ngx_str_t  scoped = ngx_string("/v1/completion/");
+    static ngx_str_t  scoped_tail = ngx_string("/chat/completions");
+
+    if (r->uri.len == chat.len
+        && ngx_strncmp(r->uri.data, chat.data, chat.len) == 0)
+    {
+        return NGX_HTTP_VMX_ROUTE_CHAT;
+    }
+
+    if (r->uri.len == models.len
+        && ngx_strncmp(r->uri.data, models.data, models.len) == 0)
+    {
+        return NGX_HTTP_VMX_ROUTE_MODELS;
+    }
+
+    /* /v1/completion/{workspaceId}/{environmentId}/chat/completions */
+
+    if (r->uri.len <= scoped.len + scoped_tail.len
+        || ngx_strncmp(r->uri.data, scoped.data, scoped.len) != 0)
+    {
+        return NGX_HTTP_VMX_ROUTE_NONE;
+    }
+
+    p = r->uri.data + scoped.len;
+    last = r->uri.data + r->uri.len - scoped_tail.len;
+
+    if (ngx_strncmp(last, scoped_tail.data, scoped_tail.len) != 0) {
+        return NGX_HTTP_VMX_ROUTE_NONE;
+    }
+
+    slash = ngx_strlchr(p, last, '/');
+
+    if (slash == NULL || slash == p || slash + 1 >= last
+        || ngx_strlchr(slash + 1, last, '/') != NULL)
+    {
+        return NGX_HTTP_VMX_ROUTE_NONE;
+    }
+
+    workspace_id->data = p;
+    workspace_id->len = slash - p;
+    environment_id->data = slash + 1;
+    environment_id->len = last - slash - 1;
+
+    return NGX_HTTP_VMX_ROUTE_SCOPED_CHAT;
+}
+
+
+static ngx_http_vmx_api_key_t *
+ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char                   digest[SHA256_DIGEST_LENGTH];
+    ngx_str_t                key;
+    ngx_uint_t               i;
+    ngx_list_part_t         *part;
+    ngx_table_elt_t         *h;
+    ngx_http_vmx_api_key_t  *api_key;
+
+    ngx_str_null(&key);
+
+    if (r->headers_in.authorization) {
+        key = r->headers_in.authorization->value;
+
+        if (key.len > 7 && ngx_strncasecmp(key.data, (u_char *) "Bearer ", 7)
+                           == 0)
+        {
+            key.data += 7;
+            key.len -= 7;
+
+        } else {
+            key.len = 0;
+        }
+    }
+
+    if (key.len == 0) {
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].key.len == sizeof("x-api-key") - 1
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key",
+                                   sizeof("x-api-key") - 1) == 0)
+            {
+                key = h[i].value;
+                break;
+            }
+        }
+    }
+
+    while (key.len && key.data[key.len - 1] == ' ') {
+        key.len--;
+    }
+
+    if (key.len == 0 || ctx->snapshot == NULL) {
+        return NULL;
+    }
+
+    SHA256(key.data, key.len, digest);
+
+    api_key = ngx_http_vmx_index_find(&ctx->snapshot->api_keys, digest,
+                                      sizeof(digest));
+
+    if (api_key == NULL || !api_key->enabled) {
+        return NULL;
+    }
+
+    return api_key;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_models(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char                    *p, *start;
+    size_t                     len;
+    ngx_uint_t                 i;
+    ngx_http_vmx_resource_t  **resources;
+
+    static const char  head[] = "{\"object\":\"list\",\"data\":[";
+    static const char  item[] = "{\"id\":\"\",\"object\":\"model\","
+                                "\"created\":,\"owned_by\":\"vm-x\"},";
+
+    resources = ctx->api_key->resources.elts;
+
+    len = sizeof(head) + 2;
+    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
+        len += sizeof(item) + NGX_TIME_T_LEN
+               + vmx_json_escape(NULL, (char *) resources[i]->name.data,
+                                 resources[i]->name.len);
+    }
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(start, head, sizeof(head) - 1);
+
+    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
+        p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
+        p += vmx_json_escape((char *) p, (char *) resources[i]->name.data,
+                             resources[i]->name.len);
+        p = ngx_sprintf(p, "\",\"object\":\"model\",\"created\":%T,"
+                        "\"owned_by\":\"vm-x\"},", ctx->snapshot->loaded_at);
+    }
+
+    if (i) {
+        p--;
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    ctx->own_response = 1;
+
+    return ngx_http_vmx_send_json(r, NGX_HTTP_OK, start, p - start);
+}
+
+
+static void
+ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    rc = ngx_http_vmx_chat_prepare(r, ctx);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_vmx_upstream_start(r, ctx);
+
+        if (rc == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * Parses and checks the request, finds the resource and plans the attempts.
+ * Returns NGX_OK, or what to finalize the request with.
+ */
+
+static ngx_int_t
+ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char                    *p, *body;
+    size_t                     len;
+    ssize_t                    n;
+    uint64_t                   started;
+    ngx_str_t                  msg;
+    ngx_uint_t                 i;
+    ngx_chain_t               *cl;
+    vmx_json_t                *messages, *model, *stream, *options, *vmx;
+    vmx_json_t                *item, *secondary_index;
+    vmx_json_error_t           jerr;
+    ngx_http_vmx_resource_t  **allowed;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "The request has no body: send a JSON "
+                                   "chat-completions request");
+    }
+
+    len = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = body;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            n = ngx_read_file(cl->buf->file, p,
+                              cl->buf->file_last - cl->buf->file_pos,
+                              cl->buf->file_pos);
+            if (n == NGX_ERROR) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    ctx->body = vmx_json_parse((char *) body, p - body,
+                               ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
+
+    if (ctx->body == NULL) {
+        msg.data = ngx_pnalloc(r->pool, 128);
+        if (msg.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        msg.len = ngx_snprintf(msg.data, 128, "The body is not valid JSON: "
+                               "%s at offset %uz", jerr.message, jerr.offset)
+                  - msg.data;
+
+        ctx->own_response = 1;
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request", &msg);
+    }
+
+    if (ctx->body->type != VMX_JSON_OBJECT) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "The body must be a JSON object");
+    }
+
+    messages = vmx_json_get(ctx->body, "messages");
+    if (messages == NULL || messages->type != VMX_JSON_ARRAY
+        || messages->count == 0)
+    {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "'messages' is required: a non-empty "
+                                   "array of messages");
+    }
+
+    for (item = messages->child; item; item = item->next) {
+        if (item->type != VMX_JSON_OBJECT
+            || vmx_json_get_str(item, "role", &len) == NULL)
+        {
+            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request",
+                                       "Every message must be an object "
+                                       "with a 'role'");
+        }
+    }
+
+    model = vmx_json_get(ctx->body, "model");
+    if (model == NULL || model->type != VMX_JSON_STRING || model->str_len == 0)
+    {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "'model' is required: the name of an AI "
+                                   "resource");
+    }
+
+    stream = vmx_json_get(ctx->body, "stream");
+    ctx->stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
+
+    options = vmx_json_get(ctx->body, "stream_options");
+    if (options != NULL) {
+        item = vmx_json_get(options, "include_usage");
+        ctx->include_usage = (item != NULL && item->type == VMX_JSON_TRUE);
+    }
+
+    secondary_index = NULL;
+
+    vmx = vmx_json_get(ctx->body, "vmx");
+    if (vmx != NULL && vmx->type != VMX_JSON_NULL) {
+        if (vmx->type != VMX_JSON_OBJECT) {
+            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request",
+                                       "'vmx' must be an object");
+        }
+
+        ctx->correlation_id.data =
+            (u_char *) vmx_json_get_str(vmx, "correlationId",
+                                        &ctx->correlation_id.len);
+
+        secondary_index = vmx_json_get(vmx, "secondaryModelIndex");
+        if (secondary_index && secondary_index->type == VMX_JSON_NULL) {
+            secondary_index = NULL;
+        }
+    }
+
+    started = ngx_http_vmx_usec();
+
+    /* resources are indexed by environment id "/" name */
+    len = ctx->api_key->env->id.len + 1 + model->str_len;
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(p, ctx->api_key->env->id.data,
+                          ctx->api_key->env->id.len) + 1,
+               model->str, model->str_len);
+    p[ctx->api_key->env->id.len] = '/';
+
+    ctx->resource = ngx_http_vmx_index_find(&ctx->snapshot->resources, p, len);
+
+    if (ctx->resource == NULL) {
+        msg.len = sizeof("The model `` does not exist or you do not have "
+                         "access to it.") - 1 + model->str_len;
+        msg.data = ngx_pnalloc(r->pool, msg.len);
+        if (msg.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(msg.data, "The model `%*s` does not exist or you do not "
+                    "have access to it.", model->str_len, model->str);
+
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                       "model_not_found", &msg);
+    }
+
+    allowed = ctx->api_key->resources.elts;
+
+    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
+        if (allowed[i] == ctx->resource) {
+            break;
+        }
+    }
+
+    if (i == ctx->api_key->resources.nelts) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_FORBIDDEN,
+                                   "api_key_resource_not_authorized",
+                                   "This API key may not call this resource");
+    }
+
+    if (ngx_http_vmx_plan(r, ctx, secondary_index) != NGX_OK) {
+        return ctx->own_response ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->routing_usec = ngx_http_vmx_usec() - started;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The attempts: the primary model (or the secondary model the client chose),
+ * then, with useFallback, the fallback models.  A model that its connection
+ * does not allow is skipped.
+ */
+
+static ngx_int_t
+ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_json_t *secondary_index)
+{
+    ngx_str_t                 *models;
+    ngx_uint_t                 i, j, n;
+    ngx_http_vmx_target_t     *first, *fallbacks, *target;
+    ngx_http_vmx_resource_t   *res;
+
+    res = ctx->resource;
+    first = &res->model;
+
+    if (secondary_index) {
+        if (!secondary_index->is_int || secondary_index->integer < 0
+            || (uint64_t) secondary_index->integer >= res->secondaries.nelts)
+        {
+            (void) ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request",
+                                       "'vmx.secondaryModelIndex' does not "
+                                       "name a secondary model of this "
+                                       "resource");
+            return NGX_ERROR;
+        }
+
+        first = (ngx_http_vmx_target_t *) res->secondaries.elts
+                + secondary_index->integer;
+    }
+
+    n = 1 + (res->use_fallback ? res->fallbacks.nelts : 0);
+
+    ctx->plan = ngx_palloc(r->pool, n * sizeof(ngx_http_vmx_target_t *));
+    if (ctx->plan == NULL) {
+        return NGX_ERROR;
+    }
+
+    fallbacks = res->fallbacks.elts;
+
+    for (i = 0; i < n; i++) {
+        target = (i == 0) ? first : &fallbacks[i - 1];
+
+        if (target->connection->allowed_models.nelts) {
+            models = target->connection->allowed_models.elts;
+
+            for (j = 0; j < target->connection->allowed_models.nelts; j++) {
+                if (models[j].len == target->model.len
+                    && ngx_strncmp(models[j].data, target->model.data,
+                                   target->model.len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (j == target->connection->allowed_models.nelts) {
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "vmx: model \"%V\" is not allowed on connection "
+                              "\"%V\", skipped", &target->model,
+                              &target->connection->id);
+                continue;
+            }
+        }
+
+        ctx->plan[ctx->nplan++] = target;
+    }
+
+    if (ctx->nplan == 0) {
+        (void) ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "model_not_allowed",
+                                   "No model of this resource is allowed on "
+                                   "its connection");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_vmx_ctx_t *
+ngx_http_vmx_create_ctx(ngx_http_request_t *r)
+{
+    u_char               bytes[16];
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->start_usec = ngx_http_vmx_usec();
+    ctx->prompt_tokens = -1;
+    ctx->completion_tokens = -1;
+    ctx->total_tokens = -1;
+
+    /* a UUID v4 */
+    randombytes_buf(bytes, sizeof(bytes));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+
+    ngx_sprintf(ctx->request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
+                2, bytes + 4, 2, bytes + 6, 2, bytes + 8, 6, bytes + 10);
+
+    ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
+
+    ctx->snapshot = ngx_http_vmx_snapshot_acquire(r);
+
+    return ctx;
+}
+
+
+/* errors in OpenAI's envelope */
+
+static ngx_int_t
+ngx_http_vmx_reject(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message)
+{
+    ngx_int_t  rc;
+    ngx_str_t  msg;
+
+    /* a body not read yet is discarded first, keeping the connection sane */
+    if (r->request_body == NULL) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    msg.data = (u_char *) message;
+    msg.len = ngx_strlen(message);
+
+    return ngx_http_vmx_send_error(r, ctx, status, code, &msg);
+}
+
+
+ngx_int_t
+ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, const char *code, ngx_str_t *message)
+{
+    u_char      *p, *start;
+    size_t       len;
+    const char  *type;
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        type = "rate_limit_error";
+
+    } else if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        type = "server_error";
+
+    } else {
+        type = "invalid_request_error";
+    }
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"
+                 "\"code\":\"\"}}")
+          + vmx_json_escape(NULL, (char *) message->data, message->len)
+          + ngx_strlen(type) + ngx_strlen(code);
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(start, "{\"error\":{\"message\":\"",
+                   sizeof("{\"error\":{\"message\":\"") - 1);
+    p += vmx_json_escape((char *) p, (char *) message->data, message->len);
+    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
+                    type, code);
+
+    if (ctx) {
+        ctx->own_response = 1;
+        ctx->error_code.data = (u_char *) code;
+        ctx->error_code.len = ngx_strlen(code);
+    }
+
+    return ngx_http_vmx_send_json(r, status, start, p - start);
+}
+
+
+ngx_int_t
+ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status, u_char *data,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* nginx's own error pages, turned into OpenAI's envelope */
+
+static ngx_int_t
+ngx_http_vmx_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_vmx_ctx_t       *ctx;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    if (!vlcf->gateway || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    if (ctx == NULL) {
+        /* refused before the handler ran, e.g. 413 on Content-Length */
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
+        ngx_memcpy(ctx->request_id, "00000000-0000-0000-0000-000000000000",
+                   36);
+    }
+
+    if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST && !ctx->own_response) {
+        if (ngx_http_vmx_error_page(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_vmx_add_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_uint_t             status;
+    const char            *code, *type, *message;
+    ngx_http_vmx_event_t  *last;
+    u_char                 buf[512];
+
+    status = r->headers_out.status;
+    type = "invalid_request_error";
+
+    switch (status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        code = "request_too_large";
+        message = "The request body is larger than the gateway accepts";
+        break;
+
+    case NGX_HTTP_BAD_REQUEST:
+        code = "invalid_request";
+        message = "The request is malformed";
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        code = "request_timeout";
+        message = "The request body did not arrive in time";
+        break;
+
+    case NGX_HTTP_BAD_GATEWAY:
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        /* no provider answered: the last attempt names why */
+        status = NGX_HTTP_BAD_GATEWAY;
+        code = "provider_unavailable";
+        type = "server_error";
+        message = "No provider of the resource could be reached";
+
+        if (ctx->nevents) {
+            last = &ctx->events[ctx->nevents - 1];
+            p = ngx_snprintf(buf, sizeof(buf) - 1, "Every provider of the "
+                             "resource failed; the last, %V model \"%V\", "
+                             "with: %V%Z", &last->provider, &last->model,
+                             &last->reason);
+            buf[sizeof(buf) - 1] = '\0';
+            message = (const char *) buf;
+        }
+
+        break;
+
+    default:
+        code = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) ? "internal_error"
+                                                          : "invalid_request";
+        type = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) ? "server_error"
+                                                          : type;
+        message = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+                  ? "The gateway failed to handle the request"
+                  : "The request was refused";
+    }
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"
+                 "\"code\":\"\"}}")
+          + vmx_json_escape(NULL, message, ngx_strlen(message))
+          + ngx_strlen(type) + ngx_strlen(code);
+
+    ctx->error_body.data = ngx_pnalloc(r->pool, len);
+    if (ctx->error_body.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(ctx->error_body.data, "{\"error\":{\"message\":\"",
+                   sizeof("{\"error\":{\"message\":\"") - 1);
+    p += vmx_json_escape((char *) p, message, ngx_strlen(message));
+    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
+                    type, code);
+
+    ctx->error_body.len = p - ctx->error_body.data;
+    ctx->error_page = 1;
+    ctx->error_code.data = (u_char *) code;
+    ctx->error_code.len = ngx_strlen(code);
+
+    r->headers_out.status = status;
+    r->headers_out.status_line.len = 0;
+    r->headers_out.content_length_n = ctx->error_body.len;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl, out;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    if (ctx == NULL || !ctx->error_page || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* nginx's page is dropped; ours goes out once */
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->error_page_sent) {
+        return NGX_OK;
+    }
+
+    ctx->error_page_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->error_body.data;
+    b->last = b->pos + ctx->error_body.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+/* the x-vmx-* headers */
+
+static ngx_int_t
+ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char                *p;
+    ngx_tm_t               tm;
+    ngx_str_t              value;
+    ngx_uint_t             i;
+    ngx_http_vmx_event_t  *ev;
+    u_char                 name[64];
+
+    value.data = ctx->request_id;
+    value.len = sizeof(ctx->request_id);
+
+    if (ngx_http_vmx_add_header(r, "x-vmx-request-id", &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->target) {
+        if (ngx_http_vmx_add_header(r, "x-vmx-provider",
+                                    &ctx->target->provider)
+            != NGX_OK
+            || ngx_http_vmx_add_header(r, "x-vmx-model", &ctx->target->model)
+               != NGX_OK
+            || ngx_http_vmx_add_header(r, "x-vmx-connection-id",
+                                       &ctx->target->connection->id)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->correlation_id.len
+        && ngx_http_vmx_add_header(r, "x-vmx-correlation-id",
+                                   &ctx->correlation_id)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->resource) {
+        p = ngx_pnalloc(r->pool, 2 * (NGX_INT64_LEN + 4));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        value.data = p;
+        value.len = ngx_sprintf(p, "%uL.%03uL", ctx->gate_usec / 1000,
+                                ctx->gate_usec % 1000) - p;
+
+        if (ngx_http_vmx_add_header(r, "x-vmx-gate-duration-ms", &value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        value.data = p + value.len;
+        value.len = ngx_sprintf(value.data, "%uL.%03uL",
+                                ctx->routing_usec / 1000,
+                                ctx->routing_usec % 1000) - value.data;
+
+        if (ngx_http_vmx_add_header(r, "x-vmx-routing-duration-ms", &value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.data = p;
+    value.len = ngx_sprintf(p, "%ui", ctx->nevents) - p;
+
+    if (ngx_http_vmx_add_header(r, "x-vmx-event-count", &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ctx->nevents; i++) {
+        ev = &ctx->events[i];
+
+#define ngx_http_vmx_event_header(suffix, val)                               \
+        ngx_sprintf(name, "x-vmx-event-%ui-" suffix "%Z", i);                 \
+        if (ngx_http_vmx_add_header(r, (char *) name, val) != NGX_OK) {       \
+            return NGX_ERROR;                                                 \
+        }
+
+        ngx_str_set(&value, "fallback");
+        ngx_http_vmx_event_header("type", &value);
+
+        p = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00.000Z") + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_gmtime(ev->time / 1000, &tm);
+        value.data = p;
+        value.len = ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                                tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                                tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                                ev->time % 1000) - p;
+        ngx_http_vmx_event_header("timestamp", &value);
+
+        ngx_http_vmx_event_header("fallback-failed-provider", &ev->provider);
+        ngx_http_vmx_event_header("fallback-failed-model", &ev->model);
+        ngx_http_vmx_event_header("fallback-failed-connection-id",
+                                  &ev->connection_id);
+
+        if (ev->status) {
+            p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            value.data = p;
+            value.len = ngx_sprintf(p, "%ui", ev->status) - p;
+            ngx_http_vmx_event_header("fallback-status-code", &value);
+        }
+
+        ngx_http_vmx_event_header("fallback-failure-reason", &ev->reason);
+
+#undef ngx_http_vmx_event_header
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    size_t            len;
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(name);
+
+    h->key.data = ngx_pnalloc(r->pool, len);
+    if (h->key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->key.data, name, len);
+    h->key.len = len;
+    h->value = *value;
+    h->hash = 1;
+
+    return NGX_OK;
+}
+
+
+/* variables */
+
+static ngx_int_t
+ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char              *p;
+    ngx_int_t            number;
+    ngx_str_t           *s, str;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = NULL;
+    number = -1;
+
+    switch ((ngx_http_vmx_var_e) data) {
+
+    case NGX_HTTP_VMX_VAR_REQUEST_ID:
+        str.data = ctx->request_id;
+        str.len = sizeof(ctx->request_id);
+        s = &str;
+        break;
+
+    case NGX_HTTP_VMX_VAR_RESOURCE:
+        s = ctx->resource ? &ctx->resource->name : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_PROVIDER:
+        s = ctx->target ? &ctx->target->provider : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_MODEL:
+        s = ctx->target ? &ctx->target->model : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_CONNECTION_ID:
+        s = ctx->target ? &ctx->target->connection->id : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_API_KEY_ID:
+        s = ctx->api_key ? &ctx->api_key->id : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_WORKSPACE_ID:
+        s = ctx->api_key ? &ctx->api_key->env->workspace_id : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_ENVIRONMENT_ID:
+        s = ctx->api_key ? &ctx->api_key->env->id : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_CORRELATION_ID:
+        s = ctx->correlation_id.len ? &ctx->correlation_id : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_ERROR_CODE:
+        s = ctx->error_code.len ? &ctx->error_code : NULL;
+        break;
+
+    case NGX_HTTP_VMX_VAR_PROMPT_TOKENS:
+        number = ctx->prompt_tokens;
+        break;
+
+    case NGX_HTTP_VMX_VAR_COMPLETION_TOKENS:
+        number = ctx->completion_tokens;
+        break;
+
+    case NGX_HTTP_VMX_VAR_TOTAL_TOKENS:
+        number = ctx->total_tokens;
+        break;
+
+    case NGX_HTTP_VMX_VAR_ATTEMPTS:
+        number = ctx->attempts;
+        break;
+    }
+
+    if (s == NULL && number < 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (s == NULL) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        str.data = p;
+        str.len = ngx_sprintf(p, "%i", number) - p;
+        s = &str;
+    }
+
+    v->data = s->data;
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* helpers shared by the files of the module */
+
+void *
+ngx_http_vmx_json_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+uint64_t
+ngx_http_vmx_usec(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+/* configuration */
+
+static ngx_int_t
+ngx_http_vmx_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_vmx_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_init(ngx_conf_t *cf)
+{
+    if (sodium_init() < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "sodium_init() failed");
+        return NGX_ERROR;
+    }
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_vmx_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_vmx_body_filter;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_vmx_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_vmx_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->shm_zone = NULL;
+     *     mcf->file = { 0, NULL };
+     *     mcf->token = { 0, NULL };
+     */
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_vmx_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_vmx_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_vmx_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->ssl_trusted_certificate = { 0, NULL };
+     *     conf->upstream.* = 0 / NULL, the rest below
+     */
+
+    conf->gateway = NGX_CONF_UNSET;
+    conf->config_api = NGX_CONF_UNSET;
+    conf->max_response = NGX_CONF_UNSET_SIZE;
+
+    conf->upstream.connect_timeout = NGX_CONF_UNSET_MSEC;
+    conf->upstream.send_timeout = NGX_CONF_UNSET_MSEC;
+    conf->upstream.read_timeout = NGX_CONF_UNSET_MSEC;
+    conf->upstream.buffer_size = NGX_CONF_UNSET_SIZE;
+    conf->upstream.ssl_verify = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_vmx_loc_conf_t *prev = parent;
+    ngx_http_vmx_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    ngx_conf_merge_value(conf->config_api, prev->config_api, 0);
+    ngx_conf_merge_size_value(conf->max_response, prev->max_response,
+                              8 * 1024 * 1024);
+
+    ngx_conf_merge_str_value(conf->ssl_trusted_certificate,
+                             prev->ssl_trusted_certificate, "");
+
+    if (ngx_http_vmx_upstream_conf(cf, prev, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_vmx_loc_conf_t *vlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (vlcf->gateway != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    vlcf->gateway = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_vmx_gateway_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_vmx_config_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_vmx_loc_conf_t *vlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (vlcf->config_api != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    vlcf->config_api = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_vmx_config_api_handler;
+
+    return NGX_CONF_OK;
+}

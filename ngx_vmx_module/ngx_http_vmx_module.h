@@ -1,0 +1,246 @@
+/*
+ * VM-X gateway: declarations shared by the files of ngx_http_vmx_module.
+ */
+
+#ifndef _NGX_HTTP_VMX_MODULE_H_INCLUDED_
+#define _NGX_HTTP_VMX_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "vmx_json.h"
+#include "vmx_sse.h"
+
+
+#define NGX_HTTP_VMX_PROVIDER_OPENAI     1
+#define NGX_HTTP_VMX_PROVIDER_GROQ       2
+#define NGX_HTTP_VMX_PROVIDER_ANTHROPIC  3
+#define NGX_HTTP_VMX_PROVIDER_GEMINI     4
+#define NGX_HTTP_VMX_PROVIDER_BEDROCK    5
+
+#define NGX_HTTP_VMX_MAX_EVENTS          16
+
+
+/* an open-addressing index from byte strings to objects */
+
+typedef struct {
+    ngx_uint_t                   hash;
+    ngx_str_t                    key;
+    void                        *value;
+} ngx_http_vmx_slot_t;
+
+
+typedef struct {
+    ngx_http_vmx_slot_t         *slots;
+    ngx_uint_t                   mask;
+} ngx_http_vmx_index_t;
+
+
+/* the compiled configuration snapshot: one per version, per worker */
+
+typedef struct ngx_http_vmx_environment_s  ngx_http_vmx_environment_t;
+
+struct ngx_http_vmx_environment_s {
+    ngx_str_t                    id;
+    ngx_str_t                    workspace_id;
+    ngx_str_t                    name;
+    unsigned                     store_payload:1;
+};
+
+
+typedef struct {
+    ngx_str_t                    id;
+    ngx_str_t                    name;
+    ngx_http_vmx_environment_t  *env;
+    ngx_str_t                    provider;
+    ngx_uint_t                   provider_id;
+
+    ngx_str_t                    base_url;
+    ngx_str_t                    host;          /* for SNI and certificate */
+    ngx_str_t                    host_header;   /* host[:port] */
+    ngx_str_t                    base_path;     /* without trailing "/" */
+    in_port_t                    port;
+    unsigned                     https:1;
+
+    ngx_addr_t                  *addrs;
+    ngx_uint_t                   naddrs;
+
+    ngx_str_t                    api_key;
+    ngx_array_t                  allowed_models;    /* of ngx_str_t */
+} ngx_http_vmx_connection_t;
+
+
+typedef struct {
+    ngx_str_t                    provider;
+    ngx_str_t                    model;
+    ngx_http_vmx_connection_t   *connection;
+} ngx_http_vmx_target_t;
+
+
+typedef struct {
+    ngx_str_t                    id;
+    ngx_str_t                    name;
+    ngx_http_vmx_environment_t  *env;
+    ngx_http_vmx_target_t        model;
+    ngx_array_t                  fallbacks;     /* of ngx_http_vmx_target_t */
+    ngx_array_t                  secondaries;   /* of ngx_http_vmx_target_t */
+    unsigned                     use_fallback:1;
+} ngx_http_vmx_resource_t;
+
+
+typedef struct {
+    ngx_str_t                    id;
+    ngx_str_t                    name;
+    ngx_http_vmx_environment_t  *env;
+    u_char                       hash[32];
+    ngx_array_t                  resources;     /* of resource pointers */
+    unsigned                     enabled:1;
+} ngx_http_vmx_api_key_t;
+
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    uint64_t                     version;
+    time_t                       loaded_at;
+    ngx_uint_t                   refs;          /* requests using it */
+    unsigned                     retired:1;
+
+    ngx_http_vmx_index_t         environments;  /* by id */
+    ngx_http_vmx_index_t         connections;   /* by id */
+    ngx_http_vmx_index_t         resources;     /* by environment id "/" name */
+    ngx_http_vmx_index_t         resource_ids;  /* by id */
+    ngx_http_vmx_index_t         api_keys;      /* by SHA-256 of the key */
+} ngx_http_vmx_snapshot_t;
+
+
+/* the shared zone holding the raw snapshot pushed by the control plane */
+
+typedef struct {
+    ngx_atomic_t                 generation;    /* bumped on every swap */
+    uint64_t                     version;
+    time_t                       loaded_at;
+    u_char                      *data;
+    size_t                       len;
+} ngx_http_vmx_config_shctx_t;
+
+
+typedef struct {
+    ngx_shm_zone_t              *shm_zone;
+    ngx_http_vmx_config_shctx_t *sh;
+    ngx_slab_pool_t             *shpool;
+
+    ngx_str_t                    file;          /* encrypted disk copy */
+    ngx_str_t                    token;
+    u_char                       disk_key[32];  /* derived from token */
+} ngx_http_vmx_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                   gateway;
+    ngx_flag_t                   config_api;
+
+    ngx_http_upstream_conf_t     upstream;
+    ngx_str_t                    ssl_trusted_certificate;
+
+    size_t                       max_response;  /* buffered answer bound */
+} ngx_http_vmx_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                    provider;
+    ngx_str_t                    model;
+    ngx_str_t                    connection_id;
+    ngx_uint_t                   status;        /* 0: no answer */
+    ngx_str_t                    reason;
+    ngx_msec_t                   time;
+} ngx_http_vmx_event_t;
+
+
+typedef struct {
+    ngx_http_vmx_snapshot_t     *snapshot;
+    ngx_http_vmx_api_key_t      *api_key;
+    ngx_http_vmx_resource_t     *resource;
+
+    u_char                       request_id[36];
+    ngx_str_t                    correlation_id;
+    ngx_str_t                    error_code;
+
+    vmx_json_t                  *body;          /* the parsed request */
+    unsigned                     stream:1;
+    unsigned                     include_usage:1;
+
+    /* the plan: primary or secondary model, then the fallbacks */
+    ngx_http_vmx_target_t      **plan;
+    ngx_uint_t                   nplan;
+    ngx_uint_t                   next;          /* index of the next try */
+    ngx_http_vmx_target_t       *target;        /* the current try */
+    ngx_uint_t                   attempts;
+
+    ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
+    ngx_uint_t                   nevents;
+
+    /* the current provider answer */
+    ngx_uint_t                   provider_status;
+    ngx_http_chunked_t           chunked;
+    off_t                        remaining;     /* -1: until close */
+    vmx_sse_parser_t             sse;
+    ngx_buf_t                   *answer;        /* non-streamed answer */
+    ngx_buf_t                   *out_cur;       /* output of this read */
+    unsigned                     chunked_answer:1;
+    unsigned                     sse_answer:1;
+    unsigned                     answered:1;    /* got a provider header */
+    unsigned                     complete:1;    /* saw the answer's end */
+    unsigned                     emitted:1;     /* answer body sent */
+
+    /* usage as the provider reported it */
+    ngx_int_t                    prompt_tokens;
+    ngx_int_t                    completion_tokens;
+    ngx_int_t                    total_tokens;
+
+    uint64_t                     start_usec;
+    uint64_t                     gate_usec;
+    uint64_t                     routing_usec;
+
+    unsigned                     own_response:1;   /* not nginx's page */
+    unsigned                     error_page:1;     /* replacing nginx's */
+    unsigned                     error_page_sent:1;
+    ngx_str_t                    error_body;
+} ngx_http_vmx_ctx_t;
+
+
+extern ngx_module_t  ngx_http_vmx_module;
+
+
+/* ngx_http_vmx_module.c */
+ngx_int_t ngx_http_vmx_send_error(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message);
+ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *data, size_t len);
+void *ngx_http_vmx_json_alloc(void *pool, size_t size);
+uint64_t ngx_http_vmx_usec(void);
+
+/* ngx_http_vmx_config.c */
+ngx_int_t ngx_http_vmx_index_init(ngx_http_vmx_index_t *ix, ngx_pool_t *pool,
+    ngx_uint_t n);
+ngx_int_t ngx_http_vmx_index_add(ngx_http_vmx_index_t *ix, ngx_str_t *key,
+    void *value);
+void *ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key,
+    size_t len);
+ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r);
+ngx_int_t ngx_http_vmx_config_api_handler(ngx_http_request_t *r);
+char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* ngx_http_vmx_upstream.c */
+ngx_int_t ngx_http_vmx_upstream_start(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+ngx_int_t ngx_http_vmx_upstream_conf(ngx_conf_t *cf,
+    ngx_http_vmx_loc_conf_t *prev, ngx_http_vmx_loc_conf_t *conf);
+
+
+#endif /* _NGX_HTTP_VMX_MODULE_H_INCLUDED_ */
