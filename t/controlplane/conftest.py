@@ -1,0 +1,153 @@
+"""Fixtures of the control-plane tests: PostgreSQL, a fake data plane and the
+daemon on loopback free ports, in one temporary directory per session.
+
+  cp_stack   the running servers (pg, cp, dataplane, dead_dataplane_url, ...)
+  api        a management API client logged in as admin
+  env        a fresh workspace + environment: (ws_id, env_id)
+"""
+import json
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+T = Path(__file__).resolve().parent.parent
+for path in (T, Path(__file__).resolve().parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from harness.api import Api  # noqa: E402
+from harness.control_plane import ControlPlane, write_secret_files  # noqa: E402
+from harness.ports import free_port  # noqa: E402
+from harness.postgres import Postgres  # noqa: E402
+from cphelpers import unique  # noqa: E402
+
+
+class FakeDataPlane:
+    """Speaks the config channel: records PUT /vmx/config bodies, answers GET
+    with the version it runs.  Requires the shared token."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.lock = threading.Lock()
+        self.snapshots = []          # every accepted PUT body, parsed
+        self.version = 0
+        self.unauthorized = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorized(self):
+                if self.headers.get("Authorization") == f"Bearer {fake.token}":
+                    return True
+                with fake.lock:
+                    fake.unauthorized += 1
+                self._answer(401, {"error": {"message": "bad token"}})
+                return False
+
+            def do_GET(self):
+                if self.path != "/vmx/config" or not self._authorized():
+                    return
+                with fake.lock:
+                    self._answer(200, {"version": fake.version,
+                                       "loadedAt": "2026-01-01T00:00:00Z"})
+
+            def do_PUT(self):
+                if self.path != "/vmx/config" or not self._authorized():
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                snap = json.loads(body)
+                with fake.lock:
+                    fake.snapshots.append(snap)
+                    fake.version = snap["version"]
+                self._answer(200, {"version": snap["version"]})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def last(self):
+        with self.lock:
+            return self.snapshots[-1] if self.snapshots else None
+
+    def forget(self):
+        """As a restarted data plane without its disk copy: runs version 0."""
+        with self.lock:
+            self.version = 0
+            self.snapshots.clear()
+
+    def wait_for(self, predicate, timeout=10.0):
+        """The first recorded snapshot for which predicate is true, polling."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                for snap in reversed(self.snapshots):
+                    if predicate(snap):
+                        return snap
+            time.sleep(0.05)
+        raise AssertionError("no matching snapshot pushed; last: %r" % (self.last(),))
+
+
+class CpStack:
+    pass
+
+
+@pytest.fixture(scope="session")
+def cp_stack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("controlplane")
+    s = CpStack()
+    s.base = base
+    s.pg = Postgres(base / "pg", free_port())
+    s.pg.start()
+    try:
+        s.token_file, s.master_key_file = write_secret_files(base / "secrets")
+        s.dataplane = FakeDataPlane(s.token_file.read_text().strip()).start()
+        s.dead_dataplane_url = f"http://127.0.0.1:{free_port()}"
+        s.cp = ControlPlane(base / "cp", free_port(), s.pg.dsn,
+                            [s.dataplane.url, s.dead_dataplane_url], s.token_file,
+                            s.master_key_file, reconcile_interval=1)
+        s.cp.start()
+        try:
+            yield s
+        finally:
+            rc = s.cp.stop()
+            s.dataplane.stop()
+            assert rc == 0, f"control plane exited with {rc}"
+    finally:
+        s.pg.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cp_stack):
+    a = Api(cp_stack.cp.url)
+    a.login()
+    return a
+
+
+@pytest.fixture
+def env(api):
+    ws = api.create_workspace(unique("ws"))
+    e = api.create_environment(ws["id"], "production")
+    return ws["id"], e["id"]

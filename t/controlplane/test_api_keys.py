@@ -1,0 +1,86 @@
+"""API keys: shown once, stored as a hash, scoped to resources."""
+import hashlib
+import re
+import uuid
+
+from cphelpers import env_path, openai_connection
+
+
+def make_resource(api, env, name="chat"):
+    c = openai_connection(api, env)
+    return api.create_resource(env[0], env[1], name=name,
+                               model={"provider": "openai", "model": "m",
+                                      "connectionId": c["id"]})
+
+
+def test_key_shown_once_and_stored_hashed(api, env, cp_stack):
+    r = make_resource(api, env)
+    status, k, _ = api.request("POST", env_path(env, "/api-keys"),
+                               {"name": "ci", "resources": [r["id"]],
+                                "labels": {"team": "x"}})
+    assert status == 201
+    key = k["key"]
+    assert re.fullmatch(r"vmx-[A-Za-z0-9_-]{43}", key)
+    assert k["maskedKey"] == key[:8] + "..." + key[-4:]
+    assert k["enabled"] is True and k["resources"] == [r["id"]]
+    assert k["labels"] == {"team": "x"} and k["enforceCapacity"] is False
+    assert k["capacity"] == []
+
+    path = env_path(env, f"/api-keys/{k['id']}")
+    status, got, _ = api.request("GET", path)
+    assert status == 200 and "key" not in got and got["maskedKey"] == k["maskedKey"]
+    status, lst, _ = api.request("GET", env_path(env, "/api-keys"))
+    assert lst["total"] == 1 and "key" not in lst["data"][0]
+    assert key not in str(lst)
+
+    row = cp_stack.pg.psql(f"SELECT key_hash FROM api_keys WHERE id = '{k['id']}'")
+    assert row == hashlib.sha256(key.encode()).hexdigest()
+    dump = cp_stack.pg.psql("SELECT string_agg(t::text, ' ') FROM api_keys t")
+    assert key not in dump
+    assert key not in cp_stack.cp.log_text()
+
+
+def test_key_update_and_delete(api, env):
+    r = make_resource(api, env)
+    k = api.create_api_key(env[0], env[1], name="ci")
+    path = env_path(env, f"/api-keys/{k['id']}")
+    status, upd, _ = api.request("PUT", path, {
+        "enabled": False, "resources": [r["id"]], "enforceCapacity": True,
+        "capacity": [{"period": "month", "requests": 10}]})
+    assert status == 200
+    assert upd["enabled"] is False and upd["resources"] == [r["id"]]
+    assert upd["maskedKey"] == k["maskedKey"] and upd["name"] == "ci"
+    # deleting the resource removes it from the key
+    status, _, _ = api.request("DELETE", env_path(env, f"/resources/{r['id']}"))
+    assert status == 204
+    assert api.request("GET", path)[1]["resources"] == []
+    status, _, _ = api.request("DELETE", path)
+    assert status == 204
+    status, _, _ = api.request("GET", path)
+    assert status == 404
+
+
+def test_key_validation(api, env):
+    r = make_resource(api, env)
+    other = api.create_environment(env[0], "other")["id"]
+    foreign = make_resource(api, (env[0], other))
+    cases = [
+        ({}, "name"),
+        ({"name": "k", "resources": [r["id"], str(uuid.uuid4())]}, "resources[1]"),
+        ({"name": "k", "resources": [foreign["id"]]}, "resources[0]"),
+        ({"name": "k", "resources": ["nope"]}, "resources[0]"),
+        ({"name": "k", "resources": "all"}, "resources"),
+        ({"name": "k", "labels": {"team": 1}}, "labels.team"),
+        ({"name": "k", "labels": []}, "labels"),
+        ({"name": "k", "enabled": "true"}, "enabled"),
+        ({"name": "k", "capacity": [{"period": "day", "requests": "5"}]},
+         "capacity[0].requests"),
+        ({"name": "k", "keyHash": "abc"}, "keyHash"),
+    ]
+    for body, field in cases:
+        status, err, _ = api.request("POST", env_path(env, "/api-keys"), body)
+        assert status == 400, (body, err)
+        assert err["error"]["details"]["field"] == field, (body, err)
+    api.create_api_key(env[0], env[1], name="dup")
+    status, _, _ = api.request("POST", env_path(env, "/api-keys"), {"name": "dup"})
+    assert status == 409

@@ -1,0 +1,136 @@
+"""The config channel: snapshots pushed to data planes, reconciliation,
+and GET /api/v1/dataplanes."""
+import hashlib
+import time
+
+from cphelpers import env_path, unique
+
+SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys"}
+ENV_KEYS = {"id", "workspaceId", "name", "storePayload"}
+CONN_KEYS = {"id", "workspaceId", "environmentId", "name", "provider", "baseUrl",
+             "addresses", "credentials", "allowedModels", "capacity"}
+RES_KEYS = {"id", "workspaceId", "environmentId", "name", "model", "fallbackModels",
+            "useFallback", "secondaryModels", "routing", "enforceCapacity", "capacity"}
+KEY_KEYS = {"id", "workspaceId", "environmentId", "name", "keyHash", "enabled",
+            "resources", "labels", "enforceCapacity", "capacity"}
+
+
+def by_id(items, id_):
+    return next((i for i in items if i["id"] == id_), None)
+
+
+def test_snapshot_pushed_after_change(api, env, cp_stack):
+    dp = cp_stack.dataplane
+    secret = "sk-push-" + unique("s")
+    c = api.create_connection(env[0], env[1], name="local", provider="openai",
+                              config={"apiKey": secret, "baseUrl": "http://127.0.0.1:9/v1"},
+                              allowedModels=["gpt-4o-mini"],
+                              capacity=[{"period": "minute", "requests": 5}])
+    named = api.create_connection(env[0], env[1], name="named", provider="groq",
+                                  config={"apiKey": "gk", "baseUrl": "http://localhost:8181"})
+    default = api.create_connection(env[0], env[1], name="default", provider="anthropic",
+                                    config={"apiKey": "ak"})
+    r = api.create_resource(env[0], env[1], name="chat",
+                            model={"provider": "openai", "model": "gpt-4o-mini",
+                                   "connectionId": c["id"]},
+                            fallbackModels=[{"provider": "groq", "model": "llama",
+                                             "connectionId": named["id"]}])
+    k = api.create_api_key(env[0], env[1], name="ci", resources=[r["id"]],
+                           labels={"team": "x"})
+
+    snap = dp.wait_for(lambda s: by_id(s["apiKeys"], k["id"]) is not None)
+    assert set(snap) == SNAPSHOT_KEYS
+    version = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    assert isinstance(snap["version"], int) and 0 < snap["version"] <= version
+
+    e = by_id(snap["environments"], env[1])
+    assert set(e) == ENV_KEYS
+    assert e["workspaceId"] == env[0] and e["name"] == "production" and e["storePayload"]
+
+    sc = by_id(snap["connections"], c["id"])
+    assert set(sc) == CONN_KEYS
+    assert sc["credentials"] == {"apiKey": secret}
+    assert sc["baseUrl"] == "http://127.0.0.1:9/v1" and sc["addresses"] == []
+    assert sc["provider"] == "openai" and sc["allowedModels"] == ["gpt-4o-mini"]
+    assert sc["capacity"] == [{"period": "minute", "requests": 5, "enabled": True}]
+    assert sc["workspaceId"] == env[0] and sc["environmentId"] == env[1]
+
+    sn = by_id(snap["connections"], named["id"])
+    assert "127.0.0.1:8181" in sn["addresses"]
+    assert all(a.rsplit(":", 1)[1] == "8181" for a in sn["addresses"])
+    sd = by_id(snap["connections"], default["id"])
+    assert sd["baseUrl"] == "https://api.anthropic.com"
+    assert sd["credentials"] == {"apiKey": "ak"}
+
+    sr = by_id(snap["resources"], r["id"])
+    assert set(sr) == RES_KEYS
+    assert sr["model"] == r["model"] and sr["fallbackModels"] == r["fallbackModels"]
+    assert sr["routing"] == {"enabled": False, "conditions": []} and sr["useFallback"]
+
+    sk = by_id(snap["apiKeys"], k["id"])
+    assert set(sk) == KEY_KEYS
+    assert sk["keyHash"] == hashlib.sha256(k["key"].encode()).hexdigest()
+    assert sk["resources"] == [r["id"]] and sk["labels"] == {"team": "x"}
+    assert sk["enabled"] is True
+
+    assert dp.unauthorized == 0
+    # the pushed credentials never reach the log
+    assert secret not in cp_stack.cp.log_text()
+
+    # a deletion is pushed too
+    status, _, _ = api.request("DELETE", env_path(env, f"/api-keys/{k['id']}"))
+    assert status == 204
+    dp.wait_for(lambda s: s["version"] > snap["version"]
+                and by_id(s["apiKeys"], k["id"]) is None)
+
+
+def test_every_change_bumps_the_version(api, env, cp_stack):
+    before = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    status, _, _ = api.request("PUT", f"/api/v1/workspaces/{env[0]}", {"description": "d"})
+    assert status == 200
+    after = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    assert after > before
+    cp_stack.dataplane.wait_for(lambda s: s["version"] >= after)
+
+
+def test_reconcile_repushes_when_version_differs(api, env, cp_stack):
+    dp = cp_stack.dataplane
+    api.create_workspace(unique("reconcile"))
+    version = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    dp.wait_for(lambda s: s["version"] == version)
+    dp.forget()            # the data plane restarted empty: it now runs version 0
+    snap = dp.wait_for(lambda s: s["version"] == version, timeout=10)
+    assert set(snap) == SNAPSHOT_KEYS
+
+
+def test_dataplanes_status(api, cp_stack):
+    version = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    cp_stack.dataplane.wait_for(lambda s: s["version"] == version)
+    deadline = time.time() + 10
+    while True:
+        status, body, _ = api.request("GET", "/api/v1/dataplanes")
+        assert status == 200
+        planes = {p["url"]: p for p in body["data"]}
+        live = planes[cp_stack.dataplane.url]
+        if live["status"] == "in-sync" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert body["total"] == 2
+    assert live["status"] == "in-sync", live
+    assert live["version"] == live["desiredVersion"]
+    assert live["lastSeenAt"] and live["lastError"] is None
+
+    dead = planes[cp_stack.dead_dataplane_url]
+    assert dead["status"] == "unreachable"
+    assert dead["version"] is None and dead["lastSeenAt"] is None
+    assert dead["lastError"]
+
+    status, _, _ = api.request("GET", "/api/v1/dataplanes", token=None)
+    assert status == 401
+
+
+def test_api_not_blocked_by_dead_dataplane(api):
+    start = time.time()
+    for i in range(5):
+        api.create_workspace(unique("fast"))
+    assert time.time() - start < 5

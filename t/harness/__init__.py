@@ -1,0 +1,1 @@
+"""Test harness of the VM-X gateway: servers started on loopback free ports."""
