@@ -513,7 +513,7 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_vmx_chat_prepare(r, ctx);
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_DECLINED) {
         rc = ngx_http_vmx_upstream_start(r, ctx);
 
         if (rc == NGX_OK) {
@@ -527,7 +527,8 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
 
 /*
  * Parses and checks the request, finds the resource and plans the attempts.
- * Returns NGX_OK, or what to finalize the request with.
+ * Returns NGX_DECLINED when the request goes on to the providers, or what to
+ * finalize the request with once it has been answered.
  */
 
 static ngx_int_t
@@ -537,6 +538,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     size_t                     len;
     ssize_t                    n;
     uint64_t                   started;
+    ngx_int_t                  rc;
     ngx_str_t                  msg;
     ngx_uint_t                 i;
     ngx_chain_t               *cl;
@@ -593,7 +595,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                "%s at offset %uz", jerr.message, jerr.offset)
                   - msg.data;
 
-        ctx->own_response = 1;
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request", &msg);
     }
@@ -708,20 +709,18 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "This API key may not call this resource");
     }
 
-    if (ngx_http_vmx_plan(r, ctx, secondary_index) != NGX_OK) {
-        return ctx->own_response ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    rc = ngx_http_vmx_plan(r, ctx, secondary_index);
 
     ctx->routing_usec = ngx_http_vmx_usec() - started;
 
-    return NGX_OK;
+    return rc;
 }
 
 
 /*
  * The attempts: the primary model (or the secondary model the client chose),
  * then, with useFallback, the fallback models.  A model that its connection
- * does not allow is skipped.
+ * does not allow is skipped.  Returns NGX_DECLINED when there is a plan.
  */
 
 static ngx_int_t
@@ -740,12 +739,11 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         if (!secondary_index->is_int || secondary_index->integer < 0
             || (uint64_t) secondary_index->integer >= res->secondaries.nelts)
         {
-            (void) ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request",
                                        "'vmx.secondaryModelIndex' does not "
                                        "name a secondary model of this "
                                        "resource");
-            return NGX_ERROR;
         }
 
         first = (ngx_http_vmx_target_t *) res->secondaries.elts
@@ -756,7 +754,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ctx->plan = ngx_palloc(r->pool, n * sizeof(ngx_http_vmx_target_t *));
     if (ctx->plan == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     fallbacks = res->fallbacks.elts;
@@ -789,14 +787,13 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (ctx->nplan == 0) {
-        (void) ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "model_not_allowed",
                                    "No model of this resource is allowed on "
                                    "its connection");
-        return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -1153,6 +1150,14 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         {
             return NGX_ERROR;
         }
+    }
+
+    if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS
+        && ctx->retry_after.len
+        && ngx_http_vmx_add_header(r, "Retry-After", &ctx->retry_after)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (ctx->correlation_id.len

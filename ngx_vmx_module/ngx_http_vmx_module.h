@@ -182,7 +182,9 @@ typedef struct {
     ngx_uint_t                   nevents;
 
     /* the current provider answer */
+    ngx_http_status_t            status;
     ngx_uint_t                   provider_status;
+    ngx_str_t                    retry_after;   /* the provider's */
     ngx_http_chunked_t           chunked;
     off_t                        remaining;     /* -1: until close */
     vmx_sse_parser_t             sse;

@@ -44,6 +44,8 @@ static ngx_int_t ngx_http_vmx_peer_init(ngx_http_request_t *r,
 static ngx_int_t ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data);
 static void ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state);
+static void ngx_http_vmx_attempt_failed(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_connection_t *c, ngx_uint_t tries_left);
 
 
 ngx_int_t
@@ -247,16 +249,13 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
 {
     ngx_int_t             rc;
     ngx_uint_t            status;
-    ngx_http_status_t     st;
     ngx_http_upstream_t  *u;
     ngx_http_vmx_ctx_t   *ctx;
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    ngx_memzero(&st, sizeof(ngx_http_status_t));
-
-    rc = ngx_http_parse_status_line(r, &u->buffer, &st);
+    rc = ngx_http_parse_status_line(r, &u->buffer, &ctx->status);
 
     if (rc == NGX_AGAIN) {
         return rc;
@@ -268,7 +267,7 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
-    ctx->provider_status = st.code;
+    ctx->provider_status = ctx->status.code;
 
     /*
      * The status the gateway acts on: nginx retries 429 and 500/502/503/504
@@ -276,7 +275,7 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
      * the provider refusing our own credentials count as unavailable.
      */
 
-    status = st.code;
+    status = ctx->status.code;
 
     if (status == 529) {
         status = NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -337,6 +336,11 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
                                            (u_char *) "chunked", 7 - 1)
                                        != NULL);
 
+            } else if (name.len == sizeof("retry-after") - 1
+                       && ngx_strncmp(name.data, "retry-after", name.len) == 0)
+            {
+                ctx->retry_after = value;
+
             } else if (name.len == sizeof("content-type") - 1
                        && ngx_strncmp(name.data, "content-type", name.len)
                           == 0)
@@ -366,6 +370,19 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
     }
 
     ctx->answered = 1;
+    ctx->own_response = 1;
+
+    /* the last attempt's failure reaches the client, and is an event too */
+    switch (u->headers_in.status_n) {
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+    case NGX_HTTP_BAD_GATEWAY:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        if (u->peer.tries <= 1) {
+            ngx_http_vmx_attempt_failed(r, ctx, u->peer.connection, 0);
+        }
+    }
 
     if (ctx->chunked_answer) {
         ctx->remaining = -1;
@@ -427,6 +444,19 @@ ngx_http_vmx_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         }
 
     } else if (!ctx->complete) {
+        /* a last event may lack its blank line; unsent events go first */
+        ctx->out_cur = NULL;
+
+        if (vmx_sse_finish(&ctx->sse, ngx_http_vmx_openai_event, r)
+            != VMX_SSE_OK)
+        {
+            return;
+        }
+
+        for (out = u->out_bufs; *last; last = &(*last)->next) { /* void */ }
+    }
+
+    if (ctx->sse_answer && !ctx->complete) {
         /* after the first byte an error can only travel as an event */
         ctx->error_code.data = (u_char *) "provider_stream_interrupted";
         ctx->error_code.len = sizeof("provider_stream_interrupted") - 1;
@@ -583,6 +613,7 @@ static ngx_int_t
 ngx_http_vmx_consume(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     u_char *data, size_t len)
 {
+    int                       rc;
     u_char                   *p;
     size_t                    size;
     ngx_http_vmx_loc_conf_t  *vlcf;
@@ -592,17 +623,16 @@ ngx_http_vmx_consume(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (ctx->sse_answer) {
-        if (vmx_sse_feed(&ctx->sse, (char *) data, len,
-                         ngx_http_vmx_openai_event, r)
-            != VMX_SSE_OK)
-        {
+        rc = vmx_sse_feed(&ctx->sse, (char *) data, len,
+                          ngx_http_vmx_openai_event, r);
+
+        if (rc == VMX_SSE_TOO_LARGE) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "vmx: provider sent a stream event over %uz bytes",
                           (size_t) NGX_HTTP_VMX_SSE_EVENT_MAX);
-            return NGX_ERROR;
         }
 
-        return NGX_OK;
+        return (rc == VMX_SSE_OK) ? NGX_OK : NGX_ERROR;
     }
 
     /* a non-streamed answer is collected whole, to read its usage */
@@ -898,10 +928,15 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ctx->attempts++;
 
     /* this attempt starts afresh */
+    u->process_header = ngx_http_vmx_process_status_line;
+    r->state = 0;
+    ngx_memzero(&ctx->status, sizeof(ngx_http_status_t));
     ctx->provider_status = 0;
     ctx->remaining = -1;
     ctx->answer = NULL;
     ctx->answered = 0;
+    ctx->own_response = 0;
+    ngx_str_null(&ctx->retry_after);
     ctx->complete = 0;
     ctx->emitted = 0;
     ctx->chunked_answer = 0;
@@ -936,10 +971,7 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_request_t  *r = data;
 
-    u_char                *p;
-    ngx_connection_t      *c;
-    ngx_http_vmx_ctx_t    *ctx;
-    ngx_http_vmx_event_t  *ev;
+    ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
@@ -947,13 +979,24 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
         pc->tries--;
     }
 
-    if (!(state & NGX_PEER_FAILED) || ctx->target == NULL
-        || ctx->nevents == NGX_HTTP_VMX_MAX_EVENTS)
-    {
+    if (state & NGX_PEER_FAILED) {
+        ngx_http_vmx_attempt_failed(r, ctx, pc->connection, pc->tries);
+    }
+}
+
+
+/* a failed attempt is a fallback event of the request */
+
+static void
+ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_connection_t *c, ngx_uint_t tries_left)
+{
+    u_char                *p;
+    ngx_http_vmx_event_t  *ev;
+
+    if (ctx->target == NULL || ctx->nevents == NGX_HTTP_VMX_MAX_EVENTS) {
         return;
     }
-
-    /* a failed attempt is a fallback event of the request */
 
     ev = &ctx->events[ctx->nevents++];
 
@@ -963,24 +1006,22 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ev->status = ctx->provider_status;
     ev->time = (ngx_msec_t) (ngx_time() * 1000 + ngx_timeofday()->msec);
 
-    c = pc->connection;
-
     if (ctx->provider_status) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")
                                  + NGX_INT_T_LEN);
         if (p == NULL) {
             ngx_str_set(&ev->reason, "provider answered with an error");
-            return;
-        }
 
-        ev->reason.data = p;
-        ev->reason.len = ngx_sprintf(p, "provider answered HTTP %ui",
-                                     ctx->provider_status) - p;
+        } else {
+            ev->reason.data = p;
+            ev->reason.len = ngx_sprintf(p, "provider answered HTTP %ui",
+                                         ctx->provider_status) - p;
+        }
 
     } else if (c && (c->read->timedout || c->write->timedout)) {
         ngx_str_set(&ev->reason, "provider timed out");
 
-    } else if (ctx->answered || (c && c->read->eof)) {
+    } else if (c && c->read->eof) {
         ngx_str_set(&ev->reason, "provider closed the connection");
 
     } else {
@@ -990,7 +1031,7 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "vmx: %V model \"%V\" failed (%V), %s", &ev->provider,
                   &ev->model, &ev->reason,
-                  pc->tries ? "falling back" : "no fallback left");
+                  tries_left ? "falling back" : "no fallback left");
 }
 
 
