@@ -180,7 +180,9 @@ config_read_secret_file(const char *path, const char *what)
     while (start < n && isspace((unsigned char) buf[start])) {
         start++;
     }
-    memmove(buf, buf + start, n - start);
+    if (start > 0) {
+        memmove(buf, buf + start, n - start);
+    }
     buf[n - start] = '\0';
     if (buf[0] == '\0') {
         log_error("config %s: file is empty", what);

@@ -134,9 +134,23 @@ db_release(db_conn_t *c)
 PGresult *
 db_exec(db_conn_t *c, const char *sql, int nparams, const char *const *params)
 {
+    bool            idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
     PGresult       *res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType  st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     const char     *state;
+
+    /*
+     * A connection the server dropped (restart, failover) is only noticed
+     * here.  Outside a transaction nothing is lost by reconnecting and
+     * running the statement again, once.
+     */
+    if (st == PGRES_FATAL_ERROR && idle && PQstatus(c->pg) == CONNECTION_BAD) {
+        log_warn("db: connection lost, reconnecting");
+        PQclear(res);
+        PQreset(c->pg);
+        res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+        st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    }
 
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         return res;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "http.h"
 #include "log.h"
 
@@ -245,6 +247,10 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(req->param_values[i]);
     }
     cJSON_Delete(req->json);
+    /* a body may carry a provider secret in clear */
+    if (req->body != NULL) {
+        sodium_memzero(req->body, req->body_len);
+    }
     free(req->body);
     free(req->response);
     free(req);

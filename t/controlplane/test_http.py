@@ -70,3 +70,13 @@ def test_pagination_bounds(api):
         assert body["error"]["details"]["field"] == field
     status, body, _ = api.request("GET", "/api/v1/workspaces?pageSize=1000")
     assert status == 200 and body["pageSize"] == 1000
+
+
+def test_survives_database_restart(api, cp_stack):
+    """Pooled connections dropped by a PostgreSQL restart are reopened."""
+    cp_stack.pg.restart()
+    for _ in range(12):          # more requests than the pool has connections
+        status, body, _ = api.request("GET", "/api/v1/workspaces")
+        assert status == 200, body
+    status, body, _ = api.request("GET", "/api/v1/health", token=None)
+    assert status == 200 and body["database"] == "ok"
