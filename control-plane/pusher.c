@@ -28,6 +28,7 @@ typedef struct {
     bool        contacted;        /* answered at least once */
     time_t      last_seen;        /* 0 when never */
     char        last_error[256];
+    char        last_cause[192];  /* of last_error, to log each cause once */
 } dataplane_t;
 
 static struct {
@@ -139,14 +140,13 @@ static void
 record(dataplane_t *dp, long status, const char *answer, const char *error,
     const char *what)
 {
-    char message[256] = "";
+    char cause[192] = "";
     bool ok = status == 200;
 
     if (status == 0) {
-        snprintf(message, sizeof(message), "%s: %s", what, error);
+        snprintf(cause, sizeof(cause), "%s", error);
     } else if (!ok) {
-        snprintf(message, sizeof(message), "%s: HTTP %ld %.160s", what, status,
-                 answer ? answer : "");
+        snprintf(cause, sizeof(cause), "HTTP %ld %.160s", status, answer ? answer : "");
     }
 
     pthread_mutex_lock(&pusher.lock);
@@ -156,11 +156,13 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
     if (ok) {
         dp->version = answer_version(answer);
         dp->last_error[0] = '\0';
+        dp->last_cause[0] = '\0';
     } else {
-        if (strcmp(dp->last_error, message) != 0) {
-            log_warn("pusher dataplane=%s %s", dp->base, message);
+        if (strcmp(dp->last_cause, cause) != 0) {
+            log_warn("pusher dataplane=%s %s: %s", dp->base, what, cause);
         }
-        snprintf(dp->last_error, sizeof(dp->last_error), "%s", message);
+        snprintf(dp->last_cause, sizeof(dp->last_cause), "%s", cause);
+        snprintf(dp->last_error, sizeof(dp->last_error), "%s: %s", what, cause);
     }
     if (ok && (!dp->reachable || !dp->contacted)) {
         log_info("pusher dataplane=%s reachable version=%lld", dp->base, dp->version);
