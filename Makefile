@@ -4,7 +4,8 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib
+           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
+           -I/usr/include/postgresql
 CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpthread
 
 B        = build
@@ -45,7 +46,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
-$(B)/fuzz/%: fuzz/%.c $(LIB_SRC)
+$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRC)
 

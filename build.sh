@@ -95,34 +95,28 @@ VAR="$ROOT/var"
 PIDS=()
 
 # PostgreSQL refuses to run as root: run it as an unprivileged user.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
-    else
-        "$@"
-    fi
-}
+PG_AS=()
+[ "$(id -u)" -ne 0 ] || PG_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+PG_PID=
 
 start_postgres() {
     local data="$VAR/pg" run="$VAR/run"
-    mkdir -p "$run"
+    mkdir -p "$data" "$run"
+    [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$data" "$run"
     if [ ! -f "$data/PG_VERSION" ]; then
         log "creating the PostgreSQL cluster in var/pg"
-        mkdir -p "$data"
-        [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$data" "$run"
-        as_pg "$PG_BIN/initdb" -D "$data" -U vmx --auth=trust -E UTF8 >/dev/null
+        "${PG_AS[@]}" "$PG_BIN/initdb" -D "$data" -U vmx --auth=trust -E UTF8 >/dev/null
     fi
-    [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$run"
-    as_pg "$PG_BIN/postgres" -D "$data" -p "$VMX_PG_PORT" -k "$run" \
+    "${PG_AS[@]}" "$PG_BIN/postgres" -D "$data" -p "$VMX_PG_PORT" -k "$run" \
         -c listen_addresses=127.0.0.1 >"$VAR/postgres.log" 2>&1 &
-    PIDS+=($!)
+    PG_PID=$!
     for _ in $(seq 100); do
-        as_pg "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$VMX_PG_PORT" && break
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx && break
         sleep 0.1
     done
-    as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx -d postgres -tAc \
+    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname='vmx'" | grep -q 1 \
-        || as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx vmx
+        || "$PG_BIN/createdb" -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx vmx
 }
 
 start_redis() {
@@ -168,7 +162,9 @@ stop_all() {
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         kill -TERM "${PIDS[i]}" 2>/dev/null || true
     done
-    wait 2>/dev/null || true
+    # PostgreSQL last, with its fast shutdown, once its clients are gone
+    wait "${PIDS[@]}" 2>/dev/null || true
+    [ -z "$PG_PID" ] || { kill -INT "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null; } || true
 }
 
 run() {
@@ -193,7 +189,7 @@ VM-X gateway is running (Ctrl-C stops everything):
   state and logs         var/
 
 EOF
-    wait -n "${PIDS[@]}" || true
+    wait -n "${PIDS[@]}" "$PG_PID" || true
 }
 
 # --- test -------------------------------------------------------------------

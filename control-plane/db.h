@@ -13,7 +13,7 @@
 #include <stdbool.h>
 
 /* Debian keeps libpq-fe.h in postgresql/; the Makefile adds no -I for it */
-#include <postgresql/libpq-fe.h>
+#include <libpq-fe.h>
 
 typedef struct db_conn_s db_conn_t;
 
