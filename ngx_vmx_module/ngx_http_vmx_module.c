@@ -762,6 +762,16 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         target = (i == 0) ? first : &fallbacks[i - 1];
 
+        /* the native formats of the other providers come with issue 3 */
+        if (target->connection->provider_id != NGX_HTTP_VMX_PROVIDER_OPENAI
+            && target->connection->provider_id != NGX_HTTP_VMX_PROVIDER_GROQ)
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "vmx: provider \"%V\" is not served yet, model "
+                          "\"%V\" skipped", &target->provider, &target->model);
+            continue;
+        }
+
         if (target->connection->allowed_models.nelts) {
             models = target->connection->allowed_models.elts;
 
@@ -789,8 +799,9 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     if (ctx->nplan == 0) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "model_not_allowed",
-                                   "No model of this resource is allowed on "
-                                   "its connection");
+                                   "No model of this resource can be called: "
+                                   "none is allowed on its connection or "
+                                   "served by this gateway");
     }
 
     return NGX_DECLINED;
