@@ -193,6 +193,7 @@ def stack(built, tmp_path_factory, pki):
             pass
     if s.nginx in _NGINXES:
         _NGINXES.remove(s.nginx)
+    s.nginx.check_error_log()       # what the shutdown logged
 
 
 @pytest.fixture(scope="session")

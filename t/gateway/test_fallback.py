@@ -188,6 +188,22 @@ def test_tls_provider_with_test_ca(env, fake_tls):
     assert len(rec) == 2 and rec[0].body["model"] == "gpt-tls"
     assert rec[0].headers["authorization"] == f"Bearer {fake_tls.api_key}"
     assert rec[0].headers.get("host") in ("127.0.0.1", f"127.0.0.1:{fake_tls.port}"), rec[0].headers
+    assert rec[0].sni is None, "SNI must not carry an IP address (RFC 6066)"
+
+
+def test_tls_provider_by_host_name(gw, fake_tls):
+    """baseUrl with a host name: the control plane resolves it, the data plane connects
+    to the address, sends SNI and checks the certificate against the name."""
+    e = gw.provision(connections={"t": connection_for(fake_tls, config={
+                         "apiKey": fake_tls.api_key, "baseUrl": f"https://localhost:{fake_tls.port}/v1"})},
+                     resources={"tls-name": {"model": ("t", "gpt-tls-name")}},
+                     keys={"k": {"resources": ["tls-name"]}})
+    r = e.chat("tls-name")
+    assert r.status == 200, r
+    rec = fake_tls.last()
+    assert rec.body["model"] == "gpt-tls-name"
+    assert rec.sni == "localhost", rec.sni
+    assert rec.headers.get("host") in ("localhost", f"localhost:{fake_tls.port}"), rec.headers
 
 
 def test_fallback_to_tls_provider(env, fake_tls):

@@ -44,6 +44,7 @@ class Recorded:
     raw_body: bytes
     body: object            # parsed JSON, or None
     conn_id: int
+    sni: object = None      # TLS server name the client sent (None: none, or plain HTTP)
     time: float = field(default_factory=time.time)
 
 
@@ -129,6 +130,7 @@ class FakeOpenAI:
         self._tasks = set()
         self._writers = set()
         self._conn_seq = 0
+        self._sni_names = {}
 
     # ---------------------------------------------------------------- control
     @property
@@ -215,9 +217,14 @@ class FakeOpenAI:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(self.tls[0], self.tls[1])
             ctx.set_alpn_protocols(["http/1.1"])
+            ctx.sni_callback = self._sni
         self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=ctx,
                                                   limit=1 << 20, backlog=512)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def _sni(self, sslobj, name, ctx):
+        self._sni_names[id(sslobj)] = name
+        return None
 
     async def _stop_server(self):
         self._server.close()
@@ -244,11 +251,14 @@ class FakeOpenAI:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        sslobj = writer.get_extra_info("ssl_object")
+        sni = self._sni_names.pop(id(sslobj), None) if sslobj is not None else None
         try:
             while True:
                 req = await self._read_request(reader, conn_id)
                 if req is None:
                     break
+                req.sni = sni
                 with self._cond:
                     self.requests.append(req)
                     self._cond.notify_all()

@@ -7,6 +7,10 @@ Extra directives can be injected without touching the template:
                        "vmx_read_timeout 2s;"
   http_directives      at the end of the http block's module directives
   main_directives      in the main context
+
+VMX_TEST_NGINX_CORE=1 in the environment makes crashed workers leave a core file
+in the prefix. VMX_TEST_NGINX_WRAPPER is a command prefix for nginx, e.g.
+"valgrind --log-file={prefix}/valgrind.%p.log" ({prefix}: the nginx prefix).
 """
 import os
 import re
@@ -115,6 +119,9 @@ class Nginx:
         # test's private prefix nor the token file.
         if os.geteuid() == 0 and not re.search(r"^\s*user\s", text, re.M):
             main = "user root root;\n" + main
+        if os.environ.get("VMX_TEST_NGINX_CORE") == "1":
+            # core files of crashed workers in the prefix (kernel core_pattern "core")
+            main += f"worker_rlimit_core 2g;\nworking_directory {self.base_dir.resolve()};\n"
         if main:
             text = re.sub(r"^(daemon off;)$", lambda m: m.group(1) + "\n" + main, text,
                           count=1, flags=re.M)
@@ -151,8 +158,12 @@ class Nginx:
         if self.error_log_path.exists():
             self._log_pos = len(self.error_log())
         self._out = open(self.base_dir / "logs" / "stderr.log", "ab")
-        self.proc = subprocess.Popen(self._cmd(), stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        wrapper = os.environ.get("VMX_TEST_NGINX_WRAPPER", "").replace(
+            "{prefix}", str(self.base_dir.resolve())).split()
+        self.proc = subprocess.Popen(wrapper + self._cmd(), stdout=self._out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if wrapper:
+            timeout *= 4
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
