@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import connection_for, http_request
+from conftest import Stream, connection_for, http_request
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -166,3 +166,46 @@ def test_restart_without_control_plane(stack, gw, env):
         stack.cp.start()
     # and the control plane catches up with it again
     gw.wait_synced(env, v - 1)
+
+
+def test_config_change_during_streams(gw, fake):
+    """Streams in flight keep working while new config versions arrive and are compiled."""
+    e = gw.provision(connections={"a": connection_for(fake)},
+                     resources={"slow": {"model": ("a", "slow-stream")}, "x": {"model": ("a", "gpt-x")}},
+                     keys={"k": {"resources": ["slow", "x"]}})
+    fake.stream_delay = 0.15
+    streams = [Stream(gw.url, "/v1/chat/completions", {"model": "slow", "stream": True, "messages": MSG},
+                      {"Authorization": f"Bearer {e.key()}"}) for _ in range(4)]
+    try:
+        for s in streams:
+            assert s.status == 200
+            assert s.next_event()
+        for i in range(3):
+            gw.update(e, "resources", "x", description=f"change {i}")
+            assert e.chat("x").status == 200       # this worker compiles the new version
+        for s in streams:
+            rest = s.rest()
+            assert rest and rest[-1] == "[DONE]", rest
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_reload_during_stream(gw, fake):
+    """A graceful reload lets a stream in flight finish."""
+    e = gw.provision(connections={"a": connection_for(fake)},
+                     resources={"slow": {"model": ("a", "slow-stream")}},
+                     keys={"k": {"resources": ["slow"]}})
+    fake.stream_delay = 0.2
+    s = Stream(gw.url, "/v1/chat/completions", {"model": "slow", "stream": True, "messages": MSG},
+               {"Authorization": f"Bearer {e.key()}"})
+    try:
+        assert s.status == 200
+        assert s.next_event()
+        gw.nginx.proc.send_signal(__import__("signal").SIGHUP)
+        rest = s.rest()
+        assert rest and rest[-1] == "[DONE]", rest
+    finally:
+        s.close()
+    time.sleep(0.5)
+    assert e.chat("slow").status == 200
