@@ -24,38 +24,23 @@ import pytest
 
 T = Path(__file__).resolve().parent
 ROOT = T.parent
-if str(T) not in sys.path:
-    sys.path.insert(0, str(T))
+for _p in (T, T / "gateway"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from harness.certs import make_certs  # noqa: E402
 from harness.fake_openai import FakeOpenAI  # noqa: E402
 from harness.nginx import MODULE, Nginx  # noqa: E402
 from harness.redis import Redis  # noqa: E402
+from gwutil import READ_TIMEOUT, free_port, http_request  # noqa: E402,F401
 
 CP_BIN = ROOT / "build" / "vmx-control-plane"
 SDK_DIR = T / "sdk"
 
 # Directives added inside `location /v1/` of the session's nginx: short timeouts so
 # that the stall/timeout fallback tests stay fast.
-GATEWAY_DIRECTIVES = "vmx_connect_timeout 2s; vmx_read_timeout 2s; vmx_send_timeout 2s;"
-READ_TIMEOUT = 2.0
-
-
-def free_port():
-    try:
-        from harness.ports import free_port as fp
-        return fp()
-    except ImportError:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        return p
-
-
-def closed_port():
-    """A loopback port nobody listens on (connect is refused)."""
-    return free_port()
+GATEWAY_DIRECTIVES = (f"vmx_connect_timeout 2s; vmx_read_timeout {READ_TIMEOUT:g}s; "
+                      "vmx_send_timeout 2s;")
 
 
 # ---------------------------------------------------------------------- certificates
@@ -206,116 +191,7 @@ def api(stack):
     return stack.api
 
 
-# ---------------------------------------------------------------------- raw HTTP
-class Resp:
-    def __init__(self, status, headers, body, reason=""):
-        self.status = status
-        self.headers = headers          # http.client.HTTPMessage (case-insensitive get)
-        self.body = body
-        self.reason = reason
-
-    def json(self):
-        return json.loads(self.body)
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", "replace")
-
-    def header(self, name):
-        return self.headers.get(name)
-
-    def __repr__(self):
-        hs = "".join(f"\n  {k}: {v}" for k, v in self.headers.items())
-        return f"<HTTP {self.status} {self.reason}{hs}\n\n{self.body[:2000]!r}>"
-
-
-def http_request(url, method, path, body=None, headers=None, timeout=30):
-    """One request on a fresh connection; body may be bytes, str, or a JSON-able object."""
-    host, port = url.split("//", 1)[1].split(":")
-    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    h = dict(headers or {})
-    if body is not None and not isinstance(body, (bytes, str)):
-        body = json.dumps(body)
-        h.setdefault("Content-Type", "application/json")
-    if isinstance(body, str):
-        body = body.encode()
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        return Resp(r.status, r.headers, data, r.reason)
-    finally:
-        c.close()
-
-
-class Stream:
-    """A streaming request read incrementally, event by event."""
-
-    def __init__(self, url, path, body, headers=None, timeout=30):
-        host, port = url.split("//", 1)[1].split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        self.conn.request("POST", path, json.dumps(body).encode(), h)
-        self.resp = self.conn.getresponse()
-        self.status = self.resp.status
-        self.headers = self.resp.headers
-        self.buf = b""
-        self.raw = b""
-        self.eof = False
-
-    def header(self, name):
-        return self.headers.get(name)
-
-    def next_event(self):
-        """The next `data:` payload (str), or None at the end of the body."""
-        while True:
-            i = self.buf.find(b"\n\n")
-            if i >= 0:
-                block, self.buf = self.buf[:i], self.buf[i + 2:]
-                data = [ln[5:].strip() for ln in block.decode().split("\n") if ln.startswith("data:")]
-                if data:
-                    return "\n".join(data)
-                continue
-            if self.eof:
-                return None
-            chunk = self.resp.read1(65536)
-            if not chunk:
-                self.eof = True
-                continue
-            self.raw += chunk
-            self.buf += chunk
-
-    def rest(self):
-        out = []
-        while True:
-            e = self.next_event()
-            if e is None:
-                return out
-            out.append(e)
-
-    def close(self):
-        self.conn.close()
-
-
-def sse_events(body):
-    """Split a text/event-stream body into the `data:` payloads (strings)."""
-    out = []
-    for block in body.decode().split("\n\n"):
-        for line in block.split("\n"):
-            if line.startswith("data:"):
-                out.append(line[5:].strip())
-    return out
-
-
 # ---------------------------------------------------------------------- provisioning
-def connection_for(fake, **extra):
-    """Fields of a connection to a fake provider."""
-    c = {"provider": "openai", "config": {"apiKey": fake.api_key, "baseUrl": fake.url}}
-    c.update(extra)
-    return c
-
-
 class Env:
     def __init__(self, gw, ws, env):
         self.gw = gw

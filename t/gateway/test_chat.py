@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import Stream, connection_for, http_request, sse_events
+from gwutil import Stream, connection_for, http_request, sse_events
 from harness.fake_openai import RATELIMIT_HEADERS
 
 MSG = [{"role": "user", "content": "hello"}]

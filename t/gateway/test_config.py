@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Stream, connection_for, http_request
+from gwutil import Stream, connection_for, http_request
 
 MSG = [{"role": "user", "content": "hello"}]
 

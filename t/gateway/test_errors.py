@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import connection_for, http_request
+from gwutil import connection_for, http_request
 
 MSG = [{"role": "user", "content": "hello"}]
 

@@ -6,7 +6,7 @@ import socket
 import ssl
 import time
 
-from conftest import http_request, sse_events
+from gwutil import http_request, sse_events
 
 
 def test_openai_sdk_against_fake(fake, run_node_tests):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import READ_TIMEOUT, closed_port, connection_for, sse_events
+from gwutil import READ_TIMEOUT, closed_port, connection_for, sse_events
 
 MSG = [{"role": "user", "content": "hello"}]
 

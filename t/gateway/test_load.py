@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import closed_port, connection_for, sse_events
+from gwutil import closed_port, connection_for, sse_events
 
 
 @pytest.fixture(scope="module")

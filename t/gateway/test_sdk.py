@@ -1,7 +1,7 @@
 """The official OpenAI Node SDK (t/sdk, pinned in package-lock.json), unchanged,
 against the gateway: baseURL = gateway + /v1, apiKey = a VM-X key, model = a
 resource name (SPEC §2)."""
-from conftest import connection_for
+from gwutil import connection_for
 
 
 def test_openai_node_sdk(gw, fake, fake2, run_node_tests):
