@@ -1,0 +1,133 @@
+/*
+ * vmx_translate: what every provider translation shares.
+ *
+ * A provider file (vmx_anthropic.c, vmx_gemini.c, vmx_bedrock.c) turns the
+ * client's OpenAI chat-completions request into the provider's native
+ * request, and the provider's answers (whole, streamed event by event, or
+ * errors) back into OpenAI's shapes, byte for byte what OpenAI would send.
+ * Pure functions: memory only from the caller's allocator, no I/O, no
+ * globals, so unit tests and fuzzers call them directly.
+ *
+ * Every provider file follows the same pattern (P = anthropic, gemini,
+ * bedrock):
+ *
+ *   int  vmx_P_request(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+ *            vmx_translate_error_t *err);
+ *        The native request body.  0, or -1 when the client's request
+ *        cannot be expressed (err says why: the gateway answers 400).
+ *
+ *   int  vmx_P_response(const vmx_translate_ctx_t *tc, const char *body,
+ *            size_t len, vmx_buf_t *out, vmx_usage_t *usage);
+ *        A whole 2xx answer as an OpenAI "chat.completion".  Returns 0, or
+ *        the HTTP status to answer with when the answer is an error in
+ *        disguise (e.g. a safety block: out then holds OpenAI's error
+ *        envelope), or -1 when the body cannot be read.
+ *
+ *   void vmx_P_stream_init(vmx_P_stream_t *s, const vmx_translate_ctx_t *tc);
+ *   int  vmx_P_stream_event(vmx_P_stream_t *s, <one provider event>,
+ *            vmx_buf_t *out, vmx_usage_t *usage);
+ *        Appends zero or more complete "data: <chat.completion.chunk>\n\n"
+ *        lines for one provider event; at the provider's end of stream it
+ *        appends the usage chunk (only when tc->include_usage) and
+ *        "data: [DONE]\n\n" and sets s->done.  A provider error event
+ *        becomes "data: {\"error\":{...}}\n\n" and sets s->done too.
+ *        Returns 0, or -1 when the event cannot be read.
+ *
+ *   void vmx_P_error(const vmx_translate_ctx_t *tc, int status,
+ *            const char *body, size_t len, vmx_buf_t *out);
+ *        The provider's error answer of that status as OpenAI's envelope
+ *        {"error":{"message","type","param","code"}}, keeping the
+ *        provider's message.
+ */
+
+#ifndef VMX_TRANSLATE_H
+#define VMX_TRANSLATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmx_buf.h"
+#include "vmx_json.h"
+
+
+/* documented default when the client gives no max_tokens (Anthropic needs one) */
+#define VMX_DEFAULT_MAX_TOKENS  4096
+
+
+typedef struct {
+    const vmx_json_t   *body;         /* the client's request, parsed */
+
+    const char         *model;        /* the provider's model id */
+    size_t              model_len;
+
+    const char         *id;           /* "chatcmpl-..." for the answers */
+    size_t              id_len;
+    int64_t             created;      /* unix time for the answers */
+
+    unsigned            stream:1;
+    unsigned            include_usage:1;
+
+    vmx_json_alloc_pt   alloc;
+    void               *alloc_ctx;
+} vmx_translate_ctx_t;
+
+
+typedef struct {
+    int64_t             prompt_tokens;       /* -1 when not reported */
+    int64_t             completion_tokens;
+    int64_t             total_tokens;
+    int64_t             cached_tokens;       /* prompt tokens read from cache */
+    int64_t             cache_write_tokens;  /* prompt tokens written to it */
+} vmx_usage_t;
+
+
+typedef struct {
+    const char         *message;      /* static or allocator memory */
+    const char         *param;        /* e.g. "messages[2].content", or NULL */
+} vmx_translate_error_t;
+
+
+void vmx_usage_init(vmx_usage_t *usage);
+
+/*
+ * The OpenAI side, shared by every provider file.
+ *
+ * vmx_openai_chunk_open() writes
+ *   data: {"id":..,"object":"chat.completion.chunk","created":..,"model":..,
+ *          "system_fingerprint":null,"choices":[
+ * and vmx_openai_chunk_close() writes "]}\n\n": the caller writes the choice
+ * objects between them.  vmx_openai_completion_open() likewise opens a whole
+ * {"id":..,"object":"chat.completion",...,"choices":[ ; the caller writes the
+ * choices, then "]," vmx_openai_usage() "}".
+ */
+void vmx_openai_chunk_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
+void vmx_openai_chunk_close(vmx_buf_t *out);
+void vmx_openai_completion_open(const vmx_translate_ctx_t *tc,
+    vmx_buf_t *out);
+
+/* {"prompt_tokens":..,"completion_tokens":..,"total_tokens":..,
+    "prompt_tokens_details":{"cached_tokens":..}} (unknown counts as 0) */
+void vmx_openai_usage(vmx_buf_t *out, const vmx_usage_t *usage);
+
+/* the final stream chunk with "choices":[] and the usage */
+void vmx_openai_usage_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+    const vmx_usage_t *usage);
+
+/* "data: [DONE]\n\n" */
+void vmx_openai_done(vmx_buf_t *out);
+
+/* {"error":{"message":..,"type":..,"param":null|..,"code":..|null}};
+   code and param may be NULL */
+void vmx_openai_error(vmx_buf_t *out, const char *message, size_t len,
+    const char *type, const char *code, const char *param);
+
+/* the same as a stream event: "data: {"error":{...}}\n\n" */
+void vmx_openai_error_event(vmx_buf_t *out, const char *message, size_t len,
+    const char *type, const char *code);
+
+/* OpenAI's error type for an HTTP status: invalid_request_error,
+   authentication_error, permission_error, not_found_error,
+   rate_limit_error, server_error */
+const char *vmx_openai_error_type(int status);
+
+#endif /* VMX_TRANSLATE_H */
