@@ -5,7 +5,9 @@ error, a timeout, 429, 5xx, while nothing was sent to the client; a 400 of the
 provider is returned as is; useFallback=false turns it off; when every entry
 fails the client gets the last provider's status (502 provider_unavailable when
 there was none)."""
+import calendar
 import json
+import re
 import time
 
 import pytest
@@ -46,6 +48,17 @@ def env(gw, fake, fake2, fake_tls, fake_rogue):
         resources=resources,
         keys={"main": {"resources": list(resources)}},
     )
+
+
+def check_event_timestamp(r, i):
+    """x-vmx-event-{i}-timestamp, when sent, is RFC 3339 UTC and about now."""
+    ts = r.header(f"x-vmx-event-{i}-timestamp")
+    if ts is None:
+        return
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", ts)
+    assert m, f"x-vmx-event-{i}-timestamp: {ts}"
+    t = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    assert abs(t - time.time()) < 120, f"x-vmx-event-{i}-timestamp {ts} is not now"
 
 
 def check_fallback_answer(r, env, fake2, failed_models, stream=False):
@@ -95,6 +108,13 @@ def test_fallback_on_timeout(env, fake, fake2):
     check_fallback_answer(r, env, fake2, ["stall"])
     assert r.header("x-vmx-correlation-id") == "t-1"
     assert READ_TIMEOUT - 0.2 <= took < READ_TIMEOUT + 5, took
+
+
+def test_event_timestamps(env):
+    r = env.chat("all-fail")
+    assert r.header("x-vmx-event-count") == "2", r
+    check_event_timestamp(r, 0)
+    check_event_timestamp(r, 1)
 
 
 def test_provider_400_is_returned_as_is(env, fake, fake2):
