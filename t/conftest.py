@@ -99,6 +99,7 @@ def _reset_fakes():
     for f in _FAKES:
         f.set_behavior(None)
         f.stream_delay = 0.3
+        f.chunked_json = False
         f.clear()
     yield
 
@@ -243,7 +244,7 @@ class Gateway:
 
         connections: {name: fields}   e.g. {"a": connection_for(fake)}
         resources:   {name: {"model": (conn, model) | {...}, "fallback": [(conn, model)...],
-                             other resource fields...}}
+                             "secondary": [(conn, model)...], other resource fields...}}
         keys:        {name: {"resources": [resource names], other key fields...}}
         ws:          an existing workspace object to create the new environment in
         """
@@ -260,6 +261,8 @@ class Gateway:
             f = dict(fields)
             f["model"] = self._model_spec(env, f["model"])
             f["fallbackModels"] = [self._model_spec(env, m) for m in f.pop("fallback", [])]
+            if "secondary" in f:
+                f["secondaryModels"] = [self._model_spec(env, m) for m in f.pop("secondary")]
             f.setdefault("useFallback", True)
             f.setdefault("routing", {"enabled": False, "conditions": []})
             env.res[name] = self.api.create_resource(env.ws_id, env.env_id, name=name, **f)

@@ -314,3 +314,78 @@ def test_provider_connections_are_reused(env, fake):
         assert env.chat("chat").status == 200
     opened = fake.connections - before
     assert opened <= 4, f"{opened} new provider connections for 20 requests"
+
+
+@pytest.fixture(scope="module")
+def env_sizes(gw, fake):
+    return gw.provision(
+        connections={"a": connection_for(fake)},
+        resources={"chunked": {"model": ("a", "chunked")},
+                   "big": {"model": ("a", "big-300000")},
+                   "big-event": {"model": ("a", "big-70000")}},
+        keys={"k": {"resources": ["chunked", "big", "big-event"]}},
+    )
+
+
+def test_provider_chunked_json_answer(env_sizes):
+    """Providers often send JSON answers chunked: the client gets the JSON, no chunk framing."""
+    r = env_sizes.chat("chunked")
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"]["content"] == expected_text("chunked")
+
+
+def test_big_answer(env_sizes):
+    r = env_sizes.chat("big")
+    assert r.status == 200, r
+    assert len(r.json()["choices"][0]["message"]["content"]) == 300000
+
+
+@pytest.mark.parametrize("usage", [False, True])
+def test_big_stream_event(env_sizes, usage):
+    """One SSE event larger than any read buffer is passed on whole."""
+    body = {"stream": True}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    r = env_sizes.chat("big-event", body=body)
+    assert r.status == 200, r
+    chunks = _chunks(sse_events(r.body))
+    assert len(_text(chunks)) == 70000
+    assert bool(chunks[-1].get("usage")) == usage
+
+
+def test_secondary_model_index(gw, fake, fake2):
+    """vmx.secondaryModelIndex picks resource.secondaryModels[i] (0 included) and is not forwarded."""
+    e = gw.provision(
+        connections={"a": connection_for(fake), "b": connection_for(fake2)},
+        resources={"sec": {"model": ("a", "gpt-primary"),
+                           "secondary": [("b", "gpt-sec0"), ("b", "gpt-sec1")]}},
+        keys={"k": {"resources": ["sec"]}})
+    r = e.chat("sec")
+    assert r.status == 200 and r.header("x-vmx-model") == "gpt-primary", r
+    for i in (0, 1):
+        r = e.chat("sec", body={"vmx": {"secondaryModelIndex": i}})
+        assert r.status == 200, r
+        assert r.header("x-vmx-model") == f"gpt-sec{i}", r
+        assert r.header("x-vmx-connection-id") == e.conns["b"]["id"]
+        rec = fake2.last()
+        assert rec.body["model"] == f"gpt-sec{i}" and "vmx" not in rec.body
+
+
+def test_http10_client_stream(env):
+    """An HTTP/1.0 client (no chunked encoding) gets the stream, closed at the end."""
+    import socket
+    data = json.dumps({"model": "chat", "stream": True, "messages": MSG}).encode()
+    s = socket.create_connection(("127.0.0.1", env.gw.nginx.port), timeout=10)
+    s.sendall((f"POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer {env.key('main')}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
+    resp = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        resp += d
+    s.close()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"chunked" not in head.lower(), head
+    assert _text(_chunks(sse_events(body))) == expected_text("gpt-test")

@@ -16,6 +16,8 @@ set_behavior():
                  (and mid chunk-size line), with small sleeps
   stream-cut     stream two content events, then drop the connection
   slow-N         wait N seconds (float) before answering
+  chunked        a JSON answer in chunked transfer encoding, in several writes
+  big-N          an answer of N characters (one SSE event of that size when streamed)
   tools          answer with tool_calls (tool_call deltas when streaming);
                  when the last message is a tool result, answer with text
   anything else  an "echo" answer: "Hello from <model>! You said: <last user text>"
@@ -119,6 +121,7 @@ class FakeOpenAI:
         self.stream_delay = 0.3
         self.split_delay = 0.01
         self.retry_after = "1"
+        self.chunked_json = False        # send non-streamed JSON answers chunked
         self.requests = []
         self.stream_events_sent = 0      # events written by the last streamed answer
         self.stream_events_total = 0
@@ -413,7 +416,27 @@ class FakeOpenAI:
         tools_mode = behavior == "tools" or (behavior.startswith("tools") and body.get("tools"))
         if stream:
             return await self._stream(writer, req, body, model, behavior, tools_mode)
+        if behavior == "chunked" or self.chunked_json:
+            return await self._send_chunked(writer, req, self._completion(body, model, tools_mode))
         return await self._send(writer, req, 200, self._completion(body, model, tools_mode))
+
+    async def _send_chunked(self, writer, req, obj):
+        """A JSON answer in chunked transfer encoding, in several chunks and writes."""
+        data = json.dumps(obj, separators=(",", ":")).encode()
+        hdrs = self._base_headers("application/json")
+        hdrs += [("Transfer-Encoding", "chunked"), ("Connection", "keep-alive")]
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n"
+        writer.write(head.encode("latin-1"))
+        await writer.drain()
+        step = max(1, len(data) // 4)
+        for i in range(0, len(data), step):
+            part = data[i:i + step]
+            writer.write(b"%x\r\n" % len(part) + part + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(self.split_delay)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
 
     def _authorized(self, req):
         if self.api_key is None:
@@ -422,6 +445,9 @@ class FakeOpenAI:
 
     # ---------------------------------------------------------------- answers
     def _reply_text(self, body, model):
+        if model.startswith("big-"):
+            n = int(model[4:])
+            return ("0123456789abcdef" * (n // 16 + 1))[:n]
         msgs = body.get("messages") or []
         last_user = ""
         for m in msgs:
