@@ -6,13 +6,14 @@ provider is returned as is; useFallback=false turns it off; when every entry
 fails the client gets the last provider's status (502 provider_unavailable when
 there was none)."""
 import calendar
+import http.client
 import json
 import re
 import time
 
 import pytest
 
-from gwutil import READ_TIMEOUT, closed_port, connection_for, sse_events
+from gwutil import READ_TIMEOUT, Stream, closed_port, connection_for, sse_events
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -42,6 +43,9 @@ def env(gw, fake, fake2, fake_tls, fake_rogue):
     }
     for code in (429, 500, 503):
         resources[f"r{code}"] = {"model": ("a", f"fail-{code}"), "fallback": fb}
+    resources["html"] = {"model": ("a", "html-502"), "fallback": fb}
+    resources["html-only"] = {"model": ("a", "html-503")}
+    resources["stream-stall"] = {"model": ("a", "stream-stall"), "fallback": fb}
     return gw.provision(
         connections={"a": connection_for(fake), "b": connection_for(fake2), "dead": dead, "dead2": dead2,
                      "tls": connection_for(fake_tls), "rogue": connection_for(fake_rogue)},
@@ -90,7 +94,7 @@ def check_fallback_answer(r, env, fake2, failed_models, stream=False):
 
 @pytest.mark.parametrize("resource,failed", [
     ("refused", "gpt-primary"), ("r429", "fail-429"), ("r500", "fail-500"), ("r503", "fail-503"),
-    ("reset", "reset"),
+    ("reset", "reset"), ("html", "html-502"),
 ])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_fallback(env, fake, fake2, resource, failed, stream):
@@ -167,6 +171,41 @@ def test_chain_exhausted_streaming(env):
     assert r.status == 429, r
     assert r.header("content-type").startswith("application/json"), r
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_non_json_provider_error_gets_the_envelope(env):
+    """The last provider answered 503 with an HTML page: the client gets 503 in OpenAI's envelope."""
+    r = env.chat("html-only")
+    assert r.status == 503, r
+    assert r.header("content-type").startswith("application/json"), r
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+
+
+def test_stall_after_first_byte_ends_with_error_event(env, fake2):
+    """Read timeout in the middle of a stream: no fallback, an error event ends the stream,
+    and the response itself ends properly (last chunk)."""
+    t0 = time.time()
+    s = Stream(env.gw.url, "/v1/chat/completions",
+               {"model": "stream-stall", "stream": True, "messages": MSG},
+               {"Authorization": f"Bearer {env.key()}"})
+    events = []
+    try:
+        assert s.status == 200
+        try:
+            while True:
+                e = s.next_event()
+                if e is None:
+                    break
+                events.append(e)
+        except http.client.IncompleteRead:
+            pytest.fail(f"the response was cut without its last chunk; events: {events}")
+    finally:
+        s.close()
+    took = time.time() - t0
+    assert any(e.startswith("{") and "error" in json.loads(e) for e in events), events
+    assert took < READ_TIMEOUT + 5, took
+    assert fake2.chat_requests() == []
 
 
 def test_all_connect_refused_is_502(env):

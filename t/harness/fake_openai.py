@@ -14,7 +14,9 @@ set_behavior():
   slow-stream    stream with `stream_delay` seconds between events
   split-stream   write each SSE event in several TCP writes split mid-line
                  (and mid chunk-size line), with small sleeps
-  stream-cut     stream two content events, then drop the connection
+  stream-cut     stream a few events, then drop the connection
+  stream-stall   stream a few events, then send nothing more
+  html-NNN       answer HTTP NNN with an HTML page (as a proxy in front of a provider)
   slow-N         wait N seconds (float) before answering
   chunked        a JSON answer in chunked transfer encoding, in several writes
   big-N          an answer of N characters (one SSE event of that size when streamed)
@@ -398,6 +400,17 @@ class FakeOpenAI:
         if behavior == "stall":
             await asyncio.sleep(3600)
             return False
+        if behavior.startswith("html-"):
+            status = int(behavior[5:8])
+            page = (f"<html><head><title>{status} {REASONS.get(status, '')}</title></head><body>"
+                    f"<center><h1>{status} {REASONS.get(status, '')}</h1></center></body></html>")
+            data = page.encode()
+            writer.write((f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
+                          "Content-Type: text/html\r\n"
+                          f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode()
+                         + data)
+            await writer.drain()
+            return True
         if behavior == "reset":
             sock = writer.get_extra_info("socket")
             if sock is not None:
@@ -584,6 +597,9 @@ class FakeOpenAI:
         for i, ev in enumerate(events):
             if behavior == "stream-cut" and i == 4:
                 writer.transport.abort()
+                return False
+            if behavior == "stream-stall" and i == 4:
+                await asyncio.sleep(3600)
                 return False
             if behavior == "split-stream":
                 # the event in 3 HTTP chunks, cut mid-line; the bytes written in 4 pieces
