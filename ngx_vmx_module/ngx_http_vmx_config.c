@@ -57,7 +57,8 @@ static void ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot);
 static ngx_int_t ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_vmx_config_store(ngx_http_vmx_main_conf_t *mcf,
-    u_char *data, size_t len, uint64_t version, ngx_log_t *log);
+    u_char *data, size_t len, uint64_t version, ngx_log_t *log,
+    ngx_atomic_uint_t *generation);
 static ngx_int_t ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, ngx_log_t *log);
 static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
@@ -188,7 +189,9 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     cc.err = errbuf;
     cc.err_end = errbuf + sizeof(errbuf);
 
-    cc.pool = ngx_create_pool(ngx_max(len * 2, 16384), log);
+    /* a pool's size must keep its end aligned, or ngx_palloc() overruns */
+    cc.pool = ngx_create_pool(ngx_align(ngx_max(len * 2, 16384), ngx_pagesize),
+                              log);
     if (cc.pool == NULL) {
         return NULL;
     }
@@ -920,7 +923,10 @@ ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
             }
         }
 
-        ngx_http_vmx_generation = generation;
+        /* a failed copy is tried again on the next request */
+        if (copy || len == 0) {
+            ngx_http_vmx_generation = generation;
+        }
     }
 
     snapshot = ngx_http_vmx_current;
@@ -1099,6 +1105,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_str_t                  snapshot, error;
     ngx_pool_t                *pool;
     ngx_slab_pool_t           *shpool;
+    ngx_atomic_uint_t          generation;
     ngx_http_vmx_snapshot_t   *compiled;
     ngx_http_vmx_main_conf_t  *mcf;
 
@@ -1150,7 +1157,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         } else {
             (void) ngx_http_vmx_config_store(mcf, snapshot.data, snapshot.len,
                                              compiled->version,
-                                             shm_zone->shm.log);
+                                             shm_zone->shm.log, &generation);
             ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                           "vmx: loaded config version %uL from \"%V\"",
                           compiled->version, &mcf->file);
@@ -1166,7 +1173,8 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 static ngx_int_t
 ngx_http_vmx_config_store(ngx_http_vmx_main_conf_t *mcf, u_char *data,
-    size_t len, uint64_t version, ngx_log_t *log)
+    size_t len, uint64_t version, ngx_log_t *log,
+    ngx_atomic_uint_t *generation)
 {
     u_char  *copy;
 
@@ -1190,7 +1198,7 @@ ngx_http_vmx_config_store(ngx_http_vmx_main_conf_t *mcf, u_char *data,
     mcf->sh->len = len;
     mcf->sh->version = version;
     mcf->sh->loaded_at = ngx_time();
-    (void) ngx_atomic_fetch_add(&mcf->sh->generation, 1);
+    *generation = ngx_atomic_fetch_add(&mcf->sh->generation, 1) + 1;
 
     ngx_shmtx_unlock(&mcf->shpool->mutex);
 
@@ -1427,6 +1435,7 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
     ssize_t                    n;
     ngx_str_t                  error;
     ngx_int_t                  rc;
+    ngx_atomic_uint_t          generation;
     ngx_chain_t               *cl;
     ngx_http_vmx_snapshot_t   *snapshot;
     ngx_http_vmx_main_conf_t  *mcf;
@@ -1470,14 +1479,15 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
 
     len = p - body;
 
-    snapshot = ngx_http_vmx_snapshot_compile(body, len, r->connection->log,
+    /* the snapshot outlives this connection: it must not keep its log */
+    snapshot = ngx_http_vmx_snapshot_compile(body, len, ngx_cycle->log,
                                              &error);
     if (snapshot == NULL) {
         goto invalid;
     }
 
     if (ngx_http_vmx_config_store(mcf, body, len, snapshot->version,
-                                  r->connection->log)
+                                  r->connection->log, &generation)
         != NGX_OK)
     {
         ngx_destroy_pool(snapshot->pool);
@@ -1494,7 +1504,7 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
     }
 
     ngx_http_vmx_current = snapshot;
-    ngx_http_vmx_generation = mcf->sh->generation;
+    ngx_http_vmx_generation = generation;
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                   "vmx: config version %uL received (%uz bytes)",

@@ -658,6 +658,23 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
             (u_char *) vmx_json_get_str(vmx, "correlationId",
                                         &ctx->correlation_id.len);
 
+        /* it is echoed in a header: printable ASCII only */
+        for (i = 0; i < ctx->correlation_id.len; i++) {
+            if (ctx->correlation_id.data[i] < 0x20
+                || ctx->correlation_id.data[i] > 0x7e)
+            {
+                break;
+            }
+        }
+
+        if (i < ctx->correlation_id.len || ctx->correlation_id.len > 128) {
+            ngx_str_null(&ctx->correlation_id);
+            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request",
+                                       "'vmx.correlationId' must be at most "
+                                       "128 printable ASCII characters");
+        }
+
         secondary_index = vmx_json_get(vmx, "secondaryModelIndex");
         if (secondary_index && secondary_index->type == VMX_JSON_NULL) {
             secondary_index = NULL;
@@ -820,9 +837,7 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     }
 
     ctx->start_usec = ngx_http_vmx_usec();
-    ctx->prompt_tokens = -1;
-    ctx->completion_tokens = -1;
-    ctx->total_tokens = -1;
+    vmx_usage_init(&ctx->usage);
 
     /* a UUID v4 */
     randombytes_buf(bytes, sizeof(bytes));
@@ -1107,7 +1122,8 @@ ngx_http_vmx_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (ctx->error_page_sent) {
-        return NGX_OK;
+        /* nginx's own retries of a slow write must reach the writer */
+        return ngx_http_next_body_filter(r, NULL);
     }
 
     ctx->error_page_sent = 1;
@@ -1363,15 +1379,15 @@ ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         break;
 
     case NGX_HTTP_VMX_VAR_PROMPT_TOKENS:
-        number = ctx->prompt_tokens;
+        number = ctx->usage.prompt_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_COMPLETION_TOKENS:
-        number = ctx->completion_tokens;
+        number = ctx->usage.completion_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_TOTAL_TOKENS:
-        number = ctx->total_tokens;
+        number = ctx->usage.total_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_ATTEMPTS:

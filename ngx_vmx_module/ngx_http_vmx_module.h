@@ -10,8 +10,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "vmx_buf.h"
 #include "vmx_json.h"
 #include "vmx_sse.h"
+#include "vmx_translate.h"
 
 
 #define NGX_HTTP_VMX_PROVIDER_OPENAI     1
@@ -158,7 +160,42 @@ typedef struct {
 } ngx_http_vmx_event_t;
 
 
+typedef struct ngx_http_vmx_ctx_s  ngx_http_vmx_ctx_t;
+
+
+/*
+ * A provider's wire format.  The generic attempt machinery of
+ * ngx_http_vmx_upstream.c calls these; ngx_http_vmx_provider.c has one set
+ * per provider.
+ */
+
 typedef struct {
+    /* the request of one attempt: request line, headers and body */
+    ngx_int_t  (*create_request)(ngx_http_request_t *r,
+                                 ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+
+    /* one event of a streamed answer: SSE event name and data, or an
+       eventstream message's event type and payload */
+    ngx_int_t  (*stream_event)(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+                               ngx_str_t *event, ngx_str_t *data,
+                               vmx_buf_t *out);
+
+    /* the provider ended its stream normally */
+    void       (*stream_end)(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+                             vmx_buf_t *out);
+
+    /* a whole answer of that status: the client's body into out; returns
+       the client's status */
+    ngx_uint_t (*answer)(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+                         ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out);
+
+    /* the provider's limit headers, for discovered capacity */
+    ngx_str_t    requests_limit_header;
+    ngx_str_t    tokens_limit_header;
+} ngx_http_vmx_provider_t;
+
+
+struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_snapshot_t     *snapshot;
     ngx_http_vmx_api_key_t      *api_key;
     ngx_http_vmx_resource_t     *resource;
@@ -176,6 +213,7 @@ typedef struct {
     ngx_uint_t                   nplan;
     ngx_uint_t                   next;          /* index of the next try */
     ngx_http_vmx_target_t       *target;        /* the current try */
+    ngx_http_vmx_provider_t     *provider;      /* its wire format */
     ngx_uint_t                   attempts;
 
     ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
@@ -185,21 +223,25 @@ typedef struct {
     ngx_http_status_t            status;
     ngx_uint_t                   provider_status;
     ngx_str_t                    retry_after;   /* the provider's */
+    ngx_str_t                    error_type;    /* x-amzn-errortype */
+    ngx_int_t                    requests_limit;
+    ngx_int_t                    tokens_limit;
     ngx_http_chunked_t           chunked;
-    off_t                        remaining;     /* -1: until close */
-    vmx_sse_parser_t             sse;
-    ngx_buf_t                   *answer;        /* non-streamed answer */
+    off_t                        remaining;     /* -1: unknown */
+    ngx_buf_t                   *answer;        /* a whole answer */
     ngx_buf_t                   *out_cur;       /* output of this read */
+    vmx_buf_t                    scratch;       /* translation output */
     unsigned                     chunked_answer:1;
-    unsigned                     sse_answer:1;
+    unsigned                     streamed:1;    /* SSE or eventstream */
+    unsigned                     eventstream:1;
     unsigned                     answered:1;    /* got a provider header */
     unsigned                     complete:1;    /* saw the answer's end */
-    unsigned                     emitted:1;     /* answer body sent */
 
-    /* usage as the provider reported it */
-    ngx_int_t                    prompt_tokens;
-    ngx_int_t                    completion_tokens;
-    ngx_int_t                    total_tokens;
+    /* the streamed answer's parser and its translation state */
+    vmx_sse_parser_t             sse;
+    void                        *stream_state;
+
+    vmx_usage_t                  usage;         /* as the provider said */
 
     uint64_t                     start_usec;
     uint64_t                     gate_usec;
@@ -209,7 +251,7 @@ typedef struct {
     unsigned                     error_page:1;     /* replacing nginx's */
     unsigned                     error_page_sent:1;
     ngx_str_t                    error_body;
-} ngx_http_vmx_ctx_t;
+};
 
 
 extern ngx_module_t  ngx_http_vmx_module;
@@ -238,7 +280,12 @@ char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/* ngx_http_vmx_provider.c */
+ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);
+
 /* ngx_http_vmx_upstream.c */
+u_char *ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    size_t size);
 ngx_int_t ngx_http_vmx_upstream_start(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_upstream_conf(ngx_conf_t *cf,

@@ -6,8 +6,13 @@
  * provider's request, so a connect failure never sends one provider's body
  * to another.  Failures that allow a retry (connect error, timeout, 429,
  * 5xx) move on through nginx's next_upstream while nothing has reached the
- * client.  Answers are read unbuffered: streamed events are passed on as
- * they arrive, a non-streamed answer is collected to read its usage.
+ * client.
+ *
+ * A streamed answer (server-sent events) is passed on event by event as it
+ * arrives.  Any other answer, errors included, is read whole before the
+ * client sees its header: it is translated with its status, gets a
+ * Content-Length, and a provider failing in the middle of it still falls
+ * back to the next model.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -16,28 +21,38 @@
 #define NGX_HTTP_VMX_SSE_EVENT_MAX   (256 * 1024)
 
 
+typedef ngx_int_t (*ngx_http_vmx_body_pt)(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
+
+
 static ngx_int_t ngx_http_vmx_create_request(ngx_http_request_t *r);
-static ngx_int_t ngx_http_vmx_build_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t *target);
 static ngx_int_t ngx_http_vmx_reinit_request(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_process_status_line(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_process_header(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_process_answer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_answer_ready(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_uint_t ngx_http_vmx_retry_status(ngx_uint_t status);
+static ngx_int_t ngx_http_vmx_own_error(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, vmx_buf_t *out);
 static void ngx_http_vmx_abort_request(ngx_http_request_t *r);
 static void ngx_http_vmx_finalize_request(ngx_http_request_t *r,
     ngx_int_t rc);
 static ngx_int_t ngx_http_vmx_filter_init(void *data);
 static ngx_int_t ngx_http_vmx_filter(void *data, ssize_t bytes);
-static ngx_int_t ngx_http_vmx_consume(ngx_http_request_t *r,
+
+static ngx_int_t ngx_http_vmx_unframe(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_buf_t *in, ngx_http_vmx_body_pt handler);
+static ngx_int_t ngx_http_vmx_collect(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
-static int ngx_http_vmx_openai_event(void *data, const char *event,
+static ngx_int_t ngx_http_vmx_stream_data(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
+static int ngx_http_vmx_sse_event(void *data, const char *event,
     size_t event_len, const char *payload, size_t payload_len);
-static ngx_int_t ngx_http_vmx_emit_answer(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_chain_t ***last);
-static u_char *ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    size_t size);
-static void ngx_http_vmx_read_usage(ngx_http_vmx_ctx_t *ctx,
-    vmx_json_t *usage);
-static ngx_flag_t ngx_http_vmx_has_usage(const u_char *p, size_t len);
+static ngx_int_t ngx_http_vmx_stream_out(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_stream_close(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t normal);
 
 static ngx_int_t ngx_http_vmx_peer_init(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
@@ -59,6 +74,11 @@ ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    vmx_buf_init(&ctx->scratch, ngx_http_vmx_json_alloc, r->pool, 4096);
+    if (vmx_buf_failed(&ctx->scratch)) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     u = r->upstream;
 
@@ -84,152 +104,10 @@ ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 }
 
 
-/* the request of one attempt, built when its peer is chosen */
-
 static ngx_int_t
 ngx_http_vmx_create_request(ngx_http_request_t *r)
 {
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_vmx_build_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_target_t *target)
-{
-    u_char                     *p;
-    size_t                      len;
-    ngx_buf_t                  *head, *body;
-    ngx_chain_t                *cl;
-    vmx_json_t                 *member, *option;
-    ngx_http_vmx_connection_t  *conn;
-
-    conn = target->connection;
-
-    /* the body: the client's members as they came, but for ours */
-
-    len = sizeof("{\"model\":\"\"}") - 1
-          + vmx_json_escape(NULL, (char *) target->model.data,
-                            target->model.len);
-
-    for (member = ctx->body->child; member; member = member->next) {
-        len += sizeof(",\"\":") - 1 + member->raw_len
-               + vmx_json_escape(NULL, member->key, member->key_len);
-    }
-
-    if (ctx->stream) {
-        /* usage is always asked for; the client gets it only if it asked */
-        len += sizeof(",\"stream_options\":{\"include_usage\":true}") - 1;
-    }
-
-    body = ngx_create_temp_buf(r->pool, len);
-    if (body == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(body->last, "{\"model\":\"", sizeof("{\"model\":\"") - 1);
-    p += vmx_json_escape((char *) p, (char *) target->model.data,
-                         target->model.len);
-    *p++ = '"';
-
-    for (member = ctx->body->child; member; member = member->next) {
-
-        if ((member->key_len == 5 && ngx_strncmp(member->key, "model", 5) == 0)
-            || (member->key_len == 3 && ngx_strncmp(member->key, "vmx", 3) == 0)
-            || (ctx->stream && member->key_len == 14
-                && ngx_strncmp(member->key, "stream_options", 14) == 0))
-        {
-            continue;
-        }
-
-        *p++ = ',';
-        *p++ = '"';
-        p += vmx_json_escape((char *) p, member->key, member->key_len);
-        *p++ = '"';
-        *p++ = ':';
-        p = ngx_cpymem(p, member->raw, member->raw_len);
-    }
-
-    if (ctx->stream) {
-        p = ngx_cpymem(p, ",\"stream_options\":{",
-                       sizeof(",\"stream_options\":{") - 1);
-
-        member = vmx_json_get(ctx->body, "stream_options");
-        option = (member && member->type == VMX_JSON_OBJECT) ? member->child
-                                                              : NULL;
-
-        for ( /* void */ ; option; option = option->next) {
-            if (option->key_len == 13
-                && ngx_strncmp(option->key, "include_usage", 13) == 0)
-            {
-                continue;
-            }
-
-            *p++ = '"';
-            p += vmx_json_escape((char *) p, option->key, option->key_len);
-            *p++ = '"';
-            *p++ = ':';
-            p = ngx_cpymem(p, option->raw, option->raw_len);
-            *p++ = ',';
-        }
-
-        p = ngx_cpymem(p, "\"include_usage\":true}",
-                       sizeof("\"include_usage\":true}") - 1);
-    }
-
-    *p++ = '}';
-    body->last = p;
-
-    /* the header */
-
-    len = sizeof("POST /chat/completions HTTP/1.1" CRLF) - 1
-          + conn->base_path.len
-          + sizeof("Host: " CRLF) - 1 + conn->host_header.len
-          + sizeof("Authorization: Bearer " CRLF) - 1 + conn->api_key.len
-          + sizeof("Content-Type: application/json" CRLF) - 1
-          + sizeof("Accept: text/event-stream" CRLF) - 1
-          + sizeof("User-Agent: vmx-gateway" CRLF) - 1
-          + sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
-          + sizeof("Connection: close" CRLF CRLF) - 1;
-
-    head = ngx_create_temp_buf(r->pool, len);
-    if (head == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_sprintf(head->last, "POST %V/chat/completions HTTP/1.1" CRLF
-                    "Host: %V" CRLF, &conn->base_path, &conn->host_header);
-
-    if (conn->api_key.len) {
-        p = ngx_sprintf(p, "Authorization: Bearer %V" CRLF, &conn->api_key);
-    }
-
-    head->last = ngx_sprintf(p, "Content-Type: application/json" CRLF
-                             "Accept: %s" CRLF
-                             "User-Agent: vmx-gateway" CRLF
-                             "Content-Length: %uz" CRLF
-                             "Connection: close" CRLF CRLF,
-                             ctx->stream ? "text/event-stream"
-                                         : "application/json",
-                             (size_t) (body->last - body->pos));
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->buf = head;
-
-    cl->next = ngx_alloc_chain_link(r->pool);
-    if (cl->next == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->next->buf = body;
-    cl->next->next = NULL;
-
-    r->upstream->request_bufs = cl;
-
+    /* each attempt's request is built when its peer is chosen */
     return NGX_OK;
 }
 
@@ -237,7 +115,7 @@ ngx_http_vmx_build_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 static ngx_int_t
 ngx_http_vmx_reinit_request(ngx_http_request_t *r)
 {
-    /* every attempt's state is reset when its peer is chosen */
+    /* each attempt's state is reset when its peer is chosen */
     return NGX_OK;
 }
 
@@ -248,7 +126,6 @@ static ngx_int_t
 ngx_http_vmx_process_status_line(ngx_http_request_t *r)
 {
     ngx_int_t             rc;
-    ngx_uint_t            status;
     ngx_http_upstream_t  *u;
     ngx_http_vmx_ctx_t   *ctx;
 
@@ -268,27 +145,7 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
     }
 
     ctx->provider_status = ctx->status.code;
-
-    /*
-     * The status the gateway acts on: nginx retries 429 and 500/502/503/504
-     * only, so every other 5xx (Anthropic's 529 "overloaded" among them) and
-     * the provider refusing our own credentials count as unavailable.
-     */
-
-    status = ctx->status.code;
-
-    if (status == 529) {
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-
-    } else if ((status > NGX_HTTP_GATEWAY_TIME_OUT
-                || status == NGX_HTTP_NOT_IMPLEMENTED)
-               || status == NGX_HTTP_UNAUTHORIZED
-               || status == NGX_HTTP_FORBIDDEN)
-    {
-        status = NGX_HTTP_BAD_GATEWAY;
-    }
-
-    u->headers_in.status_n = status;
+    u->headers_in.status_n = ngx_http_vmx_retry_status(ctx->status.code);
     u->headers_in.content_length_n = -1;
 
     u->process_header = ngx_http_vmx_process_header;
@@ -297,63 +154,47 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
 }
 
 
+/*
+ * The status the gateway acts on: nginx retries 429 and 500/502/503/504
+ * only, so every other 5xx (Anthropic's 529 "overloaded" is 503) and the
+ * provider refusing the gateway's own credentials count as unavailable.
+ */
+
+static ngx_uint_t
+ngx_http_vmx_retry_status(ngx_uint_t status)
+{
+    if (status == 529) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (status > NGX_HTTP_GATEWAY_TIME_OUT
+        || status == NGX_HTTP_NOT_IMPLEMENTED
+        || status == NGX_HTTP_UNAUTHORIZED
+        || status == NGX_HTTP_FORBIDDEN)
+    {
+        return NGX_HTTP_BAD_GATEWAY;
+    }
+
+    return status;
+}
+
+
 static ngx_int_t
 ngx_http_vmx_process_header(ngx_http_request_t *r)
 {
-    size_t                len;
-    ngx_int_t             rc;
-    ngx_str_t             name, value;
-    ngx_http_upstream_t  *u;
-    ngx_http_vmx_ctx_t   *ctx;
+    ngx_int_t                 rc;
+    ngx_str_t                 name, value;
+    ngx_http_upstream_t      *u;
+    ngx_http_vmx_ctx_t       *ctx;
+    ngx_http_vmx_provider_t  *provider;
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    provider = ctx->provider;
 
     for ( ;; ) {
 
         rc = ngx_http_parse_header_line(r, &u->buffer, 1);
-
-        if (rc == NGX_OK) {
-            name.data = r->lowcase_header;
-            name.len = r->header_name_end - r->header_name_start;
-            value.data = r->header_start;
-            value.len = r->header_end - r->header_start;
-
-            if (name.len == sizeof("content-length") - 1
-                && ngx_strncmp(name.data, "content-length", name.len) == 0)
-            {
-                ctx->remaining = ngx_atoof(value.data, value.len);
-                if (ctx->remaining == NGX_ERROR) {
-                    return NGX_HTTP_UPSTREAM_INVALID_HEADER;
-                }
-
-            } else if (name.len == sizeof("transfer-encoding") - 1
-                       && ngx_strncmp(name.data, "transfer-encoding",
-                                      name.len) == 0)
-            {
-                ctx->chunked_answer = (ngx_strlcasestrn(value.data,
-                                           value.data + value.len,
-                                           (u_char *) "chunked", 7 - 1)
-                                       != NULL);
-
-            } else if (name.len == sizeof("retry-after") - 1
-                       && ngx_strncmp(name.data, "retry-after", name.len) == 0)
-            {
-                ctx->retry_after = value;
-
-            } else if (name.len == sizeof("content-type") - 1
-                       && ngx_strncmp(name.data, "content-type", name.len)
-                          == 0)
-            {
-                len = sizeof("text/event-stream") - 1;
-                ctx->sse_answer = (value.len >= len
-                                   && ngx_strncasecmp(value.data,
-                                          (u_char *) "text/event-stream", len)
-                                      == 0);
-            }
-
-            continue;
-        }
 
         if (rc == NGX_HTTP_PARSE_HEADER_DONE) {
             break;
@@ -363,14 +204,184 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
             return NGX_AGAIN;
         }
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "vmx: provider sent an invalid header");
+        if (rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "vmx: provider sent an invalid header");
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+        }
 
-        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+        name.data = r->lowcase_header;
+        name.len = r->header_name_end - r->header_name_start;
+        value.data = r->header_start;
+        value.len = r->header_end - r->header_start;
+
+#define ngx_http_vmx_is(s)                                                    \
+        (name.len == sizeof(s) - 1 && ngx_strncmp(name.data, s, name.len) == 0)
+
+        if (ngx_http_vmx_is("content-length")) {
+            ctx->remaining = ngx_atoof(value.data, value.len);
+            if (ctx->remaining == NGX_ERROR) {
+                return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+            }
+
+        } else if (ngx_http_vmx_is("transfer-encoding")) {
+            ctx->chunked_answer = (ngx_strlcasestrn(value.data,
+                                       value.data + value.len,
+                                       (u_char *) "chunked", 7 - 1)
+                                   != NULL);
+
+        } else if (ngx_http_vmx_is("content-type")) {
+            ctx->streamed = (value.len >= sizeof("text/event-stream") - 1
+                             && ngx_strncasecmp(value.data,
+                                    (u_char *) "text/event-stream",
+                                    sizeof("text/event-stream") - 1) == 0);
+
+            ctx->eventstream = (value.len
+                                >= sizeof("application/vnd.amazon."
+                                          "eventstream") - 1
+                                && ngx_strncasecmp(value.data,
+                                       (u_char *) "application/vnd.amazon."
+                                                  "eventstream",
+                                       sizeof("application/vnd.amazon."
+                                              "eventstream") - 1) == 0);
+
+        } else if (ngx_http_vmx_is("retry-after")) {
+            /* copied: the read buffer is reused for the body */
+            ctx->retry_after.data = ngx_pstrdup(r->pool, &value);
+            ctx->retry_after.len = ctx->retry_after.data ? value.len : 0;
+
+        } else if (ngx_http_vmx_is("x-amzn-errortype")) {
+            ctx->error_type.data = ngx_pstrdup(r->pool, &value);
+            ctx->error_type.len = ctx->error_type.data ? value.len : 0;
+
+        } else if (name.len == provider->requests_limit_header.len
+                   && ngx_strncmp(name.data, provider->requests_limit_header.data,
+                                  name.len) == 0)
+        {
+            ctx->requests_limit = ngx_atoi(value.data, value.len);
+
+        } else if (name.len == provider->tokens_limit_header.len
+                   && ngx_strncmp(name.data, provider->tokens_limit_header.data,
+                                  name.len) == 0)
+        {
+            ctx->tokens_limit = ngx_atoi(value.data, value.len);
+        }
+
+#undef ngx_http_vmx_is
     }
 
     ctx->answered = 1;
     ctx->own_response = 1;
+
+    if (ctx->chunked_answer) {
+        ctx->remaining = -1;
+    }
+
+    if (ctx->provider_status / 100 == 2 && (ctx->streamed || ctx->eventstream))
+    {
+        ctx->streamed = 1;
+
+        ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+
+        return NGX_OK;
+    }
+
+    /* anything else is read whole before the client sees a byte */
+    ctx->streamed = 0;
+    u->process_header = ngx_http_vmx_process_answer;
+
+    return ngx_http_vmx_process_answer(r);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_process_answer(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_buf_t            *b;
+    ngx_http_upstream_t  *u;
+    ngx_http_vmx_ctx_t   *ctx;
+
+    u = r->upstream;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    b = &u->buffer;
+
+    rc = ngx_http_vmx_unframe(r, ctx, b, ngx_http_vmx_collect);
+
+    /* what was read is copied out, so the read buffer starts over */
+    b->pos = b->start;
+    b->last = b->start;
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+    }
+
+    if (rc == NGX_OK) {
+        /* more to come; a close before the end fails the attempt */
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_vmx_answer_ready(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_str_t             body;
+    vmx_buf_t             out;
+    ngx_uint_t            status;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (ctx->answer) {
+        body.data = ctx->answer->pos;
+        body.len = ctx->answer->last - ctx->answer->pos;
+
+    } else {
+        ngx_str_set(&body, "");
+    }
+
+    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 0);
+
+    status = ctx->provider->answer(r, ctx, ctx->provider_status, &body, &out);
+
+    if (vmx_buf_failed(&out)) {
+        return NGX_ERROR;
+    }
+
+    if (status >= NGX_HTTP_SPECIAL_RESPONSE
+        && ngx_http_vmx_own_error(r, ctx, status, &out) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (status != ctx->provider_status) {
+        /* an error in disguise, e.g. a safety block: the client's status */
+        u->headers_in.status_n = status;
+    }
+
+    /* the answer the client gets, sent once the header is out */
+    ctx->answer = ngx_calloc_buf(r->pool);
+    if (ctx->answer == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->answer->pos = (u_char *) out.data;
+    ctx->answer->last = (u_char *) out.data + out.len;
+    ctx->answer->memory = 1;
+    ctx->answer->flush = 1;
+    ctx->answer->tag = u->output.tag;
+
+    u->headers_in.content_length_n = out.len;
+    ctx->complete = 1;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
 
     /* the last attempt's failure reaches the client, and is an event too */
     switch (u->headers_in.status_n) {
@@ -384,21 +395,60 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
         }
     }
 
-    if (ctx->chunked_answer) {
-        ctx->remaining = -1;
+    return NGX_OK;
+}
+
+
+/*
+ * A provider's error answer reaches the client as it came, unless it would
+ * mislead or is no OpenAI error: the provider refusing the gateway's own
+ * credentials (its body may even show part of them), or a body that is no
+ * {"error": ...} object, like a proxy's HTML page.
+ */
+
+static ngx_int_t
+ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, vmx_buf_t *out)
+{
+    u_char            *p;
+    vmx_json_t        *root;
+    ngx_uint_t         refused;
+    vmx_json_error_t   err;
+    u_char             message[256];
+
+    refused = (ctx->provider_status == NGX_HTTP_UNAUTHORIZED
+               || ctx->provider_status == NGX_HTTP_FORBIDDEN);
+
+    if (!refused) {
+        root = vmx_json_parse(out->data, out->len, ngx_http_vmx_json_alloc,
+                              r->pool, 64, &err);
+
+        if (root != NULL && root->type == VMX_JSON_OBJECT
+            && vmx_json_get(root, "error") != NULL)
+        {
+            return NGX_OK;
+        }
     }
 
-    if (ctx->sse_answer) {
-        ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    if (refused) {
+        p = ngx_snprintf(message, sizeof(message), "The provider %V refused "
+                         "the credentials of connection %V (HTTP %ui)",
+                         &ctx->target->provider, &ctx->target->connection->id,
+                         ctx->provider_status);
 
     } else {
-        ngx_str_set(&r->headers_out.content_type, "application/json");
+        p = ngx_snprintf(message, sizeof(message), "The provider %V answered "
+                         "HTTP %ui", &ctx->target->provider,
+                         ctx->provider_status);
     }
 
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
+    vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_openai_error(out, (char *) message, p - message,
+                     vmx_openai_error_type(ngx_http_vmx_retry_status(status)),
+                     status >= NGX_HTTP_INTERNAL_SERVER_ERROR || refused
+                     ? "provider_unavailable" : "provider_error", NULL);
 
-    return NGX_OK;
+    return vmx_buf_failed(out) ? NGX_ERROR : NGX_OK;
 }
 
 
@@ -412,109 +462,97 @@ ngx_http_vmx_abort_request(ngx_http_request_t *r)
 static void
 ngx_http_vmx_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 {
-    u_char               *p;
-    ngx_buf_t            *b;
-    ngx_chain_t          *out, **last;
     ngx_http_upstream_t  *u;
     ngx_http_vmx_ctx_t   *ctx;
-
-    static const char  broken[] =
-        "data: {\"error\":{\"message\":\"The provider's stream ended before "
-        "it was complete\",\"type\":\"server_error\",\"param\":null,"
-        "\"code\":\"provider_stream_interrupted\"}}\n\n";
+    ngx_chain_t          *cl, **last;
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (!u->header_sent || r->header_only
-        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || r->connection->error)
+    /* only a stream the provider ended or cut (not the client) goes on */
+    if (!ctx->streamed || !u->header_sent || r->header_only
+        || r->connection->error
+        || (rc != 0 && rc != NGX_HTTP_BAD_GATEWAY
+            && rc != NGX_HTTP_GATEWAY_TIME_OUT))
     {
         return;
     }
 
-    out = NULL;
-    last = &out;
+    /*
+     * Without a body framing, the provider's close is its stream's normal
+     * end; otherwise the stream was cut.  Either way the client's stream
+     * gets a proper end: nginx sends the last chunk itself only after a
+     * normal end, so after a cut this sends it.
+     */
 
-    if (!ctx->sse_answer) {
-        /* an answer read until the provider closed the connection */
-        if (!ctx->emitted && ngx_http_vmx_emit_answer(r, ctx, &last)
-                             != NGX_OK)
-        {
-            return;
-        }
-
-    } else if (!ctx->complete) {
-        /* a last event may lack its blank line; unsent events go first */
-        ctx->out_cur = NULL;
-
-        if (vmx_sse_finish(&ctx->sse, ngx_http_vmx_openai_event, r)
-            != VMX_SSE_OK)
-        {
-            return;
-        }
-
-        for (out = u->out_bufs; *last; last = &(*last)->next) { /* void */ }
+    if (ngx_http_vmx_stream_close(r, ctx, rc == 0) != NGX_OK) {
+        return;
     }
 
-    if (ctx->sse_answer && !ctx->complete) {
-        /* after the first byte an error can only travel as an event */
-        ctx->error_code.data = (u_char *) "provider_stream_interrupted";
-        ctx->error_code.len = sizeof("provider_stream_interrupted") - 1;
+    if (rc != 0) {
+        for (last = &u->out_bufs; *last; last = &(*last)->next) { /* void */ }
 
-        p = ngx_pnalloc(r->pool, sizeof(broken) - 1);
-        b = ngx_calloc_buf(r->pool);
-        *last = ngx_alloc_chain_link(r->pool);
-
-        if (p == NULL || b == NULL || *last == NULL) {
+        cl = ngx_chain_get_free_buf(r->pool, &u->free_bufs);
+        if (cl == NULL) {
             return;
         }
 
-        b->pos = p;
-        b->last = ngx_cpymem(p, broken, sizeof(broken) - 1);
-        b->memory = 1;
-        b->flush = 1;
-
-        (*last)->buf = b;
-        (*last)->next = NULL;
+        ngx_memzero(cl->buf, sizeof(ngx_buf_t));
+        cl->buf->last_buf = 1;
+        *last = cl;
     }
 
-    if (out) {
-        (void) ngx_http_output_filter(r, out);
+    if (u->out_bufs) {
+        (void) ngx_http_output_filter(r, u->out_bufs);
+        u->out_bufs = NULL;
     }
 }
 
 
-/* the answer's body */
+/* a streamed answer's body */
 
 static ngx_int_t
 ngx_http_vmx_filter_init(void *data)
 {
     ngx_http_request_t  *r = data;
 
-    char                     *buf;
-    ngx_http_upstream_t      *u;
-    ngx_http_vmx_ctx_t       *ctx;
+    char                 *buf;
+    ngx_http_upstream_t  *u;
+    ngx_http_vmx_ctx_t   *ctx;
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
     u->length = -1;
 
-    if (ctx->chunked_answer) {
-        ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
+    if (!ctx->streamed) {
+        /* the answer was read whole: it goes out now */
+        if (ctx->answer->last > ctx->answer->pos) {
+            u->out_bufs = ngx_alloc_chain_link(r->pool);
+            if (u->out_bufs == NULL) {
+                return NGX_ERROR;
+            }
 
-    } else if (ctx->remaining == 0) {
-        u->length = 0;
-        ctx->complete = 1;
-    }
-
-    if (ctx->sse_answer) {
-        buf = ngx_palloc(r->pool, NGX_HTTP_VMX_SSE_EVENT_MAX);
-        if (buf == NULL) {
-            return NGX_ERROR;
+            u->out_bufs->buf = ctx->answer;
+            u->out_bufs->next = NULL;
         }
 
-        vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+        u->length = 0;
+        return NGX_OK;
+    }
+
+    buf = ngx_palloc(r->pool, NGX_HTTP_VMX_SSE_EVENT_MAX);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+
+    /* with a framing, a close before its end is an error, not the end */
+    u->length = ctx->chunked_answer ? 1 : ctx->remaining;
+
+    if (u->length == 0) {
+        return ngx_http_vmx_stream_close(r, ctx, 1);
     }
 
     return NGX_OK;
@@ -526,10 +564,8 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
 {
     ngx_http_request_t  *r = data;
 
-    size_t                size;
     ngx_int_t             rc;
     ngx_buf_t            *b, in;
-    ngx_chain_t         **last;
     ngx_http_upstream_t  *u;
     ngx_http_vmx_ctx_t   *ctx;
 
@@ -541,240 +577,273 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
     in.pos = b->last;
     in.last = b->last + bytes;
 
-    /* everything is copied out, so the read buffer starts over each time */
-    b->pos = b->start;
-    b->last = b->start;
+    /*
+     * The bytes are copied out, but stay in the read buffer until the
+     * client has taken what came before: nginx stops reading from the
+     * provider while the buffer is full, which bounds a slow client's cost.
+     */
+    b->last += bytes;
+
+    if (u->length == 0) {
+        /* anything after the answer's end is ignored */
+        return NGX_OK;
+    }
 
     ctx->out_cur = NULL;
 
-    if (ctx->chunked_answer) {
+    rc = ngx_http_vmx_unframe(r, ctx, &in, ngx_http_vmx_stream_data);
 
-        for ( ;; ) {
-            rc = ngx_http_parse_chunked(r, &in, &ctx->chunked);
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
 
-            if (rc == NGX_OK) {
-                size = ngx_min((off_t) (in.last - in.pos), ctx->chunked.size);
+    if (rc == NGX_DONE) {
+        u->length = 0;
+        return ngx_http_vmx_stream_close(r, ctx, 1);
+    }
 
-                if (ngx_http_vmx_consume(r, ctx, in.pos, size) != NGX_OK) {
-                    return NGX_ERROR;
-                }
+    if (ctx->complete) {
+        /* the provider's format said the end: no need to wait for close */
+        u->length = 0;
+    }
 
-                in.pos += size;
-                ctx->chunked.size -= size;
-                continue;
-            }
+    return NGX_OK;
+}
 
-            if (rc == NGX_DONE) {
-                u->length = 0;
-                ctx->complete = ctx->complete || !ctx->sse_answer;
-                break;
-            }
 
-            if (rc == NGX_AGAIN) {
-                break;
-            }
+/*
+ * Walks the body framing of the bytes in "in" (chunked, Content-Length or
+ * until close), handing every piece of body to the handler.  Returns
+ * NGX_DONE at the body's end, NGX_OK when more is to come, NGX_ERROR.
+ */
 
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "vmx: provider sent an invalid chunked answer");
-            return NGX_ERROR;
-        }
+static ngx_int_t
+ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_buf_t *in, ngx_http_vmx_body_pt handler)
+{
+    size_t     size;
+    ngx_int_t  rc;
 
-    } else {
-        size = in.last - in.pos;
+    if (!ctx->chunked_answer) {
+        size = in->last - in->pos;
 
         if (ctx->remaining >= 0) {
             size = ngx_min((off_t) size, ctx->remaining);
             ctx->remaining -= size;
         }
 
-        if (ngx_http_vmx_consume(r, ctx, in.pos, size) != NGX_OK) {
+        if (size && handler(r, ctx, in->pos, size) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        if (ctx->remaining == 0) {
-            u->length = 0;
-            ctx->complete = ctx->complete || !ctx->sse_answer;
-        }
+        in->pos += size;
+
+        return (ctx->remaining == 0) ? NGX_DONE : NGX_OK;
     }
 
-    if (u->length == 0 && !ctx->sse_answer && !ctx->emitted) {
-        for (last = &u->out_bufs; *last; last = &(*last)->next) { /* void */ }
+    for ( ;; ) {
+        rc = ngx_http_parse_chunked(r, in, &ctx->chunked);
 
-        if (ngx_http_vmx_emit_answer(r, ctx, &last) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
+        if (rc == NGX_OK) {
+            size = ngx_min((off_t) (in->last - in->pos), ctx->chunked.size);
 
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_vmx_consume(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    u_char *data, size_t len)
-{
-    int                       rc;
-    u_char                   *p;
-    size_t                    size;
-    ngx_http_vmx_loc_conf_t  *vlcf;
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    if (ctx->sse_answer) {
-        rc = vmx_sse_feed(&ctx->sse, (char *) data, len,
-                          ngx_http_vmx_openai_event, r);
-
-        if (rc == VMX_SSE_TOO_LARGE) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "vmx: provider sent a stream event over %uz bytes",
-                          (size_t) NGX_HTTP_VMX_SSE_EVENT_MAX);
-        }
-
-        return (rc == VMX_SSE_OK) ? NGX_OK : NGX_ERROR;
-    }
-
-    /* a non-streamed answer is collected whole, to read its usage */
-
-    if (ctx->answer == NULL || (size_t) (ctx->answer->end - ctx->answer->last)
-                               < len)
-    {
-        vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-        size = ctx->answer ? 2 * (ctx->answer->end - ctx->answer->start)
-                           : 16384;
-
-        while (size < (ctx->answer ? ngx_buf_size(ctx->answer) : 0) + len) {
-            size *= 2;
-        }
-
-        if (size > vlcf->max_response) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "vmx: provider's answer exceeds "
-                          "vmx_max_response_size");
-            return NGX_ERROR;
-        }
-
-        p = ngx_palloc(r->pool, size);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ctx->answer) {
-            ctx->answer->last = ngx_cpymem(p, ctx->answer->pos,
-                                           ngx_buf_size(ctx->answer));
-            ctx->answer->pos = p;
-            ctx->answer->start = p;
-            ctx->answer->end = p + size;
-
-        } else {
-            ctx->answer = ngx_create_temp_buf(r->pool, 0);
-            if (ctx->answer == NULL) {
+            if (size && handler(r, ctx, in->pos, size) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            ctx->answer->start = ctx->answer->pos = ctx->answer->last = p;
-            ctx->answer->end = p + size;
+            in->pos += size;
+            ctx->chunked.size -= size;
+            continue;
         }
+
+        if (rc == NGX_DONE || rc == NGX_AGAIN) {
+            return (rc == NGX_DONE) ? NGX_DONE : NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider sent an invalid chunked body");
+        return NGX_ERROR;
     }
-
-    ctx->answer->last = ngx_cpymem(ctx->answer->last, data, len);
-
-    return NGX_OK;
 }
 
 
-/* the whole non-streamed answer goes out as it came; its usage is read */
+/* a whole answer is collected, up to vmx_max_response_size */
 
 static ngx_int_t
-ngx_http_vmx_emit_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_chain_t ***last)
+ngx_http_vmx_collect(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    u_char *data, size_t len)
 {
-    ngx_chain_t       *cl;
-    vmx_json_t        *root;
-    vmx_json_error_t   err;
+    u_char                   *p;
+    size_t                    size, used;
+    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    ctx->emitted = 1;
-
-    if (ctx->answer == NULL || ngx_buf_size(ctx->answer) == 0) {
+    if (ctx->answer && (size_t) (ctx->answer->end - ctx->answer->last) >= len)
+    {
+        ctx->answer->last = ngx_cpymem(ctx->answer->last, data, len);
         return NGX_OK;
     }
 
-    root = vmx_json_parse((char *) ctx->answer->pos, ngx_buf_size(ctx->answer),
-                          ngx_http_vmx_json_alloc, r->pool, 64, &err);
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
 
-    if (root != NULL) {
-        ngx_http_vmx_read_usage(ctx, vmx_json_get(root, "usage"));
-    }
+    used = ctx->answer ? (size_t) (ctx->answer->last - ctx->answer->pos) : 0;
 
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
+    for (size = 16384; size < used + len; size *= 2) { /* void */ }
+
+    if (size > vlcf->max_response && used + len > vlcf->max_response) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: the provider's answer exceeds "
+                      "vmx_max_response_size");
         return NGX_ERROR;
     }
 
-    ctx->answer->flush = 1;
-    ctx->answer->tag = (ngx_buf_tag_t) &ngx_http_vmx_module;
+    p = ngx_palloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
 
-    cl->buf = ctx->answer;
-    cl->next = NULL;
+    if (ctx->answer == NULL) {
+        ctx->answer = ngx_calloc_buf(r->pool);
+        if (ctx->answer == NULL) {
+            return NGX_ERROR;
+        }
 
-    **last = cl;
-    *last = &cl->next;
+    } else {
+        ngx_memcpy(p, ctx->answer->pos, used);
+    }
+
+    ctx->answer->start = p;
+    ctx->answer->pos = p;
+    ctx->answer->last = ngx_cpymem(p + used, data, len);
+    ctx->answer->end = p + size;
 
     return NGX_OK;
 }
 
 
-/* a streamed OpenAI event, passed on as "data: ...\n\n" */
+static ngx_int_t
+ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    u_char *data, size_t len)
+{
+    int  rc;
+
+    rc = vmx_sse_feed(&ctx->sse, (char *) data, len, ngx_http_vmx_sse_event,
+                      r);
+
+    if (rc == VMX_SSE_TOO_LARGE) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider sent a stream event over %uz bytes",
+                      (size_t) NGX_HTTP_VMX_SSE_EVENT_MAX);
+    }
+
+    return (rc == VMX_SSE_OK) ? NGX_OK : NGX_ERROR;
+}
+
 
 static int
-ngx_http_vmx_openai_event(void *data, const char *event, size_t event_len,
+ngx_http_vmx_sse_event(void *data, const char *event, size_t event_len,
     const char *payload, size_t payload_len)
 {
     ngx_http_request_t  *r = data;
 
-    u_char              *p;
-    vmx_json_t          *root, *choices;
-    vmx_json_error_t     err;
+    ngx_str_t            name, value;
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (payload_len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
-        ctx->complete = 1;
+    if (ctx->complete) {
+        /* nothing counts after the provider's own end */
+        return 0;
+    }
 
-    } else if (ngx_http_vmx_has_usage((u_char *) payload, payload_len)) {
-        root = vmx_json_parse(payload, payload_len, ngx_http_vmx_json_alloc,
-                              r->pool, 64, &err);
+    name.data = (u_char *) event;
+    name.len = event_len;
+    value.data = (u_char *) payload;
+    value.len = payload_len;
 
-        if (root != NULL) {
-            ngx_http_vmx_read_usage(ctx, vmx_json_get(root, "usage"));
+    ctx->scratch.len = 0;
 
-            /* the usage chunk we asked for on the client's behalf */
-            choices = vmx_json_get(root, "choices");
+    if (ctx->provider->stream_event(r, ctx, &name, &value, &ctx->scratch)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider sent an unreadable stream event");
+        return -1;
+    }
 
-            if (!ctx->include_usage && choices != NULL
-                && choices->type == VMX_JSON_ARRAY && choices->count == 0)
-            {
-                return 0;
-            }
+    return (ngx_http_vmx_stream_out(r, ctx) == NGX_OK) ? 0 : -1;
+}
+
+
+/* the translated events of this read go to the client */
+
+static ngx_int_t
+ngx_http_vmx_stream_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char  *p;
+
+    if (vmx_buf_failed(&ctx->scratch)) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->scratch.len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_http_vmx_out(r, ctx, ctx->scratch.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->out_cur->last = ngx_cpymem(p, ctx->scratch.data, ctx->scratch.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The provider's stream is over: a last event may lack its blank line, the
+ * provider's format may have its own end; a stream that did not end as its
+ * format says gets an error event, since after the first byte that is the
+ * only way to tell the client.
+ */
+
+static ngx_int_t
+ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t normal)
+{
+    static const char  cut[] = "The provider's stream ended before it was "
+                               "complete";
+
+    ctx->out_cur = NULL;
+
+    if (vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r) != VMX_SSE_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!ctx->complete && normal) {
+        ctx->scratch.len = 0;
+        ctx->provider->stream_end(r, ctx, &ctx->scratch);
+
+        if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
-    p = ngx_http_vmx_out(r, ctx, sizeof("data: \n\n") - 1 + payload_len);
-    if (p == NULL) {
-        return -2;
+    if (!ctx->complete) {
+        ngx_str_set(&ctx->error_code, "provider_stream_interrupted");
+
+        ctx->scratch.len = 0;
+        vmx_openai_error_event(&ctx->scratch, cut, sizeof(cut) - 1,
+                               "server_error", "provider_stream_interrupted");
+
+        if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->complete = 1;
     }
 
-    p = ngx_cpymem(p, "data: ", sizeof("data: ") - 1);
-    p = ngx_cpymem(p, payload, payload_len);
-    *p++ = '\n';
-    *p++ = '\n';
-
-    ctx->out_cur->last = p;
-
-    return 0;
+    return NGX_OK;
 }
 
 
@@ -783,7 +852,7 @@ ngx_http_vmx_openai_event(void *data, const char *event, size_t event_len,
  * buffers the client has consumed come back through u->free_bufs.
  */
 
-static u_char *
+u_char *
 ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, size_t size)
 {
     ngx_buf_t            *b;
@@ -829,62 +898,6 @@ ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, size_t size)
 }
 
 
-static void
-ngx_http_vmx_read_usage(ngx_http_vmx_ctx_t *ctx, vmx_json_t *usage)
-{
-    vmx_json_t  *v;
-
-    if (usage == NULL || usage->type != VMX_JSON_OBJECT) {
-        return;
-    }
-
-    v = vmx_json_get(usage, "prompt_tokens");
-    if (v && v->is_int) {
-        ctx->prompt_tokens = v->integer;
-    }
-
-    v = vmx_json_get(usage, "completion_tokens");
-    if (v && v->is_int) {
-        ctx->completion_tokens = v->integer;
-    }
-
-    v = vmx_json_get(usage, "total_tokens");
-    if (v && v->is_int) {
-        ctx->total_tokens = v->integer;
-    }
-}
-
-
-/* a cheap test before parsing a chunk: does it carry "usage": {...}? */
-
-static ngx_flag_t
-ngx_http_vmx_has_usage(const u_char *p, size_t len)
-{
-    const u_char  *last, *found;
-
-    last = p + len;
-
-    while ((found = ngx_strlcasestrn((u_char *) p, (u_char *) last,
-                                     (u_char *) "\"usage\"", 7 - 1))
-           != NULL)
-    {
-        p = found + 7;
-
-        while (p < last && (*p == ' ' || *p == ':' || *p == '\t'
-                            || *p == '\r' || *p == '\n'))
-        {
-            p++;
-        }
-
-        if (p < last && *p == '{') {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 /* the peer selector: one peer per model of the plan */
 
 static ngx_int_t
@@ -911,7 +924,6 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_addr_t                 *addr;
     ngx_http_upstream_t        *u;
     ngx_http_vmx_ctx_t         *ctx;
-    ngx_http_vmx_target_t      *target;
     ngx_http_vmx_connection_t  *conn;
 
     u = r->upstream;
@@ -921,26 +933,32 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
         return NGX_BUSY;
     }
 
-    target = ctx->plan[ctx->next++];
-    conn = target->connection;
-
-    ctx->target = target;
+    ctx->target = ctx->plan[ctx->next++];
+    ctx->provider = ngx_http_vmx_provider(ctx->target->connection->provider_id);
     ctx->attempts++;
+
+    conn = ctx->target->connection;
 
     /* this attempt starts afresh */
     u->process_header = ngx_http_vmx_process_status_line;
     r->state = 0;
     ngx_memzero(&ctx->status, sizeof(ngx_http_status_t));
+    ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
+    ngx_str_null(&ctx->retry_after);
+    ngx_str_null(&ctx->error_type);
     ctx->provider_status = 0;
+    ctx->requests_limit = NGX_ERROR;
+    ctx->tokens_limit = NGX_ERROR;
     ctx->remaining = -1;
     ctx->answer = NULL;
-    ctx->answered = 0;
-    ctx->own_response = 0;
-    ngx_str_null(&ctx->retry_after);
-    ctx->complete = 0;
-    ctx->emitted = 0;
+    ctx->stream_state = NULL;
     ctx->chunked_answer = 0;
-    ctx->sse_answer = 0;
+    ctx->streamed = 0;
+    ctx->eventstream = 0;
+    ctx->answered = 0;
+    ctx->complete = 0;
+    ctx->own_response = 0;
+    vmx_usage_init(&ctx->usage);
 
     addr = &conn->addrs[conn->naddrs > 1 ? ngx_random() % conn->naddrs : 0];
 
@@ -953,13 +971,13 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     u->ssl_name = conn->host;
 #endif
 
-    if (ngx_http_vmx_build_request(r, ctx, target) != NGX_OK) {
+    if (ctx->provider->create_request(r, ctx, &u->request_bufs) != NGX_OK) {
         return NGX_ERROR;
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "vmx: attempt %ui: %V model \"%V\"", ctx->attempts,
-                   &target->provider, &target->model);
+                   &ctx->target->provider, &ctx->target->model);
 
     return NGX_OK;
 }
@@ -992,6 +1010,7 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_connection_t *c, ngx_uint_t tries_left)
 {
     u_char                *p;
+    ngx_time_t            *tp;
     ngx_http_vmx_event_t  *ev;
 
     if (ctx->target == NULL || ctx->nevents == NGX_HTTP_VMX_MAX_EVENTS) {
@@ -1004,7 +1023,8 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ev->model = ctx->target->model;
     ev->connection_id = ctx->target->connection->id;
     ev->status = ctx->provider_status;
-    ev->time = (ngx_msec_t) (ngx_time() * 1000 + ngx_timeofday()->msec);
+    tp = ngx_timeofday();
+    ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
 
     if (ctx->provider_status) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")

@@ -46,9 +46,11 @@ def env(gw, fake, fake2, fake_tls, fake_rogue):
     resources["html"] = {"model": ("a", "html-502"), "fallback": fb}
     resources["html-only"] = {"model": ("a", "html-503")}
     resources["stream-stall"] = {"model": ("a", "stream-stall"), "fallback": fb}
+    resources["tls-ip"] = {"model": ("tls-ip", "gpt-tls"), "fallback": fb}
     return gw.provision(
         connections={"a": connection_for(fake), "b": connection_for(fake2), "dead": dead, "dead2": dead2,
-                     "tls": connection_for(fake_tls), "rogue": connection_for(fake_rogue)},
+                     "tls": tls_by_name(fake_tls), "tls-ip": connection_for(fake_tls),
+                     "rogue": tls_by_name(fake_rogue)},
         resources=resources,
         keys={"main": {"resources": list(resources)}},
     )
@@ -246,8 +248,22 @@ def test_tls_provider_with_test_ca(env, fake_tls):
     rec = fake_tls.chat_requests()
     assert len(rec) == 2 and rec[0].body["model"] == "gpt-tls"
     assert rec[0].headers["authorization"] == f"Bearer {fake_tls.api_key}"
-    assert rec[0].headers.get("host") in ("127.0.0.1", f"127.0.0.1:{fake_tls.port}"), rec[0].headers
-    assert rec[0].sni is None, "SNI must not carry an IP address (RFC 6066)"
+    assert rec[0].headers.get("host") in ("localhost", f"localhost:{fake_tls.port}"), rec[0].headers
+    assert rec[0].sni == "localhost", rec[0].sni
+
+
+def tls_by_name(fake):
+    """A TLS fake reached by host name: the control plane resolves it."""
+    return connection_for(fake, config={"apiKey": fake.api_key,
+                                        "baseUrl": f"https://localhost:{fake.port}/v1"})
+
+
+def test_tls_ip_literal_is_not_trusted(env, fake_tls, fake2):
+    """nginx 1.22 checks certificates against host names only (README): an HTTPS baseUrl
+    with an IP address fails its attempt, and nothing is sent over that connection."""
+    r = env.chat("tls-ip")
+    check_fallback_answer(r, env, fake2, ["gpt-tls"])
+    assert fake_tls.chat_requests() == []
 
 
 def test_tls_provider_by_host_name(gw, fake_tls):
