@@ -1,0 +1,305 @@
+/*
+ * vmx_eventstream: see vmx_eventstream.h.
+ */
+
+#include <string.h>
+
+#include "vmx_eventstream.h"
+
+
+/* header value types */
+enum {
+    VMX_ES_TRUE = 0,
+    VMX_ES_FALSE,
+    VMX_ES_BYTE,
+    VMX_ES_SHORT,
+    VMX_ES_INTEGER,
+    VMX_ES_LONG,
+    VMX_ES_BYTES,
+    VMX_ES_STRING,
+    VMX_ES_TIMESTAMP,
+    VMX_ES_UUID
+};
+
+
+/* CRC-32 four bits at a time: a 16-entry table is enough for streams of
+   model output, and small enough to write out */
+static const uint32_t  vmx_es_crc_table[16] = {
+    0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac,
+    0x76dc4190, 0x6b6b51f4, 0x4db26158, 0x5005713c,
+    0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
+    0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c
+};
+
+
+uint32_t
+vmx_eventstream_crc32(uint32_t crc, const void *p, size_t len)
+{
+    const unsigned char  *s = p;
+
+    crc = ~crc;
+
+    while (len--) {
+        crc ^= *s++;
+        crc = (crc >> 4) ^ vmx_es_crc_table[crc & 0xf];
+        crc = (crc >> 4) ^ vmx_es_crc_table[crc & 0xf];
+    }
+
+    return ~crc;
+}
+
+
+static uint32_t
+vmx_es_be32(const char *p)
+{
+    const unsigned char  *s = (const unsigned char *) p;
+
+    return (uint32_t) s[0] << 24 | (uint32_t) s[1] << 16
+           | (uint32_t) s[2] << 8 | s[3];
+}
+
+
+void
+vmx_eventstream_init(vmx_eventstream_decoder_t *d, char *buf, size_t cap)
+{
+    d->buf = buf;
+    d->cap = cap;
+    d->have = 0;
+    d->total = 0;
+    d->failed = VMX_EVENTSTREAM_OK;
+}
+
+
+/* the value size of a header of this type at p, or -1 */
+static long
+vmx_es_value_len(int type, const char *p, const char *end)
+{
+    static const signed char  fixed[] = { 0, 0, 1, 2, 4, 8, -1, -1, 8, 16 };
+
+    if (type > VMX_ES_UUID) {
+        return -1;
+    }
+
+    if (fixed[type] >= 0) {
+        return fixed[type];
+    }
+
+    if (end - p < 2) {
+        return -1;
+    }
+
+    return 2 + ((long) (unsigned char) p[0] << 8 | (unsigned char) p[1]);
+}
+
+
+static void
+vmx_es_string_header(vmx_eventstream_message_t *m, const char *name,
+    size_t name_len, const char *value, size_t len)
+{
+    static const struct {
+        const char  *name;
+        size_t       offset;
+    } known[] = {
+        { ":message-type",
+          offsetof(vmx_eventstream_message_t, message_type) },
+        { ":event-type", offsetof(vmx_eventstream_message_t, event_type) },
+        { ":exception-type",
+          offsetof(vmx_eventstream_message_t, exception_type) },
+        { ":error-code", offsetof(vmx_eventstream_message_t, error_code) },
+        { ":error-message",
+          offsetof(vmx_eventstream_message_t, error_message) },
+        { ":content-type",
+          offsetof(vmx_eventstream_message_t, content_type) },
+    };
+    vmx_eventstream_str_t  *field;
+    size_t                  i;
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strlen(known[i].name) == name_len
+            && memcmp(known[i].name, name, name_len) == 0)
+        {
+            field = (vmx_eventstream_str_t *) ((char *) m + known[i].offset);
+            field->data = value;
+            field->len = len;
+            return;
+        }
+    }
+}
+
+
+static int
+vmx_es_headers(vmx_eventstream_message_t *m, const char *p, const char *end)
+{
+    const char  *name;
+    size_t       name_len;
+    long         value_len;
+    int          type;
+
+    while (p < end) {
+        name_len = (unsigned char) *p++;
+
+        if (name_len == 0 || (size_t) (end - p) < name_len + 1) {
+            return VMX_EVENTSTREAM_MALFORMED;
+        }
+
+        name = p;
+        p += name_len;
+        type = (unsigned char) *p++;
+
+        value_len = vmx_es_value_len(type, p, end);
+        if (value_len < 0 || end - p < value_len) {
+            return VMX_EVENTSTREAM_MALFORMED;
+        }
+
+        if (type == VMX_ES_STRING) {
+            vmx_es_string_header(m, name, name_len, p + 2,
+                                 (size_t) value_len - 2);
+        }
+
+        p += value_len;
+    }
+
+    return VMX_EVENTSTREAM_OK;
+}
+
+
+static int
+vmx_es_prelude(vmx_eventstream_decoder_t *d)
+{
+    uint32_t  total, headers_len;
+
+    if (vmx_eventstream_crc32(0, d->buf, 8) != vmx_es_be32(d->buf + 8)) {
+        return VMX_EVENTSTREAM_BAD_CRC;
+    }
+
+    total = vmx_es_be32(d->buf);
+    headers_len = vmx_es_be32(d->buf + 4);
+
+    if (total < VMX_EVENTSTREAM_MIN_LEN
+        || headers_len > total - VMX_EVENTSTREAM_MIN_LEN)
+    {
+        return VMX_EVENTSTREAM_MALFORMED;
+    }
+
+    if (total > d->cap) {
+        return VMX_EVENTSTREAM_TOO_LARGE;
+    }
+
+    d->total = total;
+
+    return VMX_EVENTSTREAM_OK;
+}
+
+
+/* the gathered message checked and read into m */
+static int
+vmx_es_message(const vmx_eventstream_decoder_t *d,
+    vmx_eventstream_message_t *m)
+{
+    const char  *headers, *payload;
+    size_t       crc_at = d->total - 4;
+    int          rc;
+
+    if (vmx_eventstream_crc32(0, d->buf, crc_at) != vmx_es_be32(d->buf + crc_at))
+    {
+        return VMX_EVENTSTREAM_BAD_CRC;
+    }
+
+    memset(m, 0, sizeof(vmx_eventstream_message_t));
+    headers = d->buf + VMX_EVENTSTREAM_PRELUDE_LEN;
+    payload = headers + vmx_es_be32(d->buf + 4);
+
+    rc = vmx_es_headers(m, headers, payload);
+    if (rc != VMX_EVENTSTREAM_OK) {
+        return rc;
+    }
+
+    m->payload = payload;
+    m->payload_len = (size_t) (d->buf + crc_at - payload);
+
+    return VMX_EVENTSTREAM_OK;
+}
+
+
+/* copies up to want - d->have bytes; 1 when d->have reached want */
+static int
+vmx_es_gather(vmx_eventstream_decoder_t *d, size_t want, const char **data,
+    size_t *len)
+{
+    size_t  n = want - d->have;
+
+    if (n > *len) {
+        n = *len;
+    }
+
+    memcpy(d->buf + d->have, *data, n);
+    d->have += n;
+    *data += n;
+    *len -= n;
+
+    return d->have == want;
+}
+
+
+int
+vmx_eventstream_feed(vmx_eventstream_decoder_t *d, const char *data,
+    size_t len, vmx_eventstream_message_pt handler, void *ctx)
+{
+    vmx_eventstream_message_t  m;
+    int                        rc;
+
+    if (d->failed) {
+        return d->failed;
+    }
+
+    while (len) {
+        if (d->total == 0) {
+            if (d->cap < VMX_EVENTSTREAM_PRELUDE_LEN) {
+                d->failed = VMX_EVENTSTREAM_TOO_LARGE;
+                return d->failed;
+            }
+
+            if (!vmx_es_gather(d, VMX_EVENTSTREAM_PRELUDE_LEN, &data, &len)) {
+                break;
+            }
+
+            rc = vmx_es_prelude(d);
+            if (rc != VMX_EVENTSTREAM_OK) {
+                d->failed = rc;
+                return rc;
+            }
+        }
+
+        if (!vmx_es_gather(d, d->total, &data, &len)) {
+            break;
+        }
+
+        rc = vmx_es_message(d, &m);
+        if (rc != VMX_EVENTSTREAM_OK) {
+            d->failed = rc;
+            return rc;
+        }
+
+        /* the buffer stays intact until the next feed */
+        d->have = 0;
+        d->total = 0;
+
+        rc = handler(ctx, &m);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    return VMX_EVENTSTREAM_OK;
+}
+
+
+int
+vmx_eventstream_finish(const vmx_eventstream_decoder_t *d)
+{
+    if (d->failed) {
+        return d->failed;
+    }
+
+    return d->have ? VMX_EVENTSTREAM_MALFORMED : VMX_EVENTSTREAM_OK;
+}
