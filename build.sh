@@ -138,8 +138,13 @@ start_nginx() {
         -e "s|@WORKERS@|auto|" -e "s|@PREFIX@|$prefix|g" -e "s|@LOG_LEVEL@|notice|" \
         -e "s|@TOKEN_FILE@|$VAR/dataplane.token|" -e "s|@CA_FILE@|$ca|" \
         -e "s|@CP_ADDR@|127.0.0.1:$VMX_CP_PORT|" -e "s|@LISTEN@|$VMX_PORT|" \
-        -e "s|@MAX_BODY@|10m|g" -e "s|@EXTRA@||" \
+        -e "s|@MAX_BODY@|10m|g" \
         conf/nginx.conf.in >"$prefix/nginx.conf"
+    if [ "$(id -u)" -eq 0 ]; then
+        # workers write the config's disk copy and the body buffers
+        sed -i 's|^daemon off;|daemon off;\nuser nobody nogroup;|' "$prefix/nginx.conf"
+        chown -R nobody:nogroup "$prefix"
+    fi
     nginx -p "$prefix" -c "$prefix/nginx.conf" &
     PIDS+=($!)
 }

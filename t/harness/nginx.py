@@ -107,7 +107,6 @@ class Nginx:
             "CP_ADDR": self.cp_addr,
             "LISTEN": f"127.0.0.1:{self.port}",
             "MAX_BODY": self.max_body,
-            "EXTRA": "",        # optional placeholder (./build.sh fills it with nothing too)
         }
         for k, v in values.items():
             text = text.replace(f"@{k}@", v)
