@@ -20,7 +20,7 @@
 static const char *const writable[] = {
     "name", "description", "provider", "config", "allowedModels", "capacity", NULL
 };
-static const char *const readonly[] = { "discoveredCapacity", NULL };
+static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus", NULL };
 
 #define DOC_BY_ID \
     "SELECT doc::text FROM connection_docs" \
@@ -51,6 +51,10 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
         }
         if (strcmp(f->type, "url") == 0 && !val_is_http_url(item->valuestring)) {
             http_invalid(req, field, "%s must be an http or https URL", field);
+            return false;
+        }
+        if (strcmp(f->type, "aws-region") == 0 && !val_is_aws_region(item->valuestring)) {
+            http_invalid(req, field, "%s must be an AWS region such as us-east-1", field);
             return false;
         }
     }

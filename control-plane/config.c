@@ -15,6 +15,8 @@
 #define DEFAULT_LISTEN      "127.0.0.1:8090"
 #define DEFAULT_SCHEMA_DIR  "schema"
 #define DEFAULT_RECONCILE   5
+#define DEFAULT_STS_MARGIN  300
+#define MAX_STS_MARGIN      3000     /* below the 3600 s the credentials last */
 #define SECRET_FILE_MAX     4096
 
 
@@ -77,6 +79,39 @@ parse_dataplanes(config_t *cfg, const char *value)
 }
 
 
+/* the variable's value, NULL when unset or empty */
+static char *
+non_empty_env(const char *name)
+{
+    char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+
+/* *out = the variable as 1..max seconds, or dflt when unset */
+static int
+parse_seconds(const char *name, int dflt, long max, int *out)
+{
+    const char *v = non_empty_env(name);
+    char       *end;
+    long        n;
+
+    *out = dflt;
+    if (v == NULL) {
+        return 0;
+    }
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 1 || n > max) {
+        log_error("config %s: \"%s\" is not 1..%ld", name, v, max);
+        return -1;
+    }
+    *out = (int) n;
+    return 0;
+}
+
+
 int
 config_load(config_t *cfg)
 {
@@ -108,19 +143,23 @@ config_load(config_t *cfg)
     v = getenv("VMX_SCHEMA_DIR");
     cfg->schema_dir = (v && v[0]) ? (char *) v : DEFAULT_SCHEMA_DIR;
 
-    cfg->reconcile_interval = DEFAULT_RECONCILE;
-    v = getenv("VMX_RECONCILE_INTERVAL");
-    if (v != NULL && v[0] != '\0') {
-        char *end;
-        long  n;
+    if (parse_seconds("VMX_RECONCILE_INTERVAL", DEFAULT_RECONCILE, 86400,
+                      &cfg->reconcile_interval) != 0
+        || parse_seconds("VMX_STS_REFRESH_MARGIN", DEFAULT_STS_MARGIN, MAX_STS_MARGIN,
+                         &cfg->sts_refresh_margin) != 0)
+    {
+        return -1;
+    }
 
-        errno = 0;
-        n = strtol(v, &end, 10);
-        if (errno || *end != '\0' || n < 1 || n > 86400) {
-            log_error("config VMX_RECONCILE_INTERVAL: \"%s\" is not 1..86400", v);
-            return -1;
-        }
-        cfg->reconcile_interval = (int) n;
+    cfg->aws_access_key_id = non_empty_env("AWS_ACCESS_KEY_ID");
+    cfg->aws_secret_access_key = non_empty_env("AWS_SECRET_ACCESS_KEY");
+    cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
+    cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
+    if (cfg->sts_endpoint != NULL && strncmp(cfg->sts_endpoint, "http://", 7) != 0
+        && strncmp(cfg->sts_endpoint, "https://", 8) != 0)
+    {
+        log_error("config VMX_STS_ENDPOINT: \"%s\" is not an http(s) URL", cfg->sts_endpoint);
+        return -1;
     }
 
     v = getenv("VMX_DATAPLANES");

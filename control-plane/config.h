@@ -19,6 +19,11 @@ typedef struct {
     char   *admin_password;           /* from getenv, may be NULL */
     char   *schema_dir;               /* from getenv or the default */
     int     reconcile_interval;       /* seconds */
+    char   *aws_access_key_id;        /* from getenv, may be NULL (STS base credentials) */
+    char   *aws_secret_access_key;    /* from getenv, may be NULL */
+    char   *aws_session_token;        /* from getenv, may be NULL */
+    char   *sts_endpoint;             /* from getenv, NULL: the regional endpoint */
+    int     sts_refresh_margin;       /* seconds before expiry to re-assume a role */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];

@@ -8,7 +8,8 @@
  * the daemon run from the repository root finds the repository's schema/.
  *
  * Start: config, master key, database pool, migrations, first admin, the
- * pusher thread, then the HTTP server.  SIGINT/SIGTERM stop it in reverse.
+ * pusher and credentials threads, then the HTTP server.  SIGINT/SIGTERM
+ * stop it in reverse.
  */
 
 #include <signal.h>
@@ -18,6 +19,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "credentials.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
@@ -78,7 +80,7 @@ main(void)
         log_error("main: cannot prepare the database");
         goto done;
     }
-    if (pusher_start(&cfg) != 0) {
+    if (pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0) {
         goto done;
     }
     if (http_start(cfg.listen_host, cfg.listen_port) == 0) {
@@ -89,6 +91,7 @@ main(void)
     }
 
 done:
+    credentials_stop();
     pusher_stop();
     db_shutdown();
     curl_global_cleanup();

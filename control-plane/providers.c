@@ -31,7 +31,7 @@ static const provider_t catalog[] = {
       { "llama-3.1-8b-instant", "llama-3.3-70b-versatile" } },
 
     { "aws-bedrock", "AWS Bedrock", NULL,
-      { { "region", "string", true, false, "AWS region, e.g. us-east-1" },
+      { { "region", "aws-region", true, false, "AWS region, e.g. us-east-1" },
         { "iamRoleArn", "string", true, false, "role the control plane assumes" },
         { "externalId", "string", false, false,
           "ExternalId of AssumeRole (default <workspaceId>:<environmentId>)" },

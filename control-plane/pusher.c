@@ -12,16 +12,19 @@
 
 #include <curl/curl.h>
 
+#include "capacity.h"
+#include "httpc.h"
 #include "log.h"
 #include "pusher.h"
+#include "rfc3339.h"
 #include "snapshot.h"
 
-#define CONNECT_TIMEOUT_MS  2000L
-#define TOTAL_TIMEOUT_MS    10000L
 #define MAX_ANSWER          65536
+#define MAX_CAPACITY        (4 * 1024 * 1024)
 
 typedef struct {
     char       *url;              /* owned: "<base>/vmx/config" */
+    char       *capacity_url;     /* owned: "<base>/vmx/capacity" */
     char       *base;             /* owned: as configured */
     long long   version;          /* what it runs, -1 when unknown */
     bool        reachable;
@@ -29,6 +32,7 @@ typedef struct {
     time_t      last_seen;        /* 0 when never */
     char        last_error[256];
     char        last_cause[192];  /* of last_error, to log each cause once */
+    char        capacity_cause[192];  /* of the last GET /vmx/capacity failure */
 } dataplane_t;
 
 static struct {
@@ -46,48 +50,19 @@ static struct {
 } pusher = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
              .desired = -1 };
 
-typedef struct {
-    char   *data;                     /* owned by the caller of http_call() */
-    size_t  len;
-} answer_t;
-
-
-static size_t
-collect(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    answer_t *a = userdata;
-    size_t    n = size * nmemb;
-    char     *grown;
-
-    if (a->len + n > MAX_ANSWER) {
-        return 0;
-    }
-    grown = realloc(a->data, a->len + n + 1);
-    if (grown == NULL) {
-        return 0;
-    }
-    memcpy(grown + a->len, ptr, n);
-    a->data = grown;
-    a->len += n;
-    a->data[a->len] = '\0';
-    return n;
-}
-
 
 /*
- * GET (body NULL) or PUT body to the plane's config endpoint; the HTTP
- * status, or 0 with error filled on a transport failure.  *answer is
- * malloc'd (caller frees) or NULL.
+ * GET (body NULL) or PUT body to url of a data plane; the HTTP status, or 0
+ * with error filled on a transport failure.  *answer is malloc'd (caller
+ * frees) or NULL.
  */
 static long
-http_call(const dataplane_t *dp, const char *body, char **answer, char *error,
+http_call(const char *url, const char *body, size_t max, char **answer, char *error,
     size_t error_size)
 {
     CURL              *curl = curl_easy_init();
     struct curl_slist *headers = NULL;
-    answer_t           a = { NULL, 0 };
-    long               status = 0;
-    CURLcode           rc;
+    long               status;
 
     *answer = NULL;
     if (curl == NULL) {
@@ -96,28 +71,16 @@ http_call(const dataplane_t *dp, const char *body, char **answer, char *error,
     }
     headers = curl_slist_append(headers, pusher.auth_header);
     headers = curl_slist_append(headers, "Content-Type: application/json");
-    curl_easy_setopt(curl, CURLOPT_URL, dp->url);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, TOTAL_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &a);
     if (body != NULL) {
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
     }
-
-    rc = curl_easy_perform(curl);
-    if (rc == CURLE_OK) {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    } else {
-        snprintf(error, error_size, "%s", curl_easy_strerror(rc));
-    }
+    status = httpc_perform(curl, max, answer, error, error_size);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
-    *answer = a.data;
     return status;
 }
 
@@ -178,7 +141,7 @@ ask_version(dataplane_t *dp)
 {
     char  error[CURL_ERROR_SIZE];
     char *answer;
-    long  status = http_call(dp, NULL, &answer, error, sizeof(error));
+    long  status = http_call(dp->url, NULL, MAX_ANSWER, &answer, error, sizeof(error));
 
     record(dp, status, answer, error, "GET /vmx/config");
     free(answer);
@@ -190,13 +153,60 @@ push(dataplane_t *dp, const char *snapshot, long long version)
 {
     char  error[CURL_ERROR_SIZE];
     char *answer;
-    long  status = http_call(dp, snapshot, &answer, error, sizeof(error));
+    long  status = http_call(dp->url, snapshot, MAX_ANSWER, &answer, error, sizeof(error));
 
     record(dp, status, answer, error, "PUT /vmx/config");
     if (status == 200) {
         log_info("pusher dataplane=%s pushed version=%lld", dp->base, version);
     }
     free(answer);
+}
+
+
+/*
+ * merges the plane's discovered capacity into the connections: observed
+ * state, no config version.  A plane without /vmx/capacity (an older
+ * module) or in trouble changes nothing; each cause is logged once.
+ */
+static void
+collect_capacity(dataplane_t *dp, db_conn_t *c)
+{
+    char  error[CURL_ERROR_SIZE];
+    char  cause[sizeof(dp->capacity_cause)] = "";
+    char *answer;
+    long  status = http_call(dp->capacity_url, NULL, MAX_CAPACITY, &answer, error,
+                             sizeof(error));
+
+    if (status == 0) {
+        snprintf(cause, sizeof(cause), "%.160s", error);
+    } else if (status != 200) {
+        snprintf(cause, sizeof(cause), "HTTP %ld", status);
+    } else if (capacity_merge(c, answer, dp->base) != 0) {
+        snprintf(cause, sizeof(cause), "not a capacity document");
+    }
+    if (strcmp(cause, dp->capacity_cause) != 0) {
+        if (cause[0] != '\0') {
+            log_info("pusher dataplane=%s GET /vmx/capacity: %s; no discovered capacity"
+                     " from this data plane", dp->base, cause);
+        } else {
+            log_info("pusher dataplane=%s GET /vmx/capacity: collecting discovered capacity",
+                     dp->base);
+        }
+        snprintf(dp->capacity_cause, sizeof(dp->capacity_cause), "%s", cause);
+    }
+    free(answer);
+}
+
+
+static bool
+is_reachable(const dataplane_t *dp)
+{
+    bool reachable;
+
+    pthread_mutex_lock(&pusher.lock);
+    reachable = dp->reachable;
+    pthread_mutex_unlock(&pusher.lock);
+    return reachable;
 }
 
 
@@ -212,7 +222,10 @@ is_stale(const dataplane_t *dp, long long version)
 }
 
 
-/* one round: optionally ask every plane its version, then push to stale ones */
+/*
+ * one round: optionally (reconcile) ask every plane its version, then push
+ * to stale ones; on reconcile, collect the planes' discovered capacity last
+ */
 static void
 run_cycle(bool reconcile)
 {
@@ -250,6 +263,11 @@ run_cycle(bool reconcile)
             pthread_mutex_unlock(&pusher.lock);
         }
         push(dp, snapshot, version);
+    }
+    for (size_t i = 0; reconcile && i < pusher.nplanes; i++) {
+        if (is_reachable(&pusher.planes[i])) {
+            collect_capacity(&pusher.planes[i], c);
+        }
     }
     db_release(c);
     snapshot_free(snapshot);
@@ -299,11 +317,21 @@ pusher_start(const config_t *cfg)
     for (size_t i = 0; i < cfg->ndataplanes; i++) {
         dataplane_t *dp = &pusher.planes[i];
 
-        dp->base = strdup(cfg->dataplanes[i]);
-        dp->url = malloc(strlen(cfg->dataplanes[i]) + sizeof("/vmx/config"));
-        sprintf(dp->url, "%s/vmx/config", cfg->dataplanes[i]);
-        dp->version = -1;
+        /* counted first: pusher_stop() frees what was allocated on failure */
         pusher.nplanes++;
+        dp->version = -1;
+        dp->base = strdup(cfg->dataplanes[i]);
+        if (dp->base == NULL) {
+            return -1;
+        }
+        if (asprintf(&dp->url, "%s/vmx/config", dp->base) < 0) {
+            dp->url = NULL;
+            return -1;
+        }
+        if (asprintf(&dp->capacity_url, "%s/vmx/capacity", dp->base) < 0) {
+            dp->capacity_url = NULL;
+            return -1;
+        }
     }
     if (pusher.nplanes == 0) {
         log_info("pusher: no data planes configured");
@@ -342,6 +370,7 @@ pusher_stop(void)
     }
     for (size_t i = 0; i < pusher.nplanes; i++) {
         free(pusher.planes[i].url);
+        free(pusher.planes[i].capacity_url);
         free(pusher.planes[i].base);
     }
     free(pusher.planes);
@@ -365,15 +394,13 @@ pusher_notify(void)
 static void
 add_time(cJSON *obj, const char *name, time_t t)
 {
-    char      buf[32];
-    struct tm tm;
+    char buf[RFC3339_SIZE];
 
     if (t == 0) {
         cJSON_AddNullToObject(obj, name);
         return;
     }
-    gmtime_r(&t, &tm);
-    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    rfc3339_format(t, buf);
     cJSON_AddStringToObject(obj, name, buf);
 }
 

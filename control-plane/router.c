@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "credentials.h"
 #include "log.h"
 #include "pusher.h"
 
@@ -261,8 +262,10 @@ router_dispatch(http_req_t *req)
                   req->route->pattern);
         http_error(req, 500, "internal_error", NULL, "no answer");
     }
-    /* the changed tables bumped the config version in their transaction */
+    /* the changed tables bumped the config version in their transaction;
+     * a changed aws-bedrock connection needs its role assumed again */
     if (req->status < 300 && strcmp(req->method, "GET") != 0) {
         pusher_notify();
+        credentials_notify();
     }
 }

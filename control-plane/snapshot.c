@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
+#include "credentials.h"
 #include "log.h"
 #include "providers.h"
 #include "secrets.h"
@@ -64,6 +65,13 @@ snapshot_current_version(db_conn_t *c)
     v = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     return v;
+}
+
+
+int
+snapshot_bump_version(db_conn_t *c)
+{
+    return db_run(c, "UPDATE config_version SET version = version + 1", 0, NULL);
 }
 
 
@@ -201,6 +209,22 @@ decrypt_credentials(const char *secrets_text, const char *connection_id)
 }
 
 
+/* aws-bedrock: the region and the credentials of the assumed role, if any */
+static void
+add_aws_credentials(cJSON *conn, const cJSON *config, const char *connection_id)
+{
+    const cJSON *region = cJSON_GetObjectItemCaseSensitive(config, "region");
+    const cJSON *ws = cJSON_GetObjectItemCaseSensitive(conn, "workspaceId");
+    const cJSON *env = cJSON_GetObjectItemCaseSensitive(conn, "environmentId");
+
+    cJSON_AddStringToObject(conn, "region", cJSON_IsString(region) ? region->valuestring : "");
+    cJSON_AddItemToObject(conn, "credentials",
+                          credentials_snapshot_json(connection_id, config,
+                                                    cJSON_GetStringValue(ws),
+                                                    cJSON_GetStringValue(env)));
+}
+
+
 static cJSON *
 build_connections(db_conn_t *c)
 {
@@ -222,8 +246,12 @@ build_connections(db_conn_t *c)
 
         cJSON_AddStringToObject(conn, "baseUrl", base_url);
         cJSON_AddItemToObject(conn, "addresses", resolve_addresses(base_url, id));
-        cJSON_AddItemToObject(conn, "credentials",
-                              decrypt_credentials(PQgetvalue(res, i, 2), id));
+        if (p != NULL && strcmp(p->id, "aws-bedrock") == 0) {
+            add_aws_credentials(conn, config, id);
+        } else {
+            cJSON_AddItemToObject(conn, "credentials",
+                                  decrypt_credentials(PQgetvalue(res, i, 2), id));
+        }
         cJSON_AddItemToArray(list, conn);
         free(base_url);
         cJSON_Delete(config);

@@ -13,6 +13,12 @@
 long long snapshot_current_version(db_conn_t *c);
 
 /*
+ * a new config version for a change PostgreSQL's triggers cannot see (new
+ * assumed-role credentials); the caller then calls pusher_notify().  0 or -1
+ */
+int snapshot_bump_version(db_conn_t *c);
+
+/*
  * the snapshot as JSON text, with decrypted credentials: release it with
  * snapshot_free(), which wipes it.  NULL on error.
  */

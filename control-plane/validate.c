@@ -270,3 +270,15 @@ val_is_http_url(const char *s)
     curl_url_cleanup(u);
     return ok;
 }
+
+
+bool
+val_is_aws_region(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > 32 || s[0] < 'a' || s[0] > 'z' || s[len - 1] == '-') {
+        return false;
+    }
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == len;
+}

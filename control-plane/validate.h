@@ -46,4 +46,8 @@ bool val_capacity(http_req_t *req, cJSON *doc, const char *field);
 /* "http://..." or "https://..." with a host */
 bool val_is_http_url(const char *s);
 
+/* an AWS region name ("us-east-1"): lowercase letters, digits and dashes,
+ * safe inside a host name and a SigV4 scope */
+bool val_is_aws_region(const char *s);
+
 #endif

@@ -29,7 +29,9 @@ from cphelpers import unique  # noqa: E402
 
 class FakeDataPlane:
     """Speaks the config channel: records PUT /vmx/config bodies, answers GET
-    with the version it runs.  Requires the shared token."""
+    with the version it runs, and GET /vmx/capacity with `capacity` (a list
+    of entries; None answers 404 as a module without the endpoint).
+    Requires the shared token."""
 
     def __init__(self, token: str):
         self.token = token
@@ -37,6 +39,8 @@ class FakeDataPlane:
         self.snapshots = []          # every accepted PUT body, parsed
         self.version = 0
         self.unauthorized = 0
+        self.capacity = []
+        self.capacity_gets = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,11 +64,21 @@ class FakeDataPlane:
                 return False
 
             def do_GET(self):
-                if self.path != "/vmx/config" or not self._authorized():
+                if self.path not in ("/vmx/config", "/vmx/capacity"):
+                    self._answer(404, {"error": {"message": "not found"}})
+                    return
+                if not self._authorized():
                     return
                 with fake.lock:
-                    self._answer(200, {"version": fake.version,
-                                       "loadedAt": "2026-01-01T00:00:00Z"})
+                    if self.path == "/vmx/config":
+                        self._answer(200, {"version": fake.version,
+                                           "loadedAt": "2026-01-01T00:00:00Z"})
+                        return
+                    fake.capacity_gets += 1
+                    if fake.capacity is None:
+                        self._answer(404, {"error": {"message": "not found"}})
+                    else:
+                        self._answer(200, {"entries": fake.capacity})
 
             def do_PUT(self):
                 if self.path != "/vmx/config" or not self._authorized():
@@ -91,6 +105,23 @@ class FakeDataPlane:
     def last(self):
         with self.lock:
             return self.snapshots[-1] if self.snapshots else None
+
+    def set_capacity(self, entries):
+        """The entries GET /vmx/capacity answers from now on (None: 404)."""
+        with self.lock:
+            self.capacity = entries
+
+    def wait_capacity_gets(self, count=2, timeout=10.0):
+        """Waits until GET /vmx/capacity was answered count more times."""
+        with self.lock:
+            target = self.capacity_gets + count
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if self.capacity_gets >= target:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("GET /vmx/capacity not called")
 
     def forget(self):
         """As a restarted data plane without its disk copy: runs version 0."""

@@ -38,7 +38,10 @@ class ControlPlane:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = self.base_dir / "control-plane.log"
         self.proc = None
-        self.env = dict(os.environ)
+        # never the caller's AWS credentials or STS endpoint: a test that
+        # wants them passes them in env (see fake_sts.py)
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("AWS_", "VMX_STS_"))}
         self.env.update({
             "VMX_LISTEN": f"127.0.0.1:{port}",
             "VMX_DATABASE_URL": dsn,
