@@ -1177,6 +1177,26 @@ vmx_br_error_code(int status)
 }
 
 
+/* bytes of a header as a string node, or NULL when they are no UTF-8:
+   the strict parser is the validator */
+static const vmx_json_t *
+vmx_br_header_string(const vmx_translate_ctx_t *tc, const char *s,
+    size_t len)
+{
+    vmx_buf_t  quoted;
+
+    if (len == 0) {
+        return NULL;
+    }
+
+    vmx_buf_init(&quoted, tc->alloc, tc->alloc_ctx, 0);
+    vmx_buf_append_json_str(&quoted, s, len);
+
+    return vmx_buf_failed(&quoted)
+           ? NULL : vmx_br_parse(tc, quoted.data, quoted.len);
+}
+
+
 /* the "message" (or "Message") of an error payload */
 static const vmx_json_t *
 vmx_br_error_message(const vmx_translate_ctx_t *tc, const char *body,
@@ -1195,7 +1215,7 @@ int
 vmx_bedrock_stream_exception(vmx_bedrock_stream_t *s,
     const vmx_eventstream_message_t *m, vmx_buf_t *out)
 {
-    const vmx_json_t  *message = NULL;
+    const vmx_json_t  *message;
     const char        *text = vmx_br_provider_error;
     size_t             len = sizeof(vmx_br_provider_error) - 1;
     int                status;
@@ -1208,15 +1228,18 @@ vmx_bedrock_stream_exception(vmx_bedrock_stream_t *s,
     } else {
         status = vmx_br_exception_status(m->error_code.data,
                                          m->error_code.len);
+        message = vmx_br_header_string(s->tc, m->error_message.data,
+                                       m->error_message.len);
     }
 
     if (message != NULL) {
         text = message->str;
         len = message->str_len;
+    }
 
-    } else if (m->error_message.len) {
-        text = m->error_message.data;
-        len = m->error_message.len;
+    /* after "[DONE]" the client hears nothing more */
+    if (s->done) {
+        return status;
     }
 
     vmx_openai_error_event(out, text, len, vmx_openai_error_type(status),
@@ -1243,14 +1266,13 @@ vmx_bedrock_error(const vmx_translate_ctx_t *tc, int status,
     }
 
     message = vmx_br_error_message(tc, body, len);
+    if (message == NULL) {
+        message = vmx_br_header_string(tc, error_type, error_type_len);
+    }
 
     if (message != NULL) {
         text = message->str;
         text_len = message->str_len;
-
-    } else if (error_type_len) {
-        text = error_type;
-        text_len = error_type_len;
     }
 
     vmx_openai_error(out, text, text_len, vmx_openai_error_type(status),

@@ -87,7 +87,8 @@ int vmx_bedrock_stream_event(vmx_bedrock_stream_t *s, const char *event_type,
 /*
  * An "exception" message (its ":exception-type" and payload
  * {"message":..}) or an "error" message (":error-code",
- * ":error-message") of the stream: an error event, and s->done.  Returns
+ * ":error-message") of the stream: an error event (none after the end of
+ * the stream), and s->done.  Returns
  * the HTTP status the error stands for (throttlingException 429,
  * validationException 400, modelStreamErrorException 502,
  * modelTimeoutException 504, serviceUnavailableException 503, others

@@ -142,7 +142,7 @@ vmx_sigv4_format_date(int64_t t, char *amz_date)
 static void
 vmx_sigv4_canonical_uri(vmx_buf_t *out, const char *path, size_t len)
 {
-    const char  *seg, *end = path + len, *slash;
+    const char  *seg, *end = len ? path + len : path, *slash;
     size_t       start = out->len, n;
 
     for (seg = path; seg < end; seg = slash + 1) {
@@ -244,12 +244,14 @@ vmx_sigv4_canonical_query(vmx_buf_t *out, const char *q, size_t len)
 {
     vmx_buf_t           scratch;
     vmx_sigv4_param_t  *params, p;
-    const char         *s, *end = q + len, *amp, *eq;
+    const char         *s, *end, *amp, *eq;
     size_t              n = 1, i, j;
 
     if (len == 0) {
         return 0;
     }
+
+    end = q + len;
 
     for (s = q; s < end; s++) {
         n += (*s == '&');
@@ -436,12 +438,30 @@ vmx_sigv4_signed_headers(vmx_buf_t *out, const vmx_sigv4_state_t *st)
 }
 
 
+/* what goes into a header line as it is: no line break, no NUL */
+static int
+vmx_sigv4_header_safe(const vmx_sigv4_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] == '\r' || s->data[i] == '\n' || s->data[i] == '\0') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static int
 vmx_sigv4_prepare(const vmx_sigv4_request_t *r, vmx_sigv4_state_t *st)
 {
     size_t  i;
 
     if (r->nheaders > VMX_SIGV4_MAX_HEADERS
+        || !vmx_sigv4_header_safe(&r->session_token)
+        || !vmx_sigv4_header_safe(&r->access_key_id)
         || vmx_sigv4_format_date(r->time, st->amz_date) != 0
         || vmx_sigv4_sha256_hex(r->payload.data, r->payload.len,
                                 st->payload_hash) != 0)

@@ -75,7 +75,8 @@ typedef struct {
  * X-Amz-Content-Sha256 (when asked), then Authorization.  The request
  * must also carry the Host header and the extra headers exactly as given.
  * Returns 0, or -1 on an allocation failure, too many extra headers, a
- * time that is no date, or a secret key over 256 bytes.
+ * time that is no date, a secret key over 256 bytes, or a session token or
+ * access key id with a line break or NUL (they are written as they are).
  */
 int vmx_sigv4_sign(const vmx_sigv4_request_t *r, vmx_buf_t *out);
 

@@ -672,9 +672,22 @@ test_stream_exceptions(void)
                  "\"type\":\"rate_limit_error\",\"param\":null,\"code\":"
                  "\"rate_limit_exceeded\"}}\n\n") == 0);
 
+    /* after the end, nothing more */
+    stream_init(0);
+    ev("metadata", "{}");
+    out.len = 0;
+    CHECK(exception("exception", "validationException", "{}", NULL) == 400);
+    CHECK(out.len == 0);
+
     stream_init(0);
     CHECK(exception("error", "InternalFailure", "", "it broke") == 500);
     CHECK(strcmp(text(), "data: {\"error\":{\"message\":\"it broke\","
+                 "\"type\":\"server_error\",\"param\":null,\"code\":null}}"
+                 "\n\n") == 0);
+
+    stream_init(0);
+    CHECK(exception("error", "InternalFailure", "", "\xc3(") == 500);
+    CHECK(strcmp(text(), "data: {\"error\":{\"message\":\"provider error\","
                  "\"type\":\"server_error\",\"param\":null,\"code\":null}}"
                  "\n\n") == 0);
 }
@@ -718,6 +731,9 @@ test_errors(void)
                  "{\"error\":{\"message\":\"ServiceUnavailableException\","
                  "\"type\":\"server_error\",\"param\":null,\"code\":null}}")
           == 0);
+    CHECK(strcmp(error(500, "", "Bad\xff"),
+                 "{\"error\":{\"message\":\"provider error\",\"type\":"
+                 "\"server_error\",\"param\":null,\"code\":null}}") == 0);
     CHECK(strcmp(error(404, "", ""),
                  "{\"error\":{\"message\":\"provider error\",\"type\":"
                  "\"not_found_error\",\"param\":null,\"code\":null}}") == 0);

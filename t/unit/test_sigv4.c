@@ -431,6 +431,15 @@ test_limits(void)
     r = suite_request(&suite[0]);
     r.time = INT64_MAX;
     CHECK(vmx_sigv4_sign(&r, &out) == -1);
+
+    /* no header injection through the credentials */
+    r = suite_request(&suite[0]);
+    r.session_token = str("abc\r\nX-Evil: 1");
+    CHECK(vmx_sigv4_sign(&r, &out) == -1);
+
+    r = suite_request(&suite[0]);
+    r.access_key_id = str("AKID\n");
+    CHECK(vmx_sigv4_sign(&r, &out) == -1);
     CHECK(out.len == 0);
 }
 
