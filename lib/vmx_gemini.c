@@ -1607,7 +1607,7 @@ vmx_gemini_response(const vmx_translate_ctx_t *tc, const char *body,
     if (error != NULL) {
         status = vmx_gemini_error_status(error);
         vmx_gemini_error_of(tc, status, error, out, 0);
-        return status;
+        return vmx_buf_failed(out) ? -1 : status;
     }
 
     vmx_gemini_usage(vmx_json_get(root, "usageMetadata"), usage);
@@ -1616,7 +1616,7 @@ vmx_gemini_response(const vmx_translate_ctx_t *tc, const char *body,
 
     if (reason != NULL) {
         vmx_gemini_blocked_error(reason, out, 0);
-        return 400;
+        return vmx_buf_failed(out) ? -1 : 400;
     }
 
     candidates = vmx_json_get(root, "candidates");
@@ -1784,7 +1784,7 @@ vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
         vmx_gemini_error_of(s->tc, vmx_gemini_error_status(error), error, out,
                             1);
         s->done = 1;
-        return 0;
+        return vmx_buf_failed(out) ? -1 : 0;
     }
 
     vmx_gemini_usage(vmx_json_get(root, "usageMetadata"), usage);
@@ -1794,7 +1794,7 @@ vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
     if (reason != NULL) {
         vmx_gemini_blocked_error(reason, out, 1);
         s->done = 1;
-        return 0;
+        return vmx_buf_failed(out) ? -1 : 0;
     }
 
     candidates = vmx_json_get(root, "candidates");
