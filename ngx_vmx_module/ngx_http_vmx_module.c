@@ -73,6 +73,7 @@ static ngx_int_t ngx_http_vmx_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_vmx_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_vmx_init(ngx_conf_t *cf);
 static void *ngx_http_vmx_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_vmx_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -103,6 +104,27 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       ngx_http_vmx_config_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("vmx_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("vmx_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, keepalive_timeout),
+      NULL },
+
+    { ngx_string("vmx_keepalive_requests"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, keepalive_requests),
       NULL },
 
     { ngx_string("vmx_gateway"),
@@ -177,7 +199,7 @@ static ngx_http_module_t  ngx_http_vmx_module_ctx = {
     ngx_http_vmx_init,                     /* postconfiguration */
 
     ngx_http_vmx_create_main_conf,         /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_vmx_init_main_conf,           /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -194,7 +216,7 @@ ngx_module_t  ngx_http_vmx_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_vmx_keepalive_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -1498,7 +1520,24 @@ ngx_http_vmx_create_main_conf(ngx_conf_t *cf)
      *     mcf->token = { 0, NULL };
      */
 
+    mcf->keepalive = NGX_CONF_UNSET_UINT;
+    mcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->keepalive_requests = NGX_CONF_UNSET_UINT;
+
     return mcf;
+}
+
+
+static char *
+ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_vmx_main_conf_t *mcf = conf;
+
+    ngx_conf_init_uint_value(mcf->keepalive, 64);
+    ngx_conf_init_msec_value(mcf->keepalive_timeout, 60000);
+    ngx_conf_init_uint_value(mcf->keepalive_requests, 1000);
+
+    return NGX_CONF_OK;
 }
 
 

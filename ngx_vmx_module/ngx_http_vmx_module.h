@@ -136,6 +136,10 @@ typedef struct {
     ngx_str_t                    file;          /* encrypted disk copy */
     ngx_str_t                    token;
     u_char                       disk_key[32];  /* derived from token */
+
+    ngx_uint_t                   keepalive;     /* idle connections kept */
+    ngx_msec_t                   keepalive_timeout;
+    ngx_uint_t                   keepalive_requests;
 } ngx_http_vmx_main_conf_t;
 
 
@@ -235,6 +239,7 @@ struct ngx_http_vmx_ctx_s {
     unsigned                     streamed:1;    /* SSE or eventstream */
     unsigned                     eventstream:1;
     unsigned                     answered:1;    /* got a provider header */
+    unsigned                     provider_close:1; /* "Connection: close" */
     unsigned                     complete:1;    /* saw the answer's end */
 
     /* the streamed answer's parser and its translation state */
@@ -279,6 +284,14 @@ char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_vmx_keepalive.c */
+ngx_int_t ngx_http_vmx_keepalive_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_vmx_keepalive_get(ngx_peer_connection_t *pc,
+    ngx_http_vmx_connection_t *conn);
+void ngx_http_vmx_keepalive_save(ngx_peer_connection_t *pc,
+    ngx_http_upstream_t *u, ngx_http_vmx_connection_t *conn,
+    ngx_uint_t state);
 
 /* ngx_http_vmx_provider.c */
 ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);

@@ -244,8 +244,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
           + sizeof("Content-Type: application/json" CRLF) - 1
           + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
           + sizeof("User-Agent: vmx-gateway" CRLF) - 1
-          + sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
-          + sizeof("Connection: close" CRLF CRLF) - 1;
+          + sizeof("Content-Length: " CRLF CRLF) - 1 + NGX_SIZE_T_LEN;
 
     head = ngx_create_temp_buf(r->pool, len);
     b = ngx_calloc_buf(r->pool);
@@ -262,8 +261,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                              "Content-Type: application/json" CRLF
                              "Accept: %s" CRLF
                              "User-Agent: vmx-gateway" CRLF
-                             "Content-Length: %uz" CRLF
-                             "Connection: close" CRLF CRLF,
+                             "Content-Length: %uz" CRLF CRLF,
                              path, &conn->host_header, headers,
                              ctx->stream ? "text/event-stream"
                                          : "application/json",
@@ -274,6 +272,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     b->start = b->pos;
     b->end = b->last;
     b->memory = 1;
+    b->flush = 1;       /* TLS buffers output until a flush */
 
     cl->buf = head;
 

@@ -245,6 +245,12 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
                                        sizeof("application/vnd.amazon."
                                               "eventstream") - 1) == 0);
 
+        } else if (ngx_http_vmx_is("connection")) {
+            ctx->provider_close = (ngx_strlcasestrn(value.data,
+                                       value.data + value.len,
+                                       (u_char *) "close", 5 - 1)
+                                   != NULL);
+
         } else if (ngx_http_vmx_is("retry-after")) {
             /* copied: the read buffer is reused for the body */
             ctx->retry_after.data = ngx_pstrdup(r->pool, &value);
@@ -378,6 +384,9 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u->headers_in.content_length_n = out.len;
     ctx->complete = 1;
+
+    /* read to the end of its framing: the connection can serve again */
+    u->keepalive = !ctx->provider_close;
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
@@ -599,6 +608,7 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
 
     if (rc == NGX_DONE) {
         u->length = 0;
+        u->keepalive = !ctx->provider_close;
         return ngx_http_vmx_stream_close(r, ctx, 1);
     }
 
@@ -956,6 +966,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ctx->streamed = 0;
     ctx->eventstream = 0;
     ctx->answered = 0;
+    ctx->provider_close = 0;
     ctx->complete = 0;
     ctx->own_response = 0;
     vmx_usage_init(&ctx->usage);
@@ -979,7 +990,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
                    "vmx: attempt %ui: %V model \"%V\"", ctx->attempts,
                    &ctx->target->provider, &ctx->target->model);
 
-    return NGX_OK;
+    return ngx_http_vmx_keepalive_get(pc, conn);
 }
 
 
@@ -989,17 +1000,34 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_request_t  *r = data;
 
+    ngx_connection_t    *c;
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    c = pc->connection;
 
     if (pc->tries) {
         pc->tries--;
     }
 
     if (state & NGX_PEER_FAILED) {
-        ngx_http_vmx_attempt_failed(r, ctx, pc->connection, pc->tries);
+
+        if (pc->cached && !ctx->answered && c
+            && !c->read->timedout && !c->write->timedout)
+        {
+            /* a kept connection the provider had closed: nginx tries the
+               same peer again, so does the plan */
+            ctx->next--;
+            ctx->attempts--;
+            return;
+        }
+
+        ngx_http_vmx_attempt_failed(r, ctx, c, pc->tries);
+        return;
     }
+
+    ngx_http_vmx_keepalive_save(pc, r->upstream, ctx->target->connection,
+                                state);
 }
 
 

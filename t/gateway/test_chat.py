@@ -305,10 +305,8 @@ def test_keepalive_many_requests(env):
         c.close()
 
 
-@pytest.mark.xfail(reason="the module sends `Connection: close` to providers: no keepalive pool yet",
-                   strict=False)
 def test_provider_connections_are_reused(env, fake):
-    """DESIGN: keepalive to providers (a per-worker pool keyed by address + SNI)."""
+    """Keepalive to providers: a per-worker pool keyed by address, scheme and SNI."""
     before = fake.connections
     for _ in range(20):
         assert env.chat("chat").status == 200
