@@ -12,7 +12,8 @@ which answers with the helpers below:
                                                      in several chunks and TCP writes split
                                                      mid-event; `slow-stream` sleeps between
                                                      events; `stream-cut` drops the connection
-                                                     after `cut_after` events
+                                                     after `cut_after` events (at most all
+                                                     but the last)
   reset(writer)                                      TCP RST without an answer
   stall()                                            never answer
 
@@ -104,6 +105,7 @@ class FakeServer:
         self.stream_delay = 0.3          # seconds between events for slow-stream
         self.split_delay = 0.01          # seconds between the pieces of split-stream
         self.cut_after = 3               # events written before stream-cut drops the connection
+                                         # (fewer when the stream is shorter: never all)
         self.requests = []
         self.stream_events_sent = 0      # events written by the last streamed answer
         self.stream_events_total = 0
@@ -344,8 +346,9 @@ class FakeServer:
         def frame(b):
             return (b"%x\r\n" % len(b)) + b + b"\r\n" if chunked else b
 
+        cut = min(self.cut_after, len(events) - 1)
         for i, ev in enumerate(events):
-            if behavior == "stream-cut" and i == self.cut_after:
+            if behavior == "stream-cut" and i == cut:
                 await self.reset(writer)
                 return False
             if behavior == "split-stream":

@@ -4,7 +4,7 @@
 // fake's SigV4 verification of the SDK's own signatures.  VMX_FAKE_BEDROCK_URL, _REGION,
 // _ACCESS_KEY_ID, _SECRET_ACCESS_KEY and _SESSION_TOKEN come from
 // t/gateway/test_provider_fakes.py; without them the tests are skipped.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   AccessDeniedException, BedrockRuntimeClient, BedrockRuntimeServiceException, ConverseCommand,
@@ -24,11 +24,17 @@ const CREDS = {
 
 // The client's default handler speaks HTTP/2; the gateway (and the fake) speak HTTP/1.1,
 // which Bedrock serves too.
-const client = (credentials = CREDS, region = E.VMX_FAKE_BEDROCK_REGION) =>
-  new BedrockRuntimeClient({
+// Every client is destroyed at the end: its keep-alive TLS sockets would keep node running.
+const clients = [];
+const client = (credentials = CREDS, region = E.VMX_FAKE_BEDROCK_REGION) => {
+  const c = new BedrockRuntimeClient({
     region, endpoint: URL, credentials, maxAttempts: 1,
     requestHandler: new NodeHttpHandler({ requestTimeout: 10_000 }),
   });
+  clients.push(c);
+  return c;
+};
+after(() => { for (const c of clients) c.destroy(); });
 
 const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
 const MESSAGES = [{ role: 'user', content: [{ text: 'hi there' }] }];
