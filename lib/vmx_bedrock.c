@@ -25,8 +25,7 @@ typedef struct {
     vmx_buf_t                  *out;
     const char                 *turn;       /* role of the open turn, or
                                                NULL */
-    size_t                      blocks;     /* blocks written to the open
-                                               turn or list */
+    size_t                      blocks;     /* "system" blocks written */
 } vmx_br_request_t;
 
 

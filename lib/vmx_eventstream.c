@@ -7,19 +7,8 @@
 #include "vmx_eventstream.h"
 
 
-/* header value types */
-enum {
-    VMX_ES_TRUE = 0,
-    VMX_ES_FALSE,
-    VMX_ES_BYTE,
-    VMX_ES_SHORT,
-    VMX_ES_INTEGER,
-    VMX_ES_LONG,
-    VMX_ES_BYTES,
-    VMX_ES_STRING,
-    VMX_ES_TIMESTAMP,
-    VMX_ES_UUID
-};
+/* the value type of a string header; the others are skipped */
+#define VMX_ES_STRING  7
 
 
 /* CRC-32 four bits at a time: a 16-entry table is enough for streams of
@@ -74,9 +63,10 @@ vmx_eventstream_init(vmx_eventstream_decoder_t *d, char *buf, size_t cap)
 static long
 vmx_es_value_len(int type, const char *p, const char *end)
 {
+    /* value sizes of types 0-9; -1: a 2-byte length first */
     static const signed char  fixed[] = { 0, 0, 1, 2, 4, 8, -1, -1, 8, 16 };
 
-    if (type > VMX_ES_UUID) {
+    if (type >= (int) sizeof(fixed)) {
         return -1;
     }
 
