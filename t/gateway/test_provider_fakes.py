@@ -2,7 +2,6 @@
 with the providers' official Node SDKs talking to them directly (t/provider-sdk, pinned in its
 package-lock.json), and at the byte level here.  Needs neither the module nor the control plane.
 """
-import hashlib
 import json
 import os
 import shutil

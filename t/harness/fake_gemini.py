@@ -35,7 +35,6 @@ import base64
 import json
 import os
 import random
-import time
 import urllib.parse
 
 try:
@@ -75,10 +74,6 @@ SAFETY_NEGLIGIBLE = [
     {"category": c, "probability": "NEGLIGIBLE"}
     for c in ("HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_HATE_SPEECH",
               "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_DANGEROUS_CONTENT")]
-
-
-def _snake(name):
-    return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
 def pretty(obj):
