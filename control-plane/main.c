@@ -24,6 +24,7 @@
 #include "http.h"
 #include "log.h"
 #include "pusher.h"
+#include "resolve.h"
 #include "secrets.h"
 
 #define DB_POOL_SIZE  8
@@ -93,6 +94,7 @@ main(void)
 done:
     credentials_stop();
     pusher_stop();
+    resolve_shutdown();
     db_shutdown();
     curl_global_cleanup();
     secrets_shutdown();

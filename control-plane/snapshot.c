@@ -1,23 +1,20 @@
 /*
  * snapshot: builds the data planes' configuration.  PostgreSQL builds the
  * plain parts as JSON; this file adds what only the control plane can:
- * decrypted credentials, the effective baseUrl and the resolved addresses
- * (the data plane never resolves names).
+ * decrypted or assumed credentials, the effective baseUrl and the resolved
+ * addresses (resolve.c: the data plane never resolves names).
  */
 
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
-#include <curl/curl.h>
 #include <sodium.h>
 
 #include "credentials.h"
 #include "log.h"
 #include "providers.h"
+#include "resolve.h"
 #include "secrets.h"
 #include "snapshot.h"
 
@@ -114,73 +111,6 @@ effective_base_url(const provider_t *p, const cJSON *config)
     snprintf(url, sizeof(url), "https://bedrock-runtime.%s.amazonaws.com",
              cJSON_IsString(region) ? region->valuestring : "us-east-1");
     return strdup(url);
-}
-
-
-static void
-add_address(cJSON *list, const struct sockaddr *sa, const char *port)
-{
-    char         ip[INET6_ADDRSTRLEN];
-    char         entry[INET6_ADDRSTRLEN + 16];
-    const cJSON *item;
-
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, ip, sizeof(ip));
-        snprintf(entry, sizeof(entry), "%s:%s", ip, port);
-    } else {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, ip, sizeof(ip));
-        snprintf(entry, sizeof(entry), "[%s]:%s", ip, port);
-    }
-    cJSON_ArrayForEach(item, list) {
-        if (strcmp(item->valuestring, entry) == 0) {
-            return;
-        }
-    }
-    cJSON_AddItemToArray(list, cJSON_CreateString(entry));
-}
-
-
-/* "ip:port" of every address of the URL's host; empty for an IP literal */
-static cJSON *
-resolve_addresses(const char *base_url, const char *connection_id)
-{
-    cJSON           *list = cJSON_CreateArray();
-    CURLU           *u = curl_url();
-    char            *host = NULL, *port = NULL;
-    unsigned char    buf[sizeof(struct in6_addr)];
-    struct addrinfo  hints, *ai = NULL;
-    int              rc;
-
-    if (u == NULL || curl_url_set(u, CURLUPART_URL, base_url, 0) != CURLUE_OK
-        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK
-        || curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
-    {
-        log_warn("snapshot connection=%s: unparsable baseUrl", connection_id);
-        goto done;
-    }
-    if (inet_pton(AF_INET, host, buf) == 1 || host[0] == '[') {
-        goto done;
-    }
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    rc = getaddrinfo(host, NULL, &hints, &ai);
-    if (rc != 0) {
-        log_warn("snapshot connection=%s host=%s: cannot resolve: %s", connection_id,
-                 host, gai_strerror(rc));
-        goto done;
-    }
-    for (const struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
-        add_address(list, p->ai_addr, port);
-    }
-    freeaddrinfo(ai);
-
-done:
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
-    return list;
 }
 
 

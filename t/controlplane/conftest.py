@@ -4,6 +4,8 @@ daemon on loopback free ports, in one temporary directory per session.
   cp_stack   the running servers (pg, cp, dataplane, dead_dataplane_url, ...)
   api        a management API client logged in as admin
   env        a fresh workspace + environment: (ws_id, env_id)
+  sts_stack  a second control plane, on its own database and fake data plane,
+             with AWS base credentials and a fake STS (sts, cp, dataplane, api)
 """
 import json
 import sys
@@ -22,6 +24,7 @@ for path in (T, Path(__file__).resolve().parent):
 
 from harness.api import Api  # noqa: E402
 from harness.control_plane import ControlPlane, write_secret_files  # noqa: E402
+from harness.fake_sts import FakeSts  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.postgres import Postgres  # noqa: E402
 from cphelpers import unique  # noqa: E402
@@ -168,6 +171,40 @@ def cp_stack(tmp_path_factory):
             assert rc == 0, f"control plane exited with {rc}"
     finally:
         s.pg.stop()
+
+
+STS_REFRESH_MARGIN = 5        # seconds; the fake STS issues short lifetimes per role
+
+
+@pytest.fixture(scope="session")
+def sts_stack(cp_stack):
+    s = CpStack()
+    s.base = cp_stack.base / "sts"
+    s.pg = cp_stack.pg
+    s.pg.psql("CREATE DATABASE vmx_sts", dbname="postgres")
+    s.base_credentials = {"AWS_ACCESS_KEY_ID": "AKIA" + uuid.uuid4().hex[:16].upper(),
+                          "AWS_SECRET_ACCESS_KEY": "base-secret-" + uuid.uuid4().hex,
+                          "AWS_SESSION_TOKEN": "base-token-" + uuid.uuid4().hex}
+    s.sts = FakeSts(s.base_credentials["AWS_ACCESS_KEY_ID"],
+                    s.base_credentials["AWS_SECRET_ACCESS_KEY"],
+                    s.base_credentials["AWS_SESSION_TOKEN"]).start()
+    s.token_file, s.master_key_file = write_secret_files(s.base / "secrets")
+    s.dataplane = FakeDataPlane(s.token_file.read_text().strip()).start()
+    env = dict(s.base_credentials, VMX_STS_ENDPOINT=s.sts.url,
+               VMX_STS_REFRESH_MARGIN=str(STS_REFRESH_MARGIN))
+    s.cp = ControlPlane(s.base / "cp", free_port(), s.pg.dsn_of("vmx_sts"),
+                        [s.dataplane.url], s.token_file, s.master_key_file,
+                        reconcile_interval=1, env=env)
+    s.cp.start()
+    try:
+        s.api = Api(s.cp.url)
+        s.api.login()
+        yield s
+    finally:
+        rc = s.cp.stop()
+        s.dataplane.stop()
+        s.sts.stop()
+        assert rc == 0, f"control plane exited with {rc}"
 
 
 @pytest.fixture(scope="session")

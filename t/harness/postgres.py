@@ -20,9 +20,13 @@ class Postgres:
     def __init__(self, base_dir: pathlib.Path, port: int):
         self.base_dir = pathlib.Path(base_dir)
         self.port = port
-        self.dsn = f"host=127.0.0.1 port={port} dbname=vmx user=vmx"
+        self.dsn = self.dsn_of("vmx")
         self._root = None        # directory holding data/ and the socket
         self._initialised = False
+
+    def dsn_of(self, dbname: str) -> str:
+        """The libpq connection string of another database of this server."""
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user=vmx"
 
     # -- helpers -----------------------------------------------------------
     @staticmethod
@@ -94,6 +98,14 @@ class Postgres:
         self._pg_ctl_start()
 
     # -- queries -----------------------------------------------------------
+    def dump(self, dbname: str = "vmx") -> str:
+        """The whole database as pg_dump's SQL text (schema and data)."""
+        r = subprocess.run([str(PG_BIN / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port),
+                            "-U", "vmx", "-d", dbname],
+                           check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+        return r.stdout
+
     def psql(self, sql: str, dbname: str = "vmx") -> str:
         """Runs sql with psql; returns its unaligned, tuples-only output."""
         r = subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port),

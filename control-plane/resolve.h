@@ -1,0 +1,26 @@
+/*
+ * resolve: the addresses of a provider's host for the snapshot (the data
+ * plane never resolves names).  Answers, failures included, are cached for
+ * RESOLVE_TTL seconds, so a snapshot build does not wait on the resolver
+ * for every connection of the same host, and a name that does not resolve
+ * costs one timeout per TTL rather than one per build.
+ */
+
+#ifndef CP_RESOLVE_H
+#define CP_RESOLVE_H
+
+#include <cjson/cJSON.h>
+
+#define RESOLVE_TTL  30
+
+/*
+ * ["ip:port", "[ipv6]:port", ...] of the URL's host; empty for an IP literal
+ * or a name that does not resolve (logged with connection_id once per
+ * lookup).  The caller deletes it.
+ */
+cJSON *resolve_addresses(const char *base_url, const char *connection_id);
+
+/* forgets the cache */
+void resolve_shutdown(void);
+
+#endif
