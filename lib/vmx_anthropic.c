@@ -353,15 +353,14 @@ vmx_tool_use_block(vmx_request_t *r, vmx_blocks_t *to, const vmx_json_t *call,
 
 
 static int
-vmx_assistant_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
+vmx_assistant_message(vmx_request_t *r, const vmx_json_t *m,
+    const vmx_json_t *content, size_t i)
 {
     vmx_blocks_t       blocks = { r->out, vmx_assistant, 0 };
     const vmx_json_t  *calls, *call;
     size_t             j;
 
-    if (vmx_content_blocks(r, &blocks, vmx_json_get(m, "content"), i, 0)
-        != 0)
-    {
+    if (vmx_content_blocks(r, &blocks, content, i, 0) != 0) {
         return -1;
     }
 
@@ -387,10 +386,11 @@ vmx_assistant_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
 
 /* a "tool" message as a tool_result block of a user turn */
 static int
-vmx_tool_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
+vmx_tool_message(vmx_request_t *r, const vmx_json_t *m,
+    const vmx_json_t *content, size_t i)
 {
     vmx_blocks_t       blocks = { r->out, vmx_user, 0 }, inner;
-    const vmx_json_t  *id, *content;
+    const vmx_json_t  *id;
     vmx_buf_t         *b;
 
     id = vmx_string_member(m, "tool_call_id");
@@ -398,8 +398,6 @@ vmx_tool_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
         return vmx_fail(r, "a tool message needs a string tool_call_id",
                         "messages[%zu].tool_call_id", i);
     }
-
-    content = vmx_member(m, "content");
 
     b = vmx_next_block(r, &blocks);
     vmx_buf_append_cstr(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
@@ -411,7 +409,7 @@ vmx_tool_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
             vmx_buf_append_raw(b, content);
         }
 
-    } else if (content != NULL) {
+    } else if (content != NULL && content->type != VMX_JSON_NULL) {
         vmx_buf_append_cstr(b, ",\"content\":[");
         inner = (vmx_blocks_t) { b, NULL, 0 };
 
@@ -442,11 +440,11 @@ vmx_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
     }
 
     if (vmx_is(role, "assistant")) {
-        return vmx_assistant_message(r, m, i);
+        return vmx_assistant_message(r, m, content, i);
     }
 
     if (vmx_is(role, "tool")) {
-        return vmx_tool_message(r, m, i);
+        return vmx_tool_message(r, m, content, i);
     }
 
     if (vmx_is(role, "system") || vmx_is(role, "developer")) {

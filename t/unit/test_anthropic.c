@@ -458,6 +458,17 @@ test_request_tool_turns(void)
                "{'role':'user','content':[{'type':'tool_result',"
                "'tool_use_id':'call_3'}]}]}"));
 
+    /* a result without content, and one with an image */
+    CHECK(same(request("{'messages':[{'role':'tool','tool_call_id':'c',"
+                       "'content':null},{'role':'tool','tool_call_id':'d',"
+                       "'content':[{'type':'image_url','image_url':{'url':"
+                       "'https://x/chart.png'}}]}]}"),
+               "{'model':'claude-test','max_tokens':4096,'messages':["
+               "{'role':'user','content':[{'type':'tool_result',"
+               "'tool_use_id':'c'},{'type':'tool_result','tool_use_id':'d',"
+               "'content':[{'type':'image','source':{'type':'url','url':"
+               "'https://x/chart.png'}}]}]}]}"));
+
     CHECK(same(request("{'messages':[{'role':'assistant','tool_calls':["
                        "{'id':'c','type':'function','function':{'name':'f',"
                        "'arguments':'{\\'a\\':'}}]}]}"),
