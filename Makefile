@@ -48,7 +48,7 @@ unit: $(UNIT_BIN)
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRC) -lcrypto
+	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto
 
 fuzz: $(FUZZ_BIN)
 

@@ -40,10 +40,13 @@ deps() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     fi
-    if [ ! -d t/sdk/node_modules ] || [ t/sdk/package-lock.json -nt t/sdk/node_modules ]; then
-        log "installing the pinned npm packages of t/sdk"
-        (cd t/sdk && npm ci --no-audit --no-fund --loglevel=error)
-    fi
+    local dir
+    for dir in t/sdk t/provider-sdk; do
+        if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
+            log "installing the pinned npm packages of $dir"
+            (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
+        fi
+    done
 }
 
 # --- build ------------------------------------------------------------------

@@ -1133,6 +1133,10 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = mcf->sh;
 
+    if (ngx_http_vmx_capacity_init_zone(mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (mcf->file.len == 0) {
         return NGX_OK;
     }
@@ -1382,7 +1386,21 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_GET:
         rc = ngx_http_discard_request_body(r);
-        return (rc != NGX_OK) ? rc : ngx_http_vmx_config_state(r, NGX_HTTP_OK);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        /* GET .../capacity: what providers announced; else the state */
+        if (r->uri.len >= sizeof("/capacity") - 1
+            && ngx_strncmp(r->uri.data + r->uri.len
+                           - (sizeof("/capacity") - 1),
+                           "/capacity", sizeof("/capacity") - 1) == 0)
+        {
+            return ngx_http_vmx_capacity_report(r);
+        }
+
+        return ngx_http_vmx_config_state(r, NGX_HTTP_OK);
 
     case NGX_HTTP_PUT:
         r->request_body_in_single_buf = 1;

@@ -119,12 +119,15 @@ typedef struct {
 
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
+typedef struct ngx_http_vmx_capacity_s  ngx_http_vmx_capacity_t;
+
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
     uint64_t                     version;
     time_t                       loaded_at;
     u_char                      *data;
     size_t                       len;
+    ngx_http_vmx_capacity_t     *capacity;      /* discovered, a table */
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -284,6 +287,12 @@ char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_vmx_capacity.c */
+ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);
+void ngx_http_vmx_capacity_record(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+ngx_int_t ngx_http_vmx_capacity_report(ngx_http_request_t *r);
 
 /* ngx_http_vmx_keepalive.c */
 ngx_int_t ngx_http_vmx_keepalive_init_process(ngx_cycle_t *cycle);

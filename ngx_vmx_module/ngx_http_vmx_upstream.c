@@ -287,6 +287,8 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
     {
         ctx->streamed = 1;
 
+        ngx_http_vmx_capacity_record(r, ctx);
+
         ngx_str_set(&r->headers_out.content_type, "text/event-stream");
         r->headers_out.content_type_len = r->headers_out.content_type.len;
         r->headers_out.content_type_lowcase = NULL;
@@ -387,6 +389,8 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     /* read to the end of its framing: the connection can serve again */
     u->keepalive = !ctx->provider_close;
+
+    ngx_http_vmx_capacity_record(r, ctx);
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;

@@ -1,0 +1,188 @@
+/*
+ * VM-X gateway: discovered capacity.
+ *
+ * Providers announce their limits in answer headers.  The last values seen
+ * per connection and model are kept in the config zone, shared by the
+ * workers, and served at GET /vmx/capacity for the control plane, which
+ * shows them on the connection.
+ */
+
+#include "ngx_http_vmx_module.h"
+
+
+#define NGX_HTTP_VMX_CAPACITY_SLOTS  1024    /* a power of two */
+#define NGX_HTTP_VMX_CAPACITY_FRESH  10      /* seconds before a rewrite */
+
+
+struct ngx_http_vmx_capacity_s {
+    u_char                       connection_id[36];
+    u_char                       model[128];
+    size_t                       model_len;
+    ngx_int_t                    requests;       /* -1: not announced */
+    ngx_int_t                    tokens;
+    time_t                       updated_at;     /* 0: free slot */
+};
+
+
+static ngx_http_vmx_capacity_t *ngx_http_vmx_capacity_slot(
+    ngx_http_vmx_capacity_t *table, ngx_str_t *connection_id,
+    ngx_str_t *model);
+
+
+ngx_int_t
+ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf)
+{
+    mcf->sh->capacity = ngx_slab_calloc(mcf->shpool,
+                                        NGX_HTTP_VMX_CAPACITY_SLOTS
+                                        * sizeof(ngx_http_vmx_capacity_t));
+
+    return (mcf->sh->capacity == NULL) ? NGX_ERROR : NGX_OK;
+}
+
+
+void
+ngx_http_vmx_capacity_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_vmx_capacity_t   *slot;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    if (ctx->requests_limit < 0 && ctx->tokens_limit < 0) {
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->sh->capacity == NULL
+        || ctx->target->connection->id.len != 36
+        || ctx->target->model.len > sizeof(slot->model))
+    {
+        return;
+    }
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    slot = ngx_http_vmx_capacity_slot(mcf->sh->capacity,
+                                      &ctx->target->connection->id,
+                                      &ctx->target->model);
+
+    /* most answers repeat the same limits: write only what is news */
+    if (slot != NULL
+        && (slot->requests != ctx->requests_limit
+            || slot->tokens != ctx->tokens_limit
+            || ngx_time() - slot->updated_at >= NGX_HTTP_VMX_CAPACITY_FRESH))
+    {
+        ngx_memcpy(slot->connection_id, ctx->target->connection->id.data, 36);
+        ngx_memcpy(slot->model, ctx->target->model.data,
+                   ctx->target->model.len);
+        slot->model_len = ctx->target->model.len;
+        slot->requests = ctx->requests_limit;
+        slot->tokens = ctx->tokens_limit;
+        slot->updated_at = ngx_time();
+    }
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+}
+
+
+/* the slot of a connection and model, a free one, or NULL when full */
+
+static ngx_http_vmx_capacity_t *
+ngx_http_vmx_capacity_slot(ngx_http_vmx_capacity_t *table,
+    ngx_str_t *connection_id, ngx_str_t *model)
+{
+    ngx_uint_t                i, n;
+    ngx_http_vmx_capacity_t  *slot;
+
+    i = ngx_murmur_hash2(connection_id->data, connection_id->len)
+        ^ ngx_murmur_hash2(model->data, model->len);
+
+    for (n = 0; n < NGX_HTTP_VMX_CAPACITY_SLOTS; n++, i++) {
+        slot = &table[i & (NGX_HTTP_VMX_CAPACITY_SLOTS - 1)];
+
+        if (slot->updated_at == 0
+            || (slot->model_len == model->len
+                && ngx_memcmp(slot->connection_id, connection_id->data, 36)
+                   == 0
+                && ngx_memcmp(slot->model, model->data, model->len) == 0))
+        {
+            return slot;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_vmx_capacity_report(ngx_http_request_t *r)
+{
+    u_char                    *p, *start;
+    size_t                     len;
+    ngx_tm_t                   tm;
+    ngx_uint_t                 i, n;
+    ngx_http_vmx_capacity_t   *table, *slot;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    static const char  item[] = "{\"connectionId\":\"\",\"model\":\"\","
+                                "\"requests\":,\"tokens\":,"
+                                "\"updatedAt\":\"1970-01-01T00:00:00Z\"},";
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    table = mcf->sh->capacity;
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    for (n = 0, len = sizeof("{\"entries\":[]}"), i = 0;
+         table && i < NGX_HTTP_VMX_CAPACITY_SLOTS;
+         i++)
+    {
+        if (table[i].updated_at) {
+            n++;
+            len += sizeof(item) + 36 + 2 * NGX_INT_T_LEN
+                   + vmx_json_escape(NULL, (char *) table[i].model,
+                                     table[i].model_len);
+        }
+    }
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        ngx_shmtx_unlock(&mcf->shpool->mutex);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(start, "{\"entries\":[", sizeof("{\"entries\":[") - 1);
+
+    for (i = 0; n && i < NGX_HTTP_VMX_CAPACITY_SLOTS; i++) {
+        slot = &table[i];
+
+        if (slot->updated_at == 0) {
+            continue;
+        }
+
+        ngx_gmtime(slot->updated_at, &tm);
+
+        p = ngx_sprintf(p, "{\"connectionId\":\"%*s\",\"model\":\"",
+                        (size_t) 36, slot->connection_id);
+        p += vmx_json_escape((char *) p, (char *) slot->model,
+                             slot->model_len);
+        p = ngx_sprintf(p, "\",\"requests\":");
+        p = (slot->requests >= 0) ? ngx_sprintf(p, "%i", slot->requests)
+                                  : ngx_cpymem(p, "null", 4);
+        p = ngx_sprintf(p, ",\"tokens\":");
+        p = (slot->tokens >= 0) ? ngx_sprintf(p, "%i", slot->tokens)
+                                : ngx_cpymem(p, "null", 4);
+        p = ngx_sprintf(p, ",\"updatedAt\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"},",
+                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    if (n) {
+        p--;
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    return ngx_http_vmx_send_json(r, NGX_HTTP_OK, start, p - start);
+}
