@@ -1571,10 +1571,17 @@ vmx_gemini_blocked_error(const vmx_json_t *reason, vmx_buf_t *out, int event)
     char  message[128];
     int   n;
 
-    /* reasons are short enum names; a long one is not worth echoing */
-    n = snprintf(message, sizeof(message),
-                 "The prompt was blocked by the content filter (%.64s).",
-                 reason->str);
+    /* reasons are short enum names; a long one is not worth echoing, and
+       cutting it could split a UTF-8 sequence */
+    if (reason->str_len <= 64) {
+        n = snprintf(message, sizeof(message),
+                     "The prompt was blocked by the content filter (%s).",
+                     reason->str);
+
+    } else {
+        n = snprintf(message, sizeof(message),
+                     "The prompt was blocked by the content filter.");
+    }
 
     if (event) {
         vmx_openai_error_event(out, message, n, "invalid_request_error",

@@ -635,6 +635,16 @@ test_response_errors(void)
                    "'invalid_request_error','param':null,"
                    "'code':'content_filter'}}"));
 
+    CHECK(response("{'promptFeedback':{'blockReason':'"
+                   "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                   "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                   "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                   "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                   "\u00e9'}}", 400,
+                   "{'error':{'message':'The prompt was blocked by the content "
+                   "filter.','type':'invalid_request_error','param':null,"
+                   "'code':'content_filter'}}"));
+
     CHECK(response("{'error':{'code':503,'message':'The model is overloaded.',"
                    "'status':'UNAVAILABLE'}}", 503,
                    "{'error':{'message':'The model is overloaded.','type':"
