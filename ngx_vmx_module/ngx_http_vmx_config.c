@@ -47,6 +47,8 @@ static ngx_int_t ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
     ngx_http_vmx_connection_t *conn);
 static ngx_int_t ngx_http_vmx_get_str(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, const char *name, ngx_str_t *value, const char *what);
+static void ngx_http_vmx_opt_str(vmx_json_t *obj, const char *name,
+    ngx_str_t *value);
 static ngx_http_vmx_environment_t *ngx_http_vmx_get_env(
     ngx_http_vmx_compile_t *cc, vmx_json_t *obj, const char *what);
 static ngx_int_t ngx_http_vmx_compile_error(ngx_http_vmx_compile_t *cc,
@@ -408,7 +410,11 @@ ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
         }
 
         if (ngx_parse_addr_port(cc->pool, conn->addrs,
-                                conn->host_header.data, conn->host_header.len)
+                                conn->host.data
+                                - (conn->host.data != conn->host_header.data),
+                                conn->host.len
+                                + 2 * (conn->host.data
+                                       != conn->host_header.data))
             != NGX_OK)
         {
             return ngx_http_vmx_compile_error(cc, "connection \"%V\": the "
@@ -427,9 +433,14 @@ ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
 
     credentials = vmx_json_get(obj, "credentials");
     if (credentials != NULL && credentials->type == VMX_JSON_OBJECT) {
-        conn->api_key.data = (u_char *) vmx_json_get_str(credentials, "apiKey",
-                                                         &conn->api_key.len);
+        ngx_http_vmx_opt_str(credentials, "apiKey", &conn->api_key);
+        ngx_http_vmx_opt_str(credentials, "accessKeyId", &conn->access_key_id);
+        ngx_http_vmx_opt_str(credentials, "secretAccessKey", &conn->secret_key);
+        ngx_http_vmx_opt_str(credentials, "sessionToken",
+                             &conn->session_token);
     }
+
+    ngx_http_vmx_opt_str(obj, "region", &conn->region);
 
     if (ngx_array_init(&conn->allowed_models, cc->pool, 1, sizeof(ngx_str_t))
         != NGX_OK)
@@ -526,17 +537,6 @@ ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
         }
 
         conn->port = (in_port_t) port;
-
-    } else {
-        /* ngx_parse_addr_port() wants the port for IP literals */
-        p = ngx_pnalloc(cc->pool, conn->host_header.len + NGX_INT_T_LEN + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        conn->host_header.len = ngx_sprintf(p, "%V:%d", &conn->host_header,
-                                            (int) conn->port) - p;
-        conn->host_header.data = p;
     }
 
     /* strip trailing slashes: the path "/chat/completions" is appended */
@@ -826,6 +826,19 @@ ngx_http_vmx_get_str(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     value->len = len;
 
     return NGX_OK;
+}
+
+
+/* an optional string member; absent or of another type: empty */
+
+static void
+ngx_http_vmx_opt_str(vmx_json_t *obj, const char *name, ngx_str_t *value)
+{
+    value->data = (u_char *) vmx_json_get_str(obj, name, &value->len);
+
+    if (value->data == NULL) {
+        value->len = 0;
+    }
 }
 
 

@@ -752,7 +752,34 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ctx->routing_usec = ngx_http_vmx_usec() - started;
 
-    return rc;
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /*
+     * A request the first model's provider cannot express is the client's
+     * error: it gets 400 now rather than a failed attempt later.
+     */
+
+    ngx_memcpy(ngx_cpymem(ctx->completion_id, "chatcmpl-",
+                          sizeof("chatcmpl-") - 1),
+               ctx->request_id, sizeof(ctx->request_id));
+
+    rc = ngx_http_vmx_provider_request(r, ctx, ctx->plan[0],
+                                       &ctx->first_request);
+    ctx->target = NULL;
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request", &ctx->failure);
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* NGX_OK, or an attempt that fails when its turn comes */
+    return NGX_DECLINED;
 }
 
 
@@ -801,16 +828,6 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         target = (i == 0) ? first : &fallbacks[i - 1];
 
-        /* the native formats of the other providers come with issue 3 */
-        if (target->connection->provider_id != NGX_HTTP_VMX_PROVIDER_OPENAI
-            && target->connection->provider_id != NGX_HTTP_VMX_PROVIDER_GROQ)
-        {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "vmx: provider \"%V\" is not served yet, model "
-                          "\"%V\" skipped", &target->provider, &target->model);
-            continue;
-        }
-
         if (target->connection->allowed_models.nelts) {
             models = target->connection->allowed_models.elts;
 
@@ -838,9 +855,8 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     if (ctx->nplan == 0) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "model_not_allowed",
-                                   "No model of this resource can be called: "
-                                   "none is allowed on its connection or "
-                                   "served by this gateway");
+                                   "No model of this resource is allowed on "
+                                   "its connection");
     }
 
     return NGX_DECLINED;

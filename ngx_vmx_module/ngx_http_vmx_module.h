@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "vmx_buf.h"
+#include "vmx_eventstream.h"
 #include "vmx_json.h"
 #include "vmx_sse.h"
 #include "vmx_translate.h"
@@ -71,6 +72,12 @@ typedef struct {
 
     ngx_str_t                    api_key;
     ngx_array_t                  allowed_models;    /* of ngx_str_t */
+
+    /* aws-bedrock: temporary credentials from the control plane */
+    ngx_str_t                    region;
+    ngx_str_t                    access_key_id;
+    ngx_str_t                    secret_key;
+    ngx_str_t                    session_token;
 } ngx_http_vmx_connection_t;
 
 
@@ -199,7 +206,14 @@ typedef struct {
     /* the provider's limit headers, for discovered capacity */
     ngx_str_t    requests_limit_header;
     ngx_str_t    tokens_limit_header;
+
+    /* the Accept header of a streamed request */
+    char        *stream_accept;
 } ngx_http_vmx_provider_t;
+
+
+/* create_request: the attempt cannot be made (no credentials...) */
+#define NGX_HTTP_VMX_UNAVAILABLE  NGX_ABORT
 
 
 struct ngx_http_vmx_ctx_s {
@@ -221,7 +235,11 @@ struct ngx_http_vmx_ctx_s {
     ngx_uint_t                   next;          /* index of the next try */
     ngx_http_vmx_target_t       *target;        /* the current try */
     ngx_http_vmx_provider_t     *provider;      /* its wire format */
+    vmx_translate_ctx_t         *tc;            /* its translation */
+    ngx_chain_t                 *first_request; /* built when checked */
+    ngx_str_t                    failure;       /* why it cannot be tried */
     ngx_uint_t                   attempts;
+    u_char                       completion_id[sizeof("chatcmpl-") - 1 + 36];
 
     ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nevents;
@@ -247,6 +265,8 @@ struct ngx_http_vmx_ctx_s {
 
     /* the streamed answer's parser and its translation state */
     vmx_sse_parser_t             sse;
+    vmx_eventstream_decoder_t    es;
+    const vmx_eventstream_message_t  *es_message;  /* the current one */
     void                        *stream_state;
 
     vmx_usage_t                  usage;         /* as the provider said */
@@ -304,6 +324,9 @@ void ngx_http_vmx_keepalive_save(ngx_peer_connection_t *pc,
 
 /* ngx_http_vmx_provider.c */
 ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);
+ngx_int_t ngx_http_vmx_provider_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t *target,
+    ngx_chain_t **out);
 
 /* ngx_http_vmx_upstream.c */
 u_char *ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,

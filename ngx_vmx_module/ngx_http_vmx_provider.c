@@ -10,6 +10,11 @@
 
 #include "ngx_http_vmx_module.h"
 
+#include "vmx_anthropic.h"
+#include "vmx_bedrock.h"
+#include "vmx_gemini.h"
+#include "vmx_sigv4.h"
+
 
 static ngx_int_t ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
@@ -21,6 +26,47 @@ static ngx_uint_t ngx_http_vmx_openai_answer(ngx_http_request_t *r,
     vmx_buf_t *out);
 static void ngx_http_vmx_stream_end_nothing(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
+
+static ngx_int_t ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_int_t ngx_http_vmx_anthropic_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out);
+static ngx_uint_t ngx_http_vmx_anthropic_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+
+static ngx_int_t ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_int_t ngx_http_vmx_gemini_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out);
+static void ngx_http_vmx_gemini_stream_end(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
+static ngx_uint_t ngx_http_vmx_gemini_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+
+static ngx_int_t ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_int_t ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out);
+static ngx_uint_t ngx_http_vmx_bedrock_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+
+static vmx_translate_ctx_t *ngx_http_vmx_translation(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_untranslatable(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, vmx_buf_t *body, vmx_translate_error_t *err);
+static ngx_uint_t ngx_http_vmx_translated(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, int rc, ngx_uint_t status, vmx_buf_t *out);
+static void *ngx_http_vmx_stream_state(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, size_t size);
+static ngx_int_t ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path,
+    ngx_str_t *base, const char *middle, ngx_str_t *model,
+    const char *tail);
 
 static ngx_int_t ngx_http_vmx_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *path, ngx_str_t *headers,
@@ -35,7 +81,41 @@ static ngx_http_vmx_provider_t  ngx_http_vmx_openai = {
     ngx_http_vmx_stream_end_nothing,
     ngx_http_vmx_openai_answer,
     ngx_string("x-ratelimit-limit-requests"),
-    ngx_string("x-ratelimit-limit-tokens")
+    ngx_string("x-ratelimit-limit-tokens"),
+    "text/event-stream"
+};
+
+
+static ngx_http_vmx_provider_t  ngx_http_vmx_anthropic = {
+    ngx_http_vmx_anthropic_create_request,
+    ngx_http_vmx_anthropic_stream_event,
+    ngx_http_vmx_stream_end_nothing,
+    ngx_http_vmx_anthropic_answer,
+    ngx_string("anthropic-ratelimit-requests-limit"),
+    ngx_string("anthropic-ratelimit-tokens-limit"),
+    "text/event-stream"
+};
+
+
+static ngx_http_vmx_provider_t  ngx_http_vmx_gemini = {
+    ngx_http_vmx_gemini_create_request,
+    ngx_http_vmx_gemini_stream_event,
+    ngx_http_vmx_gemini_stream_end,
+    ngx_http_vmx_gemini_answer,
+    ngx_null_string,
+    ngx_null_string,
+    "text/event-stream"
+};
+
+
+static ngx_http_vmx_provider_t  ngx_http_vmx_bedrock = {
+    ngx_http_vmx_bedrock_create_request,
+    ngx_http_vmx_bedrock_stream_event,
+    ngx_http_vmx_stream_end_nothing,
+    ngx_http_vmx_bedrock_answer,
+    ngx_null_string,
+    ngx_null_string,
+    "application/vnd.amazon.eventstream"
 };
 
 
@@ -48,9 +128,45 @@ ngx_http_vmx_provider(ngx_uint_t provider_id)
     case NGX_HTTP_VMX_PROVIDER_GROQ:
         return &ngx_http_vmx_openai;
 
+    case NGX_HTTP_VMX_PROVIDER_ANTHROPIC:
+        return &ngx_http_vmx_anthropic;
+
+    case NGX_HTTP_VMX_PROVIDER_GEMINI:
+        return &ngx_http_vmx_gemini;
+
+    case NGX_HTTP_VMX_PROVIDER_BEDROCK:
+        return &ngx_http_vmx_bedrock;
+
     default:
         return NULL;
     }
+}
+
+
+/*
+ * The request of an attempt at target.  NGX_DECLINED when the client's
+ * request cannot be expressed in the provider's format,
+ * NGX_HTTP_VMX_UNAVAILABLE when the attempt cannot be made (ctx->failure
+ * says why in both cases), NGX_ERROR on a failure of the gateway.
+ */
+
+ngx_int_t
+ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_target_t *target, ngx_chain_t **out)
+{
+    ngx_http_vmx_provider_t  *provider;
+
+    provider = ngx_http_vmx_provider(target->connection->provider_id);
+    if (provider == NULL) {
+        ngx_str_set(&ctx->failure, "the gateway does not serve this "
+                    "provider");
+        return NGX_HTTP_VMX_UNAVAILABLE;
+    }
+
+    ctx->target = target;
+    ctx->provider = provider;
+
+    return provider->create_request(r, ctx, out);
 }
 
 
@@ -121,14 +237,12 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
 
     vmx_buf_append(&body, "}", 1);
 
-    path.len = conn->base_path.len + sizeof("/chat/completions") - 1;
-    path.data = ngx_pnalloc(r->pool, path.len);
-    if (path.data == NULL) {
+    if (ngx_http_vmx_path(r, &path, &conn->base_path, "/chat/completions",
+                          NULL, NULL)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(ngx_cpymem(path.data, conn->base_path.data, conn->base_path.len),
-               "/chat/completions", sizeof("/chat/completions") - 1);
 
     ngx_str_null(&headers);
 
@@ -220,6 +334,495 @@ ngx_http_vmx_stream_end_nothing(ngx_http_request_t *r,
     return;
 }
 
+/* Anthropic: the Messages API */
+
+static ngx_int_t
+ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
+{
+    u_char                     *p;
+    ngx_str_t                   path, headers;
+    vmx_buf_t                   body;
+    vmx_translate_ctx_t        *tc;
+    vmx_translate_error_t       err;
+    ngx_http_vmx_connection_t  *conn;
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn = ctx->target->connection;
+
+    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->body->raw_len + 256);
+
+    if (vmx_anthropic_request(tc, &body, &err) != 0) {
+        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
+    }
+
+    if (ngx_http_vmx_path(r, &path, &conn->base_path, "/v1/messages", NULL,
+                          NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    headers.len = sizeof("x-api-key: " CRLF "anthropic-version: 2023-06-01"
+                         CRLF) - 1 + conn->api_key.len;
+    headers.data = ngx_pnalloc(r->pool, headers.len);
+    if (headers.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(headers.data, "x-api-key: %V" CRLF
+                    "anthropic-version: 2023-06-01" CRLF, &conn->api_key);
+    headers.len = p - headers.data;
+
+    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_anthropic_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out)
+{
+    int                      rc;
+    vmx_anthropic_stream_t  *s;
+
+    s = ngx_http_vmx_stream_state(r, ctx, sizeof(vmx_anthropic_stream_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (s->tc == NULL) {
+        vmx_anthropic_stream_init(s, ctx->tc);
+    }
+
+    rc = vmx_anthropic_stream_event(s, (char *) event->data, event->len,
+                                    (char *) data->data, data->len, out,
+                                    &ctx->usage);
+
+    ctx->complete = s->done;
+
+    return (rc == 0) ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_vmx_anthropic_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
+{
+    if (status / 100 != 2) {
+        vmx_anthropic_error(ctx->tc, (int) status, (char *) body->data,
+                            body->len, out);
+        return status;
+    }
+
+    return ngx_http_vmx_translated(r, ctx,
+                                   vmx_anthropic_response(ctx->tc,
+                                       (char *) body->data, body->len, out,
+                                       &ctx->usage),
+                                   status, out);
+}
+
+
+/* Gemini: generateContent and streamGenerateContent */
+
+static ngx_int_t
+ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
+{
+    u_char                     *p;
+    ngx_str_t                   path, headers;
+    vmx_buf_t                   body;
+    vmx_translate_ctx_t        *tc;
+    vmx_translate_error_t       err;
+    ngx_http_vmx_connection_t  *conn;
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn = ctx->target->connection;
+
+    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->body->raw_len + 256);
+
+    if (vmx_gemini_request(tc, &body, &err) != 0) {
+        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
+    }
+
+    if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
+                          &ctx->target->model,
+                          ctx->stream ? ":streamGenerateContent?alt=sse"
+                                      : ":generateContent")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    headers.len = sizeof("x-goog-api-key: " CRLF) - 1 + conn->api_key.len;
+    headers.data = ngx_pnalloc(r->pool, headers.len);
+    if (headers.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(headers.data, "x-goog-api-key: %V" CRLF, &conn->api_key);
+    headers.len = p - headers.data;
+
+    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_gemini_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out)
+{
+    int                   rc;
+    vmx_gemini_stream_t  *s;
+
+    s = ngx_http_vmx_stream_state(r, ctx, sizeof(vmx_gemini_stream_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (s->tc == NULL) {
+        vmx_gemini_stream_init(s, ctx->tc);
+    }
+
+    rc = vmx_gemini_stream_event(s, (char *) data->data, data->len, out,
+                                 &ctx->usage);
+
+    ctx->complete = s->done;
+
+    return (rc == 0) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_vmx_gemini_stream_end(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_buf_t *out)
+{
+    vmx_gemini_stream_t  *s;
+
+    s = ngx_http_vmx_stream_state(r, ctx, sizeof(vmx_gemini_stream_t));
+    if (s == NULL) {
+        return;
+    }
+
+    if (s->tc == NULL) {
+        vmx_gemini_stream_init(s, ctx->tc);
+    }
+
+    /* Gemini's stream ends with the connection, not with an event */
+    vmx_gemini_stream_end(s, out, &ctx->usage);
+
+    ctx->complete = s->done;
+}
+
+
+static ngx_uint_t
+ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
+{
+    if (status / 100 != 2) {
+        vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
+                         body->len, out);
+        return status;
+    }
+
+    return ngx_http_vmx_translated(r, ctx,
+                                   vmx_gemini_response(ctx->tc,
+                                       (char *) body->data, body->len, out,
+                                       &ctx->usage),
+                                   status, out);
+}
+
+
+/* AWS Bedrock: Converse and ConverseStream, signed with SigV4 */
+
+static ngx_int_t
+ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
+{
+    ngx_str_t                   path, headers;
+    vmx_buf_t                   body, tail, signature;
+    vmx_sigv4_request_t         sr;
+    vmx_translate_ctx_t        *tc;
+    vmx_translate_error_t       err;
+    ngx_http_vmx_connection_t  *conn;
+
+    static vmx_sigv4_header_t   content_type[] = {
+        { vmx_sigv4_string("content-type"),
+          vmx_sigv4_string("application/json") }
+    };
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn = ctx->target->connection;
+
+    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->body->raw_len + 256);
+
+    if (vmx_bedrock_request(tc, &body, &err) != 0) {
+        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
+    }
+
+    if (conn->access_key_id.len == 0 || conn->secret_key.len == 0
+        || conn->region.len == 0)
+    {
+        ngx_str_set(&ctx->failure, "the connection has no AWS credentials "
+                    "yet: see its credentialsStatus");
+        return NGX_HTTP_VMX_UNAVAILABLE;
+    }
+
+    vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_bedrock_path(&tail, (char *) ctx->target->model.data,
+                     ctx->target->model.len, ctx->stream);
+
+    if (vmx_buf_failed(&tail)) {
+        return NGX_ERROR;
+    }
+
+    path.len = conn->base_path.len + tail.len;
+    path.data = ngx_pnalloc(r->pool, path.len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(path.data, conn->base_path.data,
+                          conn->base_path.len),
+               tail.data, tail.len);
+
+    ngx_memzero(&sr, sizeof(vmx_sigv4_request_t));
+
+    sr.method.data = "POST";
+    sr.method.len = 4;
+    sr.host.data = (char *) conn->host_header.data;
+    sr.host.len = conn->host_header.len;
+    sr.path.data = (char *) path.data;
+    sr.path.len = path.len;
+    sr.headers = content_type;
+    sr.nheaders = 1;
+    sr.payload.data = body.data;
+    sr.payload.len = body.len;
+    sr.region.data = (char *) conn->region.data;
+    sr.region.len = conn->region.len;
+    sr.service.data = "bedrock";
+    sr.service.len = 7;
+    sr.access_key_id.data = (char *) conn->access_key_id.data;
+    sr.access_key_id.len = conn->access_key_id.len;
+    sr.secret_key.data = (char *) conn->secret_key.data;
+    sr.secret_key.len = conn->secret_key.len;
+    sr.session_token.data = (char *) conn->session_token.data;
+    sr.session_token.len = conn->session_token.len;
+    sr.time = ngx_time();
+
+    vmx_buf_init(&signature, ngx_http_vmx_json_alloc, r->pool, 1024);
+
+    if (vmx_sigv4_sign(&sr, &signature) != 0) {
+        ngx_str_set(&ctx->failure, "the request could not be signed");
+        return NGX_HTTP_VMX_UNAVAILABLE;
+    }
+
+    headers.data = (u_char *) signature.data;
+    headers.len = signature.len;
+
+    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
+    vmx_buf_t *out)
+{
+    int                              rc;
+    vmx_bedrock_stream_t            *s;
+    const vmx_eventstream_message_t  *m;
+
+    s = ngx_http_vmx_stream_state(r, ctx, sizeof(vmx_bedrock_stream_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (s->tc == NULL) {
+        vmx_bedrock_stream_init(s, ctx->tc);
+    }
+
+    m = ctx->es_message;
+
+    if (m->message_type.data != NULL
+        && !(m->message_type.len == 5
+             && ngx_strncmp(m->message_type.data, "event", 5) == 0))
+    {
+        /* an exception or error frame ends the stream with an error */
+        (void) vmx_bedrock_stream_exception(s, m, out);
+        rc = 0;
+
+    } else {
+        rc = vmx_bedrock_stream_event(s, (char *) event->data, event->len,
+                                      (char *) data->data, data->len, out,
+                                      &ctx->usage);
+    }
+
+    ctx->complete = s->done;
+
+    return (rc == 0) ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_vmx_bedrock_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
+{
+    if (status / 100 != 2) {
+        vmx_bedrock_error(ctx->tc, (int) status, (char *) body->data,
+                          body->len, (char *) ctx->error_type.data,
+                          ctx->error_type.len, out);
+        return status;
+    }
+
+    return ngx_http_vmx_translated(r, ctx,
+                                   vmx_bedrock_response(ctx->tc,
+                                       (char *) body->data, body->len, out,
+                                       &ctx->usage),
+                                   status, out);
+}
+
+
+/* what the translated providers share */
+
+static vmx_translate_ctx_t *
+ngx_http_vmx_translation(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    vmx_translate_ctx_t  *tc;
+
+    tc = ngx_pcalloc(r->pool, sizeof(vmx_translate_ctx_t));
+    if (tc == NULL) {
+        return NULL;
+    }
+
+    tc->body = ctx->body;
+    tc->model = (char *) ctx->target->model.data;
+    tc->model_len = ctx->target->model.len;
+    tc->id = (char *) ctx->completion_id;
+    tc->id_len = sizeof(ctx->completion_id);
+    tc->created = ngx_time();
+    tc->stream = ctx->stream;
+    tc->include_usage = ctx->include_usage;
+    tc->alloc = ngx_http_vmx_json_alloc;
+    tc->alloc_ctx = r->pool;
+
+    ctx->tc = tc;
+
+    return tc;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_untranslatable(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_buf_t *body, vmx_translate_error_t *err)
+{
+    if (vmx_buf_failed(body) || err->message == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->failure.data = (u_char *) err->message;
+    ctx->failure.len = ngx_strlen(err->message);
+
+    return NGX_DECLINED;
+}
+
+
+/* a whole 2xx answer's translation: 0, an error status, or -1 unreadable */
+
+static ngx_uint_t
+ngx_http_vmx_translated(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    int rc, ngx_uint_t status, vmx_buf_t *out)
+{
+    static const char  unreadable[] = "The provider's answer could not be "
+                                      "read";
+
+    if (rc == 0) {
+        return status;
+    }
+
+    if (rc > 0) {
+        return (ngx_uint_t) rc;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "vmx: %V model \"%V\" sent an unreadable answer",
+                  &ctx->target->provider, &ctx->target->model);
+
+    vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_openai_error(out, unreadable, sizeof(unreadable) - 1, "server_error",
+                     "provider_unavailable", NULL);
+
+    return NGX_HTTP_BAD_GATEWAY;
+}
+
+
+/* the translation state of this attempt's stream, zeroed at first use */
+
+static void *
+ngx_http_vmx_stream_state(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    size_t size)
+{
+    if (ctx->stream_state == NULL) {
+        ctx->stream_state = ngx_pcalloc(r->pool, size);
+    }
+
+    return ctx->stream_state;
+}
+
+
+/* base middle [model, escaped] tail */
+
+static ngx_int_t
+ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path, ngx_str_t *base,
+    const char *middle, ngx_str_t *model, const char *tail)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = base->len + ngx_strlen(middle) + (tail ? ngx_strlen(tail) : 0);
+
+    if (model) {
+        len += model->len + 2 * ngx_escape_uri(NULL, model->data, model->len,
+                                               NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    path->data = ngx_pnalloc(r->pool, len);
+    if (path->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(path->data, base->data, base->len);
+    p = ngx_cpymem(p, middle, ngx_strlen(middle));
+
+    if (model) {
+        p = (u_char *) ngx_escape_uri(p, model->data, model->len,
+                                      NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    if (tail) {
+        p = ngx_cpymem(p, tail, ngx_strlen(tail));
+    }
+
+    path->len = p - path->data;
+
+    return NGX_OK;
+}
+
 
 /* helpers */
 
@@ -263,7 +866,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                              "User-Agent: vmx-gateway" CRLF
                              "Content-Length: %uz" CRLF CRLF,
                              path, &conn->host_header, headers,
-                             ctx->stream ? "text/event-stream"
+                             ctx->stream ? ctx->provider->stream_accept
                                          : "application/json",
                              body->len);
 

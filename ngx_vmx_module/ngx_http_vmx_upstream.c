@@ -49,6 +49,10 @@ static ngx_int_t ngx_http_vmx_stream_data(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
 static int ngx_http_vmx_sse_event(void *data, const char *event,
     size_t event_len, const char *payload, size_t payload_len);
+static int ngx_http_vmx_es_message(void *data,
+    const vmx_eventstream_message_t *m);
+static int ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value);
 static ngx_int_t ngx_http_vmx_stream_out(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_stream_close(ngx_http_request_t *r,
@@ -559,7 +563,9 @@ ngx_http_vmx_filter_init(void *data)
         return NGX_ERROR;
     }
 
+    /* one of the two framings is used, the same memory serves either */
     vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+    vmx_eventstream_init(&ctx->es, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
 
     /* with a framing, a close before its end is an error, not the end */
     u->length = ctx->chunked_answer ? 1 : ctx->remaining;
@@ -740,6 +746,19 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 {
     int  rc;
 
+    if (ctx->eventstream) {
+        rc = vmx_eventstream_feed(&ctx->es, (char *) data, len,
+                                  ngx_http_vmx_es_message, r);
+
+        if (rc != VMX_EVENTSTREAM_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "vmx: provider sent a broken eventstream (%d)", rc);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
     rc = vmx_sse_feed(&ctx->sse, (char *) data, len, ngx_http_vmx_sse_event,
                       r);
 
@@ -759,7 +778,47 @@ ngx_http_vmx_sse_event(void *data, const char *event, size_t event_len,
 {
     ngx_http_request_t  *r = data;
 
+    ngx_str_t  name, value;
+
+    name.data = (u_char *) event;
+    name.len = event_len;
+    value.data = (u_char *) payload;
+    value.len = payload_len;
+
+    return ngx_http_vmx_stream_event(r, &name, &value);
+}
+
+
+/* a message of AWS's binary eventstream framing */
+
+static int
+ngx_http_vmx_es_message(void *data, const vmx_eventstream_message_t *m)
+{
+    ngx_http_request_t  *r = data;
+
+    int                  rc;
     ngx_str_t            name, value;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    name.data = (u_char *) m->event_type.data;
+    name.len = m->event_type.data ? m->event_type.len : 0;
+    value.data = (u_char *) m->payload;
+    value.len = m->payload_len;
+
+    ctx->es_message = m;
+    rc = ngx_http_vmx_stream_event(r, &name, &value);
+    ctx->es_message = NULL;
+
+    return rc;
+}
+
+
+static int
+ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
@@ -769,14 +828,9 @@ ngx_http_vmx_sse_event(void *data, const char *event, size_t event_len,
         return 0;
     }
 
-    name.data = (u_char *) event;
-    name.len = event_len;
-    value.data = (u_char *) payload;
-    value.len = payload_len;
-
     ctx->scratch.len = 0;
 
-    if (ctx->provider->stream_event(r, ctx, &name, &value, &ctx->scratch)
+    if (ctx->provider->stream_event(r, ctx, name, value, &ctx->scratch)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -830,7 +884,9 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ctx->out_cur = NULL;
 
-    if (vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r) != VMX_SSE_OK) {
+    if (!ctx->eventstream
+        && vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r) != VMX_SSE_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -935,6 +991,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_request_t  *r = data;
 
+    ngx_int_t                   rc;
     ngx_addr_t                 *addr;
     ngx_http_upstream_t        *u;
     ngx_http_vmx_ctx_t         *ctx;
@@ -948,7 +1005,6 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     }
 
     ctx->target = ctx->plan[ctx->next++];
-    ctx->provider = ngx_http_vmx_provider(ctx->target->connection->provider_id);
     ctx->attempts++;
 
     conn = ctx->target->connection;
@@ -960,6 +1016,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
     ngx_str_null(&ctx->retry_after);
     ngx_str_null(&ctx->error_type);
+    ngx_str_null(&ctx->failure);
     ctx->provider_status = 0;
     ctx->requests_limit = NGX_ERROR;
     ctx->tokens_limit = NGX_ERROR;
@@ -986,7 +1043,23 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     u->ssl_name = conn->host;
 #endif
 
-    if (ctx->provider->create_request(r, ctx, &u->request_bufs) != NGX_OK) {
+    if (ctx->first_request) {
+        /* the first attempt's request was built when the request was checked */
+        u->request_bufs = ctx->first_request;
+        ctx->first_request = NULL;
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_vmx_provider_request(r, ctx, ctx->target,
+                                           &u->request_bufs);
+    }
+
+    if (rc == NGX_DECLINED || rc == NGX_HTTP_VMX_UNAVAILABLE) {
+        /* this attempt fails before it starts: the next model is tried */
+        return NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1058,7 +1131,10 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     tp = ngx_timeofday();
     ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
 
-    if (ctx->provider_status) {
+    if (ctx->failure.len) {
+        ev->reason = ctx->failure;
+
+    } else if (ctx->provider_status) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")
                                  + NGX_INT_T_LEN);
         if (p == NULL) {
