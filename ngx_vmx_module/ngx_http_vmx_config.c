@@ -70,6 +70,8 @@ static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
 static ngx_int_t ngx_http_vmx_config_authorized(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf);
+static ngx_int_t ngx_http_vmx_uri_ends(ngx_http_request_t *r,
+    const char *tail);
 
 
 /* the worker's current snapshot and the zone generation it was built from */
@@ -1395,6 +1397,12 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
                                          "unauthorized", &msg);
     }
 
+    if (r->method == NGX_HTTP_POST && ngx_http_vmx_uri_ends(r, "/records/ack"))
+    {
+        rc = ngx_http_discard_request_body(r);
+        return (rc != NGX_OK) ? rc : ngx_http_vmx_records_ack_handler(r);
+    }
+
     switch (r->method) {
 
     case NGX_HTTP_GET:
@@ -1404,13 +1412,12 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        /* GET .../capacity: what providers announced; else the state */
-        if (r->uri.len >= sizeof("/capacity") - 1
-            && ngx_strncmp(r->uri.data + r->uri.len
-                           - (sizeof("/capacity") - 1),
-                           "/capacity", sizeof("/capacity") - 1) == 0)
-        {
+        if (ngx_http_vmx_uri_ends(r, "/capacity")) {
             return ngx_http_vmx_capacity_report(r);
+        }
+
+        if (ngx_http_vmx_uri_ends(r, "/records")) {
+            return ngx_http_vmx_records_handler(r);
         }
 
         return ngx_http_vmx_config_state(r, NGX_HTTP_OK);
@@ -1432,6 +1439,18 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
                : ngx_http_vmx_send_error(r, NULL, NGX_HTTP_NOT_ALLOWED,
                                          "method_not_allowed", &msg);
     }
+}
+
+
+static ngx_int_t
+ngx_http_vmx_uri_ends(ngx_http_request_t *r, const char *tail)
+{
+    size_t  len;
+
+    len = ngx_strlen(tail);
+
+    return r->uri.len >= len
+           && ngx_strncmp(r->uri.data + r->uri.len - len, tail, len) == 0;
 }
 
 

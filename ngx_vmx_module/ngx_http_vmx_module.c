@@ -74,6 +74,7 @@ static ngx_int_t ngx_http_vmx_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_vmx_init(ngx_conf_t *cf);
 static void *ngx_http_vmx_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf);
+static ngx_int_t ngx_http_vmx_init_process(ngx_cycle_t *cycle);
 static void *ngx_http_vmx_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -104,6 +105,20 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       ngx_http_vmx_config_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("vmx_audit_spool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, spool),
+      NULL },
+
+    { ngx_string("vmx_audit_payload_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, payload_max),
       NULL },
 
     { ngx_string("vmx_keepalive"),
@@ -216,10 +231,10 @@ ngx_module_t  ngx_http_vmx_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_http_vmx_keepalive_init_process,   /* init process */
+    ngx_http_vmx_init_process,             /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_vmx_audit_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -955,6 +970,8 @@ ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ctx->own_response = 1;
         ctx->error_code.data = (u_char *) code;
         ctx->error_code.len = ngx_strlen(code);
+        ctx->error_message = *message;
+        ngx_http_vmx_audit_capture(r, ctx, start, p - start);
     }
 
     return ngx_http_vmx_send_json(r, status, start, p - start);
@@ -1121,6 +1138,19 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->error_page = 1;
     ctx->error_code.data = (u_char *) code;
     ctx->error_code.len = ngx_strlen(code);
+    ctx->error_message.data = (u_char *) message;
+    ctx->error_message.len = ngx_strlen(message);
+
+    if (message == (const char *) buf) {
+        ctx->error_message.data = ngx_pstrdup(r->pool, &ctx->error_message);
+        if (ctx->error_message.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->streamed = 0;
+    ngx_http_vmx_audit_capture(r, ctx, ctx->error_body.data,
+                               ctx->error_body.len);
 
     r->headers_out.status = status;
     r->headers_out.status_line.len = 0;
@@ -1503,6 +1533,9 @@ ngx_http_vmx_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_vmx_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
     if (sodium_init() < 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "sodium_init() failed");
         return NGX_ERROR;
@@ -1513,6 +1546,15 @@ ngx_http_vmx_init(ngx_conf_t *cf)
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_vmx_body_filter;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_vmx_audit_handler;
 
     return NGX_OK;
 }
@@ -1536,6 +1578,7 @@ ngx_http_vmx_create_main_conf(ngx_conf_t *cf)
      *     mcf->token = { 0, NULL };
      */
 
+    mcf->payload_max = NGX_CONF_UNSET_SIZE;
     mcf->keepalive = NGX_CONF_UNSET_UINT;
     mcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     mcf->keepalive_requests = NGX_CONF_UNSET_UINT;
@@ -1549,6 +1592,7 @@ ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_vmx_main_conf_t *mcf = conf;
 
+    ngx_conf_init_size_value(mcf->payload_max, 256 * 1024);
     ngx_conf_init_uint_value(mcf->keepalive, 64);
     ngx_conf_init_msec_value(mcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(mcf->keepalive_requests, 1000);
@@ -1607,6 +1651,17 @@ ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_vmx_audit_init_process(cycle);
 }
 
 

@@ -147,6 +147,9 @@ typedef struct {
     ngx_str_t                    token;
     u_char                       disk_key[32];  /* derived from token */
 
+    ngx_str_t                    spool;         /* audit records' dir */
+    size_t                       payload_max;
+
     ngx_uint_t                   keepalive;     /* idle connections kept */
     ngx_msec_t                   keepalive_timeout;
     ngx_uint_t                   keepalive_requests;
@@ -172,6 +175,17 @@ typedef struct {
     ngx_str_t                    reason;
     ngx_msec_t                   time;
 } ngx_http_vmx_event_t;
+
+
+typedef struct {
+    ngx_http_vmx_target_t       *target;
+    ngx_uint_t                   status;        /* of a failed attempt */
+    ngx_str_t                    failure;
+    ngx_msec_t                   started_ms;    /* wall clock */
+    uint64_t                     started_usec;
+    uint64_t                     first_byte_usec;
+    uint64_t                     ended_usec;
+} ngx_http_vmx_attempt_t;
 
 
 typedef struct ngx_http_vmx_ctx_s  ngx_http_vmx_ctx_t;
@@ -244,6 +258,13 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nevents;
 
+    ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
+    ngx_uint_t                   nattempts;
+
+    vmx_buf_t                    capture;       /* the answer, audited */
+    unsigned                     capture_truncated:1;
+    ngx_str_t                    error_message;
+
     /* the current provider answer */
     ngx_http_status_t            status;
     ngx_uint_t                   provider_status;
@@ -307,6 +328,15 @@ char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_vmx_audit.c */
+ngx_int_t ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle);
+void ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_vmx_audit_handler(ngx_http_request_t *r);
+void ngx_http_vmx_audit_capture(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
+ngx_int_t ngx_http_vmx_records_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_vmx_records_ack_handler(ngx_http_request_t *r);
 
 /* ngx_http_vmx_capacity.c */
 ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);

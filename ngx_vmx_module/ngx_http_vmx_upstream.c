@@ -65,6 +65,7 @@ static void ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state);
 static void ngx_http_vmx_attempt_failed(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_connection_t *c, ngx_uint_t tries_left);
+static void ngx_http_vmx_first_byte(ngx_http_vmx_ctx_t *ctx);
 
 
 ngx_int_t
@@ -391,6 +392,8 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     u->headers_in.content_length_n = out.len;
     ctx->complete = 1;
 
+    ngx_http_vmx_first_byte(ctx);
+
     /* read to the end of its framing: the connection can serve again */
     u->keepalive = !ctx->provider_close;
 
@@ -544,6 +547,9 @@ ngx_http_vmx_filter_init(void *data)
 
     if (!ctx->streamed) {
         /* the answer was read whole: it goes out now */
+        ngx_http_vmx_audit_capture(r, ctx, ctx->answer->pos,
+                                   ctx->answer->last - ctx->answer->pos);
+
         if (ctx->answer->last > ctx->answer->pos) {
             u->out_bufs = ngx_alloc_chain_link(r->pool);
             if (u->out_bufs == NULL) {
@@ -864,6 +870,10 @@ ngx_http_vmx_stream_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ctx->out_cur->last = ngx_cpymem(p, ctx->scratch.data, ctx->scratch.len);
 
+    ngx_http_vmx_first_byte(ctx);
+    ngx_http_vmx_audit_capture(r, ctx, (u_char *) ctx->scratch.data,
+                               ctx->scratch.len);
+
     return NGX_OK;
 }
 
@@ -993,7 +1003,9 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 
     ngx_int_t                   rc;
     ngx_addr_t                 *addr;
+    ngx_time_t                 *tp;
     ngx_http_upstream_t        *u;
+    ngx_http_vmx_attempt_t     *attempt;
     ngx_http_vmx_ctx_t         *ctx;
     ngx_http_vmx_connection_t  *conn;
 
@@ -1008,6 +1020,16 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ctx->attempts++;
 
     conn = ctx->target->connection;
+
+    if (ctx->nattempts < NGX_HTTP_VMX_MAX_EVENTS) {
+        attempt = &ctx->attempt_log[ctx->nattempts++];
+        ngx_memzero(attempt, sizeof(ngx_http_vmx_attempt_t));
+
+        tp = ngx_timeofday();
+        attempt->target = ctx->target;
+        attempt->started_ms = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
+        attempt->started_usec = ngx_http_vmx_usec();
+    }
 
     /* this attempt starts afresh */
     u->process_header = ngx_http_vmx_process_status_line;
@@ -1096,6 +1118,7 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
                same peer again, so does the plan */
             ctx->next--;
             ctx->attempts--;
+            ctx->nattempts--;
             return;
         }
 
@@ -1105,6 +1128,25 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 
     ngx_http_vmx_keepalive_save(pc, r->upstream, ctx->target->connection,
                                 state);
+}
+
+
+/* the time to the first token of the current attempt, once */
+
+static void
+ngx_http_vmx_first_byte(ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_vmx_attempt_t  *a;
+
+    if (ctx->nattempts == 0) {
+        return;
+    }
+
+    a = &ctx->attempt_log[ctx->nattempts - 1];
+
+    if (a->first_byte_usec == 0) {
+        a->first_byte_usec = ngx_http_vmx_usec();
+    }
 }
 
 
@@ -1154,6 +1196,12 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     } else {
         ngx_str_set(&ev->reason, "provider could not be reached");
+    }
+
+    if (ctx->nattempts) {
+        ctx->attempt_log[ctx->nattempts - 1].status = ev->status;
+        ctx->attempt_log[ctx->nattempts - 1].failure = ev->reason;
+        ctx->attempt_log[ctx->nattempts - 1].ended_usec = ngx_http_vmx_usec();
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

@@ -137,7 +137,8 @@ class Nginx:
         return text
 
     def write_config(self):
-        for d in ("logs", "tmp", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        for d in ("logs", "spool", "tmp", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi",
+                  "tmp/scgi"):
             (self.base_dir / d).mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.render())
 
