@@ -25,6 +25,7 @@ typedef struct {
     u_char      name[NGX_HTTP_VMX_SPOOL_NAME_LEN];
     size_t      len;
     ngx_pid_t   pid;
+    off_t       offset;         /* where the cursor has it */
 } ngx_http_vmx_spool_name_t;
 
 
@@ -47,7 +48,7 @@ static ngx_int_t ngx_http_vmx_spool_list(ngx_http_request_t *r,
 static ngx_int_t ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
     ngx_array_t *names, ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_spool_cursor(ngx_http_request_t *r,
-    ngx_array_t *names, ngx_uint_t *index, off_t *offset);
+    ngx_array_t *names);
 static int ngx_http_vmx_spool_cmp(const void *a, const void *b);
 
 
@@ -495,15 +496,19 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-/* GET /vmx/records: the next complete lines of the spool */
+/*
+ * GET /vmx/records: the next complete lines of the spool.  The cursor is
+ * opaque to the control plane: "<file>:<offset>" for every file read
+ * part-way or whole, comma separated; a file it does not name is unread.
+ * Several workers write at once, so every file is read from its own place.
+ */
 
 ngx_int_t
 ngx_http_vmx_records_handler(ngx_http_request_t *r)
 {
-    u_char                     *p, *start, *nl;
-    size_t                      max, len;
+    u_char                     *p, *start, *c;
+    size_t                      max, room, len;
     ssize_t                     n;
-    off_t                       offset;
     ngx_str_t                   value;
     ngx_uint_t                  i;
     ngx_file_t                  file;
@@ -523,31 +528,30 @@ ngx_http_vmx_records_handler(ngx_http_request_t *r)
         }
     }
 
-    /* a line must always fit, or the cursor could never move on */
+    /* a line must always fit, or a cursor could never move on */
     max = ngx_max(max, 2 * mcf->payload_max + 65536);
 
     if (ngx_http_vmx_spool_list(r, &mcf->spool, &names) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_vmx_spool_cursor(r, &names, &i, &offset) != NGX_OK) {
+    if (ngx_http_vmx_spool_cursor(r, &names) != NGX_OK) {
         return NGX_HTTP_BAD_REQUEST;
     }
 
+    name = names.elts;
+
     start = ngx_pnalloc(r->pool, max + sizeof("{\"records\":[],\"cursor\":\"\"}")
-                                 + NGX_HTTP_VMX_SPOOL_NAME_LEN + NGX_OFF_T_LEN
-                                 + 2);
+                                 + names.nelts * (NGX_HTTP_VMX_SPOOL_NAME_LEN
+                                                  + NGX_OFF_T_LEN + 2));
     if (start == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     p = ngx_cpymem(start, "{\"records\":[", sizeof("{\"records\":[") - 1);
-    len = 0;
-    name = names.elts;
+    room = max;
 
-    /* the next lines: of the cursor's file, else of the files after it */
-
-    for ( /* void */ ; i < names.nelts; i++, offset = 0) {
+    for (i = 0; i < names.nelts && room; i++) {
         ngx_memzero(&file, sizeof(ngx_file_t));
         ngx_sprintf(path, "%V/%*s%Z", &mcf->spool, name[i].len, name[i].name);
         file.name.data = path;
@@ -559,53 +563,43 @@ ngx_http_vmx_records_handler(ngx_http_request_t *r)
             continue;
         }
 
-        n = ngx_read_file(&file, p, max, offset);
+        n = ngx_read_file(&file, p, room, name[i].offset);
         ngx_close_file(file.fd);
 
         if (n == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        /* whole lines only, each a JSON object: join them with commas */
-        nl = (n > 0) ? ngx_strlchr(p, p + n, '\n') : NULL;
+        /* whole lines only, each a JSON object: joined with commas */
+        for (len = n; len && p[len - 1] != '\n'; len--) { /* void */ }
 
-        if (nl != NULL) {
-            for (len = n; p[len - 1] != '\n'; len--) { /* void */ }
-
-            for (nl = p; nl < p + len; nl++) {
-                if (*nl == '\n') {
-                    *nl = ',';
-                }
+        for (c = p; c < p + len; c++) {
+            if (*c == '\n') {
+                *c = ',';
             }
-
-            offset += len;
-            p += len - 1;       /* the last comma goes */
-            break;
         }
 
-        if (!ngx_http_vmx_spool_finished(&name[i], &names, i)) {
+        name[i].offset += len;
+        p += len;
+        room -= len;
+
+        if (len < (size_t) n) {
+            /* a line that did not fit waits for the next call */
             break;
         }
     }
 
-    if (i == names.nelts) {
-        /* all read: the cursor stays at the end of the last file */
-        i = names.nelts ? names.nelts - 1 : 0;
-
-        if (names.nelts) {
-            ngx_file_info_t  fi;
-
-            ngx_sprintf(path, "%V/%*s%Z", &mcf->spool, name[i].len,
-                        name[i].name);
-            offset = (ngx_file_info(path, &fi) == NGX_FILE_ERROR)
-                     ? 0 : ngx_file_size(&fi);
-        }
+    if (p[-1] == ',') {
+        p--;
     }
 
-    p = ngx_sprintf(p, "],\"cursor\":\"");
+    p = ngx_cpymem(p, "],\"cursor\":\"", sizeof("],\"cursor\":\"") - 1);
 
-    if (names.nelts) {
-        p = ngx_sprintf(p, "%*s:%O", name[i].len, name[i].name, offset);
+    for (i = 0, c = p; i < names.nelts; i++) {
+        if (name[i].offset) {
+            p = ngx_sprintf(p, "%s%*s:%O", p == c ? "" : ",", name[i].len,
+                            name[i].name, name[i].offset);
+        }
     }
 
     p = ngx_cpymem(p, "\"}", 2);
@@ -614,13 +608,12 @@ ngx_http_vmx_records_handler(ngx_http_request_t *r)
 }
 
 
-/* POST /vmx/records/ack: what the control plane has committed goes */
+/* POST /vmx/records/ack: files committed whole and finished go */
 
 ngx_int_t
 ngx_http_vmx_records_ack_handler(ngx_http_request_t *r)
 {
-    off_t                       offset;
-    ngx_uint_t                  i, upto;
+    ngx_uint_t                  i;
     ngx_array_t                 names;
     ngx_file_info_t             fi;
     ngx_http_vmx_spool_name_t  *name;
@@ -635,29 +628,26 @@ ngx_http_vmx_records_ack_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_vmx_spool_cursor(r, &names, &upto, &offset) != NGX_OK) {
+    if (ngx_http_vmx_spool_cursor(r, &names) != NGX_OK) {
         return NGX_HTTP_BAD_REQUEST;
     }
 
     name = names.elts;
 
-    for (i = 0; i <= upto && i < names.nelts; i++) {
+    for (i = 0; i < names.nelts; i++) {
         ngx_sprintf(path, "%V/%*s%Z", &mcf->spool, name[i].len, name[i].name);
 
-        if (i == upto) {
-            /* the cursor's own file: only when read whole and finished */
-            if (ngx_file_info(path, &fi) == NGX_FILE_ERROR
-                || offset < ngx_file_size(&fi)
-                || !ngx_http_vmx_spool_finished(&name[i], &names, i))
-            {
-                break;
-            }
+        if (name[i].offset == 0
+            || ngx_file_info(path, &fi) == NGX_FILE_ERROR
+            || name[i].offset < ngx_file_size(&fi)
+            || !ngx_http_vmx_spool_finished(&name[i], &names, i))
+        {
+            continue;
         }
 
         if (ngx_delete_file(path) == NGX_FILE_ERROR) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                           ngx_delete_file_n " \"%s\" failed", path);
-            break;
         }
     }
 
@@ -714,6 +704,7 @@ ngx_http_vmx_spool_list(ngx_http_request_t *r, ngx_str_t *dir,
 
         ngx_memcpy(name->name, de->d_name, len);
         name->len = len;
+        name->offset = 0;
 
         /* records-<msec>-<pid>.jsonl */
         p = ngx_strlchr(name->name + 8, name->name + len, '-');
@@ -767,19 +758,16 @@ ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
 }
 
 
-/* the cursor argument "<file>:<offset>" as an index into names */
+/* the cursor argument: each named file's offset into names[].offset */
 
 static ngx_int_t
-ngx_http_vmx_spool_cursor(ngx_http_request_t *r, ngx_array_t *names,
-    ngx_uint_t *index, off_t *offset)
+ngx_http_vmx_spool_cursor(ngx_http_request_t *r, ngx_array_t *names)
 {
-    u_char                     *colon;
-    ngx_str_t                   value, file;
+    u_char                     *p, *last, *end, *colon, *dst;
+    off_t                       offset;
+    ngx_str_t                   value;
     ngx_uint_t                  i;
     ngx_http_vmx_spool_name_t  *name;
-
-    *index = 0;
-    *offset = 0;
 
     if (ngx_http_arg(r, (u_char *) "cursor", 6, &value) != NGX_OK
         || value.len == 0)
@@ -787,45 +775,40 @@ ngx_http_vmx_spool_cursor(ngx_http_request_t *r, ngx_array_t *names,
         return NGX_OK;
     }
 
-    colon = ngx_strlchr(value.data, value.data + value.len, ':');
-    if (colon == NULL) {
-        colon = ngx_strlchr(value.data, value.data + value.len, '%');
-        if (colon == NULL || value.data + value.len - colon < 3
-            || ngx_strncasecmp(colon, (u_char *) "%3A", 3) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        *offset = ngx_atoof(colon + 3, value.data + value.len - colon - 3);
-
-    } else {
-        *offset = ngx_atoof(colon + 1, value.data + value.len - colon - 1);
-    }
-
-    if (*offset == NGX_ERROR) {
+    p = ngx_pnalloc(r->pool, value.len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    file.data = value.data;
-    file.len = colon - value.data;
+    dst = p;
+    ngx_unescape_uri(&dst, &value.data, value.len, 0);
+    last = dst;
 
-    /* the cursor's file, or the first after it when it is gone */
     name = names->elts;
 
-    for (i = 0; i < names->nelts; i++) {
-        if (ngx_memn2cmp(name[i].name, file.data, name[i].len, file.len) >= 0)
-        {
-            break;
+    for ( /* void */ ; p < last; p = end + 1) {
+        end = ngx_strlchr(p, last, ',');
+        if (end == NULL) {
+            end = last;
+        }
+
+        colon = ngx_strlchr(p, end, ':');
+        if (colon == NULL) {
+            return NGX_ERROR;
+        }
+
+        offset = ngx_atoof(colon + 1, end - colon - 1);
+        if (offset == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < names->nelts; i++) {
+            if (ngx_memn2cmp(name[i].name, p, name[i].len, colon - p) == 0) {
+                name[i].offset = offset;
+                break;
+            }
         }
     }
-
-    if (i < names->nelts
-        && ngx_memn2cmp(name[i].name, file.data, name[i].len, file.len) != 0)
-    {
-        *offset = 0;
-    }
-
-    *index = i;
 
     return NGX_OK;
 }

@@ -215,13 +215,17 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
             return NGX_HTTP_UPSTREAM_INVALID_HEADER;
         }
 
-        name.data = r->lowcase_header;
+        /* the name as received, compared without case: r->lowcase_header
+           holds only its first NGX_HTTP_LC_HEADER_LEN (32) bytes, and
+           anthropic-ratelimit-requests-limit is longer */
+        name.data = r->header_name_start;
         name.len = r->header_name_end - r->header_name_start;
         value.data = r->header_start;
         value.len = r->header_end - r->header_start;
 
 #define ngx_http_vmx_is(s)                                                    \
-        (name.len == sizeof(s) - 1 && ngx_strncmp(name.data, s, name.len) == 0)
+        (name.len == sizeof(s) - 1                                            \
+         && ngx_strncasecmp(name.data, (u_char *) s, name.len) == 0)
 
         if (ngx_http_vmx_is("content-length")) {
             ctx->remaining = ngx_atoof(value.data, value.len);
@@ -266,14 +270,16 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
             ctx->error_type.len = ctx->error_type.data ? value.len : 0;
 
         } else if (name.len == provider->requests_limit_header.len
-                   && ngx_strncmp(name.data, provider->requests_limit_header.data,
-                                  name.len) == 0)
+                   && ngx_strncasecmp(name.data,
+                                      provider->requests_limit_header.data,
+                                      name.len) == 0)
         {
             ctx->requests_limit = ngx_atoi(value.data, value.len);
 
         } else if (name.len == provider->tokens_limit_header.len
-                   && ngx_strncmp(name.data, provider->tokens_limit_header.data,
-                                  name.len) == 0)
+                   && ngx_strncasecmp(name.data,
+                                      provider->tokens_limit_header.data,
+                                      name.len) == 0)
         {
             ctx->tokens_limit = ngx_atoi(value.data, value.len);
         }
