@@ -3,7 +3,12 @@
 Session fixtures (started lazily, only when a test needs them):
   pki, rogue_pki          test CA + server cert, and an untrusted one
   fake, fake2, fake_tls, fake_rogue   fake OpenAI providers
-  stack                   PostgreSQL, Redis, secrets, control plane, nginx + module
+  fake_anthropic, fake_gemini, fake_bedrock, fake_bedrock_tls (by host name `localhost`)
+                          fake native providers; the fake Bedrocks accept the credentials
+                          the session's fake STS issues
+  fake_sts                the fake STS of the session's control plane
+  stack                   PostgreSQL, Redis, secrets, fake STS, control plane (AWS base
+                          credentials, VMX_STS_ENDPOINT at the fake STS), nginx + module
   api                     management API client logged in as admin
   gw                      helper: provision(...) objects and wait for the data plane
 The build (./build.sh build) must have run: the stack fixture fails with a clear
@@ -29,12 +34,16 @@ for _p in (T, T / "gateway"):
         sys.path.insert(0, str(_p))
 
 from harness.certs import make_certs  # noqa: E402
+from harness.fake_anthropic import FakeAnthropic  # noqa: E402
+from harness.fake_bedrock import FakeBedrock  # noqa: E402
+from harness.fake_gemini import FakeGemini  # noqa: E402
 from harness.fake_openai import FakeOpenAI  # noqa: E402
 from harness.nginx import MODULE, Nginx  # noqa: E402
 from harness.redis import Redis  # noqa: E402
 from gwutil import READ_TIMEOUT, free_port, http_request  # noqa: E402,F401
 
 CP_BIN = ROOT / "build" / "vmx-control-plane"
+BEDROCK_REGION = "us-east-1"
 SDK_DIR = T / "sdk"
 
 # Directives added inside `location /v1/` of the session's nginx: short timeouts so
@@ -94,6 +103,53 @@ def fake_rogue(rogue_pki):
     f.stop()
 
 
+def _native(cls, **kw):
+    f = cls(**kw).start()
+    _FAKES.append(f)
+    return f
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic():
+    f = _native(FakeAnthropic, name="anthropic", api_key="sk-ant-fake-gateway")
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gemini():
+    f = _native(FakeGemini, name="gemini", api_key="AIzaFakeGatewayKey0123456789abcdefghijk")
+    yield f
+    f.stop()
+
+
+def _trust_sts(bedrock, sts):
+    """Make a fake Bedrock accept every credential set the fake STS issued or will issue."""
+    for call in list(sts.calls):
+        if call.get("issued"):
+            i = call["issued"]
+            bedrock.accept(i["AccessKeyId"], i["SecretAccessKey"], i["SessionToken"])
+    sts.listeners.append(
+        lambda i: bedrock.accept(i["AccessKeyId"], i["SecretAccessKey"], i["SessionToken"]))
+
+
+@pytest.fixture(scope="session")
+def fake_bedrock(fake_sts):
+    f = _native(FakeBedrock, name="bedrock", region=BEDROCK_REGION)
+    _trust_sts(f, fake_sts)
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_bedrock_tls(fake_sts, pki):
+    ca, cert, key = pki
+    f = _native(FakeBedrock, name="bedrock-tls", region=BEDROCK_REGION, tls=(cert, key))
+    _trust_sts(f, fake_sts)
+    yield f
+    f.stop()
+
+
 @pytest.fixture(autouse=True)
 def _reset_fakes():
     for f in _FAKES:
@@ -134,6 +190,7 @@ def stack(built, tmp_path_factory, pki):
     try:
         from harness.api import Api
         from harness.control_plane import ControlPlane, write_secret_files
+        from harness.fake_sts import FakeSts
         from harness.postgres import Postgres
     except ImportError as e:
         pytest.fail(f"control-plane test harness missing: {e}", pytrace=False)
@@ -150,11 +207,21 @@ def stack(built, tmp_path_factory, pki):
         started.append(s.redis)
         (base / "secrets").mkdir()
         s.token_file, s.master_key_file = write_secret_files(base / "secrets")
+        # aws-bedrock connections: the control plane assumes their roles at a fake STS
+        tag = uuid.uuid4().hex
+        s.base_credentials = {"AWS_ACCESS_KEY_ID": "AKIA" + tag[:16].upper(),
+                              "AWS_SECRET_ACCESS_KEY": "base-secret-" + tag,
+                              "AWS_SESSION_TOKEN": "base-token-" + tag}
+        s.sts = FakeSts(s.base_credentials["AWS_ACCESS_KEY_ID"],
+                        s.base_credentials["AWS_SECRET_ACCESS_KEY"],
+                        s.base_credentials["AWS_SESSION_TOKEN"]).start()
+        started.append(s.sts)
         s.nginx_port = free_port()
         s.cp_port = free_port()
         s.cp = ControlPlane(base / "cp", s.cp_port, s.pg.dsn,
                             [f"http://127.0.0.1:{s.nginx_port}"], s.token_file,
-                            s.master_key_file, reconcile_interval=1)
+                            s.master_key_file, reconcile_interval=1,
+                            env=dict(s.base_credentials, VMX_STS_ENDPOINT=s.sts.url))
         s.cp.start()
         started.append(s.cp)
         s.nginx = Nginx(base / "nginx", s.nginx_port, s.token_file, s.ca_file,
@@ -190,6 +257,11 @@ def nginx(stack):
 @pytest.fixture(scope="session")
 def api(stack):
     return stack.api
+
+
+@pytest.fixture(scope="session")
+def fake_sts(stack):
+    return stack.sts
 
 
 # ---------------------------------------------------------------------- provisioning

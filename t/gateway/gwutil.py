@@ -131,3 +131,31 @@ def connection_for(fake, **extra):
     c = {"provider": "openai", "config": {"apiKey": fake.api_key, "baseUrl": fake.url}}
     c.update(extra)
     return c
+
+
+def anthropic_connection(fake, **extra):
+    """Fields of an anthropic connection to a fake Anthropic (baseUrl without /v1)."""
+    c = {"provider": "anthropic", "config": {"apiKey": fake.api_key, "baseUrl": fake.url}}
+    c.update(extra)
+    return c
+
+
+def gemini_connection(fake, **extra):
+    """Fields of a gemini connection to a fake Gemini (baseUrl with /v1beta, as the default)."""
+    c = {"provider": "gemini", "config": {"apiKey": fake.api_key, "baseUrl": fake.url + "/v1beta"}}
+    c.update(extra)
+    return c
+
+
+def bedrock_connection(fake, role=None, **extra):
+    """Fields of an aws-bedrock connection to a fake Bedrock: the control plane assumes `role`
+    at the session's fake STS.  A TLS fake is reached by host name (certificates are checked
+    against names)."""
+    import uuid
+    host = "localhost" if fake.tls else "127.0.0.1"
+    role = role or f"arn:aws:iam::123456789012:role/vmx-test-{uuid.uuid4().hex[:8]}"
+    c = {"provider": "aws-bedrock",
+         "config": {"region": fake.region, "iamRoleArn": role,
+                    "endpoint": f"{fake.scheme}://{host}:{fake.port}"}}
+    c.update(extra)
+    return c

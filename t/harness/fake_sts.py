@@ -12,6 +12,8 @@ fresh credentials, or ErrorResponse.
   fail_next  {role_arn: n}: the next n calls answer 503 (then it recovers)
   calls      every call, valid or not: {"role", "external_id", "session",
              "duration", "region", "ok", "error", "issued"}
+  listeners  callables called with each issued set {"AccessKeyId",
+             "SecretAccessKey", "SessionToken"} (e.g. a fake Bedrock's accept)
 """
 import datetime
 import hashlib
@@ -64,6 +66,7 @@ class FakeSts:
         self.bad_roles = {}
         self.fail_next = {}
         self.calls = []
+        self.listeners = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -187,6 +190,9 @@ class FakeSts:
             call["ok"] = True
             call["issued"] = {k: v for k, v in issued.items() if k != "Expiration"}
             call["expiration"] = issued["Expiration"]
+            listeners = list(self.listeners)
+        for listener in listeners:
+            listener(dict(call["issued"]))
         session = call["session"]
         return 200, (
             f'<AssumeRoleResponse xmlns="{NS}">\n  <AssumeRoleResult>\n'
