@@ -120,33 +120,22 @@ ngx_http_vmx_spool_open(ngx_cycle_t *cycle, ngx_http_vmx_main_conf_t *mcf)
 
 /* the log phase: one line per gateway request */
 
-ngx_int_t
-ngx_http_vmx_audit_handler(ngx_http_request_t *r)
+void
+ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     ssize_t                    n;
     vmx_buf_t                  line;
-    ngx_http_vmx_ctx_t        *ctx;
-    ngx_http_vmx_loc_conf_t   *vlcf;
     ngx_http_vmx_main_conf_t  *mcf;
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-    if (!vlcf->gateway || r != r->main
-        || ngx_http_vmx_spool_fd == NGX_INVALID_FILE)
-    {
-        return NGX_OK;
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
-    if (ctx == NULL) {
-        return NGX_OK;
+    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
+        return;
     }
 
     if (ngx_http_vmx_audit_record(r, ctx, &line) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "vmx: audit record %*s not written: out of memory",
                       (size_t) 36, ctx->request_id);
-        return NGX_OK;
+        return;
     }
 
     /* one write of a whole line: O_APPEND keeps lines whole */
@@ -156,7 +145,7 @@ ngx_http_vmx_audit_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
                       "vmx: audit record %*s not written to the spool",
                       (size_t) 36, ctx->request_id);
-        return NGX_OK;
+        return;
     }
 
     ngx_http_vmx_spool_size += n;
@@ -165,8 +154,6 @@ ngx_http_vmx_audit_handler(ngx_http_request_t *r)
         mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
-
-    return NGX_OK;
 }
 
 

@@ -69,6 +69,9 @@ static ngx_int_t ngx_http_vmx_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_vmx_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_vmx_log_handler(ngx_http_request_t *r);
+static char *ngx_http_vmx_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 static ngx_int_t ngx_http_vmx_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_vmx_init(ngx_conf_t *cf);
@@ -152,6 +155,13 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
     { ngx_string("vmx_config_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_vmx_config_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_vmx_status,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -982,9 +992,7 @@ ngx_int_t
 ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status, u_char *data,
     size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t  rc;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
@@ -997,6 +1005,16 @@ ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status, u_char *data,
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
     }
+
+    return ngx_http_vmx_send_body(r, data, len);
+}
+
+
+ngx_int_t
+ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data, size_t len)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -1489,6 +1507,32 @@ ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/* the log phase: statistics and the audit record of a gateway request */
+
+static ngx_int_t
+ngx_http_vmx_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_vmx_ctx_t       *ctx;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    if (!vlcf->gateway || r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_vmx_stats_record(r, ctx);
+    ngx_http_vmx_audit_write(r, ctx);
+
+    return NGX_OK;
+}
+
+
 /* helpers shared by the files of the module */
 
 void *
@@ -1554,7 +1598,7 @@ ngx_http_vmx_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    *h = ngx_http_vmx_audit_handler;
+    *h = ngx_http_vmx_log_handler;
 
     return NGX_OK;
 }
@@ -1680,6 +1724,18 @@ ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_vmx_gateway_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_vmx_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_vmx_status_handler;
 
     return NGX_CONF_OK;
 }

@@ -127,6 +127,7 @@ typedef struct {
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
 typedef struct ngx_http_vmx_capacity_s  ngx_http_vmx_capacity_t;
+typedef struct ngx_http_vmx_series_s    ngx_http_vmx_series_t;
 
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
@@ -135,6 +136,7 @@ typedef struct {
     u_char                      *data;
     size_t                       len;
     ngx_http_vmx_capacity_t     *capacity;      /* discovered, a table */
+    ngx_http_vmx_series_t       *series;        /* statistics, a table */
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -312,6 +314,8 @@ ngx_int_t ngx_http_vmx_send_error(ngx_http_request_t *r,
     ngx_str_t *message);
 ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len);
+ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
+    size_t len);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
 uint64_t ngx_http_vmx_usec(void);
 
@@ -332,11 +336,16 @@ char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 /* ngx_http_vmx_audit.c */
 ngx_int_t ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle);
 void ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_vmx_audit_handler(ngx_http_request_t *r);
+void ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_audit_capture(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
 ngx_int_t ngx_http_vmx_records_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_vmx_records_ack_handler(ngx_http_request_t *r);
+
+/* ngx_http_vmx_stats.c */
+ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);
+void ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+ngx_int_t ngx_http_vmx_status_handler(ngx_http_request_t *r);
 
 /* ngx_http_vmx_capacity.c */
 ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);

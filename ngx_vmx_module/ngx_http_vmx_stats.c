@@ -1,0 +1,430 @@
+/*
+ * VM-X gateway: request statistics, and their Prometheus exposition.
+ *
+ * One series per workspace, environment, resource, connection, provider and
+ * model, in a table of the config zone shared by the workers.  A series is
+ * created under the zone's lock; its counters are then updated with atomic
+ * additions, so the log phase of a request takes no lock in the common case.
+ * "vmx_status" serves the table in Prometheus' text format.
+ */
+
+#include "ngx_http_vmx_module.h"
+
+
+#define NGX_HTTP_VMX_SERIES_SLOTS   2048      /* a power of two */
+#define NGX_HTTP_VMX_LABEL_MAX      128
+#define NGX_HTTP_VMX_BUCKETS        14
+
+
+/* request duration buckets, in microseconds */
+static uint64_t  ngx_http_vmx_buckets[NGX_HTTP_VMX_BUCKETS] = {
+    5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+    5000000, 10000000, 30000000, 60000000, 120000000
+};
+
+static const char  *ngx_http_vmx_bucket_le[NGX_HTTP_VMX_BUCKETS] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10", "30", "60", "120"
+};
+
+
+typedef struct {
+    u_char                       data[NGX_HTTP_VMX_LABEL_MAX];
+    size_t                       len;
+} ngx_http_vmx_label_t;
+
+
+typedef enum {
+    NGX_HTTP_VMX_LABEL_WORKSPACE = 0,
+    NGX_HTTP_VMX_LABEL_ENVIRONMENT,
+    NGX_HTTP_VMX_LABEL_RESOURCE,
+    NGX_HTTP_VMX_LABEL_CONNECTION,
+    NGX_HTTP_VMX_LABEL_PROVIDER,
+    NGX_HTTP_VMX_LABEL_MODEL,
+    NGX_HTTP_VMX_LABELS
+} ngx_http_vmx_label_e;
+
+
+static const char  *ngx_http_vmx_label_names[NGX_HTTP_VMX_LABELS] = {
+    "workspace", "environment", "resource", "connection", "provider", "model"
+};
+
+
+struct ngx_http_vmx_series_s {
+    ngx_atomic_t                 ready;     /* labels written */
+    ngx_uint_t                   hash;
+    ngx_http_vmx_label_t         label[NGX_HTTP_VMX_LABELS];
+
+    ngx_atomic_t                 requests[6];   /* by status class, 0: other */
+    ngx_atomic_t                 prompt_tokens;
+    ngx_atomic_t                 completion_tokens;
+    ngx_atomic_t                 attempts;
+    ngx_atomic_t                 fallbacks;
+    ngx_atomic_t                 denials;
+    ngx_atomic_t                 buckets[NGX_HTTP_VMX_BUCKETS];
+    ngx_atomic_t                 duration_usec;
+    ngx_atomic_t                 count;
+};
+
+
+static ngx_http_vmx_series_t *ngx_http_vmx_series(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf, ngx_str_t *labels);
+static u_char *ngx_http_vmx_series_labels(u_char *p,
+    ngx_http_vmx_series_t *s);
+
+
+ngx_int_t
+ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf)
+{
+    mcf->sh->series = ngx_slab_calloc(mcf->shpool,
+                                      NGX_HTTP_VMX_SERIES_SLOTS
+                                      * sizeof(ngx_http_vmx_series_t));
+
+    return (mcf->sh->series == NULL) ? NGX_ERROR : NGX_OK;
+}
+
+
+/* the log phase: the request's numbers join its series */
+
+void
+ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    uint64_t                   usec;
+    ngx_str_t                  labels[NGX_HTTP_VMX_LABELS];
+    ngx_uint_t                 i, status;
+    ngx_http_vmx_series_t     *s;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->sh->series == NULL) {
+        return;
+    }
+
+    ngx_memzero(labels, sizeof(labels));
+
+    if (ctx->api_key) {
+        labels[NGX_HTTP_VMX_LABEL_WORKSPACE] = ctx->api_key->env->workspace_id;
+        labels[NGX_HTTP_VMX_LABEL_ENVIRONMENT] = ctx->api_key->env->id;
+    }
+
+    if (ctx->resource) {
+        labels[NGX_HTTP_VMX_LABEL_RESOURCE] = ctx->resource->name;
+    }
+
+    if (ctx->target) {
+        labels[NGX_HTTP_VMX_LABEL_CONNECTION] = ctx->target->connection->id;
+        labels[NGX_HTTP_VMX_LABEL_PROVIDER] = ctx->target->provider;
+        labels[NGX_HTTP_VMX_LABEL_MODEL] = ctx->target->model;
+    }
+
+    s = ngx_http_vmx_series(r, mcf, labels);
+    if (s == NULL) {
+        return;
+    }
+
+    status = r->headers_out.status / 100;
+    (void) ngx_atomic_fetch_add(&s->requests[status <= 5 ? status : 0], 1);
+
+    if (ctx->usage.prompt_tokens > 0) {
+        (void) ngx_atomic_fetch_add(&s->prompt_tokens,
+                                    ctx->usage.prompt_tokens);
+    }
+
+    if (ctx->usage.completion_tokens > 0) {
+        (void) ngx_atomic_fetch_add(&s->completion_tokens,
+                                    ctx->usage.completion_tokens);
+    }
+
+    (void) ngx_atomic_fetch_add(&s->attempts, ctx->nattempts);
+    (void) ngx_atomic_fetch_add(&s->fallbacks,
+                                ctx->nattempts ? ctx->nattempts - 1 : 0);
+
+    if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS
+        && ctx->own_response && ctx->nattempts == 0)
+    {
+        (void) ngx_atomic_fetch_add(&s->denials, 1);
+    }
+
+    usec = ngx_http_vmx_usec() - ctx->start_usec;
+
+    for (i = 0; i < NGX_HTTP_VMX_BUCKETS; i++) {
+        if (usec <= ngx_http_vmx_buckets[i]) {
+            (void) ngx_atomic_fetch_add(&s->buckets[i], 1);
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&s->duration_usec, usec);
+    (void) ngx_atomic_fetch_add(&s->count, 1);
+}
+
+
+/* the series of these labels: found without a lock, created under it */
+
+static ngx_http_vmx_series_t *
+ngx_http_vmx_series(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
+    ngx_str_t *labels)
+{
+    ngx_uint_t              hash, i, n, l;
+    ngx_http_vmx_series_t  *table, *s;
+
+    hash = 0;
+
+    for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
+        if (labels[l].len > NGX_HTTP_VMX_LABEL_MAX) {
+            labels[l].len = NGX_HTTP_VMX_LABEL_MAX;
+        }
+
+        hash = hash * 31 + ngx_murmur_hash2(labels[l].data, labels[l].len);
+    }
+
+    table = mcf->sh->series;
+
+    for (n = 0, i = hash; n < NGX_HTTP_VMX_SERIES_SLOTS; n++, i++) {
+        s = &table[i & (NGX_HTTP_VMX_SERIES_SLOTS - 1)];
+
+        if (!s->ready) {
+            ngx_shmtx_lock(&mcf->shpool->mutex);
+
+            if (!s->ready) {
+                s->hash = hash;
+
+                for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
+                    ngx_memcpy(s->label[l].data, labels[l].data,
+                               labels[l].len);
+                    s->label[l].len = labels[l].len;
+                }
+
+                ngx_memory_barrier();
+                s->ready = 1;
+            }
+
+            ngx_shmtx_unlock(&mcf->shpool->mutex);
+        }
+
+        if (s->hash != hash) {
+            continue;
+        }
+
+        for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
+            if (s->label[l].len != labels[l].len
+                || ngx_memcmp(s->label[l].data, labels[l].data, labels[l].len)
+                   != 0)
+            {
+                break;
+            }
+        }
+
+        if (l == NGX_HTTP_VMX_LABELS) {
+            return s;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "vmx: the statistics table is full");
+
+    return NULL;
+}
+
+
+/* the exposition */
+
+ngx_int_t
+ngx_http_vmx_status_handler(ngx_http_request_t *r)
+{
+    u_char                    *p, *start;
+    size_t                     len, per;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i, n, b, c;
+    uint64_t                   cumulative;
+    ngx_http_vmx_series_t     *table, *s;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    static const char  *classes[6] = { "other", "1xx", "2xx", "3xx", "4xx",
+                                       "5xx" };
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->sh->series == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    table = mcf->sh->series;
+
+    for (n = 0, i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        n += (table[i].ready != 0);
+    }
+
+    /* labels are escaped at most 2 to 1 */
+    per = sizeof("{workspace=\"\",environment=\"\",resource=\"\","
+                 "connection=\"\",provider=\"\",model=\"\",le=\"+Inf\"} ")
+          + 2 * NGX_HTTP_VMX_LABELS * NGX_HTTP_VMX_LABEL_MAX
+          + sizeof("vmx_request_duration_seconds_bucket") + NGX_INT64_LEN + 2;
+
+    len = 4096 + n * per * (6 + 2 + 3 + NGX_HTTP_VMX_BUCKETS + 3);
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = start;
+
+#define ngx_http_vmx_family(name, type, help)                                 \
+    p = ngx_sprintf(p, "# HELP " name " " help "\n# TYPE " name " " type "\n")
+
+#define ngx_http_vmx_each(line)                                               \
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {                         \
+        s = &table[i];                                                        \
+        if (!s->ready) {                                                      \
+            continue;                                                         \
+        }                                                                     \
+        line;                                                                 \
+    }
+
+    ngx_http_vmx_family("vmx_requests_total", "counter",
+                        "Gateway requests, by status class.");
+    ngx_http_vmx_each(
+        for (c = 0; c < 6; c++) {
+            if (s->requests[c] == 0) {
+                continue;
+            }
+            p = ngx_sprintf(p, "vmx_requests_total");
+            p = ngx_http_vmx_series_labels(p, s);
+            p = ngx_sprintf(p, ",code=\"%s\"} %uA\n", classes[c],
+                            s->requests[c]);
+        });
+
+    ngx_http_vmx_family("vmx_request_errors_total", "counter",
+                        "Gateway requests answered with a 4xx or 5xx.");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_request_errors_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->requests[4] + s->requests[5]));
+
+    ngx_http_vmx_family("vmx_tokens_total", "counter",
+                        "Tokens the providers reported, by type.");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_tokens_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, ",type=\"prompt\"} %uA\n", s->prompt_tokens);
+        p = ngx_sprintf(p, "vmx_tokens_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, ",type=\"completion\"} %uA\n",
+                        s->completion_tokens));
+
+    ngx_http_vmx_family("vmx_upstream_attempts_total", "counter",
+                        "Provider attempts.");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_upstream_attempts_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->attempts));
+
+    ngx_http_vmx_family("vmx_fallbacks_total", "counter",
+                        "Attempts that fell back to the next model.");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_fallbacks_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->fallbacks));
+
+    ngx_http_vmx_family("vmx_limit_denials_total", "counter",
+                        "Requests refused by a capacity limit.");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_limit_denials_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->denials));
+
+    ngx_http_vmx_family("vmx_request_duration_seconds", "histogram",
+                        "Gateway request duration.");
+    ngx_http_vmx_each(
+        cumulative = 0;
+        for (b = 0; b < NGX_HTTP_VMX_BUCKETS; b++) {
+            cumulative += s->buckets[b];
+            p = ngx_sprintf(p, "vmx_request_duration_seconds_bucket");
+            p = ngx_http_vmx_series_labels(p, s);
+            p = ngx_sprintf(p, ",le=\"%s\"} %uL\n", ngx_http_vmx_bucket_le[b],
+                            cumulative);
+        }
+        p = ngx_sprintf(p, "vmx_request_duration_seconds_bucket");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, ",le=\"+Inf\"} %uA\n", s->count);
+        p = ngx_sprintf(p, "vmx_request_duration_seconds_sum");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA.%06uA\n", s->duration_usec / 1000000,
+                        s->duration_usec % 1000000);
+        p = ngx_sprintf(p, "vmx_request_duration_seconds_count");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->count));
+
+#undef ngx_http_vmx_each
+
+    ngx_http_vmx_family("vmx_config_version", "gauge",
+                        "Version of the configuration this data plane runs.");
+    p = ngx_sprintf(p, "vmx_config_version %uL\n", mcf->sh->version);
+
+    ngx_http_vmx_family("vmx_redis_up", "gauge",
+                        "1 when the cluster counters' Redis answers; 0 also "
+                        "when none is configured.");
+    p = ngx_sprintf(p, "vmx_redis_up 0\n");
+
+#undef ngx_http_vmx_family
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = p - start;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_vmx_send_body(r, start, p - start);
+}
+
+
+/* {workspace="..",...,model=".." without the closing brace */
+
+static u_char *
+ngx_http_vmx_series_labels(u_char *p, ngx_http_vmx_series_t *s)
+{
+    u_char      *v, *last;
+    ngx_uint_t   l;
+
+    for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
+        p = ngx_sprintf(p, "%s%s=\"", l ? "," : "{",
+                        ngx_http_vmx_label_names[l]);
+
+        /* the exposition format escapes \, " and line feeds */
+        last = s->label[l].data + s->label[l].len;
+
+        for (v = s->label[l].data; v < last; v++) {
+            if (*v == '\\' || *v == '"') {
+                *p++ = '\\';
+                *p++ = *v;
+
+            } else if (*v == '\n') {
+                *p++ = '\\';
+                *p++ = 'n';
+
+            } else {
+                *p++ = *v;
+            }
+        }
+
+        *p++ = '"';
+    }
+
+    return p;
+}
