@@ -1,0 +1,70 @@
+"""The Prometheus exposition of the data plane (vmx_status): counters per workspace,
+environment, resource, connection, provider and model, accepted by promtool."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from gwutil import connection_for, http_request
+
+
+@pytest.fixture(scope="module")
+def env(gw, fake, fake2):
+    return gw.provision(
+        connections={"a": connection_for(fake), "b": connection_for(fake2)},
+        resources={"metered": {"model": ("a", "fail-503"), "fallback": [("b", "gpt-ok")]}},
+        keys={"k": {"resources": ["metered"]}},
+    )
+
+
+def scrape(nginx):
+    r = http_request(nginx.url, "GET", "/metrics")
+    assert r.status == 200, r
+    assert r.header("content-type").startswith("text/plain; version=0.0.4")
+    return r.text
+
+
+def sample(text, name, **labels):
+    """The value of the first sample of name whose labels include these."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_counters_follow_requests(env, nginx):
+    before = scrape(nginx)
+    for _ in range(3):
+        assert env.chat("metered").status == 200
+    assert env.chat("metered", key="vmx-not-a-key").status == 401
+    text = scrape(nginx)
+
+    labels = {"resource": "metered", "provider": "openai", "model": "gpt-ok",
+              "connection": env.conns["b"]["id"]}
+    got = sample(text, "vmx_requests_total", code="2xx", **labels)
+    was = sample(before, "vmx_requests_total", code="2xx", **labels) or 0
+    assert got - was == 3, text
+    assert sample(text, "vmx_fallbacks_total", **labels) >= 3
+    assert sample(text, "vmx_upstream_attempts_total", **labels) >= 6
+    assert sample(text, "vmx_tokens_total", type="prompt", **labels) > 0
+    assert sample(text, "vmx_request_duration_seconds_count", **labels) >= 3
+    assert sample(text, "vmx_requests_total", code="4xx", resource="") >= 1
+    assert re.search(r"^vmx_config_version [1-9]\d*$", text, re.M), text
+
+
+def test_promtool_accepts_the_exposition(env, nginx):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool (Debian package prometheus) is missing: ./build.sh installs it")
+    env.chat("metered")
+    p = subprocess.run([promtool, "check", "metrics"], input=scrape(nginx).encode(),
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+
+
+def test_metrics_only_from_loopback_and_get(nginx):
+    r = http_request(nginx.url, "POST", "/metrics", body=b"x")
+    assert r.status == 405, r
