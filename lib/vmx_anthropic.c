@@ -1053,7 +1053,7 @@ vmx_anthropic_response(const vmx_translate_ctx_t *tc, const char *body,
         return -1;
     }
 
-    vmx_buf_append_cstr(out, ",\"refusal\":null");
+    vmx_buf_append_cstr(out, ",\"refusal\":null,\"annotations\":[]");
 
     if (tools > 0 && vmx_answer_tool_calls(out, content) != 0) {
         return -1;
@@ -1128,7 +1128,8 @@ vmx_stream_start(vmx_anthropic_stream_t *s, vmx_buf_t *out)
 
     s->started = 1;
     vmx_delta_open(s, out);
-    vmx_buf_append_cstr(out, "\"role\":\"assistant\",\"content\":\"\"");
+    vmx_buf_append_cstr(out, "\"role\":\"assistant\",\"content\":\"\","
+                             "\"refusal\":null");
     vmx_delta_close(out, NULL);
 }
 

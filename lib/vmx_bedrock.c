@@ -893,7 +893,7 @@ vmx_bedrock_response(const vmx_translate_ctx_t *tc, const char *body,
 
     tools = vmx_br_answer_text(out, content);
 
-    vmx_buf_append_cstr(out, ",\"refusal\":null");
+    vmx_buf_append_cstr(out, ",\"refusal\":null,\"annotations\":[]");
 
     if (tools > 0 && vmx_br_answer_tool_calls(out, content) != 0) {
         return -1;

@@ -1734,7 +1734,8 @@ vmx_gemini_stream_candidate(vmx_gemini_stream_t *s,
 
     if (!c->started) {
         vmx_gemini_delta_open(s, out, index);
-        vmx_buf_append_cstr(out, "{\"role\":\"assistant\",\"content\":\"\"}");
+        vmx_buf_append_cstr(out, "{\"role\":\"assistant\",\"content\":\"\","
+                                 "\"refusal\":null}");
         vmx_gemini_delta_close(out, NULL);
         c->started = 1;
     }

@@ -785,3 +785,43 @@ def test_discovered_capacity(env, gw):
                 break
             assert time.time() < deadline, f"{conn}: discoveredCapacity {body.get('discoveredCapacity')}"
             time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ one shape for all
+def _shape(o):
+    if isinstance(o, dict):
+        return {k: _shape(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_shape(x) for x in o[:1]]
+    return "null" if o is None else type(o).__name__
+
+
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
+def test_same_shapes_whatever_the_provider(env, tools):
+    """A client cannot tell the providers apart by the answers' shapes (only x-vmx-provider
+    tells): the same fields, of the same types, in whole answers and in every kind of chunk,
+    and those of OpenAI's own answers (message and delta)."""
+    shapes = {}
+    for p in PROVIDERS:
+        res = f"{CONN[p]}-tools" if tools else CONN[p]
+        body = {"tools": TOOLS} if tools else {}
+        r = env.chat(res, body=body)
+        assert r.status == 200, r
+        whole = _shape(r.json())
+        r = env.chat(res, body=dict(body, stream=True, stream_options={"include_usage": True}))
+        ch = chunks_of(r)
+        with_choices = [c for c in ch if c["choices"]]
+        shapes[p] = {"whole": whole, "first": _shape(ch[0]), "second": _shape(ch[1]),
+                     "finish": _shape(with_choices[-1]), "usage": _shape(ch[-1]),
+                     "headers": sorted(h.lower() for h in r.headers
+                                       if h.lower() not in ("date", "transfer-encoding"))}
+    ref = shapes["anthropic"]
+    for p in PROVIDERS[1:]:
+        for k in ref:
+            assert shapes[p][k] == ref[k], (p, k, shapes[p][k], ref[k])
+    r = env.chat("oai")
+    openai_msg = set(r.json()["choices"][0]["message"])
+    # (the real API also sends "annotations": [], which the fake OpenAI leaves out)
+    assert openai_msg <= set(ref["whole"]["choices"][0]["message"]), openai_msg
+    ch = chunks_of(env.chat("oai", body={"stream": True}))
+    assert set(ref["first"]["choices"][0]["delta"]) == set(ch[0]["choices"][0]["delta"])

@@ -220,11 +220,12 @@ stream_n(const event_t *ev, size_t n, int include_usage)
 #define DELTA(delta, finish)                                                 \
     CHUNK("{'index':0,'delta':{" delta "},'logprobs':null,"                  \
           "'finish_reason':" finish "}")
-#define ROLE        DELTA("'role':'assistant','content':''", "null")
+#define ROLE        DELTA("'role':'assistant','content':'','refusal':null", "null")
 #define DONE        "data: [DONE]\n\n"
 #define COMPLETION(content, tool_calls, finish, usage)                       \
     HEAD("chat.completion") "{'index':0,'message':{'role':'assistant',"      \
-    "'content':" content ",'refusal':null" tool_calls "},'logprobs':null,"   \
+    "'content':" content ",'refusal':null,'annotations':[]" tool_calls       \
+    "},'logprobs':null,"                                                     \
     "'finish_reason':'" finish "'}],'usage':" usage "}"
 #define USAGE(p, c, t, cached)                                               \
     "{'prompt_tokens':" #p ",'completion_tokens':" #c ",'total_tokens':" #t  \

@@ -367,7 +367,8 @@ test_path(void)
 
 #define COMPLETION(reason)                                                   \
     HEAD("chat.completion") "{\"index\":0,\"message\":{\"role\":"            \
-    "\"assistant\",\"content\":\"Hello \\\"world\\\"\",\"refusal\":null},"  \
+    "\"assistant\",\"content\":\"Hello \\\"world\\\"\",\"refusal\":null,"    \
+    "\"annotations\":[]},"                                                  \
     "\"logprobs\":null,\"finish_reason\":\"" reason "\"}],\"usage\":{"      \
     "\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15,"      \
     "\"prompt_tokens_details\":{\"cached_tokens\":0}}}"
@@ -411,7 +412,8 @@ test_response_tools(void)
         "\"totalTokens\":107,\"cacheReadInputTokens\":80,"
         "\"cacheWriteInputTokens\":20}}"),
         HEAD("chat.completion") "{\"index\":0,\"message\":{\"role\":"
-        "\"assistant\",\"content\":null,\"refusal\":null,\"tool_calls\":["
+        "\"assistant\",\"content\":null,\"refusal\":null,\"annotations\":[],"
+        "\"tool_calls\":["
         "{\"id\":\"tooluse_1\",\"type\":\"function\",\"function\":{\"name\":"
         "\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
         "{\"id\":\"tooluse_2\",\"type\":\"function\",\"function\":{\"name\":"
@@ -427,6 +429,7 @@ test_response_tools(void)
         "{\"toolUse\":{\"toolUseId\":\"t\",\"name\":\"f\"}}]}}}"),
         HEAD("chat.completion") "{\"index\":0,\"message\":{\"role\":"
         "\"assistant\",\"content\":\"On it.\",\"refusal\":null,"
+        "\"annotations\":[],"
         "\"tool_calls\":[{\"id\":\"t\",\"type\":\"function\",\"function\":"
         "{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"logprobs\":null,"
         "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":0,"
@@ -436,7 +439,8 @@ test_response_tools(void)
     CHECK(strcmp(response("{\"output\":{\"message\":{\"content\":[]}},"
                           "\"stopReason\":\"end_turn\"}"),
                  HEAD("chat.completion") "{\"index\":0,\"message\":{\"role\":"
-                 "\"assistant\",\"content\":\"\",\"refusal\":null},"
+                 "\"assistant\",\"content\":\"\",\"refusal\":null,"
+                 "\"annotations\":[]},"
                  "\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":{"
                  "\"prompt_tokens\":0,\"completion_tokens\":0,"
                  "\"total_tokens\":0,\"prompt_tokens_details\":{"

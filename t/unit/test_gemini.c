@@ -663,7 +663,7 @@ test_response_errors(void)
 #define CHUNK(i, delta, finish)                                               \
     CHUNK_HEAD "{'index':" #i ",'delta':" delta ",'logprobs':null,"           \
     "'finish_reason':" finish "}]}\n\n"
-#define ROLE(i)  CHUNK(i, "{'role':'assistant','content':''}", "null")
+#define ROLE(i)  CHUNK(i, "{'role':'assistant','content':'','refusal':null}", "null")
 #define DONE     "data: [DONE]\n\n"
 
 
