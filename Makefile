@@ -19,9 +19,9 @@ UNIT_BIN = $(UNIT_SRC:t/unit/%.c=$(B)/unit/%)
 FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(B)/fuzz/%)
 
-.PHONY: all lib control-plane unit fuzz clean
+.PHONY: all lib control-plane tools unit fuzz clean
 
-all: lib control-plane $(UNIT_BIN)
+all: lib control-plane tools $(UNIT_BIN)
 
 lib: $(B)/libvmx.a
 
@@ -37,9 +37,16 @@ $(B)/libvmx.a: $(LIB_OBJ)
 $(B)/vmx-control-plane: $(CP_OBJ) $(B)/libvmx.a
 	$(CC) $(CFLAGS) -o $@ $^ $(CP_LIBS)
 
+# o200k_base token ids of samples on stdin, for the equality tests and bench
+tools: $(B)/tools/vmx-tokenize
+
+$(B)/tools/vmx-tokenize: tools/tokenizer/vmx_tokenize.c $(B)/libvmx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8
+
 $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto
+	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8
 
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
@@ -48,9 +55,9 @@ unit: $(UNIT_BIN)
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto
+	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8
 
 fuzz: $(FUZZ_BIN)
 
 clean:
-	rm -rf $(B)/lib $(B)/control-plane $(B)/unit $(B)/fuzz $(B)/libvmx.a $(B)/vmx-control-plane
+	rm -rf $(B)/lib $(B)/control-plane $(B)/tools $(B)/unit $(B)/fuzz $(B)/libvmx.a $(B)/vmx-control-plane
