@@ -9,9 +9,18 @@ Starts on loopback free ports:
 then runs wrk (bench/post.lua) against the baseline and the gateway and prints
 requests/s, p50 and p99 latency of both and the ratios gateway/baseline.
 
+With BENCH_PROVIDERS=1 (the default) the same fake nginx also answers the canned native
+answers of Anthropic (Messages, JSON and SSE), Gemini (generateContent, streamGenerateContent)
+and Bedrock (Converse JSON, ConverseStream binary event stream served from a file), and the
+gateway, with a connection per translation path (Bedrock's credentials from a fake STS; the
+bench provider does not check signatures), is measured on each path, streamed and not, as a
+ratio to the gateway's OpenAI pass-through path of the same run.
+
 Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
-also measure a streamed answer when 1), BENCH_KEEP (keep the work dir when 1).
+also measure a streamed answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1:
+also measure the translation paths), BENCH_PROVIDER_DURATION (5s per path),
+BENCH_PROVIDER_WARMUP (1s), BENCH_KEEP (keep the work dir when 1).
 """
 import json
 import os
@@ -30,6 +39,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "t"))
 
 from harness.certs import make_certs  # noqa: E402
+from harness.fake_bedrock import event_frame  # noqa: E402
 from harness.nginx import MODULE, Nginx  # noqa: E402
 
 CP_BIN = ROOT / "build" / "vmx-control-plane"
@@ -38,7 +48,10 @@ THREADS = os.environ.get("BENCH_THREADS", "2")
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 WARMUP = os.environ.get("BENCH_WARMUP", "2s")
-STREAM = os.environ.get("BENCH_STREAM", "0") == "1"
+PROVIDERS = os.environ.get("BENCH_PROVIDERS", "1") == "1"
+STREAM = os.environ.get("BENCH_STREAM", "0") == "1" or PROVIDERS
+PROVIDER_DURATION = os.environ.get("BENCH_PROVIDER_DURATION", "5s")
+PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
 
 COMPLETION = {
     "id": "chatcmpl-bench0000000000000000000000", "object": "chat.completion",
@@ -67,6 +80,126 @@ def sse_body():
                                              "total_tokens": 14}))
     return "".join("data: " + json.dumps(c, separators=(",", ":")) + "\n\n" for c in out) \
         + "data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------- canned native answers
+TEXT = ["Hello!", " How", " can", " I", " help?"]
+
+
+def _compact(o):
+    return json.dumps(o, separators=(",", ":"))
+
+
+def anthropic_json():
+    return _compact({
+        "id": "msg_01bench", "type": "message", "role": "assistant", "model": "claude-bench",
+        "content": [{"type": "text", "text": "".join(TEXT)}], "stop_reason": "end_turn",
+        "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 5}})
+
+
+def anthropic_sse():
+    def ev(name, data):
+        return f"event: {name}\ndata: {_compact(data)}\n\n"
+    out = [ev("message_start", {"type": "message_start", "message": {
+        "id": "msg_01bench", "type": "message", "role": "assistant", "model": "claude-bench",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}}),
+        ev("ping", {"type": "ping"})]
+    out += [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": w}})
+            for w in TEXT]
+    out += [ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ev("message_delta", {"type": "message_delta",
+                                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"output_tokens": 5}}),
+            ev("message_stop", {"type": "message_stop"})]
+    return "".join(out)
+
+
+def _gemini(parts, finish, ct):
+    c = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish:
+        c["finishReason"] = finish
+    return {"candidates": [c], "usageMetadata": {"promptTokenCount": 9,
+                                                 "candidatesTokenCount": ct,
+                                                 "totalTokenCount": 9 + ct},
+            "modelVersion": "gemini-bench", "responseId": "bench"}
+
+
+def gemini_json():
+    return _compact(_gemini([{"text": "".join(TEXT)}], "STOP", 5))
+
+
+def gemini_sse():
+    return "".join("data: " + _compact(_gemini([{"text": w}], "STOP" if i == len(TEXT) - 1
+                                               else None, i + 1)) + "\r\n\r\n"
+                   for i, w in enumerate(TEXT))
+
+
+def bedrock_json():
+    return _compact({"output": {"message": {"role": "assistant",
+                                            "content": [{"text": "".join(TEXT)}]}},
+                     "stopReason": "end_turn",
+                     "usage": {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14},
+                     "metrics": {"latencyMs": 100}})
+
+
+def bedrock_eventstream():
+    """ConverseStream's binary frames (prelude, headers, JSON payload, CRC32s)."""
+    fr = [event_frame("messageStart", {"role": "assistant", "p": "abcd"})]
+    fr += [event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w},
+                                             "p": "abcdefgh"}) for w in TEXT]
+    fr += [event_frame("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"}),
+           event_frame("messageStop", {"stopReason": "end_turn", "p": "abc"}),
+           event_frame("metadata", {"usage": {"inputTokens": 9, "outputTokens": 5,
+                                              "totalTokens": 14},
+                                    "metrics": {"latencyMs": 100}, "p": "a"})]
+    return b"".join(fr)
+
+
+# (name, connection fields but baseUrl/endpoint, base path, provider model) per path
+NATIVE = [
+    ("anthropic", "anthropic", "/anthropic-json", "claude-bench", False),
+    ("anthropic", "anthropic", "/anthropic-stream", "claude-bench", True),
+    ("gemini", "gemini", "/gemini/v1beta", "gemini-bench", False),
+    ("gemini", "gemini", "/gemini/v1beta", "gemini-bench", True),
+    ("bedrock", "aws-bedrock", "/bedrock", "bedrock-bench", False),
+    ("bedrock", "aws-bedrock", "/bedrock", "bedrock-bench", True),
+]
+
+NATIVE_LOCATIONS = """        location = /anthropic-json/v1/messages {{
+            default_type application/json;
+            return 200 '{anthropic_json}';
+        }}
+        location = /anthropic-stream/v1/messages {{
+            default_type text/event-stream;
+            return 200 '{anthropic_sse}';
+        }}
+        location = /gemini/v1beta/models/gemini-bench:generateContent {{
+            default_type application/json;
+            return 200 '{gemini_json}';
+        }}
+        location = /gemini/v1beta/models/gemini-bench:streamGenerateContent {{
+            default_type text/event-stream;
+            return 200 '{gemini_sse}';
+        }}
+        location = /bedrock/model/bedrock-bench/converse {{
+            default_type application/json;
+            return 200 '{bedrock_json}';
+        }}
+        # a POST to a static file is 405: answered (as GET) by the file itself
+        location = /bedrock/model/bedrock-bench/converse-stream {{
+            root {files};
+            error_page 405 =200 /converse-stream.bin;
+        }}
+        location = /converse-stream.bin {{
+            internal;
+            root {files};
+            default_type application/vnd.amazon.eventstream;
+        }}
+"""
 
 
 def nginx_escape(s):
@@ -101,6 +234,7 @@ FAKE = """    access_log off;
             default_type text/event-stream;
             return 200 '{sse}';
         }}
+{native}
     }}
 """
 
@@ -169,8 +303,9 @@ def to_ms(v):
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk(url, path, key, stream, duration):
-    env = dict(os.environ, BENCH_KEY=key or "", BENCH_MODEL="bench" if key else "gpt-bench",
+def wrk(url, path, key, stream, duration, model=None):
+    env = dict(os.environ, BENCH_KEY=key or "",
+               BENCH_MODEL=model or ("bench" if key else "gpt-bench"),
                BENCH_STREAM="1" if stream else "0", BENCH_PATH=path)
     cmd = ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", duration, "--latency",
            "-s", str(BENCH / "post.lua"), url + path]
@@ -193,8 +328,8 @@ def wrk(url, path, key, stream, duration):
             "raw": out}
 
 
-def check(url, path, key, stream):
-    body = {"model": "bench" if key else "gpt-bench",
+def check(url, path, key, stream, model=None):
+    body = {"model": model or ("bench" if key else "gpt-bench"),
             "messages": [{"role": "user", "content": "Hello, how are you?"}]}
     if stream:
         body["stream"] = True
@@ -205,6 +340,9 @@ def check(url, path, key, stream):
         data = r.read()
         if r.status != 200:
             raise RuntimeError(f"{url}{path}: {r.status} {data[:300]!r}")
+    if model and (b"Hello! How can I help?" not in data
+                and b'" help?"' not in data or b'"error"' in data):
+        raise RuntimeError(f"{url}{path} ({model}): unexpected answer {data[:600]!r}")
     return data
 
 
@@ -216,6 +354,7 @@ def main():
         sys.exit("bench: wrk is not installed")
     from harness.api import Api
     from harness.control_plane import ControlPlane, write_secret_files
+    from harness.fake_sts import FakeSts
     from harness.postgres import Postgres
 
     work = Path(tempfile.mkdtemp(prefix="vmx-bench-"))
@@ -240,9 +379,18 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     try:
         fake_port, base_port = free_port(), free_port()
+        files = work / "files"
+        files.mkdir()
+        (files / "converse-stream.bin").write_bytes(bedrock_eventstream())
+        (files / "bedrock" / "model" / "bedrock-bench").mkdir(parents=True)
+        (files / "bedrock" / "model" / "bedrock-bench" / "converse-stream").write_bytes(b"")
+        native = NATIVE_LOCATIONS.format(
+            files=files, anthropic_json=nginx_escape(anthropic_json()),
+            anthropic_sse=nginx_escape(anthropic_sse()), gemini_json=nginx_escape(gemini_json()),
+            gemini_sse=nginx_escape(gemini_sse()), bedrock_json=nginx_escape(bedrock_json()))
         fake = PlainNginx(work / "fake", fake_port, FAKE.format(
             port=fake_port, json=nginx_escape(json.dumps(COMPLETION, separators=(",", ":"))),
-            sse=nginx_escape(sse_body())))
+            sse=nginx_escape(sse_body()), native=native if PROVIDERS else ""))
         fake.start()
         started.append(fake)
         base = PlainNginx(work / "baseline", base_port, BASELINE.format(
@@ -256,8 +404,15 @@ def main():
         (work / "secrets").mkdir()
         token_file, master_key_file = write_secret_files(work / "secrets")
         gw_port, cp_port = free_port(), free_port()
+        # Bedrock connections: the control plane assumes their role at a fake STS
+        base_credentials = {"AWS_ACCESS_KEY_ID": "AKIABENCH0000000000",
+                            "AWS_SECRET_ACCESS_KEY": "bench-base-secret",
+                            "AWS_SESSION_TOKEN": "bench-base-token"}
+        sts = FakeSts(*base_credentials.values()).start()
+        started.append(sts)
         cp = ControlPlane(work / "cp", cp_port, pg.dsn, [f"http://127.0.0.1:{gw_port}"],
-                          token_file, master_key_file, reconcile_interval=1)
+                          token_file, master_key_file, reconcile_interval=1,
+                          env=dict(base_credentials, VMX_STS_ENDPOINT=sts.url))
         cp.start()
         started.append(cp)
         ca_file = make_certs(work / "pki")[0]
@@ -282,6 +437,21 @@ def main():
         api.create_resource(ws["id"], env["id"], name="bench-stream",
                             model=dict(model, connectionId=sconn["id"]), fallbackModels=[],
                             useFallback=True, routing={"enabled": False, "conditions": []})
+        native_models = []
+        for name, provider, base_path, pmodel, stream in (NATIVE if PROVIDERS else []):
+            url = f"http://127.0.0.1:{fake_port}{base_path}"
+            config = ({"region": "us-east-1", "iamRoleArn":
+                       "arn:aws:iam::123456789012:role/bench", "endpoint": url}
+                      if provider == "aws-bedrock" else {"apiKey": "bench-key", "baseUrl": url})
+            rname = f"bench-{name}-{'stream' if stream else 'json'}"
+            c = api.create_connection(ws["id"], env["id"], name=rname, provider=provider,
+                                      config=config)
+            api.create_resource(ws["id"], env["id"], name=rname,
+                                model={"provider": provider, "model": pmodel,
+                                       "connectionId": c["id"]},
+                                fallbackModels=[], useFallback=True,
+                                routing={"enabled": False, "conditions": []})
+            native_models.append((name, stream, rname))
         res = api.request("GET", f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/resources")[1]
         ids = [r["id"] for r in res["data"]]
         key = api.create_api_key(ws["id"], env["id"], name="bench", resources=ids, enabled=True)["key"]
@@ -289,6 +459,8 @@ def main():
         while True:
             try:
                 check(gw.url, "/v1/chat/completions", key, False)
+                for _, stream, rname in native_models:   # Bedrock: once credentials came
+                    check(gw.url, "/v1/chat/completions", key, stream, rname)
                 break
             except Exception as e:
                 if time.time() > deadline:
@@ -312,6 +484,17 @@ def main():
                 rows.append((name, target, res))
             gw.check_error_log(everything=True)
 
+        native_rows = []
+        for name, stream, rname in native_models:
+            if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
+                wrk(gw.url, "/v1/chat/completions", key, stream, PROVIDER_WARMUP, rname)
+            res = wrk(gw.url, "/v1/chat/completions", key, stream, PROVIDER_DURATION, rname)
+            if res["non2xx"] or res["requests"] == 0:
+                print(res["raw"], file=sys.stderr)
+                raise RuntimeError(f"{rname}: {res['non2xx']} non-2xx answers")
+            native_rows.append((name, "stream" if stream else "json", res))
+        gw.check_error_log(everything=True)
+
         print()
         print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, nginx workers per server: {WORKERS}, "
               f"cpus: {os.cpu_count()}")
@@ -324,6 +507,17 @@ def main():
             g = next(r for n, t, r in rows if n == name and t == "gateway")
             print(f"{name:<8} {'ratio':<9} {g['rps'] / b['rps']:>10.2f} {g['p50'] / b['p50']:>8.2f} "
                   f"{g['p99'] / b['p99']:>8.2f}   (gateway / baseline)")
+        if native_rows:
+            print()
+            print(f"translation paths through the gateway (wrk -d{PROVIDER_DURATION}), ratio to "
+                  "the gateway's OpenAI pass-through of the same mode")
+            print(f"{'path':<10} {'mode':<7} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'req/s ratio':>12} {'p50 ratio':>10}")
+            for name, mode, r in native_rows:
+                o = next(x for n, t, x in rows if n == mode and t == "gateway")
+                print(f"{name:<10} {mode:<7} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                      f"{r['rps'] / o['rps']:>12.2f} {r['p50'] / o['p50']:>10.2f}"
+                      + (f"   {r['errors']}" if r["errors"] else ""))
         return 0
     finally:
         cleanup()
