@@ -3,6 +3,8 @@ connection fields for the fake providers."""
 import http.client
 import json
 import socket
+import time
+import uuid
 
 # vmx_read_timeout of the session's nginx (see GATEWAY_DIRECTIVES in t/conftest.py)
 READ_TIMEOUT = 2.0
@@ -151,7 +153,6 @@ def bedrock_connection(fake, role=None, **extra):
     """Fields of an aws-bedrock connection to a fake Bedrock: the control plane assumes `role`
     at the session's fake STS.  A TLS fake is reached by host name (certificates are checked
     against names)."""
-    import uuid
     host = "localhost" if fake.tls else "127.0.0.1"
     role = role or f"arn:aws:iam::123456789012:role/vmx-test-{uuid.uuid4().hex[:8]}"
     c = {"provider": "aws-bedrock",
@@ -159,3 +160,24 @@ def bedrock_connection(fake, role=None, **extra):
                     "endpoint": f"{fake.scheme}://{host}:{fake.port}"}}
     c.update(extra)
     return c
+
+
+def wait_credentials(gw, env, names, state="ok", timeout=20):
+    """Wait until the aws-bedrock connections' credentialsStatus is `state` and the data plane
+    runs the config version that carries them."""
+    deadline = time.time() + timeout
+    for n in names:
+        while True:
+            st, body, _ = gw.api.request("GET", f"{env.prefix}/connections/{env.conns[n]['id']}")
+            assert st == 200, body
+            cs = body.get("credentialsStatus") or {}
+            if cs.get("state") == state:
+                break
+            assert time.time() < deadline, f"connection {n}: credentialsStatus {cs}"
+            time.sleep(0.1)
+    while True:
+        want, have = gw.desired_version(), gw.nginx.config_version()
+        if want is not None and have is not None and have >= want:
+            return
+        assert time.time() < deadline, f"data plane runs {have}, control plane wants {want}"
+        time.sleep(0.05)

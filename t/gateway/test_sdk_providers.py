@@ -3,8 +3,8 @@ Anthropic, Gemini and AWS Bedrock: plain, streamed, tool round trip, image, type
 and the same shapes whatever the provider answered."""
 import json
 
-from gwutil import anthropic_connection, bedrock_connection, gemini_connection
-from test_providers import wait_credentials
+from gwutil import (anthropic_connection, bedrock_connection, gemini_connection,
+                    wait_credentials)
 
 from conftest import SDK_DIR
 

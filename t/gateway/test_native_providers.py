@@ -13,7 +13,7 @@ import time
 import pytest
 
 from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for,
-                    gemini_connection, sse_events)
+                    gemini_connection, sse_events, wait_credentials)
 
 PROVIDERS = ["anthropic", "gemini", "aws-bedrock"]
 CONN = {"anthropic": "ant", "gemini": "gem", "aws-bedrock": "bed"}
@@ -41,27 +41,6 @@ DENIED_ROLE = "arn:aws:iam::123456789012:role/vmx-test-denied"
 
 def expected_text(model, said="hello"):
     return f"Hello from {model}! You said: {said}"
-
-
-def wait_credentials(gw, env, names, state="ok", timeout=20):
-    """Wait until the aws-bedrock connections' credentialsStatus is `state` and the data plane
-    runs the config version that carries them."""
-    deadline = time.time() + timeout
-    for n in names:
-        while True:
-            st, body, _ = gw.api.request("GET", f"{env.prefix}/connections/{env.conns[n]['id']}")
-            assert st == 200, body
-            cs = body.get("credentialsStatus") or {}
-            if cs.get("state") == state:
-                break
-            assert time.time() < deadline, f"connection {n}: credentialsStatus {cs}"
-            time.sleep(0.1)
-    while True:
-        want, have = gw.desired_version(), gw.nginx.config_version()
-        if want is not None and have is not None and have >= want:
-            return
-        assert time.time() < deadline, f"data plane runs {have}, control plane wants {want}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
