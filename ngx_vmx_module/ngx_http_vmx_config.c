@@ -45,6 +45,9 @@ static ngx_int_t ngx_http_vmx_compile_targets(ngx_http_vmx_compile_t *cc,
     const char *what);
 static ngx_int_t ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
     ngx_http_vmx_connection_t *conn);
+static ngx_int_t ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc,
+    vmx_json_t *obj, ngx_flag_t always, ngx_array_t *limits,
+    const char *what);
 static ngx_int_t ngx_http_vmx_get_str(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, const char *name, ngx_str_t *value, const char *what);
 static void ngx_http_vmx_opt_str(vmx_json_t *obj, const char *name,
@@ -469,6 +472,12 @@ ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
         }
     }
 
+    if (ngx_http_vmx_compile_limits(cc, obj, 1, &conn->limits, "connection")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_vmx_index_add(&cc->snapshot->connections, &conn->id, conn)
         != NGX_OK)
     {
@@ -603,6 +612,12 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     item = vmx_json_get(obj, "useFallback");
     res->use_fallback = (item == NULL || item->type != VMX_JSON_FALSE);
 
+    if (ngx_http_vmx_compile_limits(cc, obj, 0, &res->limits, "resource")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     /* resources are found by their name within an environment */
     key.len = res->env->id.len + 1 + res->name.len;
     key.data = ngx_pnalloc(cc->pool, key.len);
@@ -626,6 +641,87 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     {
         return ngx_http_vmx_compile_error(cc, "resource \"%V\" appears twice",
                                           &res->id);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The enabled capacity entries of obj; of a resource or an API key only
+ * when its enforceCapacity is true.
+ */
+
+static ngx_int_t
+ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
+    ngx_flag_t always, ngx_array_t *limits, const char *what)
+{
+    size_t                 len;
+    ngx_uint_t             p;
+    const char            *str;
+    vmx_json_t            *list, *item, *v;
+    ngx_http_vmx_limit_t  *limit;
+
+    static const char  *periods[] = {
+        "minute", "hour", "day", "week", "month", "lifetime"
+    };
+
+    list = vmx_json_get(obj, "capacity");
+    item = vmx_json_get(obj, "enforceCapacity");
+
+    if (ngx_array_init(limits, cc->pool, 1, sizeof(ngx_http_vmx_limit_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (list == NULL || list->type != VMX_JSON_ARRAY
+        || (!always && (item == NULL || item->type != VMX_JSON_TRUE)))
+    {
+        return NGX_OK;
+    }
+
+    for (item = list->child; item; item = item->next) {
+
+        v = vmx_json_get(item, "enabled");
+        if (item->type != VMX_JSON_OBJECT
+            || (v != NULL && v->type == VMX_JSON_FALSE))
+        {
+            continue;
+        }
+
+        limit = ngx_array_push(limits);
+        if (limit == NULL) {
+            return NGX_ERROR;
+        }
+
+        str = vmx_json_get_str(item, "period", &len);
+
+        for (p = 0; str && p < sizeof(periods) / sizeof(periods[0]); p++) {
+            if (len == ngx_strlen(periods[p])
+                && ngx_strncmp(str, periods[p], len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (str == NULL || p == sizeof(periods) / sizeof(periods[0])) {
+            return ngx_http_vmx_compile_error(cc, "%s: a capacity entry has "
+                                              "no known period", what);
+        }
+
+        limit->period = p;
+
+        v = vmx_json_get(item, "requests");
+        limit->requests = (v && v->is_int && v->integer >= 0) ? v->integer
+                                                                : -1;
+
+        v = vmx_json_get(item, "tokens");
+        limit->tokens = (v && v->is_int && v->integer >= 0) ? v->integer : -1;
+
+        str = vmx_json_get_str(item, "dimension", &len);
+        limit->per_address = (str && len == sizeof("source-ip") - 1
+                              && ngx_strncmp(str, "source-ip", len) == 0);
     }
 
     return NGX_OK;
@@ -755,6 +851,12 @@ ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
 
     item = vmx_json_get(obj, "enabled");
     key->enabled = (item == NULL || item->type != VMX_JSON_FALSE);
+
+    if (ngx_http_vmx_compile_limits(cc, obj, 0, &key->limits, "api key")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     list = vmx_json_get(obj, "resources");
     if (ngx_array_init(&key->resources, cc->pool,

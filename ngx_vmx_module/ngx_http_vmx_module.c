@@ -67,6 +67,8 @@ static ngx_int_t ngx_http_vmx_add_headers(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
+    ngx_http_vmx_ratelimit_t *rl, const char *what);
 static ngx_int_t ngx_http_vmx_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_vmx_log_handler(ngx_http_request_t *r);
@@ -92,6 +94,13 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
     { ngx_string("vmx_config_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_vmx_config_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_limits_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_vmx_limits_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -592,6 +601,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     vmx_json_t                *messages, *model, *stream, *options, *vmx;
     vmx_json_t                *item, *secondary_index;
     vmx_json_error_t           jerr;
+    ngx_http_vmx_scope_t       scopes[2];
     ngx_http_vmx_resource_t  **allowed;
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
@@ -779,6 +789,35 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (rc != NGX_DECLINED) {
         return rc;
+    }
+
+    /* the gate: the key's and the resource's own capacity */
+
+    started = ngx_http_vmx_usec();
+
+    scopes[0].kind = 'k';
+    scopes[0].level = "API key";
+    scopes[0].id = ctx->api_key->id;
+    scopes[0].name = ctx->api_key->name;
+    scopes[0].limits = &ctx->api_key->limits;
+
+    scopes[1].kind = 'r';
+    scopes[1].level = "Resource";
+    scopes[1].id = ctx->resource->id;
+    scopes[1].name = ctx->resource->name;
+    scopes[1].limits = &ctx->resource->limits;
+
+    rc = ngx_http_vmx_limits_admit(r, ctx, scopes, 2, -1);
+
+    ctx->gate_usec = ngx_http_vmx_usec() - started;
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                                       "resource_exhausted", &ctx->failure);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /*
@@ -1108,6 +1147,17 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_BAD_GATEWAY:
     case NGX_HTTP_GATEWAY_TIME_OUT:
+        if (ctx->nattempts && ctx->capacity_failures == ctx->nattempts) {
+            /* every connection of the chain had no capacity left */
+            status = NGX_HTTP_TOO_MANY_REQUESTS;
+            code = "resource_exhausted";
+            type = "rate_limit_error";
+            p = ngx_snprintf(buf, sizeof(buf) - 1, "%V", &ctx->failure);
+            *p = '\0';
+            message = (const char *) buf;
+            break;
+        }
+
         /* no provider answered: the last attempt names why */
         status = NGX_HTTP_BAD_GATEWAY;
         code = "provider_unavailable";
@@ -1273,6 +1323,14 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_ERROR;
     }
 
+    if (ngx_http_vmx_ratelimit_headers(r, &ctx->ratelimit[0], "requests")
+        != NGX_OK
+        || ngx_http_vmx_ratelimit_headers(r, &ctx->ratelimit[1], "tokens")
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (ctx->correlation_id.len
         && ngx_http_vmx_add_header(r, "x-vmx-correlation-id",
                                    &ctx->correlation_id)
@@ -1368,6 +1426,54 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     return NGX_OK;
+}
+
+
+/* the gateway's own limits: x-ratelimit-{limit,remaining,reset}-<what> */
+
+static ngx_int_t
+ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
+    ngx_http_vmx_ratelimit_t *rl, const char *what)
+{
+    u_char     *p;
+    ngx_str_t   value;
+    u_char      name[sizeof("x-ratelimit-remaining-requests")];
+
+    if (!rl->set) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.data = p;
+    value.len = ngx_sprintf(p, "%L", rl->limit) - p;
+    ngx_sprintf(name, "x-ratelimit-limit-%s%Z", what);
+
+    if (ngx_http_vmx_add_header(r, (char *) name, &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    value.data += value.len;
+    value.len = ngx_sprintf(value.data, "%L", rl->remaining) - value.data;
+    ngx_sprintf(name, "x-ratelimit-remaining-%s%Z", what);
+
+    if (ngx_http_vmx_add_header(r, (char *) name, &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (rl->reset < 0) {
+        return NGX_OK;
+    }
+
+    /* as OpenAI writes it: "1s", "59s" */
+    value.data += value.len;
+    value.len = ngx_sprintf(value.data, "%Ts", rl->reset) - value.data;
+    ngx_sprintf(name, "x-ratelimit-reset-%s%Z", what);
+
+    return ngx_http_vmx_add_header(r, (char *) name, &value);
 }
 
 
@@ -1526,6 +1632,7 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    ngx_http_vmx_limits_settle(r, ctx);
     ngx_http_vmx_stats_record(r, ctx);
     ngx_http_vmx_audit_write(r, ctx);
 

@@ -24,6 +24,54 @@
 #define NGX_HTTP_VMX_PROVIDER_BEDROCK    5
 
 #define NGX_HTTP_VMX_MAX_EVENTS          16
+#define NGX_HTTP_VMX_MAX_RESERVATIONS    32
+#define NGX_HTTP_VMX_ALL_ATTEMPTS        ((ngx_uint_t) -1)
+
+#define NGX_HTTP_VMX_PERIOD_MINUTE       0
+#define NGX_HTTP_VMX_PERIOD_HOUR         1
+#define NGX_HTTP_VMX_PERIOD_DAY          2
+#define NGX_HTTP_VMX_PERIOD_WEEK         3
+#define NGX_HTTP_VMX_PERIOD_MONTH        4
+#define NGX_HTTP_VMX_PERIOD_LIFETIME     5
+
+
+/* a capacity entry: requests and tokens per period, -1 when not limited */
+
+typedef struct {
+    ngx_uint_t                   period;
+    int64_t                      requests;
+    int64_t                      tokens;
+    unsigned                     per_address:1;    /* "source-ip" */
+} ngx_http_vmx_limit_t;
+
+
+/* what a capacity entry limits: an API key, a resource, a connection */
+
+typedef struct {
+    u_char                       kind;          /* 'k', 'r', 'c' */
+    const char                  *level;         /* "API key" ... */
+    ngx_str_t                    id;
+    ngx_str_t                    name;
+    ngx_array_t                 *limits;        /* of ngx_http_vmx_limit_t */
+} ngx_http_vmx_scope_t;
+
+
+typedef struct {
+    u_char                       key[1 + 36 + 1 + 8 + NGX_SOCKADDR_STRLEN];
+    size_t                       len;
+    time_t                       end;           /* of the window */
+    ngx_int_t                    attempt;       /* -1: the request's own */
+    int64_t                      tokens;        /* reserved */
+    unsigned                     settled:1;
+} ngx_http_vmx_reservation_t;
+
+
+typedef struct {
+    int64_t                      limit;
+    int64_t                      remaining;
+    time_t                       reset;         /* -1: never */
+    unsigned                     set:1;
+} ngx_http_vmx_ratelimit_t;
 
 
 /* an open-addressing index from byte strings to objects */
@@ -72,6 +120,7 @@ typedef struct {
 
     ngx_str_t                    api_key;
     ngx_array_t                  allowed_models;    /* of ngx_str_t */
+    ngx_array_t                  limits;            /* capacity */
 
     /* aws-bedrock: temporary credentials from the control plane */
     ngx_str_t                    region;
@@ -95,6 +144,7 @@ typedef struct {
     ngx_http_vmx_target_t        model;
     ngx_array_t                  fallbacks;     /* of ngx_http_vmx_target_t */
     ngx_array_t                  secondaries;   /* of ngx_http_vmx_target_t */
+    ngx_array_t                  limits;        /* when enforceCapacity */
     unsigned                     use_fallback:1;
 } ngx_http_vmx_resource_t;
 
@@ -105,6 +155,7 @@ typedef struct {
     ngx_http_vmx_environment_t  *env;
     u_char                       hash[32];
     ngx_array_t                  resources;     /* of resource pointers */
+    ngx_array_t                  limits;        /* when enforceCapacity */
     unsigned                     enabled:1;
 } ngx_http_vmx_api_key_t;
 
@@ -142,6 +193,7 @@ typedef struct {
 
 typedef struct {
     ngx_shm_zone_t              *shm_zone;
+    ngx_shm_zone_t              *limits_zone;
     ngx_http_vmx_config_shctx_t *sh;
     ngx_slab_pool_t             *shpool;
 
@@ -294,6 +346,13 @@ struct ngx_http_vmx_ctx_s {
 
     vmx_usage_t                  usage;         /* as the provider said */
 
+    /* capacity: the reservations of this request and its attempts */
+    int64_t                      estimate;      /* prompt tokens */
+    ngx_http_vmx_reservation_t   reservations[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_uint_t                   nreservations;
+    ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
+    ngx_uint_t                   capacity_failures;
+
     uint64_t                     start_usec;
     uint64_t                     gate_usec;
     uint64_t                     routing_usec;
@@ -341,6 +400,18 @@ void ngx_http_vmx_audit_capture(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
 ngx_int_t ngx_http_vmx_records_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_vmx_records_ack_handler(ngx_http_request_t *r);
+
+/* ngx_http_vmx_limits.c */
+char *ngx_http_vmx_limits_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_vmx_limits_admit(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes,
+    ngx_int_t attempt);
+void ngx_http_vmx_limits_settle(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+void ngx_http_vmx_limits_release(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt);
+time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
 
 /* ngx_http_vmx_stats.c */
 ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);

@@ -1011,6 +1011,8 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_addr_t                 *addr;
     ngx_time_t                 *tp;
     ngx_http_upstream_t        *u;
+    ngx_chain_t                *first_request;
+    ngx_http_vmx_scope_t        scope;
     ngx_http_vmx_attempt_t     *attempt;
     ngx_http_vmx_ctx_t         *ctx;
     ngx_http_vmx_connection_t  *conn;
@@ -1071,10 +1073,32 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     u->ssl_name = conn->host;
 #endif
 
-    if (ctx->first_request) {
-        /* the first attempt's request was built when the request was checked */
-        u->request_bufs = ctx->first_request;
-        ctx->first_request = NULL;
+    /* the request built when it was checked serves the first attempt only */
+    first_request = ctx->first_request;
+    ctx->first_request = NULL;
+
+    /* the connection's own capacity; none left: the next model */
+
+    scope.kind = 'c';
+    scope.level = "Connection";
+    scope.id = conn->id;
+    scope.name = conn->name;
+    scope.limits = &conn->limits;
+
+    rc = ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
+                                   (ngx_int_t) ctx->nattempts - 1);
+
+    if (rc == NGX_DECLINED) {
+        ctx->capacity_failures++;
+        return NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (first_request) {
+        u->request_bufs = first_request;
         rc = NGX_OK;
 
     } else {
@@ -1205,6 +1229,8 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (ctx->nattempts) {
+        ngx_http_vmx_limits_release(r, ctx, ctx->nattempts - 1);
+
         ctx->attempt_log[ctx->nattempts - 1].status = ev->status;
         ctx->attempt_log[ctx->nattempts - 1].failure = ev->reason;
         ctx->attempt_log[ctx->nattempts - 1].ended_usec = ngx_http_vmx_usec();

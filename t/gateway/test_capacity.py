@@ -1,0 +1,96 @@
+"""Capacity limits on one node (SPEC.md §5): API key, resource and connection counted
+apart, the SPEC's 429 message, Retry-After and x-ratelimit-* headers, an exhausted
+connection falling back to the next model."""
+import pytest
+
+from gwutil import connection_for
+
+
+def per_minute(requests=None, tokens=None, **extra):
+    c = {"period": "minute"}
+    if requests is not None:
+        c["requests"] = requests
+    if tokens is not None:
+        c["tokens"] = tokens
+    c.update(extra)
+    return c
+
+
+@pytest.fixture(scope="module")
+def env(gw, fake, fake2):
+    return gw.provision(
+        connections={
+            "small": connection_for(fake, capacity=[per_minute(requests=2)]),
+            "big": connection_for(fake2),
+            "tiny": connection_for(fake2, capacity=[per_minute(requests=1)]),
+        },
+        resources={
+            "r-free": {"model": ("big", "gpt-free")},
+            "r-limited": {"model": ("big", "gpt-res"), "enforceCapacity": True,
+                          "capacity": [per_minute(requests=3)]},
+            "r-spill": {"model": ("small", "gpt-small"), "fallback": [("big", "gpt-big")]},
+            "r-tiny": {"model": ("tiny", "gpt-tiny")},
+            "r-disabled": {"model": ("big", "gpt-off"), "enforceCapacity": True,
+                           "capacity": [per_minute(requests=1, enabled=False)]},
+        },
+        keys={
+            "ci": {"resources": ["r-free", "r-limited", "r-spill", "r-tiny", "r-disabled"],
+                   "enforceCapacity": True, "capacity": [per_minute(requests=100)]},
+            "capped": {"resources": ["r-free"], "enforceCapacity": True,
+                       "capacity": [per_minute(requests=2)]},
+            "unenforced": {"resources": ["r-free"], "enforceCapacity": False,
+                           "capacity": [per_minute(requests=1)]},
+        },
+    )
+
+
+def test_api_key_limit(env):
+    for i in range(2):
+        r = env.chat("r-free", key=env.keys["capped"])
+        assert r.status == 200, r
+        assert r.header("x-ratelimit-limit-requests") == "2"
+        assert r.header("x-ratelimit-remaining-requests") == str(1 - i)
+    r = env.chat("r-free", key=env.keys["capped"])
+    assert r.status == 429, r
+    e = r.json()["error"]
+    assert e["code"] == "resource_exhausted"
+    assert e["message"] == 'API key "capped" has reached its limit of 2 requests per minute'
+    assert 1 <= int(r.header("retry-after")) <= 60
+
+
+def test_unenforced_key_capacity_is_ignored(env):
+    for _ in range(3):
+        assert env.chat("r-free", key=env.keys["unenforced"]).status == 200
+
+
+def test_resource_limit_counts_apart_from_the_key(env):
+    for _ in range(3):
+        assert env.chat("r-limited", key=env.keys["ci"]).status == 200
+    r = env.chat("r-limited", key=env.keys["ci"])
+    assert r.status == 429, r
+    assert r.json()["error"]["message"] == \
+        'Resource "r-limited" has reached its limit of 3 requests per minute'
+
+
+def test_exhausted_connection_falls_back(env):
+    models = [env.chat("r-spill", key=env.keys["ci"]).header("x-vmx-model") for _ in range(4)]
+    assert models == ["gpt-small", "gpt-small", "gpt-big", "gpt-big"], models
+    r = env.chat("r-spill", key=env.keys["ci"])
+    assert r.status == 200, r
+    assert r.header("x-vmx-event-count") == "1"
+    assert "connection" in r.header("x-vmx-event-0-fallback-failure-reason").lower()
+
+
+def test_exhausted_chain_is_429(env):
+    assert env.chat("r-tiny", key=env.keys["ci"]).status == 200
+    r = env.chat("r-tiny", key=env.keys["ci"])
+    assert r.status == 429, r
+    assert r.json()["error"]["code"] == "resource_exhausted"
+    assert "has reached its limit of 1 requests per minute" in r.json()["error"]["message"]
+    assert r.header("retry-after") is not None
+
+
+def test_disabled_entry_is_ignored(env):
+    for _ in range(3):
+        assert env.chat("r-disabled", key=env.keys["ci"]).status == 200
+
