@@ -2,11 +2,12 @@
 Anthropic, Gemini and AWS Bedrock: plain, streamed, tool round trip, image, typed errors,
 and the same shapes whatever the provider answered."""
 import json
+from pathlib import Path
 
 from gwutil import (anthropic_connection, bedrock_connection, gemini_connection,
                     wait_credentials)
 
-from conftest import SDK_DIR
+PROVIDERS_TEST = Path(__file__).resolve().parents[1] / "sdk" / "providers.test.mjs"
 
 
 def test_openai_node_sdk_through_native_providers(gw, fake_anthropic, fake_gemini,
@@ -35,7 +36,7 @@ def test_openai_node_sdk_through_native_providers(gw, fake_anthropic, fake_gemin
         "VMX_BASE_URL": gw.url + "/v1",
         "VMX_API_KEY": env.key("sdk"),
         "VMX_PROVIDERS": json.dumps(providers),
-    }, files=[str(SDK_DIR / "providers.test.mjs")])
+    }, files=[str(PROVIDERS_TEST)])
     print(out)
     assert "ℹ fail 0" in out, out
     assert "ℹ skipped 0" in out, out
