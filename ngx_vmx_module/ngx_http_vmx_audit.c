@@ -182,6 +182,17 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_audit_str(out, "workspaceId", env ? &env->workspace_id : NULL);
     ngx_http_vmx_audit_str(out, "environmentId", env ? &env->id : NULL);
     ngx_http_vmx_audit_str(out, "requestId", &id);
+
+    s.data = ctx->trace_id;
+    s.len = sizeof(ctx->trace_id);
+    ngx_http_vmx_audit_str(out, "traceId", &s);
+    s.data = ctx->span_id;
+    s.len = sizeof(ctx->span_id);
+    ngx_http_vmx_audit_str(out, "spanId", &s);
+    s.data = ctx->parent_id;
+    s.len = sizeof(ctx->parent_id);
+    ngx_http_vmx_audit_str(out, "parentSpanId", ctx->has_parent ? &s : NULL);
+
     ngx_http_vmx_audit_str(out, "correlationId",
                            ctx->correlation_id.len ? &ctx->correlation_id
                                                    : NULL);
@@ -283,6 +294,7 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 {
     double                   seconds;
     uint64_t                 end;
+    ngx_str_t                span;
     ngx_uint_t               i, last;
     ngx_http_vmx_attempt_t  *a;
 
@@ -300,6 +312,9 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_http_vmx_audit_str(out, "model", &a->target->model);
         ngx_http_vmx_audit_str(out, "connectionId",
                                &a->target->connection->id);
+        span.data = a->span_id;
+        span.len = sizeof(a->span_id);
+        ngx_http_vmx_audit_str(out, "spanId", &span);
         ngx_http_vmx_audit_count(out, "statusCode",
                                  a->status ? (int64_t) a->status
                                  : (last ? (int64_t) r->headers_out.status

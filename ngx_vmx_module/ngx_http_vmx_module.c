@@ -54,6 +54,9 @@ static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
 static ngx_int_t ngx_http_vmx_models(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
+static void ngx_http_vmx_trace_context(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_flag_t ngx_http_vmx_is_hex(u_char *p, size_t n);
 static ngx_int_t ngx_http_vmx_reject(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
     const char *message);
@@ -949,11 +952,101 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     ngx_sprintf(ctx->request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
                 2, bytes + 4, 2, bytes + 6, 2, bytes + 8, 6, bytes + 10);
 
+    ngx_http_vmx_trace_context(r, ctx);
+
     ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
 
     ctx->snapshot = ngx_http_vmx_snapshot_acquire(r);
 
     return ctx;
+}
+
+
+/*
+ * W3C trace context: a valid "traceparent: 00-<trace>-<parent>-<flags>"
+ * of the client makes this request a span of its trace; otherwise the
+ * request starts a trace.  Every provider attempt is a child span.
+ */
+
+static void
+ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char            *p, bytes[16];
+    ngx_uint_t         i;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("traceparent") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
+                               sizeof("traceparent") - 1) != 0)
+        {
+            continue;
+        }
+
+        p = h[i].value.data;
+
+        if (h[i].value.len == 55 && p[0] == '0' && p[1] == '0' && p[2] == '-'
+            && p[35] == '-' && p[52] == '-'
+            && ngx_http_vmx_is_hex(p + 3, 32) && ngx_http_vmx_is_hex(p + 36, 16)
+            && ngx_http_vmx_is_hex(p + 53, 2))
+        {
+            ngx_memcpy(ctx->trace_id, p + 3, 32);
+            ngx_memcpy(ctx->parent_id, p + 36, 16);
+            ctx->has_parent = 1;
+        }
+
+        break;
+    }
+
+    if (!ctx->has_parent) {
+        randombytes_buf(bytes, sizeof(bytes));
+        ngx_hex_dump(ctx->trace_id, bytes, 16);
+    }
+
+    ngx_http_vmx_span_id(ctx->span_id);
+    ngx_http_vmx_span_id(ctx->first_span);
+}
+
+
+void
+ngx_http_vmx_span_id(u_char *id)
+{
+    u_char  bytes[8];
+
+    randombytes_buf(bytes, sizeof(bytes));
+    ngx_hex_dump(id, bytes, sizeof(bytes));
+}
+
+
+static ngx_flag_t
+ngx_http_vmx_is_hex(u_char *p, size_t n)
+{
+    ngx_flag_t  zero;
+
+    /* lowercase hex, and an all-zero id is invalid */
+    for (zero = 1; n--; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+            return 0;
+        }
+
+        zero &= (*p == '0');
+    }
+
+    return !zero;
 }
 
 

@@ -233,6 +233,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_vmx_target_t       *target;
+    u_char                       span_id[16];   /* its traceparent's */
     ngx_uint_t                   status;        /* of a failed attempt */
     ngx_str_t                    failure;
     ngx_msec_t                   started_ms;    /* wall clock */
@@ -290,6 +291,13 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_resource_t     *resource;
 
     u_char                       request_id[36];
+
+    /* W3C trace context: the client's trace, or a new one */
+    u_char                       trace_id[32];
+    u_char                       span_id[16];       /* this request's */
+    u_char                       parent_id[16];     /* the client's */
+    u_char                       first_span[16];    /* the 1st attempt's */
+    unsigned                     has_parent:1;
     ngx_str_t                    correlation_id;
     ngx_str_t                    error_code;
 
@@ -376,6 +384,7 @@ ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
     size_t len);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
+void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
 
 /* ngx_http_vmx_config.c */

@@ -68,6 +68,7 @@ static ngx_int_t ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path,
     ngx_str_t *base, const char *middle, ngx_str_t *model,
     const char *tail);
 
+static u_char *ngx_http_vmx_attempt_span(ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *path, ngx_str_t *headers,
     vmx_buf_t *body, ngx_chain_t **out);
@@ -843,6 +844,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     len = sizeof("POST  HTTP/1.1" CRLF) - 1 + path->len
           + sizeof("Host: " CRLF) - 1 + conn->host_header.len
+          + sizeof("traceparent: 00-" "-" "-01" CRLF) - 1 + 32 + 16
           + headers->len
           + sizeof("Content-Type: application/json" CRLF) - 1
           + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
@@ -864,11 +866,13 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                              "Content-Type: application/json" CRLF
                              "Accept: %s" CRLF
                              "User-Agent: vmx-gateway" CRLF
-                             "Content-Length: %uz" CRLF CRLF,
+                             "Content-Length: %uz" CRLF
+                             "traceparent: 00-%*s-%*s-01" CRLF CRLF,
                              path, &conn->host_header, headers,
                              ctx->stream ? ctx->provider->stream_accept
                                          : "application/json",
-                             body->len);
+                             body->len, (size_t) 32, ctx->trace_id,
+                             (size_t) 16, ngx_http_vmx_attempt_span(ctx));
 
     b->pos = (u_char *) body->data;
     b->last = b->pos + body->len;
@@ -890,6 +894,16 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     *out = cl;
 
     return NGX_OK;
+}
+
+
+/* the span of the attempt being built; at check time, the first's */
+
+static u_char *
+ngx_http_vmx_attempt_span(ngx_http_vmx_ctx_t *ctx)
+{
+    return ctx->nattempts ? ctx->attempt_log[ctx->nattempts - 1].span_id
+                          : ctx->first_span;
 }
 
 

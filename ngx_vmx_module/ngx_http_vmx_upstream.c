@@ -1035,6 +1035,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 
         tp = ngx_timeofday();
         attempt->target = ctx->target;
+        ngx_http_vmx_span_id(attempt->span_id);
         attempt->started_ms = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
         attempt->started_usec = ngx_http_vmx_usec();
     }
@@ -1100,6 +1101,11 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     if (first_request) {
         u->request_bufs = first_request;
         rc = NGX_OK;
+
+        if (ctx->nattempts) {
+            ngx_memcpy(ctx->attempt_log[ctx->nattempts - 1].span_id,
+                       ctx->first_span, 16);
+        }
 
     } else {
         rc = ngx_http_vmx_provider_request(r, ctx, ctx->target,

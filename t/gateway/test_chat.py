@@ -387,3 +387,20 @@ def test_http10_client_stream(env):
     assert head.startswith(b"HTTP/1.1 200"), head
     assert b"chunked" not in head.lower(), head
     assert _text(_chunks(sse_events(body))) == expected_text("gpt-test")
+
+
+def test_trace_context_is_passed_upstream(env, fake):
+    """W3C traceparent: the client's trace continues at the provider, with a span of
+    the gateway's own; without one, the gateway starts a trace."""
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    r = env.chat("chat", headers={"traceparent": f"00-{trace}-{parent}-01"})
+    assert r.status == 200, r
+    sent = fake.last().headers["traceparent"]
+    version, got_trace, span, flags = sent.split("-")
+    assert (version, got_trace, flags) == ("00", trace, "01")
+    assert len(span) == 16 and span != parent
+
+    r = env.chat("chat", headers={"traceparent": "garbage"})
+    assert r.status == 200, r
+    version, got_trace, span, flags = fake.last().headers["traceparent"].split("-")
+    assert len(got_trace) == 32 and got_trace != trace and int(got_trace, 16) != 0
