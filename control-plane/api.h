@@ -67,6 +67,19 @@ void api_providers_list(http_req_t *req);
 /* api_dataplanes.c */
 void api_dataplanes_list(http_req_t *req);
 
+/* api_audit.c */
+void api_audit_list(http_req_t *req);
+void api_audit_get(http_req_t *req);
+
+/* api_usage.c */
+void api_usage_query(http_req_t *req);
+
+/* api_metrics.c: GET /metrics, open or behind the token of token_file
+ * (VMX_METRICS_TOKEN_FILE, NULL: open); init returns 0 or -1 */
+int api_metrics_init(const char *token_file);
+void api_metrics_shutdown(void);
+void api_metrics(http_req_t *req);
+
 /*
  * docs.c: reads of the *_docs views.  Each answers itself on failure and
  * returns false then.

@@ -17,6 +17,8 @@
 #define DEFAULT_RECONCILE   5
 #define DEFAULT_STS_MARGIN  300
 #define MAX_STS_MARGIN      3000     /* below the 3600 s the credentials last */
+#define DEFAULT_INGEST_MS   1000
+#define DEFAULT_RETENTION   30
 #define SECRET_FILE_MAX     4096
 
 
@@ -89,9 +91,9 @@ non_empty_env(const char *name)
 }
 
 
-/* *out = the variable as 1..max seconds, or dflt when unset */
+/* *out = the variable as an integer 1..max, or dflt when unset */
 static int
-parse_seconds(const char *name, int dflt, long max, int *out)
+parse_positive(const char *name, int dflt, long max, int *out)
 {
     const char *v = non_empty_env(name);
     char       *end;
@@ -143,10 +145,14 @@ config_load(config_t *cfg)
     v = getenv("VMX_SCHEMA_DIR");
     cfg->schema_dir = (v && v[0]) ? (char *) v : DEFAULT_SCHEMA_DIR;
 
-    if (parse_seconds("VMX_RECONCILE_INTERVAL", DEFAULT_RECONCILE, 86400,
-                      &cfg->reconcile_interval) != 0
-        || parse_seconds("VMX_STS_REFRESH_MARGIN", DEFAULT_STS_MARGIN, MAX_STS_MARGIN,
-                         &cfg->sts_refresh_margin) != 0)
+    if (parse_positive("VMX_RECONCILE_INTERVAL", DEFAULT_RECONCILE, 86400,
+                       &cfg->reconcile_interval) != 0
+        || parse_positive("VMX_STS_REFRESH_MARGIN", DEFAULT_STS_MARGIN, MAX_STS_MARGIN,
+                          &cfg->sts_refresh_margin) != 0
+        || parse_positive("VMX_INGEST_INTERVAL_MS", DEFAULT_INGEST_MS, 60000,
+                          &cfg->ingest_interval_ms) != 0
+        || parse_positive("VMX_RETENTION_DAYS", DEFAULT_RETENTION, 36500,
+                          &cfg->retention_days) != 0)
     {
         return -1;
     }
@@ -155,6 +161,7 @@ config_load(config_t *cfg)
     cfg->aws_secret_access_key = non_empty_env("AWS_SECRET_ACCESS_KEY");
     cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
     cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
+    cfg->metrics_token_file = non_empty_env("VMX_METRICS_TOKEN_FILE");
     if (cfg->sts_endpoint != NULL && strncmp(cfg->sts_endpoint, "http://", 7) != 0
         && strncmp(cfg->sts_endpoint, "https://", 8) != 0)
     {

@@ -24,6 +24,9 @@ typedef struct {
     char   *aws_session_token;        /* from getenv, may be NULL */
     char   *sts_endpoint;             /* from getenv, NULL: the regional endpoint */
     int     sts_refresh_margin;       /* seconds before expiry to re-assume a role */
+    int     ingest_interval_ms;       /* between pulls of the data planes' records */
+    int     retention_days;           /* audit and usage partitions kept */
+    char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];

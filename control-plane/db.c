@@ -23,7 +23,8 @@ static struct {
     char            *conninfo;       /* owned, freed by db_shutdown() */
     db_conn_t       *conns;          /* owned array of size entries */
     int              size;
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0 };
+    unsigned long long waits;
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0 };
 
 
 int
@@ -100,6 +101,7 @@ db_acquire(void)
         if (c != NULL) {
             break;
         }
+        pool.waits++;
         pthread_cond_wait(&pool.freed, &pool.lock);
     }
     c->busy = true;
@@ -212,6 +214,20 @@ db_rollback(db_conn_t *c)
     if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         db_run(c, "ROLLBACK", 0, NULL);
     }
+}
+
+
+void
+db_pool_stats(db_pool_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&pool.lock);
+    out->size = pool.size;
+    out->waits = pool.waits;
+    for (int i = 0; i < pool.size; i++) {
+        out->busy += pool.conns[i].busy;
+    }
+    pthread_mutex_unlock(&pool.lock);
 }
 
 

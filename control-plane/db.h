@@ -41,7 +41,16 @@ int db_begin(db_conn_t *c);
 int db_commit(db_conn_t *c);
 void db_rollback(db_conn_t *c);
 
-/* the PGconn for the few calls that need it directly (migrations) */
+/* a snapshot of the pool, for the metrics */
+typedef struct {
+    int                 size;
+    int                 busy;          /* acquired now */
+    unsigned long long  waits;         /* acquires that found every connection busy */
+} db_pool_stats_t;
+
+void db_pool_stats(db_pool_stats_t *out);
+
+/* the PGconn for the few calls that need it directly (migrations, COPY) */
 PGconn *db_pgconn(db_conn_t *c);
 
 /* applies schema/NNNN_*.sql migrations not yet recorded; 0 or -1 */

@@ -14,6 +14,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 
 #define HTTP_MAX_CONNECTIONS  256
 #define HTTP_TIMEOUT_SECONDS  60
@@ -138,21 +139,32 @@ http_page(http_req_t *req, long *page_index, long *page_size)
 }
 
 
+/* logs and counts the answer */
 static void
 log_request(const http_req_t *req)
 {
     struct timespec now;
-    long            ms;
+    long            us;
+    char            labels[METRICS_LABELS_SIZE];
+    char            status[16];
+    const char     *route = req->route ? req->route->pattern : "-";
+    const char     *method = req->route ? req->route->method : "-";
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    ms = (now.tv_sec - req->started.tv_sec) * 1000
-         + (now.tv_nsec - req->started.tv_nsec) / 1000000;
+    us = (now.tv_sec - req->started.tv_sec) * 1000000
+         + (now.tv_nsec - req->started.tv_nsec) / 1000;
 
     /* the route pattern, not the URL: ids and query strings stay out */
     log_write(req->status >= 500 ? LOG_ERROR : LOG_INFO,
-              "http route=%s %s status=%d ms=%ld user=%s", req->method,
-              req->route ? req->route->pattern : "-",
-              req->status, ms, req->username[0] ? req->username : "-");
+              "http route=%s %s status=%d ms=%ld user=%s", req->method, route,
+              req->status, us / 1000, req->username[0] ? req->username : "-");
+
+    /* an unknown route's method is the client's text: not a label */
+    snprintf(status, sizeof(status), "%d", req->status);
+    metrics_labels(labels, "method", method, "route", route, "status", status, NULL);
+    metrics_add(METRIC_HTTP_REQUESTS, labels, 1);
+    metrics_labels(labels, "method", method, "route", route, NULL);
+    metrics_observe(METRIC_HTTP_DURATION, labels, (double) us / 1e6);
 }
 
 
@@ -169,7 +181,8 @@ send_answer(http_req_t *req)
         return MHD_NO;
     }
     if (req->response != NULL) {
-        MHD_add_response_header(resp, "Content-Type", "application/json");
+        MHD_add_response_header(resp, "Content-Type",
+                                req->content_type ? req->content_type : "application/json");
     }
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);

@@ -61,6 +61,7 @@ struct http_req_s {
 
     int                     status;         /* the answer, 0 until set */
     char                   *response;       /* owned JSON text, NULL for none */
+    const char             *content_type;   /* of response, NULL: application/json */
 };
 
 /* value of the {name} segment of the matched route */

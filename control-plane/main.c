@@ -8,8 +8,8 @@
  * the daemon run from the repository root finds the repository's schema/.
  *
  * Start: config, master key, database pool, migrations, first admin, the
- * pusher and credentials threads, then the HTTP server.  SIGINT/SIGTERM
- * stop it in reverse.
+ * pusher, credentials and ingest threads, then the HTTP server.
+ * SIGINT/SIGTERM stop it in reverse.
  */
 
 #include <signal.h>
@@ -22,7 +22,9 @@
 #include "credentials.h"
 #include "db.h"
 #include "http.h"
+#include "ingest.h"
 #include "log.h"
+#include "metrics.h"
 #include "pusher.h"
 #include "resolve.h"
 #include "secrets.h"
@@ -81,7 +83,9 @@ main(void)
         log_error("main: cannot prepare the database");
         goto done;
     }
-    if (pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0) {
+    if (api_metrics_init(cfg.metrics_token_file) != 0 || pusher_start(&cfg) != 0
+        || credentials_start(&cfg) != 0 || ingest_start(&cfg) != 0)
+    {
         goto done;
     }
     if (http_start(cfg.listen_host, cfg.listen_port) == 0) {
@@ -92,12 +96,15 @@ main(void)
     }
 
 done:
+    ingest_stop();
     credentials_stop();
     pusher_stop();
     resolve_shutdown();
     db_shutdown();
     curl_global_cleanup();
     secrets_shutdown();
+    api_metrics_shutdown();
+    metrics_shutdown();
     config_free(&cfg);
     log_info("main: stopped");
     return rc;

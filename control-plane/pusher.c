@@ -15,6 +15,7 @@
 #include "capacity.h"
 #include "httpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "pusher.h"
 #include "rfc3339.h"
 #include "snapshot.h"
@@ -152,10 +153,14 @@ static void
 push(dataplane_t *dp, const char *snapshot, long long version)
 {
     char  error[CURL_ERROR_SIZE];
+    char  labels[METRICS_LABELS_SIZE];
     char *answer;
     long  status = http_call(dp->url, snapshot, MAX_ANSWER, &answer, error, sizeof(error));
 
     record(dp, status, answer, error, "PUT /vmx/config");
+    metrics_labels(labels, "dataplane", dp->base, "result", status == 200 ? "ok" : "error",
+                   NULL);
+    metrics_add(METRIC_PUSHES, labels, 1);
     if (status == 200) {
         log_info("pusher dataplane=%s pushed version=%lld", dp->base, version);
     }

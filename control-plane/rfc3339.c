@@ -35,6 +35,16 @@ digits(const char *s, int n)
 }
 
 
+static int
+days_in_month(int year, int month)
+{
+    static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    bool             leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+    return month == 1 && leap ? 29 : days[month];
+}
+
+
 bool
 rfc3339_parse(const char *s, time_t *t)
 {
@@ -56,8 +66,9 @@ rfc3339_parse(const char *s, time_t *t)
     tm.tm_min = digits(s + 14, 2);
     tm.tm_sec = digits(s + 17, 2);
     if (tm.tm_year < 0 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1
-        || tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0
-        || tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
+        || tm.tm_mday > days_in_month(tm.tm_year + 1900, tm.tm_mon) || tm.tm_hour < 0
+        || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0
+        || tm.tm_sec > 60)
     {
         return false;
     }
@@ -85,5 +96,28 @@ rfc3339_parse(const char *s, time_t *t)
         return false;
     }
     *t = timegm(&tm) - offset;
+    return true;
+}
+
+
+bool
+rfc3339_normalize(const char *s, time_t *t, char out[RFC3339_US_SIZE])
+{
+    struct tm  tm;
+    long       usec = 0;
+    size_t     n;
+
+    if (!rfc3339_parse(s, t)) {
+        return false;
+    }
+    if (s[19] == '.') {
+        for (int i = 0, scale = 100000; i < 6 && isdigit((unsigned char) s[20 + i]); i++) {
+            usec += (s[20 + i] - '0') * scale;
+            scale /= 10;
+        }
+    }
+    gmtime_r(t, &tm);
+    n = strftime(out, RFC3339_US_SIZE, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, RFC3339_US_SIZE - n, ".%06ldZ", usec);
     return true;
 }

@@ -20,4 +20,14 @@ void rfc3339_format(time_t t, char out[RFC3339_SIZE]);
  */
 bool rfc3339_parse(const char *s, time_t *t);
 
+/* room for the microsecond form, a five-digit year included */
+#define RFC3339_US_SIZE  sizeof("12026-11-21T10:00:00.123456Z")
+
+/*
+ * parses s as rfc3339_parse() does, keeping the fraction to the
+ * microsecond, and writes it in UTC as "2026-11-21T10:00:00.123456Z" into
+ * out (a form PostgreSQL always accepts).  False when s is invalid.
+ */
+bool rfc3339_normalize(const char *s, time_t *t, char out[RFC3339_US_SIZE]);
+
 #endif

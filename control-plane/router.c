@@ -22,6 +22,7 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/auth/me",           api_auth_me,           "auth:me" },
     { "GET",    "/api/v1/providers",         api_providers_list,    "provider:list" },
     { "GET",    "/api/v1/dataplanes",        api_dataplanes_list,   "dataplane:list" },
+    { "GET",    "/metrics",                  api_metrics,           NULL },
 
     { "GET",    "/api/v1/workspaces",        api_workspaces_list,   "workspace:list" },
     { "POST",   "/api/v1/workspaces",        api_workspaces_create, "workspace:create" },
@@ -59,6 +60,10 @@ static const route_t routes[] = {
     { "PUT",    ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
     { "PATCH",  ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
     { "DELETE", ENV "/api-keys/{id}",        api_keys_delete,        "api-key:delete" },
+
+    { "GET",    ENV "/audit",                api_audit_list,         "audit:list" },
+    { "GET",    ENV "/audit/{id}",           api_audit_get,          "audit:get" },
+    { "POST",   ENV "/usage",                api_usage_query,        "usage:get" },
 };
 
 

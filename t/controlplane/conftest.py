@@ -6,11 +6,14 @@ daemon on loopback free ports, in one temporary directory per session.
   env        a fresh workspace + environment: (ws_id, env_id)
   sts_stack  a second control plane, on its own database and fake data plane,
              with AWS base credentials and a fake STS (sts, cp, dataplane, api)
+  audit_stack  a control plane on its own PostgreSQL server pulling audit
+             records from a fake data plane's spool (pg, cp, dataplane, api)
 """
 import json
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,11 +33,22 @@ from harness.postgres import Postgres  # noqa: E402
 from cphelpers import unique  # noqa: E402
 
 
+SPOOL_FILE = "records-1700000000000-1.jsonl"
+
+
 class FakeDataPlane:
     """Speaks the config channel: records PUT /vmx/config bodies, answers GET
     with the version it runs, and GET /vmx/capacity with `capacity` (a list
     of entries; None answers 404 as a module without the endpoint).
-    Requires the shared token."""
+    Requires the shared token.
+
+    It also serves an in-memory record spool as the module does
+    (docs/ARCHITECTURE.md, "Audit and usage records"): add_records() appends
+    lines to one spool file; GET /vmx/records answers the complete lines
+    after the cursor up to max bytes (at least one line; `max_bytes` caps it
+    further to force small batches); POST /vmx/records/ack records the
+    cursor in `acks`, after calling `on_ack(cursor)` when set.
+    `records_status` / `ack_status`, when set, are answered instead."""
 
     def __init__(self, token: str):
         self.token = token
@@ -44,6 +58,13 @@ class FakeDataPlane:
         self.unauthorized = 0
         self.capacity = []
         self.capacity_gets = 0
+        self.spool = bytearray()     # the lines, each ending with a newline
+        self.max_bytes = None
+        self.records_gets = 0
+        self.records_status = None
+        self.ack_status = None
+        self.acks = []
+        self.on_ack = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,7 +87,69 @@ class FakeDataPlane:
                 self._answer(401, {"error": {"message": "bad token"}})
                 return False
 
+            def _answer_raw(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _offset(self, query):
+                cursor = query.get("cursor", [""])[0]
+                if cursor == "":
+                    return 0
+                name, _, offset = cursor.rpartition(":")
+                if name != SPOOL_FILE or not offset.isdigit():
+                    return None
+                return int(offset)
+
+            def _records(self, query):
+                offset = self._offset(query)
+                if offset is None:
+                    self._answer(400, {"error": {"message": "bad cursor"}})
+                    return
+                limit = int(query.get("max", ["1048576"])[0])
+                with fake.lock:
+                    fake.records_gets += 1
+                    if fake.records_status is not None:
+                        self._answer(fake.records_status, {"error": {"message": "fault"}})
+                        return
+                    if fake.max_bytes is not None:
+                        limit = min(limit, fake.max_bytes)
+                    lines, end = [], offset
+                    while end < len(fake.spool):
+                        nl = fake.spool.index(b"\n", end) + 1
+                        if lines and nl - offset > limit:
+                            break
+                        lines.append(bytes(fake.spool[end:nl - 1]))
+                        end = nl
+                body = (b'{"records": [' + b",".join(lines) + b'], "cursor": "'
+                        + f"{SPOOL_FILE}:{end}".encode() + b'"}')
+                self._answer_raw(200, body)
+
+            def do_POST(self):
+                path, _, qs = self.path.partition("?")
+                if path != "/vmx/records/ack":
+                    self._answer(404, {"error": {"message": "not found"}})
+                    return
+                if not self._authorized():
+                    return
+                cursor = urllib.parse.parse_qs(qs).get("cursor", [""])[0]
+                if fake.on_ack is not None:
+                    fake.on_ack(cursor)
+                with fake.lock:
+                    if fake.ack_status is not None:
+                        self._answer(fake.ack_status, {"error": {"message": "fault"}})
+                        return
+                    fake.acks.append(cursor)
+                self._answer(200, {})
+
             def do_GET(self):
+                path, _, qs = self.path.partition("?")
+                if path == "/vmx/records":
+                    if self._authorized():
+                        self._records(urllib.parse.parse_qs(qs, keep_blank_values=True))
+                    return
                 if self.path not in ("/vmx/config", "/vmx/capacity"):
                     self._answer(404, {"error": {"message": "not found"}})
                     return
@@ -125,6 +208,19 @@ class FakeDataPlane:
                     return
             time.sleep(0.05)
         raise AssertionError("GET /vmx/capacity not called")
+
+    def add_records(self, records):
+        """Appends records (dicts, or bytes/str lines as they are) to the spool."""
+        with self.lock:
+            for r in records:
+                line = r if isinstance(r, bytes) else (
+                    r.encode() if isinstance(r, str) else json.dumps(r).encode())
+                self.spool += line + b"\n"
+
+    def end_cursor(self):
+        """The cursor after the last line of the spool."""
+        with self.lock:
+            return f"{SPOOL_FILE}:{len(self.spool)}"
 
     def forget(self):
         """As a restarted data plane without its disk copy: runs version 0."""
@@ -219,3 +315,39 @@ def env(api):
     ws = api.create_workspace(unique("ws"))
     e = api.create_environment(ws["id"], "production")
     return ws["id"], e["id"]
+
+
+@pytest.fixture(scope="session")
+def audit_stack(tmp_path_factory):
+    """A control plane of its own (own PostgreSQL server, so a test may stop
+    it) pulling records every 100 ms from a fake data plane and a dead one,
+    with /metrics behind a token: (pg, cp, dataplane, dead_dataplane_url,
+    api, metrics_token)."""
+    base = tmp_path_factory.mktemp("audit")
+    s = CpStack()
+    s.base = base
+    s.pg = Postgres(base / "pg", free_port())
+    s.pg.start()
+    try:
+        s.token_file, s.master_key_file = write_secret_files(base / "secrets")
+        s.metrics_token = "metrics-" + uuid.uuid4().hex
+        metrics_token_file = base / "secrets" / "metrics.token"
+        metrics_token_file.write_text(s.metrics_token + "\n")
+        s.dataplane = FakeDataPlane(s.token_file.read_text().strip()).start()
+        s.dead_dataplane_url = f"http://127.0.0.1:{free_port()}"
+        s.cp = ControlPlane(base / "cp", free_port(), s.pg.dsn,
+                            [s.dataplane.url, s.dead_dataplane_url], s.token_file,
+                            s.master_key_file, reconcile_interval=1,
+                            env={"VMX_INGEST_INTERVAL_MS": "100",
+                                 "VMX_METRICS_TOKEN_FILE": str(metrics_token_file)})
+        s.cp.start()
+        try:
+            s.api = Api(s.cp.url)
+            s.api.login()
+            yield s
+        finally:
+            rc = s.cp.stop()
+            s.dataplane.stop()
+            assert rc == 0, f"control plane exited with {rc}"
+    finally:
+        s.pg.stop()
