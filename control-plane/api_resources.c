@@ -1,19 +1,23 @@
 /*
  * api_resources: AI resources of an environment.
  *
- * Every model entry (model, fallbackModels[i], secondaryModels[i]) must name
- * a connection of the same environment with the entry's provider, and a
- * model that connection allows.  The connections used are recorded in
+ * Every model entry (model, fallbackModels[i], secondaryModels[i], and the
+ * `then` of each routing group that calls a model) must name a connection
+ * of the same environment with the entry's provider, and a model that
+ * connection allows.  The connections used are recorded in
  * resource_connections, whose foreign key keeps a used connection from
- * being deleted.
+ * being deleted.  The routing is compiled by the data plane's own compiler,
+ * so the rules a resource stores are rules the data plane runs.
  */
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "providers.h"
 #include "validate.h"
+#include "vmx_rules.h"
 
 static const char *const writable[] = {
     "name", "description", "model", "routing", "fallbackModels", "useFallback",
@@ -76,29 +80,13 @@ check_connection(http_req_t *req, const char *at, const char *connection_id,
 }
 
 
+/* provider, model and connectionId of an entry; at is its field path */
 static bool
-validate_model_entry(http_req_t *req, const cJSON *entry, const char *at)
+validate_target(http_req_t *req, const cJSON *entry, const char *at)
 {
-    static const char *const members[] = { "provider", "model", "connectionId", NULL };
-    const cJSON *provider, *model, *connection, *item;
+    const cJSON *provider, *model, *connection;
     char         field[160];
 
-    if (!cJSON_IsObject(entry)) {
-        http_invalid(req, at, "%s must be an object {provider, model, connectionId}", at);
-        return false;
-    }
-    cJSON_ArrayForEach(item, entry) {
-        bool known = false;
-
-        for (int i = 0; members[i] != NULL; i++) {
-            known = known || strcmp(item->string, members[i]) == 0;
-        }
-        if (!known) {
-            snprintf(field, sizeof(field), "%s.%s", at, item->string);
-            http_invalid(req, field, "unknown field \"%s\"", field);
-            return false;
-        }
-    }
     provider = cJSON_GetObjectItemCaseSensitive(entry, "provider");
     model = cJSON_GetObjectItemCaseSensitive(entry, "model");
     connection = cJSON_GetObjectItemCaseSensitive(entry, "connectionId");
@@ -124,6 +112,33 @@ validate_model_entry(http_req_t *req, const cJSON *entry, const char *at)
 
 
 static bool
+validate_model_entry(http_req_t *req, const cJSON *entry, const char *at)
+{
+    static const char *const members[] = { "provider", "model", "connectionId", NULL };
+    const cJSON *item;
+    char         field[160];
+
+    if (!cJSON_IsObject(entry)) {
+        http_invalid(req, at, "%s must be an object {provider, model, connectionId}", at);
+        return false;
+    }
+    cJSON_ArrayForEach(item, entry) {
+        bool known = false;
+
+        for (int i = 0; members[i] != NULL; i++) {
+            known = known || strcmp(item->string, members[i]) == 0;
+        }
+        if (!known) {
+            snprintf(field, sizeof(field), "%s.%s", at, item->string);
+            http_invalid(req, field, "unknown field \"%s\"", field);
+            return false;
+        }
+    }
+    return validate_target(req, entry, at);
+}
+
+
+static bool
 validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, field);
@@ -145,7 +160,112 @@ validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
 }
 
 
-/* {enabled, conditions}; the conditions are compiled by a later stage */
+/* the rules compiler's memory: malloc'd blocks, freed together */
+typedef struct rules_block_s  rules_block_t;
+
+struct rules_block_s {
+    rules_block_t  *next;
+    max_align_t     data[];
+};
+
+
+static void *
+rules_alloc(void *ctx, size_t size)
+{
+    rules_block_t **head = ctx;
+    rules_block_t  *b = malloc(sizeof(rules_block_t) + size);
+
+    if (b == NULL) {
+        return NULL;
+    }
+    b->next = *head;
+    *head = b;
+    return b->data;
+}
+
+
+/* 400 naming the field and, inside an expression or regex, the position */
+static void
+routing_invalid(http_req_t *req, const vmx_rules_error_t *err)
+{
+    char   field[VMX_RULES_PATH_MAX + 16];
+    char   message[VMX_RULES_PATH_MAX + 320];
+    cJSON *root = cJSON_CreateObject();
+    cJSON *error = cJSON_AddObjectToObject(root, "error");
+    cJSON *details;
+
+    snprintf(field, sizeof(field), "routing%s%s", err->path[0] ? "." : "", err->path);
+    snprintf(message, sizeof(message), "%s: %s", field, err->message);
+    cJSON_AddStringToObject(error, "code", "validation_error");
+    cJSON_AddStringToObject(error, "message", message);
+    details = cJSON_AddObjectToObject(error, "details");
+    cJSON_AddStringToObject(details, "field", field);
+    if (err->position >= 0) {
+        cJSON_AddNumberToObject(details, "position", (double) err->position);
+    }
+    http_reply(req, 400, root);
+}
+
+
+static bool
+compile_routing(http_req_t *req, const cJSON *routing)
+{
+    char              *text = cJSON_PrintUnformatted(routing);
+    rules_block_t     *blocks = NULL;
+    vmx_rules_error_t  err;
+    vmx_rules_t       *rules;
+    bool               ok;
+
+    if (text == NULL) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+        return false;
+    }
+    rules = vmx_rules_compile_text(text, strlen(text), rules_alloc, &blocks, &err);
+    ok = rules != NULL;
+    vmx_rules_free(rules);
+    while (blocks != NULL) {
+        rules_block_t  *next = blocks->next;
+
+        free(blocks);
+        blocks = next;
+    }
+    free(text);
+    if (!ok && strcmp(err.message, "out of memory") == 0) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+    } else if (!ok) {
+        routing_invalid(req, &err);
+    }
+    return ok;
+}
+
+
+/* the then of every group that calls a model (the compiler checked shapes) */
+static bool
+validate_routing_targets(http_req_t *req, const cJSON *routing)
+{
+    const cJSON *group;
+    char         at[64];
+    int          i = 0;
+
+    cJSON_ArrayForEach(group, cJSON_GetObjectItemCaseSensitive(routing, "conditions")) {
+        const cJSON *action = cJSON_GetObjectItemCaseSensitive(group, "action");
+        const cJSON *then = cJSON_GetObjectItemCaseSensitive(group, "then");
+
+        snprintf(at, sizeof(at), "routing.conditions[%d].then", i++);
+        if ((cJSON_IsString(action) && strcmp(action->valuestring, "BLOCK") == 0)
+            || !cJSON_IsObject(then))
+        {
+            continue;
+        }
+        if (!validate_target(req, then, at)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/* {enabled, conditions}, compiled as the data plane will */
 static bool
 validate_routing(http_req_t *req, const cJSON *doc)
 {
@@ -163,7 +283,7 @@ validate_routing(http_req_t *req, const cJSON *doc)
         http_invalid(req, "routing.conditions", "routing.conditions must be an array");
         return false;
     }
-    return true;
+    return compile_routing(req, routing) && validate_routing_targets(req, routing);
 }
 
 
@@ -182,6 +302,13 @@ validate(http_req_t *req, cJSON *doc)
            && val_capacity(req, doc, "capacity");
 }
 
+
+/* the then of the routing groups that call a model, as a jsonb array */
+#define ROUTING_TARGETS \
+    "coalesce((SELECT jsonb_agg(g->'then')" \
+    "          FROM jsonb_array_elements(r.routing->'conditions') g" \
+    "          WHERE jsonb_typeof(g->'then') = 'object'" \
+    "            AND coalesce(g->>'action', 'CALL_MODEL') <> 'BLOCK'), '[]'::jsonb)"
 
 /* the row, then the connections it uses; one transaction */
 static int
@@ -207,7 +334,7 @@ write_rows(http_req_t *req, const char *const *params, bool create)
                   "INSERT INTO resource_connections (resource_id, connection_id)"
                   " SELECT DISTINCT r.id, (m->>'connectionId')::uuid FROM resources r,"
                   "  jsonb_array_elements(jsonb_build_array(r.model) || r.fallback_models"
-                  "                       || r.secondary_models) m"
+                  "                       || r.secondary_models || " ROUTING_TARGETS ") m"
                   " WHERE r.id = $1", 1, params + 2) != 0)
     {
         db_rollback(req->db);
