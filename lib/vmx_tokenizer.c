@@ -42,24 +42,19 @@ static const char  o200k_pattern[] =
     "|[" WS "]+";
 
 
+/* a token in the open-addressing table: one cache line holds a lookup */
 typedef struct {
     uint32_t   hash;
-    uint32_t   entry;          /* index + 1 in entries, 0 for an empty slot */
-} slot_t;
-
-typedef struct {
-    uint32_t   off;            /* in blob */
-    uint32_t   len;
     uint32_t   rank;
-} entry_t;
+    uint32_t   off;            /* in blob */
+    uint32_t   len;            /* 0 for an empty slot */
+} slot_t;
 
 struct vmx_tokenizer_s {
     pcre2_code     *re;
     void           *malloced;  /* the tables when they came from malloc */
     const uint8_t  *blob;      /* the decoded tokens, end to end */
-    entry_t        *entries;
     slot_t         *slots;
-    uint32_t        count;     /* of entries */
     uint32_t        mask;
     uint32_t        max_len;
     uint32_t       *pair_rank; /* rank of each 2-byte token, by b0 << 8 | b1 */
@@ -131,22 +126,20 @@ hash_bytes(const uint8_t *p, size_t n)
 static slot_t *
 find_slot(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n, uint32_t h)
 {
-    slot_t         *slot;
-    const entry_t  *e;
-    uint32_t        i = h & tok->mask;
+    slot_t    *slot;
+    uint32_t   i = h & tok->mask;
 
     for ( ;; ) {
         slot = &tok->slots[i];
 
-        if (slot->entry == 0) {
+        if (slot->len == 0) {
             return slot;
         }
 
-        if (slot->hash == h) {
-            e = &tok->entries[slot->entry - 1];
-            if (e->len == n && memcmp(tok->blob + e->off, p, n) == 0) {
-                return slot;
-            }
+        if (slot->hash == h && slot->len == n
+            && memcmp(tok->blob + slot->off, p, n) == 0)
+        {
+            return slot;
         }
 
         i = (i + 1) & tok->mask;
@@ -169,7 +162,7 @@ rank_of(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n)
 
     slot = find_slot(tok, p, n, hash_bytes(p, n));
 
-    return slot->entry ? tok->entries[slot->entry - 1].rank : RANK_NONE;
+    return slot->len ? slot->rank : RANK_NONE;
 }
 
 
@@ -272,7 +265,6 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
     uint64_t        rank = 0;
     uint32_t        h;
     slot_t         *slot;
-    entry_t        *e;
     long            len;
 
     if (sp == NULL || sp + 1 == line + n) {
@@ -292,16 +284,14 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
 
     h = hash_bytes(token, len);
     slot = find_slot(tok, token, len, h);
-    if (slot->entry) {
+    if (slot->len) {
         return fail(err, errlen, number, "duplicate token");
     }
 
-    e = &tok->entries[tok->count];
-    e->off = (uint32_t) *blob_len;
-    e->len = (uint32_t) len;
-    e->rank = (uint32_t) rank;
     slot->hash = h;
-    slot->entry = ++tok->count;
+    slot->rank = (uint32_t) rank;
+    slot->off = (uint32_t) *blob_len;
+    slot->len = (uint32_t) len;
     *blob_len += len;
 
     if ((uint32_t) len > tok->max_len) {
@@ -309,10 +299,10 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
     }
 
     if (len == 1) {
-        tok->byte_rank[token[0]] = e->rank;
+        tok->byte_rank[token[0]] = slot->rank;
 
     } else if (len == 2) {
-        tok->pair_rank[token[0] << 8 | token[1]] = e->rank;
+        tok->pair_rank[token[0] << 8 | token[1]] = slot->rank;
     }
 
     return 0;
@@ -352,7 +342,7 @@ compile_pattern(vmx_tokenizer_t *tok, char *err, size_t errlen)
 
 /* lays the tables out in one block of the size counted by the first pass */
 static vmx_tokenizer_t *
-layout(void *mem, size_t slots, size_t lines)
+layout(void *mem, size_t slots)
 {
     vmx_tokenizer_t  *tok = mem;
     char             *p = (char *) mem + align8(sizeof(vmx_tokenizer_t));
@@ -363,9 +353,6 @@ layout(void *mem, size_t slots, size_t lines)
     tok->slots = (slot_t *) p;
     memset(p, 0, slots * sizeof(slot_t));
     p += align8(slots * sizeof(slot_t));
-
-    tok->entries = (entry_t *) p;
-    p += align8(lines * sizeof(entry_t));
 
     tok->pair_rank = (uint32_t *) p;
     memset(p, 0xff, 65536 * sizeof(uint32_t));
@@ -430,7 +417,7 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
 
     /* the base64 text bounds the decoded tokens */
     size = align8(sizeof(vmx_tokenizer_t)) + align8(slots * sizeof(slot_t))
-           + align8(lines * sizeof(entry_t)) + 65536 * sizeof(uint32_t) + text;
+           + 65536 * sizeof(uint32_t) + text;
 
     mem = alloc ? alloc(alloc_ctx, size) : malloc(size);
     if (mem == NULL) {
@@ -438,7 +425,7 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
         return NULL;
     }
 
-    tok = layout(mem, slots, lines);
+    tok = layout(mem, slots);
     tok->malloced = alloc ? NULL : mem;
 
     if (fill(tok, ranks, len, err, errlen) != 0

@@ -41,7 +41,7 @@ typedef struct vmx_tokenizer_scratch_s  vmx_tokenizer_scratch_t;
 
 /*
  * Builds the tokenizer from a ranks file of len bytes (not kept).  The
- * tables, about 9 MB for o200k_base, come from one alloc call when alloc is
+ * tables, about 11 MB for o200k_base, come from one alloc call when alloc is
  * given, and then belong to its allocator; with alloc NULL from malloc.
  * Either way vmx_tokenizer_free() releases the compiled pattern (its JIT
  * code is mapped by PCRE2) and, with malloc, the tables.  Returns NULL with
