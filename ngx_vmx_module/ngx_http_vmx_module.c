@@ -1712,6 +1712,7 @@ static ngx_int_t
 ngx_http_vmx_log_handler(ngx_http_request_t *r)
 {
     ngx_http_vmx_ctx_t       *ctx;
+    ngx_http_vmx_attempt_t   *last;
     ngx_http_vmx_loc_conf_t  *vlcf;
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
@@ -1727,6 +1728,15 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
 
     ngx_http_vmx_limits_settle(r, ctx);
     ngx_http_vmx_stats_record(r, ctx);
+
+    /* the last attempt's outcome, when it did not fail already */
+    last = ctx->nattempts ? &ctx->attempt_log[ctx->nattempts - 1] : NULL;
+
+    if (last && !last->failed) {
+        ngx_http_vmx_health_record(r, last->target,
+                                   r->headers_out.status >= 500
+                                   ? (ngx_int_t) r->headers_out.status : 0);
+    }
     ngx_http_vmx_audit_write(r, ctx);
 
     return NGX_OK;

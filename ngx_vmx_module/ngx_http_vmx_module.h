@@ -179,6 +179,7 @@ typedef struct {
 
 typedef struct ngx_http_vmx_capacity_s  ngx_http_vmx_capacity_t;
 typedef struct ngx_http_vmx_series_s    ngx_http_vmx_series_t;
+typedef struct ngx_http_vmx_health_s    ngx_http_vmx_health_t;
 
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
@@ -188,6 +189,7 @@ typedef struct {
     size_t                       len;
     ngx_http_vmx_capacity_t     *capacity;      /* discovered, a table */
     ngx_http_vmx_series_t       *series;        /* statistics, a table */
+    ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -240,6 +242,7 @@ typedef struct {
     uint64_t                     started_usec;
     uint64_t                     first_byte_usec;
     uint64_t                     ended_usec;
+    unsigned                     failed:1;
 } ngx_http_vmx_attempt_t;
 
 
@@ -426,6 +429,10 @@ time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
 ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);
 void ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_status_handler(ngx_http_request_t *r);
+void ngx_http_vmx_health_record(ngx_http_request_t *r,
+    ngx_http_vmx_target_t *target, ngx_int_t status);
+double ngx_http_vmx_error_rate(ngx_http_request_t *r,
+    ngx_http_vmx_target_t *target, ngx_uint_t minutes, ngx_int_t status);
 
 /* ngx_http_vmx_capacity.c */
 ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);

@@ -14,6 +14,9 @@
 #define NGX_HTTP_VMX_SERIES_SLOTS   2048      /* a power of two */
 #define NGX_HTTP_VMX_LABEL_MAX      128
 #define NGX_HTTP_VMX_BUCKETS        14
+#define NGX_HTTP_VMX_HEALTH_SLOTS   1024      /* a power of two */
+#define NGX_HTTP_VMX_HEALTH_MINUTES 60
+#define NGX_HTTP_VMX_HEALTH_CODES   4
 
 
 /* request duration buckets, in microseconds */
@@ -67,6 +70,28 @@ struct ngx_http_vmx_series_s {
 };
 
 
+/* attempts of a connection and model in one minute, for errorRate() */
+
+typedef struct {
+    ngx_atomic_t                 minute;        /* unix time / 60 */
+    ngx_atomic_t                 attempts;
+    ngx_atomic_t                 failures;
+    ngx_atomic_t                 code[NGX_HTTP_VMX_HEALTH_CODES];
+    ngx_atomic_t                 count[NGX_HTTP_VMX_HEALTH_CODES];
+} ngx_http_vmx_minute_t;
+
+
+struct ngx_http_vmx_health_s {
+    ngx_atomic_t                 ready;
+    u_char                       connection_id[36];
+    ngx_http_vmx_label_t         model;
+    ngx_http_vmx_minute_t        minutes[NGX_HTTP_VMX_HEALTH_MINUTES];
+};
+
+
+static ngx_http_vmx_health_t *ngx_http_vmx_health(ngx_slab_pool_t *shpool,
+    ngx_http_vmx_health_t *table, ngx_http_vmx_target_t *target,
+    ngx_flag_t create);
 static ngx_http_vmx_series_t *ngx_http_vmx_series(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf, ngx_str_t *labels);
 static u_char *ngx_http_vmx_series_labels(u_char *p,
@@ -80,7 +105,182 @@ ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf)
                                       NGX_HTTP_VMX_SERIES_SLOTS
                                       * sizeof(ngx_http_vmx_series_t));
 
-    return (mcf->sh->series == NULL) ? NGX_ERROR : NGX_OK;
+    mcf->sh->health = ngx_slab_calloc(mcf->shpool,
+                                      NGX_HTTP_VMX_HEALTH_SLOTS
+                                      * sizeof(ngx_http_vmx_health_t));
+
+    return (mcf->sh->series == NULL || mcf->sh->health == NULL) ? NGX_ERROR
+                                                                : NGX_OK;
+}
+
+
+/* an attempt's outcome: status 0 for success, else its HTTP status or -1 */
+
+void
+ngx_http_vmx_health_record(ngx_http_request_t *r,
+    ngx_http_vmx_target_t *target, ngx_int_t status)
+{
+    ngx_uint_t                 c, now;
+    ngx_http_vmx_health_t     *h;
+    ngx_http_vmx_minute_t     *m;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->sh->health == NULL) {
+        return;
+    }
+
+    h = ngx_http_vmx_health(mcf->shpool, mcf->sh->health, target, 1);
+    if (h == NULL) {
+        return;
+    }
+
+    now = ngx_time() / 60;
+    m = &h->minutes[now % NGX_HTTP_VMX_HEALTH_MINUTES];
+
+    if (m->minute != now) {
+        /* a new minute takes the bucket of an hour ago */
+        ngx_shmtx_lock(&mcf->shpool->mutex);
+
+        if (m->minute != now) {
+            ngx_memzero((void *) &m->attempts,
+                        sizeof(ngx_http_vmx_minute_t)
+                        - offsetof(ngx_http_vmx_minute_t, attempts));
+            ngx_memory_barrier();
+            m->minute = now;
+        }
+
+        ngx_shmtx_unlock(&mcf->shpool->mutex);
+    }
+
+    (void) ngx_atomic_fetch_add(&m->attempts, 1);
+
+    if (status == 0) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&m->failures, 1);
+
+    /* a minute counts its first few distinct statuses */
+    for (c = 0; c < NGX_HTTP_VMX_HEALTH_CODES; c++) {
+        if (m->code[c] == 0) {
+            (void) ngx_atomic_cmp_set(&m->code[c], 0, status);
+        }
+
+        if (m->code[c] == (ngx_atomic_uint_t) status) {
+            (void) ngx_atomic_fetch_add(&m->count[c], 1);
+            return;
+        }
+    }
+}
+
+
+/*
+ * errorRate(minutes, status): the percentage of the attempts of a
+ * connection and model in the last minutes (1 to 60) that failed, or that
+ * failed with that status when status > 0.
+ */
+
+double
+ngx_http_vmx_error_rate(ngx_http_request_t *r, ngx_http_vmx_target_t *target,
+    ngx_uint_t minutes, ngx_int_t status)
+{
+    ngx_uint_t                 i, c, now;
+    ngx_atomic_uint_t          attempts, failed;
+    ngx_http_vmx_health_t     *h;
+    ngx_http_vmx_minute_t     *m;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->sh->health == NULL) {
+        return 0;
+    }
+
+    h = ngx_http_vmx_health(mcf->shpool, mcf->sh->health, target, 0);
+    if (h == NULL) {
+        return 0;
+    }
+
+    minutes = ngx_min(ngx_max(minutes, 1), NGX_HTTP_VMX_HEALTH_MINUTES);
+    now = ngx_time() / 60;
+    attempts = 0;
+    failed = 0;
+
+    for (i = 0; i < minutes; i++) {
+        m = &h->minutes[(now - i) % NGX_HTTP_VMX_HEALTH_MINUTES];
+
+        if (m->minute != now - i) {
+            continue;
+        }
+
+        attempts += m->attempts;
+
+        if (status <= 0) {
+            failed += m->failures;
+            continue;
+        }
+
+        for (c = 0; c < NGX_HTTP_VMX_HEALTH_CODES; c++) {
+            if (m->code[c] == (ngx_atomic_uint_t) status) {
+                failed += m->count[c];
+            }
+        }
+    }
+
+    return attempts ? 100.0 * failed / attempts : 0;
+}
+
+
+static ngx_http_vmx_health_t *
+ngx_http_vmx_health(ngx_slab_pool_t *shpool, ngx_http_vmx_health_t *table,
+    ngx_http_vmx_target_t *target, ngx_flag_t create)
+{
+    ngx_uint_t              i, n;
+    ngx_str_t              *model, *id;
+    ngx_http_vmx_health_t  *h;
+
+    id = &target->connection->id;
+    model = &target->model;
+
+    if (id->len != 36 || model->len > NGX_HTTP_VMX_LABEL_MAX) {
+        return NULL;
+    }
+
+    i = ngx_murmur_hash2(id->data, 36) ^ ngx_murmur_hash2(model->data,
+                                                          model->len);
+
+    for (n = 0; n < NGX_HTTP_VMX_HEALTH_SLOTS; n++, i++) {
+        h = &table[i & (NGX_HTTP_VMX_HEALTH_SLOTS - 1)];
+
+        if (!h->ready) {
+            if (!create) {
+                return NULL;
+            }
+
+            ngx_shmtx_lock(&shpool->mutex);
+
+            if (!h->ready) {
+                ngx_memcpy(h->connection_id, id->data, 36);
+                ngx_memcpy(h->model.data, model->data, model->len);
+                h->model.len = model->len;
+                ngx_memory_barrier();
+                h->ready = 1;
+            }
+
+            ngx_shmtx_unlock(&shpool->mutex);
+        }
+
+        if (h->model.len == model->len
+            && ngx_memcmp(h->connection_id, id->data, 36) == 0
+            && ngx_memcmp(h->model.data, model->data, model->len) == 0)
+        {
+            return h;
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -1065,6 +1065,10 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 
     addr = &conn->addrs[conn->naddrs > 1 ? ngx_random() % conn->naddrs : 0];
 
+    /* a new connection unless the keepalive cache has one */
+    pc->cached = 0;
+    pc->connection = NULL;
+
     pc->sockaddr = addr->sockaddr;
     pc->socklen = addr->socklen;
     pc->name = &addr->name;
@@ -1234,8 +1238,12 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_set(&ev->reason, "provider could not be reached");
     }
 
+    ngx_http_vmx_health_record(r, ctx->target,
+                               ev->status ? (ngx_int_t) ev->status : -1);
+
     if (ctx->nattempts) {
         ngx_http_vmx_limits_release(r, ctx, ctx->nattempts - 1);
+        ctx->attempt_log[ctx->nattempts - 1].failed = 1;
 
         ctx->attempt_log[ctx->nattempts - 1].status = ev->status;
         ctx->attempt_log[ctx->nattempts - 1].failure = ev->reason;
