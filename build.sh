@@ -14,7 +14,7 @@ DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
     libmicrohttpd-dev postgresql redis-server python3 python3-pytest wrk
-    openssl curl nodejs npm ca-certificates
+    openssl curl nodejs npm ca-certificates prometheus
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -92,6 +92,10 @@ build_ranks() {
 }
 
 build() {
+    # one build at a time: nginx's configure shares its work files
+    mkdir -p build
+    exec 9>build/.lock
+    flock 9
     build_ranks
     build_module
     log "building the control plane and the unit tests"
