@@ -153,6 +153,7 @@ start_nginx() {
     mkdir -p "$prefix"/{logs,spool,tmp/body,tmp/proxy,tmp/fastcgi,tmp/uwsgi,tmp/scgi}
     ca=/etc/ssl/certs/ca-certificates.crt
     sed -e "s|@MODULE@|$ROOT/build/nginx/ngx_http_vmx_module.so|" \
+        -e "s|@RANKS@|$ROOT/build/o200k_base.tiktoken|" \
         -e "s|@WORKERS@|auto|" -e "s|@PREFIX@|$prefix|g" -e "s|@LOG_LEVEL@|notice|" \
         -e "s|@TOKEN_FILE@|$VAR/dataplane.token|" -e "s|@CA_FILE@|$ca|" \
         -e "s|@CP_ADDR@|127.0.0.1:$VMX_CP_PORT|" -e "s|@LISTEN@|$VMX_PORT|" \

@@ -136,6 +136,13 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       offsetof(ngx_http_vmx_main_conf_t, payload_max),
       NULL },
 
+    { ngx_string("vmx_tokenizer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_vmx_tokenizer,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("vmx_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -797,6 +804,8 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     /* the gate: the key's and the resource's own capacity */
 
     started = ngx_http_vmx_usec();
+
+    ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
 
     scopes[0].kind = 'k';
     scopes[0].level = "API key";
@@ -1911,7 +1920,9 @@ ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_vmx_init_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK) {
+    if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK
+        || ngx_http_vmx_tokens_init_process(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -14,6 +14,7 @@
 #include "vmx_eventstream.h"
 #include "vmx_json.h"
 #include "vmx_sse.h"
+#include "vmx_tokenizer.h"
 #include "vmx_translate.h"
 
 
@@ -205,6 +206,9 @@ typedef struct {
 
     ngx_str_t                    spool;         /* audit records' dir */
     size_t                       payload_max;
+
+    ngx_str_t                    ranks;         /* o200k_base ranks file */
+    vmx_tokenizer_t             *tokenizer;     /* built by the master */
 
     ngx_uint_t                   keepalive;     /* idle connections kept */
     ngx_msec_t                   keepalive_timeout;
@@ -439,6 +443,11 @@ ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);
 void ngx_http_vmx_capacity_record(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_capacity_report(ngx_http_request_t *r);
+
+/* ngx_http_vmx_tokens.c */
+char *ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle);
+int64_t ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request);
 
 /* ngx_http_vmx_keepalive.c */
 ngx_int_t ngx_http_vmx_keepalive_init_process(ngx_cycle_t *cycle);

@@ -94,3 +94,21 @@ def test_disabled_entry_is_ignored(env):
     for _ in range(3):
         assert env.chat("r-disabled", key=env.keys["ci"]).status == 200
 
+
+
+def test_token_limit_settles_to_usage(gw, fake):
+    """Admission reserves the o200k_base estimate of the prompt (8 tokens for one
+    "hello" message) and settles to the provider's usage (fake: 8 + 6 = 14)."""
+    env = gw.provision(
+        connections={"t": connection_for(fake, capacity=[per_minute(tokens=30)])},
+        resources={"r-tokens": {"model": ("t", "gpt-tokens")}},
+        keys={"k": {"resources": ["r-tokens"]}},
+    )
+    statuses = []
+    for _ in range(3):
+        r = env.chat("r-tokens")
+        statuses.append(r.status)
+    assert statuses == [200, 200, 429], statuses
+    assert r.json()["error"]["message"] == \
+        'Connection "t" has reached its limit of 30 tokens per minute'
+    assert fake.last().body["messages"] == [{"role": "user", "content": "hello"}]

@@ -99,6 +99,7 @@ class Nginx:
         text = self.template.read_text()
         values = {
             "MODULE": str(self.module.resolve()),
+            "RANKS": str((self.module.parent.parent / "o200k_base.tiktoken").resolve()),
             "WORKERS": str(self.workers),
             "PREFIX": str(self.base_dir.resolve()),
             "LOG_LEVEL": self.log_level,
