@@ -1,9 +1,19 @@
 """Capacity limits on one node (SPEC.md §5): API key, resource and connection counted
 apart, the SPEC's 429 message, Retry-After and x-ratelimit-* headers, an exhausted
 connection falling back to the next model."""
+import time
+
 import pytest
 
 from gwutil import connection_for
+
+
+@pytest.fixture(autouse=True)
+def _away_from_a_minute_boundary():
+    """Windows are aligned to the minute: a test must not straddle two."""
+    left = 60 - time.time() % 60
+    if left < 8:
+        time.sleep(left + 0.1)
 
 
 def per_minute(requests=None, tokens=None, **extra):
