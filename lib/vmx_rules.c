@@ -9,6 +9,9 @@
  * item) or a compiled regex.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             /* memmem(), also when nginx's build compiles us */
+#endif
 #define PCRE2_CODE_UNIT_WIDTH  8
 
 #include <math.h>
@@ -1185,8 +1188,8 @@ parse_index(px_t *px, step_t *step)
     if (rc == 0 && v.kind == RV_STR) {
         step->name = v.s;
         step->len = v.len;
-    } else if (rc == 0 && v.kind == RV_NUM && v.num == (double) (long) v.num
-               && v.num > -1e9 && v.num < 1e9)
+    } else if (rc == 0 && v.kind == RV_NUM && v.num > -1e9 && v.num < 1e9
+               && v.num == (double) (long) v.num)
     {
         step->name = NULL;
         step->index = (long) v.num;
@@ -1277,9 +1280,10 @@ static const function_t  functions[] = {
 static int
 int_arg(const node_t *arg, long lo, long hi, unsigned *out)
 {
+    /* the range first: a cast of a double out of long's range is undefined */
     if (arg->kind != N_LIT || arg->u.lit.kind != RV_NUM
-        || arg->u.lit.num != (double) (long) arg->u.lit.num
-        || arg->u.lit.num < (double) lo || arg->u.lit.num > (double) hi)
+        || !(arg->u.lit.num >= (double) lo && arg->u.lit.num <= (double) hi)
+        || arg->u.lit.num != (double) (long) arg->u.lit.num)
     {
         return -1;
     }
