@@ -1837,21 +1837,24 @@ compile_value(cc_t *cc, const comparator_t *c, value_type_e type, const vmx_json
 }
 
 
+/* the names of comparators[], in its order, for member_enum() */
+static const char *const  comparator_names[] = {
+    "EQUAL", "NOT_EQUAL", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN",
+    "LESS_THAN_OR_EQUAL", "CONTAINS", "NOT_CONTAINS", "STARTS_WITH", "ENDS_WITH",
+    "PATTERN", "IN", "NOT_IN", "EXISTS", NULL
+};
+
+
 static const comparator_t *
 member_comparator(cc_t *cc, const vmx_json_t *cond)
 {
-    static const char *names[sizeof(comparators) / sizeof(comparators[0]) + 1];
-    int                i;
+    int  i;
 
-    for (i = 0; i < (int) (sizeof(comparators) / sizeof(comparators[0])); i++) {
-        names[i] = comparators[i].name;
-    }
-    names[i] = NULL;
     if (member(cond, "comparator") == NULL) {
         cc_fail(cc, "comparator", -1, "comparator is required");
         return NULL;
     }
-    i = member_enum(cc, cond, "comparator", names, -1);
+    i = member_enum(cc, cond, "comparator", comparator_names, -1);
     return i < 0 ? NULL : &comparators[i];
 }
 

@@ -119,7 +119,7 @@
  *   escape     = "\" ( '"' | "'" | "\" | "/" | "b" | "f" | "n" | "r" | "t"
  *                    | "u" hex hex hex hex ) ;
  *   regex      = "/" { char | "\" char | "[" class "]" } "/" { flag } ;
- *   flag       = "i" | "m" | "s" | "x" ;
+ *   flag       = "i" | "m" | "s" | "x" | "u" | "g" ;   (u, g: accepted, no-ops)
  *   name       = ( letter | "_" | "$" ) { letter | digit | "_" | "$" } ;
  *
  * "===" and "!==" are read as "==" and "!=".  Functions (arity checked at
