@@ -229,8 +229,8 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     for (i = 0; i < ctx->nevents; i++) {
         ev = &ctx->events[i];
 
-        vmx_buf_append_cstr(out, i ? ",{\"type\":\"fallback\""
-                                   : "{\"type\":\"fallback\"");
+        vmx_buf_append_cstr(out, i ? ",{\"type\":" : "{\"type\":");
+        vmx_buf_append_cstr(out, ev->routing ? "\"routing\"" : "\"fallback\"");
         ngx_http_vmx_audit_time(out, "timestamp", ev->time / 1000,
                                 ev->time % 1000);
         ngx_http_vmx_audit_str(out, "provider", &ev->provider);
@@ -238,7 +238,15 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_http_vmx_audit_str(out, "connectionId", &ev->connection_id);
         ngx_http_vmx_audit_count(out, "statusCode",
                                  ev->status ? (int64_t) ev->status : -1);
-        ngx_http_vmx_audit_str(out, "reason", &ev->reason);
+        ngx_http_vmx_audit_str(out, ev->routing ? "groupId" : "reason",
+                               &ev->reason);
+
+        if (ev->routing) {
+            ngx_http_vmx_audit_str(out, "originalProvider",
+                                   &ev->original_provider);
+            ngx_http_vmx_audit_str(out, "originalModel", &ev->original_model);
+        }
+
         vmx_buf_append_cstr(out, "}");
     }
 

@@ -45,6 +45,9 @@ static ngx_int_t ngx_http_vmx_compile_targets(ngx_http_vmx_compile_t *cc,
     const char *what);
 static ngx_int_t ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
     ngx_http_vmx_connection_t *conn);
+static ngx_int_t ngx_http_vmx_compile_routing(ngx_http_vmx_compile_t *cc,
+    vmx_json_t *obj, ngx_http_vmx_resource_t *res);
+static void ngx_http_vmx_rules_cleanup(void *data);
 static ngx_int_t ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, ngx_flag_t always, ngx_array_t *limits,
     const char *what);
@@ -613,7 +616,8 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     res->use_fallback = (item == NULL || item->type != VMX_JSON_FALSE);
 
     if (ngx_http_vmx_compile_limits(cc, obj, 0, &res->limits, "resource")
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_vmx_compile_routing(cc, obj, res) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -644,6 +648,54 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     }
 
     return NGX_OK;
+}
+
+
+/* the resource's routing rules, compiled once per snapshot */
+
+static ngx_int_t
+ngx_http_vmx_compile_routing(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
+    ngx_http_vmx_resource_t *res)
+{
+    vmx_json_t          *routing;
+    vmx_rules_t         *rules;
+    vmx_rules_error_t    err;
+    ngx_pool_cleanup_t  *cln;
+
+    routing = vmx_json_get(obj, "routing");
+
+    if (routing == NULL || routing->type != VMX_JSON_OBJECT) {
+        return NGX_OK;
+    }
+
+    rules = vmx_rules_compile(routing, ngx_http_vmx_json_alloc, cc->pool,
+                              &err);
+    if (rules == NULL) {
+        return ngx_http_vmx_compile_error(cc, "resource \"%V\": routing.%s: "
+                                          "%s", &res->id, err.path,
+                                          err.message);
+    }
+
+    /* the compiled regexes live outside the pool */
+    cln = ngx_pool_cleanup_add(cc->pool, 0);
+    if (cln == NULL) {
+        vmx_rules_free(rules);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_vmx_rules_cleanup;
+    cln->data = rules;
+
+    res->rules = vmx_rules_active(rules) ? rules : NULL;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_vmx_rules_cleanup(void *data)
+{
+    vmx_rules_free(data);
 }
 
 
@@ -851,6 +903,9 @@ ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
 
     item = vmx_json_get(obj, "enabled");
     key->enabled = (item == NULL || item->type != VMX_JSON_FALSE);
+
+    item = vmx_json_get(obj, "labels");
+    key->labels = (item && item->type == VMX_JSON_OBJECT) ? item : NULL;
 
     if (ngx_http_vmx_compile_limits(cc, obj, 0, &key->limits, "api key")
         != NGX_OK)

@@ -46,7 +46,13 @@ static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_chat_prepare(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_plan(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, vmx_json_t *secondary_index);
+    ngx_http_vmx_ctx_t *ctx, vmx_json_t *secondary_index,
+    ngx_http_vmx_target_t *routed);
+static ngx_int_t ngx_http_vmx_routing(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t **routed);
+static double ngx_http_vmx_rules_error_rate(void *data, unsigned minutes,
+    unsigned status);
+static uint32_t ngx_http_vmx_rules_random(void *data);
 static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
     ngx_str_t *workspace_id, ngx_str_t *environment_id);
 static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
@@ -612,6 +618,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     vmx_json_t                *item, *secondary_index;
     vmx_json_error_t           jerr;
     ngx_http_vmx_scope_t       scopes[2];
+    ngx_http_vmx_target_t     *routed;
     ngx_http_vmx_resource_t  **allowed;
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
@@ -748,8 +755,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         }
     }
 
-    started = ngx_http_vmx_usec();
-
     /* resources are indexed by environment id "/" name */
     len = ctx->api_key->env->id.len + 1 + model->str_len;
     p = ngx_pnalloc(r->pool, len);
@@ -793,7 +798,21 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "This API key may not call this resource");
     }
 
-    rc = ngx_http_vmx_plan(r, ctx, secondary_index);
+    ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
+
+    /* routing: a client's choice of a secondary model overrides it */
+
+    started = ngx_http_vmx_usec();
+    routed = NULL;
+
+    if (ctx->resource->rules && secondary_index == NULL) {
+        rc = ngx_http_vmx_routing(r, ctx, &routed);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    rc = ngx_http_vmx_plan(r, ctx, secondary_index, routed);
 
     ctx->routing_usec = ngx_http_vmx_usec() - started;
 
@@ -804,8 +823,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     /* the gate: the key's and the resource's own capacity */
 
     started = ngx_http_vmx_usec();
-
-    ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
 
     scopes[0].kind = 'k';
     scopes[0].level = "API key";
@@ -860,6 +877,154 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 
 /*
+ * The resource's routing rules decide where the request goes: NGX_DECLINED
+ * to go on (with *routed set when a group chose a model), or what to
+ * finalize the request with when a group blocks it.
+ */
+
+static ngx_int_t
+ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_target_t **routed)
+{
+    ngx_str_t                   id, msg;
+    ngx_time_t                 *tp;
+    vmx_rules_input_t           in;
+    vmx_rules_result_t          out;
+    vmx_rules_target_t          primary;
+    ngx_http_vmx_event_t       *ev;
+    ngx_http_vmx_target_t      *target;
+    ngx_http_vmx_resource_t    *res;
+    ngx_http_vmx_connection_t  *conn;
+
+    res = ctx->resource;
+
+    if (vmx_rules_input_init(&in, ctx->body, ngx_http_vmx_json_alloc,
+                             r->pool)
+        != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    primary.provider.data = (char *) res->model.provider.data;
+    primary.provider.len = res->model.provider.len;
+    primary.model.data = (char *) res->model.model.data;
+    primary.model.len = res->model.model.len;
+    primary.connection_id.data = (char *) res->model.connection->id.data;
+    primary.connection_id.len = res->model.connection->id.len;
+
+    in.tokens_input = ctx->estimate;
+    in.api_key_id.data = (char *) ctx->api_key->id.data;
+    in.api_key_id.len = ctx->api_key->id.len;
+    in.api_key_labels = ctx->api_key->labels;
+    in.source_ip.data = (char *) r->connection->addr_text.data;
+    in.source_ip.len = r->connection->addr_text.len;
+    in.error_rate = ngx_http_vmx_rules_error_rate;
+    in.error_rate_ctx = r;
+    in.random = ngx_http_vmx_rules_random;
+    in.random_ctx = NULL;
+    in.scratch_size = VMX_RULES_SCRATCH_MIN;
+    in.scratch = ngx_palloc(r->pool, in.scratch_size);
+    in.primary = &primary;
+
+    if (in.scratch == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!vmx_rules_eval(res->rules, &in, &out)) {
+        return NGX_DECLINED;
+    }
+
+    if (out.action == VMX_RULES_BLOCK) {
+        msg.data = ngx_pnalloc(r->pool, 64 + out.group_id.len);
+        if (msg.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        msg.len = ngx_sprintf(msg.data, "The request was blocked by the "
+                              "routing rule \"%*s\" of the resource",
+                              out.group_id.len, out.group_id.data)
+                  - msg.data;
+
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "blocked_by_routing_condition", &msg);
+    }
+
+    if (out.target == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* the routed model, on a connection of the environment */
+    id.data = (u_char *) out.target->connection_id.data;
+    id.len = out.target->connection_id.len;
+
+    conn = ngx_http_vmx_index_find(&ctx->snapshot->connections, id.data,
+                                   id.len);
+
+    if (conn == NULL || conn->env != res->env) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: routing of resource \"%V\" names connection "
+                      "\"%V\" that is not in its environment", &res->name,
+                      &id);
+        return NGX_DECLINED;
+    }
+
+    target = ngx_palloc(r->pool, sizeof(ngx_http_vmx_target_t));
+    if (target == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    target->provider.data = (u_char *) out.target->provider.data;
+    target->provider.len = out.target->provider.len;
+    target->model.data = (u_char *) out.target->model.data;
+    target->model.len = out.target->model.len;
+    target->connection = conn;
+
+    *routed = target;
+
+    /* the routing event of the request */
+
+    if (ctx->nevents < NGX_HTTP_VMX_MAX_EVENTS) {
+        ev = &ctx->events[ctx->nevents++];
+        ngx_memzero(ev, sizeof(ngx_http_vmx_event_t));
+
+        tp = ngx_timeofday();
+        ev->routing = 1;
+        ev->provider = target->provider;
+        ev->model = target->model;
+        ev->connection_id = conn->id;
+        ev->reason.data = (u_char *) out.group_id.data;
+        ev->reason.len = out.group_id.len;
+        ev->original_provider = res->model.provider;
+        ev->original_model = res->model.model;
+        ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static double
+ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    return ngx_http_vmx_error_rate(r, &ctx->resource->model, minutes,
+                                   (ngx_int_t) status);
+}
+
+
+static uint32_t
+ngx_http_vmx_rules_random(void *data)
+{
+    return (uint32_t) ngx_random();
+}
+
+
+/*
  * The attempts: the primary model (or the secondary model the client chose),
  * then, with useFallback, the fallback models.  A model that its connection
  * does not allow is skipped.  Returns NGX_DECLINED when there is a plan.
@@ -867,7 +1032,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 static ngx_int_t
 ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    vmx_json_t *secondary_index)
+    vmx_json_t *secondary_index, ngx_http_vmx_target_t *routed)
 {
     ngx_str_t                 *models;
     ngx_uint_t                 i, j, n;
@@ -875,7 +1040,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_resource_t   *res;
 
     res = ctx->resource;
-    first = &res->model;
+    first = routed ? routed : &res->model;
 
     if (secondary_index) {
         if (!secondary_index->is_int || secondary_index->integer < 0
@@ -1266,7 +1431,7 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         type = "server_error";
         message = "No provider of the resource could be reached";
 
-        if (ctx->nevents) {
+        if (ctx->nevents && !ctx->events[ctx->nevents - 1].routing) {
             last = &ctx->events[ctx->nevents - 1];
             p = ngx_snprintf(buf, sizeof(buf) - 1, "Every provider of the "
                              "resource failed; the last, %V model \"%V\", "
@@ -1491,6 +1656,10 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         }
 
         ngx_str_set(&value, "fallback");
+        if (ev->routing) {
+            ngx_str_set(&value, "routing");
+        }
+
         ngx_http_vmx_event_header("type", &value);
 
         p = ngx_pnalloc(r->pool, sizeof("1970-01-01T00:00:00.000Z") + 4);
@@ -1505,6 +1674,18 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                 tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
                                 ev->time % 1000) - p;
         ngx_http_vmx_event_header("timestamp", &value);
+
+        if (ev->routing) {
+            ngx_http_vmx_event_header("routing-original-provider",
+                                      &ev->original_provider);
+            ngx_http_vmx_event_header("routing-original-model",
+                                      &ev->original_model);
+            ngx_http_vmx_event_header("routing-routed-provider",
+                                      &ev->provider);
+            ngx_http_vmx_event_header("routing-routed-model", &ev->model);
+            ngx_http_vmx_event_header("routing-group-id", &ev->reason);
+            continue;
+        }
 
         ngx_http_vmx_event_header("fallback-failed-provider", &ev->provider);
         ngx_http_vmx_event_header("fallback-failed-model", &ev->model);

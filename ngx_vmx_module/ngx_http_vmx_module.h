@@ -13,6 +13,7 @@
 #include "vmx_buf.h"
 #include "vmx_eventstream.h"
 #include "vmx_json.h"
+#include "vmx_rules.h"
 #include "vmx_sse.h"
 #include "vmx_tokenizer.h"
 #include "vmx_translate.h"
@@ -146,6 +147,7 @@ typedef struct {
     ngx_array_t                  fallbacks;     /* of ngx_http_vmx_target_t */
     ngx_array_t                  secondaries;   /* of ngx_http_vmx_target_t */
     ngx_array_t                  limits;        /* when enforceCapacity */
+    vmx_rules_t                 *rules;         /* routing, when active */
     unsigned                     use_fallback:1;
 } ngx_http_vmx_resource_t;
 
@@ -157,6 +159,7 @@ typedef struct {
     u_char                       hash[32];
     ngx_array_t                  resources;     /* of resource pointers */
     ngx_array_t                  limits;        /* when enforceCapacity */
+    vmx_json_t                  *labels;        /* an object, or NULL */
     unsigned                     enabled:1;
 } ngx_http_vmx_api_key_t;
 
@@ -227,12 +230,17 @@ typedef struct {
 } ngx_http_vmx_loc_conf_t;
 
 
+/* an event of a request: a failed attempt, or the routing's choice */
+
 typedef struct {
-    ngx_str_t                    provider;
+    unsigned                     routing:1;     /* else a fallback */
+    ngx_str_t                    provider;      /* failed, or routed to */
     ngx_str_t                    model;
     ngx_str_t                    connection_id;
     ngx_uint_t                   status;        /* 0: no answer */
-    ngx_str_t                    reason;
+    ngx_str_t                    reason;        /* or the group's id */
+    ngx_str_t                    original_provider;   /* routing */
+    ngx_str_t                    original_model;
     ngx_msec_t                   time;
 } ngx_http_vmx_event_t;
 
