@@ -61,6 +61,11 @@ void api_keys_get(http_req_t *req);
 void api_keys_update(http_req_t *req);
 void api_keys_delete(http_req_t *req);
 
+/* api_pools.c */
+void api_pools_get(http_req_t *req);
+void api_pools_put(http_req_t *req);
+void api_pools_delete(http_req_t *req);
+
 /* api_providers.c */
 void api_providers_list(http_req_t *req);
 

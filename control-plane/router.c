@@ -61,6 +61,10 @@ static const route_t routes[] = {
     { "PATCH",  ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
     { "DELETE", ENV "/api-keys/{id}",        api_keys_delete,        "api-key:delete" },
 
+    { "GET",    ENV "/pool-definition",      api_pools_get,          "pool-definition:get" },
+    { "PUT",    ENV "/pool-definition",      api_pools_put,          "pool-definition:update" },
+    { "DELETE", ENV "/pool-definition",      api_pools_delete,       "pool-definition:delete" },
+
     { "GET",    ENV "/audit",                api_audit_list,         "audit:list" },
     { "GET",    ENV "/audit/{id}",           api_audit_get,          "audit:get" },
     { "POST",   ENV "/usage",                api_usage_query,        "usage:get" },

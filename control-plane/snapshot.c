@@ -49,6 +49,12 @@
     "  ORDER BY created_at, id), '[]')::text" \
     " FROM api_keys"
 
+#define POOL_DEFINITIONS_SQL \
+    "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
+    "  'environmentId', environment_id, 'pools', pools, 'strategy', strategy)" \
+    "  ORDER BY created_at, environment_id), '[]')::text" \
+    " FROM pool_definitions"
+
 
 long long
 snapshot_current_version(db_conn_t *c)
@@ -221,6 +227,10 @@ build_tree(db_conn_t *c, long long *version)
         goto failed;
     }
     cJSON_AddItemToObject(root, "apiKeys", part);
+    if ((part = query_json(c, POOL_DEFINITIONS_SQL)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "poolDefinitions", part);
     return root;
 
 failed:

@@ -5,7 +5,8 @@ import time
 
 from cphelpers import env_path, unique
 
-SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys"}
+SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys",
+                 "poolDefinitions"}
 ENV_KEYS = {"id", "workspaceId", "name", "storePayload"}
 CONN_KEYS = {"id", "workspaceId", "environmentId", "name", "provider", "baseUrl",
              "addresses", "credentials", "allowedModels", "capacity"}
