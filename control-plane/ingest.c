@@ -18,6 +18,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "otel.h"
 #include "records.h"
 
 #define RECORDS_MAX_BYTES      1048576          /* the max asked of a data plane */
@@ -237,6 +238,7 @@ store(plane_t *p, const cJSON *records, const char *next)
     }
     free(p->cursor);
     p->cursor = committed;
+    otel_batch(records);
     metrics_add(METRIC_INGEST_BATCHES, p->labels, 1);
     metrics_add(METRIC_INGEST_RECORDS, p->labels, (double) b.stored);
     metrics_add(METRIC_INGEST_USAGE_ROWS, p->labels, (double) b.usage_rows);

@@ -8,7 +8,8 @@
  * the daemon run from the repository root finds the repository's schema/.
  *
  * Start: config, master key, database pool, migrations, first admin, the
- * pusher, credentials and ingest threads, then the HTTP server.
+ * pusher, credentials, OpenTelemetry and ingest threads, then the HTTP
+ * server.
  * SIGINT/SIGTERM stop it in reverse.
  */
 
@@ -25,6 +26,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "otel.h"
 #include "pusher.h"
 #include "resolve.h"
 #include "secrets.h"
@@ -84,7 +86,7 @@ main(void)
         goto done;
     }
     if (api_metrics_init(cfg.metrics_token_file) != 0 || pusher_start(&cfg) != 0
-        || credentials_start(&cfg) != 0 || ingest_start(&cfg) != 0)
+        || credentials_start(&cfg) != 0 || otel_start() != 0 || ingest_start(&cfg) != 0)
     {
         goto done;
     }
@@ -97,6 +99,7 @@ main(void)
 
 done:
     ingest_stop();
+    otel_stop();
     credentials_stop();
     pusher_stop();
     resolve_shutdown();

@@ -41,6 +41,10 @@ static const family_t families[METRIC_NFAMILIES] = {
         KIND_GAUGE, "Unix time of the last successful pull, per data plane" },
     [METRIC_PUSHES] = { "vmx_cp_config_pushes_total", KIND_COUNTER,
         "Config snapshots pushed, per data plane and result (ok, error)" },
+    [METRIC_OTLP_EXPORTS] = { "vmx_cp_otlp_exports_total", KIND_COUNTER,
+        "OTLP exports, by signal (traces, metrics) and result (ok, error)" },
+    [METRIC_OTLP_DROPPED] = { "vmx_cp_otlp_dropped_spans_total", KIND_COUNTER,
+        "Spans not exported, by reason (queue_full, export_failed)" },
 };
 
 typedef struct {

@@ -21,6 +21,8 @@ typedef enum {
     METRIC_INGEST_LAG,            /* gauge {dataplane}: age of the newest record, s */
     METRIC_INGEST_LAST_SUCCESS,   /* gauge {dataplane}: unix time of the last pull */
     METRIC_PUSHES,                /* counter {dataplane, result} */
+    METRIC_OTLP_EXPORTS,          /* counter {signal, result}: OTLP POSTs */
+    METRIC_OTLP_DROPPED,          /* counter {reason}: spans never exported */
     METRIC_NFAMILIES
 } metric_e;
 

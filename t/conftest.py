@@ -7,8 +7,10 @@ Session fixtures (started lazily, only when a test needs them):
                           fake native providers; the fake Bedrocks accept the credentials
                           the session's fake STS issues
   fake_sts                the fake STS of the session's control plane
+  otlp                    the loopback OpenTelemetry collector the control plane exports to
   stack                   PostgreSQL, Redis, secrets, fake STS, control plane (AWS base
-                          credentials, VMX_STS_ENDPOINT at the fake STS), nginx + module
+                          credentials, VMX_STS_ENDPOINT at the fake STS, VMX_OTLP_ENDPOINT at
+                          the collector, with an authorization header), nginx + module
   api                     management API client logged in as admin
   gw                      helper: provision(...) objects and wait for the data plane
 The build (./build.sh build) must have run: the stack fixture fails with a clear
@@ -39,6 +41,7 @@ from harness.fake_bedrock import FakeBedrock  # noqa: E402
 from harness.fake_gemini import FakeGemini  # noqa: E402
 from harness.fake_openai import FakeOpenAI  # noqa: E402
 from harness.nginx import MODULE, Nginx  # noqa: E402
+from harness.otlp_collector import Collector  # noqa: E402
 from harness.redis import Redis  # noqa: E402
 from gwutil import READ_TIMEOUT, free_port, http_request  # noqa: E402,F401
 
@@ -181,12 +184,24 @@ def built():
     return True
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The leak search (test_secrets.py) runs last, over what every other test left."""
+    items.sort(key=lambda item: item.path.name == "test_secrets.py")
+
+
 class Stack:
     pass
 
 
 @pytest.fixture(scope="session")
-def stack(built, tmp_path_factory, pki):
+def otlp():
+    c = Collector().start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(built, tmp_path_factory, pki, otlp):
     try:
         from harness.api import Api
         from harness.control_plane import ControlPlane, write_secret_files
@@ -218,10 +233,15 @@ def stack(built, tmp_path_factory, pki):
         started.append(s.sts)
         s.nginx_port = free_port()
         s.cp_port = free_port()
+        # spans and metrics to the loopback collector, with a bearer token to keep secret
+        s.otlp = otlp
+        s.otlp_token = "otlp-" + uuid.uuid4().hex
         s.cp = ControlPlane(base / "cp", s.cp_port, s.pg.dsn,
                             [f"http://127.0.0.1:{s.nginx_port}"], s.token_file,
                             s.master_key_file, reconcile_interval=1,
-                            env=dict(s.base_credentials, VMX_STS_ENDPOINT=s.sts.url))
+                            env=dict(s.base_credentials, VMX_STS_ENDPOINT=s.sts.url,
+                                     VMX_OTLP_ENDPOINT=otlp.url, VMX_OTLP_METRICS_INTERVAL="1",
+                                     VMX_OTLP_HEADERS=f"Authorization=Bearer%20{s.otlp_token}"))
         s.cp.start()
         started.append(s.cp)
         s.nginx = Nginx(base / "nginx", s.nginx_port, s.token_file, s.ca_file,

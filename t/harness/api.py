@@ -5,6 +5,26 @@ import urllib.parse
 
 _STORED = object()
 
+# Every secret a test handed to or got from a management API (connection secrets, API
+# keys, passwords, login tokens), for the tests that look for leaks (t/gateway/test_secrets.py).
+ISSUED_SECRETS = set()
+SECRET_FIELDS = ("apiKey", "password", "secretAccessKey", "sessionToken")
+
+
+def _harvest(obj):
+    """Adds the secrets in a request or answer body to ISSUED_SECRETS."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, str) and len(v) >= 8 and v != "********" and (
+                    k in SECRET_FIELDS or (k == "key" and v.startswith("vmx-"))
+                    or (k == "token" and len(v) >= 32)):
+                ISSUED_SECRETS.add(v)
+            else:
+                _harvest(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            _harvest(v)
+
 
 class Api:
     def __init__(self, base_url: str):
@@ -46,6 +66,9 @@ class Api:
             parsed = json.loads(text) if text else None
         except ValueError:
             parsed = text
+        if isinstance(body, (dict, list)):
+            _harvest(body)
+        _harvest(parsed)
         return resp.status, parsed, out_headers
 
     def login(self, username="admin", password="admin-test-password") -> str:

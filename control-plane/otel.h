@@ -1,0 +1,32 @@
+/*
+ * otel: OpenTelemetry export of the ingested records (docs/ARCHITECTURE.md,
+ * "OpenTelemetry export") over OTLP/HTTP with JSON bodies, in a thread of
+ * its own.  The ingest thread hands over each committed batch with
+ * otel_batch(), which never blocks on the network: the records wait in a
+ * bounded queue (dropped and counted when it is full) and become one server
+ * span per request and one client span per provider attempt, POSTed to
+ * <endpoint>/v1/traces with retries and backoff.  The same records feed
+ * cumulative GenAI metrics, POSTed to <endpoint>/v1/metrics periodically.
+ * Without VMX_OTLP_ENDPOINT nothing of this runs.
+ */
+
+#ifndef CP_OTEL_H
+#define CP_OTEL_H
+
+#include <cjson/cJSON.h>
+
+/* reads VMX_OTLP_* and starts the exporter when an endpoint is set; 0, or
+ * -1 with the reason logged when a setting is invalid */
+int otel_start(void);
+
+/* one last attempt for what waits, then stops the thread */
+void otel_stop(void);
+
+/*
+ * a committed batch (the "records" array of a GET /vmx/records answer:
+ * record objects or their lines as strings): counted into the metrics and
+ * queued for the spans.  Does nothing when the exporter is off.
+ */
+void otel_batch(const cJSON *records);
+
+#endif
