@@ -1,0 +1,181 @@
+"""SPEC §7 "no record is lost": the real data plane and control plane under faults.
+
+A load of N requests (plain, streamed, with a fallback, failing) goes through the gateway
+while PostgreSQL is stopped for 30 s, or while nginx is reloaded and the control plane
+restarted; afterwards exactly N audit records (one per request, found by the load's
+correlation ids in an environment of their own) and the right usage rows (one per attempt,
+with the attempts' statuses) are stored, none twice."""
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from gwutil import connection_for
+
+# kind: (resource, streamed, HTTP status the client gets, statuses of the attempts)
+KINDS = [("plain", False, 200, "200"),
+         ("plain", True, 200, "200"),
+         ("fb", False, 200, "503,200"),
+         ("bad", False, 400, "400")]
+OUTAGE_SECONDS = 30
+INGEST_TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def env(gw, fake, fake2):
+    return gw.provision(
+        connections={"a": connection_for(fake), "b": connection_for(fake2)},
+        resources={"plain": {"model": ("a", "gpt-fault")},
+                   "fb": {"model": ("a", "fail-503"), "fallback": [("b", "gpt-fault-fb")]},
+                   "bad": {"model": ("a", "fail-400"), "fallback": [("b", "gpt-fault-fb")]}},
+        keys={"k": {"resources": ["plain", "fb", "bad"]}})
+
+
+class Load:
+    """n requests from `threads` threads, started evenly over `duration` seconds; request
+    i is of kind KINDS[i % 4] with correlation id <prefix>-<i>."""
+
+    def __init__(self, env, n, duration, threads=8):
+        self.env = env
+        self.n = n
+        self.prefix = "fault-" + uuid.uuid4().hex[:10]
+        self.duration = duration
+        self.statuses = {}
+        self.errors = []
+        self.lock = threading.Condition()
+        self.next = 0
+        self.t0 = None
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
+
+    def cid(self, i):
+        return f"{self.prefix}-{i}"
+
+    def _work(self):
+        while True:
+            with self.lock:
+                i = self.next
+                if i >= self.n:
+                    return
+                self.next += 1
+            delay = self.t0 + i * self.duration / self.n - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            resource, stream, _, _ = KINDS[i % len(KINDS)]
+            body = {"vmx": {"correlationId": self.cid(i)}}
+            if stream:
+                body["stream"] = True
+            try:
+                r = self.env.chat(resource, body=body, timeout=30)
+                status = r.status
+            except OSError as e:
+                status = None
+                self.errors.append((i, repr(e)))
+            with self.lock:
+                self.statuses[i] = status
+                self.lock.notify_all()
+
+    def start(self):
+        self.t0 = time.time()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def wait_done(self, fraction, timeout=120):
+        deadline = time.time() + timeout
+        with self.lock:
+            while len(self.statuses) < fraction * self.n:
+                assert time.time() < deadline, f"{len(self.statuses)} of {self.n} requests done"
+                self.lock.wait(0.5)
+
+    def join(self):
+        for t in self.threads:
+            t.join(120)
+        assert not self.errors, self.errors[:5]
+        want = {i: KINDS[i % len(KINDS)][2] for i in range(self.n)}
+        assert self.statuses == want, {i: s for i, s in self.statuses.items() if want[i] != s}
+
+
+def stored(stack, env, load):
+    """{correlation id: (audit status, rows)} and {correlation id: attempt statuses}."""
+    where = (f"environment_id = '{env.env_id}' AND correlation_id LIKE '{load.prefix}-%'")
+    audit = stack.pg.psql(f"SELECT correlation_id, status_code, count(*) OVER"
+                          f" (PARTITION BY correlation_id) FROM audit_records WHERE {where}")
+    usage = stack.pg.psql(f"SELECT correlation_id, string_agg(coalesce(status_code::text, '-'),"
+                          f" ',' ORDER BY attempt_index) FROM usage_records WHERE {where}"
+                          f" GROUP BY correlation_id")
+    a = [line.split("|") for line in audit.splitlines() if line]
+    u = dict(line.split("|") for line in usage.splitlines() if line)
+    return a, u
+
+
+def check_stored(stack, env, load, timeout=INGEST_TIMEOUT):
+    """Waits (bounded) for the load's records, then checks them exactly."""
+    deadline = time.time() + timeout
+    want_usage = sum(len(KINDS[i % len(KINDS)][3].split(",")) for i in range(load.n))
+    while True:
+        try:
+            audit, usage = stored(stack, env, load)
+        except subprocess.CalledProcessError:     # PostgreSQL still starting
+            audit, usage = [], {}
+        rows = sum(len(v.split(",")) for v in usage.values())
+        if len(audit) >= load.n and rows >= want_usage:
+            break
+        assert time.time() < deadline, (
+            f"{len(audit)} audit records and {rows} usage rows of {load.n} / {want_usage} "
+            f"after {timeout} s; control plane log: {stack.cp.log_path}")
+        time.sleep(0.5)
+    time.sleep(1.5)                     # one more ingestion round: nothing more may come
+    audit, usage = stored(stack, env, load)
+    assert len(audit) == load.n, f"{len(audit)} audit records for {load.n} requests"
+    dups = [a for a in audit if a[2] != "1"]
+    assert not dups, f"stored twice: {dups[:5]}"
+    for i in range(load.n):
+        _, _, status, attempts = KINDS[i % len(KINDS)]
+        assert usage.get(load.cid(i)) == attempts, (i, usage.get(load.cid(i)), attempts)
+    statuses = {cid: int(s) for cid, s, _ in audit}
+    assert statuses == {load.cid(i): KINDS[i % len(KINDS)][2] for i in range(load.n)}
+    total = sum(len(v.split(",")) for v in usage.values())
+    assert total == want_usage
+    # the management API finds a request by its correlation id
+    q = urllib.parse.urlencode({"correlationId": load.cid(2)})
+    st, body, _ = stack.api.request("GET", f"{env.prefix}/audit?{q}")
+    assert st == 200 and body["total"] == 1, body
+    rec = body["data"][0]
+    assert rec["statusCode"] == 200 and [a["statusCode"] for a in rec["attempts"]] == [503, 200]
+
+
+def test_postgres_outage_loses_no_record(env, stack):
+    """PostgreSQL stopped for 30 s while 300 requests pass; then started: all stored once."""
+    load = Load(env, 300, duration=OUTAGE_SECONDS * 0.7).start()
+    try:
+        load.wait_done(0.1)
+        stack.pg.stop()
+        try:
+            stopped = time.time()
+            load.wait_done(0.9)         # the gateway serves on without its database
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.time() - stopped)))
+        finally:
+            stack.pg.start()
+    finally:
+        load.join()
+    check_stored(stack, env, load)
+
+
+def test_reload_and_control_plane_restart_lose_no_record(env, stack):
+    """nginx reloaded, then the control plane restarted, while 300 requests pass."""
+    load = Load(env, 300, duration=10).start()
+    try:
+        load.wait_done(0.25)
+        stack.nginx.reload()
+        load.wait_done(0.5)
+        stack.cp.stop()
+        time.sleep(1)
+        stack.cp.start()
+        load.wait_done(0.75)
+        stack.nginx.reload()
+    finally:
+        load.join()
+    check_stored(stack, env, load)
