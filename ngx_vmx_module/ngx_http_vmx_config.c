@@ -35,6 +35,10 @@ static ngx_int_t ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, ngx_uint_t i);
+static ngx_int_t ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc,
+    vmx_json_t *obj, ngx_uint_t i);
+static ngx_int_t ngx_http_vmx_compile_pool(ngx_http_vmx_compile_t *cc,
+    ngx_http_vmx_pool_def_t *def, vmx_json_t *obj);
 static ngx_int_t ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc,
     vmx_json_t *obj, ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
@@ -194,6 +198,8 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
           offsetof(ngx_http_vmx_snapshot_t, resources) },
         { "apiKeys", ngx_http_vmx_compile_api_key,
           offsetof(ngx_http_vmx_snapshot_t, api_keys) },
+        { "poolDefinitions", ngx_http_vmx_compile_pool_def,
+          offsetof(ngx_http_vmx_snapshot_t, pool_defs) },
     };
 
     cc.err = errbuf;
@@ -964,6 +970,164 @@ bad_hash:
 
     return ngx_http_vmx_compile_error(cc, "api key \"%V\": keyHash must be 64 "
                                       "hex digits", &key->id);
+}
+
+
+/* an environment's pools; each listed resource points to its pool */
+
+static ngx_int_t
+ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
+    ngx_uint_t i)
+{
+    ngx_uint_t                n;
+    vmx_json_t               *list, *item, *strategy;
+    ngx_http_vmx_pool_def_t  *def;
+
+    static const struct {
+        const char  *name;
+        size_t       offset;
+        int64_t      scale, min, max, value;
+    } params[] = {
+        { "windowSeconds", offsetof(vmx_pool_strategy_t, window_ms),
+          1000, 1, 60, 30 },
+        { "cooldownSeconds", offsetof(vmx_pool_strategy_t, cooldown_ms),
+          1000, 0, 3600, 5 },
+        { "scaleUpPercent", offsetof(vmx_pool_strategy_t, scale_up),
+          1, 1, 100, 50 },
+    };
+
+    def = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_pool_def_t));
+    if (def == NULL) {
+        return NGX_ERROR;
+    }
+
+    def->env = ngx_http_vmx_get_env(cc, obj, "pool definition");
+    if (def->env == NULL) {
+        return NGX_ERROR;
+    }
+
+    strategy = vmx_json_get(obj, "strategy");
+
+    for (n = 0; n < sizeof(params) / sizeof(params[0]); n++) {
+        item = strategy ? vmx_json_get(strategy, params[n].name) : NULL;
+
+        if (item != NULL
+            && (!item->is_int || item->integer < params[n].min
+                || item->integer > params[n].max))
+        {
+            return ngx_http_vmx_compile_error(cc, "pool definition of \"%V\": "
+                                              "strategy.%s must be an "
+                                              "integer from %L to %L",
+                                              &def->env->id, params[n].name,
+                                              params[n].min, params[n].max);
+        }
+
+        *(int64_t *) ((u_char *) &def->strategy + params[n].offset) =
+            (item ? item->integer : params[n].value) * params[n].scale;
+    }
+
+    list = vmx_json_get(obj, "pools");
+    if (list == NULL || list->type != VMX_JSON_ARRAY
+        || list->count > VMX_POOLS_MAX)
+    {
+        return ngx_http_vmx_compile_error(cc, "pool definition of \"%V\": "
+                                          "\"pools\" must be an array of at "
+                                          "most %d pools", &def->env->id,
+                                          VMX_POOLS_MAX);
+    }
+
+    if (ngx_array_init(&def->pools, cc->pool, ngx_max(list->count, 1),
+                       sizeof(ngx_http_vmx_pool_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (item = list->child; item; item = item->next) {
+        if (ngx_http_vmx_compile_pool(cc, def, item) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_vmx_index_add(&cc->snapshot->pool_defs, &def->env->id, def)
+        != NGX_OK)
+    {
+        return ngx_http_vmx_compile_error(cc, "environment \"%V\" has two "
+                                          "pool definitions", &def->env->id);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_compile_pool(ngx_http_vmx_compile_t *cc,
+    ngx_http_vmx_pool_def_t *def, vmx_json_t *obj)
+{
+    vmx_json_t               *rank, *min, *max, *list, *item;
+    ngx_http_vmx_pool_t      *pool;
+    ngx_http_vmx_resource_t  *res;
+
+    /* resources point into the array: it must never move */
+    pool = ngx_array_push(&def->pools);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    pool->def = def;
+
+    if (ngx_http_vmx_get_str(cc, obj, "name", &pool->name, "pool")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rank = vmx_json_get(obj, "rank");
+    min = vmx_json_get(obj, "minReservation");
+    max = vmx_json_get(obj, "maxReservation");
+
+    if (rank == NULL || !rank->is_int
+        || min == NULL || min->type != VMX_JSON_NUMBER
+        || max == NULL || max->type != VMX_JSON_NUMBER
+        || min->num < 0 || min->num > max->num || max->num > 100)
+    {
+        return ngx_http_vmx_compile_error(cc, "pool \"%V\": rank must be an "
+                                          "integer and 0 <= minReservation <= "
+                                          "maxReservation <= 100",
+                                          &pool->name);
+    }
+
+    pool->rank = rank->integer;
+    pool->min = (int64_t) (min->num * 100 + 0.5);
+    pool->max = (int64_t) (max->num * 100 + 0.5);
+
+    list = vmx_json_get(obj, "resources");
+    if (list == NULL || list->type != VMX_JSON_ARRAY) {
+        return ngx_http_vmx_compile_error(cc, "pool \"%V\": \"resources\" "
+                                          "must be an array", &pool->name);
+    }
+
+    for (item = list->child; item; item = item->next) {
+        res = (item->type == VMX_JSON_STRING)
+              ? ngx_http_vmx_index_find(&cc->snapshot->resource_ids,
+                                        (u_char *) item->str, item->str_len)
+              : NULL;
+
+        if (res == NULL || res->env != def->env) {
+            return ngx_http_vmx_compile_error(cc, "pool \"%V\": a resource is "
+                                              "not in the environment",
+                                              &pool->name);
+        }
+
+        if (res->pool != NULL) {
+            return ngx_http_vmx_compile_error(cc, "resource \"%V\" is in two "
+                                              "pools", &res->id);
+        }
+
+        res->pool = pool;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -849,6 +849,23 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* prioritization: the share of the resource's pool */
+
+    rc = ngx_http_vmx_pools_gate(r, ctx);
+
+    if (rc == NGX_DECLINED) {
+        /* a denied request consumes no tokens of its key and resource */
+        ngx_http_vmx_limits_release(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS);
+
+        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                                       "prioritization_gate_denied",
+                                       &ctx->failure);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     /*
      * A request the first model's provider cannot express is the client's
      * error: it gets 400 now rather than a failed attempt later.
@@ -1917,6 +1934,7 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
     }
 
     ngx_http_vmx_limits_settle(r, ctx);
+    ngx_http_vmx_pools_settle(r, ctx);
     ngx_http_vmx_stats_record(r, ctx);
 
     /* the last attempt's outcome, when it did not fail already */

@@ -13,6 +13,7 @@
 #include "vmx_buf.h"
 #include "vmx_eventstream.h"
 #include "vmx_json.h"
+#include "vmx_pools.h"
 #include "vmx_rules.h"
 #include "vmx_sse.h"
 #include "vmx_tokenizer.h"
@@ -139,6 +140,26 @@ typedef struct {
 } ngx_http_vmx_target_t;
 
 
+/* prioritization: pools of resources sharing a connection's tokens */
+
+typedef struct ngx_http_vmx_pool_def_s  ngx_http_vmx_pool_def_t;
+
+typedef struct {
+    ngx_str_t                    name;
+    int64_t                      rank;
+    int64_t                      min;           /* basis points */
+    int64_t                      max;
+    ngx_http_vmx_pool_def_t     *def;
+} ngx_http_vmx_pool_t;
+
+
+struct ngx_http_vmx_pool_def_s {
+    ngx_http_vmx_environment_t  *env;
+    ngx_array_t                  pools;         /* of ngx_http_vmx_pool_t */
+    vmx_pool_strategy_t          strategy;
+};
+
+
 typedef struct {
     ngx_str_t                    id;
     ngx_str_t                    name;
@@ -146,6 +167,7 @@ typedef struct {
     ngx_http_vmx_target_t        model;
     ngx_array_t                  fallbacks;     /* of ngx_http_vmx_target_t */
     ngx_array_t                  secondaries;   /* of ngx_http_vmx_target_t */
+    ngx_http_vmx_pool_t         *pool;          /* prioritization, or NULL */
     ngx_array_t                  limits;        /* when enforceCapacity */
     vmx_rules_t                 *rules;         /* routing, when active */
     unsigned                     use_fallback:1;
@@ -176,6 +198,7 @@ typedef struct {
     ngx_http_vmx_index_t         resources;     /* by environment id "/" name */
     ngx_http_vmx_index_t         resource_ids;  /* by id */
     ngx_http_vmx_index_t         api_keys;      /* by SHA-256 of the key */
+    ngx_http_vmx_index_t         pool_defs;     /* by environment id */
 } ngx_http_vmx_snapshot_t;
 
 
@@ -184,6 +207,7 @@ typedef struct {
 typedef struct ngx_http_vmx_capacity_s  ngx_http_vmx_capacity_t;
 typedef struct ngx_http_vmx_series_s    ngx_http_vmx_series_t;
 typedef struct ngx_http_vmx_health_s    ngx_http_vmx_health_t;
+typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
 
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
@@ -194,6 +218,7 @@ typedef struct {
     ngx_http_vmx_capacity_t     *capacity;      /* discovered, a table */
     ngx_http_vmx_series_t       *series;        /* statistics, a table */
     ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
+    ngx_http_vmx_pool_slot_t    *pools;         /* prioritization, a table */
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -376,6 +401,11 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
     ngx_uint_t                   capacity_failures;
 
+    /* prioritization: the tokens counted for the request's pool */
+    ngx_http_vmx_pool_slot_t    *pool_slot;
+    time_t                       pool_second;
+    int64_t                      pool_tokens;
+
     uint64_t                     start_usec;
     uint64_t                     gate_usec;
     uint64_t                     routing_usec;
@@ -436,6 +466,11 @@ void ngx_http_vmx_limits_settle(ngx_http_request_t *r,
 void ngx_http_vmx_limits_release(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt);
 time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
+
+/* ngx_http_vmx_pools.c */
+ngx_int_t ngx_http_vmx_pools_gate(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+void ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 
 /* ngx_http_vmx_stats.c */
 ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);
