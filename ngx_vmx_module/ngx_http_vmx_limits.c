@@ -12,12 +12,39 @@
  * the token estimate in all of them, or in none.  The reservation is
  * settled to the provider's usage when the answer is complete, and a failed
  * attempt gives its tokens back.
+ *
+ * Across nodes (vmx_redis), a counter is a lease of a cluster-wide counter
+ * in Redis.  The connection's entries are checked inside nginx's peer.get,
+ * synchronously, so an atomic reserve per request in Redis would not fit
+ * them; leases do, and keep the common case free of round trips:
+ *
+ *   - a Lua script grants a node an allowance of the remaining quota
+ *     atomically: min(max(wanted, remaining / (2 * nodes)), remaining), so
+ *     the grants never add up to more than the limit and shrink as the
+ *     window's remainder shrinks;
+ *   - admission consumes the node's allowance (in this zone, shared by the
+ *     workers) synchronously; when it falls under half the last grant, a
+ *     worker asks for more in the background;
+ *   - a request of the gate (its key and resource, and the connections of
+ *     its plan, checked ahead) that finds an allowance too small waits,
+ *     suspended, for a grant before it decides: no 429 while the cluster
+ *     still has quota;
+ *   - usage the cluster has not granted (tokens beyond the estimate,
+ *     everything counted while Redis was unreachable) is pending and added
+ *     to the cluster counter by the next flush.
+ *
+ * With Redis unreachable, the node enforces its own usage against the
+ * limits, as without Redis.  Redis' epoch tells when it lost the counters
+ * (restarted without persistence): the node then pushes its whole usage of
+ * the current windows again.
  */
 
 #include "ngx_http_vmx_module.h"
 
+#include <hiredis/hiredis.h>
 
-#define NGX_HTTP_VMX_LIMIT_KEY_MAX  (1 + 36 + 1 + 8 + NGX_SOCKADDR_STRLEN)
+
+#define NGX_HTTP_VMX_LIMITS_FLUSH_MAX  64
 
 
 /* laid over the rbtree node from its color byte on, as limit_req does */
@@ -27,8 +54,20 @@ typedef struct {
     u_char                       dummy;
     u_short                      len;
     ngx_queue_t                  queue;
-    int64_t                      requests;
+    int64_t                      requests;          /* used by this node */
     int64_t                      tokens;
+
+    /* vmx_redis: this node's lease of the cluster counter */
+    int64_t                      allow_requests;    /* granted, unused */
+    int64_t                      allow_tokens;
+    int64_t                      pending_requests;  /* used, not granted */
+    int64_t                      pending_tokens;
+    int64_t                      grant_requests;    /* the last grants */
+    int64_t                      grant_tokens;
+    int64_t                      cluster_requests;  /* granted in total */
+    int64_t                      cluster_tokens;
+    ngx_msec_t                   refill;            /* asked since, or 0 */
+
     time_t                       window_end;
     u_char                       data[1];
 } ngx_http_vmx_limit_node_t;
@@ -38,7 +77,27 @@ typedef struct {
     ngx_rbtree_t                 rbtree;
     ngx_rbtree_node_t            sentinel;
     ngx_queue_t                  queue;
+    ngx_uint_t                   dirty;         /* something is pending */
+    size_t                       epoch_len;     /* Redis' counters' */
+    u_char                       epoch[NGX_HTTP_VMX_EPOCH_LEN];
 } ngx_http_vmx_limits_shctx_t;
+
+
+/* a command of the cluster counter: a grant, a flush */
+
+typedef struct {
+    ngx_http_request_t          *request;       /* waiting for it */
+    time_t                       window_end;
+    int64_t                      limit_requests;
+    int64_t                      limit_tokens;
+    int64_t                      want_requests;
+    int64_t                      want_tokens;
+    int64_t                      add_requests;  /* pending, flushed */
+    int64_t                      add_tokens;
+    unsigned                     refill:1;      /* the node's background one */
+    size_t                       len;
+    u_char                       key[NGX_HTTP_VMX_LIMIT_KEY_MAX];
+} ngx_http_vmx_limits_call_t;
 
 
 typedef struct {
@@ -53,6 +112,13 @@ static void ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
     ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
+static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
+    ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
+static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(
+    ngx_http_request_t *r, ngx_str_t *key, time_t window_end,
+    ngx_http_vmx_limit_t *limit);
+static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
+static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
 static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
     ngx_uint_t force);
 static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
@@ -65,7 +131,7 @@ static ngx_int_t ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_limit_t *limit, ngx_flag_t tokens, time_t end, time_t now);
 static void ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
-    time_t now);
+    ngx_uint_t cluster, time_t now);
 static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
 
@@ -73,6 +139,33 @@ static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
 static const char  *ngx_http_vmx_period_names[] = {
     "minute", "hour", "day", "week", "month", "lifetime"
 };
+
+
+/*
+ * KEYS[1]: the counter; ARGV: its requests and tokens limits (-1: none),
+ * the requests and tokens wanted, the pending ones to add, the nodes, the
+ * expiry (0: none).  A grant gives both measures wanted or neither: a
+ * request needs both.  Returns the grants and the counter's totals.
+ */
+
+static const char  ngx_http_vmx_limits_script[] =
+    "local c = KEYS[1]\n"
+    "local r = redis.call('HINCRBY', c, 'r', ARGV[5])\n"
+    "local t = redis.call('HINCRBY', c, 't', ARGV[6])\n"
+    "local n = 2 * tonumber(ARGV[7])\n"
+    "local function grant(used, limit, want)\n"
+    "  if want <= 0 or limit < 0 then return 0 end\n"
+    "  local left = limit - used\n"
+    "  if left < want then return -1 end\n"
+    "  return math.min(left, math.max(want, math.floor(left / n)))\n"
+    "end\n"
+    "local gr = grant(r, tonumber(ARGV[1]), tonumber(ARGV[3]))\n"
+    "local gt = grant(t, tonumber(ARGV[2]), tonumber(ARGV[4]))\n"
+    "if gr < 0 or gt < 0 then gr, gt = 0, 0 end\n"
+    "if gr > 0 then r = redis.call('HINCRBY', c, 'r', gr) end\n"
+    "if gt > 0 then t = redis.call('HINCRBY', c, 't', gt) end\n"
+    "if ARGV[8] ~= '0' then redis.call('EXPIREAT', c, ARGV[8]) end\n"
+    "return {gr, gt, r, t}\n";
 
 
 char *
@@ -215,9 +308,12 @@ ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
 /*
  * Admits a request against every entry of the scopes, reserving one
  * request and ctx->estimate tokens in each, or answers why not: NGX_OK,
- * NGX_DECLINED (ctx->failure and ctx->retry_after say why), NGX_ERROR.
- * attempt is the index of the provider attempt the reservation belongs to,
- * or -1 for the request's own scopes.
+ * NGX_DECLINED (ctx->failure and ctx->retry_after say why), NGX_AGAIN (the
+ * request waits for the cluster's grants: ctx->limits_event is posted when
+ * they are in, and the admission is then tried again), NGX_ERROR.  attempt
+ * is the index of the provider attempt the reservation belongs to, or -1
+ * for the request's own scopes, the only ones that may wait.  Entries of
+ * scopes marked "ahead" are only checked and their allowance refilled.
  */
 
 ngx_int_t
@@ -225,11 +321,18 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes, ngx_int_t attempt)
 {
     time_t                        now, start, end;
+    int64_t                       need_r, need_t;
     ngx_str_t                     key;
-    ngx_uint_t                    s, i, n, first;
-    ngx_http_vmx_limit_t         *limit;
+    ngx_uint_t                    s, i, n, k, first, cluster, wait, nwait;
+    ngx_uint_t                    nbg, short_r, short_t;
+    ngx_msec_t                    timeout;
+    ngx_http_vmx_limit_t         *limit, *deny;
+    ngx_http_vmx_scope_t         *deny_scope;
     ngx_http_vmx_reservation_t   *res;
     ngx_http_vmx_limit_node_t    *node, *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_limits_call_t   *waits[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_limits_call_t   *bg[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_limit_t         *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limits_ctx_t    *lc;
     ngx_http_vmx_main_conf_t     *mcf;
     u_char                        buf[NGX_HTTP_VMX_LIMIT_KEY_MAX];
@@ -244,16 +347,32 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     now = ngx_time();
     first = ctx->nreservations;
 
+    /* leases while this worker reaches Redis, the node's own usage else */
+    cluster = ngx_http_vmx_redis_up();
+    timeout = cluster ? ngx_http_vmx_redis_conf()->timeout : 0;
+
+    /* a grant taken by concurrent requests meanwhile: ask once more */
+    wait = cluster && attempt == -1
+           && (ctx->limits_waits == 0
+               || (ctx->limits_granted && ctx->limits_waits < 3));
+
+    nwait = 0;
+    nbg = 0;
+    deny = NULL;
+    deny_scope = NULL;
+    short_r = 0;
+
     ngx_shmtx_lock(&lc->shpool->mutex);
 
     /* first every check, then every reservation: all or nothing */
 
-    for (n = 0, s = 0; s < nscopes; s++) {
+    for (n = 0, s = 0; s < nscopes && deny == NULL; s++) {
         limit = scopes[s].limits->elts;
 
         for (i = 0; i < scopes[s].limits->nelts; i++) {
 
-            if (first + n == NGX_HTTP_VMX_MAX_RESERVATIONS) {
+            if (!scopes[s].ahead && first + n == NGX_HTTP_VMX_MAX_RESERVATIONS)
+            {
                 break;
             }
 
@@ -263,24 +382,88 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
             node = ngx_http_vmx_limits_node(lc, &key, end);
             if (node == NULL) {
-                ngx_shmtx_unlock(&lc->shpool->mutex);
-                return NGX_ERROR;
+                goto failed;
             }
 
-            if (limit[i].requests >= 0
-                && node->requests + 1 > limit[i].requests)
-            {
-                ngx_shmtx_unlock(&lc->shpool->mutex);
-                return ngx_http_vmx_limits_deny(r, ctx, &scopes[s], &limit[i],
-                                                0, end, now);
+            need_r = (limit[i].requests >= 0) ? 1 : 0;
+            need_t = (limit[i].tokens >= 0) ? ctx->estimate : 0;
+
+            if (cluster) {
+                short_r = (need_r > node->allow_requests);
+                short_t = (need_t > node->allow_tokens);
+
+                if (short_r || short_t) {
+
+                    if (wait) {
+                        if (nwait < NGX_HTTP_VMX_MAX_RESERVATIONS) {
+                            waits[nwait] = ngx_http_vmx_limits_call(r, &key,
+                                                                   end,
+                                                                   &limit[i]);
+                            if (waits[nwait] == NULL) {
+                                goto failed;
+                            }
+
+                            waits[nwait]->want_requests = short_r ? need_r : 0;
+                            waits[nwait]->want_tokens = short_t ? need_t : 0;
+                            nwait++;
+                        }
+
+                        continue;
+                    }
+
+                    if (!scopes[s].ahead) {
+                        deny = &limit[i];
+                        deny_scope = &scopes[s];
+                    }
+                }
+
+            } else if (!scopes[s].ahead) {
+
+                if (limit[i].requests >= 0
+                    && node->requests + 1 > limit[i].requests)
+                {
+                    ngx_shmtx_unlock(&lc->shpool->mutex);
+                    return ngx_http_vmx_limits_deny(r, ctx, &scopes[s],
+                                                    &limit[i], 0, end, now);
+                }
+
+                if (limit[i].tokens >= 0
+                    && node->tokens + ctx->estimate > limit[i].tokens)
+                {
+                    ngx_shmtx_unlock(&lc->shpool->mutex);
+                    return ngx_http_vmx_limits_deny(r, ctx, &scopes[s],
+                                                    &limit[i], 1, end, now);
+                }
             }
 
-            if (limit[i].tokens >= 0
-                && node->tokens + ctx->estimate > limit[i].tokens)
+            if (cluster && nbg < NGX_HTTP_VMX_MAX_RESERVATIONS
+                && (node->refill == 0
+                    || ngx_current_msec - node->refill > timeout)
+                && ((need_r && node->allow_requests - need_r
+                               < ngx_max(node->grant_requests / 2, 1))
+                    || (need_t && node->allow_tokens - need_t
+                                  < ngx_max(node->grant_tokens / 2, need_t))))
             {
-                ngx_shmtx_unlock(&lc->shpool->mutex);
-                return ngx_http_vmx_limits_deny(r, ctx, &scopes[s], &limit[i],
-                                                1, end, now);
+                /* under the watermark: more in the background */
+
+                bg[nbg] = ngx_http_vmx_limits_call(NULL, &key, end, &limit[i]);
+                if (bg[nbg] == NULL) {
+                    goto failed;
+                }
+
+                bg[nbg]->refill = 1;
+                bg[nbg]->want_requests = need_r;
+                bg[nbg]->want_tokens = need_t ? ngx_max(need_t, 1) : 0;
+                node->refill = ngx_current_msec;
+                nbg++;
+            }
+
+            if (deny) {
+                break;
+            }
+
+            if (scopes[s].ahead) {
+                continue;
             }
 
             /* the key is kept to settle the reservation later */
@@ -291,22 +474,91 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             res->attempt = attempt;
             res->tokens = ctx->estimate;
 
+            limits[n] = &limit[i];
             nodes[n++] = node;
 
-            ngx_http_vmx_limits_headers(ctx, &limit[i], node, now);
+            ngx_http_vmx_limits_headers(ctx, &limit[i], node, cluster, now);
         }
     }
 
-    for (i = 0; i < n; i++) {
-        nodes[i]->requests++;
-        nodes[i]->tokens += ctx->estimate;
+    if (deny == NULL && nwait == 0) {
+
+        for (i = 0; i < n; i++) {
+            need_r = (limits[i]->requests >= 0) ? 1 : 0;
+            need_t = (limits[i]->tokens >= 0) ? ctx->estimate : 0;
+
+            nodes[i]->requests++;
+            nodes[i]->tokens += ctx->estimate;
+
+            if (cluster) {
+                nodes[i]->allow_requests -= need_r;
+                nodes[i]->allow_tokens -= need_t;
+
+            } else if (mcf->redis) {
+                /* for the cluster counters, once Redis is back */
+                nodes[i]->pending_requests += need_r;
+                nodes[i]->pending_tokens += need_t;
+                lc->sh->dirty = 1;
+            }
+        }
+
+        ctx->nreservations += n;
     }
 
     ngx_shmtx_unlock(&lc->shpool->mutex);
 
-    ctx->nreservations += n;
+    for (k = 0; k < nbg; k++) {
+        if (ngx_http_vmx_limits_send(bg[k]) != NGX_OK) {
+            ngx_http_vmx_limits_granted(NULL, bg[k]);
+        }
+    }
 
-    return NGX_OK;
+    if (deny) {
+        for (k = 0; k < nwait; k++) {
+            ngx_free(waits[k]);
+        }
+
+        return ngx_http_vmx_limits_deny(r, ctx, deny_scope, deny, !short_r,
+                                        end, now);
+    }
+
+    if (nwait == 0) {
+        return NGX_OK;
+    }
+
+    ctx->limits_waits++;
+    ctx->limits_granted = 0;
+    ctx->limits_waiting = 0;
+
+    for (k = 0; k < nwait; k++) {
+        if (ngx_http_vmx_limits_send(waits[k]) == NGX_OK) {
+            ctx->limits_waiting++;
+
+        } else {
+            ngx_free(waits[k]);
+        }
+    }
+
+    if (ctx->limits_waiting) {
+        return NGX_AGAIN;
+    }
+
+    /* the link failed meanwhile: decide without waiting */
+    return ngx_http_vmx_limits_admit(r, ctx, scopes, nscopes, attempt);
+
+failed:
+
+    ngx_shmtx_unlock(&lc->shpool->mutex);
+
+    for (k = 0; k < nwait; k++) {
+        ngx_free(waits[k]);
+    }
+
+    for (k = 0; k < nbg; k++) {
+        ngx_http_vmx_limits_granted(NULL, bg[k]);
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -355,15 +607,12 @@ static void
 ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t attempt, int64_t tokens)
 {
-    ngx_str_t                     key;
+    int64_t                       delta;
     ngx_uint_t                    i;
-    ngx_rbtree_node_t            *node, *sentinel;
     ngx_http_vmx_limit_node_t    *ln;
     ngx_http_vmx_reservation_t   *res;
     ngx_http_vmx_limits_ctx_t    *lc;
     ngx_http_vmx_main_conf_t     *mcf;
-    ngx_uint_t                    hash;
-    ngx_int_t                     rc;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
     lc = mcf->limits_zone->data;
@@ -389,31 +638,27 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             continue;
         }
 
-        key.data = res->key;
-        key.len = res->len;
-        hash = ngx_crc32_short(key.data, key.len);
+        ln = ngx_http_vmx_limits_lookup(lc, res->key, res->len);
+        if (ln == NULL) {
+            continue;
+        }
 
-        node = lc->sh->rbtree.root;
-        sentinel = lc->sh->rbtree.sentinel;
+        delta = tokens - res->tokens;
 
-        while (node != sentinel) {
-            if (hash != node->key) {
-                node = (hash < node->key) ? node->left : node->right;
-                continue;
+        ln->tokens += delta;
+        if (ln->tokens < 0) {
+            ln->tokens = 0;
+        }
+
+        if (mcf->redis) {
+            /* the lease absorbs the difference; beyond it, a debt */
+            ln->allow_tokens -= delta;
+
+            if (ln->allow_tokens < 0) {
+                ln->pending_tokens -= ln->allow_tokens;
+                ln->allow_tokens = 0;
+                lc->sh->dirty = 1;
             }
-
-            ln = (ngx_http_vmx_limit_node_t *) &node->color;
-            rc = ngx_memn2cmp(key.data, ln->data, key.len, (size_t) ln->len);
-
-            if (rc == 0) {
-                ln->tokens += tokens - res->tokens;
-                if (ln->tokens < 0) {
-                    ln->tokens = 0;
-                }
-                break;
-            }
-
-            node = (rc < 0) ? node->left : node->right;
         }
     }
 
@@ -472,13 +717,20 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 static void
 ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node, time_t now)
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
+    ngx_uint_t cluster, time_t now)
 {
-    int64_t                  left;
+    int64_t                    left, used_r, used_t;
     ngx_http_vmx_ratelimit_t  *rl;
 
+    /* in a cluster: what was granted, less this node's unused allowance */
+    used_r = cluster ? node->cluster_requests - node->allow_requests
+                     : node->requests;
+    used_t = cluster ? node->cluster_tokens - node->allow_tokens
+                     : node->tokens;
+
     if (limit->requests >= 0) {
-        left = limit->requests - node->requests - 1;
+        left = limit->requests - used_r - 1;
         rl = &ctx->ratelimit[0];
 
         if (!rl->set || left < rl->remaining) {
@@ -491,7 +743,7 @@ ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     }
 
     if (limit->tokens >= 0) {
-        left = limit->tokens - node->tokens - ctx->estimate;
+        left = limit->tokens - used_t - ctx->estimate;
         rl = &ctx->ratelimit[1];
 
         if (!rl->set || left < rl->remaining) {
@@ -510,32 +762,15 @@ ngx_http_vmx_limits_node(ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key,
     time_t window_end)
 {
     size_t                      size;
-    ngx_int_t                   rc;
-    ngx_uint_t                  hash;
-    ngx_rbtree_node_t          *node, *sentinel;
+    ngx_rbtree_node_t          *node;
     ngx_http_vmx_limit_node_t  *ln;
 
-    hash = ngx_crc32_short(key->data, key->len);
+    ln = ngx_http_vmx_limits_lookup(lc, key->data, key->len);
 
-    node = lc->sh->rbtree.root;
-    sentinel = lc->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        ln = (ngx_http_vmx_limit_node_t *) &node->color;
-        rc = ngx_memn2cmp(key->data, ln->data, key->len, (size_t) ln->len);
-
-        if (rc == 0) {
-            ngx_queue_remove(&ln->queue);
-            ngx_queue_insert_head(&lc->sh->queue, &ln->queue);
-            return ln;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
+    if (ln) {
+        ngx_queue_remove(&ln->queue);
+        ngx_queue_insert_head(&lc->sh->queue, &ln->queue);
+        return ln;
     }
 
     size = offsetof(ngx_rbtree_node_t, color)
@@ -557,12 +792,13 @@ ngx_http_vmx_limits_node(ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key,
         }
     }
 
-    node->key = hash;
+    node->key = ngx_crc32_short(key->data, key->len);
 
     ln = (ngx_http_vmx_limit_node_t *) &node->color;
+    ngx_memzero(&ln->requests,
+                offsetof(ngx_http_vmx_limit_node_t, data)
+                - offsetof(ngx_http_vmx_limit_node_t, requests));
     ln->len = (u_short) key->len;
-    ln->requests = 0;
-    ln->tokens = 0;
     ln->window_end = window_end;
     ngx_memcpy(ln->data, key->data, key->len);
 
@@ -570,6 +806,40 @@ ngx_http_vmx_limits_node(ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key,
     ngx_queue_insert_head(&lc->sh->queue, &ln->queue);
 
     return ln;
+}
+
+
+static ngx_http_vmx_limit_node_t *
+ngx_http_vmx_limits_lookup(ngx_http_vmx_limits_ctx_t *lc, u_char *key,
+    size_t len)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  hash;
+    ngx_rbtree_node_t          *node, *sentinel;
+    ngx_http_vmx_limit_node_t  *ln;
+
+    hash = ngx_crc32_short(key, len);
+
+    node = lc->sh->rbtree.root;
+    sentinel = lc->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        ln = (ngx_http_vmx_limit_node_t *) &node->color;
+        rc = ngx_memn2cmp(key, ln->data, len, (size_t) ln->len);
+
+        if (rc == 0) {
+            return ln;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
 }
 
 
@@ -674,7 +944,10 @@ ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d)
 }
 
 
-/* scope kind, id, period, window start and, per address, the address */
+/*
+ * scope kind, id, period, window start and, per address, the address: the
+ * counter's name in Redis too
+ */
 
 static void
 ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
@@ -682,22 +955,307 @@ ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
     ngx_str_t *addr)
 {
     u_char  *p;
-    size_t   len;
 
-    p = buf;
-    *p++ = scope->kind;
-
-    len = ngx_min(scope->id.len, 36);
-    p = ngx_cpymem(p, scope->id.data, len);
-
-    *p++ = (u_char) ('0' + limit->period);
-    p = ngx_cpymem(p, &start, sizeof(time_t));
+    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
+                    ngx_min(scope->id.len, 36), scope->id.data,
+                    limit->period, start);
 
     if (limit->per_address) {
-        len = ngx_min(addr->len, NGX_SOCKADDR_STRLEN);
-        p = ngx_cpymem(p, addr->data, len);
+        p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),
+                        addr->data);
     }
 
     key->data = buf;
     key->len = p - buf;
+}
+
+
+static ngx_http_vmx_limits_call_t *
+ngx_http_vmx_limits_call(ngx_http_request_t *r, ngx_str_t *key,
+    time_t window_end, ngx_http_vmx_limit_t *limit)
+{
+    ngx_http_vmx_limits_call_t  *call;
+
+    call = ngx_calloc(sizeof(ngx_http_vmx_limits_call_t), ngx_cycle->log);
+    if (call == NULL) {
+        return NULL;
+    }
+
+    call->request = r;
+    call->window_end = window_end;
+    call->limit_requests = limit ? limit->requests : -1;
+    call->limit_tokens = limit ? limit->tokens : -1;
+    call->len = key->len;
+    ngx_memcpy(call->key, key->data, key->len);
+
+    return call;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call)
+{
+    u_char                     *p, *last;
+    time_t                      expire;
+    ngx_uint_t                  i;
+    const char                 *argv[12];
+    size_t                      argvlen[12];
+    ngx_http_vmx_redis_conf_t  *rc;
+    u_char                      buf[NGX_HTTP_VMX_LIMIT_KEY_MAX + 16
+                                    + 8 * NGX_INT64_LEN];
+
+    rc = ngx_http_vmx_redis_conf();
+
+    /* a counter outlives its window a little: late settlements */
+    expire = (call->window_end == NGX_MAX_TIME_T_VALUE)
+             ? 0 : call->window_end + 60;
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_http_vmx_limits_script;
+    argvlen[1] = sizeof(ngx_http_vmx_limits_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+
+    p = buf;
+    last = buf + sizeof(buf);
+
+    argv[3] = (char *) p;
+    p = ngx_slprintf(p, last, "vmx:%*s", call->len, call->key);
+    argv[4] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->limit_requests);
+    argv[5] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->limit_tokens);
+    argv[6] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->want_requests);
+    argv[7] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->want_tokens);
+    argv[8] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->add_requests);
+    argv[9] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->add_tokens);
+    argv[10] = (char *) p;
+    p = ngx_slprintf(p, last, "%ui", rc->nodes);
+    argv[11] = (char *) p;
+    p = ngx_slprintf(p, last, "%T", expire);
+
+    for (i = 3; i < 11; i++) {
+        argvlen[i] = argv[i + 1] - argv[i];
+    }
+
+    argvlen[11] = (char *) p - argv[11];
+
+    return ngx_http_vmx_redis_command(ngx_http_vmx_limits_granted, call, 12,
+                                      argv, argvlen);
+}
+
+
+/* a command's reply, or NULL: the link failed and nothing is known */
+
+static void
+ngx_http_vmx_limits_granted(redisReply *reply, void *data)
+{
+    ngx_http_vmx_limits_call_t *call = data;
+
+    int64_t                     v[4];
+    ngx_uint_t                  i;
+    ngx_http_vmx_ctx_t         *ctx;
+    ngx_http_vmx_limit_node_t  *ln;
+    ngx_http_vmx_limits_ctx_t  *lc;
+    ngx_http_vmx_main_conf_t   *mcf;
+
+    if (reply
+        && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4))
+    {
+        reply = NULL;
+    }
+
+    for (i = 0; reply && i < 4; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+            reply = NULL;
+            break;
+        }
+
+        v[i] = reply->element[i]->integer;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_vmx_module);
+    lc = mcf->limits_zone->data;
+
+    ngx_shmtx_lock(&lc->shpool->mutex);
+
+    ln = ngx_http_vmx_limits_lookup(lc, call->key, call->len);
+
+    if (ln && ln->window_end == call->window_end) {
+
+        if (reply) {
+            ln->allow_requests += v[0];
+            ln->allow_tokens += v[1];
+            ln->grant_requests = v[0] ? v[0] : ln->grant_requests;
+            ln->grant_tokens = v[1] ? v[1] : ln->grant_tokens;
+            ln->cluster_requests = v[2];
+            ln->cluster_tokens = v[3];
+
+        } else if (call->add_requests || call->add_tokens) {
+            /* not flushed after all: with the next flush */
+            ln->pending_requests += call->add_requests;
+            ln->pending_tokens += call->add_tokens;
+            lc->sh->dirty = 1;
+        }
+
+        if (call->refill) {
+            ln->refill = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&lc->shpool->mutex);
+
+    if (call->request) {
+        ctx = ngx_http_get_module_ctx(call->request, ngx_http_vmx_module);
+
+        if (reply && (v[0] || v[1])) {
+            ctx->limits_granted = 1;
+        }
+
+        if (--ctx->limits_waiting == 0) {
+            ngx_post_event(&ctx->limits_event, &ngx_posted_events);
+        }
+    }
+
+    ngx_free(call);
+}
+
+
+/*
+ * Redis answered with its epoch: another one than the node knew means a
+ * server that lost the counters, and the node's usage of the current
+ * windows is pushed again, its allowances forgotten with them.
+ */
+
+void
+ngx_http_vmx_limits_resync(ngx_http_vmx_main_conf_t *mcf, u_char *epoch,
+    size_t len)
+{
+    time_t                      now;
+    ngx_queue_t                *q;
+    ngx_http_vmx_limit_node_t  *ln;
+    ngx_http_vmx_limits_ctx_t  *lc;
+
+    lc = mcf->limits_zone->data;
+    len = ngx_min(len, NGX_HTTP_VMX_EPOCH_LEN);
+    now = ngx_time();
+
+    ngx_shmtx_lock(&lc->shpool->mutex);
+
+    if (lc->sh->epoch_len == len
+        && ngx_memcmp(lc->sh->epoch, epoch, len) == 0)
+    {
+        ngx_shmtx_unlock(&lc->shpool->mutex);
+        return;
+    }
+
+    if (lc->sh->epoch_len) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "vmx: redis %V lost the cluster counters: this "
+                      "node's usage is added again", &mcf->redis->addr);
+
+        for (q = ngx_queue_head(&lc->sh->queue);
+             q != ngx_queue_sentinel(&lc->sh->queue);
+             q = ngx_queue_next(q))
+        {
+            ln = ngx_queue_data(q, ngx_http_vmx_limit_node_t, queue);
+
+            if (ln->window_end <= now) {
+                continue;
+            }
+
+            ln->pending_requests = ln->requests;
+            ln->pending_tokens = ln->tokens;
+            ln->allow_requests = 0;
+            ln->allow_tokens = 0;
+            ln->grant_requests = 0;
+            ln->grant_tokens = 0;
+            ln->refill = 0;
+        }
+
+        lc->sh->dirty = 1;
+    }
+
+    ngx_memcpy(lc->sh->epoch, epoch, len);
+    lc->sh->epoch_len = len;
+
+    ngx_shmtx_unlock(&lc->shpool->mutex);
+}
+
+
+/* pending usage goes to the cluster counters, some at a time */
+
+void
+ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf)
+{
+    time_t                       now;
+    ngx_str_t                    key;
+    ngx_uint_t                   i, n;
+    ngx_queue_t                 *q;
+    ngx_http_vmx_limit_node_t   *ln;
+    ngx_http_vmx_limits_ctx_t   *lc;
+    ngx_http_vmx_limits_call_t  *calls[NGX_HTTP_VMX_LIMITS_FLUSH_MAX];
+
+    lc = mcf->limits_zone->data;
+
+    if (!lc->sh->dirty) {
+        return;
+    }
+
+    now = ngx_time();
+    n = 0;
+
+    ngx_shmtx_lock(&lc->shpool->mutex);
+
+    lc->sh->dirty = 0;
+
+    for (q = ngx_queue_head(&lc->sh->queue);
+         q != ngx_queue_sentinel(&lc->sh->queue);
+         q = ngx_queue_next(q))
+    {
+        ln = ngx_queue_data(q, ngx_http_vmx_limit_node_t, queue);
+
+        if (ln->pending_requests == 0 && ln->pending_tokens == 0) {
+            continue;
+        }
+
+        if (ln->window_end <= now) {
+            ln->pending_requests = 0;
+            ln->pending_tokens = 0;
+            continue;
+        }
+
+        if (n == NGX_HTTP_VMX_LIMITS_FLUSH_MAX) {
+            lc->sh->dirty = 1;
+            break;
+        }
+
+        key.data = ln->data;
+        key.len = ln->len;
+
+        calls[n] = ngx_http_vmx_limits_call(NULL, &key, ln->window_end, NULL);
+        if (calls[n] == NULL) {
+            lc->sh->dirty = 1;
+            break;
+        }
+
+        calls[n]->add_requests = ln->pending_requests;
+        calls[n]->add_tokens = ln->pending_tokens;
+        ln->pending_requests = 0;
+        ln->pending_tokens = 0;
+        n++;
+    }
+
+    ngx_shmtx_unlock(&lc->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_vmx_limits_send(calls[i]) != NGX_OK) {
+            ngx_http_vmx_limits_granted(NULL, calls[i]);
+        }
+    }
 }

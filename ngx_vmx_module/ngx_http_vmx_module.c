@@ -43,6 +43,10 @@ typedef enum {
 
 static ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
+static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
+static void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
+static ngx_int_t ngx_http_vmx_chat_admit(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_chat_prepare(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_plan(ngx_http_request_t *r,
@@ -110,6 +114,13 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
     { ngx_string("vmx_limits_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_vmx_limits_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("vmx_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_vmx_redis_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -585,7 +596,44 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_vmx_chat_prepare(r, ctx);
 
+    ngx_http_vmx_chat_continue(r, rc);
+}
+
+
+/* the cluster counters answered: the admission is decided now */
+
+static void
+ngx_http_vmx_chat_resume(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_http_vmx_chat_continue(r, ngx_http_vmx_chat_admit(r, ctx));
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_vmx_ctx_t  *ctx;
+
+    if (rc == NGX_AGAIN) {
+        /* suspended until the cluster counters answer */
+        return;
+    }
+
     if (rc == NGX_DECLINED) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
         rc = ngx_http_vmx_upstream_start(r, ctx);
 
         if (rc == NGX_OK) {
@@ -617,7 +665,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     vmx_json_t                *messages, *model, *stream, *options, *vmx;
     vmx_json_t                *item, *secondary_index;
     vmx_json_error_t           jerr;
-    ngx_http_vmx_scope_t       scopes[2];
     ngx_http_vmx_target_t     *routed;
     ngx_http_vmx_resource_t  **allowed;
 
@@ -820,9 +867,36 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return rc;
     }
 
-    /* the gate: the key's and the resource's own capacity */
+    return ngx_http_vmx_chat_admit(r, ctx);
+}
+
+
+/*
+ * The gate: the key's and the resource's own capacity, with the
+ * connections of the plan checked ahead in a cluster.  Returns what
+ * ngx_http_vmx_chat_prepare() does, or NGX_AGAIN while the request waits
+ * for the cluster counters.
+ */
+
+static ngx_int_t
+ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    uint64_t                    started;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, j, n;
+    ngx_http_vmx_scope_t       *scopes;
+    ngx_http_vmx_connection_t  *conn;
+    ngx_http_vmx_main_conf_t   *mcf;
 
     started = ngx_http_vmx_usec();
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    scopes = ngx_pcalloc(r->pool, (2 + (mcf->redis ? ctx->nplan : 0))
+                                  * sizeof(ngx_http_vmx_scope_t));
+    if (scopes == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     scopes[0].kind = 'k';
     scopes[0].level = "API key";
@@ -836,9 +910,39 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     scopes[1].name = ctx->resource->name;
     scopes[1].limits = &ctx->resource->limits;
 
-    rc = ngx_http_vmx_limits_admit(r, ctx, scopes, 2, -1);
+    /* the attempts take connections' capacity synchronously in peer.get */
 
-    ctx->gate_usec = ngx_http_vmx_usec() - started;
+    for (n = 2, i = 0; mcf->redis && i < ctx->nplan; i++) {
+        conn = ctx->plan[i]->connection;
+
+        for (j = 2; j < n; j++) {
+            if (scopes[j].limits == &conn->limits) {
+                break;
+            }
+        }
+
+        if (j == n) {
+            scopes[n].kind = 'c';
+            scopes[n].level = "Connection";
+            scopes[n].id = conn->id;
+            scopes[n].name = conn->name;
+            scopes[n].limits = &conn->limits;
+            scopes[n].ahead = 1;
+            n++;
+        }
+    }
+
+    ctx->limits_event.handler = ngx_http_vmx_chat_resume;
+    ctx->limits_event.data = r;
+    ctx->limits_event.log = r->connection->log;
+
+    rc = ngx_http_vmx_limits_admit(r, ctx, scopes, n, -1);
+
+    ctx->gate_usec += ngx_http_vmx_usec() - started;
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
 
     if (rc == NGX_DECLINED) {
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
@@ -2120,7 +2224,8 @@ static ngx_int_t
 ngx_http_vmx_init_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK
-        || ngx_http_vmx_tokens_init_process(cycle) != NGX_OK)
+        || ngx_http_vmx_tokens_init_process(cycle) != NGX_OK
+        || ngx_http_vmx_redis_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }

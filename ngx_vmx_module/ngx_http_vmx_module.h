@@ -37,6 +37,12 @@
 #define NGX_HTTP_VMX_PERIOD_MONTH        4
 #define NGX_HTTP_VMX_PERIOD_LIFETIME     5
 
+/* a counter's name: "kind:id:period:window start[:address]" */
+#define NGX_HTTP_VMX_LIMIT_KEY_MAX                                            \
+    (2 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
+
+#define NGX_HTTP_VMX_EPOCH_LEN           24
+
 
 /* a capacity entry: requests and tokens per period, -1 when not limited */
 
@@ -56,11 +62,12 @@ typedef struct {
     ngx_str_t                    id;
     ngx_str_t                    name;
     ngx_array_t                 *limits;        /* of ngx_http_vmx_limit_t */
+    unsigned                     ahead:1;       /* checked, not reserved */
 } ngx_http_vmx_scope_t;
 
 
 typedef struct {
-    u_char                       key[1 + 36 + 1 + 8 + NGX_SOCKADDR_STRLEN];
+    u_char                       key[NGX_HTTP_VMX_LIMIT_KEY_MAX];
     size_t                       len;
     time_t                       end;           /* of the window */
     ngx_int_t                    attempt;       /* -1: the request's own */
@@ -222,9 +229,21 @@ typedef struct {
 } ngx_http_vmx_config_shctx_t;
 
 
+/* vmx_redis: the cluster counters' server */
+
+typedef struct {
+    ngx_str_t                    addr;          /* as configured */
+    u_char                      *host;          /* numeric, null-terminated */
+    in_port_t                    port;
+    ngx_uint_t                   nodes;         /* expected nginx nodes */
+    ngx_msec_t                   timeout;
+} ngx_http_vmx_redis_conf_t;
+
+
 typedef struct {
     ngx_shm_zone_t              *shm_zone;
     ngx_shm_zone_t              *limits_zone;
+    ngx_http_vmx_redis_conf_t   *redis;
     ngx_http_vmx_config_shctx_t *sh;
     ngx_slab_pool_t             *shpool;
 
@@ -405,6 +424,10 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_pool_slot_t    *pool_slot;
     time_t                       pool_second;
     int64_t                      pool_tokens;
+    ngx_event_t                  limits_event;  /* the cluster answered */
+    ngx_uint_t                   limits_waiting;    /* refills in flight */
+    ngx_uint_t                   limits_waits;
+    unsigned                     limits_granted:1;  /* by the last refill */
 
     uint64_t                     start_usec;
     uint64_t                     gate_usec;
@@ -466,6 +489,23 @@ void ngx_http_vmx_limits_settle(ngx_http_request_t *r,
 void ngx_http_vmx_limits_release(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt);
 time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
+void ngx_http_vmx_limits_resync(ngx_http_vmx_main_conf_t *mcf, u_char *epoch,
+    size_t len);
+void ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf);
+
+/* ngx_http_vmx_redis.c */
+struct redisReply;
+
+typedef void (*ngx_http_vmx_redis_handler_pt)(struct redisReply *reply,
+    void *data);
+
+char *ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_vmx_redis_init_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_vmx_redis_up(void);
+ngx_http_vmx_redis_conf_t *ngx_http_vmx_redis_conf(void);
+ngx_int_t ngx_http_vmx_redis_command(ngx_http_vmx_redis_handler_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen);
 
 /* ngx_http_vmx_pools.c */
 ngx_int_t ngx_http_vmx_pools_gate(ngx_http_request_t *r,

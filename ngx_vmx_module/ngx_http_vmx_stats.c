@@ -575,7 +575,7 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
     ngx_http_vmx_family("vmx_redis_up", "gauge",
                         "1 when the cluster counters' Redis answers; 0 also "
                         "when none is configured.");
-    p = ngx_sprintf(p, "vmx_redis_up 0\n");
+    p = ngx_sprintf(p, "vmx_redis_up %ui\n", ngx_http_vmx_redis_up());
 
 #undef ngx_http_vmx_family
 
