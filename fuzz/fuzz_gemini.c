@@ -92,7 +92,7 @@ check_events(const vmx_buf_t *out, size_t from)
 {
     const char  *p, *end, *line;
 
-    if (out->failed) {
+    if (out->failed || out->data == NULL) {
         return;
     }
 
