@@ -16,6 +16,10 @@ gateway, with a connection per translation path (Bedrock's credentials from a fa
 bench provider does not check signatures), is measured on each path, streamed and not, as a
 ratio to the gateway's OpenAI pass-through path of the same run.
 
+With BENCH_LIMITS=1 (the default) capacity admission is measured too: a key without
+capacity, a limited key counted in the local zone, and the same with the counters in Redis
+(vmx_redis), as ratios to the first.
+
 Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
 also measure a streamed answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1:
@@ -52,6 +56,8 @@ PROVIDERS = os.environ.get("BENCH_PROVIDERS", "1") == "1"
 STREAM = os.environ.get("BENCH_STREAM", "0") == "1" or PROVIDERS
 PROVIDER_DURATION = os.environ.get("BENCH_PROVIDER_DURATION", "5s")
 PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
+LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
+LIMITS_DURATION = os.environ.get("BENCH_LIMITS_DURATION", "5s")
 
 COMPLETION = {
     "id": "chatcmpl-bench0000000000000000000000", "object": "chat.completion",
@@ -346,6 +352,47 @@ def check(url, path, key, stream, model=None):
     return data
 
 
+def bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file, started):
+    """Capacity admission: the gateway's pass-through (a key without capacity), the same
+    with a limited key counted in the local zone, and with the counters in Redis (a second
+    gateway with vmx_redis, loaded with a copy of the first one's snapshot). The limit is
+    never reached: what is measured is the admission's cost."""
+    from harness.redis import Redis
+    capacity = [{"period": "hour", "requests": 10**9, "tokens": 10**12}]
+    limited = api.create_api_key(ws["id"], env["id"], name="bench-limited", resources=ids,
+                                 enabled=True, enforceCapacity=True, capacity=capacity)["key"]
+    deadline = time.time() + 20
+    while True:
+        try:
+            check(gw.url, "/v1/chat/completions", limited, False)
+            break
+        except Exception as e:
+            if time.time() > deadline:
+                raise RuntimeError(f"gateway not serving the limited key: {e}")
+            time.sleep(0.2)
+    redis = Redis(work / "redis", free_port()).start()
+    started.append(redis)
+    gwr = Nginx(work / "gateway-redis", free_port(), token_file, ca_file, workers=WORKERS,
+                log_level="warn", http_directives=f"vmx_redis {redis.addr} nodes=1;")
+    gwr.write_config()
+    shutil.copy(gw.snapshot_path, gwr.snapshot_path)
+    gwr.start()
+    started.append(gwr)
+    rows = []
+    for name, url, k in (("none", gw.url, key), ("local", gw.url, limited),
+                         ("redis", gwr.url, limited)):
+        check(url, "/v1/chat/completions", k, False)
+        if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
+            wrk(url, "/v1/chat/completions", k, False, PROVIDER_WARMUP)
+        res = wrk(url, "/v1/chat/completions", k, False, LIMITS_DURATION)
+        if res["non2xx"] or res["requests"] == 0:
+            print(res["raw"], file=sys.stderr)
+            raise RuntimeError(f"limits {name}: {res['non2xx']} non-2xx answers")
+        rows.append((name, res))
+    gwr.check_error_log(everything=True)
+    return rows
+
+
 def main():
     for p, what in ((MODULE, "the module"), (CP_BIN, "the control plane")):
         if not p.exists():
@@ -495,6 +542,9 @@ def main():
             native_rows.append((name, "stream" if stream else "json", res))
         gw.check_error_log(everything=True)
 
+        limit_rows = (bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file,
+                                   started) if LIMITS else [])
+
         print()
         print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, nginx workers per server: {WORKERS}, "
               f"cpus: {os.cpu_count()}")
@@ -517,6 +567,17 @@ def main():
                 o = next(x for n, t, x in rows if n == mode and t == "gateway")
                 print(f"{name:<10} {mode:<7} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
                       f"{r['rps'] / o['rps']:>12.2f} {r['p50'] / o['p50']:>10.2f}"
+                      + (f"   {r['errors']}" if r["errors"] else ""))
+        if limit_rows:
+            print()
+            print(f"capacity admission (wrk -d{LIMITS_DURATION}, OpenAI JSON path): a key "
+                  "without capacity, limited in the local zone, limited with vmx_redis")
+            print(f"{'counters':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'req/s ratio':>12} {'p50 ratio':>10}")
+            none = limit_rows[0][1]
+            for name, r in limit_rows:
+                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                      f"{r['rps'] / none['rps']:>12.2f} {r['p50'] / none['p50']:>10.2f}"
                       + (f"   {r['errors']}" if r["errors"] else ""))
         return 0
     finally:
