@@ -959,7 +959,9 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (rc == NGX_DECLINED) {
         /* a denied request consumes no tokens of its key and resource */
-        ngx_http_vmx_limits_release(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS);
+        if (ctx->nreservations) {
+            ngx_http_vmx_limits_release(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS);
+        }
 
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "prioritization_gate_denied",
