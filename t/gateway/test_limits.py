@@ -122,3 +122,32 @@ def test_token_limit_settles_to_usage(gw, fake):
     assert r.json()["error"]["message"] == \
         'Connection "t" has reached its limit of 30 tokens per minute'
     assert fake.last().body["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def chat_from(env, source_ip, model, key):
+    """A chat request whose client address is source_ip (a loopback address)."""
+    import http.client
+    import json
+    host, port = env.gw.url.split("//", 1)[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source_ip, 0))
+    try:
+        c.request("POST", "/v1/chat/completions",
+                  json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+                  {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def test_source_ip_dimension_counts_each_address_apart(gw, fake):
+    env = gw.provision(
+        connections={"c": connection_for(fake)},
+        resources={"r-ip": {"model": ("c", "gpt-ip")}},
+        keys={"k": {"resources": ["r-ip"], "enforceCapacity": True,
+                    "capacity": [per_minute(requests=2, dimension="source-ip")]}},
+    )
+    key = env.keys["k"]
+    assert [chat_from(env, "127.0.0.2", "r-ip", key) for _ in range(3)] == [200, 200, 429]
+    assert [chat_from(env, "127.0.0.3", "r-ip", key) for _ in range(3)] == [200, 200, 429]
