@@ -24,7 +24,9 @@ Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
 also measure a streamed answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1:
 also measure the translation paths), BENCH_PROVIDER_DURATION (5s per path),
-BENCH_PROVIDER_WARMUP (1s), BENCH_KEEP (keep the work dir when 1).
+BENCH_PROVIDER_WARMUP (1s), BENCH_AUDIT (1: also measure the gateway with auditing off, its
+nginx reloaded without `vmx_audit_spool`, between two measures with it on),
+BENCH_AUDIT_DURATION (5s per measure), BENCH_KEEP (keep the work dir when 1).
 """
 import json
 import os
@@ -56,6 +58,8 @@ PROVIDERS = os.environ.get("BENCH_PROVIDERS", "1") == "1"
 STREAM = os.environ.get("BENCH_STREAM", "0") == "1" or PROVIDERS
 PROVIDER_DURATION = os.environ.get("BENCH_PROVIDER_DURATION", "5s")
 PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
+AUDIT = os.environ.get("BENCH_AUDIT", "1") == "1"
+AUDIT_DURATION = os.environ.get("BENCH_AUDIT_DURATION", "5s")
 LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
 LIMITS_DURATION = os.environ.get("BENCH_LIMITS_DURATION", "5s")
 
@@ -542,6 +546,22 @@ def main():
             native_rows.append((name, "stream" if stream else "json", res))
         gw.check_error_log(everything=True)
 
+        # auditing on, off (nginx reloaded without the spool), on again: the OpenAI JSON path
+        audit_rows = []
+        for audit in ((True, False, True) if AUDIT else ()):
+            if gw.audit != audit:
+                gw.audit = audit
+                gw.reload()
+            check(gw.url, "/v1/chat/completions", key, False)
+            if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
+                wrk(gw.url, "/v1/chat/completions", key, False, PROVIDER_WARMUP)
+            res = wrk(gw.url, "/v1/chat/completions", key, False, AUDIT_DURATION)
+            if res["non2xx"] or res["requests"] == 0:
+                print(res["raw"], file=sys.stderr)
+                raise RuntimeError(f"audit {audit}: {res['non2xx']} non-2xx answers")
+            audit_rows.append(("on" if audit else "off", res))
+        gw.check_error_log(everything=True)
+
         limit_rows = (bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file,
                                    started) if LIMITS else [])
 
@@ -568,6 +588,20 @@ def main():
                 print(f"{name:<10} {mode:<7} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
                       f"{r['rps'] / o['rps']:>12.2f} {r['p50'] / o['p50']:>10.2f}"
                       + (f"   {r['errors']}" if r["errors"] else ""))
+        if audit_rows:
+            print()
+            print(f"auditing (wrk -d{AUDIT_DURATION}, OpenAI JSON path; on: records spooled and "
+                  "ingested by the control plane into PostgreSQL meanwhile)")
+            print(f"{'audit':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+            for name, r in audit_rows:
+                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+                      + (f"   {r['errors']}" if r["errors"] else ""))
+            on = [r for n, r in audit_rows if n == "on"]
+            off = next(r for n, r in audit_rows if n == "off")
+            mean = {k: sum(r[k] for r in on) / len(on) for k in ("rps", "p50", "p99")}
+            print(f"{'ratio':<10} {mean['rps'] / off['rps']:>10.2f} "
+                  f"{mean['p50'] / off['p50']:>8.2f} {mean['p99'] / off['p99']:>8.2f}"
+                  "   (on, mean of both / off)")
         if limit_rows:
             print()
             print(f"capacity admission (wrk -d{LIMITS_DURATION}, OpenAI JSON path): a key "

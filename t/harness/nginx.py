@@ -8,6 +8,8 @@ Extra directives can be injected without touching the template:
   http_directives      at the end of the http block's module directives
   main_directives      in the main context
 
+audit=False drops the template's `vmx_audit_spool` (no audit records are written).
+
 VMX_TEST_NGINX_CORE=1 in the environment makes crashed workers leave a core file
 in the prefix. VMX_TEST_NGINX_WRAPPER is a command prefix for nginx, e.g.
 "valgrind --log-file={prefix}/valgrind.%p.log" ({prefix}: the nginx prefix).
@@ -51,7 +53,8 @@ def _children(pid):
 class Nginx:
     def __init__(self, base_dir, port, token_file, ca_file, workers=2, max_body="1m",
                  log_level="info", cp_addr="127.0.0.1:1", module=None,
-                 gateway_directives="", http_directives="", main_directives="", template=None):
+                 gateway_directives="", http_directives="", main_directives="", template=None,
+                 audit=True):
         self.base_dir = Path(base_dir)
         self.port = port
         self.token_file = str(token_file)
@@ -65,6 +68,7 @@ class Nginx:
         self.http_directives = http_directives
         self.main_directives = main_directives
         self.template = Path(template) if template else TEMPLATE
+        self.audit = audit
         self.proc = None
         self._log_pos = 0
         self._out = None
@@ -115,6 +119,8 @@ class Nginx:
             line for line in text.splitlines() if not line.lstrip().startswith("#")))
         if left:
             raise NginxError(f"unfilled placeholders in {self.template.name}: {sorted(set(left))}")
+        if not self.audit:
+            text = re.sub(r"^\s*vmx_audit_spool [^\n]*;\n", "", text, count=1, flags=re.M)
         main = self.main_directives
         # As root, nginx would run its workers as `nobody`, who can read neither the
         # test's private prefix nor the token file.
