@@ -5,7 +5,8 @@
  * plane's /vmx/records from the committed cursor, stores the batch and the
  * new cursor in one transaction (records.c), and only then acknowledges the
  * cursor with POST /vmx/records/ack; it goes on while batches come back
- * non-empty.  A data plane that is down is skipped; while PostgreSQL is
+ * non-empty.  Each committed batch is also handed to the OpenTelemetry
+ * exporter (otel.h), which never makes it wait.  A data plane that is down is skipped; while PostgreSQL is
  * down nothing is pulled (the records wait in the spools).  The same thread
  * keeps the day partitions: ahead of time and the retention, at start and
  * when the UTC day changes.

@@ -199,89 +199,83 @@ wipe_headers(struct curl_slist *h)
 }
 
 
+/* a character of an HTTP header name (RFC 9110 token) */
+static bool
+token_char(char c)
+{
+    return isalnum((unsigned char) c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+
+/* one "name=value" entry (len bytes, the value URL-encoded) into ot.headers */
+static int
+add_header(CURL *curl, const char *entry, size_t len)
+{
+    const char        *eq = memchr(entry, '=', len);
+    const char        *name = entry;
+    size_t             nlen, i;
+    char              *decoded, *line = NULL;
+    int                dlen, rc = -1;
+    struct curl_slist *h;
+
+    if (eq == NULL) {
+        log_error("config VMX_OTLP_HEADERS: an entry is not name=value");
+        return -1;
+    }
+    while (name < eq && isspace((unsigned char) *name)) {
+        name++;
+    }
+    nlen = (size_t) (eq - name);
+    while (nlen > 0 && isspace((unsigned char) name[nlen - 1])) {
+        nlen--;
+    }
+    for (i = 0; i < nlen && token_char(name[i]); i++) {
+        /* the name's characters */
+    }
+    if (nlen == 0 || i < nlen) {
+        log_error("config VMX_OTLP_HEADERS: \"%.*s\" is not a header name", (int) nlen, name);
+        return -1;
+    }
+    decoded = curl_easy_unescape(curl, eq + 1, (int) (len - (size_t) (eq + 1 - entry)), &dlen);
+    if (decoded == NULL || strlen(decoded) != (size_t) dlen || strpbrk(decoded, "\r\n") != NULL) {
+        log_error("config VMX_OTLP_HEADERS: the value of %.*s is invalid", (int) nlen, name);
+    } else if (asprintf(&line, "%.*s: %s", (int) nlen, name, decoded) < 0) {
+        line = NULL;
+    } else if ((h = curl_slist_append(ot.headers, line)) != NULL) {
+        ot.headers = h;
+        rc = 0;
+    }
+    if (decoded != NULL) {
+        sodium_memzero(decoded, (size_t) dlen);
+        curl_free(decoded);
+    }
+    if (line != NULL) {
+        sodium_memzero(line, strlen(line));
+        free(line);
+    }
+    return rc;
+}
+
+
 /*
  * VMX_OTLP_HEADERS: "name=value,name=value" (values URL-encoded, as
- * OTEL_EXPORTER_OTLP_HEADERS) appended to ot.headers.  Values are secrets:
- * never logged.
+ * OTEL_EXPORTER_OTLP_HEADERS) appended to ot.headers; empty entries are
+ * skipped.  Values are secrets: never logged.
  */
 static int
 parse_headers(const char *spec)
 {
     CURL       *curl = curl_easy_init();
     const char *p = spec;
-    int         rc = 0;
+    int         rc = curl != NULL ? 0 : -1;
 
-    if (curl == NULL) {
-        return -1;
-    }
     while (rc == 0 && *p != '\0') {
-        const char *comma = strchr(p, ',');
-        const char *eq = memchr(p, '=', comma ? (size_t) (comma - p) : strlen(p));
-        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
-        const char *name = p, *value;
-        size_t      nlen, vlen;
-        char       *decoded, *line = NULL;
-        int         dlen;
+        size_t len = strcspn(p, ",");
 
-        if (eq == NULL) {
-            if (strspn(p, " \t") != len) {
-                log_error("config VMX_OTLP_HEADERS: an entry is not name=value");
-                rc = -1;
-            }
-        } else {
-            while (name < eq && isspace((unsigned char) *name)) {
-                name++;
-            }
-            nlen = (size_t) (eq - name);
-            while (nlen > 0 && isspace((unsigned char) name[nlen - 1])) {
-                nlen--;
-            }
-            value = eq + 1;
-            vlen = len - (size_t) (value - p);
-            for (size_t i = 0; i < nlen && rc == 0; i++) {
-                if (!isalnum((unsigned char) name[i]) && strchr("!#$%&'*+-.^_`|~", name[i]) == NULL) {
-                    rc = -1;
-                }
-            }
-            if (nlen == 0 || rc != 0) {
-                log_error("config VMX_OTLP_HEADERS: \"%.*s\" is not a header name",
-                          (int) nlen, name);
-                rc = -1;
-                break;
-            }
-            decoded = curl_easy_unescape(curl, value, (int) vlen, &dlen);
-            if (decoded == NULL || memchr(decoded, '\r', (size_t) dlen) != NULL
-                || memchr(decoded, '\n', (size_t) dlen) != NULL
-                || memchr(decoded, '\0', (size_t) dlen) != NULL)
-            {
-                log_error("config VMX_OTLP_HEADERS: the value of %.*s is invalid",
-                          (int) nlen, name);
-                rc = -1;
-            } else if (asprintf(&line, "%.*s: %s", (int) nlen, name, decoded) < 0) {
-                line = NULL;
-                rc = -1;
-            } else {
-                struct curl_slist *h = curl_slist_append(ot.headers, line);
-
-                if (h == NULL) {
-                    rc = -1;
-                } else {
-                    ot.headers = h;
-                }
-            }
-            if (decoded != NULL) {
-                sodium_memzero(decoded, (size_t) dlen);
-                curl_free(decoded);
-            }
-            if (line != NULL) {
-                sodium_memzero(line, strlen(line));
-                free(line);
-            }
+        if (strspn(p, " \t") < len) {
+            rc = add_header(curl, p, len);
         }
-        if (comma == NULL) {
-            break;
-        }
-        p = comma + 1;
+        p += len + (p[len] == ',');
     }
     curl_easy_cleanup(curl);
     return rc;
