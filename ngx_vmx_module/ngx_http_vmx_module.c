@@ -65,7 +65,7 @@ static ngx_int_t ngx_http_vmx_models(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
 static void ngx_http_vmx_trace_context(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx);
+    ngx_http_vmx_ctx_t *ctx, u_char *random);
 static ngx_flag_t ngx_http_vmx_is_hex(u_char *p, size_t n);
 static ngx_int_t ngx_http_vmx_reject(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
@@ -1230,7 +1230,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 static ngx_http_vmx_ctx_t *
 ngx_http_vmx_create_ctx(ngx_http_request_t *r)
 {
-    u_char               bytes[16];
+    u_char               bytes[32];
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_ctx_t));
@@ -1241,7 +1241,7 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     ctx->start_usec = ngx_http_vmx_usec();
     vmx_usage_init(&ctx->usage);
 
-    /* a UUID v4 */
+    /* one system call for the request id (a UUID v4) and a trace id */
     randombytes_buf(bytes, sizeof(bytes));
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
@@ -1249,7 +1249,7 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     ngx_sprintf(ctx->request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
                 2, bytes + 4, 2, bytes + 6, 2, bytes + 8, 6, bytes + 10);
 
-    ngx_http_vmx_trace_context(r, ctx);
+    ngx_http_vmx_trace_context(r, ctx, bytes + 16);
 
     ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
 
@@ -1266,9 +1266,10 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
  */
 
 static void
-ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    u_char *random)
 {
-    u_char            *p, bytes[16];
+    u_char            *p;
     ngx_uint_t         i;
     ngx_list_part_t   *part;
     ngx_table_elt_t   *h;
@@ -1310,8 +1311,7 @@ ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     if (!ctx->has_parent) {
-        randombytes_buf(bytes, sizeof(bytes));
-        ngx_hex_dump(ctx->trace_id, bytes, 16);
+        ngx_hex_dump(ctx->trace_id, random, 16);
     }
 
     ngx_http_vmx_span_id(ctx->span_id);
@@ -1322,10 +1322,15 @@ ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 void
 ngx_http_vmx_span_id(u_char *id)
 {
-    u_char  bytes[8];
+    uint64_t  v;
 
-    randombytes_buf(bytes, sizeof(bytes));
-    ngx_hex_dump(id, bytes, sizeof(bytes));
+    /* span ids must be unique, not secret: the worker's generator serves */
+    do {
+        v = ((uint64_t) ngx_random() << 33) ^ ((uint64_t) ngx_random() << 11)
+            ^ (uint64_t) ngx_random();
+    } while (v == 0);
+
+    ngx_sprintf(id, "%016xL", v);
 }
 
 
