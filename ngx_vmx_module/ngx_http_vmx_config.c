@@ -1309,14 +1309,45 @@ ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot)
 
 /* the shared zone */
 
+/* a shared zone of the module from its "name:size" argument */
+
+ngx_shm_zone_t *
+ngx_http_vmx_zone_add(ngx_conf_t *cf, ngx_str_t *arg)
+{
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t   name, s;
+
+    p = (u_char *) ngx_strchr(arg->data, ':');
+    if (p == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be \"name:size\"", arg);
+        return NULL;
+    }
+
+    name.data = arg->data;
+    name.len = p - arg->data;
+
+    s.data = p + 1;
+    s.len = arg->data + arg->len - s.data;
+
+    size = ngx_parse_size(&s);
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "zone \"%V\" is too small",
+                           arg);
+        return NULL;
+    }
+
+    return ngx_shared_memory_add(cf, &name, size, &ngx_http_vmx_module);
+}
+
+
 char *
 ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_vmx_main_conf_t *mcf = conf;
 
-    u_char     *p;
-    ssize_t     size;
-    ngx_str_t  *value, name, s;
+    ngx_str_t  *value;
 
     if (mcf->shm_zone) {
         return "is duplicate";
@@ -1324,26 +1355,7 @@ ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    p = (u_char *) ngx_strchr(value[1].data, ':');
-    if (p == NULL) {
-        return "must be \"name:size\"";
-    }
-
-    name.data = value[1].data;
-    name.len = p - value[1].data;
-
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "vmx_config_zone \"%V\" is too small", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    mcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                          &ngx_http_vmx_module);
+    mcf->shm_zone = ngx_http_vmx_zone_add(cf, &value[1]);
     if (mcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }

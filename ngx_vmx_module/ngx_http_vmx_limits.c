@@ -173,9 +173,7 @@ ngx_http_vmx_limits_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_vmx_main_conf_t *mcf = conf;
 
-    u_char                     *p;
-    ssize_t                     size;
-    ngx_str_t                  *value, name, s;
+    ngx_str_t                  *value;
     ngx_http_vmx_limits_ctx_t  *lc;
 
     if (mcf->limits_zone) {
@@ -184,28 +182,12 @@ ngx_http_vmx_limits_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    p = (u_char *) ngx_strchr(value[1].data, ':');
-    if (p == NULL) {
-        return "must be \"name:size\"";
-    }
-
-    name.data = value[1].data;
-    name.len = p - value[1].data;
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
-        return "is too small";
-    }
-
     lc = ngx_pcalloc(cf->pool, sizeof(ngx_http_vmx_limits_ctx_t));
     if (lc == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    mcf->limits_zone = ngx_shared_memory_add(cf, &name, size,
-                                             &ngx_http_vmx_module);
+    mcf->limits_zone = ngx_http_vmx_zone_add(cf, &value[1]);
     if (mcf->limits_zone == NULL) {
         return NGX_CONF_ERROR;
     }

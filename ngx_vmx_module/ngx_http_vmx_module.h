@@ -464,6 +464,7 @@ void *ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key,
     size_t len);
 ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r);
 ngx_int_t ngx_http_vmx_config_api_handler(ngx_http_request_t *r);
+ngx_shm_zone_t *ngx_http_vmx_zone_add(ngx_conf_t *cf, ngx_str_t *arg);
 char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -56,6 +56,14 @@ static ngx_uint_t ngx_http_vmx_bedrock_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
 
+typedef int (*ngx_http_vmx_translate_pt)(const vmx_translate_ctx_t *tc,
+    vmx_buf_t *out, vmx_translate_error_t *err);
+
+static ngx_int_t ngx_http_vmx_translate_body(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_translate_pt translate,
+    vmx_buf_t *body);
+static ngx_int_t ngx_http_vmx_key_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *key, const char *more, ngx_str_t *headers);
 static vmx_translate_ctx_t *ngx_http_vmx_translation(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_untranslatable(ngx_http_request_t *r,
@@ -177,8 +185,7 @@ static ngx_int_t
 ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    u_char                     *p;
-    ngx_str_t                   path, headers;
+    ngx_str_t                   path, headers, bearer;
     vmx_buf_t                   body;
     vmx_json_t                 *member, *option;
     ngx_http_vmx_target_t      *target;
@@ -248,16 +255,19 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
     ngx_str_null(&headers);
 
     if (conn->api_key.len) {
-        headers.len = sizeof("Authorization: Bearer " CRLF) - 1
-                      + conn->api_key.len;
-        headers.data = ngx_pnalloc(r->pool, headers.len);
-        if (headers.data == NULL) {
+        bearer.len = sizeof("Bearer ") - 1 + conn->api_key.len;
+        bearer.data = ngx_pnalloc(r->pool, bearer.len);
+        if (bearer.data == NULL) {
             return NGX_ERROR;
         }
 
-        p = ngx_sprintf(headers.data, "Authorization: Bearer %V" CRLF,
-                        &conn->api_key);
-        headers.len = p - headers.data;
+        ngx_sprintf(bearer.data, "Bearer %V", &conn->api_key);
+
+        if (ngx_http_vmx_key_header(r, "Authorization", &bearer, "", &headers)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
@@ -341,44 +351,28 @@ static ngx_int_t
 ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    u_char                     *p;
+    ngx_int_t                   rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body;
-    vmx_translate_ctx_t        *tc;
-    vmx_translate_error_t       err;
     ngx_http_vmx_connection_t  *conn;
 
-    tc = ngx_http_vmx_translation(r, ctx);
-    if (tc == NULL) {
-        return NGX_ERROR;
+    rc = ngx_http_vmx_translate_body(r, ctx, vmx_anthropic_request, &body);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     conn = ctx->target->connection;
 
-    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
-                 ctx->body->raw_len + 256);
-
-    if (vmx_anthropic_request(tc, &body, &err) != 0) {
-        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
-    }
-
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/v1/messages", NULL,
                           NULL)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_vmx_key_header(r, "x-api-key", &conn->api_key,
+                                   "anthropic-version: 2023-06-01" CRLF,
+                                   &headers)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
-
-    headers.len = sizeof("x-api-key: " CRLF "anthropic-version: 2023-06-01"
-                         CRLF) - 1 + conn->api_key.len;
-    headers.data = ngx_pnalloc(r->pool, headers.len);
-    if (headers.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_sprintf(headers.data, "x-api-key: %V" CRLF
-                    "anthropic-version: 2023-06-01" CRLF, &conn->api_key);
-    headers.len = p - headers.data;
 
     return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
 }
@@ -435,44 +429,29 @@ static ngx_int_t
 ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    u_char                     *p;
+    ngx_int_t                   rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body;
-    vmx_translate_ctx_t        *tc;
-    vmx_translate_error_t       err;
     ngx_http_vmx_connection_t  *conn;
 
-    tc = ngx_http_vmx_translation(r, ctx);
-    if (tc == NULL) {
-        return NGX_ERROR;
+    rc = ngx_http_vmx_translate_body(r, ctx, vmx_gemini_request, &body);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     conn = ctx->target->connection;
-
-    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
-                 ctx->body->raw_len + 256);
-
-    if (vmx_gemini_request(tc, &body, &err) != 0) {
-        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
-    }
 
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
                           &ctx->target->model,
                           ctx->stream ? ":streamGenerateContent?alt=sse"
                                       : ":generateContent")
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_vmx_key_header(r, "x-goog-api-key", &conn->api_key, "",
+                                   &headers)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
-
-    headers.len = sizeof("x-goog-api-key: " CRLF) - 1 + conn->api_key.len;
-    headers.data = ngx_pnalloc(r->pool, headers.len);
-    if (headers.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_sprintf(headers.data, "x-goog-api-key: %V" CRLF, &conn->api_key);
-    headers.len = p - headers.data;
 
     return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
 }
@@ -550,11 +529,10 @@ static ngx_int_t
 ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
+    ngx_int_t                   rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body, tail, signature;
     vmx_sigv4_request_t         sr;
-    vmx_translate_ctx_t        *tc;
-    vmx_translate_error_t       err;
     ngx_http_vmx_connection_t  *conn;
 
     static vmx_sigv4_header_t   content_type[] = {
@@ -562,19 +540,12 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
           vmx_sigv4_string("application/json") }
     };
 
-    tc = ngx_http_vmx_translation(r, ctx);
-    if (tc == NULL) {
-        return NGX_ERROR;
+    rc = ngx_http_vmx_translate_body(r, ctx, vmx_bedrock_request, &body);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     conn = ctx->target->connection;
-
-    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
-                 ctx->body->raw_len + 256);
-
-    if (vmx_bedrock_request(tc, &body, &err) != 0) {
-        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
-    }
 
     if (conn->access_key_id.len == 0 || conn->secret_key.len == 0
         || conn->region.len == 0)
@@ -700,6 +671,53 @@ ngx_http_vmx_bedrock_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 
 /* what the translated providers share */
+
+/* the native body of the attempt: NGX_OK, NGX_DECLINED, or NGX_ERROR */
+
+static ngx_int_t
+ngx_http_vmx_translate_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_translate_pt translate, vmx_buf_t *body)
+{
+    vmx_translate_ctx_t    *tc;
+    vmx_translate_error_t   err;
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_ERROR;
+    }
+
+    vmx_buf_init(body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->body->raw_len + 256);
+
+    if (translate(tc, body, &err) != 0) {
+        return ngx_http_vmx_untranslatable(r, ctx, body, &err);
+    }
+
+    return NGX_OK;
+}
+
+
+/* "<name>: <key>\r\n" and more header lines */
+
+static ngx_int_t
+ngx_http_vmx_key_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *key, const char *more, ngx_str_t *headers)
+{
+    u_char  *p;
+
+    headers->len = ngx_strlen(name) + sizeof(": " CRLF) - 1 + key->len
+                   + ngx_strlen(more);
+
+    headers->data = ngx_pnalloc(r->pool, headers->len);
+    if (headers->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(headers->data, "%s: %V" CRLF "%s", name, key, more);
+    headers->len = p - headers->data;
+
+    return NGX_OK;
+}
 
 static vmx_translate_ctx_t *
 ngx_http_vmx_translation(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
