@@ -1090,34 +1090,6 @@ vmx_anthropic_stream_init(vmx_anthropic_stream_t *s,
 }
 
 
-/* a chunk's choice up to the inside of its "delta" */
-static void
-vmx_delta_open(const vmx_anthropic_stream_t *s, vmx_buf_t *out)
-{
-    vmx_openai_chunk_open(s->tc, out);
-    vmx_buf_append_cstr(out, "{\"index\":0,\"delta\":{");
-}
-
-
-static void
-vmx_delta_close(vmx_buf_t *out, const char *finish_reason)
-{
-    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":");
-
-    if (finish_reason != NULL) {
-        vmx_buf_append_cstr(out, "\"");
-        vmx_buf_append_cstr(out, finish_reason);
-        vmx_buf_append_cstr(out, "\"");
-
-    } else {
-        vmx_buf_append_cstr(out, "null");
-    }
-
-    vmx_buf_append_cstr(out, "}");
-    vmx_openai_chunk_close(out);
-}
-
-
 /* the first chunk, before anything else even when message_start is late */
 static void
 vmx_stream_start(vmx_anthropic_stream_t *s, vmx_buf_t *out)
@@ -1127,10 +1099,7 @@ vmx_stream_start(vmx_anthropic_stream_t *s, vmx_buf_t *out)
     }
 
     s->started = 1;
-    vmx_delta_open(s, out);
-    vmx_buf_append_cstr(out, "\"role\":\"assistant\",\"content\":\"\","
-                             "\"refusal\":null");
-    vmx_delta_close(out, NULL);
+    vmx_openai_role_chunk(s->tc, out);
 }
 
 
@@ -1143,10 +1112,10 @@ vmx_stream_text(vmx_anthropic_stream_t *s, vmx_buf_t *out,
     }
 
     vmx_stream_start(s, out);
-    vmx_delta_open(s, out);
+    vmx_openai_delta_open(s->tc, out);
     vmx_buf_append_cstr(out, "\"content\":");
     vmx_buf_append_raw(out, text);
-    vmx_delta_close(out, NULL);
+    vmx_openai_delta_close(out, NULL);
 }
 
 
@@ -1155,8 +1124,8 @@ vmx_stream_finish(vmx_anthropic_stream_t *s, vmx_buf_t *out,
     const char *finish_reason)
 {
     vmx_stream_start(s, out);
-    vmx_delta_open(s, out);
-    vmx_delta_close(out, finish_reason);
+    vmx_openai_delta_open(s->tc, out);
+    vmx_openai_delta_close(out, finish_reason);
     s->finished = 1;
 }
 
@@ -1194,7 +1163,7 @@ vmx_on_block_start(vmx_anthropic_stream_t *s, const vmx_json_t *event,
     vmx_stream_start(s, out);
     s->tool_block = index->integer;
 
-    vmx_delta_open(s, out);
+    vmx_openai_delta_open(s->tc, out);
     vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
     vmx_buf_append_int(out, s->tool_calls++);
     vmx_buf_append_cstr(out, ",\"id\":");
@@ -1202,7 +1171,7 @@ vmx_on_block_start(vmx_anthropic_stream_t *s, const vmx_json_t *event,
     vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
     vmx_buf_append_raw(out, name);
     vmx_buf_append_cstr(out, ",\"arguments\":\"\"}}]");
-    vmx_delta_close(out, NULL);
+    vmx_openai_delta_close(out, NULL);
 
     return 0;
 }
@@ -1246,13 +1215,13 @@ vmx_on_block_delta(vmx_anthropic_stream_t *s, const vmx_json_t *event,
         return 0;
     }
 
-    vmx_delta_open(s, out);
+    vmx_openai_delta_open(s->tc, out);
     vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
     vmx_buf_append_int(out, s->tool_calls - 1);
     vmx_buf_append_cstr(out, ",\"function\":{\"arguments\":");
     vmx_buf_append_raw(out, json);
     vmx_buf_append_cstr(out, "}}]");
-    vmx_delta_close(out, NULL);
+    vmx_openai_delta_close(out, NULL);
 
     return 0;
 }

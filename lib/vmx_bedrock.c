@@ -928,34 +928,6 @@ vmx_bedrock_stream_init(vmx_bedrock_stream_t *s,
 }
 
 
-/* a chunk's choice up to the inside of its "delta" */
-static void
-vmx_br_delta_open(const vmx_bedrock_stream_t *s, vmx_buf_t *out)
-{
-    vmx_openai_chunk_open(s->tc, out);
-    vmx_buf_append_cstr(out, "{\"index\":0,\"delta\":{");
-}
-
-
-static void
-vmx_br_delta_close(vmx_buf_t *out, const char *finish_reason)
-{
-    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":");
-
-    if (finish_reason != NULL) {
-        vmx_buf_append_cstr(out, "\"");
-        vmx_buf_append_cstr(out, finish_reason);
-        vmx_buf_append_cstr(out, "\"");
-
-    } else {
-        vmx_buf_append_cstr(out, "null");
-    }
-
-    vmx_buf_append_cstr(out, "}");
-    vmx_openai_chunk_close(out);
-}
-
-
 /* the first chunk, before anything else even when messageStart is late */
 static void
 vmx_br_stream_start(vmx_bedrock_stream_t *s, vmx_buf_t *out)
@@ -965,10 +937,7 @@ vmx_br_stream_start(vmx_bedrock_stream_t *s, vmx_buf_t *out)
     }
 
     s->started = 1;
-    vmx_br_delta_open(s, out);
-    vmx_buf_append_cstr(out, "\"role\":\"assistant\",\"content\":\"\","
-                             "\"refusal\":null");
-    vmx_br_delta_close(out, NULL);
+    vmx_openai_role_chunk(s->tc, out);
 }
 
 
@@ -977,8 +946,8 @@ vmx_br_stream_finish(vmx_bedrock_stream_t *s, vmx_buf_t *out,
     const char *finish_reason)
 {
     vmx_br_stream_start(s, out);
-    vmx_br_delta_open(s, out);
-    vmx_br_delta_close(out, finish_reason);
+    vmx_openai_delta_open(s->tc, out);
+    vmx_openai_delta_close(out, finish_reason);
     s->finished = 1;
 }
 
@@ -1013,7 +982,7 @@ vmx_br_on_block_start(vmx_bedrock_stream_t *s, const vmx_json_t *event,
     }
 
     vmx_br_stream_start(s, out);
-    vmx_br_delta_open(s, out);
+    vmx_openai_delta_open(s->tc, out);
     vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
     vmx_buf_append_int(out, s->tool_calls++);
     vmx_buf_append_cstr(out, ",\"id\":");
@@ -1021,7 +990,7 @@ vmx_br_on_block_start(vmx_bedrock_stream_t *s, const vmx_json_t *event,
     vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
     vmx_buf_append_raw(out, name);
     vmx_buf_append_cstr(out, ",\"arguments\":\"\"}}]");
-    vmx_br_delta_close(out, NULL);
+    vmx_openai_delta_close(out, NULL);
 
     s->tool_block = vmx_br_block_index(event);
 
@@ -1041,21 +1010,21 @@ vmx_br_on_block_delta(vmx_bedrock_stream_t *s, const vmx_json_t *event,
 
     if (text != NULL && text->str_len) {
         vmx_br_stream_start(s, out);
-        vmx_br_delta_open(s, out);
+        vmx_openai_delta_open(s->tc, out);
         vmx_buf_append_cstr(out, "\"content\":");
         vmx_buf_append_raw(out, text);
-        vmx_br_delta_close(out, NULL);
+        vmx_openai_delta_close(out, NULL);
 
     } else if (input != NULL && input->str_len && s->tool_calls
                && vmx_br_block_index(event) == s->tool_block)
     {
-        vmx_br_delta_open(s, out);
+        vmx_openai_delta_open(s->tc, out);
         vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
         vmx_buf_append_int(out, s->tool_calls - 1);
         vmx_buf_append_cstr(out, ",\"function\":{\"arguments\":");
         vmx_buf_append_raw(out, input);
         vmx_buf_append_cstr(out, "}}]");
-        vmx_br_delta_close(out, NULL);
+        vmx_openai_delta_close(out, NULL);
     }
 }
 

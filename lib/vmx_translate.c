@@ -50,6 +50,43 @@ vmx_openai_chunk_close(vmx_buf_t *out)
 
 
 void
+vmx_openai_delta_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out)
+{
+    vmx_openai_chunk_open(tc, out);
+    vmx_buf_append_cstr(out, "{\"index\":0,\"delta\":{");
+}
+
+
+void
+vmx_openai_delta_close(vmx_buf_t *out, const char *finish_reason)
+{
+    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":");
+
+    if (finish_reason != NULL) {
+        vmx_buf_append_cstr(out, "\"");
+        vmx_buf_append_cstr(out, finish_reason);
+        vmx_buf_append_cstr(out, "\"");
+
+    } else {
+        vmx_buf_append_cstr(out, "null");
+    }
+
+    vmx_buf_append_cstr(out, "}");
+    vmx_openai_chunk_close(out);
+}
+
+
+void
+vmx_openai_role_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out)
+{
+    vmx_openai_delta_open(tc, out);
+    vmx_buf_append_cstr(out, "\"role\":\"assistant\",\"content\":\"\","
+                             "\"refusal\":null");
+    vmx_openai_delta_close(out, NULL);
+}
+
+
+void
 vmx_openai_completion_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out)
 {
     vmx_openai_head(tc, out, "chat.completion");

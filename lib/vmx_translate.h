@@ -113,6 +113,16 @@ void vmx_openai_usage(vmx_buf_t *out, const vmx_usage_t *usage);
 void vmx_openai_usage_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
     const vmx_usage_t *usage);
 
+/*
+ * A chunk with one choice, index 0: vmx_openai_delta_open() writes the
+ * chunk up to the inside of the choice's "delta" object, the caller writes
+ * its members, vmx_openai_delta_close() ends the chunk with finish_reason
+ * (NULL: null).  vmx_openai_role_chunk() is a stream's first chunk.
+ */
+void vmx_openai_delta_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
+void vmx_openai_delta_close(vmx_buf_t *out, const char *finish_reason);
+void vmx_openai_role_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
+
 /* "data: [DONE]\n\n" */
 void vmx_openai_done(vmx_buf_t *out);
 
