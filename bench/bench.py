@@ -350,10 +350,33 @@ def check(url, path, key, stream, model=None):
         data = r.read()
         if r.status != 200:
             raise RuntimeError(f"{url}{path}: {r.status} {data[:300]!r}")
-    if model and (b"Hello! How can I help?" not in data
+    if model and (b"Hello! How can I help" not in data
                 and b'" help?"' not in data or b'"error"' in data):
         raise RuntimeError(f"{url}{path} ({model}): unexpected answer {data[:600]!r}")
     return data
+
+
+def routing_rules(model):
+    """Routing rules of the "bench-routed" resource: groups tried in order that do not
+    match (a UI condition on the prompt's tokens, an ADVANCED expression with errorRate),
+    then one that sends every request to the same model."""
+    def group(gid, **kw):
+        g = {"type": "group", "id": gid, "description": gid, "enabled": True,
+             "operator": "AND", "conditions": [], "mode": "UI", "expression": "",
+             "action": "CALL_MODEL"}
+        g.update(kw)
+        return g
+    return {"enabled": True, "conditions": [
+        group("long", conditions=[{"type": "condition", "id": "c1", "label": "tokens",
+                                   "expression": "tokens.input", "comparator": "GREATER_THAN",
+                                   "value": {"type": "number", "expression": "100000"}}],
+              then=dict(model)),
+        group("shaky", mode="ADVANCED",
+              expression='request.messagesCount > 50 || errorRate(5) > 90 '
+                         '|| request.lastMessage.content matches "(?i)forbidden"',
+              then=dict(model)),
+        group("all", then=dict(model)),
+    ]}
 
 
 def bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file, started):
@@ -383,12 +406,14 @@ def bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file, started)
     gwr.start()
     started.append(gwr)
     rows = []
-    for name, url, k in (("none", gw.url, key), ("local", gw.url, limited),
-                         ("redis", gwr.url, limited)):
-        check(url, "/v1/chat/completions", k, False)
+    for name, url, k, model in (("none", gw.url, key, None), ("local", gw.url, limited, None),
+                                ("redis", gwr.url, limited, None),
+                                ("routed", gw.url, limited, "bench-routed"),
+                                ("routed+rd", gwr.url, limited, "bench-routed")):
+        check(url, "/v1/chat/completions", k, False, model)
         if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
-            wrk(url, "/v1/chat/completions", k, False, PROVIDER_WARMUP)
-        res = wrk(url, "/v1/chat/completions", k, False, LIMITS_DURATION)
+            wrk(url, "/v1/chat/completions", k, False, PROVIDER_WARMUP, model)
+        res = wrk(url, "/v1/chat/completions", k, False, LIMITS_DURATION, model)
         if res["non2xx"] or res["requests"] == 0:
             print(res["raw"], file=sys.stderr)
             raise RuntimeError(f"limits {name}: {res['non2xx']} non-2xx answers")
@@ -488,6 +513,8 @@ def main():
         api.create_resource(ws["id"], env["id"], name="bench-stream",
                             model=dict(model, connectionId=sconn["id"]), fallbackModels=[],
                             useFallback=True, routing={"enabled": False, "conditions": []})
+        api.create_resource(ws["id"], env["id"], name="bench-routed", model=model,
+                            fallbackModels=[], useFallback=True, routing=routing_rules(model))
         native_models = []
         for name, provider, base_path, pmodel, stream in (NATIVE if PROVIDERS else []):
             url = f"http://127.0.0.1:{fake_port}{base_path}"
@@ -604,8 +631,9 @@ def main():
                   "   (on, mean of both / off)")
         if limit_rows:
             print()
-            print(f"capacity admission (wrk -d{LIMITS_DURATION}, OpenAI JSON path): a key "
-                  "without capacity, limited in the local zone, limited with vmx_redis")
+            print(f"capacity admission and routing (wrk -d{LIMITS_DURATION}, OpenAI JSON "
+                  "path): a key without capacity, limited in the local zone, limited with "
+                  "vmx_redis, and both with routing rules (three groups) evaluated")
             print(f"{'counters':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'req/s ratio':>12} {'p50 ratio':>10}")
             none = limit_rows[0][1]
