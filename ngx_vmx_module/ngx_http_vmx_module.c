@@ -2054,7 +2054,8 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
     if (last && !last->failed) {
         ngx_http_vmx_health_record(r, last->target,
                                    r->headers_out.status >= 500
-                                   ? (ngx_int_t) r->headers_out.status : 0);
+                                   ? (ngx_int_t) r->headers_out.status : 0,
+                                   ngx_http_vmx_usec() - last->started_usec);
     }
     ngx_http_vmx_audit_write(r, ctx);
 

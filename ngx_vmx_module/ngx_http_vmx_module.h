@@ -518,7 +518,7 @@ ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);
 void ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_status_handler(ngx_http_request_t *r);
 void ngx_http_vmx_health_record(ngx_http_request_t *r,
-    ngx_http_vmx_target_t *target, ngx_int_t status);
+    ngx_http_vmx_target_t *target, ngx_int_t status, uint64_t usec);
 double ngx_http_vmx_error_rate(ngx_http_request_t *r,
     ngx_http_vmx_target_t *target, ngx_uint_t minutes, ngx_int_t status);
 

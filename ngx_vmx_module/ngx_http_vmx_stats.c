@@ -70,11 +70,12 @@ struct ngx_http_vmx_series_s {
 };
 
 
-/* attempts of a connection and model in one minute, for errorRate() */
+/* attempts of a connection and model in one minute: errorRate(), latency */
 
 typedef struct {
     ngx_atomic_t                 minute;        /* unix time / 60 */
     ngx_atomic_t                 attempts;
+    ngx_atomic_t                 duration_usec; /* of the attempts */
     ngx_atomic_t                 failures;
     ngx_atomic_t                 code[NGX_HTTP_VMX_HEALTH_CODES];
     ngx_atomic_t                 count[NGX_HTTP_VMX_HEALTH_CODES];
@@ -89,6 +90,9 @@ struct ngx_http_vmx_health_s {
 };
 
 
+static void ngx_http_vmx_health_sum(ngx_http_vmx_health_t *h,
+    ngx_uint_t minutes, ngx_int_t status, uint64_t *attempts,
+    uint64_t *failed, uint64_t *usec);
 static ngx_http_vmx_health_t *ngx_http_vmx_health(ngx_slab_pool_t *shpool,
     ngx_http_vmx_health_t *table, ngx_http_vmx_target_t *target,
     ngx_flag_t create);
@@ -96,6 +100,8 @@ static ngx_http_vmx_series_t *ngx_http_vmx_series(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf, ngx_str_t *labels);
 static u_char *ngx_http_vmx_series_labels(u_char *p,
     ngx_http_vmx_series_t *s);
+static u_char *ngx_http_vmx_escape_label(u_char *p,
+    ngx_http_vmx_label_t *label);
 
 
 ngx_int_t
@@ -118,7 +124,7 @@ ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf)
 
 void
 ngx_http_vmx_health_record(ngx_http_request_t *r,
-    ngx_http_vmx_target_t *target, ngx_int_t status)
+    ngx_http_vmx_target_t *target, ngx_int_t status, uint64_t usec)
 {
     ngx_uint_t                 c, now;
     ngx_http_vmx_health_t     *h;
@@ -155,6 +161,7 @@ ngx_http_vmx_health_record(ngx_http_request_t *r,
     }
 
     (void) ngx_atomic_fetch_add(&m->attempts, 1);
+    (void) ngx_atomic_fetch_add(&m->duration_usec, usec);
 
     if (status == 0) {
         return;
@@ -186,10 +193,8 @@ double
 ngx_http_vmx_error_rate(ngx_http_request_t *r, ngx_http_vmx_target_t *target,
     ngx_uint_t minutes, ngx_int_t status)
 {
-    ngx_uint_t                 i, c, now;
-    ngx_atomic_uint_t          attempts, failed;
+    uint64_t                   attempts, failed, usec;
     ngx_http_vmx_health_t     *h;
-    ngx_http_vmx_minute_t     *m;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
@@ -203,10 +208,27 @@ ngx_http_vmx_error_rate(ngx_http_request_t *r, ngx_http_vmx_target_t *target,
         return 0;
     }
 
+    ngx_http_vmx_health_sum(h, minutes, status, &attempts, &failed, &usec);
+
+    return attempts ? 100.0 * failed / attempts : 0;
+}
+
+
+/* the attempts, the failed ones (of a status when > 0) and their time */
+
+static void
+ngx_http_vmx_health_sum(ngx_http_vmx_health_t *h, ngx_uint_t minutes,
+    ngx_int_t status, uint64_t *attempts, uint64_t *failed, uint64_t *usec)
+{
+    ngx_uint_t              i, c, now;
+    ngx_http_vmx_minute_t  *m;
+
     minutes = ngx_min(ngx_max(minutes, 1), NGX_HTTP_VMX_HEALTH_MINUTES);
     now = ngx_time() / 60;
-    attempts = 0;
-    failed = 0;
+
+    *attempts = 0;
+    *failed = 0;
+    *usec = 0;
 
     for (i = 0; i < minutes; i++) {
         m = &h->minutes[(now - i) % NGX_HTTP_VMX_HEALTH_MINUTES];
@@ -215,21 +237,20 @@ ngx_http_vmx_error_rate(ngx_http_request_t *r, ngx_http_vmx_target_t *target,
             continue;
         }
 
-        attempts += m->attempts;
+        *attempts += m->attempts;
+        *usec += m->duration_usec;
 
         if (status <= 0) {
-            failed += m->failures;
+            *failed += m->failures;
             continue;
         }
 
         for (c = 0; c < NGX_HTTP_VMX_HEALTH_CODES; c++) {
             if (m->code[c] == (ngx_atomic_uint_t) status) {
-                failed += m->count[c];
+                *failed += m->count[c];
             }
         }
     }
-
-    return attempts ? 100.0 * failed / attempts : 0;
 }
 
 
@@ -441,8 +462,13 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
     ngx_http_vmx_series_t     *table, *s;
     ngx_http_vmx_main_conf_t  *mcf;
 
+    uint64_t                   attempts, failed, usec;
+    ngx_uint_t                 w;
+    ngx_http_vmx_health_t     *health;
+
     static const char  *classes[6] = { "other", "1xx", "2xx", "3xx", "4xx",
                                        "5xx" };
+    static ngx_uint_t   windows[2] = { 5, 60 };
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -460,9 +486,14 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
     }
 
     table = mcf->sh->series;
+    health = mcf->sh->health;
 
     for (n = 0, i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
         n += (table[i].ready != 0);
+    }
+
+    for (w = 0, i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {
+        w += (health[i].ready != 0);
     }
 
     /* labels are escaped at most 2 to 1 */
@@ -471,7 +502,10 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
           + 2 * NGX_HTTP_VMX_LABELS * NGX_HTTP_VMX_LABEL_MAX
           + sizeof("vmx_request_duration_seconds_bucket") + NGX_INT64_LEN + 2;
 
-    len = 4096 + n * per * (6 + 2 + 3 + NGX_HTTP_VMX_BUCKETS + 3);
+    len = 4096 + n * per * (6 + 2 + 3 + NGX_HTTP_VMX_BUCKETS + 3)
+          + w * 4 * (sizeof("vmx_provider_error_rate_percent{connection=\"\","
+                            "model=\"\",window=\"60m\"} ")
+                     + 36 + 2 * NGX_HTTP_VMX_LABEL_MAX + NGX_INT64_LEN + 8);
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
@@ -568,6 +602,40 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
 
 #undef ngx_http_vmx_each
 
+#define ngx_http_vmx_family_windows(latency)                                  \
+    for (i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {                         \
+        if (!health[i].ready) {                                               \
+            continue;                                                         \
+        }                                                                     \
+        for (w = 0; w < 2; w++) {                                             \
+            ngx_http_vmx_health_sum(&health[i], windows[w], 0, &attempts,     \
+                                    &failed, &usec);                          \
+            if (attempts == 0) {                                              \
+                continue;                                                     \
+            }                                                                 \
+            p = ngx_sprintf(p, "%s{connection=\"%*s\",model=\"",               \
+                            latency ? "vmx_provider_latency_seconds"          \
+                                    : "vmx_provider_error_rate_percent",      \
+                            (size_t) 36, health[i].connection_id);            \
+            p = ngx_http_vmx_escape_label(p, &health[i].model);               \
+            p = ngx_sprintf(p, "\",window=\"%uim\"} %.6f\n", windows[w],       \
+                            latency ? (double) usec / attempts / 1000000      \
+                                    : 100.0 * failed / attempts);             \
+        }                                                                     \
+    }
+
+    /* the sliding windows that routing's errorRate() reads */
+
+    ngx_http_vmx_family("vmx_provider_error_rate_percent", "gauge",
+                        "Failed attempts of a connection and model over the "
+                        "last minutes.");
+    ngx_http_vmx_family_windows(0);
+
+    ngx_http_vmx_family("vmx_provider_latency_seconds", "gauge",
+                        "Mean attempt duration of a connection and model over "
+                        "the last minutes.");
+    ngx_http_vmx_family_windows(1);
+
     ngx_http_vmx_family("vmx_config_version", "gauge",
                         "Version of the configuration this data plane runs.");
     p = ngx_sprintf(p, "vmx_config_version %uL\n", mcf->sh->version);
@@ -578,6 +646,7 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
     p = ngx_sprintf(p, "vmx_redis_up %ui\n", ngx_http_vmx_redis_up());
 
 #undef ngx_http_vmx_family
+#undef ngx_http_vmx_family_windows
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = p - start;
@@ -599,31 +668,41 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
 static u_char *
 ngx_http_vmx_series_labels(u_char *p, ngx_http_vmx_series_t *s)
 {
-    u_char      *v, *last;
-    ngx_uint_t   l;
+    ngx_uint_t  l;
 
     for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
         p = ngx_sprintf(p, "%s%s=\"", l ? "," : "{",
                         ngx_http_vmx_label_names[l]);
-
-        /* the exposition format escapes \, " and line feeds */
-        last = s->label[l].data + s->label[l].len;
-
-        for (v = s->label[l].data; v < last; v++) {
-            if (*v == '\\' || *v == '"') {
-                *p++ = '\\';
-                *p++ = *v;
-
-            } else if (*v == '\n') {
-                *p++ = '\\';
-                *p++ = 'n';
-
-            } else {
-                *p++ = *v;
-            }
-        }
-
+        p = ngx_http_vmx_escape_label(p, &s->label[l]);
         *p++ = '"';
+    }
+
+    return p;
+}
+
+
+/* a label's value: the exposition format escapes backslashes, quotes and
+   line feeds */
+
+static u_char *
+ngx_http_vmx_escape_label(u_char *p, ngx_http_vmx_label_t *label)
+{
+    u_char  *v, *last;
+
+    last = label->data + label->len;
+
+    for (v = label->data; v < last; v++) {
+        if (*v == '\\' || *v == '"') {
+            *p++ = '\\';
+            *p++ = *v;
+
+        } else if (*v == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+
+        } else {
+            *p++ = *v;
+        }
     }
 
     return p;

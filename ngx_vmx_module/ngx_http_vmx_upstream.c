@@ -1238,9 +1238,6 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_set(&ev->reason, "provider could not be reached");
     }
 
-    ngx_http_vmx_health_record(r, ctx->target,
-                               ev->status ? (ngx_int_t) ev->status : -1);
-
     if (ctx->nattempts) {
         ngx_http_vmx_limits_release(r, ctx, ctx->nattempts - 1);
         ctx->attempt_log[ctx->nattempts - 1].failed = 1;
@@ -1248,6 +1245,13 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ctx->attempt_log[ctx->nattempts - 1].status = ev->status;
         ctx->attempt_log[ctx->nattempts - 1].failure = ev->reason;
         ctx->attempt_log[ctx->nattempts - 1].ended_usec = ngx_http_vmx_usec();
+
+        ngx_http_vmx_health_record(r, ctx->target,
+                                   ev->status ? (ngx_int_t) ev->status : -1,
+                                   ctx->attempt_log[ctx->nattempts - 1]
+                                       .ended_usec
+                                   - ctx->attempt_log[ctx->nattempts - 1]
+                                       .started_usec);
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

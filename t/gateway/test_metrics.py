@@ -68,3 +68,19 @@ def test_promtool_accepts_the_exposition(env, nginx):
 def test_metrics_only_from_loopback_and_get(nginx):
     r = http_request(nginx.url, "POST", "/metrics", body=b"x")
     assert r.status == 405, r
+
+
+def test_sliding_windows_of_connections_and_models(env, nginx):
+    """errorRate's data, per connection and model over 5 and 60 minutes, is exposed."""
+    env.chat("metered")
+    text = scrape(nginx)
+    a = env.conns["a"]["id"]
+    rate = sample(text, "vmx_provider_error_rate_percent", connection=a, model="fail-503",
+                  window="5m")
+    assert rate == 100.0, text
+    ok = sample(text, "vmx_provider_error_rate_percent", connection=env.conns["b"]["id"],
+                model="gpt-ok", window="60m")
+    assert ok == 0.0, text
+    latency = sample(text, "vmx_provider_latency_seconds", connection=a, model="fail-503",
+                     window="5m")
+    assert latency is not None and 0 < latency < 5, text
