@@ -2,7 +2,6 @@
  * vmx_anthropic: see vmx_anthropic.h.
  */
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -37,35 +36,6 @@ typedef struct {
 
 
 static int
-vmx_is(const vmx_json_t *v, const char *lit)
-{
-    size_t  n = strlen(lit);
-
-    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == n
-           && memcmp(v->str, lit, n) == 0;
-}
-
-
-/* a member that is neither absent nor null */
-static const vmx_json_t *
-vmx_member(const vmx_json_t *obj, const char *name)
-{
-    const vmx_json_t  *v = vmx_json_get(obj, name);
-
-    return (v != NULL && v->type != VMX_JSON_NULL) ? v : NULL;
-}
-
-
-static const vmx_json_t *
-vmx_string_member(const vmx_json_t *obj, const char *name)
-{
-    const vmx_json_t  *v = vmx_json_get(obj, name);
-
-    return (v != NULL && v->type == VMX_JSON_STRING) ? v : NULL;
-}
-
-
-static int
 vmx_is_count(const vmx_json_t *v)
 {
     return v != NULL && v->type == VMX_JSON_NUMBER && v->is_int
@@ -73,54 +43,12 @@ vmx_is_count(const vmx_json_t *v)
 }
 
 
-static vmx_json_t *
-vmx_parse(const vmx_translate_ctx_t *tc, const char *text, size_t len)
-{
-    vmx_json_error_t  jerr;
-
-    return vmx_json_parse(text, len, tc->alloc, tc->alloc_ctx, 0, &jerr);
-}
-
-
 /*
  * The request.
  */
 
-static int vmx_fail(vmx_request_t *r, const char *message,
-    const char *param_fmt, ...) __attribute__((format(printf, 3, 4)));
-
 /* err says why, param_fmt (with indexes) where: always -1 */
-static int
-vmx_fail(vmx_request_t *r, const char *message, const char *param_fmt, ...)
-{
-    va_list   ap;
-    char     *param;
-    int       n;
-
-    r->err->message = message;
-    r->err->param = NULL;
-
-    va_start(ap, param_fmt);
-    n = vsnprintf(NULL, 0, param_fmt, ap);
-    va_end(ap);
-
-    if (n < 0) {
-        return -1;
-    }
-
-    param = r->tc->alloc(r->tc->alloc_ctx, (size_t) n + 1);
-    if (param == NULL) {
-        return -1;
-    }
-
-    va_start(ap, param_fmt);
-    vsnprintf(param, (size_t) n + 1, param_fmt, ap);
-    va_end(ap);
-
-    r->err->param = param;
-
-    return -1;
-}
+#define vmx_fail(r, ...)  vmx_translate_fail((r)->tc, (r)->err, __VA_ARGS__)
 
 
 /* the buffer to write the next block of a list into, after its separator;
@@ -182,23 +110,19 @@ vmx_text_block(vmx_request_t *r, vmx_blocks_t *to, const vmx_json_t *text,
 static int
 vmx_data_url_source(vmx_buf_t *b, const char *url, size_t len)
 {
-    const char  *media, *comma, *end;
+    const char  *media, *data;
+    size_t       media_len, data_len;
 
-    media = url + 5;
-    comma = memchr(media, ',', len - 5);
-
-    if (comma == NULL || comma - media < 7
-        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    if (vmx_translate_data_url(url, len, &media, &media_len, &data, &data_len)
+        != 0)
     {
         return -1;
     }
 
-    for (end = media; *end != ';'; end++) { /* void */ }
-
     vmx_buf_append_cstr(b, "{\"type\":\"base64\",\"media_type\":");
-    vmx_buf_append_json_str(b, media, (size_t) (end - media));
+    vmx_buf_append_json_str(b, media, media_len);
     vmx_buf_append_cstr(b, ",\"data\":");
-    vmx_buf_append_json_str(b, comma + 1, (size_t) (url + len - comma - 1));
+    vmx_buf_append_json_str(b, data, data_len);
     vmx_buf_append_cstr(b, "}");
 
     return 0;
@@ -212,7 +136,7 @@ vmx_image_block(vmx_request_t *r, vmx_blocks_t *to, const vmx_json_t *part,
     const vmx_json_t  *url;
     vmx_buf_t         *b;
 
-    url = vmx_string_member(vmx_json_get(part, "image_url"), "url");
+    url = vmx_translate_string(vmx_json_get(part, "image_url"), "url");
     if (url == NULL) {
         return vmx_fail(r, "an image_url part needs a string url",
                         "messages[%zu].content[%zu].image_url.url", i, j);
@@ -273,8 +197,8 @@ vmx_content_blocks(vmx_request_t *r, vmx_blocks_t *to,
     for (part = content->child, j = 0; part; part = part->next, j++) {
         type = vmx_json_get(part, "type");
 
-        if (vmx_is(type, "text")) {
-            text = vmx_string_member(part, "text");
+        if (vmx_translate_is(type, "text")) {
+            text = vmx_translate_string(part, "text");
             if (text == NULL) {
                 return vmx_fail(r, "a text part needs a string text",
                                 "messages[%zu].content[%zu].text", i, j);
@@ -282,7 +206,7 @@ vmx_content_blocks(vmx_request_t *r, vmx_blocks_t *to,
 
             vmx_text_block(r, to, text, vmx_json_get(part, "cache_control"));
 
-        } else if (images && vmx_is(type, "image_url")) {
+        } else if (images && vmx_translate_is(type, "image_url")) {
             if (vmx_image_block(r, to, part, i, j) != 0) {
                 return -1;
             }
@@ -302,34 +226,13 @@ static int
 vmx_tool_use_block(vmx_request_t *r, vmx_blocks_t *to, const vmx_json_t *call,
     size_t i, size_t j)
 {
-    const vmx_json_t  *type, *fn, *id, *name, *args, *input = NULL;
+    const vmx_json_t  *id, *name, *input;
     vmx_buf_t         *b;
 
-    type = vmx_member(call, "type");
-    fn = vmx_json_get(call, "function");
-    id = vmx_string_member(call, "id");
-    name = vmx_string_member(fn, "name");
-    args = vmx_member(fn, "arguments");
-
-    if (id == NULL || name == NULL
-        || (type != NULL && !vmx_is(type, "function")))
+    if (vmx_translate_tool_call(r->tc, r->err, call, i, j, &id, &name, &input)
+        != 0)
     {
-        return vmx_fail(r, "a tool call needs an id, type \"function\" and "
-                        "a function name", "messages[%zu].tool_calls[%zu]",
-                        i, j);
-    }
-
-    /* "" is what some clients send for a call without arguments */
-    if (args != NULL && !(args->type == VMX_JSON_STRING && args->str_len == 0))
-    {
-        input = (args->type == VMX_JSON_STRING)
-                ? vmx_parse(r->tc, args->str, args->str_len) : NULL;
-
-        if (input == NULL || input->type != VMX_JSON_OBJECT) {
-            return vmx_fail(r, "function arguments must be a JSON object",
-                       "messages[%zu].tool_calls[%zu].function.arguments",
-                       i, j);
-        }
+        return -1;
     }
 
     b = vmx_next_block(r, to);
@@ -364,7 +267,7 @@ vmx_assistant_message(vmx_request_t *r, const vmx_json_t *m,
         return -1;
     }
 
-    calls = vmx_member(m, "tool_calls");
+    calls = vmx_translate_member(m, "tool_calls");
     if (calls == NULL) {
         return 0;
     }
@@ -393,7 +296,7 @@ vmx_tool_message(vmx_request_t *r, const vmx_json_t *m,
     const vmx_json_t  *id;
     vmx_buf_t         *b;
 
-    id = vmx_string_member(m, "tool_call_id");
+    id = vmx_translate_string(m, "tool_call_id");
     if (id == NULL) {
         return vmx_fail(r, "a tool message needs a string tool_call_id",
                         "messages[%zu].tool_call_id", i);
@@ -435,19 +338,19 @@ vmx_message(vmx_request_t *r, const vmx_json_t *m, size_t i)
     role = vmx_json_get(m, "role");
     content = vmx_json_get(m, "content");
 
-    if (vmx_is(role, "user")) {
+    if (vmx_translate_is(role, "user")) {
         return vmx_content_blocks(r, &blocks, content, i, 1);
     }
 
-    if (vmx_is(role, "assistant")) {
+    if (vmx_translate_is(role, "assistant")) {
         return vmx_assistant_message(r, m, content, i);
     }
 
-    if (vmx_is(role, "tool")) {
+    if (vmx_translate_is(role, "tool")) {
         return vmx_tool_message(r, m, content, i);
     }
 
-    if (vmx_is(role, "system") || vmx_is(role, "developer")) {
+    if (vmx_translate_system_role(role)) {
         return vmx_content_blocks(r, &r->system, content, i, 0);
     }
 
@@ -482,40 +385,16 @@ vmx_messages(vmx_request_t *r, const vmx_json_t *messages)
 }
 
 
-/* what the answer could not honour: several choices, log probabilities */
-static int
-vmx_refused_fields(vmx_request_t *r, const vmx_json_t *body)
-{
-    const vmx_json_t  *n, *logprobs;
-
-    n = vmx_member(body, "n");
-    if (n != NULL && !(n->type == VMX_JSON_NUMBER && n->is_int
-                       && n->integer == 1))
-    {
-        return vmx_fail(r, "this model answers with one choice only (n=1)",
-                        "n");
-    }
-
-    logprobs = vmx_member(body, "logprobs");
-    if (logprobs != NULL && logprobs->type != VMX_JSON_FALSE) {
-        return vmx_fail(r, "this model does not return log probabilities",
-                        "logprobs");
-    }
-
-    return 0;
-}
-
-
 static int
 vmx_max_tokens(vmx_request_t *r, const vmx_json_t *body)
 {
     const vmx_json_t  *v;
     const char        *name = "max_completion_tokens";
 
-    v = vmx_member(body, name);
+    v = vmx_translate_member(body, name);
     if (v == NULL) {
         name = "max_tokens";
-        v = vmx_member(body, name);
+        v = vmx_translate_member(body, name);
     }
 
     vmx_buf_append_cstr(r->out, ",\"max_tokens\":");
@@ -544,7 +423,7 @@ vmx_sampling(vmx_request_t *r, const vmx_json_t *body)
     size_t              k;
 
     for (k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
-        v = vmx_member(body, numbers[k]);
+        v = vmx_translate_member(body, numbers[k]);
         if (v == NULL) {
             continue;
         }
@@ -559,7 +438,7 @@ vmx_sampling(vmx_request_t *r, const vmx_json_t *body)
         vmx_buf_append_raw(r->out, v);
     }
 
-    v = vmx_member(body, "stop");
+    v = vmx_translate_member(body, "stop");
 
     if (v != NULL && v->type == VMX_JSON_ARRAY) {
         for (s = v->child; s; s = s->next) {
@@ -595,11 +474,13 @@ vmx_tool(vmx_request_t *r, const vmx_json_t *tool, size_t j)
     const vmx_json_t  *fn, *name, *description, *parameters;
 
     fn = vmx_json_get(tool, "function");
-    name = vmx_string_member(fn, "name");
-    description = vmx_string_member(fn, "description");
-    parameters = vmx_member(fn, "parameters");
+    name = vmx_translate_string(fn, "name");
+    description = vmx_translate_string(fn, "description");
+    parameters = vmx_translate_member(fn, "parameters");
 
-    if (!vmx_is(vmx_json_get(tool, "type"), "function") || name == NULL) {
+    if (!vmx_translate_is(vmx_json_get(tool, "type"), "function")
+        || name == NULL)
+    {
         return vmx_fail(r, "only function tools with a name are supported",
                         "tools[%zu]", j);
     }
@@ -640,21 +521,21 @@ vmx_tool_choice(vmx_request_t *r, const vmx_json_t *body)
     const char        *type;
     int                serial;
 
-    choice = vmx_member(body, "tool_choice");
-    parallel = vmx_member(body, "parallel_tool_calls");
+    choice = vmx_translate_member(body, "tool_choice");
+    parallel = vmx_translate_member(body, "parallel_tool_calls");
     serial = (parallel != NULL && parallel->type == VMX_JSON_FALSE);
 
-    if (choice == NULL || vmx_is(choice, "auto")) {
+    if (choice == NULL || vmx_translate_is(choice, "auto")) {
         type = "auto";
 
-    } else if (vmx_is(choice, "none")) {
+    } else if (vmx_translate_is(choice, "none")) {
         type = "none";
 
-    } else if (vmx_is(choice, "required")) {
+    } else if (vmx_translate_is(choice, "required")) {
         type = "any";
 
-    } else if (vmx_is(vmx_json_get(choice, "type"), "function")
-               && (name = vmx_string_member(vmx_json_get(choice, "function"),
+    } else if (vmx_translate_is(vmx_json_get(choice, "type"), "function")
+               && (name = vmx_translate_string(vmx_json_get(choice, "function"),
                                             "name")) != NULL)
     {
         type = "tool";
@@ -694,7 +575,7 @@ vmx_tools(vmx_request_t *r, const vmx_json_t *body)
     const vmx_json_t  *tools, *tool;
     size_t             j;
 
-    tools = vmx_member(body, "tools");
+    tools = vmx_translate_member(body, "tools");
     if (tools == NULL) {
         return 0;
     }
@@ -740,7 +621,7 @@ vmx_anthropic_request(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
         return vmx_fail(&r, "messages must be an array", "messages");
     }
 
-    if (vmx_refused_fields(&r, body) != 0) {
+    if (vmx_translate_refused(tc, err, body) != 0) {
         return -1;
     }
 
@@ -755,7 +636,7 @@ vmx_anthropic_request(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
         return -1;
     }
 
-    user = vmx_string_member(body, "user");
+    user = vmx_translate_string(body, "user");
     if (user != NULL) {
         vmx_buf_append_cstr(out, ",\"metadata\":{\"user_id\":");
         vmx_buf_append_raw(out, user);
@@ -839,17 +720,17 @@ vmx_counts_init(vmx_anthropic_usage_t *c)
 static const char *
 vmx_finish_reason(const vmx_json_t *stop_reason)
 {
-    if (vmx_is(stop_reason, "max_tokens")
-        || vmx_is(stop_reason, "model_context_window_exceeded"))
+    if (vmx_translate_is(stop_reason, "max_tokens")
+        || vmx_translate_is(stop_reason, "model_context_window_exceeded"))
     {
         return "length";
     }
 
-    if (vmx_is(stop_reason, "tool_use")) {
+    if (vmx_translate_is(stop_reason, "tool_use")) {
         return "tool_calls";
     }
 
-    if (vmx_is(stop_reason, "refusal")) {
+    if (vmx_translate_is(stop_reason, "refusal")) {
         return "content_filter";
     }
 
@@ -898,7 +779,7 @@ vmx_error_fields(const vmx_json_t *root, const vmx_json_t **message,
 {
     const vmx_json_t  *error = vmx_json_get(root, "error");
 
-    *message = vmx_string_member(error, "message");
+    *message = vmx_translate_string(error, "message");
     *type = vmx_json_get_str(error, "type", NULL);
 }
 
@@ -912,7 +793,7 @@ vmx_anthropic_error(const vmx_translate_ctx_t *tc, int status,
     char               text[64];
     int                n;
 
-    vmx_error_fields(vmx_parse(tc, body, len), &message, &type);
+    vmx_error_fields(vmx_translate_parse(tc, body, len), &message, &type);
 
     if (message != NULL) {
         vmx_openai_error(out, message->str, message->str_len,
@@ -941,16 +822,16 @@ vmx_answer_text(vmx_buf_t *out, const vmx_json_t *content)
     for (block = content->child; block; block = block->next) {
         type = vmx_json_get(block, "type");
 
-        if (vmx_is(type, "tool_use")) {
+        if (vmx_translate_is(type, "tool_use")) {
             tools++;
             continue;
         }
 
-        if (!vmx_is(type, "text")) {
+        if (!vmx_translate_is(type, "text")) {
             continue;
         }
 
-        text = vmx_string_member(block, "text");
+        text = vmx_translate_string(block, "text");
         if (text == NULL) {
             return -1;
         }
@@ -978,33 +859,19 @@ vmx_answer_tool_calls(vmx_buf_t *out, const vmx_json_t *content)
     vmx_buf_append_cstr(out, ",\"tool_calls\":[");
 
     for (block = content->child; block; block = block->next) {
-        if (!vmx_is(vmx_json_get(block, "type"), "tool_use")) {
+        if (!vmx_translate_is(vmx_json_get(block, "type"), "tool_use")) {
             continue;
         }
 
-        id = vmx_string_member(block, "id");
-        name = vmx_string_member(block, "name");
-        input = vmx_member(block, "input");
+        id = vmx_translate_string(block, "id");
+        name = vmx_translate_string(block, "name");
+        input = vmx_translate_member(block, "input");
 
         if (id == NULL || name == NULL) {
             return -1;
         }
 
-        vmx_buf_append_cstr(out, first ? "{\"id\":" : ",{\"id\":");
-        vmx_buf_append_raw(out, id);
-        vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":"
-                                 "{\"name\":");
-        vmx_buf_append_raw(out, name);
-        vmx_buf_append_cstr(out, ",\"arguments\":");
-
-        if (input != NULL) {
-            vmx_buf_append_json_str(out, input->raw, input->raw_len);
-
-        } else {
-            vmx_buf_append_cstr(out, "\"{}\"");
-        }
-
-        vmx_buf_append_cstr(out, "}}");
+        vmx_openai_tool_call(out, first, id, name, input);
         first = 0;
     }
 
@@ -1024,12 +891,12 @@ vmx_anthropic_response(const vmx_translate_ctx_t *tc, const char *body,
     int64_t                 tools;
     int                     status;
 
-    msg = vmx_parse(tc, body, len);
+    msg = vmx_translate_parse(tc, body, len);
     if (msg == NULL || msg->type != VMX_JSON_OBJECT) {
         return -1;
     }
 
-    if (vmx_is(vmx_json_get(msg, "type"), "error")) {
+    if (vmx_translate_is(vmx_json_get(msg, "type"), "error")) {
         vmx_error_fields(msg, &message, &type);
         status = vmx_error_status(type);
         vmx_openai_error(out, message ? message->str : vmx_provider_error,
@@ -1044,9 +911,7 @@ vmx_anthropic_response(const vmx_translate_ctx_t *tc, const char *body,
         return -1;
     }
 
-    vmx_openai_completion_open(tc, out);
-    vmx_buf_append_cstr(out, "{\"index\":0,\"message\":"
-                             "{\"role\":\"assistant\",\"content\":");
+    vmx_openai_message_open(tc, out);
 
     tools = vmx_answer_text(out, content);
     if (tools < 0) {
@@ -1059,10 +924,8 @@ vmx_anthropic_response(const vmx_translate_ctx_t *tc, const char *body,
         return -1;
     }
 
-    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":\"");
-    vmx_buf_append_cstr(out,
-                        vmx_finish_reason(vmx_json_get(msg, "stop_reason")));
-    vmx_buf_append_cstr(out, "\"}],\"usage\":");
+    vmx_openai_message_close(out,
+        vmx_finish_reason(vmx_json_get(msg, "stop_reason")));
 
     vmx_counts_init(&counts);
     vmx_counts_read(&counts, vmx_json_get(msg, "usage"));
@@ -1112,10 +975,7 @@ vmx_stream_text(vmx_anthropic_stream_t *s, vmx_buf_t *out,
     }
 
     vmx_stream_start(s, out);
-    vmx_openai_delta_open(s->tc, out);
-    vmx_buf_append_cstr(out, "\"content\":");
-    vmx_buf_append_raw(out, text);
-    vmx_openai_delta_close(out, NULL);
+    vmx_openai_content_chunk(s->tc, out, text);
 }
 
 
@@ -1139,8 +999,8 @@ vmx_on_block_start(vmx_anthropic_stream_t *s, const vmx_json_t *event,
 
     block = vmx_json_get(event, "content_block");
 
-    if (vmx_is(vmx_json_get(block, "type"), "text")) {
-        text = vmx_string_member(block, "text");
+    if (vmx_translate_is(vmx_json_get(block, "type"), "text")) {
+        text = vmx_translate_string(block, "text");
         if (text != NULL) {
             vmx_stream_text(s, out, text);
         }
@@ -1148,13 +1008,13 @@ vmx_on_block_start(vmx_anthropic_stream_t *s, const vmx_json_t *event,
         return 0;
     }
 
-    if (!vmx_is(vmx_json_get(block, "type"), "tool_use")) {
+    if (!vmx_translate_is(vmx_json_get(block, "type"), "tool_use")) {
         return 0;
     }
 
     index = vmx_json_get(event, "index");
-    id = vmx_string_member(block, "id");
-    name = vmx_string_member(block, "name");
+    id = vmx_translate_string(block, "id");
+    name = vmx_translate_string(block, "name");
 
     if (!vmx_is_count(index) || id == NULL || name == NULL) {
         return -1;
@@ -1163,15 +1023,7 @@ vmx_on_block_start(vmx_anthropic_stream_t *s, const vmx_json_t *event,
     vmx_stream_start(s, out);
     s->tool_block = index->integer;
 
-    vmx_openai_delta_open(s->tc, out);
-    vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
-    vmx_buf_append_int(out, s->tool_calls++);
-    vmx_buf_append_cstr(out, ",\"id\":");
-    vmx_buf_append_raw(out, id);
-    vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
-    vmx_buf_append_raw(out, name);
-    vmx_buf_append_cstr(out, ",\"arguments\":\"\"}}]");
-    vmx_openai_delta_close(out, NULL);
+    vmx_openai_tool_call_chunk(s->tc, out, s->tool_calls++, id, name);
 
     return 0;
 }
@@ -1187,8 +1039,8 @@ vmx_on_block_delta(vmx_anthropic_stream_t *s, const vmx_json_t *event,
     delta = vmx_json_get(event, "delta");
     type = vmx_json_get(delta, "type");
 
-    if (vmx_is(type, "text_delta")) {
-        text = vmx_string_member(delta, "text");
+    if (vmx_translate_is(type, "text_delta")) {
+        text = vmx_translate_string(delta, "text");
         if (text == NULL) {
             return -1;
         }
@@ -1197,11 +1049,11 @@ vmx_on_block_delta(vmx_anthropic_stream_t *s, const vmx_json_t *event,
         return 0;
     }
 
-    if (!vmx_is(type, "input_json_delta")) {
+    if (!vmx_translate_is(type, "input_json_delta")) {
         return 0;
     }
 
-    json = vmx_string_member(delta, "partial_json");
+    json = vmx_translate_string(delta, "partial_json");
     index = vmx_json_get(event, "index");
 
     if (json == NULL) {
@@ -1215,13 +1067,7 @@ vmx_on_block_delta(vmx_anthropic_stream_t *s, const vmx_json_t *event,
         return 0;
     }
 
-    vmx_openai_delta_open(s->tc, out);
-    vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
-    vmx_buf_append_int(out, s->tool_calls - 1);
-    vmx_buf_append_cstr(out, ",\"function\":{\"arguments\":");
-    vmx_buf_append_raw(out, json);
-    vmx_buf_append_cstr(out, "}}]");
-    vmx_openai_delta_close(out, NULL);
+    vmx_openai_arguments_chunk(s->tc, out, s->tool_calls - 1, json);
 
     return 0;
 }
@@ -1246,7 +1092,7 @@ vmx_on_message_delta(vmx_anthropic_stream_t *s, const vmx_json_t *event,
 
     vmx_counts_read(&s->counts, vmx_json_get(event, "usage"));
 
-    reason = vmx_string_member(vmx_json_get(event, "delta"), "stop_reason");
+    reason = vmx_translate_string(vmx_json_get(event, "delta"), "stop_reason");
 
     if (reason != NULL && !s->finished) {
         vmx_stream_finish(s, out, vmx_finish_reason(reason));
@@ -1291,13 +1137,6 @@ vmx_on_error(vmx_anthropic_stream_t *s, const vmx_json_t *event,
 }
 
 
-static int
-vmx_named(const char *name, size_t len, const char *lit)
-{
-    return len == strlen(lit) && memcmp(name, lit, len) == 0;
-}
-
-
 int
 vmx_anthropic_stream_event(vmx_anthropic_stream_t *s, const char *event,
     size_t event_len, const char *data, size_t data_len, vmx_buf_t *out,
@@ -1306,14 +1145,14 @@ vmx_anthropic_stream_event(vmx_anthropic_stream_t *s, const char *event,
     const vmx_json_t  *root, *type;
     int                rc = 0;
 
-    if (s->done || vmx_named(event, event_len, "ping")) {
+    if (s->done || vmx_translate_named(event, event_len, "ping")) {
         return 0;
     }
 
-    root = vmx_parse(s->tc, data, data_len);
+    root = vmx_translate_parse(s->tc, data, data_len);
 
     if (event_len == 0) {
-        type = vmx_string_member(root, "type");
+        type = vmx_translate_string(root, "type");
         if (type == NULL) {
             return -1;
         }
@@ -1322,30 +1161,30 @@ vmx_anthropic_stream_event(vmx_anthropic_stream_t *s, const char *event,
         event_len = type->str_len;
     }
 
-    if (vmx_named(event, event_len, "error")) {
+    if (vmx_translate_named(event, event_len, "error")) {
         vmx_on_error(s, root, out);
 
     } else if (root == NULL || root->type != VMX_JSON_OBJECT) {
         return -1;
 
-    } else if (vmx_named(event, event_len, "message_start")) {
+    } else if (vmx_translate_named(event, event_len, "message_start")) {
         vmx_counts_read(&s->counts,
                         vmx_json_get(vmx_json_get(root, "message"), "usage"));
         vmx_stream_start(s, out);
 
-    } else if (vmx_named(event, event_len, "content_block_start")) {
+    } else if (vmx_translate_named(event, event_len, "content_block_start")) {
         rc = vmx_on_block_start(s, root, out);
 
-    } else if (vmx_named(event, event_len, "content_block_delta")) {
+    } else if (vmx_translate_named(event, event_len, "content_block_delta")) {
         rc = vmx_on_block_delta(s, root, out);
 
-    } else if (vmx_named(event, event_len, "content_block_stop")) {
+    } else if (vmx_translate_named(event, event_len, "content_block_stop")) {
         vmx_on_block_stop(s, root);
 
-    } else if (vmx_named(event, event_len, "message_delta")) {
+    } else if (vmx_translate_named(event, event_len, "message_delta")) {
         vmx_on_message_delta(s, root, out);
 
-    } else if (vmx_named(event, event_len, "message_stop")) {
+    } else if (vmx_translate_named(event, event_len, "message_stop")) {
         vmx_on_message_stop(s, out);
     }
 

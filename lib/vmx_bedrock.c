@@ -2,7 +2,6 @@
  * vmx_bedrock: see vmx_bedrock.h.
  */
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -29,44 +28,6 @@ typedef struct {
 } vmx_br_request_t;
 
 
-static int
-vmx_br_is(const vmx_json_t *v, const char *lit)
-{
-    size_t  n = strlen(lit);
-
-    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == n
-           && memcmp(v->str, lit, n) == 0;
-}
-
-
-/* a member that is neither absent nor null */
-static const vmx_json_t *
-vmx_br_member(const vmx_json_t *obj, const char *name)
-{
-    const vmx_json_t  *v = vmx_json_get(obj, name);
-
-    return (v != NULL && v->type != VMX_JSON_NULL) ? v : NULL;
-}
-
-
-static const vmx_json_t *
-vmx_br_string(const vmx_json_t *obj, const char *name)
-{
-    const vmx_json_t  *v = vmx_json_get(obj, name);
-
-    return (v != NULL && v->type == VMX_JSON_STRING) ? v : NULL;
-}
-
-
-static vmx_json_t *
-vmx_br_parse(const vmx_translate_ctx_t *tc, const char *text, size_t len)
-{
-    vmx_json_error_t  jerr;
-
-    return vmx_json_parse(text, len, tc->alloc, tc->alloc_ctx, 0, &jerr);
-}
-
-
 void
 vmx_bedrock_path(vmx_buf_t *out, const char *model, size_t model_len,
     int stream)
@@ -81,38 +42,9 @@ vmx_bedrock_path(vmx_buf_t *out, const char *model, size_t model_len,
  * The request.
  */
 
-static int vmx_br_fail(vmx_br_request_t *r, const char *message,
-    const char *param_fmt, ...) __attribute__((format(printf, 3, 4)));
-
 /* err says why, param_fmt (with indexes) where: always -1 */
-static int
-vmx_br_fail(vmx_br_request_t *r, const char *message, const char *param_fmt,
-    ...)
-{
-    va_list   ap;
-    char      param[128];
-    char     *copy;
-    int       n;
-
-    r->err->message = message;
-    r->err->param = NULL;
-
-    va_start(ap, param_fmt);
-    n = vsnprintf(param, sizeof(param), param_fmt, ap);
-    va_end(ap);
-
-    if (n < 0 || (size_t) n >= sizeof(param)) {
-        return -1;
-    }
-
-    copy = r->tc->alloc(r->tc->alloc_ctx, (size_t) n + 1);
-    if (copy != NULL) {
-        memcpy(copy, param, (size_t) n + 1);
-        r->err->param = copy;
-    }
-
-    return -1;
-}
+#define vmx_br_fail(r, ...)                                                   \
+    vmx_translate_fail((r)->tc, (r)->err, __VA_ARGS__)
 
 
 /* the separator of the next block: in a turn of role, opened when the
@@ -187,9 +119,10 @@ vmx_br_image_block(vmx_br_request_t *r, const vmx_json_t *part, size_t i,
     size_t j)
 {
     const vmx_json_t  *url;
-    const char        *media, *comma, *end, *format;
+    const char        *media, *data, *format;
+    size_t             media_len, data_len;
 
-    url = vmx_br_string(vmx_json_get(part, "image_url"), "url");
+    url = vmx_translate_string(vmx_json_get(part, "image_url"), "url");
     if (url == NULL) {
         return vmx_br_fail(r, "an image_url part needs a string url",
                            "messages[%zu].content[%zu].image_url.url", i, j);
@@ -201,19 +134,14 @@ vmx_br_image_block(vmx_br_request_t *r, const vmx_json_t *part, size_t i,
                            i, j);
     }
 
-    media = url->str + 5;
-    comma = memchr(media, ',', url->str_len - 5);
-
-    if (comma == NULL || comma - media < 7
-        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    if (vmx_translate_data_url(url->str, url->str_len, &media, &media_len,
+                               &data, &data_len) != 0)
     {
         return vmx_br_fail(r, "image data URLs must be base64",
                            "messages[%zu].content[%zu].image_url.url", i, j);
     }
 
-    for (end = media; *end != ';'; end++) { /* void */ }
-
-    format = vmx_br_image_format(media, (size_t) (end - media));
+    format = vmx_br_image_format(media, media_len);
     if (format == NULL) {
         return vmx_br_fail(r, "images must be PNG, JPEG, GIF or WebP",
                            "messages[%zu].content[%zu].image_url.url", i, j);
@@ -223,8 +151,7 @@ vmx_br_image_block(vmx_br_request_t *r, const vmx_json_t *part, size_t i,
     vmx_buf_append_cstr(r->out, "{\"image\":{\"format\":\"");
     vmx_buf_append_cstr(r->out, format);
     vmx_buf_append_cstr(r->out, "\",\"source\":{\"bytes\":");
-    vmx_buf_append_json_str(r->out, comma + 1,
-                            (size_t) (url->str + url->str_len - comma - 1));
+    vmx_buf_append_json_str(r->out, data, data_len);
     vmx_buf_append_cstr(r->out, "}}}");
 
     return 0;
@@ -256,8 +183,8 @@ vmx_br_content(vmx_br_request_t *r, const char *role,
     for (part = content->child, j = 0; part; part = part->next, j++) {
         type = vmx_json_get(part, "type");
 
-        if (vmx_br_is(type, "text")) {
-            text = vmx_br_string(part, "text");
+        if (vmx_translate_is(type, "text")) {
+            text = vmx_translate_string(part, "text");
             if (text == NULL) {
                 return vmx_br_fail(r, "a text part needs a string text",
                                    "messages[%zu].content[%zu].text", i, j);
@@ -265,7 +192,7 @@ vmx_br_content(vmx_br_request_t *r, const char *role,
 
             vmx_br_text_block(r, role, text);
 
-        } else if (role == vmx_br_user && vmx_br_is(type, "image_url")) {
+        } else if (role == vmx_br_user && vmx_translate_is(type, "image_url")) {
             if (vmx_br_image_block(r, part, i, j) != 0) {
                 return -1;
             }
@@ -286,33 +213,12 @@ static int
 vmx_br_tool_use(vmx_br_request_t *r, const vmx_json_t *call, size_t i,
     size_t j)
 {
-    const vmx_json_t  *type, *fn, *id, *name, *args, *input = NULL;
+    const vmx_json_t  *id, *name, *input;
 
-    type = vmx_br_member(call, "type");
-    fn = vmx_json_get(call, "function");
-    id = vmx_br_string(call, "id");
-    name = vmx_br_string(fn, "name");
-    args = vmx_br_member(fn, "arguments");
-
-    if (id == NULL || name == NULL
-        || (type != NULL && !vmx_br_is(type, "function")))
+    if (vmx_translate_tool_call(r->tc, r->err, call, i, j, &id, &name, &input)
+        != 0)
     {
-        return vmx_br_fail(r, "a tool call needs an id, type \"function\" "
-                           "and a function name",
-                           "messages[%zu].tool_calls[%zu]", i, j);
-    }
-
-    /* "" is what some clients send for a call without arguments */
-    if (args != NULL && !(args->type == VMX_JSON_STRING && args->str_len == 0))
-    {
-        input = (args->type == VMX_JSON_STRING)
-                ? vmx_br_parse(r->tc, args->str, args->str_len) : NULL;
-
-        if (input == NULL || input->type != VMX_JSON_OBJECT) {
-            return vmx_br_fail(r, "function arguments must be a JSON object",
-                       "messages[%zu].tool_calls[%zu].function.arguments",
-                       i, j);
-        }
+        return -1;
     }
 
     vmx_br_next_block(r, vmx_br_assistant);
@@ -347,7 +253,7 @@ vmx_br_assistant_message(vmx_br_request_t *r, const vmx_json_t *m, size_t i)
         return -1;
     }
 
-    calls = vmx_br_member(m, "tool_calls");
+    calls = vmx_translate_member(m, "tool_calls");
     if (calls == NULL) {
         return 0;
     }
@@ -389,9 +295,11 @@ vmx_br_tool_content(vmx_br_request_t *r, const vmx_json_t *content, size_t i)
     for (part = content ? content->child : NULL, j = 0; part;
          part = part->next, j++)
     {
-        text = vmx_br_string(part, "text");
+        text = vmx_translate_string(part, "text");
 
-        if (!vmx_br_is(vmx_json_get(part, "type"), "text") || text == NULL) {
+        if (!vmx_translate_is(vmx_json_get(part, "type"), "text")
+            || text == NULL)
+        {
             return vmx_br_fail(r, "tool message parts must be text",
                                "messages[%zu].content[%zu]", i, j);
         }
@@ -417,7 +325,7 @@ vmx_br_tool_result(vmx_br_request_t *r, const vmx_json_t *m, size_t i)
 {
     const vmx_json_t  *id;
 
-    id = vmx_br_string(m, "tool_call_id");
+    id = vmx_translate_string(m, "tool_call_id");
     if (id == NULL) {
         return vmx_br_fail(r, "a tool message needs a string tool_call_id",
                            "messages[%zu].tool_call_id", i);
@@ -428,7 +336,7 @@ vmx_br_tool_result(vmx_br_request_t *r, const vmx_json_t *m, size_t i)
     vmx_buf_append_raw(r->out, id);
     vmx_buf_append_cstr(r->out, ",\"content\":[");
 
-    if (vmx_br_tool_content(r, vmx_br_member(m, "content"), i) != 0) {
+    if (vmx_br_tool_content(r, vmx_translate_member(m, "content"), i) != 0) {
         return -1;
     }
 
@@ -441,9 +349,7 @@ vmx_br_tool_result(vmx_br_request_t *r, const vmx_json_t *m, size_t i)
 static int
 vmx_br_is_system(const vmx_json_t *m)
 {
-    const vmx_json_t  *role = vmx_json_get(m, "role");
-
-    return vmx_br_is(role, "system") || vmx_br_is(role, "developer");
+    return vmx_translate_system_role(vmx_json_get(m, "role"));
 }
 
 
@@ -452,15 +358,15 @@ vmx_br_message(vmx_br_request_t *r, const vmx_json_t *m, size_t i)
 {
     const vmx_json_t  *role = vmx_json_get(m, "role");
 
-    if (vmx_br_is(role, "user")) {
+    if (vmx_translate_is(role, "user")) {
         return vmx_br_content(r, vmx_br_user, vmx_json_get(m, "content"), i);
     }
 
-    if (vmx_br_is(role, "assistant")) {
+    if (vmx_translate_is(role, "assistant")) {
         return vmx_br_assistant_message(r, m, i);
     }
 
-    if (vmx_br_is(role, "tool")) {
+    if (vmx_translate_is(role, "tool")) {
         return vmx_br_tool_result(r, m, i);
     }
 
@@ -504,30 +410,6 @@ vmx_br_messages(vmx_br_request_t *r, const vmx_json_t *messages)
 }
 
 
-/* what the answer could not honour: several choices, log probabilities */
-static int
-vmx_br_refused(vmx_br_request_t *r, const vmx_json_t *body)
-{
-    const vmx_json_t  *n, *logprobs;
-
-    n = vmx_br_member(body, "n");
-    if (n != NULL && !(n->type == VMX_JSON_NUMBER && n->is_int
-                       && n->integer == 1))
-    {
-        return vmx_br_fail(r, "this model answers with one choice only (n=1)",
-                           "n");
-    }
-
-    logprobs = vmx_br_member(body, "logprobs");
-    if (logprobs != NULL && logprobs->type != VMX_JSON_FALSE) {
-        return vmx_br_fail(r, "this model does not return log probabilities",
-                           "logprobs");
-    }
-
-    return 0;
-}
-
-
 /* "name":value in "inferenceConfig", opened with its first field; a
    string as a list of one when list (Converse's "stopSequences") */
 static void
@@ -556,18 +438,18 @@ vmx_br_inference_config(vmx_br_request_t *r, const vmx_json_t *body)
     const vmx_json_t  *max_tokens;
     size_t             fields = 0;
 
-    max_tokens = vmx_br_member(body, "max_completion_tokens");
+    max_tokens = vmx_translate_member(body, "max_completion_tokens");
     if (max_tokens == NULL) {
-        max_tokens = vmx_br_member(body, "max_tokens");
+        max_tokens = vmx_translate_member(body, "max_tokens");
     }
 
     vmx_br_config_field(r->out, &fields, "maxTokens", max_tokens, 0);
     vmx_br_config_field(r->out, &fields, "temperature",
-                        vmx_br_member(body, "temperature"), 0);
+                        vmx_translate_member(body, "temperature"), 0);
     vmx_br_config_field(r->out, &fields, "topP",
-                        vmx_br_member(body, "top_p"), 0);
+                        vmx_translate_member(body, "top_p"), 0);
     vmx_br_config_field(r->out, &fields, "stopSequences",
-                        vmx_br_member(body, "stop"), 1);
+                        vmx_translate_member(body, "stop"), 1);
 
     vmx_buf_append(r->out, "}", fields != 0);
 }
@@ -579,11 +461,12 @@ vmx_br_tool_spec(vmx_br_request_t *r, const vmx_json_t *tool, size_t i)
     const vmx_json_t  *fn, *name, *description, *parameters;
 
     fn = vmx_json_get(tool, "function");
-    name = vmx_br_string(fn, "name");
-    description = vmx_br_string(fn, "description");
-    parameters = vmx_br_member(fn, "parameters");
+    name = vmx_translate_string(fn, "name");
+    description = vmx_translate_string(fn, "description");
+    parameters = vmx_translate_member(fn, "parameters");
 
-    if (!vmx_br_is(vmx_json_get(tool, "type"), "function") || name == NULL
+    if (!vmx_translate_is(vmx_json_get(tool, "type"), "function")
+        || name == NULL
         || (parameters != NULL && parameters->type != VMX_JSON_OBJECT))
     {
         return vmx_br_fail(r, "tools must be functions with a name and "
@@ -625,23 +508,25 @@ vmx_br_tool_choice(vmx_br_request_t *r, const vmx_json_t *choice,
         return 0;
     }
 
-    if (vmx_br_is(choice, "auto")) {
+    if (vmx_translate_is(choice, "auto")) {
         vmx_buf_append_cstr(to, ",\"toolChoice\":{\"auto\":{}}");
         return 0;
     }
 
-    if (vmx_br_is(choice, "none")) {
+    if (vmx_translate_is(choice, "none")) {
         return 1;
     }
 
-    if (vmx_br_is(choice, "required")) {
+    if (vmx_translate_is(choice, "required")) {
         vmx_buf_append_cstr(to, ",\"toolChoice\":{\"any\":{}}");
         return 0;
     }
 
-    name = vmx_br_string(vmx_json_get(choice, "function"), "name");
+    name = vmx_translate_string(vmx_json_get(choice, "function"), "name");
 
-    if (!vmx_br_is(vmx_json_get(choice, "type"), "function") || name == NULL) {
+    if (!vmx_translate_is(vmx_json_get(choice, "type"), "function")
+        || name == NULL)
+    {
         return vmx_br_fail(r, "tool_choice must be none, auto, required or a "
                            "named function", "tool_choice");
     }
@@ -662,7 +547,7 @@ vmx_br_tool_config(vmx_br_request_t *r, const vmx_json_t *body)
     size_t             i;
     int                rc;
 
-    tools = vmx_br_member(body, "tools");
+    tools = vmx_translate_member(body, "tools");
 
     if (tools != NULL && tools->type != VMX_JSON_ARRAY) {
         return vmx_br_fail(r, "tools must be an array", "tools");
@@ -670,7 +555,8 @@ vmx_br_tool_config(vmx_br_request_t *r, const vmx_json_t *body)
 
     vmx_buf_init(&choice, r->tc->alloc, r->tc->alloc_ctx, 0);
 
-    rc = vmx_br_tool_choice(r, vmx_br_member(body, "tool_choice"), &choice);
+    rc = vmx_br_tool_choice(r, vmx_translate_member(body, "tool_choice"),
+                            &choice);
     if (rc != 0 || tools == NULL || tools->count == 0) {
         return rc < 0 ? -1 : 0;
     }
@@ -711,7 +597,7 @@ vmx_bedrock_request(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
         return vmx_br_fail(&r, "messages must be an array", "messages");
     }
 
-    if (vmx_br_refused(&r, body) != 0
+    if (vmx_translate_refused(tc, err, body) != 0
         || vmx_br_messages(&r, messages) != 0)
     {
         return -1;
@@ -736,18 +622,18 @@ vmx_bedrock_request(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
 static const char *
 vmx_br_finish_reason(const vmx_json_t *stop_reason)
 {
-    if (vmx_br_is(stop_reason, "max_tokens")
-        || vmx_br_is(stop_reason, "model_context_window_exceeded"))
+    if (vmx_translate_is(stop_reason, "max_tokens")
+        || vmx_translate_is(stop_reason, "model_context_window_exceeded"))
     {
         return "length";
     }
 
-    if (vmx_br_is(stop_reason, "tool_use")) {
+    if (vmx_translate_is(stop_reason, "tool_use")) {
         return "tool_calls";
     }
 
-    if (vmx_br_is(stop_reason, "guardrail_intervened")
-        || vmx_br_is(stop_reason, "content_filtered"))
+    if (vmx_translate_is(stop_reason, "guardrail_intervened")
+        || vmx_translate_is(stop_reason, "content_filtered"))
     {
         return "content_filter";
     }
@@ -809,7 +695,7 @@ vmx_br_answer_text(vmx_buf_t *out, const vmx_json_t *content)
             continue;
         }
 
-        text = vmx_br_string(block, "text");
+        text = vmx_translate_string(block, "text");
         if (text == NULL) {
             continue;
         }
@@ -840,29 +726,15 @@ vmx_br_answer_tool_calls(vmx_buf_t *out, const vmx_json_t *content)
             continue;
         }
 
-        id = vmx_br_string(use, "toolUseId");
-        name = vmx_br_string(use, "name");
-        input = vmx_br_member(use, "input");
+        id = vmx_translate_string(use, "toolUseId");
+        name = vmx_translate_string(use, "name");
+        input = vmx_translate_member(use, "input");
 
         if (id == NULL || name == NULL) {
             return -1;
         }
 
-        vmx_buf_append_cstr(out, first ? "{\"id\":" : ",{\"id\":");
-        vmx_buf_append_raw(out, id);
-        vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":"
-                                 "{\"name\":");
-        vmx_buf_append_raw(out, name);
-        vmx_buf_append_cstr(out, ",\"arguments\":");
-
-        if (input != NULL) {
-            vmx_buf_append_json_str(out, input->raw, input->raw_len);
-
-        } else {
-            vmx_buf_append_cstr(out, "\"{}\"");
-        }
-
-        vmx_buf_append_cstr(out, "}}");
+        vmx_openai_tool_call(out, first, id, name, input);
         first = 0;
     }
 
@@ -879,7 +751,7 @@ vmx_bedrock_response(const vmx_translate_ctx_t *tc, const char *body,
     const vmx_json_t  *root, *content;
     int64_t            tools;
 
-    root = vmx_br_parse(tc, body, len);
+    root = vmx_translate_parse(tc, body, len);
     content = vmx_json_get(vmx_json_get(vmx_json_get(root, "output"),
                                         "message"), "content");
 
@@ -887,9 +759,7 @@ vmx_bedrock_response(const vmx_translate_ctx_t *tc, const char *body,
         return -1;
     }
 
-    vmx_openai_completion_open(tc, out);
-    vmx_buf_append_cstr(out, "{\"index\":0,\"message\":{\"role\":\"assistant\","
-                             "\"content\":");
+    vmx_openai_message_open(tc, out);
 
     tools = vmx_br_answer_text(out, content);
 
@@ -899,10 +769,8 @@ vmx_bedrock_response(const vmx_translate_ctx_t *tc, const char *body,
         return -1;
     }
 
-    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":\"");
-    vmx_buf_append_cstr(out,
-                        vmx_br_finish_reason(vmx_json_get(root, "stopReason")));
-    vmx_buf_append_cstr(out, "\"}],\"usage\":");
+    vmx_openai_message_close(out,
+        vmx_br_finish_reason(vmx_json_get(root, "stopReason")));
 
     vmx_br_usage(vmx_json_get(root, "usage"), usage);
     vmx_openai_usage(out, usage);
@@ -974,23 +842,15 @@ vmx_br_on_block_start(vmx_bedrock_stream_t *s, const vmx_json_t *event,
         return 0;
     }
 
-    id = vmx_br_string(use, "toolUseId");
-    name = vmx_br_string(use, "name");
+    id = vmx_translate_string(use, "toolUseId");
+    name = vmx_translate_string(use, "name");
 
     if (id == NULL || name == NULL) {
         return -1;
     }
 
     vmx_br_stream_start(s, out);
-    vmx_openai_delta_open(s->tc, out);
-    vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
-    vmx_buf_append_int(out, s->tool_calls++);
-    vmx_buf_append_cstr(out, ",\"id\":");
-    vmx_buf_append_raw(out, id);
-    vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
-    vmx_buf_append_raw(out, name);
-    vmx_buf_append_cstr(out, ",\"arguments\":\"\"}}]");
-    vmx_openai_delta_close(out, NULL);
+    vmx_openai_tool_call_chunk(s->tc, out, s->tool_calls++, id, name);
 
     s->tool_block = vmx_br_block_index(event);
 
@@ -1005,26 +865,17 @@ vmx_br_on_block_delta(vmx_bedrock_stream_t *s, const vmx_json_t *event,
     const vmx_json_t  *delta, *text, *input;
 
     delta = vmx_json_get(event, "delta");
-    text = vmx_br_string(delta, "text");
-    input = vmx_br_string(vmx_json_get(delta, "toolUse"), "input");
+    text = vmx_translate_string(delta, "text");
+    input = vmx_translate_string(vmx_json_get(delta, "toolUse"), "input");
 
     if (text != NULL && text->str_len) {
         vmx_br_stream_start(s, out);
-        vmx_openai_delta_open(s->tc, out);
-        vmx_buf_append_cstr(out, "\"content\":");
-        vmx_buf_append_raw(out, text);
-        vmx_openai_delta_close(out, NULL);
+        vmx_openai_content_chunk(s->tc, out, text);
 
     } else if (input != NULL && input->str_len && s->tool_calls
                && vmx_br_block_index(event) == s->tool_block)
     {
-        vmx_openai_delta_open(s->tc, out);
-        vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
-        vmx_buf_append_int(out, s->tool_calls - 1);
-        vmx_buf_append_cstr(out, ",\"function\":{\"arguments\":");
-        vmx_buf_append_raw(out, input);
-        vmx_buf_append_cstr(out, "}}]");
-        vmx_openai_delta_close(out, NULL);
+        vmx_openai_arguments_chunk(s->tc, out, s->tool_calls - 1, input);
     }
 }
 
@@ -1048,13 +899,6 @@ vmx_br_on_metadata(vmx_bedrock_stream_t *s, const vmx_json_t *event,
 }
 
 
-static int
-vmx_br_named(const char *name, size_t len, const char *lit)
-{
-    return len == strlen(lit) && memcmp(name, lit, len) == 0;
-}
-
-
 int
 vmx_bedrock_stream_event(vmx_bedrock_stream_t *s, const char *event_type,
     size_t event_type_len, const char *payload, size_t payload_len,
@@ -1067,32 +911,38 @@ vmx_bedrock_stream_event(vmx_bedrock_stream_t *s, const char *event_type,
         return 0;
     }
 
-    event = vmx_br_parse(s->tc, payload, payload_len);
+    event = vmx_translate_parse(s->tc, payload, payload_len);
     if (event == NULL || event->type != VMX_JSON_OBJECT) {
         return -1;
     }
 
-    if (vmx_br_named(event_type, event_type_len, "messageStart")) {
+    if (vmx_translate_named(event_type, event_type_len, "messageStart")) {
         vmx_br_stream_start(s, out);
 
-    } else if (vmx_br_named(event_type, event_type_len, "contentBlockStart")) {
+    } else if (vmx_translate_named(event_type, event_type_len,
+                                   "contentBlockStart"))
+    {
         rc = vmx_br_on_block_start(s, event, out);
 
-    } else if (vmx_br_named(event_type, event_type_len, "contentBlockDelta")) {
+    } else if (vmx_translate_named(event_type, event_type_len,
+                                   "contentBlockDelta"))
+    {
         vmx_br_on_block_delta(s, event, out);
 
-    } else if (vmx_br_named(event_type, event_type_len, "contentBlockStop")) {
+    } else if (vmx_translate_named(event_type, event_type_len,
+                                   "contentBlockStop"))
+    {
         if (vmx_br_block_index(event) == s->tool_block) {
             s->tool_block = -1;
         }
 
-    } else if (vmx_br_named(event_type, event_type_len, "messageStop")) {
+    } else if (vmx_translate_named(event_type, event_type_len, "messageStop")) {
         if (!s->finished) {
             vmx_br_stream_finish(s, out, vmx_br_finish_reason(
                                      vmx_json_get(event, "stopReason")));
         }
 
-    } else if (vmx_br_named(event_type, event_type_len, "metadata")) {
+    } else if (vmx_translate_named(event_type, event_type_len, "metadata")) {
         vmx_br_on_metadata(s, event, out);
     }
 
@@ -1161,7 +1011,7 @@ vmx_br_header_string(const vmx_translate_ctx_t *tc, const char *s,
     vmx_buf_append_json_str(&quoted, s, len);
 
     return vmx_buf_failed(&quoted)
-           ? NULL : vmx_br_parse(tc, quoted.data, quoted.len);
+           ? NULL : vmx_translate_parse(tc, quoted.data, quoted.len);
 }
 
 
@@ -1172,10 +1022,10 @@ vmx_br_error_message(const vmx_translate_ctx_t *tc, const char *body,
 {
     const vmx_json_t  *root, *message;
 
-    root = vmx_br_parse(tc, body, len);
-    message = vmx_br_string(root, "message");
+    root = vmx_translate_parse(tc, body, len);
+    message = vmx_translate_string(root, "message");
 
-    return message ? message : vmx_br_string(root, "Message");
+    return message ? message : vmx_translate_string(root, "Message");
 }
 
 

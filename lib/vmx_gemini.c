@@ -2,7 +2,6 @@
  * vmx_gemini: see vmx_gemini.h.
  */
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -70,16 +69,6 @@ static const char  *vmx_gemini_image_types[][2] = {
 
 
 static int
-vmx_gemini_is(const vmx_json_t *v, const char *lit)
-{
-    size_t  n = strlen(lit);
-
-    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == n
-           && memcmp(v->str, lit, n) == 0;
-}
-
-
-static int
 vmx_gemini_absent(const vmx_json_t *v)
 {
     return v == NULL || v->type == VMX_JSON_NULL;
@@ -92,15 +81,6 @@ vmx_gemini_prefix(const vmx_json_t *s, const char *lit)
     size_t  n = strlen(lit);
 
     return s->str_len >= n && strncasecmp(s->str, lit, n) == 0;
-}
-
-
-static vmx_json_t *
-vmx_gemini_parse(const vmx_translate_ctx_t *tc, const char *text, size_t len)
-{
-    vmx_json_error_t  err;
-
-    return vmx_json_parse(text, len, tc->alloc, tc->alloc_ctx, 0, &err);
 }
 
 
@@ -172,35 +152,9 @@ vmx_gemini_append_json_text(vmx_buf_t *out, const char *s, size_t n)
 /* the request: OpenAI chat completions to generateContent */
 
 
-static int
-vmx_gemini_fail(vmx_gemini_req_t *r, const char *message, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
-
-static int
-vmx_gemini_fail(vmx_gemini_req_t *r, const char *message, const char *fmt,
-    ...)
-{
-    va_list   args;
-    char     *param;
-    int       n;
-
-    va_start(args, fmt);
-    n = vsnprintf(NULL, 0, fmt, args);
-    va_end(args);
-
-    param = (n < 0) ? NULL : r->tc->alloc(r->tc->alloc_ctx, n + 1);
-
-    if (param != NULL) {
-        va_start(args, fmt);
-        vsnprintf(param, n + 1, fmt, args);
-        va_end(args);
-    }
-
-    r->err->message = message;
-    r->err->param = param;
-
-    return -1;
-}
+/* err says why, fmt (with indexes) where: always -1 */
+#define vmx_gemini_fail(r, ...)                                               \
+    vmx_translate_fail((r)->tc, (r)->err, __VA_ARGS__)
 
 
 static int
@@ -517,7 +471,7 @@ vmx_gemini_user_part(vmx_gemini_req_t *r, const vmx_json_t *part, size_t j)
 
     type = vmx_json_get(part, "type");
 
-    if (vmx_gemini_is(type, "text")) {
+    if (vmx_translate_is(type, "text")) {
         text = vmx_json_get(part, "text");
 
         if (text == NULL || text->type != VMX_JSON_STRING) {
@@ -530,15 +484,15 @@ vmx_gemini_user_part(vmx_gemini_req_t *r, const vmx_json_t *part, size_t j)
         return 0;
     }
 
-    if (vmx_gemini_is(type, "image_url")) {
+    if (vmx_translate_is(type, "image_url")) {
         return vmx_gemini_image(r, vmx_json_get(part, "image_url"), j);
     }
 
-    if (vmx_gemini_is(type, "input_audio")) {
+    if (vmx_translate_is(type, "input_audio")) {
         return vmx_gemini_audio(r, vmx_json_get(part, "input_audio"), j);
     }
 
-    if (vmx_gemini_is(type, "file")) {
+    if (vmx_translate_is(type, "file")) {
         return vmx_gemini_file(r, vmx_json_get(part, "file"), j);
     }
 
@@ -659,7 +613,7 @@ vmx_gemini_system(vmx_gemini_req_t *r, const vmx_json_t *messages)
     for (m = messages->child; m; m = m->next, r->msg++) {
         role = vmx_json_get(m, "role");
 
-        if ((vmx_gemini_is(role, "system") || vmx_gemini_is(role, "developer"))
+        if (vmx_translate_system_role(role)
             && vmx_gemini_texts(r, m, vmx_gemini_system_text) != 0)
         {
             return -1;
@@ -702,7 +656,7 @@ vmx_gemini_args(vmx_gemini_req_t *r, const vmx_json_t *arguments)
         return &empty;
     }
 
-    args = vmx_gemini_parse(r->tc, arguments->str, arguments->str_len);
+    args = vmx_translate_parse(r->tc, arguments->str, arguments->str_len);
 
     return (args != NULL && args->type == VMX_JSON_OBJECT) ? args : NULL;
 }
@@ -829,7 +783,7 @@ vmx_gemini_tool_response(vmx_gemini_req_t *r, const vmx_json_t *content)
         return vmx_gemini_out_of_memory(r);
     }
 
-    json = text.len ? vmx_gemini_parse(r->tc, text.data, text.len) : NULL;
+    json = text.len ? vmx_translate_parse(r->tc, text.data, text.len) : NULL;
 
     vmx_buf_append_cstr(r->out, "{\"result\":");
 
@@ -884,19 +838,19 @@ vmx_gemini_message(vmx_gemini_req_t *r, const vmx_json_t *m)
 {
     const vmx_json_t  *role = vmx_json_get(m, "role");
 
-    if (vmx_gemini_is(role, "user")) {
+    if (vmx_translate_is(role, "user")) {
         return vmx_gemini_user(r, m);
     }
 
-    if (vmx_gemini_is(role, "assistant")) {
+    if (vmx_translate_is(role, "assistant")) {
         return vmx_gemini_assistant(r, m);
     }
 
-    if (vmx_gemini_is(role, "tool") || vmx_gemini_is(role, "function")) {
+    if (vmx_translate_is(role, "tool") || vmx_translate_is(role, "function")) {
         return vmx_gemini_tool_result(r, m);
     }
 
-    if (vmx_gemini_is(role, "system") || vmx_gemini_is(role, "developer")) {
+    if (vmx_translate_system_role(role)) {
         return 0;
     }
 
@@ -931,7 +885,7 @@ vmx_gemini_declaration(vmx_gemini_req_t *r, const vmx_json_t *tool, size_t j)
 
     type = vmx_json_get(tool, "type");
 
-    if (type != NULL && !vmx_gemini_is(type, "function")) {
+    if (type != NULL && !vmx_translate_is(type, "function")) {
         return vmx_gemini_fail(r, "only function tools are supported",
                                "tools[%zu].type", j);
     }
@@ -1014,20 +968,20 @@ vmx_gemini_tool_config(vmx_gemini_req_t *r)
         return 0;
     }
 
-    if (vmx_gemini_is(choice, "auto")) {
+    if (vmx_translate_is(choice, "auto")) {
         mode = "AUTO";
 
-    } else if (vmx_gemini_is(choice, "none")) {
+    } else if (vmx_translate_is(choice, "none")) {
         mode = "NONE";
 
-    } else if (vmx_gemini_is(choice, "required")) {
+    } else if (vmx_translate_is(choice, "required")) {
         mode = "ANY";
     }
 
     name = vmx_json_get(vmx_json_get(choice, "function"), "name");
 
     if (mode == NULL
-        && (!vmx_gemini_is(vmx_json_get(choice, "type"), "function")
+        && (!vmx_translate_is(vmx_json_get(choice, "type"), "function")
             || name == NULL || name->type != VMX_JSON_STRING))
     {
         return vmx_gemini_fail(r, "tool_choice must be none, auto, required "
@@ -1131,12 +1085,12 @@ vmx_gemini_config_format(vmx_gemini_req_t *r, size_t *n)
     format = vmx_json_get(r->body, "response_format");
     type = vmx_json_get(format, "type");
 
-    if (vmx_gemini_absent(format) || vmx_gemini_is(type, "text")) {
+    if (vmx_gemini_absent(format) || vmx_translate_is(type, "text")) {
         return 0;
     }
 
-    if (!vmx_gemini_is(type, "json_object")
-        && !vmx_gemini_is(type, "json_schema"))
+    if (!vmx_translate_is(type, "json_object")
+        && !vmx_translate_is(type, "json_schema"))
     {
         return vmx_gemini_fail(r, "response_format type must be text, "
                                "json_object or json_schema", "%s",
@@ -1149,7 +1103,7 @@ vmx_gemini_config_format(vmx_gemini_req_t *r, size_t *n)
     /* full JSON Schema; "responseSchema" takes only a subset */
     schema = vmx_json_get(vmx_json_get(format, "json_schema"), "schema");
 
-    if (vmx_gemini_is(type, "json_schema") && schema != NULL
+    if (vmx_translate_is(type, "json_schema") && schema != NULL
         && schema->type == VMX_JSON_OBJECT)
     {
         vmx_gemini_config_member(r, n, "responseJsonSchema");
@@ -1410,12 +1364,12 @@ vmx_gemini_finish_reason(const vmx_json_t *reason, unsigned tool_calls)
         return NULL;
     }
 
-    if (vmx_gemini_is(reason, "MAX_TOKENS")) {
+    if (vmx_translate_is(reason, "MAX_TOKENS")) {
         return "length";
     }
 
     for (i = 0; vmx_gemini_filtered[i]; i++) {
-        if (vmx_gemini_is(reason, vmx_gemini_filtered[i])) {
+        if (vmx_translate_is(reason, vmx_gemini_filtered[i])) {
             return "content_filter";
         }
     }
@@ -1603,7 +1557,7 @@ vmx_gemini_response(const vmx_translate_ctx_t *tc, const char *body,
     size_t             pos = 0;
     int                status;
 
-    root = vmx_gemini_parse(tc, body, len);
+    root = vmx_translate_parse(tc, body, len);
 
     if (root == NULL || root->type != VMX_JSON_OBJECT) {
         return -1;
@@ -1780,7 +1734,7 @@ vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
         return 0;
     }
 
-    root = vmx_gemini_parse(s->tc, data, data_len);
+    root = vmx_translate_parse(s->tc, data, data_len);
 
     if (root == NULL || root->type != VMX_JSON_OBJECT) {
         return -1;
@@ -1847,7 +1801,7 @@ vmx_gemini_error(const vmx_translate_ctx_t *tc, int status, const char *body,
 {
     const vmx_json_t  *root;
 
-    root = vmx_gemini_parse(tc, body, len);
+    root = vmx_translate_parse(tc, body, len);
 
     /* streamed answers wrap the error in an array */
     if (root != NULL && root->type == VMX_JSON_ARRAY) {

@@ -1,8 +1,11 @@
 /*
- * vmx_translate: the OpenAI side of every provider translation.
+ * vmx_translate: see vmx_translate.h.
  */
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "vmx_translate.h"
 
@@ -16,6 +19,191 @@ vmx_usage_init(vmx_usage_t *usage)
     usage->cached_tokens = -1;
     usage->cache_write_tokens = -1;
 }
+
+
+/*
+ * The provider side.
+ */
+
+int
+vmx_translate_is(const vmx_json_t *v, const char *lit)
+{
+    size_t  n = strlen(lit);
+
+    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == n
+           && memcmp(v->str, lit, n) == 0;
+}
+
+
+int
+vmx_translate_system_role(const vmx_json_t *role)
+{
+    return vmx_translate_is(role, "system")
+           || vmx_translate_is(role, "developer");
+}
+
+
+int
+vmx_translate_named(const char *name, size_t len, const char *lit)
+{
+    return len == strlen(lit) && memcmp(name, lit, len) == 0;
+}
+
+
+const vmx_json_t *
+vmx_translate_member(const vmx_json_t *obj, const char *name)
+{
+    const vmx_json_t  *v = vmx_json_get(obj, name);
+
+    return (v != NULL && v->type != VMX_JSON_NULL) ? v : NULL;
+}
+
+
+const vmx_json_t *
+vmx_translate_string(const vmx_json_t *obj, const char *name)
+{
+    const vmx_json_t  *v = vmx_json_get(obj, name);
+
+    return (v != NULL && v->type == VMX_JSON_STRING) ? v : NULL;
+}
+
+
+vmx_json_t *
+vmx_translate_parse(const vmx_translate_ctx_t *tc, const char *text,
+    size_t len)
+{
+    vmx_json_error_t  jerr;
+
+    return vmx_json_parse(text, len, tc->alloc, tc->alloc_ctx, 0, &jerr);
+}
+
+
+int
+vmx_translate_fail(const vmx_translate_ctx_t *tc, vmx_translate_error_t *err,
+    const char *message, const char *param_fmt, ...)
+{
+    va_list   ap;
+    char     *param;
+    int       n;
+
+    err->message = message;
+    err->param = NULL;
+
+    va_start(ap, param_fmt);
+    n = vsnprintf(NULL, 0, param_fmt, ap);
+    va_end(ap);
+
+    if (n < 0) {
+        return -1;
+    }
+
+    param = tc->alloc(tc->alloc_ctx, (size_t) n + 1);
+    if (param == NULL) {
+        return -1;
+    }
+
+    va_start(ap, param_fmt);
+    vsnprintf(param, (size_t) n + 1, param_fmt, ap);
+    va_end(ap);
+
+    err->param = param;
+
+    return -1;
+}
+
+
+int
+vmx_translate_refused(const vmx_translate_ctx_t *tc,
+    vmx_translate_error_t *err, const vmx_json_t *body)
+{
+    const vmx_json_t  *n, *logprobs;
+
+    n = vmx_translate_member(body, "n");
+    if (n != NULL && !(n->type == VMX_JSON_NUMBER && n->is_int
+                       && n->integer == 1))
+    {
+        return vmx_translate_fail(tc, err, "this model answers with one "
+                                  "choice only (n=1)", "n");
+    }
+
+    logprobs = vmx_translate_member(body, "logprobs");
+    if (logprobs != NULL && logprobs->type != VMX_JSON_FALSE) {
+        return vmx_translate_fail(tc, err, "this model does not return log "
+                                  "probabilities", "logprobs");
+    }
+
+    return 0;
+}
+
+
+int
+vmx_translate_tool_call(const vmx_translate_ctx_t *tc,
+    vmx_translate_error_t *err, const vmx_json_t *call, size_t i, size_t j,
+    const vmx_json_t **id, const vmx_json_t **name, const vmx_json_t **input)
+{
+    const vmx_json_t  *type, *fn, *args;
+
+    type = vmx_translate_member(call, "type");
+    fn = vmx_json_get(call, "function");
+    *id = vmx_translate_string(call, "id");
+    *name = vmx_translate_string(fn, "name");
+    args = vmx_translate_member(fn, "arguments");
+    *input = NULL;
+
+    if (*id == NULL || *name == NULL
+        || (type != NULL && !vmx_translate_is(type, "function")))
+    {
+        return vmx_translate_fail(tc, err, "a tool call needs an id, type "
+                                  "\"function\" and a function name",
+                                  "messages[%zu].tool_calls[%zu]", i, j);
+    }
+
+    /* "" is what some clients send for a call without arguments */
+    if (args != NULL && !(args->type == VMX_JSON_STRING && args->str_len == 0))
+    {
+        *input = (args->type == VMX_JSON_STRING)
+                 ? vmx_translate_parse(tc, args->str, args->str_len) : NULL;
+
+        if (*input == NULL || (*input)->type != VMX_JSON_OBJECT) {
+            return vmx_translate_fail(tc, err,
+                       "function arguments must be a JSON object",
+                       "messages[%zu].tool_calls[%zu].function.arguments",
+                       i, j);
+        }
+    }
+
+    return 0;
+}
+
+
+int
+vmx_translate_data_url(const char *url, size_t len, const char **media,
+    size_t *media_len, const char **data, size_t *data_len)
+{
+    const char  *comma, *end;
+
+    *media = url + 5;
+    comma = memchr(*media, ',', len - 5);
+
+    if (comma == NULL || comma - *media < 7
+        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    {
+        return -1;
+    }
+
+    for (end = *media; *end != ';'; end++) { /* void */ }
+
+    *media_len = (size_t) (end - *media);
+    *data = comma + 1;
+    *data_len = (size_t) (url + len - comma - 1);
+
+    return 0;
+}
+
+
+/*
+ * The OpenAI side.
+ */
 
 
 static void
@@ -130,6 +318,87 @@ vmx_openai_usage_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
     vmx_buf_append_cstr(out, "],\"usage\":");
     vmx_openai_usage(out, usage);
     vmx_buf_append_cstr(out, "}\n\n");
+}
+
+
+void
+vmx_openai_message_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out)
+{
+    vmx_openai_completion_open(tc, out);
+    vmx_buf_append_cstr(out, "{\"index\":0,\"message\":"
+                             "{\"role\":\"assistant\",\"content\":");
+}
+
+
+void
+vmx_openai_message_close(vmx_buf_t *out, const char *finish_reason)
+{
+    vmx_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":\"");
+    vmx_buf_append_cstr(out, finish_reason);
+    vmx_buf_append_cstr(out, "\"}],\"usage\":");
+}
+
+
+void
+vmx_openai_tool_call(vmx_buf_t *out, int first, const vmx_json_t *id,
+    const vmx_json_t *name, const vmx_json_t *input)
+{
+    vmx_buf_append_cstr(out, first ? "{\"id\":" : ",{\"id\":");
+    vmx_buf_append_raw(out, id);
+    vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":"
+                             "{\"name\":");
+    vmx_buf_append_raw(out, name);
+    vmx_buf_append_cstr(out, ",\"arguments\":");
+
+    if (input != NULL) {
+        vmx_buf_append_json_str(out, input->raw, input->raw_len);
+
+    } else {
+        vmx_buf_append_cstr(out, "\"{}\"");
+    }
+
+    vmx_buf_append_cstr(out, "}}");
+}
+
+
+void
+vmx_openai_content_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+    const vmx_json_t *text)
+{
+    vmx_openai_delta_open(tc, out);
+    vmx_buf_append_cstr(out, "\"content\":");
+    vmx_buf_append_raw(out, text);
+    vmx_openai_delta_close(out, NULL);
+}
+
+
+void
+vmx_openai_tool_call_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+    int64_t index, const vmx_json_t *id, const vmx_json_t *name)
+{
+    vmx_openai_delta_open(tc, out);
+    vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
+    vmx_buf_append_int(out, index);
+    vmx_buf_append_cstr(out, ",\"id\":");
+    vmx_buf_append_raw(out, id);
+    vmx_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
+    vmx_buf_append_raw(out, name);
+    vmx_buf_append_cstr(out, ",\"arguments\":\"\"}}]");
+    vmx_openai_delta_close(out, NULL);
+}
+
+
+void
+vmx_openai_arguments_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+    int64_t index, const vmx_json_t *arguments)
+{
+    vmx_openai_delta_open(tc, out);
+    vmx_buf_append_cstr(out, "\"tool_calls\":[{\"index\":");
+    vmx_buf_append_int(out, index);
+    vmx_buf_append_cstr(out, ",\"function\":{\"arguments\":");
+    vmx_buf_append_raw(out, arguments);
+    vmx_buf_append_cstr(out, "}}]");
+    vmx_openai_delta_close(out, NULL);
 }
 
 

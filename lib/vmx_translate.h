@@ -90,6 +90,62 @@ typedef struct {
 void vmx_usage_init(vmx_usage_t *usage);
 
 /*
+ * The provider side, shared by every provider file.
+ */
+
+/* v is a JSON string equal to lit */
+int vmx_translate_is(const vmx_json_t *v, const char *lit);
+
+/* role is "system" or "developer": OpenAI's instructions to the model */
+int vmx_translate_system_role(const vmx_json_t *role);
+
+/* name[0..len) is lit (an event's name) */
+int vmx_translate_named(const char *name, size_t len, const char *lit);
+
+/* obj's member name when it is neither absent nor null, else NULL */
+const vmx_json_t *vmx_translate_member(const vmx_json_t *obj,
+    const char *name);
+
+/* obj's member name when it is a string, else NULL */
+const vmx_json_t *vmx_translate_string(const vmx_json_t *obj,
+    const char *name);
+
+/* text parsed in tc's memory, or NULL when it is no JSON */
+vmx_json_t *vmx_translate_parse(const vmx_translate_ctx_t *tc,
+    const char *text, size_t len);
+
+/*
+ * A request that cannot be expressed: err->message is message, err->param
+ * param_fmt formatted (with indexes) in tc's memory, or NULL when out of
+ * memory.  Always -1.
+ */
+int vmx_translate_fail(const vmx_translate_ctx_t *tc,
+    vmx_translate_error_t *err, const char *message, const char *param_fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+
+/* what an answer of one choice cannot honour: n other than 1, logprobs;
+   0, or -1 with err set */
+int vmx_translate_refused(const vmx_translate_ctx_t *tc,
+    vmx_translate_error_t *err, const vmx_json_t *body);
+
+/*
+ * The tool call j of message i, {"id","type":"function","function":{"name",
+ * "arguments"}}: its id and function name (strings) and its arguments
+ * parsed (*input NULL when there are none, or ""); 0, or -1 with err set.
+ */
+int vmx_translate_tool_call(const vmx_translate_ctx_t *tc,
+    vmx_translate_error_t *err, const vmx_json_t *call, size_t i, size_t j,
+    const vmx_json_t **id, const vmx_json_t **name, const vmx_json_t **input);
+
+/*
+ * A "data:<media type>[;params];base64,<data>" URL of len bytes (the
+ * caller saw its "data:"): its media type and its data; 0, or -1 when it
+ * is not base64.
+ */
+int vmx_translate_data_url(const char *url, size_t len, const char **media,
+    size_t *media_len, const char **data, size_t *data_len);
+
+/*
  * The OpenAI side, shared by every provider file.
  *
  * vmx_openai_chunk_open() writes
@@ -122,6 +178,37 @@ void vmx_openai_usage_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
 void vmx_openai_delta_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
 void vmx_openai_delta_close(vmx_buf_t *out, const char *finish_reason);
 void vmx_openai_role_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
+
+/*
+ * A whole answer of one choice: vmx_openai_message_open() opens the
+ * chat.completion up to the value of the message's "content", the caller
+ * writes the content and the message's other members,
+ * vmx_openai_message_close() ends the choice with finish_reason and writes
+ * "],\"usage\":" (the caller writes vmx_openai_usage() and "}").
+ */
+void vmx_openai_message_open(const vmx_translate_ctx_t *tc, vmx_buf_t *out);
+void vmx_openai_message_close(vmx_buf_t *out, const char *finish_reason);
+
+/* one of a message's "tool_calls" (preceded by a comma unless first):
+   {"id":..,"type":"function","function":{"name":..,"arguments":..}} with
+   input (a JSON value, NULL: {}) as the arguments string */
+void vmx_openai_tool_call(vmx_buf_t *out, int first, const vmx_json_t *id,
+    const vmx_json_t *name, const vmx_json_t *input);
+
+/*
+ * Chunks of one choice, index 0, none with a finish_reason:
+ * vmx_openai_content_chunk() a delta of text (a JSON string),
+ * vmx_openai_tool_call_chunk() opens tool call index with its id and name
+ * and empty arguments, vmx_openai_arguments_chunk() adds to the arguments
+ * of tool call index (a JSON string).
+ */
+void vmx_openai_content_chunk(const vmx_translate_ctx_t *tc, vmx_buf_t *out,
+    const vmx_json_t *text);
+void vmx_openai_tool_call_chunk(const vmx_translate_ctx_t *tc,
+    vmx_buf_t *out, int64_t index, const vmx_json_t *id,
+    const vmx_json_t *name);
+void vmx_openai_arguments_chunk(const vmx_translate_ctx_t *tc,
+    vmx_buf_t *out, int64_t index, const vmx_json_t *arguments);
 
 /* "data: [DONE]\n\n" */
 void vmx_openai_done(vmx_buf_t *out);
