@@ -1,4 +1,5 @@
-"""Server plumbing shared by the fake providers (fake_anthropic, fake_gemini, fake_bedrock).
+"""Server plumbing shared by the fake providers (fake_openai, fake_anthropic, fake_gemini,
+fake_bedrock).
 
 A FakeServer runs an asyncio loop in a background thread and serves HTTP/1.1 with keep-alive,
 plain or TLS, on a loopback port.  It parses every request (Content-Length or chunked body,
@@ -17,9 +18,11 @@ which answers with the helpers below:
   reset(writer)                                      TCP RST without an answer
   stall()                                            never answer
 
+A subclass may change how a stream ends early by overriding `interrupt` (stream-cut by default),
+and where split-stream cuts its TCP writes with `split_offsets`.
+
 Behaviour is chosen per request by the subclass (usually from the model name), or forced for
-every request with set_behavior().  fake_openai.py has the same plumbing inline and could be
-built on this class too.
+every request with set_behavior().
 """
 import asyncio
 import json
@@ -94,6 +97,9 @@ class FakeServer:
     """Base class of the fake providers; subclasses implement `handle` and `url`."""
 
     kind = "fake"
+    # split-stream: byte offsets where the TCP writes of an event are cut, besides its middle
+    # and 3 bytes before its end
+    split_offsets = (1, 3, 7)
 
     def __init__(self, tls=None, host="127.0.0.1", port=0, name=None):
         """tls: None, or (cert_file, key_file)."""
@@ -346,17 +352,16 @@ class FakeServer:
         def frame(b):
             return (b"%x\r\n" % len(b)) + b + b"\r\n" if chunked else b
 
-        cut = min(self.cut_after, len(events) - 1)
         for i, ev in enumerate(events):
-            if behavior == "stream-cut" and i == cut:
-                await self.reset(writer)
-                return False
+            end = await self.interrupt(writer, behavior, i, len(events))
+            if end is not None:
+                return end
             if behavior == "split-stream":
                 # the event in 3 HTTP chunks cut mid-event, the bytes in several TCP writes
                 # cut mid-line (and mid chunk-size line)
                 a, b = max(1, len(ev) // 3), max(2, 2 * len(ev) // 3)
                 raw = frame(ev[:a]) + frame(ev[a:b]) + frame(ev[b:]) if chunked else ev
-                cuts = sorted({1, 3, 7, len(raw) // 2, len(raw) - 3})
+                cuts = sorted({*self.split_offsets, len(raw) // 2, len(raw) - 3})
                 prev = 0
                 for c in cuts + [len(raw)]:
                     if c <= prev or c > len(raw):
@@ -375,6 +380,14 @@ class FakeServer:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         return keep
+
+    async def interrupt(self, writer, behavior, i, n):
+        """Called by stream() before event i of n: None writes it, anything else ends the
+        answer there and is returned as keep-alive.  stream-cut: TCP RST before event
+        min(cut_after, n - 1)."""
+        if behavior == "stream-cut" and i == min(self.cut_after, n - 1):
+            return await self.reset(writer)
+        return None
 
     async def reset(self, writer):
         sock = writer.get_extra_info("socket")
