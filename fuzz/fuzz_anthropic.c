@@ -16,99 +16,7 @@
 
 #include "vmx_anthropic.h"
 
-
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-typedef struct {
-    block_t      *blocks;
-    size_t        left;         /* allocations that may still succeed */
-} arena_t;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    arena_t  *a = ctx;
-    block_t  *b;
-
-    if (a->left == 0) {
-        return NULL;
-    }
-
-    b = malloc(sizeof(block_t) + size);
-    if (b == NULL) {
-        abort();
-    }
-
-    b->next = a->blocks;
-    a->blocks = b;
-    a->left--;
-
-    return b->data;
-}
-
-
-static void
-arena_free(arena_t *a)
-{
-    block_t  *b;
-
-    while (a->blocks) {
-        b = a->blocks;
-        a->blocks = b->next;
-        free(b);
-    }
-}
-
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
-
-
-static void
-check_json(const char *text, size_t len)
-{
-    arena_t            a = { NULL, SIZE_MAX };
-    vmx_json_error_t   err;
-
-    check(vmx_json_parse(text, len, arena_alloc, &a, 0, &err) != NULL);
-    arena_free(&a);
-}
-
-
-/* "data: <json or [DONE]>\n\n" lines, the [DONE] last when done */
-static void
-check_chunks(const char *p, size_t len, int done)
-{
-    const char  *end = p + len, *eol;
-
-    while (p < end) {
-        check(end - p >= 8 && memcmp(p, "data: ", 6) == 0);
-        p += 6;
-
-        eol = memchr(p, '\n', (size_t) (end - p));
-        check(eol != NULL && eol + 1 < end && eol[1] == '\n');
-
-        if (eol - p == 6 && memcmp(p, "[DONE]", 6) == 0) {
-            check(done && eol + 2 == end);
-
-        } else {
-            check_json(p, (size_t) (eol - p));
-        }
-
-        p = eol + 2;
-    }
-}
+#include "fuzz_common.h"
 
 
 static void
@@ -214,7 +122,8 @@ fuzz_stream(vmx_translate_ctx_t *tc, const char *text, size_t len)
 
         if (out.len > before) {
             check(!was_done);
-            check_chunks(out.data + before, out.len - before, s.done);
+            check_data_events(out.data + before, out.len - before,
+                              s.done ? DONE_LAST : DONE_NEVER);
         }
     }
 }
@@ -224,7 +133,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
     vmx_translate_ctx_t   tc;
-    arena_t               a = { NULL, SIZE_MAX };
+    arena_t               a = ARENA_UNBOUNDED;
     const char           *text;
     size_t                len;
 

@@ -22,57 +22,11 @@
 #include "vmx_bedrock.h"
 #include "vmx_sigv4.h"
 
-
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
+#include "fuzz_common.h"
 
 
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    block_t  **blocks = ctx, *b;
-
-    b = malloc(sizeof(block_t) + size);
-    if (b == NULL) {
-        abort();
-    }
-
-    b->next = *blocks;
-    *blocks = b;
-
-    return b->data;
-}
-
-
-static void
-arena_free(block_t *b)
-{
-    block_t  *next;
-
-    for ( /* void */ ; b; b = next) {
-        next = b->next;
-        free(b);
-    }
-}
-
-
-static block_t              *blocks;
+static arena_t               arena = ARENA_UNBOUNDED;
 static vmx_translate_ctx_t   tc;
-
-
-static void
-check_json(const char *s, size_t len)
-{
-    vmx_json_error_t  err;
-
-    if (vmx_json_parse(s, len, arena_alloc, &blocks, 0, &err) == NULL) {
-        abort();
-    }
-}
 
 
 /* out is a run of "data: ...\n\n" events, each JSON or [DONE] */
@@ -114,12 +68,12 @@ drive_request(const char *s, size_t len)
     vmx_translate_error_t  err;
     vmx_buf_t              out;
 
-    tc.body = vmx_json_parse(s, len, arena_alloc, &blocks, 0, &jerr);
+    tc.body = vmx_json_parse(s, len, arena_alloc, &arena, 0, &jerr);
     if (tc.body == NULL) {
         return;
     }
 
-    vmx_buf_init(&out, arena_alloc, &blocks, 0);
+    vmx_buf_init(&out, arena_alloc, &arena, 0);
 
     if (vmx_bedrock_request(&tc, &out, &err) == 0) {
         check_json(out.data, out.len);
@@ -137,7 +91,7 @@ drive_response(const char *s, size_t len)
     vmx_buf_t    out;
 
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, arena_alloc, &blocks, 0);
+    vmx_buf_init(&out, arena_alloc, &arena, 0);
 
     if (vmx_bedrock_response(&tc, s, len, &out, &usage) == 0) {
         check_json(out.data, out.len);
@@ -157,7 +111,7 @@ drive_stream(const char *s, size_t len)
     int                         at_done = 0;
 
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, arena_alloc, &blocks, 0);
+    vmx_buf_init(&out, arena_alloc, &arena, 0);
     vmx_bedrock_stream_init(&st, &tc);
 
     for ( /* void */ ; s < end; s = eol + 1) {
@@ -204,7 +158,7 @@ drive_error(const char *s, size_t len, int status)
     eol = memchr(s, '\n', len);
     eol = eol ? eol : s + len;
 
-    vmx_buf_init(&out, arena_alloc, &blocks, 0);
+    vmx_buf_init(&out, arena_alloc, &arena, 0);
     vmx_bedrock_error(&tc, status, eol + (eol < s + len),
                       (size_t) (s + len - eol - (eol < s + len)), s,
                       (size_t) (eol - s), &out);
@@ -225,7 +179,7 @@ drive_sign(const char *s, size_t len)
     eol = memchr(s, '\n', len);
     eol = eol ? eol : s + len;
 
-    vmx_buf_init(&path, arena_alloc, &blocks, 0);
+    vmx_buf_init(&path, arena_alloc, &arena, 0);
     vmx_bedrock_path(&path, s, (size_t) (eol - s), len & 1);
 
     memset(&r, 0, sizeof(r));
@@ -248,7 +202,7 @@ drive_sign(const char *s, size_t len)
     r.time = (int64_t) (len % 10000) * 86400 * 97;
     r.content_sha256 = len & 1;
 
-    vmx_buf_init(&out, arena_alloc, &blocks, 0);
+    vmx_buf_init(&out, arena_alloc, &arena, 0);
 
     /* any path and query can be signed; a token only without line breaks */
     if (vmx_sigv4_sign(&r, &out) != 0) {
@@ -286,7 +240,7 @@ LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
     tc.stream = 1;
     tc.include_usage = in[1] & 1;
     tc.alloc = arena_alloc;
-    tc.alloc_ctx = &blocks;
+    tc.alloc_ctx = &arena;
 
     switch (in[0] % 5) {
     case 0:
@@ -305,8 +259,7 @@ LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
         drive_sign(s, len);
     }
 
-    arena_free(blocks);
-    blocks = NULL;
+    arena_free(&arena);
 
     return 0;
 }

@@ -14,6 +14,8 @@
 
 #include "vmx_eventstream.h"
 
+#include "fuzz_common.h"
+
 
 #define MAX_CUTS  15
 
@@ -25,19 +27,6 @@ typedef struct {
     const char  *buf;         /* the decoder's buffer, to check pointers */
     size_t       cap;
 } outcome_t;
-
-
-static uint64_t
-hash_bytes(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char  *s = p;
-
-    while (n--) {
-        h = (h ^ *s++) * 0x100000001b3ULL;
-    }
-
-    return h;
-}
 
 
 static void

@@ -16,101 +16,18 @@
 
 #include "vmx_gemini.h"
 
-
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-typedef struct {
-    block_t      *blocks;
-    size_t        left;         /* allocations that may still succeed */
-} arena_t;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    arena_t  *a = ctx;
-    block_t  *b;
-
-    if (a->left == 0) {
-        return NULL;
-    }
-
-    b = malloc(sizeof(block_t) + size);
-    if (b == NULL) {
-        abort();
-    }
-
-    b->next = a->blocks;
-    a->blocks = b;
-    a->left--;
-
-    return b->data;
-}
-
-
-static void
-arena_free(arena_t *a)
-{
-    block_t  *b;
-
-    while (a->blocks) {
-        b = a->blocks;
-        a->blocks = b->next;
-        free(b);
-    }
-}
-
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
-
-
-static void
-check_json(const char *text, size_t len)
-{
-    arena_t           a = { NULL, SIZE_MAX };
-    vmx_json_error_t  err;
-
-    check(vmx_json_parse(text, len, arena_alloc, &a, 0, &err) != NULL);
-    arena_free(&a);
-}
+#include "fuzz_common.h"
 
 
 /* out from byte from on is whole "data: <JSON or [DONE]>\n\n" events */
 static void
 check_events(const vmx_buf_t *out, size_t from)
 {
-    const char  *p, *end, *line;
-
     if (out->failed || out->data == NULL) {
         return;
     }
 
-    p = out->data + from;
-    end = out->data + out->len;
-
-    while (p < end) {
-        check(end - p > 8 && memcmp(p, "data: ", 6) == 0);
-        line = p + 6;
-        p = memchr(line, '\n', end - line);
-        check(p != NULL && p + 1 < end && p[1] == '\n');
-
-        if (p - line != 6 || memcmp(line, "[DONE]", 6) != 0) {
-            check_json(line, p - line);
-        }
-
-        p += 2;
-    }
+    check_data_events(out->data + from, out->len - from, DONE_ANYWHERE);
 }
 
 
@@ -239,6 +156,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     a.blocks = NULL;
+    a.allocs = 0;
     a.left = (data[0] & 2) ? (size_t) (data[0] >> 2) * 8 : SIZE_MAX;
 
     memset(&tc, 0, sizeof(tc));

@@ -12,68 +12,10 @@
 
 #include "vmx_json.h"
 
+#include "fuzz_common.h"
+
 
 #define DEPTH  32
-
-
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-typedef struct {
-    block_t      *blocks;
-    size_t        allocs;
-    size_t        left;         /* allocations that may still succeed */
-} arena_t;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    arena_t  *a = ctx;
-    block_t  *b;
-
-    if (a->left == 0) {
-        return NULL;
-    }
-
-    b = malloc(sizeof(block_t) + size);
-    if (b == NULL) {
-        abort();
-    }
-
-    b->next = a->blocks;
-    a->blocks = b;
-    a->allocs++;
-    a->left--;
-
-    return b->data;
-}
-
-
-static void
-arena_free(arena_t *a)
-{
-    block_t  *b;
-
-    while (a->blocks) {
-        b = a->blocks;
-        a->blocks = b->next;
-        free(b);
-    }
-}
-
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
 
 
 /* parses text with a fresh allocator that allows left allocations */

@@ -13,6 +13,8 @@
 
 #include "vmx_tokenizer.h"
 
+#include "fuzz_common.h"
+
 
 #define RANKS      "build/o200k_base.tiktoken"
 #define MAX_RANK   (1 << 20)
@@ -24,15 +26,6 @@ static vmx_tokenizer_scratch_t  *scratch;
 /* the bytes of each token by rank, from the same file: the decoder */
 static const uint8_t  *token_bytes[MAX_RANK];
 static uint32_t        token_len[MAX_RANK];
-
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
 
 
 static int
