@@ -53,7 +53,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
-$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h)
+$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8
 
