@@ -103,8 +103,13 @@ def test_fallback(env, fake, fake2, resource, failed, stream):
     body = {"stream": True} if stream else {}
     r = env.chat(resource, body=body)
     check_fallback_answer(r, env, fake2, [failed], stream)
-    if resource != "refused":
-        assert [q.body["model"] for q in fake.chat_requests()] == [failed]
+    models = [q.body["model"] for q in fake.chat_requests()]
+    if resource == "reset":
+        # a reset on a kept-alive connection may be a connection the provider had
+        # closed: the same model is tried once more on a new one (as nginx does)
+        assert models in ([failed], [failed, failed]), models
+    elif resource != "refused":
+        assert models == [failed]
 
 
 def test_fallback_on_timeout(env, fake, fake2):
