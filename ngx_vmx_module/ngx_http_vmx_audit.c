@@ -551,9 +551,10 @@ ngx_http_vmx_records_handler(ngx_http_request_t *r)
 
     name = names.elts;
 
-    start = ngx_pnalloc(r->pool, max + sizeof("{\"records\":[],\"cursor\":\"\"}")
-                                 + names.nelts * (NGX_HTTP_VMX_SPOOL_NAME_LEN
-                                                  + NGX_OFF_T_LEN + 2));
+    len = max + sizeof("{\"records\":[],\"cursor\":\"\"}")
+          + names.nelts * (NGX_HTTP_VMX_SPOOL_NAME_LEN + NGX_OFF_T_LEN + 2);
+
+    start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -1815,13 +1815,9 @@ ngx_http_vmx_config_authorized(ngx_http_request_t *r,
 static void
 ngx_http_vmx_config_put(ngx_http_request_t *r)
 {
-    u_char                    *body, *p;
-    size_t                     len;
-    ssize_t                    n;
-    ngx_str_t                  error;
+    ngx_str_t                  body, error;
     ngx_int_t                  rc;
     ngx_atomic_uint_t          generation;
-    ngx_chain_t               *cl;
     ngx_http_vmx_snapshot_t   *snapshot;
     ngx_http_vmx_main_conf_t  *mcf;
 
@@ -1832,46 +1828,19 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
         goto invalid;
     }
 
-    len = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    body = ngx_pnalloc(r->pool, len + 1);
-    if (body == NULL) {
+    if (ngx_http_vmx_read_body(r, &body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    p = body;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            n = ngx_read_file(cl->buf->file, p,
-                              cl->buf->file_last - cl->buf->file_pos,
-                              cl->buf->file_pos);
-            if (n == NGX_ERROR) {
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-        }
-    }
-
-    len = p - body;
-
     /* the snapshot outlives this connection: it must not keep its log */
-    snapshot = ngx_http_vmx_snapshot_compile(body, len, ngx_cycle->log,
-                                             &error);
+    snapshot = ngx_http_vmx_snapshot_compile(body.data, body.len,
+                                             ngx_cycle->log, &error);
     if (snapshot == NULL) {
         goto invalid;
     }
 
-    if (ngx_http_vmx_config_store(mcf, body, len, snapshot->version,
+    if (ngx_http_vmx_config_store(mcf, body.data, body.len, snapshot->version,
                                   r->connection->log, &generation)
         != NGX_OK)
     {
@@ -1893,10 +1862,10 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                   "vmx: config version %uL received (%uz bytes)",
-                  snapshot->version, len);
+                  snapshot->version, body.len);
 
     if (mcf->file.len) {
-        (void) ngx_http_vmx_config_write_disk(mcf, body, len,
+        (void) ngx_http_vmx_config_write_disk(mcf, body.data, body.len,
                                               r->connection->log);
     }
 

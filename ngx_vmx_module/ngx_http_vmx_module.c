@@ -654,14 +654,12 @@ ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc)
 static ngx_int_t
 ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
-    u_char                    *p, *body;
+    u_char                    *p;
     size_t                     len;
-    ssize_t                    n;
     uint64_t                   started;
     ngx_int_t                  rc;
-    ngx_str_t                  msg;
+    ngx_str_t                  msg, body;
     ngx_uint_t                 i;
-    ngx_chain_t               *cl;
     vmx_json_t                *messages, *model, *stream, *options, *vmx;
     vmx_json_t                *item, *secondary_index;
     vmx_json_error_t           jerr;
@@ -675,35 +673,11 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "chat-completions request");
     }
 
-    len = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
+    if (ngx_http_vmx_read_body(r, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = body;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            n = ngx_read_file(cl->buf->file, p,
-                              cl->buf->file_last - cl->buf->file_pos,
-                              cl->buf->file_pos);
-            if (n == NGX_ERROR) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-        }
-    }
-
-    ctx->body = vmx_json_parse((char *) body, p - body,
+    ctx->body = vmx_json_parse((char *) body.data, body.len,
                                ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
 
     if (ctx->body == NULL) {
@@ -2064,6 +2038,50 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
 
 
 /* helpers shared by the files of the module */
+
+/* the request body in one piece, wherever nginx kept its parts */
+
+ngx_int_t
+ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_chain_t  *cl;
+
+    len = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    body->data = ngx_pnalloc(r->pool, len);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = body->data;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            n = ngx_read_file(cl->buf->file, p,
+                              cl->buf->file_last - cl->buf->file_pos,
+                              cl->buf->file_pos);
+            if (n == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
 
 void *
 ngx_http_vmx_json_alloc(void *pool, size_t size)

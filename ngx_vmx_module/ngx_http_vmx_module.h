@@ -451,6 +451,7 @@ ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len);
 ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
     size_t len);
+ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
 void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
