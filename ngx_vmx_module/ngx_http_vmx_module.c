@@ -1355,7 +1355,7 @@ ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, const char *code, ngx_str_t *message)
 {
     u_char      *p, *start;
-    size_t       len;
+    vmx_buf_t    out;
     const char  *type;
 
     if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
@@ -1368,21 +1368,16 @@ ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         type = "invalid_request_error";
     }
 
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"
-                 "\"code\":\"\"}}")
-          + vmx_json_escape(NULL, (char *) message->data, message->len)
-          + ngx_strlen(type) + ngx_strlen(code);
+    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 128 + message->len);
+    vmx_openai_error(&out, (char *) message->data, message->len, type, code,
+                     NULL);
 
-    start = ngx_pnalloc(r->pool, len);
-    if (start == NULL) {
+    if (vmx_buf_failed(&out)) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(start, "{\"error\":{\"message\":\"",
-                   sizeof("{\"error\":{\"message\":\"") - 1);
-    p += vmx_json_escape((char *) p, (char *) message->data, message->len);
-    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
-                    type, code);
+    start = (u_char *) out.data;
+    p = start + out.len;
 
     if (ctx) {
         ctx->own_response = 1;
@@ -1488,7 +1483,7 @@ static ngx_int_t
 ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     u_char                *p;
-    size_t                 len;
+    vmx_buf_t              out;
     ngx_uint_t             status;
     const char            *code, *type, *message;
     ngx_http_vmx_event_t  *last;
@@ -1555,23 +1550,15 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                   : "The request was refused";
     }
 
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"
-                 "\"code\":\"\"}}")
-          + vmx_json_escape(NULL, message, ngx_strlen(message))
-          + ngx_strlen(type) + ngx_strlen(code);
+    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_openai_error(&out, message, ngx_strlen(message), type, code, NULL);
 
-    ctx->error_body.data = ngx_pnalloc(r->pool, len);
-    if (ctx->error_body.data == NULL) {
+    if (vmx_buf_failed(&out)) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(ctx->error_body.data, "{\"error\":{\"message\":\"",
-                   sizeof("{\"error\":{\"message\":\"") - 1);
-    p += vmx_json_escape((char *) p, message, ngx_strlen(message));
-    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
-                    type, code);
-
-    ctx->error_body.len = p - ctx->error_body.data;
+    ctx->error_body.data = (u_char *) out.data;
+    ctx->error_body.len = out.len;
     ctx->error_page = 1;
     ctx->error_code.data = (u_char *) code;
     ctx->error_code.len = ngx_strlen(code);
