@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
            -I/usr/include/postgresql
-CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpcre2-8 -lpthread
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpcre2-8 -lz -lpthread
 
 B        = build
 
@@ -42,11 +42,11 @@ tools: $(B)/tools/vmx-tokenize
 
 $(B)/tools/vmx-tokenize: tools/tokenizer/vmx_tokenize.c $(B)/libvmx.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8 -lz
 
 $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8
+	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz
 
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
@@ -55,7 +55,7 @@ unit: $(UNIT_BIN)
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8
+	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz
 
 fuzz: $(FUZZ_BIN)
 

@@ -75,6 +75,9 @@ void api_dataplanes_list(http_req_t *req);
 /* api_audit.c */
 void api_audit_list(http_req_t *req);
 void api_audit_get(http_req_t *req);
+void api_audit_list_all(http_req_t *req);
+void api_audit_get_any(http_req_t *req);
+void api_audit_dead_letters(http_req_t *req);
 
 /* api_usage.c */
 void api_usage_query(http_req_t *req);

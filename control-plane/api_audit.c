@@ -1,7 +1,9 @@
 /*
  * api_audit: GET .../audit (filtered, newest first, without payloads) and
- * GET .../audit/{id} (the whole record).  The JSON of a record is built by
- * vmx_audit_doc() / vmx_audit_full_doc() in the schema.
+ * GET .../audit/{id} (the whole record) of an environment; the same across
+ * workspaces under /api/v1/audit, and the ingestion's dead letters.  The
+ * JSON of a record is built by vmx_audit_json() / vmx_audit_full_json() in
+ * the schema.
  */
 
 #include <stdio.h>
@@ -12,7 +14,7 @@
 #include "rfc3339.h"
 
 #define FILTER_TEXT_MAX  512
-#define MAX_FILTERS      10
+#define MAX_FILTERS      12
 #define SQL_MAX          4096      /* the text below and twice the filter */
 
 typedef struct {
@@ -22,7 +24,7 @@ typedef struct {
 } filter_t;
 
 /* a query argument: its column and how it is checked */
-typedef enum { ARG_TIME_FROM, ARG_TIME_TO, ARG_UUID, ARG_STATUS, ARG_TEXT } arg_kind_e;
+typedef enum { ARG_TIME_FROM, ARG_TIME_TO, ARG_UUID, ARG_STATUS, ARG_TEXT, ARG_BOOL } arg_kind_e;
 
 static const struct {
     const char  *name;
@@ -32,12 +34,18 @@ static const struct {
     { "startDate",     "timestamp >= $%d::timestamptz",  ARG_TIME_FROM },
     { "endDate",       "timestamp <= $%d::timestamptz",  ARG_TIME_TO },
     { "resourceId",    "resource_id = $%d::uuid",         ARG_UUID },
-    { "connectionId",  "connection_id = $%d::uuid",       ARG_UUID },
+    { "connectionId",  "$%d::uuid = ANY(connection_ids)", ARG_UUID },
     { "apiKeyId",      "api_key_id = $%d::uuid",          ARG_UUID },
     { "statusCode",    "status_code = $%d::int",          ARG_STATUS },
     { "model",         "model = $%d",                     ARG_TEXT },
     { "correlationId", "correlation_id = $%d",            ARG_TEXT },
+    { "authenticated", "authenticated = $%d::boolean",    ARG_BOOL },
+    /* across workspaces only (the path names them otherwise) */
+    { "workspaceId",   "workspace_id = $%d::uuid",        ARG_UUID },
+    { "environmentId", "environment_id = $%d::uuid",      ARG_UUID },
 };
+
+#define SCOPED_ARGS  (sizeof(args) / sizeof(args[0]) - 2)
 
 
 static bool
@@ -69,6 +77,12 @@ arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
             return false;
         }
         return true;
+    case ARG_BOOL:
+        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+            http_invalid(req, name, "%s must be true or false", name);
+            return false;
+        }
+        return true;
     case ARG_TEXT:
         if (v[0] == '\0' || strlen(v) > FILTER_TEXT_MAX) {
             http_invalid(req, name, "%s must have 1 to %d characters", name, FILTER_TEXT_MAX);
@@ -81,20 +95,25 @@ arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
 
 
 /*
- * the WHERE clause of the path's environment and the query's filters, with
- * its parameters ($1 workspace, $2 environment); false after answering 400
+ * the WHERE clause of the path's environment ($1 workspace, $2
+ * environment) or, across workspaces, of none, and the query's filters
+ * with their parameters; false after answering 400
  */
 static bool
-build_filter(http_req_t *req, filter_t *f, char times[2][RFC3339_US_SIZE])
+build_filter(http_req_t *req, filter_t *f, char times[2][RFC3339_US_SIZE], bool scoped)
 {
     size_t len;
+    size_t nargs = scoped ? SCOPED_ARGS : sizeof(args) / sizeof(args[0]);
 
-    f->params[0] = http_param(req, "ws");
-    f->params[1] = http_param(req, "env");
-    f->n = 2;
-    len = (size_t) snprintf(f->where, sizeof(f->where),
-                            "workspace_id = $1 AND environment_id = $2");
-    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+    f->n = 0;
+    if (scoped) {
+        f->params[0] = http_param(req, "ws");
+        f->params[1] = http_param(req, "env");
+        f->n = 2;
+    }
+    len = (size_t) snprintf(f->where, sizeof(f->where), "%s",
+                            scoped ? "workspace_id = $1 AND environment_id = $2" : "true");
+    for (size_t i = 0; i < nargs; i++) {
         const char *v = http_query(req, args[i].name);
         char       *time = args[i].kind == ARG_TIME_TO ? times[1] : times[0];
 
@@ -114,8 +133,8 @@ build_filter(http_req_t *req, filter_t *f, char times[2][RFC3339_US_SIZE])
 }
 
 
-void
-api_audit_list(http_req_t *req)
+static void
+audit_list(http_req_t *req, bool scoped)
 {
     filter_t    f;
     char        times[2][RFC3339_US_SIZE];
@@ -124,8 +143,8 @@ api_audit_list(http_req_t *req)
     long        page_index, page_size;
     PGresult   *res;
 
-    if (!api_environment_exists(req) || !http_page(req, &page_index, &page_size)
-        || !build_filter(req, &f, times))
+    if ((scoped && !api_environment_exists(req)) || !http_page(req, &page_index, &page_size)
+        || !build_filter(req, &f, times, scoped))
     {
         return;
     }
@@ -138,13 +157,14 @@ api_audit_list(http_req_t *req)
     f.params[f.n + 2] = index;
     f.params[f.n + 3] = size;
 
-    /* the SQL is ours (constant fragments); values stay parameters */
+    /* the SQL is ours (constant fragments); values stay parameters; json,
+     * not jsonb: a record's text is given back as it was stored */
     snprintf(sql, sizeof(sql),
-        "SELECT jsonb_build_object("
-        " 'data', coalesce((SELECT jsonb_agg(p.doc ORDER BY p.timestamp DESC, p.id DESC) FROM"
-        "   (SELECT vmx_audit_doc(a) AS doc, a.timestamp, a.id FROM audit_records a"
+        "SELECT json_build_object("
+        " 'data', coalesce((SELECT json_agg(p.doc ORDER BY p.timestamp DESC, p.id DESC) FROM"
+        "   (SELECT vmx_audit_json(a) AS doc, a.timestamp, a.id FROM audit_records a"
         "     WHERE %s ORDER BY a.timestamp DESC, a.id DESC LIMIT $%d OFFSET $%d) p),"
-        "   '[]'::jsonb),"
+        "   '[]'::json),"
         " 'total', (SELECT count(*) FROM audit_records WHERE %s),"
         " 'pageIndex', $%d::bigint, 'pageSize', $%d::bigint)::text",
         f.where, f.n + 1, f.n + 2, f.where, f.n + 3, f.n + 4);
@@ -160,12 +180,48 @@ api_audit_list(http_req_t *req)
 
 
 void
+api_audit_list(http_req_t *req)
+{
+    audit_list(req, true);
+}
+
+
+void
+api_audit_list_all(http_req_t *req)
+{
+    audit_list(req, false);
+}
+
+
+void
 api_audit_get(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
 
-    doc_reply(req, 200, "SELECT vmx_audit_full_doc(a)::text FROM audit_records a"
+    doc_reply(req, 200, "SELECT vmx_audit_full_json(a)::text FROM audit_records a"
                         " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
               3, params, "audit record");
+}
+
+
+void
+api_audit_get_any(http_req_t *req)
+{
+    const char *params[1] = { http_param(req, "id") };
+
+    doc_reply(req, 200, "SELECT vmx_audit_full_json(a)::text FROM audit_records a"
+                        " WHERE id = $1", 1, params, "audit record");
+}
+
+
+/* GET /api/v1/audit/dead-letters: newest first, the raw bytes as base64 */
+void
+api_audit_dead_letters(http_req_t *req)
+{
+    doc_reply_list(req, "SELECT json_build_object('id', d.id::text,"
+                        " 'createdAt', vmx_rfc3339(d.created_at), 'dataplane', d.dataplane,"
+                        " 'position', d.position, 'reason', d.reason, 'length', d.length,"
+                        " 'raw', encode(d.raw, 'base64'))::jsonb AS doc, d.created_at,"
+                        " d.id::text AS id FROM audit_dead_letters d", 0, NULL);
 }

@@ -37,22 +37,33 @@ static const struct {
 };
 #define NDIMENSIONS  (sizeof(dimensions) / sizeof(dimensions[0]))
 
-/* column NULL: a count (requests, errors), "sum" only */
+/*
+ * column NULL: a count, "sum" only, by its expressions over usage_records
+ * and usage_minutely.  A request counts once (its last row: a request that
+ * fell back is one request and several attempts); an error is a row (an
+ * attempt, or a request that reached no provider) without a status or
+ * with one of 400 and up.
+ */
 static const struct {
     const char  *name;
     const char  *column;
+    const char  *raw_count;
+    const char  *minutely_count;
 } metrics[] = {
-    { "requestCount",     NULL },
-    { "errorCount",       NULL },
-    { "promptTokens",     "prompt_tokens" },
-    { "completionTokens", "completion_tokens" },
-    { "totalTokens",      "total_tokens" },
-    { "tokensPerSecond",  "tokens_per_second" },
-    { "timeToFirstToken", "time_to_first_token" },
-    { "requestDuration",  "request_duration" },
-    { "providerDuration", "provider_duration" },
-    { "gateDuration",     "gate_duration" },
-    { "routingDuration",  "routing_duration" },
+    { "requestCount",     NULL, "count(*) FILTER (WHERE final)", "sum(request_count)" },
+    { "attemptCount",     NULL, "count(*) FILTER (WHERE attempt)", "sum(attempt_count)" },
+    { "errorCount",       NULL,
+      "count(*) FILTER (WHERE status_code IS NULL OR status_code >= 400)",
+      "sum(error_count)" },
+    { "promptTokens",     "prompt_tokens", NULL, NULL },
+    { "completionTokens", "completion_tokens", NULL, NULL },
+    { "totalTokens",      "total_tokens", NULL, NULL },
+    { "tokensPerSecond",  "tokens_per_second", NULL, NULL },
+    { "timeToFirstToken", "time_to_first_token", NULL, NULL },
+    { "requestDuration",  "request_duration", NULL, NULL },
+    { "providerDuration", "provider_duration", NULL, NULL },
+    { "gateDuration",     "gate_duration", NULL, NULL },
+    { "routingDuration",  "routing_duration", NULL, NULL },
 };
 #define NMETRICS  (sizeof(metrics) / sizeof(metrics[0]))
 
@@ -440,11 +451,8 @@ build_sql(const query_t *q, char *sql, const char **params, char *cap)
         if (metrics[m].column != NULL) {
             append(sql, &len, q->raw ? aggregations[a].raw : aggregations[a].minutely,
                    metrics[m].column);
-        } else if (m == 0) {
-            append(sql, &len, q->raw ? "count(*)" : "sum(request_count)");
         } else {
-            append(sql, &len, q->raw ? "count(*) FILTER (WHERE status_code IS NULL"
-                                       " OR status_code >= 400)" : "sum(error_count)");
+            append(sql, &len, "%s", q->raw ? metrics[m].raw_count : metrics[m].minutely_count);
         }
         append(sql, &len, ")::float8 AS m%d", i);
     }

@@ -1,6 +1,13 @@
 /*
  * ingest: the record puller.  Each plane's state belongs to the ingest
  * thread alone; the lock only guards stopping and the wake-up.
+ *
+ * A round per data plane: list its spool (GET /vmx/spool), read each
+ * file's bytes after the committed cursor as ranges (GET /vmx/spool/<name>,
+ * Range), walk them with vmx_spool_next() into a batch (records, and the
+ * bytes that are none as dead letters), commit the batch with the new
+ * cursor (records.c), then delete the files committed whole that no worker
+ * writes any more (DELETE /vmx/spool/<name>).
  */
 
 #include <pthread.h>
@@ -21,18 +28,36 @@
 #include "otel.h"
 #include "records.h"
 
-#define RECORDS_MAX_BYTES      1048576          /* the max asked of a data plane */
-#define ANSWER_MAX             (8 * RECORDS_MAX_BYTES)   /* room for JSON escaping */
-#define CURSOR_MAX_LEN         1024
-#define PARTITIONS_AHEAD       3                /* days after today */
-#define MAX_BATCHES_PER_ROUND  64               /* then the next plane gets its turn */
+#define READ_CHUNK             (4 * 1024 * 1024)  /* bytes asked of a file at once */
+#define READ_MAX               (2 * VMX_SPOOL_PAYLOAD_MAX + VMX_SPOOL_META_MAX + 4096)
+#define LIST_MAX               (1024 * 1024)      /* bytes of a spool listing */
+#define FILES_MAX              256                /* spool files read per round */
+#define NAME_MAX_LEN           63
+#define BATCH_BYTES            (8 * 1024 * 1024)  /* rows of a batch, then commit */
+#define BATCH_RECORDS          20000
+#define PARTITIONS_AHEAD       3                  /* days after today */
+#define MAX_BATCHES_PER_ROUND  64                 /* then the next plane gets its turn */
+#define CAUSES_LOGGED          16                 /* dead letter reasons logged once */
 
 typedef struct {
-    char   *base;                          /* owned, as configured */
-    char   *cursor;                        /* owned: committed cursor, NULL until loaded */
-    char   *acked;                         /* owned: last acknowledged cursor, or NULL */
-    char    cause[192];                    /* the failure last logged, "" when fine */
-    char    labels[METRICS_LABELS_SIZE];   /* dataplane="<base>" */
+    char    name[NAME_MAX_LEN + 1];
+    off_t   offset;                        /* committed, or read in this batch */
+    off_t   size;                          /* as listed */
+    bool    finished;                      /* no worker writes it any more */
+} spot_t;
+
+typedef struct {
+    char              *base;               /* owned, as configured */
+    char              *cursor;             /* owned: committed cursor, NULL until loaded */
+    spot_t            *spots;              /* owned: the files listed, oldest first */
+    size_t             nspots;
+    CURL              *curl;               /* owned: one kept-alive connection */
+    char              *buf;                /* owned: bytes read from a file */
+    size_t             buf_len, buf_cap;
+    records_batch_t   *batch;              /* owned */
+    const char        *logged[CAUSES_LOGGED];   /* dead letter reasons logged */
+    char               cause[192];         /* the failure last logged, "" when fine */
+    char               labels[METRICS_LABELS_SIZE];   /* dataplane="<base>" */
 } plane_t;
 
 static struct {
@@ -82,118 +107,315 @@ succeeded(plane_t *p)
 }
 
 
+/* ---- the records channel --------------------------------------------- */
+
+static size_t
+collect(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    plane_t *p = userdata;
+    size_t   n = size * nmemb;
+
+    if (p->buf_len + n > p->buf_cap) {
+        return 0;           /* more than asked: refused */
+    }
+    memcpy(p->buf + p->buf_len, ptr, n);
+    p->buf_len += n;
+    return n;
+}
+
+
+/* room for want bytes in the read buffer; false when out of memory */
+static bool
+reserve(plane_t *p, size_t want)
+{
+    char *grown;
+
+    if (want <= p->buf_cap) {
+        return true;
+    }
+    grown = realloc(p->buf, want);
+    if (grown == NULL) {
+        return false;
+    }
+    p->buf = grown;
+    p->buf_cap = want;
+    return true;
+}
+
+
 /*
- * GET (post false) or POST <base><path>?cursor=<cursor>[&max=...] on the
- * plane; the HTTP status, or 0 with error filled.  *answer as httpc.
+ * method on <base>/vmx/spool[/<name>], the answer into p->buf (at most
+ * max bytes); range "first-last" or NULL.  The HTTP status, or 0 after
+ * counting the failure.
  */
 static long
-call(const plane_t *p, bool post, const char *path, const char *cursor, char **answer,
-    char *error, size_t error_size)
+call(plane_t *p, const char *method, const char *name, const char *range, size_t max,
+    const char *stage)
 {
-    CURL              *curl = curl_easy_init();
     struct curl_slist *headers = NULL;
-    char              *escaped, *url = NULL;
+    char               url[1024], error[CURL_ERROR_SIZE] = "";
     long               status = 0;
+    CURLcode           rc;
 
-    *answer = NULL;
-    if (curl == NULL) {
-        snprintf(error, error_size, "curl_easy_init failed");
+    if (p->curl == NULL && (p->curl = curl_easy_init()) == NULL) {
+        fail(p, stage, "curl_easy_init failed");
         return 0;
     }
-    escaped = curl_easy_escape(curl, cursor, 0);
-    if (escaped == NULL
-        || (post ? asprintf(&url, "%s%s?cursor=%s", p->base, path, escaped)
-                 : asprintf(&url, "%s%s?cursor=%s&max=%d", p->base, path, escaped,
-                            RECORDS_MAX_BYTES)) < 0)
-    {
-        url = NULL;
-        snprintf(error, error_size, "out of memory");
-    } else {
-        headers = curl_slist_append(headers, ing.auth_header);
-        curl_easy_setopt(curl, CURLOPT_URL, url);
-        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-        if (post) {
-            curl_easy_setopt(curl, CURLOPT_POST, 1L);
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 0L);
-        }
-        status = httpc_perform(curl, post ? 65536 : ANSWER_MAX, answer, error, error_size);
+    if (!reserve(p, max)) {
+        fail(p, stage, "out of memory");
+        return 0;
     }
-    curl_free(escaped);
-    free(url);
+    snprintf(url, sizeof(url), "%s/vmx/spool%s%s", p->base, name ? "/" : "", name ? name : "");
+    headers = curl_slist_append(headers, ing.auth_header);
+    curl_easy_reset(p->curl);
+    curl_easy_setopt(p->curl, CURLOPT_URL, url);
+    curl_easy_setopt(p->curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(p->curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(p->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(p->curl, CURLOPT_CONNECTTIMEOUT_MS, HTTPC_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(p->curl, CURLOPT_TIMEOUT_MS, HTTPC_TOTAL_TIMEOUT_MS * 3);
+    curl_easy_setopt(p->curl, CURLOPT_ERRORBUFFER, error);
+    curl_easy_setopt(p->curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(p->curl, CURLOPT_WRITEDATA, p);
+    if (range != NULL) {
+        curl_easy_setopt(p->curl, CURLOPT_RANGE, range);
+    }
+    p->buf_len = 0;
+    rc = curl_easy_perform(p->curl);
     curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        fail(p, stage, "%s", error[0] ? error : curl_easy_strerror(rc));
+        return 0;
+    }
+    curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
     return status;
 }
 
 
-/* acknowledges the committed cursor unless it already was */
-static void
-acknowledge(plane_t *p)
-{
-    char  error[CURL_ERROR_SIZE];
-    char *answer;
-    long  status;
-
-    if (p->cursor == NULL || p->cursor[0] == '\0'
-        || (p->acked != NULL && strcmp(p->acked, p->cursor) == 0))
-    {
-        return;
-    }
-    status = call(p, true, "/vmx/records/ack", p->cursor, &answer, error, sizeof(error));
-    free(answer);
-    if (status == 0) {
-        fail(p, "ack", "%s", error);
-    } else if (status != 200 && status != 204) {
-        fail(p, "ack", "HTTP %ld", status);
-    } else {
-        free(p->acked);
-        p->acked = strdup(p->cursor);
-    }
-}
-
-
-/* a valid cursor: 1..CURSOR_MAX_LEN printable ASCII characters */
+/* a spool file name as the data plane makes them: nothing to escape */
 static bool
-cursor_ok(const cJSON *v)
+name_ok(const char *s)
 {
-    size_t len = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
+    size_t n = strlen(s);
 
-    for (size_t i = 0; i < len; i++) {
-        if (v->valuestring[i] < 0x21 || v->valuestring[i] > 0x7e) {
+    if (n == 0 || n > NAME_MAX_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') || s[i] == '-'
+              || s[i] == '.'))
+        {
             return false;
         }
     }
-    return len > 0 && len <= CURSOR_MAX_LEN;
+    return true;
 }
 
 
-/* the plane's next batch {"records": [...], "cursor": "..."}, NULL after
- * counting the failure */
-static cJSON *
-fetch(plane_t *p)
+/* the committed offset of name in the cursor "<name>:<offset>,...", 0 */
+static off_t
+cursor_offset(const char *cursor, const char *name)
 {
-    char   error[CURL_ERROR_SIZE];
-    char  *answer;
-    long   status = call(p, false, "/vmx/records", p->cursor, &answer, error, sizeof(error));
-    cJSON *doc = NULL;
+    size_t      n = strlen(name);
+    const char *s = cursor;
+
+    while (s != NULL && *s != '\0') {
+        if (strncmp(s, name, n) == 0 && s[n] == ':') {
+            return (off_t) strtoll(s + n + 1, NULL, 10);
+        }
+        s = strchr(s, ',');
+        s = s ? s + 1 : NULL;
+    }
+    return 0;
+}
+
+
+/* the spool's files into p->spots, with their committed offsets; false
+ * after counting the failure */
+static bool
+list_spool(plane_t *p)
+{
+    long         status = call(p, "GET", NULL, NULL, LIST_MAX, "fetch");
+    cJSON       *doc, *files, *f;
+    size_t       n = 0;
+    spot_t      *spots;
 
     if (status == 0) {
-        fail(p, "fetch", "%s", error);
-    } else if (status != 200) {
-        fail(p, "fetch", "HTTP %ld", status);
-    } else {
-        doc = answer ? cJSON_Parse(answer) : NULL;
-        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "records"))
-            || !cursor_ok(cJSON_GetObjectItemCaseSensitive(doc, "cursor")))
+        return false;
+    }
+    if (status != 200) {
+        fail(p, "fetch", "GET /vmx/spool: HTTP %ld", status);
+        return false;
+    }
+    doc = cJSON_ParseWithLength(p->buf, p->buf_len);
+    files = cJSON_GetObjectItemCaseSensitive(doc, "files");
+    spots = calloc(FILES_MAX, sizeof(spot_t));
+    if (!cJSON_IsArray(files) || spots == NULL) {
+        fail(p, "parse", spots ? "GET /vmx/spool: not {\"files\": [...]}" : "out of memory");
+        cJSON_Delete(doc);
+        free(spots);
+        return false;
+    }
+    cJSON_ArrayForEach(f, files) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(f, "size");
+        spot_t      *s = &spots[n];
+
+        if (n == FILES_MAX) {
+            break;          /* the oldest first; the others next round */
+        }
+        if (!cJSON_IsString(name) || !name_ok(name->valuestring) || !cJSON_IsNumber(size)
+            || size->valuedouble < 0)
         {
-            fail(p, "parse", "the answer is not {\"records\": [...], \"cursor\": \"...\"}");
-            cJSON_Delete(doc);
-            doc = NULL;
+            fail(p, "parse", "GET /vmx/spool: a file without a valid name or size");
+            continue;
+        }
+        snprintf(s->name, sizeof(s->name), "%s", name->valuestring);
+        s->size = (off_t) size->valuedouble;
+        s->finished = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "finished"));
+        s->offset = cursor_offset(p->cursor, s->name);
+        if (s->offset > s->size) {
+            s->offset = s->size;       /* never past what exists */
+        }
+        n++;
+    }
+    cJSON_Delete(doc);
+    free(p->spots);
+    p->spots = spots;
+    p->nspots = n;
+    return true;
+}
+
+
+/* "<name>:<offset>,..." of the files read at all (caller frees) */
+static char *
+cursor_of(const plane_t *p)
+{
+    size_t  size = 1 + p->nspots * (NAME_MAX_LEN + 24);
+    char   *c = malloc(size), *at = c;
+
+    if (c == NULL) {
+        return NULL;
+    }
+    *at = '\0';
+    for (size_t i = 0; i < p->nspots; i++) {
+        if (p->spots[i].offset > 0) {
+            at += snprintf(at, size - (size_t) (at - c), "%s%s:%lld", at == c ? "" : ",",
+                           p->spots[i].name, (long long) p->spots[i].offset);
         }
     }
-    free(answer);
-    return doc;
+    return c;
+}
+
+
+/*
+ * Reads file s from its offset into the batch until the batch is full or
+ * the file has no whole record more; false after counting a failure.
+ */
+static bool
+read_file(plane_t *p, spot_t *s)
+{
+    size_t need = 0;
+
+    while (s->offset < s->size && records_batch_bytes(p->batch) < BATCH_BYTES
+           && records_batch_count(p->batch) < BATCH_RECORDS)
+    {
+        size_t      left = (size_t) (s->size - s->offset);
+        size_t      want = need > READ_CHUNK ? need : READ_CHUNK;
+        size_t      pos = 0, used;
+        char        range[64];
+        long        status;
+        bool        final;
+
+        if (need > left || want > READ_MAX) {
+            break;              /* the record is not whole yet */
+        }
+        want = want < left ? want : left;
+        snprintf(range, sizeof(range), "%lld-%lld", (long long) s->offset,
+                 (long long) s->offset + (long long) want - 1);
+        status = call(p, "GET", s->name, range, want, "fetch");
+        if (status == 0) {
+            return false;
+        }
+        if (status == 404 || status == 416) {
+            s->size = s->offset;          /* gone, or shorter than listed */
+            break;
+        }
+        if (status != 206 && !(status == 200 && s->offset == 0)) {
+            fail(p, "fetch", "GET /vmx/spool/%s: HTTP %ld", s->name, status);
+            return false;
+        }
+        final = s->finished && s->offset + (off_t) p->buf_len >= s->size;
+        need = 0;
+        while (pos < p->buf_len) {
+            vmx_spool_record_t  rec;
+            const char         *reason;
+            vmx_spool_rc_e      rc = vmx_spool_next(p->buf + pos, p->buf_len - pos, final,
+                                                    &rec, &used, &reason);
+
+            if (rc == VMX_SPOOL_MORE) {
+                need = used;
+                break;
+            }
+            if (rc == VMX_SPOOL_RECORD) {
+                records_batch_add(p->batch, &rec, s->name, s->offset + (off_t) pos);
+            } else {
+                records_batch_dead(p->batch, s->name, s->offset + (off_t) pos, reason,
+                                   p->buf + pos, used);
+            }
+            pos += used;
+        }
+        s->offset += (off_t) pos;
+        if (pos == 0 && need <= p->buf_len) {
+            break;              /* no progress possible now */
+        }
+    }
+    return true;
+}
+
+
+/* counts and logs (once per reason) the dead letters of a committed batch */
+static void
+report_dead(plane_t *p)
+{
+    for (size_t i = 0; i < records_batch_dead_count(p->batch); i++) {
+        const char *reason = records_batch_dead_reason(p->batch, i);
+        char        labels[METRICS_LABELS_SIZE];
+        size_t      k;
+
+        metrics_labels(labels, "dataplane", p->base, "reason", reason, NULL);
+        metrics_add(METRIC_INGEST_DEAD_LETTERS, labels, 1);
+        for (k = 0; k < CAUSES_LOGGED && p->logged[k] != NULL
+                    && strcmp(p->logged[k], reason) != 0; k++)
+        {
+            /* look for it */
+        }
+        if (k < CAUSES_LOGGED && p->logged[k] == NULL) {
+            p->logged[k] = reason;
+            log_warn("ingest dataplane=%s: %s at %s, kept in audit_dead_letters (logged once"
+                     " per reason, counted in vmx_cp_ingest_dead_letters_total)", p->base,
+                     reason, records_batch_dead_position(p->batch, i));
+        }
+    }
+}
+
+
+/* deletes the files committed whole that no worker writes any more */
+static void
+delete_finished(plane_t *p)
+{
+    for (size_t i = 0; i < p->nspots; i++) {
+        spot_t *s = &p->spots[i];
+        long    status;
+
+        if (!s->finished || s->offset < s->size) {
+            continue;
+        }
+        status = call(p, "DELETE", s->name, NULL, 65536, "ack");
+        if (status != 0 && status != 200 && status != 204 && status != 404) {
+            fail(p, "ack", "DELETE /vmx/spool/%s: HTTP %ld", s->name, status);
+        }
+    }
 }
 
 
@@ -205,67 +427,66 @@ forget_cursor(plane_t *p)
 }
 
 
-/* stores one fetched batch; true when it held records (more may wait) */
+/* commits the batch with the cursor the spots say now; false when not */
 static bool
-store(plane_t *p, const cJSON *records, const char *next)
+commit(plane_t *p)
 {
-    db_conn_t       *c = db_acquire();
-    records_batch_t  b;
-    records_rc_e     rc;
-    char            *committed;
+    db_conn_t        *c;
+    records_result_t  r;
+    records_rc_e      rc;
+    char             *next = cursor_of(p);
 
+    if (next == NULL) {
+        forget_cursor(p);
+        return false;
+    }
+    c = db_acquire();
     if (c == NULL) {
         fail(p, "database", "PostgreSQL unreachable, the records wait in the spool");
+        free(next);
+        forget_cursor(p);
         return false;
     }
-    rc = records_ingest(c, p->base, records, p->cursor, next, &b);
+    rc = records_commit(c, p->batch, p->cursor, next, &r);
     db_release(c);
-    if (rc == RECORDS_FAILED) {
-        fail(p, "database", "batch not stored, the records wait in the spool");
-        forget_cursor(p);        /* the commit may have happened: read it back */
-        return false;
-    }
-    if (rc == RECORDS_CURSOR_MOVED) {
-        log_warn("ingest dataplane=%s: the stored cursor moved (another control plane?),"
-                 " reading it again", p->base);
-        forget_cursor(p);
-        return false;
-    }
-    committed = strdup(next);
-    if (committed == NULL) {
-        forget_cursor(p);
+    if (rc != RECORDS_COMMITTED) {
+        if (rc == RECORDS_CURSOR_MOVED) {
+            log_warn("ingest dataplane=%s: the stored cursor moved (another control plane?),"
+                     " reading it again", p->base);
+        } else {
+            fail(p, "database", "batch not stored, the records wait in the spool");
+        }
+        free(next);
+        forget_cursor(p);      /* the commit may have happened: read it back */
         return false;
     }
     free(p->cursor);
-    p->cursor = committed;
-    otel_batch(records);
-    metrics_add(METRIC_INGEST_BATCHES, p->labels, 1);
-    metrics_add(METRIC_INGEST_RECORDS, p->labels, (double) b.stored);
-    metrics_add(METRIC_INGEST_USAGE_ROWS, p->labels, (double) b.usage_rows);
-    metrics_add(METRIC_INGEST_REJECTED, p->labels, (double) b.rejected);
-    metrics_set(METRIC_INGEST_LAG, p->labels,
-                b.newest > 0 && time(NULL) > b.newest ? (double) (time(NULL) - b.newest) : 0);
-    if (b.rejected > 0) {
-        log_warn("ingest dataplane=%s: %ld record(s) without a valid id or timestamp skipped",
-                 p->base, b.rejected);
+    p->cursor = next;
+    report_dead(p);
+    if (records_batch_meta(p->batch) != NULL) {
+        otel_batch(records_batch_meta(p->batch));
     }
-    log_debug("ingest dataplane=%s: batch of %d record(s): %ld new, %ld usage row(s),"
-              " cursor=%s", p->base, cJSON_GetArraySize(records), b.stored, b.usage_rows,
-              p->cursor);
-    succeeded(p);
-    acknowledge(p);
-    return cJSON_GetArraySize(records) > 0;
+    metrics_add(METRIC_INGEST_BATCHES, p->labels, 1);
+    metrics_add(METRIC_INGEST_RECORDS, p->labels, (double) r.stored);
+    metrics_add(METRIC_INGEST_USAGE_ROWS, p->labels, (double) r.usage_rows);
+    metrics_set(METRIC_INGEST_LAG, p->labels,
+                r.newest > 0 && time(NULL) > r.newest ? (double) (time(NULL) - r.newest) : 0);
+    if (r.duplicates > 0) {
+        log_info("ingest dataplane=%s: %ld record(s) stored before, skipped", p->base,
+                 r.duplicates);
+    }
+    log_debug("ingest dataplane=%s: batch of %ld record(s), %ld usage row(s), %ld dead"
+              " letter(s), cursor=%s", p->base, r.stored, r.usage_rows, r.dead, p->cursor);
+    return true;
 }
 
 
-/* one GET and its batch; true when another batch may be waiting */
+/* one round on a plane: true when more may be waiting */
 static bool
 pull(plane_t *p)
 {
-    cJSON       *doc;
-    const cJSON *records;
-    const char  *next;
-    bool         more = false;
+    char *next;
+    bool  more = false, moved;
 
     if (p->cursor == NULL) {
         db_conn_t *c = db_acquire();
@@ -279,20 +500,38 @@ pull(plane_t *p)
             return false;
         }
     }
-    doc = fetch(p);
-    if (doc == NULL) {
+    if (p->batch == NULL && (p->batch = records_batch_new(p->base, otel_running())) == NULL) {
+        fail(p, "database", "out of memory");
         return false;
     }
-    records = cJSON_GetObjectItemCaseSensitive(doc, "records");
-    next = cJSON_GetObjectItemCaseSensitive(doc, "cursor")->valuestring;
-    if (cJSON_GetArraySize(records) == 0 && strcmp(next, p->cursor) == 0) {
-        metrics_set(METRIC_INGEST_LAG, p->labels, 0);
-        succeeded(p);
-        acknowledge(p);          /* one that failed before */
-    } else {
-        more = store(p, records, next);
+    if (!list_spool(p)) {
+        return false;
     }
-    cJSON_Delete(doc);
+    records_batch_reset(p->batch);
+    for (size_t i = 0; i < p->nspots; i++) {
+        if (!read_file(p, &p->spots[i])) {
+            forget_cursor(p);
+            return false;
+        }
+        if (records_batch_bytes(p->batch) >= BATCH_BYTES
+            || records_batch_count(p->batch) >= BATCH_RECORDS)
+        {
+            more = true;
+            break;
+        }
+    }
+    /* new records, or offsets moved (garbage skipped, deleted files gone) */
+    next = cursor_of(p);
+    moved = next == NULL || strcmp(next, p->cursor) != 0;
+    free(next);
+    if (moved && !commit(p)) {
+        return false;
+    }
+    if (!more) {
+        metrics_set(METRIC_INGEST_LAG, p->labels, 0);
+    }
+    succeeded(p);
+    delete_finished(p);
     return more;
 }
 
@@ -411,9 +650,16 @@ ingest_stop(void)
         ing.running = false;
     }
     for (size_t i = 0; i < ing.nplanes; i++) {
-        free(ing.planes[i].base);
-        free(ing.planes[i].cursor);
-        free(ing.planes[i].acked);
+        plane_t *p = &ing.planes[i];
+
+        free(p->base);
+        free(p->cursor);
+        free(p->spots);
+        free(p->buf);
+        if (p->curl != NULL) {
+            curl_easy_cleanup(p->curl);
+        }
+        records_batch_free(p->batch);
     }
     free(ing.planes);
     if (ing.auth_header != NULL) {

@@ -31,8 +31,9 @@ static const family_t families[METRIC_NFAMILIES] = {
         "Audit records stored (re-delivered ones not counted), per data plane" },
     [METRIC_INGEST_USAGE_ROWS] = { "vmx_cp_ingest_usage_rows_total", KIND_COUNTER,
         "Usage rows stored, per data plane" },
-    [METRIC_INGEST_REJECTED] = { "vmx_cp_ingest_rejected_records_total", KIND_COUNTER,
-        "Records skipped for lack of a valid id or timestamp, per data plane" },
+    [METRIC_INGEST_DEAD_LETTERS] = { "vmx_cp_ingest_dead_letters_total", KIND_COUNTER,
+        "Spool bytes that are no storable record, kept in audit_dead_letters, per data plane"
+        " and reason" },
     [METRIC_INGEST_ERRORS] = { "vmx_cp_ingest_errors_total", KIND_COUNTER,
         "Failed ingestion steps, per data plane and stage (fetch, parse, database, ack)" },
     [METRIC_INGEST_LAG] = { "vmx_cp_ingest_lag_seconds", KIND_GAUGE,

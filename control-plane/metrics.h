@@ -16,7 +16,7 @@ typedef enum {
     METRIC_INGEST_BATCHES,        /* counter {dataplane}: committed batches */
     METRIC_INGEST_RECORDS,        /* counter {dataplane}: new audit rows */
     METRIC_INGEST_USAGE_ROWS,     /* counter {dataplane}: new usage rows */
-    METRIC_INGEST_REJECTED,       /* counter {dataplane}: records without id or time */
+    METRIC_INGEST_DEAD_LETTERS,   /* counter {dataplane, reason}: bytes kept as dead letters */
     METRIC_INGEST_ERRORS,         /* counter {dataplane, stage} */
     METRIC_INGEST_LAG,            /* gauge {dataplane}: age of the newest record, s */
     METRIC_INGEST_LAST_SUCCESS,   /* gauge {dataplane}: unix time of the last pull */

@@ -813,6 +813,13 @@ reduce(const cJSON *r, long *nspans)
 }
 
 
+bool
+otel_running(void)
+{
+    return ot.running;
+}
+
+
 void
 otel_batch(const cJSON *records)
 {

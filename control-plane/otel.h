@@ -13,6 +13,8 @@
 #ifndef CP_OTEL_H
 #define CP_OTEL_H
 
+#include <stdbool.h>
+
 #include <cjson/cJSON.h>
 
 /* reads VMX_OTLP_* and starts the exporter when an endpoint is set; 0, or
@@ -22,10 +24,13 @@ int otel_start(void);
 /* one last attempt for what waits, then stops the thread */
 void otel_stop(void);
 
+/* whether the exporter runs (the ingest thread then keeps the records) */
+bool otel_running(void);
+
 /*
- * a committed batch (the "records" array of a GET /vmx/records answer:
- * record objects or their lines as strings): counted into the metrics and
- * queued for the spans.  Does nothing when the exporter is off.
+ * a committed batch (an array of records: objects, or their metadata as
+ * JSON strings): counted into the metrics and queued for the spans.  Does
+ * nothing when the exporter is off.
  */
 void otel_batch(const cJSON *records);
 

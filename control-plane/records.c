@@ -1,6 +1,7 @@
 /*
- * records: record objects to COPY text rows (every value checked here, so
- * a COPY never fails on a value), and the ingestion transaction.
+ * records: framed records to COPY text rows (every value checked here, so
+ * a COPY fails on no value but a duplicate), their per-minute aggregates,
+ * and the ingestion transaction.
  */
 
 #include <math.h>
@@ -9,72 +10,64 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "crypto.h"
 #include "log.h"
 #include "records.h"
 #include "rfc3339.h"
+#include "vmx_json.h"
 
 #define COPY_CHUNK       (1024 * 1024)
 #define MAX_SAFE_INT     9007199254740991.0      /* 2^53 - 1 */
+#define ARENA_BLOCK      (256 * 1024)
+#define NFIELDS          9                       /* usage fields aggregated */
+#define UUID_LEN         36
 
 #define AUDIT_COLUMNS \
     "id, timestamp, workspace_id, environment_id, request_id, correlation_id," \
     " resource_id, resource, api_key_id, connection_id, provider, model, source_ip," \
     " method, path, stream, status_code, duration, gate_duration, routing_duration," \
     " error_code, error_message, failure_reason, events, attempts, request, response," \
-    " payload_truncated"
+    " payload_truncated, request_format, response_format, connection_ids, authenticated"
 
 #define USAGE_COLUMNS \
     "request_id, attempt_index, timestamp, workspace_id, environment_id, resource_id," \
     " api_key_id, connection_id, correlation_id, provider, model, status_code," \
     " failure_reason, prompt_tokens, completion_tokens, total_tokens, tokens_per_second," \
     " time_to_first_token, request_duration, provider_duration, gate_duration," \
-    " routing_duration"
+    " routing_duration, attempt, final"
 
 #define DIMENSIONS \
     "workspace_id, environment_id, resource_id, api_key_id, connection_id, provider," \
     " model, status_code, failure_reason"
 
-/* the per-minute columns of one usage field, and their merge on conflict */
-#define AGG(f) ", coalesce(sum(" f "), 0), count(" f "), min(" f "), max(" f ")"
+#define F(f) ", " f "_sum, " f "_n, " f "_min, " f "_max"
+#define FIELDS(X) \
+    X("prompt_tokens") X("completion_tokens") X("total_tokens") X("tokens_per_second") \
+    X("time_to_first_token") X("request_duration") X("provider_duration") \
+    X("gate_duration") X("routing_duration")
+#define MINUTE_COLUMNS \
+    "minute, " DIMENSIONS ", request_count, attempt_count, error_count" FIELDS(F)
 #define MERGE(f) \
     ", " f "_sum = m." f "_sum + excluded." f "_sum" \
     ", " f "_n = m." f "_n + excluded." f "_n" \
     ", " f "_min = least(m." f "_min, excluded." f "_min)" \
     ", " f "_max = greatest(m." f "_max, excluded." f "_max)"
-#define FIELDS(X) \
-    X("prompt_tokens") X("completion_tokens") X("total_tokens") X("tokens_per_second") \
-    X("time_to_first_token") X("request_duration") X("provider_duration") \
-    X("gate_duration") X("routing_duration")
 
-/* session-local staging tables, emptied by every commit or rollback */
+/* session-local, emptied by every commit or rollback */
 #define CREATE_STAGING \
-    "CREATE TEMP TABLE IF NOT EXISTS ingest_audit (LIKE audit_records)" \
-    " ON COMMIT DELETE ROWS"
-#define CREATE_STAGING_USAGE \
-    "CREATE TEMP TABLE IF NOT EXISTS ingest_usage (LIKE usage_records)" \
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_minutely (LIKE usage_minutely)" \
     " ON COMMIT DELETE ROWS"
 
-#define INSERT_AUDIT \
-    "INSERT INTO audit_records SELECT * FROM ingest_audit ON CONFLICT DO NOTHING"
-
-/* only the usage rows really inserted reach the aggregates */
-#define INSERT_USAGE \
-    "WITH new AS (" \
-    "  INSERT INTO usage_records SELECT * FROM ingest_usage" \
-    "  ON CONFLICT DO NOTHING RETURNING *" \
-    "), agg AS (" \
-    "  INSERT INTO usage_minutely AS m" \
-    "  SELECT date_trunc('minute', timestamp), " DIMENSIONS ", count(*)," \
-    "         count(*) FILTER (WHERE status_code IS NULL OR status_code >= 400)" \
-    "         " FIELDS(AGG) \
-    "    FROM new GROUP BY date_trunc('minute', timestamp), " DIMENSIONS \
-    "  ON CONFLICT (minute, " DIMENSIONS ") DO UPDATE SET" \
-    "     request_count = m.request_count + excluded.request_count," \
-    "     error_count = m.error_count + excluded.error_count" \
-    "     " FIELDS(MERGE) \
-    ")" \
-    "SELECT count(*) FROM new"
+#define MERGE_MINUTES \
+    "INSERT INTO usage_minutely AS m (" MINUTE_COLUMNS ")" \
+    " SELECT " MINUTE_COLUMNS " FROM ingest_minutely" \
+    " ON CONFLICT (minute, " DIMENSIONS ") DO UPDATE SET" \
+    "   request_count = m.request_count + excluded.request_count," \
+    "   attempt_count = m.attempt_count + excluded.attempt_count," \
+    "   error_count = m.error_count + excluded.error_count" \
+    FIELDS(MERGE)
 
 typedef struct {
     char    *data;          /* owned */
@@ -83,14 +76,69 @@ typedef struct {
     bool     failed;        /* out of memory: the batch is not stored */
 } buf_t;
 
+/* vmx_json's nodes and strings, reset after each record */
+typedef struct block_s  block_t;
+
+struct block_s {
+    block_t  *next;
+    size_t    size, used;
+    max_align_t data[];
+};
+
 typedef struct {
-    buf_t    audit;         /* COPY text of ingest_audit */
-    buf_t    usage;         /* COPY text of ingest_usage */
-    long     naudit;
-    long    *days;          /* owned: distinct UTC days (days since the epoch) */
-    size_t   ndays;
-    size_t   days_cap;
-} batch_t;
+    block_t  *blocks;
+} arena_t;
+
+/* one usage row's part of the per-minute aggregates */
+typedef struct {
+    time_t    minute;
+    size_t    key, key_len;             /* its dimensions as COPY text in keys */
+    unsigned  request:1, attempt:1, error:1;
+    unsigned  present;                  /* bit i: vals[i] is a value */
+    double    vals[NFIELDS];
+} contrib_t;
+
+/* a record of the batch: where its rows are */
+typedef struct {
+    char      id[UUID_LEN + 1];
+    size_t    audit, audit_len;
+    size_t    usage, usage_len;
+    size_t    nusage;
+    size_t    contrib, ncontrib;
+    bool      skip;                     /* stored already, or refused */
+    const char *file;                   /* where it was: the caller's */
+    off_t     offset;
+} rec_t;
+
+typedef struct {
+    char      position[80];             /* <file>:<offset> */
+    const char *reason;
+} dead_t;
+
+/* a minute and dimensions, with its sums */
+typedef struct {
+    const contrib_t *first;             /* NULL: free slot */
+    long long  requests, attempts, errors;
+    long long  n[NFIELDS];
+    double     sum[NFIELDS], min[NFIELDS], max[NFIELDS];
+} minute_t;
+
+struct records_batch_s {
+    char       *dataplane;              /* owned */
+    arena_t     arena;
+    buf_t       audit, usage, keys, dead;   /* COPY text, dimension keys */
+    rec_t      *recs;
+    size_t      nrecs, recs_cap;
+    contrib_t  *contribs;
+    size_t      ncontribs, contribs_cap;
+    dead_t     *deads;
+    size_t      ndeads, deads_cap;
+    long       *days;                   /* UTC days (days since the epoch) */
+    size_t      ndays, days_cap;
+    time_t      newest;
+    bool        failed;                 /* out of memory */
+    cJSON      *meta;                   /* owned: strings, or NULL */
+};
 
 
 static void
@@ -124,39 +172,89 @@ buf_free(buf_t *b)
 }
 
 
+static void *
+arena_alloc(void *ctx, size_t size)
+{
+    arena_t *a = ctx;
+    block_t *b = a->blocks;
+
+    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    if (b == NULL || b->size - b->used < size) {
+        size_t want = size > ARENA_BLOCK ? size : ARENA_BLOCK;
+
+        b = malloc(sizeof(block_t) + want);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->size = want;
+        b->used = 0;
+        b->next = a->blocks;
+        a->blocks = b;
+    }
+    b->used += size;
+    return (char *) b->data + b->used - size;
+}
+
+
+/* keeps one block for the next record, frees the others */
+static void
+arena_reset(arena_t *a, bool all)
+{
+    block_t *b = a->blocks, *next;
+
+    if (b == NULL) {
+        return;
+    }
+    for (next = b->next; next != NULL; next = b) {
+        b = next->next;
+        free(next);
+    }
+    a->blocks->next = NULL;
+    a->blocks->used = 0;
+    if (all || a->blocks->size > ARENA_BLOCK) {
+        free(a->blocks);
+        a->blocks = NULL;
+    }
+}
+
+
+/* ---- COPY text ------------------------------------------------------- */
+
 /* a field and its tab; the row's last tab becomes its newline (end_row) */
 static void
-put_raw(buf_t *b, const char *s)
+put_raw(buf_t *b, const char *s, size_t n)
 {
-    buf_put(b, s, strlen(s));
+    buf_put(b, s, n);
     buf_put(b, "\t", 1);
 }
 
+#define put_lit(b, s)  put_raw(b, s, sizeof(s) - 1)
+#define put_null(b)    put_lit(b, "\\N")
 
+
+/* COPY text escaping of valid UTF-8: backslash, tab, newline, carriage
+ * return; a NUL (from a \u0000 escape) becomes U+FFFD, text cannot hold it */
 static void
-put_null(buf_t *b)
+put_text(buf_t *b, const char *s, size_t n)
 {
-    put_raw(b, "\\N");
-}
+    const char *run = s, *end = s + n;
 
+    for (const char *p = s; p < end; p++) {
+        const char *esc;
 
-/* COPY text escaping: backslash, tab, newline and carriage return */
-static void
-put_text(buf_t *b, const char *s)
-{
-    const char *run = s;
-
-    for (const char *p = s; *p != '\0'; p++) {
-        const char *esc = *p == '\\' ? "\\\\" : *p == '\t' ? "\\t" : *p == '\n' ? "\\n"
-                          : *p == '\r' ? "\\r" : NULL;
-
-        if (esc != NULL) {
-            buf_put(b, run, (size_t) (p - run));
-            buf_put(b, esc, 2);
-            run = p + 1;
+        switch (*p) {
+        case '\\': esc = "\\\\"; break;
+        case '\t': esc = "\\t"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\0': esc = "\xef\xbf\xbd"; break;
+        default:   continue;
         }
+        buf_put(b, run, (size_t) (p - run));
+        buf_put(b, esc, strlen(esc));
+        run = p + 1;
     }
-    put_raw(b, run);
+    put_raw(b, run, (size_t) (end - run));
 }
 
 
@@ -165,100 +263,105 @@ put_long(buf_t *b, long long v)
 {
     char num[24];
 
-    snprintf(num, sizeof(num), "%lld", v);
-    put_raw(b, num);
+    put_raw(b, num, (size_t) snprintf(num, sizeof(num), "%lld", v));
 }
 
 
-/*
- * Replaces each byte that does not start a valid UTF-8 sequence with '?'
- * (PostgreSQL refuses the whole COPY otherwise).  Such bytes are never
- * ASCII, so the escapes and separators stay as they are.
- */
 static void
-sanitize_utf8(unsigned char *s, size_t n)
+put_double(buf_t *b, double v)
 {
-    size_t i = 0;
+    char num[32];
 
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t        len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2
-                            : (c >= 0xe0 && c <= 0xef) ? 3 : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-        bool          ok = len > 0 && i + len <= n;
-
-        for (size_t k = 1; ok && k < len; k++) {
-            ok = (s[i + k] & 0xc0) == 0x80;
-        }
-        /* overlong forms, surrogates, beyond U+10FFFF */
-        if (ok && len > 2) {
-            unsigned char d = s[i + 1];
-
-            ok = !((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f)
-                   || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f));
-        }
-        if (ok) {
-            i += len;
-        } else {
-            s[i++] = '?';
-        }
-    }
+    put_raw(b, num, (size_t) snprintf(num, sizeof(num), "%.17g", v));
 }
 
 
 static void
-end_row(buf_t *b, size_t row_start)
+end_row(buf_t *b)
 {
     if (!b->failed) {
         b->data[b->len - 1] = '\n';
-        sanitize_utf8((unsigned char *) b->data + row_start, b->len - row_start);
     }
 }
 
 
-static const cJSON *
-member(const cJSON *obj, const char *name)
+/* ---- values of a record ---------------------------------------------- */
+
+static const vmx_json_t *
+member(const vmx_json_t *obj, const char *name)
 {
-    return cJSON_GetObjectItemCaseSensitive(obj, name);
+    return obj != NULL ? vmx_json_get(obj, name) : NULL;
+}
+
+
+static const vmx_json_t *
+string_of(const vmx_json_t *obj, const char *name)
+{
+    const vmx_json_t *v = member(obj, name);
+
+    return v != NULL && v->type == VMX_JSON_STRING ? v : NULL;
 }
 
 
 static void
-col_text(buf_t *b, const cJSON *obj, const char *name)
+col_text(buf_t *b, const vmx_json_t *v)
 {
-    const cJSON *v = member(obj, name);
-
-    if (cJSON_IsString(v)) {
-        put_text(b, v->valuestring);
+    if (v != NULL && v->type == VMX_JSON_STRING) {
+        put_text(b, v->str, v->str_len);
     } else {
         put_null(b);
     }
+}
+
+
+static bool
+is_uuid(const vmx_json_t *v)
+{
+    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == UUID_LEN
+           && crypto_is_uuid(v->str);
 }
 
 
 /* a UUID member, NULL when absent or not a UUID */
 static void
-col_uuid(buf_t *b, const cJSON *obj, const char *name)
+col_uuid(buf_t *b, const vmx_json_t *obj, const char *name)
 {
-    const cJSON *v = member(obj, name);
+    const vmx_json_t *v = member(obj, name);
 
-    if (cJSON_IsString(v) && crypto_is_uuid(v->valuestring)) {
-        put_raw(b, v->valuestring);
+    if (is_uuid(v)) {
+        put_raw(b, v->str, UUID_LEN);
     } else {
         put_null(b);
     }
 }
 
 
-/* an integer member within [min, max], NULL otherwise */
-static void
-col_int(buf_t *b, const cJSON *obj, const char *name, double min, double max)
+/* a number member: an integer within [min, max] (integer) or any finite
+ * number; false when absent or out of range */
+static bool
+number_of(const vmx_json_t *obj, const char *name, bool integer, double min, double max,
+    double *out)
 {
-    const cJSON *v = member(obj, name);
+    const vmx_json_t *v = member(obj, name);
 
-    if (cJSON_IsNumber(v) && v->valuedouble >= min && v->valuedouble <= max
-        && v->valuedouble == floor(v->valuedouble))
-    {
-        put_long(b, (long long) v->valuedouble);
+    if (v == NULL || v->type != VMX_JSON_NUMBER || !isfinite(v->num)) {
+        return false;
+    }
+    if (integer && (v->num < min || v->num > max || v->num != floor(v->num))) {
+        return false;
+    }
+    *out = v->num;
+    return true;
+}
+
+
+static void
+col_int(buf_t *b, const vmx_json_t *obj, const char *name, double min, double max)
+{
+    double v;
+
+    if (number_of(obj, name, true, min, max, &v)) {
+        put_long(b, (long long) v);
     } else {
         put_null(b);
     }
@@ -266,311 +369,733 @@ col_int(buf_t *b, const cJSON *obj, const char *name, double min, double max)
 
 
 static void
-col_double(buf_t *b, const cJSON *obj, const char *name)
+col_double(buf_t *b, const vmx_json_t *obj, const char *name)
 {
-    const cJSON *v = member(obj, name);
-    char         num[32];
+    double v;
 
-    if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
-        snprintf(num, sizeof(num), "%.17g", v->valuedouble);
-        put_raw(b, num);
+    if (number_of(obj, name, false, 0, 0, &v)) {
+        put_double(b, v);
     } else {
         put_null(b);
     }
 }
 
 
-/* a boolean member; dflt: "t", "f" or NULL (SQL NULL) when not a boolean */
+/* a boolean member; dflt "t", "f" or NULL (SQL NULL) when not a boolean */
 static void
-col_bool(buf_t *b, const cJSON *obj, const char *name, const char *dflt)
+col_bool(buf_t *b, const vmx_json_t *obj, const char *name, const char *dflt)
 {
-    const cJSON *v = member(obj, name);
+    const vmx_json_t *v = member(obj, name);
 
-    if (cJSON_IsBool(v)) {
-        put_raw(b, cJSON_IsTrue(v) ? "t" : "f");
+    if (v != NULL && (v->type == VMX_JSON_TRUE || v->type == VMX_JSON_FALSE)) {
+        put_raw(b, v->type == VMX_JSON_TRUE ? "t" : "f", 1);
     } else if (dflt != NULL) {
-        put_raw(b, dflt);
+        put_raw(b, dflt, 1);
     } else {
         put_null(b);
     }
 }
 
 
-/* any JSON member as jsonb text; JSON null or absent is SQL NULL */
+/* an array member as json text, "[]" when absent or not an array */
 static void
-col_json(buf_t *b, const cJSON *v)
+col_array(buf_t *b, const vmx_json_t *obj, const char *name)
 {
-    char *text;
+    const vmx_json_t *v = member(obj, name);
 
-    if (v == NULL || cJSON_IsNull(v)) {
-        put_null(b);
-        return;
-    }
-    text = cJSON_PrintUnformatted(v);
-    if (text == NULL) {
-        b->failed = true;
-        return;
-    }
-    put_text(b, text);
-    free(text);
-}
-
-
-/* an array member as jsonb text, "[]" when absent or not an array */
-static void
-col_array(buf_t *b, const cJSON *obj, const char *name)
-{
-    const cJSON *v = member(obj, name);
-
-    if (cJSON_IsArray(v)) {
-        col_json(b, v);
+    if (v != NULL && v->type == VMX_JSON_ARRAY) {
+        put_text(b, v->raw, v->raw_len);
     } else {
-        put_raw(b, "[]");
+        put_lit(b, "[]");
     }
 }
 
 
 /* the record's failureReason, else its last attempt's */
-static const cJSON *
-failure_reason(const cJSON *record)
+static const vmx_json_t *
+failure_reason(const vmx_json_t *r, const vmx_json_t *attempts)
 {
-    const cJSON *v = member(record, "failureReason");
-    const cJSON *attempts = member(record, "attempts");
-    const cJSON *last;
+    const vmx_json_t *v = string_of(r, "failureReason");
 
-    if (cJSON_IsString(v) || !cJSON_IsArray(attempts)) {
+    if (v != NULL || attempts == NULL || attempts->count == 0) {
         return v;
     }
-    last = cJSON_GetArrayItem(attempts, cJSON_GetArraySize(attempts) - 1);
-    return member(last, "failureReason");
+    return string_of(vmx_json_at(attempts, attempts->count - 1), "failureReason");
 }
 
 
-static void
-put_string_or_null(buf_t *b, const cJSON *v)
+/* ---- payloads -------------------------------------------------------- */
+
+/* the length of the valid UTF-8 sequence at s[i] (not NUL), 0 when none */
+static size_t
+utf8_at(const unsigned char *s, size_t i, size_t n)
 {
-    if (cJSON_IsString(v)) {
-        put_text(b, v->valuestring);
-    } else {
+    unsigned char c = s[i];
+    size_t        len = c == 0 ? 0 : c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2
+                        : (c >= 0xe0 && c <= 0xef) ? 3 : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
+
+    if (len == 0 || i + len > n) {
+        return 0;
+    }
+    for (size_t k = 1; k < len; k++) {
+        if ((s[i + k] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    /* overlong forms, surrogates, beyond U+10FFFF */
+    if (len > 2) {
+        unsigned char d = s[i + 1];
+
+        if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f)
+            || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f))
+        {
+            return 0;
+        }
+    }
+    return len;
+}
+
+
+static bool
+valid_utf8_text(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0, len; i < n; i += len) {
+        if ((len = utf8_at(s, i, n)) == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/* a copy of metadata whose bytes that are not UTF-8 are '?' (never JSON
+ * syntax, so the structure stays); malloc'd */
+static char *
+sanitized_copy(const char *p, size_t n)
+{
+    unsigned char *s = malloc(n ? n : 1);
+
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(s, p, n);
+    for (size_t i = 0, len; i < n; i += len) {
+        if ((len = utf8_at(s, i, n)) == 0) {
+            s[i] = s[i] == 0 ? 0 : '?';
+            len = 1;
+        }
+    }
+    return (char *) s;
+}
+
+
+/*
+ * A payload and its format: JSON as it was sent, other UTF-8 text as it
+ * was, anything else (invalid UTF-8, NUL) as base64.  Lossless, and what
+ * PostgreSQL's text holds.
+ */
+static void
+col_payload(buf_t *b, arena_t *arena, const char *p, size_t n, const char **format)
+{
+    vmx_json_error_t err;
+
+    if (n == 0) {
+        *format = NULL;
         put_null(b);
+        return;
+    }
+    if (vmx_json_parse(p, n, arena_alloc, arena, 0, &err) != NULL) {
+        *format = "json";
+        put_text(b, p, n);
+    } else if (valid_utf8_text((const unsigned char *) p, n)) {
+        *format = "text";
+        put_text(b, p, n);
+    } else {
+        size_t  size = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+        char   *enc = malloc(size);
+
+        if (enc == NULL) {
+            b->failed = true;
+            return;
+        }
+        sodium_bin2base64(enc, size, (const unsigned char *) p, n,
+                          sodium_base64_VARIANT_ORIGINAL);
+        *format = "base64";
+        put_raw(b, enc, size - 1);
+        free(enc);
     }
 }
 
 
-static void
-audit_row(buf_t *b, const cJSON *r, const char *id, const char *ts)
-{
-    size_t start = b->len;
+/* ---- the batch ------------------------------------------------------- */
 
-    put_raw(b, id);
-    put_raw(b, ts);
-    col_uuid(b, r, "workspaceId");
-    col_uuid(b, r, "environmentId");
-    col_uuid(b, r, "requestId");
-    col_text(b, r, "correlationId");
-    col_uuid(b, r, "resourceId");
-    col_text(b, r, "resource");
-    col_uuid(b, r, "apiKeyId");
-    col_uuid(b, r, "connectionId");
-    col_text(b, r, "provider");
-    col_text(b, r, "model");
-    col_text(b, r, "sourceIp");
-    col_text(b, r, "method");
-    col_text(b, r, "path");
-    col_bool(b, r, "stream", NULL);
-    col_int(b, r, "statusCode", 0, 999);
-    col_double(b, r, "duration");
-    col_double(b, r, "gateDuration");
-    col_double(b, r, "routingDuration");
-    col_text(b, r, "errorCode");
-    col_text(b, r, "errorMessage");
-    put_string_or_null(b, failure_reason(r));
-    col_array(b, r, "events");
-    col_array(b, r, "attempts");
-    col_json(b, member(r, "request"));
-    col_json(b, member(r, "response"));
-    col_bool(b, r, "payloadTruncated", "f");
-    end_row(b, start);
+/* grows an array of n elements of size to room for one more; false when out of memory */
+static bool
+grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+    void *grown;
+
+    if (n < *cap) {
+        return true;
+    }
+    grown = realloc(*arr, (*cap ? *cap * 2 : 64) * size);
+    if (grown == NULL) {
+        return false;
+    }
+    *arr = grown;
+    *cap = *cap ? *cap * 2 : 64;
+    return true;
+}
+
+
+static void
+add_day(records_batch_t *b, time_t t)
+{
+    long day = (long) (t / 86400) - (t % 86400 < 0);
+
+    for (size_t i = 0; i < b->ndays; i++) {
+        if (b->days[i] == day) {
+            return;
+        }
+    }
+    if (!grow((void **) &b->days, &b->days_cap, b->ndays, sizeof(long))) {
+        b->failed = true;
+        return;
+    }
+    b->days[b->ndays++] = day;
+}
+
+
+/* the dimensions of a usage row (COPY text) into keys */
+static void
+usage_key(records_batch_t *b, contrib_t *c, const vmx_json_t *r, const vmx_json_t *src,
+    const vmx_json_t *reason)
+{
+    size_t start = b->keys.len;
+
+    col_uuid(&b->keys, r, "workspaceId");
+    col_uuid(&b->keys, r, "environmentId");
+    col_uuid(&b->keys, r, "resourceId");
+    col_uuid(&b->keys, r, "apiKeyId");
+    col_uuid(&b->keys, src, "connectionId");
+    col_text(&b->keys, string_of(src, "provider"));
+    col_text(&b->keys, string_of(src, "model"));
+    col_int(&b->keys, src, "statusCode", 0, 999);
+    col_text(&b->keys, reason);
+    c->key = start;
+    c->key_len = b->keys.len - start;
 }
 
 
 /*
  * One usage row: attempt a (index i), or with a NULL the request itself
  * when it reached no provider (its own provider, model and status, no
- * tokens nor provider duration).
+ * tokens nor provider duration); and its part of the aggregates.
  */
 static void
-usage_row(buf_t *b, const cJSON *r, const cJSON *a, int i, const char *id, const char *ts)
+usage_row(records_batch_t *b, const vmx_json_t *r, const vmx_json_t *a, size_t i,
+    bool final, const char *id, const char *ts, const vmx_json_t *attempts)
 {
-    const cJSON *src = a != NULL ? a : r;
-    size_t       start = b->len;
+    static const struct {
+        const char  *name;
+        bool         of_attempt, integer;
+    } fields[NFIELDS] = {
+        { "promptTokens", true, true }, { "completionTokens", true, true },
+        { "totalTokens", true, true }, { "tokensPerSecond", true, false },
+        { "timeToFirstToken", true, false }, { "duration", false, false },
+        { "providerDuration", true, false }, { "gateDuration", false, false },
+        { "routingDuration", false, false },
+    };
+    const vmx_json_t *src = a != NULL ? a : r;
+    const vmx_json_t *reason = a != NULL ? string_of(a, "failureReason")
+                                         : failure_reason(r, attempts);
+    buf_t            *u = &b->usage;
+    contrib_t        *c;
+    double            status;
 
-    put_raw(b, id);
-    put_long(b, i);
-    put_raw(b, ts);
-    col_uuid(b, r, "workspaceId");
-    col_uuid(b, r, "environmentId");
-    col_uuid(b, r, "resourceId");
-    col_uuid(b, r, "apiKeyId");
-    col_uuid(b, src, "connectionId");
-    col_text(b, r, "correlationId");
-    col_text(b, src, "provider");
-    col_text(b, src, "model");
-    col_int(b, src, "statusCode", 0, 999);
-    put_string_or_null(b, a != NULL ? member(a, "failureReason") : failure_reason(r));
-    col_int(b, a, "promptTokens", 0, MAX_SAFE_INT);
-    col_int(b, a, "completionTokens", 0, MAX_SAFE_INT);
-    col_int(b, a, "totalTokens", 0, MAX_SAFE_INT);
-    col_double(b, a, "tokensPerSecond");
-    col_double(b, a, "timeToFirstToken");
-    col_double(b, r, "duration");
-    col_double(b, a, "providerDuration");
-    col_double(b, r, "gateDuration");
-    col_double(b, r, "routingDuration");
-    end_row(b, start);
+    if (!grow((void **) &b->contribs, &b->contribs_cap, b->ncontribs, sizeof(contrib_t))) {
+        b->failed = true;
+        return;
+    }
+    c = &b->contribs[b->ncontribs++];
+    memset(c, 0, sizeof(*c));
+
+    put_raw(u, id, UUID_LEN);
+    put_long(u, (long long) i);
+    put_raw(u, ts, strlen(ts));
+    col_uuid(u, r, "workspaceId");
+    col_uuid(u, r, "environmentId");
+    col_uuid(u, r, "resourceId");
+    col_uuid(u, r, "apiKeyId");
+    col_uuid(u, src, "connectionId");
+    col_text(u, string_of(r, "correlationId"));
+    col_text(u, string_of(src, "provider"));
+    col_text(u, string_of(src, "model"));
+    col_int(u, src, "statusCode", 0, 999);
+    col_text(u, reason);
+    for (int f = 0; f < NFIELDS; f++) {
+        const vmx_json_t *obj = fields[f].of_attempt ? a : r;
+        double            v;
+
+        if (number_of(obj, fields[f].name, fields[f].integer, 0, MAX_SAFE_INT, &v)) {
+            if (fields[f].integer) {
+                put_long(u, (long long) v);
+            } else {
+                put_double(u, v);
+            }
+            c->vals[f] = v;
+            c->present |= 1u << f;
+        } else {
+            put_null(u);
+        }
+    }
+    put_raw(u, a != NULL ? "t" : "f", 1);
+    put_raw(u, final ? "t" : "f", 1);
+    end_row(u);
+
+    usage_key(b, c, r, src, reason);
+    c->request = final;
+    c->attempt = a != NULL;
+    c->error = !number_of(src, "statusCode", true, 0, 999, &status) || status >= 400;
+}
+
+
+/* "{uuid,uuid}" of the record's connection and its attempts' */
+static void
+col_connections(buf_t *b, const vmx_json_t *r, const vmx_json_t *attempts)
+{
+    size_t n = 0;
+
+    buf_put(b, "{", 1);
+    for (size_t i = 0; i <= (attempts != NULL ? attempts->count : 0); i++) {
+        const vmx_json_t *v = member(i == 0 ? r : vmx_json_at(attempts, i - 1),
+                                     "connectionId");
+
+        if (is_uuid(v)) {
+            buf_put(b, ",", n++ > 0);
+            buf_put(b, v->str, UUID_LEN);
+        }
+    }
+    put_lit(b, "}");
 }
 
 
 static void
-add_day(batch_t *batch, time_t t)
+audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec,
+    const char *id, const char *ts, const vmx_json_t *attempts)
 {
-    long day = (long) (t / 86400) - (t % 86400 < 0);
+    buf_t      *a = &b->audit;
+    const char *request_format, *response_format;
 
-    for (size_t i = 0; i < batch->ndays; i++) {
-        if (batch->days[i] == day) {
-            return;
-        }
+    put_raw(a, id, UUID_LEN);
+    put_raw(a, ts, strlen(ts));
+    col_uuid(a, r, "workspaceId");
+    col_uuid(a, r, "environmentId");
+    col_uuid(a, r, "requestId");
+    col_text(a, string_of(r, "correlationId"));
+    col_uuid(a, r, "resourceId");
+    col_text(a, string_of(r, "resource"));
+    col_uuid(a, r, "apiKeyId");
+    col_uuid(a, r, "connectionId");
+    col_text(a, string_of(r, "provider"));
+    col_text(a, string_of(r, "model"));
+    col_text(a, string_of(r, "sourceIp"));
+    col_text(a, string_of(r, "method"));
+    col_text(a, string_of(r, "path"));
+    col_bool(a, r, "stream", NULL);
+    col_int(a, r, "statusCode", 0, 999);
+    col_double(a, r, "duration");
+    col_double(a, r, "gateDuration");
+    col_double(a, r, "routingDuration");
+    col_text(a, string_of(r, "errorCode"));
+    col_text(a, string_of(r, "errorMessage"));
+    col_text(a, failure_reason(r, attempts));
+    col_array(a, r, "events");
+    col_array(a, r, "attempts");
+    col_payload(a, &b->arena, rec->request, rec->request_len, &request_format);
+    col_payload(a, &b->arena, rec->response, rec->response_len, &response_format);
+    col_bool(a, r, "payloadTruncated", "f");
+    if (request_format != NULL) {
+        put_raw(a, request_format, strlen(request_format));
+    } else {
+        put_null(a);
     }
-    if (batch->ndays == batch->days_cap) {
-        size_t  cap = batch->days_cap ? batch->days_cap * 2 : 8;
-        long   *grown = realloc(batch->days, cap * sizeof(long));
-
-        if (grown == NULL) {
-            batch->audit.failed = true;
-            return;
-        }
-        batch->days = grown;
-        batch->days_cap = cap;
+    if (response_format != NULL) {
+        put_raw(a, response_format, strlen(response_format));
+    } else {
+        put_null(a);
     }
-    batch->days[batch->ndays++] = day;
+    col_connections(a, r, attempts);
+    col_bool(a, r, "authenticated", "t");
+    end_row(a);
 }
 
 
-/* adds the rows of one record; false when it has no valid id or timestamp */
-static bool
-add_record(batch_t *batch, const cJSON *r, records_batch_t *out)
+records_batch_t *
+records_batch_new(const char *dataplane, bool keep_meta)
 {
-    const cJSON *id = member(r, "id");
-    const cJSON *ts = member(r, "timestamp");
-    const cJSON *attempts = member(r, "attempts");
-    char         when[RFC3339_US_SIZE];
-    time_t       t;
-    int          n = cJSON_IsArray(attempts) ? cJSON_GetArraySize(attempts) : 0;
+    records_batch_t *b = calloc(1, sizeof(*b));
 
-    if (!cJSON_IsObject(r) || !cJSON_IsString(id) || !crypto_is_uuid(id->valuestring)
-        || !cJSON_IsString(ts) || !rfc3339_normalize(ts->valuestring, &t, when))
-    {
-        return false;
+    if (b == NULL || (b->dataplane = strdup(dataplane)) == NULL) {
+        free(b);
+        return NULL;
     }
-    audit_row(&batch->audit, r, id->valuestring, when);
-    for (int i = 0; i < n; i++) {
-        usage_row(&batch->usage, r, cJSON_GetArrayItem(attempts, i), i, id->valuestring, when);
+    if (keep_meta && (b->meta = cJSON_CreateArray()) == NULL) {
+        records_batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+
+void
+records_batch_reset(records_batch_t *b)
+{
+    b->audit.len = b->usage.len = b->keys.len = b->dead.len = 0;
+    b->audit.failed = b->usage.failed = b->keys.failed = b->dead.failed = false;
+    b->nrecs = b->ncontribs = b->ndeads = b->ndays = 0;
+    b->newest = 0;
+    b->failed = false;
+    arena_reset(&b->arena, false);
+    if (b->meta != NULL) {
+        cJSON_Delete(b->meta);
+        b->meta = cJSON_CreateArray();
+        b->failed = b->meta == NULL;
+    }
+}
+
+
+void
+records_batch_free(records_batch_t *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    buf_free(&b->audit);
+    buf_free(&b->usage);
+    buf_free(&b->keys);
+    buf_free(&b->dead);
+    arena_reset(&b->arena, true);
+    free(b->recs);
+    free(b->contribs);
+    free(b->deads);
+    free(b->days);
+    cJSON_Delete(b->meta);
+    free(b->dataplane);
+    free(b);
+}
+
+
+void
+records_batch_dead(records_batch_t *b, const char *file, off_t offset, const char *reason,
+    const char *bytes, size_t len)
+{
+    buf_t  *d = &b->dead;
+    dead_t *dl;
+    size_t  keep = len < RECORDS_DEAD_RAW_MAX ? len : RECORDS_DEAD_RAW_MAX;
+    char    hex[513];
+
+    if (!grow((void **) &b->deads, &b->deads_cap, b->ndeads, sizeof(dead_t))) {
+        b->failed = true;
+        return;
+    }
+    dl = &b->deads[b->ndeads++];
+    snprintf(dl->position, sizeof(dl->position), "%s:%lld", file, (long long) offset);
+    dl->reason = reason;
+
+    put_text(d, b->dataplane, strlen(b->dataplane));
+    put_raw(d, dl->position, strlen(dl->position));
+    put_text(d, reason, strlen(reason));
+    put_long(d, (long long) len);
+    buf_put(d, "\\\\x", 3);
+    for (size_t off = 0; off < keep; off += 256) {
+        size_t n = keep - off < 256 ? keep - off : 256;
+
+        sodium_bin2hex(hex, sizeof(hex), (const unsigned char *) bytes + off, n);
+        buf_put(d, hex, 2 * n);
+    }
+    put_lit(d, "");
+    end_row(d);
+}
+
+
+void
+records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char *file,
+    off_t offset)
+{
+    const vmx_json_t *r, *id, *ts, *attempts;
+    vmx_json_error_t  err;
+    rec_t            *e;
+    char             *fixed = NULL;
+    char              when[RFC3339_US_SIZE];
+    time_t            t;
+    size_t            n;
+
+    r = vmx_json_parse(rec->meta, rec->meta_len, arena_alloc, &b->arena, 0, &err);
+    if (r == NULL && !valid_utf8_text((const unsigned char *) rec->meta, rec->meta_len)) {
+        /* a path or header of the client's that was not UTF-8 */
+        fixed = sanitized_copy(rec->meta, rec->meta_len);
+        r = fixed ? vmx_json_parse(fixed, rec->meta_len, arena_alloc, &b->arena, 0, &err)
+                  : NULL;
+    }
+    id = string_of(r, "id");
+    ts = string_of(r, "timestamp");
+    if (r == NULL || r->type != VMX_JSON_OBJECT) {
+        records_batch_dead(b, file, offset, "the record's metadata is not a JSON object",
+                           rec->meta, rec->meta_len);
+        goto done;
+    }
+    if (!is_uuid(id) || ts == NULL || !rfc3339_normalize(ts->str, &t, when)) {
+        records_batch_dead(b, file, offset, "the record has no valid id or timestamp",
+                           rec->meta, rec->meta_len);
+        goto done;
+    }
+    if (!grow((void **) &b->recs, &b->recs_cap, b->nrecs, sizeof(rec_t))) {
+        b->failed = true;
+        goto done;
+    }
+    e = &b->recs[b->nrecs++];
+    memset(e, 0, sizeof(*e));
+    memcpy(e->id, id->str, UUID_LEN);
+    e->file = file;
+    e->offset = offset;
+
+    attempts = member(r, "attempts");
+    if (attempts != NULL && attempts->type != VMX_JSON_ARRAY) {
+        attempts = NULL;
+    }
+    n = attempts != NULL ? attempts->count : 0;
+
+    e->audit = b->audit.len;
+    audit_row(b, r, rec, e->id, when, attempts);
+    e->audit_len = b->audit.len - e->audit;
+
+    e->usage = b->usage.len;
+    e->contrib = b->ncontribs;
+    for (size_t i = 0; i < n; i++) {
+        usage_row(b, r, vmx_json_at(attempts, i), i, i + 1 == n, e->id, when, attempts);
     }
     if (n == 0) {
-        usage_row(&batch->usage, r, NULL, 0, id->valuestring, when);
+        usage_row(b, r, NULL, 0, true, e->id, when, attempts);
     }
-    add_day(batch, t);
-    batch->naudit++;
-    if (t > out->newest) {
-        out->newest = t;
+    e->usage_len = b->usage.len - e->usage;
+    e->nusage = n ? n : 1;
+    e->ncontrib = b->ncontribs - e->contrib;
+    for (size_t i = 0; i < e->ncontrib; i++) {
+        b->contribs[e->contrib + i].minute = t - ((t % 60) + 60) % 60;
     }
-    return true;
-}
 
+    add_day(b, t);
+    if (t > b->newest) {
+        b->newest = t;
+    }
+    if (b->meta != NULL) {
+        cJSON *s = cJSON_CreateString("");
 
-static void
-build_batch(batch_t *batch, const cJSON *records, records_batch_t *out)
-{
-    const cJSON *item;
-
-    cJSON_ArrayForEach(item, records) {
-        cJSON *parsed = cJSON_IsString(item) ? cJSON_Parse(item->valuestring) : NULL;
-
-        if (!add_record(batch, parsed != NULL ? parsed : item, out)) {
-            out->rejected++;
+        /* the metadata is JSON text without NUL: a C string once copied */
+        if (s != NULL) {
+            free(s->valuestring);
+            s->valuestring = strndup(fixed ? fixed : rec->meta, rec->meta_len);
         }
-        cJSON_Delete(parsed);
+        if (s == NULL || s->valuestring == NULL || !cJSON_AddItemToArray(b->meta, s)) {
+            cJSON_Delete(s);
+            b->failed = true;
+        }
     }
+
+done:
+    free(fixed);
+    arena_reset(&b->arena, false);
 }
 
 
-/* streams b into "COPY <table> (...) FROM STDIN"; 0 or -1 (logged without
- * the server's message, which may quote a value) */
-static int
-copy_in(db_conn_t *c, const char *sql, const char *table, const buf_t *b,
-    const char *dataplane)
+size_t
+records_batch_count(const records_batch_t *b)
 {
-    PGconn      *pg = db_pgconn(c);
-    PGresult    *res = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 0);
-    const char  *state;
-    char         failed[6] = "";
-    bool         ok = PQresultStatus(res) == PGRES_COPY_IN;
+    return b->nrecs + b->ndeads;
+}
 
+
+size_t
+records_batch_bytes(const records_batch_t *b)
+{
+    return b->audit.len + b->usage.len + b->dead.len;
+}
+
+
+size_t
+records_batch_dead_count(const records_batch_t *b)
+{
+    return b->ndeads;
+}
+
+
+const char *
+records_batch_dead_reason(const records_batch_t *b, size_t i)
+{
+    return b->deads[i].reason;
+}
+
+
+const char *
+records_batch_dead_position(const records_batch_t *b, size_t i)
+{
+    return b->deads[i].position;
+}
+
+
+const cJSON *
+records_batch_meta(const records_batch_t *b)
+{
+    return b->meta;
+}
+
+
+/* ---- per-minute aggregates ------------------------------------------- */
+
+static uint64_t
+contrib_hash(const records_batch_t *b, const contrib_t *c)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t) c->minute;
+
+    for (size_t i = 0; i < c->key_len; i++) {
+        h = (h ^ (unsigned char) b->keys.data[c->key + i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+
+static bool
+contrib_same(const records_batch_t *b, const contrib_t *x, const contrib_t *y)
+{
+    return x->minute == y->minute && x->key_len == y->key_len
+           && memcmp(b->keys.data + x->key, b->keys.data + y->key, x->key_len) == 0;
+}
+
+
+/* the COPY text of ingest_minutely: the aggregates of the records kept */
+static bool
+minute_rows(const records_batch_t *b, buf_t *out)
+{
+    size_t    size = 64, mask;
+    minute_t *table;
+
+    while (size < 2 * b->ncontribs) {
+        size *= 2;
+    }
+    mask = size - 1;
+    table = calloc(size, sizeof(minute_t));
+    if (table == NULL) {
+        return false;
+    }
+    for (size_t r = 0; r < b->nrecs; r++) {
+        if (b->recs[r].skip) {
+            continue;
+        }
+        for (size_t k = 0; k < b->recs[r].ncontrib; k++) {
+            const contrib_t *c = &b->contribs[b->recs[r].contrib + k];
+            size_t           i = contrib_hash(b, c) & mask;
+            minute_t        *m;
+
+            while (table[i].first != NULL && !contrib_same(b, table[i].first, c)) {
+                i = (i + 1) & mask;
+            }
+            m = &table[i];
+            if (m->first == NULL) {
+                m->first = c;
+            }
+            m->requests += c->request;
+            m->attempts += c->attempt;
+            m->errors += c->error;
+            for (int f = 0; f < NFIELDS; f++) {
+                if (c->present & (1u << f)) {
+                    m->min[f] = m->n[f] == 0 || c->vals[f] < m->min[f] ? c->vals[f] : m->min[f];
+                    m->max[f] = m->n[f] == 0 || c->vals[f] > m->max[f] ? c->vals[f] : m->max[f];
+                    m->sum[f] += c->vals[f];
+                    m->n[f]++;
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < size; i++) {
+        const minute_t *m = &table[i];
+        char            when[RFC3339_US_SIZE];
+        struct tm       tm;
+
+        if (m->first == NULL) {
+            continue;
+        }
+        gmtime_r(&m->first->minute, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:00Z", &tm);
+        put_raw(out, when, strlen(when));
+        buf_put(out, b->keys.data + m->first->key, m->first->key_len);
+        put_long(out, m->requests);
+        put_long(out, m->attempts);
+        put_long(out, m->errors);
+        for (int f = 0; f < NFIELDS; f++) {
+            put_double(out, m->sum[f]);
+            put_long(out, m->n[f]);
+            if (m->n[f] > 0) {
+                put_double(out, m->min[f]);
+                put_double(out, m->max[f]);
+            } else {
+                put_null(out);
+                put_null(out);
+            }
+        }
+        end_row(out);
+    }
+    free(table);
+    return !out->failed;
+}
+
+
+/* ---- the transaction ------------------------------------------------- */
+
+/* streams n bytes into "COPY <table> (...) FROM STDIN"; 0, or -1 with the
+ * SQLSTATE in state (logged without the server's message, which may quote
+ * a value, unless quiet) */
+static int
+copy_in(db_conn_t *c, const char *sql, const char *table, const char *data, size_t len,
+    const char *dataplane, bool quiet, char state[6])
+{
+    PGconn     *pg = db_pgconn(c);
+    PGresult   *res = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+    const char *s;
+    bool        ok = PQresultStatus(res) == PGRES_COPY_IN;
+
+    snprintf(state, 6, "08000");
     if (!ok) {
-        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(state, 6, "%s", s ? s : "08000");
         log_error("records dataplane=%s: COPY %s refused sqlstate=%s", dataplane, table,
-                  state ? state : "08000");
+                  state);
         PQclear(res);
         return -1;
     }
     PQclear(res);
-    for (size_t off = 0; ok && off < b->len; off += COPY_CHUNK) {
-        size_t n = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
+    for (size_t off = 0; ok && off < len; off += COPY_CHUNK) {
+        size_t n = len - off < COPY_CHUNK ? len - off : COPY_CHUNK;
 
-        ok = PQputCopyData(pg, b->data + off, (int) n) == 1;
+        ok = PQputCopyData(pg, data + off, (int) n) == 1;
     }
     ok = PQputCopyEnd(pg, ok ? NULL : "client failure") == 1 && ok;
     while ((res = PQgetResult(pg)) != NULL) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            snprintf(failed, sizeof(failed), "%s", state ? state : "08000");
+            s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            snprintf(state, 6, "%s", s ? s : "08000");
             ok = false;
         }
         PQclear(res);
     }
-    if (!ok) {
-        log_error("records dataplane=%s: COPY %s failed sqlstate=%s", dataplane, table,
-                  failed[0] ? failed : "08000");
-        return -1;
+    if (ok) {
+        state[0] = '\0';
+        return 0;
     }
-    return 0;
-}
-
-
-/* "{2026-11-22,2026-11-23}" for the batch's days (caller frees) */
-static char *
-days_literal(const batch_t *batch)
-{
-    buf_t b = { 0 };
-
-    buf_put(&b, "{", 1);
-    for (size_t i = 0; i < batch->ndays; i++) {
-        time_t    t = (time_t) batch->days[i] * 86400;
-        struct tm tm;
-        char      day[24];
-
-        gmtime_r(&t, &tm);
-        strftime(day, sizeof(day), "%Y-%m-%d", &tm);
-        if (i > 0) {
-            buf_put(&b, ",", 1);
-        }
-        buf_put(&b, day, strlen(day));
+    if (!quiet) {
+        log_error("records dataplane=%s: COPY %s failed sqlstate=%s", dataplane, table, state);
     }
-    buf_put(&b, "}", 1);
-    if (b.failed) {
-        buf_free(&b);
-    }
-    return b.data;
+    return -1;
 }
 
 
@@ -603,74 +1128,244 @@ claim_cursor(db_conn_t *c, const char *dataplane, const char *from, const char *
 }
 
 
-/* stages and inserts the batch's rows; -1 on failure */
+/* the day partitions of the batch's records (a look-up when they exist) */
 static int
-store_rows(db_conn_t *c, const batch_t *batch, const char *dataplane, records_batch_t *out)
+ensure_partitions(db_conn_t *c, const records_batch_t *b)
 {
-    char       *days = days_literal(batch);
-    const char *params[1] = { days };
-    PGresult   *res;
-    int         rc = -1;
+    buf_t        days = { 0 };
+    const char  *params[1];
+    int          rc;
 
-    if (days == NULL
-        || db_run(c, CREATE_STAGING, 0, NULL) != 0
-        || db_run(c, CREATE_STAGING_USAGE, 0, NULL) != 0
-        || copy_in(c, "COPY ingest_audit (" AUDIT_COLUMNS ") FROM STDIN", "ingest_audit",
-                   &batch->audit, dataplane) != 0
-        || copy_in(c, "COPY ingest_usage (" USAGE_COLUMNS ") FROM STDIN", "ingest_usage",
-                   &batch->usage, dataplane) != 0
-        || db_run(c, "SELECT vmx_ensure_partitions($1::date[])", 1, params) != 0)
-    {
-        free(days);
+    buf_put(&days, "{", 1);
+    for (size_t i = 0; i < b->ndays; i++) {
+        time_t    t = (time_t) b->days[i] * 86400;
+        struct tm tm;
+        char      day[24];
+
+        gmtime_r(&t, &tm);
+        buf_put(&days, ",", i > 0);
+        buf_put(&days, day, strftime(day, sizeof(day), "%Y-%m-%d", &tm));
+    }
+    buf_put(&days, "}", 1);
+    if (days.failed) {
+        buf_free(&days);
         return -1;
     }
-    free(days);
+    params[0] = days.data;
+    rc = b->ndays == 0 ? 0 : db_run(c, "SELECT vmx_ensure_partitions($1::date[])", 1, params);
+    buf_free(&days);
+    return rc;
+}
 
-    res = db_exec(c, INSERT_AUDIT, 0, NULL);
-    if (res != NULL) {
-        out->stored = atol(PQcmdTuples(res));
-        PQclear(res);
-        res = db_exec(c, INSERT_USAGE, 0, NULL);
+
+/* copies the rows of the records not skipped into audit and usage */
+static bool
+kept_rows(const records_batch_t *b, buf_t *audit, buf_t *usage, long *nrecs, long *nusage)
+{
+    for (size_t i = 0; i < b->nrecs; i++) {
+        const rec_t *e = &b->recs[i];
+
+        if (e->skip) {
+            continue;
+        }
+        buf_put(audit, b->audit.data + e->audit, e->audit_len);
+        buf_put(usage, b->usage.data + e->usage, e->usage_len);
+        (*nrecs)++;
+        *nusage += (long) e->nusage;
     }
-    if (res != NULL) {
-        out->usage_rows = atol(PQgetvalue(res, 0, 0));
-        rc = 0;
+    return !audit->failed && !usage->failed;
+}
+
+
+/*
+ * The rows, dead letters and aggregates of the batch in the open
+ * transaction: 0; 1 when a record is there already (23505: the caller
+ * skips those and tries again); -1 otherwise, with state.
+ */
+static int
+store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate,
+    char state[6])
+{
+    buf_t  audit = { 0 }, usage = { 0 }, minutes = { 0 };
+    bool   all = true;
+    int    rc = -1;
+
+    for (size_t i = 0; i < b->nrecs; i++) {
+        all = all && !b->recs[i].skip;
+    }
+    snprintf(state, 6, "08000");
+
+    if (isolate) {
+        /* one record at a time, each refused one a dead letter */
+        for (size_t i = 0; i < b->nrecs; i++) {
+            rec_t *e = &b->recs[i];
+            char   st[6];
+
+            if (e->skip || db_run(c, "SAVEPOINT rec", 0, NULL) != 0) {
+                continue;
+            }
+            if (copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
+                        "audit_records", b->audit.data + e->audit, e->audit_len,
+                        b->dataplane, true, st) == 0
+                && copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
+                           "usage_records", b->usage.data + e->usage, e->usage_len,
+                           b->dataplane, true, st) == 0)
+            {
+                db_run(c, "RELEASE SAVEPOINT rec", 0, NULL);
+                out->stored++;
+                out->usage_rows += (long) e->nusage;
+                continue;
+            }
+            if (db_run(c, "ROLLBACK TO SAVEPOINT rec", 0, NULL) != 0) {
+                return -1;
+            }
+            e->skip = true;
+            if (strcmp(st, "23505") == 0) {
+                out->duplicates++;
+            } else {
+                log_warn("records dataplane=%s: record %s refused by PostgreSQL"
+                         " (sqlstate %s): kept as a dead letter", b->dataplane, e->id, st);
+                records_batch_dead(b, e->file, e->offset, "refused by PostgreSQL",
+                                   b->audit.data + e->audit, e->audit_len);
+            }
+        }
+    } else if (all ? copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
+                             "audit_records", b->audit.data, b->audit.len, b->dataplane,
+                             true, state) != 0
+                   || copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
+                              "usage_records", b->usage.data, b->usage.len, b->dataplane,
+                              false, state) != 0
+                   : !kept_rows(b, &audit, &usage, &out->stored, &out->usage_rows)
+                     || copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
+                                "audit_records", audit.data, audit.len, b->dataplane, true,
+                                state) != 0
+                     || copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
+                                "usage_records", usage.data, usage.len, b->dataplane, false,
+                                state) != 0)
+    {
+        rc = strcmp(state, "23505") == 0 ? 1 : -1;
+        goto done;
+    } else if (all) {
+        for (size_t i = 0; i < b->nrecs; i++) {
+            out->usage_rows += (long) b->recs[i].nusage;
+        }
+        out->stored = (long) b->nrecs;
+    }
+
+    if (!minute_rows(b, &minutes)
+        || (minutes.len > 0
+            && (db_run(c, CREATE_STAGING, 0, NULL) != 0
+                || copy_in(c, "COPY ingest_minutely (" MINUTE_COLUMNS ") FROM STDIN",
+                           "ingest_minutely", minutes.data, minutes.len, b->dataplane,
+                           false, state) != 0
+                || db_run(c, MERGE_MINUTES, 0, NULL) != 0))
+        || (b->dead.len > 0
+            && copy_in(c, "COPY audit_dead_letters (dataplane, position, reason, length, raw)"
+                          " FROM STDIN", "audit_dead_letters", b->dead.data, b->dead.len,
+                       b->dataplane, false, state) != 0))
+    {
+        goto done;
+    }
+    out->dead = (long) b->ndeads;
+    rc = 0;
+
+done:
+    buf_free(&audit);
+    buf_free(&usage);
+    buf_free(&minutes);
+    return rc;
+}
+
+
+/* marks the batch's records that are stored already; -1 on error */
+static int
+skip_stored(db_conn_t *c, records_batch_t *b, records_result_t *out)
+{
+    buf_t       ids = { 0 };
+    const char *params[1];
+    PGresult   *res;
+
+    buf_put(&ids, "{", 1);
+    for (size_t i = 0; i < b->nrecs; i++) {
+        buf_put(&ids, ",", i > 0);
+        buf_put(&ids, b->recs[i].id, UUID_LEN);
+    }
+    buf_put(&ids, "}", 1);
+    if (ids.failed) {
+        buf_free(&ids);
+        return -1;
+    }
+    params[0] = ids.data;
+    res = db_exec(c, "SELECT id::text FROM audit_records WHERE id = ANY($1::uuid[])", 1,
+                  params);
+    buf_free(&ids);
+    if (res == NULL) {
+        return -1;
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+        for (size_t i = 0; i < b->nrecs; i++) {
+            if (!b->recs[i].skip && strcmp(b->recs[i].id, PQgetvalue(res, row, 0)) == 0) {
+                b->recs[i].skip = true;
+                out->duplicates++;
+            }
+        }
     }
     PQclear(res);
-    return rc;
+    return 0;
 }
 
 
 records_rc_e
-records_ingest(db_conn_t *c, const char *dataplane, const cJSON *records, const char *from,
-    const char *to, records_batch_t *out)
+records_commit(db_conn_t *c, records_batch_t *b, const char *from, const char *to,
+    records_result_t *out)
 {
-    batch_t       batch = { 0 };
-    records_rc_e  rc = RECORDS_FAILED;
+    records_rc_e rc;
+    char         state[6] = "";
+    bool         skipped = false, isolate = false;
+    int          stored;
 
     memset(out, 0, sizeof(*out));
-    build_batch(&batch, records, out);
-    if (batch.audit.failed || batch.usage.failed) {
-        log_error("records dataplane=%s: out of memory building a batch", dataplane);
-    } else if (db_begin(c) == 0) {
-        rc = claim_cursor(c, dataplane, from, to);
-        if (rc == RECORDS_COMMITTED && batch.naudit > 0
-            && store_rows(c, &batch, dataplane, out) != 0)
-        {
-            rc = RECORDS_FAILED;
+    out->newest = b->newest;
+    if (b->failed || b->audit.failed || b->usage.failed || b->keys.failed || b->dead.failed) {
+        log_error("records dataplane=%s: out of memory building a batch", b->dataplane);
+        return RECORDS_FAILED;
+    }
+
+    /* at once; then without the records stored already; then one at a time */
+    for ( ;; ) {
+        records_result_t counts = *out;
+
+        if (db_begin(c) != 0) {
+            return RECORDS_FAILED;
         }
-        if (rc == RECORDS_COMMITTED && db_commit(c) != 0) {
-            rc = RECORDS_FAILED;
-        }
+        rc = claim_cursor(c, b->dataplane, from, to);
         if (rc != RECORDS_COMMITTED) {
             db_rollback(c);
+            return rc;
+        }
+        stored = ensure_partitions(c, b) != 0 ? -1 : store_rows(c, b, &counts, isolate, state);
+        if (stored == 0 && db_commit(c) == 0) {
+            *out = counts;
+            return RECORDS_COMMITTED;
+        }
+        db_rollback(c);
+        if (stored == 1 && !skipped) {
+            if (skip_stored(c, b, out) != 0) {
+                return RECORDS_FAILED;
+            }
+            skipped = true;
+        } else if (!isolate && (stored == 1 || strncmp(state, "22", 2) == 0
+                                || strncmp(state, "23", 2) == 0))
+        {
+            /* a value PostgreSQL refuses: the records one at a time */
+            isolate = true;
+        } else {
+            return RECORDS_FAILED;
         }
     }
-    buf_free(&batch.audit);
-    buf_free(&batch.usage);
-    free(batch.days);
-    return rc;
 }
+
+
 
 
 char *
@@ -719,5 +1414,6 @@ records_maintain(db_conn_t *c, int ahead, int retention_days)
     log_info("records: retention %d days, %s partition(s) dropped", retention_days,
              PQgetvalue(res, 0, 0));
     PQclear(res);
-    return 0;
+    return db_run(c, "DELETE FROM audit_dead_letters"
+                     " WHERE created_at < now() - make_interval(days => $1::int)", 1, params);
 }

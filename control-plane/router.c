@@ -68,6 +68,11 @@ static const route_t routes[] = {
     { "GET",    ENV "/audit",                api_audit_list,         "audit:list" },
     { "GET",    ENV "/audit/{id}",           api_audit_get,          "audit:get" },
     { "POST",   ENV "/usage",                api_usage_query,        "usage:get" },
+
+    /* across workspaces */
+    { "GET",    "/api/v1/audit",             api_audit_list_all,     "audit:list" },
+    { "GET",    "/api/v1/audit/dead-letters", api_audit_dead_letters, "audit:list" },
+    { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get" },
 };
 
 

@@ -1,31 +1,45 @@
 /*
  * VM-X gateway: audit and usage records.
  *
- * Every gateway request leaves one JSON line in the worker's spool file
+ * Every gateway request leaves one record in the worker's spool file
  * (docs/ARCHITECTURE.md, "Audit and usage records"), written whole with one
- * write() in the log phase: nothing waits on the database, and a record is
- * on disk before the worker takes its next event.  The control plane pulls
- * the spool through GET /vmx/records and acknowledges what it committed.
+ * writev() in the log phase: nothing waits on the database, and a record is
+ * on disk before the worker takes its next event.  A record is framed by
+ * its lengths (lib/vmx_spool.h): its metadata as JSON, then the request and
+ * the response as they were, so no payload byte can end, split or forge a
+ * record.
  *
- * A spool file is finished when the worker that wrote it has gone, or has
- * moved on to a newer file: names are records-<unix msec>-<pid>.jsonl, so
- * their byte order is their creation order.
+ * The control plane lists the spool (GET /vmx/spool), reads each file's new
+ * bytes as ranges of a static file (GET /vmx/spool/<name>, sent by nginx's
+ * output chain, never read into memory here), and deletes the files it has
+ * committed whole once no worker writes them (DELETE /vmx/spool/<name>).
+ *
+ * A file is finished when the worker that wrote it has gone, or has moved
+ * on to a newer file: names are records-<unix msec>-<pid>.vmx, so their
+ * byte order is their creation order.
+ *
+ * The spool is bounded by vmx_audit_spool_max: past it a record is not
+ * written (counted), and an environment that requires its audit answers
+ * 503 instead of serving unaudited requests.
  */
 
 #include "ngx_http_vmx_module.h"
+#include "vmx_spool.h"
 
 #include <dirent.h>
+#include <sys/uio.h>
 
 
 #define NGX_HTTP_VMX_SPOOL_FILE_MAX  (16 * 1024 * 1024)
 #define NGX_HTTP_VMX_SPOOL_NAME_LEN  64
+#define NGX_HTTP_VMX_SPOOL_PREFIX    "/vmx/spool"
 
 
 typedef struct {
     u_char      name[NGX_HTTP_VMX_SPOOL_NAME_LEN];
     size_t      len;
     ngx_pid_t   pid;
-    off_t       offset;         /* where the cursor has it */
+    off_t       size;
 } ngx_http_vmx_spool_name_t;
 
 
@@ -43,18 +57,31 @@ static void ngx_http_vmx_audit_count(vmx_buf_t *out, const char *name,
     int64_t n);
 static void ngx_http_vmx_audit_attempts(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
-static ngx_int_t ngx_http_vmx_spool_list(ngx_http_request_t *r,
+static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, struct iovec *iov, size_t *request_len,
+    size_t *response_len);
+static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log, off_t delta);
+static void ngx_http_vmx_spool_drop(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf, const char *why);
+static ngx_int_t ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *dir, ngx_array_t *names);
 static ngx_int_t ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
     ngx_array_t *names, ngx_uint_t i);
-static ngx_int_t ngx_http_vmx_spool_cursor(ngx_http_request_t *r,
-    ngx_array_t *names);
+static ngx_int_t ngx_http_vmx_spool_index(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf);
+static ngx_int_t ngx_http_vmx_spool_file(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf, ngx_str_t *name);
+static ngx_int_t ngx_http_vmx_spool_delete(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf, ngx_str_t *name);
+static ngx_int_t ngx_http_vmx_spool_valid_name(ngx_str_t *name);
 static int ngx_http_vmx_spool_cmp(const void *a, const void *b);
 
 
 /* the worker's spool file */
-static ngx_fd_t  ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
-static off_t     ngx_http_vmx_spool_size;
+static ngx_fd_t    ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
+static off_t       ngx_http_vmx_spool_size;
+static ngx_uint_t  ngx_http_vmx_spool_failing;    /* logged, until a write */
 
 
 ngx_int_t
@@ -97,7 +124,7 @@ ngx_http_vmx_spool_open(ngx_cycle_t *cycle, ngx_http_vmx_main_conf_t *mcf)
 
     tp = ngx_timeofday();
 
-    ngx_sprintf(name, "%V/records-%013T%03M-%010P.jsonl%Z", &mcf->spool,
+    ngx_sprintf(name, "%V/records-%013T%03M-%010P.vmx%Z", &mcf->spool,
                 tp->sec, tp->msec, ngx_pid);
 
     fd = ngx_open_file(name, NGX_FILE_APPEND, NGX_FILE_CREATE_OR_OPEN, 0600);
@@ -118,42 +145,239 @@ ngx_http_vmx_spool_open(ngx_cycle_t *cycle, ngx_http_vmx_main_conf_t *mcf)
 }
 
 
-/* the log phase: one line per gateway request */
+/* the log phase: one record per gateway request */
 
 void
 ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
+    size_t                     total, request_len, response_len;
     ssize_t                    n;
-    vmx_buf_t                  line;
+    uint32_t                   crc;
+    vmx_buf_t                  meta;
+    ngx_uint_t                 i, niov;
+    struct iovec               iov[8];
     ngx_http_vmx_main_conf_t  *mcf;
+    u_char                     header[VMX_SPOOL_HEADER_MAX];
 
     if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
         return;
     }
 
-    if (ngx_http_vmx_audit_record(r, ctx, &line) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "vmx: audit record %*s not written: out of memory",
-                      (size_t) 36, ctx->request_id);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (ngx_http_vmx_audit_record(r, ctx, &meta) != NGX_OK) {
+        ngx_http_vmx_spool_drop(r, mcf, "out of memory");
         return;
     }
 
-    /* one write of a whole line: O_APPEND keeps lines whole */
-    n = ngx_write_fd(ngx_http_vmx_spool_fd, line.data, line.len);
+    /* header, meta, request, response (up to 3 parts), "\n" */
 
-    if (n != (ssize_t) line.len) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
-                      "vmx: audit record %*s not written to the spool",
-                      (size_t) 36, ctx->request_id);
+    niov = 2 + ngx_http_vmx_audit_payloads(r, ctx, &iov[2], &request_len,
+                                            &response_len);
+
+    iov[1].iov_base = meta.data;
+    iov[1].iov_len = meta.len;
+
+    for (crc = 0, i = 1; i < niov; i++) {
+        crc = vmx_spool_crc32(crc, iov[i].iov_base, iov[i].iov_len);
+    }
+
+    iov[0].iov_base = header;
+    iov[0].iov_len = vmx_spool_header((char *) header, meta.len, request_len,
+                                      response_len, crc);
+    iov[niov].iov_base = "\n";
+    iov[niov].iov_len = 1;
+    niov++;
+
+    total = iov[0].iov_len + meta.len + request_len + response_len + 1;
+
+    if (mcf->sh && mcf->spool_max
+        && (off_t) mcf->sh->spool_bytes + (off_t) total > mcf->spool_max)
+    {
+        ngx_http_vmx_spool_drop(r, mcf, "the spool is full "
+                                "(vmx_audit_spool_max)");
         return;
+    }
+
+    /* one write of a whole record: O_APPEND keeps records whole */
+    n = writev(ngx_http_vmx_spool_fd, iov, (int) niov);
+
+    if (n != (ssize_t) total) {
+        if (n > 0) {
+            /* a part of a record: take it back, the file stays readable */
+            if (ftruncate(ngx_http_vmx_spool_fd, ngx_http_vmx_spool_size)
+                == -1)
+            {
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
+                              "vmx: a part of an audit record stays in the "
+                              "spool (the control plane skips it)");
+            }
+        }
+
+        ngx_http_vmx_spool_drop(r, mcf, n == -1 ? strerror(ngx_errno)
+                                                : "a short write");
+        return;
+    }
+
+    if (ngx_http_vmx_spool_failing) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "vmx: audit records are written to the spool again");
+        ngx_http_vmx_spool_failing = 0;
     }
 
     ngx_http_vmx_spool_size += n;
+    ngx_http_vmx_spool_account(mcf, r->connection->log, n);
 
     if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX) {
-        mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
+}
+
+
+/* a record that cannot be spooled: counted, logged once until a write */
+
+static void
+ngx_http_vmx_spool_drop(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
+    const char *why)
+{
+    ngx_http_vmx_ctx_t  *ctx;
+
+    if (mcf->sh) {
+        (void) ngx_atomic_fetch_add(&mcf->sh->spool_dropped, 1);
+    }
+
+    if (ngx_http_vmx_spool_failing) {
+        return;
+    }
+
+    ngx_http_vmx_spool_failing = 1;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "vmx: audit record %*s not written: %s; records are "
+                  "counted in vmx_audit_records_dropped_total until one is "
+                  "written again", (size_t) 36,
+                  ctx ? ctx->request_id : (u_char *) "-", why);
+}
+
+
+/* the spool's size in the zone, and its warning threshold */
+
+static void
+ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
+    off_t delta)
+{
+    off_t  bytes, warn;
+
+    if (mcf->sh == NULL) {
+        return;
+    }
+
+    bytes = (off_t) ngx_atomic_fetch_add(&mcf->sh->spool_bytes, delta) + delta;
+
+    if (mcf->spool_max == 0) {
+        return;
+    }
+
+    warn = mcf->spool_max / 100 * (off_t) mcf->spool_warn;
+
+    if (bytes >= warn && ngx_atomic_cmp_set(&mcf->sh->spool_warned, 0, 1)) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "vmx: the audit spool holds %O bytes, %ui%% of "
+                      "vmx_audit_spool_max %O: is the control plane "
+                      "ingesting?", bytes, mcf->spool_warn, mcf->spool_max);
+
+    } else if (bytes < warn && ngx_atomic_cmp_set(&mcf->sh->spool_warned,
+                                                  1, 0))
+    {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "vmx: the audit spool is back under %ui%% of "
+                      "vmx_audit_spool_max (%O bytes)", mcf->spool_warn,
+                      bytes);
+    }
+}
+
+
+/*
+ * An environment that requires its audit refuses requests while the spool
+ * is full: 1 when this request must be answered 503.
+ */
+
+ngx_int_t
+ngx_http_vmx_audit_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (ctx->api_key == NULL || !ctx->api_key->env->audit_required
+        || mcf->sh == NULL || mcf->spool_max == 0
+        || (off_t) mcf->sh->spool_bytes + 65536 < mcf->spool_max)
+    {
+        return 0;
+    }
+
+    (void) ngx_atomic_fetch_add(&mcf->sh->spool_refused, 1);
+
+    return 1;
+}
+
+
+/* the payloads into iov: request, then response; how many parts */
+
+static ngx_uint_t
+ngx_http_vmx_audit_payloads(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    struct iovec *iov, size_t *request_len, size_t *response_len)
+{
+    ngx_uint_t                   n;
+    ngx_http_vmx_environment_t  *env;
+    ngx_http_vmx_main_conf_t    *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    env = ctx->api_key ? ctx->api_key->env : NULL;
+
+    *request_len = 0;
+    *response_len = 0;
+
+    if (env != NULL && !env->store_payload) {
+        return 0;
+    }
+
+    n = 0;
+
+    if (ctx->body && ctx->body->raw_len <= mcf->payload_max) {
+        iov[n].iov_base = (void *) ctx->body->raw;
+        iov[n].iov_len = ctx->body->raw_len;
+        *request_len = ctx->body->raw_len;
+        n++;
+    }
+
+    if (ctx->capture.len == 0 || vmx_buf_failed(&ctx->capture)
+        || ctx->capture_truncated)
+    {
+        return n;
+    }
+
+    if (!ctx->streamed) {
+        iov[n].iov_base = ctx->capture.data;
+        iov[n].iov_len = ctx->capture.len;
+        *response_len = ctx->capture.len;
+        return n + 1;
+    }
+
+    /* the chunks, each followed by a comma: an array of them */
+
+    iov[n].iov_base = "[";
+    iov[n].iov_len = 1;
+    iov[n + 1].iov_base = ctx->capture.data;
+    iov[n + 1].iov_len = ctx->capture.len - 1;
+    iov[n + 2].iov_base = "]";
+    iov[n + 2].iov_len = 1;
+    *response_len = ctx->capture.len + 1;
+
+    return n + 3;
 }
 
 
@@ -169,18 +393,29 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 2048);
+    vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 1536);
 
     id.data = ctx->request_id;
     id.len = sizeof(ctx->request_id);
 
     env = ctx->api_key ? ctx->api_key->env : NULL;
 
-    vmx_buf_append_cstr(out, "{\"v\":1,\"id\":");
+    vmx_buf_append_cstr(out, "{\"v\":2,\"id\":");
     vmx_buf_append_json_str(out, (char *) id.data, id.len);
     ngx_http_vmx_audit_time(out, "timestamp", r->start_sec, r->start_msec);
-    ngx_http_vmx_audit_str(out, "workspaceId", env ? &env->workspace_id : NULL);
-    ngx_http_vmx_audit_str(out, "environmentId", env ? &env->id : NULL);
+
+    /* without a key, the ids of a scoped path (the control plane keeps
+     * them when they are UUIDs): a refused request is still seen there */
+    ngx_http_vmx_audit_str(out, "workspaceId",
+                           env ? &env->workspace_id
+                           : ctx->path_workspace_id.len
+                             ? &ctx->path_workspace_id : NULL);
+    ngx_http_vmx_audit_str(out, "environmentId",
+                           env ? &env->id
+                           : ctx->path_environment_id.len
+                             ? &ctx->path_environment_id : NULL);
+    vmx_buf_append_cstr(out, ctx->api_key ? ",\"authenticated\":true"
+                                          : ",\"authenticated\":false");
     ngx_http_vmx_audit_str(out, "requestId", &id);
 
     s.data = ctx->trace_id;
@@ -254,43 +489,15 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ngx_http_vmx_audit_attempts(r, ctx, out);
 
-    /* payloads, unless the environment keeps metadata only */
+    /* the payloads follow the metadata: only whether they were cut */
 
     payload = (env == NULL || env->store_payload);
-
-    s.len = 0;
-    if (payload && ctx->body && ctx->body->raw_len <= mcf->payload_max) {
-        s.data = (u_char *) ctx->body->raw;
-        s.len = ctx->body->raw_len;
-    }
-
-    vmx_buf_append_cstr(out, ",\"request\":");
-    vmx_buf_append(out, s.len ? (char *) s.data : "null", s.len ? s.len : 4);
-
-    vmx_buf_append_cstr(out, ",\"response\":");
-
-    if (payload && ctx->capture.len && !vmx_buf_failed(&ctx->capture)
-        && !ctx->capture_truncated)
-    {
-        if (ctx->streamed) {
-            /* the chunks, each followed by a comma: an array of them */
-            vmx_buf_append(out, "[", 1);
-            vmx_buf_append(out, ctx->capture.data, ctx->capture.len - 1);
-            vmx_buf_append(out, "]", 1);
-
-        } else {
-            vmx_buf_append(out, ctx->capture.data, ctx->capture.len);
-        }
-
-    } else {
-        vmx_buf_append_cstr(out, "null");
-    }
 
     vmx_buf_append_cstr(out, payload && (ctx->capture_truncated
                                          || (ctx->body && ctx->body->raw_len
                                              > mcf->payload_max))
-                             ? ",\"payloadTruncated\":true}\n"
-                             : ",\"payloadTruncated\":false}\n");
+                             ? ",\"payloadTruncated\":true}"
+                             : ",\"payloadTruncated\":false}");
 
     return vmx_buf_failed(out) ? NGX_ERROR : NGX_OK;
 }
@@ -507,185 +714,386 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 
 /*
- * GET /vmx/records: the next complete lines of the spool.  The cursor is
- * opaque to the control plane: "<file>:<offset>" for every file read
- * part-way or whole, comma separated; a file it does not name is unread.
- * Several workers write at once, so every file is read from its own place.
+ * The spool's size at a fresh start of the zone (records left by an
+ * earlier run count against the cap); the listing keeps it true after.
  */
 
 ngx_int_t
-ngx_http_vmx_records_handler(ngx_http_request_t *r)
+ngx_http_vmx_audit_init_zone(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
 {
-    u_char                     *p, *start, *c;
-    size_t                      max, room, len;
-    ssize_t                     n;
-    ngx_str_t                   value;
+    off_t                       bytes;
     ngx_uint_t                  i;
-    ngx_file_t                  file;
+    ngx_pool_t                 *pool;
     ngx_array_t                 names;
     ngx_http_vmx_spool_name_t  *name;
-    ngx_http_vmx_main_conf_t   *mcf;
-    u_char                      path[NGX_MAX_PATH];
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
-
-    max = 1024 * 1024;
-
-    if (ngx_http_arg(r, (u_char *) "max", 3, &value) == NGX_OK) {
-        n = ngx_atosz(value.data, value.len);
-        if (n > 0) {
-            max = ngx_min((size_t) n, (size_t) 16 * 1024 * 1024);
-        }
+    if (mcf->spool.len == 0) {
+        return NGX_OK;
     }
 
-    /* a line must always fit, or a cursor could never move on */
-    max = ngx_max(max, 2 * mcf->payload_max + 65536);
-
-    if (ngx_http_vmx_spool_list(r, &mcf->spool, &names) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_spool_cursor(r, &names) != NGX_OK) {
-        return NGX_HTTP_BAD_REQUEST;
+    if (ngx_http_vmx_spool_list(pool, log, &mcf->spool, &names) != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
     }
 
     name = names.elts;
 
-    len = max + sizeof("{\"records\":[],\"cursor\":\"\"}")
-          + names.nelts * (NGX_HTTP_VMX_SPOOL_NAME_LEN + NGX_OFF_T_LEN + 2);
+    for (bytes = 0, i = 0; i < names.nelts; i++) {
+        bytes += name[i].size;
+    }
+
+    mcf->sh->spool_bytes = (ngx_atomic_uint_t) bytes;
+
+    ngx_destroy_pool(pool);
+
+    return NGX_OK;
+}
+
+
+u_char *
+ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p, u_char *last)
+{
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    if (mcf->sh == NULL || mcf->spool.len == 0) {
+        return p;
+    }
+
+    return ngx_slprintf(p, last,
+        "# HELP vmx_audit_spool_bytes Bytes of audit records in this node's "
+        "spool, not yet ingested.\n"
+        "# TYPE vmx_audit_spool_bytes gauge\n"
+        "vmx_audit_spool_bytes %uA\n"
+        "# HELP vmx_audit_spool_max_bytes vmx_audit_spool_max (0: no cap).\n"
+        "# TYPE vmx_audit_spool_max_bytes gauge\n"
+        "vmx_audit_spool_max_bytes %O\n"
+        "# HELP vmx_audit_records_dropped_total Audit records that could not "
+        "be spooled (spool full, write error).\n"
+        "# TYPE vmx_audit_records_dropped_total counter\n"
+        "vmx_audit_records_dropped_total %uA\n"
+        "# HELP vmx_audit_refused_total Requests answered 503 because the "
+        "spool was full and their environment requires an audit record.\n"
+        "# TYPE vmx_audit_refused_total counter\n"
+        "vmx_audit_refused_total %uA\n",
+        mcf->sh->spool_bytes, mcf->spool_max, mcf->sh->spool_dropped,
+        mcf->sh->spool_refused);
+}
+
+
+/* /vmx/spool, /vmx/spool/<name>: the records channel */
+
+ngx_int_t
+ngx_http_vmx_spool_handler(ngx_http_request_t *r)
+{
+    u_char                    *p;
+    ngx_int_t                  rc;
+    ngx_str_t                  name, msg;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    p = ngx_strnstr(r->uri.data, NGX_HTTP_VMX_SPOOL_PREFIX, r->uri.len);
+    p += sizeof(NGX_HTTP_VMX_SPOOL_PREFIX) - 1;
+
+    name.data = p;
+    name.len = r->uri.data + r->uri.len - p;
+
+    if (name.len && name.data[0] == '/') {
+        name.data++;
+        name.len--;
+    }
+
+    if (name.len == 0) {
+        if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+            return ngx_http_vmx_spool_index(r, mcf);
+        }
+
+    } else if (!ngx_http_vmx_spool_valid_name(&name)) {
+        ngx_str_set(&msg, "no such spool file");
+        return ngx_http_vmx_send_error(r, NULL, NGX_HTTP_NOT_FOUND,
+                                       "not_found", &msg);
+
+    } else if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+        return ngx_http_vmx_spool_file(r, mcf, &name);
+
+    } else if (r->method == NGX_HTTP_DELETE) {
+        return ngx_http_vmx_spool_delete(r, mcf, &name);
+    }
+
+    ngx_str_set(&msg, "use GET, or DELETE on a file");
+    return ngx_http_vmx_send_error(r, NULL, NGX_HTTP_NOT_ALLOWED,
+                                   "method_not_allowed", &msg);
+}
+
+
+/*
+ * GET /vmx/spool: {"files":[{"name":..,"size":N,"finished":bool}...],
+ * "bytes":N,"max":N}, oldest first.  Its sum corrects the zone's count.
+ */
+
+static ngx_int_t
+ngx_http_vmx_spool_index(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf)
+{
+    u_char                     *p, *start;
+    off_t                       bytes;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_array_t                 names;
+    ngx_http_vmx_spool_name_t  *name;
+
+    if (ngx_http_vmx_spool_list(r->pool, r->connection->log, &mcf->spool,
+                                &names)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    name = names.elts;
+
+    len = sizeof("{\"files\":[],\"bytes\":,\"max\":}") + 2 * NGX_OFF_T_LEN
+          + names.nelts * (sizeof("{\"name\":\"\",\"size\":,"
+                                  "\"finished\":false},")
+                           + NGX_HTTP_VMX_SPOOL_NAME_LEN + NGX_OFF_T_LEN);
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(start, "{\"records\":[", sizeof("{\"records\":[") - 1);
-    room = max;
+    p = ngx_cpymem(start, "{\"files\":[", sizeof("{\"files\":[") - 1);
 
-    for (i = 0; i < names.nelts && room; i++) {
-        ngx_memzero(&file, sizeof(ngx_file_t));
-        ngx_sprintf(path, "%V/%*s%Z", &mcf->spool, name[i].len, name[i].name);
-        file.name.data = path;
-        file.name.len = ngx_strlen(path);
-        file.log = r->connection->log;
-
-        file.fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-        if (file.fd == NGX_INVALID_FILE) {
-            continue;
-        }
-
-        n = ngx_read_file(&file, p, room, name[i].offset);
-        ngx_close_file(file.fd);
-
-        if (n == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        /* whole lines only, each a JSON object: joined with commas */
-        for (len = n; len && p[len - 1] != '\n'; len--) { /* void */ }
-
-        for (c = p; c < p + len; c++) {
-            if (*c == '\n') {
-                *c = ',';
-            }
-        }
-
-        name[i].offset += len;
-        p += len;
-        room -= len;
-
-        if (len < (size_t) n) {
-            /* a line that did not fit waits for the next call */
-            break;
-        }
+    for (bytes = 0, i = 0; i < names.nelts; i++) {
+        bytes += name[i].size;
+        p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"size\":%O,\"finished\":%s}",
+                        i ? "," : "", name[i].len, name[i].name, name[i].size,
+                        ngx_http_vmx_spool_finished(&name[i], &names, i)
+                        ? "true" : "false");
     }
 
-    if (p[-1] == ',') {
-        p--;
+    p = ngx_sprintf(p, "],\"bytes\":%O,\"max\":%O}", bytes, mcf->spool_max);
+
+    if (mcf->sh) {
+        mcf->sh->spool_bytes = (ngx_atomic_uint_t) bytes;
+        ngx_http_vmx_spool_account(mcf, r->connection->log, 0);
     }
-
-    p = ngx_cpymem(p, "],\"cursor\":\"", sizeof("],\"cursor\":\"") - 1);
-
-    for (i = 0, c = p; i < names.nelts; i++) {
-        if (name[i].offset) {
-            p = ngx_sprintf(p, "%s%*s:%O", p == c ? "" : ",", name[i].len,
-                            name[i].name, name[i].offset);
-        }
-    }
-
-    p = ngx_cpymem(p, "\"}", 2);
 
     return ngx_http_vmx_send_json(r, NGX_HTTP_OK, start, p - start);
 }
 
 
-/* POST /vmx/records/ack: files committed whole and finished go */
+/*
+ * GET /vmx/spool/<name>: the file as a static file is served, so a Range
+ * asks for the new bytes and nginx's range and output filters send them
+ * without this worker reading them.
+ */
 
-ngx_int_t
-ngx_http_vmx_records_ack_handler(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_vmx_spool_file(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
+    ngx_str_t *name)
 {
-    ngx_uint_t                  i;
-    ngx_array_t                 names;
-    ngx_file_info_t             fi;
-    ngx_http_vmx_spool_name_t  *name;
-    ngx_http_vmx_main_conf_t   *mcf;
-    u_char                      path[NGX_MAX_PATH];
+    u_char                    *path;
+    ngx_fd_t                   fd;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_str_t                  msg;
+    ngx_chain_t                out;
+    ngx_file_info_t            fi;
+    ngx_pool_cleanup_t        *cln;
+    ngx_pool_cleanup_file_t   *clnf;
 
-    static u_char  ok[] = "{\"ok\":true}";
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
-
-    if (ngx_http_vmx_spool_list(r, &mcf->spool, &names) != NGX_OK) {
+    path = ngx_pnalloc(r->pool, mcf->spool.len + name->len + 2);
+    if (path == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_vmx_spool_cursor(r, &names) != NGX_OK) {
-        return NGX_HTTP_BAD_REQUEST;
+    ngx_sprintf(path, "%V/%V%Z", &mcf->spool, name);
+
+    fd = ngx_open_file(path, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK, NGX_FILE_OPEN,
+                       0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_str_set(&msg, "no such spool file");
+        return ngx_http_vmx_send_error(r, NULL, NGX_HTTP_NOT_FOUND,
+                                       "not_found", &msg);
     }
 
-    name = names.elts;
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_pool_cleanup_file_t));
+    if (cln == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_pool_cleanup_file;
+    clnf = cln->data;
+    clnf->fd = fd;
+    clnf->name = path;
+    clnf->log = r->connection->log;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = ngx_file_size(&fi);
+    r->headers_out.last_modified_time = -1;
+    ngx_str_set(&r->headers_out.content_type, "application/octet-stream");
+    r->allow_ranges = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->file = ngx_pcalloc(r->pool, sizeof(ngx_file_t));
+    if (b->file == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->file_pos = 0;
+    b->file_last = ngx_file_size(&fi);
+    b->in_file = b->file_last ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    b->sync = b->in_file ? 0 : 1;
+
+    b->file->fd = fd;
+    b->file->name.data = path;
+    b->file->name.len = ngx_strlen(path);
+    b->file->log = r->connection->log;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* DELETE /vmx/spool/<name>: a finished file the control plane committed */
+
+static ngx_int_t
+ngx_http_vmx_spool_delete(ngx_http_request_t *r,
+    ngx_http_vmx_main_conf_t *mcf, ngx_str_t *name)
+{
+    ngx_int_t                   found;
+    ngx_uint_t                  i;
+    ngx_str_t                   msg;
+    ngx_array_t                 names;
+    ngx_http_vmx_spool_name_t  *list;
+    u_char                      path[NGX_MAX_PATH];
+
+    static u_char  ok[] = "{\"deleted\":true}";
+
+    if (ngx_http_vmx_spool_list(r->pool, r->connection->log, &mcf->spool,
+                                &names)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    list = names.elts;
+    found = 0;
 
     for (i = 0; i < names.nelts; i++) {
-        ngx_sprintf(path, "%V/%*s%Z", &mcf->spool, name[i].len, name[i].name);
-
-        if (name[i].offset == 0
-            || ngx_file_info(path, &fi) == NGX_FILE_ERROR
-            || name[i].offset < ngx_file_size(&fi)
-            || !ngx_http_vmx_spool_finished(&name[i], &names, i))
+        if (list[i].len == name->len
+            && ngx_strncmp(list[i].name, name->data, name->len) == 0)
         {
-            continue;
-        }
-
-        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
-                          ngx_delete_file_n " \"%s\" failed", path);
+            found = 1;
+            break;
         }
     }
+
+    if (!found) {
+        ngx_str_set(&msg, "no such spool file");
+        return ngx_http_vmx_send_error(r, NULL, NGX_HTTP_NOT_FOUND,
+                                       "not_found", &msg);
+    }
+
+    if (!ngx_http_vmx_spool_finished(&list[i], &names, i)) {
+        ngx_str_set(&msg, "a worker still writes this spool file");
+        return ngx_http_vmx_send_error(r, NULL, NGX_HTTP_CONFLICT,
+                                       "spool_file_active", &msg);
+    }
+
+    ngx_sprintf(path, "%V/%V%Z", &mcf->spool, name);
+
+    if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", path);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_vmx_spool_account(mcf, r->connection->log, -list[i].size);
 
     return ngx_http_vmx_send_json(r, NGX_HTTP_OK, ok, sizeof(ok) - 1);
 }
 
 
-/* the spool's files, oldest first */
+/* records-<13 digits>-<10 digits>.vmx, nothing else */
 
 static ngx_int_t
-ngx_http_vmx_spool_list(ngx_http_request_t *r, ngx_str_t *dir,
+ngx_http_vmx_spool_valid_name(ngx_str_t *name)
+{
+    ngx_uint_t  i;
+
+    if (name->len != sizeof("records-0000000000000-0000000000.vmx") - 1
+        || ngx_strncmp(name->data, "records-", 8) != 0
+        || name->data[21] != '-'
+        || ngx_strncmp(name->data + 32, ".vmx", 4) != 0)
+    {
+        return 0;
+    }
+
+    for (i = 8; i < 32; i++) {
+        if (i != 21 && (name->data[i] < '0' || name->data[i] > '9')) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the spool's files, oldest first, with their sizes */
+
+static ngx_int_t
+ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log, ngx_str_t *dir,
     ngx_array_t *names)
 {
     DIR                        *d;
     u_char                     *p;
     size_t                      len;
+    ngx_str_t                   s;
     struct dirent              *de;
+    ngx_file_info_t             fi;
     ngx_http_vmx_spool_name_t  *name;
     u_char                      path[NGX_MAX_PATH];
 
-    if (ngx_array_init(names, r->pool, 16, sizeof(ngx_http_vmx_spool_name_t))
+    if (ngx_array_init(names, pool, 16, sizeof(ngx_http_vmx_spool_name_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (dir->len == 0 || dir->len >= sizeof(path)) {
+    if (dir->len == 0 || dir->len + NGX_HTTP_VMX_SPOOL_NAME_LEN + 2
+                         >= sizeof(path))
+    {
         return NGX_OK;
     }
 
@@ -699,12 +1107,17 @@ ngx_http_vmx_spool_list(ngx_http_request_t *r, ngx_str_t *dir,
     while ((de = readdir(d)) != NULL) {
         len = ngx_strlen(de->d_name);
 
-        if (len >= NGX_HTTP_VMX_SPOOL_NAME_LEN
-            || len < sizeof("records--.jsonl") - 1
-            || ngx_strncmp(de->d_name, "records-", 8) != 0
-            || ngx_strncmp(de->d_name + len - 6, ".jsonl", 6) != 0)
-        {
+        s.data = (u_char *) de->d_name;
+        s.len = len;
+
+        if (!ngx_http_vmx_spool_valid_name(&s)) {
             continue;
+        }
+
+        ngx_sprintf(path, "%V/%s%Z", dir, de->d_name);
+
+        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR) {
+            continue;       /* deleted meanwhile */
         }
 
         name = ngx_array_push(names);
@@ -715,12 +1128,11 @@ ngx_http_vmx_spool_list(ngx_http_request_t *r, ngx_str_t *dir,
 
         ngx_memcpy(name->name, de->d_name, len);
         name->len = len;
-        name->offset = 0;
+        name->size = ngx_file_size(&fi);
 
-        /* records-<msec>-<pid>.jsonl */
-        p = ngx_strlchr(name->name + 8, name->name + len, '-');
-        name->pid = p ? ngx_atoi(p + 1, name->name + len - 6 - p - 1)
-                      : NGX_ERROR;
+        /* records-<msec>-<pid>.vmx */
+        p = name->name + 21;
+        name->pid = ngx_atoi(p + 1, 10);
     }
 
     closedir(d);
@@ -766,60 +1178,4 @@ ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
     }
 
     return 0;
-}
-
-
-/* the cursor argument: each named file's offset into names[].offset */
-
-static ngx_int_t
-ngx_http_vmx_spool_cursor(ngx_http_request_t *r, ngx_array_t *names)
-{
-    u_char                     *p, *last, *end, *colon, *dst;
-    off_t                       offset;
-    ngx_str_t                   value;
-    ngx_uint_t                  i;
-    ngx_http_vmx_spool_name_t  *name;
-
-    if (ngx_http_arg(r, (u_char *) "cursor", 6, &value) != NGX_OK
-        || value.len == 0)
-    {
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, value.len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = p;
-    ngx_unescape_uri(&dst, &value.data, value.len, 0);
-    last = dst;
-
-    name = names->elts;
-
-    for ( /* void */ ; p < last; p = end + 1) {
-        end = ngx_strlchr(p, last, ',');
-        if (end == NULL) {
-            end = last;
-        }
-
-        colon = ngx_strlchr(p, end, ':');
-        if (colon == NULL) {
-            return NGX_ERROR;
-        }
-
-        offset = ngx_atoof(colon + 1, end - colon - 1);
-        if (offset == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        for (i = 0; i < names->nelts; i++) {
-            if (ngx_memn2cmp(name[i].name, p, name[i].len, colon - p) == 0) {
-                name[i].offset = offset;
-                break;
-            }
-        }
-    }
-
-    return NGX_OK;
 }

@@ -320,6 +320,8 @@ ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
 
     store = vmx_json_get(obj, "storePayload");
     env->store_payload = (store == NULL || store->type != VMX_JSON_FALSE);
+    store = vmx_json_get(obj, "auditRequired");
+    env->audit_required = (store != NULL && store->type == VMX_JSON_TRUE);
 
     if (ngx_http_vmx_index_add(&cc->snapshot->environments, &env->id, env)
         != NGX_OK)
@@ -1482,7 +1484,8 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shpool->data = mcf->sh;
 
     if (ngx_http_vmx_capacity_init_zone(mcf) != NGX_OK
-        || ngx_http_vmx_stats_init_zone(mcf) != NGX_OK)
+        || ngx_http_vmx_stats_init_zone(mcf) != NGX_OK
+        || ngx_http_vmx_audit_init_zone(mcf, shm_zone->shm.log) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1732,10 +1735,8 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
                                          "unauthorized", &msg);
     }
 
-    if (r->method == NGX_HTTP_POST && ngx_http_vmx_uri_ends(r, "/records/ack"))
-    {
-        rc = ngx_http_discard_request_body(r);
-        return (rc != NGX_OK) ? rc : ngx_http_vmx_records_ack_handler(r);
+    if (ngx_strnstr(r->uri.data, "/vmx/spool", r->uri.len)) {
+        return ngx_http_vmx_spool_handler(r);
     }
 
     switch (r->method) {
@@ -1749,10 +1750,6 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
 
         if (ngx_http_vmx_uri_ends(r, "/capacity")) {
             return ngx_http_vmx_capacity_report(r);
-        }
-
-        if (ngx_http_vmx_uri_ends(r, "/records")) {
-            return ngx_http_vmx_records_handler(r);
         }
 
         return ngx_http_vmx_config_state(r, NGX_HTTP_OK);

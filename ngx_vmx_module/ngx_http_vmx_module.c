@@ -102,6 +102,11 @@ static char *ngx_http_vmx_config_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 
+static ngx_conf_num_bounds_t  ngx_http_vmx_spool_warn_bounds = {
+    ngx_conf_check_num_bounds, 1, 100
+};
+
+
 static ngx_command_t  ngx_http_vmx_commands[] = {
 
     { ngx_string("vmx_config_zone"),
@@ -152,6 +157,20 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_vmx_main_conf_t, payload_max),
       NULL },
+
+    { ngx_string("vmx_audit_spool_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, spool_max),
+      NULL },
+
+    { ngx_string("vmx_audit_spool_warn"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, spool_warn),
+      &ngx_http_vmx_spool_warn_bounds },
 
     { ngx_string("vmx_tokenizer"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -357,6 +376,8 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
     ngx_str_null(&environment_id);
 
     route = ngx_http_vmx_route(r, &workspace_id, &environment_id);
+    ctx->path_workspace_id = workspace_id;
+    ctx->path_environment_id = environment_id;
 
     if (route == NGX_HTTP_VMX_ROUTE_NONE) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
@@ -392,6 +413,15 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
                                    "Invalid API key: pass a key of this "
                                    "environment as \"Authorization: Bearer "
                                    "<key>\" or \"x-api-key: <key>\"");
+    }
+
+    if (ngx_http_vmx_audit_refused(r, ctx)) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "audit_unavailable",
+                                   "The gateway cannot record this request "
+                                   "(its audit spool is full) and this "
+                                   "environment requires an audit record of "
+                                   "every request; try again later");
     }
 
     if (route == NGX_HTTP_VMX_ROUTE_MODELS) {
@@ -2158,6 +2188,8 @@ ngx_http_vmx_create_main_conf(ngx_conf_t *cf)
      */
 
     mcf->payload_max = NGX_CONF_UNSET_SIZE;
+    mcf->spool_max = NGX_CONF_UNSET;
+    mcf->spool_warn = NGX_CONF_UNSET_UINT;
     mcf->keepalive = NGX_CONF_UNSET_UINT;
     mcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     mcf->keepalive_requests = NGX_CONF_UNSET_UINT;
@@ -2172,6 +2204,8 @@ ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_vmx_main_conf_t *mcf = conf;
 
     ngx_conf_init_size_value(mcf->payload_max, 256 * 1024);
+    ngx_conf_init_value(mcf->spool_max, (off_t) 1024 * 1024 * 1024);
+    ngx_conf_init_uint_value(mcf->spool_warn, 80);
     ngx_conf_init_uint_value(mcf->keepalive, 64);
     ngx_conf_init_msec_value(mcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(mcf->keepalive_requests, 1000);

@@ -108,6 +108,7 @@ struct ngx_http_vmx_environment_s {
     ngx_str_t                    workspace_id;
     ngx_str_t                    name;
     unsigned                     store_payload:1;
+    unsigned                     audit_required:1;  /* 503 unaudited */
 };
 
 
@@ -226,6 +227,12 @@ typedef struct {
     ngx_http_vmx_series_t       *series;        /* statistics, a table */
     ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
     ngx_http_vmx_pool_slot_t    *pools;         /* prioritization, a table */
+
+    /* the audit spool of this node: bytes in it, records not spooled */
+    ngx_atomic_t                 spool_bytes;
+    ngx_atomic_t                 spool_dropped;
+    ngx_atomic_t                 spool_refused;     /* 503 answered */
+    ngx_atomic_t                 spool_warned;      /* past the warning */
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -253,6 +260,8 @@ typedef struct {
 
     ngx_str_t                    spool;         /* audit records' dir */
     size_t                       payload_max;
+    off_t                        spool_max;     /* the spool's cap */
+    ngx_uint_t                   spool_warn;    /* percent of the cap */
 
     ngx_str_t                    ranks;         /* o200k_base ranks file */
     vmx_tokenizer_t             *tokenizer;     /* built by the master */
@@ -359,6 +368,10 @@ struct ngx_http_vmx_ctx_s {
     unsigned                     has_parent:1;
     ngx_str_t                    correlation_id;
     ngx_str_t                    error_code;
+
+    /* the ids of a scoped path, kept for the audit when no key matched */
+    ngx_str_t                    path_workspace_id;
+    ngx_str_t                    path_environment_id;
 
     vmx_json_t                  *body;          /* the parsed request */
     unsigned                     stream:1;
@@ -477,8 +490,13 @@ void ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle);
 void ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_audit_capture(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
-ngx_int_t ngx_http_vmx_records_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_vmx_records_ack_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_vmx_audit_init_zone(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log);
+ngx_int_t ngx_http_vmx_audit_refused(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+ngx_int_t ngx_http_vmx_spool_handler(ngx_http_request_t *r);
+u_char *ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p,
+    u_char *last);
 
 /* ngx_http_vmx_limits.c */
 char *ngx_http_vmx_limits_zone(ngx_conf_t *cf, ngx_command_t *cmd,

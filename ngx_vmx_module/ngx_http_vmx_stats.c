@@ -645,6 +645,8 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
                         "when none is configured.");
     p = ngx_sprintf(p, "vmx_redis_up %ui\n", ngx_http_vmx_redis_up());
 
+    p = ngx_http_vmx_spool_metrics(r, p, start + len);
+
 #undef ngx_http_vmx_family
 #undef ngx_http_vmx_family_windows
 

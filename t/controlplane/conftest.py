@@ -28,12 +28,14 @@ for path in (T, Path(__file__).resolve().parent):
 from harness.api import Api  # noqa: E402
 from harness.control_plane import ControlPlane, write_secret_files  # noqa: E402
 from harness.fake_sts import FakeSts  # noqa: E402
+from harness import spool  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.postgres import Postgres  # noqa: E402
 from cphelpers import unique  # noqa: E402
 
 
-SPOOL_FILE = "records-1700000000000-1.jsonl"
+def spool_file_name(n):
+    return f"records-1700000000000-{n:010d}.vmx"
 
 
 class FakeDataPlane:
@@ -44,11 +46,13 @@ class FakeDataPlane:
 
     It also serves an in-memory record spool as the module does
     (docs/ARCHITECTURE.md, "Audit and usage records"): add_records() appends
-    lines to one spool file; GET /vmx/records answers the complete lines
-    after the cursor up to max bytes (at least one line; `max_bytes` caps it
-    further to force small batches); POST /vmx/records/ack records the
-    cursor in `acks`, after calling `on_ack(cursor)` when set.
-    `records_status` / `ack_status`, when set, are answered instead."""
+    framed records (harness/spool.py) to one spool file, add_raw() bytes as
+    they are; GET /vmx/spool lists it (`finished` as set), GET
+    /vmx/spool/<name> answers a Range of it (at most `max_bytes` when set, to
+    force small reads), DELETE /vmx/spool/<name> records the deletion in
+    `deletes` after calling `on_delete(name)` when set (the file then
+    starts anew).  `records_status` / `delete_status`, when set, are
+    answered instead."""
 
     def __init__(self, token: str):
         self.token = token
@@ -58,26 +62,26 @@ class FakeDataPlane:
         self.unauthorized = 0
         self.capacity = []
         self.capacity_gets = 0
-        self.spool = bytearray()     # the lines, each ending with a newline
+        self.spool = bytearray()     # the file's bytes
+        self.file_no = 1             # a deleted file's name is not used again
+        self.finished = False
         self.max_bytes = None
-        self.records_gets = 0
+        self.records_gets = 0        # listings
+        self.file_gets = 0           # reads of the file
         self.records_status = None
-        self.ack_status = None
-        self.acks = []
-        self.on_ack = None
+        self.delete_status = None
+        self.deletes = []
+        self.on_delete = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
             def _answer(self, status, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._answer_raw(status, json.dumps(obj).encode())
 
             def _authorized(self):
                 if self.headers.get("Authorization") == f"Bearer {fake.token}":
@@ -87,68 +91,74 @@ class FakeDataPlane:
                 self._answer(401, {"error": {"message": "bad token"}})
                 return False
 
-            def _answer_raw(self, status, data):
+            def _answer_raw(self, status, data, ctype="application/json", extra=()):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in extra:
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _offset(self, query):
-                cursor = query.get("cursor", [""])[0]
-                if cursor == "":
-                    return 0
-                name, _, offset = cursor.rpartition(":")
-                if name != SPOOL_FILE or not offset.isdigit():
-                    return None
-                return int(offset)
-
-            def _records(self, query):
-                offset = self._offset(query)
-                if offset is None:
-                    self._answer(400, {"error": {"message": "bad cursor"}})
-                    return
-                limit = int(query.get("max", ["1048576"])[0])
+            def _list(self):
                 with fake.lock:
                     fake.records_gets += 1
                     if fake.records_status is not None:
                         self._answer(fake.records_status, {"error": {"message": "fault"}})
                         return
-                    if fake.max_bytes is not None:
-                        limit = min(limit, fake.max_bytes)
-                    lines, end = [], offset
-                    while end < len(fake.spool):
-                        nl = fake.spool.index(b"\n", end) + 1
-                        if lines and nl - offset > limit:
-                            break
-                        lines.append(bytes(fake.spool[end:nl - 1]))
-                        end = nl
-                body = (b'{"records": [' + b",".join(lines) + b'], "cursor": "'
-                        + f"{SPOOL_FILE}:{end}".encode() + b'"}')
-                self._answer_raw(200, body)
+                    files = [{"name": fake.spool_file, "size": len(fake.spool),
+                              "finished": fake.finished}] if fake.spool or fake.finished else []
+                    self._answer(200, {"files": files, "bytes": len(fake.spool), "max": 0})
 
-            def do_POST(self):
-                path, _, qs = self.path.partition("?")
-                if path != "/vmx/records/ack":
+            def _file(self, name):
+                rng = self.headers.get("Range", "")
+                with fake.lock:
+                    fake.file_gets += 1
+                    data = bytes(fake.spool)
+                if name != fake.spool_file:
                     self._answer(404, {"error": {"message": "not found"}})
                     return
-                if not self._authorized():
+                first, last = 0, len(data) - 1
+                if rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    first, last = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+                if first >= len(data):
+                    self._answer(416, {"error": {"message": "range"}})
                     return
-                cursor = urllib.parse.parse_qs(qs).get("cursor", [""])[0]
-                if fake.on_ack is not None:
-                    fake.on_ack(cursor)
+                if fake.max_bytes is not None:
+                    last = min(last, first + fake.max_bytes - 1)
+                self._answer_raw(206, data[first:last + 1], "application/octet-stream",
+                                 [("Content-Range", f"bytes {first}-{last}/{len(data)}")])
+
+            def do_DELETE(self):
+                path = self.path.partition("?")[0]
+                if not path.startswith("/vmx/spool/") or not self._authorized():
+                    if not path.startswith("/vmx/spool/"):
+                        self._answer(404, {"error": {"message": "not found"}})
+                    return
+                name = path[len("/vmx/spool/"):]
+                if fake.on_delete is not None:
+                    fake.on_delete(name)
                 with fake.lock:
-                    if fake.ack_status is not None:
-                        self._answer(fake.ack_status, {"error": {"message": "fault"}})
+                    if fake.delete_status is not None:
+                        self._answer(fake.delete_status, {"error": {"message": "fault"}})
                         return
-                    fake.acks.append(cursor)
-                self._answer(200, {})
+                    if not fake.finished:
+                        self._answer(409, {"error": {"message": "active"}})
+                        return
+                    fake.deletes.append((name, len(fake.spool)))
+                    fake.spool = bytearray()
+                    fake.file_no += 1
+                self._answer(200, {"deleted": True})
 
             def do_GET(self):
                 path, _, qs = self.path.partition("?")
-                if path == "/vmx/records":
+                if path == "/vmx/spool" or path.startswith("/vmx/spool/"):
                     if self._authorized():
-                        self._records(urllib.parse.parse_qs(qs, keep_blank_values=True))
+                        if path == "/vmx/spool":
+                            self._list()
+                        else:
+                            self._file(path[len("/vmx/spool/"):])
                     return
                 if self.path not in ("/vmx/config", "/vmx/capacity"):
                     self._answer(404, {"error": {"message": "not found"}})
@@ -167,7 +177,10 @@ class FakeDataPlane:
                         self._answer(200, {"entries": fake.capacity})
 
             def do_PUT(self):
-                if self.path != "/vmx/config" or not self._authorized():
+                if self.path != "/vmx/config":
+                    self._answer(404, {"error": {"message": "not found"}})
+                    return
+                if not self._authorized():
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 snap = json.loads(body)
@@ -210,17 +223,24 @@ class FakeDataPlane:
         raise AssertionError("GET /vmx/capacity not called")
 
     def add_records(self, records):
-        """Appends records (dicts, or bytes/str lines as they are) to the spool."""
+        """Appends records (dicts, their "request"/"response" the payloads) to the spool."""
         with self.lock:
             for r in records:
-                line = r if isinstance(r, bytes) else (
-                    r.encode() if isinstance(r, str) else json.dumps(r).encode())
-                self.spool += line + b"\n"
+                self.spool += spool.record(r)
+
+    def add_raw(self, data):
+        """Appends bytes as they are (a framed record, or garbage)."""
+        with self.lock:
+            self.spool += data
 
     def end_cursor(self):
-        """The cursor after the last line of the spool."""
+        """The cursor after the last byte of the spool."""
         with self.lock:
-            return f"{SPOOL_FILE}:{len(self.spool)}"
+            return f"{self.spool_file}:{len(self.spool)}" if self.spool else ""
+
+    @property
+    def spool_file(self):
+        return spool_file_name(self.file_no)
 
     def forget(self):
         """As a restarted data plane without its disk copy: runs version 0."""

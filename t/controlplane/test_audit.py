@@ -1,6 +1,7 @@
-"""Audit and usage records: the control plane pulls a data plane's spool
-(GET /vmx/records), stores each batch with its cursor in one transaction,
-acknowledges it after the commit, and answers GET .../audit and POST
+"""Audit and usage records: the control plane reads a data plane's spool
+(GET /vmx/spool and its files' ranges), stores each batch with its cursor in
+one transaction, deletes a finished file only after committing it whole, keeps
+what is no record as dead letters, and answers GET .../audit and POST
 .../usage; partitions ahead and retention; GET /metrics."""
 import datetime as dt
 import json
@@ -17,6 +18,7 @@ import uuid
 import pytest
 
 from cphelpers import unique
+from harness import spool
 
 UTC = dt.timezone.utc
 PROVIDERS = {"openai": ["gpt-4o", "gpt-4o-mini"], "anthropic": ["claude-3-5-haiku"]}
@@ -124,9 +126,10 @@ def usage_rows(records):
     one for a request that reached no provider."""
     rows = []
     for r in records:
-        for a in r["attempts"] or [None]:
+        for i, a in enumerate(r["attempts"] or [None]):
             src = a or r
             rows.append({
+                "final": i + 1 == max(len(r["attempts"]), 1), "attempt": a is not None,
                 "time": dt.datetime.strptime(r["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
                 .replace(tzinfo=UTC),
                 "provider": src["provider"], "model": src["model"],
@@ -146,10 +149,12 @@ def usage_rows(records):
 
 def check_minutely_consistent(stack, env):
     """usage_minutely holds exactly the sums of usage_records (nothing counted twice)."""
-    raw = sql(stack, "SELECT count(*), coalesce(sum(prompt_tokens), 0),"
+    raw = sql(stack, "SELECT count(*) FILTER (WHERE final), count(*) FILTER (WHERE attempt),"
+                     " coalesce(sum(prompt_tokens), 0),"
                      " round(coalesce(sum(provider_duration), 0)::numeric, 3)"
                      f" FROM usage_records WHERE environment_id = '{env.env}'")
-    agg = sql(stack, "SELECT coalesce(sum(request_count), 0), coalesce(sum(prompt_tokens_sum), 0),"
+    agg = sql(stack, "SELECT coalesce(sum(request_count), 0), coalesce(sum(attempt_count), 0),"
+                     " coalesce(sum(prompt_tokens_sum), 0),"
                      " round(coalesce(sum(provider_duration_sum), 0)::numeric, 3)"
                      f" FROM usage_minutely WHERE environment_id = '{env.env}'")
     assert raw == agg, (raw, agg)
@@ -175,7 +180,8 @@ def _dataplane_healthy(request):
     yield
     if "audit_stack" in request.fixturenames:
         dp = request.getfixturevalue("audit_stack").dataplane
-        dp.max_bytes = dp.records_status = dp.ack_status = dp.on_ack = None
+        dp.max_bytes = dp.records_status = dp.delete_status = dp.on_delete = None
+        dp.finished = False
 
 
 def now():
@@ -183,25 +189,28 @@ def now():
 
 
 # ---------------------------------------------------------------- ingestion
-def test_ingested_once_cursor_stored_ack_after_commit(audit_stack, aenv):
+def test_ingested_once_cursor_stored_delete_after_commit(audit_stack, aenv):
     s, dp = audit_stack, audit_stack.dataplane
     seen = []
 
-    def on_ack(cursor):
-        # the cursor acknowledged is already committed in PostgreSQL
-        seen.append((cursor, sql(s, "SELECT cursor FROM record_cursors"
-                                    f" WHERE dataplane = '{dp.url}'")))
+    def on_delete(name):
+        # the file deleted is committed whole in PostgreSQL already
+        seen.append((dp.end_cursor(), sql(s, "SELECT cursor FROM record_cursors"
+                                             f" WHERE dataplane = '{dp.url}'")))
 
-    dp.on_ack = on_ack
-    dp.max_bytes = 8192                 # many batches: the puller loops while they come
+    dp.on_delete = on_delete
+    dp.max_bytes = 8192                 # many reads: the puller loops while they come
     records = make_records(aenv, 300, now() - dt.timedelta(minutes=30), 30, seed=1)
-    gets = dp.records_gets
+    gets = dp.file_gets
     dp.add_records(records)
     wait_ingested(s)
     check_stored(s, aenv, records)
-    assert seen and all(acked == stored for acked, stored in seen), seen
-    assert dp.acks[-1] == dp.end_cursor()
-    assert dp.records_gets - gets >= 300 * 1000 // 8192
+    assert dp.file_gets - gets >= 300 * 1000 // 8192
+    assert not seen                     # a file still written is never deleted
+    end = dp.end_cursor()
+    dp.finished = True
+    wait_until(lambda: dp.deletes, what="the finished file deleted")
+    assert seen and seen[0] == (end, end), seen
 
     # the stored row is the record: every field, payloads included
     r = records[0]
@@ -213,6 +222,7 @@ def test_ingested_once_cursor_stored_ack_after_commit(audit_stack, aenv):
                 "duration", "gateDuration", "routingDuration", "errorCode", "errorMessage",
                 "events", "attempts", "request", "response", "payloadTruncated"):
         assert body[key] == r[key], key
+    assert body["requestFormat"] == body["responseFormat"] == "json"
 
 
 def test_redelivered_records_ignored(audit_stack, aenv):
@@ -229,25 +239,39 @@ def test_redelivered_records_ignored(audit_stack, aenv):
                   f" WHERE environment_id = '{aenv.env}'") == before
 
 
-def test_malformed_records_skipped_and_counted(audit_stack, aenv):
+def dead_letters(stack, dataplane):
+    return sql(stack, "SELECT position || ' ' || reason FROM audit_dead_letters"
+                      f" WHERE dataplane = '{dataplane}' ORDER BY id").splitlines()
+
+
+def test_malformed_records_become_dead_letters(audit_stack, aenv):
     s, dp = audit_stack, audit_stack.dataplane
     rng = random.Random(3)
-    good = [make_record(rng, aenv, now()) for _ in range(3)]
+    good = [make_record(rng, aenv, now()) for _ in range(5)]
     bad_utf8 = make_record(rng, aenv, now())
     bad_utf8["errorMessage"] = "MARK"
     line = json.dumps(bad_utf8).encode().replace(b"MARK", b"bad \xff\xfe byte")
-    as_string = make_record(rng, aenv, now())
     odd = make_record(rng, aenv, now())
     odd.update(statusCode=1e12, duration="slow", workspaceId="nope", stream="yes",
                attempts=[{"promptTokens": -4, "totalTokens": 1.5, "statusCode": "200"}])
-    dp.add_records([good[0], {"id": "not-a-uuid", "timestamp": iso(now())},
+    before = len(dead_letters(s, dp.url))
+    start = len(dp.spool)
+    garbage = b'{"id": "forged"}\n\x00\xffVMX2 9 9 9 00000000\n' + b"z" * 70000
+    dp.add_records([good[0]])
+    dp.add_raw(garbage)                                      # between valid records
+    dp.add_records([{"id": "not-a-uuid", "timestamp": iso(now())},
                     {"id": str(uuid.uuid4()), "timestamp": "2026-02-31T00:00:00Z"},
-                    {"id": str(uuid.uuid4())}, good[1], line,
-                    json.dumps(json.dumps(as_string)), "17", odd, good[2]])
+                    {"id": str(uuid.uuid4())}, good[1]])
+    dp.add_raw(spool.frame(line))
+    dp.add_raw(spool.frame(b"[17]") + spool.frame(b"{not json") + spool.frame(b"\"a string\""))
+    dp.add_records([odd, good[2]])
+    torn = spool.record(good[3])
+    dp.add_raw(torn[:-1] + b"X")                             # its end byte is not "\n"
+    dp.add_records([good[4]])
     wait_ingested(s)
     stored = set(sql(s, "SELECT id FROM audit_records"
                         f" WHERE environment_id = '{aenv.env}'").split())
-    assert stored == {r["id"] for r in good + [bad_utf8, as_string, odd]}
+    assert stored == {r["id"] for r in good[:3] + [good[4], bad_utf8, odd]}
     status, body, _ = s.api.request("GET", aenv.path(f"/audit/{bad_utf8['id']}"))
     assert status == 200 and body["errorMessage"] == "bad ?? byte"
     # the odd record's invalid values are nulls; the record is kept
@@ -256,8 +280,24 @@ def test_malformed_records_skipped_and_counted(audit_stack, aenv):
                   f" FROM audit_records WHERE id = '{oid}'") == "t"
     assert sql(s, "SELECT prompt_tokens IS NULL AND total_tokens IS NULL AND status_code IS NULL"
                   f" FROM usage_records WHERE request_id = '{oid}'") == "t"
-    wait_until(lambda: metric_value(s, "vmx_cp_ingest_rejected_records_total",
-                                    f'dataplane="{dp.url}"') >= 4, what="rejected count")
+    # every piece of garbage is a dead letter, with where it was and why
+    dead = dead_letters(s, dp.url)[before:]
+    assert len(dead) == 9, dead
+    at = start + len(spool.record(good[0]))
+    assert dead[0] == f"{dp.spool_file}:{at} not a record"
+    # a false start inside the garbage is found out, and skipped to the next record
+    assert dead[1].startswith(f"{dp.spool_file}:{at + garbage.index(b'VMX2')} ")
+    assert "no valid id or timestamp" in dead[2] and "no valid id" in dead[4]
+    assert all("not a JSON object" in d for d in dead[5:8]), dead
+    assert "record without its end" in dead[8], dead
+    raw = sql(s, "SELECT length || ' ' || octet_length(raw) FROM audit_dead_letters"
+                 f" WHERE dataplane = '{dp.url}' ORDER BY id LIMIT 1 OFFSET {before + 1}")
+    assert raw == f"{len(garbage) - garbage.index(b'VMX2')} 65536"   # its size, a capped copy
+    wait_until(lambda: metric_value(s, "vmx_cp_ingest_dead_letters_total",
+                                    f'dataplane="{dp.url}"') >= 9, what="dead letter count")
+    status, body, _ = s.api.request("GET", "/api/v1/audit/dead-letters?pageSize=1000")
+    assert status == 200 and body["total"] >= 9
+    assert any(d["reason"] == "not a record" for d in body["data"])
 
 
 def test_postgres_outage_loses_nothing(audit_stack, aenv):
@@ -292,7 +332,7 @@ def test_postgres_outage_loses_nothing(audit_stack, aenv):
 def test_control_plane_restart_mid_way(audit_stack, aenv):
     s, dp = audit_stack, audit_stack.dataplane
     dp.max_bytes = 4096
-    dp.ack_status = 500                 # committed but never acknowledged
+    dp.delete_status = 500              # committed but never deleted
     records = make_records(aenv, 300, now() - dt.timedelta(minutes=10), 10, seed=5)
     dp.add_records(records[:150])
     wait_until(lambda: count(s, "audit_records", aenv) > 20, what="first batches")
@@ -304,10 +344,11 @@ def test_control_plane_restart_mid_way(audit_stack, aenv):
     wait_until(lambda: count(s, "audit_records", aenv) > 200, what="more batches")
     assert s.cp.stop() == 0             # a clean stop in the middle too
     s.cp.start()
-    dp.ack_status = None
+    dp.finished = True
     wait_ingested(s, timeout=60)
     check_stored(s, aenv, records)
-    wait_until(lambda: dp.acks and dp.acks[-1] == dp.end_cursor(), what="the last ack")
+    dp.delete_status = None
+    wait_until(lambda: dp.deletes, what="the file deleted")
 
 
 def test_dataplane_down_or_failing_is_skipped(audit_stack, aenv):
@@ -319,7 +360,7 @@ def test_dataplane_down_or_failing_is_skipped(audit_stack, aenv):
     gets = dp.records_gets
     wait_until(lambda: dp.records_gets > gets + 3, what="retries")
     assert count(s, "audit_records", aenv) == 0
-    assert f"ingest dataplane={dp.url} fetch: HTTP 503" in s.cp.log_text()
+    assert f"ingest dataplane={dp.url} fetch: GET /vmx/spool: HTTP 503" in s.cp.log_text()
     dp.records_status = None
     wait_ingested(s)
     check_stored(s, aenv, records)
@@ -422,8 +463,9 @@ def test_audit_list_filters_and_pagination(audit_stack, audit_data):
         ({"endDate": mid}, lambda r: r["timestamp"] <= mid),
         ({"startDate": mid, "endDate": late}, lambda r: mid <= r["timestamp"] <= late),
         ({"resourceId": env.resources[0]}, lambda r: r["resourceId"] == env.resources[0]),
-        ({"connectionId": env.connections[1]},
-         lambda r: r["connectionId"] == env.connections[1]),
+        ({"connectionId": env.connections[1]},            # any attempt's
+         lambda r: env.connections[1] in [r["connectionId"]]
+         + [a["connectionId"] for a in r["attempts"]]),
         ({"model": "gpt-4o"}, lambda r: r["model"] == "gpt-4o"),
         ({"statusCode": 429}, lambda r: r["statusCode"] == 429),
         ({"apiKeyId": env.api_keys[0]}, lambda r: r["apiKeyId"] == env.api_keys[0]),
@@ -490,7 +532,9 @@ def percentile(values, p):
 
 def aggregate(rows, name, how):
     if name == "requestCount":
-        return float(len(rows))
+        return float(sum(1 for r in rows if r["final"]))
+    if name == "attemptCount":
+        return float(sum(1 for r in rows if r["attempt"]))
     if name == "errorCount":
         return float(sum(1 for r in rows if r["statusCode"] is None or r["statusCode"] >= 400))
     values = [r[name] for r in rows if r[name] is not None]
@@ -572,7 +616,8 @@ def test_usage_granularities(audit_stack, usage_data, granularity):
     env, records = usage_data
     run_usage(audit_stack, env, records, {
         "granularity": granularity,
-        "metrics": {"requestCount": "sum", "errorCount": "sum", "totalTokens": "sum",
+        "metrics": {"requestCount": "sum", "attemptCount": "sum", "errorCount": "sum",
+                    "totalTokens": "sum",
                     "requestDuration": "avg", "providerDuration": "max",
                     "timeToFirstToken": "min"}})
 

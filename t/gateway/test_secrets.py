@@ -87,7 +87,7 @@ def places(stack):
     out = {"pg_dump of the database": stack.pg.dump()}
     files = [p for p in stack.base.rglob("*")
              if p.is_file() and not p.is_symlink() and "secrets" not in p.parts
-             and (p.suffix in (".log", ".jsonl") or p.name == "config.snapshot")]
+             and (p.suffix in (".log", ".vmx") or p.name == "config.snapshot")]
     files.append(Path(stack.pg.log_path))
     for p in files:
         out[str(p.relative_to(stack.base)) if stack.base in p.parents else p.name] = \

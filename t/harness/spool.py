@@ -1,0 +1,51 @@
+"""The data plane's spool framing (lib/vmx_spool.h), for fakes and tests:
+
+    "VMX2 <meta len> <request len> <response len> <crc32 hex>\\n" meta request response "\\n"
+"""
+import json
+import zlib
+
+MAGIC = b"VMX2 "
+
+
+def frame(meta, request=b"", response=b""):
+    """One framed record; meta a dict (its JSON) or bytes, payloads bytes/str/JSON-able."""
+    def as_bytes(v, dump):
+        if v is None:
+            return b""
+        if isinstance(v, bytes):
+            return v
+        if isinstance(v, str) and not dump:
+            return v.encode()
+        return json.dumps(v).encode()
+
+    meta = as_bytes(meta, True)
+    request, response = as_bytes(request, False), as_bytes(response, False)
+    crc = zlib.crc32(meta + request + response)
+    return (MAGIC + f"{len(meta)} {len(request)} {len(response)} {crc:08x}\n".encode()
+            + meta + request + response + b"\n")
+
+
+def record(meta):
+    """A record dict with "request"/"response" members framed as its payloads (JSON)."""
+    meta = dict(meta)
+    req, resp = meta.pop("request", None), meta.pop("response", None)
+    return frame(meta, b"" if req is None else json.dumps(req).encode(),
+                 b"" if resp is None else json.dumps(resp).encode())
+
+
+def parse(data):
+    """The records of a spool file's bytes: [(meta dict, request bytes, response bytes)];
+    raises on anything that is not a whole record."""
+    out, pos = [], 0
+    while pos < len(data):
+        nl = data.index(b"\n", pos)
+        head = data[pos:nl].split(b" ")
+        assert head[0] + b" " == MAGIC, data[pos:pos + 40]
+        m, q, r = (int(x) for x in head[1:4])
+        body = data[nl + 1:nl + 1 + m + q + r]
+        assert zlib.crc32(body) == int(head[4], 16)
+        assert data[nl + 1 + m + q + r:nl + 2 + m + q + r] == b"\n"
+        out.append((json.loads(body[:m]), body[m:m + q], body[m + q:]))
+        pos = nl + 2 + m + q + r
+    return out
