@@ -750,14 +750,17 @@ hex_id(const char *s, size_t len)
 }
 
 
-/* the model the provider answered with: response.model, or a stream's
- * first chunk's */
+/* the model the provider answered with: responseModel, response.model, or
+ * a stream's first chunk's */
 static const char *
 response_model(const cJSON *r)
 {
     const cJSON *resp = cJSON_GetObjectItemCaseSensitive(r, "response");
     const cJSON *chunk;
 
+    if (str_of(r, "responseModel") != NULL) {
+        return str_of(r, "responseModel");      /* found by the ingestion */
+    }
     if (cJSON_IsObject(resp)) {
         return str_of(resp, "model");
     }

@@ -494,17 +494,19 @@ sanitized_copy(const char *p, size_t n)
  * was, anything else (invalid UTF-8, NUL) as base64.  Lossless, and what
  * PostgreSQL's text holds.
  */
-static void
+static const vmx_json_t *
 col_payload(buf_t *b, arena_t *arena, const char *p, size_t n, const char **format)
 {
-    vmx_json_error_t err;
+    const vmx_json_t *v;
+    vmx_json_error_t  err;
 
+    *format = NULL;
     if (n == 0) {
-        *format = NULL;
         put_null(b);
-        return;
+        return NULL;
     }
-    if (vmx_json_parse(p, n, arena_alloc, arena, 0, &err) != NULL) {
+    v = vmx_json_parse(p, n, arena_alloc, arena, 0, &err);
+    if (v != NULL) {
         *format = "json";
         put_text(b, p, n);
     } else if (valid_utf8_text((const unsigned char *) p, n)) {
@@ -516,7 +518,7 @@ col_payload(buf_t *b, arena_t *arena, const char *p, size_t n, const char **form
 
         if (enc == NULL) {
             b->failed = true;
-            return;
+            return NULL;
         }
         sodium_bin2base64(enc, size, (const unsigned char *) p, n,
                           sodium_base64_VARIANT_ORIGINAL);
@@ -524,6 +526,7 @@ col_payload(buf_t *b, arena_t *arena, const char *p, size_t n, const char **form
         put_raw(b, enc, size - 1);
         free(enc);
     }
+    return v;
 }
 
 
@@ -680,12 +683,29 @@ col_connections(buf_t *b, const vmx_json_t *r, const vmx_json_t *attempts)
 }
 
 
-static void
+/* the model a provider answered with: the answer's, or a stream's first chunk's */
+static const vmx_json_t *
+response_model(const vmx_json_t *response)
+{
+    if (response != NULL && response->type == VMX_JSON_ARRAY) {
+        for (const vmx_json_t *c = response->child; c != NULL; c = c->next) {
+            if (string_of(c, "model") != NULL) {
+                return string_of(c, "model");
+            }
+        }
+    }
+    return string_of(response, "model");
+}
+
+
+/* the audit row; the model of the answer (NULL when none) */
+static const vmx_json_t *
 audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec,
     const char *id, const char *ts, const vmx_json_t *attempts)
 {
-    buf_t      *a = &b->audit;
-    const char *request_format, *response_format;
+    buf_t            *a = &b->audit;
+    const char       *request_format, *response_format;
+    const vmx_json_t *response;
 
     put_raw(a, id, UUID_LEN);
     put_raw(a, ts, strlen(ts));
@@ -713,7 +733,7 @@ audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec
     col_array(a, r, "events");
     col_array(a, r, "attempts");
     col_payload(a, &b->arena, rec->request, rec->request_len, &request_format);
-    col_payload(a, &b->arena, rec->response, rec->response_len, &response_format);
+    response = col_payload(a, &b->arena, rec->response, rec->response_len, &response_format);
     col_bool(a, r, "payloadTruncated", "f");
     if (request_format != NULL) {
         put_raw(a, request_format, strlen(request_format));
@@ -728,6 +748,7 @@ audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec
     col_connections(a, r, attempts);
     col_bool(a, r, "authenticated", "t");
     end_row(a);
+    return response_model(response);
 }
 
 
@@ -823,7 +844,7 @@ void
 records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char *file,
     off_t offset)
 {
-    const vmx_json_t *r, *id, *ts, *attempts;
+    const vmx_json_t *r, *id, *ts, *attempts, *model;
     vmx_json_error_t  err;
     rec_t            *e;
     char             *fixed = NULL;
@@ -867,7 +888,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     n = attempts != NULL ? attempts->count : 0;
 
     e->audit = b->audit.len;
-    audit_row(b, r, rec, e->id, when, attempts);
+    model = audit_row(b, r, rec, e->id, when, attempts);
     e->audit_len = b->audit.len - e->audit;
 
     e->usage = b->usage.len;
@@ -890,15 +911,13 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
         b->newest = t;
     }
     if (b->meta != NULL) {
-        cJSON *s = cJSON_CreateString("");
+        cJSON *o = cJSON_ParseWithLength(fixed ? fixed : rec->meta, rec->meta_len);
 
-        /* the metadata is JSON text without NUL: a C string once copied */
-        if (s != NULL) {
-            free(s->valuestring);
-            s->valuestring = strndup(fixed ? fixed : rec->meta, rec->meta_len);
+        if (o != NULL && model != NULL) {
+            cJSON_AddStringToObject(o, "responseModel", model->str);
         }
-        if (s == NULL || s->valuestring == NULL || !cJSON_AddItemToArray(b->meta, s)) {
-            cJSON_Delete(s);
+        if (o == NULL || !cJSON_AddItemToArray(b->meta, o)) {
+            cJSON_Delete(o);
             b->failed = true;
         }
     }

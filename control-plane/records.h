@@ -67,8 +67,9 @@ size_t records_batch_dead_count(const records_batch_t *b);
 const char *records_batch_dead_reason(const records_batch_t *b, size_t i);
 const char *records_batch_dead_position(const records_batch_t *b, size_t i);
 
-/* the metadata of the batch's records as a cJSON array of strings (the
- * batch keeps it; NULL without keep_meta) */
+/* the metadata of the batch's records as a cJSON array of objects, with
+ * "responseModel" when the answer named one (the batch keeps it; NULL
+ * without keep_meta) */
 const cJSON *records_batch_meta(const records_batch_t *b);
 
 /*

@@ -1045,23 +1045,23 @@ ngx_http_vmx_spool_delete(ngx_http_request_t *r,
 }
 
 
-/* records-<13 digits>-<10 digits>.vmx, nothing else */
+/* records-<16 digits: msec>-<10 digits: pid>.vmx, nothing else */
 
 static ngx_int_t
 ngx_http_vmx_spool_valid_name(ngx_str_t *name)
 {
     ngx_uint_t  i;
 
-    if (name->len != sizeof("records-0000000000000-0000000000.vmx") - 1
+    if (name->len != sizeof("records-0000000000000000-0000000000.vmx") - 1
         || ngx_strncmp(name->data, "records-", 8) != 0
-        || name->data[21] != '-'
-        || ngx_strncmp(name->data + 32, ".vmx", 4) != 0)
+        || name->data[24] != '-'
+        || ngx_strncmp(name->data + 35, ".vmx", 4) != 0)
     {
         return 0;
     }
 
-    for (i = 8; i < 32; i++) {
-        if (i != 21 && (name->data[i] < '0' || name->data[i] > '9')) {
+    for (i = 8; i < 35; i++) {
+        if (i != 24 && (name->data[i] < '0' || name->data[i] > '9')) {
             return 0;
         }
     }
@@ -1131,8 +1131,8 @@ ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log, ngx_str_t *dir,
         name->size = ngx_file_size(&fi);
 
         /* records-<msec>-<pid>.vmx */
-        p = name->name + 21;
-        name->pid = ngx_atoi(p + 1, 10);
+        p = name->name + 25;
+        name->pid = ngx_atoi(p, 10);
     }
 
     closedir(d);

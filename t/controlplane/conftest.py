@@ -35,7 +35,7 @@ from cphelpers import unique  # noqa: E402
 
 
 def spool_file_name(n):
-    return f"records-1700000000000-{n:010d}.vmx"
+    return f"records-0001700000000000-{n:010d}.vmx"
 
 
 class FakeDataPlane:

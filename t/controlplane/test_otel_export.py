@@ -116,7 +116,7 @@ def test_spans_of_records(ot):
     denied = record(ot, [], errorCode="invalid_api_key", errorMessage="bad key",
                     workspaceId=None, environmentId=None)
     untraced = record(ot, [attempt("openai", "gpt", default, 200)], traceId=None)
-    ot.dataplane.add_records([fb, json.dumps(json.dumps(streamed)), denied, untraced])
+    ot.dataplane.add_records([fb, streamed, denied, untraced])
 
     server, first, second = sorted(spans_of(ot, fb["traceId"], 3), key=lambda s: s["kind"]
                                    * 10 + s["attrs"].get("vmx.attempt.index", 0))
