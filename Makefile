@@ -46,7 +46,7 @@ $(B)/tools/vmx-tokenize: tools/tokenizer/vmx_tokenize.c $(B)/libvmx.a
 
 $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8
+	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz
 
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
@@ -55,7 +55,7 @@ unit: $(UNIT_BIN)
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8
+	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz
 
 fuzz: $(FUZZ_BIN)
 
