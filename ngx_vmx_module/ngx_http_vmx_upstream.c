@@ -58,6 +58,8 @@ static void ngx_http_vmx_answer_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
 static ngx_int_t ngx_http_vmx_stream_refused(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
+static u_char *ngx_http_vmx_printable(u_char *dst, const char *src,
+    size_t len);
 static ngx_uint_t ngx_http_vmx_retry_status(ngx_uint_t status);
 static ngx_int_t ngx_http_vmx_own_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, vmx_buf_t *out);
@@ -542,6 +544,27 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
 
 
 /*
+ * A failure reason is also an x-vmx-event-*-fallback-failure-reason header:
+ * a provider's text goes in as printable ASCII only (no CR or LF of its
+ * making in our header, no UTF-8 sequence cut short); the audit's
+ * errorMessage keeps it whole.
+ */
+
+static u_char *
+ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
+{
+    u_char  c;
+
+    while (len--) {
+        c = (u_char) *src++;
+        *dst++ = (c >= 0x20 && c < 0x7f) ? c : (c < 0x80 ? ' ' : '?');
+    }
+
+    return dst;
+}
+
+
+/*
  * A stream that opened with an error event: the attempt failed before the
  * client saw a byte, so it is answered like an error status, in OpenAI's
  * envelope (vmx_stream_error_status() maps the status), and falls back when
@@ -575,14 +598,12 @@ ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                    sizeof("the provider's stream opened with an error: ") - 1);
 
     if (e->code_len) {
-        p = ngx_cpymem(p, e->code, e->code_len);
+        p = ngx_http_vmx_printable(p, e->code, e->code_len);
         *p++ = ':';
         *p++ = ' ';
     }
 
-    /* a cut message may end inside a UTF-8 sequence: reasons are logged
-       and audited as JSON strings, which escape it */
-    p = ngx_cpymem(p, e->message, ngx_min(e->message_len, 200));
+    p = ngx_http_vmx_printable(p, e->message, ngx_min(e->message_len, 200));
     ctx->failure.len = p - ctx->failure.data;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
