@@ -3,7 +3,7 @@
  */
 
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE             /* memmem(), also when nginx's build compiles us */
+#define _GNU_SOURCE      /* memmem(), also when nginx's build compiles us */
 #endif
 
 #include <stdarg.h>

@@ -1932,8 +1932,8 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "vmx: %V model \"%V\" failed (%V), %s", &ctx->target->provider,
-                  &ctx->target->model, &reason,
+                  "vmx: %V model \"%V\" failed (%V), %s",
+                  &ctx->target->provider, &ctx->target->model, &reason,
                   tries_left ? "falling back" : "no fallback left");
 }
 

@@ -643,11 +643,11 @@ test_stream_exceptions(void)
         { "validationException", 400, "\"invalid_request_error\","
                                       "\"param\":null,\"code\":null", 400 },
         { "modelStreamErrorException", 502, "\"server_error\","
-                                            "\"param\":null,\"code\":null", 502 },
+          "\"param\":null,\"code\":null", 502 },
         { "internalServerException", 500, "\"server_error\","
-                                          "\"param\":null,\"code\":null", 502 },
+          "\"param\":null,\"code\":null", 502 },
         { "serviceUnavailableException", 503, "\"server_error\","
-                                              "\"param\":null,\"code\":null", 503 },
+          "\"param\":null,\"code\":null", 503 },
         { "modelTimeoutException", 504, "\"server_error\","
                                         "\"param\":null,\"code\":null", 502 },
     };

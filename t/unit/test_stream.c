@@ -120,7 +120,8 @@ test_substantive(void)
                        "\"finish_reason\":null}]}\n\n"));
     CHECK(!substantive("data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":"
                        "\"assistant\",\"content\":null}}]}\n\n"
-                       "data: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n"));
+                       "data: {\"choices\":[{\"index\":0,\"delta\":{}}]}"
+                       "\n\n"));
     CHECK(substantive("data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":"
                       "\"assistant\"}}]}\n\ndata: {\"choices\":[{\"index\":0,"
                       "\"delta\":{\"content\":\"Hi\"}}]}\n\n"));
