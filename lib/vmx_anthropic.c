@@ -678,6 +678,13 @@ vmx_counts_read(vmx_anthropic_usage_t *c, const vmx_json_t *usage)
     vmx_count_read(&c->cache_creation_input_tokens,
                    vmx_json_get(usage, "cache_creation_input_tokens"));
     vmx_count_read(&c->output_tokens, vmx_json_get(usage, "output_tokens"));
+
+    /* a count left out of a usage object is 0 (the cache counts stay
+       unknown: they are parts of the prompt's) */
+    if (usage != NULL && usage->type == VMX_JSON_OBJECT) {
+        c->input_tokens = c->input_tokens < 0 ? 0 : c->input_tokens;
+        c->output_tokens = c->output_tokens < 0 ? 0 : c->output_tokens;
+    }
 }
 
 
@@ -1128,11 +1135,12 @@ vmx_on_error(vmx_anthropic_stream_t *s, const vmx_json_t *event,
     const char        *type;
 
     vmx_error_fields(event, &message, &type);
-    vmx_openai_error_event(out, message ? message->str : vmx_provider_error,
-                           message ? message->str_len
-                                   : sizeof(vmx_provider_error) - 1,
-                           vmx_openai_error_type(vmx_error_status(type)),
-                           type);
+    vmx_stream_fail(s->tc->alloc, s->tc->alloc_ctx, &s->error, out,
+                    vmx_error_status(type),
+                    message ? message->str : vmx_provider_error,
+                    message ? message->str_len
+                            : sizeof(vmx_provider_error) - 1,
+                    type);
     s->done = 1;
 }
 

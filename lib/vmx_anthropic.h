@@ -55,6 +55,8 @@ typedef struct {
     int64_t                     tool_calls;   /* tool_use blocks so far: the
                                                  OpenAI index of the next */
 
+    vmx_stream_error_t          error;        /* an error event, if any */
+
     unsigned                    started:1;    /* the role chunk was sent */
     unsigned                    finished:1;   /* the finish_reason chunk too */
     unsigned                    done:1;

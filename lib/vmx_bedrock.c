@@ -679,6 +679,8 @@ vmx_br_usage(const vmx_json_t *u, vmx_usage_t *usage)
     usage->cache_write_tokens = write;
     usage->total_tokens = (input >= 0 && output >= 0)
                           ? usage->prompt_tokens + output : total;
+
+    vmx_usage_reported(usage);
 }
 
 
@@ -1033,10 +1035,12 @@ int
 vmx_bedrock_stream_exception(vmx_bedrock_stream_t *s,
     const vmx_eventstream_message_t *m, vmx_buf_t *out)
 {
-    const vmx_json_t  *message;
-    const char        *text = vmx_br_provider_error;
-    size_t             len = sizeof(vmx_br_provider_error) - 1;
-    int                status;
+    const vmx_json_t              *message;
+    const vmx_eventstream_str_t  *type;
+    const char                    *text = vmx_br_provider_error;
+    char                          *code;
+    size_t                         len = sizeof(vmx_br_provider_error) - 1;
+    int                            status;
 
     if (m->exception_type.data != NULL) {
         status = vmx_br_exception_status(m->exception_type.data,
@@ -1060,9 +1064,23 @@ vmx_bedrock_stream_exception(vmx_bedrock_stream_t *s,
         return status;
     }
 
-    vmx_openai_error_event(out, text, len, vmx_openai_error_type(status),
-                           vmx_br_error_code(status));
+    vmx_stream_fail(s->tc->alloc, s->tc->alloc_ctx, &s->error, out, status,
+                    text, len, vmx_br_error_code(status));
     s->done = 1;
+
+    /* the audit's code is Bedrock's own name of the exception */
+    type = m->exception_type.data ? &m->exception_type : &m->error_code;
+
+    if (type->data != NULL && type->len) {
+        code = s->tc->alloc(s->tc->alloc_ctx, type->len + 1);
+
+        if (code != NULL) {
+            memcpy(code, type->data, type->len);
+            code[type->len] = '\0';
+            s->error.code = code;
+            s->error.code_len = type->len;
+        }
+    }
 
     return status;
 }

@@ -54,6 +54,9 @@ typedef struct {
     int64_t                     tool_calls;   /* toolUse blocks so far: the
                                                  OpenAI index of the next */
 
+    vmx_stream_error_t          error;        /* an exception, if any; its
+                                                 code is the exception type */
+
     unsigned                    started:1;    /* the role chunk was sent */
     unsigned                    finished:1;   /* the finish_reason chunk too */
     unsigned                    done:1;

@@ -1240,6 +1240,8 @@ vmx_gemini_usage(const vmx_json_t *meta, vmx_usage_t *usage)
     if (cached >= 0) {
         usage->cached_tokens = cached;
     }
+
+    vmx_usage_reported(usage);
 }
 
 
@@ -1461,7 +1463,7 @@ vmx_gemini_error_code(const vmx_translate_ctx_t *tc, const vmx_json_t *status)
 /* Gemini's {"code","message","status"} as OpenAI's error, or its event */
 static void
 vmx_gemini_error_of(const vmx_translate_ctx_t *tc, int status,
-    const vmx_json_t *error, vmx_buf_t *out, int event)
+    const vmx_json_t *error, vmx_buf_t *out, vmx_stream_error_t *event)
 {
     const vmx_json_t  *message;
     const char        *code, *type;
@@ -1475,10 +1477,10 @@ vmx_gemini_error_of(const vmx_translate_ctx_t *tc, int status,
     }
 
     if (event) {
-        vmx_openai_error_event(out,
+        vmx_stream_fail(tc->alloc, tc->alloc_ctx, event, out, status,
             message ? message->str : VMX_GEMINI_UNREADABLE,
             message ? message->str_len : sizeof(VMX_GEMINI_UNREADABLE) - 1,
-            type, code);
+            code);
 
     } else {
         vmx_openai_error(out,
@@ -1520,7 +1522,8 @@ vmx_gemini_blocked(const vmx_json_t *root)
 
 
 static void
-vmx_gemini_blocked_error(const vmx_json_t *reason, vmx_buf_t *out, int event)
+vmx_gemini_blocked_error(const vmx_translate_ctx_t *tc,
+    const vmx_json_t *reason, vmx_buf_t *out, vmx_stream_error_t *event)
 {
     char  message[128];
     int   n;
@@ -1538,8 +1541,8 @@ vmx_gemini_blocked_error(const vmx_json_t *reason, vmx_buf_t *out, int event)
     }
 
     if (event) {
-        vmx_openai_error_event(out, message, n, "invalid_request_error",
-                               "content_filter");
+        vmx_stream_fail(tc->alloc, tc->alloc_ctx, event, out, 400, message, n,
+                        "content_filter");
 
     } else {
         vmx_openai_error(out, message, n, "invalid_request_error",
@@ -1567,7 +1570,7 @@ vmx_gemini_response(const vmx_translate_ctx_t *tc, const char *body,
 
     if (error != NULL) {
         status = vmx_gemini_error_status(error);
-        vmx_gemini_error_of(tc, status, error, out, 0);
+        vmx_gemini_error_of(tc, status, error, out, NULL);
         return vmx_buf_failed(out) ? -1 : status;
     }
 
@@ -1576,7 +1579,7 @@ vmx_gemini_response(const vmx_translate_ctx_t *tc, const char *body,
     reason = vmx_gemini_blocked(root);
 
     if (reason != NULL) {
-        vmx_gemini_blocked_error(reason, out, 0);
+        vmx_gemini_blocked_error(tc, reason, out, NULL);
         return vmx_buf_failed(out) ? -1 : 400;
     }
 
@@ -1744,7 +1747,7 @@ vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
 
     if (error != NULL) {
         vmx_gemini_error_of(s->tc, vmx_gemini_error_status(error), error, out,
-                            1);
+                            &s->error);
         s->done = 1;
         return vmx_buf_failed(out) ? -1 : 0;
     }
@@ -1754,7 +1757,7 @@ vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
     reason = vmx_gemini_blocked(root);
 
     if (reason != NULL) {
-        vmx_gemini_blocked_error(reason, out, 1);
+        vmx_gemini_blocked_error(s->tc, reason, out, &s->error);
         s->done = 1;
         return vmx_buf_failed(out) ? -1 : 0;
     }
@@ -1808,5 +1811,5 @@ vmx_gemini_error(const vmx_translate_ctx_t *tc, int status, const char *body,
         root = root->child;
     }
 
-    vmx_gemini_error_of(tc, status, vmx_json_get(root, "error"), out, 0);
+    vmx_gemini_error_of(tc, status, vmx_json_get(root, "error"), out, NULL);
 }

@@ -32,6 +32,7 @@ typedef struct {
 
 typedef struct {
     const vmx_translate_ctx_t  *tc;
+    vmx_stream_error_t          error;     /* an error event, if any */
     unsigned                    done:1;
     unsigned                    calls;     /* for "call_<n>" ids */
     vmx_gemini_choice_t         choice[VMX_GEMINI_MAX_CHOICES];

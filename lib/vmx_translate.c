@@ -2,6 +2,10 @@
  * vmx_translate: see vmx_translate.h.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE      /* memmem(), also when nginx's build compiles us */
+#endif
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +22,27 @@ vmx_usage_init(vmx_usage_t *usage)
     usage->total_tokens = -1;
     usage->cached_tokens = -1;
     usage->cache_write_tokens = -1;
+}
+
+
+void
+vmx_usage_reported(vmx_usage_t *usage)
+{
+    if (usage->prompt_tokens < 0) {
+        usage->prompt_tokens = 0;
+    }
+
+    if (usage->completion_tokens < 0) {
+        usage->completion_tokens = 0;
+    }
+
+    if (usage->total_tokens < 0) {
+        usage->total_tokens = usage->prompt_tokens > INT64_MAX
+                                                     - usage->completion_tokens
+                              ? INT64_MAX
+                              : usage->prompt_tokens
+                                + usage->completion_tokens;
+    }
 }
 
 
@@ -464,4 +489,265 @@ vmx_openai_error_type(int status)
     default:
         return status >= 500 ? "server_error" : "invalid_request_error";
     }
+}
+
+
+/*
+ * Errors inside a stream.
+ */
+
+static const char *
+vmx_stream_copy(vmx_json_alloc_pt alloc, void *alloc_ctx, const char *s,
+    size_t len)
+{
+    char  *p;
+
+    p = alloc(alloc_ctx, len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, s, len);
+    p[len] = '\0';
+
+    return p;
+}
+
+
+void
+vmx_stream_fail(vmx_json_alloc_pt alloc, void *alloc_ctx,
+    vmx_stream_error_t *e, vmx_buf_t *out, int status, const char *message,
+    size_t len, const char *code)
+{
+    vmx_openai_error_event(out, message, len, vmx_openai_error_type(status),
+                           code);
+
+    e->status = vmx_stream_error_status(status, code);
+    e->message = vmx_stream_copy(alloc, alloc_ctx, message, len);
+    e->message_len = e->message ? len : 0;
+    e->code = code ? vmx_stream_copy(alloc, alloc_ctx, code, strlen(code))
+                   : NULL;
+    e->code_len = e->code ? strlen(code) : 0;
+}
+
+
+int
+vmx_stream_error_status(int status, const char *code)
+{
+    static const char  *throttled[] = {
+        "overloaded_error", "rate_limit_error", "rate_limit_exceeded",
+        "resource_exhausted"
+    };
+    size_t  i;
+
+    for (i = 0; code != NULL && i < sizeof(throttled) / sizeof(throttled[0]);
+         i++)
+    {
+        if (strcasecmp(code, throttled[i]) == 0) {
+            return 429;
+        }
+    }
+
+    if (status == 429 || status == 503) {
+        return status;
+    }
+
+    if (status >= 400 && status < 500 && status != 401 && status != 403) {
+        return status;
+    }
+
+    return 502;
+}
+
+
+/* the HTTP status an OpenAI error type stands for */
+static int
+vmx_openai_type_status(const char *type)
+{
+    static const struct {
+        const char  *type;
+        int          status;
+    } statuses[] = {
+        { "invalid_request_error", 400 },
+        { "authentication_error", 401 },
+        { "permission_error", 403 },
+        { "not_found_error", 404 },
+        { "rate_limit_error", 429 },
+        { "service_unavailable", 503 },
+        { "service_unavailable_error", 503 },
+    };
+    size_t  i;
+
+    for (i = 0; type != NULL && i < sizeof(statuses) / sizeof(statuses[0]);
+         i++)
+    {
+        if (strcmp(type, statuses[i].type) == 0) {
+            return statuses[i].status;
+        }
+    }
+
+    return 500;
+}
+
+
+int
+vmx_openai_stream_error(const char *data, size_t len, vmx_json_alloc_pt alloc,
+    void *alloc_ctx, vmx_stream_error_t *e)
+{
+    const char        *p, *last, *type, *code, *message;
+    size_t             message_len;
+    vmx_json_t        *root, *error, *v;
+    vmx_json_error_t   jerr;
+    int                status;
+
+    /* a cheap look before parsing every chunk: {"error" first */
+
+    p = data;
+    last = data + len;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    if (p == last || *p++ != '{') {
+        return 0;
+    }
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    if ((size_t) (last - p) < sizeof("\"error\"") - 1
+        || memcmp(p, "\"error\"", sizeof("\"error\"") - 1) != 0)
+    {
+        return 0;
+    }
+
+    root = vmx_json_parse(data, len, alloc, alloc_ctx, 64, &jerr);
+    error = vmx_json_get(root, "error");
+
+    if (error == NULL) {
+        return 0;
+    }
+
+    type = vmx_json_get_str(error, "type", NULL);
+    code = vmx_json_get_str(error, "code", NULL);
+    message = vmx_json_get_str(error, "message", &message_len);
+
+    if (error->type == VMX_JSON_STRING) {
+        /* {"error": "text"}, as some OpenAI-compatible servers send */
+        message = error->str;
+        message_len = error->str_len;
+    }
+
+    if (message == NULL) {
+        message = "provider error";
+        message_len = sizeof("provider error") - 1;
+    }
+
+    status = vmx_openai_type_status(type);
+
+    v = vmx_json_get(error, "code");
+    if (v == NULL || !v->is_int) {
+        v = vmx_json_get(error, "status");
+    }
+
+    if (v != NULL && v->is_int && v->integer >= 400 && v->integer <= 599) {
+        status = (int) v->integer;
+    }
+
+    code = code ? code : type;
+
+    e->status = vmx_stream_error_status(status, code);
+    e->message = vmx_stream_copy(alloc, alloc_ctx, message, message_len);
+    e->message_len = e->message ? message_len : 0;
+    e->code = code ? vmx_stream_copy(alloc, alloc_ctx, code, strlen(code))
+                   : NULL;
+    e->code_len = e->code ? strlen(code) : 0;
+
+    return 1;
+}
+
+
+/* a chunk that is more than a role announcement */
+static int
+vmx_openai_chunk_substantive(const vmx_json_t *chunk)
+{
+    const vmx_json_t  *choices, *c, *delta, *m;
+
+    if (chunk == NULL || chunk->type != VMX_JSON_OBJECT
+        || vmx_translate_member(chunk, "usage") != NULL
+        || vmx_json_get(chunk, "error") != NULL)
+    {
+        /* unreadable output is passed on, not held */
+        return 1;
+    }
+
+    choices = vmx_json_get(chunk, "choices");
+
+    if (choices == NULL || choices->type != VMX_JSON_ARRAY) {
+        return 1;
+    }
+
+    for (c = choices->child; c; c = c->next) {
+
+        if (vmx_translate_member(c, "finish_reason") != NULL) {
+            return 1;
+        }
+
+        delta = vmx_json_get(c, "delta");
+
+        for (m = delta ? delta->child : NULL; m; m = m->next) {
+            if (m->type == VMX_JSON_NULL
+                || (m->key_len == 4 && memcmp(m->key, "role", 4) == 0)
+                || (m->type == VMX_JSON_STRING && m->str_len == 0))
+            {
+                continue;
+            }
+
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+vmx_openai_stream_substantive(const char *out, size_t len,
+    vmx_json_alloc_pt alloc, void *alloc_ctx)
+{
+    const char        *p, *last, *end;
+    vmx_json_error_t   jerr;
+
+    last = out + len;
+
+    for (p = out; p < last; p = end + 2) {
+        end = memmem(p, last - p, "\n\n", 2);
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (end - p < 6 || memcmp(p, "data: ", 6) != 0) {
+            if (end == last) {
+                break;
+            }
+
+            continue;
+        }
+
+        if (vmx_openai_chunk_substantive(vmx_json_parse(p + 6, end - p - 6,
+                                                        alloc, alloc_ctx, 64,
+                                                        &jerr)))
+        {
+            /* [DONE] is no JSON: it counts too */
+            return 1;
+        }
+
+        if (end == last) {
+            break;
+        }
+    }
+
+    return 0;
 }

@@ -87,7 +87,31 @@ typedef struct {
 } vmx_translate_error_t;
 
 
+/*
+ * An error a provider sent inside a 2xx stream: status is the HTTP status
+ * the client gets for it while nothing has reached the client (see
+ * vmx_stream_error_status()), 0 when there was none; code is the
+ * provider's code or type, NULL when it had none.  The strings are copies
+ * in the translation's memory: the provider's bytes do not outlive the
+ * event.
+ */
+typedef struct {
+    int                 status;
+    const char         *code;
+    size_t              code_len;
+    const char         *message;
+    size_t              message_len;
+} vmx_stream_error_t;
+
+
 void vmx_usage_init(vmx_usage_t *usage);
+
+/*
+ * A usage object was reported: a count it left out is 0, not unknown (a
+ * provider omits zeros, e.g. Gemini's candidatesTokenCount on a safety
+ * block); total_tokens is then prompt + completion when absent.
+ */
+void vmx_usage_reported(vmx_usage_t *usage);
 
 /*
  * The provider side, shared by every provider file.
@@ -221,6 +245,46 @@ void vmx_openai_error(vmx_buf_t *out, const char *message, size_t len,
 /* the same as a stream event: "data: {"error":{...}}\n\n" */
 void vmx_openai_error_event(vmx_buf_t *out, const char *message, size_t len,
     const char *type, const char *code);
+
+/*
+ * A provider's error inside its stream: the error event (of OpenAI's type
+ * for status, with code) into out, and e set with status mapped by
+ * vmx_stream_error_status(); message and code are copied.
+ */
+void vmx_stream_fail(vmx_json_alloc_pt alloc, void *alloc_ctx,
+    vmx_stream_error_t *e, vmx_buf_t *out, int status, const char *message,
+    size_t len, const char *code);
+
+/*
+ * The client's status for a provider's in-stream error of that status and
+ * code, while nothing has reached the client (then a failed attempt, and
+ * the next model is tried when the status allows it):
+ *   429   throttling, rate limits and overload: status 429 or a code
+ *         overloaded_error, rate_limit_error, rate_limit_exceeded,
+ *         resource_exhausted
+ *   503   the provider says it is unavailable (503)
+ *   4xx   the request's own fault (400, 404, 413, 422...) as it is
+ *   502   anything else: 5xx, 401/403 (the gateway's credentials), unknown
+ */
+int vmx_stream_error_status(int status, const char *code);
+
+/*
+ * An OpenAI-format stream event's data ({"error":{"message","type",
+ * "code"}}, as OpenAI and Groq send mid-stream): 1 with e set (the status
+ * from a numeric code or status member, else from the type), or 0 when
+ * data is no error object.
+ */
+int vmx_openai_stream_error(const char *data, size_t len,
+    vmx_json_alloc_pt alloc, void *alloc_ctx, vmx_stream_error_t *e);
+
+/*
+ * Whether translated stream output ("data: ...\n\n" events) carries
+ * something of the answer: a delta with content, tool calls or a refusal, a
+ * finish_reason, usage, an error or [DONE]; 0 when it holds only role
+ * chunks (or nothing), which a client can wait for.
+ */
+int vmx_openai_stream_substantive(const char *out, size_t len,
+    vmx_json_alloc_pt alloc, void *alloc_ctx);
 
 /* OpenAI's error type for an HTTP status: invalid_request_error,
    authentication_error, permission_error, not_found_error,

@@ -948,6 +948,9 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_AGAIN;
     }
 
+    /* a refusal names the model the request would have gone to */
+    ctx->target = ctx->plan[0];
+
     if (rc == NGX_DECLINED) {
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "resource_exhausted", &ctx->failure);
@@ -987,12 +990,14 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     rc = ngx_http_vmx_provider_request(r, ctx, ctx->plan[0],
                                        &ctx->first_request);
-    ctx->target = NULL;
 
     if (rc == NGX_DECLINED) {
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request", &ctx->failure);
     }
+
+    /* each attempt sets its own */
+    ctx->target = NULL;
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1062,6 +1067,9 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (out.action == VMX_RULES_BLOCK) {
+        /* the audit names the resource's primary model */
+        ctx->target = &res->model;
+
         msg.data = ngx_pnalloc(r->pool, 64 + out.group_id.len);
         if (msg.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1516,7 +1524,7 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     vmx_buf_t              out;
     ngx_uint_t             status;
     const char            *code, *type, *message;
-    ngx_http_vmx_event_t  *last;
+    ngx_http_vmx_attempt_t  *last;
     u_char                 buf[512];
 
     status = r->headers_out.status;
@@ -1558,12 +1566,14 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         type = "server_error";
         message = "No provider of the resource could be reached";
 
-        if (ctx->nevents && !ctx->events[ctx->nevents - 1].routing) {
-            last = &ctx->events[ctx->nevents - 1];
+        /* the attempts, whether or not they were fallback events */
+        last = ctx->nattempts ? &ctx->attempt_log[ctx->nattempts - 1] : NULL;
+
+        if (last && last->failed && last->failure.len) {
             p = ngx_snprintf(buf, sizeof(buf) - 1, "Every provider of the "
                              "resource failed; the last, %V model \"%V\", "
-                             "with: %V%Z", &last->provider, &last->model,
-                             &last->reason);
+                             "with: %V%Z", &last->target->provider,
+                             &last->target->model, &last->failure);
             buf[sizeof(buf) - 1] = '\0';
             message = (const char *) buf;
         }

@@ -12,6 +12,7 @@
 
 #include "vmx_buf.h"
 #include "vmx_eventstream.h"
+#include "vmx_inflate.h"
 #include "vmx_json.h"
 #include "vmx_pools.h"
 #include "vmx_rules.h"
@@ -417,6 +418,18 @@ struct ngx_http_vmx_ctx_s {
     unsigned                     answered:1;    /* got a provider header */
     unsigned                     provider_close:1; /* "Connection: close" */
     unsigned                     complete:1;    /* saw the answer's end */
+    unsigned                     holding:1;     /* a 2xx stream's output is
+                                                   held until its first
+                                                   content: an error before
+                                                   it still falls back */
+    unsigned                     body_done:1;   /* its framing ended then */
+    unsigned                     stream_failed:1;   /* an error after the
+                                                       client's first byte */
+    size_t                       held;          /* bytes held */
+    vmx_inflate_t               *inflate;       /* Content-Encoding gzip or
+                                                   deflate, else NULL */
+    vmx_stream_error_t          *stream_error;  /* the provider's error
+                                                   event, of this event */
 
     /* the streamed answer's parser and its translation state */
     vmx_sse_parser_t             sse;

@@ -26,6 +26,8 @@ static ngx_uint_t ngx_http_vmx_openai_answer(ngx_http_request_t *r,
     vmx_buf_t *out);
 static void ngx_http_vmx_stream_end_nothing(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
+static ngx_flag_t ngx_http_vmx_openai_error(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *data);
 
 static ngx_int_t ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
@@ -281,10 +283,14 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out)
 {
-    vmx_json_t        *root, *choices;
-    vmx_json_error_t   err;
+    vmx_json_t          *root, *choices;
+    vmx_json_error_t     err;
 
     if (data->len == 6 && ngx_strncmp(data->data, "[DONE]", 6) == 0) {
+        ctx->complete = 1;
+
+    } else if (ngx_http_vmx_openai_error(r, ctx, data)) {
+        /* the provider's error ends its stream, as the translations do */
         ctx->complete = 1;
 
     } else if (ngx_http_vmx_has_usage(data->data, data->len)) {
@@ -310,6 +316,31 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
     vmx_buf_append_cstr(out, "\n\n");
 
     return NGX_OK;
+}
+
+
+/* an OpenAI-format {"error": ...} event: ctx->stream_error says what */
+
+static ngx_flag_t
+ngx_http_vmx_openai_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_str_t *data)
+{
+    vmx_stream_error_t  e;
+
+    ngx_memzero(&e, sizeof(vmx_stream_error_t));
+
+    if (!vmx_openai_stream_error((char *) data->data, data->len,
+                                 ngx_http_vmx_json_alloc, r->pool, &e))
+    {
+        return 0;
+    }
+
+    ctx->stream_error = ngx_pcalloc(r->pool, sizeof(vmx_stream_error_t));
+    if (ctx->stream_error != NULL) {
+        *ctx->stream_error = e;
+    }
+
+    return 1;
 }
 
 
@@ -400,6 +431,7 @@ ngx_http_vmx_anthropic_stream_event(ngx_http_request_t *r,
                                     &ctx->usage);
 
     ctx->complete = s->done;
+    ctx->stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -478,6 +510,7 @@ ngx_http_vmx_gemini_stream_event(ngx_http_request_t *r,
                                  &ctx->usage);
 
     ctx->complete = s->done;
+    ctx->stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -646,6 +679,7 @@ ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
     }
 
     ctx->complete = s->done;
+    ctx->stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -845,6 +879,15 @@ ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path, ngx_str_t *base,
 
 /* helpers */
 
+/*
+ * Every provider is asked for identity: answers are small JSON or streams
+ * whose events must reach the client as they come (a compressor upstream
+ * holds them back to fill its blocks), and inflating costs the worker CPU
+ * that the bytes saved on a provider link do not repay.  A provider (or a
+ * proxy in front of it) that compresses anyway is inflated all the same:
+ * see ngx_http_vmx_body() in ngx_http_vmx_upstream.c.
+ */
+
 static ngx_int_t
 ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_str_t *path, ngx_str_t *headers, vmx_buf_t *body, ngx_chain_t **out)
@@ -867,6 +910,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
           + sizeof("Content-Type: application/json" CRLF) - 1
           + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
           + sizeof("User-Agent: vmx-gateway" CRLF) - 1
+          + sizeof("Accept-Encoding: identity" CRLF) - 1
           + sizeof("Content-Length: " CRLF CRLF) - 1 + NGX_SIZE_T_LEN;
 
     head = ngx_create_temp_buf(r->pool, len);
@@ -884,6 +928,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                              "Content-Type: application/json" CRLF
                              "Accept: %s" CRLF
                              "User-Agent: vmx-gateway" CRLF
+                             "Accept-Encoding: identity" CRLF
                              "Content-Length: %uz" CRLF
                              "traceparent: 00-%*s-%*s-01" CRLF CRLF,
                              path, &conn->host_header, headers,

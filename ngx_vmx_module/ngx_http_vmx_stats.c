@@ -64,6 +64,7 @@ struct ngx_http_vmx_series_s {
     ngx_atomic_t                 attempts;
     ngx_atomic_t                 fallbacks;
     ngx_atomic_t                 denials;
+    ngx_atomic_t                 stream_errors; /* after the first byte */
     ngx_atomic_t                 buckets[NGX_HTTP_VMX_BUCKETS];
     ngx_atomic_t                 duration_usec;
     ngx_atomic_t                 count;
@@ -367,6 +368,10 @@ ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         (void) ngx_atomic_fetch_add(&s->denials, 1);
     }
 
+    if (ctx->stream_failed && r->headers_out.status < 400) {
+        (void) ngx_atomic_fetch_add(&s->stream_errors, 1);
+    }
+
     usec = ngx_http_vmx_usec() - ctx->start_usec;
 
     for (i = 0; i < NGX_HTTP_VMX_BUCKETS; i++) {
@@ -502,7 +507,7 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
           + 2 * NGX_HTTP_VMX_LABELS * NGX_HTTP_VMX_LABEL_MAX
           + sizeof("vmx_request_duration_seconds_bucket") + NGX_INT64_LEN + 2;
 
-    len = 4096 + n * per * (6 + 2 + 3 + NGX_HTTP_VMX_BUCKETS + 3)
+    len = 4096 + n * per * (6 + 2 + 4 + NGX_HTTP_VMX_BUCKETS + 3)
           + w * 4 * (sizeof("vmx_provider_error_rate_percent{connection=\"\","
                             "model=\"\",window=\"60m\"} ")
                      + 36 + 2 * NGX_HTTP_VMX_LABEL_MAX + NGX_INT64_LEN + 8);
@@ -540,11 +545,21 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
         });
 
     ngx_http_vmx_family("vmx_request_errors_total", "counter",
-                        "Gateway requests answered with a 4xx or 5xx.");
+                        "Gateway requests answered with a 4xx or 5xx, or "
+                        "whose stream failed after its first byte.");
     ngx_http_vmx_each(
         p = ngx_sprintf(p, "vmx_request_errors_total");
         p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->requests[4] + s->requests[5]));
+        p = ngx_sprintf(p, "} %uA\n", s->requests[4] + s->requests[5]
+                                       + s->stream_errors));
+
+    ngx_http_vmx_family("vmx_stream_errors_total", "counter",
+                        "Streams that failed after the client's first byte "
+                        "(an error event, a broken frame, a cut connection).");
+    ngx_http_vmx_each(
+        p = ngx_sprintf(p, "vmx_stream_errors_total");
+        p = ngx_http_vmx_series_labels(p, s);
+        p = ngx_sprintf(p, "} %uA\n", s->stream_errors));
 
     ngx_http_vmx_family("vmx_tokens_total", "counter",
                         "Tokens the providers reported, by type.");

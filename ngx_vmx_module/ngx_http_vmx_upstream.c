@@ -8,17 +8,34 @@
  * 5xx) move on through nginx's next_upstream while nothing has reached the
  * client.
  *
- * A streamed answer (server-sent events) is passed on event by event as it
- * arrives.  Any other answer, errors included, is read whole before the
- * client sees its header: it is translated with its status, gets a
- * Content-Length, and a provider failing in the middle of it still falls
- * back to the next model.
+ * A streamed answer (server-sent events, AWS eventstream) is held until
+ * its first content: an error event before it (a 200 stream that opens
+ * with "overloaded") fails the attempt like an error status would, and the
+ * next model is tried while the client has seen nothing.  From its first
+ * content on it is passed on event by event as it arrives; an error then
+ * (an error event, a broken frame, a cut connection) ends the client's
+ * stream with an error event and a proper end, and fails the attempt in
+ * the audit and the statistics.  Any other answer, errors included, is
+ * read whole before the client sees its header: it is translated with its
+ * status, gets a Content-Length, and a provider failing in the middle of
+ * it still falls back to the next model.
+ *
+ * A body the provider compressed (Content-Encoding gzip or deflate,
+ * although the gateway asks for identity) is inflated below its framing,
+ * before anything else reads it.
  */
 
 #include "ngx_http_vmx_module.h"
 
 
 #define NGX_HTTP_VMX_SSE_EVENT_MAX   (256 * 1024)
+
+/* a stream's output held before its first content, at most: a provider
+   sending only role chunks and comments is passed on beyond it */
+#define NGX_HTTP_VMX_HELD_MAX        (64 * 1024)
+
+/* inflated bytes are handed on in pieces of this size */
+#define NGX_HTTP_VMX_INFLATE_BUF     16384
 
 
 typedef ngx_int_t (*ngx_http_vmx_body_pt)(ngx_http_request_t *r,
@@ -29,9 +46,20 @@ static ngx_int_t ngx_http_vmx_create_request(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_reinit_request(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_process_status_line(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_process_header(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_content_encoding(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *value);
 static ngx_int_t ngx_http_vmx_process_answer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_process_stream_head(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_answer_ready(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_answer_out(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, vmx_buf_t *out);
+static void ngx_http_vmx_answer_error(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
+static ngx_int_t ngx_http_vmx_stream_refused(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static u_char *ngx_http_vmx_printable(u_char *dst, const char *src,
+    size_t len);
 static ngx_uint_t ngx_http_vmx_retry_status(ngx_uint_t status);
 static ngx_int_t ngx_http_vmx_own_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, vmx_buf_t *out);
@@ -43,6 +71,10 @@ static ngx_int_t ngx_http_vmx_filter(void *data, ssize_t bytes);
 
 static ngx_int_t ngx_http_vmx_unframe(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_buf_t *in, ngx_http_vmx_body_pt handler);
+static ngx_int_t ngx_http_vmx_body(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_body_pt handler, u_char *data,
+    size_t len);
+static int ngx_http_vmx_inflated(void *data, const char *p, size_t len);
 static ngx_int_t ngx_http_vmx_collect(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_vmx_stream_data(ngx_http_request_t *r,
@@ -55,8 +87,17 @@ static int ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_vmx_stream_out(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_stream_release(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_stream_finish(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t normal);
 static ngx_int_t ngx_http_vmx_stream_close(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t normal);
+static ngx_int_t ngx_http_vmx_stream_broken(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static void ngx_http_vmx_stream_failed(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *code,
+    ngx_str_t *message, ngx_str_t *reason);
 
 static ngx_int_t ngx_http_vmx_peer_init(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
@@ -187,6 +228,7 @@ ngx_http_vmx_retry_status(ngx_uint_t status)
 static ngx_int_t
 ngx_http_vmx_process_header(ngx_http_request_t *r)
 {
+    char                     *buf;
     ngx_int_t                 rc;
     ngx_str_t                 name, value;
     ngx_http_upstream_t      *u;
@@ -254,6 +296,11 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
                                        sizeof("application/vnd.amazon."
                                               "eventstream") - 1) == 0);
 
+        } else if (ngx_http_vmx_is("content-encoding")) {
+            if (ngx_http_vmx_content_encoding(r, ctx, &value) != NGX_OK) {
+                return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+            }
+
         } else if (ngx_http_vmx_is("connection")) {
             ctx->provider_close = (ngx_strlcasestrn(value.data,
                                        value.data + value.len,
@@ -304,7 +351,20 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
         r->headers_out.content_type_len = r->headers_out.content_type.len;
         r->headers_out.content_type_lowcase = NULL;
 
-        return NGX_OK;
+        buf = ngx_palloc(r->pool, NGX_HTTP_VMX_SSE_EVENT_MAX);
+        if (buf == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* one of the two framings is used, the same memory serves either */
+        vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+        vmx_eventstream_init(&ctx->es, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+
+        /* the client sees nothing before the stream's first content */
+        ctx->holding = 1;
+        u->process_header = ngx_http_vmx_process_stream_head;
+
+        return ngx_http_vmx_process_stream_head(r);
     }
 
     /* anything else is read whole before the client sees a byte */
@@ -346,6 +406,237 @@ ngx_http_vmx_process_answer(ngx_http_request_t *r)
 }
 
 
+/*
+ * Content-Encoding: gzip and deflate are inflated (see ngx_http_vmx_body());
+ * any other coding fails the attempt, since nothing could read its body.
+ */
+
+static ngx_int_t
+ngx_http_vmx_content_encoding(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_str_t *value)
+{
+    int    format;
+    char  *buf;
+
+#define ngx_http_vmx_coding(s)                                                \
+    (value->len == sizeof(s) - 1                                              \
+     && ngx_strncasecmp(value->data, (u_char *) s, value->len) == 0)
+
+    if (value->len == 0 || ngx_http_vmx_coding("identity")) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_vmx_coding("gzip") || ngx_http_vmx_coding("x-gzip")) {
+        format = VMX_INFLATE_GZIP;
+
+    } else if (ngx_http_vmx_coding("deflate")) {
+        format = VMX_INFLATE_DEFLATE;
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider answered in Content-Encoding \"%V\"",
+                      value);
+        ngx_str_set(&ctx->failure, "the provider answered in a "
+                    "Content-Encoding other than gzip or deflate");
+        return NGX_ERROR;
+    }
+
+#undef ngx_http_vmx_coding
+
+    ctx->inflate = ngx_palloc(r->pool, sizeof(vmx_inflate_t));
+    buf = ngx_palloc(r->pool, NGX_HTTP_VMX_INFLATE_BUF);
+
+    if (ctx->inflate == NULL || buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    vmx_inflate_init(ctx->inflate, format, buf, NGX_HTTP_VMX_INFLATE_BUF,
+                     ngx_http_vmx_json_alloc, r->pool);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A 2xx stream before its first content: its events are translated into
+ * output held in u->out_bufs.  Returns NGX_AGAIN while holding, NGX_OK once
+ * content came (or the stream ended whole), or fails the attempt.
+ */
+
+static ngx_int_t
+ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_buf_t            *b, in;
+    ngx_http_upstream_t  *u;
+    ngx_http_vmx_ctx_t   *ctx;
+
+    u = r->upstream;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    b = &u->buffer;
+
+    ngx_memzero(&in, sizeof(ngx_buf_t));
+    in.pos = b->pos;
+    in.last = b->last;
+
+    ctx->out_cur = NULL;
+
+    rc = ngx_http_vmx_unframe(r, ctx, &in, ngx_http_vmx_stream_data);
+
+    /* what was read is copied out, so the read buffer starts over */
+    b->pos = b->start;
+    b->last = b->start;
+
+    if (rc == NGX_DONE) {
+        ctx->body_done = 1;
+
+        if (ctx->holding
+            && ngx_http_vmx_stream_finish(r, ctx, 1) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->holding && ctx->stream_error) {
+        return ngx_http_vmx_stream_refused(r, ctx);
+    }
+
+    if (rc == NGX_ERROR) {
+        if (ctx->holding) {
+            /* broken before its first content: the next model is tried */
+            ctx->provider_status = NGX_HTTP_BAD_GATEWAY;
+
+            if (ctx->failure.len == 0) {
+                ngx_str_set(&ctx->failure, "the provider sent a broken "
+                            "stream");
+            }
+
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+        }
+
+        /* broken right after its first content, in the same read */
+        if (ngx_http_vmx_stream_broken(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->body_done = 1;
+        return NGX_OK;
+    }
+
+    if (!ctx->holding) {
+        return NGX_OK;
+    }
+
+    if (rc != NGX_DONE) {
+        return NGX_AGAIN;
+    }
+
+    if (!ctx->complete) {
+        ctx->provider_status = NGX_HTTP_BAD_GATEWAY;
+        ngx_str_set(&ctx->failure, "the provider's stream ended before its "
+                    "first content");
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+    }
+
+    /* a whole stream without content, e.g. role chunk, usage, [DONE] */
+    return ngx_http_vmx_stream_release(r, ctx);
+}
+
+
+/*
+ * A failure reason is also an x-vmx-event-*-fallback-failure-reason header:
+ * a provider's text goes in as printable ASCII only (no CR or LF of its
+ * making in our header, no UTF-8 sequence cut short); the audit's
+ * errorMessage keeps it whole.
+ */
+
+static u_char *
+ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
+{
+    u_char  c;
+
+    while (len--) {
+        c = (u_char) *src++;
+        *dst++ = (c >= 0x20 && c < 0x7f) ? c : (c < 0x80 ? ' ' : '?');
+    }
+
+    return dst;
+}
+
+
+/*
+ * A stream that opened with an error event: the attempt failed before the
+ * client saw a byte, so it is answered like an error status, in OpenAI's
+ * envelope (vmx_stream_error_status() maps the status), and falls back when
+ * that status allows.
+ */
+
+static ngx_int_t
+ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    u_char               *p;
+    size_t                len;
+    vmx_buf_t             out;
+    ngx_uint_t            status;
+    vmx_stream_error_t   *e;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+    e = ctx->stream_error;
+    status = e->status;
+
+    len = sizeof("the provider's stream opened with an error: ") - 1
+          + e->code_len + sizeof(": ") - 1 + ngx_min(e->message_len, 200);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->failure.data = p;
+    p = ngx_cpymem(p, "the provider's stream opened with an error: ",
+                   sizeof("the provider's stream opened with an error: ") - 1);
+
+    if (e->code_len) {
+        p = ngx_http_vmx_printable(p, e->code, e->code_len);
+        *p++ = ':';
+        *p++ = ' ';
+    }
+
+    p = ngx_http_vmx_printable(p, e->message, ngx_min(e->message_len, 200));
+    ctx->failure.len = p - ctx->failure.data;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "vmx: %V model \"%V\": %V", &ctx->target->provider,
+                  &ctx->target->model, &ctx->failure);
+
+    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_openai_error(&out, e->message, e->message_len,
+                     vmx_openai_error_type((int) status), e->code, NULL);
+
+    if (vmx_buf_failed(&out)) {
+        return NGX_ERROR;
+    }
+
+    /* the held output is dropped: an answer of its own replaces it */
+    u->out_bufs = NULL;
+    ctx->out_cur = NULL;
+    ctx->holding = 0;
+    ctx->streamed = 0;
+    ctx->provider_status = status;
+    u->headers_in.status_n = status;
+
+    if (ngx_http_vmx_answer_out(r, ctx, status, &out) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the rest of the stream is not read */
+    u->keepalive = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
@@ -383,19 +674,35 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         u->headers_in.status_n = status;
     }
 
+    return ngx_http_vmx_answer_out(r, ctx, status, &out);
+}
+
+
+/* a whole answer in out: what the client gets once the header is out */
+
+static ngx_int_t
+ngx_http_vmx_answer_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, vmx_buf_t *out)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    ngx_http_vmx_answer_error(r, ctx, out);
+
     /* the answer the client gets, sent once the header is out */
     ctx->answer = ngx_calloc_buf(r->pool);
     if (ctx->answer == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->answer->pos = (u_char *) out.data;
-    ctx->answer->last = (u_char *) out.data + out.len;
+    ctx->answer->pos = (u_char *) out->data;
+    ctx->answer->last = (u_char *) out->data + out->len;
     ctx->answer->memory = 1;
     ctx->answer->flush = 1;
     ctx->answer->tag = u->output.tag;
 
-    u->headers_in.content_length_n = out.len;
+    u->headers_in.content_length_n = out->len;
     ctx->complete = 1;
 
     ngx_http_vmx_first_byte(ctx);
@@ -478,6 +785,54 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
+/*
+ * The error the client gets is the request's errorCode and errorMessage in
+ * the audit: the envelope's code (else its type) and message.  A success
+ * after failed attempts has none.
+ */
+
+static void
+ngx_http_vmx_answer_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_buf_t *out)
+{
+    const char        *v;
+    size_t             len;
+    vmx_json_t        *root, *error;
+    vmx_json_error_t   err;
+
+    ngx_str_null(&ctx->error_code);
+    ngx_str_null(&ctx->error_message);
+
+    if (r->upstream->headers_in.status_n < NGX_HTTP_BAD_REQUEST) {
+        return;
+    }
+
+    root = vmx_json_parse(out->data, out->len, ngx_http_vmx_json_alloc,
+                          r->pool, 64, &err);
+    error = vmx_json_get(root, "error");
+
+    v = vmx_json_get_str(error, "code", &len);
+    if (v == NULL) {
+        v = vmx_json_get_str(error, "type", &len);
+    }
+
+    if (v != NULL && len) {
+        ctx->error_code.data = (u_char *) v;
+        ctx->error_code.len = len;
+
+    } else {
+        ngx_str_set(&ctx->error_code, "provider_error");
+    }
+
+    v = vmx_json_get_str(error, "message", &len);
+
+    if (v != NULL && len) {
+        ctx->error_message.data = (u_char *) v;
+        ctx->error_message.len = len;
+    }
+}
+
+
 static void
 ngx_http_vmx_abort_request(ngx_http_request_t *r)
 {
@@ -542,7 +897,7 @@ ngx_http_vmx_filter_init(void *data)
 {
     ngx_http_request_t  *r = data;
 
-    char                 *buf;
+    ngx_int_t             rc;
     ngx_http_upstream_t  *u;
     ngx_http_vmx_ctx_t   *ctx;
 
@@ -570,20 +925,29 @@ ngx_http_vmx_filter_init(void *data)
         return NGX_OK;
     }
 
-    buf = ngx_palloc(r->pool, NGX_HTTP_VMX_SSE_EVENT_MAX);
-    if (buf == NULL) {
-        return NGX_ERROR;
+    if (ctx->body_done) {
+        /* the whole stream came with its head */
+        u->length = 0;
+        u->keepalive = !ctx->provider_close && ctx->complete
+                       && !ctx->stream_failed;
+
+    } else {
+        /* with a framing, a close before its end is an error, not the end */
+        u->length = ctx->chunked_answer ? 1 : ctx->remaining;
     }
 
-    /* one of the two framings is used, the same memory serves either */
-    vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
-    vmx_eventstream_init(&ctx->es, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+    /* what was held goes out with the header, not with the next read */
+    ctx->out_cur = NULL;
 
-    /* with a framing, a close before its end is an error, not the end */
-    u->length = ctx->chunked_answer ? 1 : ctx->remaining;
+    if (u->out_bufs) {
+        rc = ngx_http_output_filter(r, u->out_bufs);
 
-    if (u->length == 0) {
-        return ngx_http_vmx_stream_close(r, ctx, 1);
+        ngx_chain_update_chains(r->pool, &u->free_bufs, &u->busy_bufs,
+                                &u->out_bufs, u->output.tag);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -625,7 +989,10 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
     rc = ngx_http_vmx_unframe(r, ctx, &in, ngx_http_vmx_stream_data);
 
     if (rc == NGX_ERROR) {
-        return NGX_ERROR;
+        /* the client's stream ends with an error event, not a cut */
+        u->length = 0;
+        u->keepalive = 0;
+        return ngx_http_vmx_stream_broken(r, ctx);
     }
 
     if (rc == NGX_DONE) {
@@ -664,13 +1031,19 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             ctx->remaining -= size;
         }
 
-        if (size && handler(r, ctx, in->pos, size) != NGX_OK) {
+        if (size && ngx_http_vmx_body(r, ctx, handler, in->pos, size)
+                    != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
         in->pos += size;
 
-        return (ctx->remaining == 0) ? NGX_DONE : NGX_OK;
+        if (ctx->remaining != 0) {
+            return NGX_OK;
+        }
+
+        goto done;
     }
 
     for ( ;; ) {
@@ -679,7 +1052,9 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         if (rc == NGX_OK) {
             size = ngx_min((off_t) (in->last - in->pos), ctx->chunked.size);
 
-            if (size && handler(r, ctx, in->pos, size) != NGX_OK) {
+            if (size && ngx_http_vmx_body(r, ctx, handler, in->pos, size)
+                        != NGX_OK)
+            {
                 return NGX_ERROR;
             }
 
@@ -688,14 +1063,92 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             continue;
         }
 
-        if (rc == NGX_DONE || rc == NGX_AGAIN) {
-            return (rc == NGX_DONE) ? NGX_DONE : NGX_OK;
+        if (rc == NGX_AGAIN) {
+            return NGX_OK;
+        }
+
+        if (rc == NGX_DONE) {
+            goto done;
         }
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent an invalid chunked body");
+        ngx_str_set(&ctx->failure, "the provider sent an invalid chunked "
+                    "body");
         return NGX_ERROR;
     }
+
+done:
+
+    if (ctx->inflate && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider's compressed body ended inside its "
+                      "data");
+        ngx_str_set(&ctx->failure, "the provider's compressed body is "
+                    "truncated");
+        return NGX_ERROR;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * A piece of body to its handler, inflated first when the provider
+ * compressed it: zlib's output goes on in NGX_HTTP_VMX_INFLATE_BUF pieces,
+ * so a small body that inflates to a lot is never whole in memory (whole
+ * answers stay bound by vmx_max_response_size, stream events by
+ * NGX_HTTP_VMX_SSE_EVENT_MAX).
+ */
+
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_http_vmx_ctx_t          *ctx;
+    ngx_http_vmx_body_pt         handler;
+} ngx_http_vmx_inflating_t;
+
+
+static ngx_int_t
+ngx_http_vmx_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_body_pt handler, u_char *data, size_t len)
+{
+    int                       rc;
+    ngx_http_vmx_inflating_t  in;
+
+    if (ctx->inflate == NULL) {
+        return handler(r, ctx, data, len);
+    }
+
+    in.request = r;
+    in.ctx = ctx;
+    in.handler = handler;
+
+    rc = vmx_inflate_feed(ctx->inflate, (char *) data, len,
+                          ngx_http_vmx_inflated, &in);
+
+    if (rc == VMX_INFLATE_OK) {
+        return NGX_OK;
+    }
+
+    if (rc < 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: provider's compressed body is %s",
+                      vmx_inflate_strerror(rc));
+        ngx_str_set(&ctx->failure, "the provider's compressed body is "
+                    "corrupt");
+    }
+
+    return NGX_ERROR;
+}
+
+
+static int
+ngx_http_vmx_inflated(void *data, const char *p, size_t len)
+{
+    ngx_http_vmx_inflating_t  *in = data;
+
+    return in->handler(in->request, in->ctx, (u_char *) p, len) == NGX_OK
+           ? 0 : 1;
 }
 
 
@@ -725,6 +1178,8 @@ ngx_http_vmx_collect(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: the provider's answer exceeds "
                       "vmx_max_response_size");
+        ngx_str_set(&ctx->failure, "the provider's answer exceeds "
+                    "vmx_max_response_size");
         return NGX_ERROR;
     }
 
@@ -758,17 +1213,31 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 {
     int  rc;
 
+    /* a handler's stop (> 0) has its reason in ctx already */
+
     if (ctx->eventstream) {
         rc = vmx_eventstream_feed(&ctx->es, (char *) data, len,
                                   ngx_http_vmx_es_message, r);
 
-        if (rc != VMX_EVENTSTREAM_OK) {
+        if (rc < 0) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "vmx: provider sent a broken eventstream (%d)", rc);
-            return NGX_ERROR;
+
+            if (rc == VMX_EVENTSTREAM_BAD_CRC) {
+                ngx_str_set(&ctx->failure, "the provider's eventstream "
+                            "failed its CRC check");
+
+            } else if (rc == VMX_EVENTSTREAM_TOO_LARGE) {
+                ngx_str_set(&ctx->failure, "the provider sent an eventstream "
+                            "message over 256 KB");
+
+            } else {
+                ngx_str_set(&ctx->failure, "the provider sent a malformed "
+                            "eventstream");
+            }
         }
 
-        return NGX_OK;
+        return (rc == VMX_EVENTSTREAM_OK) ? NGX_OK : NGX_ERROR;
     }
 
     rc = vmx_sse_feed(&ctx->sse, (char *) data, len, ngx_http_vmx_sse_event,
@@ -778,6 +1247,8 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent a stream event over %uz bytes",
                       (size_t) NGX_HTTP_VMX_SSE_EVENT_MAX);
+        ngx_str_set(&ctx->failure, "the provider sent a stream event over "
+                    "256 KB");
     }
 
     return (rc == VMX_SSE_OK) ? NGX_OK : NGX_ERROR;
@@ -831,6 +1302,7 @@ static int
 ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
+    ngx_str_t            code, message, reason;
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
@@ -841,16 +1313,80 @@ ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
     }
 
     ctx->scratch.len = 0;
+    ctx->stream_error = NULL;
 
     if (ctx->provider->stream_event(r, ctx, name, value, &ctx->scratch)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent an unreadable stream event");
-        return -1;
+        ngx_str_set(&ctx->failure, "the provider sent an unreadable stream "
+                    "event");
+        return 1;
     }
 
-    return (ngx_http_vmx_stream_out(r, ctx) == NGX_OK) ? 0 : -1;
+    if (ctx->stream_error) {
+        if (ctx->holding) {
+            /* the client has seen nothing: the attempt fails instead */
+            return 1;
+        }
+
+        code.data = (u_char *) ctx->stream_error->code;
+        code.len = ctx->stream_error->code_len;
+        message.data = (u_char *) ctx->stream_error->message;
+        message.len = ctx->stream_error->message_len;
+
+        if (code.len == 0) {
+            ngx_str_set(&code, "provider_stream_error");
+        }
+
+        ngx_str_set(&reason, "the provider's stream failed with an error "
+                    "event");
+
+        ngx_http_vmx_stream_failed(r, ctx, ctx->stream_error->status, &code,
+                                   &message, &reason);
+    }
+
+    if (ctx->holding && ctx->scratch.len) {
+        ctx->held += ctx->scratch.len;
+
+        if ((ctx->held > NGX_HTTP_VMX_HELD_MAX
+             || vmx_openai_stream_substantive(ctx->scratch.data,
+                                              ctx->scratch.len,
+                                              ngx_http_vmx_json_alloc,
+                                              r->pool))
+            && ngx_http_vmx_stream_release(r, ctx) != NGX_OK)
+        {
+            return 1;
+        }
+    }
+
+    return (ngx_http_vmx_stream_out(r, ctx) == NGX_OK) ? 0 : 1;
+}
+
+
+/* the stream's first content came: what was held is the client's */
+
+static ngx_int_t
+ngx_http_vmx_stream_release(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_chain_t  *cl;
+
+    ctx->holding = 0;
+    ngx_str_null(&ctx->failure);
+
+    /* a failed attempt's error is not the request's any more */
+    ngx_str_null(&ctx->error_code);
+    ngx_str_null(&ctx->error_message);
+
+    ngx_http_vmx_first_byte(ctx);
+
+    for (cl = r->upstream->out_bufs; cl; cl = cl->next) {
+        ngx_http_vmx_audit_capture(r, ctx, cl->buf->pos,
+                                   cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -876,9 +1412,11 @@ ngx_http_vmx_stream_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ctx->out_cur->last = ngx_cpymem(p, ctx->scratch.data, ctx->scratch.len);
 
-    ngx_http_vmx_first_byte(ctx);
-    ngx_http_vmx_audit_capture(r, ctx, (u_char *) ctx->scratch.data,
-                               ctx->scratch.len);
+    if (!ctx->holding) {
+        ngx_http_vmx_first_byte(ctx);
+        ngx_http_vmx_audit_capture(r, ctx, (u_char *) ctx->scratch.data,
+                                   ctx->scratch.len);
+    }
 
     return NGX_OK;
 }
@@ -886,27 +1424,22 @@ ngx_http_vmx_stream_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 /*
  * The provider's stream is over: a last event may lack its blank line, the
- * provider's format may have its own end; a stream that did not end as its
- * format says gets an error event, since after the first byte that is the
- * only way to tell the client.
+ * provider's format may have its own end.
  */
 
 static ngx_int_t
-ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+ngx_http_vmx_stream_finish(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t normal)
 {
-    static const char  cut[] = "The provider's stream ended before it was "
-                               "complete";
-
-    ctx->out_cur = NULL;
-
-    if (!ctx->eventstream
-        && vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r) != VMX_SSE_OK)
-    {
-        return NGX_ERROR;
+    if (!ctx->eventstream && !ctx->complete) {
+        /* a stop or an error here leaves the stream incomplete */
+        (void) vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r);
     }
 
-    if (!ctx->complete && normal) {
+    if (!ctx->complete && normal
+        && !(ctx->inflate
+             && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK))
+    {
         ctx->scratch.len = 0;
         ctx->provider->stream_end(r, ctx, &ctx->scratch);
 
@@ -915,21 +1448,145 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         }
     }
 
-    if (!ctx->complete) {
-        ngx_str_set(&ctx->error_code, "provider_stream_interrupted");
+    return NGX_OK;
+}
 
-        ctx->scratch.len = 0;
-        vmx_openai_error_event(&ctx->scratch, cut, sizeof(cut) - 1,
-                               "server_error", "provider_stream_interrupted");
 
-        if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
-        }
+/*
+ * The client's stream ends: a stream that did not end as its format says
+ * gets an error event, since after the first byte that is the only way to
+ * tell the client, and fails the attempt.
+ */
 
-        ctx->complete = 1;
+static ngx_int_t
+ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t normal)
+{
+    ngx_str_t          code, message, reason;
+    static const char  cut[] = "The provider's stream ended before it was "
+                               "complete";
+
+    ctx->out_cur = NULL;
+
+    if (ngx_http_vmx_stream_finish(r, ctx, normal) != NGX_OK) {
+        return NGX_ERROR;
     }
 
+    if (ctx->complete) {
+        return NGX_OK;
+    }
+
+    ngx_str_set(&code, "provider_stream_interrupted");
+    message.data = (u_char *) cut;
+    message.len = sizeof(cut) - 1;
+
+    if (ctx->inflate && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK) {
+        ngx_str_set(&reason, "the provider's compressed stream ended inside "
+                    "its data");
+
+    } else if (normal) {
+        ngx_str_set(&reason, "the provider's stream ended before it was "
+                    "complete");
+
+    } else {
+        ngx_str_set(&reason, "the provider's connection broke in the middle "
+                    "of its stream");
+    }
+
+    ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, &code, &message,
+                               &reason);
+
+    ctx->scratch.len = 0;
+    vmx_openai_error_event(&ctx->scratch, cut, sizeof(cut) - 1,
+                           "server_error", "provider_stream_interrupted");
+
+    if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->complete = 1;
+
     return NGX_OK;
+}
+
+
+/* the provider's stream broke after its first content: a CRC, a frame, an
+   event or compressed data that cannot be read (ctx->failure says which) */
+
+static ngx_int_t
+ngx_http_vmx_stream_broken(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_str_t          code, message, reason;
+    static const char  broken[] = "The provider's stream broke off: it sent "
+                                  "data that could not be read";
+
+    if (ctx->complete) {
+        return NGX_OK;
+    }
+
+    ngx_str_set(&code, "provider_stream_broken");
+    message.data = (u_char *) broken;
+    message.len = sizeof(broken) - 1;
+    reason = ctx->failure;
+
+    if (reason.len == 0) {
+        ngx_str_set(&reason, "the provider sent a broken stream");
+    }
+
+    ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, &code, &message,
+                               &reason);
+
+    ctx->scratch.len = 0;
+    vmx_openai_error_event(&ctx->scratch, broken, sizeof(broken) - 1,
+                           "server_error", "provider_stream_broken");
+
+    if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->complete = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An error after the client's first byte: no fallback is possible, but the
+ * attempt failed, for the audit (failureReason, errorCode, errorMessage),
+ * errorRate() (the status the error stands for) and the metrics.
+ */
+
+static void
+ngx_http_vmx_stream_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *code, ngx_str_t *message, ngx_str_t *reason)
+{
+    ngx_http_vmx_attempt_t  *a;
+
+    ctx->stream_failed = 1;
+    ctx->error_code = *code;
+    ctx->error_message = *message;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "vmx: %V model \"%V\" failed in its stream (%V): %V",
+                  &ctx->target->provider, &ctx->target->model, reason,
+                  message);
+
+    if (ctx->nattempts == 0) {
+        return;
+    }
+
+    a = &ctx->attempt_log[ctx->nattempts - 1];
+
+    if (a->failed) {
+        return;
+    }
+
+    a->failed = 1;
+    a->failure = *reason;
+    a->ended_usec = ngx_http_vmx_usec();
+
+    ngx_http_vmx_health_record(r, ctx->target, (ngx_int_t) status,
+                               a->ended_usec - a->started_usec);
 }
 
 
@@ -1060,8 +1717,17 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ctx->answered = 0;
     ctx->provider_close = 0;
     ctx->complete = 0;
+    ctx->holding = 0;
+    ctx->body_done = 0;
+    ctx->held = 0;
+    ctx->inflate = NULL;
+    ctx->stream_error = NULL;
     ctx->own_response = 0;
     vmx_usage_init(&ctx->usage);
+
+    /* output a failed attempt held is not the client's */
+    u->out_bufs = NULL;
+    ctx->out_cur = NULL;
 
     addr = &conn->addrs[conn->naddrs > 1 ? ngx_random() % conn->naddrs : 0];
 
@@ -1190,73 +1856,84 @@ ngx_http_vmx_first_byte(ngx_http_vmx_ctx_t *ctx)
 }
 
 
-/* a failed attempt is a fallback event of the request */
+/*
+ * A failed attempt is a fallback event of the request, when the resource
+ * falls back (with useFallback false it stays a failed attempt).
+ */
 
 static void
 ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_connection_t *c, ngx_uint_t tries_left)
 {
-    u_char                *p;
-    ngx_time_t            *tp;
-    ngx_http_vmx_event_t  *ev;
+    u_char                  *p;
+    ngx_str_t                reason;
+    ngx_time_t              *tp;
+    ngx_http_vmx_event_t    *ev;
+    ngx_http_vmx_attempt_t  *a;
 
-    if (ctx->target == NULL || ctx->nevents == NGX_HTTP_VMX_MAX_EVENTS) {
+    if (ctx->target == NULL) {
         return;
     }
 
-    ev = &ctx->events[ctx->nevents++];
-
-    ev->provider = ctx->target->provider;
-    ev->model = ctx->target->model;
-    ev->connection_id = ctx->target->connection->id;
-    ev->status = ctx->provider_status;
-    tp = ngx_timeofday();
-    ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
-
     if (ctx->failure.len) {
-        ev->reason = ctx->failure;
+        reason = ctx->failure;
 
-    } else if (ctx->provider_status) {
+    } else if (c && (c->read->timedout || c->write->timedout)) {
+        ngx_str_set(&reason, "provider timed out");
+
+    } else if (ctx->provider_status / 100 > 2) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")
                                  + NGX_INT_T_LEN);
         if (p == NULL) {
-            ngx_str_set(&ev->reason, "provider answered with an error");
+            ngx_str_set(&reason, "provider answered with an error");
 
         } else {
-            ev->reason.data = p;
-            ev->reason.len = ngx_sprintf(p, "provider answered HTTP %ui",
-                                         ctx->provider_status) - p;
+            reason.data = p;
+            reason.len = ngx_sprintf(p, "provider answered HTTP %ui",
+                                     ctx->provider_status) - p;
         }
 
-    } else if (c && (c->read->timedout || c->write->timedout)) {
-        ngx_str_set(&ev->reason, "provider timed out");
+    } else if (ctx->answered) {
+        ngx_str_set(&reason, "provider's answer was cut short");
 
     } else if (c && c->read->eof) {
-        ngx_str_set(&ev->reason, "provider closed the connection");
+        ngx_str_set(&reason, "provider closed the connection");
 
     } else {
-        ngx_str_set(&ev->reason, "provider could not be reached");
+        ngx_str_set(&reason, "provider could not be reached");
+    }
+
+    if (ctx->resource->use_fallback
+        && ctx->nevents < NGX_HTTP_VMX_MAX_EVENTS)
+    {
+        ev = &ctx->events[ctx->nevents++];
+
+        ev->provider = ctx->target->provider;
+        ev->model = ctx->target->model;
+        ev->connection_id = ctx->target->connection->id;
+        ev->status = ctx->provider_status;
+        ev->reason = reason;
+        tp = ngx_timeofday();
+        ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
     }
 
     if (ctx->nattempts) {
         ngx_http_vmx_limits_release(r, ctx, ctx->nattempts - 1);
-        ctx->attempt_log[ctx->nattempts - 1].failed = 1;
 
-        ctx->attempt_log[ctx->nattempts - 1].status = ev->status;
-        ctx->attempt_log[ctx->nattempts - 1].failure = ev->reason;
-        ctx->attempt_log[ctx->nattempts - 1].ended_usec = ngx_http_vmx_usec();
+        a = &ctx->attempt_log[ctx->nattempts - 1];
+        a->failed = 1;
+        a->status = ctx->provider_status;
+        a->failure = reason;
+        a->ended_usec = ngx_http_vmx_usec();
 
         ngx_http_vmx_health_record(r, ctx->target,
-                                   ev->status ? (ngx_int_t) ev->status : -1,
-                                   ctx->attempt_log[ctx->nattempts - 1]
-                                       .ended_usec
-                                   - ctx->attempt_log[ctx->nattempts - 1]
-                                       .started_usec);
+                                   a->status ? (ngx_int_t) a->status : -1,
+                                   a->ended_usec - a->started_usec);
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "vmx: %V model \"%V\" failed (%V), %s", &ev->provider,
-                  &ev->model, &ev->reason,
+                  "vmx: %V model \"%V\" failed (%V), %s",
+                  &ctx->target->provider, &ctx->target->model, &reason,
                   tries_left ? "falling back" : "no fallback left");
 }
 

@@ -159,6 +159,8 @@ def _reset_fakes():
         f.set_behavior(None)
         f.stream_delay = 0.3
         f.chunked_json = False
+        f.compress = None
+        f.split_writes = False
         f.clear()
     yield
 

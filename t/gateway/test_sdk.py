@@ -12,8 +12,13 @@ def test_openai_node_sdk(gw, fake, fake2, run_node_tests):
             "sdk-tools": {"model": ("a", "tools")},
             "sdk-limited": {"model": ("a", "fail-429"), "fallback": [("b", "fail-429")]},
             "sdk-forbidden": {"model": ("a", "gpt-sdk")},
+            "sdk-first-error-fb": {"model": ("a", "stream-error-first"),
+                                   "fallback": [("b", "gpt-sdk-fb")]},
+            "sdk-first-error": {"model": ("a", "stream-error-first")},
+            "sdk-mid-error": {"model": ("a", "stream-error")},
         },
-        keys={"sdk": {"resources": ["sdk-chat", "sdk-tools", "sdk-limited"]}},
+        keys={"sdk": {"resources": ["sdk-chat", "sdk-tools", "sdk-limited", "sdk-first-error-fb",
+                                    "sdk-first-error", "sdk-mid-error"]}},
     )
     out = run_node_tests({
         "VMX_TARGET": "gateway",
@@ -25,6 +30,9 @@ def test_openai_node_sdk(gw, fake, fake2, run_node_tests):
         "VMX_MODEL_RATE_LIMITED": "sdk-limited",
         "VMX_MODEL_FORBIDDEN": "sdk-forbidden",
         "VMX_MODEL_MISSING": "sdk-no-such-resource",
+        "VMX_MODEL_STREAM_FIRST_ERROR_FB": "sdk-first-error-fb",
+        "VMX_MODEL_STREAM_FIRST_ERROR": "sdk-first-error",
+        "VMX_MODEL_STREAM_MID_ERROR": "sdk-mid-error",
     })
     print(out)
     assert "ℹ fail 0" in out, out

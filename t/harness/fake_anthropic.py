@@ -24,6 +24,9 @@ Behaviour by requested model name (or for every request with set_behavior()):
   split-stream   each SSE event in several HTTP chunks and TCP writes, cut mid-line
   stream-cut     stream `cut_after` events, then drop the connection
   stream-error   stream two text deltas, then `event: error` (overloaded_error)
+  stream-error-first   a 200 stream that is only the real API's overloaded error event:
+                 `event: error` with {"type": "error", "error": {"type": "overloaded_error",
+                 "message": "Overloaded"}} byte for byte
   tools          answer with a tool_use block for the request's first tool (streamed as
                  input_json_delta pieces); when the last user turn holds tool_result
                  blocks, answer with text "The tool answered: <result>"
@@ -425,6 +428,9 @@ class FakeAnthropic(FakeServer):
 
     async def _stream(self, writer, req, body, model, behavior, plan):
         events = self._events(body, model, behavior, plan)
+        if behavior == "stream-error-first":
+            events = [b'event: error\ndata: {"type": "error", "error": {"type": '
+                      b'"overloaded_error", "message": "Overloaded"}}\n\n']
         hdrs = self._headers("text/event-stream; charset=utf-8", rand_id("req_011C", 20))
         hdrs.append(("Cache-Control", "no-cache"))
         return await self.stream(writer, req, 200, hdrs, events, behavior)

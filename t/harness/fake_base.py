@@ -21,6 +21,12 @@ which answers with the helpers below:
 A subclass may change how a stream ends early by overriding `interrupt` (stream-cut by default),
 and where split-stream cuts its TCP writes with `split_offsets`.
 
+`compress` (None by default) makes every answer, whole or streamed, compressed with a
+`Content-Encoding` although nobody asked: "gzip", "deflate" (zlib-wrapped), "deflate-raw" (raw
+deflate, sent as `deflate` as some servers do), "gzip-corrupt" (a gzip body with a broken magic
+number) or "gzip-truncated" (a stream without its end and trailer).  A stream is one compressed
+stream, each event sync-flushed into its own write.
+
 Behaviour is chosen per request by the subclass (usually from the model name), or forced for
 every request with set_behavior().
 """
@@ -33,6 +39,7 @@ import string
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
 REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
@@ -112,6 +119,8 @@ class FakeServer:
         self.split_delay = 0.01          # seconds between the pieces of split-stream
         self.cut_after = 3               # events written before stream-cut drops the connection
                                          # (fewer when the stream is shorter: never all)
+        self.compress = None             # Content-Encoding of the answers (see above)
+        self.split_writes = False        # every stream written as split-stream writes it
         self.requests = []
         self.stream_events_sent = 0      # events written by the last streamed answer
         self.stream_events_total = 0
@@ -326,9 +335,25 @@ class FakeServer:
         return (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n").encode("latin-1")
 
+    def _compressor(self):
+        """(Content-Encoding value, zlib compressobj) of self.compress, or (None, None)."""
+        if not self.compress:
+            return None, None
+        bits = {"deflate": zlib.MAX_WBITS, "deflate-raw": -zlib.MAX_WBITS}.get(
+            self.compress, 16 + zlib.MAX_WBITS)
+        name = "deflate" if self.compress.startswith("deflate") else "gzip"
+        return name, zlib.compressobj(6, zlib.DEFLATED, bits)
+
+    def _corrupt(self, data):
+        return b"\x1f\x8c" + data[2:] if self.compress == "gzip-corrupt" else data
+
     async def send(self, writer, req, status, data, headers):
         """A whole answer: headers [(name, value)] plus Content-Length and Connection."""
         keep = self.keep_alive(req)
+        coding, z = self._compressor()
+        if z:
+            data = self._corrupt(z.compress(data) + z.flush())
+            headers = list(headers) + [("Content-Encoding", coding)]
         hdrs = list(headers) + [("Content-Length", str(len(data))),
                                 ("Connection", "keep-alive" if keep else "close")]
         writer.write(self._head(status, hdrs) + (b"" if req.method == "HEAD" else data))
@@ -341,6 +366,14 @@ class FakeServer:
         chunked = req.version == "HTTP/1.1"
         keep = chunked and req.headers.get("connection", "").lower() != "close"
         hdrs = list(headers)
+        coding, z = self._compressor()
+        if z:
+            hdrs.append(("Content-Encoding", coding))
+            events = [z.compress(ev) + z.flush(zlib.Z_SYNC_FLUSH) for ev in events]
+            if events:
+                events[0] = self._corrupt(events[0])
+                if self.compress != "gzip-truncated":
+                    events[-1] += z.flush()
         hdrs.append(("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"))
         if chunked:
             hdrs.append(("Connection", "keep-alive" if keep else "close"))
@@ -356,7 +389,7 @@ class FakeServer:
             end = await self.interrupt(writer, behavior, i, len(events))
             if end is not None:
                 return end
-            if behavior == "split-stream":
+            if behavior == "split-stream" or self.split_writes:
                 # the event in 3 HTTP chunks cut mid-event, the bytes in several TCP writes
                 # cut mid-line (and mid chunk-size line)
                 a, b = max(1, len(ev) // 3), max(2, 2 * len(ev) // 3)

@@ -34,6 +34,10 @@ Behaviour by model id (or for every request with set_behavior()):
   stall, reset, slow-N, slow-stream, stream-cut   as the other fakes
   split-stream   every frame in several HTTP chunks and TCP writes, cut mid-prelude and
                  mid-headers
+  stream-error-first   a stream whose first frame is a modelStreamErrorException;
+                 stream-error-first-<exceptionType> for another one
+  stream-badcrc  two text deltas, then a frame whose message CRC is wrong;
+                 stream-badcrc-prelude: whose prelude CRC is wrong
   stream-error   two text deltas, then a throttlingException frame;
                  stream-error-<exceptionType> for another one (modelStreamErrorException,
                  internalServerException, validationException, serviceUnavailableException)
@@ -602,6 +606,15 @@ class FakeBedrock(FakeServer):
         t0 = time.time()
         fr = [event_frame("messageStart", self._pad({"role": "assistant"}))]
         exc = None
+        if behavior.startswith("stream-error-first"):
+            exc = behavior[len("stream-error-first-"):] \
+                if behavior.startswith("stream-error-first-") else "modelStreamErrorException"
+            return [exception_frame(exc, STREAM_EXCEPTIONS.get(exc, {"message": f"Fake {exc}"}))]
+        if behavior.startswith("stream-badcrc"):
+            fr = self._frames(body, "", plan)
+            bad = bytearray(fr[3])
+            bad[8 if behavior == "stream-badcrc-prelude" else -1] ^= 0xff
+            return fr[:3] + [bytes(bad)] + fr[4:]
         if behavior.startswith("stream-error"):
             exc = behavior[len("stream-error-"):] if behavior.startswith("stream-error-") \
                 else "throttlingException"

@@ -22,6 +22,10 @@ Behaviour by model name (or for every request with set_behavior()):
   blocked        promptFeedback.blockReason SAFETY and no candidates (HTTP 200)
   stall, reset, slow-N, slow-stream, split-stream, stream-cut   as the other fakes
   stream-error   two text events, then `data: {"error": {... 500 INTERNAL}}`
+  stream-error-first   a 200 stream whose first event is `data: {"error": {... 503
+                 UNAVAILABLE}}`
+  safety-stop    a streamed or whole answer stopped with finishReason SAFETY, no content and
+                 no candidatesTokenCount (as the real API leaves out a count of 0)
   tools          a functionCall part for the request's first function declaration; when the
                  last content holds functionResponse parts, text "The tool answered: <json>"
   max-tokens     echo answer with finishReason MAX_TOKENS
@@ -332,6 +336,14 @@ class FakeGemini(FakeServer):
             r["responseId"] = rid
             return r
 
+        if behavior == "stream-error-first":
+            return [self._error_obj(503)]
+        if behavior == "safety-stop":
+            r = resp([], None)
+            r["candidates"][0].pop("content")
+            r["candidates"][0]["finishReason"] = "SAFETY"
+            r["candidates"][0]["safetyRatings"] = SAFETY_NEGLIGIBLE
+            return [r]
         if behavior == "blocked":
             return [resp(extra={"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
                 {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "probability": "NEGLIGIBLE"},

@@ -17,6 +17,10 @@ set_behavior():
                  (and mid chunk-size line), with small sleeps
   stream-cut     stream a few events, then drop the connection
   stream-stall   stream a few events, then send nothing more
+  stream-error   stream the role chunk and two content chunks, then
+                 `data: {"error": {...}}` (server_error) and close the stream
+  stream-error-first   a 200 stream whose first event is `data: {"error": {...}}`
+                 (rate_limit_exceeded)
   html-NNN       answer HTTP NNN with an HTML page (as a proxy in front of a provider)
   slow-N         wait N seconds (float) before answering
   chunked        a JSON answer in chunked transfer encoding, in several writes
@@ -335,6 +339,14 @@ class FakeOpenAI(FakeServer):
         events = [b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
                   for c in self._chunks(body, model, tools_mode)]
         events.append(b"data: [DONE]\n\n")
+        if behavior.startswith("stream-error"):
+            first = behavior == "stream-error-first"
+            err = error_body("Rate limit reached for requests" if first
+                             else "The server had an error while processing your request.",
+                             "requests" if first else "server_error",
+                             "rate_limit_exceeded" if first else None)
+            events = ([] if first else events[:3]) + [
+                b"data: " + json.dumps(err).encode() + b"\n\n"]
         return await self.stream(writer, req, 200, hdrs, events, behavior)
 
     async def interrupt(self, writer, behavior, i, n):

@@ -11,6 +11,10 @@
 //   VMX_MODEL_RATE_LIMITED model/resource whose provider chain answers 429
 //   VMX_MODEL_FORBIDDEN    model/resource that gives 403
 //   VMX_MODEL_MISSING      model/resource that gives 404
+//   VMX_MODEL_STREAM_FIRST_ERROR_FB  (gateway) a resource whose first model's 200 stream opens
+//                          with an error event and whose fallback answers
+//   VMX_MODEL_STREAM_FIRST_ERROR     (gateway) the same without a fallback
+//   VMX_MODEL_STREAM_MID_ERROR       (gateway) a stream with an error event after content
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -203,6 +207,34 @@ test("provider 429 after the chain: RateLimitError", { skip: !env.VMX_MODEL_RATE
   await expectError(
     noRetry().chat.completions.create({ model: env.VMX_MODEL_RATE_LIMITED, messages, stream: true }),
     OpenAI.RateLimitError, 429);
+});
+
+test("a stream opening with an error falls back unseen", { skip: !env.VMX_MODEL_STREAM_FIRST_ERROR_FB }, async () => {
+  const stream = await noRetry().chat.completions.create({
+    model: env.VMX_MODEL_STREAM_FIRST_ERROR_FB, messages, stream: true });
+  let text = "";
+  for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+  assert.ok(text.startsWith("Hello from"), text);
+});
+
+test("a stream opening with an error, no fallback: RateLimitError", { skip: !env.VMX_MODEL_STREAM_FIRST_ERROR }, async () => {
+  await expectError(
+    noRetry().chat.completions.create({ model: env.VMX_MODEL_STREAM_FIRST_ERROR, messages, stream: true }),
+    OpenAI.RateLimitError, 429, "rate_limit_exceeded");
+});
+
+test("an error after content ends the stream with an APIError", { skip: !env.VMX_MODEL_STREAM_MID_ERROR }, async () => {
+  const stream = await noRetry().chat.completions.create({
+    model: env.VMX_MODEL_STREAM_MID_ERROR, messages, stream: true });
+  let text = "";
+  await assert.rejects((async () => {
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+  })(), (err) => {
+    assert.ok(err instanceof OpenAI.APIError, `${err?.constructor?.name}: ${err?.message}`);
+    assert.match(err.message, /server had an error/);
+    return true;
+  });
+  assert.ok(text.length > 0, "the content before the error reached the client");
 });
 
 test("models.list", { skip: !gateway }, async () => {

@@ -573,7 +573,9 @@ test_response_text(void)
                         "'text':'x'}],'stop_reason':'stop_sequence',"
                         "'stop_sequence':'END','usage':{}}"),
                COMPLETION("'x'", "", "stop", USAGE(0, 0, 0, 0))));
-    CHECK(usage.prompt_tokens == -1 && usage.total_tokens == -1);
+    /* a usage object leaves out counts of 0: they are 0, not unknown */
+    CHECK(usage.prompt_tokens == 0 && usage.completion_tokens == 0
+          && usage.total_tokens == 0 && usage.cached_tokens == -1);
 
     CHECK(same(response("{'type':'message','content':[{'type':'text',"
                         "'text':'I can\\u0027t help'}],"

@@ -635,20 +635,21 @@ test_stream_exceptions(void)
         const char  *type;
         int          status;
         const char  *expect;
+        int          client;
     } cases[] = {
         { "throttlingException", 429, "\"rate_limit_error\","
                                       "\"param\":null,\"code\":"
-                                      "\"rate_limit_exceeded\"" },
+                                      "\"rate_limit_exceeded\"", 429 },
         { "validationException", 400, "\"invalid_request_error\","
-                                      "\"param\":null,\"code\":null" },
+                                      "\"param\":null,\"code\":null", 400 },
         { "modelStreamErrorException", 502, "\"server_error\","
-                                            "\"param\":null,\"code\":null" },
+          "\"param\":null,\"code\":null", 502 },
         { "internalServerException", 500, "\"server_error\","
-                                          "\"param\":null,\"code\":null" },
+          "\"param\":null,\"code\":null", 502 },
         { "serviceUnavailableException", 503, "\"server_error\","
-                                              "\"param\":null,\"code\":null" },
+          "\"param\":null,\"code\":null", 503 },
         { "modelTimeoutException", 504, "\"server_error\","
-                                        "\"param\":null,\"code\":null" },
+                                        "\"param\":null,\"code\":null", 502 },
     };
     char    expect[512];
     size_t  i;
@@ -666,6 +667,15 @@ test_stream_exceptions(void)
         snprintf(expect, sizeof(expect), "data: {\"error\":{\"message\":"
                  "\"Too \\\"many\\\"\",\"type\":%s}}\n\n", cases[i].expect);
         CHECK(strcmp(text(), expect) == 0);
+
+        /* what the client gets before its first byte, and the audit's
+           code: the exception's own name */
+        CHECK(stream.error.status == cases[i].client);
+        CHECK(stream.error.code != NULL
+              && strcmp(stream.error.code, cases[i].type) == 0);
+        CHECK(stream.error.message_len == sizeof("Too \"many\"") - 1
+              && memcmp(stream.error.message, "Too \"many\"",
+                        stream.error.message_len) == 0);
     }
 
     /* an unreadable payload; an "error" message with its headers */
