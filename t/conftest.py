@@ -159,6 +159,7 @@ def _reset_fakes():
         f.set_behavior(None)
         f.stream_delay = 0.3
         f.chunked_json = False
+        f.split_at = None
         f.clear()
     yield
 
