@@ -160,6 +160,7 @@ def _reset_fakes():
         f.stream_delay = 0.3
         f.chunked_json = False
         f.split_at = None
+        f.split_delay = 0.01
         f.clear()
     yield
 

@@ -132,7 +132,8 @@ class FakeOpenAI(FakeServer):
             "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
         if groq:
             return ([("Date", http_date()), ("Content-Type", ctype),
-                     ("cache-control", "private, max-age=0, no-store, no-cache, must-revalidate"),
+                     ("cache-control", "no-cache" if ctype.startswith("text/event-stream")
+                      else "private, max-age=0, no-store, no-cache, must-revalidate"),
                      ("vary", "Origin"), ("x-groq-region", "us-east-1")] + rl +
                     [("x-request-id", rand_id("req_01", 24, "0123456789abcdefghjkmnpqrstvwxyz")),
                      ("via", "1.1 google"), ("alt-svc", 'h3=":443"; ma=86400'),
