@@ -44,9 +44,14 @@ $(B)/tools/vmx-tokenize: tools/tokenizer/vmx_tokenize.c $(B)/libvmx.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8 -lz
 
+# the tests find t/fixtures relative to the repository root, where `make unit` runs them
+FIXTURES = $(wildcard t/fixtures/*/*)
+
 $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz
+	$(CC) $(CFLAGS) -DVMX_FIXTURES='"t/fixtures"' -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz
+
+$(B)/unit/test_wire_split: $(FIXTURES)
 
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)

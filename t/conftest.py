@@ -161,6 +161,8 @@ def _reset_fakes():
         f.chunked_json = False
         f.compress = None
         f.split_writes = False
+        f.split_at = None
+        f.split_delay = 0.01
         f.clear()
     yield
 

@@ -48,7 +48,10 @@ def test_fake_non_streaming_format(fake):
     b = r.json()
     assert b["object"] == "chat.completion"
     assert b["choices"][0]["message"] == {"role": "assistant", "content": "Hello from m1! You said: hi",
-                                          "refusal": None}
+                                          "refusal": None, "annotations": []}
+    # OpenAI's bytes: two-space indented, a final newline, chunked (t/fixtures/openai/chat.json)
+    assert r.body == json.dumps(b, indent=2, ensure_ascii=False).encode() + b"\n"
+    assert r.header("transfer-encoding") == "chunked" and r.header("content-length") is None
     assert b["choices"][0]["logprobs"] is None
     assert set(b["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens"}
     rec = fake.last()

@@ -35,7 +35,14 @@ Behaviour by requested model name (or for every request with set_behavior()):
   stop-sequence  echo answer with stop_reason "stop_sequence" and the request's first stop
                  sequence (or "###")
   big-N          an answer of N characters
+  fixture-NAME   t/fixtures/anthropic/NAME.json (NAME.sse when streamed) verbatim; NAME
+                 error_NNN answers HTTP NNN
   anything else  an echo answer: "Hello from <model>! You said: <last user text>"
+
+Wire shapes (t/fixtures/README.md): compact JSON without a final newline, "model" first in a
+message; whole answers in chunked transfer encoding, errors with a Content-Length; in the
+stream, most `data:` objects carry a run of spaces before their last "}" (the real service pads
+them), and `ping` is `{"type": "ping"}` with a space.
 
 The key is taken from `x-api-key` (what SPEC §3 has the gateway send) or, as the current API
 and SDK do, `Authorization: Bearer <key>` (unless accept_bearer=False); req.info["auth_scheme"]
@@ -43,15 +50,16 @@ tells which ("x-api-key" or "bearer").  A missing or wrong key gives 401 first (
 accepts any key), then a missing `anthropic-version` gives 400.
 """
 import json
+import random
 import time
 import uuid
 
 try:
-    from .fake_base import (FakeServer, big_text, compact, fail_status, http_date, rand_id,
-                            run_forever, words)
+    from .fake_base import (FakeServer, big_text, compact, fail_status, fixture_bytes,
+                            http_date, rand_id, run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (FakeServer, big_text, compact, fail_status, http_date, rand_id,
-                           run_forever, words)
+    from fake_base import (FakeServer, big_text, compact, fail_status, fixture_bytes,
+                           http_date, rand_id, run_forever, split_events, words)
 
 ERRORS = {
     400: ("invalid_request_error", "The fake provider was asked to fail with 400."),
@@ -140,10 +148,12 @@ class FakeAnthropic(FakeServer):
         h += [("request-id", request_id),
               ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
               ("anthropic-organization-id", self.organization_id),
+              ("x-envoy-upstream-service-time", str(random.randint(300, 3000))),
               ("via", "1.1 google"),
               ("cf-cache-status", "DYNAMIC"),
               ("X-Robots-Tag", "none"),
-              ("Server", "cloudflare")]
+              ("Server", "cloudflare"),
+              ("CF-RAY", rand_id("", 16, "0123456789abcdef") + "-SJC")]
         return h
 
     async def _error(self, writer, req, status, type_=None, message=None):
@@ -291,6 +301,8 @@ class FakeAnthropic(FakeServer):
 
         if behavior.startswith("fail-"):
             return await self._error(writer, req, fail_status(behavior))
+        if behavior.startswith("fixture-"):
+            return await self._fixture(writer, req, behavior[8:], bool(body.get("stream")))
         done, keep = await self.common_behavior(behavior, writer)
         if done:
             return keep
@@ -298,8 +310,30 @@ class FakeAnthropic(FakeServer):
         if body.get("stream"):
             return await self._stream(writer, req, body, model, behavior, plan)
         rid = rand_id("req_011C", 20)
-        return await self.send(writer, req, 200, compact(self._message(body, model, plan)),
-                               self._headers("application/json", rid))
+        return await self.send_chunked(writer, req, 200,
+                                       compact(self._message(body, model, plan)),
+                                       self._headers("application/json", rid))
+
+    async def _fixture(self, writer, req, name, stream):
+        """t/fixtures/anthropic/<name> verbatim, with the real headers."""
+        rid = rand_id("req_011C", 20)
+        if name.startswith("error_"):
+            status = int(name[6:9])
+            hdrs = self._headers("application/json", rid)
+            if status == 429:
+                hdrs.append(("retry-after", self.retry_after))
+            hdrs.append(("x-should-retry", "true" if status in (408, 409, 429) or status >= 500
+                         else "false"))
+            return await self.send(writer, req, status,
+                                   fixture_bytes("anthropic", name + ".json"), hdrs)
+        if stream:
+            hdrs = self._headers("text/event-stream; charset=utf-8", rid)
+            hdrs.append(("Cache-Control", "no-cache"))
+            return await self.stream(writer, req, 200, hdrs,
+                                     split_events(fixture_bytes("anthropic", name + ".sse")))
+        return await self.send_chunked(writer, req, 200,
+                                       fixture_bytes("anthropic", name + ".json"),
+                                       self._headers("application/json", rid))
 
     # ---------------------------------------------------------------- answers
     def _prompt_tokens(self, body):
@@ -373,13 +407,21 @@ class FakeAnthropic(FakeServer):
 
     def _message(self, body, model, plan):
         blocks, stop, seq = plan
-        return {"id": rand_id("msg_01", 22), "type": "message", "role": "assistant",
-                "model": model, "content": blocks, "stop_reason": stop, "stop_sequence": seq,
-                "usage": self._usage(body, self._output_tokens(blocks))}
+        return {"model": model, "id": rand_id("msg_01", 22), "type": "message",
+                "role": "assistant", "content": blocks, "stop_reason": stop,
+                "stop_sequence": seq, "usage": self._usage(body, self._output_tokens(blocks))}
 
     @staticmethod
     def _sse(event, data):
-        return b"event: " + event.encode() + b"\ndata: " + compact(data) + b"\n\n"
+        """One event; like the real service, pad the data object with 0 to 15 spaces before
+        its last "}" (ping is spelled `{"type": "ping"}`)."""
+        if event == "ping":
+            return b'event: ping\ndata: {"type": "ping"}\n\n'
+        d = compact(data)
+        pad = random.randint(0, 15)
+        if pad and event != "message_delta":
+            d = d[:-1] + b" " * pad + b"}"
+        return b"event: " + event.encode() + b"\ndata: " + d + b"\n\n"
 
     def _events(self, body, model, behavior, plan):
         blocks, stop, seq = plan
@@ -420,9 +462,12 @@ class FakeAnthropic(FakeServer):
                         "delta": {"type": "input_json_delta", "partial_json": p}}))
             ev.append(self._sse("content_block_stop", {"type": "content_block_stop",
                                                        "index": i}))
+        u = self._usage(body, 0)
         ev.append(self._sse("message_delta", {
             "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": seq},
-            "usage": {"output_tokens": self._output_tokens(blocks)}}))
+            "usage": {"input_tokens": u["input_tokens"], "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0,
+                      "output_tokens": self._output_tokens(blocks)}}))
         ev.append(self._sse("message_stop", {"type": "message_stop"}))
         return ev
 

@@ -27,12 +27,22 @@ deflate, sent as `deflate` as some servers do), "gzip-corrupt" (a gzip body with
 number) or "gzip-truncated" (a stream without its end and trailer).  A stream is one compressed
 stream, each event sync-flushed into its own write.
 
+Wire bytes: every fake answers by default in the shapes the real provider sends (see
+t/fixtures/README.md), and serves the recorded-shape files of t/fixtures/<provider>/ verbatim
+for the behaviour `fixture-<name>` (fixture_bytes / split_events).  `split_at` cuts a streamed
+answer's body (the bytes of all its events, HTTP chunk framing aside) at chosen byte offsets:
+each piece is one HTTP chunk, written, flushed and followed by `split_delay` seconds of pause, so
+that the gateway gets it in a read of its own (TCP_NODELAY is on).  split_at = "each" sends
+one byte at a time; a list of offsets cuts there; None (the default) sends event by event.
+
 Behaviour is chosen per request by the subclass (usually from the model name), or forced for
 every request with set_behavior().
 """
 import asyncio
 import json
+import os
 import random
+import re
 import socket
 import ssl
 import string
@@ -50,6 +60,9 @@ REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
 
 # Loop bounds: a stalled answer ends by itself after this many seconds.
 STALL_SECONDS = 600
+
+# t/fixtures: provider answers in the byte shapes of public recordings (see its README.md)
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
 
 @dataclass
@@ -100,6 +113,45 @@ def compact(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def pretty(obj):
+    """Two-space indented JSON, `"key": value`, UTF-8 as is (OpenAI's and Google's whole
+    answers; they add a final newline to successful ones)."""
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode()
+
+
+def fixture_bytes(provider, name):
+    """The bytes of t/fixtures/<provider>/<name>."""
+    with open(os.path.join(FIXTURES, provider, name), "rb") as f:
+        return f.read()
+
+
+def split_events(data):
+    """A recorded stream as its events: SSE at each blank line ("\n\n" or "\r\n\r\n"),
+    an AWS event stream at each message (its total length), each event with its end."""
+    if data[:4] != b"data" and data[:5] != b"event" and len(data) >= 16:
+        out, pos = [], 0
+        while pos < len(data):
+            total = struct.unpack(">I", data[pos:pos + 4])[0]
+            out.append(data[pos:pos + total])
+            pos += total
+        return out
+    return [m.group(0) for m in re.finditer(rb"(?s).*?(?:\r\n\r\n|\n\n|\r\r|$)", data)
+            if m.group(0)]
+
+
+def cut(data, split_at):
+    """data in pieces: split_at "each" (one byte each) or byte offsets."""
+    if split_at == "each":
+        return [data[i:i + 1] for i in range(len(data))]
+    out, prev = [], 0
+    for c in sorted(set(split_at)):
+        if prev < c < len(data):
+            out.append(data[prev:c])
+            prev = c
+    out.append(data[prev:])
+    return out
+
+
 class FakeServer:
     """Base class of the fake providers; subclasses implement `handle` and `url`."""
 
@@ -121,6 +173,7 @@ class FakeServer:
                                          # (fewer when the stream is shorter: never all)
         self.compress = None             # Content-Encoding of the answers (see above)
         self.split_writes = False        # every stream written as split-stream writes it
+        self.split_at = None             # None, "each", or byte offsets in a streamed body
         self.requests = []
         self.stream_events_sent = 0      # events written by the last streamed answer
         self.stream_events_total = 0
@@ -360,9 +413,31 @@ class FakeServer:
         await writer.drain()
         return keep
 
+    async def send_chunked(self, writer, req, status, data, headers, pieces=1):
+        """A whole answer in chunked transfer encoding, as OpenAI, Anthropic and Google send
+        theirs (no Content-Length): `pieces` chunks, each written and flushed."""
+        keep = self.keep_alive(req)
+        if req.version != "HTTP/1.1":
+            return await self.send(writer, req, status, data, headers)
+        hdrs = list(headers) + [("Transfer-Encoding", "chunked"),
+                                ("Connection", "keep-alive" if keep else "close")]
+        writer.write(self._head(status, hdrs))
+        if req.method != "HEAD":
+            step = max(1, -(-len(data) // max(1, pieces)))
+            for i in range(0, len(data), step):
+                part = data[i:i + step]
+                writer.write(b"%x\r\n" % len(part) + part + b"\r\n")
+                if pieces > 1:
+                    await writer.drain()
+                    await asyncio.sleep(self.split_delay)
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return keep
+
     async def stream(self, writer, req, status, headers, events, behavior=""):
         """A streamed answer; events: list of bytes, each written as it is (HTTP/1.0: the
-        connection closes at the end) or as one HTTP chunk (HTTP/1.1).  Returns keep-alive."""
+        connection closes at the end) or as one HTTP chunk (HTTP/1.1); with `split_at` set,
+        the body in the pieces it says instead.  Returns keep-alive."""
         chunked = req.version == "HTTP/1.1"
         keep = chunked and req.headers.get("connection", "").lower() != "close"
         hdrs = list(headers)
@@ -384,6 +459,18 @@ class FakeServer:
 
         def frame(b):
             return (b"%x\r\n" % len(b)) + b + b"\r\n" if chunked else b
+
+        if self.split_at is not None and behavior not in ("stream-cut", "stream-stall",
+                                                          "split-stream"):
+            for piece in cut(b"".join(events), self.split_at):
+                writer.write(frame(piece))
+                await writer.drain()
+                await asyncio.sleep(self.split_delay)
+            self.stream_events_sent = len(events)
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+            return keep
 
         for i, ev in enumerate(events):
             end = await self.interrupt(writer, behavior, i, len(events))

@@ -47,7 +47,12 @@ Behaviour by model id (or for every request with set_behavior()):
   tools-text     like tools, with a text block first
   max-tokens     echo answer cut with stopReason max_tokens
   big-N          an answer of N characters
-  anything else  an echo answer: "Hello from <modelId>! You said: <last user text>"
+  fixture-NAME   t/fixtures/bedrock/NAME.json (NAME.bin when streamed) verbatim; NAME
+                 error_NNN answers HTTP NNN with the x-amzn-ErrorType of that status
+
+Wire shapes (t/fixtures/README.md): compact JSON with its keys sorted (Converse answers, event
+payloads, the "p" padding member among them: a prefix of a-zA-Z0-9 of random length), no final
+newline; Converse answers and errors with a Content-Length, streams chunked.
 """
 import datetime
 import hashlib
@@ -63,11 +68,11 @@ import uuid
 import zlib
 
 try:
-    from .fake_base import (FakeServer, big_text, compact, fail_status, http_date, rand_id,
-                            run_forever, words)
+    from .fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
+                            rand_id, run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (FakeServer, big_text, compact, fail_status, http_date, rand_id,
-                           run_forever, words)
+    from fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
+                           rand_id, run_forever, split_events, words)
 
 CORAL_BEDROCK = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 CORAL_SERVICE = "http://internal.amazon.com/coral/com.amazon.coral.service/"
@@ -101,7 +106,12 @@ STREAM_EXCEPTIONS = {
 BLOCK_KEYS = {"text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
               "cachePoint", "reasoningContent", "citationsContent", "searchResult"}
 
-PAD = string.ascii_letters + string.digits
+PAD = string.ascii_lowercase + string.ascii_uppercase + string.digits
+
+
+def compact(obj):
+    """AWS's JSON: compact, keys sorted, UTF-8 as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
 
 
 # ------------------------------------------------------------------ event stream encoding
@@ -519,6 +529,8 @@ class FakeBedrock(FakeServer):
 
         if behavior.startswith("fail-"):
             return await self._error(writer, req, fail_status(behavior))
+        if behavior.startswith("fixture-"):
+            return await self._fixture(writer, req, behavior[8:], stream)
         done, keep = await self.common_behavior(behavior, writer)
         if done:
             return keep
@@ -526,15 +538,36 @@ class FakeBedrock(FakeServer):
         plan = self._plan(req.body, model, behavior)
         if not stream:
             blocks, stop = plan
+            usage = dict(self._usage(req.body, blocks), cacheReadInputTokenCount=0,
+                         cacheReadInputTokens=0, cacheWriteInputTokenCount=0,
+                         cacheWriteInputTokens=0)
+            blocks = [{"toolUse": dict(b["toolUse"], type="tool_use")} if "toolUse" in b else b
+                      for b in blocks]
             out = {"metrics": {"latencyMs": int((time.time() - t0) * 1000) + 120},
                    "output": {"message": {"content": blocks, "role": "assistant"}},
                    "stopReason": stop,
-                   "usage": self._usage(req.body, blocks)}
+                   "usage": usage}
             return await self.send(writer, req, 200, compact(out),
                                    self._headers("application/json"))
         events = self._frames(req.body, behavior, plan)
         hdrs = self._headers("application/vnd.amazon.eventstream")
         return await self.stream(writer, req, 200, hdrs, events, behavior)
+
+    async def _fixture(self, writer, req, name, stream):
+        """t/fixtures/bedrock/<name> verbatim, with the real headers."""
+        if name.startswith("error_"):
+            status = int(name[6:9])
+            hdrs = self._headers("application/json")
+            ename = ERRORS.get(status, ("InternalServerException",))[0]
+            hdrs.append(("x-amzn-ErrorType", f"{ename}:{CORAL_BEDROCK}"))
+            return await self.send(writer, req, status, fixture_bytes("bedrock", name + ".json"),
+                                   hdrs)
+        if stream:
+            return await self.stream(writer, req, 200,
+                                     self._headers("application/vnd.amazon.eventstream"),
+                                     split_events(fixture_bytes("bedrock", name + ".bin")))
+        return await self.send(writer, req, 200, fixture_bytes("bedrock", name + ".json"),
+                               self._headers("application/json"))
 
     # ---------------------------------------------------------------- answers
     @staticmethod
@@ -553,7 +586,8 @@ class FakeBedrock(FakeServer):
             n += 4 + len(self._text_of(m.get("content")).split())
         inp = n + 3
         out = sum(len(words(b["text"])) if "text" in b else 12 for b in blocks)
-        return {"inputTokens": inp, "outputTokens": out, "totalTokens": inp + out}
+        return {"inputTokens": inp, "outputTokens": out, "serverToolUsage": {},
+                "totalTokens": inp + out}
 
     def _tool_use(self, body):
         spec = {"name": "get_weather", "inputSchema": {"json": {}}}

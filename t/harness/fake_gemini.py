@@ -6,9 +6,12 @@
 with the key in `x-goog-api-key` (or `?key=`), answering GenerateContentResponse objects
 (candidates [{content {role "model", parts [text | functionCall]}, finishReason, index,
 safetyRatings}], usageMetadata, modelVersion, responseId).  Like the real API, whole answers
-and errors are pretty-printed JSON (`Content-Type: application/json; charset=UTF-8`), and the
-stream is `data: <one-line JSON>\\r\\n\\r\\n` per event (`Content-Type: text/event-stream`).
-Errors: {"error": {"code", "message", "status", "details"?}}.
+and errors are pretty-printed JSON with a final newline (`Content-Type: application/json;
+charset=UTF-8`, chunked), and the stream is `data: <one-line JSON>\\r\\n\\r\\n` per event
+(`Content-Type: text/event-stream`).  Errors: {"error": {"code", "message", "status",
+"details"?}}; a key refused on streamGenerateContent?alt=sse (and a fixture error there)
+keeps `Content-Type: text/event-stream` (pretty JSON, with a Content-Length), as the real API
+was recorded answering it; other errors are application/json.
 
 The request is checked like the real API does: unknown fields (at the top level and in
 generationConfig) are refused with `Invalid JSON payload received. Unknown name ...`, contents
@@ -30,6 +33,8 @@ Behaviour by model name (or for every request with set_behavior()):
                  last content holds functionResponse parts, text "The tool answered: <json>"
   max-tokens     echo answer with finishReason MAX_TOKENS
   big-N          an answer of N characters
+  fixture-NAME   t/fixtures/gemini/NAME.json (NAME.sse when streamed with alt=sse)
+                 verbatim; NAME error_NNN answers HTTP NNN
   anything else  an echo answer: "Hello from <model>! You said: <last user text>"
 
 A missing key gives 403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT (API_KEY_INVALID),
@@ -42,9 +47,11 @@ import random
 import urllib.parse
 
 try:
-    from .fake_base import (FakeServer, big_text, fail_status, http_date, run_forever, words)
+    from .fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
+                            run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (FakeServer, big_text, fail_status, http_date, run_forever, words)
+    from fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
+                           run_forever, split_events, words)
 
 API_HOST = "generativelanguage.googleapis.com"
 
@@ -81,8 +88,8 @@ SAFETY_NEGLIGIBLE = [
 
 
 def pretty(obj):
-    """Google's pretty JSON: two-space indent, ": " after keys."""
-    return json.dumps(obj, indent=2, ensure_ascii=False).encode()
+    """Google's pretty JSON: two-space indent, ": " after keys, a final newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode() + b"\n"
 
 
 def line(obj):
@@ -157,10 +164,21 @@ class FakeGemini(FakeServer):
             err["details"] = details
         return {"error": err}
 
-    async def _error(self, writer, req, status, message=None, model=None, details=None):
-        return await self.send(writer, req, status,
-                               pretty(self._error_obj(status, message, model, details)),
-                               self._headers("application/json; charset=UTF-8"))
+    @staticmethod
+    def _sse_route(req):
+        return req.route.endswith(":streamGenerateContent") and "alt=sse" in req.query
+
+    async def _error(self, writer, req, status, message=None, model=None, details=None,
+                     sse=False):
+        return await self._send_error(writer, req, status,
+                                      pretty(self._error_obj(status, message, model, details)),
+                                      sse)
+
+    async def _send_error(self, writer, req, status, data, sse=False):
+        if sse and self._sse_route(req):
+            return await self.send(writer, req, status, data, self._headers("text/event-stream"))
+        return await self.send_chunked(writer, req, status, data,
+                                       self._headers("application/json; charset=UTF-8"))
 
     # ---------------------------------------------------------------- request checks
     def _check(self, body):
@@ -244,7 +262,7 @@ class FakeGemini(FakeServer):
                     writer, req, 403,
                     "Method doesn't allow unregistered callers (callers without established "
                     "identity). Please use API Key or other form of API consumer identity to "
-                    "call this API.")
+                    "call this API.", sse=True)
             return await self._error(
                 writer, req, 400, "API key not valid. Please pass a valid API key.",
                 details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -252,7 +270,8 @@ class FakeGemini(FakeServer):
                           "metadata": {"service": API_HOST}},
                          {"@type": "type.googleapis.com/google.rpc.LocalizedMessage",
                           "locale": "en-US",
-                          "message": "API key not valid. Please pass a valid API key."}])
+                          "message": "API key not valid. Please pass a valid API key."}],
+                sse=True)
         if req.body is None:
             return await self._error(writer, req, 400,
                                      "Invalid JSON payload received. Unexpected token.")
@@ -266,13 +285,15 @@ class FakeGemini(FakeServer):
 
         if behavior.startswith("fail-"):
             return await self._error(writer, req, fail_status(behavior), model=model)
+        if behavior.startswith("fixture-"):
+            return await self._fixture(writer, req, behavior[8:], stream)
         done, keep = await self.common_behavior(behavior, writer)
         if done:
             return keep
         chunks = self._chunks(req.body, model, behavior, stream)
         if not stream:
-            return await self.send(writer, req, 200, pretty(self._merge(chunks)),
-                                   self._headers("application/json; charset=UTF-8"))
+            return await self.send_chunked(writer, req, 200, pretty(self._merge(chunks)),
+                                           self._headers("application/json; charset=UTF-8"))
         if query.get("alt") == "sse":
             events = [b"data: " + line(c) + b"\r\n\r\n" for c in chunks]
             hdrs = self._headers("text/event-stream")
@@ -283,6 +304,19 @@ class FakeGemini(FakeServer):
             hdrs = self._headers("application/json; charset=UTF-8")
         hdrs.append(("Content-Disposition", "attachment"))
         return await self.stream(writer, req, 200, hdrs, events, behavior)
+
+    async def _fixture(self, writer, req, name, stream):
+        """t/fixtures/gemini/<name> verbatim, with the real headers."""
+        if name.startswith("error_"):
+            return await self._send_error(writer, req, int(name[6:9]),
+                                          fixture_bytes("gemini", name + ".json"), sse=True)
+        if stream:
+            hdrs = self._headers("text/event-stream")
+            hdrs.append(("Content-Disposition", "attachment"))
+            return await self.stream(writer, req, 200, hdrs,
+                                     split_events(fixture_bytes("gemini", name + ".sse")))
+        return await self.send_chunked(writer, req, 200, fixture_bytes("gemini", name + ".json"),
+                                       self._headers("application/json; charset=UTF-8"))
 
     # ---------------------------------------------------------------- answers
     def _prompt_tokens(self, body):

@@ -29,19 +29,33 @@ set_behavior():
                  when the last message is a tool result, answer with text
   anything else  an "echo" answer: "Hello from <model>! You said: <last user text>"
 
+  fixture-NAME   t/fixtures/openai/NAME.json (NAME.sse when streamed) verbatim, or
+                 t/fixtures/groq/... on the Groq path; NAME error_NNN answers HTTP NNN
+
 A wrong or missing `Authorization: Bearer <api_key>` gives 401 first.
+
+Wire shapes (t/fixtures/README.md): OpenAI's whole answers are two-space indented JSON with a
+final newline, in chunked transfer encoding; its errors indented without the newline, with a
+Content-Length; stream chunks compact, with "service_tier" and "obfuscation".  Requests under
+/openai/v1/ (Groq's base URL, https://api.groq.com/openai/v1) get Groq's shapes: compact JSON
+with a final newline and a Content-Length, "x_groq" ({id, seed} on the first chunk, {id, usage}
+on the last, which also carries "usage"), `text/event-stream` without a charset, and Groq's
+headers.
 """
 import asyncio
 import json
 import random
 import time
+import uuid
 
 try:
-    from .fake_base import (REASONS, FakeServer, Recorded, big_text, fail_status,  # noqa: F401
-                            http_date, rand_id, run_forever, words)
+    from .fake_base import (REASONS, FakeServer, Recorded, big_text, compact,  # noqa: F401
+                            fail_status, fixture_bytes, http_date, pretty, rand_id,
+                            run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (REASONS, FakeServer, Recorded, big_text, fail_status,  # noqa: F401
-                           http_date, rand_id, run_forever, words)
+    from fake_base import (REASONS, FakeServer, Recorded, big_text, compact,  # noqa: F401
+                           fail_status, fixture_bytes, http_date, pretty, rand_id,
+                           run_forever, split_events, words)
 
 
 def error_body(message, type_, code=None, param=None):
@@ -108,30 +122,57 @@ class FakeOpenAI(FakeServer):
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     # ---------------------------------------------------------------- HTTP
-    def _base_headers(self, ctype):
-        return [
-            ("Date", http_date()),
-            ("Content-Type", ctype),
-            ("access-control-expose-headers", "X-Request-ID"),
-            ("openai-organization", "user-fake"),
-            ("openai-processing-ms", str(random.randint(50, 400))),
-            ("openai-version", "2020-10-01"),
-            ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
-            ("x-ratelimit-limit-requests", RATELIMIT_HEADERS["x-ratelimit-limit-requests"]),
-            ("x-ratelimit-limit-tokens", RATELIMIT_HEADERS["x-ratelimit-limit-tokens"]),
-            ("x-ratelimit-remaining-requests",
-             RATELIMIT_HEADERS["x-ratelimit-remaining-requests"]),
-            ("x-ratelimit-remaining-tokens", RATELIMIT_HEADERS["x-ratelimit-remaining-tokens"]),
-            ("x-ratelimit-reset-requests", RATELIMIT_HEADERS["x-ratelimit-reset-requests"]),
-            ("x-ratelimit-reset-tokens", RATELIMIT_HEADERS["x-ratelimit-reset-tokens"]),
-            ("x-request-id", rand_id("req_", 32)),
-        ]
+    @staticmethod
+    def is_groq(req):
+        """Requests under Groq's base URL path (/openai/v1) get Groq's shapes."""
+        return req.route.startswith("/openai/")
 
-    async def _send(self, writer, req, status, obj, extra=()):
-        data = json.dumps(obj, separators=(",", ":")).encode()
+    def _base_headers(self, ctype, groq=False):
+        """The headers of the real service, in its order (Content-Length or
+        Transfer-Encoding and Connection follow)."""
+        rl = [(k, RATELIMIT_HEADERS[k]) for k in (
+            "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+        if groq:
+            return ([("Date", http_date()), ("Content-Type", ctype),
+                     ("cache-control", "no-cache" if ctype.startswith("text/event-stream")
+                      else "private, max-age=0, no-store, no-cache, must-revalidate"),
+                     ("vary", "Origin"), ("x-groq-region", "us-east-1")] + rl +
+                    [("x-request-id", rand_id("req_01", 24, "0123456789abcdefghjkmnpqrstvwxyz")),
+                     ("via", "1.1 google"), ("alt-svc", 'h3=":443"; ma=86400'),
+                     ("cf-cache-status", "DYNAMIC"), ("Server", "cloudflare"),
+                     ("CF-RAY", rand_id("", 16, "0123456789abcdef") + "-IAD")])
+        return ([("Date", http_date()), ("Content-Type", ctype),
+                 ("access-control-expose-headers", "X-Request-ID"),
+                 ("openai-organization", "user-fake"),
+                 ("openai-processing-ms", str(random.randint(50, 400))),
+                 ("openai-project", "proj_fake0000000000000000000"),
+                 ("openai-version", "2020-10-01"),
+                 ("x-envoy-upstream-service-time", str(random.randint(60, 450)))] + rl +
+                [("x-request-id", rand_id("req_", 32, "0123456789abcdef")),
+                 ("x-openai-proxy-wasm", "v0.1"), ("cf-cache-status", "DYNAMIC"),
+                 ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
+                 ("X-Content-Type-Options", "nosniff"), ("Server", "cloudflare"),
+                 ("CF-RAY", rand_id("", 16, "0123456789abcdef") + "-SJC"),
+                 ("alt-svc", 'h3=":443"; ma=86400')])
+
+    def _headers(self, req, ctype, extra=()):
         names = {k.lower() for k, _ in extra}
-        hdrs = [h for h in self._base_headers("application/json") if h[0].lower() not in names]
-        return await self.send(writer, req, status, data, hdrs + list(extra))
+        return [h for h in self._base_headers(ctype, self.is_groq(req))
+                if h[0].lower() not in names] + list(extra)
+
+    async def _send(self, writer, req, status, obj, extra=(), error=False):
+        """A whole answer in the real service's shape: OpenAI indents (successes with a final
+        newline, chunked; errors without, with a Content-Length), Groq is compact with a final
+        newline and a Content-Length."""
+        if self.is_groq(req):
+            return await self.send(writer, req, status, compact(obj) + b"\n",
+                                   self._headers(req, "application/json", extra))
+        hdrs = self._headers(req, "application/json", extra)
+        if error:
+            return await self.send(writer, req, status, pretty(obj), hdrs)
+        return await self.send_chunked(writer, req, status, pretty(obj) + b"\n", hdrs)
 
     async def _send_error(self, writer, req, status, message=None, type_=None, code=None):
         m, t, c = ERRORS.get(status, (f"Fake provider error {status}", "server_error", None))
@@ -139,7 +180,8 @@ class FakeOpenAI(FakeServer):
         if status == 429:
             extra = [("retry-after", self.retry_after), ("x-ratelimit-remaining-requests", "0")]
         return await self._send(writer, req, status,
-                                error_body(message or m, type_ or t, code if code else c), extra)
+                                error_body(message or m, type_ or t, code if code else c), extra,
+                                error=True)
 
     async def handle(self, req, writer):
         if req.method == "GET" and req.path.endswith("/models"):
@@ -171,6 +213,8 @@ class FakeOpenAI(FakeServer):
 
         if behavior.startswith("fail-"):
             return await self._send_error(writer, req, fail_status(behavior))
+        if behavior.startswith("fixture-"):
+            return await self._send_fixture(writer, req, behavior[8:], stream)
         if behavior.startswith("html-"):
             return await self._send_html(writer, int(behavior[5:8]))
         done, keep = await self.common_behavior(behavior, writer)
@@ -181,8 +225,31 @@ class FakeOpenAI(FakeServer):
         if stream:
             return await self._stream(writer, req, body, model, behavior, tools_mode)
         if behavior == "chunked" or self.chunked_json:
-            return await self._send_chunked(writer, req, self._completion(body, model, tools_mode))
-        return await self._send(writer, req, 200, self._completion(body, model, tools_mode))
+            return await self._send_chunked(writer, req, self._completion(
+                body, model, tools_mode, self.is_groq(req)))
+        return await self._send(writer, req, 200,
+                                self._completion(body, model, tools_mode, self.is_groq(req)))
+
+    async def _send_fixture(self, writer, req, name, stream):
+        """t/fixtures/{openai,groq}/<name> verbatim, with the real headers."""
+        groq = self.is_groq(req)
+        d = "groq" if groq else "openai"
+        if name.startswith("error_"):
+            status = int(name[6:9])
+            extra = [("retry-after", self.retry_after)] if status == 429 else []
+            data = fixture_bytes(d, name + ".json")
+            return await self.send(writer, req, status, data,
+                                   self._headers(req, "application/json", extra))
+        if stream:
+            hdrs = self._headers(req, "text/event-stream" if groq
+                                 else "text/event-stream; charset=utf-8")
+            return await self.stream(writer, req, 200, hdrs,
+                                     split_events(fixture_bytes(d, name + ".sse")))
+        data = fixture_bytes(d, name + ".json")
+        hdrs = self._headers(req, "application/json")
+        if groq:
+            return await self.send(writer, req, 200, data, hdrs)
+        return await self.send_chunked(writer, req, 200, data, hdrs)
 
     async def _send_html(self, writer, status):
         """An HTML error page, as a proxy in front of a provider would answer."""
@@ -197,20 +264,9 @@ class FakeOpenAI(FakeServer):
 
     async def _send_chunked(self, writer, req, obj):
         """A JSON answer in chunked transfer encoding, in several chunks and writes."""
-        data = json.dumps(obj, separators=(",", ":")).encode()
-        hdrs = self._base_headers("application/json")
-        hdrs += [("Transfer-Encoding", "chunked"), ("Connection", "keep-alive")]
-        writer.write(self._head(200, hdrs))
-        await writer.drain()
-        step = max(1, len(data) // 4)
-        for i in range(0, len(data), step):
-            part = data[i:i + step]
-            writer.write(b"%x\r\n" % len(part) + part + b"\r\n")
-            await writer.drain()
-            await asyncio.sleep(self.split_delay)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
+        data = compact(obj) + b"\n" if self.is_groq(req) else pretty(obj) + b"\n"
+        return await self.send_chunked(writer, req, 200, data,
+                                       self._headers(req, "application/json"), pieces=4)
 
     def _authorized(self, req):
         if self.api_key is None:
@@ -259,18 +315,30 @@ class FakeOpenAI(FakeServer):
         msgs = body.get("messages") or []
         return "The tool answered: " + _content_text(msgs[-1].get("content"))
 
-    def _completion(self, body, model, tools_mode):
+    def _completion(self, body, model, tools_mode, groq=False):
         if self._wants_tool_call(body, tools_mode):
             message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(body)],
-                       "refusal": None}
+                       "refusal": None, "annotations": []}
             finish = "tool_calls"
             completion_tokens = 12
         else:
             text = self._tool_result_text(body) if tools_mode else self._reply_text(body, model)
-            message = {"role": "assistant", "content": text, "refusal": None}
+            message = {"role": "assistant", "content": text, "refusal": None,
+                       "annotations": []}
             finish = "stop"
             completion_tokens = len(words(text))
         pt = self._prompt_tokens(body)
+        if groq:
+            # Groq: no refusal nor annotations, its timings in usage, x_groq
+            message = {k: v for k, v in message.items() if k not in ("refusal", "annotations")
+                       and not (k == "content" and v is None)}
+            return {"id": "chatcmpl-" + str(uuid.uuid4()), "object": "chat.completion",
+                    "created": int(time.time()), "model": model,
+                    "choices": [{"index": 0, "message": message, "logprobs": None,
+                                 "finish_reason": finish}],
+                    "usage": self._groq_usage(pt, completion_tokens),
+                    "usage_breakdown": None, "system_fingerprint": "fp_fake0001",
+                    "x_groq": {"id": self._groq_req_id()}, "service_tier": "on_demand"}
         return {
             "id": rand_id("chatcmpl-", 29),
             "object": "chat.completion",
@@ -284,25 +352,48 @@ class FakeOpenAI(FakeServer):
                       "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                     "accepted_prediction_tokens": 0,
                                                     "rejected_prediction_tokens": 0}},
+            "service_tier": "default",
             "system_fingerprint": "fp_fake0001",
         }
 
-    def _chunks(self, body, model, tools_mode):
-        cid = rand_id("chatcmpl-", 29)
+    @staticmethod
+    def _groq_usage(pt, ct):
+        return {"queue_time": 0.021874113, "prompt_tokens": pt, "prompt_time": 0.003512008,
+                "completion_tokens": ct, "completion_time": 0.025454545,
+                "total_tokens": pt + ct, "total_time": 0.028966553}
+
+    @staticmethod
+    def _groq_req_id():
+        return rand_id("req_01", 24, "0123456789abcdefghjkmnpqrstvwxyz")
+
+    def _chunks(self, body, model, tools_mode, groq=False):
+        cid = "chatcmpl-" + str(uuid.uuid4()) if groq else rand_id("chatcmpl-", 29)
         created = int(time.time())
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta, finish=None, choices=True):
-            c = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "system_fingerprint": "fp_fake0001",
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                              "finish_reason": finish}] if choices else []}
-            if include_usage:
+            c = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            if not groq:
+                c["service_tier"] = "default"
+            c["system_fingerprint"] = "fp_fake0001"
+            c["choices"] = [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}] if choices else []
+            if include_usage and not groq:
                 c["usage"] = None
+            if not groq:
+                # OpenAI pads its chunks with a random "obfuscation" string
+                c["obfuscation"] = rand_id("", random.randint(1, 15))
             return c
 
         out = []
-        if self._wants_tool_call(body, tools_mode):
+        if self._wants_tool_call(body, tools_mode) and groq:
+            # Groq sends a tool call whole, in one delta
+            call = self._tool_call(body)
+            out.append(chunk({"role": "assistant", "content": None}))
+            out.append(chunk({"tool_calls": [dict(call, index=0)]}))
+            out.append(chunk({}, "tool_calls"))
+            completion_tokens = 12
+        elif self._wants_tool_call(body, tools_mode):
             call = self._tool_call(body)
             args = call["function"]["arguments"]
             out.append(chunk({"role": "assistant", "content": None, "tool_calls": [
@@ -317,12 +408,20 @@ class FakeOpenAI(FakeServer):
         else:
             text = self._tool_result_text(body) if tools_mode else self._reply_text(body, model)
             pieces = words(text)
-            out.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+            out.append(chunk({"role": "assistant", "content": ""} if groq else
+                             {"role": "assistant", "content": "", "refusal": None}))
             for w in pieces:
                 out.append(chunk({"content": w}))
             out.append(chunk({}, "stop"))
             completion_tokens = len(pieces)
-        if include_usage:
+        if groq:
+            # Groq: x_groq {id, seed} on the first chunk, {id, usage} and usage on the last
+            rid = self._groq_req_id()
+            usage = self._groq_usage(self._prompt_tokens(body), completion_tokens)
+            out[0]["x_groq"] = {"id": rid, "seed": random.randint(1, 2 ** 31 - 1)}
+            out[-1]["x_groq"] = {"id": rid, "usage": usage}
+            out[-1]["usage"] = usage
+        elif include_usage:
             pt = self._prompt_tokens(body)
             u = chunk(None, choices=False)
             u["usage"] = {"prompt_tokens": pt, "completion_tokens": completion_tokens,
@@ -331,13 +430,16 @@ class FakeOpenAI(FakeServer):
                           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                         "accepted_prediction_tokens": 0,
                                                         "rejected_prediction_tokens": 0}}
+            u["obfuscation"] = u.pop("obfuscation")
             out.append(u)
         return out
 
     async def _stream(self, writer, req, body, model, behavior, tools_mode):
-        hdrs = self._base_headers("text/event-stream; charset=utf-8")
-        events = [b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
-                  for c in self._chunks(body, model, tools_mode)]
+        groq = self.is_groq(req)
+        hdrs = self._headers(req, "text/event-stream" if groq
+                             else "text/event-stream; charset=utf-8")
+        events = [b"data: " + compact(c) + b"\n\n"
+                  for c in self._chunks(body, model, tools_mode, groq)]
         events.append(b"data: [DONE]\n\n")
         if behavior.startswith("stream-error"):
             first = behavior == "stream-error-first"
