@@ -16,6 +16,15 @@ gateway, with a connection per translation path (Bedrock's credentials from a fa
 bench provider does not check signatures), is measured on each path, streamed and not, as a
 ratio to the gateway's OpenAI pass-through path of the same run.
 
+With BENCH_INGEST=1 (the default) the audit ingestion is measured against the gateway at
+saturation: wrk runs BENCH_INGEST_DURATION (60s) on the OpenAI JSON path with auditing on,
+payloads stored; the control plane's records and busy seconds are sampled meanwhile and until
+every record of the load is stored, and the audit API is polled until it lists them all. It
+prints the gateway's req/s, the records stored per second during the load and after it, the
+time from the load's end until the last record is stored and until the API lists it, and the
+ratio of ingestion capacity (records per second of the ingest thread's busy time, measured
+while the load runs on the same cores) to the gateway's req/s: >= 1 keeps pace.
+
 With BENCH_LIMITS=1 (the default) capacity admission is measured too: a key without
 capacity, a limited key counted in the local zone, and the same with the counters in Redis
 (vmx_redis), as ratios to the first.
@@ -61,6 +70,8 @@ PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
 AUDIT = os.environ.get("BENCH_AUDIT", "1") == "1"
 AUDIT_DURATION = os.environ.get("BENCH_AUDIT_DURATION", "5s")
 LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
+INGEST = os.environ.get("BENCH_INGEST", "1") == "1"
+INGEST_DURATION = os.environ.get("BENCH_INGEST_DURATION", "60s")
 LIMITS_DURATION = os.environ.get("BENCH_LIMITS_DURATION", "5s")
 
 COMPLETION = {
@@ -422,6 +433,79 @@ def bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file, started)
     return rows
 
 
+def cp_counters(cp, dataplane):
+    """The control plane's ingested records and busy seconds of a data plane."""
+    with urllib.request.urlopen(cp.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {"records": 0.0, "busy": 0.0}
+    for line in text.splitlines():
+        for key, name in (("records", "vmx_cp_ingest_records_total{"),
+                          ("busy", "vmx_cp_ingest_busy_seconds_total{")):
+            if line.startswith(name) and f'dataplane="{dataplane}"' in line:
+                out[key] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bench_ingest(api, ws, env, gw, key, cp):
+    """Saturation with auditing on, and the ingestion that follows it (see the docstring)."""
+    import threading
+    dataplane = f"http://127.0.0.1:{gw.port}"
+    if not gw.audit:
+        gw.audit = True
+        gw.reload()
+    check(gw.url, "/v1/chat/completions", key, False)
+    deadline = time.time() + 60
+    last = cp_counters(cp, dataplane)["records"]
+    while True:                         # earlier phases ingested first
+        time.sleep(1.5)
+        now = cp_counters(cp, dataplane)["records"]
+        if now == last or time.time() > deadline:
+            break
+        last = now
+    base = cp_counters(cp, dataplane)
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append((time.time(), cp_counters(cp, dataplane)))
+            stop.wait(0.25)
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    sampler = threading.Thread(target=sample, daemon=True)
+    t_start = time.time()
+    sampler.start()
+    res = wrk(gw.url, "/v1/chat/completions", key, False, INGEST_DURATION)
+    t_end = time.time()
+    if res["non2xx"] or res["requests"] == 0:
+        print(res["raw"], file=sys.stderr)
+        raise RuntimeError(f"ingest: {res['non2xx']} non-2xx answers")
+    n = res["requests"]
+    at_end = cp_counters(cp, dataplane)
+    deadline = t_end + 300
+    while cp_counters(cp, dataplane)["records"] - base["records"] < n:
+        if time.time() > deadline:
+            raise RuntimeError("ingest: the load's records not stored within 300 s")
+        time.sleep(0.05)
+    t_done = time.time()
+    stop.set()
+    sampler.join()
+    path = f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/audit"
+    while True:
+        listed = api.request("GET", f"{path}?pageSize=1&startDate={since}")[1]["total"]
+        if listed >= n + 1 or time.time() > t_done + 60:
+            break
+        time.sleep(0.05)
+    t_listed = time.time()
+    during = at_end["records"] - base["records"]
+    busy = at_end["busy"] - base["busy"]
+    return {"gateway": res, "requests": n, "seconds": t_end - t_start,
+            "during": during / (t_end - t_start),
+            "after": (n - during) / (t_done - t_end) if n > during else float("nan"),
+            "lag": t_done - t_end, "listed": t_listed - t_end, "all_listed": listed >= n + 1,
+            "capacity": during / busy if busy > 0 else float("nan"),
+            "busy_share": busy / (t_end - t_start)}
+
+
 def main():
     for p, what in ((MODULE, "the module"), (CP_BIN, "the control plane")):
         if not p.exists():
@@ -589,6 +673,9 @@ def main():
             audit_rows.append(("on" if audit else "off", res))
         gw.check_error_log(everything=True)
 
+        ingest = bench_ingest(api, ws, env, gw, key, cp) if INGEST else None
+        gw.check_error_log(everything=True)
+
         limit_rows = (bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file,
                                    started) if LIMITS else [])
 
@@ -629,6 +716,21 @@ def main():
             print(f"{'ratio':<10} {mean['rps'] / off['rps']:>10.2f} "
                   f"{mean['p50'] / off['p50']:>8.2f} {mean['p99'] / off['p99']:>8.2f}"
                   "   (on, mean of both / off)")
+        if ingest:
+            g = ingest["gateway"]
+            print()
+            print(f"audit ingestion (wrk -d{INGEST_DURATION} at saturation, OpenAI JSON path, "
+                  "payloads stored; the control plane and PostgreSQL on the same cores)")
+            print(f"gateway            {g['rps']:>10.0f} req/s   {ingest['requests']} requests, "
+                  f"p50 {g['p50']:.2f} ms, p99 {g['p99']:.2f} ms")
+            print(f"stored during load {ingest['during']:>10.0f} records/s   ingest thread busy "
+                  f"{100 * ingest['busy_share']:.0f}% of the time")
+            print(f"stored after load  {ingest['after']:>10.0f} records/s   last record stored "
+                  f"{ingest['lag']:.2f} s after the load, listed by the audit API after "
+                  f"{ingest['listed']:.2f} s" + ("" if ingest["all_listed"] else " (NOT ALL)"))
+            print(f"ingestion capacity {ingest['capacity']:>10.0f} records/s of busy time")
+            print(f"{'ratio':<18} {ingest['capacity'] / g['rps']:>10.2f}   "
+                  "(ingestion capacity / gateway req/s; >= 1 keeps pace)")
         if limit_rows:
             print()
             print(f"capacity admission and routing (wrk -d{LIMITS_DURATION}, OpenAI JSON "

@@ -7,7 +7,8 @@
 #include "api.h"
 #include "validate.h"
 
-static const char *const writable[] = { "name", "description", "storePayload", NULL };
+static const char *const writable[] = { "name", "description", "storePayload",
+                                        "auditRequired", NULL };
 
 #define DOC_BY_ID \
     "SELECT doc::text FROM environment_docs WHERE workspace_id = $1 AND id = $2"
@@ -18,7 +19,7 @@ validate(http_req_t *req, cJSON *doc)
 {
     return val_merge(req, doc, writable, NULL) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
-           && val_bool(req, doc, "storePayload");
+           && val_bool(req, doc, "storePayload") && val_bool(req, doc, "auditRequired");
 }
 
 
@@ -70,10 +71,11 @@ api_environments_create(http_req_t *req)
 {
     cJSON      *doc = cJSON_CreateObject();
     char        id[UUID_LEN + 1];
-    const char *params[5] = { http_param(req, "ws"), id };
+    const char *params[6] = { http_param(req, "ws"), id };
     PGresult   *res;
 
     cJSON_AddTrueToObject(doc, "storePayload");
+    cJSON_AddFalseToObject(doc, "auditRequired");
     if (!validate(req, doc)) {
         cJSON_Delete(doc);
         return;
@@ -82,11 +84,12 @@ api_environments_create(http_req_t *req)
     params[2] = doc_str(doc, "name");
     params[3] = doc_str(doc, "description");
     params[4] = doc_bool(doc, "storePayload");
+    params[5] = doc_bool(doc, "auditRequired");
 
     res = db_exec(req->db, "INSERT INTO environments"
-                           " (id, workspace_id, name, description, store_payload)"
-                           " SELECT $2, id, $3, $4, $5 FROM workspaces WHERE id = $1",
-                  5, params);
+                           " (id, workspace_id, name, description, store_payload, audit_required)"
+                           " SELECT $2, id, $3, $4, $5, $6 FROM workspaces WHERE id = $1",
+                  6, params);
     if (res == NULL) {
         http_db_error(req, "environment");
     } else if (strcmp(PQcmdTuples(res), "1") != 0) {
@@ -102,7 +105,7 @@ api_environments_create(http_req_t *req)
 void
 api_environments_update(http_req_t *req)
 {
-    const char *params[5] = { http_param(req, "ws"), http_param(req, "env") };
+    const char *params[6] = { http_param(req, "ws"), http_param(req, "env") };
     cJSON      *doc = doc_fetch(req, DOC_BY_ID, 2, params, "environment");
 
     if (doc == NULL) {
@@ -112,9 +115,10 @@ api_environments_update(http_req_t *req)
         params[2] = doc_str(doc, "name");
         params[3] = doc_str(doc, "description");
         params[4] = doc_bool(doc, "storePayload");
+        params[5] = doc_bool(doc, "auditRequired");
         if (db_run(req->db, "UPDATE environments SET name = $3, description = $4,"
-                            " store_payload = $5, updated_at = now()"
-                            " WHERE workspace_id = $1 AND id = $2", 5, params) != 0)
+                            " store_payload = $5, audit_required = $6, updated_at = now()"
+                            " WHERE workspace_id = $1 AND id = $2", 6, params) != 0)
         {
             http_db_error(req, "environment");
         } else {

@@ -144,16 +144,17 @@ reserve(plane_t *p, size_t want)
 
 
 /*
- * method on <base>/vmx/spool[/<name>], the answer into p->buf (at most
- * max bytes); range "first-last" or NULL.  The HTTP status, or 0 after
- * counting the failure.
+ * method on <base>/vmx/spool[/<name>] (the listing with the committed
+ * cursor), the answer into p->buf (at most max bytes); range "first-last"
+ * or NULL.  The HTTP status, or 0 after counting the failure.
  */
 static long
 call(plane_t *p, const char *method, const char *name, const char *range, size_t max,
     const char *stage)
 {
     struct curl_slist *headers = NULL;
-    char               url[1024], error[CURL_ERROR_SIZE] = "";
+    char               error[CURL_ERROR_SIZE] = "";
+    char              *cursor, *url = NULL;
     long               status = 0;
     CURLcode           rc;
 
@@ -165,7 +166,22 @@ call(plane_t *p, const char *method, const char *name, const char *range, size_t
         fail(p, stage, "out of memory");
         return 0;
     }
-    snprintf(url, sizeof(url), "%s/vmx/spool%s%s", p->base, name ? "/" : "", name ? name : "");
+    if (name != NULL) {
+        cursor = NULL;
+        if (asprintf(&url, "%s/vmx/spool/%s", p->base, name) < 0) {
+            url = NULL;
+        }
+    } else {
+        cursor = curl_easy_escape(p->curl, p->cursor, 0);
+        if (cursor == NULL || asprintf(&url, "%s/vmx/spool?cursor=%s", p->base, cursor) < 0) {
+            url = NULL;
+        }
+    }
+    curl_free(cursor);
+    if (url == NULL) {
+        fail(p, stage, "out of memory");
+        return 0;
+    }
     headers = curl_slist_append(headers, ing.auth_header);
     curl_easy_reset(p->curl);
     curl_easy_setopt(p->curl, CURLOPT_URL, url);
@@ -183,6 +199,7 @@ call(plane_t *p, const char *method, const char *name, const char *range, size_t
     p->buf_len = 0;
     rc = curl_easy_perform(p->curl);
     curl_slist_free_all(headers);
+    free(url);
     if (rc != CURLE_OK) {
         fail(p, stage, "%s", error[0] ? error : curl_easy_strerror(rc));
         return 0;
@@ -569,9 +586,16 @@ ingest_main(void *arg)
         pthread_mutex_unlock(&ing.lock);
         if (maintain()) {
             for (size_t i = 0; i < ing.nplanes; i++) {
+                struct timespec t0, t1;
+
+                clock_gettime(CLOCK_MONOTONIC, &t0);
                 for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
                     /* the spool had more */
                 }
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
+                            (double) (t1.tv_sec - t0.tv_sec)
+                            + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
             }
         }
         clock_gettime(CLOCK_REALTIME, &next);

@@ -40,6 +40,9 @@ static const family_t families[METRIC_NFAMILIES] = {
         "Age of the newest record of the last committed batch, 0 when caught up" },
     [METRIC_INGEST_LAST_SUCCESS] = { "vmx_cp_ingest_last_success_timestamp_seconds",
         KIND_GAUGE, "Unix time of the last successful pull, per data plane" },
+    [METRIC_INGEST_BUSY] = { "vmx_cp_ingest_busy_seconds_total", KIND_COUNTER,
+        "Seconds the ingest thread spent reading, parsing and storing a data plane's records"
+        " (records over busy seconds: what ingestion can take)" },
     [METRIC_PUSHES] = { "vmx_cp_config_pushes_total", KIND_COUNTER,
         "Config snapshots pushed, per data plane and result (ok, error)" },
     [METRIC_OTLP_EXPORTS] = { "vmx_cp_otlp_exports_total", KIND_COUNTER,

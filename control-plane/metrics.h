@@ -20,6 +20,7 @@ typedef enum {
     METRIC_INGEST_ERRORS,         /* counter {dataplane, stage} */
     METRIC_INGEST_LAG,            /* gauge {dataplane}: age of the newest record, s */
     METRIC_INGEST_LAST_SUCCESS,   /* gauge {dataplane}: unix time of the last pull */
+    METRIC_INGEST_BUSY,           /* counter {dataplane}: seconds spent pulling and storing */
     METRIC_PUSHES,                /* counter {dataplane, result} */
     METRIC_OTLP_EXPORTS,          /* counter {signal, result}: OTLP POSTs */
     METRIC_OTLP_DROPPED,          /* counter {reason}: spans never exported */

@@ -21,7 +21,8 @@
 #define ENVIRONMENTS_SQL \
     "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
     "  'id', id, 'workspaceId', workspace_id, 'name', name," \
-    "  'storePayload', store_payload) ORDER BY created_at, id), '[]')::text" \
+    "  'storePayload', store_payload, 'auditRequired', audit_required)" \
+    "  ORDER BY created_at, id), '[]')::text" \
     " FROM environments"
 
 #define CONNECTIONS_SQL \

@@ -18,9 +18,10 @@
  * on to a newer file: names are records-<unix msec>-<pid>.vmx, so their
  * byte order is their creation order.
  *
- * The spool is bounded by vmx_audit_spool_max: past it a record is not
- * written (counted), and an environment that requires its audit answers
- * 503 instead of serving unaudited requests.
+ * The bytes not yet ingested are bounded by vmx_audit_spool_max: past it a
+ * record is not written (counted), and an environment that requires its
+ * audit answers 503 instead of serving unaudited requests.  The listing
+ * carries the control plane's cursor, which tells how much is ingested.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -75,6 +76,8 @@ static ngx_int_t ngx_http_vmx_spool_file(ngx_http_request_t *r,
 static ngx_int_t ngx_http_vmx_spool_delete(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf, ngx_str_t *name);
 static ngx_int_t ngx_http_vmx_spool_valid_name(ngx_str_t *name);
+static off_t ngx_http_vmx_spool_offset(ngx_str_t *cursor,
+    ngx_http_vmx_spool_name_t *name);
 static int ngx_http_vmx_spool_cmp(const void *a, const void *b);
 
 
@@ -768,9 +771,14 @@ ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p, u_char *last)
 
     return ngx_slprintf(p, last,
         "# HELP vmx_audit_spool_bytes Bytes of audit records in this node's "
-        "spool, not yet ingested.\n"
+        "spool not yet ingested (as of the control plane's last listing, "
+        "plus what was written since).\n"
         "# TYPE vmx_audit_spool_bytes gauge\n"
         "vmx_audit_spool_bytes %uA\n"
+        "# HELP vmx_audit_spool_disk_bytes Bytes of the spool's files on disk "
+        "at the last listing (ingested files go when no worker writes them).\n"
+        "# TYPE vmx_audit_spool_disk_bytes gauge\n"
+        "vmx_audit_spool_disk_bytes %uA\n"
         "# HELP vmx_audit_spool_max_bytes vmx_audit_spool_max (0: no cap).\n"
         "# TYPE vmx_audit_spool_max_bytes gauge\n"
         "vmx_audit_spool_max_bytes %O\n"
@@ -782,7 +790,8 @@ ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p, u_char *last)
         "spool was full and their environment requires an audit record.\n"
         "# TYPE vmx_audit_refused_total counter\n"
         "vmx_audit_refused_total %uA\n",
-        mcf->sh->spool_bytes, mcf->spool_max, mcf->sh->spool_dropped,
+        mcf->sh->spool_bytes, mcf->sh->spool_disk, mcf->spool_max,
+        mcf->sh->spool_dropped,
         mcf->sh->spool_refused);
 }
 
@@ -839,15 +848,18 @@ ngx_http_vmx_spool_handler(ngx_http_request_t *r)
 
 
 /*
- * GET /vmx/spool: {"files":[{"name":..,"size":N,"finished":bool}...],
- * "bytes":N,"max":N}, oldest first.  Its sum corrects the zone's count.
+ * GET /vmx/spool?cursor=<name>:<offset>,...: {"files":[{"name":..,
+ * "size":N,"finished":bool}...],"bytes":N,"pending":N,"max":N}, oldest
+ * first.  The cursor is what the control plane has committed: the bytes
+ * after it are the pending ones the cap bounds.
  */
 
 static ngx_int_t
 ngx_http_vmx_spool_index(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf)
 {
     u_char                     *p, *start;
-    off_t                       bytes;
+    off_t                       bytes, pending;
+    ngx_str_t                   cursor;
     size_t                      len;
     ngx_uint_t                  i;
     ngx_array_t                 names;
@@ -862,7 +874,8 @@ ngx_http_vmx_spool_index(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf)
 
     name = names.elts;
 
-    len = sizeof("{\"files\":[],\"bytes\":,\"max\":}") + 2 * NGX_OFF_T_LEN
+    len = sizeof("{\"files\":[],\"bytes\":,\"pending\":,\"max\":}")
+          + 3 * NGX_OFF_T_LEN
           + names.nelts * (sizeof("{\"name\":\"\",\"size\":,"
                                   "\"finished\":false},")
                            + NGX_HTTP_VMX_SPOOL_NAME_LEN + NGX_OFF_T_LEN);
@@ -874,18 +887,27 @@ ngx_http_vmx_spool_index(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf)
 
     p = ngx_cpymem(start, "{\"files\":[", sizeof("{\"files\":[") - 1);
 
-    for (bytes = 0, i = 0; i < names.nelts; i++) {
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &cursor) != NGX_OK) {
+        ngx_str_null(&cursor);
+    }
+
+    for (bytes = 0, pending = 0, i = 0; i < names.nelts; i++) {
         bytes += name[i].size;
+        pending += name[i].size - ngx_min(name[i].size,
+                                          ngx_http_vmx_spool_offset(&cursor,
+                                                                    &name[i]));
         p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"size\":%O,\"finished\":%s}",
                         i ? "," : "", name[i].len, name[i].name, name[i].size,
                         ngx_http_vmx_spool_finished(&name[i], &names, i)
                         ? "true" : "false");
     }
 
-    p = ngx_sprintf(p, "],\"bytes\":%O,\"max\":%O}", bytes, mcf->spool_max);
+    p = ngx_sprintf(p, "],\"bytes\":%O,\"pending\":%O,\"max\":%O}", bytes,
+                    pending, mcf->spool_max);
 
     if (mcf->sh) {
-        mcf->sh->spool_bytes = (ngx_atomic_uint_t) bytes;
+        mcf->sh->spool_disk = (ngx_atomic_uint_t) bytes;
+        mcf->sh->spool_bytes = (ngx_atomic_uint_t) pending;
         ngx_http_vmx_spool_account(mcf, r->connection->log, 0);
     }
 
@@ -1039,9 +1061,48 @@ ngx_http_vmx_spool_delete(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_vmx_spool_account(mcf, r->connection->log, -list[i].size);
-
     return ngx_http_vmx_send_json(r, NGX_HTTP_OK, ok, sizeof(ok) - 1);
+}
+
+
+/* the offset of a file in a cursor "<name>:<offset>,..." (URL-encoded
+ * ":" and "," allowed), 0 when it is not there */
+
+static off_t
+ngx_http_vmx_spool_offset(ngx_str_t *cursor, ngx_http_vmx_spool_name_t *name)
+{
+    u_char  *p, *last, *end;
+    off_t    offset;
+
+    last = cursor->data + cursor->len;
+
+    for (p = cursor->data; p + name->len < last; p++) {
+        if (ngx_strncmp(p, name->name, name->len) != 0) {
+            continue;
+        }
+
+        p += name->len;
+
+        if (*p == ':') {
+            p++;
+
+        } else if (last - p > 3 && ngx_strncasecmp(p, (u_char *) "%3A", 3) == 0) {
+            p += 3;
+
+        } else {
+            continue;
+        }
+
+        for (end = p; end < last && *end >= '0' && *end <= '9'; end++) {
+            /* void */
+        }
+
+        offset = ngx_atoof(p, end - p);
+
+        return offset == NGX_ERROR ? 0 : offset;
+    }
+
+    return 0;
 }
 
 

@@ -229,8 +229,10 @@ typedef struct {
     ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
     ngx_http_vmx_pool_slot_t    *pools;         /* prioritization, a table */
 
-    /* the audit spool of this node: bytes in it, records not spooled */
+    /* the audit spool of this node: bytes not ingested, on disk, records
+     * not spooled */
     ngx_atomic_t                 spool_bytes;
+    ngx_atomic_t                 spool_disk;
     ngx_atomic_t                 spool_dropped;
     ngx_atomic_t                 spool_refused;     /* 503 answered */
     ngx_atomic_t                 spool_warned;      /* past the warning */

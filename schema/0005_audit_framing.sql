@@ -96,3 +96,16 @@ $$;
 
 DROP FUNCTION vmx_audit_full_doc(audit_records);
 DROP FUNCTION vmx_audit_doc(audit_records);
+
+-- An environment whose requests must all be audited: while a data plane's
+-- spool is full it answers 503 rather than serve an unaudited request.
+ALTER TABLE environments ADD COLUMN audit_required boolean NOT NULL DEFAULT false;
+
+CREATE OR REPLACE VIEW environment_docs AS
+SELECT e.id, e.workspace_id, e.created_at,
+       jsonb_build_object('id', e.id, 'workspaceId', e.workspace_id, 'name', e.name,
+                          'description', e.description, 'storePayload', e.store_payload,
+                          'auditRequired', e.audit_required,
+                          'createdAt', vmx_rfc3339(e.created_at),
+                          'updatedAt', vmx_rfc3339(e.updated_at)) AS doc
+  FROM environments e;
