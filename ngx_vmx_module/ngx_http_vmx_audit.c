@@ -350,10 +350,10 @@ ngx_http_vmx_audit_payloads(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     n = 0;
 
-    if (ctx->body && ctx->body->raw_len <= mcf->payload_max) {
-        iov[n].iov_base = (void *) ctx->body->raw;
-        iov[n].iov_len = ctx->body->raw_len;
-        *request_len = ctx->body->raw_len;
+    if (ctx->request_body.len && ctx->request_body.len <= mcf->payload_max) {
+        iov[n].iov_base = ctx->request_body.data;
+        iov[n].iov_len = ctx->request_body.len;
+        *request_len = ctx->request_body.len;
         n++;
     }
 
@@ -497,8 +497,8 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     payload = (env == NULL || env->store_payload);
 
     vmx_buf_append_cstr(out, payload && (ctx->capture_truncated
-                                         || (ctx->body && ctx->body->raw_len
-                                             > mcf->payload_max))
+                                         || ctx->request_body.len
+                                            > mcf->payload_max)
                              ? ",\"payloadTruncated\":true}"
                              : ",\"payloadTruncated\":false}");
 

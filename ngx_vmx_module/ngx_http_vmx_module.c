@@ -707,6 +707,8 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->request_body = body;
+
     ctx->body = vmx_json_parse((char *) body.data, body.len,
                                ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
 

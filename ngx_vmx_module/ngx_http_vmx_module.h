@@ -376,6 +376,7 @@ struct ngx_http_vmx_ctx_s {
     ngx_str_t                    path_workspace_id;
     ngx_str_t                    path_environment_id;
 
+    ngx_str_t                    request_body;  /* as sent, audited */
     vmx_json_t                  *body;          /* the parsed request */
     unsigned                     stream:1;
     unsigned                     include_usage:1;

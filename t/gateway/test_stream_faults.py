@@ -13,6 +13,8 @@ import zlib
 
 import pytest
 
+from harness.spool import records_in as spool_records
+
 from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for,
                     gemini_connection, http_request, sse_events, wait_credentials)
 
@@ -77,12 +79,10 @@ def record(gw, r, timeout=10):
     spool = gw.stack.nginx.base_dir / "spool"
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for f in sorted(spool.glob("records-*.jsonl")):
-            for line in f.read_text(errors="replace").splitlines():
-                if rid in line:
-                    rec = json.loads(line)
-                    if rec["id"] == rid:
-                        return rec
+        for meta, request, response in spool_records(spool):
+            if meta["id"] == rid:
+                return dict(meta, request=json.loads(request) if request else None,
+                            response=json.loads(response) if response else None)
         time.sleep(0.1)
     raise AssertionError(f"no audit record of {rid}")
 

@@ -439,10 +439,7 @@ def _audit_record(gw, env, request_id, timeout=20):
     return None
 
 
-@pytest.mark.xfail(strict=False, reason="OpenAI's indented answer, passed on as it is, puts "
-                   "newlines in the audit spool line, which breaks ingestion (that record and "
-                   "the ones after it) until the audit framing fix of the audit work lands")
-@pytest.mark.parametrize("provider", ["openai"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_audit_keeps_an_indented_answer(env, gw, provider):
     r = env.chat(res(provider, PLAIN[provider]))
     assert r.status == 200, r

@@ -419,6 +419,10 @@ class FakeServer:
         keep = self.keep_alive(req)
         if req.version != "HTTP/1.1":
             return await self.send(writer, req, status, data, headers)
+        coding, z = self._compressor()
+        if z:
+            data = self._corrupt(z.compress(data) + z.flush())
+            headers = list(headers) + [("Content-Encoding", coding)]
         hdrs = list(headers) + [("Transfer-Encoding", "chunked"),
                                 ("Connection", "keep-alive" if keep else "close")]
         writer.write(self._head(status, hdrs))

@@ -34,12 +34,16 @@ def record(meta):
                  b"" if resp is None else json.dumps(resp).encode())
 
 
-def parse(data):
+def parse(data, partial=False):
     """The records of a spool file's bytes: [(meta dict, request bytes, response bytes)];
-    raises on anything that is not a whole record."""
+    raises on anything that is not a whole record, but with partial a record still being
+    written at the end (a file read while workers write) ends the list."""
     out, pos = [], 0
     while pos < len(data):
-        nl = data.index(b"\n", pos)
+        nl = data.find(b"\n", pos)
+        if partial and (nl < 0 or len(data) < nl + 2 + sum(
+                int(x) for x in data[pos:nl].split(b" ")[1:4])):
+            break
         head = data[pos:nl].split(b" ")
         assert head[0] + b" " == MAGIC, data[pos:pos + 40]
         m, q, r = (int(x) for x in head[1:4])
@@ -48,4 +52,15 @@ def parse(data):
         assert data[nl + 1 + m + q + r:nl + 2 + m + q + r] == b"\n"
         out.append((json.loads(body[:m]), body[m:m + q], body[m + q:]))
         pos = nl + 2 + m + q + r
+    return out
+
+
+def records_in(spool_dir):
+    """Every record in the .vmx files of a spool directory, as (meta, request, response)."""
+    out = []
+    for f in sorted(spool_dir.glob("records-*.vmx")):
+        try:
+            out += parse(f.read_bytes(), partial=True)
+        except FileNotFoundError:        # ingested and deleted meanwhile
+            pass
     return out
