@@ -3,7 +3,8 @@
  * its own malloc, so AddressSanitizer sees any overrun.  A tree must agree
  * with the text (spans, counts, lookups), its strings must survive
  * vmx_json_escape and a parse, and the same text must fail cleanly under a
- * depth bound below the tree's depth or an allocator that runs dry.
+ * depth bound below the tree's depth or an allocator that runs dry.  The
+ * duplicate key found must be the one a pairwise search finds first.
  */
 
 #include <stdint.h>
@@ -132,6 +133,77 @@ walk(const vmx_json_t *j, const char *text, size_t len)
 }
 
 
+/*
+ * The first duplicate in text order by brute force: the member with a key
+ * an earlier member of its object has, with the smallest raw.
+ */
+static const vmx_json_t *
+first_duplicate(const vmx_json_t *j, const vmx_json_t *best)
+{
+    const vmx_json_t  *m, *e;
+
+    if (j->type != VMX_JSON_OBJECT && j->type != VMX_JSON_ARRAY) {
+        return best;
+    }
+
+    for (m = j->child; m; m = m->next) {
+        if (j->type == VMX_JSON_OBJECT) {
+            for (e = j->child; e != m; e = e->next) {
+                if (e->key_len == m->key_len
+                    && memcmp(e->key, m->key, m->key_len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (e != m && (best == NULL || m->raw < best->raw)) {
+                best = m;
+            }
+        }
+
+        best = first_duplicate(m, best);
+    }
+
+    return best;
+}
+
+
+static void
+check_duplicate(const vmx_json_t *j)
+{
+    arena_t                a = ARENA_UNBOUNDED, b = ARENA_UNBOUNDED;
+    vmx_json_duplicate_t   d;
+    const vmx_json_t      *want;
+    size_t                 i;
+    int                    rc;
+
+    want = first_duplicate(j, NULL);
+    rc = vmx_json_find_duplicate(j, arena_alloc, &a, &d);
+
+    check(rc == (want != NULL) && d.member == want);
+
+    if (want) {
+        check(d.path != NULL && d.path_len > 0 && d.path[d.path_len] == '\0'
+              && strlen(d.path) == d.path_len);
+
+        /* printable but for UTF-8: keys are escaped in the path */
+        for (i = 0; i < d.path_len; i++) {
+            check((unsigned char) d.path[i] >= 0x20);
+        }
+
+        /* an allocator that runs dry fails, never finds another */
+        b.left = a.allocs - 1;
+        check(vmx_json_find_duplicate(j, arena_alloc, &b, &d) == -1);
+
+    } else {
+        check(d.member == NULL && d.path == NULL);
+    }
+
+    arena_free(&b);
+    arena_free(&a);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -157,6 +229,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     depth = walk(j, text, size);
     allocs = a.allocs;
+
+    check_duplicate(j);
 
     if (depth > 1) {
         k = parse(&b, text, size, depth - 1, SIZE_MAX, &err);

@@ -903,3 +903,355 @@ vmx_json_escape(char *dst, const char *src, size_t len)
         p = q + 1;
     }
 }
+
+
+/*
+ * Duplicate keys.  The walk keeps, on the C stack, one frame per container
+ * it went into: the path is only built once a duplicate is found.
+ */
+
+#define VMX_JSON_SCAN_MAX  16   /* up to this, pairs cost less than a sort */
+
+
+typedef struct vmx_json_frame_s  vmx_json_frame_t;
+
+struct vmx_json_frame_s {
+    const vmx_json_frame_t  *up;
+    const vmx_json_t        *node;    /* a member (its key) or an element */
+    size_t                   index;   /* the element's, in its array */
+};
+
+
+typedef struct {
+    vmx_json_alloc_pt        alloc;
+    void                    *alloc_ctx;
+    const vmx_json_t       **sorted;  /* scratch, reused by every object */
+    size_t                   nsorted;
+    vmx_json_duplicate_t    *dup;
+} vmx_json_dup_walk_t;
+
+
+static int
+vmx_json_same_key(const vmx_json_t *a, const vmx_json_t *b)
+{
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
+}
+
+
+/* by key, then by position in the text: a parsed tree's raw spans are ordered */
+
+static int
+vmx_json_member_cmp(const vmx_json_t *a, const vmx_json_t *b)
+{
+    int  c;
+
+    if (a->key_len != b->key_len) {
+        return a->key_len < b->key_len ? -1 : 1;
+    }
+
+    c = memcmp(a->key, b->key, a->key_len);
+
+    if (c != 0) {
+        return c;
+    }
+
+    return (a->raw > b->raw) - (a->raw < b->raw);
+}
+
+
+static void
+vmx_json_sift(const vmx_json_t **v, size_t i, size_t n)
+{
+    size_t             c;
+    const vmx_json_t  *t;
+
+    for ( ;; ) {
+        c = 2 * i + 1;
+
+        if (c >= n) {
+            return;
+        }
+
+        if (c + 1 < n && vmx_json_member_cmp(v[c], v[c + 1]) < 0) {
+            c++;
+        }
+
+        if (vmx_json_member_cmp(v[i], v[c]) >= 0) {
+            return;
+        }
+
+        t = v[i];
+        v[i] = v[c];
+        v[c] = t;
+        i = c;
+    }
+}
+
+
+/*
+ * The first member of obj, in text order, whose key an earlier member has;
+ * NULL when none.  Heap sort: in place, no recursion, O(k log k) worst case.
+ */
+
+static int
+vmx_json_first_duplicate(vmx_json_dup_walk_t *w, const vmx_json_t *obj,
+    const vmx_json_t **first)
+{
+    size_t              i, n;
+    const vmx_json_t   *m, *e, **v;
+
+    *first = NULL;
+    n = obj->count;
+
+    if (n < 2) {
+        return 0;
+    }
+
+    if (n <= VMX_JSON_SCAN_MAX) {
+        for (m = obj->child->next; m; m = m->next) {
+            for (e = obj->child; e != m; e = e->next) {
+                if (vmx_json_same_key(e, m)) {
+                    *first = m;
+                    return 0;
+                }
+            }
+        }
+
+        return 0;
+    }
+
+    if (n > w->nsorted) {
+        i = (n > 2 * w->nsorted) ? n : 2 * w->nsorted;
+
+        w->sorted = w->alloc(w->alloc_ctx, i * sizeof(vmx_json_t *));
+        if (w->sorted == NULL) {
+            w->nsorted = 0;
+            return -1;
+        }
+
+        w->nsorted = i;
+    }
+
+    v = w->sorted;
+
+    for (i = 0, m = obj->child; m; m = m->next) {
+        v[i++] = m;
+    }
+
+    for (i = n / 2; i-- > 0; /* void */) {
+        vmx_json_sift(v, i, n);
+    }
+
+    for (i = n - 1; i > 0; i--) {
+        m = v[0];
+        v[0] = v[i];
+        v[i] = m;
+        vmx_json_sift(v, 0, i);
+    }
+
+    /* every later occurrence of a key follows its first: the earliest wins */
+    for (i = 1; i < n; i++) {
+        if (vmx_json_same_key(v[i - 1], v[i])
+            && (*first == NULL || v[i]->raw < (*first)->raw))
+        {
+            *first = v[i];
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+vmx_json_is_identifier(const char *key, size_t len)
+{
+    size_t  i;
+    char    c;
+
+    if (len == 0 || (key[0] >= '0' && key[0] <= '9')) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = key[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '$'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static size_t
+vmx_json_decimal_len(size_t v)
+{
+    size_t  n = 1;
+
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+
+    return n;
+}
+
+
+/* the length of a frame's step in the path: .key, ["key"] or [index] */
+
+static size_t
+vmx_json_step_len(const vmx_json_frame_t *f)
+{
+    const vmx_json_t  *n = f->node;
+
+    if (n->key == NULL) {
+        return 2 + vmx_json_decimal_len(f->index);
+    }
+
+    if (vmx_json_is_identifier(n->key, n->key_len)) {
+        return (f->up ? 1 : 0) + n->key_len;
+    }
+
+    return 4 + vmx_json_escape(NULL, n->key, n->key_len);
+}
+
+
+/* writes a frame's step ending at end, returns where it starts */
+
+static char *
+vmx_json_step(char *end, const vmx_json_frame_t *f)
+{
+    char              *p;
+    size_t             v;
+    const vmx_json_t  *n = f->node;
+
+    p = end - vmx_json_step_len(f);
+
+    if (n->key == NULL) {
+        end--;
+        *end = ']';
+
+        for (v = f->index; ; v /= 10) {
+            *--end = (char) ('0' + v % 10);
+
+            if (v < 10) {
+                break;
+            }
+        }
+
+        *--end = '[';
+
+    } else if (vmx_json_is_identifier(n->key, n->key_len)) {
+        if (f->up) {
+            *p = '.';
+        }
+
+        memcpy(end - n->key_len, n->key, n->key_len);
+
+    } else {
+        memcpy(p, "[\"", 2);
+        vmx_json_escape(p + 2, n->key, n->key_len);
+        memcpy(end - 2, "\"]", 2);
+    }
+
+    return p;
+}
+
+
+static int
+vmx_json_dup_found(vmx_json_dup_walk_t *w, const vmx_json_frame_t *top)
+{
+    char                    *p;
+    size_t                   len;
+    const vmx_json_frame_t  *f;
+
+    for (len = 0, f = top; f; f = f->up) {
+        len += vmx_json_step_len(f);
+    }
+
+    p = w->alloc(w->alloc_ctx, len + 1);
+    if (p == NULL) {
+        return -1;
+    }
+
+    w->dup->member = top->node;
+    w->dup->path = p;
+    w->dup->path_len = len;
+
+    p += len;
+    *p = '\0';
+
+    for (f = top; f; f = f->up) {
+        p = vmx_json_step(p, f);
+    }
+
+    return 1;
+}
+
+
+static int
+vmx_json_dup_walk(vmx_json_dup_walk_t *w, const vmx_json_t *node,
+    const vmx_json_frame_t *up)
+{
+    int                rc;
+    const vmx_json_t  *first, *e;
+    vmx_json_frame_t   f;
+
+    first = NULL;
+
+    if (node->type == VMX_JSON_OBJECT
+        && vmx_json_first_duplicate(w, node, &first) != 0)
+    {
+        return -1;
+    }
+
+    f.up = up;
+    f.index = 0;
+
+    /* in text order: a duplicate inside an earlier member comes first */
+    for (e = node->child; e; e = e->next, f.index++) {
+        f.node = e;
+
+        if (e == first) {
+            return vmx_json_dup_found(w, &f);
+        }
+
+        if (e->type == VMX_JSON_OBJECT || e->type == VMX_JSON_ARRAY) {
+            rc = vmx_json_dup_walk(w, e, &f);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+int
+vmx_json_find_duplicate(const vmx_json_t *root, vmx_json_alloc_pt alloc,
+    void *alloc_ctx, vmx_json_duplicate_t *dup)
+{
+    vmx_json_dup_walk_t  w;
+
+    dup->member = NULL;
+    dup->path = NULL;
+    dup->path_len = 0;
+
+    if (root == NULL
+        || (root->type != VMX_JSON_OBJECT && root->type != VMX_JSON_ARRAY))
+    {
+        return 0;
+    }
+
+    w.alloc = alloc;
+    w.alloc_ctx = alloc_ctx;
+    w.sorted = NULL;
+    w.nsorted = 0;
+    w.dup = dup;
+
+    return vmx_json_dup_walk(&w, root, NULL);
+}

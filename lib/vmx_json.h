@@ -88,6 +88,28 @@ const char *vmx_json_get_str(const vmx_json_t *obj, const char *name,
 vmx_json_t *vmx_json_at(const vmx_json_t *arr, size_t i);
 
 /*
+ * A key that an object of the tree has twice (duplicates are kept by the
+ * parser, but a provider may act on the last while the gateway reads the
+ * first).  member is the later of the two; path locates it from the root,
+ * e.g. "messages[0].role", with a key that is no identifier as ["a.b"]
+ * (JSON-escaped, so the path is printable and holds no NUL).
+ */
+typedef struct {
+    const vmx_json_t  *member;
+    char              *path;      /* NUL-terminated, from the allocator */
+    size_t             path_len;
+} vmx_json_duplicate_t;
+
+/*
+ * Finds the duplicated key that comes first in the text.  Returns 1 and
+ * fills dup when there is one, 0 when there is none, -1 when alloc fails.
+ * O(k log k) key comparisons per object of k members: large objects are
+ * sorted with scratch space from alloc, small ones scanned.
+ */
+int vmx_json_find_duplicate(const vmx_json_t *root, vmx_json_alloc_pt alloc,
+    void *alloc_ctx, vmx_json_duplicate_t *dup);
+
+/*
  * Writes src as the inside of a JSON string (quotes not included) into dst
  * and returns the number of bytes written; with dst NULL returns the number
  * of bytes needed.  Escapes '"', '\\' and control characters.

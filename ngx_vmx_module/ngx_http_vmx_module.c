@@ -67,6 +67,12 @@ static ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
 static void ngx_http_vmx_trace_context(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *random);
 static ngx_flag_t ngx_http_vmx_is_hex(u_char *p, size_t n);
+static ngx_int_t ngx_http_vmx_duplicate_key(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, vmx_json_duplicate_t *dup);
+static ngx_int_t ngx_http_vmx_send_error_param(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message, const char *param);
+static size_t ngx_http_vmx_utf8_cut(u_char *s, size_t len, size_t max);
 static ngx_int_t ngx_http_vmx_reject(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
     const char *message);
@@ -693,6 +699,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     vmx_json_t                *messages, *model, *stream, *options, *vmx;
     vmx_json_t                *item, *secondary_index;
     vmx_json_error_t           jerr;
+    vmx_json_duplicate_t       dup;
     ngx_http_vmx_target_t     *routed;
     ngx_http_vmx_resource_t  **allowed;
 
@@ -730,6 +737,23 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request",
                                    "The body must be a JSON object");
+    }
+
+    /*
+     * The gateway reads the first of two equal keys, a provider may act on
+     * the last: a rule or a limit would judge another request than the one
+     * served.
+     */
+
+    rc = vmx_json_find_duplicate(ctx->body, ngx_http_vmx_json_alloc, r->pool,
+                                 &dup);
+
+    if (rc == -1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == 1) {
+        return ngx_http_vmx_duplicate_key(r, ctx, &dup);
     }
 
     messages = vmx_json_get(ctx->body, "messages");
@@ -1245,6 +1269,9 @@ static ngx_http_vmx_ctx_t *
 ngx_http_vmx_create_ctx(ngx_http_request_t *r)
 {
     u_char               bytes[32];
+    uint64_t             ms;
+    ngx_uint_t           i;
+    ngx_time_t          *tp;
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_ctx_t));
@@ -1255,9 +1282,21 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     ctx->start_usec = ngx_http_vmx_usec();
     vmx_usage_init(&ctx->usage);
 
-    /* one system call for the request id (a UUID v4) and a trace id */
+    /*
+     * one system call for the request id and a trace id; the id is a UUID
+     * v7 (RFC 9562: unix milliseconds first), so the audit's primary key
+     * grows at its end rather than at random pages
+     */
     randombytes_buf(bytes, sizeof(bytes));
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+
+    tp = ngx_timeofday();
+    ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    for (i = 0; i < 6; i++) {
+        bytes[i] = (u_char) (ms >> (40 - 8 * i));
+    }
+
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
 
     ngx_sprintf(ctx->request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
@@ -1390,9 +1429,91 @@ ngx_http_vmx_reject(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
+/*
+ * 400 for a key the body has twice: the message names the key and its
+ * path, "param" is the path.  Both are cut for the message (a key may be
+ * as long as the body), never inside a UTF-8 character.
+ */
+
+static ngx_int_t
+ngx_http_vmx_duplicate_key(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_json_duplicate_t *dup)
+{
+    u_char             *p;
+    size_t              n;
+    ngx_str_t           msg, key, path;
+    const vmx_json_t   *m;
+
+    m = dup->member;
+
+    n = vmx_json_escape(NULL, m->key, m->key_len);
+
+    key.data = ngx_pnalloc(r->pool, n);
+    if (key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    key.len = vmx_json_escape((char *) key.data, m->key, m->key_len);
+    key.len = ngx_http_vmx_utf8_cut(key.data, key.len, 64);
+
+    path.data = (u_char *) dup->path;
+    path.len = ngx_http_vmx_utf8_cut(path.data, dup->path_len, 256);
+
+    msg.data = ngx_pnalloc(r->pool, 128 + key.len + path.len);
+    if (msg.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(msg.data, "duplicate key \"%V%s\"", &key,
+                    key.len < n ? "..." : "");
+
+    /* a top-level key is its own path */
+    if (dup->path_len != m->key_len
+        || ngx_strncmp(dup->path, m->key, m->key_len) != 0)
+    {
+        p = ngx_sprintf(p, " at %V%s", &path,
+                        path.len < dup->path_len ? "..." : "");
+    }
+
+    p = ngx_sprintf(p, " in the request body");
+    msg.len = p - msg.data;
+
+    return ngx_http_vmx_send_error_param(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_request", &msg, dup->path);
+}
+
+
+/* at most max bytes of s, not ending inside a UTF-8 character */
+
+static size_t
+ngx_http_vmx_utf8_cut(u_char *s, size_t len, size_t max)
+{
+    if (len <= max) {
+        return len;
+    }
+
+    len = max;
+
+    while (len && (s[len] & 0xc0) == 0x80) {
+        len--;
+    }
+
+    return len;
+}
+
+
 ngx_int_t
 ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, const char *code, ngx_str_t *message)
+{
+    return ngx_http_vmx_send_error_param(r, ctx, status, code, message, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_send_error_param(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, const char *code, ngx_str_t *message,
+    const char *param)
 {
     u_char      *p, *start;
     vmx_buf_t    out;
@@ -1408,9 +1529,10 @@ ngx_http_vmx_send_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         type = "invalid_request_error";
     }
 
-    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 128 + message->len);
+    vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool,
+                 128 + message->len + (param ? ngx_strlen(param) : 0));
     vmx_openai_error(&out, (char *) message->data, message->len, type, code,
-                     NULL);
+                     param);
 
     if (vmx_buf_failed(&out)) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

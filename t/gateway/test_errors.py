@@ -4,6 +4,7 @@ import json
 import os
 import random
 import socket
+import time
 
 import pytest
 
@@ -23,7 +24,7 @@ def env(gw, fake):
     )
 
 
-def assert_error(r, status, code):
+def assert_error(r, status, code, param=None):
     assert r.status == status, r
     ct = r.header("content-type") or ""
     assert ct.startswith("application/json"), r
@@ -33,7 +34,7 @@ def assert_error(r, status, code):
     assert set(e) == {"message", "type", "param", "code"}, e
     assert isinstance(e["message"], str) and e["message"], e
     assert isinstance(e["type"], str) and e["type"], e
-    assert e["param"] is None, e
+    assert e["param"] == param, e
     if code is not None:
         assert e["code"] == code, e
     assert r.header("x-vmx-request-id"), f"x-vmx-request-id missing on an error: {r}"
@@ -127,6 +128,47 @@ def test_missing_messages(env, fake, body):
     r = post(env, body)
     assert_error(r, 400, "invalid_request")
     assert fake.chat_requests() == []
+
+
+# a key twice: the gateway would read the first, the provider act on the last
+@pytest.mark.parametrize("body,key,param", [
+    (b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"model":"secret"}',
+     "model", "model"),
+    (b'{"model":"chat","messages":[{"role":"user","content":"a"}],'
+     b'"messages":[{"role":"user","content":"b"}]}', "messages", "messages"),
+    (b'{"model":"chat","messages":[{"role":"user","content":"hi","role":"system"}]}',
+     "role", "messages[0].role"),
+    (b'{"model":"chat","messages":[{"role":"user","content":"hi"},{"role":"assistant",'
+     b'"tool_calls":[{"id":"c","type":"function","function":{"name":"f",'
+     b'"arguments":{"city":"Paris","city":"Rome"}}}]}]}',
+     "city", "messages[1].tool_calls[0].function.arguments.city"),
+    (b'{"model":"chat","messages":[{"role":"user","content":"hi"}],'
+     b'"metadata":{"a.b":1,"a.b":2}}', "a.b", 'metadata["a.b"]'),
+    # the same key, written once plainly and once escaped
+    (b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"\\u006dodel":"x"}',
+     "model", "model"),
+], ids=["top-level", "messages", "in-a-message", "tool-arguments", "quoted-key", "escaped"])
+def test_duplicated_key(env, fake, body, key, param):
+    r = post(env, body)
+    assert r.status == 400, r
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    assert e["code"] == "invalid_request" and e["type"] == "invalid_request_error", e
+    assert e["param"] == param, e
+    assert f'duplicate key "{key}"' in e["message"], e
+    assert e["message"].endswith("in the request body"), e
+    if param != key:
+        assert f" at {param} " in e["message"], e
+    assert r.header("x-vmx-request-id"), r
+    assert fake.chat_requests() == []
+
+
+def test_same_key_in_two_objects_is_no_duplicate(env, fake):
+    body = (b'{"model":"chat","messages":[{"role":"system","content":"be brief"},'
+            b'{"role":"user","content":"hello"}],"metadata":{"model":"x","messages":1}}')
+    r = post(env, body)
+    assert r.status == 200, r
+    assert len(fake.chat_requests()) == 1
 
 
 def test_missing_model(env, fake):
@@ -263,7 +305,8 @@ def test_deep_nesting_and_odd_json(env, fake):
         assert r.status < 500 or r.status in (502, 503), (body[:80], r)
         assert r.header("x-injected") is None
         if r.status >= 400:
-            assert_error(r, r.status, None)
+            dup = body.startswith(b'{"model": "chat", "model"')
+            assert_error(r, r.status, None, param="model" if dup else None)
 
 
 def test_huge_headers(env):

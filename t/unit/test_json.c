@@ -633,6 +633,147 @@ test_big_document(void)
 }
 
 
+/* the duplicate of text, or NULL; its path is checked against path */
+static int
+dup_at(const char *text, const char *key, const char *path)
+{
+    vmx_json_t            *j;
+    vmx_json_duplicate_t   d;
+
+    j = parse(text);
+    if (j == NULL || vmx_json_find_duplicate(j, arena_alloc, &arena, &d) != 1)
+    {
+        return 0;
+    }
+
+    return d.member != NULL
+           && d.member->key_len == strlen(key)
+           && memcmp(d.member->key, key, d.member->key_len) == 0
+           && d.path_len == strlen(path) && strcmp(d.path, path) == 0;
+}
+
+
+static int
+no_dup(const char *text)
+{
+    vmx_json_t            *j;
+    vmx_json_duplicate_t   d;
+
+    j = parse(text);
+
+    return j != NULL && vmx_json_find_duplicate(j, arena_alloc, &arena, &d) == 0
+           && d.member == NULL && d.path == NULL;
+}
+
+
+/* an object of n members "k0".."k<n-1>", with "k<dup>" again at the end */
+static size_t
+wide_object(char *text, size_t size, size_t n, size_t dup)
+{
+    size_t  len = 0, i;
+
+    text[len++] = '{';
+
+    for (i = 0; i < n; i++) {
+        len += (size_t) snprintf(text + len, size - len, "%s\"k%zu\":%zu",
+                                 i ? "," : "", i, i);
+    }
+
+    if (dup != (size_t) -1) {
+        len += (size_t) snprintf(text + len, size - len, ",\"k%zu\":0", dup);
+    }
+
+    text[len++] = '}';
+
+    return len;
+}
+
+
+static void
+test_duplicates(void)
+{
+    static char            text[64 * 1024];
+    size_t                 n, i, calls;
+    vmx_json_t            *j;
+    vmx_json_duplicate_t   d;
+
+    CHECK(no_dup("{}"));
+    CHECK(no_dup("[]"));
+    CHECK(no_dup("\"a\""));
+    CHECK(no_dup("{\"a\":1,\"b\":2,\"A\":3,\"ab\":4}"));
+    /* the same key in two objects is no duplicate */
+    CHECK(no_dup("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"},"
+                 "{\"role\":\"assistant\"}],\"x\":{\"model\":1}}"));
+    /* escapes are compared decoded: "a" and "\u0061" differ only in text */
+    CHECK(no_dup("{\"a\":1,\"a\\u0000\":2,\"\":3}"));
+
+    CHECK(dup_at("{\"model\":\"a\",\"model\":\"b\"}", "model", "model"));
+    CHECK(dup_at("{\"a\":1,\"\\u0061\":2}", "a", "a"));
+    CHECK(dup_at("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"x\",\"role\":\"system\"}]}",
+                 "role", "messages[0].role"));
+    CHECK(dup_at("{\"messages\":[{\"role\":\"user\"},{\"role\":\"user\","
+                 "\"tool_calls\":[{\"function\":{\"arguments\":"
+                 "{\"city\":1,\"city\":2}}}]}]}",
+                 "city", "messages[1].tool_calls[0].function.arguments.city"));
+    CHECK(dup_at("[1,{\"a\":[{\"b\":1,\"b\":2}]}]", "b", "[1].a[0].b"));
+
+    /* keys that are no identifiers are quoted and escaped */
+    CHECK(dup_at("{\"x\":{\"a.b\":1,\"a.b\":2}}", "a.b", "x[\"a.b\"]"));
+    CHECK(dup_at("{\"\":1,\"\":2}", "", "[\"\"]"));
+    CHECK(dup_at("{\"9\":{\"q\\\"\\n\":1,\"q\\\"\\n\":2}}",
+                 "q\"\n", "[\"9\"][\"q\\\"\\n\"]"));
+
+    /* a NUL in a key is escaped: the path is a C string */
+    j = parse("{\"a\\u0000b\":1,\"a\\u0000b\":2}");
+    CHECK(j != NULL && vmx_json_find_duplicate(j, arena_alloc, &arena, &d) == 1
+          && d.member->key_len == 3 && d.path_len == 12
+          && strcmp(d.path, "[\"a\\u0000b\"]") == 0);
+    CHECK(dup_at("{\"_a$\":{\"k\":1,\"k\":2}}", "k", "_a$.k"));
+
+    /* the first in the text: one in an earlier member before a later one */
+    CHECK(dup_at("{\"a\":{\"x\":1,\"x\":2},\"b\":1,\"b\":2}", "x", "a.x"));
+    CHECK(dup_at("{\"b\":1,\"a\":{\"x\":1,\"x\":2},\"b\":2}", "x", "a.x"));
+    CHECK(dup_at("{\"b\":1,\"b\":{\"x\":1,\"x\":2}}", "b", "b"));
+    CHECK(dup_at("{\"c\":1,\"b\":1,\"c\":2,\"b\":2}", "c", "c"));
+
+    /* large objects are sorted: the duplicate is still the first one */
+    n = wide_object(text, sizeof(text), 2000, (size_t) -1);
+    j = parse_depth(text, n, 0);
+    CHECK(j != NULL && j->count == 2000
+          && vmx_json_find_duplicate(j, arena_alloc, &arena, &d) == 0
+          && d.member == NULL);
+
+    n = wide_object(text, sizeof(text), 2000, 1234);
+    j = parse_depth(text, n, 0);
+    CHECK(j != NULL && vmx_json_find_duplicate(j, arena_alloc, &arena, &d) == 1
+          && d.member != NULL && d.member->next == NULL
+          && d.path_len == 5 && strcmp(d.path, "k1234") == 0);
+
+    /* with two duplicated keys, the earlier second occurrence wins */
+    n = wide_object(text, sizeof(text), 40, 39);
+    memcpy(text + n - 1, ",\"k3\":1}", 9);
+    j = parse_depth(text, n + 7, 0);
+    CHECK(j != NULL && vmx_json_find_duplicate(j, arena_alloc, &arena, &d) == 1
+          && d.path != NULL && strcmp(d.path, "k39") == 0);
+
+    /* an allocator that runs dry: -1, never a wrong answer */
+    n = wide_object(text, sizeof(text), 100, 50);
+    j = parse_depth(text, n, 0);
+    CHECK(j != NULL);
+
+    for (calls = 0, i = 0; i < 3; i++) {
+        arena.limited = 1;
+        arena.left = i;
+        calls += vmx_json_find_duplicate(j, arena_alloc, &arena, &d)
+                 == (i < 2 ? -1 : 1);
+        arena.limited = 0;
+    }
+
+    CHECK(calls == 3);
+}
+
+
 int
 main(void)
 {
@@ -647,6 +788,7 @@ main(void)
     test_out_of_memory();
     test_escape();
     test_big_document();
+    test_duplicates();
 
     arena_reset();
 
