@@ -938,7 +938,7 @@ vmx_json_same_key(const vmx_json_t *a, const vmx_json_t *b)
 }
 
 
-/* by key, then by position in the text: a parsed tree's raw spans are ordered */
+/* by key, then by place in the text (a parsed tree's raw spans are ordered) */
 
 static int
 vmx_json_member_cmp(const vmx_json_t *a, const vmx_json_t *b)

@@ -378,6 +378,8 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->snapshot = ngx_http_vmx_snapshot_acquire(r);
+
     ngx_str_null(&workspace_id);
     ngx_str_null(&environment_id);
 
@@ -1306,8 +1308,6 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
 
-    ctx->snapshot = ngx_http_vmx_snapshot_acquire(r);
-
     return ctx;
 }
 
@@ -1604,6 +1604,8 @@ ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data, size_t len)
 static ngx_int_t
 ngx_http_vmx_header_filter(ngx_http_request_t *r)
 {
+    ngx_time_t               *tp;
+    ngx_msec_int_t            elapsed;
     ngx_http_vmx_ctx_t       *ctx;
     ngx_http_vmx_loc_conf_t  *vlcf;
 
@@ -1616,15 +1618,24 @@ ngx_http_vmx_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
     if (ctx == NULL) {
-        /* refused before the handler ran, e.g. 413 on Content-Length */
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_ctx_t));
+        /*
+         * refused before the handler ran, e.g. 413 on Content-Length: a
+         * request of its own all the same (ids, audit record), timed from
+         * its arrival as the handler never saw it
+         */
+        ctx = ngx_http_vmx_create_ctx(r);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_http_set_ctx(r, ctx, ngx_http_vmx_module);
-        ngx_memcpy(ctx->request_id, "00000000-0000-0000-0000-000000000000",
-                   36);
+        tp = ngx_timeofday();
+        elapsed = (tp->sec - r->start_sec) * 1000
+                  + (ngx_msec_int_t) tp->msec
+                  - (ngx_msec_int_t) r->start_msec;
+
+        if (elapsed > 0 && (uint64_t) elapsed * 1000 < ctx->start_usec) {
+            ctx->start_usec -= (uint64_t) elapsed * 1000;
+        }
     }
 
     if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST && !ctx->own_response) {

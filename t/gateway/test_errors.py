@@ -3,10 +3,13 @@
 import json
 import os
 import random
+import re
 import socket
 import time
 
 import pytest
+
+from harness.spool import records_in as spool_records
 
 from gwutil import connection_for, http_request
 
@@ -182,6 +185,58 @@ def test_body_too_large(env, fake):
     big = {"model": "chat", "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
     r = post(env, big)
     assert_error(r, 413, "request_too_large")
+    assert fake.chat_requests() == []
+
+
+def _audit_of(api, rid, timeout=20):
+    """The audit record of request rid across workspaces, once the control plane has it."""
+    deadline = time.time() + timeout
+    while True:
+        st, body, _ = api.request("GET", f"/api/v1/audit/{rid}")
+        if st == 200:
+            return body
+        assert st == 404 and time.time() < deadline, (rid, st, body)
+        time.sleep(0.2)
+
+
+def _spooled(gw, rid, timeout=10):
+    """The metadata of request rid's record in the spool (where the trace ids are)."""
+    deadline = time.time() + timeout
+    while True:
+        for meta, _, _ in spool_records(gw.stack.nginx.base_dir / "spool"):
+            if meta["id"] == rid:
+                return meta
+        assert time.time() < deadline, f"no audit record of {rid} in the spool"
+        time.sleep(0.1)
+
+
+def test_body_too_large_before_the_handler_is_a_request_of_its_own(env, api, fake):
+    """nginx refuses a Content-Length past client_max_body_size before the module's
+    handler runs: the answer and its audit record still have their own request id, trace
+    and a duration from the request's arrival."""
+    big = {"model": "chat", "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
+    rids = []
+    for _ in range(2):
+        r = post(env, big)
+        assert_error(r, 413, "request_too_large")
+        rids.append(r.header("x-vmx-request-id"))
+    assert rids[0] != rids[1] and "00000000-0000-0000-0000-000000000000" not in rids, rids
+    traces = set()
+    for rid in rids:
+        meta = _spooled(env.gw, rid)
+        assert meta["requestId"] == rid, meta
+        assert re.fullmatch(r"[0-9a-f]{32}", meta["traceId"]) and meta["traceId"].strip("0")
+        assert re.fullmatch(r"[0-9a-f]{16}", meta["spanId"]) and meta["spanId"].strip("0")
+        traces.add(meta["traceId"])
+        rec = _audit_of(api, rid)
+        assert rec["statusCode"] == 413 and rec["errorCode"] == "request_too_large", rec
+        assert rec["authenticated"] is False and rec["workspaceId"] is None, rec
+        assert 0 <= rec["duration"] < 10000, rec
+    assert len(traces) == 2
+    st, body, _ = api.request("GET", "/api/v1/audit?authenticated=false&statusCode=413"
+                                     "&pageSize=1000")
+    assert st == 200, body
+    assert set(rids) <= {d["id"] for d in body["data"]}, body
     assert fake.chat_requests() == []
 
 
