@@ -2,9 +2,12 @@
  * VM-X gateway: audit and usage records.
  *
  * Every gateway request leaves one record in the worker's spool file
- * (docs/ARCHITECTURE.md, "Audit and usage records"), written whole with one
- * writev() in the log phase: nothing waits on the database, and a record is
- * on disk before the worker takes its next event.  A record is framed by
+ * (docs/ARCHITECTURE.md, "Audit and usage records"): nothing waits on the
+ * database.  The log phase adds the record to the records of this turn of
+ * the event loop, written whole with one write() by a posted event at the
+ * turn's end, as nginx runs its posted events: a record is on disk before
+ * the worker waits for its next events, and many requests share a system
+ * call.  A record is framed by
  * its lengths (lib/vmx_spool.h): its metadata as JSON, then the request and
  * the response as they were, so no payload byte can end, split or forge a
  * record.
@@ -32,6 +35,7 @@
 
 
 #define NGX_HTTP_VMX_SPOOL_FILE_MAX  (16 * 1024 * 1024)
+#define NGX_HTTP_VMX_SPOOL_BUF       (256 * 1024)
 #define NGX_HTTP_VMX_SPOOL_NAME_LEN  64
 #define NGX_HTTP_VMX_SPOOL_PREFIX    "/vmx/spool"
 
@@ -63,8 +67,12 @@ static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
     size_t *response_len);
 static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log, off_t delta);
-static void ngx_http_vmx_spool_drop(ngx_http_request_t *r,
-    ngx_http_vmx_main_conf_t *mcf, const char *why);
+static void ngx_http_vmx_spool_drop(ngx_log_t *log,
+    ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why);
+static ngx_int_t ngx_http_vmx_spool_writev(ngx_log_t *log,
+    ngx_http_vmx_main_conf_t *mcf, struct iovec *iov, ngx_uint_t niov,
+    size_t total, ngx_uint_t records);
+static void ngx_http_vmx_spool_flush(ngx_event_t *ev);
 static ngx_int_t ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *dir, ngx_array_t *names);
 static ngx_int_t ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
@@ -81,10 +89,14 @@ static off_t ngx_http_vmx_spool_offset(ngx_str_t *cursor,
 static int ngx_http_vmx_spool_cmp(const void *a, const void *b);
 
 
-/* the worker's spool file */
-static ngx_fd_t    ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
-static off_t       ngx_http_vmx_spool_size;
-static ngx_uint_t  ngx_http_vmx_spool_failing;    /* logged, until a write */
+/* the worker's spool file, and the records of this turn of the loop */
+static ngx_fd_t     ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
+static off_t        ngx_http_vmx_spool_size;
+static ngx_uint_t   ngx_http_vmx_spool_failing;   /* logged, until a write */
+static u_char      *ngx_http_vmx_spool_buf;
+static size_t       ngx_http_vmx_spool_len;
+static ngx_uint_t   ngx_http_vmx_spool_records;
+static ngx_event_t  ngx_http_vmx_spool_event;
 
 
 ngx_int_t
@@ -98,6 +110,15 @@ ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_vmx_spool_buf = ngx_palloc(cycle->pool, NGX_HTTP_VMX_SPOOL_BUF);
+    if (ngx_http_vmx_spool_buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_vmx_spool_event.handler = ngx_http_vmx_spool_flush;
+    ngx_http_vmx_spool_event.log = cycle->log;
+    ngx_http_vmx_spool_event.data = mcf;
+
     return ngx_http_vmx_spool_open(cycle, mcf);
 }
 
@@ -105,6 +126,10 @@ ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle)
 {
+    if (ngx_http_vmx_spool_len) {
+        ngx_http_vmx_spool_flush(&ngx_http_vmx_spool_event);
+    }
+
     if (ngx_http_vmx_spool_fd != NGX_INVALID_FILE) {
         (void) ngx_close_file(ngx_http_vmx_spool_fd);
         ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
@@ -153,8 +178,8 @@ ngx_http_vmx_spool_open(ngx_cycle_t *cycle, ngx_http_vmx_main_conf_t *mcf)
 void
 ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
+    u_char                    *p;
     size_t                     total, request_len, response_len;
-    ssize_t                    n;
     uint32_t                   crc;
     vmx_buf_t                  meta;
     ngx_uint_t                 i, niov;
@@ -169,7 +194,7 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (ngx_http_vmx_audit_record(r, ctx, &meta) != NGX_OK) {
-        ngx_http_vmx_spool_drop(r, mcf, "out of memory");
+        ngx_http_vmx_spool_drop(r->connection->log, mcf, 1, "out of memory");
         return;
     }
 
@@ -195,14 +220,80 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     total = iov[0].iov_len + meta.len + request_len + response_len + 1;
 
     if (mcf->sh && mcf->spool_max
-        && (off_t) mcf->sh->spool_bytes + (off_t) total > mcf->spool_max)
+        && (off_t) (mcf->sh->spool_bytes + ngx_http_vmx_spool_len + total)
+           > mcf->spool_max)
     {
-        ngx_http_vmx_spool_drop(r, mcf, "the spool is full "
-                                "(vmx_audit_spool_max)");
+        ngx_http_vmx_spool_drop(r->connection->log, mcf, 1,
+                                "the spool is full (vmx_audit_spool_max)");
         return;
     }
 
-    /* one write of a whole record: O_APPEND keeps records whole */
+    if (ngx_http_vmx_spool_len + total > NGX_HTTP_VMX_SPOOL_BUF) {
+        ngx_http_vmx_spool_flush(&ngx_http_vmx_spool_event);
+    }
+
+    if (total > NGX_HTTP_VMX_SPOOL_BUF) {
+        (void) ngx_http_vmx_spool_writev(r->connection->log, mcf, iov, niov,
+                                         total, 1);
+        return;
+    }
+
+    for (p = ngx_http_vmx_spool_buf + ngx_http_vmx_spool_len, i = 0;
+         i < niov;
+         i++)
+    {
+        p = ngx_cpymem(p, iov[i].iov_base, iov[i].iov_len);
+    }
+
+    ngx_http_vmx_spool_len += total;
+    ngx_http_vmx_spool_records++;
+
+    if (!ngx_http_vmx_spool_event.posted) {
+        ngx_post_event(&ngx_http_vmx_spool_event, &ngx_posted_events);
+    }
+}
+
+
+/* the end of a turn of the event loop: its records, with one write */
+
+static void
+ngx_http_vmx_spool_flush(ngx_event_t *ev)
+{
+    struct iovec  iov;
+
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
+    }
+
+    if (ngx_http_vmx_spool_len == 0) {
+        return;
+    }
+
+    iov.iov_base = ngx_http_vmx_spool_buf;
+    iov.iov_len = ngx_http_vmx_spool_len;
+
+    (void) ngx_http_vmx_spool_writev(ev->log, ev->data, &iov, 1,
+                                     ngx_http_vmx_spool_len,
+                                     ngx_http_vmx_spool_records);
+
+    ngx_http_vmx_spool_len = 0;
+    ngx_http_vmx_spool_records = 0;
+}
+
+
+/* whole records to the spool file: O_APPEND keeps them whole */
+
+static ngx_int_t
+ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
+    struct iovec *iov, ngx_uint_t niov, size_t total, ngx_uint_t records)
+{
+    ssize_t  n;
+
+    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
+        ngx_http_vmx_spool_drop(log, mcf, records, "no spool file");
+        return NGX_ERROR;
+    }
+
     n = writev(ngx_http_vmx_spool_fd, iov, (int) niov);
 
     if (n != (ssize_t) total) {
@@ -211,42 +302,43 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
             if (ftruncate(ngx_http_vmx_spool_fd, ngx_http_vmx_spool_size)
                 == -1)
             {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
+                ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                               "vmx: a part of an audit record stays in the "
                               "spool (the control plane skips it)");
             }
         }
 
-        ngx_http_vmx_spool_drop(r, mcf, n == -1 ? strerror(ngx_errno)
-                                                : "a short write");
-        return;
+        ngx_http_vmx_spool_drop(log, mcf, records,
+                                n == -1 ? strerror(ngx_errno)
+                                        : "a short write");
+        return NGX_ERROR;
     }
 
     if (ngx_http_vmx_spool_failing) {
-        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "vmx: audit records are written to the spool again");
         ngx_http_vmx_spool_failing = 0;
     }
 
     ngx_http_vmx_spool_size += n;
-    ngx_http_vmx_spool_account(mcf, r->connection->log, n);
+    ngx_http_vmx_spool_account(mcf, log, n);
 
     if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX) {
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
+
+    return NGX_OK;
 }
 
 
 /* a record that cannot be spooled: counted, logged once until a write */
 
 static void
-ngx_http_vmx_spool_drop(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
-    const char *why)
+ngx_http_vmx_spool_drop(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
+    ngx_uint_t records, const char *why)
 {
-    ngx_http_vmx_ctx_t  *ctx;
-
     if (mcf->sh) {
-        (void) ngx_atomic_fetch_add(&mcf->sh->spool_dropped, 1);
+        (void) ngx_atomic_fetch_add(&mcf->sh->spool_dropped, records);
     }
 
     if (ngx_http_vmx_spool_failing) {
@@ -255,13 +347,10 @@ ngx_http_vmx_spool_drop(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
 
     ngx_http_vmx_spool_failing = 1;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
-
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "vmx: audit record %*s not written: %s; records are "
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "vmx: %ui audit record(s) not written: %s; records are "
                   "counted in vmx_audit_records_dropped_total until one is "
-                  "written again", (size_t) 36,
-                  ctx ? ctx->request_id : (u_char *) "-", why);
+                  "written again", records, why);
 }
 
 
