@@ -478,3 +478,59 @@ def run_node_tests():
         return out
 
     return run
+
+
+# ---------------------------------------------------------------------- a stack of its own
+@pytest.fixture(scope="module")
+def own_stack(built, tmp_path_factory, pki):
+    """Factory: own_stack(check_log=True, **nginx_options) starts a PostgreSQL, a control
+    plane and an nginx of their own, for a test that stops PostgreSQL or needs other nginx
+    directives (http_directives, max_body, ...) without disturbing the session's stack.
+    The result has .pg, .cp, .nginx, .api, .token_file, .ca_file and .gw (a Gateway that
+    provisions on it, with the session's fake providers).  Stopped at the end of the
+    module; its nginx error log is checked after every test unless check_log=False (then
+    the test checks it itself)."""
+    from harness.api import Api
+    from harness.control_plane import ControlPlane, write_secret_files
+    from harness.postgres import Postgres
+    made = []
+
+    def make(check_log=True, **nginx_options):
+        base = tmp_path_factory.mktemp("own-stack")
+        s = Stack()
+        s.base = base
+        s.ca_file = pki[0]
+        s.parts = []
+        made.append(s)
+        s.pg = Postgres(base / "pg", free_port())
+        s.pg.start()
+        s.parts.append(s.pg)
+        s.token_file, s.master_key_file = write_secret_files(base / "secrets")
+        nginx_port, cp_port = free_port(), free_port()
+        s.cp = ControlPlane(base / "cp", cp_port, s.pg.dsn, [f"http://127.0.0.1:{nginx_port}"],
+                            s.token_file, s.master_key_file, reconcile_interval=1)
+        s.cp.start()
+        s.parts.append(s.cp)
+        nginx_options.setdefault("gateway_directives", GATEWAY_DIRECTIVES)
+        s.nginx = Nginx(base / "nginx", nginx_port, s.token_file, s.ca_file,
+                        cp_addr=f"127.0.0.1:{cp_port}", **nginx_options)
+        s.nginx.start()
+        s.parts.append(s.nginx)
+        if check_log:
+            _NGINXES.append(s.nginx)
+        s.api = Api(s.cp.url)
+        s.api.login()
+        s.gw = Gateway(s)
+        return s
+
+    yield make
+    for s in made:
+        for p in reversed(s.parts):
+            try:
+                p.stop()
+            except Exception:
+                pass
+        n = getattr(s, "nginx", None)
+        if n is not None and n in _NGINXES:
+            _NGINXES.remove(n)
+            n.check_error_log()
