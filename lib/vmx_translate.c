@@ -474,6 +474,157 @@ vmx_openai_error_event(vmx_buf_t *out, const char *message, size_t len,
 }
 
 
+/* "key": after a comma unless it is the object's first member */
+
+static void
+vmx_translate_key(vmx_buf_t *out, int *first, const char *key, size_t len)
+{
+    if (!*first) {
+        vmx_buf_append_cstr(out, ",");
+    }
+
+    *first = 0;
+
+    vmx_buf_append_json_str(out, key, len);
+    vmx_buf_append_cstr(out, ":");
+}
+
+
+int
+vmx_openai_error_complete(vmx_buf_t *out, const vmx_json_t *root,
+    const char *type, const char *message)
+{
+    int                first, inner;
+    const vmx_json_t  *error, *m, *e, *t;
+
+    error = vmx_json_get(root, "error");
+
+    if (error == NULL
+        || (error->type != VMX_JSON_OBJECT && error->type != VMX_JSON_STRING))
+    {
+        return 0;
+    }
+
+    t = vmx_json_get(error, "type");
+
+    if (error->type == VMX_JSON_OBJECT && vmx_json_get(error, "message")
+        && t && vmx_json_get(error, "param") && vmx_json_get(error, "code"))
+    {
+        return 0;
+    }
+
+    vmx_buf_append_cstr(out, "{");
+
+    for (first = 1, m = root->child; m; m = m->next) {
+        vmx_translate_key(out, &first, m->key, m->key_len);
+
+        if (m != error) {
+            vmx_buf_append_raw(out, m);
+            continue;
+        }
+
+        vmx_buf_append_cstr(out, "{");
+        inner = 1;
+
+        if (error->type == VMX_JSON_STRING) {
+            vmx_translate_key(out, &inner, "message", 7);
+            vmx_buf_append_raw(out, error);
+
+        } else {
+            for (e = error->child; e; e = e->next) {
+                vmx_translate_key(out, &inner, e->key, e->key_len);
+                vmx_buf_append_raw(out, e);
+            }
+
+            if (vmx_json_get(error, "message") == NULL) {
+                vmx_translate_key(out, &inner, "message", 7);
+                vmx_buf_append_json_str(out, message, strlen(message));
+            }
+        }
+
+        if (t == NULL) {
+            vmx_translate_key(out, &inner, "type", 4);
+            vmx_buf_append_json_str(out, type, strlen(type));
+        }
+
+        if (vmx_json_get(error, "param") == NULL) {
+            vmx_translate_key(out, &inner, "param", 5);
+            vmx_buf_append_cstr(out, "null");
+        }
+
+        if (vmx_json_get(error, "code") == NULL) {
+            /* the SDKs show the code: without one, the type says the most */
+            vmx_translate_key(out, &inner, "code", 4);
+
+            if (t && t->type == VMX_JSON_STRING) {
+                vmx_buf_append_raw(out, t);
+
+            } else {
+                vmx_buf_append_cstr(out, "null");
+            }
+        }
+
+        vmx_buf_append_cstr(out, "}");
+    }
+
+    vmx_buf_append_cstr(out, "}");
+
+    return 1;
+}
+
+
+int
+vmx_openai_chunk_without_usage(vmx_buf_t *out, const vmx_json_t *root)
+{
+    int                first, inner;
+    const vmx_json_t  *m, *g, *x_groq;
+
+    if (root == NULL || root->type != VMX_JSON_OBJECT) {
+        return 0;
+    }
+
+    x_groq = vmx_json_get(root, "x_groq");
+
+    if (vmx_json_get(x_groq, "usage") == NULL) {
+        x_groq = NULL;
+    }
+
+    if (vmx_json_get(root, "usage") == NULL && x_groq == NULL) {
+        return 0;
+    }
+
+    vmx_buf_append_cstr(out, "{");
+
+    for (first = 1, m = root->child; m; m = m->next) {
+        if (vmx_translate_named(m->key, m->key_len, "usage")) {
+            continue;
+        }
+
+        vmx_translate_key(out, &first, m->key, m->key_len);
+
+        if (m != x_groq) {
+            vmx_buf_append_raw(out, m);
+            continue;
+        }
+
+        vmx_buf_append_cstr(out, "{");
+
+        for (inner = 1, g = m->child; g; g = g->next) {
+            if (!vmx_translate_named(g->key, g->key_len, "usage")) {
+                vmx_translate_key(out, &inner, g->key, g->key_len);
+                vmx_buf_append_raw(out, g);
+            }
+        }
+
+        vmx_buf_append_cstr(out, "}");
+    }
+
+    vmx_buf_append_cstr(out, "}");
+
+    return 1;
+}
+
+
 const char *
 vmx_openai_error_type(int status)
 {

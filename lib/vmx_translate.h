@@ -286,6 +286,26 @@ int vmx_openai_stream_error(const char *data, size_t len,
 int vmx_openai_stream_substantive(const char *out, size_t len,
     vmx_json_alloc_pt alloc, void *alloc_ctx);
 
+/*
+ * An OpenAI-compatible provider's error body completed to OpenAI's envelope
+ * {"error":{"message","type","param","code"}}: the members it lacks are
+ * added after its own, kept byte for byte ("param" null, "code" the type
+ * or null, "type" and "message" the given defaults), as is every other
+ * member of the body; an "error" that is a string becomes the message.
+ * Returns 1 with the body in out, 0 when root is complete or is no
+ * {"error": ...} object (out untouched).
+ */
+int vmx_openai_error_complete(vmx_buf_t *out, const vmx_json_t *root,
+    const char *type, const char *message);
+
+/*
+ * A stream chunk (the parsed data of its event) without its usage, as Groq
+ * sends it in its finish chunk: the top-level "usage" and "x_groq"'s
+ * "usage" are left out, every other member kept byte for byte.  Returns 1
+ * with the chunk in out, 0 when it has neither (out untouched).
+ */
+int vmx_openai_chunk_without_usage(vmx_buf_t *out, const vmx_json_t *root);
+
 /* OpenAI's error type for an HTTP status: invalid_request_error,
    authentication_error, permission_error, not_found_error,
    rate_limit_error, server_error */

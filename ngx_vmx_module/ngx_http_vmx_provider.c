@@ -283,7 +283,8 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out)
 {
-    vmx_json_t          *root, *choices;
+    vmx_buf_t            chunk;
+    vmx_json_t          *root, *choices, *usage;
     vmx_json_error_t     err;
 
     if (data->len == 6 && ngx_strncmp(data->data, "[DONE]", 6) == 0) {
@@ -298,15 +299,40 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
                               ngx_http_vmx_json_alloc, r->pool, 64, &err);
 
         if (root != NULL) {
-            ngx_http_vmx_read_usage(&ctx->usage, vmx_json_get(root, "usage"));
+            usage = vmx_json_get(root, "usage");
 
-            /* the usage chunk we asked for on the client's behalf */
-            choices = vmx_json_get(root, "choices");
+            if (usage == NULL || usage->type != VMX_JSON_OBJECT) {
+                /* Groq's older streams: only in x_groq */
+                usage = vmx_json_get(vmx_json_get(root, "x_groq"), "usage");
+            }
 
-            if (!ctx->include_usage && choices != NULL
-                && choices->type == VMX_JSON_ARRAY && choices->count == 0)
-            {
-                return NGX_OK;
+            ngx_http_vmx_read_usage(&ctx->usage, usage);
+
+            if (!ctx->include_usage) {
+                /* the usage chunk we asked for on the client's behalf */
+                choices = vmx_json_get(root, "choices");
+
+                if (choices != NULL && choices->type == VMX_JSON_ARRAY
+                    && choices->count == 0)
+                {
+                    return NGX_OK;
+                }
+
+                /* Groq's finish chunk carries it too: the rest goes on */
+                vmx_buf_init(&chunk, ngx_http_vmx_json_alloc, r->pool,
+                             data->len);
+
+                if (vmx_openai_chunk_without_usage(&chunk, root)) {
+                    if (vmx_buf_failed(&chunk)) {
+                        return NGX_ERROR;
+                    }
+
+                    vmx_buf_append_cstr(out, "data: ");
+                    vmx_buf_append(out, chunk.data, chunk.len);
+                    vmx_buf_append_cstr(out, "\n\n");
+
+                    return NGX_OK;
+                }
             }
         }
     }

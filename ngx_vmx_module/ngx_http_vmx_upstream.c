@@ -744,6 +744,7 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, vmx_buf_t *out)
 {
     u_char            *p;
+    vmx_buf_t          full;
     vmx_json_t        *root;
     ngx_uint_t         refused;
     vmx_json_error_t   err;
@@ -759,6 +760,26 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         if (root != NULL && root->type == VMX_JSON_OBJECT
             && vmx_json_get(root, "error") != NULL)
         {
+            /* OpenAI's envelope whole: Groq's lacks "param" and "code" */
+            p = ngx_snprintf(message, sizeof(message) - 1, "The provider %V "
+                             "answered HTTP %ui", &ctx->target->provider,
+                             ctx->provider_status);
+            *p = '\0';
+
+            vmx_buf_init(&full, ngx_http_vmx_json_alloc, r->pool,
+                         out->len + 64);
+
+            if (vmx_openai_error_complete(&full, root,
+                                          vmx_openai_error_type(status),
+                                          (char *) message))
+            {
+                if (vmx_buf_failed(&full)) {
+                    return NGX_ERROR;
+                }
+
+                *out = full;
+            }
+
             return NGX_OK;
         }
     }

@@ -265,17 +265,20 @@ def test_error_answer(env, provider, name, status, words):
     assert {"message", "type"} <= set(e), e
     if words:
         assert words in e["message"], e
-    if provider != "groq":
-        assert set(e) == {"message", "type", "param", "code"}, e
+    assert set(e) == {"message", "type", "param", "code"}, e
 
 
-@pytest.mark.xfail(strict=False, reason="the gateway passes Groq's 400 on as Groq wrote it, "
-                   "without the param and code members of OpenAI's envelope (SPEC §2); "
-                   "a module change, not the fakes'")
 def test_groq_error_envelope_is_complete(env):
+    """Groq's compact error lacks param and code: the gateway completes OpenAI's envelope
+    and keeps what Groq wrote."""
     r = env.chat(res("groq", "error_400"))
     assert r.status == 400, r
-    assert set(r.json()["error"]) == {"message", "type", "param", "code"}, r
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}, r
+    groq = json.loads(fixture("groq", "error_400.json"))["error"]
+    assert (e["message"], e["type"]) == (groq["message"], groq["type"]), e
+    assert e["param"] is None and e["code"] == groq["type"], e
+    assert int(r.header("content-length")) == len(r.body), r
 
 
 @pytest.mark.parametrize("provider", ["gemini"])
@@ -356,19 +359,25 @@ def test_bedrock_frames_one_byte_at_a_time(env, fakes):
     assert json.loads(tool_calls_of(chunks)[0]["arguments"]) == TOOL_ARGS, chunks
 
 
-@pytest.mark.parametrize("provider", [
-    p if p != "groq" else pytest.param(p, marks=pytest.mark.xfail(
-        strict=False, reason="Groq sends usage (and x_groq.usage) in its finish chunk, which "
-        "the gateway passes on unasked (SPEC §2: usage only when asked); a module change"))
-    for p in PROVIDERS])
-def test_usage_only_when_asked(env, provider):
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_usage_only_when_asked(env, gw, provider):
     """Without stream_options.include_usage no chunk carries usage (Groq puts usage in its
-    finish chunk; OpenAI sends a usage chunk of its own since the gateway asks for it)."""
-    status, _, raw, events = stream_chat(env.gw, env, res(provider, "stream"),
-                                         include_usage=False)
+    finish chunk; OpenAI sends a usage chunk of its own since the gateway asks for it); the
+    gateway still reads it for the audit."""
+    status, headers, raw, events = stream_chat(env.gw, env, res(provider, "stream"),
+                                               include_usage=False)
     chunks = chunks_of(status, raw, events)
     assert text_of(chunks) == TEXT, chunks
     assert not [c for c in chunks if c.get("usage")], chunks[-2:]
+    assert not [c for c in chunks if (c.get("x_groq") or {}).get("usage")], chunks[-2:]
+    assert finish_of(chunks) == ["stop"], chunks
+    if provider == "groq":
+        # the finish chunk keeps the rest of what Groq wrote
+        assert chunks[-1]["x_groq"]["id"].startswith("req_01"), chunks[-1]
+    rec = _audit_record(gw, env, headers.get("x-vmx-request-id"))
+    assert rec is not None, "no audit record"
+    a = rec["attempts"][-1]
+    assert (a["promptTokens"], a["completionTokens"]) == USAGE[provider], a
 
 
 # ---------------------------------------------------------------- Accept-Encoding: gzip, deflate

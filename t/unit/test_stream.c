@@ -203,12 +203,129 @@ test_gemini(void)
 }
 
 
+static vmx_json_t *
+json(const char *text)
+{
+    return vmx_json_parse(text, strlen(text), heap_alloc, NULL, 0, NULL);
+}
+
+
+/* rc of vmx_openai_error_complete() on text, and out equal to want */
+static int
+completes(const char *text, const char *want)
+{
+    vmx_buf_t  out;
+    int        rc;
+
+    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    rc = vmx_openai_error_complete(&out, json(text), "invalid_request_error",
+                                   "The provider answered HTTP 400");
+
+    if (want == NULL) {
+        return rc == 0 && out.len == 0;
+    }
+
+    return rc == 1 && !vmx_buf_failed(&out) && is(out.data, out.len, want)
+           && json(out.data) != NULL;
+}
+
+
+static void
+test_error_complete(void)
+{
+    /* Groq's compact error */
+    CHECK(completes("{\"error\":{\"message\":\"bad\",\"type\":"
+                    "\"invalid_request_error\"}}",
+                    "{\"error\":{\"message\":\"bad\",\"type\":"
+                    "\"invalid_request_error\",\"param\":null,"
+                    "\"code\":\"invalid_request_error\"}}"));
+
+    /* complete, or no error: as it is */
+    CHECK(completes("{\"error\":{\"message\":\"m\",\"type\":\"t\","
+                    "\"param\":null,\"code\":null}}", NULL));
+    CHECK(completes("{\n  \"error\": {\n    \"message\": \"m\",\n    "
+                    "\"type\": \"t\",\n    \"param\": \"x\",\n    "
+                    "\"code\": \"c\"\n  }\n}", NULL));
+    CHECK(completes("{\"id\":\"x\",\"choices\":[]}", NULL));
+    CHECK(completes("{\"error\":null}", NULL));
+    CHECK(completes("{\"error\":[1]}", NULL));
+    CHECK(completes("[1]", NULL));
+
+    /* what it has is kept byte for byte, the rest added after it */
+    CHECK(completes("{\"error\":{\"code\":\"c\" , \"message\":\"m\\u00e9\","
+                    "\"failed_generation\":{\"a\":[1, 2]}},\"x_groq\":{}}",
+                    "{\"error\":{\"code\":\"c\",\"message\":\"m\\u00e9\","
+                    "\"failed_generation\":{\"a\":[1, 2]},"
+                    "\"type\":\"invalid_request_error\",\"param\":null},"
+                    "\"x_groq\":{}}"));
+    CHECK(completes("{\"error\":{\"type\":7}}",
+                    "{\"error\":{\"type\":7,"
+                    "\"message\":\"The provider answered HTTP 400\","
+                    "\"param\":null,\"code\":null}}"));
+    CHECK(completes("{\"error\":{}}",
+                    "{\"error\":{\"message\":\"The provider answered HTTP "
+                    "400\",\"type\":\"invalid_request_error\","
+                    "\"param\":null,\"code\":null}}"));
+
+    /* a string: the message */
+    CHECK(completes("{\"error\":\"model \\\"x\\\" not found\",\"n\":1}",
+                    "{\"error\":{\"message\":\"model \\\"x\\\" not found\","
+                    "\"type\":\"invalid_request_error\",\"param\":null,"
+                    "\"code\":null},\"n\":1}"));
+}
+
+
+static int
+strips(const char *text, const char *want)
+{
+    vmx_buf_t  out;
+    int        rc;
+
+    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    rc = vmx_openai_chunk_without_usage(&out, json(text));
+
+    if (want == NULL) {
+        return rc == 0 && out.len == 0;
+    }
+
+    return rc == 1 && !vmx_buf_failed(&out) && is(out.data, out.len, want)
+           && json(out.data) != NULL;
+}
+
+
+static void
+test_chunk_without_usage(void)
+{
+    /* Groq's finish chunk */
+    CHECK(strips("{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+                 "\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\","
+                 "\"usage\":{\"prompt_tokens\":1}},\"usage\":"
+                 "{\"prompt_tokens\":1,\"total_tokens\":3}}",
+                 "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+                 "\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\"}}"));
+
+    /* either one alone; x_groq with nothing else left stays an object */
+    CHECK(strips("{\"usage\":{\"a\":1},\"id\":\"c\"}", "{\"id\":\"c\"}"));
+    CHECK(strips("{\"x_groq\":{\"usage\":{\"a\":1}},\"id\":\"c\"}",
+                 "{\"x_groq\":{},\"id\":\"c\"}"));
+    CHECK(strips("{\"usage\":null}", "{}"));
+
+    /* nothing to strip; nested "usage" members are the chunk's own */
+    CHECK(strips("{\"id\":\"c\",\"x_groq\":{\"id\":\"r\"}}", NULL));
+    CHECK(strips("{\"choices\":[{\"delta\":{\"usage\":{}}}]}", NULL));
+    CHECK(strips("[\"usage\"]", NULL));
+    CHECK(strips("{\"x_groq\":7}", NULL));
+}
+
+
 int
 main(void)
 {
     test_status_mapping();
     test_openai_error();
     test_substantive();
+    test_error_complete();
+    test_chunk_without_usage();
     test_anthropic_error_first();
     test_gemini();
 
