@@ -4,7 +4,9 @@
  * with the text (spans, counts, lookups), its strings must survive
  * vmx_json_escape and a parse, and the same text must fail cleanly under a
  * depth bound below the tree's depth or an allocator that runs dry.  The
- * duplicate key found must be the one a pairwise search finds first.
+ * duplicate key found must be the one a pairwise search finds first, and
+ * the rewrites of a parsed body (an error envelope completed, a chunk's
+ * usage left out) must be JSON that does what they say.
  */
 
 #include <stdint.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "vmx_json.h"
+#include "vmx_translate.h"
 
 #include "fuzz_common.h"
 
@@ -204,6 +207,49 @@ check_duplicate(const vmx_json_t *j)
 }
 
 
+static void
+check_rewrites(const vmx_json_t *j)
+{
+    arena_t             a = ARENA_UNBOUNDED;
+    vmx_buf_t           out;
+    vmx_json_t         *k, *e;
+    vmx_json_error_t    err;
+
+    vmx_buf_init(&out, arena_alloc, &a, 0);
+
+    if (vmx_openai_error_complete(&out, j, "server_error", "m")) {
+        k = vmx_json_parse(out.data, out.len, arena_alloc, &a, 0, &err);
+        e = vmx_json_get(k, "error");
+        check(e != NULL && e->type == VMX_JSON_OBJECT
+              && vmx_json_get(e, "message") && vmx_json_get(e, "type")
+              && vmx_json_get(e, "param") && vmx_json_get(e, "code"));
+
+        /* complete now: a second pass leaves it as it is */
+        vmx_buf_init(&out, arena_alloc, &a, 0);
+        check(vmx_openai_error_complete(&out, k, "x", "y") == 0
+              && out.len == 0);
+
+    } else {
+        check(out.len == 0);
+    }
+
+    vmx_buf_init(&out, arena_alloc, &a, 0);
+
+    if (vmx_openai_chunk_without_usage(&out, j)) {
+        k = vmx_json_parse(out.data, out.len, arena_alloc, &a, 0, &err);
+        check(k != NULL && k->type == VMX_JSON_OBJECT
+              && vmx_json_get(k, "usage") == NULL
+              && vmx_json_get(vmx_json_get(k, "x_groq"), "usage") == NULL);
+        check(k->count <= j->count);
+
+    } else {
+        check(out.len == 0);
+    }
+
+    arena_free(&a);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -231,6 +277,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     allocs = a.allocs;
 
     check_duplicate(j);
+    check_rewrites(j);
 
     if (depth > 1) {
         k = parse(&b, text, size, depth - 1, SIZE_MAX, &err);
