@@ -302,7 +302,8 @@ test_chunk_without_usage(void)
                  "\"usage\":{\"prompt_tokens\":1}},\"usage\":"
                  "{\"prompt_tokens\":1,\"total_tokens\":3}}",
                  "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
-                 "\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\"}}"));
+                 "\"finish_reason\":\"stop\"}],"
+                 "\"x_groq\":{\"id\":\"req_1\"}}"));
 
     /* either one alone; x_groq with nothing else left stays an object */
     CHECK(strips("{\"usage\":{\"a\":1},\"id\":\"c\"}", "{\"id\":\"c\"}"));
