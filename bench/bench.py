@@ -446,7 +446,36 @@ def cp_counters(cp, dataplane):
     return out
 
 
-def bench_ingest(api, ws, env, gw, key, cp):
+def cpu_seconds(pids):
+    """User and system CPU seconds of processes (those gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def postgres_pids(pg):
+    """The postmaster of pg's cluster and its children (backends, writers)."""
+    with open(pg.data_dir / "postmaster.pid") as f:
+        master = int(f.readline())
+    out = [master]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def bench_ingest(api, ws, env, gw, key, cp, pg):
     """Saturation with auditing on, and the ingestion that follows it (see the docstring)."""
     import threading
     dataplane = f"http://127.0.0.1:{gw.port}"
@@ -463,6 +492,9 @@ def bench_ingest(api, ws, env, gw, key, cp):
             break
         last = now
     base = cp_counters(cp, dataplane)
+    groups = {"gateway nginx": gw.worker_pids(), "control plane": [cp.proc.pid],
+              "PostgreSQL": postgres_pids(pg)}
+    cpu0 = {k: cpu_seconds(v) for k, v in groups.items()}
     samples, stop = [], threading.Event()
 
     def sample():
@@ -487,6 +519,7 @@ def bench_ingest(api, ws, env, gw, key, cp):
             raise RuntimeError("ingest: the load's records not stored within 300 s")
         time.sleep(0.05)
     t_done = time.time()
+    cpu = {k: (cpu_seconds(v) - cpu0[k]) * 1e6 / n for k, v in groups.items()}
     stop.set()
     sampler.join()
     path = f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/audit"
@@ -503,7 +536,7 @@ def bench_ingest(api, ws, env, gw, key, cp):
             "after": (n - during) / (t_done - t_end) if n > during else float("nan"),
             "lag": t_done - t_end, "listed": t_listed - t_end, "all_listed": listed >= n + 1,
             "capacity": during / busy if busy > 0 else float("nan"),
-            "busy_share": busy / (t_end - t_start)}
+            "busy_share": busy / (t_end - t_start), "cpu": cpu}
 
 
 def main():
@@ -673,7 +706,7 @@ def main():
             audit_rows.append(("on" if audit else "off", res))
         gw.check_error_log(everything=True)
 
-        ingest = bench_ingest(api, ws, env, gw, key, cp) if INGEST else None
+        ingest = bench_ingest(api, ws, env, gw, key, cp, pg) if INGEST else None
         gw.check_error_log(everything=True)
 
         limit_rows = (bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file,
@@ -731,6 +764,8 @@ def main():
             print(f"ingestion capacity {ingest['capacity']:>10.0f} records/s of busy time")
             print(f"{'ratio':<18} {ingest['capacity'] / g['rps']:>10.2f}   "
                   "(ingestion capacity / gateway req/s; >= 1 keeps pace)")
+            print("CPU per request (us, user + system, through the drain): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in ingest["cpu"].items()))
         if limit_rows:
             print()
             print(f"capacity admission and routing (wrk -d{LIMITS_DURATION}, OpenAI JSON "
