@@ -375,7 +375,8 @@ read_file(plane_t *p, spot_t *s)
                 break;
             }
             if (rc == VMX_SPOOL_RECORD) {
-                records_batch_add(p->batch, &rec, s->name, s->offset + (off_t) pos);
+                records_batch_add(p->batch, &rec, p->buf + pos, used, s->name,
+                                  s->offset + (off_t) pos);
             } else {
                 records_batch_dead(p->batch, s->name, s->offset + (off_t) pos, reason,
                                    p->buf + pos, used);

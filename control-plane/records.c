@@ -12,7 +12,6 @@
 
 #include <sodium.h>
 
-#include "crypto.h"
 #include "log.h"
 #include "records.h"
 #include "rfc3339.h"
@@ -258,12 +257,22 @@ put_text(buf_t *b, const char *s, size_t n)
 }
 
 
+/* without printf: numbers are most of a row's fields */
 static void
 put_long(buf_t *b, long long v)
 {
-    char num[24];
+    char                num[24];
+    char               *p = num + sizeof(num);
+    unsigned long long  u = v < 0 ? 0 - (unsigned long long) v : (unsigned long long) v;
 
-    put_raw(b, num, (size_t) snprintf(num, sizeof(num), "%lld", v));
+    do {
+        *--p = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0) {
+        *--p = '-';
+    }
+    put_raw(b, p, (size_t) (num + sizeof(num) - p));
 }
 
 
@@ -317,8 +326,23 @@ col_text(buf_t *b, const vmx_json_t *v)
 static bool
 is_uuid(const vmx_json_t *v)
 {
-    return v != NULL && v->type == VMX_JSON_STRING && v->str_len == UUID_LEN
-           && crypto_is_uuid(v->str);
+    static const unsigned char dash[UUID_LEN] = {
+        [8] = 1, [13] = 1, [18] = 1, [23] = 1
+    };
+
+    if (v == NULL || v->type != VMX_JSON_STRING || v->str_len != UUID_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < UUID_LEN; i++) {
+        unsigned char c = (unsigned char) v->str[i];
+
+        if (dash[i] ? c != '-' : !((c >= '0' && c <= '9') || ((c | 0x20) >= 'a'
+                                                               && (c | 0x20) <= 'f')))
+        {
+            return false;
+        }
+    }
+    return true;
 }
 
 
@@ -337,21 +361,45 @@ col_uuid(buf_t *b, const vmx_json_t *obj, const char *name)
 
 
 /* a number member: an integer within [min, max] (integer) or any finite
- * number; false when absent or out of range */
-static bool
-number_of(const vmx_json_t *obj, const char *name, bool integer, double min, double max,
-    double *out)
+ * number; NULL when absent or out of range */
+static const vmx_json_t *
+number_node(const vmx_json_t *obj, const char *name, bool integer, double min, double max)
 {
     const vmx_json_t *v = member(obj, name);
 
     if (v == NULL || v->type != VMX_JSON_NUMBER || !isfinite(v->num)) {
-        return false;
+        return NULL;
     }
     if (integer && (v->num < min || v->num > max || v->num != floor(v->num))) {
-        return false;
+        return NULL;
     }
-    *out = v->num;
-    return true;
+    return v;
+}
+
+
+static bool
+number_of(const vmx_json_t *obj, const char *name, bool integer, double min, double max,
+    double *out)
+{
+    const vmx_json_t *v = number_node(obj, name, integer, min, max);
+
+    if (v != NULL) {
+        *out = v->num;
+    }
+    return v != NULL;
+}
+
+
+/* a finite JSON number as float8 text: its own text, which PostgreSQL
+ * reads as strtod() does, unless it may underflow there */
+static void
+put_number(buf_t *b, const vmx_json_t *v)
+{
+    if (v->num != 0 && fabs(v->num) >= 1e-300 && v->raw_len < 32) {
+        put_raw(b, v->raw, v->raw_len);
+    } else {
+        put_double(b, v->num);
+    }
 }
 
 
@@ -371,10 +419,10 @@ col_int(buf_t *b, const vmx_json_t *obj, const char *name, double min, double ma
 static void
 col_double(buf_t *b, const vmx_json_t *obj, const char *name)
 {
-    double v;
+    const vmx_json_t *v = number_node(obj, name, false, 0, 0);
 
-    if (number_of(obj, name, false, 0, 0, &v)) {
-        put_double(b, v);
+    if (v != NULL) {
+        put_number(b, v);
     } else {
         put_null(b);
     }
@@ -638,15 +686,16 @@ usage_row(records_batch_t *b, const vmx_json_t *r, const vmx_json_t *a, size_t i
     col_text(u, reason);
     for (int f = 0; f < NFIELDS; f++) {
         const vmx_json_t *obj = fields[f].of_attempt ? a : r;
-        double            v;
+        const vmx_json_t *v = number_node(obj, fields[f].name, fields[f].integer, 0,
+                                          MAX_SAFE_INT);
 
-        if (number_of(obj, fields[f].name, fields[f].integer, 0, MAX_SAFE_INT, &v)) {
+        if (v != NULL) {
             if (fields[f].integer) {
-                put_long(u, (long long) v);
+                put_long(u, (long long) v->num);
             } else {
-                put_double(u, v);
+                put_number(u, v);
             }
-            c->vals[f] = v;
+            c->vals[f] = v->num;
             c->present |= 1u << f;
         } else {
             put_null(u);
@@ -841,8 +890,8 @@ records_batch_dead(records_batch_t *b, const char *file, off_t offset, const cha
 
 
 void
-records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char *file,
-    off_t offset)
+records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char *frame,
+    size_t frame_len, const char *file, off_t offset)
 {
     const vmx_json_t *r, *id, *ts, *attempts, *model;
     vmx_json_error_t  err;
@@ -863,12 +912,12 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     ts = string_of(r, "timestamp");
     if (r == NULL || r->type != VMX_JSON_OBJECT) {
         records_batch_dead(b, file, offset, "the record's metadata is not a JSON object",
-                           rec->meta, rec->meta_len);
+                           frame, frame_len);
         goto done;
     }
     if (!is_uuid(id) || ts == NULL || !rfc3339_normalize(ts->str, &t, when)) {
         records_batch_dead(b, file, offset, "the record has no valid id or timestamp",
-                           rec->meta, rec->meta_len);
+                           frame, frame_len);
         goto done;
     }
     if (!grow((void **) &b->recs, &b->recs_cap, b->nrecs, sizeof(rec_t))) {

@@ -50,10 +50,11 @@ records_batch_t *records_batch_new(const char *dataplane, bool keep_meta);
 void records_batch_free(records_batch_t *b);
 void records_batch_reset(records_batch_t *b);
 
-/* a framed record found at file:offset (file stays valid until the batch
- * is reset); a record whose metadata is not a record becomes a dead letter */
+/* a framed record (its frame's bytes: frame) found at file:offset (file
+ * stays valid until the batch is reset); a record whose metadata is not a
+ * record becomes a dead letter, its frame kept */
 void records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec,
-    const char *file, off_t offset);
+    const char *frame, size_t frame_len, const char *file, off_t offset);
 
 /* bytes at file:offset that are no record, and why (a static string) */
 void records_batch_dead(records_batch_t *b, const char *file, off_t offset,

@@ -67,7 +67,7 @@ static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
     size_t *response_len);
 static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log, off_t delta);
-static void ngx_http_vmx_spool_drop(ngx_log_t *log,
+static void ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why);
 static ngx_int_t ngx_http_vmx_spool_writev(ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, struct iovec *iov, ngx_uint_t niov,
@@ -194,7 +194,8 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (ngx_http_vmx_audit_record(r, ctx, &meta) != NGX_OK) {
-        ngx_http_vmx_spool_drop(r->connection->log, mcf, 1, "out of memory");
+        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, r->connection->log, mcf, 1,
+                                "out of memory");
         return;
     }
 
@@ -219,11 +220,18 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     total = iov[0].iov_len + meta.len + request_len + response_len + 1;
 
+    /*
+     * past the cap a record is dropped, unless its environment requires
+     * its audit: then the request was admitted below the cap (see
+     * ngx_http_vmx_audit_refused()) and its record goes in over it
+     */
     if (mcf->sh && mcf->spool_max
         && (off_t) (mcf->sh->spool_bytes + ngx_http_vmx_spool_len + total)
-           > mcf->spool_max)
+           > mcf->spool_max
+        && !(ctx->api_key && ctx->api_key->env->audit_required))
     {
-        ngx_http_vmx_spool_drop(r->connection->log, mcf, 1,
+        /* a configured bound, not a fault: a warning */
+        ngx_http_vmx_spool_drop(NGX_LOG_WARN, r->connection->log, mcf, 1,
                                 "the spool is full (vmx_audit_spool_max)");
         return;
     }
@@ -290,7 +298,8 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     ssize_t  n;
 
     if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
-        ngx_http_vmx_spool_drop(log, mcf, records, "no spool file");
+        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, log, mcf, records,
+                                "no spool file");
         return NGX_ERROR;
     }
 
@@ -308,7 +317,7 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
             }
         }
 
-        ngx_http_vmx_spool_drop(log, mcf, records,
+        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, log, mcf, records,
                                 n == -1 ? strerror(ngx_errno)
                                         : "a short write");
         return NGX_ERROR;
@@ -334,8 +343,8 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
 /* a record that cannot be spooled: counted, logged once until a write */
 
 static void
-ngx_http_vmx_spool_drop(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
-    ngx_uint_t records, const char *why)
+ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
+    ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why)
 {
     if (mcf->sh) {
         (void) ngx_atomic_fetch_add(&mcf->sh->spool_dropped, records);
@@ -347,7 +356,7 @@ ngx_http_vmx_spool_drop(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
 
     ngx_http_vmx_spool_failing = 1;
 
-    ngx_log_error(NGX_LOG_ALERT, log, 0,
+    ngx_log_error(level, log, 0,
                   "vmx: %ui audit record(s) not written: %s; records are "
                   "counted in vmx_audit_records_dropped_total until one is "
                   "written again", records, why);
@@ -405,7 +414,8 @@ ngx_http_vmx_audit_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (ctx->api_key == NULL || !ctx->api_key->env->audit_required
         || mcf->sh == NULL || mcf->spool_max == 0
-        || (off_t) mcf->sh->spool_bytes + 65536 < mcf->spool_max)
+        || (off_t) mcf->sh->spool_bytes
+           + ngx_min(65536, mcf->spool_max / 16) < mcf->spool_max)
     {
         return 0;
     }
