@@ -7,7 +7,7 @@ from cphelpers import env_path, unique
 
 SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys",
                  "poolDefinitions"}
-ENV_KEYS = {"id", "workspaceId", "name", "storePayload"}
+ENV_KEYS = {"id", "workspaceId", "name", "storePayload", "auditRequired"}
 CONN_KEYS = {"id", "workspaceId", "environmentId", "name", "provider", "baseUrl",
              "addresses", "credentials", "allowedModels", "capacity"}
 RES_KEYS = {"id", "workspaceId", "environmentId", "name", "model", "fallbackModels",

@@ -116,6 +116,7 @@ def test_environment_crud(api):
     status, e, _ = api.request("POST", base, {"name": "production"})
     assert status == 201
     assert e["workspaceId"] == ws["id"] and e["storePayload"] is True
+    assert e["auditRequired"] is False
     status, got, _ = api.request("GET", f"{base}/{e['id']}")
     assert status == 200 and got == e
     status, upd, _ = api.request("PUT", f"{base}/{e['id']}", {"storePayload": False})
@@ -130,6 +131,10 @@ def test_environment_crud(api):
 
     status, err, _ = api.request("POST", base, {"name": "x", "storePayload": "yes"})
     assert status == 400 and err["error"]["details"]["field"] == "storePayload"
+    status, err, _ = api.request("POST", base, {"name": "x", "auditRequired": 1})
+    assert status == 400 and err["error"]["details"]["field"] == "auditRequired"
+    status, upd, _ = api.request("PATCH", f"{base}/{e['id']}", {"auditRequired": True})
+    assert status == 200 and upd["auditRequired"] is True and upd["storePayload"] is False
 
     # an environment is reached only through its own workspace
     status, _, _ = api.request("GET", f"/api/v1/workspaces/{other['id']}/environments/{e['id']}")
