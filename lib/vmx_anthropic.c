@@ -750,10 +750,7 @@ vmx_finish_reason(const vmx_json_t *stop_reason)
 static int
 vmx_error_status(const char *type)
 {
-    static const struct {
-        const char  *type;
-        int          status;
-    } statuses[] = {
+    static const vmx_type_status_t  statuses[] = {
         { "invalid_request_error", 400 },
         { "authentication_error", 401 },
         { "billing_error", 402 },
@@ -765,17 +762,8 @@ vmx_error_status(const char *type)
         { "overloaded_error", 503 },        /* 529, counted as 503 */
         { "timeout_error", 504 },
     };
-    size_t  k;
-
-    for (k = 0; type != NULL && k < sizeof(statuses) / sizeof(statuses[0]);
-         k++)
-    {
-        if (strcmp(type, statuses[k].type) == 0) {
-            return statuses[k].status;
-        }
-    }
-
-    return 500;
+    return vmx_type_status(statuses, sizeof(statuses) / sizeof(statuses[0]),
+                           type);
 }
 
 

@@ -711,14 +711,26 @@ vmx_stream_error_status(int status, const char *code)
 }
 
 
+int
+vmx_type_status(const vmx_type_status_t *table, size_t n, const char *type)
+{
+    size_t  i;
+
+    for (i = 0; type != NULL && i < n; i++) {
+        if (strcmp(type, table[i].type) == 0) {
+            return table[i].status;
+        }
+    }
+
+    return 500;
+}
+
+
 /* the HTTP status an OpenAI error type stands for */
 static int
 vmx_openai_type_status(const char *type)
 {
-    static const struct {
-        const char  *type;
-        int          status;
-    } statuses[] = {
+    static const vmx_type_status_t  statuses[] = {
         { "invalid_request_error", 400 },
         { "authentication_error", 401 },
         { "permission_error", 403 },
@@ -727,17 +739,8 @@ vmx_openai_type_status(const char *type)
         { "service_unavailable", 503 },
         { "service_unavailable_error", 503 },
     };
-    size_t  i;
-
-    for (i = 0; type != NULL && i < sizeof(statuses) / sizeof(statuses[0]);
-         i++)
-    {
-        if (strcmp(type, statuses[i].type) == 0) {
-            return statuses[i].status;
-        }
-    }
-
-    return 500;
+    return vmx_type_status(statuses, sizeof(statuses) / sizeof(statuses[0]),
+                           type);
 }
 
 

@@ -237,6 +237,16 @@ void vmx_openai_arguments_chunk(const vmx_translate_ctx_t *tc,
 /* "data: [DONE]\n\n" */
 void vmx_openai_done(vmx_buf_t *out);
 
+/* an error type and the HTTP status it stands for */
+typedef struct {
+    const char  *type;
+    int          status;
+} vmx_type_status_t;
+
+/* the status of type in table (n entries); 500 when absent or type NULL */
+int vmx_type_status(const vmx_type_status_t *table, size_t n,
+    const char *type);
+
 /* {"error":{"message":..,"type":..,"param":null|..,"code":..|null}};
    code and param may be NULL */
 void vmx_openai_error(vmx_buf_t *out, const char *message, size_t len,

@@ -93,6 +93,9 @@ static ngx_int_t ngx_http_vmx_stream_finish(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t normal);
 static ngx_int_t ngx_http_vmx_stream_close(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t normal);
+static ngx_int_t ngx_http_vmx_stream_end(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_str_t *code, ngx_str_t *message,
+    ngx_str_t *reason);
 static ngx_int_t ngx_http_vmx_stream_broken(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static void ngx_http_vmx_stream_failed(ngx_http_request_t *r,
@@ -1514,20 +1517,7 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                     "of its stream");
     }
 
-    ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, &code, &message,
-                               &reason);
-
-    ctx->scratch.len = 0;
-    vmx_openai_error_event(&ctx->scratch, cut, sizeof(cut) - 1,
-                           "server_error", "provider_stream_interrupted");
-
-    if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ctx->complete = 1;
-
-    return NGX_OK;
+    return ngx_http_vmx_stream_end(r, ctx, &code, &message, &reason);
 }
 
 
@@ -1554,12 +1544,24 @@ ngx_http_vmx_stream_broken(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         ngx_str_set(&reason, "the provider sent a broken stream");
     }
 
-    ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, &code, &message,
-                               &reason);
+    return ngx_http_vmx_stream_end(r, ctx, &code, &message, &reason);
+}
+
+
+/* a stream the provider broke after its first content (a 502 for
+   errorRate()): the client's closing error event, and the stream's end;
+   code is a literal (NUL-terminated) */
+
+static ngx_int_t
+ngx_http_vmx_stream_end(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_str_t *code, ngx_str_t *message, ngx_str_t *reason)
+{
+    ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, code, message,
+                               reason);
 
     ctx->scratch.len = 0;
-    vmx_openai_error_event(&ctx->scratch, broken, sizeof(broken) - 1,
-                           "server_error", "provider_stream_broken");
+    vmx_openai_error_event(&ctx->scratch, (char *) message->data,
+                           message->len, "server_error", (char *) code->data);
 
     if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
         return NGX_ERROR;
