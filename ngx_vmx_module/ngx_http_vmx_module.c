@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_vmx_module.h"
+#include "vmx_spool.h"
 
 #include <openssl/sha.h>
 #include <sodium.h>
@@ -2350,6 +2351,14 @@ ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(mcf->payload_max, 256 * 1024);
     ngx_conf_init_value(mcf->spool_max, (off_t) 1024 * 1024 * 1024);
+
+    /* a larger payload would make a record its reader takes for garbage */
+    if (mcf->payload_max > VMX_SPOOL_PAYLOAD_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "vmx_audit_payload_max must be at most %uz",
+                           (size_t) VMX_SPOOL_PAYLOAD_MAX);
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_uint_value(mcf->spool_warn, 80);
     ngx_conf_init_uint_value(mcf->keepalive, 64);
     ngx_conf_init_msec_value(mcf->keepalive_timeout, 60000);
