@@ -12,48 +12,10 @@
 #include "vmx_anthropic.h"
 
 
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-
-static block_t                *blocks;
 static vmx_translate_ctx_t     tc;
 static vmx_translate_error_t   err;
 static vmx_usage_t             usage;
 static int                     rc;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    block_t  *b = malloc(sizeof(block_t) + size);
-
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->next = blocks;
-    blocks = b;
-
-    return b->data;
-}
-
-
-static void
-arena_reset(void)
-{
-    block_t  *b;
-
-    while (blocks) {
-        b = blocks;
-        blocks = b->next;
-        free(b);
-    }
-}
 
 
 /* s with ' as ", in arena memory of exactly strlen(s) bytes (plus NUL) */
@@ -61,7 +23,7 @@ static char *
 q(const char *s)
 {
     size_t   n = strlen(s), i;
-    char    *t = arena_alloc(NULL, n + 1);
+    char    *t = unit_alloc(NULL, n + 1);
 
     for (i = 0; i <= n; i++) {
         t[i] = (s[i] == '\'') ? '"' : s[i];
@@ -88,7 +50,7 @@ same(const char *got, const char *want_q)
 static void
 setup(int stream, int include_usage)
 {
-    arena_reset();
+    unit_free_all();
     memset(&tc, 0, sizeof(tc));
     tc.model = "claude-test";
     tc.model_len = strlen(tc.model);
@@ -97,7 +59,7 @@ setup(int stream, int include_usage)
     tc.created = 1700000000;
     tc.stream = stream;
     tc.include_usage = include_usage;
-    tc.alloc = arena_alloc;
+    tc.alloc = unit_alloc;
     vmx_usage_init(&usage);
 }
 
@@ -121,8 +83,8 @@ request_stream(const char *body_q, int stream)
 
     setup(stream, 0);
     body = q(body_q);
-    tc.body = vmx_json_parse(body, strlen(body), arena_alloc, NULL, 0, &jerr);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    tc.body = vmx_json_parse(body, strlen(body), unit_alloc, NULL, 0, &jerr);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     err.message = err.param = NULL;
 
     rc = vmx_anthropic_request(&tc, &out, &err);
@@ -131,7 +93,7 @@ request_stream(const char *body_q, int stream)
         return text_of(&out);
     }
 
-    e = arena_alloc(NULL, 512);
+    e = unit_alloc(NULL, 512);
     snprintf(e, 512, "error: %s @ %s", err.message,
              err.param ? err.param : "-");
     return e;
@@ -153,7 +115,7 @@ response(const char *body_q)
 
     setup(0, 0);
     body = q(body_q);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_anthropic_response(&tc, body, strlen(body), &out, &usage);
 
     return text_of(&out);
@@ -168,7 +130,7 @@ error_answer(int status, const char *body_q)
 
     setup(0, 0);
     body = q(body_q);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_anthropic_error(&tc, status, body, strlen(body), &out);
 
     return text_of(&out);
@@ -193,7 +155,7 @@ stream_n(const event_t *ev, size_t n, int include_usage)
     int          r;
 
     setup(1, include_usage);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_anthropic_stream_init(&st, &tc);
     rc = 0;
 
@@ -912,7 +874,7 @@ main(void)
     test_stream_errors();
     test_stream_odd();
 
-    arena_reset();
+    unit_free_all();
 
     return UNIT_REPORT();
 }

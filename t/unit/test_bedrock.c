@@ -9,49 +9,6 @@
 #include "vmx_bedrock.h"
 
 
-/* every allocation is kept in a list and freed between tests */
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-static block_t  *blocks;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    block_t  *b;
-
-    (void) ctx;
-
-    b = malloc(sizeof(block_t) + size);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->next = blocks;
-    blocks = b;
-
-    return b->data;
-}
-
-
-static void
-arena_reset(void)
-{
-    block_t  *b;
-
-    while (blocks) {
-        b = blocks;
-        blocks = b->next;
-        free(b);
-    }
-}
-
-
 static vmx_translate_ctx_t    tc;
 static vmx_translate_error_t  err;
 static vmx_usage_t            usage;
@@ -64,20 +21,20 @@ ctx_init(const char *body)
 {
     vmx_json_error_t  jerr;
 
-    arena_reset();
+    unit_free_all();
     memset(&tc, 0, sizeof(tc));
     tc.model = "m";
     tc.model_len = 1;
     tc.id = "chatcmpl-1";
     tc.id_len = 10;
     tc.created = 1700000000;
-    tc.alloc = arena_alloc;
-    tc.body = body ? vmx_json_parse(body, strlen(body), arena_alloc, NULL, 0,
+    tc.alloc = unit_alloc;
+    tc.body = body ? vmx_json_parse(body, strlen(body), unit_alloc, NULL, 0,
                                     &jerr)
                    : NULL;
 
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
 }
 
 
@@ -770,7 +727,7 @@ main(void)
     test_stream_exceptions();
     test_errors();
 
-    arena_reset();
+    unit_free_all();
 
     return UNIT_REPORT();
 }

@@ -10,51 +10,12 @@
 #include "vmx_gemini.h"
 
 
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-static block_t  *blocks;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    block_t  *b = malloc(sizeof(block_t) + size);
-
-    if (b == NULL) {
-        abort();
-    }
-
-    b->next = blocks;
-    blocks = b;
-
-    return b->data;
-}
-
-
-static void
-arena_reset(void)
-{
-    block_t  *b;
-
-    while (blocks) {
-        b = blocks;
-        blocks = b->next;
-        free(b);
-    }
-}
-
-
 /* s with every ' turned into " */
 static const char *
 q(const char *s)
 {
     size_t   n = strlen(s), i;
-    char    *t = arena_alloc(NULL, n + 1);
+    char    *t = unit_alloc(NULL, n + 1);
 
     for (i = 0; i <= n; i++) {
         t[i] = (s[i] == '\'') ? '"' : s[i];
@@ -77,11 +38,11 @@ ctx(const char *body, int include_usage)
     tc.id_len = strlen(tc.id);
     tc.created = 1700000000;
     tc.include_usage = include_usage;
-    tc.alloc = arena_alloc;
+    tc.alloc = unit_alloc;
 
     if (body != NULL) {
         body = q(body);
-        tc.body = vmx_json_parse(body, strlen(body), arena_alloc, NULL, 0, &err);
+        tc.body = vmx_json_parse(body, strlen(body), unit_alloc, NULL, 0, &err);
     }
 
     return tc;
@@ -111,7 +72,7 @@ valid_json(const vmx_buf_t *out)
 {
     vmx_json_error_t  err;
 
-    return vmx_json_parse(out->data, out->len, arena_alloc, NULL, 0, &err)
+    return vmx_json_parse(out->data, out->len, unit_alloc, NULL, 0, &err)
            != NULL;
 }
 
@@ -125,7 +86,7 @@ request(const char *body, const char *want)
     vmx_buf_t              out;
     int                    rc;
 
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_gemini_request(&tc, &out, &err);
 
     if (rc != 0) {
@@ -146,7 +107,7 @@ request_fails(const char *body, const char *param)
     vmx_translate_error_t  err = { NULL, NULL };
     vmx_buf_t              out;
 
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
 
     if (vmx_gemini_request(&tc, &out, &err) == -1 && err.message != NULL
         && err.param != NULL && strcmp(err.param, param) == 0)
@@ -174,7 +135,7 @@ response(const char *body, int want_rc, const char *want)
 
     body = q(body);
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_gemini_response(&tc, body, strlen(body), &out, &usage);
 
     if (rc != want_rc) {
@@ -196,7 +157,7 @@ stream(const char **events, int include_usage, const char *want)
     const char          *data;
 
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_stream_init(&s, &tc);
 
     for ( /* void */ ; *events; events++) {
@@ -221,7 +182,7 @@ error(int status, const char *body, const char *want)
     vmx_buf_t            out;
 
     body = q(body);
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_error(&tc, status, body, strlen(body), &out);
 
     return valid_json(&out) && same(&out, want);
@@ -814,7 +775,7 @@ test_stream_unreadable(void)
     vmx_buf_t            out;
     const char          *far = q("{'candidates':[{'index':8}]}");
 
-    vmx_buf_init(&out, arena_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_stream_init(&s, &tc);
 
     CHECK(vmx_gemini_stream_event(&s, "{\"cand", 6, &out, &usage) == -1);
@@ -877,7 +838,7 @@ main(void)
     test_stream_unreadable();
     test_errors();
 
-    arena_reset();
+    unit_free_all();
 
     return UNIT_REPORT();
 }

@@ -11,13 +11,6 @@
 #include "vmx_gemini.h"
 
 
-static void *
-heap_alloc(void *ctx, size_t size)
-{
-    return malloc(size);
-}
-
-
 static vmx_translate_ctx_t  tc;
 
 
@@ -31,7 +24,7 @@ ctx_init(void)
     tc.id_len = 10;
     tc.created = 1700000000;
     tc.stream = 1;
-    tc.alloc = heap_alloc;
+    tc.alloc = unit_alloc;
 }
 
 
@@ -39,7 +32,7 @@ static int
 error_of(const char *data, vmx_stream_error_t *e)
 {
     memset(e, 0, sizeof(*e));
-    return vmx_openai_stream_error(data, strlen(data), heap_alloc, NULL, e);
+    return vmx_openai_stream_error(data, strlen(data), unit_alloc, NULL, e);
 }
 
 
@@ -107,7 +100,7 @@ test_openai_error(void)
 static int
 substantive(const char *out)
 {
-    return vmx_openai_stream_substantive(out, strlen(out), heap_alloc, NULL);
+    return vmx_openai_stream_substantive(out, strlen(out), unit_alloc, NULL);
 }
 
 
@@ -148,7 +141,7 @@ test_anthropic_error_first(void)
 
     ctx_init();
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_anthropic_stream_init(&s, &tc);
 
     CHECK(vmx_anthropic_stream_event(&s, "error", 5, data, sizeof(data) - 1,
@@ -184,7 +177,7 @@ test_gemini(void)
 
     ctx_init();
     vmx_usage_init(&usage);
-    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_stream_init(&s, &tc);
 
     CHECK(vmx_gemini_stream_event(&s, err, sizeof(err) - 1, &out, &usage)
@@ -206,7 +199,7 @@ test_gemini(void)
 static vmx_json_t *
 json(const char *text)
 {
-    return vmx_json_parse(text, strlen(text), heap_alloc, NULL, 0, NULL);
+    return vmx_json_parse(text, strlen(text), unit_alloc, NULL, 0, NULL);
 }
 
 
@@ -217,7 +210,7 @@ completes(const char *text, const char *want)
     vmx_buf_t  out;
     int        rc;
 
-    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_openai_error_complete(&out, json(text), "invalid_request_error",
                                    "The provider answered HTTP 400");
 
@@ -281,7 +274,7 @@ strips(const char *text, const char *want)
     vmx_buf_t  out;
     int        rc;
 
-    vmx_buf_init(&out, heap_alloc, NULL, 0);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_openai_chunk_without_usage(&out, json(text));
 
     if (want == NULL) {

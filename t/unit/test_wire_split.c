@@ -26,46 +26,6 @@
 #endif
 
 
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t      *next;
-    max_align_t   data[];
-};
-
-
-static block_t  *blocks;
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    block_t  *b = malloc(sizeof(block_t) + size);
-
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->next = blocks;
-    blocks = b;
-
-    return b->data;
-}
-
-
-static void
-arena_reset(void)
-{
-    block_t  *b;
-
-    while (blocks) {
-        b = blocks;
-        blocks = b->next;
-        free(b);
-    }
-}
-
-
 static char *
 read_fixture(const char *name, size_t *len)
 {
@@ -197,11 +157,11 @@ run_init(run_t *r, int mode)
     r->tc.created = 1767000000;
     r->tc.stream = 1;
     r->tc.include_usage = 1;
-    r->tc.alloc = arena_alloc;
-    r->tc.body = vmx_json_parse(body, sizeof(body) - 1, arena_alloc, NULL, 0,
+    r->tc.alloc = unit_alloc;
+    r->tc.body = vmx_json_parse(body, sizeof(body) - 1, unit_alloc, NULL, 0,
                                 &jerr);
     vmx_usage_init(&r->usage);
-    vmx_buf_init(&r->out, arena_alloc, NULL, 0);
+    vmx_buf_init(&r->out, unit_alloc, NULL, 0);
     vmx_anthropic_stream_init(&r->ant, &r->tc);
     vmx_gemini_stream_init(&r->gem, &r->tc);
     vmx_bedrock_stream_init(&r->bed, &r->tc);
@@ -224,7 +184,7 @@ run(int mode, const char *data, size_t len, size_t at)
     int                         rc = 0;
     char                       *copy, *res, tail[64];
 
-    arena_reset();
+    unit_free_all();
     run_init(&r, mode);
 
     if (at == (size_t) -1) {
@@ -363,7 +323,7 @@ main(void)
     every_split("bedrock/stream.bin", BEDROCK, "prompt=14 completion=18");
     every_split("bedrock/tools.bin", BEDROCK, "\"finish_reason\":\"tool_calls\"");
 
-    arena_reset();
+    unit_free_all();
 
     return UNIT_REPORT();
 }

@@ -6,7 +6,9 @@
 #ifndef UNIT_H
 #define UNIT_H
 
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -28,6 +30,52 @@ static int  unit_passed, unit_failed;
 #define CHECK_MEM(p, n, lit)                                                 \
     CHECK((p) != NULL && (n) == sizeof(lit) - 1                              \
           && memcmp((p), (lit), sizeof(lit) - 1) == 0)
+
+/*
+ * The allocator the library's parsers and translations take: each block
+ * its own malloc (so a sanitizer sees overruns), all freed together by
+ * unit_free_all() between cases.
+ */
+typedef struct unit_block_s  unit_block_t;
+
+struct unit_block_s {
+    unit_block_t  *next;
+    max_align_t    data[];
+};
+
+static unit_block_t  *unit_blocks;
+
+
+static inline void *
+unit_alloc(void *ctx, size_t size)
+{
+    unit_block_t  *b = malloc(sizeof(unit_block_t) + size);
+
+    (void) ctx;
+
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->next = unit_blocks;
+    unit_blocks = b;
+
+    return b->data;
+}
+
+
+static inline void
+unit_free_all(void)
+{
+    unit_block_t  *b;
+
+    while (unit_blocks) {
+        b = unit_blocks;
+        unit_blocks = b->next;
+        free(b);
+    }
+}
+
 
 #define UNIT_REPORT()                                                        \
     (printf("%d passed, %d failed\n", unit_passed, unit_failed),             \
