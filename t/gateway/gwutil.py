@@ -4,6 +4,7 @@ import http.client
 import json
 import socket
 import time
+import urllib.request
 import uuid
 
 # vmx_read_timeout of the session's nginx (see GATEWAY_DIRECTIVES in t/conftest.py)
@@ -181,3 +182,14 @@ def wait_credentials(gw, env, names, state="ok", timeout=20):
             return
         assert time.time() < deadline, f"data plane runs {have}, control plane wants {want}"
         time.sleep(0.05)
+
+
+def cp_metric(stack, name, **labels):
+    """The sum of a control-plane metric's series with these labels."""
+    with urllib.request.urlopen(stack.cp.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

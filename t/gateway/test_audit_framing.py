@@ -15,14 +15,13 @@ import json
 import os
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gwutil import Resp, connection_for, sse_events
+from gwutil import Resp, connection_for, cp_metric, sse_events
 from harness import spool
 
 MARKER = "payload-marker-" + uuid.uuid4().hex
@@ -148,17 +147,6 @@ def full_record(api, env, rid):
 
 def dead_letters(api, dataplane):
     return [d for d in listed(api, "/api/v1/audit/dead-letters") if d["dataplane"] == dataplane]
-
-
-def cp_metric(stack, name, **labels):
-    """The sum of a control-plane metric's series with these labels."""
-    with urllib.request.urlopen(stack.cp.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def rid_of(r):

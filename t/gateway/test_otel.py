@@ -7,13 +7,12 @@ import json
 import re
 import secrets
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for,
-                    gemini_connection, wait_credentials)
+                    cp_metric, gemini_connection, wait_credentials)
 
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -224,16 +223,6 @@ def test_metrics(env, otlp):
     while ok_requests(otlp.last_metrics()) < before + 2:
         assert time.time() < deadline, "vmx.requests did not grow"
         time.sleep(0.2)
-
-
-def cp_metric(stack, name, **labels):
-    with urllib.request.urlopen(stack.cp.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_collector_down_then_back(env, otlp, stack):
