@@ -1228,20 +1228,35 @@ ensure_partitions(db_conn_t *c, const records_batch_t *b)
 
 /* copies the rows of the records not skipped into audit and usage */
 static bool
-kept_rows(const records_batch_t *b, buf_t *audit, buf_t *usage, long *nrecs, long *nusage)
+kept_rows(const records_batch_t *b, buf_t *audit, buf_t *usage)
 {
     for (size_t i = 0; i < b->nrecs; i++) {
         const rec_t *e = &b->recs[i];
 
-        if (e->skip) {
-            continue;
+        if (!e->skip) {
+            buf_put(audit, b->audit.data + e->audit, e->audit_len);
+            buf_put(usage, b->usage.data + e->usage, e->usage_len);
         }
-        buf_put(audit, b->audit.data + e->audit, e->audit_len);
-        buf_put(usage, b->usage.data + e->usage, e->usage_len);
-        (*nrecs)++;
-        *nusage += (long) e->nusage;
     }
     return !audit->failed && !usage->failed;
+}
+
+
+/* audit rows, then their usage rows; 0, or -1 with the SQLSTATE in state.
+ * The audit COPY is never logged: a record stored already (23505) is
+ * expected there, and the caller says what else went wrong */
+static int
+copy_rows(db_conn_t *c, const records_batch_t *b, const buf_t *audit, const buf_t *usage,
+    bool quiet, char state[6])
+{
+    if (copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN", "audit_records",
+                audit->data, audit->len, b->dataplane, true, state) != 0
+        || copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN", "usage_records",
+                   usage->data, usage->len, b->dataplane, quiet, state) != 0)
+    {
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -1254,7 +1269,7 @@ static int
 store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate,
     char state[6])
 {
-    buf_t  audit = { 0 }, usage = { 0 }, minutes = { 0 };
+    buf_t  kept_audit = { 0 }, kept_usage = { 0 }, minutes = { 0 };
     bool   all = true;
     int    rc = -1;
 
@@ -1267,21 +1282,15 @@ store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate
         /* one record at a time, each refused one a dead letter */
         for (size_t i = 0; i < b->nrecs; i++) {
             rec_t *e = &b->recs[i];
+            buf_t  audit = { b->audit.data + e->audit, e->audit_len, 0, false };
+            buf_t  usage = { b->usage.data + e->usage, e->usage_len, 0, false };
             char   st[6];
 
             if (e->skip || db_run(c, "SAVEPOINT rec", 0, NULL) != 0) {
                 continue;
             }
-            if (copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
-                        "audit_records", b->audit.data + e->audit, e->audit_len,
-                        b->dataplane, true, st) == 0
-                && copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
-                           "usage_records", b->usage.data + e->usage, e->usage_len,
-                           b->dataplane, true, st) == 0)
-            {
+            if (copy_rows(c, b, &audit, &usage, true, st) == 0) {
                 db_run(c, "RELEASE SAVEPOINT rec", 0, NULL);
-                out->stored++;
-                out->usage_rows += (long) e->nusage;
                 continue;
             }
             if (db_run(c, "ROLLBACK TO SAVEPOINT rec", 0, NULL) != 0) {
@@ -1297,27 +1306,19 @@ store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate
                                    b->audit.data + e->audit, e->audit_len);
             }
         }
-    } else if (all ? copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
-                             "audit_records", b->audit.data, b->audit.len, b->dataplane,
-                             true, state) != 0
-                   || copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
-                              "usage_records", b->usage.data, b->usage.len, b->dataplane,
-                              false, state) != 0
-                   : !kept_rows(b, &audit, &usage, &out->stored, &out->usage_rows)
-                     || copy_in(c, "COPY audit_records (" AUDIT_COLUMNS ") FROM STDIN",
-                                "audit_records", audit.data, audit.len, b->dataplane, true,
-                                state) != 0
-                     || copy_in(c, "COPY usage_records (" USAGE_COLUMNS ") FROM STDIN",
-                                "usage_records", usage.data, usage.len, b->dataplane, false,
-                                state) != 0)
+    } else if (all ? copy_rows(c, b, &b->audit, &b->usage, false, state) != 0
+                   : !kept_rows(b, &kept_audit, &kept_usage)
+                     || copy_rows(c, b, &kept_audit, &kept_usage, false, state) != 0)
     {
         rc = strcmp(state, "23505") == 0 ? 1 : -1;
         goto done;
-    } else if (all) {
-        for (size_t i = 0; i < b->nrecs; i++) {
+    }
+
+    for (size_t i = 0; i < b->nrecs; i++) {
+        if (!b->recs[i].skip) {
+            out->stored++;
             out->usage_rows += (long) b->recs[i].nusage;
         }
-        out->stored = (long) b->nrecs;
     }
 
     if (!minute_rows(b, &minutes)
@@ -1338,8 +1339,8 @@ store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate
     rc = 0;
 
 done:
-    buf_free(&audit);
-    buf_free(&usage);
+    buf_free(&kept_audit);
+    buf_free(&kept_usage);
     buf_free(&minutes);
     return rc;
 }
