@@ -69,7 +69,7 @@ static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log, off_t delta);
 static void ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why);
-static ngx_int_t ngx_http_vmx_spool_writev(ngx_log_t *log,
+static void ngx_http_vmx_spool_writev(ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, struct iovec *iov, ngx_uint_t niov,
     size_t total, ngx_uint_t records);
 static void ngx_http_vmx_spool_flush(ngx_event_t *ev);
@@ -241,8 +241,8 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     if (total > NGX_HTTP_VMX_SPOOL_BUF) {
-        (void) ngx_http_vmx_spool_writev(r->connection->log, mcf, iov, niov,
-                                         total, 1);
+        ngx_http_vmx_spool_writev(r->connection->log, mcf, iov, niov, total,
+                                  1);
         return;
     }
 
@@ -280,28 +280,23 @@ ngx_http_vmx_spool_flush(ngx_event_t *ev)
     iov.iov_base = ngx_http_vmx_spool_buf;
     iov.iov_len = ngx_http_vmx_spool_len;
 
-    (void) ngx_http_vmx_spool_writev(ev->log, ev->data, &iov, 1,
-                                     ngx_http_vmx_spool_len,
-                                     ngx_http_vmx_spool_records);
+    ngx_http_vmx_spool_writev(ev->log, ev->data, &iov, 1,
+                              ngx_http_vmx_spool_len,
+                              ngx_http_vmx_spool_records);
 
     ngx_http_vmx_spool_len = 0;
     ngx_http_vmx_spool_records = 0;
 }
 
 
-/* whole records to the spool file: O_APPEND keeps them whole */
+/* whole records to the spool file (open while any is pending): O_APPEND
+ * keeps them whole */
 
-static ngx_int_t
+static void
 ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     struct iovec *iov, ngx_uint_t niov, size_t total, ngx_uint_t records)
 {
     ssize_t  n;
-
-    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
-        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, log, mcf, records,
-                                "no spool file");
-        return NGX_ERROR;
-    }
 
     n = writev(ngx_http_vmx_spool_fd, iov, (int) niov);
 
@@ -320,7 +315,7 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
         ngx_http_vmx_spool_drop(NGX_LOG_ALERT, log, mcf, records,
                                 n == -1 ? strerror(ngx_errno)
                                         : "a short write");
-        return NGX_ERROR;
+        return;
     }
 
     if (ngx_http_vmx_spool_failing) {
@@ -335,8 +330,6 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX) {
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
-
-    return NGX_OK;
 }
 
 
