@@ -34,7 +34,10 @@ BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
 also measure a streamed answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1:
 also measure the translation paths), BENCH_PROVIDER_DURATION (5s per path),
 BENCH_PROVIDER_WARMUP (1s), BENCH_AUDIT (1: also measure the gateway with auditing off, its
-nginx reloaded without `vmx_audit_spool`, between two measures with it on),
+nginx reloaded without `vmx_audit_spool`, against auditing on twice each way: the data plane
+alone, the control plane paused (SIGSTOP) so the records wait in the spool and are stored
+after the measure (BENCH_AUDIT_ROUNDS turns of alone and off, 3, and alone once more), and
+with the control plane ingesting meanwhile on the same cores, first and last; ratios of medians),
 BENCH_AUDIT_DURATION (5s per measure), BENCH_KEEP (keep the work dir when 1).
 """
 import json
@@ -69,6 +72,7 @@ PROVIDER_DURATION = os.environ.get("BENCH_PROVIDER_DURATION", "5s")
 PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
 AUDIT = os.environ.get("BENCH_AUDIT", "1") == "1"
 AUDIT_DURATION = os.environ.get("BENCH_AUDIT_DURATION", "5s")
+AUDIT_ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "3"))
 LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
 INGEST = os.environ.get("BENCH_INGEST", "1") == "1"
 INGEST_DURATION = os.environ.get("BENCH_INGEST_DURATION", "60s")
@@ -303,6 +307,14 @@ class PlainNginx(Nginx):
         return super().start(timeout)
 
 
+def pin(pids, cpus):
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError:
+            pass                        # gone meanwhile
+
+
 def free_port():
     try:
         from harness.ports import free_port as fp
@@ -324,13 +336,14 @@ def to_ms(v):
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk(url, path, key, stream, duration, model=None):
+def wrk(url, path, key, stream, duration, model=None, cpus=None):
     env = dict(os.environ, BENCH_KEY=key or "",
                BENCH_MODEL=model or ("bench" if key else "gpt-bench"),
                BENCH_STREAM="1" if stream else "0", BENCH_PATH=path)
     cmd = ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", duration, "--latency",
            "-s", str(BENCH / "post.lua"), url + path]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     out = r.stdout + r.stderr
     if r.returncode != 0:
         raise RuntimeError(f"wrk failed: {out}")
@@ -475,6 +488,21 @@ def postgres_pids(pg):
     return out
 
 
+def wait_ingested(cp, dataplane, pg, limit=120):
+    """Until the control plane's count of stored records stops moving and PostgreSQL is
+    idle (autovacuum of the rows just stored would take CPU from the next measure)."""
+    deadline = time.time() + limit
+    last = cp_counters(cp, dataplane)["records"]
+    busy = cpu_seconds(postgres_pids(pg))
+    while time.time() < deadline:
+        time.sleep(1.5)
+        now = cp_counters(cp, dataplane)["records"]
+        pg_busy = cpu_seconds(postgres_pids(pg))
+        if now == last and pg_busy - busy < 0.05:
+            return
+        last, busy = now, pg_busy
+
+
 def bench_ingest(api, ws, env, gw, key, cp, pg):
     """Saturation with auditing on, and the ingestion that follows it (see the docstring)."""
     import threading
@@ -483,14 +511,7 @@ def bench_ingest(api, ws, env, gw, key, cp, pg):
         gw.audit = True
         gw.reload()
     check(gw.url, "/v1/chat/completions", key, False)
-    deadline = time.time() + 60
-    last = cp_counters(cp, dataplane)["records"]
-    while True:                         # earlier phases ingested first
-        time.sleep(1.5)
-        now = cp_counters(cp, dataplane)["records"]
-        if now == last or time.time() > deadline:
-            break
-        last = now
+    wait_ingested(cp, dataplane, pg)      # earlier phases ingested first
     base = cp_counters(cp, dataplane)
     groups = {"gateway nginx": gw.worker_pids(), "control plane": [cp.proc.pid],
               "PostgreSQL": postgres_pids(pg)}
@@ -690,20 +711,47 @@ def main():
             native_rows.append((name, "stream" if stream else "json", res))
         gw.check_error_log(everything=True)
 
-        # auditing on, off (nginx reloaded without the spool), on again: the OpenAI JSON path
+        # the OpenAI JSON path with auditing on while the control plane ingests, then on with
+        # the control plane paused (the data plane alone: records spooled, stored after the
+        # measure) and off (nginx reloaded without the spool) in turns, and ingesting again
         audit_rows = []
-        for audit in ((True, False, True) if AUDIT else ()):
-            if gw.audit != audit:
-                gw.audit = audit
+        dataplane = f"http://127.0.0.1:{gw.port}"
+        # With two cores or more, the gateway's worker has the first core and wrk and the fake
+        # provider the second, so that the worker's own cost sets its throughput.
+        modes = ("ingest",) + ("alone", "off") * AUDIT_ROUNDS + ("alone", "ingest")
+        pinned = AUDIT and os.cpu_count() >= 2 and WORKERS == 1
+        client_cpus = {1} if pinned else None
+        for mode in (modes if AUDIT else ()):
+            if gw.audit != (mode != "off"):
+                gw.audit = mode != "off"
                 gw.reload()
+            if pinned:
+                pin(gw.worker_pids(), {0})
+                pin(fake.worker_pids(), {1})
             check(gw.url, "/v1/chat/completions", key, False)
+            wait_ingested(cp, dataplane, pg)
             if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
-                wrk(gw.url, "/v1/chat/completions", key, False, PROVIDER_WARMUP)
-            res = wrk(gw.url, "/v1/chat/completions", key, False, AUDIT_DURATION)
+                wrk(gw.url, "/v1/chat/completions", key, False, PROVIDER_WARMUP,
+                    cpus=client_cpus)
+            if mode == "alone":
+                os.kill(cp.proc.pid, signal.SIGSTOP)
+            cpu0 = cpu_seconds(gw.worker_pids())
+            try:
+                res = wrk(gw.url, "/v1/chat/completions", key, False, AUDIT_DURATION,
+                          cpus=client_cpus)
+                res["worker_us"] = (cpu_seconds(gw.worker_pids()) - cpu0) * 1e6 / max(
+                    res["requests"], 1)
+            finally:
+                if mode == "alone":
+                    os.kill(cp.proc.pid, signal.SIGCONT)
             if res["non2xx"] or res["requests"] == 0:
                 print(res["raw"], file=sys.stderr)
-                raise RuntimeError(f"audit {audit}: {res['non2xx']} non-2xx answers")
-            audit_rows.append(("on" if audit else "off", res))
+                raise RuntimeError(f"audit {mode}: {res['non2xx']} non-2xx answers")
+            audit_rows.append((mode, res))
+        if pinned:
+            everywhere = set(range(os.cpu_count()))
+            pin(gw.worker_pids(), everywhere)
+            pin(fake.worker_pids(), everywhere)
         gw.check_error_log(everything=True)
 
         ingest = bench_ingest(api, ws, env, gw, key, cp, pg) if INGEST else None
@@ -737,18 +785,23 @@ def main():
                       + (f"   {r['errors']}" if r["errors"] else ""))
         if audit_rows:
             print()
-            print(f"auditing (wrk -d{AUDIT_DURATION}, OpenAI JSON path; on: records spooled and "
-                  "ingested by the control plane into PostgreSQL meanwhile)")
-            print(f"{'audit':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+            print(f"auditing (wrk -d{AUDIT_DURATION}, OpenAI JSON path; ingest: records spooled and "
+                  "stored by the control plane meanwhile, on the same cores; alone: the control "
+                  "plane paused, records stored after the measure; off: no spool)")
+            print(f"{'audit':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'worker us/req':>14}")
             for name, r in audit_rows:
-                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
-                      + (f"   {r['errors']}" if r["errors"] else ""))
-            on = [r for n, r in audit_rows if n == "on"]
-            off = next(r for n, r in audit_rows if n == "off")
-            mean = {k: sum(r[k] for r in on) / len(on) for k in ("rps", "p50", "p99")}
-            print(f"{'ratio':<10} {mean['rps'] / off['rps']:>10.2f} "
-                  f"{mean['p50'] / off['p50']:>8.2f} {mean['p99'] / off['p99']:>8.2f}"
-                  "   (on, mean of both / off)")
+                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                      f"{r['worker_us']:>14.1f}" + (f"   {r['errors']}" if r["errors"] else ""))
+            def median(mode, k):
+                v = sorted(r[k] for n, r in audit_rows if n == mode)
+                return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+            for mode, what in (("alone", "the data plane's own cost"),
+                               ("ingest", "with ingestion on the same cores")):
+                print(f"{'ratio ' + mode:<12} "
+                      + " ".join(f"{median(mode, k) / median('off', k):>8.2f}"
+                                 for k in ("rps", "p50", "p99"))
+                      + f" {median('off', 'worker_us') / median(mode, 'worker_us'):>14.2f}"
+                      + f"   (on / off, medians: {what})")
         if ingest:
             g = ingest["gateway"]
             print()
