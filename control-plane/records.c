@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "arena.h"
 #include "log.h"
 #include "records.h"
 #include "rfc3339.h"
@@ -19,7 +20,6 @@
 
 #define COPY_CHUNK       (1024 * 1024)
 #define MAX_SAFE_INT     9007199254740991.0      /* 2^53 - 1 */
-#define ARENA_BLOCK      (256 * 1024)
 #define NFIELDS          9                       /* usage fields aggregated */
 #define UUID_LEN         36
 
@@ -74,19 +74,6 @@ typedef struct {
     size_t   cap;
     bool     failed;        /* out of memory: the batch is not stored */
 } buf_t;
-
-/* vmx_json's nodes and strings, reset after each record */
-typedef struct block_s  block_t;
-
-struct block_s {
-    block_t  *next;
-    size_t    size, used;
-    max_align_t data[];
-};
-
-typedef struct {
-    block_t  *blocks;
-} arena_t;
 
 /* one usage row's part of the per-minute aggregates */
 typedef struct {
@@ -168,52 +155,6 @@ buf_free(buf_t *b)
 {
     free(b->data);
     memset(b, 0, sizeof(*b));
-}
-
-
-static void *
-arena_alloc(void *ctx, size_t size)
-{
-    arena_t *a = ctx;
-    block_t *b = a->blocks;
-
-    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (b == NULL || b->size - b->used < size) {
-        size_t want = size > ARENA_BLOCK ? size : ARENA_BLOCK;
-
-        b = malloc(sizeof(block_t) + want);
-        if (b == NULL) {
-            return NULL;
-        }
-        b->size = want;
-        b->used = 0;
-        b->next = a->blocks;
-        a->blocks = b;
-    }
-    b->used += size;
-    return (char *) b->data + b->used - size;
-}
-
-
-/* keeps one block for the next record, frees the others */
-static void
-arena_reset(arena_t *a, bool all)
-{
-    block_t *b = a->blocks, *next;
-
-    if (b == NULL) {
-        return;
-    }
-    for (next = b->next; next != NULL; next = b) {
-        b = next->next;
-        free(next);
-    }
-    a->blocks->next = NULL;
-    a->blocks->used = 0;
-    if (all || a->blocks->size > ARENA_BLOCK) {
-        free(a->blocks);
-        a->blocks = NULL;
-    }
 }
 
 
