@@ -22,47 +22,37 @@
 typedef struct {
     ngx_pool_t                  *pool;
     ngx_http_vmx_snapshot_t     *snapshot;
-    u_char                      *err;      /* message buffer */
-    u_char                      *err_end;
+    vmx_config_t                *cfg;
+
+    /* in the order of cfg's arrays */
+    ngx_http_vmx_environment_t  *envs;
+    ngx_http_vmx_connection_t   *conns;
+    ngx_http_vmx_resource_t     *resources;
 } ngx_http_vmx_compile_t;
 
 
 static ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_compile(u_char *data,
     size_t len, ngx_log_t *log, ngx_str_t *error);
+static void ngx_http_vmx_config_cleanup(void *data);
 static ngx_int_t ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_uint_t i);
+    ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_uint_t i);
+    ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_uint_t i);
-static ngx_int_t ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_uint_t i);
-static ngx_int_t ngx_http_vmx_compile_pool(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_pool_def_t *def, vmx_json_t *obj);
-static ngx_int_t ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_uint_t i);
+    ngx_uint_t i);
 static ngx_int_t ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_environment_t *env, vmx_json_t *obj,
-    ngx_http_vmx_target_t *target, const char *what);
+    ngx_http_vmx_resource_t *res, vmx_cfg_target_t *from,
+    ngx_http_vmx_target_t *target);
 static ngx_int_t ngx_http_vmx_compile_targets(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_environment_t *env, vmx_json_t *arr, ngx_array_t *targets,
-    const char *what);
-static ngx_int_t ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_connection_t *conn);
-static ngx_int_t ngx_http_vmx_compile_routing(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_http_vmx_resource_t *res);
-static void ngx_http_vmx_rules_cleanup(void *data);
+    ngx_http_vmx_resource_t *res, vmx_cfg_target_t *from, size_t n,
+    ngx_array_t *targets);
 static ngx_int_t ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, ngx_flag_t always, ngx_array_t *limits,
-    const char *what);
-static ngx_int_t ngx_http_vmx_get_str(ngx_http_vmx_compile_t *cc,
-    vmx_json_t *obj, const char *name, ngx_str_t *value, const char *what);
-static void ngx_http_vmx_opt_str(vmx_json_t *obj, const char *name,
-    ngx_str_t *value);
-static ngx_http_vmx_environment_t *ngx_http_vmx_get_env(
-    ngx_http_vmx_compile_t *cc, vmx_json_t *obj, const char *what);
-static ngx_int_t ngx_http_vmx_compile_error(ngx_http_vmx_compile_t *cc,
-    const char *fmt, ...);
+    vmx_cfg_limit_t *from, size_t n, ngx_array_t *limits);
+static ngx_int_t ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc,
+    ngx_uint_t i);
+static ngx_int_t ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc,
+    ngx_uint_t i);
+static void ngx_http_vmx_cfg_str(ngx_str_t *to, vmx_cfg_str_t *from);
 
 static void ngx_http_vmx_snapshot_release(void *data);
 static void ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot);
@@ -78,6 +68,8 @@ static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
 static void ngx_http_vmx_config_put(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
+static void ngx_http_vmx_config_log_problems(ngx_log_t *log,
+    vmx_config_t *cfg);
 static ngx_int_t ngx_http_vmx_config_authorized(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_uri_ends(ngx_http_request_t *r,
@@ -169,463 +161,263 @@ ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key, size_t len)
 }
 
 
-/* compile */
+/* compile: lib/vmx_config.c validates; this turns its result into nginx's
+ * types, addresses and lookup tables */
 
 static ngx_http_vmx_snapshot_t *
 ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     ngx_str_t *error)
 {
-    ngx_int_t                 rc;
-    ngx_uint_t                i, n;
-    vmx_json_t               *root, *version, *list, *item;
-    vmx_json_error_t          jerr;
-    ngx_http_vmx_compile_t    cc;
-    ngx_http_vmx_snapshot_t  *snapshot;
-    static u_char             errbuf[512];
-
-    static const struct {
-        const char  *name;
-        ngx_int_t  (*compile)(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-                              ngx_uint_t i);
-        size_t       index;
-    } sections[] = {
-        /* environments first: the others refer to them */
-        { "environments", ngx_http_vmx_compile_environment,
-          offsetof(ngx_http_vmx_snapshot_t, environments) },
-        { "connections", ngx_http_vmx_compile_connection,
-          offsetof(ngx_http_vmx_snapshot_t, connections) },
-        { "resources", ngx_http_vmx_compile_resource,
-          offsetof(ngx_http_vmx_snapshot_t, resources) },
-        { "apiKeys", ngx_http_vmx_compile_api_key,
-          offsetof(ngx_http_vmx_snapshot_t, api_keys) },
-        { "poolDefinitions", ngx_http_vmx_compile_pool_def,
-          offsetof(ngx_http_vmx_snapshot_t, pool_defs) },
-    };
-
-    cc.err = errbuf;
-    cc.err_end = errbuf + sizeof(errbuf);
+    ngx_uint_t                  i;
+    ngx_pool_t                 *pool;
+    vmx_config_t               *cfg;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_vmx_compile_t      cc;
+    ngx_http_vmx_snapshot_t    *snapshot;
+    static u_char               errbuf[512];
 
     /* a pool's size must keep its end aligned, or ngx_palloc() overruns */
-    cc.pool = ngx_create_pool(ngx_align(ngx_max(len * 2, 16384), ngx_pagesize),
-                              log);
-    if (cc.pool == NULL) {
+    pool = ngx_create_pool(ngx_align(ngx_max(len * 2, 16384), ngx_pagesize),
+                           log);
+    if (pool == NULL) {
         return NULL;
     }
 
-    snapshot = ngx_pcalloc(cc.pool, sizeof(ngx_http_vmx_snapshot_t));
-    if (snapshot == NULL) {
-        goto failed;
+    snapshot = ngx_pcalloc(pool, sizeof(ngx_http_vmx_snapshot_t));
+    cfg = ngx_pcalloc(pool, sizeof(vmx_config_t));
+    cln = ngx_pool_cleanup_add(pool, 0);
+
+    if (snapshot == NULL || cfg == NULL || cln == NULL) {
+        ngx_str_set(error, "out of memory");
+        ngx_destroy_pool(pool);
+        return NULL;
     }
 
-    snapshot->pool = cc.pool;
+    if (vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
+                           pool, cfg, (char *) errbuf, sizeof(errbuf))
+        != 0)
+    {
+        error->data = errbuf;
+        error->len = ngx_strlen(errbuf);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    /* the routing rules' regexes live outside the pool */
+    cln->handler = ngx_http_vmx_config_cleanup;
+    cln->data = cfg;
+
+    snapshot->pool = pool;
+    snapshot->config = cfg;
+    snapshot->version = cfg->version;
     snapshot->loaded_at = ngx_time();
+
+    cc.pool = pool;
     cc.snapshot = snapshot;
+    cc.cfg = cfg;
 
-    root = vmx_json_parse((char *) data, len, ngx_http_vmx_json_alloc, cc.pool,
-                          64, &jerr);
-    if (root == NULL) {
-        ngx_http_vmx_compile_error(&cc, "invalid JSON at offset %uz: %s",
-                                   jerr.offset, jerr.message);
-        goto failed;
+    if (ngx_http_vmx_index_init(&snapshot->environments, pool,
+                                cfg->nenvironments) != NGX_OK
+        || ngx_http_vmx_index_init(&snapshot->connections, pool,
+                                   cfg->nconnections) != NGX_OK
+        || ngx_http_vmx_index_init(&snapshot->resources, pool,
+                                   cfg->nresources) != NGX_OK
+        || ngx_http_vmx_index_init(&snapshot->resource_ids, pool,
+                                   cfg->nresources) != NGX_OK
+        || ngx_http_vmx_index_init(&snapshot->api_keys, pool,
+                                   cfg->napi_keys) != NGX_OK
+        || ngx_http_vmx_index_init(&snapshot->pool_defs, pool,
+                                   cfg->npool_defs) != NGX_OK)
+    {
+        goto nomem;
     }
 
-    if (root->type != VMX_JSON_OBJECT) {
-        ngx_http_vmx_compile_error(&cc, "the snapshot is not an object");
-        goto failed;
+    cc.envs = ngx_pcalloc(pool, (cfg->nenvironments + 1)
+                                * sizeof(ngx_http_vmx_environment_t));
+    cc.conns = ngx_pcalloc(pool, (cfg->nconnections + 1)
+                                 * sizeof(ngx_http_vmx_connection_t));
+    cc.resources = ngx_pcalloc(pool, (cfg->nresources + 1)
+                                     * sizeof(ngx_http_vmx_resource_t));
+
+    if (cc.envs == NULL || cc.conns == NULL || cc.resources == NULL) {
+        goto nomem;
     }
 
-    version = vmx_json_get(root, "version");
-    if (version == NULL || !version->is_int || version->integer <= 0) {
-        ngx_http_vmx_compile_error(&cc, "\"version\" must be a positive "
-                                   "integer");
-        goto failed;
-    }
-
-    snapshot->version = (uint64_t) version->integer;
-
-    for (n = 0; n < sizeof(sections) / sizeof(sections[0]); n++) {
-        list = vmx_json_get(root, sections[n].name);
-
-        if (list == NULL || list->type != VMX_JSON_ARRAY) {
-            ngx_http_vmx_compile_error(&cc, "\"%s\" must be an array",
-                                       sections[n].name);
-            goto failed;
+    for (i = 0; i < cfg->nenvironments; i++) {
+        if (ngx_http_vmx_compile_environment(&cc, i) != NGX_OK) {
+            goto nomem;
         }
+    }
 
-        if (ngx_http_vmx_index_init((ngx_http_vmx_index_t *)
-                                    ((u_char *) snapshot + sections[n].index),
-                                    cc.pool, list->count)
-            != NGX_OK
-            || (sections[n].index == offsetof(ngx_http_vmx_snapshot_t,
-                                              resources)
-                && ngx_http_vmx_index_init(&snapshot->resource_ids, cc.pool,
-                                           list->count)
-                   != NGX_OK))
-        {
-            goto failed;
+    for (i = 0; i < cfg->nconnections; i++) {
+        if (ngx_http_vmx_compile_connection(&cc, i) != NGX_OK) {
+            goto nomem;
         }
+    }
 
-        for (i = 0, item = list->child; item; i++, item = item->next) {
-            if (item->type != VMX_JSON_OBJECT) {
-                ngx_http_vmx_compile_error(&cc, "%s[%ui] is not an object",
-                                           sections[n].name, i);
-                goto failed;
-            }
+    for (i = 0; i < cfg->nresources; i++) {
+        if (ngx_http_vmx_compile_resource(&cc, i) != NGX_OK) {
+            goto nomem;
+        }
+    }
 
-            rc = sections[n].compile(&cc, item, i);
-            if (rc != NGX_OK) {
-                goto failed;
-            }
+    for (i = 0; i < cfg->napi_keys; i++) {
+        if (ngx_http_vmx_compile_api_key(&cc, i) != NGX_OK) {
+            goto nomem;
+        }
+    }
+
+    for (i = 0; i < cfg->npool_defs; i++) {
+        if (ngx_http_vmx_compile_pool_def(&cc, i) != NGX_OK) {
+            goto nomem;
         }
     }
 
     return snapshot;
 
-failed:
+nomem:
 
-    if (cc.err == errbuf) {
-        ngx_http_vmx_compile_error(&cc, "out of memory");
-    }
-
-    error->data = errbuf;
-    error->len = cc.err - errbuf;
-
-    ngx_destroy_pool(cc.pool);
+    ngx_str_set(error, "out of memory");
+    ngx_destroy_pool(pool);
 
     return NULL;
 }
 
 
-static ngx_int_t
-ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_uint_t i)
+static void
+ngx_http_vmx_config_cleanup(void *data)
 {
-    vmx_json_t                  *store;
-    ngx_http_vmx_environment_t  *env;
-
-    env = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_environment_t));
-    if (env == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_vmx_get_str(cc, obj, "id", &env->id, "environments") != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "workspaceId", &env->workspace_id,
-                                "environments")
-           != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "name", &env->name, "environments")
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    store = vmx_json_get(obj, "storePayload");
-    env->store_payload = (store == NULL || store->type != VMX_JSON_FALSE);
-    store = vmx_json_get(obj, "auditRequired");
-    env->audit_required = (store != NULL && store->type == VMX_JSON_TRUE);
-
-    if (ngx_http_vmx_index_add(&cc->snapshot->environments, &env->id, env)
-        != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "environment \"%V\" appears "
-                                          "twice", &env->id);
-    }
-
-    return NGX_OK;
+    vmx_config_free(data);
 }
 
 
 static ngx_int_t
-ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_uint_t i)
+ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
 {
-    ngx_str_t                  *model;
+    vmx_cfg_environment_t       *from = &cc->cfg->environments[i];
+    ngx_http_vmx_environment_t  *env = &cc->envs[i];
+
+    ngx_http_vmx_cfg_str(&env->id, &from->id);
+    ngx_http_vmx_cfg_str(&env->workspace_id, &from->workspace_id);
+    ngx_http_vmx_cfg_str(&env->name, &from->name);
+    env->store_payload = from->store_payload;
+    env->audit_required = from->audit_required;
+
+    return ngx_http_vmx_index_add(&cc->snapshot->environments, &env->id, env);
+}
+
+
+static ngx_int_t
+ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
+{
     ngx_uint_t                  n;
-    vmx_json_t                 *credentials, *list, *item;
-    ngx_http_vmx_connection_t  *conn;
+    ngx_str_t                  *model;
+    vmx_cfg_connection_t       *from = &cc->cfg->connections[i];
+    ngx_http_vmx_connection_t  *conn = &cc->conns[i];
 
-    static const struct {
-        ngx_str_t   name;
-        ngx_uint_t  id;
-    } providers[] = {
-        { ngx_string("openai"), NGX_HTTP_VMX_PROVIDER_OPENAI },
-        { ngx_string("groq"), NGX_HTTP_VMX_PROVIDER_GROQ },
-        { ngx_string("anthropic"), NGX_HTTP_VMX_PROVIDER_ANTHROPIC },
-        { ngx_string("gemini"), NGX_HTTP_VMX_PROVIDER_GEMINI },
-        { ngx_string("aws-bedrock"), NGX_HTTP_VMX_PROVIDER_BEDROCK },
-    };
+    ngx_http_vmx_cfg_str(&conn->id, &from->id);
+    ngx_http_vmx_cfg_str(&conn->name, &from->name);
+    ngx_http_vmx_cfg_str(&conn->provider, &from->provider);
+    ngx_http_vmx_cfg_str(&conn->base_url, &from->base_url);
+    ngx_http_vmx_cfg_str(&conn->host, &from->host);
+    ngx_http_vmx_cfg_str(&conn->host_header, &from->host_header);
+    ngx_http_vmx_cfg_str(&conn->base_path, &from->base_path);
+    ngx_http_vmx_cfg_str(&conn->api_key, &from->api_key);
+    ngx_http_vmx_cfg_str(&conn->region, &from->region);
+    ngx_http_vmx_cfg_str(&conn->access_key_id, &from->access_key_id);
+    ngx_http_vmx_cfg_str(&conn->secret_key, &from->secret_key);
+    ngx_http_vmx_cfg_str(&conn->session_token, &from->session_token);
 
-    conn = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_connection_t));
-    if (conn == NULL) {
+    conn->env = &cc->envs[from->env - cc->cfg->environments];
+    conn->provider_id = from->provider_id;
+    conn->port = from->port;
+    conn->https = from->https;
+
+    if (from->unavailable) {
+        conn->unavailable.data = (u_char *) from->unavailable;
+        conn->unavailable.len = ngx_strlen(from->unavailable);
+    }
+
+    conn->addrs = ngx_pcalloc(cc->pool, (from->naddresses + 1)
+                                        * sizeof(ngx_addr_t));
+    if (conn->addrs == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_get_str(cc, obj, "id", &conn->id, "connections")
-        != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "name", &conn->name, "connections")
-           != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "provider", &conn->provider,
-                                "connections")
-           != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "baseUrl", &conn->base_url,
-                                "connections")
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    conn->env = ngx_http_vmx_get_env(cc, obj, "connection");
-    if (conn->env == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (n = 0; n < sizeof(providers) / sizeof(providers[0]); n++) {
-        if (conn->provider.len == providers[n].name.len
-            && ngx_strncmp(conn->provider.data, providers[n].name.data,
-                           conn->provider.len) == 0)
-        {
-            conn->provider_id = providers[n].id;
-        }
-    }
-
-    if (conn->provider_id == 0) {
-        return ngx_http_vmx_compile_error(cc, "connection \"%V\": unknown "
-                                          "provider \"%V\"", &conn->id,
-                                          &conn->provider);
-    }
-
-    if (ngx_http_vmx_parse_base_url(cc, conn) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    list = vmx_json_get(obj, "addresses");
-    if (list != NULL && list->type == VMX_JSON_ARRAY && list->count) {
-        conn->addrs = ngx_pcalloc(cc->pool, list->count * sizeof(ngx_addr_t));
-        if (conn->addrs == NULL) {
-            return NGX_ERROR;
-        }
-
-        for (item = list->child; item; item = item->next) {
-            if (item->type != VMX_JSON_STRING
-                || ngx_parse_addr_port(cc->pool, &conn->addrs[conn->naddrs],
-                                       (u_char *) item->str, item->str_len)
-                   != NGX_OK)
-            {
-                return ngx_http_vmx_compile_error(cc, "connection \"%V\": "
-                                                  "bad address", &conn->id);
-            }
-
-            conn->naddrs++;
-        }
-    }
-
-    if (conn->naddrs == 0) {
-        /* no address pushed: the host must be an IP literal */
-        conn->addrs = ngx_pcalloc(cc->pool, sizeof(ngx_addr_t));
-        if (conn->addrs == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_parse_addr_port(cc->pool, conn->addrs,
-                                conn->host.data
-                                - (conn->host.data != conn->host_header.data),
-                                conn->host.len
-                                + 2 * (conn->host.data
-                                       != conn->host_header.data))
+    for (n = 0; n < from->naddresses; n++) {
+        /* checked by the compiler: IP literals, with a port or not */
+        if (ngx_parse_addr_port(cc->pool, &conn->addrs[conn->naddrs],
+                                (u_char *) from->addresses[n].data,
+                                from->addresses[n].len)
             != NGX_OK)
         {
-            return ngx_http_vmx_compile_error(cc, "connection \"%V\": the "
-                                              "host of \"%V\" has no address",
-                                              &conn->id, &conn->base_url);
+            continue;
         }
 
-        conn->naddrs = 1;
-    }
-
-    for (n = 0; n < conn->naddrs; n++) {
-        if (ngx_inet_get_port(conn->addrs[n].sockaddr) == 0) {
-            ngx_inet_set_port(conn->addrs[n].sockaddr, conn->port);
+        if (ngx_inet_get_port(conn->addrs[conn->naddrs].sockaddr) == 0) {
+            ngx_inet_set_port(conn->addrs[conn->naddrs].sockaddr, conn->port);
         }
+
+        conn->naddrs++;
     }
 
-    credentials = vmx_json_get(obj, "credentials");
-    if (credentials != NULL && credentials->type == VMX_JSON_OBJECT) {
-        ngx_http_vmx_opt_str(credentials, "apiKey", &conn->api_key);
-        ngx_http_vmx_opt_str(credentials, "accessKeyId", &conn->access_key_id);
-        ngx_http_vmx_opt_str(credentials, "secretAccessKey", &conn->secret_key);
-        ngx_http_vmx_opt_str(credentials, "sessionToken",
-                             &conn->session_token);
+    if (conn->naddrs == 0 && conn->unavailable.len == 0) {
+        ngx_str_set(&conn->unavailable, "the host has no address");
     }
 
-    ngx_http_vmx_opt_str(obj, "region", &conn->region);
-
-    if (ngx_array_init(&conn->allowed_models, cc->pool, 1, sizeof(ngx_str_t))
+    if (ngx_array_init(&conn->allowed_models, cc->pool,
+                       ngx_max(from->nallowed_models, 1), sizeof(ngx_str_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    list = vmx_json_get(obj, "allowedModels");
-    if (list != NULL && list->type == VMX_JSON_ARRAY) {
-        for (item = list->child; item; item = item->next) {
-            if (item->type != VMX_JSON_STRING) {
-                return ngx_http_vmx_compile_error(cc, "connection \"%V\": "
-                                                  "allowedModels must be "
-                                                  "strings", &conn->id);
-            }
-
-            model = ngx_array_push(&conn->allowed_models);
-            if (model == NULL) {
-                return NGX_ERROR;
-            }
-
-            model->data = (u_char *) item->str;
-            model->len = item->str_len;
-        }
+    for (n = 0; n < from->nallowed_models; n++) {
+        model = ngx_array_push(&conn->allowed_models);
+        ngx_http_vmx_cfg_str(model, &from->allowed_models[n]);
     }
 
-    if (ngx_http_vmx_compile_limits(cc, obj, 1, &conn->limits, "connection")
+    if (ngx_http_vmx_compile_limits(cc, from->limits, from->nlimits,
+                                    &conn->limits)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_index_add(&cc->snapshot->connections, &conn->id, conn)
-        != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "connection \"%V\" appears "
-                                          "twice", &conn->id);
-    }
-
-    return NGX_OK;
+    return ngx_http_vmx_index_add(&cc->snapshot->connections, &conn->id, conn);
 }
 
 
 static ngx_int_t
-ngx_http_vmx_parse_base_url(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_connection_t *conn)
-{
-    u_char     *p, *last, *host, *path, *colon;
-    ngx_int_t   port;
-
-    p = conn->base_url.data;
-    last = p + conn->base_url.len;
-
-    if (conn->base_url.len > 8 && ngx_strncasecmp(p, (u_char *) "https://", 8)
-                                  == 0)
-    {
-        conn->https = 1;
-        conn->port = 443;
-        p += 8;
-
-    } else if (conn->base_url.len > 7
-               && ngx_strncasecmp(p, (u_char *) "http://", 7) == 0)
-    {
-        conn->port = 80;
-        p += 7;
-
-    } else {
-        goto invalid;
-    }
-
-    host = p;
-    path = ngx_strlchr(p, last, '/');
-    if (path == NULL) {
-        path = last;
-    }
-
-    conn->host_header.data = host;
-    conn->host_header.len = path - host;
-
-    if (conn->host_header.len == 0) {
-        goto invalid;
-    }
-
-    /* the port, after an IPv6 literal's "]" when there is one */
-    p = (*host == '[') ? ngx_strlchr(host, path, ']') : host;
-    if (p == NULL) {
-        goto invalid;
-    }
-
-    colon = ngx_strlchr(p, path, ':');
-
-    conn->host.data = (*host == '[') ? host + 1 : host;
-    conn->host.len = (colon ? colon : path) - conn->host.data
-                     - ((*host == '[') ? 1 : 0);
-
-    if (colon) {
-        port = ngx_atoi(colon + 1, path - colon - 1);
-        if (port < 1 || port > 65535) {
-            goto invalid;
-        }
-
-        conn->port = (in_port_t) port;
-    }
-
-    /* strip trailing slashes: the path "/chat/completions" is appended */
-    while (last > path && last[-1] == '/') {
-        last--;
-    }
-
-    conn->base_path.data = path;
-    conn->base_path.len = last - path;
-
-    return NGX_OK;
-
-invalid:
-
-    return ngx_http_vmx_compile_error(cc, "connection \"%V\": invalid "
-                                      "baseUrl \"%V\"", &conn->id,
-                                      &conn->base_url);
-}
-
-
-static ngx_int_t
-ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_uint_t i)
+ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
 {
     u_char                   *p;
     ngx_str_t                 key;
-    vmx_json_t               *item;
-    ngx_http_vmx_resource_t  *res;
+    vmx_cfg_resource_t       *from = &cc->cfg->resources[i];
+    ngx_http_vmx_resource_t  *res = &cc->resources[i];
 
-    res = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_resource_t));
-    if (res == NULL) {
-        return NGX_ERROR;
+    ngx_http_vmx_cfg_str(&res->id, &from->id);
+    ngx_http_vmx_cfg_str(&res->name, &from->name);
+    res->env = &cc->envs[from->env - cc->cfg->environments];
+    res->use_fallback = from->use_fallback;
+    res->rules = from->rules;
+
+    if (from->unavailable) {
+        res->unavailable.data = (u_char *) from->unavailable;
+        res->unavailable.len = ngx_strlen(from->unavailable);
     }
 
-    if (ngx_http_vmx_get_str(cc, obj, "id", &res->id, "resources") != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "name", &res->name, "resources")
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    res->env = ngx_http_vmx_get_env(cc, obj, "resource");
-    if (res->env == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_vmx_compile_target(cc, res->env, vmx_json_get(obj, "model"),
-                                    &res->model, "model")
+    if (ngx_http_vmx_compile_target(cc, res, &from->model, &res->model)
         != NGX_OK
-        || ngx_http_vmx_compile_targets(cc, res->env,
-                                        vmx_json_get(obj, "fallbackModels"),
-                                        &res->fallbacks, "fallbackModels")
+        || ngx_http_vmx_compile_targets(cc, res, from->fallbacks,
+                                        from->nfallbacks, &res->fallbacks)
            != NGX_OK
-        || ngx_http_vmx_compile_targets(cc, res->env,
-                                        vmx_json_get(obj, "secondaryModels"),
-                                        &res->secondaries, "secondaryModels")
+        || ngx_http_vmx_compile_targets(cc, res, from->secondaries,
+                                        from->nsecondaries, &res->secondaries)
+           != NGX_OK
+        || ngx_http_vmx_compile_limits(cc, from->limits, from->nlimits,
+                                       &res->limits)
            != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    item = vmx_json_get(obj, "useFallback");
-    res->use_fallback = (item == NULL || item->type != VMX_JSON_FALSE);
-
-    if (ngx_http_vmx_compile_limits(cc, obj, 0, &res->limits, "resource")
-        != NGX_OK
-        || ngx_http_vmx_compile_routing(cc, obj, res) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -641,185 +433,57 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
     *p++ = '/';
     ngx_memcpy(p, res->name.data, res->name.len);
 
-    if (ngx_http_vmx_index_add(&cc->snapshot->resources, &key, res) != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "resource name \"%V\" appears "
-                                          "twice in an environment",
-                                          &res->name);
-    }
-
-    if (ngx_http_vmx_index_add(&cc->snapshot->resource_ids, &res->id, res)
-        != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "resource \"%V\" appears twice",
-                                          &res->id);
-    }
-
-    return NGX_OK;
-}
-
-
-/* the resource's routing rules, compiled once per snapshot */
-
-static ngx_int_t
-ngx_http_vmx_compile_routing(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_http_vmx_resource_t *res)
-{
-    vmx_json_t          *routing;
-    vmx_rules_t         *rules;
-    vmx_rules_error_t    err;
-    ngx_pool_cleanup_t  *cln;
-
-    routing = vmx_json_get(obj, "routing");
-
-    if (routing == NULL || routing->type != VMX_JSON_OBJECT) {
-        return NGX_OK;
-    }
-
-    rules = vmx_rules_compile(routing, ngx_http_vmx_json_alloc, cc->pool,
-                              &err);
-    if (rules == NULL) {
-        return ngx_http_vmx_compile_error(cc, "resource \"%V\": routing.%s: "
-                                          "%s", &res->id, err.path,
-                                          err.message);
-    }
-
-    /* the compiled regexes live outside the pool */
-    cln = ngx_pool_cleanup_add(cc->pool, 0);
-    if (cln == NULL) {
-        vmx_rules_free(rules);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_vmx_rules_cleanup;
-    cln->data = rules;
-
-    res->rules = vmx_rules_active(rules) ? rules : NULL;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_vmx_rules_cleanup(void *data)
-{
-    vmx_rules_free(data);
-}
-
-
-/*
- * The enabled capacity entries of obj; of a resource or an API key only
- * when its enforceCapacity is true.
- */
-
-static ngx_int_t
-ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_flag_t always, ngx_array_t *limits, const char *what)
-{
-    size_t                 len;
-    ngx_uint_t             p;
-    const char            *str;
-    vmx_json_t            *list, *item, *v;
-    ngx_http_vmx_limit_t  *limit;
-
-    static const char  *periods[] = {
-        "minute", "hour", "day", "week", "month", "lifetime"
-    };
-
-    list = vmx_json_get(obj, "capacity");
-    item = vmx_json_get(obj, "enforceCapacity");
-
-    if (ngx_array_init(limits, cc->pool, 1, sizeof(ngx_http_vmx_limit_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (list == NULL || list->type != VMX_JSON_ARRAY
-        || (!always && (item == NULL || item->type != VMX_JSON_TRUE)))
-    {
-        return NGX_OK;
-    }
-
-    for (item = list->child; item; item = item->next) {
-
-        v = vmx_json_get(item, "enabled");
-        if (item->type != VMX_JSON_OBJECT
-            || (v != NULL && v->type == VMX_JSON_FALSE))
-        {
-            continue;
-        }
-
-        limit = ngx_array_push(limits);
-        if (limit == NULL) {
-            return NGX_ERROR;
-        }
-
-        str = vmx_json_get_str(item, "period", &len);
-
-        for (p = 0; str && p < sizeof(periods) / sizeof(periods[0]); p++) {
-            if (len == ngx_strlen(periods[p])
-                && ngx_strncmp(str, periods[p], len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (str == NULL || p == sizeof(periods) / sizeof(periods[0])) {
-            return ngx_http_vmx_compile_error(cc, "%s: a capacity entry has "
-                                              "no known period", what);
-        }
-
-        limit->period = p;
-
-        v = vmx_json_get(item, "requests");
-        limit->requests = (v && v->is_int && v->integer >= 0) ? v->integer
-                                                                : -1;
-
-        v = vmx_json_get(item, "tokens");
-        limit->tokens = (v && v->is_int && v->integer >= 0) ? v->integer : -1;
-
-        str = vmx_json_get_str(item, "dimension", &len);
-        limit->per_address = (str && len == sizeof("source-ip") - 1
-                              && ngx_strncmp(str, "source-ip", len) == 0);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_environment_t *env, vmx_json_t *obj,
-    ngx_http_vmx_target_t *target, const char *what)
-{
-    ngx_str_t  connection_id;
-
-    ngx_str_null(&connection_id);
-
-    if (obj == NULL || obj->type != VMX_JSON_OBJECT) {
-        return ngx_http_vmx_compile_error(cc, "%s must be an object", what);
-    }
-
-    if (ngx_http_vmx_get_str(cc, obj, "provider", &target->provider, what)
-        != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "model", &target->model, what)
-           != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "connectionId", &connection_id, what)
+    if (ngx_http_vmx_index_add(&cc->snapshot->resources, &key, res) != NGX_OK
+        || ngx_http_vmx_index_add(&cc->snapshot->resource_ids, &res->id, res)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    target->connection = ngx_http_vmx_index_find(&cc->snapshot->connections,
-                                                 connection_id.data,
-                                                 connection_id.len);
+    return NGX_OK;
+}
 
-    if (target->connection == NULL || target->connection->env != env) {
-        return ngx_http_vmx_compile_error(cc, "%s: connection \"%V\" is not "
-                                          "in the environment", what,
-                                          &connection_id);
+
+/*
+ * A model entry; one whose connection is not there gets a connection of its
+ * own, unavailable, so that its attempt fails over with the reason
+ */
+
+static ngx_int_t
+ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
+    ngx_http_vmx_resource_t *res, vmx_cfg_target_t *from,
+    ngx_http_vmx_target_t *target)
+{
+    ngx_http_vmx_connection_t  *conn;
+
+    ngx_http_vmx_cfg_str(&target->provider, &from->provider);
+    ngx_http_vmx_cfg_str(&target->model, &from->model);
+
+    if (from->connection) {
+        target->connection = &cc->conns[from->connection
+                                        - cc->cfg->connections];
+        return NGX_OK;
     }
+
+    conn = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_connection_t));
+    if (conn == NULL
+        || ngx_array_init(&conn->allowed_models, cc->pool, 1,
+                          sizeof(ngx_str_t)) != NGX_OK
+        || ngx_array_init(&conn->limits, cc->pool, 1,
+                          sizeof(ngx_http_vmx_limit_t)) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_vmx_cfg_str(&conn->id, &from->connection_id);
+    conn->name = conn->id;
+    conn->env = res->env;
+    conn->provider = target->provider;
+    conn->provider_id = NGX_HTTP_VMX_PROVIDER_OPENAI;
+    ngx_str_set(&conn->unavailable, "the connection is not in the "
+                "environment");
+
+    target->connection = conn;
 
     return NGX_OK;
 }
@@ -827,35 +491,25 @@ ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
 
 static ngx_int_t
 ngx_http_vmx_compile_targets(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_environment_t *env, vmx_json_t *arr, ngx_array_t *targets,
-    const char *what)
+    ngx_http_vmx_resource_t *res, vmx_cfg_target_t *from, size_t n,
+    ngx_array_t *targets)
 {
-    vmx_json_t             *item;
+    size_t                  i;
     ngx_http_vmx_target_t  *target;
 
-    if (ngx_array_init(targets, cc->pool, arr ? ngx_max(arr->count, 1) : 1,
+    if (ngx_array_init(targets, cc->pool, ngx_max(n, 1),
                        sizeof(ngx_http_vmx_target_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (arr == NULL || arr->type == VMX_JSON_NULL) {
-        return NGX_OK;
-    }
-
-    if (arr->type != VMX_JSON_ARRAY) {
-        return ngx_http_vmx_compile_error(cc, "%s must be an array", what);
-    }
-
-    for (item = arr->child; item; item = item->next) {
+    for (i = 0; i < n; i++) {
         target = ngx_array_push(targets);
-        if (target == NULL) {
-            return NGX_ERROR;
-        }
 
-        if (ngx_http_vmx_compile_target(cc, env, item, target, what)
-            != NGX_OK)
+        if (target == NULL
+            || ngx_http_vmx_compile_target(cc, res, &from[i], target)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -866,339 +520,127 @@ ngx_http_vmx_compile_targets(ngx_http_vmx_compile_t *cc,
 
 
 static ngx_int_t
-ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_uint_t i)
+ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc, vmx_cfg_limit_t *from,
+    size_t n, ngx_array_t *limits)
 {
-    ngx_str_t                 hex, hash;
-    vmx_json_t               *list, *item;
-    ngx_http_vmx_api_key_t   *key;
-    ngx_http_vmx_resource_t  *res, **resp;
-    ngx_uint_t                n;
+    size_t                 i;
+    ngx_http_vmx_limit_t  *limit;
 
-    ngx_str_null(&hex);
+    if (ngx_array_init(limits, cc->pool, ngx_max(n, 1),
+                       sizeof(ngx_http_vmx_limit_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        limit = ngx_array_push(limits);
+        limit->period = from[i].period;
+        limit->requests = from[i].requests;
+        limit->tokens = from[i].tokens;
+        limit->per_address = from[i].per_address;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
+{
+    size_t                     n;
+    ngx_str_t                  hash;
+    vmx_cfg_api_key_t         *from = &cc->cfg->api_keys[i];
+    ngx_http_vmx_api_key_t    *key;
+    ngx_http_vmx_resource_t  **res;
 
     key = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_api_key_t));
     if (key == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_get_str(cc, obj, "id", &key->id, "apiKeys") != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "name", &key->name, "apiKeys")
-           != NGX_OK
-        || ngx_http_vmx_get_str(cc, obj, "keyHash", &hex, "apiKeys") != NGX_OK)
+    ngx_http_vmx_cfg_str(&key->id, &from->id);
+    ngx_http_vmx_cfg_str(&key->name, &from->name);
+    key->env = &cc->envs[from->env - cc->cfg->environments];
+    ngx_memcpy(key->hash, from->hash, sizeof(key->hash));
+    key->labels = (vmx_json_t *) from->labels;
+    key->enabled = from->enabled;
+
+    if (ngx_http_vmx_compile_limits(cc, from->limits, from->nlimits,
+                                    &key->limits)
+        != NGX_OK
+        || ngx_array_init(&key->resources, cc->pool,
+                          ngx_max(from->nresources, 1),
+                          sizeof(ngx_http_vmx_resource_t *))
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    key->env = ngx_http_vmx_get_env(cc, obj, "api key");
-    if (key->env == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (hex.len != 64) {
-        goto bad_hash;
-    }
-
-    for (n = 0; n < 32; n++) {
-        ngx_int_t  byte = ngx_hextoi(hex.data + 2 * n, 2);
-
-        if (byte == NGX_ERROR) {
-            goto bad_hash;
-        }
-
-        key->hash[n] = (u_char) byte;
-    }
-
-    item = vmx_json_get(obj, "enabled");
-    key->enabled = (item == NULL || item->type != VMX_JSON_FALSE);
-
-    item = vmx_json_get(obj, "labels");
-    key->labels = (item && item->type == VMX_JSON_OBJECT) ? item : NULL;
-
-    if (ngx_http_vmx_compile_limits(cc, obj, 0, &key->limits, "api key")
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    list = vmx_json_get(obj, "resources");
-    if (ngx_array_init(&key->resources, cc->pool,
-                       list ? ngx_max(list->count, 1) : 1,
-                       sizeof(ngx_http_vmx_resource_t *))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (list != NULL && list->type == VMX_JSON_ARRAY) {
-        for (item = list->child; item; item = item->next) {
-            if (item->type != VMX_JSON_STRING) {
-                return ngx_http_vmx_compile_error(cc, "api key \"%V\": "
-                                                  "resources must be ids",
-                                                  &key->id);
-            }
-
-            res = ngx_http_vmx_index_find(&cc->snapshot->resource_ids,
-                                          (u_char *) item->str,
-                                          item->str_len);
-            if (res == NULL || res->env != key->env) {
-                return ngx_http_vmx_compile_error(cc, "api key \"%V\": "
-                                                  "resource \"%s\" is not in "
-                                                  "the environment", &key->id,
-                                                  item->str);
-            }
-
-            resp = ngx_array_push(&key->resources);
-            if (resp == NULL) {
-                return NGX_ERROR;
-            }
-
-            *resp = res;
-        }
+    for (n = 0; n < from->nresources; n++) {
+        res = ngx_array_push(&key->resources);
+        *res = &cc->resources[from->resources[n] - cc->cfg->resources];
     }
 
     hash.data = key->hash;
     hash.len = sizeof(key->hash);
 
-    if (ngx_http_vmx_index_add(&cc->snapshot->api_keys, &hash, key) != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "api key \"%V\": the key hash "
-                                          "appears twice", &key->id);
-    }
-
-    return NGX_OK;
-
-bad_hash:
-
-    return ngx_http_vmx_compile_error(cc, "api key \"%V\": keyHash must be 64 "
-                                      "hex digits", &key->id);
+    return ngx_http_vmx_index_add(&cc->snapshot->api_keys, &hash, key);
 }
 
 
 /* an environment's pools; each listed resource points to its pool */
 
 static ngx_int_t
-ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    ngx_uint_t i)
+ngx_http_vmx_compile_pool_def(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
 {
-    ngx_uint_t                n;
-    vmx_json_t               *list, *item, *strategy;
+    size_t                    n, r;
+    vmx_cfg_pool_def_t       *from = &cc->cfg->pool_defs[i];
+    ngx_http_vmx_pool_t      *pool;
     ngx_http_vmx_pool_def_t  *def;
 
-    static const struct {
-        const char  *name;
-        size_t       offset;
-        int64_t      scale, min, max, value;
-    } params[] = {
-        { "windowSeconds", offsetof(vmx_pool_strategy_t, window_ms),
-          1000, 1, 60, 30 },
-        { "cooldownSeconds", offsetof(vmx_pool_strategy_t, cooldown_ms),
-          1000, 0, 3600, 5 },
-        { "scaleUpPercent", offsetof(vmx_pool_strategy_t, scale_up),
-          1, 1, 100, 50 },
-    };
-
     def = ngx_pcalloc(cc->pool, sizeof(ngx_http_vmx_pool_def_t));
-    if (def == NULL) {
+    if (def == NULL
+        || ngx_array_init(&def->pools, cc->pool, ngx_max(from->npools, 1),
+                          sizeof(ngx_http_vmx_pool_t))
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    def->env = ngx_http_vmx_get_env(cc, obj, "pool definition");
-    if (def->env == NULL) {
-        return NGX_ERROR;
+    def->env = &cc->envs[from->env - cc->cfg->environments];
+    def->strategy = from->strategy;
+
+    /* resources point into the array: it never grows past its size */
+    for (n = 0; n < from->npools; n++) {
+        pool = ngx_array_push(&def->pools);
+        ngx_http_vmx_cfg_str(&pool->name, &from->pools[n].name);
+        pool->rank = from->pools[n].rank;
+        pool->min = from->pools[n].min;
+        pool->max = from->pools[n].max;
+        pool->def = def;
     }
 
-    strategy = vmx_json_get(obj, "strategy");
-
-    for (n = 0; n < sizeof(params) / sizeof(params[0]); n++) {
-        item = strategy ? vmx_json_get(strategy, params[n].name) : NULL;
-
-        if (item != NULL
-            && (!item->is_int || item->integer < params[n].min
-                || item->integer > params[n].max))
+    for (r = 0; r < cc->cfg->nresources; r++) {
+        if (cc->cfg->resources[r].pool
+            && cc->cfg->resources[r].pool->def == from)
         {
-            return ngx_http_vmx_compile_error(cc, "pool definition of \"%V\": "
-                                              "strategy.%s must be an "
-                                              "integer from %L to %L",
-                                              &def->env->id, params[n].name,
-                                              params[n].min, params[n].max);
-        }
-
-        *(int64_t *) ((u_char *) &def->strategy + params[n].offset) =
-            (item ? item->integer : params[n].value) * params[n].scale;
-    }
-
-    list = vmx_json_get(obj, "pools");
-    if (list == NULL || list->type != VMX_JSON_ARRAY
-        || list->count > VMX_POOLS_MAX)
-    {
-        return ngx_http_vmx_compile_error(cc, "pool definition of \"%V\": "
-                                          "\"pools\" must be an array of at "
-                                          "most %d pools", &def->env->id,
-                                          VMX_POOLS_MAX);
-    }
-
-    if (ngx_array_init(&def->pools, cc->pool, ngx_max(list->count, 1),
-                       sizeof(ngx_http_vmx_pool_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for (item = list->child; item; item = item->next) {
-        if (ngx_http_vmx_compile_pool(cc, def, item) != NGX_OK) {
-            return NGX_ERROR;
+            cc->resources[r].pool = (ngx_http_vmx_pool_t *) def->pools.elts
+                                    + (cc->cfg->resources[r].pool
+                                       - from->pools);
         }
     }
 
-    if (ngx_http_vmx_index_add(&cc->snapshot->pool_defs, &def->env->id, def)
-        != NGX_OK)
-    {
-        return ngx_http_vmx_compile_error(cc, "environment \"%V\" has two "
-                                          "pool definitions", &def->env->id);
-    }
-
-    return NGX_OK;
+    return ngx_http_vmx_index_add(&cc->snapshot->pool_defs, &def->env->id,
+                                  def);
 }
 
-
-static ngx_int_t
-ngx_http_vmx_compile_pool(ngx_http_vmx_compile_t *cc,
-    ngx_http_vmx_pool_def_t *def, vmx_json_t *obj)
-{
-    vmx_json_t               *rank, *min, *max, *list, *item;
-    ngx_http_vmx_pool_t      *pool;
-    ngx_http_vmx_resource_t  *res;
-
-    /* resources point into the array: it must never move */
-    pool = ngx_array_push(&def->pools);
-    if (pool == NULL) {
-        return NGX_ERROR;
-    }
-
-    pool->def = def;
-
-    if (ngx_http_vmx_get_str(cc, obj, "name", &pool->name, "pool")
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    rank = vmx_json_get(obj, "rank");
-    min = vmx_json_get(obj, "minReservation");
-    max = vmx_json_get(obj, "maxReservation");
-
-    if (rank == NULL || !rank->is_int
-        || min == NULL || min->type != VMX_JSON_NUMBER
-        || max == NULL || max->type != VMX_JSON_NUMBER
-        || min->num < 0 || min->num > max->num || max->num > 100)
-    {
-        return ngx_http_vmx_compile_error(cc, "pool \"%V\": rank must be an "
-                                          "integer and 0 <= minReservation <= "
-                                          "maxReservation <= 100",
-                                          &pool->name);
-    }
-
-    pool->rank = rank->integer;
-    pool->min = (int64_t) (min->num * 100 + 0.5);
-    pool->max = (int64_t) (max->num * 100 + 0.5);
-
-    list = vmx_json_get(obj, "resources");
-    if (list == NULL || list->type != VMX_JSON_ARRAY) {
-        return ngx_http_vmx_compile_error(cc, "pool \"%V\": \"resources\" "
-                                          "must be an array", &pool->name);
-    }
-
-    for (item = list->child; item; item = item->next) {
-        res = (item->type == VMX_JSON_STRING)
-              ? ngx_http_vmx_index_find(&cc->snapshot->resource_ids,
-                                        (u_char *) item->str, item->str_len)
-              : NULL;
-
-        if (res == NULL || res->env != def->env) {
-            return ngx_http_vmx_compile_error(cc, "pool \"%V\": a resource is "
-                                              "not in the environment",
-                                              &pool->name);
-        }
-
-        if (res->pool != NULL) {
-            return ngx_http_vmx_compile_error(cc, "resource \"%V\" is in two "
-                                              "pools", &res->id);
-        }
-
-        res->pool = pool;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_vmx_get_str(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    const char *name, ngx_str_t *value, const char *what)
-{
-    size_t       len;
-    const char  *str;
-
-    str = vmx_json_get_str(obj, name, &len);
-
-    if (str == NULL || len == 0) {
-        return ngx_http_vmx_compile_error(cc, "%s: \"%s\" must be a non-empty "
-                                          "string", what, name);
-    }
-
-    value->data = (u_char *) str;
-    value->len = len;
-
-    return NGX_OK;
-}
-
-
-/* an optional string member; absent or of another type: empty */
 
 static void
-ngx_http_vmx_opt_str(vmx_json_t *obj, const char *name, ngx_str_t *value)
+ngx_http_vmx_cfg_str(ngx_str_t *to, vmx_cfg_str_t *from)
 {
-    value->data = (u_char *) vmx_json_get_str(obj, name, &value->len);
-
-    if (value->data == NULL) {
-        value->len = 0;
-    }
-}
-
-
-static ngx_http_vmx_environment_t *
-ngx_http_vmx_get_env(ngx_http_vmx_compile_t *cc, vmx_json_t *obj,
-    const char *what)
-{
-    ngx_str_t                    id;
-    ngx_http_vmx_environment_t  *env;
-
-    if (ngx_http_vmx_get_str(cc, obj, "environmentId", &id, what) != NGX_OK) {
-        return NULL;
-    }
-
-    env = ngx_http_vmx_index_find(&cc->snapshot->environments, id.data,
-                                  id.len);
-    if (env == NULL) {
-        ngx_http_vmx_compile_error(cc, "%s: unknown environment \"%V\"", what,
-                                   &id);
-    }
-
-    return env;
-}
-
-
-static ngx_int_t
-ngx_http_vmx_compile_error(ngx_http_vmx_compile_t *cc, const char *fmt, ...)
-{
-    va_list  args;
-
-    va_start(args, fmt);
-    cc->err = ngx_vslprintf(cc->err, cc->err_end, fmt, args);
-    va_end(args);
-
-    return NGX_ERROR;
+    to->data = (u_char *) from->data;
+    to->len = from->len;
 }
 
 
@@ -1858,8 +1300,11 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
     ngx_http_vmx_generation = generation;
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                  "vmx: config version %uL received (%uz bytes)",
-                  snapshot->version, body.len);
+                  "vmx: config version %uL received (%uz bytes, %uz problems)",
+                  snapshot->version, body.len,
+                  snapshot->config->problems_total);
+
+    ngx_http_vmx_config_log_problems(r->connection->log, snapshot->config);
 
     if (mcf->file.len) {
         (void) ngx_http_vmx_config_write_disk(mcf, body.data, body.len,
@@ -1880,13 +1325,40 @@ invalid:
 }
 
 
+/* each problem of a new snapshot, once: by the worker that received it */
+
+static void
+ngx_http_vmx_config_log_problems(ngx_log_t *log, vmx_config_t *cfg)
+{
+    ngx_uint_t          i, level;
+    vmx_cfg_problem_t  *pr;
+
+    for (i = 0; i < cfg->nproblems; i++) {
+        pr = &cfg->problems[i];
+        level = pr->invalid ? NGX_LOG_ERR : NGX_LOG_WARN;
+
+        ngx_log_error(level, log, 0,
+                      "vmx: config version %uL: %s \"%*s\"%s%s: %s%s",
+                      cfg->version, vmx_config_kind_name(pr->kind),
+                      pr->id.len, pr->id.data, pr->field[0] ? " " : "",
+                      pr->field, pr->message,
+                      pr->left_out ? " (left out)" : " (unavailable)");
+    }
+}
+
+
 static ngx_int_t
 ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
 {
     u_char                    *p, *start;
+    size_t                     len;
     uint64_t                   version;
     ngx_tm_t                   tm;
     time_t                     loaded_at;
+    ngx_uint_t                 i;
+    vmx_config_t              *cfg;
+    vmx_cfg_problem_t         *pr;
+    ngx_http_vmx_snapshot_t   *snapshot;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
@@ -1896,7 +1368,22 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
     loaded_at = mcf->sh->loaded_at;
     ngx_shmtx_unlock(&mcf->shpool->mutex);
 
-    start = ngx_pnalloc(r->pool, 128);
+    /* the problems of the snapshot this worker runs, compiled if need be */
+    snapshot = ngx_http_vmx_snapshot_acquire(r);
+    cfg = (snapshot && snapshot->version == version) ? snapshot->config : NULL;
+
+    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN;
+
+    for (i = 0; cfg && i < cfg->nproblems; i++) {
+        pr = &cfg->problems[i];
+        len += sizeof("{\"kind\":\"\",\"id\":\"\",\"field\":\"\",\"message\":"
+                      "\"\",\"invalid\":false,\"leftOut\":false},")
+               + 16 + vmx_json_escape(NULL, pr->id.data, pr->id.len)
+               + vmx_json_escape(NULL, pr->field, ngx_strlen(pr->field))
+               + vmx_json_escape(NULL, pr->message, ngx_strlen(pr->message));
+    }
+
+    start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1908,6 +1395,29 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
         p = ngx_sprintf(p, ",\"loadedAt\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"",
                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    if (cfg) {
+        p = ngx_sprintf(p, ",\"problemsTotal\":%uz,\"problems\":[",
+                        cfg->problems_total);
+
+        for (i = 0; i < cfg->nproblems; i++) {
+            pr = &cfg->problems[i];
+            p = ngx_sprintf(p, "%s{\"kind\":\"%s\",\"id\":\"", i ? "," : "",
+                            vmx_config_kind_name(pr->kind));
+            p += vmx_json_escape((char *) p, pr->id.data, pr->id.len);
+            p = ngx_cpymem(p, "\",\"field\":\"", sizeof("\",\"field\":\"") - 1);
+            p += vmx_json_escape((char *) p, pr->field, ngx_strlen(pr->field));
+            p = ngx_cpymem(p, "\",\"message\":\"",
+                           sizeof("\",\"message\":\"") - 1);
+            p += vmx_json_escape((char *) p, pr->message,
+                                 ngx_strlen(pr->message));
+            p = ngx_sprintf(p, "\",\"invalid\":%s,\"leftOut\":%s}",
+                            pr->invalid ? "true" : "false",
+                            pr->left_out ? "true" : "false");
+        }
+
+        *p++ = ']';
     }
 
     *p++ = '}';

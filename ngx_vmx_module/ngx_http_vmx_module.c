@@ -77,6 +77,9 @@ static size_t ngx_http_vmx_utf8_cut(u_char *s, size_t len, size_t max);
 static ngx_int_t ngx_http_vmx_reject(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
     const char *message);
+static ngx_int_t ngx_http_vmx_unavailable(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *what, ngx_str_t *name, ngx_str_t *reason);
 
 static ngx_int_t ngx_http_vmx_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_body_filter(ngx_http_request_t *r,
@@ -878,6 +881,13 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "This API key may not call this resource");
     }
 
+    if (ctx->resource->unavailable.len) {
+        return ngx_http_vmx_unavailable(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "resource_unavailable", "resource",
+                                        &ctx->resource->name,
+                                        &ctx->resource->unavailable);
+    }
+
     ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
 
     /* routing: a client's choice of a secondary model overrides it */
@@ -1198,12 +1208,14 @@ static ngx_int_t
 ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     vmx_json_t *secondary_index, ngx_http_vmx_target_t *routed)
 {
-    ngx_str_t                 *models;
-    ngx_uint_t                 i, j, n;
-    ngx_http_vmx_target_t     *first, *fallbacks, *target;
-    ngx_http_vmx_resource_t   *res;
+    ngx_str_t                  *models;
+    ngx_uint_t                  i, j, n;
+    ngx_http_vmx_target_t      *first, *fallbacks, *target;
+    ngx_http_vmx_resource_t    *res;
+    ngx_http_vmx_connection_t  *unavailable;
 
     res = ctx->resource;
+    unavailable = NULL;
     first = routed ? routed : &res->model;
 
     if (secondary_index) {
@@ -1233,6 +1245,14 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         target = (i == 0) ? first : &fallbacks[i - 1];
 
+        /* the configuration could not give it a way to its provider */
+        if (target->connection->unavailable.len) {
+            if (unavailable == NULL) {
+                unavailable = target->connection;
+            }
+            continue;
+        }
+
         if (target->connection->allowed_models.nelts) {
             models = target->connection->allowed_models.elts;
 
@@ -1255,6 +1275,14 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         }
 
         ctx->plan[ctx->nplan++] = target;
+    }
+
+    if (ctx->nplan == 0 && unavailable) {
+        ctx->target = first;
+        return ngx_http_vmx_unavailable(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                        "provider_unavailable", "connection",
+                                        &unavailable->id,
+                                        &unavailable->unavailable);
     }
 
     if (ctx->nplan == 0) {
@@ -1425,6 +1453,31 @@ ngx_http_vmx_reject(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     msg.data = (u_char *) message;
     msg.len = ngx_strlen(message);
+
+    return ngx_http_vmx_send_error(r, ctx, status, code, &msg);
+}
+
+
+/* an object the configuration left unavailable: the reason, for the client
+ * and the audit record */
+
+static ngx_int_t
+ngx_http_vmx_unavailable(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *what, ngx_str_t *name,
+    ngx_str_t *reason)
+{
+    ngx_str_t  msg;
+
+    msg.len = sizeof("The  \"\" cannot serve: ") - 1 + ngx_strlen(what)
+              + name->len + reason->len;
+    msg.data = ngx_pnalloc(r->pool, msg.len);
+    if (msg.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.len = ngx_sprintf(msg.data, "The %s \"%V\" cannot serve: %V", what,
+                          name, reason)
+              - msg.data;
 
     return ngx_http_vmx_send_error(r, ctx, status, code, &msg);
 }

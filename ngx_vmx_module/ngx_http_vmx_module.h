@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "vmx_buf.h"
+#include "vmx_config.h"
 #include "vmx_eventstream.h"
 #include "vmx_inflate.h"
 #include "vmx_json.h"
@@ -21,22 +22,22 @@
 #include "vmx_translate.h"
 
 
-#define NGX_HTTP_VMX_PROVIDER_OPENAI     1
-#define NGX_HTTP_VMX_PROVIDER_GROQ       2
-#define NGX_HTTP_VMX_PROVIDER_ANTHROPIC  3
-#define NGX_HTTP_VMX_PROVIDER_GEMINI     4
-#define NGX_HTTP_VMX_PROVIDER_BEDROCK    5
+#define NGX_HTTP_VMX_PROVIDER_OPENAI     VMX_PROVIDER_OPENAI
+#define NGX_HTTP_VMX_PROVIDER_GROQ       VMX_PROVIDER_GROQ
+#define NGX_HTTP_VMX_PROVIDER_ANTHROPIC  VMX_PROVIDER_ANTHROPIC
+#define NGX_HTTP_VMX_PROVIDER_GEMINI     VMX_PROVIDER_GEMINI
+#define NGX_HTTP_VMX_PROVIDER_BEDROCK    VMX_PROVIDER_BEDROCK
 
 #define NGX_HTTP_VMX_MAX_EVENTS          16
 #define NGX_HTTP_VMX_MAX_RESERVATIONS    32
 #define NGX_HTTP_VMX_ALL_ATTEMPTS        ((ngx_uint_t) -1)
 
-#define NGX_HTTP_VMX_PERIOD_MINUTE       0
-#define NGX_HTTP_VMX_PERIOD_HOUR         1
-#define NGX_HTTP_VMX_PERIOD_DAY          2
-#define NGX_HTTP_VMX_PERIOD_WEEK         3
-#define NGX_HTTP_VMX_PERIOD_MONTH        4
-#define NGX_HTTP_VMX_PERIOD_LIFETIME     5
+#define NGX_HTTP_VMX_PERIOD_MINUTE    VMX_PERIOD_MINUTE
+#define NGX_HTTP_VMX_PERIOD_HOUR      VMX_PERIOD_HOUR
+#define NGX_HTTP_VMX_PERIOD_DAY       VMX_PERIOD_DAY
+#define NGX_HTTP_VMX_PERIOD_WEEK      VMX_PERIOD_WEEK
+#define NGX_HTTP_VMX_PERIOD_MONTH     VMX_PERIOD_MONTH
+#define NGX_HTTP_VMX_PERIOD_LIFETIME  VMX_PERIOD_LIFETIME
 
 /* a counter's name: "kind:id:period:window start[:address]" */
 #define NGX_HTTP_VMX_LIMIT_KEY_MAX                                            \
@@ -139,6 +140,8 @@ typedef struct {
     ngx_str_t                    access_key_id;
     ngx_str_t                    secret_key;
     ngx_str_t                    session_token;
+
+    ngx_str_t                    unavailable;   /* why it cannot serve */
 } ngx_http_vmx_connection_t;
 
 
@@ -179,6 +182,7 @@ typedef struct {
     ngx_http_vmx_pool_t         *pool;          /* prioritization, or NULL */
     ngx_array_t                  limits;        /* when enforceCapacity */
     vmx_rules_t                 *rules;         /* routing, when active */
+    ngx_str_t                    unavailable;   /* why it cannot serve */
     unsigned                     use_fallback:1;
 } ngx_http_vmx_resource_t;
 
@@ -197,6 +201,7 @@ typedef struct {
 
 typedef struct {
     ngx_pool_t                  *pool;
+    vmx_config_t                *config;        /* its problems */
     uint64_t                     version;
     time_t                       loaded_at;
     ngx_uint_t                   refs;          /* requests using it */
