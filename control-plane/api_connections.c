@@ -12,6 +12,7 @@
 
 #include "api.h"
 #include "providers.h"
+#include "pusher.h"
 #include "secrets.h"
 #include "validate.h"
 
@@ -20,7 +21,8 @@
 static const char *const writable[] = {
     "name", "description", "provider", "config", "allowedModels", "capacity", NULL
 };
-static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus", NULL };
+static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus",
+                                         "dataplaneProblems", NULL };
 
 #define DOC_BY_ID \
     "SELECT doc::text FROM connection_docs" \
@@ -213,13 +215,19 @@ api_connections_list(http_req_t *req)
 }
 
 
+/* with what the data planes say of it: why one cannot run it, if it can't */
 void
 api_connections_get(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
+    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
 
-    doc_reply(req, 200, DOC_BY_ID, 3, params, "connection");
+    if (doc != NULL) {
+        cJSON_AddItemToObject(doc, "dataplaneProblems",
+                              pusher_object_problems("connection", params[2]));
+        http_reply(req, 200, doc);
+    }
 }
 
 

@@ -14,6 +14,8 @@
 struct db_conn_s {
     PGconn   *pg;
     bool      busy;
+    int       depth;        /* db_begin()s open: the outer one a transaction,
+                             * the inner ones savepoints */
     char      sqlstate[6];
 };
 
@@ -85,8 +87,8 @@ ensure_connected(db_conn_t *c)
 }
 
 
-db_conn_t *
-db_acquire(void)
+static db_conn_t *
+acquire(bool wait)
 {
     db_conn_t *c = NULL;
 
@@ -98,11 +100,15 @@ db_acquire(void)
                 break;
             }
         }
-        if (c != NULL) {
+        if (c != NULL || !wait) {
             break;
         }
         pool.waits++;
         pthread_cond_wait(&pool.freed, &pool.lock);
+    }
+    if (c == NULL) {
+        pthread_mutex_unlock(&pool.lock);
+        return NULL;
     }
     c->busy = true;
     pthread_mutex_unlock(&pool.lock);
@@ -113,7 +119,22 @@ db_acquire(void)
         return NULL;
     }
     c->sqlstate[0] = '\0';
+    c->depth = 0;
     return c;
+}
+
+
+db_conn_t *
+db_acquire(void)
+{
+    return acquire(true);
+}
+
+
+db_conn_t *
+db_try_acquire(void)
+{
+    return acquire(false);
 }
 
 
@@ -197,20 +218,48 @@ db_sqlstate(const db_conn_t *c)
 int
 db_begin(db_conn_t *c)
 {
-    return db_run(c, "BEGIN", 0, NULL);
+    char sql[32];
+
+    if (c->depth == 0) {
+        snprintf(sql, sizeof(sql), "BEGIN");
+    } else {
+        snprintf(sql, sizeof(sql), "SAVEPOINT nested_%d", c->depth);
+    }
+    if (db_run(c, sql, 0, NULL) != 0) {
+        return -1;
+    }
+    c->depth++;
+    return 0;
 }
 
 
 int
 db_commit(db_conn_t *c)
 {
-    return db_run(c, "COMMIT", 0, NULL);
+    char sql[40];
+
+    if (c->depth <= 1) {
+        c->depth = 0;
+        return db_run(c, "COMMIT", 0, NULL);
+    }
+    c->depth--;
+    snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT nested_%d", c->depth);
+    return db_run(c, sql, 0, NULL);
 }
 
 
 void
 db_rollback(db_conn_t *c)
 {
+    char sql[48];
+
+    if (c->depth > 1) {
+        c->depth--;
+        snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT nested_%d", c->depth);
+        db_run(c, sql, 0, NULL);
+        return;
+    }
+    c->depth = 0;
     if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         db_run(c, "ROLLBACK", 0, NULL);
     }

@@ -24,6 +24,9 @@ void db_shutdown(void);
 db_conn_t *db_acquire(void);
 void db_release(db_conn_t *c);
 
+/* the same without waiting: NULL when every connection is taken */
+db_conn_t *db_try_acquire(void);
+
 /*
  * runs one statement; the result (caller PQclear()s it) or NULL on error,
  * with the SQLSTATE then in db_sqlstate(c).  A NULL param is SQL NULL.
@@ -37,6 +40,10 @@ int db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params
 /* SQLSTATE of the last failed db_exec() ("" when none) */
 const char *db_sqlstate(const db_conn_t *c);
 
+/*
+ * transactions nest: a db_begin() inside one opens a savepoint, which its
+ * db_commit() releases and its db_rollback() undoes alone
+ */
 int db_begin(db_conn_t *c);
 int db_commit(db_conn_t *c);
 void db_rollback(db_conn_t *c);

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pusher.h"
+#include "resolve.h"
 #include "rfc3339.h"
 #include "snapshot.h"
 
@@ -34,6 +35,10 @@ typedef struct {
     char        last_error[256];
     char        last_cause[192];  /* of last_error, to log each cause once */
     char        capacity_cause[192];  /* of the last GET /vmx/capacity failure */
+    cJSON      *problems;         /* owned: its snapshot's, as it states them */
+    long long   problems_total;
+    bool        unresolved;       /* a host did not resolve: push again */
+    time_t      pushed_at;
 } dataplane_t;
 
 static struct {
@@ -86,16 +91,33 @@ http_call(const char *url, const char *body, size_t max, char **answer, char *er
 }
 
 
-/* the "version" member of a data plane's answer, -1 when absent */
-static long long
-answer_version(const char *answer)
+/*
+ * takes the state of a data plane's answer: the version it runs (-1 when
+ * absent) and the problems of that snapshot (vmx_config.h): an object the
+ * data plane left out or runs unavailable, with the reason
+ */
+static void
+take_state(dataplane_t *dp, const char *answer)
 {
     cJSON       *json = answer ? cJSON_Parse(answer) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "version");
-    long long    version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
+    const cJSON *total = cJSON_GetObjectItemCaseSensitive(json, "problemsTotal");
+    cJSON       *problems = cJSON_DetachItemFromObjectCaseSensitive(json, "problems");
+    const cJSON *p;
 
+    dp->version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
+    cJSON_Delete(dp->problems);
+    dp->problems = cJSON_IsArray(problems) ? problems : cJSON_CreateArray();
+    if (!cJSON_IsArray(problems)) {
+        cJSON_Delete(problems);
+    }
+    dp->problems_total = cJSON_IsNumber(total) ? (long long) total->valuedouble : 0;
+    dp->unresolved = false;
+    cJSON_ArrayForEach(p, dp->problems) {
+        dp->unresolved = dp->unresolved
+                         || cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "invalid"));
+    }
     cJSON_Delete(json);
-    return version;
 }
 
 
@@ -118,7 +140,7 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
         dp->last_seen = time(NULL);
     }
     if (ok) {
-        dp->version = answer_version(answer);
+        take_state(dp, answer);
         dp->last_error[0] = '\0';
         dp->last_cause[0] = '\0';
     } else {
@@ -158,6 +180,9 @@ push(dataplane_t *dp, const char *snapshot, long long version)
     long  status = http_call(dp->url, snapshot, MAX_ANSWER, &answer, error, sizeof(error));
 
     record(dp, status, answer, error, "PUT /vmx/config");
+    pthread_mutex_lock(&pusher.lock);
+    dp->pushed_at = time(NULL);
+    pthread_mutex_unlock(&pusher.lock);
     metrics_labels(labels, "dataplane", dp->base, "result", status == 200 ? "ok" : "error",
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
@@ -215,13 +240,17 @@ is_reachable(const dataplane_t *dp)
 }
 
 
+/* behind version; or, on reconcile, running a connection whose host did
+ * not resolve, which a new build of the same version heals once the name
+ * resolves (tried again when the resolver's cached answer has expired) */
 static bool
-is_stale(const dataplane_t *dp, long long version)
+is_stale(const dataplane_t *dp, long long version, bool reconcile)
 {
     bool stale;
 
     pthread_mutex_lock(&pusher.lock);
-    stale = dp->version != version;
+    stale = dp->version != version
+            || (reconcile && dp->unresolved && time(NULL) - dp->pushed_at >= RESOLVE_TTL);
     pthread_mutex_unlock(&pusher.lock);
     return stale;
 }
@@ -253,7 +282,7 @@ run_cycle(bool reconcile)
         if (reconcile) {
             ask_version(dp);
         }
-        if (!is_stale(dp, version)) {
+        if (!is_stale(dp, version, reconcile)) {
             continue;
         }
         /* built once per round, for the first plane that needs it */
@@ -377,6 +406,7 @@ pusher_stop(void)
         free(pusher.planes[i].url);
         free(pusher.planes[i].capacity_url);
         free(pusher.planes[i].base);
+        cJSON_Delete(pusher.planes[i].problems);
     }
     free(pusher.planes);
     free(pusher.auth_header);
@@ -439,6 +469,9 @@ plane_json(const dataplane_t *dp, long long desired)
     } else {
         cJSON_AddNullToObject(obj, "lastError");
     }
+    cJSON_AddItemToObject(obj, "problems", dp->problems ? cJSON_Duplicate(dp->problems, true)
+                                                        : cJSON_CreateArray());
+    cJSON_AddNumberToObject(obj, "problemsTotal", (double) dp->problems_total);
     return obj;
 }
 
@@ -458,4 +491,32 @@ pusher_state_json(void)
     cJSON_AddNumberToObject(root, "pageIndex", 0);
     cJSON_AddNumberToObject(root, "pageSize", (double) cJSON_GetArraySize(data));
     return root;
+}
+
+
+cJSON *
+pusher_object_problems(const char *kind, const char *id)
+{
+    cJSON       *list = cJSON_CreateArray();
+    const cJSON *p;
+
+    pthread_mutex_lock(&pusher.lock);
+    for (size_t i = 0; i < pusher.nplanes; i++) {
+        cJSON_ArrayForEach(p, pusher.planes[i].problems) {
+            const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "kind"));
+            const char *o = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "id"));
+            cJSON      *item;
+
+            if (k == NULL || o == NULL || strcmp(k, kind) != 0 || strcmp(o, id) != 0) {
+                continue;
+            }
+            item = cJSON_Duplicate(p, true);
+            cJSON_DeleteItemFromObjectCaseSensitive(item, "kind");
+            cJSON_DeleteItemFromObjectCaseSensitive(item, "id");
+            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].base);
+            cJSON_AddItemToArray(list, item);
+        }
+    }
+    pthread_mutex_unlock(&pusher.lock);
+    return list;
 }

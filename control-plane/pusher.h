@@ -23,4 +23,11 @@ void pusher_notify(void);
  *  ...} for GET /api/v1/dataplanes (caller deletes) */
 cJSON *pusher_state_json(void);
 
+/*
+ * the problems the data planes state for one object of their snapshot
+ * (kind as vmx_config_kind_name() names it): [{"dataplane", "field",
+ * "message", "invalid", "leftOut"}], empty when every data plane runs it
+ */
+cJSON *pusher_object_problems(const char *kind, const char *id);
+
 #endif

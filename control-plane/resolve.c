@@ -1,5 +1,7 @@
 /*
- * resolve: getaddrinfo() behind a small cache keyed by "host:port".
+ * resolve: getaddrinfo() behind a small cache keyed by "host:port".  An
+ * answer is {"addresses": [...]} with "resolveError" when the name did not
+ * resolve: the data plane then marks that connection alone unavailable.
  */
 
 #include <arpa/inet.h>
@@ -20,7 +22,7 @@
 typedef struct entry_s {
     struct entry_s  *next;
     char            *key;           /* owned: "host:port" */
-    cJSON           *addresses;     /* owned */
+    cJSON           *answer;        /* owned */
     time_t           resolved_at;
 } entry_t;
 
@@ -56,7 +58,8 @@ add_address(cJSON *list, const struct sockaddr *sa, const char *port)
 static cJSON *
 lookup(const char *host, const char *port, const char *connection_id)
 {
-    cJSON           *list = cJSON_CreateArray();
+    cJSON           *answer = cJSON_CreateObject();
+    cJSON           *list = cJSON_AddArrayToObject(answer, "addresses");
     struct addrinfo  hints, *ai = NULL;
     int              rc;
 
@@ -67,13 +70,14 @@ lookup(const char *host, const char *port, const char *connection_id)
     if (rc != 0) {
         log_warn("resolve connection=%s host=%s: cannot resolve: %s", connection_id, host,
                  gai_strerror(rc));
-        return list;
+        cJSON_AddStringToObject(answer, "resolveError", gai_strerror(rc));
+        return answer;
     }
     for (const struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
         add_address(list, p->ai_addr, port);
     }
     freeaddrinfo(ai);
-    return list;
+    return answer;
 }
 
 
@@ -86,7 +90,7 @@ cached(const char *key, time_t now)
     pthread_mutex_lock(&cache.lock);
     for (entry_t *e = cache.entries; e != NULL; e = e->next) {
         if (strcmp(e->key, key) == 0 && now - e->resolved_at < RESOLVE_TTL) {
-            copy = cJSON_Duplicate(e->addresses, true);
+            copy = cJSON_Duplicate(e->answer, true);
             break;
         }
     }
@@ -96,7 +100,7 @@ cached(const char *key, time_t now)
 
 
 static void
-store(const char *key, const cJSON *addresses, time_t now)
+store(const char *key, const cJSON *answer, time_t now)
 {
     entry_t *e;
 
@@ -112,18 +116,18 @@ store(const char *key, const cJSON *addresses, time_t now)
         cache.entries = e;
     }
     if (e != NULL) {
-        cJSON_Delete(e->addresses);
-        e->addresses = cJSON_Duplicate(addresses, true);
+        cJSON_Delete(e->answer);
+        e->answer = cJSON_Duplicate(answer, true);
         e->resolved_at = now;
     }
     pthread_mutex_unlock(&cache.lock);
 }
 
 
-cJSON *
-resolve_addresses(const char *base_url, const char *connection_id)
+void
+resolve_add_addresses(cJSON *conn, const char *base_url, const char *connection_id)
 {
-    cJSON         *list = NULL;
+    cJSON         *answer = NULL, *item;
     CURLU         *u = curl_url();
     char          *host = NULL, *port = NULL, *key = NULL;
     unsigned char  buf[sizeof(struct in6_addr)];
@@ -143,18 +147,24 @@ resolve_addresses(const char *base_url, const char *connection_id)
         key = NULL;
         goto done;
     }
-    list = cached(key, now);
-    if (list == NULL) {
-        list = lookup(host, port, connection_id);
-        store(key, list, now);
+    answer = cached(key, now);
+    if (answer == NULL) {
+        answer = lookup(host, port, connection_id);
+        store(key, answer, now);
     }
 
 done:
+    item = answer != NULL ? cJSON_DetachItemFromObject(answer, "addresses") : NULL;
+    cJSON_AddItemToObject(conn, "addresses", item != NULL ? item : cJSON_CreateArray());
+    item = answer != NULL ? cJSON_DetachItemFromObject(answer, "resolveError") : NULL;
+    if (item != NULL) {
+        cJSON_AddItemToObject(conn, "resolveError", item);
+    }
+    cJSON_Delete(answer);
     free(key);
     curl_free(host);
     curl_free(port);
     curl_url_cleanup(u);
-    return list != NULL ? list : cJSON_CreateArray();
 }
 
 
@@ -166,7 +176,7 @@ resolve_shutdown(void)
         entry_t *e = cache.entries;
 
         cache.entries = e->next;
-        cJSON_Delete(e->addresses);
+        cJSON_Delete(e->answer);
         free(e->key);
         free(e);
     }

@@ -14,11 +14,12 @@
 #define RESOLVE_TTL  30
 
 /*
- * ["ip:port", "[ipv6]:port", ...] of the URL's host; empty for an IP literal
- * or a name that does not resolve (logged with connection_id once per
- * lookup).  The caller deletes it.
+ * adds to the snapshot's connection object "addresses": ["ip:port",
+ * "[ipv6]:port", ...] of the URL's host, empty for an IP literal or a name
+ * that does not resolve, and then "resolveError" with the resolver's reason
+ * (also logged with connection_id once per lookup)
  */
-cJSON *resolve_addresses(const char *base_url, const char *connection_id);
+void resolve_add_addresses(cJSON *conn, const char *base_url, const char *connection_id);
 
 /* forgets the cache */
 void resolve_shutdown(void);

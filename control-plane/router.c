@@ -11,6 +11,7 @@
 #include "credentials.h"
 #include "log.h"
 #include "pusher.h"
+#include "snapshot.h"
 
 #define WS    "/api/v1/workspaces/{ws}"
 #define ENV   WS "/environments/{env}"
@@ -214,6 +215,50 @@ parse_body(http_req_t *req)
 }
 
 
+/*
+ * A change runs in one transaction with the check the data planes would
+ * make: when it changed the configuration (its triggers bumped the
+ * version), the data planes' compiler runs on it before the commit, and a
+ * change that would make an object invalid is refused with that object's
+ * field, so that no data plane ever receives it (see snapshot_check()).
+ */
+static void
+run_change(http_req_t *req)
+{
+    long long           before;
+    snapshot_problem_t  problem;
+    int                 rc;
+
+    if (db_begin(req->db) != 0) {
+        http_error(req, 503, "unavailable", NULL, "the database is unreachable");
+        return;
+    }
+    before = snapshot_current_version(req->db);
+    req->route->handler(req);
+
+    if (req->status == 0 || req->status >= 300) {
+        db_rollback(req->db);
+        return;
+    }
+    rc = snapshot_current_version(req->db) != before ? snapshot_check(req->db, &problem) : 0;
+    if (rc != 0) {
+        db_rollback(req->db);
+        if (rc < 0) {
+            http_error(req, 500, "internal_error", NULL,
+                       "the configuration could not be checked");
+        } else {
+            http_error(req, 400, "validation_error", problem.field[0] ? problem.field : NULL,
+                       "the change would leave %s invalid: %s%s%s", problem.object,
+                       problem.field, problem.field[0] ? ": " : "", problem.message);
+        }
+        return;
+    }
+    if (db_commit(req->db) != 0) {
+        http_error(req, 503, "unavailable", NULL, "the change could not be committed");
+    }
+}
+
+
 static void
 run_route(http_req_t *req)
 {
@@ -245,7 +290,11 @@ run_route(http_req_t *req)
     if (!parse_body(req)) {
         return;
     }
-    route->handler(req);
+    if (route->permission != NULL && strcmp(req->method, "GET") != 0) {
+        run_change(req);
+    } else {
+        route->handler(req);
+    }
 }
 
 

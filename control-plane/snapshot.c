@@ -11,12 +11,14 @@
 
 #include <sodium.h>
 
+#include "arena.h"
 #include "credentials.h"
 #include "log.h"
 #include "providers.h"
 #include "resolve.h"
 #include "secrets.h"
 #include "snapshot.h"
+#include "vmx_config.h"
 
 #define ENVIRONMENTS_SQL \
     "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
@@ -162,8 +164,10 @@ add_aws_credentials(cJSON *conn, const cJSON *config, const char *connection_id)
 }
 
 
+/* for a check, neither addresses nor credentials: what the compiler reads
+ * of them cannot be wrong */
 static cJSON *
-build_connections(db_conn_t *c)
+build_connections(db_conn_t *c, bool check)
 {
     PGresult *res = db_exec(c, CONNECTIONS_SQL, 0, NULL);
     cJSON    *list;
@@ -182,12 +186,14 @@ build_connections(db_conn_t *c)
         char             *base_url = effective_base_url(p, config);
 
         cJSON_AddStringToObject(conn, "baseUrl", base_url);
-        cJSON_AddItemToObject(conn, "addresses", resolve_addresses(base_url, id));
-        if (p != NULL && strcmp(p->id, "aws-bedrock") == 0) {
-            add_aws_credentials(conn, config, id);
-        } else {
-            cJSON_AddItemToObject(conn, "credentials",
-                                  decrypt_credentials(PQgetvalue(res, i, 2), id));
+        if (!check) {
+            resolve_add_addresses(conn, base_url, id);
+            if (p != NULL && strcmp(p->id, "aws-bedrock") == 0) {
+                add_aws_credentials(conn, config, id);
+            } else {
+                cJSON_AddItemToObject(conn, "credentials",
+                                      decrypt_credentials(PQgetvalue(res, i, 2), id));
+            }
         }
         cJSON_AddItemToArray(list, conn);
         free(base_url);
@@ -200,7 +206,7 @@ build_connections(db_conn_t *c)
 
 /* the snapshot object; NULL on error (caller deletes) */
 static cJSON *
-build_tree(db_conn_t *c, long long *version)
+build_tree(db_conn_t *c, long long *version, bool check)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *part;
@@ -216,7 +222,7 @@ build_tree(db_conn_t *c, long long *version)
         goto failed;
     }
     cJSON_AddItemToObject(root, "environments", part);
-    if ((part = build_connections(c)) == NULL) {
+    if ((part = build_connections(c, check)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "connections", part);
@@ -249,7 +255,7 @@ snapshot_build(db_conn_t *c, long long *version)
     if (db_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) != 0) {
         return NULL;
     }
-    root = build_tree(c, version);
+    root = build_tree(c, version, false);
     db_rollback(c);
     if (root != NULL) {
         text = cJSON_PrintUnformatted(root);
@@ -268,4 +274,107 @@ snapshot_free(char *snapshot)
         sodium_memzero(snapshot, strlen(snapshot));
         free(snapshot);
     }
+}
+
+
+/*
+ * The configuration c sees compiled by the data plane's compiler, as a
+ * check: no addresses, no credentials.  0, or -1 when it cannot be built.
+ */
+static int
+compile_check(db_conn_t *c, arena_t *arena, vmx_config_t *cfg)
+{
+    long long  version;
+    cJSON     *root = build_tree(c, &version, true);
+    char      *text, err[256];
+    int        rc;
+
+    if (root == NULL) {
+        return -1;
+    }
+    /* a fresh database is at version 0; the compiler wants a positive one */
+    cJSON_ReplaceItemInObject(root, "version", cJSON_CreateNumber((double) version + 1));
+    text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (text == NULL) {
+        return -1;
+    }
+    rc = vmx_config_compile(text, strlen(text), VMX_CONFIG_NO_ADDRESSES, arena_alloc, arena,
+                            cfg, err, sizeof(err));
+    free(text);
+    if (rc != 0) {
+        log_error("snapshot check: the configuration does not compile: %s", err);
+    }
+    return rc;
+}
+
+
+static bool
+same_problem(const vmx_cfg_problem_t *a, const vmx_cfg_problem_t *b)
+{
+    return a->kind == b->kind && a->id.len == b->id.len
+           && memcmp(a->id.data, b->id.data, a->id.len) == 0
+           && strcmp(a->field, b->field) == 0 && strcmp(a->message, b->message) == 0;
+}
+
+
+int
+snapshot_check(db_conn_t *c, snapshot_problem_t *out)
+{
+    arena_t       after_arena = { NULL }, before_arena = { NULL };
+    vmx_config_t  after, before;
+    db_conn_t    *committed = NULL;
+    bool          have_before = false;
+    int           rc = 0;
+
+    if (compile_check(c, &after_arena, &after) != 0) {
+        arena_reset(&after_arena, true);
+        return -1;
+    }
+
+    for (size_t i = 0; i < after.nproblems && rc == 0; i++) {
+        const vmx_cfg_problem_t *p = &after.problems[i];
+
+        if (!p->invalid) {
+            continue;
+        }
+        /* problems the committed configuration already has are not this
+         * change's; without a connection free to read it, all count */
+        if (!have_before && committed == NULL) {
+            committed = db_try_acquire();
+            if (committed != NULL
+                && db_run(committed, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                          0, NULL) == 0
+                && compile_check(committed, &before_arena, &before) == 0)
+            {
+                have_before = true;
+            }
+        }
+        bool known = false;
+
+        for (size_t j = 0; have_before && j < before.nproblems && !known; j++) {
+            known = same_problem(p, &before.problems[j]);
+        }
+        if (known) {
+            continue;
+        }
+        snprintf(out->object, sizeof(out->object), "%s \"%.*s\"",
+                 vmx_config_kind_name(p->kind), (int) (p->id.len < 80 ? p->id.len : 80),
+                 p->id.data);
+        snprintf(out->field, sizeof(out->field), "%s", p->field);
+        snprintf(out->message, sizeof(out->message), "%s", p->message);
+        rc = 1;
+    }
+
+    if (committed != NULL) {
+        db_rollback(committed);
+        db_release(committed);
+    }
+    if (have_before) {
+        vmx_config_free(&before);
+    }
+    vmx_config_free(&after);
+    arena_reset(&after_arena, true);
+    arena_reset(&before_arena, true);
+    return rc;
 }

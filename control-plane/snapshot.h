@@ -25,4 +25,20 @@ int snapshot_bump_version(db_conn_t *c);
 char *snapshot_build(db_conn_t *c, long long *version);
 void snapshot_free(char *snapshot);
 
+/* a problem of one object, as the data planes' compiler states it */
+typedef struct {
+    char  object[128];          /* "resource \"<id>\"" */
+    char  field[288];           /* relative to the object */
+    char  message[320];
+} snapshot_problem_t;
+
+/*
+ * Compiles the configuration as c sees it, inside the caller's transaction,
+ * with the compiler the data planes run (lib/vmx_config.c).  1 when it has
+ * a problem that makes an object invalid and that the committed
+ * configuration has not (described in out): the change must not be
+ * committed; 0 when it has none; -1 when it cannot be built.
+ */
+int snapshot_check(db_conn_t *c, snapshot_problem_t *out);
+
 #endif
