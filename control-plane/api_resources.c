@@ -10,7 +10,6 @@
  * so the rules a resource stores are rules the data plane runs.
  */
 
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,30 +159,6 @@ validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
 }
 
 
-/* the rules compiler's memory: malloc'd blocks, freed together */
-typedef struct rules_block_s  rules_block_t;
-
-struct rules_block_s {
-    rules_block_t  *next;
-    max_align_t     data[];
-};
-
-
-static void *
-rules_alloc(void *ctx, size_t size)
-{
-    rules_block_t **head = ctx;
-    rules_block_t  *b = malloc(sizeof(rules_block_t) + size);
-
-    if (b == NULL) {
-        return NULL;
-    }
-    b->next = *head;
-    *head = b;
-    return b->data;
-}
-
-
 /* 400 naming the field and, inside an expression or regex, the position */
 static void
 routing_invalid(http_req_t *req, const vmx_rules_error_t *err)
@@ -211,7 +186,7 @@ static bool
 compile_routing(http_req_t *req, const cJSON *routing)
 {
     char              *text = cJSON_PrintUnformatted(routing);
-    rules_block_t     *blocks = NULL;
+    val_block_t       *blocks = NULL;
     vmx_rules_error_t  err;
     vmx_rules_t       *rules;
     bool               ok;
@@ -220,15 +195,10 @@ compile_routing(http_req_t *req, const cJSON *routing)
         http_error(req, 500, "internal_error", NULL, "out of memory");
         return false;
     }
-    rules = vmx_rules_compile_text(text, strlen(text), rules_alloc, &blocks, &err);
+    rules = vmx_rules_compile_text(text, strlen(text), val_block_alloc, &blocks, &err);
     ok = rules != NULL;
     vmx_rules_free(rules);
-    while (blocks != NULL) {
-        rules_block_t  *next = blocks->next;
-
-        free(blocks);
-        blocks = next;
-    }
+    val_blocks_free(&blocks);
     free(text);
     if (!ok && strcmp(err.message, "out of memory") == 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");

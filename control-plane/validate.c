@@ -3,7 +3,9 @@
  * small stack buffers; messages say what was expected.
  */
 
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -15,6 +17,39 @@
 const char *const val_common_readonly[] = {
     "id", "workspaceId", "environmentId", "createdAt", "updatedAt", NULL
 };
+
+
+struct val_block_s {
+    val_block_t  *next;
+    max_align_t   data[];
+};
+
+
+void *
+val_block_alloc(void *ctx, size_t size)
+{
+    val_block_t **head = ctx;
+    val_block_t  *b = malloc(sizeof(val_block_t) + size);
+
+    if (b == NULL) {
+        return NULL;
+    }
+    b->next = *head;
+    *head = b;
+    return b->data;
+}
+
+
+void
+val_blocks_free(val_block_t **head)
+{
+    while (*head != NULL) {
+        val_block_t  *next = (*head)->next;
+
+        free(*head);
+        *head = next;
+    }
+}
 
 
 /* "<at>.<member>" into out[FIELD_MAX]; an over-long path is only cut short */
@@ -36,6 +71,74 @@ in_list(const char *name, const char *const *list)
             return true;
         }
     }
+    return false;
+}
+
+
+/* appends ".key" (or "key" at the root) or "[i]" to the path of len bytes */
+static void
+path_push(char *path, size_t len, const vmx_json_t *parent, const vmx_json_t *v, size_t i)
+{
+    if (parent->type == VMX_JSON_ARRAY) {
+        snprintf(path + len, FIELD_MAX - len, "[%zu]", i);
+    } else {
+        snprintf(path + len, FIELD_MAX - len, "%s%s", len > 0 ? "." : "", v->key);
+    }
+}
+
+
+/* true when a key or string under v holds a NUL; path then locates it */
+static bool
+find_nul(const vmx_json_t *v, char *path)
+{
+    size_t             len = strlen(path);
+    size_t             i = 0;
+    const vmx_json_t  *c;
+
+    if (v->type == VMX_JSON_STRING) {
+        return memchr(v->str, '\0', v->str_len) != NULL;
+    }
+    for (c = v->child; c != NULL; c = c->next, i++) {
+        path_push(path, len, v, c, i);
+        if ((v->type == VMX_JSON_OBJECT && memchr(c->key, '\0', c->key_len) != NULL)
+            || find_nul(c, path))
+        {
+            return true;
+        }
+    }
+    path[len] = '\0';
+    return false;
+}
+
+
+bool
+val_body(http_req_t *req)
+{
+    val_block_t           *blocks = NULL;
+    vmx_json_error_t       err;
+    vmx_json_duplicate_t   dup;
+    vmx_json_t            *root;
+    char                   path[FIELD_MAX] = "";
+    int                    rc = 0;
+
+    root = vmx_json_parse(req->body, req->body_len, val_block_alloc, &blocks, 0, &err);
+    if (root != NULL) {
+        rc = vmx_json_find_duplicate(root, val_block_alloc, &blocks, &dup);
+    }
+    if ((root == NULL && strcmp(err.message, "out of memory") == 0) || rc < 0) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+    } else if (root == NULL) {
+        http_invalid(req, NULL, "the body is not valid JSON: %s at byte %zu", err.message,
+                     err.offset);
+    } else if (rc == 1) {
+        http_invalid(req, dup.path, "duplicate key \"%s\" at %s", dup.member->key, dup.path);
+    } else if (find_nul(root, path)) {
+        http_invalid(req, path, "%s holds a NUL character", path[0] ? path : "the body");
+    } else {
+        val_blocks_free(&blocks);
+        return true;
+    }
+    val_blocks_free(&blocks);
     return false;
 }
 

@@ -11,9 +11,25 @@
 #include <stdbool.h>
 
 #include "http.h"
+#include "vmx_json.h"
 
 #define NAME_MAX_LEN         128
 #define DESCRIPTION_MAX_LEN  4096
+
+/* malloc'd blocks freed together: the allocator lib/'s parsers take
+ * (ctx is a val_block_t **, NULL at first) */
+typedef struct val_block_s  val_block_t;
+
+void *val_block_alloc(void *ctx, size_t size);
+void val_blocks_free(val_block_t **head);
+
+/*
+ * the request body, before any handler reads it: strict JSON (UTF-8), no
+ * key twice in one object at any depth (cJSON would keep the first where
+ * PostgreSQL keeps the last), no NUL in any key or string (cJSON would cut
+ * the string there); 400 naming the path otherwise
+ */
+bool val_body(http_req_t *req);
 
 /*
  * copies each member of the request body into doc: members named in

@@ -1,0 +1,71 @@
+"""Management API semantics shared by every object (SPEC §8): the body's JSON
+(duplicated keys, NUL), strings that reach headers and logs, merge-patch
+updates and whole-object replacement, read-only fields."""
+import json
+
+from cphelpers import env_path, openai_connection
+
+
+def raw(api, method, path, text):
+    return api.request(method, path, text, headers={"Content-Type": "application/json"})
+
+
+def assert_invalid(answer, field):
+    status, err, _ = answer
+    assert status == 400, (status, err)
+    assert err["error"]["code"] == "validation_error", err
+    assert err["error"]["details"]["field"] == field, err
+    return err["error"]["message"]
+
+
+def test_duplicate_keys_refused_at_any_depth(api, env):
+    conns = env_path(env, "/connections")
+    top = '{"name": "a", "name": "b", "provider": "openai", "config": {"apiKey": "k"}}'
+    message = assert_invalid(raw(api, "POST", conns, top), "name")
+    assert '"name"' in message
+    nested = ('{"name": "n", "provider": "openai",'
+              ' "config": {"apiKey": "k", "apiKey": "k2"}}')
+    assert_invalid(raw(api, "POST", conns, nested), "config.apiKey")
+
+    c = openai_connection(api, env, allowedModels=["gpt-4o-mini"])
+    other = openai_connection(api, env, allowedModels=["gpt-4o"])
+    # the first connectionId would be validated, the last one stored
+    entry = ('{"name": "r", "model": {"provider": "openai", "model": "gpt-4o-mini",'
+             f' "connectionId": "{c["id"]}", "connectionId": "{other["id"]}"}}}}')
+    assert_invalid(raw(api, "POST", env_path(env, "/resources"), entry),
+                   "model.connectionId")
+    in_array = ('{"name": "r", "model": {"provider": "openai", "model": "gpt-4o-mini",'
+                f' "connectionId": "{c["id"]}"}}, "fallbackModels": [{{"model": "a",'
+                ' "model": "b"}]}')
+    assert_invalid(raw(api, "POST", env_path(env, "/resources"), in_array),
+                   "fallbackModels[0].model")
+    status, lst, _ = api.request("GET", env_path(env, "/resources"))
+    assert lst["total"] == 0
+
+    # updates too
+    path = env_path(env, f"/connections/{c['id']}")
+    assert_invalid(raw(api, "PATCH", path, '{"description": "a", "description": "b"}'),
+                   "description")
+
+
+def test_nul_refused_in_any_string(api, env):
+    conns = env_path(env, "/connections")
+    body = '{"name": "a\\u0000b", "provider": "openai", "config": {"apiKey": "k"}}'
+    assert_invalid(raw(api, "POST", conns, body), "name")
+    body = '{"name": "a", "provider": "openai", "config": {"apiKey": "k\\u0000x"}}'
+    assert_invalid(raw(api, "POST", conns, body), "config.apiKey")
+    body = ('{"name": "a", "provider": "openai", "config": {"apiKey": "k"},'
+            ' "allowedModels": ["x", "gpt\\u0000"]}')
+    assert_invalid(raw(api, "POST", conns, body), "allowedModels[1]")
+    status, lst, _ = api.request("GET", conns)
+    assert lst["total"] == 0
+    body = '{"name": "w", "description": "\\u0000"}'
+    assert_invalid(raw(api, "POST", "/api/v1/workspaces", body), "description")
+
+
+def test_body_that_is_not_strict_json_refused(api, env):
+    conns = env_path(env, "/connections")
+    status, err, _ = raw(api, "POST", conns, b'{"name": "\xff", "provider": "openai"}')
+    assert status == 400 and err["error"]["code"] == "validation_error", err
+    status, err, _ = raw(api, "POST", conns, '{"name": "a",}')
+    assert status == 400 and "not valid JSON" in err["error"]["message"], err
