@@ -49,6 +49,9 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
             http_invalid(req, field, "%s must be a string", field);
             return false;
         }
+        if (!val_text(req, field, item->valuestring)) {
+            return false;
+        }
         if (strcmp(f->type, "url") == 0 && !val_is_http_url(item->valuestring)) {
             http_invalid(req, field, "%s must be an http or https URL", field);
             return false;

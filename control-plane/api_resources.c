@@ -95,9 +95,12 @@ validate_target(http_req_t *req, const cJSON *entry, const char *at)
         http_invalid(req, field, "%s must be a provider id", field);
         return false;
     }
+    snprintf(field, sizeof(field), "%s.model", at);
     if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
-        snprintf(field, sizeof(field), "%s.model", at);
         http_invalid(req, field, "%s must be a model name", field);
+        return false;
+    }
+    if (!val_text(req, field, model->valuestring)) {
         return false;
     }
     if (!cJSON_IsString(connection) || !crypto_is_uuid(connection->valuestring)) {
@@ -235,6 +238,40 @@ validate_routing_targets(http_req_t *req, const cJSON *routing)
 }
 
 
+/*
+ * the ids, labels and descriptions of the groups and conditions under at
+ * (the compiler checked shapes and depth): a group's id is the
+ * x-vmx-event-*-routing-group-id header
+ */
+static bool
+validate_routing_texts(http_req_t *req, const cJSON *conditions, const char *at)
+{
+    static const char *const texts[] = { "id", "label", "description", NULL };
+    const cJSON *item;
+    char         path[160], field[192];
+    int          i = 0;
+
+    cJSON_ArrayForEach(item, conditions) {
+        snprintf(path, sizeof(path), "%s[%d]", at, i++);
+        for (int t = 0; texts[t] != NULL; t++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, texts[t]);
+
+            snprintf(field, sizeof(field), "%s.%s", path, texts[t]);
+            if (cJSON_IsString(v) && !val_text(req, field, v->valuestring)) {
+                return false;
+            }
+        }
+        snprintf(field, sizeof(field), "%s.conditions", path);
+        if (!validate_routing_texts(req, cJSON_GetObjectItemCaseSensitive(item, "conditions"),
+                                    field))
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+
 /* {enabled, conditions}, compiled as the data plane will */
 static bool
 validate_routing(http_req_t *req, const cJSON *doc)
@@ -253,7 +290,11 @@ validate_routing(http_req_t *req, const cJSON *doc)
         http_invalid(req, "routing.conditions", "routing.conditions must be an array");
         return false;
     }
-    return compile_routing(req, routing) && validate_routing_targets(req, routing);
+    return compile_routing(req, routing)
+           && validate_routing_texts(req, cJSON_GetObjectItemCaseSensitive(routing,
+                                                                            "conditions"),
+                                     "routing.conditions")
+           && validate_routing_targets(req, routing);
 }
 
 

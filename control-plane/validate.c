@@ -165,6 +165,20 @@ val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
 
 
 bool
+val_text(http_req_t *req, const char *field, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f) {
+            http_invalid(req, field, "%s must not hold control characters (U+%04X)", field,
+                         (unsigned) (unsigned char) *s);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+bool
 val_name(http_req_t *req, const cJSON *doc)
 {
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
@@ -176,7 +190,7 @@ val_name(http_req_t *req, const cJSON *doc)
                      NAME_MAX_LEN);
         return false;
     }
-    return true;
+    return val_text(req, "name", name->valuestring);
 }
 
 
@@ -194,7 +208,7 @@ val_string(http_req_t *req, cJSON *doc, const char *field, size_t max)
         http_invalid(req, field, "%s must be a string of at most %zu characters", field, max);
         return false;
     }
-    return true;
+    return val_text(req, field, v->valuestring);
 }
 
 
@@ -222,12 +236,14 @@ val_string_array(http_req_t *req, const cJSON *doc, const char *field)
         return false;
     }
     cJSON_ArrayForEach(item, arr) {
+        snprintf(path, sizeof(path), "%s[%d]", field, i++);
         if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
-            snprintf(path, sizeof(path), "%s[%d]", field, i);
             http_invalid(req, path, "%s must be a non-empty string", path);
             return false;
         }
-        i++;
+        if (!val_text(req, path, item->valuestring)) {
+            return false;
+        }
     }
     return true;
 }
@@ -245,9 +261,12 @@ val_labels(http_req_t *req, const cJSON *doc, const char *field)
         return false;
     }
     cJSON_ArrayForEach(item, obj) {
+        member_path(path, field, item->string);
         if (!cJSON_IsString(item)) {
-            member_path(path, field, item->string);
             http_invalid(req, path, "%s must be a string", path);
+            return false;
+        }
+        if (!val_text(req, path, item->string) || !val_text(req, path, item->valuestring)) {
             return false;
         }
     }

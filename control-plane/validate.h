@@ -42,18 +42,25 @@ bool val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
 /* the read-only members every stored object has */
 extern const char *const val_common_readonly[];
 
-/* doc.name: a string of 1..NAME_MAX_LEN characters */
+/*
+ * s holds no control character (U+0000..U+001F, U+007F): the names,
+ * descriptions, models, labels and ids an admin sets reach response
+ * headers and log lines, where CR/LF would start a new one
+ */
+bool val_text(http_req_t *req, const char *field, const char *s);
+
+/* doc.name: a string of 1..NAME_MAX_LEN characters (val_text) */
 bool val_name(http_req_t *req, const cJSON *doc);
 
-/* doc.field: a string of at most max bytes; null becomes "" */
+/* doc.field: a string of at most max bytes (val_text); null becomes "" */
 bool val_string(http_req_t *req, cJSON *doc, const char *field, size_t max);
 
 bool val_bool(http_req_t *req, const cJSON *doc, const char *field);
 
-/* doc.field: an array of non-empty strings */
+/* doc.field: an array of non-empty strings (val_text) */
 bool val_string_array(http_req_t *req, const cJSON *doc, const char *field);
 
-/* doc.field: an object whose values are strings */
+/* doc.field: an object whose values are strings (keys and values val_text) */
 bool val_labels(http_req_t *req, const cJSON *doc, const char *field);
 
 /* doc.field: capacity entries (SPEC §5); fills enabled=true when absent */

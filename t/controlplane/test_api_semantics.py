@@ -69,3 +69,37 @@ def test_body_that_is_not_strict_json_refused(api, env):
     assert status == 400 and err["error"]["code"] == "validation_error", err
     status, err, _ = raw(api, "POST", conns, '{"name": "a",}')
     assert status == 400 and "not valid JSON" in err["error"]["message"], err
+
+
+def test_control_characters_refused_in_header_reaching_strings(api, env):
+    c = openai_connection(api, env)
+    entry = {"provider": "openai", "model": "gpt-4o-mini", "connectionId": c["id"]}
+    conns, resources, keys = (env_path(env, t) for t in ("/connections", "/resources",
+                                                         "/api-keys"))
+    conn = {"name": "c", "provider": "openai", "config": {"apiKey": "k"}}
+    group = {"type": "group", "id": "g", "operator": "AND", "conditions": [],
+             "action": "CALL_MODEL", "then": entry}
+    cases = [
+        ("POST", "/api/v1/workspaces", {"name": "a\r\nx-injected: 1"}, "name"),
+        ("POST", f"/api/v1/workspaces/{env[0]}/environments",
+         {"name": "e", "description": "tab\there"}, "description"),
+        ("POST", conns, dict(conn, name="bell\x07"), "name"),
+        ("POST", conns, dict(conn, config={"apiKey": "k\r\nx: y"}), "config.apiKey"),
+        ("POST", conns, dict(conn, allowedModels=["gpt\n"]), "allowedModels[0]"),
+        ("POST", resources, {"name": "r", "model": dict(entry, model="m\r\nx: y")},
+         "model.model"),
+        ("POST", resources, {"name": "r", "model": entry,
+                             "fallbackModels": [dict(entry, model="del\x7f")]},
+         "fallbackModels[0].model"),
+        ("POST", resources, {"name": "r", "model": entry,
+                             "routing": {"enabled": True,
+                                         "conditions": [dict(group, id="g\r\n1")]}},
+         "routing.conditions[0].id"),
+        ("POST", keys, {"name": "k", "labels": {"team": "a\nb"}}, "labels.team"),
+        ("POST", keys, {"name": "k", "labels": {"te\ram": "a"}}, "labels.te\ram"),
+    ]
+    for method, path, body, field in cases:
+        assert_invalid(api.request(method, path, body), field)
+    # a model name with a tab or newline never reaches a resource
+    status, lst, _ = api.request("GET", resources)
+    assert lst["total"] == 0
