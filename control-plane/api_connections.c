@@ -77,7 +77,6 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
 static bool
 validate(http_req_t *req, cJSON *doc)
 {
-    const cJSON      *provider;
     const provider_t *p;
 
     if (!val_merge(req, doc, writable, readonly) || !val_name(req, doc)
@@ -85,11 +84,8 @@ validate(http_req_t *req, cJSON *doc)
     {
         return false;
     }
-    provider = cJSON_GetObjectItemCaseSensitive(doc, "provider");
-    p = cJSON_IsString(provider) ? provider_find(provider->valuestring) : NULL;
+    p = val_provider(req, doc, "provider");
     if (p == NULL) {
-        http_invalid(req, "provider",
-                     "provider must be one of openai, anthropic, gemini, groq, aws-bedrock");
         return false;
     }
     return validate_config(req, p, cJSON_GetObjectItemCaseSensitive(doc, "config"))

@@ -81,20 +81,20 @@ check_connection(http_req_t *req, const char *at, const char *connection_id,
 
 /* provider, model and connectionId of an entry; at is its field path */
 static bool
-validate_target(http_req_t *req, const cJSON *entry, const char *at)
+validate_target(http_req_t *req, cJSON *entry, const char *at)
 {
-    const cJSON *provider, *model, *connection;
-    char         field[160];
+    const cJSON      *model, *connection;
+    const provider_t *provider;
+    char              field[160];
 
-    provider = cJSON_GetObjectItemCaseSensitive(entry, "provider");
+    snprintf(field, sizeof(field), "%s.provider", at);
+    provider = val_provider(req, entry, field);
+    if (provider == NULL) {
+        return false;
+    }
     model = cJSON_GetObjectItemCaseSensitive(entry, "model");
     connection = cJSON_GetObjectItemCaseSensitive(entry, "connectionId");
 
-    if (!cJSON_IsString(provider) || provider_find(provider->valuestring) == NULL) {
-        snprintf(field, sizeof(field), "%s.provider", at);
-        http_invalid(req, field, "%s must be a provider id", field);
-        return false;
-    }
     snprintf(field, sizeof(field), "%s.model", at);
     if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
         http_invalid(req, field, "%s must be a model name", field);
@@ -108,13 +108,13 @@ validate_target(http_req_t *req, const cJSON *entry, const char *at)
         http_invalid(req, field, "%s must be a connection id", field);
         return false;
     }
-    return check_connection(req, at, connection->valuestring, provider->valuestring,
+    return check_connection(req, at, connection->valuestring, provider->id,
                             model->valuestring);
 }
 
 
 static bool
-validate_model_entry(http_req_t *req, const cJSON *entry, const char *at)
+validate_model_entry(http_req_t *req, cJSON *entry, const char *at)
 {
     static const char *const members[] = { "provider", "model", "connectionId", NULL };
     const cJSON *item;
@@ -144,7 +144,7 @@ static bool
 validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, field);
-    const cJSON *entry;
+    cJSON       *entry;
     char         at[160];
     int          i = 0;
 
@@ -216,13 +216,13 @@ compile_routing(http_req_t *req, const cJSON *routing)
 static bool
 validate_routing_targets(http_req_t *req, const cJSON *routing)
 {
-    const cJSON *group;
+    cJSON       *group;
     char         at[64];
     int          i = 0;
 
     cJSON_ArrayForEach(group, cJSON_GetObjectItemCaseSensitive(routing, "conditions")) {
         const cJSON *action = cJSON_GetObjectItemCaseSensitive(group, "action");
-        const cJSON *then = cJSON_GetObjectItemCaseSensitive(group, "then");
+        cJSON       *then = cJSON_GetObjectItemCaseSensitive(group, "then");
 
         snprintf(at, sizeof(at), "routing.conditions[%d].then", i++);
         if ((cJSON_IsString(action) && strcmp(action->valuestring, "BLOCK") == 0)

@@ -370,6 +370,23 @@ val_capacity(http_req_t *req, cJSON *doc, const char *field)
 }
 
 
+const provider_t *
+val_provider(http_req_t *req, cJSON *obj, const char *field)
+{
+    cJSON            *v = cJSON_GetObjectItemCaseSensitive(obj, "provider");
+    const provider_t *p = cJSON_IsString(v) ? provider_find(v->valuestring) : NULL;
+
+    if (p == NULL) {
+        http_invalid(req, field, "%s must be one of openai, anthropic, gemini (or google),"
+                     " groq, aws-bedrock", field);
+    } else if (strcmp(v->valuestring, p->id) != 0 && cJSON_SetValuestring(v, p->id) == NULL) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+        return NULL;
+    }
+    return p;
+}
+
+
 bool
 val_is_http_url(const char *s)
 {

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "http.h"
+#include "providers.h"
 #include "vmx_json.h"
 
 #define NAME_MAX_LEN         128
@@ -65,6 +66,10 @@ bool val_labels(http_req_t *req, const cJSON *doc, const char *field);
 
 /* doc.field: capacity entries (SPEC §5); fills enabled=true when absent */
 bool val_capacity(http_req_t *req, cJSON *doc, const char *field);
+
+/* obj.provider names a provider or an alias of one, which is rewritten
+ * to the provider's id (stored and shown as such); field names it */
+const provider_t *val_provider(http_req_t *req, cJSON *obj, const char *field);
 
 /* "http://..." or "https://..." with a host */
 bool val_is_http_url(const char *s);

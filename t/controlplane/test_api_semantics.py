@@ -103,3 +103,25 @@ def test_control_characters_refused_in_header_reaching_strings(api, env):
     # a model name with a tab or newline never reaches a resource
     status, lst, _ = api.request("GET", resources)
     assert lst["total"] == 0
+
+
+def test_google_is_an_alias_of_gemini(api, env):
+    status, c, _ = api.request("POST", env_path(env, "/connections"),
+                               {"name": "g", "provider": "google",
+                                "config": {"apiKey": "k-google"},
+                                "allowedModels": ["gemini-2.0-flash"]})
+    assert status == 201, c
+    assert c["provider"] == "gemini"
+    entry = {"provider": "google", "model": "gemini-2.0-flash", "connectionId": c["id"]}
+    group = {"type": "group", "id": "g1", "operator": "AND", "conditions": [],
+             "action": "CALL_MODEL", "then": entry}
+    status, r, _ = api.request("POST", env_path(env, "/resources"), {
+        "name": "chat", "model": entry, "fallbackModels": [entry], "secondaryModels": [entry],
+        "routing": {"enabled": True, "conditions": [group]}})
+    assert status == 201, r
+    gemini = dict(entry, provider="gemini")
+    assert r["model"] == gemini and r["fallbackModels"] == [gemini]
+    assert r["secondaryModels"] == [gemini]
+    assert r["routing"]["conditions"][0]["then"] == gemini
+    status, got, _ = api.request("GET", env_path(env, f"/connections/{c['id']}"))
+    assert got["provider"] == "gemini"
