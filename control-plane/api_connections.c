@@ -74,12 +74,13 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
 }
 
 
+/* doc: the defaults; stored: the connection as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
     const provider_t *p;
 
-    if (!val_merge(req, doc, writable, readonly) || !val_name(req, doc)
+    if (!val_merge(req, doc, stored, writable, readonly) || !val_name(req, doc)
         || !val_string(req, doc, "description", DESCRIPTION_MAX_LEN))
     {
         return false;
@@ -222,16 +223,25 @@ api_connections_get(http_req_t *req)
 }
 
 
-void
-api_connections_create(http_req_t *req)
+static cJSON *
+defaults(void)
 {
     cJSON *doc = cJSON_CreateObject();
-    char   id[UUID_LEN + 1];
 
     cJSON_AddObjectToObject(doc, "config");
     cJSON_AddArrayToObject(doc, "allowedModels");
     cJSON_AddArrayToObject(doc, "capacity");
-    if (validate(req, doc)) {
+    return doc;
+}
+
+
+void
+api_connections_create(http_req_t *req)
+{
+    cJSON *doc = defaults();
+    char   id[UUID_LEN + 1];
+
+    if (validate(req, doc, NULL)) {
         crypto_uuid_v4(id);
         save(req, doc, id, NULL, true);
     }
@@ -241,10 +251,10 @@ api_connections_create(http_req_t *req)
 
 /* the stored secret blobs of the connection, NULL after answering */
 static cJSON *
-stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_size)
+stored_secrets(http_req_t *req, const char *id)
 {
     const char *params[1] = { id };
-    PGresult   *res = db_exec(req->db, "SELECT secrets::text, provider FROM connections"
+    PGresult   *res = db_exec(req->db, "SELECT secrets::text FROM connections"
                                        " WHERE id = $1", 1, params);
     cJSON      *secrets;
 
@@ -254,7 +264,6 @@ stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_
         return NULL;
     }
     secrets = cJSON_Parse(PQgetvalue(res, 0, 0));
-    snprintf(provider, provider_size, "%s", PQgetvalue(res, 0, 1));
     PQclear(res);
     return secrets;
 }
@@ -262,14 +271,14 @@ stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_
 
 /* a connection that resources use cannot change provider under them */
 static bool
-provider_change_allowed(http_req_t *req, const char *id, const char *old_provider,
+provider_change_allowed(http_req_t *req, const char *id, const cJSON *stored,
     const cJSON *doc)
 {
     const char *params[1] = { id };
     PGresult   *res;
     bool        used;
 
-    if (strcmp(old_provider, doc_str(doc, "provider")) == 0) {
+    if (strcmp(doc_str(stored, "provider"), doc_str(doc, "provider")) == 0) {
         return true;
     }
     res = db_exec(req->db, "SELECT 1 FROM resource_connections WHERE connection_id = $1"
@@ -289,21 +298,22 @@ api_connections_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
-    cJSON      *stored;
-    char        old_provider[32];
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
+    cJSON      *doc, *secrets;
 
-    if (doc == NULL) {
+    if (stored == NULL) {
         return;
     }
-    stored = stored_secrets(req, params[2], old_provider, sizeof(old_provider));
-    if (stored != NULL && validate(req, doc)
-        && provider_change_allowed(req, params[2], old_provider, doc))
+    doc = defaults();
+    secrets = stored_secrets(req, params[2]);
+    if (secrets != NULL && validate(req, doc, stored)
+        && provider_change_allowed(req, params[2], stored, doc))
     {
-        save(req, doc, params[2], stored, false);
+        save(req, doc, params[2], secrets, false);
     }
-    cJSON_Delete(stored);
+    cJSON_Delete(secrets);
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 

@@ -298,10 +298,11 @@ validate_routing(http_req_t *req, const cJSON *doc)
 }
 
 
+/* doc: the defaults; stored: the resource as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    return val_merge(req, doc, writable, NULL) && val_name(req, doc)
+    return val_merge(req, doc, stored, writable, NULL) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
            && validate_model_entry(req, cJSON_GetObjectItemCaseSensitive(doc, "model"),
                                    "model")
@@ -406,18 +407,12 @@ api_resources_get(http_req_t *req)
 }
 
 
-void
-api_resources_create(http_req_t *req)
+static cJSON *
+defaults(void)
 {
     cJSON *doc = cJSON_CreateObject();
-    cJSON *routing;
-    char   id[UUID_LEN + 1];
+    cJSON *routing = cJSON_AddObjectToObject(doc, "routing");
 
-    if (!api_environment_exists(req)) {
-        cJSON_Delete(doc);
-        return;
-    }
-    routing = cJSON_AddObjectToObject(doc, "routing");
     cJSON_AddFalseToObject(routing, "enabled");
     cJSON_AddArrayToObject(routing, "conditions");
     cJSON_AddArrayToObject(doc, "fallbackModels");
@@ -425,7 +420,21 @@ api_resources_create(http_req_t *req)
     cJSON_AddArrayToObject(doc, "secondaryModels");
     cJSON_AddFalseToObject(doc, "enforceCapacity");
     cJSON_AddArrayToObject(doc, "capacity");
-    if (validate(req, doc)) {
+    return doc;
+}
+
+
+void
+api_resources_create(http_req_t *req)
+{
+    cJSON *doc;
+    char   id[UUID_LEN + 1];
+
+    if (!api_environment_exists(req)) {
+        return;
+    }
+    doc = defaults();
+    if (validate(req, doc, NULL)) {
         crypto_uuid_v4(id);
         save(req, doc, id, true);
     }
@@ -438,12 +447,14 @@ api_resources_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "resource");
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 3, params, "resource");
+    cJSON      *doc = defaults();
 
-    if (doc != NULL && validate(req, doc)) {
+    if (stored != NULL && validate(req, doc, stored)) {
         save(req, doc, params[2], false);
     }
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 

@@ -143,23 +143,77 @@ val_body(http_req_t *req)
 }
 
 
-bool
-val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
-    const char *const *readonly)
+/* RFC 7396: patch applied to target (taken); returns the result */
+static cJSON *
+merge_patch(cJSON *target, const cJSON *patch)
+{
+    const cJSON *item;
+
+    if (!cJSON_IsObject(patch)) {
+        cJSON_Delete(target);
+        return cJSON_Duplicate(patch, true);
+    }
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    cJSON_ArrayForEach(item, patch) {
+        cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(target, item->string);
+
+        if (cJSON_IsNull(item)) {
+            cJSON_Delete(old);
+        } else {
+            cJSON_AddItemToObject(target, item->string, merge_patch(old, item));
+        }
+    }
+    return target;
+}
+
+
+/* false after answering when the body has a member the client cannot set */
+static bool
+members_writable(http_req_t *req, const char *const *writable, const char *const *readonly)
 {
     const cJSON *item;
 
     cJSON_ArrayForEach(item, req->json) {
-        if (in_list(item->string, writable)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(doc, item->string);
-            cJSON_AddItemToObject(doc, item->string, cJSON_Duplicate(item, true));
-        } else if (!in_list(item->string, readonly)
-                   && !in_list(item->string, val_common_readonly))
-        {
+        if (in_list(item->string, readonly) || in_list(item->string, val_common_readonly)) {
+            http_invalid(req, item->string, "%s is read-only", item->string);
+            return false;
+        }
+        if (!in_list(item->string, writable)) {
             http_invalid(req, item->string, "unknown field \"%s\"", item->string);
             return false;
         }
     }
+    return true;
+}
+
+
+bool
+val_merge(http_req_t *req, cJSON *doc, const cJSON *stored, const char *const *writable,
+    const char *const *readonly)
+{
+    cJSON       *patched = NULL;
+    const cJSON *item, *body = req->json;
+
+    if (!members_writable(req, writable, readonly)) {
+        return false;
+    }
+    if (stored != NULL && strcmp(req->method, "PATCH") == 0) {
+        patched = cJSON_CreateObject();
+        cJSON_ArrayForEach(item, stored) {
+            if (in_list(item->string, writable)) {
+                cJSON_AddItemToObject(patched, item->string, cJSON_Duplicate(item, true));
+            }
+        }
+        body = patched = merge_patch(patched, req->json);
+    }
+    cJSON_ArrayForEach(item, body) {
+        cJSON_DeleteItemFromObjectCaseSensitive(doc, item->string);
+        cJSON_AddItemToObject(doc, item->string, cJSON_Duplicate(item, true));
+    }
+    cJSON_Delete(patched);
     return true;
 }
 

@@ -33,12 +33,17 @@ void val_blocks_free(val_block_t **head);
 bool val_body(http_req_t *req);
 
 /*
- * copies each member of the request body into doc: members named in
- * writable replace doc's; members named in readonly (ids, timestamps a
- * client sends back) are ignored; any other member is a 400
+ * fills doc, the object's defaults, from the request body (SPEC §8).  POST
+ * and PUT take the body as the whole object: each member replaces doc's,
+ * an absent one keeps its default.  PATCH applies the body to stored, the
+ * object as it was read, as an RFC 7396 merge patch (objects merged member
+ * by member, null deletes: a deleted member takes its default), and takes
+ * the members of the result.
+ * A member named in readonly or val_common_readonly (ids, timestamps,
+ * observed state) is a 400 naming it, and so is any member not in writable.
  */
-bool val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
-    const char *const *readonly);
+bool val_merge(http_req_t *req, cJSON *doc, const cJSON *stored,
+    const char *const *writable, const char *const *readonly);
 
 /* the read-only members every stored object has */
 extern const char *const val_common_readonly[];

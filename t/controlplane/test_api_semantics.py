@@ -125,3 +125,108 @@ def test_google_is_an_alias_of_gemini(api, env):
     assert r["routing"]["conditions"][0]["then"] == gemini
     status, got, _ = api.request("GET", env_path(env, f"/connections/{c['id']}"))
     assert got["provider"] == "gemini"
+
+
+READ_ONLY = ("id", "workspaceId", "environmentId", "createdAt", "updatedAt", "createdBy",
+             "discoveredCapacity", "credentialsStatus", "maskedKey")
+
+
+def writable(doc):
+    return {k: v for k, v in doc.items() if k not in READ_ONLY}
+
+
+def stored_secret(cp_stack, conn_id):
+    return cp_stack.pg.psql(f"SELECT secrets->>'apiKey' FROM connections WHERE id = '{conn_id}'")
+
+
+def test_patch_is_a_json_merge_patch(api, env, cp_stack):
+    c = openai_connection(api, env, description="d",
+                          config={"apiKey": "sk-old", "baseUrl": "http://127.0.0.1:9/v1"})
+    path = env_path(env, f"/connections/{c['id']}")
+    blob = stored_secret(cp_stack, c["id"])
+    # a key rotation keeps baseUrl
+    status, upd, _ = api.request("PATCH", path, {"config": {"apiKey": "sk-new"}})
+    assert status == 200, upd
+    assert upd["config"] == {"apiKey": "********", "baseUrl": "http://127.0.0.1:9/v1"}
+    assert upd["description"] == "d" and upd["name"] == c["name"]
+    assert stored_secret(cp_stack, c["id"]) != blob
+    # null deletes a member (and a top-level one falls back to its default)
+    status, upd, _ = api.request("PATCH", path, {"description": None,
+                                                 "config": {"baseUrl": None,
+                                                            "apiKey": "sk-newer"}})
+    assert status == 200, upd
+    assert upd["config"] == {"apiKey": "********"} and upd["description"] == ""
+
+    c2 = openai_connection(api, env, allowedModels=["gpt-4o-mini", "gpt-4o"])
+    status, r, _ = api.request("POST", env_path(env, "/resources"), {
+        "name": "chat", "description": "x",
+        "model": {"provider": "openai", "model": "gpt-4o-mini", "connectionId": c2["id"]}})
+    assert status == 201, r
+    rpath = env_path(env, f"/resources/{r['id']}")
+    status, upd, _ = api.request("PATCH", rpath, {"model": {"model": "gpt-4o"},
+                                                  "routing": {"enabled": True},
+                                                  "useFallback": None})
+    assert status == 200, upd
+    assert upd["model"] == {"provider": "openai", "model": "gpt-4o", "connectionId": c2["id"]}
+    assert upd["routing"] == {"enabled": True, "conditions": []}
+    assert upd["useFallback"] is True and upd["description"] == "x"
+
+    k = api.create_api_key(env[0], env[1], name="k", labels={"a": "1", "b": "2"})
+    kpath = env_path(env, f"/api-keys/{k['id']}")
+    status, upd, _ = api.request("PATCH", kpath, {"labels": {"a": None, "c": "3"}})
+    assert status == 200, upd
+    assert upd["labels"] == {"b": "2", "c": "3"} and upd["name"] == "k"
+
+
+def test_put_replaces_the_whole_object(api, env):
+    c = openai_connection(api, env, description="d", allowedModels=["gpt-4o-mini"],
+                          config={"apiKey": "sk-1", "baseUrl": "http://127.0.0.1:9/v1"})
+    path = env_path(env, f"/connections/{c['id']}")
+    # required fields missing
+    assert_invalid(api.request("PUT", path, {"description": "only this"}), "name")
+    assert_invalid(api.request("PUT", path, {"name": "n", "provider": "openai"}),
+                   "config.apiKey")
+    # a whole object: what is not sent takes its default
+    status, upd, _ = api.request("PUT", path, {
+        "name": "n", "provider": "openai",
+        "config": {"apiKey": "********", "baseUrl": "http://127.0.0.1:9/v1"}})
+    assert status == 200, upd
+    assert upd["description"] == "" and upd["allowedModels"] == [] and upd["name"] == "n"
+
+    r = api.create_resource(env[0], env[1], name="r", description="x",
+                            model={"provider": "openai", "model": "gpt-4o-mini",
+                                   "connectionId": c["id"]}, useFallback=False)
+    rpath = env_path(env, f"/resources/{r['id']}")
+    assert_invalid(api.request("PUT", rpath, {"name": "r"}), "model")
+    status, upd, _ = api.request("PUT", rpath, {"name": "r2", "model": r["model"]})
+    assert status == 200, upd
+    assert upd["useFallback"] is True and upd["description"] == ""
+
+    for tail in ("/api/v1/workspaces/" + env[0], env_path(env, "")):
+        assert_invalid(api.request("PUT", tail, {"description": "no name"}), "name")
+
+
+def test_read_only_fields_refused(api, env):
+    c = openai_connection(api, env)
+    k = api.create_api_key(env[0], env[1], name="k")
+    ws = "/api/v1/workspaces/" + env[0]
+    conn = env_path(env, f"/connections/{c['id']}")
+    key = env_path(env, f"/api-keys/{k['id']}")
+    cases = [
+        ("PATCH", conn, {"id": c["id"]}, "id"),
+        ("PATCH", conn, {"createdAt": c["createdAt"]}, "createdAt"),
+        ("PATCH", conn, {"discoveredCapacity": {}}, "discoveredCapacity"),
+        ("PATCH", conn, {"credentialsStatus": None}, "credentialsStatus"),
+        ("PUT", conn, dict(writable(c), workspaceId=env[0]), "workspaceId"),
+        ("PATCH", key, {"maskedKey": "x"}, "maskedKey"),
+        ("PATCH", key, {"environmentId": env[1]}, "environmentId"),
+        ("PATCH", ws, {"createdBy": "x"}, "createdBy"),
+        ("PATCH", env_path(env, ""), {"updatedAt": "2026-01-01T00:00:00Z"}, "updatedAt"),
+    ]
+    for method, path, body, field in cases:
+        message = assert_invalid(api.request(method, path, body), field)
+        assert "read-only" in message
+    # the whole object as read, without its read-only fields, goes back as it is
+    status, got, _ = api.request("GET", conn)
+    status, upd, _ = api.request("PUT", conn, writable(got))
+    assert status == 200 and upd == dict(got, updatedAt=upd["updatedAt"]), upd
