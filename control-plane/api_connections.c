@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "config.h"
 #include "providers.h"
 #include "secrets.h"
 #include "validate.h"
@@ -25,6 +26,29 @@ static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus
 #define DOC_BY_ID \
     "SELECT doc::text FROM connection_docs" \
     " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3"
+
+
+/* a field that says where the connection's traffic (and secret) goes */
+static bool
+is_destination(const provider_field_t *f)
+{
+    return strcmp(f->type, "url") == 0 || strcmp(f->type, "aws-region") == 0;
+}
+
+
+/* 169.254.169.254 and its kin answer with the host's own credentials */
+static bool
+destination_allowed(http_req_t *req, const char *field, const char *url)
+{
+    const config_t *cfg = config_current();
+
+    if ((cfg == NULL || !cfg->allow_link_local) && val_is_link_local_url(url)) {
+        http_invalid(req, field, "%s must not be a link-local or cloud metadata address"
+                     " (the operator may allow it with VMX_ALLOW_LINK_LOCAL=1)", field);
+        return false;
+    }
+    return true;
+}
 
 
 static bool
@@ -54,6 +78,11 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
         }
         if (strcmp(f->type, "url") == 0 && !val_is_http_url(item->valuestring)) {
             http_invalid(req, field, "%s must be an http or https URL", field);
+            return false;
+        }
+        if (strcmp(f->type, "url") == 0
+            && !destination_allowed(req, field, item->valuestring))
+        {
             return false;
         }
         if (strcmp(f->type, "aws-region") == 0 && !val_is_aws_region(item->valuestring)) {
@@ -269,6 +298,38 @@ stored_secrets(http_req_t *req, const char *id)
 }
 
 
+/*
+ * A kept secret ("********", or left out of a PATCH) would go wherever the
+ * connection now points: when the provider or a destination field (baseUrl,
+ * endpoint, region) changes, every secret must be sent again.
+ */
+static bool
+secrets_resent(http_req_t *req, const cJSON *stored, const cJSON *doc)
+{
+    const provider_t *p = provider_find(doc_str(doc, "provider"));
+    const cJSON      *old = cJSON_GetObjectItemCaseSensitive(stored, "config");
+    const cJSON      *now = cJSON_GetObjectItemCaseSensitive(doc, "config");
+    bool              moved = strcmp(doc_str(stored, "provider"), p->id) != 0;
+    char              field[160];
+
+    for (int i = 0; !moved && i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        const char *name = p->fields[i].name;
+
+        moved = is_destination(&p->fields[i])
+                && strcmp(doc_str(old, name), doc_str(now, name)) != 0;
+    }
+    for (int i = 0; moved && i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        if (p->fields[i].secret && strcmp(doc_str(now, p->fields[i].name), MASK) == 0) {
+            snprintf(field, sizeof(field), "config.%s", p->fields[i].name);
+            http_invalid(req, field, "%s must be sent again: the connection's destination"
+                         " changed, and the stored secret is not sent to a new one", field);
+            return false;
+        }
+    }
+    return true;
+}
+
+
 /* a connection that resources use cannot change provider under them */
 static bool
 provider_change_allowed(http_req_t *req, const char *id, const cJSON *stored,
@@ -306,7 +367,7 @@ api_connections_update(http_req_t *req)
     }
     doc = defaults();
     secrets = stored_secrets(req, params[2]);
-    if (secrets != NULL && validate(req, doc, stored)
+    if (secrets != NULL && validate(req, doc, stored) && secrets_resent(req, stored, doc)
         && provider_change_allowed(req, params[2], stored, doc))
     {
         save(req, doc, params[2], secrets, false);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 
 #include "validate.h"
@@ -462,6 +463,61 @@ val_is_http_url(const char *s)
     curl_free(host);
     curl_url_cleanup(u);
     return ok;
+}
+
+
+static bool
+is_link_local_host(const char *host)
+{
+    static const unsigned char  mapped[12] = { [10] = 0xff, [11] = 0xff };
+    static const unsigned char  metadata[16] = {         /* fd00:ec2::254 */
+        0xfd, 0x00, 0x0e, 0xc2, [14] = 0x02, [15] = 0x54
+    };
+    char                        text[INET6_ADDRSTRLEN + 2];
+    size_t                      len = strlen(host);
+    unsigned char               a[16];
+
+    /* "[fe80::1]" without its brackets, "169.254.169.254." without its dot */
+    if (len < 3 || len >= sizeof(text)) {
+        return false;
+    }
+    if (host[0] == '[') {
+        memcpy(text, host + 1, len - 2);
+        text[len - 2] = '\0';
+    } else {
+        memcpy(text, host, len);
+        text[host[len - 1] == '.' ? len - 1 : len] = '\0';
+    }
+    if (inet_pton(AF_INET, text, a) == 1) {
+        return a[0] == 169 && a[1] == 254;
+    }
+    if (inet_pton(AF_INET6, text, a) != 1) {
+        return false;
+    }
+    return (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+           || memcmp(a, metadata, 16) == 0
+           || (memcmp(a, mapped, 12) == 0 && a[12] == 169 && a[13] == 254);
+}
+
+
+bool
+val_is_link_local_url(const char *s)
+{
+    CURLU *u = curl_url();
+    char  *host = NULL;
+    bool   found = false;
+
+    if (u == NULL) {
+        return false;
+    }
+    if (curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+    {
+        found = is_link_local_host(host);
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+    return found;
 }
 
 

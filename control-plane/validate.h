@@ -79,6 +79,13 @@ const provider_t *val_provider(http_req_t *req, cJSON *obj, const char *field);
 /* "http://..." or "https://..." with a host */
 bool val_is_http_url(const char *s);
 
+/*
+ * the host of URL s is a link-local or cloud metadata address, literally:
+ * 169.254.0.0/16 (any IPv4 spelling curl reads as one), fe80::/10,
+ * fd00:ec2::254, or an IPv4-mapped 169.254 address
+ */
+bool val_is_link_local_url(const char *s);
+
 /* an AWS region name ("us-east-1"): lowercase letters, digits and dashes,
  * safe inside a host name and a SigV4 scope */
 bool val_is_aws_region(const char *s);

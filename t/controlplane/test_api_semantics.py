@@ -1,9 +1,12 @@
 """Management API semantics shared by every object (SPEC §8): the body's JSON
 (duplicated keys, NUL), strings that reach headers and logs, merge-patch
 updates and whole-object replacement, read-only fields."""
-import json
+import pytest
 
-from cphelpers import env_path, openai_connection
+from cphelpers import env_path, openai_connection, unique
+from harness.api import Api
+from harness.control_plane import ControlPlane
+from harness.ports import free_port
 
 
 def raw(api, method, path, text):
@@ -230,3 +233,91 @@ def test_read_only_fields_refused(api, env):
     status, got, _ = api.request("GET", conn)
     status, upd, _ = api.request("PUT", conn, writable(got))
     assert status == 200 and upd == dict(got, updatedAt=upd["updatedAt"]), upd
+
+
+def test_secret_required_again_when_the_destination_changes(api, env, cp_stack):
+    c = openai_connection(api, env, config={"apiKey": "sk-1",
+                                            "baseUrl": "http://127.0.0.1:9/v1"})
+    path = env_path(env, f"/connections/{c['id']}")
+    blob = stored_secret(cp_stack, c["id"])
+    moves = [
+        ("PATCH", {"config": {"baseUrl": "http://attacker.example.test/v1"}}),
+        ("PATCH", {"config": {"baseUrl": "http://attacker.example.test/v1",
+                              "apiKey": "********"}}),
+        ("PATCH", {"config": {"baseUrl": None}}),
+        ("PATCH", {"provider": "groq"}),
+        ("PUT", {"name": c["name"], "provider": "openai",
+                 "config": {"apiKey": "********", "baseUrl": "http://other.test/v1"}}),
+    ]
+    for method, body in moves:
+        message = assert_invalid(api.request(method, path, body), "config.apiKey")
+        assert "sent again" in message
+    assert stored_secret(cp_stack, c["id"]) == blob
+    # the same destination keeps it; a new one with the secret is fine
+    status, _, _ = api.request("PATCH", path, {"description": "x",
+                                               "config": {"apiKey": "********"}})
+    assert status == 200 and stored_secret(cp_stack, c["id"]) == blob
+    status, upd, _ = api.request("PATCH", path, {"config": {
+        "baseUrl": "http://other.test/v1", "apiKey": "sk-2"}})
+    assert status == 200 and upd["config"]["baseUrl"] == "http://other.test/v1"
+
+    # aws-bedrock has no secret: its region and endpoint move freely
+    b = api.create_connection(env[0], env[1], name="b", provider="aws-bedrock",
+                              config={"region": "us-east-1",
+                                      "iamRoleArn": "arn:aws:iam::1:role/x"})
+    status, upd, _ = api.request("PATCH", env_path(env, f"/connections/{b['id']}"),
+                                 {"config": {"region": "eu-west-1"}})
+    assert status == 200, upd
+
+
+LINK_LOCAL = ["http://169.254.169.254/latest/meta-data", "http://169.254.1.2:8080/v1",
+              "http://[fe80::1]/v1", "http://[fe80::1%25eth0]/v1", "http://[fd00:ec2::254]/",
+              "http://[::ffff:169.254.169.254]/", "http://0xa9fea9fe/",
+              "http://2852039166/", "http://169.254.169.254./"]
+
+
+def link_local_bodies():
+    for url in LINK_LOCAL:
+        yield url, {"name": unique("ll"), "provider": "openai",
+                    "config": {"apiKey": "k", "baseUrl": url}}
+    yield LINK_LOCAL[0], {"name": unique("ll"), "provider": "aws-bedrock",
+                          "config": {"region": "us-east-1", "endpoint": LINK_LOCAL[0],
+                                     "iamRoleArn": "arn:aws:iam::1:role/x"}}
+
+
+def test_link_local_destinations_refused(api, env):
+    for url, body in link_local_bodies():
+        field = "config.endpoint" if "endpoint" in body["config"] else "config.baseUrl"
+        message = assert_invalid(api.request("POST", env_path(env, "/connections"), body),
+                                 field)
+        assert "VMX_ALLOW_LINK_LOCAL" in message, url
+    c = openai_connection(api, env)
+    assert_invalid(api.request("PATCH", env_path(env, f"/connections/{c['id']}"), {
+        "config": {"apiKey": "k2", "baseUrl": LINK_LOCAL[0]}}), "config.baseUrl")
+    for url in ("http://169.253.169.254/", "http://[fec0::1]/", "http://metadata.test/"):
+        openai_connection(api, env, config={"apiKey": "k", "baseUrl": url})
+
+
+@pytest.fixture(scope="module")
+def link_local_api(cp_stack):
+    """A control plane with VMX_ALLOW_LINK_LOCAL=1 on a database of its own."""
+    cp_stack.pg.psql("CREATE DATABASE vmx_link_local", dbname="postgres")
+    cp = ControlPlane(cp_stack.base / "link-local", free_port(),
+                      cp_stack.pg.dsn_of("vmx_link_local"), [], cp_stack.token_file,
+                      cp_stack.master_key_file, env={"VMX_ALLOW_LINK_LOCAL": "1"})
+    cp.start()
+    try:
+        a = Api(cp.url)
+        a.login()
+        yield a
+    finally:
+        assert cp.stop() == 0
+
+
+def test_link_local_destinations_allowed_by_the_operator(link_local_api):
+    api = link_local_api
+    ws = api.create_workspace(unique("ws"))
+    env = (ws["id"], api.create_environment(ws["id"], "production")["id"])
+    for url, body in link_local_bodies():
+        status, c, _ = api.request("POST", env_path(env, "/connections"), body)
+        assert status == 201, (url, c)
