@@ -27,6 +27,24 @@ static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus
     "SELECT doc::text FROM connection_docs" \
     " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3"
 
+/* the resources a 409 names, at most (one more row says there are more) */
+#define USERS_MAX  10
+
+/* id and name of the resources that use the connection $1 (LIMIT: USERS_MAX + 1) */
+#define SQL_USERS \
+    "SELECT r.id, r.name FROM resource_connections u JOIN resources r ON r.id = u.resource_id" \
+    " WHERE u.connection_id = $1 ORDER BY r.name, r.id LIMIT 11"
+
+/* ... whose entries on the connection $1 name a model outside the
+ * allowedModels $2 (a jsonb array; empty allows every model) */
+#define SQL_USERS_OF_MODELS_LEFT_OUT \
+    "SELECT DISTINCT r.id, r.name FROM resource_connections u" \
+    " JOIN resources r ON r.id = u.resource_id," \
+    "  jsonb_array_elements(" SQL_RESOURCE_ENTRIES ") m" \
+    " WHERE u.connection_id = $1 AND m->>'connectionId' = $1::text" \
+    "   AND jsonb_array_length($2::jsonb) > 0 AND NOT $2::jsonb ? (m->>'model')" \
+    " ORDER BY r.name, r.id LIMIT 11"
+
 
 /* a field that says where the connection's traffic (and secret) goes */
 static bool
@@ -330,27 +348,85 @@ secrets_resent(http_req_t *req, const cJSON *stored, const cJSON *doc)
 }
 
 
-/* a connection that resources use cannot change provider under them */
-static bool
-provider_change_allowed(http_req_t *req, const char *id, const cJSON *stored,
-    const cJSON *doc)
+/* 409: "<why>: chat (<id>), ..." with details {field, resources: [{id, name}]} */
+static void
+reply_used_by(http_req_t *req, const char *field, const char *why, const PGresult *res)
 {
-    const char *params[1] = { id };
-    PGresult   *res;
-    bool        used;
+    char    message[2048];
+    size_t  len;
+    int     n = PQntuples(res) < USERS_MAX ? PQntuples(res) : USERS_MAX;
+    cJSON  *root = cJSON_CreateObject();
+    cJSON  *error = cJSON_AddObjectToObject(root, "error");
+    cJSON  *details, *resources;
 
-    if (strcmp(doc_str(stored, "provider"), doc_str(doc, "provider")) == 0) {
-        return true;
+    len = (size_t) snprintf(message, sizeof(message), "%s:", why);
+    cJSON_AddStringToObject(error, "code", "conflict");
+    details = cJSON_AddObjectToObject(error, "details");
+    if (field != NULL) {
+        cJSON_AddStringToObject(details, "field", field);
     }
-    res = db_exec(req->db, "SELECT 1 FROM resource_connections WHERE connection_id = $1"
-                           " LIMIT 1", 1, params);
-    used = res == NULL || PQntuples(res) > 0;
+    resources = cJSON_AddArrayToObject(details, "resources");
+    for (int i = 0; i < n; i++) {
+        cJSON *r = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(r, "id", PQgetvalue(res, i, 0));
+        cJSON_AddStringToObject(r, "name", PQgetvalue(res, i, 1));
+        cJSON_AddItemToArray(resources, r);
+        if (len < sizeof(message)) {
+            len += (size_t) snprintf(message + len, sizeof(message) - len, "%s %s (%s)",
+                                     i > 0 ? "," : "", PQgetvalue(res, i, 1),
+                                     PQgetvalue(res, i, 0));
+        }
+    }
+    if (PQntuples(res) > USERS_MAX && len < sizeof(message)) {
+        snprintf(message + len, sizeof(message) - len, " and more");
+    }
+    cJSON_AddStringToObject(error, "message", message);
+    http_reply(req, 409, root);
+}
+
+
+/*
+ * false after answering when sql (id and name of resources, from params)
+ * finds any: 409 naming them, why first; or 500
+ */
+static bool
+unused(http_req_t *req, const char *sql, int nparams, const char *const *params,
+    const char *field, const char *why)
+{
+    PGresult *res = db_exec(req->db, sql, nparams, params);
+    bool      none;
+
+    if (res == NULL) {
+        http_db_error(req, "connection");
+        return false;
+    }
+    none = PQntuples(res) == 0;
+    if (!none) {
+        reply_used_by(req, field, why, res);
+    }
     PQclear(res);
-    if (used) {
-        http_error(req, 409, "conflict", "provider",
-                   "the connection is used by resources: its provider cannot change");
-    }
-    return !used;
+    return none;
+}
+
+
+/* the resources that use the connection keep what they were validated with:
+ * its provider, and the models they name among its allowedModels */
+static bool
+users_unaffected(http_req_t *req, const char *id, const cJSON *stored, const cJSON *doc)
+{
+    char       *allowed = doc_json(doc, "allowedModels");
+    const char *params[2] = { id, allowed };
+    bool        ok;
+
+    ok = (strcmp(doc_str(stored, "provider"), doc_str(doc, "provider")) == 0
+          || unused(req, SQL_USERS, 1, params, "provider",
+                    "the connection's provider cannot change under the resources that"
+                    " use it"))
+         && unused(req, SQL_USERS_OF_MODELS_LEFT_OUT, 2, params, "allowedModels",
+                   "allowedModels would leave out models that these resources use");
+    free(allowed);
+    return ok;
 }
 
 
@@ -368,7 +444,7 @@ api_connections_update(http_req_t *req)
     doc = defaults();
     secrets = stored_secrets(req, params[2]);
     if (secrets != NULL && validate(req, doc, stored) && secrets_resent(req, stored, doc)
-        && provider_change_allowed(req, params[2], stored, doc))
+        && users_unaffected(req, params[2], stored, doc))
     {
         save(req, doc, params[2], secrets, false);
     }
@@ -384,7 +460,12 @@ api_connections_delete(http_req_t *req)
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
 
-    doc_reply_delete(req, "DELETE FROM connections"
-                          " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-                     3, params, "connection");
+    /* the foreign key of resource_connections still guards a race */
+    if (unused(req, SQL_USERS, 1, params + 2, NULL,
+               "the connection is used by resources; delete or change them first"))
+    {
+        doc_reply_delete(req, "DELETE FROM connections"
+                              " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                         3, params, "connection");
+    }
 }

@@ -315,13 +315,6 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 }
 
 
-/* the then of the routing groups that call a model, as a jsonb array */
-#define ROUTING_TARGETS \
-    "coalesce((SELECT jsonb_agg(g->'then')" \
-    "          FROM jsonb_array_elements(r.routing->'conditions') g" \
-    "          WHERE jsonb_typeof(g->'then') = 'object'" \
-    "            AND coalesce(g->>'action', 'CALL_MODEL') <> 'BLOCK'), '[]'::jsonb)"
-
 /* the row, then the connections it uses; one transaction */
 static int
 write_rows(http_req_t *req, const char *const *params, bool create)
@@ -345,8 +338,7 @@ write_rows(http_req_t *req, const char *const *params, bool create)
         || db_run(req->db,
                   "INSERT INTO resource_connections (resource_id, connection_id)"
                   " SELECT DISTINCT r.id, (m->>'connectionId')::uuid FROM resources r,"
-                  "  jsonb_array_elements(jsonb_build_array(r.model) || r.fallback_models"
-                  "                       || r.secondary_models || " ROUTING_TARGETS ") m"
+                  "  jsonb_array_elements(" SQL_RESOURCE_ENTRIES ") m"
                   " WHERE r.id = $1", 1, params + 2) != 0)
     {
         db_rollback(req->db);

@@ -321,3 +321,54 @@ def test_link_local_destinations_allowed_by_the_operator(link_local_api):
     for url, body in link_local_bodies():
         status, c, _ = api.request("POST", env_path(env, "/connections"), body)
         assert status == 201, (url, c)
+
+
+def assert_conflict_names(answer, resources, field=None):
+    status, err, _ = answer
+    assert status == 409, (status, err)
+    assert err["error"]["code"] == "conflict"
+    details = err["error"]["details"]
+    assert details.get("field") == field, err
+    assert sorted((r["id"], r["name"]) for r in details["resources"]) == sorted(
+        (r["id"], r["name"]) for r in resources), err
+    for r in resources:
+        assert r["id"] in err["error"]["message"] and r["name"] in err["error"]["message"]
+
+
+def test_connection_in_use_names_its_resources(api, env):
+    c = openai_connection(api, env, allowedModels=["gpt-4o-mini", "gpt-4o", "o3-mini",
+                                                   "gpt-4.1"])
+    other = openai_connection(api, env)
+    path = env_path(env, f"/connections/{c['id']}")
+
+    def entry(model, conn=c):
+        return {"provider": "openai", "model": model, "connectionId": conn["id"]}
+
+    group = {"type": "group", "id": "g", "operator": "AND", "conditions": [],
+             "action": "CALL_MODEL", "then": entry("gpt-4.1")}
+    primary = api.create_resource(env[0], env[1], name="primary", model=entry("gpt-4o-mini"))
+    fallback = api.create_resource(env[0], env[1], name="fallback",
+                                   model=entry("x", other), fallbackModels=[entry("gpt-4o")])
+    secondary = api.create_resource(env[0], env[1], name="secondary", model=entry("x", other),
+                                    secondaryModels=[entry("o3-mini")])
+    routed = api.create_resource(env[0], env[1], name="routed", model=entry("x", other),
+                                 routing={"enabled": True, "conditions": [group]})
+    everyone = [primary, fallback, secondary, routed]
+
+    assert_conflict_names(api.request("DELETE", path), everyone)
+    assert_conflict_names(api.request("PATCH", path, {"provider": "groq",
+                                                      "config": {"apiKey": "gk"}}),
+                          everyone, "provider")
+    # narrowing allowedModels below what a resource uses
+    assert_conflict_names(api.request("PATCH", path, {"allowedModels": ["gpt-4o-mini"]}),
+                          [fallback, secondary, routed], "allowedModels")
+    assert_conflict_names(api.request("PATCH", path, {"allowedModels": ["gpt-4o", "o3-mini",
+                                                                        "gpt-4.1"]}),
+                          [primary], "allowedModels")
+    # adding a model, or allowing every one (empty), is fine
+    for allowed in (["gpt-4o-mini", "gpt-4o", "o3-mini", "gpt-4.1", "gpt-5"], []):
+        status, upd, _ = api.request("PATCH", path, {"allowedModels": allowed})
+        assert status == 200 and upd["allowedModels"] == allowed, upd
+    for r in everyone:
+        assert api.request("DELETE", env_path(env, f"/resources/{r['id']}"))[0] == 204
+    assert api.request("DELETE", path)[0] == 204
