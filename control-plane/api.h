@@ -48,6 +48,17 @@ void api_connections_update(http_req_t *req);
 void api_connections_delete(http_req_t *req);
 
 /* api_resources.c */
+
+/* the model entries of the resource row r, as a jsonb array: model,
+ * fallbackModels, secondaryModels and the then of each routing group that
+ * calls a model */
+#define SQL_RESOURCE_ENTRIES \
+    "(jsonb_build_array(r.model) || r.fallback_models || r.secondary_models" \
+    " || coalesce((SELECT jsonb_agg(g->'then')" \
+    "              FROM jsonb_array_elements(r.routing->'conditions') g" \
+    "              WHERE jsonb_typeof(g->'then') = 'object'" \
+    "                AND coalesce(g->>'action', 'CALL_MODEL') <> 'BLOCK'), '[]'::jsonb))"
+
 void api_resources_list(http_req_t *req);
 void api_resources_create(http_req_t *req);
 void api_resources_get(http_req_t *req);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "config.h"
 #include "providers.h"
 #include "pusher.h"
 #include "secrets.h"
@@ -27,6 +28,47 @@ static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus
 #define DOC_BY_ID \
     "SELECT doc::text FROM connection_docs" \
     " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3"
+
+/* the resources a 409 names, at most (one more row says there are more) */
+#define USERS_MAX  10
+
+/* id and name of the resources that use the connection $1 (LIMIT: USERS_MAX + 1) */
+#define SQL_USERS \
+    "SELECT r.id, r.name FROM resource_connections u JOIN resources r ON r.id = u.resource_id" \
+    " WHERE u.connection_id = $1 ORDER BY r.name, r.id LIMIT 11"
+
+/* ... whose entries on the connection $1 name a model outside the
+ * allowedModels $2 (a jsonb array; empty allows every model) */
+#define SQL_USERS_OF_MODELS_LEFT_OUT \
+    "SELECT DISTINCT r.id, r.name FROM resource_connections u" \
+    " JOIN resources r ON r.id = u.resource_id," \
+    "  jsonb_array_elements(" SQL_RESOURCE_ENTRIES ") m" \
+    " WHERE u.connection_id = $1 AND m->>'connectionId' = $1::text" \
+    "   AND jsonb_array_length($2::jsonb) > 0 AND NOT $2::jsonb ? (m->>'model')" \
+    " ORDER BY r.name, r.id LIMIT 11"
+
+
+/* a field that says where the connection's traffic (and secret) goes */
+static bool
+is_destination(const provider_field_t *f)
+{
+    return strcmp(f->type, "url") == 0 || strcmp(f->type, "aws-region") == 0;
+}
+
+
+/* 169.254.169.254 and its kin answer with the host's own credentials */
+static bool
+destination_allowed(http_req_t *req, const char *field, const char *url)
+{
+    const config_t *cfg = config_current();
+
+    if ((cfg == NULL || !cfg->allow_link_local) && val_is_link_local_url(url)) {
+        http_invalid(req, field, "%s must not be a link-local or cloud metadata address"
+                     " (the operator may allow it with VMX_ALLOW_LINK_LOCAL=1)", field);
+        return false;
+    }
+    return true;
+}
 
 
 static bool
@@ -51,8 +93,16 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
             http_invalid(req, field, "%s must be a string", field);
             return false;
         }
+        if (!val_text(req, field, item->valuestring)) {
+            return false;
+        }
         if (strcmp(f->type, "url") == 0 && !val_is_http_url(item->valuestring)) {
             http_invalid(req, field, "%s must be an http or https URL", field);
+            return false;
+        }
+        if (strcmp(f->type, "url") == 0
+            && !destination_allowed(req, field, item->valuestring))
+        {
             return false;
         }
         if (strcmp(f->type, "aws-region") == 0 && !val_is_aws_region(item->valuestring)) {
@@ -73,22 +123,19 @@ validate_config(http_req_t *req, const provider_t *p, const cJSON *config)
 }
 
 
+/* doc: the defaults; stored: the connection as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    const cJSON      *provider;
     const provider_t *p;
 
-    if (!val_merge(req, doc, writable, readonly) || !val_name(req, doc)
+    if (!val_merge(req, doc, stored, writable, readonly) || !val_name(req, doc)
         || !val_string(req, doc, "description", DESCRIPTION_MAX_LEN))
     {
         return false;
     }
-    provider = cJSON_GetObjectItemCaseSensitive(doc, "provider");
-    p = cJSON_IsString(provider) ? provider_find(provider->valuestring) : NULL;
+    p = val_provider(req, doc, "provider");
     if (p == NULL) {
-        http_invalid(req, "provider",
-                     "provider must be one of openai, anthropic, gemini, groq, aws-bedrock");
         return false;
     }
     return validate_config(req, p, cJSON_GetObjectItemCaseSensitive(doc, "config"))
@@ -231,16 +278,25 @@ api_connections_get(http_req_t *req)
 }
 
 
-void
-api_connections_create(http_req_t *req)
+static cJSON *
+defaults(void)
 {
     cJSON *doc = cJSON_CreateObject();
-    char   id[UUID_LEN + 1];
 
     cJSON_AddObjectToObject(doc, "config");
     cJSON_AddArrayToObject(doc, "allowedModels");
     cJSON_AddArrayToObject(doc, "capacity");
-    if (validate(req, doc)) {
+    return doc;
+}
+
+
+void
+api_connections_create(http_req_t *req)
+{
+    cJSON *doc = defaults();
+    char   id[UUID_LEN + 1];
+
+    if (validate(req, doc, NULL)) {
         crypto_uuid_v4(id);
         save(req, doc, id, NULL, true);
     }
@@ -250,10 +306,10 @@ api_connections_create(http_req_t *req)
 
 /* the stored secret blobs of the connection, NULL after answering */
 static cJSON *
-stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_size)
+stored_secrets(http_req_t *req, const char *id)
 {
     const char *params[1] = { id };
-    PGresult   *res = db_exec(req->db, "SELECT secrets::text, provider FROM connections"
+    PGresult   *res = db_exec(req->db, "SELECT secrets::text FROM connections"
                                        " WHERE id = $1", 1, params);
     cJSON      *secrets;
 
@@ -263,33 +319,122 @@ stored_secrets(http_req_t *req, const char *id, char *provider, size_t provider_
         return NULL;
     }
     secrets = cJSON_Parse(PQgetvalue(res, 0, 0));
-    snprintf(provider, provider_size, "%s", PQgetvalue(res, 0, 1));
     PQclear(res);
     return secrets;
 }
 
 
-/* a connection that resources use cannot change provider under them */
+/*
+ * A kept secret ("********", or left out of a PATCH) would go wherever the
+ * connection now points: when the provider or a destination field (baseUrl,
+ * endpoint, region) changes, every secret must be sent again.
+ */
 static bool
-provider_change_allowed(http_req_t *req, const char *id, const char *old_provider,
-    const cJSON *doc)
+secrets_resent(http_req_t *req, const cJSON *stored, const cJSON *doc)
 {
-    const char *params[1] = { id };
-    PGresult   *res;
-    bool        used;
+    const provider_t *p = provider_find(doc_str(doc, "provider"));
+    const cJSON      *old = cJSON_GetObjectItemCaseSensitive(stored, "config");
+    const cJSON      *now = cJSON_GetObjectItemCaseSensitive(doc, "config");
+    bool              moved = strcmp(doc_str(stored, "provider"), p->id) != 0;
+    char              field[160];
 
-    if (strcmp(old_provider, doc_str(doc, "provider")) == 0) {
-        return true;
+    for (int i = 0; !moved && i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        const char *name = p->fields[i].name;
+
+        moved = is_destination(&p->fields[i])
+                && strcmp(doc_str(old, name), doc_str(now, name)) != 0;
     }
-    res = db_exec(req->db, "SELECT 1 FROM resource_connections WHERE connection_id = $1"
-                           " LIMIT 1", 1, params);
-    used = res == NULL || PQntuples(res) > 0;
+    for (int i = 0; moved && i < PROVIDER_MAX_FIELDS && p->fields[i].name != NULL; i++) {
+        if (p->fields[i].secret && strcmp(doc_str(now, p->fields[i].name), MASK) == 0) {
+            snprintf(field, sizeof(field), "config.%s", p->fields[i].name);
+            http_invalid(req, field, "%s must be sent again: the connection's destination"
+                         " changed, and the stored secret is not sent to a new one", field);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/* 409: "<why>: chat (<id>), ..." with details {field, resources: [{id, name}]} */
+static void
+reply_used_by(http_req_t *req, const char *field, const char *why, const PGresult *res)
+{
+    char    message[2048];
+    size_t  len;
+    int     n = PQntuples(res) < USERS_MAX ? PQntuples(res) : USERS_MAX;
+    cJSON  *root = cJSON_CreateObject();
+    cJSON  *error = cJSON_AddObjectToObject(root, "error");
+    cJSON  *details, *resources;
+
+    len = (size_t) snprintf(message, sizeof(message), "%s:", why);
+    cJSON_AddStringToObject(error, "code", "conflict");
+    details = cJSON_AddObjectToObject(error, "details");
+    if (field != NULL) {
+        cJSON_AddStringToObject(details, "field", field);
+    }
+    resources = cJSON_AddArrayToObject(details, "resources");
+    for (int i = 0; i < n; i++) {
+        cJSON *r = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(r, "id", PQgetvalue(res, i, 0));
+        cJSON_AddStringToObject(r, "name", PQgetvalue(res, i, 1));
+        cJSON_AddItemToArray(resources, r);
+        if (len < sizeof(message)) {
+            len += (size_t) snprintf(message + len, sizeof(message) - len, "%s %s (%s)",
+                                     i > 0 ? "," : "", PQgetvalue(res, i, 1),
+                                     PQgetvalue(res, i, 0));
+        }
+    }
+    if (PQntuples(res) > USERS_MAX && len < sizeof(message)) {
+        snprintf(message + len, sizeof(message) - len, " and more");
+    }
+    cJSON_AddStringToObject(error, "message", message);
+    http_reply(req, 409, root);
+}
+
+
+/*
+ * false after answering when sql (id and name of resources, from params)
+ * finds any: 409 naming them, why first; or 500
+ */
+static bool
+unused(http_req_t *req, const char *sql, int nparams, const char *const *params,
+    const char *field, const char *why)
+{
+    PGresult *res = db_exec(req->db, sql, nparams, params);
+    bool      none;
+
+    if (res == NULL) {
+        http_db_error(req, "connection");
+        return false;
+    }
+    none = PQntuples(res) == 0;
+    if (!none) {
+        reply_used_by(req, field, why, res);
+    }
     PQclear(res);
-    if (used) {
-        http_error(req, 409, "conflict", "provider",
-                   "the connection is used by resources: its provider cannot change");
-    }
-    return !used;
+    return none;
+}
+
+
+/* the resources that use the connection keep what they were validated with:
+ * its provider, and the models they name among its allowedModels */
+static bool
+users_unaffected(http_req_t *req, const char *id, const cJSON *stored, const cJSON *doc)
+{
+    char       *allowed = doc_json(doc, "allowedModels");
+    const char *params[2] = { id, allowed };
+    bool        ok;
+
+    ok = (strcmp(doc_str(stored, "provider"), doc_str(doc, "provider")) == 0
+          || unused(req, SQL_USERS, 1, params, "provider",
+                    "the connection's provider cannot change under the resources that"
+                    " use it"))
+         && unused(req, SQL_USERS_OF_MODELS_LEFT_OUT, 2, params, "allowedModels",
+                   "allowedModels would leave out models that these resources use");
+    free(allowed);
+    return ok;
 }
 
 
@@ -298,21 +443,22 @@ api_connections_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
-    cJSON      *stored;
-    char        old_provider[32];
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 3, params, "connection");
+    cJSON      *doc, *secrets;
 
-    if (doc == NULL) {
+    if (stored == NULL) {
         return;
     }
-    stored = stored_secrets(req, params[2], old_provider, sizeof(old_provider));
-    if (stored != NULL && validate(req, doc)
-        && provider_change_allowed(req, params[2], old_provider, doc))
+    doc = defaults();
+    secrets = stored_secrets(req, params[2]);
+    if (secrets != NULL && validate(req, doc, stored) && secrets_resent(req, stored, doc)
+        && users_unaffected(req, params[2], stored, doc))
     {
-        save(req, doc, params[2], stored, false);
+        save(req, doc, params[2], secrets, false);
     }
-    cJSON_Delete(stored);
+    cJSON_Delete(secrets);
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 
@@ -322,7 +468,12 @@ api_connections_delete(http_req_t *req)
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
 
-    doc_reply_delete(req, "DELETE FROM connections"
-                          " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-                     3, params, "connection");
+    /* the foreign key of resource_connections still guards a race */
+    if (unused(req, SQL_USERS, 1, params + 2, NULL,
+               "the connection is used by resources; delete or change them first"))
+    {
+        doc_reply_delete(req, "DELETE FROM connections"
+                              " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                         3, params, "connection");
+    }
 }

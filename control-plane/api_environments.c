@@ -14,12 +14,24 @@ static const char *const writable[] = { "name", "description", "storePayload",
     "SELECT doc::text FROM environment_docs WHERE workspace_id = $1 AND id = $2"
 
 
+/* doc: the defaults; stored: the environment as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    return val_merge(req, doc, writable, NULL) && val_name(req, doc)
+    return val_merge(req, doc, stored, writable, NULL) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
            && val_bool(req, doc, "storePayload") && val_bool(req, doc, "auditRequired");
+}
+
+
+static cJSON *
+defaults(void)
+{
+    cJSON *doc = cJSON_CreateObject();
+
+    cJSON_AddTrueToObject(doc, "storePayload");
+    cJSON_AddFalseToObject(doc, "auditRequired");
+    return doc;
 }
 
 
@@ -69,14 +81,12 @@ api_environments_get(http_req_t *req)
 void
 api_environments_create(http_req_t *req)
 {
-    cJSON      *doc = cJSON_CreateObject();
+    cJSON      *doc = defaults();
     char        id[UUID_LEN + 1];
     const char *params[6] = { http_param(req, "ws"), id };
     PGresult   *res;
 
-    cJSON_AddTrueToObject(doc, "storePayload");
-    cJSON_AddFalseToObject(doc, "auditRequired");
-    if (!validate(req, doc)) {
+    if (!validate(req, doc, NULL)) {
         cJSON_Delete(doc);
         return;
     }
@@ -106,12 +116,14 @@ void
 api_environments_update(http_req_t *req)
 {
     const char *params[6] = { http_param(req, "ws"), http_param(req, "env") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 2, params, "environment");
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 2, params, "environment");
+    cJSON      *doc;
 
-    if (doc == NULL) {
+    if (stored == NULL) {
         return;
     }
-    if (validate(req, doc)) {
+    doc = defaults();
+    if (validate(req, doc, stored)) {
         params[2] = doc_str(doc, "name");
         params[3] = doc_str(doc, "description");
         params[4] = doc_bool(doc, "storePayload");
@@ -126,6 +138,7 @@ api_environments_update(http_req_t *req)
         }
     }
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 

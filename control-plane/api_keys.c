@@ -61,16 +61,31 @@ validate_resources(http_req_t *req, const cJSON *doc)
 }
 
 
+/* doc: the defaults; stored: the key as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    return val_merge(req, doc, writable, readonly) && val_name(req, doc)
+    return val_merge(req, doc, stored, writable, readonly) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
            && val_bool(req, doc, "enabled")
            && validate_resources(req, doc)
            && val_labels(req, doc, "labels")
            && val_bool(req, doc, "enforceCapacity")
            && val_capacity(req, doc, "capacity");
+}
+
+
+static cJSON *
+defaults(void)
+{
+    cJSON *doc = cJSON_CreateObject();
+
+    cJSON_AddTrueToObject(doc, "enabled");
+    cJSON_AddArrayToObject(doc, "resources");
+    cJSON_AddObjectToObject(doc, "labels");
+    cJSON_AddFalseToObject(doc, "enforceCapacity");
+    cJSON_AddArrayToObject(doc, "capacity");
+    return doc;
 }
 
 
@@ -148,7 +163,7 @@ reply_created(http_req_t *req, const char *id, const char *key)
 void
 api_keys_create(http_req_t *req)
 {
-    cJSON    *doc = cJSON_CreateObject();
+    cJSON    *doc;
     char      id[UUID_LEN + 1];
     char      key[KEY_LEN + 1];
     char      hash[SHA256_HEX_LEN + 1];
@@ -156,15 +171,10 @@ api_keys_create(http_req_t *req)
     PGresult *res;
 
     if (!api_environment_exists(req)) {
-        cJSON_Delete(doc);
         return;
     }
-    cJSON_AddTrueToObject(doc, "enabled");
-    cJSON_AddArrayToObject(doc, "resources");
-    cJSON_AddObjectToObject(doc, "labels");
-    cJSON_AddFalseToObject(doc, "enforceCapacity");
-    cJSON_AddArrayToObject(doc, "capacity");
-    if (!validate(req, doc)) {
+    doc = defaults();
+    if (!validate(req, doc, NULL)) {
         cJSON_Delete(doc);
         return;
     }
@@ -193,10 +203,11 @@ api_keys_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "API key");
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 3, params, "API key");
+    cJSON      *doc = defaults();
     PGresult   *res;
 
-    if (doc != NULL && validate(req, doc)) {
+    if (stored != NULL && validate(req, doc, stored)) {
         res = write_row(req, doc, params[2], NULL, NULL);
         if (res == NULL) {
             http_db_error(req, "API key");
@@ -206,6 +217,7 @@ api_keys_update(http_req_t *req)
         PQclear(res);
     }
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 

@@ -182,6 +182,9 @@ validate_pool(http_req_t *req, const cJSON *pools, const cJSON *pool, int pi, do
                      NAME_MAX_LEN);
         return false;
     }
+    if (!val_text(req, field, item->valuestring)) {
+        return false;
+    }
     i = 0;
     cJSON_ArrayForEach(other, pools) {
         if (i++ == pi) {

@@ -10,7 +10,6 @@
  * so the rules a resource stores are rules the data plane runs.
  */
 
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,23 +81,26 @@ check_connection(http_req_t *req, const char *at, const char *connection_id,
 
 /* provider, model and connectionId of an entry; at is its field path */
 static bool
-validate_target(http_req_t *req, const cJSON *entry, const char *at)
+validate_target(http_req_t *req, cJSON *entry, const char *at)
 {
-    const cJSON *provider, *model, *connection;
-    char         field[160];
+    const cJSON      *model, *connection;
+    const provider_t *provider;
+    char              field[160];
 
-    provider = cJSON_GetObjectItemCaseSensitive(entry, "provider");
+    snprintf(field, sizeof(field), "%s.provider", at);
+    provider = val_provider(req, entry, field);
+    if (provider == NULL) {
+        return false;
+    }
     model = cJSON_GetObjectItemCaseSensitive(entry, "model");
     connection = cJSON_GetObjectItemCaseSensitive(entry, "connectionId");
 
-    if (!cJSON_IsString(provider) || provider_find(provider->valuestring) == NULL) {
-        snprintf(field, sizeof(field), "%s.provider", at);
-        http_invalid(req, field, "%s must be a provider id", field);
+    snprintf(field, sizeof(field), "%s.model", at);
+    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
+        http_invalid(req, field, "%s must be a model name", field);
         return false;
     }
-    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
-        snprintf(field, sizeof(field), "%s.model", at);
-        http_invalid(req, field, "%s must be a model name", field);
+    if (!val_text(req, field, model->valuestring)) {
         return false;
     }
     if (!cJSON_IsString(connection) || !crypto_is_uuid(connection->valuestring)) {
@@ -106,13 +108,13 @@ validate_target(http_req_t *req, const cJSON *entry, const char *at)
         http_invalid(req, field, "%s must be a connection id", field);
         return false;
     }
-    return check_connection(req, at, connection->valuestring, provider->valuestring,
+    return check_connection(req, at, connection->valuestring, provider->id,
                             model->valuestring);
 }
 
 
 static bool
-validate_model_entry(http_req_t *req, const cJSON *entry, const char *at)
+validate_model_entry(http_req_t *req, cJSON *entry, const char *at)
 {
     static const char *const members[] = { "provider", "model", "connectionId", NULL };
     const cJSON *item;
@@ -142,7 +144,7 @@ static bool
 validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, field);
-    const cJSON *entry;
+    cJSON       *entry;
     char         at[160];
     int          i = 0;
 
@@ -157,30 +159,6 @@ validate_model_list(http_req_t *req, const cJSON *doc, const char *field)
         }
     }
     return true;
-}
-
-
-/* the rules compiler's memory: malloc'd blocks, freed together */
-typedef struct rules_block_s  rules_block_t;
-
-struct rules_block_s {
-    rules_block_t  *next;
-    max_align_t     data[];
-};
-
-
-static void *
-rules_alloc(void *ctx, size_t size)
-{
-    rules_block_t **head = ctx;
-    rules_block_t  *b = malloc(sizeof(rules_block_t) + size);
-
-    if (b == NULL) {
-        return NULL;
-    }
-    b->next = *head;
-    *head = b;
-    return b->data;
 }
 
 
@@ -211,7 +189,7 @@ static bool
 compile_routing(http_req_t *req, const cJSON *routing)
 {
     char              *text = cJSON_PrintUnformatted(routing);
-    rules_block_t     *blocks = NULL;
+    val_block_t       *blocks = NULL;
     vmx_rules_error_t  err;
     vmx_rules_t       *rules;
     bool               ok;
@@ -220,15 +198,10 @@ compile_routing(http_req_t *req, const cJSON *routing)
         http_error(req, 500, "internal_error", NULL, "out of memory");
         return false;
     }
-    rules = vmx_rules_compile_text(text, strlen(text), rules_alloc, &blocks, &err);
+    rules = vmx_rules_compile_text(text, strlen(text), val_block_alloc, &blocks, &err);
     ok = rules != NULL;
     vmx_rules_free(rules);
-    while (blocks != NULL) {
-        rules_block_t  *next = blocks->next;
-
-        free(blocks);
-        blocks = next;
-    }
+    val_blocks_free(&blocks);
     free(text);
     if (!ok && strcmp(err.message, "out of memory") == 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");
@@ -243,13 +216,13 @@ compile_routing(http_req_t *req, const cJSON *routing)
 static bool
 validate_routing_targets(http_req_t *req, const cJSON *routing)
 {
-    const cJSON *group;
+    cJSON       *group;
     char         at[64];
     int          i = 0;
 
     cJSON_ArrayForEach(group, cJSON_GetObjectItemCaseSensitive(routing, "conditions")) {
         const cJSON *action = cJSON_GetObjectItemCaseSensitive(group, "action");
-        const cJSON *then = cJSON_GetObjectItemCaseSensitive(group, "then");
+        cJSON       *then = cJSON_GetObjectItemCaseSensitive(group, "then");
 
         snprintf(at, sizeof(at), "routing.conditions[%d].then", i++);
         if ((cJSON_IsString(action) && strcmp(action->valuestring, "BLOCK") == 0)
@@ -258,6 +231,40 @@ validate_routing_targets(http_req_t *req, const cJSON *routing)
             continue;
         }
         if (!validate_target(req, then, at)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/*
+ * the ids, labels and descriptions of the groups and conditions under at
+ * (the compiler checked shapes and depth): a group's id is the
+ * x-vmx-event-*-routing-group-id header
+ */
+static bool
+validate_routing_texts(http_req_t *req, const cJSON *conditions, const char *at)
+{
+    static const char *const texts[] = { "id", "label", "description", NULL };
+    const cJSON *item;
+    char         path[160], field[192];
+    int          i = 0;
+
+    cJSON_ArrayForEach(item, conditions) {
+        snprintf(path, sizeof(path), "%s[%d]", at, i++);
+        for (int t = 0; texts[t] != NULL; t++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, texts[t]);
+
+            snprintf(field, sizeof(field), "%s.%s", path, texts[t]);
+            if (cJSON_IsString(v) && !val_text(req, field, v->valuestring)) {
+                return false;
+            }
+        }
+        snprintf(field, sizeof(field), "%s.conditions", path);
+        if (!validate_routing_texts(req, cJSON_GetObjectItemCaseSensitive(item, "conditions"),
+                                    field))
+        {
             return false;
         }
     }
@@ -283,14 +290,19 @@ validate_routing(http_req_t *req, const cJSON *doc)
         http_invalid(req, "routing.conditions", "routing.conditions must be an array");
         return false;
     }
-    return compile_routing(req, routing) && validate_routing_targets(req, routing);
+    return compile_routing(req, routing)
+           && validate_routing_texts(req, cJSON_GetObjectItemCaseSensitive(routing,
+                                                                            "conditions"),
+                                     "routing.conditions")
+           && validate_routing_targets(req, routing);
 }
 
 
+/* doc: the defaults; stored: the resource as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    return val_merge(req, doc, writable, NULL) && val_name(req, doc)
+    return val_merge(req, doc, stored, writable, NULL) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN)
            && validate_model_entry(req, cJSON_GetObjectItemCaseSensitive(doc, "model"),
                                    "model")
@@ -302,13 +314,6 @@ validate(http_req_t *req, cJSON *doc)
            && val_capacity(req, doc, "capacity");
 }
 
-
-/* the then of the routing groups that call a model, as a jsonb array */
-#define ROUTING_TARGETS \
-    "coalesce((SELECT jsonb_agg(g->'then')" \
-    "          FROM jsonb_array_elements(r.routing->'conditions') g" \
-    "          WHERE jsonb_typeof(g->'then') = 'object'" \
-    "            AND coalesce(g->>'action', 'CALL_MODEL') <> 'BLOCK'), '[]'::jsonb)"
 
 /* the row, then the connections it uses; one transaction */
 static int
@@ -333,8 +338,7 @@ write_rows(http_req_t *req, const char *const *params, bool create)
         || db_run(req->db,
                   "INSERT INTO resource_connections (resource_id, connection_id)"
                   " SELECT DISTINCT r.id, (m->>'connectionId')::uuid FROM resources r,"
-                  "  jsonb_array_elements(jsonb_build_array(r.model) || r.fallback_models"
-                  "                       || r.secondary_models || " ROUTING_TARGETS ") m"
+                  "  jsonb_array_elements(" SQL_RESOURCE_ENTRIES ") m"
                   " WHERE r.id = $1", 1, params + 2) != 0)
     {
         db_rollback(req->db);
@@ -395,18 +399,12 @@ api_resources_get(http_req_t *req)
 }
 
 
-void
-api_resources_create(http_req_t *req)
+static cJSON *
+defaults(void)
 {
     cJSON *doc = cJSON_CreateObject();
-    cJSON *routing;
-    char   id[UUID_LEN + 1];
+    cJSON *routing = cJSON_AddObjectToObject(doc, "routing");
 
-    if (!api_environment_exists(req)) {
-        cJSON_Delete(doc);
-        return;
-    }
-    routing = cJSON_AddObjectToObject(doc, "routing");
     cJSON_AddFalseToObject(routing, "enabled");
     cJSON_AddArrayToObject(routing, "conditions");
     cJSON_AddArrayToObject(doc, "fallbackModels");
@@ -414,7 +412,21 @@ api_resources_create(http_req_t *req)
     cJSON_AddArrayToObject(doc, "secondaryModels");
     cJSON_AddFalseToObject(doc, "enforceCapacity");
     cJSON_AddArrayToObject(doc, "capacity");
-    if (validate(req, doc)) {
+    return doc;
+}
+
+
+void
+api_resources_create(http_req_t *req)
+{
+    cJSON *doc;
+    char   id[UUID_LEN + 1];
+
+    if (!api_environment_exists(req)) {
+        return;
+    }
+    doc = defaults();
+    if (validate(req, doc, NULL)) {
         crypto_uuid_v4(id);
         save(req, doc, id, true);
     }
@@ -427,12 +439,14 @@ api_resources_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
                               http_param(req, "id") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "resource");
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 3, params, "resource");
+    cJSON      *doc = defaults();
 
-    if (doc != NULL && validate(req, doc)) {
+    if (stored != NULL && validate(req, doc, stored)) {
         save(req, doc, params[2], false);
     }
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 

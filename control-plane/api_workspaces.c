@@ -14,10 +14,11 @@ static const char *const readonly[] = { "createdBy", NULL };
 #define DOC_BY_ID  "SELECT doc::text FROM workspace_docs WHERE id = $1"
 
 
+/* stored: the workspace as read (update), NULL on create */
 static bool
-validate(http_req_t *req, cJSON *doc)
+validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 {
-    return val_merge(req, doc, writable, readonly) && val_name(req, doc)
+    return val_merge(req, doc, stored, writable, readonly) && val_name(req, doc)
            && val_string(req, doc, "description", DESCRIPTION_MAX_LEN);
 }
 
@@ -45,7 +46,7 @@ api_workspaces_create(http_req_t *req)
     char        id[UUID_LEN + 1];
     const char *params[4];
 
-    if (!validate(req, doc)) {
+    if (!validate(req, doc, NULL)) {
         cJSON_Delete(doc);
         return;
     }
@@ -74,12 +75,14 @@ void
 api_workspaces_update(http_req_t *req)
 {
     const char *params[3] = { http_param(req, "ws") };
-    cJSON      *doc = doc_fetch(req, DOC_BY_ID, 1, params, "workspace");
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 1, params, "workspace");
+    cJSON      *doc;
 
-    if (doc == NULL) {
+    if (stored == NULL) {
         return;
     }
-    if (validate(req, doc)) {
+    doc = cJSON_CreateObject();
+    if (validate(req, doc, stored)) {
         params[1] = doc_str(doc, "name");
         params[2] = doc_str(doc, "description");
         if (db_run(req->db, "UPDATE workspaces SET name = $2, description = $3,"
@@ -91,6 +94,7 @@ api_workspaces_update(http_req_t *req)
         }
     }
     cJSON_Delete(doc);
+    cJSON_Delete(stored);
 }
 
 
@@ -142,7 +146,7 @@ validate_member(http_req_t *req)
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(req->json, "userId");
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(req->json, "role");
     cJSON       *scratch = cJSON_CreateObject();
-    bool         known = val_merge(req, scratch, fields, NULL);
+    bool         known = val_merge(req, scratch, NULL, fields, NULL);
 
     cJSON_Delete(scratch);
     if (!known) {

@@ -21,6 +21,8 @@
 #define DEFAULT_RETENTION   30
 #define SECRET_FILE_MAX     4096
 
+static const config_t  *current;
+
 
 static int
 parse_listen(config_t *cfg, const char *value)
@@ -91,6 +93,21 @@ non_empty_env(const char *name)
 }
 
 
+/* *out = the variable as a flag "1" or "0", false when unset */
+static int
+parse_flag(const char *name, bool *out)
+{
+    const char *v = non_empty_env(name);
+
+    *out = v != NULL && strcmp(v, "1") == 0;
+    if (v != NULL && strcmp(v, "1") != 0 && strcmp(v, "0") != 0) {
+        log_error("config %s: \"%s\" is not 1 or 0", name, v);
+        return -1;
+    }
+    return 0;
+}
+
+
 /* *out = the variable as an integer 1..max, or dflt when unset */
 static int
 parse_positive(const char *name, int dflt, long max, int *out)
@@ -152,7 +169,8 @@ config_load(config_t *cfg)
         || parse_positive("VMX_INGEST_INTERVAL_MS", DEFAULT_INGEST_MS, 60000,
                           &cfg->ingest_interval_ms) != 0
         || parse_positive("VMX_RETENTION_DAYS", DEFAULT_RETENTION, 36500,
-                          &cfg->retention_days) != 0)
+                          &cfg->retention_days) != 0
+        || parse_flag("VMX_ALLOW_LINK_LOCAL", &cfg->allow_link_local) != 0)
     {
         return -1;
     }
@@ -183,7 +201,15 @@ config_load(config_t *cfg)
         log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", v);
         return -1;
     }
+    current = cfg;
     return 0;
+}
+
+
+const config_t *
+config_current(void)
+{
+    return current;
 }
 
 

@@ -6,6 +6,7 @@
 #ifndef CP_CONFIG_H
 #define CP_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CONFIG_MAX_DATAPLANES  32
@@ -27,6 +28,7 @@ typedef struct {
     int     ingest_interval_ms;       /* between pulls of the data planes' records */
     int     retention_days;           /* audit and usage partitions kept */
     char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
+    bool    allow_link_local;         /* connections may point at 169.254/16, fe80::/10 */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];
@@ -35,6 +37,10 @@ typedef struct {
 
 /* fills cfg from the environment; logs the reason and returns -1 when invalid */
 int config_load(config_t *cfg);
+
+/* the settings of the last config_load(), for the request handlers: valid
+ * while its cfg lives (the whole run of the daemon) */
+const config_t *config_current(void);
 void config_free(config_t *cfg);
 
 /*

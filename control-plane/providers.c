@@ -44,6 +44,10 @@ static const provider_t catalog[] = {
 const provider_t *
 provider_find(const char *id)
 {
+    /* the original product's spelling of gemini (SPEC §1) */
+    if (strcmp(id, "google") == 0) {
+        id = "gemini";
+    }
     for (size_t i = 0; i < sizeof(catalog) / sizeof(catalog[0]); i++) {
         if (strcmp(catalog[i].id, id) == 0) {
             return &catalog[i];

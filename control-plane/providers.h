@@ -30,7 +30,7 @@ typedef struct {
     const char        *default_models[PROVIDER_MAX_MODELS];
 } provider_t;
 
-/* NULL when id is not a provider id */
+/* NULL when id is not a provider id nor an alias of one ("google") */
 const provider_t *provider_find(const char *id);
 
 /* the field named name of p, NULL when none */

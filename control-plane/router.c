@@ -1,7 +1,7 @@
 /*
  * router: the route table and what every request goes through before its
  * handler: route match (404 / 405), body limit (413), authentication (401),
- * permission (403), JSON parsing (400).
+ * permission (403), JSON parsing (400: val_body()).
  */
 
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pusher.h"
 #include "snapshot.h"
+#include "validate.h"
 
 #define WS    "/api/v1/workspaces/{ws}"
 #define ENV   WS "/environments/{env}"
@@ -196,6 +197,9 @@ parse_body(http_req_t *req)
                   || strcmp(req->method, "PATCH") == 0;
 
     if (req->body_len > 0) {
+        if (!val_body(req)) {
+            return false;
+        }
         req->json = cJSON_ParseWithLength(req->body, req->body_len);
         if (req->json == NULL) {
             http_error(req, 400, "validation_error", NULL, "the body is not valid JSON");

@@ -3,9 +3,12 @@
  * small stack buffers; messages say what was expected.
  */
 
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 
 #include "validate.h"
@@ -15,6 +18,39 @@
 const char *const val_common_readonly[] = {
     "id", "workspaceId", "environmentId", "createdAt", "updatedAt", NULL
 };
+
+
+struct val_block_s {
+    val_block_t  *next;
+    max_align_t   data[];
+};
+
+
+void *
+val_block_alloc(void *ctx, size_t size)
+{
+    val_block_t **head = ctx;
+    val_block_t  *b = malloc(sizeof(val_block_t) + size);
+
+    if (b == NULL) {
+        return NULL;
+    }
+    b->next = *head;
+    *head = b;
+    return b->data;
+}
+
+
+void
+val_blocks_free(val_block_t **head)
+{
+    while (*head != NULL) {
+        val_block_t  *next = (*head)->next;
+
+        free(*head);
+        *head = next;
+    }
+}
 
 
 /* "<at>.<member>" into out[FIELD_MAX]; an over-long path is only cut short */
@@ -40,20 +76,156 @@ in_list(const char *name, const char *const *list)
 }
 
 
+/* appends ".key" (or "key" at the root) or "[i]" to the path of len bytes */
+static void
+path_push(char *path, size_t len, const vmx_json_t *parent, const vmx_json_t *v, size_t i)
+{
+    if (parent->type == VMX_JSON_ARRAY) {
+        snprintf(path + len, FIELD_MAX - len, "[%zu]", i);
+    } else {
+        snprintf(path + len, FIELD_MAX - len, "%s%s", len > 0 ? "." : "", v->key);
+    }
+}
+
+
+/* true when a key or string under v holds a NUL; path then locates it */
+static bool
+find_nul(const vmx_json_t *v, char *path)
+{
+    size_t             len = strlen(path);
+    size_t             i = 0;
+    const vmx_json_t  *c;
+
+    if (v->type == VMX_JSON_STRING) {
+        return memchr(v->str, '\0', v->str_len) != NULL;
+    }
+    for (c = v->child; c != NULL; c = c->next, i++) {
+        path_push(path, len, v, c, i);
+        if ((v->type == VMX_JSON_OBJECT && memchr(c->key, '\0', c->key_len) != NULL)
+            || find_nul(c, path))
+        {
+            return true;
+        }
+    }
+    path[len] = '\0';
+    return false;
+}
+
+
 bool
-val_merge(http_req_t *req, cJSON *doc, const char *const *writable,
-    const char *const *readonly)
+val_body(http_req_t *req)
+{
+    val_block_t           *blocks = NULL;
+    vmx_json_error_t       err;
+    vmx_json_duplicate_t   dup;
+    vmx_json_t            *root;
+    char                   path[FIELD_MAX] = "";
+    int                    rc = 0;
+
+    root = vmx_json_parse(req->body, req->body_len, val_block_alloc, &blocks, 0, &err);
+    if (root != NULL) {
+        rc = vmx_json_find_duplicate(root, val_block_alloc, &blocks, &dup);
+    }
+    if ((root == NULL && strcmp(err.message, "out of memory") == 0) || rc < 0) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+    } else if (root == NULL) {
+        http_invalid(req, NULL, "the body is not valid JSON: %s at byte %zu", err.message,
+                     err.offset);
+    } else if (rc == 1) {
+        http_invalid(req, dup.path, "duplicate key \"%s\" at %s", dup.member->key, dup.path);
+    } else if (find_nul(root, path)) {
+        http_invalid(req, path, "%s holds a NUL character", path[0] ? path : "the body");
+    } else {
+        val_blocks_free(&blocks);
+        return true;
+    }
+    val_blocks_free(&blocks);
+    return false;
+}
+
+
+/* RFC 7396: patch applied to target (taken); returns the result */
+static cJSON *
+merge_patch(cJSON *target, const cJSON *patch)
+{
+    const cJSON *item;
+
+    if (!cJSON_IsObject(patch)) {
+        cJSON_Delete(target);
+        return cJSON_Duplicate(patch, true);
+    }
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    cJSON_ArrayForEach(item, patch) {
+        cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(target, item->string);
+
+        if (cJSON_IsNull(item)) {
+            cJSON_Delete(old);
+        } else {
+            cJSON_AddItemToObject(target, item->string, merge_patch(old, item));
+        }
+    }
+    return target;
+}
+
+
+/* false after answering when the body has a member the client cannot set */
+static bool
+members_writable(http_req_t *req, const char *const *writable, const char *const *readonly)
 {
     const cJSON *item;
 
     cJSON_ArrayForEach(item, req->json) {
-        if (in_list(item->string, writable)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(doc, item->string);
-            cJSON_AddItemToObject(doc, item->string, cJSON_Duplicate(item, true));
-        } else if (!in_list(item->string, readonly)
-                   && !in_list(item->string, val_common_readonly))
-        {
+        if (in_list(item->string, readonly) || in_list(item->string, val_common_readonly)) {
+            http_invalid(req, item->string, "%s is read-only", item->string);
+            return false;
+        }
+        if (!in_list(item->string, writable)) {
             http_invalid(req, item->string, "unknown field \"%s\"", item->string);
+            return false;
+        }
+    }
+    return true;
+}
+
+
+bool
+val_merge(http_req_t *req, cJSON *doc, const cJSON *stored, const char *const *writable,
+    const char *const *readonly)
+{
+    cJSON       *patched = NULL;
+    const cJSON *item, *body = req->json;
+
+    if (!members_writable(req, writable, readonly)) {
+        return false;
+    }
+    if (stored != NULL && strcmp(req->method, "PATCH") == 0) {
+        patched = cJSON_CreateObject();
+        cJSON_ArrayForEach(item, stored) {
+            if (in_list(item->string, writable)) {
+                cJSON_AddItemToObject(patched, item->string, cJSON_Duplicate(item, true));
+            }
+        }
+        body = patched = merge_patch(patched, req->json);
+    }
+    cJSON_ArrayForEach(item, body) {
+        cJSON_DeleteItemFromObjectCaseSensitive(doc, item->string);
+        cJSON_AddItemToObject(doc, item->string, cJSON_Duplicate(item, true));
+    }
+    cJSON_Delete(patched);
+    return true;
+}
+
+
+bool
+val_text(http_req_t *req, const char *field, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f) {
+            http_invalid(req, field, "%s must not hold control characters (U+%04X)", field,
+                         (unsigned) (unsigned char) *s);
             return false;
         }
     }
@@ -73,7 +245,7 @@ val_name(http_req_t *req, const cJSON *doc)
                      NAME_MAX_LEN);
         return false;
     }
-    return true;
+    return val_text(req, "name", name->valuestring);
 }
 
 
@@ -91,7 +263,7 @@ val_string(http_req_t *req, cJSON *doc, const char *field, size_t max)
         http_invalid(req, field, "%s must be a string of at most %zu characters", field, max);
         return false;
     }
-    return true;
+    return val_text(req, field, v->valuestring);
 }
 
 
@@ -119,12 +291,14 @@ val_string_array(http_req_t *req, const cJSON *doc, const char *field)
         return false;
     }
     cJSON_ArrayForEach(item, arr) {
+        snprintf(path, sizeof(path), "%s[%d]", field, i++);
         if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
-            snprintf(path, sizeof(path), "%s[%d]", field, i);
             http_invalid(req, path, "%s must be a non-empty string", path);
             return false;
         }
-        i++;
+        if (!val_text(req, path, item->valuestring)) {
+            return false;
+        }
     }
     return true;
 }
@@ -142,9 +316,12 @@ val_labels(http_req_t *req, const cJSON *doc, const char *field)
         return false;
     }
     cJSON_ArrayForEach(item, obj) {
+        member_path(path, field, item->string);
         if (!cJSON_IsString(item)) {
-            member_path(path, field, item->string);
             http_invalid(req, path, "%s must be a string", path);
+            return false;
+        }
+        if (!val_text(req, path, item->string) || !val_text(req, path, item->valuestring)) {
             return false;
         }
     }
@@ -248,6 +425,23 @@ val_capacity(http_req_t *req, cJSON *doc, const char *field)
 }
 
 
+const provider_t *
+val_provider(http_req_t *req, cJSON *obj, const char *field)
+{
+    cJSON            *v = cJSON_GetObjectItemCaseSensitive(obj, "provider");
+    const provider_t *p = cJSON_IsString(v) ? provider_find(v->valuestring) : NULL;
+
+    if (p == NULL) {
+        http_invalid(req, field, "%s must be one of openai, anthropic, gemini (or google),"
+                     " groq, aws-bedrock", field);
+    } else if (strcmp(v->valuestring, p->id) != 0 && cJSON_SetValuestring(v, p->id) == NULL) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+        return NULL;
+    }
+    return p;
+}
+
+
 bool
 val_is_http_url(const char *s)
 {
@@ -269,6 +463,61 @@ val_is_http_url(const char *s)
     curl_free(host);
     curl_url_cleanup(u);
     return ok;
+}
+
+
+static bool
+is_link_local_host(const char *host)
+{
+    static const unsigned char  mapped[12] = { [10] = 0xff, [11] = 0xff };
+    static const unsigned char  metadata[16] = {         /* fd00:ec2::254 */
+        0xfd, 0x00, 0x0e, 0xc2, [14] = 0x02, [15] = 0x54
+    };
+    char                        text[INET6_ADDRSTRLEN + 2];
+    size_t                      len = strlen(host);
+    unsigned char               a[16];
+
+    /* "[fe80::1]" without its brackets, "169.254.169.254." without its dot */
+    if (len < 3 || len >= sizeof(text)) {
+        return false;
+    }
+    if (host[0] == '[') {
+        memcpy(text, host + 1, len - 2);
+        text[len - 2] = '\0';
+    } else {
+        memcpy(text, host, len);
+        text[host[len - 1] == '.' ? len - 1 : len] = '\0';
+    }
+    if (inet_pton(AF_INET, text, a) == 1) {
+        return a[0] == 169 && a[1] == 254;
+    }
+    if (inet_pton(AF_INET6, text, a) != 1) {
+        return false;
+    }
+    return (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+           || memcmp(a, metadata, 16) == 0
+           || (memcmp(a, mapped, 12) == 0 && a[12] == 169 && a[13] == 254);
+}
+
+
+bool
+val_is_link_local_url(const char *s)
+{
+    CURLU *u = curl_url();
+    char  *host = NULL;
+    bool   found = false;
+
+    if (u == NULL) {
+        return false;
+    }
+    if (curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+    {
+        found = is_link_local_host(host);
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+    return found;
 }
 
 

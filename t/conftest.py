@@ -423,13 +423,15 @@ class Gateway:
                 time.sleep(0.1)
 
     def update(self, env, kind, name, **fields):
-        """PUT (merged) an object and wait for the data plane to run the new version."""
+        """PUT the whole object with fields changed and wait for the data plane to run
+        the new version."""
         coll = {"connections": env.conns, "resources": env.res, "api-keys": env.key_objs}[kind]
         obj = coll[name]
         v0 = self.nginx.config_version() or 0
         body = {k: v for k, v in obj.items()
                 if k not in ("id", "key", "maskedKey", "createdAt", "updatedAt", "workspaceId",
-                             "environmentId", "discoveredCapacity", "createdBy", "updatedBy")}
+                             "environmentId", "discoveredCapacity", "credentialsStatus",
+                             "dataplaneProblems", "createdBy", "updatedBy")}
         body.update(fields)
         st, data, _ = self.api.request("PUT", f"{env.prefix}/{kind}/{obj['id']}", body)
         assert st == 200, f"PUT {kind}/{name}: {st} {data}"

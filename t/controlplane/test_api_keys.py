@@ -44,7 +44,7 @@ def test_key_update_and_delete(api, env):
     r = make_resource(api, env)
     k = api.create_api_key(env[0], env[1], name="ci")
     path = env_path(env, f"/api-keys/{k['id']}")
-    status, upd, _ = api.request("PUT", path, {
+    status, upd, _ = api.request("PATCH", path, {
         "enabled": False, "resources": [r["id"]], "enforceCapacity": True,
         "capacity": [{"period": "month", "requests": 10}]})
     assert status == 200

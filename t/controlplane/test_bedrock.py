@@ -97,10 +97,10 @@ def test_snapshot_carries_assumed_credentials(sts_stack):
     assert st["expiresAt"] and st["refreshedAt"] and st["error"] is None
     assert st["nextAttemptAt"] is None
     assert body["config"] == {"region": "eu-west-3", "iamRoleArn": role}
-    # the status is read-only: sending it back changes nothing
-    status, _, _ = api.request("PUT", env_path(env, f"/connections/{c['id']}"),
-                               {"credentialsStatus": {"state": "x"}})
-    assert status == 200
+    # the status is read-only: sending it is refused
+    status, err, _ = api.request("PATCH", env_path(env, f"/connections/{c['id']}"),
+                                 {"credentialsStatus": {"state": "x"}})
+    assert status == 400 and err["error"]["details"]["field"] == "credentialsStatus"
 
 
 def test_endpoint_and_explicit_external_id(sts_stack):
@@ -116,9 +116,8 @@ def test_endpoint_and_explicit_external_id(sts_stack):
     first = sc["credentials"]["accessKeyId"]
 
     # a changed connection assumes the role again, with its new ExternalId
-    status, _, _ = api.request("PUT", env_path(env, f"/connections/{c['id']}"),
-                               {"config": {"region": "eu-west-3", "iamRoleArn": role,
-                                           "externalId": "tenant-43"}})
+    status, _, _ = api.request("PATCH", env_path(env, f"/connections/{c['id']}"),
+                               {"config": {"externalId": "tenant-43", "endpoint": None}})
     assert status == 200
     snap = dp.wait_for(lambda s: (by_id(s["connections"], c["id"]) or {}).get(
         "credentials", {}).get("accessKeyId") not in (None, first))

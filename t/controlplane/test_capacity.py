@@ -103,10 +103,11 @@ def test_discovered_capacity_merged(api, env, cp_stack):
         "updatedAt": "2026-11-21T10:05:00.000Z"}
     assert version(cp_stack) == before
 
-    # read-only on the API: a client sending it back cannot change it
-    status, body, _ = api.request("PUT", env_path(env, f"/connections/{c1['id']}"),
+    # read-only on the API: a client sending it is refused
+    status, body, _ = api.request("PATCH", env_path(env, f"/connections/{c1['id']}"),
                                   {"discoveredCapacity": {"models": {}}, "description": "d"})
-    assert status == 200 and body["discoveredCapacity"] == newer
+    assert status == 400 and body["error"]["details"]["field"] == "discoveredCapacity"
+    assert get_connection(api, env, c1["id"])["discoveredCapacity"] == newer
     dp.set_capacity([])
 
 
@@ -121,7 +122,7 @@ def test_dataplane_without_capacity_endpoint(api, env, cp_stack):
         assert get_connection(api, env, c["id"])["discoveredCapacity"] == found
 
         # the config channel goes on as before
-        status, _, _ = api.request("PUT", env_path(env, f"/connections/{c['id']}"),
+        status, _, _ = api.request("PATCH", env_path(env, f"/connections/{c['id']}"),
                                    {"description": "after 404"})
         assert status == 200
         target = version(cp_stack)

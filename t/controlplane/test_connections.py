@@ -29,7 +29,7 @@ def test_connection_crud(api, env):
     status, lst, _ = api.request("GET", env_path(env, "/connections"))
     assert status == 200 and lst["total"] == 1 and lst["data"] == [c]
 
-    status, upd, _ = api.request("PUT", path, {"description": "renamed", "capacity": []})
+    status, upd, _ = api.request("PATCH", path, {"description": "renamed", "capacity": []})
     assert status == 200
     assert upd["description"] == "renamed" and upd["capacity"] == []
     assert upd["config"]["apiKey"] == "********"
@@ -111,20 +111,21 @@ def test_secret_masked_kept_and_replaced(api, env, cp_stack):
     assert '"v1:' in blob
 
     # "********" keeps the stored secret
-    status, upd, _ = api.request("PUT", path, {"config": {"apiKey": "********",
-                                                          "baseUrl": "http://127.0.0.1:9/v1"}})
+    status, upd, _ = api.request("PATCH", path, {"config": {"apiKey": "********"},
+                                                 "description": "kept"})
     assert status == 200 and upd["config"]["apiKey"] == "********"
     assert stored().split("}")[0] == blob.split("}")[0]
 
-    # sending the masked doc back unchanged is accepted and keeps it too
+    # sending the masked doc back unchanged (without its read-only fields) keeps it too
     status, got, _ = api.request("GET", path)
-    status, _, _ = api.request("PUT", path, got)
+    status, _, _ = api.request("PUT", path, {k: v for k, v in got.items() if k in (
+        "name", "description", "provider", "config", "allowedModels", "capacity")})
     assert status == 200
     assert stored().split("}")[0] == blob.split("}")[0]
 
     # a new value replaces it
     newer = "sk-rotated-" + uuid.uuid4().hex
-    status, _, _ = api.request("PUT", path, {"config": {"apiKey": newer}})
+    status, _, _ = api.request("PATCH", path, {"config": {"apiKey": newer}})
     assert status == 200
     now = stored()
     assert newer not in now and now.split("}")[0] != blob.split("}")[0]
@@ -150,7 +151,8 @@ def test_delete_connection_in_use_409(api, env):
     status, err, _ = api.request("DELETE", path)
     assert status == 409 and err["error"]["code"] == "conflict"
     # nor can its provider change under the resource
-    status, err, _ = api.request("PUT", path, {"provider": "groq"})
+    status, err, _ = api.request("PATCH", path, {"provider": "groq",
+                                                 "config": {"apiKey": "gk"}})
     assert status == 409
     status, _, _ = api.request("DELETE", env_path(env, f"/resources/{r['id']}"))
     assert status == 204

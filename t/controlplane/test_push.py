@@ -87,7 +87,7 @@ def test_snapshot_pushed_after_change(api, env, cp_stack):
 
 def test_every_change_bumps_the_version(api, env, cp_stack):
     before = int(cp_stack.pg.psql("SELECT version FROM config_version"))
-    status, _, _ = api.request("PUT", f"/api/v1/workspaces/{env[0]}", {"description": "d"})
+    status, _, _ = api.request("PATCH", f"/api/v1/workspaces/{env[0]}", {"description": "d"})
     assert status == 200
     after = int(cp_stack.pg.psql("SELECT version FROM config_version"))
     assert after > before

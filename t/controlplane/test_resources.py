@@ -29,7 +29,7 @@ def test_resource_crud_and_defaults(api, env):
 
     routing = {"enabled": True, "conditions": [{"type": "group", "id": "g1",
                                                 "operator": "AND", "conditions": []}]}
-    status, upd, _ = api.request("PUT", path, {
+    status, upd, _ = api.request("PATCH", path, {
         "fallbackModels": [model(g, "llama-3.1-8b-instant", "groq")],
         "secondaryModels": [model(c, "gpt-4o")], "useFallback": False,
         "routing": routing, "enforceCapacity": True,

@@ -155,11 +155,11 @@ def test_update_with_bad_rules_keeps_the_stored_routing(api, env):
     path = env_path(env, f"/resources/{r['id']}")
 
     bad = routing(group(mode="ADVANCED", expression="request.model in ['a'", then=model(c)))
-    status, body, _ = api.request("PUT", path, {"routing": bad})
+    status, body, _ = api.request("PATCH", path, {"routing": bad})
     assert_invalid(status, body, "routing.conditions[0].expression", 21)
     status, got, _ = api.request("GET", path)
     assert status == 200 and got["routing"] == good
 
     fixed = routing(group(mode="ADVANCED", expression="request.model in ['a']", then=model(c)))
-    status, upd, _ = api.request("PUT", path, {"routing": fixed})
+    status, upd, _ = api.request("PATCH", path, {"routing": fixed})
     assert status == 200 and upd["routing"] == fixed

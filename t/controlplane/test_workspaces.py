@@ -19,7 +19,7 @@ def test_workspace_crud(api):
     status, got, _ = api.request("GET", f"/api/v1/workspaces/{ws['id']}")
     assert status == 200 and got == ws
 
-    status, upd, _ = api.request("PUT", f"/api/v1/workspaces/{ws['id']}",
+    status, upd, _ = api.request("PATCH", f"/api/v1/workspaces/{ws['id']}",
                                  {"description": "team b"})
     assert status == 200
     assert upd["name"] == name and upd["description"] == "team b"
@@ -51,7 +51,7 @@ def test_workspace_name_taken_409(api):
     assert status == 409
     assert body["error"]["code"] == "conflict"
     other = api.create_workspace(unique("dup"))
-    status, _, _ = api.request("PUT", f"/api/v1/workspaces/{other['id']}", {"name": name})
+    status, _, _ = api.request("PATCH", f"/api/v1/workspaces/{other['id']}", {"name": name})
     assert status == 409
 
 
@@ -119,7 +119,7 @@ def test_environment_crud(api):
     assert e["auditRequired"] is False
     status, got, _ = api.request("GET", f"{base}/{e['id']}")
     assert status == 200 and got == e
-    status, upd, _ = api.request("PUT", f"{base}/{e['id']}", {"storePayload": False})
+    status, upd, _ = api.request("PATCH", f"{base}/{e['id']}", {"storePayload": False})
     assert status == 200 and upd["storePayload"] is False and upd["name"] == "production"
     status, lst, _ = api.request("GET", base)
     assert status == 200 and lst["total"] == 1 and lst["data"][0]["id"] == e["id"]
