@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "arena.h"
 #include "providers.h"
 #include "validate.h"
 #include "vmx_rules.h"
@@ -189,7 +190,7 @@ static bool
 compile_routing(http_req_t *req, const cJSON *routing)
 {
     char              *text = cJSON_PrintUnformatted(routing);
-    val_block_t       *blocks = NULL;
+    arena_t            arena = { NULL };
     vmx_rules_error_t  err;
     vmx_rules_t       *rules;
     bool               ok;
@@ -198,10 +199,10 @@ compile_routing(http_req_t *req, const cJSON *routing)
         http_error(req, 500, "internal_error", NULL, "out of memory");
         return false;
     }
-    rules = vmx_rules_compile_text(text, strlen(text), val_block_alloc, &blocks, &err);
+    rules = vmx_rules_compile_text(text, strlen(text), arena_alloc, &arena, &err);
     ok = rules != NULL;
     vmx_rules_free(rules);
-    val_blocks_free(&blocks);
+    arena_reset(&arena, true);
     free(text);
     if (!ok && strcmp(err.message, "out of memory") == 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");

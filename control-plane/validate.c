@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 
+#include "arena.h"
 #include "validate.h"
 
 #define FIELD_MAX  160
@@ -18,39 +19,6 @@
 const char *const val_common_readonly[] = {
     "id", "workspaceId", "environmentId", "createdAt", "updatedAt", NULL
 };
-
-
-struct val_block_s {
-    val_block_t  *next;
-    max_align_t   data[];
-};
-
-
-void *
-val_block_alloc(void *ctx, size_t size)
-{
-    val_block_t **head = ctx;
-    val_block_t  *b = malloc(sizeof(val_block_t) + size);
-
-    if (b == NULL) {
-        return NULL;
-    }
-    b->next = *head;
-    *head = b;
-    return b->data;
-}
-
-
-void
-val_blocks_free(val_block_t **head)
-{
-    while (*head != NULL) {
-        val_block_t  *next = (*head)->next;
-
-        free(*head);
-        *head = next;
-    }
-}
 
 
 /* "<at>.<member>" into out[FIELD_MAX]; an over-long path is only cut short */
@@ -115,16 +83,16 @@ find_nul(const vmx_json_t *v, char *path)
 bool
 val_body(http_req_t *req)
 {
-    val_block_t           *blocks = NULL;
+    arena_t                arena = { NULL };
     vmx_json_error_t       err;
     vmx_json_duplicate_t   dup;
     vmx_json_t            *root;
     char                   path[FIELD_MAX] = "";
     int                    rc = 0;
 
-    root = vmx_json_parse(req->body, req->body_len, val_block_alloc, &blocks, 0, &err);
+    root = vmx_json_parse(req->body, req->body_len, arena_alloc, &arena, 0, &err);
     if (root != NULL) {
-        rc = vmx_json_find_duplicate(root, val_block_alloc, &blocks, &dup);
+        rc = vmx_json_find_duplicate(root, arena_alloc, &arena, &dup);
     }
     if ((root == NULL && strcmp(err.message, "out of memory") == 0) || rc < 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");
@@ -136,10 +104,10 @@ val_body(http_req_t *req)
     } else if (find_nul(root, path)) {
         http_invalid(req, path, "%s holds a NUL character", path[0] ? path : "the body");
     } else {
-        val_blocks_free(&blocks);
+        arena_reset(&arena, true);
         return true;
     }
-    val_blocks_free(&blocks);
+    arena_reset(&arena, true);
     return false;
 }
 

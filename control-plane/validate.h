@@ -17,13 +17,6 @@
 #define NAME_MAX_LEN         128
 #define DESCRIPTION_MAX_LEN  4096
 
-/* malloc'd blocks freed together: the allocator lib/'s parsers take
- * (ctx is a val_block_t **, NULL at first) */
-typedef struct val_block_s  val_block_t;
-
-void *val_block_alloc(void *ctx, size_t size);
-void val_blocks_free(val_block_t **head);
-
 /*
  * the request body, before any handler reads it: strict JSON (UTF-8), no
  * key twice in one object at any depth (cJSON would keep the first where
