@@ -57,7 +57,6 @@ static ngx_int_t ngx_http_vmx_routing(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t **routed);
 static double ngx_http_vmx_rules_error_rate(void *data, unsigned minutes,
     unsigned status);
-static uint32_t ngx_http_vmx_rules_random(void *data);
 static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
     ngx_str_t *workspace_id, ngx_str_t *environment_id);
 static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
@@ -1081,7 +1080,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     in.source_ip.len = r->connection->addr_text.len;
     in.error_rate = ngx_http_vmx_rules_error_rate;
     in.error_rate_ctx = r;
-    in.random = ngx_http_vmx_rules_random;
+    in.random = vmx_rules_random;
     in.random_ctx = NULL;
     in.scratch_size = VMX_RULES_SCRATCH_MIN;
     in.scratch = ngx_palloc(r->pool, in.scratch_size);
@@ -1178,13 +1177,6 @@ ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
 
     return ngx_http_vmx_error_rate(r, &ctx->resource->model, minutes,
                                    (ngx_int_t) status);
-}
-
-
-static uint32_t
-ngx_http_vmx_rules_random(void *data)
-{
-    return (uint32_t) ngx_random();
 }
 
 
