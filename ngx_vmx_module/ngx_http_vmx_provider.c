@@ -568,9 +568,23 @@ static ngx_uint_t
 ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
 {
+    u_char   *p;
+    int64_t   delay;
+
     if (status / 100 != 2) {
-        vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
-                         body->len, out);
+        delay = vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
+                                 body->len, out);
+
+        /* Gemini gives its delay in the body only: the Retry-After a 429
+           passed on carries */
+        if (delay >= 0 && ctx->retry_after.len == 0) {
+            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+            if (p != NULL) {
+                ctx->retry_after.data = p;
+                ctx->retry_after.len = ngx_sprintf(p, "%L", delay) - p;
+            }
+        }
+
         return status;
     }
 
