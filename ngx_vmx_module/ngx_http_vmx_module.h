@@ -447,6 +447,7 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_reservation_t   reservations[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_uint_t                   nreservations;
     ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
+    ngx_http_vmx_ratelimit_t     ratelimit_own[2];  /* the key's, resource's */
     ngx_uint_t                   capacity_failures;
 
     /* prioritization: the tokens counted for the request's pool */
