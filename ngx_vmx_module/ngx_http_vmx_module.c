@@ -2041,7 +2041,60 @@ ngx_http_vmx_add_header(ngx_http_request_t *r, const char *name,
     h->value = *value;
     h->hash = 1;
 
+    if (!ngx_http_vmx_header_safe(value)) {
+        /* a model name, an id, a provider's text: never a line of its own */
+        h->value.data = ngx_pnalloc(r->pool, value->len);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_vmx_printable(h->value.data, (char *) value->data,
+                               value->len);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * Whether a value of the configuration, the client or a provider may go
+ * into a header line as it is: a CR or LF would end the line and start a
+ * header of its own, a NUL or another control byte cut it.
+ */
+
+ngx_flag_t
+ngx_http_vmx_header_safe(ngx_str_t *value)
+{
+    u_char  *p, *last;
+
+    for (p = value->data, last = p + value->len; p < last; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Printable ASCII, each control byte a space and each byte of UTF-8 a '?':
+ * what a header gets of a text that is not header-safe, and a provider's
+ * text in a failure reason, also a header (cut at a length, it could end
+ * in a UTF-8 sequence cut short); the audit keeps the text whole.
+ */
+
+u_char *
+ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
+{
+    u_char  c;
+
+    while (len--) {
+        c = (u_char) *src++;
+        *dst++ = (c >= 0x20 && c < 0x7f) ? c : (c < 0x80 ? ' ' : '?');
+    }
+
+    return dst;
 }
 
 

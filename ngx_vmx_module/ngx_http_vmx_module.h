@@ -485,6 +485,8 @@ ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
 void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
+ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);
+u_char *ngx_http_vmx_printable(u_char *dst, const char *src, size_t len);
 
 /* ngx_http_vmx_config.c */
 ngx_int_t ngx_http_vmx_index_init(ngx_http_vmx_index_t *ix, ngx_pool_t *pool,
