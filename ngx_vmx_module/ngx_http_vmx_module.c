@@ -721,6 +721,13 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->body = vmx_json_parse((char *) body.data, body.len,
                                ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
 
+    if (ctx->body == NULL && jerr.too_dense) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "request_too_large",
+                                   "The body holds more JSON values than the "
+                                   "gateway parses for its size");
+    }
+
     if (ctx->body == NULL) {
         msg.data = ngx_pnalloc(r->pool, 128);
         if (msg.data == NULL) {

@@ -287,6 +287,21 @@ def test_chunked_request_body_accepted(env, fake):
 
 
 # ------------------------------------------------------------------ methods and paths
+def test_body_too_dense_in_values(env, fake):
+    """A body within the size limit whose JSON is denser in values than the parse's memory
+    bound (lib/vmx_json.h: 16 bytes of tree per byte) is a 413 too, not some 50 times its
+    size in the worker."""
+    pad = b"[" + b"0," * 400000 + b"0]"
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "pad": ' + pad + b"}"
+    r = post(env, body)
+    e = assert_error(r, 413, "request_too_large")
+    assert "JSON values" in e["message"], e
+    assert fake.chat_requests() == []
+    # a body as large with few values is served
+    r = post(env, {"model": "chat", "messages": [{"role": "user", "content": "x" * 800000}]})
+    assert r.status == 200, r
+
+
 @pytest.mark.parametrize("method,path", [
     ("GET", "/v1/chat/completions"),
     ("PUT", "/v1/chat/completions"),
