@@ -43,6 +43,7 @@ typedef enum {
 
 
 static ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_vmx_gateway_request(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
 static void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
@@ -1607,11 +1608,8 @@ ngx_http_vmx_header_filter(ngx_http_request_t *r)
     ngx_time_t               *tp;
     ngx_msec_int_t            elapsed;
     ngx_http_vmx_ctx_t       *ctx;
-    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-    if (!vlcf->gateway || r != r->main) {
+    if (!ngx_http_vmx_gateway_request(r)) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -1660,8 +1658,10 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_uint_t             status;
     const char            *code, *type, *message;
     ngx_http_vmx_attempt_t  *last;
+    ngx_http_vmx_loc_conf_t  *vlcf;
     u_char                 buf[512];
 
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
     status = r->headers_out.status;
     type = "invalid_request_error";
 
@@ -1674,7 +1674,19 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_BAD_REQUEST:
         code = "invalid_request";
-        message = "The request is malformed";
+        message = vlcf->gateway
+                  ? "The request is malformed"
+                  : "The request line or headers are malformed or too large";
+        break;
+
+    case NGX_HTTP_NOT_ALLOWED:
+        code = "method_not_allowed";
+        message = "The method is not allowed";
+        break;
+
+    case NGX_HTTP_NOT_IMPLEMENTED:
+        code = "invalid_request";
+        message = "The request's Transfer-Encoding is not supported";
         break;
 
     case NGX_HTTP_REQUEST_TIME_OUT:
@@ -2213,6 +2225,48 @@ ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/*
+ * A main request of a vmx_gateway location, or one nginx refused before
+ * choosing its location (a bad request line, headers too large: the
+ * server's configuration is the request's) whose URI starts with the
+ * prefix of a vmx_gateway location of that server.
+ */
+
+static ngx_flag_t
+ngx_http_vmx_gateway_request(ngx_http_request_t *r)
+{
+    ngx_str_t                *prefix;
+    ngx_uint_t                i;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    if (r != r->main) {
+        return 0;
+    }
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    if (vlcf->gateway) {
+        return 1;
+    }
+
+    if (vlcf->gateway_prefixes == NULL) {
+        return 0;
+    }
+
+    prefix = vlcf->gateway_prefixes->elts;
+
+    for (i = 0; i < vlcf->gateway_prefixes->nelts; i++) {
+        if (r->uri.len >= prefix[i].len
+            && ngx_strncmp(r->uri.data, prefix[i].data, prefix[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* the log phase: statistics and the audit record of a gateway request */
 
 static ngx_int_t
@@ -2220,11 +2274,8 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
 {
     ngx_http_vmx_ctx_t       *ctx;
     ngx_http_vmx_attempt_t   *last;
-    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-    if (!vlcf->gateway || r != r->main) {
+    if (!ngx_http_vmx_gateway_request(r)) {
         return NGX_OK;
     }
 
@@ -2492,7 +2543,10 @@ ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_vmx_loc_conf_t *vlcf = conf;
 
+    ngx_str_t                 *prefix;
+    ngx_http_vmx_loc_conf_t   *svlcf;
     ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_srv_conf_t  *cscf;
 
     if (vlcf->gateway != NGX_CONF_UNSET) {
         return "is duplicate";
@@ -2502,6 +2556,35 @@ ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_vmx_gateway_handler;
+
+    if (clcf->named
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+       )
+    {
+        return NGX_CONF_OK;
+    }
+
+    /* errors of its requests before nginx chose the location: see
+       ngx_http_vmx_gateway_request() */
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    svlcf = cscf->ctx->loc_conf[ngx_http_vmx_module.ctx_index];
+
+    if (svlcf->gateway_prefixes == NULL) {
+        svlcf->gateway_prefixes = ngx_array_create(cf->pool, 1,
+                                                   sizeof(ngx_str_t));
+        if (svlcf->gateway_prefixes == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    prefix = ngx_array_push(svlcf->gateway_prefixes);
+    if (prefix == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *prefix = clcf->name;
 
     return NGX_CONF_OK;
 }

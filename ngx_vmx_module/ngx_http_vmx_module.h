@@ -279,6 +279,10 @@ typedef struct {
     ngx_flag_t                   gateway;
     ngx_flag_t                   config_api;
 
+    /* a server's: its vmx_gateway locations' prefixes, for the requests
+       refused before a location is chosen */
+    ngx_array_t                 *gateway_prefixes;   /* of ngx_str_t */
+
     ngx_http_upstream_conf_t     upstream;
     ngx_str_t                    ssl_trusted_certificate;
 
