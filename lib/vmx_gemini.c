@@ -1797,12 +1797,87 @@ vmx_gemini_stream_end(vmx_gemini_stream_t *s, vmx_buf_t *out,
 
 /* errors */
 
+/*
+ * google.rpc.RetryInfo among the error's details: its retryDelay is a
+ * protobuf Duration in JSON, "20s" or "1.5s".
+ */
+static int64_t
+vmx_gemini_retry_delay(const vmx_json_t *error)
+{
+    static const char   retry_info[] = "type.googleapis.com/google.rpc.RetryInfo";
+    const vmx_json_t   *details, *d, *type, *delay;
+    const char         *p, *end;
+    int64_t             seconds;
+    size_t              digits;
+    int                 fraction;
 
-void
+    details = vmx_json_get(error, "details");
+
+    if (details == NULL || details->type != VMX_JSON_ARRAY) {
+        return -1;
+    }
+
+    for (d = details->child; d != NULL; d = d->next) {
+        type = vmx_json_get(d, "@type");
+
+        if (type != NULL && type->type == VMX_JSON_STRING
+            && type->str_len == sizeof(retry_info) - 1
+            && memcmp(type->str, retry_info, type->str_len) == 0)
+        {
+            break;
+        }
+    }
+
+    delay = vmx_json_get(d, "retryDelay");
+
+    if (delay == NULL || delay->type != VMX_JSON_STRING) {
+        return -1;
+    }
+
+    p = delay->str;
+    end = p + delay->str_len;
+    seconds = 0;
+
+    /* at most 12 digits: a Duration holds some 10^11 seconds */
+    for (digits = 0; p < end && *p >= '0' && *p <= '9'; p++, digits++) {
+        if (digits == 12) {
+            return -1;
+        }
+        seconds = seconds * 10 + (*p - '0');
+    }
+
+    if (digits == 0) {
+        return -1;
+    }
+
+    fraction = 0;
+
+    if (p < end && *p == '.') {
+        for (p++, digits = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+            fraction |= (*p != '0');
+            if (++digits > 9) {
+                return -1;
+            }
+        }
+
+        if (digits == 0) {
+            return -1;
+        }
+    }
+
+    if (p + 1 != end || *p != 's') {
+        return -1;
+    }
+
+    return seconds + fraction;
+}
+
+
+int64_t
 vmx_gemini_error(const vmx_translate_ctx_t *tc, int status, const char *body,
     size_t len, vmx_buf_t *out)
 {
-    const vmx_json_t  *root;
+    const vmx_json_t  *root, *error;
 
     root = vmx_translate_parse(tc, body, len);
 
@@ -1811,5 +1886,8 @@ vmx_gemini_error(const vmx_translate_ctx_t *tc, int status, const char *body,
         root = root->child;
     }
 
-    vmx_gemini_error_of(tc, status, vmx_json_get(root, "error"), out, NULL);
+    error = vmx_json_get(root, "error");
+    vmx_gemini_error_of(tc, status, error, out, NULL);
+
+    return vmx_gemini_retry_delay(error);
 }

@@ -57,7 +57,9 @@ int vmx_gemini_stream_event(vmx_gemini_stream_t *s, const char *data,
 void vmx_gemini_stream_end(vmx_gemini_stream_t *s, vmx_buf_t *out,
     const vmx_usage_t *usage);
 
-void vmx_gemini_error(const vmx_translate_ctx_t *tc, int status,
+/* the delay a RetryInfo among the error's details asks for, in seconds
+   rounded up, or -1 */
+int64_t vmx_gemini_error(const vmx_translate_ctx_t *tc, int status,
     const char *body, size_t len, vmx_buf_t *out);
 
 #endif /* VMX_GEMINI_H */

@@ -23,7 +23,9 @@ typedef struct {
     const unsigned char  *end;
     vmx_json_alloc_pt     alloc;
     void                 *alloc_ctx;
+    size_t                budget;     /* bytes the tree may still take */
     unsigned              max_depth;
+    unsigned              too_dense:1;
     const unsigned char  *err_pos;
     const char           *err_msg;
 } vmx_json_parser_t;
@@ -385,6 +387,30 @@ vmx_json_decode(char *dst, const vmx_json_span_t *s)
 }
 
 
+/* size bytes of the tree's budget, counted as a pool takes them */
+static void *
+vmx_json_alloc(vmx_json_parser_t *ps, const unsigned char *pos, size_t size)
+{
+    void    *p;
+    size_t   taken = (size + 7) & ~(size_t) 7;
+
+    if (taken > ps->budget) {
+        ps->too_dense = 1;
+        return vmx_json_fail(ps, pos, "too many values for the size of the "
+                             "text");
+    }
+
+    p = ps->alloc(ps->alloc_ctx, size);
+    if (p == NULL) {
+        return vmx_json_fail(ps, pos, "out of memory");
+    }
+
+    ps->budget -= taken;
+
+    return p;
+}
+
+
 /*
  * A node at ps->p; its block also holds the decoded key and extra bytes
  * (the string value) after the key.
@@ -399,9 +425,9 @@ vmx_json_node(vmx_json_parser_t *ps, vmx_json_type_e type,
 
     size = sizeof(vmx_json_t) + extra + (key ? key->len + 1 : 0);
 
-    n = ps->alloc(ps->alloc_ctx, size);
+    n = vmx_json_alloc(ps, ps->p, size);
     if (n == NULL) {
-        return vmx_json_fail(ps, ps->p, "out of memory");
+        return NULL;
     }
 
     memset(n, 0, sizeof(vmx_json_t));
@@ -467,9 +493,8 @@ vmx_json_strtod(vmx_json_parser_t *ps, const unsigned char *p, size_t n,
     char   buf[64], *s = buf;
 
     if (n >= sizeof(buf)) {
-        s = ps->alloc(ps->alloc_ctx, n + 1);
+        s = vmx_json_alloc(ps, p, n + 1);
         if (s == NULL) {
-            vmx_json_fail(ps, p, "out of memory");
             return -1;
         }
     }
@@ -766,7 +791,10 @@ vmx_json_parse(const char *text, size_t len, vmx_json_alloc_pt alloc,
     ps.p = vmx_json_skip_ws(ps.start, ps.end);
     ps.alloc = alloc;
     ps.alloc_ctx = alloc_ctx;
+    ps.budget = (len < (SIZE_MAX - VMX_JSON_TREE_MIN) / VMX_JSON_TREE_FACTOR)
+                ? len * VMX_JSON_TREE_FACTOR + VMX_JSON_TREE_MIN : SIZE_MAX;
     ps.max_depth = max_depth ? max_depth : VMX_JSON_DEFAULT_DEPTH;
+    ps.too_dense = 0;
     ps.err_pos = NULL;
     ps.err_msg = NULL;
 
@@ -783,6 +811,7 @@ vmx_json_parse(const char *text, size_t len, vmx_json_alloc_pt alloc,
     if (root == NULL && err) {
         err->offset = (size_t) (ps.err_pos - ps.start);
         err->message = ps.err_msg;
+        err->too_dense = ps.too_dense;
     }
 
     return root;

@@ -6,6 +6,13 @@
  * the whole tree is freed with that pool.  Each node keeps the span of its
  * source text, which lets the module forward untouched members byte for byte.
  * No global state, no nginx or libc allocation: safe to call from a fuzzer.
+ *
+ * Memory: a parse takes at most VMX_JSON_TREE_FACTOR bytes per byte of text
+ * plus VMX_JSON_TREE_MIN, counted as allocations rounded up to 8 bytes.  A
+ * node is 96 bytes, so a text denser in values than one per 6 bytes (an
+ * array of 0s: one per 2) is refused past that (err->too_dense) rather
+ * than taking up to 48 times its size; ordinary JSON (chat bodies, tools,
+ * answers) takes 2 to 10 times its size.
  */
 
 #ifndef VMX_JSON_H
@@ -26,10 +33,15 @@ typedef enum {
 } vmx_json_type_e;
 
 
+#define VMX_JSON_TREE_FACTOR  16
+#define VMX_JSON_TREE_MIN     65536
+
+
 typedef struct vmx_json_s  vmx_json_t;
 
 struct vmx_json_s {
     vmx_json_type_e   type;
+    unsigned          is_int:1;     /* see num */
 
     /* the value's source text, e.g. "\"a\\n\"" or "{...}" */
     const char       *raw;
@@ -46,7 +58,6 @@ struct vmx_json_s {
     /* VMX_JSON_NUMBER; is_int when the text is an integer within int64 */
     double            num;
     int64_t           integer;
-    unsigned          is_int:1;
 
     /* VMX_JSON_ARRAY and VMX_JSON_OBJECT: children in source order */
     vmx_json_t       *child;
@@ -62,6 +73,7 @@ typedef void *(*vmx_json_alloc_pt)(void *ctx, size_t size);
 typedef struct {
     size_t            offset;     /* byte offset of the error in the text */
     const char       *message;    /* static string */
+    unsigned          too_dense:1;  /* more values than the memory bound */
 } vmx_json_error_t;
 
 
@@ -70,7 +82,8 @@ typedef struct {
  * bytes.  Strict RFC 8259: no comments, no trailing commas, strings must be
  * valid UTF-8, \u escapes with surrogate pairs decoded, duplicate keys kept
  * (lookups return the first).  max_depth bounds nesting (0 means 128).
- * Returns NULL and fills err on a syntax error or when alloc returns NULL.
+ * Returns NULL and fills err on a syntax error, when alloc returns NULL, or
+ * when the tree would pass the memory bound above.
  */
 vmx_json_t *vmx_json_parse(const char *text, size_t len, vmx_json_alloc_pt alloc,
     void *alloc_ctx, unsigned max_depth, vmx_json_error_t *err);

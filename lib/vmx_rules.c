@@ -2744,6 +2744,18 @@ fill_result(const group_t *g, size_t index, vmx_rules_result_t *out)
 }
 
 
+/*
+ * A traffic share compares a draw of 32 bits with a threshold over 2^32:
+ * one random() alone, 31 bits, sent every draw under a share above 50 to
+ * the group.
+ */
+uint32_t
+vmx_rules_random(void *ctx)
+{
+    return ((uint32_t) random() << 16) ^ (uint32_t) random();
+}
+
+
 int
 vmx_rules_eval(const vmx_rules_t *rules, const vmx_rules_input_t *in,
     vmx_rules_result_t *out)

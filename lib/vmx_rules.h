@@ -221,6 +221,10 @@ typedef double (*vmx_rules_error_rate_pt)(void *ctx, unsigned minutes,
 /* uniformly distributed over 0..UINT32_MAX */
 typedef uint32_t (*vmx_rules_random_pt)(void *ctx);
 
+/* a vmx_rules_random_pt drawing from random(3), nginx's ngx_random(), which
+   gives 31 bits a call; the caller seeds it */
+uint32_t vmx_rules_random(void *ctx);
+
 
 typedef struct {
     const vmx_json_t          *body;        /* the parsed request body */

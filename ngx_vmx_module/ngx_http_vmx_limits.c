@@ -131,7 +131,7 @@ static ngx_int_t ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_limit_t *limit, ngx_flag_t tokens, time_t end, time_t now);
 static void ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
-    ngx_uint_t cluster, time_t now);
+    ngx_uint_t cluster, ngx_uint_t admitted, time_t now);
 static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
 
@@ -302,16 +302,18 @@ ngx_int_t
 ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes, ngx_int_t attempt)
 {
-    time_t                        now, start, end;
+    time_t                        now, start, end, deny_end;
     int64_t                       need_r, need_t;
     ngx_str_t                     key;
     ngx_uint_t                    s, i, n, k, first, cluster, wait, nwait;
-    ngx_uint_t                    nbg, short_r, short_t;
+    ngx_uint_t                    nbg, short_r, short_t, deny_tokens;
     ngx_msec_t                    timeout;
     ngx_http_vmx_limit_t         *limit, *deny;
     ngx_http_vmx_scope_t         *deny_scope;
     ngx_http_vmx_reservation_t   *res;
-    ngx_http_vmx_limit_node_t    *node, *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_ratelimit_t     *base;
+    ngx_http_vmx_limit_node_t    *node, *deny_node;
+    ngx_http_vmx_limit_node_t    *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limits_call_t   *waits[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limits_call_t   *bg[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limit_t         *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
@@ -342,6 +344,9 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     nbg = 0;
     deny = NULL;
     deny_scope = NULL;
+    deny_node = NULL;
+    deny_end = 0;
+    deny_tokens = 0;
     short_r = 0;
 
     ngx_shmtx_lock(&lc->shpool->mutex);
@@ -395,7 +400,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
                     if (!scopes[s].ahead) {
                         deny = &limit[i];
-                        deny_scope = &scopes[s];
+                        deny_tokens = !short_r;
                     }
                 }
 
@@ -404,18 +409,20 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                 if (limit[i].requests >= 0
                     && node->requests + 1 > limit[i].requests)
                 {
-                    ngx_shmtx_unlock(&lc->shpool->mutex);
-                    return ngx_http_vmx_limits_deny(r, ctx, &scopes[s],
-                                                    &limit[i], 0, end, now);
-                }
+                    deny = &limit[i];
 
-                if (limit[i].tokens >= 0
-                    && node->tokens + ctx->estimate > limit[i].tokens)
+                } else if (limit[i].tokens >= 0
+                           && node->tokens + ctx->estimate > limit[i].tokens)
                 {
-                    ngx_shmtx_unlock(&lc->shpool->mutex);
-                    return ngx_http_vmx_limits_deny(r, ctx, &scopes[s],
-                                                    &limit[i], 1, end, now);
+                    deny = &limit[i];
+                    deny_tokens = 1;
                 }
+            }
+
+            if (deny) {
+                deny_scope = &scopes[s];
+                deny_node = node;
+                deny_end = end;
             }
 
             if (cluster && nbg < NGX_HTTP_VMX_MAX_RESERVATIONS
@@ -458,8 +465,31 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
             limits[n] = &limit[i];
             nodes[n++] = node;
+        }
+    }
 
-            ngx_http_vmx_limits_headers(ctx, &limit[i], node, cluster, now);
+    if (nwait == 0) {
+        /*
+         * x-ratelimit-*: the request's own entries, and the attempt's; a
+         * refused request is not counted, an attempt refused before the
+         * one that serves is not shown
+         */
+        base = (attempt >= 0) ? ctx->ratelimit_own : ctx->ratelimit;
+        ngx_memmove(ctx->ratelimit, base, sizeof(ctx->ratelimit));
+
+        if (deny) {
+            ngx_http_vmx_limits_headers(ctx, deny, deny_node, cluster, 0,
+                                        now);
+        }
+
+        for (i = 0; i < n; i++) {
+            ngx_http_vmx_limits_headers(ctx, limits[i], nodes[i], cluster,
+                                        deny == NULL, now);
+        }
+
+        if (attempt < 0) {
+            ngx_memcpy(ctx->ratelimit_own, ctx->ratelimit,
+                       sizeof(ctx->ratelimit));
         }
     }
 
@@ -500,8 +530,8 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             ngx_free(waits[k]);
         }
 
-        return ngx_http_vmx_limits_deny(r, ctx, deny_scope, deny, !short_r,
-                                        end, now);
+        return ngx_http_vmx_limits_deny(r, ctx, deny_scope, deny,
+                                        deny_tokens, deny_end, now);
     }
 
     if (nwait == 0) {
@@ -695,12 +725,15 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-/* x-ratelimit-*: the entry with the fewest requests and tokens left */
+/*
+ * x-ratelimit-*: the entry with the fewest requests and tokens left, after
+ * this request when it is admitted
+ */
 
 static void
 ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
-    ngx_uint_t cluster, time_t now)
+    ngx_uint_t cluster, ngx_uint_t admitted, time_t now)
 {
     int64_t                    left, used_r, used_t;
     ngx_http_vmx_ratelimit_t  *rl;
@@ -712,7 +745,7 @@ ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
                      : node->tokens;
 
     if (limit->requests >= 0) {
-        left = limit->requests - used_r - 1;
+        left = limit->requests - used_r - (admitted ? 1 : 0);
         rl = &ctx->ratelimit[0];
 
         if (!rl->set || left < rl->remaining) {
@@ -725,7 +758,7 @@ ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     }
 
     if (limit->tokens >= 0) {
-        left = limit->tokens - used_t - ctx->estimate;
+        left = limit->tokens - used_t - (admitted ? ctx->estimate : 0);
         rl = &ctx->ratelimit[1];
 
         if (!rl->set || left < rl->remaining) {

@@ -43,6 +43,7 @@ typedef enum {
 
 
 static ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_vmx_gateway_request(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
 static void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
@@ -57,7 +58,6 @@ static ngx_int_t ngx_http_vmx_routing(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t **routed);
 static double ngx_http_vmx_rules_error_rate(void *data, unsigned minutes,
     unsigned status);
-static uint32_t ngx_http_vmx_rules_random(void *data);
 static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
     ngx_str_t *workspace_id, ngx_str_t *environment_id);
 static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
@@ -725,6 +725,13 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->body = vmx_json_parse((char *) body.data, body.len,
                                ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
 
+    if (ctx->body == NULL && jerr.too_dense) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "request_too_large",
+                                   "The body holds more JSON values than the "
+                                   "gateway parses for its size");
+    }
+
     if (ctx->body == NULL) {
         msg.data = ngx_pnalloc(r->pool, 128);
         if (msg.data == NULL) {
@@ -1091,7 +1098,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     in.source_ip.len = r->connection->addr_text.len;
     in.error_rate = ngx_http_vmx_rules_error_rate;
     in.error_rate_ctx = r;
-    in.random = ngx_http_vmx_rules_random;
+    in.random = vmx_rules_random;
     in.random_ctx = NULL;
     in.scratch_size = VMX_RULES_SCRATCH_MIN;
     in.scratch = ngx_palloc(r->pool, in.scratch_size);
@@ -1188,13 +1195,6 @@ ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
 
     return ngx_http_vmx_error_rate(r, &ctx->resource->model, minutes,
                                    (ngx_int_t) status);
-}
-
-
-static uint32_t
-ngx_http_vmx_rules_random(void *data)
-{
-    return (uint32_t) ngx_random();
 }
 
 
@@ -1661,11 +1661,8 @@ ngx_http_vmx_header_filter(ngx_http_request_t *r)
     ngx_time_t               *tp;
     ngx_msec_int_t            elapsed;
     ngx_http_vmx_ctx_t       *ctx;
-    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-    if (!vlcf->gateway || r != r->main) {
+    if (!ngx_http_vmx_gateway_request(r)) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -1714,8 +1711,10 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_uint_t             status;
     const char            *code, *type, *message;
     ngx_http_vmx_attempt_t  *last;
+    ngx_http_vmx_loc_conf_t  *vlcf;
     u_char                 buf[512];
 
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
     status = r->headers_out.status;
     type = "invalid_request_error";
 
@@ -1728,7 +1727,19 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_BAD_REQUEST:
         code = "invalid_request";
-        message = "The request is malformed";
+        message = vlcf->gateway
+                  ? "The request is malformed"
+                  : "The request line or headers are malformed or too large";
+        break;
+
+    case NGX_HTTP_NOT_ALLOWED:
+        code = "method_not_allowed";
+        message = "The method is not allowed";
+        break;
+
+    case NGX_HTTP_NOT_IMPLEMENTED:
+        code = "invalid_request";
+        message = "The request's Transfer-Encoding is not supported";
         break;
 
     case NGX_HTTP_REQUEST_TIME_OUT:
@@ -2102,7 +2113,60 @@ ngx_http_vmx_add_header(ngx_http_request_t *r, const char *name,
     h->value = *value;
     h->hash = 1;
 
+    if (!ngx_http_vmx_header_safe(value)) {
+        /* a model name, an id, a provider's text: never a line of its own */
+        h->value.data = ngx_pnalloc(r->pool, value->len);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_vmx_printable(h->value.data, (char *) value->data,
+                               value->len);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * Whether a value of the configuration, the client or a provider may go
+ * into a header line as it is: a CR or LF would end the line and start a
+ * header of its own, a NUL or another control byte cut it.
+ */
+
+ngx_flag_t
+ngx_http_vmx_header_safe(ngx_str_t *value)
+{
+    u_char  *p, *last;
+
+    for (p = value->data, last = p + value->len; p < last; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Printable ASCII, each control byte a space and each byte of UTF-8 a '?':
+ * what a header gets of a text that is not header-safe, and a provider's
+ * text in a failure reason, also a header (cut at a length, it could end
+ * in a UTF-8 sequence cut short); the audit keeps the text whole.
+ */
+
+u_char *
+ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
+{
+    u_char  c;
+
+    while (len--) {
+        c = (u_char) *src++;
+        *dst++ = (c >= 0x20 && c < 0x7f) ? c : (c < 0x80 ? ' ' : '?');
+    }
+
+    return dst;
 }
 
 
@@ -2214,6 +2278,48 @@ ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/*
+ * A main request of a vmx_gateway location, or one nginx refused before
+ * choosing its location (a bad request line, headers too large: the
+ * server's configuration is the request's) whose URI starts with the
+ * prefix of a vmx_gateway location of that server.
+ */
+
+static ngx_flag_t
+ngx_http_vmx_gateway_request(ngx_http_request_t *r)
+{
+    ngx_str_t                *prefix;
+    ngx_uint_t                i;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    if (r != r->main) {
+        return 0;
+    }
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    if (vlcf->gateway) {
+        return 1;
+    }
+
+    if (vlcf->gateway_prefixes == NULL) {
+        return 0;
+    }
+
+    prefix = vlcf->gateway_prefixes->elts;
+
+    for (i = 0; i < vlcf->gateway_prefixes->nelts; i++) {
+        if (r->uri.len >= prefix[i].len
+            && ngx_strncmp(r->uri.data, prefix[i].data, prefix[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* the log phase: statistics and the audit record of a gateway request */
 
 static ngx_int_t
@@ -2221,11 +2327,8 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
 {
     ngx_http_vmx_ctx_t       *ctx;
     ngx_http_vmx_attempt_t   *last;
-    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-
-    if (!vlcf->gateway || r != r->main) {
+    if (!ngx_http_vmx_gateway_request(r)) {
         return NGX_OK;
     }
 
@@ -2493,7 +2596,10 @@ ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_vmx_loc_conf_t *vlcf = conf;
 
+    ngx_str_t                 *prefix;
+    ngx_http_vmx_loc_conf_t   *svlcf;
     ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_srv_conf_t  *cscf;
 
     if (vlcf->gateway != NGX_CONF_UNSET) {
         return "is duplicate";
@@ -2503,6 +2609,35 @@ ngx_http_vmx_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_vmx_gateway_handler;
+
+    if (clcf->named
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+       )
+    {
+        return NGX_CONF_OK;
+    }
+
+    /* errors of its requests before nginx chose the location: see
+       ngx_http_vmx_gateway_request() */
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    svlcf = cscf->ctx->loc_conf[ngx_http_vmx_module.ctx_index];
+
+    if (svlcf->gateway_prefixes == NULL) {
+        svlcf->gateway_prefixes = ngx_array_create(cf->pool, 1,
+                                                   sizeof(ngx_str_t));
+        if (svlcf->gateway_prefixes == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    prefix = ngx_array_push(svlcf->gateway_prefixes);
+    if (prefix == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *prefix = clcf->name;
 
     return NGX_CONF_OK;
 }

@@ -284,6 +284,10 @@ typedef struct {
     ngx_flag_t                   gateway;
     ngx_flag_t                   config_api;
 
+    /* a server's: its vmx_gateway locations' prefixes, for the requests
+       refused before a location is chosen */
+    ngx_array_t                 *gateway_prefixes;   /* of ngx_str_t */
+
     ngx_http_upstream_conf_t     upstream;
     ngx_str_t                    ssl_trusted_certificate;
 
@@ -452,6 +456,7 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_reservation_t   reservations[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_uint_t                   nreservations;
     ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
+    ngx_http_vmx_ratelimit_t     ratelimit_own[2];  /* the key's, resource's */
     ngx_uint_t                   capacity_failures;
 
     /* prioritization: the tokens counted for the request's pool */
@@ -489,6 +494,8 @@ ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
 void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
+ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);
+u_char *ngx_http_vmx_printable(u_char *dst, const char *src, size_t len);
 
 /* ngx_http_vmx_config.c */
 ngx_int_t ngx_http_vmx_index_init(ngx_http_vmx_index_t *ix, ngx_pool_t *pool,

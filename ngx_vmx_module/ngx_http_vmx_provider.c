@@ -568,9 +568,23 @@ static ngx_uint_t
 ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
 {
+    u_char   *p;
+    int64_t   delay;
+
     if (status / 100 != 2) {
-        vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
-                         body->len, out);
+        delay = vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
+                                 body->len, out);
+
+        /* Gemini gives its delay in the body only: the Retry-After a 429
+           passed on carries */
+        if (delay >= 0 && ctx->retry_after.len == 0) {
+            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+            if (p != NULL) {
+                ctx->retry_after.data = p;
+                ctx->retry_after.len = ngx_sprintf(p, "%L", delay) - p;
+            }
+        }
+
         return status;
     }
 
@@ -911,7 +925,9 @@ ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path, ngx_str_t *base,
  * holds them back to fill its blocks), and inflating costs the worker CPU
  * that the bytes saved on a provider link do not repay.  A provider (or a
  * proxy in front of it) that compresses anyway is inflated all the same:
- * see ngx_http_vmx_body() in ngx_http_vmx_upstream.c.
+ * see ngx_http_vmx_body() in ngx_http_vmx_upstream.c.  NGX_OK,
+ * NGX_HTTP_VMX_UNAVAILABLE (a value of the connection no header may carry),
+ * NGX_ERROR.
  */
 
 static ngx_int_t
@@ -928,6 +944,22 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     conn = ctx->target->connection;
+
+    if (!ngx_http_vmx_header_safe(path)
+        || !ngx_http_vmx_header_safe(&conn->host_header)
+        || !ngx_http_vmx_header_safe(&conn->api_key)
+        || !ngx_http_vmx_header_safe(&conn->region)
+        || !ngx_http_vmx_header_safe(&conn->access_key_id)
+        || !ngx_http_vmx_header_safe(&conn->session_token))
+    {
+        /* each goes into a line of the request's head */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: connection %V has a control character in its "
+                      "base URL or credentials", &conn->id);
+        ngx_str_set(&ctx->failure, "the connection's base URL or credentials "
+                    "hold a control character");
+        return NGX_HTTP_VMX_UNAVAILABLE;
+    }
 
     len = sizeof("POST  HTTP/1.1" CRLF) - 1 + path->len
           + sizeof("Host: " CRLF) - 1 + conn->host_header.len

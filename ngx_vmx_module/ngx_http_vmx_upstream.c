@@ -58,8 +58,6 @@ static void ngx_http_vmx_answer_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
 static ngx_int_t ngx_http_vmx_stream_refused(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
-static u_char *ngx_http_vmx_printable(u_char *dst, const char *src,
-    size_t len);
 static ngx_uint_t ngx_http_vmx_retry_status(ngx_uint_t status);
 static ngx_int_t ngx_http_vmx_own_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, vmx_buf_t *out);
@@ -543,27 +541,6 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
 
     /* a whole stream without content, e.g. role chunk, usage, [DONE] */
     return ngx_http_vmx_stream_release(r, ctx);
-}
-
-
-/*
- * A failure reason is also an x-vmx-event-*-fallback-failure-reason header:
- * a provider's text goes in as printable ASCII only (no CR or LF of its
- * making in our header, no UTF-8 sequence cut short); the audit's
- * errorMessage keeps it whole.
- */
-
-static u_char *
-ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
-{
-    u_char  c;
-
-    while (len--) {
-        c = (u_char) *src++;
-        *dst++ = (c >= 0x20 && c < 0x7f) ? c : (c < 0x80 ? ' ' : '?');
-    }
-
-    return dst;
 }
 
 

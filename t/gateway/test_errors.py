@@ -287,6 +287,21 @@ def test_chunked_request_body_accepted(env, fake):
 
 
 # ------------------------------------------------------------------ methods and paths
+def test_body_too_dense_in_values(env, fake):
+    """A body within the size limit whose JSON is denser in values than the parse's memory
+    bound (lib/vmx_json.h: 16 bytes of tree per byte) is a 413 too, not some 50 times its
+    size in the worker."""
+    pad = b"[" + b"0," * 400000 + b"0]"
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "pad": ' + pad + b"}"
+    r = post(env, body)
+    e = assert_error(r, 413, "request_too_large")
+    assert "JSON values" in e["message"], e
+    assert fake.chat_requests() == []
+    # a body as large with few values is served
+    r = post(env, {"model": "chat", "messages": [{"role": "user", "content": "x" * 800000}]})
+    assert r.status == 200, r
+
+
 @pytest.mark.parametrize("method,path", [
     ("GET", "/v1/chat/completions"),
     ("PUT", "/v1/chat/completions"),
@@ -388,6 +403,70 @@ def test_huge_headers(env):
     # the server still answers
     r = post(env, {"model": "chat", "messages": MSG})
     assert r.status == 200, r
+
+
+def raw_request(env, data):
+    """data as it is on a connection of its own; the answer's status, headers and body."""
+    import socket
+    host, port = env.gw.url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(data)
+        resp = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            resp += chunk
+    head, _, body = resp.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in
+               (line.split(":", 1) for line in lines[1:] if ":" in line)}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("size", [9 * 1024, 64 * 1024], ids=["9k", "64k"])
+def test_oversized_header_on_v1_is_the_envelope(env, size):
+    """nginx refuses a header line past large_client_header_buffers before it chooses a
+    location: on /v1/ the answer is OpenAI's envelope all the same, with a request id."""
+    st, h, body = raw_request(env, (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                    f"Authorization: Bearer {env.key('main')}\r\n"
+                                    f"X-Big: {'a' * size}\r\nContent-Length: 2\r\n\r\n{{}}").encode())
+    assert st == 400, (st, h, body[:200])
+    assert h["content-type"].startswith("application/json"), h
+    e = json.loads(body)["error"]
+    assert e["code"] == "invalid_request" and e["type"] == "invalid_request_error", e
+    assert "headers" in e["message"], e
+    assert h.get("x-vmx-request-id"), h
+
+
+@pytest.mark.parametrize("request_head,status,code", [
+    # a header line nginx cannot parse
+    (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad\x00Header: 1\r\n\r\n", 400, "invalid_request"),
+    # HTTP/1.1 without Host
+    (b"GET /v1/models HTTP/1.1\r\n\r\n", 400, "invalid_request"),
+    # TRACE, refused by nginx itself
+    (b"TRACE /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+    # a Transfer-Encoding nginx does not know
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+     "invalid_request"),
+], ids=["bad-header", "no-host", "trace", "transfer-encoding"])
+def test_nginx_errors_before_the_location_are_the_envelope(env, request_head, status, code):
+    st, h, body = raw_request(env, request_head)
+    assert st == status, (st, h, body[:200])
+    assert h["content-type"].startswith("application/json"), h
+    assert json.loads(body)["error"]["code"] == code, body
+
+
+def test_oversized_header_elsewhere_is_nginx_s_page(env):
+    """The control plane's paths keep nginx's own answer (the envelope is the data plane's)."""
+    st, h, body = raw_request(env, (f"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"
+                                    f"X-Big: {'a' * 9 * 1024}\r\n\r\n").encode())
+    assert st == 400, (st, h, body[:200])
+    assert h["content-type"].startswith("text/html"), h
+    assert "x-vmx-request-id" not in h
 
 
 def test_pipelined_requests(env):

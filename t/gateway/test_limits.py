@@ -54,17 +54,68 @@ def env(gw, fake, fake2):
     )
 
 
+def assert_ratelimit(r, what, limit, remaining):
+    """The gateway's own x-ratelimit-*-<what> (SPEC.md §2), reset as OpenAI writes it."""
+    assert r.header(f"x-ratelimit-limit-{what}") == str(limit), r
+    assert r.header(f"x-ratelimit-remaining-{what}") == str(remaining), r
+    reset = r.header(f"x-ratelimit-reset-{what}")
+    assert reset and reset.endswith("s") and 1 <= int(reset[:-1]) <= 60, r
+
+
 def test_api_key_limit(env):
     for i in range(2):
         r = env.chat("r-free", key=env.keys["capped"])
         assert r.status == 200, r
-        assert r.header("x-ratelimit-limit-requests") == "2"
-        assert r.header("x-ratelimit-remaining-requests") == str(1 - i)
+        assert_ratelimit(r, "requests", 2, 1 - i)
     r = env.chat("r-free", key=env.keys["capped"])
     assert r.status == 429, r
     e = r.json()["error"]
     assert e["code"] == "resource_exhausted"
     assert e["message"] == 'API key "capped" has reached its limit of 2 requests per minute'
+    assert 1 <= int(r.header("retry-after")) <= 60
+    # the refused request is not counted
+    assert_ratelimit(r, "requests", 2, 0)
+
+
+def test_429_carries_requests_and_tokens_headers(gw, fake, fake2):
+    """Every answer a limit applies to carries x-ratelimit-* for requests and tokens,
+    the 429 of an exhausted key, resource or connection chain above all."""
+    e = gw.provision(
+        connections={"c": connection_for(fake, capacity=[per_minute(requests=1, tokens=500)]),
+                     "free": connection_for(fake2)},
+        resources={"r-key": {"model": ("c", "gpt-k")},
+                   "r-res": {"model": ("free", "gpt-r"), "enforceCapacity": True,
+                             "capacity": [per_minute(requests=1, tokens=400)]}},
+        keys={"k": {"resources": ["r-key"], "enforceCapacity": True,
+                    "capacity": [per_minute(requests=1, tokens=1000)]},
+              "free": {"resources": ["r-key", "r-res"]}})
+    # one "hello" message is estimated at 8 tokens, settled to the fake's 8 + 6
+    r = e.chat("r-key", key=e.keys["k"])
+    assert r.status == 200, r
+    assert_ratelimit(r, "requests", 1, 0)
+    assert_ratelimit(r, "tokens", 500, 492)          # the connection's, after the estimate
+    r = e.chat("r-key", key=e.keys["k"])
+    assert r.status == 429, r
+    assert r.json()["error"]["message"].startswith('API key "k"'), r.json()
+    assert_ratelimit(r, "requests", 1, 0)
+    assert_ratelimit(r, "tokens", 1000, 986)         # the key's, as settled
+    assert 1 <= int(r.header("retry-after")) <= 60
+    # the resource's own limit
+    r = e.chat("r-res", key=e.keys["free"])
+    assert r.status == 200, r
+    assert_ratelimit(r, "tokens", 400, 392)
+    r = e.chat("r-res", key=e.keys["free"])
+    assert r.status == 429, r
+    assert r.json()["error"]["message"].startswith('Resource "r-res"'), r.json()
+    assert_ratelimit(r, "requests", 1, 0)
+    assert_ratelimit(r, "tokens", 400, 386)
+    assert 1 <= int(r.header("retry-after")) <= 60
+    # every connection of the chain spent
+    r = e.chat("r-key", key=e.keys["free"])
+    assert r.status == 429, r
+    assert r.json()["error"]["message"].startswith('Connection "c"'), r.json()
+    assert_ratelimit(r, "requests", 1, 0)
+    assert_ratelimit(r, "tokens", 500, 486)
     assert 1 <= int(r.header("retry-after")) <= 60
 
 

@@ -543,14 +543,21 @@ def test_provider_auth_error_falls_back(env, fake_anthropic, fake_gemini):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_provider_429(env, fakes, provider, stream):
+def test_provider_429(env, fakes, provider, stream, monkeypatch):
+    if provider == "gemini":
+        # its delay is in the body only (RetryInfo), a Duration: whole seconds, rounded up
+        monkeypatch.setattr(fakes[provider], "retry_delay", "1.5s")
     r = env.chat(f"{CONN[provider]}-fail-429", body={"stream": stream})
     e = assert_error(r, 429)
     # the provider's own code (SPEC §2): rate_limit_error, resource_exhausted, ...
     assert isinstance(e["code"], str) and e["code"], e
     if provider == "anthropic":
         assert r.header("retry-after") == fakes[provider].retry_after, r
-    # Gemini tells its delay in the body only (RetryInfo), Bedrock not at all: no header
+    elif provider == "gemini":
+        assert r.header("retry-after") == "2", r
+    else:
+        # Bedrock tells no delay
+        assert r.header("retry-after") is None, r
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

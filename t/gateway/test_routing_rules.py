@@ -106,3 +106,38 @@ def test_error_rate_routes_away_from_a_failing_primary(gw, fake, fake2):
     r = e.chat("r")
     assert r.header("x-vmx-model") == "gpt-healthy", r
     assert r.header("x-vmx-event-0-type") == "routing"
+
+
+SPLIT_SHARES = (1, 10, 30, 50, 70, 100)
+SPLIT_REQUESTS = 400
+
+
+def test_traffic_share_is_the_configured_one(gw, fake, fake2):
+    """then.traffic sends that share of the matching requests to the group (SPEC.md §4):
+    400 requests per share, within 5 standard deviations of the binomial (never flaky).
+    A 31-bit draw against a 32-bit threshold sent all under 70 and 50, twice the share under
+    30 and 10."""
+    import math
+    from concurrent.futures import ThreadPoolExecutor
+
+    e = gw.provision(connections={"a": connection_for(fake), "b": connection_for(fake2)},
+                     resources={f"split-{s}": {"model": ("a", "gpt-rest")} for s in SPLIT_SHARES},
+                     keys={"k": {"resources": [f"split-{s}" for s in SPLIT_SHARES]}})
+    split = {"provider": "openai", "model": "gpt-split", "connectionId": e.conns["b"]["id"]}
+    for s in SPLIT_SHARES:
+        gw.update(e, "resources", f"split-{s}", routing={"enabled": True, "conditions": [
+            group("split", [], then=split, traffic=s)]})
+
+    def model(res):
+        r = e.chat(res)
+        assert r.status == 200, r
+        return r.header("x-vmx-model")
+
+    with ThreadPoolExecutor(4) as pool:
+        for s in SPLIT_SHARES:
+            models = list(pool.map(model, [f"split-{s}"] * SPLIT_REQUESTS))
+            assert set(models) <= {"gpt-split", "gpt-rest"}, set(models)
+            taken, p = models.count("gpt-split"), s / 100
+            bound = 5 * math.sqrt(SPLIT_REQUESTS * p * (1 - p)) + 1
+            assert abs(taken - SPLIT_REQUESTS * p) <= bound, \
+                f"traffic {s}: {taken} of {SPLIT_REQUESTS} requests to the split"

@@ -823,6 +823,70 @@ test_errors(void)
 }
 
 
+/* a 429's RetryInfo.retryDelay in whole seconds, rounded up */
+static int64_t
+retry_delay(const char *body)
+{
+    vmx_translate_ctx_t  tc = ctx(NULL, 0);
+    vmx_buf_t            out;
+
+    body = q(body);
+    vmx_buf_init(&out, unit_alloc, NULL, 0);
+
+    return vmx_gemini_error(&tc, 429, body, strlen(body), &out);
+}
+
+
+#define RETRY_INFO(delay)                                                    \
+    "{'error':{'code':429,'message':'m','status':'RESOURCE_EXHAUSTED',"      \
+    "'details':[{'@type':'type.googleapis.com/google.rpc.Help'},"            \
+    "{'@type':'type.googleapis.com/google.rpc.RetryInfo','retryDelay':"      \
+    delay "}]}}"
+
+static void
+test_retry_delay(void)
+{
+    char                 *body;
+    size_t                len;
+    vmx_buf_t             out;
+    vmx_translate_ctx_t   tc = ctx(NULL, 0);
+
+    /* as Gemini sends it: QuotaFailure, then RetryInfo "21s" */
+    body = unit_read_fixture("gemini/error_429.json", &len);
+    CHECK(body != NULL);
+    if (body != NULL) {
+        vmx_buf_init(&out, unit_alloc, NULL, 0);
+        CHECK(vmx_gemini_error(&tc, 429, body, len, &out) == 21);
+        CHECK(valid_json(&out));
+        free(body);
+    }
+
+    CHECK(retry_delay(RETRY_INFO("'20s'")) == 20);
+    CHECK(retry_delay(RETRY_INFO("'1.5s'")) == 2);
+    CHECK(retry_delay(RETRY_INFO("'0.000000001s'")) == 1);
+    CHECK(retry_delay(RETRY_INFO("'3.000s'")) == 3);
+    CHECK(retry_delay(RETRY_INFO("'0s'")) == 0);
+    CHECK(retry_delay(RETRY_INFO("'315576000000s'")) == 315576000000);
+    /* a stream's error comes in an array */
+    CHECK(retry_delay("[" RETRY_INFO("'7s'") "]") == 7);
+
+    /* none, or no Duration */
+    CHECK(retry_delay("{'error':{'code':429,'message':'m'}}") == -1);
+    CHECK(retry_delay("{'error':{'code':429,'details':{}}}") == -1);
+    CHECK(retry_delay("<html>Too Many Requests</html>") == -1);
+    CHECK(retry_delay(RETRY_INFO("20")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'20'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'s'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'-1s'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'1.s'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'1.5sx'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'1.0000000001s'")) == -1);
+    CHECK(retry_delay(RETRY_INFO("'9999999999999s'")) == -1);
+    CHECK(retry_delay("{'error':{'details':[{'@type':'type.googleapis.com/"
+                      "google.rpc.QuotaFailure','retryDelay':'5s'}]}}") == -1);
+}
+
+
 int
 main(void)
 {
@@ -837,6 +901,7 @@ main(void)
     test_stream_blocks();
     test_stream_unreadable();
     test_errors();
+    test_retry_delay();
 
     unit_free_all();
 

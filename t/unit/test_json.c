@@ -633,6 +633,131 @@ test_big_document(void)
 }
 
 
+/*
+ * The tree's memory is bounded by its text: VMX_JSON_TREE_FACTOR bytes per
+ * byte plus VMX_JSON_TREE_MIN, counted as an nginx pool takes them (8-byte
+ * aligned), for the densest shapes of 1 MB: a text that would need more is
+ * refused (too_dense) before it takes more.  Ordinary JSON parses.  The
+ * allocator is a 32 MB bump region: 104-byte nodes, one per 2 bytes of
+ * [0,0,...], took 52 MB before the bound.
+ */
+typedef struct {
+    char    *base;
+    size_t   used;
+    size_t   size;
+} bump_t;
+
+
+static void *
+bump_alloc(void *ctx, size_t size)
+{
+    bump_t  *b = ctx;
+    char    *p;
+
+    size = (size + 7) & ~(size_t) 7;
+    if (size > b->size - b->used) {
+        return NULL;
+    }
+    p = b->base + b->used;
+    b->used += size;
+    return p;
+}
+
+
+/* the tree's bytes per byte of text, or -1 when refused as too dense */
+static double
+tree_factor(bump_t *b, const char *text, size_t len)
+{
+    vmx_json_t        *j;
+    vmx_json_error_t   e;
+    size_t             bound = len * VMX_JSON_TREE_FACTOR + VMX_JSON_TREE_MIN;
+
+    b->used = 0;
+    j = vmx_json_parse(text, len, bump_alloc, b, 0, &e);
+    CHECK(b->used <= bound);
+    if (b->used > bound) {
+        fprintf(stderr, "  %.20s...: %zu bytes of tree for %zu of text\n", text, b->used, len);
+    }
+    if (j == NULL) {
+        CHECK(e.too_dense);
+        return -1;
+    }
+    return (double) b->used / (double) len;
+}
+
+
+/* text of about len bytes: prefix, item repeated (each with its number if
+   it has a %zu) joined by ",", suffix */
+static size_t
+repeat(char *text, size_t len, const char *prefix, const char *item,
+    const char *suffix)
+{
+    size_t  n = 0, i;
+
+    n += (size_t) snprintf(text, len, "%s", prefix);
+    for (i = 0; n + 256 < len; i++) {
+        n += (size_t) snprintf(text + n, len - n, i ? "," : "");
+        n += (size_t) snprintf(text + n, len - n, item, i);
+    }
+    n += (size_t) snprintf(text + n, len - n, "%s", suffix);
+    return n;
+}
+
+
+static void
+test_memory_bound(void)
+{
+    static const char  chat[] =
+        "{\"role\":\"user\",\"content\":\"What is the weather in city %zu?\"},"
+        "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_%zu\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+        "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"sunny\"}";
+    static const char  tool[] =
+        "{\"type\":\"function\",\"function\":{\"name\":\"f%zu\",\"description\":"
+        "\"Get the weather\",\"parameters\":{\"type\":\"object\",\"properties\":"
+        "{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}}";
+    const size_t       len = 1024 * 1024;
+    char              *text = malloc(len);
+    bump_t             b = { malloc(32 * 1024 * 1024), 0, 32 * 1024 * 1024 };
+    size_t             n;
+    double             f;
+
+    if (text == NULL || b.base == NULL) {
+        abort();
+    }
+
+    /* refused: denser than a value per 6.5 bytes */
+    n = repeat(text, len, "[", "0", "]");
+    CHECK(tree_factor(&b, text, n) < 0);
+    n = repeat(text, len, "[", "[]", "]");
+    CHECK(tree_factor(&b, text, n) < 0);
+    n = repeat(text, len, "[", "\"\"", "]");
+    CHECK(tree_factor(&b, text, n) < 0);
+    n = repeat(text, len, "[", "[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]", "]");
+    CHECK(tree_factor(&b, text, n) < 0);
+    n = repeat(text, len, "{", "\"\":0", "}");
+    CHECK(tree_factor(&b, text, n) < 0);
+
+    /* within the bound: many keys, a logit_bias, chats, tools */
+    n = repeat(text, len, "{", "\"k%zu\":0", "}");
+    f = tree_factor(&b, text, n);
+    CHECK(f > 0 && f <= VMX_JSON_TREE_FACTOR);
+    n = repeat(text, len, "{\"logit_bias\":{", "\"%zu\":-100", "}}");
+    f = tree_factor(&b, text, n);
+    CHECK(f > 0 && f <= VMX_JSON_TREE_FACTOR);
+    n = repeat(text, len, "{\"model\":\"chat\",\"messages\":[", chat, "]}");
+    f = tree_factor(&b, text, n);
+    CHECK(f > 0 && f <= 10);
+    n = repeat(text, len, "{\"model\":\"chat\",\"messages\":[],\"tools\":[", tool, "]}");
+    f = tree_factor(&b, text, n);
+    CHECK(f > 0 && f <= 10);
+
+    free(b.base);
+    free(text);
+}
+
+
 /* the duplicate of text, or NULL; its path is checked against path */
 static int
 dup_at(const char *text, const char *key, const char *path)
@@ -788,6 +913,7 @@ main(void)
     test_out_of_memory();
     test_escape();
     test_big_document();
+    test_memory_bound();
     test_duplicates();
 
     arena_reset();

@@ -5,6 +5,7 @@
  * position), errorRate, the input's message texts and the scratch.
  */
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -573,6 +574,52 @@ test_traffic(void)
 }
 
 
+/*
+ * vmx_rules_random(), what the module draws with, gives each share its
+ * requests: 100000 draws per share, within 5 standard deviations of the
+ * binomial.  A draw of 31 bits (random() alone) took every request under
+ * shares above 50 and twice the share under the others.
+ */
+static void
+test_traffic_draw(void)
+{
+    static const int     shares[] = { 1, 10, 30, 50, 70, 99, 100 };
+    const int            n = 100000;
+    vmx_rules_input_t    in;
+    vmx_rules_result_t   r;
+    char                 routing[512];
+
+    srandom(7);
+    input(&in);
+    in.random = vmx_rules_random;
+
+    for (size_t i = 0; i < sizeof(shares) / sizeof(shares[0]); i++) {
+        vmx_rules_t  *rules;
+        double        p = shares[i] / 100.0, off;
+        int           taken = 0;
+
+        snprintf(routing, sizeof(routing), "{\"enabled\":true,\"conditions\":["
+                 "{\"conditions\":[],\"then\":{\"provider\":\"p\",\"model\":\"split\","
+                 "\"connectionId\":\"c\",\"traffic\":%d}}]}", shares[i]);
+        rules = compile(routing);
+        CHECK(rules != NULL);
+        if (rules == NULL) {
+            return;
+        }
+        for (int k = 0; k < n; k++) {
+            taken += vmx_rules_eval(rules, &in, &r);
+        }
+        /* |taken - np| <= 5 sd + 1, squared */
+        off = fabs(taken - n * p) - 1;
+        if (off > 0 && off * off > 25 * n * p * (1 - p)) {
+            fprintf(stderr, "  traffic %d: %d of %d taken\n", shares[i], taken, n);
+            CHECK(0);
+        }
+        vmx_rules_free(rules);
+    }
+}
+
+
 static void
 test_structure_errors(void)
 {
@@ -1000,6 +1047,7 @@ main(void)
     test_condition_errors();
     test_groups();
     test_traffic();
+    test_traffic_draw();
     test_structure_errors();
     test_expressions();
     test_expression_errors();

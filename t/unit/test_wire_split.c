@@ -21,45 +21,6 @@
 #include "vmx_gemini.h"
 #include "vmx_sse.h"
 
-#ifndef VMX_FIXTURES
-#define VMX_FIXTURES  "t/fixtures"
-#endif
-
-
-static char *
-read_fixture(const char *name, size_t *len)
-{
-    char    path[512];
-    char   *data;
-    long    n;
-    FILE   *f;
-
-    snprintf(path, sizeof(path), "%s/%s", VMX_FIXTURES, name);
-
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return NULL;
-    }
-
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-
-    data = malloc(n > 0 ? (size_t) n : 1);
-    if (data == NULL || fread(data, 1, (size_t) n, f) != (size_t) n) {
-        fclose(f);
-        free(data);
-        return NULL;
-    }
-
-    fclose(f);
-    *len = (size_t) n;
-
-    return data;
-}
-
-
 /* ------------------------------------------------------------------ runs */
 
 enum { RAW, ANTHROPIC, GEMINI, BEDROCK };
@@ -257,7 +218,7 @@ every_split(const char *name, int mode, const char *want)
     size_t   len, at;
     int      bad = 0;
 
-    data = read_fixture(name, &len);
+    data = unit_read_fixture(name, &len);
     CHECK(data != NULL && len > 16);
     if (data == NULL) {
         return;

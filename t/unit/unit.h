@@ -77,6 +77,46 @@ unit_free_all(void)
 }
 
 
+#ifndef VMX_FIXTURES
+#define VMX_FIXTURES  "t/fixtures"
+#endif
+
+
+/* a file of t/fixtures (VMX_FIXTURES, given by the Makefile), malloc'ed */
+static inline char *
+unit_read_fixture(const char *name, size_t *len)
+{
+    char    path[512];
+    char   *data;
+    long    n;
+    FILE   *f;
+
+    snprintf(path, sizeof(path), "%s/%s", VMX_FIXTURES, name);
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "cannot open %s\n", path);
+        return NULL;
+    }
+
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+
+    data = malloc(n > 0 ? (size_t) n : 1);
+    if (data == NULL || fread(data, 1, (size_t) n, f) != (size_t) n) {
+        fclose(f);
+        free(data);
+        return NULL;
+    }
+
+    fclose(f);
+    *len = (size_t) n;
+
+    return data;
+}
+
+
 #define UNIT_REPORT()                                                        \
     (printf("%d passed, %d failed\n", unit_passed, unit_failed),             \
      unit_failed != 0)
