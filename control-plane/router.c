@@ -283,3 +283,13 @@ router_dispatch(http_req_t *req)
         credentials_notify();
     }
 }
+
+
+void
+router_print_routes(FILE *out)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        fprintf(out, "%s %s %s\n", routes[i].method, routes[i].pattern,
+                routes[i].permission ? routes[i].permission : "-");
+    }
+}
