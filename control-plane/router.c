@@ -11,6 +11,7 @@
 #include "credentials.h"
 #include "log.h"
 #include "pusher.h"
+#include "utf8.h"
 
 #define WS    "/api/v1/workspaces/{ws}"
 #define ENV   WS "/environments/{env}"
@@ -195,7 +196,10 @@ parse_body(http_req_t *req)
                   || strcmp(req->method, "PATCH") == 0;
 
     if (req->body_len > 0) {
-        req->json = cJSON_ParseWithLength(req->body, req->body_len);
+        /* JSON is UTF-8 (RFC 8259); cJSON passes any byte on, PostgreSQL would not */
+        if (utf8_valid_text((const unsigned char *) req->body, req->body_len)) {
+            req->json = cJSON_ParseWithLength(req->body, req->body_len);
+        }
         if (req->json == NULL) {
             http_error(req, 400, "validation_error", NULL, "the body is not valid JSON");
             return false;
