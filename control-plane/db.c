@@ -234,6 +234,13 @@ db_sqlstate(const db_conn_t *c)
 }
 
 
+bool
+db_unavailable(const db_conn_t *c)
+{
+    return strncmp(c->sqlstate, "08", 2) == 0 || strncmp(c->sqlstate, "57P0", 4) == 0;
+}
+
+
 int
 db_begin(db_conn_t *c)
 {

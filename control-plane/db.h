@@ -37,6 +37,9 @@ int db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params
 /* SQLSTATE of the last failed db_exec() ("" when none) */
 const char *db_sqlstate(const db_conn_t *c);
 
+/* the last failed db_exec() lost the server (connection exception, shutdown) */
+bool db_unavailable(const db_conn_t *c);
+
 int db_begin(db_conn_t *c);
 int db_commit(db_conn_t *c);
 void db_rollback(db_conn_t *c);

@@ -234,7 +234,11 @@ run_route(http_req_t *req)
             return;
         }
         if (!auth_authenticate(req)) {
-            http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
+            if (db_unavailable(req->db)) {
+                http_error(req, 503, "unavailable", NULL, "the database is unreachable");
+            } else {
+                http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
+            }
             return;
         }
         if (!permission_allows(req, route->permission)) {
