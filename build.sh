@@ -100,6 +100,8 @@ build() {
     build_module
     log "building the control plane and the unit tests"
     make -s -j2 all
+    # the processes `run` starts must not hold the lock
+    exec 9>&-
 }
 
 # --- run --------------------------------------------------------------------
@@ -108,56 +110,104 @@ VMX_PORT=${VMX_PORT:-8080}
 VMX_CP_PORT=${VMX_CP_PORT:-8090}
 VMX_PG_PORT=${VMX_PG_PORT:-5440}
 VMX_REDIS_PORT=${VMX_REDIS_PORT:-6390}
+VAR=${VMX_VAR:-$ROOT/var}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-VAR="$ROOT/var"
-PIDS=()
 
 # PostgreSQL refuses to run as root: run it as an unprivileged user.
 PG_AS=()
 [ "$(id -u)" -ne 0 ] || PG_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
-PG_PID=
 
-start_postgres() {
-    local data="$VAR/pg" run="$VAR/run"
-    mkdir -p "$data" "$run"
-    [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$data" "$run"
-    if [ ! -f "$data/PG_VERSION" ]; then
-        log "creating the PostgreSQL cluster in var/pg"
-        "${PG_AS[@]}" "$PG_BIN/initdb" -D "$data" -U vmx --auth=trust -E UTF8 >/dev/null
-    fi
-    "${PG_AS[@]}" "$PG_BIN/postgres" -D "$data" -p "$VMX_PG_PORT" -k "$run" \
-        -c listen_addresses=127.0.0.1 >"$VAR/postgres.log" 2>&1 &
-    PG_PID=$!
-    for _ in $(seq 100); do
-        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx && break
-        sleep 0.1
-    done
-    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx -d postgres -tAc \
-        "SELECT 1 FROM pg_database WHERE datname='vmx'" | grep -q 1 \
-        || "$PG_BIN/createdb" -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx vmx
-}
-
-start_redis() {
-    mkdir -p "$VAR/redis"
-    redis-server --port "$VMX_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$VAR/redis" --logfile "$VAR/redis.log" &
-    PIDS+=($!)
-}
+# The supervised processes in start order, with their pid, start time and the
+# delay before their next restart.
+SERVICES=(postgres redis nginx control_plane)
+declare -A PID=() SINCE=() DELAY=()
 
 secret_file() {
     [ -s "$1" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1")
 }
 
+# A socket listens on this port. Read from /proc, never by connecting: a
+# connect to a free port of the ephemeral range may connect to itself and take
+# the port from the server about to bind it.
+listening() {
+    grep -Eq "^ *[0-9]+: [0-9A-F]+:$(printf '%04X' "$1") [0-9A-F]+:[0-9A-F]+ 0A " \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# waits until pid listens on port (30 s at most); false when pid exited first
+wait_listening() {
+    for _ in $(seq 300); do
+        listening "$1" && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# a PostgreSQL client as vmx, with the password of the pgpass file
+pg() {
+    PGPASSFILE="$VAR/pgpass" "$PG_BIN/$1" -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx "${@:2}"
+}
+
+start_postgres() {
+    local data="$VAR/pg" run="$VAR/run" pwfile
+    mkdir -p "$data" "$run"
+    [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$data" "$run"
+    (umask 077; printf '127.0.0.1:%s:*:vmx:%s\n' "$VMX_PG_PORT" "$(cat "$VAR/pg.password")" \
+        >"$VAR/pgpass")
+    if [ ! -f "$data/PG_VERSION" ]; then
+        log "creating the PostgreSQL cluster in $data"
+        pwfile="$run/initdb.password"
+        (umask 077; cat "$VAR/pg.password" >"$pwfile")
+        [ "$(id -u)" -ne 0 ] || chown nobody:nogroup "$pwfile"
+        "${PG_AS[@]}" "$PG_BIN/initdb" -D "$data" -U vmx --auth=scram-sha-256 \
+            --pwfile="$pwfile" -E UTF8 >/dev/null
+        rm -f "$pwfile"
+    fi
+    "${PG_AS[@]}" "$PG_BIN/postgres" -D "$data" -p "$VMX_PG_PORT" -k "$run" \
+        -c listen_addresses=127.0.0.1 >>"$VAR/postgres.log" 2>&1 &
+    PID[postgres]=$!
+    wait_listening "$VMX_PG_PORT" "${PID[postgres]}" || return 0
+    for _ in $(seq 100); do
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$VMX_PG_PORT" && break
+        sleep 0.1
+    done
+    # a cluster of an older build.sh trusts every local connection
+    if grep -q '^[^#]*trust' "$data/pg_hba.conf"; then
+        log "PostgreSQL: a password for vmx, scram-sha-256 instead of trust"
+        "$PG_BIN/psql" -q -h 127.0.0.1 -p "$VMX_PG_PORT" -U vmx -d postgres \
+            -c "ALTER ROLE vmx PASSWORD '$(cat "$VAR/pg.password")'"
+        printf '%s\n' 'local all all scram-sha-256' 'host all all 127.0.0.1/32 scram-sha-256' \
+            'host all all ::1/128 scram-sha-256' >"$data/pg_hba.conf"
+        kill -HUP "${PID[postgres]}"
+        sleep 0.5
+    fi
+    pg psql -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='vmx'" | grep -q 1 \
+        || pg createdb vmx
+}
+
+start_redis() {
+    mkdir -p "$VAR/redis"
+    # the password in a file, not on a command line
+    (umask 077; printf '%s\n' "port $VMX_REDIS_PORT" "bind 127.0.0.1" 'save ""' \
+        "appendonly no" "dir $VAR/redis" "logfile $VAR/redis.log" \
+        "requirepass $(cat "$VAR/redis.password")" >"$VAR/redis.conf")
+    redis-server "$VAR/redis.conf" &
+    PID[redis]=$!
+    wait_listening "$VMX_REDIS_PORT" "${PID[redis]}" || true
+}
+
 start_nginx() {
-    local prefix="$VAR/nginx" ca
+    local prefix="$VAR/nginx" ca redis
     mkdir -p "$prefix"/{logs,spool,tmp/body,tmp/proxy,tmp/fastcgi,tmp/uwsgi,tmp/scgi}
     ca=/etc/ssl/certs/ca-certificates.crt
+    redis="vmx_redis 127.0.0.1:$VMX_REDIS_PORT nodes=1 password_file=$VAR/redis.password;"
     sed -e "s|@MODULE@|$ROOT/build/nginx/ngx_http_vmx_module.so|" \
         -e "s|@RANKS@|$ROOT/build/o200k_base.tiktoken|" \
         -e "s|@WORKERS@|auto|" -e "s|@PREFIX@|$prefix|g" -e "s|@LOG_LEVEL@|notice|" \
         -e "s|@TOKEN_FILE@|$VAR/dataplane.token|" -e "s|@CA_FILE@|$ca|" \
         -e "s|@CP_ADDR@|127.0.0.1:$VMX_CP_PORT|" -e "s|@LISTEN@|$VMX_PORT|" \
-        -e "s|@MAX_BODY@|10m|g" \
+        -e "s|@MAX_BODY@|10m|g" -e "s|^\( *\)vmx_config_token_file .*$|&\n\1$redis|" \
         conf/nginx.conf.in >"$prefix/nginx.conf"
     if [ "$(id -u)" -eq 0 ]; then
         # workers write the config's disk copy and the body buffers
@@ -165,55 +215,95 @@ start_nginx() {
         chown -R nobody:nogroup "$prefix"
     fi
     nginx -p "$prefix" -c "$prefix/nginx.conf" &
-    PIDS+=($!)
+    PID[nginx]=$!
+    # listening before the control plane connects to it; until a snapshot
+    # arrives it serves the last one from disk, or answers 503
+    wait_listening "$VMX_PORT" "${PID[nginx]}" || true
 }
 
 start_control_plane() {
     VMX_LISTEN="127.0.0.1:$VMX_CP_PORT" \
-    VMX_DATABASE_URL="host=127.0.0.1 port=$VMX_PG_PORT dbname=vmx user=vmx" \
+    VMX_DATABASE_URL="host=127.0.0.1 port=$VMX_PG_PORT dbname=vmx user=vmx passfile=$VAR/pgpass" \
     VMX_MASTER_KEY_FILE="$VAR/master.key" \
     VMX_DATAPLANE_TOKEN_FILE="$VAR/dataplane.token" \
+    VMX_METRICS_TOKEN_FILE="$VAR/metrics.token" \
     VMX_DATAPLANES="http://127.0.0.1:$VMX_PORT" \
     VMX_SCHEMA_DIR="$ROOT/schema" \
         build/vmx-control-plane &
-    PIDS+=($!)
+    PID[control_plane]=$!
+}
+
+launch() {
+    "start_$1"
+    SINCE[$1]=$SECONDS
 }
 
 stop_all() {
     trap - INT TERM EXIT
     log "stopping"
-    local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${PIDS[i]}" 2>/dev/null || true
+    local i pid
+    for ((i = ${#SERVICES[@]} - 1; i > 0; i--)); do
+        pid=${PID[${SERVICES[i]}]:-}
+        [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = ${#SERVICES[@]} - 1; i > 0; i--)); do
+        pid=${PID[${SERVICES[i]}]:-}
+        [ -z "$pid" ] || wait "$pid" 2>/dev/null || true
     done
     # PostgreSQL last, with its fast shutdown, once its clients are gone
-    wait "${PIDS[@]}" 2>/dev/null || true
-    [ -z "$PG_PID" ] || { kill -INT "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null; } || true
+    pid=${PID[postgres]:-}
+    [ -z "$pid" ] || { kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; } || true
+    exit 0
+}
+
+# Restarts what exits: after 1 s, doubling up to 30 s for a process that keeps
+# exiting, 1 s again for one that had run a minute. Polled (`wait -n` misses a
+# child bash reaped meanwhile: it is no job any more and `wait -n` blocks).
+supervise() {
+    local pid status name ran
+    while :; do
+        for name in "${SERVICES[@]}"; do
+            pid=${PID[$name]}
+            ! kill -0 "$pid" 2>/dev/null || continue
+            wait "$pid" 2>/dev/null && status=0 || status=$?
+            ran=$((SECONDS - SINCE[$name]))
+            ((ran < 60)) || DELAY[$name]=1
+            log "$name (pid $pid) exited with status $status after $ran s; restarting it in ${DELAY[$name]} s"
+            sleep "${DELAY[$name]}" & wait $! || true
+            DELAY[$name]=$((DELAY[$name] * 2 > 30 ? 30 : DELAY[$name] * 2))
+            launch "$name"
+            log "$name restarted (pid ${PID[$name]})"
+        done
+        sleep 0.2 & wait $! || true
+    done
 }
 
 run() {
+    local name
     mkdir -p "$VAR"
-    secret_file "$VAR/master.key"
-    secret_file "$VAR/dataplane.token"
+    for name in master.key dataplane.token metrics.token pg.password redis.password; do
+        secret_file "$VAR/$name"
+    done
     trap stop_all INT TERM EXIT
-    start_postgres
-    start_redis
-    start_control_plane
-    start_nginx
+    for name in "${SERVICES[@]}"; do
+        DELAY[$name]=1
+        launch "$name"
+    done
     for _ in $(seq 100); do
         curl -fsS "http://127.0.0.1:$VMX_PORT/api/v1/health" >/dev/null 2>&1 && break
         sleep 0.2
     done
     cat <<EOF
 
-VM-X gateway is running (Ctrl-C stops everything):
+VM-X gateway is running (Ctrl-C stops everything; what exits is restarted):
   OpenAI-compatible API  http://localhost:$VMX_PORT/v1
   management API         http://localhost:$VMX_PORT/api/v1   (user admin)
   health                 http://localhost:$VMX_PORT/api/v1/health
-  state and logs         var/
+  control plane metrics  http://127.0.0.1:$VMX_CP_PORT/metrics   (bearer token: metrics.token)
+  state, logs, secrets   $VAR
 
 EOF
-    wait -n "${PIDS[@]}" "$PG_PID" || true
+    supervise
 }
 
 # --- test -------------------------------------------------------------------

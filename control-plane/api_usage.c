@@ -167,6 +167,13 @@ parse_metric(http_req_t *req, query_t *q, const cJSON *item)
         http_invalid(req, field, "%s is no usage metric", field);
         return false;
     }
+    /* each metric once: that bounds nmetrics by NMETRICS */
+    for (int k = 0; k < q->nmetrics; k++) {
+        if (q->metric[k] == m) {
+            http_invalid(req, field, "%s repeats a metric", field);
+            return false;
+        }
+    }
     for (size_t i = 0; cJSON_IsString(item) && i < NAGGREGATIONS; i++) {
         if (strcmp(aggregations[i].name, item->valuestring) == 0) {
             a = (int) i;
@@ -340,6 +347,10 @@ parse_field(http_req_t *req, query_t *q, const cJSON *item)
     snprintf(field, sizeof(field), "filter.fields.%.100s", item->string);
     if (d < 0) {
         http_invalid(req, field, "%s is no dimension", field);
+        return false;
+    }
+    if (q->field_values[d] != NULL) {
+        http_invalid(req, field, "%s repeats a dimension", field);
         return false;
     }
     if (cJSON_IsArray(item)

@@ -1,6 +1,8 @@
 /*
  * db: the connection pool.  Connections are opened lazily, so the daemon
- * starts and answers /health even while PostgreSQL is briefly down.
+ * starts and answers /health even while PostgreSQL is briefly down.  An
+ * outage is logged once per cause: its first failure with the reason, again
+ * only when the reason changes, and its end.
  */
 
 #include <pthread.h>
@@ -26,7 +28,8 @@ static struct {
     db_conn_t       *conns;          /* owned array of size entries */
     int              size;
     unsigned long long waits;
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0 };
+    char             outage[256];    /* the connect failure last logged, "" when none */
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, "" };
 
 
 int
@@ -65,6 +68,42 @@ ignore_notice(void *arg, const char *message)
 }
 
 
+/* logs a failed connect when its reason differs from the last one logged */
+static void
+outage_failed(const char *message)
+{
+    char   reason[sizeof(pool.outage)];
+    size_t n;
+
+    /* libpq's message: lines, a trailing newline */
+    snprintf(reason, sizeof(reason), "%s", message);
+    for (n = strlen(reason); n > 0 && (reason[n - 1] == '\n' || reason[n - 1] == ' '); n--) {
+        reason[n - 1] = '\0';
+    }
+    for (char *p = reason; *p != '\0'; p++) {
+        *p = *p == '\n' || *p == '\t' ? ' ' : *p;
+    }
+    pthread_mutex_lock(&pool.lock);
+    if (strcmp(reason, pool.outage) != 0) {
+        snprintf(pool.outage, sizeof(pool.outage), "%s", reason);
+        log_error("db: connect failed: %s (logged again when the reason changes)", reason);
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+
+static void
+outage_ended(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    if (pool.outage[0] != '\0') {
+        pool.outage[0] = '\0';
+        log_info("db: connected again");
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+
 static int
 ensure_connected(db_conn_t *c)
 {
@@ -76,13 +115,14 @@ ensure_connected(db_conn_t *c)
     }
     c->pg = PQconnectdb(pool.conninfo);
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        log_error("db: connect failed: %s", PQerrorMessage(c->pg));
+        outage_failed(PQerrorMessage(c->pg));
         PQfinish(c->pg);
         c->pg = NULL;
         return -1;
     }
     PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
     log_debug("db: connected");
+    outage_ended();
     return 0;
 }
 
@@ -212,6 +252,13 @@ const char *
 db_sqlstate(const db_conn_t *c)
 {
     return c->sqlstate;
+}
+
+
+bool
+db_unavailable(const db_conn_t *c)
+{
+    return strncmp(c->sqlstate, "08", 2) == 0 || strncmp(c->sqlstate, "57P0", 4) == 0;
 }
 
 

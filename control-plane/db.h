@@ -40,6 +40,9 @@ int db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params
 /* SQLSTATE of the last failed db_exec() ("" when none) */
 const char *db_sqlstate(const db_conn_t *c);
 
+/* the last failed db_exec() lost the server (connection exception, shutdown) */
+bool db_unavailable(const db_conn_t *c);
+
 /*
  * transactions nest: a db_begin() inside one opens a savepoint, which its
  * db_commit() releases and its db_rollback() undoes alone

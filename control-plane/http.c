@@ -95,6 +95,8 @@ http_db_error(http_req_t *req, const char *what)
         http_error(req, 409, "conflict", "name", "a %s with this name already exists", what);
     } else if (strcmp(state, "23503") == 0) {
         http_error(req, 409, "conflict", NULL, "the %s is in use", what);
+    } else if (db_unavailable(req->db)) {
+        http_error(req, 503, "unavailable", NULL, "the database is unreachable");
     } else {
         http_error(req, 500, "internal_error", NULL, "database error");
     }

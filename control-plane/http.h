@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -106,5 +107,9 @@ void http_stop(void);
 /* the router (router.c): finds the route, authenticates, parses the body,
  * runs the handler; always leaves an answer in req */
 void router_dispatch(http_req_t *req);
+
+/* writes the route table to out, one "METHOD pattern permission" line per
+ * route ("-" for no authentication): vmx-control-plane --routes */
+void router_print_routes(FILE *out);
 
 #endif

@@ -11,10 +11,15 @@
  * pusher, credentials, OpenTelemetry and ingest threads, then the HTTP
  * server.
  * SIGINT/SIGTERM stop it in reverse.
+ *
+ * `vmx-control-plane --routes` prints the route table and exits (the API
+ * fuzzer of the tests walks it).
  */
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <curl/curl.h>
 
@@ -63,11 +68,19 @@ block_signals(void)
 
 
 int
-main(void)
+main(int argc, char **argv)
 {
     config_t cfg;
     int      rc = EXIT_FAILURE;
 
+    if (argc == 2 && strcmp(argv[1], "--routes") == 0) {
+        router_print_routes(stdout);
+        return EXIT_SUCCESS;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "usage: %s [--routes]\n", argv[0]);
+        return EXIT_FAILURE;
+    }
     block_signals();
     if (config_load(&cfg) != 0) {
         config_free(&cfg);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "records.h"
 #include "rfc3339.h"
+#include "utf8.h"
 #include "vmx_json.h"
 
 #define COPY_CHUNK       (1024 * 1024)
@@ -415,48 +416,6 @@ failure_reason(const vmx_json_t *r, const vmx_json_t *attempts)
 
 /* ---- payloads -------------------------------------------------------- */
 
-/* the length of the valid UTF-8 sequence at s[i] (not NUL), 0 when none */
-static size_t
-utf8_at(const unsigned char *s, size_t i, size_t n)
-{
-    unsigned char c = s[i];
-    size_t        len = c == 0 ? 0 : c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2
-                        : (c >= 0xe0 && c <= 0xef) ? 3 : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-
-    if (len == 0 || i + len > n) {
-        return 0;
-    }
-    for (size_t k = 1; k < len; k++) {
-        if ((s[i + k] & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    /* overlong forms, surrogates, beyond U+10FFFF */
-    if (len > 2) {
-        unsigned char d = s[i + 1];
-
-        if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f)
-            || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f))
-        {
-            return 0;
-        }
-    }
-    return len;
-}
-
-
-static bool
-valid_utf8_text(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0, len; i < n; i += len) {
-        if ((len = utf8_at(s, i, n)) == 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-
 /* a copy of metadata whose bytes that are not UTF-8 are '?' (never JSON
  * syntax, so the structure stays); malloc'd */
 static char *
@@ -498,7 +457,7 @@ col_payload(buf_t *b, arena_t *arena, const char *p, size_t n, const char **form
     if (v != NULL) {
         *format = "json";
         put_text(b, p, n);
-    } else if (valid_utf8_text((const unsigned char *) p, n)) {
+    } else if (utf8_valid_text((const unsigned char *) p, n)) {
         *format = "text";
         put_text(b, p, n);
     } else {
@@ -843,7 +802,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     size_t            n;
 
     r = vmx_json_parse(rec->meta, rec->meta_len, arena_alloc, &b->arena, 0, &err);
-    if (r == NULL && !valid_utf8_text((const unsigned char *) rec->meta, rec->meta_len)) {
+    if (r == NULL && !utf8_valid_text((const unsigned char *) rec->meta, rec->meta_len)) {
         /* a path or header of the client's that was not UTF-8 */
         fixed = sanitized_copy(rec->meta, rec->meta_len);
         r = fixed ? vmx_json_parse(fixed, rec->meta_len, arena_alloc, &b->arena, 0, &err)

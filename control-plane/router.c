@@ -279,7 +279,11 @@ run_route(http_req_t *req)
             return;
         }
         if (!auth_authenticate(req)) {
-            http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
+            if (db_unavailable(req->db)) {
+                http_error(req, 503, "unavailable", NULL, "the database is unreachable");
+            } else {
+                http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
+            }
             return;
         }
         if (!permission_allows(req, route->permission)) {
@@ -334,5 +338,15 @@ router_dispatch(http_req_t *req)
     if (req->status < 300 && strcmp(req->method, "GET") != 0) {
         pusher_notify();
         credentials_notify();
+    }
+}
+
+
+void
+router_print_routes(FILE *out)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        fprintf(out, "%s %s %s\n", routes[i].method, routes[i].pattern,
+                routes[i].permission ? routes[i].permission : "-");
     }
 }

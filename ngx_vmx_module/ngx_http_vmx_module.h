@@ -252,6 +252,7 @@ typedef struct {
     in_port_t                    port;
     ngx_uint_t                   nodes;         /* expected nginx nodes */
     ngx_msec_t                   timeout;
+    ngx_str_t                    password;      /* AUTH, empty: none */
 } ngx_http_vmx_redis_conf_t;
 
 

@@ -11,9 +11,10 @@
  * a name synchronously), connecting is non-blocking, and a timer of the
  * worker reconnects with a backoff and gives up on an unresponsive server.
  *
- * The link is "up" once connected and once the counters have checked the
- * server's epoch (ngx_http_vmx_limits_resync()); the counters enforce
- * locally while it is not.
+ * The link is "up" once connected, authenticated (AUTH, when vmx_redis has
+ * a password_file) and once the counters have checked the server's epoch
+ * (ngx_http_vmx_limits_resync()); the counters enforce locally while it is
+ * not.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -53,6 +54,11 @@ static void ngx_http_vmx_redis_connected(const redisAsyncContext *ac,
 static void ngx_http_vmx_redis_disconnected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_vmx_redis_lost(const char *why, const char *detail);
+static void ngx_http_vmx_redis_auth(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_vmx_redis_hello(void);
+static char *ngx_http_vmx_redis_password(ngx_conf_t *cf,
+    ngx_http_vmx_redis_conf_t *rc, ngx_str_t *name);
 static void ngx_http_vmx_redis_epoch(redisReply *reply, void *data);
 static void ngx_http_vmx_redis_report(ngx_uint_t up, const char *why,
     const char *detail);
@@ -72,7 +78,7 @@ static void ngx_http_vmx_redis_cleanup(void *data);
 static ngx_http_vmx_redis_t  ngx_http_vmx_redis;
 
 
-/* vmx_redis address [nodes=number] [timeout=time] */
+/* vmx_redis address [nodes=number] [timeout=time] [password_file=path] */
 
 char *
 ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -150,12 +156,85 @@ ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+
+            if (ngx_http_vmx_redis_password(cf, rc, &s) != NGX_CONF_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
     }
 
     mcf->redis = rc;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the password is the file's first line (a trailing newline is not part of it) */
+
+static char *
+ngx_http_vmx_redis_password(ngx_conf_t *cf, ngx_http_vmx_redis_conf_t *rc,
+    ngx_str_t *name)
+{
+    u_char      *last;
+    ssize_t      n;
+    ngx_file_t   file;
+    u_char       buf[512];
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = *name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", name);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, sizeof(buf), 0);
+    ngx_close_file(file.fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = ngx_strlchr(buf, buf + n, '\n');
+    if (last == NULL) {
+        last = buf + n;
+    }
+
+    if (last > buf && last[-1] == '\r') {
+        last--;
+    }
+
+    if (last == buf || n == (ssize_t) sizeof(buf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the password in \"%V\" must have 1 to 500 "
+                           "characters", name);
+        return NGX_CONF_ERROR;
+    }
+
+    rc->password.len = last - buf;
+    rc->password.data = ngx_pnalloc(cf->pool, rc->password.len);
+    if (rc->password.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(rc->password.data, buf, rc->password.len);
+    ngx_explicit_memzero(buf, sizeof(buf));
 
     return NGX_CONF_OK;
 }
@@ -331,9 +410,9 @@ ngx_http_vmx_redis_connect(void)
 static void
 ngx_http_vmx_redis_connected(const redisAsyncContext *ac, int status)
 {
-    u_char        *p, epoch[NGX_HTTP_VMX_EPOCH_LEN];
-    const char    *argv[4];
-    size_t         argvlen[4];
+    const char                 *argv[2];
+    size_t                      argvlen[2];
+    ngx_http_vmx_redis_conf_t  *rc;
 
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback */
@@ -341,6 +420,66 @@ ngx_http_vmx_redis_connected(const redisAsyncContext *ac, int status)
         ngx_http_vmx_redis_lost("cannot connect", ac->errstr);
         return;
     }
+
+    rc = ngx_http_vmx_redis.conf;
+
+    if (rc->password.len == 0) {
+        ngx_http_vmx_redis_hello();
+        return;
+    }
+
+    argv[0] = "AUTH";
+    argv[1] = (char *) rc->password.data;
+    argvlen[0] = sizeof("AUTH") - 1;
+    argvlen[1] = rc->password.len;
+
+    (void) redisAsyncCommandArgv(ngx_http_vmx_redis.ac,
+                                 ngx_http_vmx_redis_auth, NULL, 2, argv,
+                                 argvlen);
+}
+
+
+/*
+ * A refused password is a configuration error: logged once until AUTH
+ * succeeds, the link dropped and tried again with the backoff; the counters
+ * stay local meanwhile.
+ */
+
+static void
+ngx_http_vmx_redis_auth(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply  *reply = r;
+
+    if (reply == NULL) {
+        /* the link failed first: the disconnect callback handles it */
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_http_vmx_redis.reported != 0) {
+            ngx_http_vmx_redis.reported = 0;
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "vmx: redis %V refused the password of "
+                          "vmx_redis password_file (\"%*s\"): counters are "
+                          "enforced by this node alone",
+                          &ngx_http_vmx_redis.conf->addr,
+                          (size_t) reply->len, reply->str);
+        }
+
+        redisAsyncDisconnect(ac);
+        return;
+    }
+
+    ngx_http_vmx_redis_hello();
+}
+
+
+static void
+ngx_http_vmx_redis_hello(void)
+{
+    u_char        *p, epoch[NGX_HTTP_VMX_EPOCH_LEN];
+    const char    *argv[4];
+    size_t         argvlen[4];
 
     /*
      * A random epoch marks this Redis' counters: a server that lost them

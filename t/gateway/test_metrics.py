@@ -84,3 +84,15 @@ def test_sliding_windows_of_connections_and_models(env, nginx):
     latency = sample(text, "vmx_provider_latency_seconds", connection=a, model="fail-503",
                      window="5m")
     assert latency is not None and 0 < latency < 5, text
+
+
+def test_control_plane_metrics_not_on_the_public_port(nginx, stack):
+    """/metrics on the gateway's port is the data plane's, loopback only; no spelling of
+    the path (the control plane takes a trailing slash as the same path) reaches the
+    control plane's own exposition."""
+    r = http_request(stack.cp.url, "GET", "/metrics/")
+    assert r.status == 200 and "vmx_cp_" in r.text, r
+    for path in ("/metrics", "/metrics/", "/metrics//", "/metrics/x", "/metrics?x=1",
+                 "/metrics/?x=1", "/%6detrics/"):
+        r = http_request(nginx.url, "GET", path)
+        assert "vmx_cp_" not in r.text, (path, r.status, r.text[:300])

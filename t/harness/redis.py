@@ -8,9 +8,11 @@ from pathlib import Path
 
 
 class Redis:
-    def __init__(self, base_dir, port):
+    def __init__(self, base_dir, port, password=None):
+        """password: the server requires it (requirepass); command() sends it first."""
         self.base_dir = Path(base_dir)
         self.port = port
+        self.password = password
         self.proc = None
         self.log_path = self.base_dir / "redis.log"
 
@@ -28,7 +30,8 @@ class Redis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.base_dir),
-             "--daemonize", "no", "--protected-mode", "no"],
+             "--daemonize", "no", "--protected-mode", "no"]
+            + (["--requirepass", self.password] if self.password else []),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -41,12 +44,19 @@ class Redis:
 
     def command(self, *args, timeout=2):
         """Send one command (RESP) and return the raw reply bytes."""
-        payload = f"*{len(args)}\r\n".encode()
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
-            payload += b"$%d\r\n%s\r\n" % (len(b), b)
+        def resp(*args):
+            out = f"*{len(args)}\r\n".encode()
+            for a in args:
+                b = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(b), b)
+            return out
+
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(payload)
+            if self.password:
+                s.sendall(resp("AUTH", self.password))
+                if not s.recv(1024).startswith(b"+OK"):
+                    raise OSError("redis refused the password")
+            s.sendall(resp(*args))
             return s.recv(65536)
 
     def ping(self):
