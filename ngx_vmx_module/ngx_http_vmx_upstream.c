@@ -1536,22 +1536,24 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_OK;
     }
 
-    reason = normal ? (ngx_str_t) ngx_null_string
-                    : ngx_http_vmx_timeout_reason(r, ctx,
-                                                  r->upstream->peer.connection);
+    ngx_str_null(&reason);
+
+    if (!normal) {
+        reason = ngx_http_vmx_timeout_reason(r, ctx,
+                                             r->upstream->peer.connection);
+    }
 
     if (reason.len) {
-        p = ngx_pnalloc(r->pool, sizeof(late) - 1 + reason.len + 1);
+        p = ngx_pnalloc(r->pool, sizeof(late) - 1 + reason.len);
         if (p == NULL) {
             return NGX_ERROR;
         }
 
-        /* a NUL-terminated literal code, a message naming the timeout */
+        /* the client's message names the timeout, as the reason does */
         ngx_str_set(&code, "provider_timeout");
         message.data = p;
         p = ngx_cpymem(p, late, sizeof(late) - 1);
         p = ngx_cpymem(p, reason.data, reason.len);
-        *p = '\0';
         message.len = p - message.data;
 
         return ngx_http_vmx_stream_end(r, ctx, &code, &message, &reason);
