@@ -20,7 +20,8 @@
 #define MASK  "********"
 
 static const char *const writable[] = {
-    "name", "description", "provider", "config", "allowedModels", "capacity", NULL
+    "name", "description", "provider", "config", "allowedModels", "capacity", "timeouts",
+    NULL
 };
 static const char *const readonly[] = { "discoveredCapacity", "credentialsStatus",
                                          "dataplaneProblems", NULL };
@@ -140,7 +141,8 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
     }
     return validate_config(req, p, cJSON_GetObjectItemCaseSensitive(doc, "config"))
            && val_string_array(req, doc, "allowedModels")
-           && val_capacity(req, doc, "capacity");
+           && val_capacity(req, doc, "capacity")
+           && val_timeouts(req, doc, "timeouts");
 }
 
 
@@ -209,8 +211,8 @@ split_secrets(http_req_t *req, const cJSON *doc, const char *id, const cJSON *st
 static void
 save(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored, bool create)
 {
-    char       *config = NULL, *secrets = NULL, *allowed, *capacity;
-    const char *params[10] = { http_param(req, "ws"), http_param(req, "env"), id };
+    char       *config = NULL, *secrets = NULL, *allowed, *capacity, *timeouts;
+    const char *params[11] = { http_param(req, "ws"), http_param(req, "env"), id };
     PGresult   *res;
 
     if (!split_secrets(req, doc, id, stored, &config, &secrets)) {
@@ -218,6 +220,7 @@ save(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored, boo
     }
     allowed = doc_json(doc, "allowedModels");
     capacity = doc_json(doc, "capacity");
+    timeouts = doc_json(doc, "timeouts");
     params[3] = doc_str(doc, "name");
     params[4] = doc_str(doc, "description");
     params[5] = doc_str(doc, "provider");
@@ -225,16 +228,18 @@ save(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored, boo
     params[7] = secrets;
     params[8] = allowed;
     params[9] = capacity;
+    params[10] = timeouts;
 
     res = db_exec(req->db, create
         ? "INSERT INTO connections (workspace_id, environment_id, id, name, description,"
-          " provider, config, secrets, allowed_models, capacity)"
-          " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10 FROM environments"
+          " provider, config, secrets, allowed_models, capacity, timeouts)"
+          " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM environments"
           " WHERE workspace_id = $1 AND id = $2"
         : "UPDATE connections SET name = $4, description = $5, provider = $6, config = $7,"
-          " secrets = $8, allowed_models = $9, capacity = $10, updated_at = now()"
+          " secrets = $8, allowed_models = $9, capacity = $10, timeouts = $11,"
+          " updated_at = now()"
           " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-        10, params);
+        11, params);
     if (res == NULL) {
         http_db_error(req, "connection");
     } else if (strcmp(PQcmdTuples(res), "1") != 0) {
@@ -247,6 +252,7 @@ save(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored, boo
     free(secrets);
     free(allowed);
     free(capacity);
+    free(timeouts);
 }
 
 
@@ -286,6 +292,7 @@ defaults(void)
     cJSON_AddObjectToObject(doc, "config");
     cJSON_AddArrayToObject(doc, "allowedModels");
     cJSON_AddArrayToObject(doc, "capacity");
+    cJSON_AddNullToObject(doc, "timeouts");
     return doc;
 }
 

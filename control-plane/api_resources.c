@@ -21,7 +21,7 @@
 
 static const char *const writable[] = {
     "name", "description", "model", "routing", "fallbackModels", "useFallback",
-    "secondaryModels", "enforceCapacity", "capacity", NULL
+    "secondaryModels", "enforceCapacity", "capacity", "timeouts", NULL
 };
 
 #define DOC_BY_ID \
@@ -312,7 +312,8 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
            && val_bool(req, doc, "useFallback")
            && validate_model_list(req, doc, "secondaryModels")
            && val_bool(req, doc, "enforceCapacity")
-           && val_capacity(req, doc, "capacity");
+           && val_capacity(req, doc, "capacity")
+           && val_timeouts(req, doc, "timeouts");
 }
 
 
@@ -326,14 +327,14 @@ write_rows(http_req_t *req, const char *const *params, bool create)
     if (db_run(req->db, create
         ? "INSERT INTO resources (workspace_id, environment_id, id, name, description,"
           " model, routing, fallback_models, use_fallback, secondary_models,"
-          " enforce_capacity, capacity)"
-          " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
+          " enforce_capacity, capacity, timeouts)"
+          " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13"
           " FROM environments WHERE workspace_id = $1 AND id = $2"
         : "UPDATE resources SET name = $4, description = $5, model = $6, routing = $7,"
           " fallback_models = $8, use_fallback = $9, secondary_models = $10,"
-          " enforce_capacity = $11, capacity = $12, updated_at = now()"
+          " enforce_capacity = $11, capacity = $12, timeouts = $13, updated_at = now()"
           " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-        12, params) != 0
+        13, params) != 0
         || db_run(req->db, "DELETE FROM resource_connections WHERE resource_id = $1",
                   1, params + 2) != 0
         || db_run(req->db,
@@ -357,10 +358,12 @@ save(http_req_t *req, const cJSON *doc, const char *id, bool create)
     char       *fallback = doc_json(doc, "fallbackModels");
     char       *secondary = doc_json(doc, "secondaryModels");
     char       *capacity = doc_json(doc, "capacity");
-    const char *params[12] = {
+    char       *timeouts = doc_json(doc, "timeouts");
+    const char *params[13] = {
         http_param(req, "ws"), http_param(req, "env"), id,
         doc_str(doc, "name"), doc_str(doc, "description"), model, routing, fallback,
-        doc_bool(doc, "useFallback"), secondary, doc_bool(doc, "enforceCapacity"), capacity
+        doc_bool(doc, "useFallback"), secondary, doc_bool(doc, "enforceCapacity"), capacity,
+        timeouts
     };
 
     if (write_rows(req, params, create) != 0) {
@@ -375,6 +378,7 @@ save(http_req_t *req, const cJSON *doc, const char *id, bool create)
     free(fallback);
     free(secondary);
     free(capacity);
+    free(timeouts);
 }
 
 
@@ -413,6 +417,7 @@ defaults(void)
     cJSON_AddArrayToObject(doc, "secondaryModels");
     cJSON_AddFalseToObject(doc, "enforceCapacity");
     cJSON_AddArrayToObject(doc, "capacity");
+    cJSON_AddNullToObject(doc, "timeouts");
     return doc;
 }
 

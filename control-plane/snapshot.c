@@ -31,7 +31,8 @@
     "SELECT jsonb_build_object(" \
     "  'id', id, 'workspaceId', workspace_id, 'environmentId', environment_id," \
     "  'name', name, 'provider', provider, 'allowedModels', allowed_models," \
-    "  'capacity', capacity)::text, config::text, secrets::text, id::text" \
+    "  'capacity', capacity, 'timeouts', timeouts)::text, config::text, secrets::text," \
+    "  id::text" \
     " FROM connections ORDER BY created_at, id"
 
 #define RESOURCES_SQL \
@@ -40,7 +41,7 @@
     "  'name', name, 'model', model, 'fallbackModels', fallback_models," \
     "  'useFallback', use_fallback, 'secondaryModels', secondary_models," \
     "  'routing', routing, 'enforceCapacity', enforce_capacity," \
-    "  'capacity', capacity) ORDER BY created_at, id), '[]')::text" \
+    "  'capacity', capacity, 'timeouts', timeouts) ORDER BY created_at, id), '[]')::text" \
     " FROM resources"
 
 #define API_KEYS_SQL \

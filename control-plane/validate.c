@@ -13,6 +13,7 @@
 
 #include "arena.h"
 #include "validate.h"
+#include "vmx_config.h"
 
 #define FIELD_MAX  160
 
@@ -386,6 +387,55 @@ val_capacity(http_req_t *req, cJSON *doc, const char *field)
     cJSON_ArrayForEach(entry, arr) {
         snprintf(path, sizeof(path), "%s[%d]", field, i++);
         if (!val_capacity_entry(req, entry, path)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+bool
+val_timeouts(http_req_t *req, cJSON *doc, const char *field)
+{
+    static const struct {
+        const char  *name;
+        long long    max;
+    } members[] = {
+        { "connectMs", VMX_TIMEOUT_CONNECT_MAX }, { "firstByteMs", VMX_TIMEOUT_MAX },
+        { "idleMs", VMX_TIMEOUT_MAX }, { "totalMs", VMX_TIMEOUT_MAX },
+    };
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, field);
+    cJSON *item, *next;
+    char   path[FIELD_MAX];
+    size_t i;
+
+    if (t == NULL || cJSON_IsNull(t)) {
+        return true;
+    }
+    if (!cJSON_IsObject(t)) {
+        http_invalid(req, field, "%s must be an object", field);
+        return false;
+    }
+    for (item = t->child; item != NULL; item = next) {
+        next = item->next;
+        for (i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+            if (strcmp(item->string, members[i].name) == 0) {
+                break;
+            }
+        }
+        member_path(path, field, item->string);
+        if (i == sizeof(members) / sizeof(members[0])) {
+            http_invalid(req, path, "unknown field \"%s\"", path);
+            return false;
+        }
+        if (cJSON_IsNull(item)) {
+            /* inherited: the connection's, else the data plane's default */
+            cJSON_DeleteItemFromObjectCaseSensitive(t, item->string);
+            continue;
+        }
+        if (!is_positive_int(item) || item->valuedouble > (double) members[i].max) {
+            http_invalid(req, path, "%s must be an integer from 1 to %lld (milliseconds)",
+                         path, members[i].max);
             return false;
         }
     }

@@ -65,6 +65,11 @@ bool val_labels(http_req_t *req, const cJSON *doc, const char *field);
 /* doc.field: capacity entries (SPEC §5); fills enabled=true when absent */
 bool val_capacity(http_req_t *req, cJSON *doc, const char *field);
 
+/* doc.field: null or absent (inherit), or timeouts {connectMs, firstByteMs,
+ * idleMs, totalMs}, each null (removed: inherit) or whole milliseconds
+ * within vmx_config.h's bounds */
+bool val_timeouts(http_req_t *req, cJSON *doc, const char *field);
+
 /* obj.provider names a provider or an alias of one, which is rewritten
  * to the provider's id (stored and shown as such); field names it */
 const provider_t *val_provider(http_req_t *req, cJSON *obj, const char *field);

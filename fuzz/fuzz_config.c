@@ -25,6 +25,15 @@ inside(const void *p, const void *base, size_t n, size_t size)
 
 
 static void
+check_timeouts(const vmx_cfg_timeouts_t *t)
+{
+    check(t->connect_ms <= VMX_TIMEOUT_CONNECT_MAX
+          && t->first_byte_ms <= VMX_TIMEOUT_MAX
+          && t->idle_ms <= VMX_TIMEOUT_MAX && t->total_ms <= VMX_TIMEOUT_MAX);
+}
+
+
+static void
 check_result(const vmx_config_t *cfg)
 {
     size_t  i, k;
@@ -40,10 +49,13 @@ check_result(const vmx_config_t *cfg)
     for (i = 0; i < cfg->nconnections; i++) {
         check(inside(cfg->connections[i].env, cfg->environments,
                      cfg->nenvironments, sizeof(vmx_cfg_environment_t)));
+        check_timeouts(&cfg->connections[i].timeouts);
     }
 
     for (i = 0; i < cfg->nresources; i++) {
         const vmx_cfg_resource_t  *r = &cfg->resources[i];
+
+        check_timeouts(&r->timeouts);
 
         check(r->model.connection == NULL
               || inside(r->model.connection, cfg->connections,

@@ -386,6 +386,61 @@ compile_limits(vmx_cfg_compile_t *cc, const vmx_json_t *obj, int always,
 }
 
 
+/* timeouts: an object of positive integers, null or absent inherits */
+static void
+compile_timeouts(vmx_cfg_compile_t *cc, const vmx_json_t *obj,
+    vmx_cfg_timeouts_t *timeouts)
+{
+    size_t             n;
+    char               field[32];
+    const vmx_json_t  *t, *v;
+
+    static const struct {
+        const char  *name;
+        size_t       offset;
+        int64_t      max;
+    } members[] = {
+        { "connectMs", offsetof(vmx_cfg_timeouts_t, connect_ms),
+          VMX_TIMEOUT_CONNECT_MAX },
+        { "firstByteMs", offsetof(vmx_cfg_timeouts_t, first_byte_ms),
+          VMX_TIMEOUT_MAX },
+        { "idleMs", offsetof(vmx_cfg_timeouts_t, idle_ms), VMX_TIMEOUT_MAX },
+        { "totalMs", offsetof(vmx_cfg_timeouts_t, total_ms), VMX_TIMEOUT_MAX },
+    };
+
+    memset(timeouts, 0, sizeof(vmx_cfg_timeouts_t));
+
+    t = vmx_json_get(obj, "timeouts");
+
+    if (t == NULL || t->type == VMX_JSON_NULL) {
+        return;
+    }
+
+    if (t->type != VMX_JSON_OBJECT) {
+        problem(cc, 1, "timeouts", "must be an object");
+        return;
+    }
+
+    for (n = 0; n < sizeof(members) / sizeof(members[0]); n++) {
+        v = vmx_json_get(t, members[n].name);
+
+        if (v == NULL || v->type == VMX_JSON_NULL) {
+            continue;
+        }
+
+        if (!v->is_int || v->integer < 1 || v->integer > members[n].max) {
+            snprintf(field, sizeof(field), "timeouts.%s", members[n].name);
+            problem(cc, 1, field, "must be an integer from 1 to %lld "
+                    "(milliseconds)", (long long) members[n].max);
+            continue;
+        }
+
+        *(uint32_t *) ((char *) timeouts + members[n].offset) =
+            (uint32_t) v->integer;
+    }
+}
+
+
 /* environments */
 
 static void
@@ -711,6 +766,8 @@ compile_connection(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
 
     (void) compile_limits(cc, obj, 1, &conn->limits, &conn->nlimits);
 
+    compile_timeouts(cc, obj, &conn->timeouts);
+
     conn->unavailable = cc->first;
 }
 
@@ -911,6 +968,8 @@ compile_resource(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
     (void) compile_limits(cc, obj, 0, &res->limits, &res->nlimits);
 
     compile_routing(cc, obj, res);
+
+    compile_timeouts(cc, obj, &res->timeouts);
 
     /* a model entry without its connection fails over at run time; any
      * other fault makes the resource unavailable */

@@ -87,6 +87,24 @@ typedef struct {
 } vmx_cfg_limit_t;
 
 
+/*
+ * A provider call's time limits, in milliseconds, 0 where not set: a
+ * resource's override its connection's, which override the data plane's
+ * defaults.  connectMs bounds the TCP and TLS set-up, firstByteMs the wait
+ * for the provider's response header, idleMs a gap between two reads after
+ * it, totalMs the whole attempt.
+ */
+#define VMX_TIMEOUT_CONNECT_MAX   60000
+#define VMX_TIMEOUT_MAX           3600000
+
+typedef struct {
+    uint32_t                     connect_ms;
+    uint32_t                     first_byte_ms;
+    uint32_t                     idle_ms;
+    uint32_t                     total_ms;
+} vmx_cfg_timeouts_t;
+
+
 typedef struct {
     vmx_cfg_str_t                id;
     vmx_cfg_str_t                workspace_id;
@@ -125,6 +143,7 @@ typedef struct {
     size_t                       nallowed_models;
     vmx_cfg_limit_t             *limits;
     size_t                       nlimits;
+    vmx_cfg_timeouts_t           timeouts;
 
     const char                  *unavailable;       /* why, or NULL */
 } vmx_cfg_connection_t;
@@ -153,6 +172,7 @@ typedef struct {
     size_t                       nlimits;
     vmx_rules_t                 *rules;             /* when active */
     const vmx_cfg_pool_t        *pool;              /* prioritization */
+    vmx_cfg_timeouts_t           timeouts;          /* over its models' */
     unsigned                     use_fallback:1;
 
     const char                  *unavailable;       /* why, or NULL */

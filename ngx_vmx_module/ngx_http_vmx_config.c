@@ -332,6 +332,7 @@ ngx_http_vmx_compile_connection(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
     conn->provider_id = from->provider_id;
     conn->port = from->port;
     conn->https = from->https;
+    conn->timeouts = from->timeouts;
 
     if (from->unavailable) {
         conn->unavailable.data = (u_char *) from->unavailable;
@@ -401,6 +402,7 @@ ngx_http_vmx_compile_resource(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
     res->env = &cc->envs[from->env - cc->cfg->environments];
     res->use_fallback = from->use_fallback;
     res->rules = from->rules;
+    res->timeouts = from->timeouts;
 
     if (from->unavailable) {
         res->unavailable.data = (u_char *) from->unavailable;

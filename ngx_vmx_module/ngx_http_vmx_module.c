@@ -259,11 +259,25 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       offsetof(ngx_http_vmx_loc_conf_t, upstream.send_timeout),
       NULL },
 
-    { ngx_string("vmx_read_timeout"),
+    { ngx_string("vmx_first_byte_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_vmx_loc_conf_t, upstream.read_timeout),
+      offsetof(ngx_http_vmx_loc_conf_t, first_byte_timeout),
+      NULL },
+
+    { ngx_string("vmx_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("vmx_total_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, total_timeout),
       NULL },
 
     { ngx_string("vmx_buffer_size"),
@@ -2547,7 +2561,9 @@ ngx_http_vmx_create_loc_conf(ngx_conf_t *cf)
 
     conf->upstream.connect_timeout = NGX_CONF_UNSET_MSEC;
     conf->upstream.send_timeout = NGX_CONF_UNSET_MSEC;
-    conf->upstream.read_timeout = NGX_CONF_UNSET_MSEC;
+    conf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+    conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->upstream.buffer_size = NGX_CONF_UNSET_SIZE;
     conf->upstream.ssl_verify = NGX_CONF_UNSET;
 

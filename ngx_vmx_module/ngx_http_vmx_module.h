@@ -134,6 +134,7 @@ typedef struct {
     ngx_str_t                    api_key;
     ngx_array_t                  allowed_models;    /* of ngx_str_t */
     ngx_array_t                  limits;            /* capacity */
+    vmx_cfg_timeouts_t           timeouts;          /* 0: the directive's */
 
     /* aws-bedrock: temporary credentials from the control plane */
     ngx_str_t                    region;
@@ -182,6 +183,7 @@ typedef struct {
     ngx_http_vmx_pool_t         *pool;          /* prioritization, or NULL */
     ngx_array_t                  limits;        /* when enforceCapacity */
     vmx_rules_t                 *rules;         /* routing, when active */
+    vmx_cfg_timeouts_t           timeouts;      /* 0: the connection's */
     ngx_str_t                    unavailable;   /* why it cannot serve */
     unsigned                     use_fallback:1;
 } ngx_http_vmx_resource_t;
@@ -289,8 +291,15 @@ typedef struct {
        refused before a location is chosen */
     ngx_array_t                 *gateway_prefixes;   /* of ngx_str_t */
 
+    /* each request gets its own copy: the timeouts change per attempt */
     ngx_http_upstream_conf_t     upstream;
     ngx_str_t                    ssl_trusted_certificate;
+
+    /* a provider's answer: its header, a gap between reads after it, the
+       whole attempt; connect and send are upstream's */
+    ngx_msec_t                   first_byte_timeout;
+    ngx_msec_t                   idle_timeout;
+    ngx_msec_t                   total_timeout;
 
     size_t                       max_response;  /* buffered answer bound */
 } ngx_http_vmx_loc_conf_t;
@@ -401,6 +410,14 @@ struct ngx_http_vmx_ctx_s {
     ngx_chain_t                 *first_request; /* built when checked */
     ngx_str_t                    failure;       /* why it cannot be tried */
     ngx_uint_t                   attempts;
+
+    /* the current attempt's timeouts: the resource's, the connection's or
+       the location's */
+    ngx_msec_t                   first_byte_timeout;
+    ngx_msec_t                   idle_timeout;
+    ngx_msec_t                   total_timeout;
+    ngx_event_t                  total_event;   /* ends the attempt */
+    unsigned                     total_timedout:1;
     u_char                       completion_id[sizeof("chatcmpl-") - 1 + 36];
 
     ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];

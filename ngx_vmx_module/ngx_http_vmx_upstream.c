@@ -108,19 +108,49 @@ static void ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 static void ngx_http_vmx_attempt_failed(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_connection_t *c, ngx_uint_t tries_left);
 static void ngx_http_vmx_first_byte(ngx_http_vmx_ctx_t *ctx);
+static void ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static void ngx_http_vmx_idle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+static void ngx_http_vmx_total_timeout(ngx_event_t *ev);
+static void ngx_http_vmx_total_cleanup(void *data);
+static ngx_str_t ngx_http_vmx_timeout_reason(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_connection_t *c);
 
 
 ngx_int_t
 ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
-    ngx_http_upstream_t      *u;
-    ngx_http_vmx_loc_conf_t  *vlcf;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_upstream_t       *u;
+    ngx_http_vmx_loc_conf_t   *vlcf;
+    ngx_http_upstream_conf_t  *ucf;
 
     if (ngx_http_upstream_create(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
+    /* the request's own: each attempt sets its timeouts in it */
+    ucf = ngx_palloc(r->pool, sizeof(ngx_http_upstream_conf_t));
+    if (ucf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ucf = vlcf->upstream;
+
+    /* an attempt's total timer must not outlive the request's pool */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_vmx_total_cleanup;
+    cln->data = ctx;
+
+    ctx->total_event.handler = ngx_http_vmx_total_timeout;
+    ctx->total_event.data = r;
+    ctx->total_event.log = r->connection->log;
 
     vmx_buf_init(&ctx->scratch, ngx_http_vmx_json_alloc, r->pool, 4096);
     if (vmx_buf_failed(&ctx->scratch)) {
@@ -131,7 +161,7 @@ ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ngx_str_set(&u->schema, "vmx://");
     u->output.tag = (ngx_buf_tag_t) &ngx_http_vmx_module;
-    u->conf = &vlcf->upstream;
+    u->conf = ucf;
 
     u->create_request = ngx_http_vmx_create_request;
     u->reinit_request = ngx_http_vmx_reinit_request;
@@ -388,6 +418,8 @@ ngx_http_vmx_process_answer(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     b = &u->buffer;
 
+    ngx_http_vmx_idle(r, ctx);
+
     rc = ngx_http_vmx_unframe(r, ctx, b, ngx_http_vmx_collect);
 
     /* what was read is copied out, so the read buffer starts over */
@@ -475,6 +507,8 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     b = &u->buffer;
+
+    ngx_http_vmx_idle(r, ctx);
 
     ngx_memzero(&in, sizeof(ngx_buf_t));
     in.pos = b->pos;
@@ -1463,9 +1497,11 @@ static ngx_int_t
 ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t normal)
 {
+    u_char            *p;
     ngx_str_t          code, message, reason;
     static const char  cut[] = "The provider's stream ended before it was "
                                "complete";
+    static const char  late[] = "The provider's stream timed out: ";
 
     ctx->out_cur = NULL;
 
@@ -1475,6 +1511,29 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     if (ctx->complete) {
         return NGX_OK;
+    }
+
+    ngx_str_null(&reason);
+
+    if (!normal) {
+        reason = ngx_http_vmx_timeout_reason(r, ctx,
+                                             r->upstream->peer.connection);
+    }
+
+    if (reason.len) {
+        p = ngx_pnalloc(r->pool, sizeof(late) - 1 + reason.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* the client's message names the timeout, as the reason does */
+        ngx_str_set(&code, "provider_timeout");
+        message.data = p;
+        p = ngx_cpymem(p, late, sizeof(late) - 1);
+        p = ngx_cpymem(p, reason.data, reason.len);
+        message.len = p - message.data;
+
+        return ngx_http_vmx_stream_end(r, ctx, &code, &message, &reason);
     }
 
     ngx_str_set(&code, "provider_stream_interrupted");
@@ -1795,7 +1854,167 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
                    "vmx: attempt %ui: %V model \"%V\"", ctx->attempts,
                    &ctx->target->provider, &ctx->target->model);
 
+    ngx_http_vmx_attempt_timeouts(r, ctx);
+
     return ngx_http_vmx_keepalive_get(pc, conn);
+}
+
+
+/*
+ * The attempt's timeouts: the resource's, else its connection's, else the
+ * location's.  nginx arms connect_timeout for the TCP and TLS set-up and
+ * read_timeout once the request is sent: that is the first byte's, until
+ * the provider's header came (ngx_http_vmx_idle()).  The total timer runs
+ * until peer.free.
+ */
+
+static void
+ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    vmx_cfg_timeouts_t       *rt, *ct;
+    ngx_http_upstream_t      *u;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    u = r->upstream;
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+    rt = &ctx->resource->timeouts;
+    ct = &ctx->target->connection->timeouts;
+
+#define ngx_http_vmx_timeout(member, dflt)                                    \
+    (rt->member ? (ngx_msec_t) rt->member                                     \
+                : ct->member ? (ngx_msec_t) ct->member : (dflt))
+
+    u->conf->connect_timeout = ngx_http_vmx_timeout(connect_ms,
+                                                    vlcf->upstream
+                                                    .connect_timeout);
+    ctx->first_byte_timeout = ngx_http_vmx_timeout(first_byte_ms,
+                                                   vlcf->first_byte_timeout);
+    ctx->idle_timeout = ngx_http_vmx_timeout(idle_ms, vlcf->idle_timeout);
+    ctx->total_timeout = ngx_http_vmx_timeout(total_ms, vlcf->total_timeout);
+
+#undef ngx_http_vmx_timeout
+
+    u->conf->read_timeout = ctx->first_byte_timeout;
+
+    ctx->total_timedout = 0;
+    ngx_add_timer(&ctx->total_event, ctx->total_timeout);
+}
+
+
+/* the provider's header came, and now more of its answer: the wait for
+   the next read is the idle timeout's */
+
+static void
+ngx_http_vmx_idle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+    u->conf->read_timeout = ctx->idle_timeout;
+
+    if (u->peer.connection) {
+        ngx_add_timer(u->peer.connection->read, ctx->idle_timeout);
+    }
+}
+
+
+/*
+ * The attempt took longer than its total timeout: its connection's read
+ * times out, so that nginx's own timeout path ends it (the next model while
+ * the client has seen nothing, else the stream's closing error event).
+ */
+
+static void
+ngx_http_vmx_total_timeout(ngx_event_t *ev)
+{
+    ngx_http_request_t  *r = ev->data;
+
+    ngx_connection_t    *c;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+    c = r->upstream->peer.connection;
+
+    /* a whole answer read: only the client is slow */
+    if (c == NULL || ctx->complete) {
+        return;
+    }
+
+    ctx->total_timedout = 1;
+
+    c->read->timedout = 1;
+    c->read->handler(c->read);
+}
+
+
+static void
+ngx_http_vmx_total_cleanup(void *data)
+{
+    ngx_http_vmx_ctx_t  *ctx = data;
+
+    if (ctx->total_event.timer_set) {
+        ngx_del_timer(&ctx->total_event);
+    }
+}
+
+
+/*
+ * Which timeout ended the attempt on connection c, as its failure reason
+ * (the name first: the audit and the client's message tell them apart); an
+ * empty string when none did.
+ */
+
+static ngx_str_t
+ngx_http_vmx_timeout_reason(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_connection_t *c)
+{
+    u_char               *p;
+    ngx_str_t             reason;
+    ngx_msec_t            ms;
+    const char           *fmt;
+    ngx_http_upstream_t  *u;
+
+    ngx_str_null(&reason);
+
+    if (c == NULL || !(c->read->timedout || c->write->timedout)) {
+        return reason;
+    }
+
+    u = r->upstream;
+
+    if (ctx->total_timedout) {
+        fmt = "total_timeout: the provider's answer took longer than %M ms";
+        ms = ctx->total_timeout;
+
+    } else if (c->read->timedout && ctx->answered) {
+        fmt = "idle_timeout: the provider sent nothing for %M ms";
+        ms = ctx->idle_timeout;
+
+    } else if (c->read->timedout) {
+        fmt = "first_byte_timeout: the provider's answer did not start "
+              "within %M ms";
+        ms = ctx->first_byte_timeout;
+
+    } else if (!u->request_sent) {
+        fmt = "connect_timeout: no connection to the provider within %M ms";
+        ms = u->conf->connect_timeout;
+
+    } else {
+        fmt = "send_timeout: the request could not be sent to the provider "
+              "within %M ms";
+        ms = u->conf->send_timeout;
+    }
+
+    p = ngx_pnalloc(r->pool, ngx_strlen(fmt) + NGX_INT_T_LEN);
+    if (p == NULL) {
+        ngx_str_set(&reason, "provider timed out");
+        return reason;
+    }
+
+    reason.data = p;
+    reason.len = ngx_sprintf(p, fmt, ms) - p;
+
+    return reason;
 }
 
 
@@ -1810,6 +2029,10 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     c = pc->connection;
+
+    if (ctx->total_event.timer_set) {
+        ngx_del_timer(&ctx->total_event);
+    }
 
     if (pc->tries) {
         pc->tries--;
@@ -1879,7 +2102,7 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         reason = ctx->failure;
 
     } else if (c && (c->read->timedout || c->write->timedout)) {
-        ngx_str_set(&reason, "provider timed out");
+        reason = ngx_http_vmx_timeout_reason(r, ctx, c);
 
     } else if (ctx->provider_status / 100 > 2) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")
@@ -1948,13 +2171,22 @@ ngx_http_vmx_upstream_conf(ngx_conf_t *cf, ngx_http_vmx_loc_conf_t *prev,
     ngx_pool_cleanup_t            *cln;
     ngx_http_upstream_srv_conf_t  *uscf;
 
+    /*
+     * Suited to LLM calls: a provider's host answers a connect at once; a
+     * whole answer's header comes when the model has written all of it;
+     * a stream's events come seconds apart at most (Anthropic pings); a
+     * long answer of a slow model takes minutes.
+     */
     ngx_conf_merge_msec_value(conf->upstream.connect_timeout,
-                              prev->upstream.connect_timeout, 10000);
+                              prev->upstream.connect_timeout, 5000);
     ngx_conf_merge_msec_value(conf->upstream.send_timeout,
                               prev->upstream.send_timeout, 60000);
-    /* models think before their first byte */
-    ngx_conf_merge_msec_value(conf->upstream.read_timeout,
-                              prev->upstream.read_timeout, 300000);
+    ngx_conf_merge_msec_value(conf->first_byte_timeout,
+                              prev->first_byte_timeout, 120000);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 30000);
+    ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
+                              600000);
+    conf->upstream.read_timeout = conf->first_byte_timeout;
     ngx_conf_merge_size_value(conf->upstream.buffer_size,
                               prev->upstream.buffer_size, 16384);
     ngx_conf_merge_value(conf->upstream.ssl_verify,

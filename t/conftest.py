@@ -51,8 +51,8 @@ SDK_DIR = T / "sdk"
 
 # Directives added inside `location /v1/` of the session's nginx: short timeouts so
 # that the stall/timeout fallback tests stay fast.
-GATEWAY_DIRECTIVES = (f"vmx_connect_timeout 2s; vmx_read_timeout {READ_TIMEOUT:g}s; "
-                      "vmx_send_timeout 2s;")
+GATEWAY_DIRECTIVES = (f"vmx_connect_timeout 2s; vmx_first_byte_timeout {READ_TIMEOUT:g}s; "
+                      f"vmx_idle_timeout {READ_TIMEOUT:g}s; vmx_send_timeout 2s;")
 
 
 # ---------------------------------------------------------------------- certificates

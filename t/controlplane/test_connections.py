@@ -166,3 +166,31 @@ def test_connection_in_unknown_environment_404(api, env):
     assert status == 404
     status, _, _ = api.request("GET", env_path((env[0], str(uuid.uuid4())), "/connections"))
     assert status == 404
+
+
+def test_connection_timeouts(api, env):
+    """timeouts: optional, merged by PATCH member by member, bounded, 400 naming the member."""
+    c = openai_connection(api, env)
+    assert c["timeouts"] is None
+    path = env_path(env, f"/connections/{c['id']}")
+
+    status, upd, _ = api.request("PATCH", path, {"timeouts": {"firstByteMs": 300,
+                                                              "idleMs": 2000}})
+    assert status == 200 and upd["timeouts"] == {"firstByteMs": 300, "idleMs": 2000}, upd
+    status, upd, _ = api.request("PATCH", path, {"timeouts": {"idleMs": None,
+                                                              "connectMs": 60000}})
+    assert status == 200 and upd["timeouts"] == {"firstByteMs": 300, "connectMs": 60000}, upd
+
+    for body, field in [({"idleMs": -1}, "timeouts.idleMs"),
+                        ({"connectMs": 60001}, "timeouts.connectMs"),
+                        ({"totalMs": 3600001}, "timeouts.totalMs"),
+                        ({"firstByteMs": 1.5}, "timeouts.firstByteMs"),
+                        ({"firstByteMs": "5"}, "timeouts.firstByteMs"),
+                        ({"readMs": 5}, "timeouts.readMs"),
+                        ([], "timeouts")]:
+        status, err, _ = api.request("PATCH", path, {"timeouts": body})
+        assert status == 400 and err["error"]["details"]["field"] == field, (body, err)
+        assert field in err["error"]["message"], err
+
+    status, upd, _ = api.request("PATCH", path, {"timeouts": None})
+    assert status == 200 and upd["timeouts"] is None

@@ -9,9 +9,10 @@ SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys
                  "poolDefinitions"}
 ENV_KEYS = {"id", "workspaceId", "name", "storePayload", "auditRequired"}
 CONN_KEYS = {"id", "workspaceId", "environmentId", "name", "provider", "baseUrl",
-             "addresses", "credentials", "allowedModels", "capacity"}
+             "addresses", "credentials", "allowedModels", "capacity", "timeouts"}
 RES_KEYS = {"id", "workspaceId", "environmentId", "name", "model", "fallbackModels",
-            "useFallback", "secondaryModels", "routing", "enforceCapacity", "capacity"}
+            "useFallback", "secondaryModels", "routing", "enforceCapacity", "capacity",
+            "timeouts"}
 KEY_KEYS = {"id", "workspaceId", "environmentId", "name", "keyHash", "enabled",
             "resources", "labels", "enforceCapacity", "capacity"}
 

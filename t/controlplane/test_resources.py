@@ -106,3 +106,17 @@ def test_pagination_of_resources(api, env):
     assert [r["id"] for r in p1["data"]] == ids[2:4]
     status, p2, _ = api.request("GET", env_path(env, "/resources?pageIndex=2&pageSize=2"))
     assert [r["id"] for r in p2["data"]] == ids[4:]
+
+
+def test_resource_timeouts(api, env):
+    """a resource's timeouts: stored, shown, validated like a connection's."""
+    c = openai_connection(api, env)
+    status, r, _ = api.request("POST", env_path(env, "/resources"),
+                               {"name": "t", "model": model(c),
+                                "timeouts": {"totalMs": 600000}})
+    assert status == 201 and r["timeouts"] == {"totalMs": 600000}, r
+    path = env_path(env, f"/resources/{r['id']}")
+    status, err, _ = api.request("PATCH", path, {"timeouts": {"idleMs": -1}})
+    assert status == 400 and err["error"]["details"]["field"] == "timeouts.idleMs", err
+    status, upd, _ = api.request("PUT", path, {"name": "t", "model": model(c)})
+    assert status == 200 and upd["timeouts"] is None, upd

@@ -1,5 +1,5 @@
 """Helpers of the data-plane tests: raw HTTP requests, incremental SSE reading,
-connection fields for the fake providers."""
+connection fields for the fake providers, audit records from the spool."""
 import http.client
 import json
 import socket
@@ -7,7 +7,10 @@ import time
 import urllib.request
 import uuid
 
-# vmx_read_timeout of the session's nginx (see GATEWAY_DIRECTIVES in t/conftest.py)
+from harness.spool import records_in
+
+# vmx_first_byte_timeout and vmx_idle_timeout of the session's nginx (see GATEWAY_DIRECTIVES
+# in t/conftest.py)
 READ_TIMEOUT = 2.0
 
 
@@ -193,3 +196,18 @@ def cp_metric(stack, name, **labels):
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def record(gw, r, timeout=10):
+    """The audit record of answer r, from the spool."""
+    rid = r.header("x-vmx-request-id")
+    assert rid, r
+    spool = gw.stack.nginx.base_dir / "spool"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for meta, request, response in records_in(spool):
+            if meta["id"] == rid:
+                return dict(meta, request=json.loads(request) if request else None,
+                            response=json.loads(response) if response else None)
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record of {rid}")

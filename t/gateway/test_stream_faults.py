@@ -13,10 +13,8 @@ import zlib
 
 import pytest
 
-from harness.spool import records_in as spool_records
-
 from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for,
-                    gemini_connection, http_request, sse_events, wait_credentials)
+                    gemini_connection, http_request, record, sse_events, wait_credentials)
 
 ECHO = {"oai": "gpt-echo", "ant": "claude-echo", "gem": "gemini-echo",
         "bed": "anthropic.claude-3-haiku-20240307-v1:0"}
@@ -70,21 +68,6 @@ def chat(env, res, stream=False, headers=None, **body):
     b = {"stream": True} if stream else {}
     b.update(body)
     return env.chat(res, body=b, headers=headers)
-
-
-def record(gw, r, timeout=10):
-    """The audit record of answer r, from the spool."""
-    rid = r.header("x-vmx-request-id")
-    assert rid, r
-    spool = gw.stack.nginx.base_dir / "spool"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for meta, request, response in spool_records(spool):
-            if meta["id"] == rid:
-                return dict(meta, request=json.loads(request) if request else None,
-                            response=json.loads(response) if response else None)
-        time.sleep(0.1)
-    raise AssertionError(f"no audit record of {rid}")
 
 
 def events_of(r):

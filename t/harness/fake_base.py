@@ -12,7 +12,7 @@ which answers with the helpers below:
                                                      as one HTTP chunk, or for `split-stream`
                                                      in several chunks and TCP writes split
                                                      mid-event; `slow-stream` sleeps between
-                                                     events; `stream-cut` drops the connection
+                                                     events, `stream-drip` 0.1 s; `stream-cut` drops the connection
                                                      after `cut_after` events (at most all
                                                      but the last)
   reset(writer)                                      TCP RST without an answer
@@ -499,6 +499,8 @@ class FakeServer:
                 await writer.drain()
                 if behavior == "slow-stream":
                     await asyncio.sleep(self.stream_delay)
+                elif behavior == "stream-drip":
+                    await asyncio.sleep(0.1)
             self.stream_events_sent = i + 1
         if chunked:
             writer.write(b"0\r\n\r\n")

@@ -17,6 +17,7 @@ set_behavior():
                  (and mid chunk-size line), with small sleeps
   stream-cut     stream a few events, then drop the connection
   stream-stall   stream a few events, then send nothing more
+  stream-drip    stream a content chunk every 0.1 s, for STALL_SECONDS
   stream-error   stream the role chunk and two content chunks, then
                  `data: {"error": {...}}` (server_error) and close the stream
   stream-error-first   a 200 stream whose first event is `data: {"error": {...}}`
@@ -49,13 +50,13 @@ import time
 import uuid
 
 try:
-    from .fake_base import (REASONS, FakeServer, Recorded, big_text, compact,  # noqa: F401
-                            fail_status, fixture_bytes, http_date, pretty, rand_id,
-                            run_forever, split_events, words)
+    from .fake_base import (REASONS, STALL_SECONDS, FakeServer, Recorded,  # noqa: F401
+                            big_text, compact, fail_status, fixture_bytes, http_date,
+                            pretty, rand_id, run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (REASONS, FakeServer, Recorded, big_text, compact,  # noqa: F401
-                           fail_status, fixture_bytes, http_date, pretty, rand_id,
-                           run_forever, split_events, words)
+    from fake_base import (REASONS, STALL_SECONDS, FakeServer, Recorded,  # noqa: F401
+                           big_text, compact, fail_status, fixture_bytes, http_date,
+                           pretty, rand_id, run_forever, split_events, words)
 
 
 def error_body(message, type_, code=None, param=None):
@@ -441,6 +442,8 @@ class FakeOpenAI(FakeServer):
         events = [b"data: " + compact(c) + b"\n\n"
                   for c in self._chunks(body, model, tools_mode, groq)]
         events.append(b"data: [DONE]\n\n")
+        if behavior == "stream-drip":
+            events = events[:2] + [events[1]] * int(STALL_SECONDS * 10)
         if behavior.startswith("stream-error"):
             first = behavior == "stream-error-first"
             err = error_body("Rate limit reached for requests" if first

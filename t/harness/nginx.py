@@ -4,7 +4,7 @@ The configuration is conf/nginx.conf.in with its @NAME@ placeholders filled.
 Extra directives can be injected without touching the template:
 
   gateway_directives   inside `location /v1/` (after `vmx_gateway;`), e.g.
-                       "vmx_read_timeout 2s;"
+                       "vmx_first_byte_timeout 2s;"
   http_directives      at the end of the http block's module directives
   main_directives      in the main context
 

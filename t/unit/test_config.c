@@ -266,6 +266,68 @@ test_many_problems(void)
 }
 
 
+/* timeouts: a resource's and a connection's, 0 where inherited; a bad
+ * value is a problem of its object, named down to the member */
+static void
+test_timeouts(void)
+{
+    const vmx_cfg_problem_t  *p;
+
+    CHECK(compile(0, "{\"version\":8,\"environments\":[" ENV "],\"connections\":["
+                  "{\"id\":\"c1\",\"environmentId\":\"e1\",\"name\":\"oa\","
+                  "\"provider\":\"openai\",\"baseUrl\":\"http://10.0.0.1/v1\","
+                  "\"timeouts\":{\"connectMs\":250,\"firstByteMs\":300,"
+                  "\"idleMs\":null}}],\"resources\":[{\"id\":\"r1\","
+                  "\"environmentId\":\"e1\",\"name\":\"chat\",\"model\":{"
+                  "\"provider\":\"openai\",\"model\":\"m\",\"connectionId\":\"c1\"},"
+                  "\"timeouts\":{\"totalMs\":3600000}},{\"id\":\"r2\","
+                  "\"environmentId\":\"e1\",\"name\":\"b\",\"model\":{"
+                  "\"provider\":\"openai\",\"model\":\"m\",\"connectionId\":\"c1\"},"
+                  "\"timeouts\":null}],\"apiKeys\":[],\"poolDefinitions\":[]}") == 0);
+    CHECK(cfg.nproblems == 0);
+    CHECK(cfg.connections[0].timeouts.connect_ms == 250
+          && cfg.connections[0].timeouts.first_byte_ms == 300
+          && cfg.connections[0].timeouts.idle_ms == 0
+          && cfg.connections[0].timeouts.total_ms == 0);
+    CHECK(cfg.resources[0].timeouts.total_ms == 3600000
+          && cfg.resources[0].timeouts.connect_ms == 0);
+    CHECK(cfg.resources[1].timeouts.total_ms == 0 && cfg.resources[1].unavailable == NULL);
+    vmx_config_free(&cfg);
+
+    CHECK(compile(0, "{\"version\":9,\"environments\":[" ENV "],\"connections\":["
+                  "{\"id\":\"c1\",\"environmentId\":\"e1\",\"name\":\"oa\","
+                  "\"provider\":\"openai\",\"baseUrl\":\"http://10.0.0.1/v1\","
+                  "\"timeouts\":{\"connectMs\":60001}},{\"id\":\"c2\","
+                  "\"environmentId\":\"e1\",\"name\":\"b\",\"provider\":\"openai\","
+                  "\"baseUrl\":\"http://10.0.0.1/v1\",\"timeouts\":[]}],"
+                  "\"resources\":[{\"id\":\"r1\",\"environmentId\":\"e1\","
+                  "\"name\":\"chat\",\"model\":{\"provider\":\"openai\","
+                  "\"model\":\"m\",\"connectionId\":\"c1\"},"
+                  "\"timeouts\":{\"idleMs\":-1}},{\"id\":\"r2\",\"environmentId\":"
+                  "\"e1\",\"name\":\"b\",\"model\":{\"provider\":\"openai\","
+                  "\"model\":\"m\",\"connectionId\":\"c1\"},"
+                  "\"timeouts\":{\"totalMs\":1.5}}],"
+                  "\"apiKeys\":[],\"poolDefinitions\":[]}") == 0);
+    CHECK(cfg.nconnections == 2 && cfg.nresources == 2);
+
+    p = find_problem(VMX_CFG_CONNECTION, "c1");
+    CHECK(p && p->invalid && !p->left_out && strcmp(p->field, "timeouts.connectMs") == 0
+          && strstr(p->message, "1 to 60000"));
+    CHECK(cfg.connections[0].unavailable && cfg.connections[0].timeouts.connect_ms == 0);
+
+    p = find_problem(VMX_CFG_CONNECTION, "c2");
+    CHECK(p && strcmp(p->field, "timeouts") == 0 && cfg.connections[1].unavailable);
+
+    p = find_problem(VMX_CFG_RESOURCE, "r1");
+    CHECK(p && p->invalid && strcmp(p->field, "timeouts.idleMs") == 0);
+    CHECK(cfg.resources[0].unavailable != NULL);
+
+    p = find_problem(VMX_CFG_RESOURCE, "r2");
+    CHECK(p && strcmp(p->field, "timeouts.totalMs") == 0 && cfg.resources[1].unavailable);
+    vmx_config_free(&cfg);
+}
+
+
 int
 main(void)
 {
@@ -276,6 +338,7 @@ main(void)
     test_bad_resource();
     test_bad_pool();
     test_many_problems();
+    test_timeouts();
     unit_free_all();
 
     return UNIT_REPORT();
