@@ -97,6 +97,10 @@ val_body(http_req_t *req)
     }
     if ((root == NULL && strcmp(err.message, "out of memory") == 0) || rc < 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");
+    } else if (root == NULL && err.too_dense) {
+        /* the parse's memory is bounded by the text's size (vmx_json.h) */
+        http_invalid(req, NULL, "the body holds too many values for its size (at byte %zu)",
+                     err.offset);
     } else if (root == NULL) {
         http_invalid(req, NULL, "the body is not valid JSON: %s at byte %zu", err.message,
                      err.offset);

@@ -813,25 +813,27 @@ ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A secret from a file at configuration time: its content without
+ * surrounding white space, min to 500 bytes, copied into the
+ * configuration's pool; the read buffer is wiped.
+ */
+
 char *
-ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_vmx_conf_read_secret(ngx_conf_t *cf, ngx_str_t *name, size_t min,
+    const char *what, ngx_str_t *secret)
 {
-    ngx_http_vmx_main_conf_t *mcf = conf;
+    u_char      *p, *last;
+    ssize_t      n;
+    ngx_file_t   file;
+    u_char       buf[512];
 
-    u_char     *p, *last;
-    ssize_t     n;
-    ngx_str_t  *value;
-    ngx_file_t  file;
-    u_char      buf[512];
-
-    value = cf->args->elts;
-
-    if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = value[1];
+    file.name = *name;
     file.log = cf->log;
 
     file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
@@ -848,7 +850,6 @@ ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* the token is the file's content without surrounding white space */
     p = buf;
     last = buf + n;
 
@@ -862,21 +863,40 @@ ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         last--;
     }
 
-    if (last - p < 16 || n == (ssize_t) sizeof(buf)) {
+    if ((size_t) (last - p) < min || n == (ssize_t) sizeof(buf)) {
+        sodium_memzero(buf, sizeof(buf));
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the token in \"%V\" must have 16 to 500 "
-                           "characters", &file.name);
+                           "the %s in \"%V\" must have %uz to 500 characters",
+                           what, &file.name, min);
         return NGX_CONF_ERROR;
     }
 
-    mcf->token.len = last - p;
-    mcf->token.data = ngx_pnalloc(cf->pool, mcf->token.len);
-    if (mcf->token.data == NULL) {
-        return NGX_CONF_ERROR;
+    secret->len = last - p;
+    secret->data = ngx_pnalloc(cf->pool, secret->len);
+    if (secret->data != NULL) {
+        ngx_memcpy(secret->data, p, secret->len);
     }
 
-    ngx_memcpy(mcf->token.data, p, mcf->token.len);
     sodium_memzero(buf, sizeof(buf));
+
+    return secret->data ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_vmx_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_http_vmx_conf_read_secret(cf, &value[1], 16, "token", &mcf->token)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (crypto_generichash(mcf->disk_key, sizeof(mcf->disk_key),
                            mcf->token.data, mcf->token.len,

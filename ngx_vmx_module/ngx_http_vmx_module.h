@@ -527,6 +527,8 @@ ngx_int_t ngx_http_vmx_config_api_handler(ngx_http_request_t *r);
 ngx_shm_zone_t *ngx_http_vmx_zone_add(ngx_conf_t *cf, ngx_str_t *arg);
 char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_vmx_conf_read_secret(ngx_conf_t *cf, ngx_str_t *name,
+    size_t min, const char *what, ngx_str_t *secret);
 char *ngx_http_vmx_config_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 

@@ -57,8 +57,6 @@ static void ngx_http_vmx_redis_lost(const char *why, const char *detail);
 static void ngx_http_vmx_redis_auth(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_vmx_redis_hello(void);
-static char *ngx_http_vmx_redis_password(ngx_conf_t *cf,
-    ngx_http_vmx_redis_conf_t *rc, ngx_str_t *name);
 static void ngx_http_vmx_redis_epoch(redisReply *reply, void *data);
 static void ngx_http_vmx_redis_report(ngx_uint_t up, const char *why,
     const char *detail);
@@ -160,7 +158,10 @@ ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = value[i].data + 14;
             s.len = value[i].len - 14;
 
-            if (ngx_http_vmx_redis_password(cf, rc, &s) != NGX_CONF_OK) {
+            if (ngx_http_vmx_conf_read_secret(cf, &s, 1, "password",
+                                              &rc->password)
+                != NGX_CONF_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
@@ -173,68 +174,6 @@ ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     mcf->redis = rc;
-
-    return NGX_CONF_OK;
-}
-
-
-/* the password is the file's first line (a trailing newline is not part of it) */
-
-static char *
-ngx_http_vmx_redis_password(ngx_conf_t *cf, ngx_http_vmx_redis_conf_t *rc,
-    ngx_str_t *name)
-{
-    u_char      *last;
-    ssize_t      n;
-    ngx_file_t   file;
-    u_char       buf[512];
-
-    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = *name;
-    file.log = cf->log;
-
-    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", name);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_file(&file, buf, sizeof(buf), 0);
-    ngx_close_file(file.fd);
-
-    if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
-    last = ngx_strlchr(buf, buf + n, '\n');
-    if (last == NULL) {
-        last = buf + n;
-    }
-
-    if (last > buf && last[-1] == '\r') {
-        last--;
-    }
-
-    if (last == buf || n == (ssize_t) sizeof(buf)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the password in \"%V\" must have 1 to 500 "
-                           "characters", name);
-        return NGX_CONF_ERROR;
-    }
-
-    rc->password.len = last - buf;
-    rc->password.data = ngx_pnalloc(cf->pool, rc->password.len);
-    if (rc->password.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memcpy(rc->password.data, buf, rc->password.len);
-    ngx_explicit_memzero(buf, sizeof(buf));
 
     return NGX_CONF_OK;
 }

@@ -42,18 +42,25 @@ def test_duplicate_filter_fields(api, cp_stack, env):
     status, body, _ = usage(api, env, raw)
     alive(api, cp_stack)
     assert status == 400, body
-    assert body["error"]["details"]["field"] == "filter.fields.model"
+    assert refused_at(body, "filter.fields.model")
+
+
+def refused_at(body, field):
+    """Refused naming field, or, for a body of many short values, as too dense for its size
+    before any handler reads it (the parse's memory is bounded)."""
+    return (body["error"]["details"].get("field") == field
+            or "too many values for its size" in body["error"]["message"])
 
 
 def test_many_dimensions_and_values(api, cp_stack, env):
     raw = ('{"granularity":"hour","metrics":{"requestCount":"sum"},"dimensions":['
            + ",".join(['"model"'] * 3000) + "]}")
     status, body, _ = usage(api, env, raw)
-    assert status == 400 and body["error"]["details"]["field"] == "dimensions[1]", body
+    assert status == 400 and refused_at(body, "dimensions[1]"), body
     for values in (['"m"'] * 3000, ['"' + "x" * 600 + '"'] * 50):
         raw = ('{"granularity":"hour","metrics":{"requestCount":"sum"},"filter":{"fields":'
                '{"model":[' + ",".join(values) + "]}}}")
         status, body, _ = usage(api, env, raw)
         assert status == 400, body
-        assert body["error"]["details"]["field"] == "filter.fields.model", body
+        assert refused_at(body, "filter.fields.model"), body
     alive(api, cp_stack)
