@@ -15,10 +15,25 @@ void api_health(http_req_t *req);
 void api_auth_login(http_req_t *req);
 void api_auth_logout(http_req_t *req);
 void api_auth_me(http_req_t *req);
+void api_auth_password(http_req_t *req);
 /* fills req->user_id/username from the bearer token; false when invalid */
 bool auth_authenticate(http_req_t *req);
 /* creates user admin at first start; 0 or -1 */
 int auth_bootstrap_admin(const char *password);
+
+/* api_users.c */
+void api_users_list(http_req_t *req);
+void api_users_create(http_req_t *req);
+void api_users_get(http_req_t *req);
+void api_users_update(http_req_t *req);
+void api_users_delete(http_req_t *req);
+
+/* api_sessions.c */
+void api_sessions_list(http_req_t *req);
+void api_sessions_delete(http_req_t *req);
+
+/* router.c: whether the authenticated caller holds permission */
+bool router_allows(const http_req_t *req, const char *permission);
 
 /* api_workspaces.c */
 void api_workspaces_list(http_req_t *req);

@@ -9,6 +9,10 @@
 
 #include "crypto.h"
 
+/* the argon2id cost of new password hashes; older hashes are redone at login */
+#define PWHASH_OPSLIMIT  crypto_pwhash_OPSLIMIT_INTERACTIVE
+#define PWHASH_MEMLIMIT  crypto_pwhash_MEMLIMIT_INTERACTIVE
+
 
 void
 crypto_uuid_v4(char *out)
@@ -83,9 +87,9 @@ crypto_password_hash(const char *password)
     if (hash == NULL) {
         return NULL;
     }
-    if (crypto_pwhash_str(hash, password, strlen(password),
-                          crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+    if (crypto_pwhash_str_alg(hash, password, strlen(password),
+                              PWHASH_OPSLIMIT, PWHASH_MEMLIMIT,
+                              crypto_pwhash_ALG_ARGON2ID13) != 0)
     {
         free(hash);
         return NULL;
@@ -98,4 +102,14 @@ bool
 crypto_password_verify(const char *hash, const char *password)
 {
     return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+}
+
+
+bool
+crypto_password_needs_rehash(const char *hash)
+{
+    /* -1 (not an argon2 hash) needs one too, and so does an argon2i one */
+    return strncmp(hash, crypto_pwhash_argon2id_STRPREFIX,
+                   strlen(crypto_pwhash_argon2id_STRPREFIX)) != 0
+           || crypto_pwhash_str_needs_rehash(hash, PWHASH_OPSLIMIT, PWHASH_MEMLIMIT) != 0;
 }

@@ -28,5 +28,7 @@ void crypto_sha256_hex(const char *s, char *out);
 /* argon2id hash of password, malloc'd (caller frees), NULL on failure */
 char *crypto_password_hash(const char *password);
 bool crypto_password_verify(const char *hash, const char *password);
+/* hash was made with other parameters than crypto_password_hash() uses now */
+bool crypto_password_needs_rehash(const char *hash);
 
 #endif

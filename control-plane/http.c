@@ -29,6 +29,26 @@ http_query(const http_req_t *req, const char *name)
 }
 
 
+void
+http_client_address(const http_req_t *req, char *out)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr          *sa = info ? info->client_addr : NULL;
+
+    out[0] = '\0';
+    if (sa == NULL) {
+        return;
+    }
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, out, HTTP_ADDR_LEN);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, out,
+                  HTTP_ADDR_LEN);
+    }
+}
+
+
 const char *
 http_header(const http_req_t *req, const char *name)
 {

@@ -59,6 +59,7 @@ struct http_req_s {
     char                    user_id[UUID_LEN + 1];   /* "" when anonymous */
     char                    username[129];
     char                    token_hash[SHA256_HEX_LEN + 1];
+    bool                    must_change_password;    /* state CHANGE_PASSWORD */
 
     int                     status;         /* the answer, 0 until set */
     char                   *response;       /* owned JSON text, NULL for none */
@@ -71,6 +72,10 @@ const char *http_param(const http_req_t *req, const char *name);
 /* a query argument or header, NULL when absent */
 const char *http_query(const http_req_t *req, const char *name);
 const char *http_header(const http_req_t *req, const char *name);
+
+/* the peer's address ("127.0.0.1", "::1") into out[HTTP_ADDR_LEN], "" when unknown */
+#define HTTP_ADDR_LEN  46
+void http_client_address(const http_req_t *req, char *out);
 
 /* answers status with body (taken: deleted here), or no body when NULL */
 void http_reply(http_req_t *req, int status, cJSON *body);

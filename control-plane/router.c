@@ -22,9 +22,19 @@ static const route_t routes[] = {
     { "POST",   "/api/v1/auth/login",        api_auth_login,        NULL },
     { "POST",   "/api/v1/auth/logout",       api_auth_logout,       "auth:logout" },
     { "GET",    "/api/v1/auth/me",           api_auth_me,           "auth:me" },
+    { "POST",   "/api/v1/auth/password",     api_auth_password,     "auth:password" },
+    { "GET",    "/api/v1/auth/sessions",     api_sessions_list,     "session:list" },
+    { "DELETE", "/api/v1/auth/sessions/{id}", api_sessions_delete,  "session:delete" },
     { "GET",    "/api/v1/providers",         api_providers_list,    "provider:list" },
     { "GET",    "/api/v1/dataplanes",        api_dataplanes_list,   "dataplane:list" },
     { "GET",    "/metrics",                  api_metrics,           NULL },
+
+    { "GET",    "/api/v1/users",             api_users_list,        "user:list" },
+    { "POST",   "/api/v1/users",             api_users_create,      "user:create" },
+    { "GET",    "/api/v1/users/{id}",        api_users_get,         "user:get" },
+    { "PUT",    "/api/v1/users/{id}",        api_users_update,      "user:update" },
+    { "PATCH",  "/api/v1/users/{id}",        api_users_update,      "user:update" },
+    { "DELETE", "/api/v1/users/{id}",        api_users_delete,      "user:delete" },
 
     { "GET",    "/api/v1/workspaces",        api_workspaces_list,   "workspace:list" },
     { "POST",   "/api/v1/workspaces",        api_workspaces_create, "workspace:create" },
@@ -76,6 +86,15 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/audit/dead-letters", api_audit_dead_letters, "audit:list" },
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get" },
 };
+
+
+/* what a user in state CHANGE_PASSWORD may call */
+static bool
+open_while_changing_password(const route_t *route)
+{
+    return route->handler == api_auth_password || route->handler == api_auth_me
+           || route->handler == api_auth_logout;
+}
 
 
 static void
@@ -168,10 +187,11 @@ find_route(http_req_t *req, bool *path_known)
 
 /*
  * Every authenticated user is an administrator for now; the permission
- * string of each route is where RBAC policies (SPEC §8) will be checked.
+ * string of each route (and of the checks inside handlers, such as
+ * user-session:delete) is where RBAC policies (SPEC §8) will be checked.
  */
-static bool
-permission_allows(const http_req_t *req, const char *permission)
+bool
+router_allows(const http_req_t *req, const char *permission)
 {
     return req->user_id[0] != '\0' && permission != NULL;
 }
@@ -286,7 +306,12 @@ run_route(http_req_t *req)
             }
             return;
         }
-        if (!permission_allows(req, route->permission)) {
+        if (req->must_change_password && !open_while_changing_password(route)) {
+            http_error(req, 403, "password_change_required", NULL,
+                       "the password must be changed first: POST /api/v1/auth/password");
+            return;
+        }
+        if (!router_allows(req, route->permission)) {
             http_error(req, 403, "forbidden", NULL, "%s is not allowed", route->permission);
             return;
         }

@@ -252,6 +252,39 @@ val_bool(http_req_t *req, const cJSON *doc, const char *field)
 
 
 bool
+val_password(http_req_t *req, const char *field, const cJSON *password,
+    const char *username, const char *old)
+{
+    size_t      chars = 0;
+    const char *p;
+
+    if (!cJSON_IsString(password) || strlen(password->valuestring) > PASSWORD_MAX_LEN) {
+        http_invalid(req, field, "%s must be a string of %d to %d characters", field,
+                     PASSWORD_MIN_CHARS, PASSWORD_MAX_LEN);
+        return false;
+    }
+    /* the body is valid UTF-8 (val_body): count the bytes that start a character */
+    for (p = password->valuestring; *p != '\0'; p++) {
+        chars += ((unsigned char) *p & 0xc0) != 0x80;
+    }
+    if (chars < PASSWORD_MIN_CHARS) {
+        http_invalid(req, field, "%s must have at least %d characters", field,
+                     PASSWORD_MIN_CHARS);
+        return false;
+    }
+    if (strcmp(password->valuestring, username) == 0) {
+        http_invalid(req, field, "%s must not be the username", field);
+        return false;
+    }
+    if (old != NULL && strcmp(password->valuestring, old) == 0) {
+        http_invalid(req, field, "%s must not be the old password", field);
+        return false;
+    }
+    return true;
+}
+
+
+bool
 val_string_array(http_req_t *req, const cJSON *doc, const char *field)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, field);

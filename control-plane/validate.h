@@ -56,6 +56,17 @@ bool val_string(http_req_t *req, cJSON *doc, const char *field, size_t max);
 
 bool val_bool(http_req_t *req, const cJSON *doc, const char *field);
 
+#define PASSWORD_MIN_CHARS  12
+#define PASSWORD_MAX_LEN    1024     /* bytes */
+
+/*
+ * a password a user may choose (SPEC §9): a string of PASSWORD_MIN_CHARS
+ * characters or more (at most PASSWORD_MAX_LEN bytes), not the username,
+ * and not old when old is not NULL; the 400 names field and the rule
+ */
+bool val_password(http_req_t *req, const char *field, const cJSON *password,
+    const char *username, const char *old);
+
 /* doc.field: an array of non-empty strings (val_text) */
 bool val_string_array(http_req_t *req, const cJSON *doc, const char *field);
 
