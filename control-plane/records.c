@@ -15,7 +15,7 @@
 #include "arena.h"
 #include "log.h"
 #include "records.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 #include "utf8.h"
 #include "vmx_json.h"
 
@@ -797,7 +797,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     vmx_json_error_t  err;
     rec_t            *e;
     char             *fixed = NULL;
-    char              when[RFC3339_US_SIZE];
+    char              when[VMX_RFC3339_US_SIZE];
     time_t            t;
     size_t            n;
 
@@ -815,7 +815,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
                            frame, frame_len);
         goto done;
     }
-    if (!is_uuid(id) || ts == NULL || !rfc3339_normalize(ts->str, &t, when)) {
+    if (!is_uuid(id) || ts == NULL || !vmx_rfc3339_normalize(ts->str, &t, when)) {
         records_batch_dead(b, file, offset, "the record has no valid id or timestamp",
                            frame, frame_len);
         goto done;
@@ -987,7 +987,7 @@ minute_rows(const records_batch_t *b, buf_t *out)
     }
     for (size_t i = 0; i < size; i++) {
         const minute_t *m = &table[i];
-        char            when[RFC3339_US_SIZE];
+        char            when[VMX_RFC3339_US_SIZE];
         struct tm       tm;
 
         if (m->first == NULL) {
