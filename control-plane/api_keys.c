@@ -17,7 +17,7 @@
 
 static const char *const writable[] = {
     "name", "description", "enabled", "resources", "labels", "enforceCapacity",
-    "capacity", NULL
+    "capacity", "expiresAt", NULL
 };
 static const char *const readonly[] = { "maskedKey", "key", NULL };
 
@@ -71,7 +71,8 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
            && validate_resources(req, doc)
            && val_labels(req, doc, "labels")
            && val_bool(req, doc, "enforceCapacity")
-           && val_capacity(req, doc, "capacity");
+           && val_capacity(req, doc, "capacity")
+           && val_timestamp(req, doc, "expiresAt");
 }
 
 
@@ -97,29 +98,34 @@ write_row(http_req_t *req, const cJSON *doc, const char *id, const char *key_has
     char       *resources = doc_json(doc, "resources");
     char       *labels = doc_json(doc, "labels");
     char       *capacity = doc_json(doc, "capacity");
-    const char *params[12] = {
+    char       *expires_at = doc_json(doc, "expiresAt");
+    const char *params[13] = {
         http_param(req, "ws"), http_param(req, "env"), id,
         doc_str(doc, "name"), doc_str(doc, "description"), doc_bool(doc, "enabled"),
-        resources, labels, doc_bool(doc, "enforceCapacity"), capacity, key_hash, masked
+        resources, labels, doc_bool(doc, "enforceCapacity"), capacity, expires_at,
+        key_hash, masked
     };
     PGresult   *res;
 
+    /* expiresAt: a JSON string or null, read as text or NULL */
     res = key_hash != NULL
         ? db_exec(req->db,
                   "INSERT INTO api_keys (workspace_id, environment_id, id, name, description,"
-                  " enabled, resources, labels, enforce_capacity, capacity, key_hash,"
-                  " masked_key)"
-                  " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
-                  " FROM environments WHERE workspace_id = $1 AND id = $2", 12, params)
+                  " enabled, resources, labels, enforce_capacity, capacity, expires_at,"
+                  " key_hash, masked_key)"
+                  " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10,"
+                  " ($11::jsonb #>> '{}')::timestamptz, $12, $13"
+                  " FROM environments WHERE workspace_id = $1 AND id = $2", 13, params)
         : db_exec(req->db,
                   "UPDATE api_keys SET name = $4, description = $5, enabled = $6,"
                   " resources = $7, labels = $8, enforce_capacity = $9, capacity = $10,"
-                  " updated_at = now()"
+                  " expires_at = ($11::jsonb #>> '{}')::timestamptz, updated_at = now()"
                   " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-                  10, params);
+                  11, params);
     free(resources);
     free(labels);
     free(capacity);
+    free(expires_at);
     return res;
 }
 

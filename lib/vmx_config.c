@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "vmx_config.h"
+#include "vmx_rfc3339.h"
 
 
 #define VMX_CONFIG_DEPTH_MAX  64
@@ -280,6 +281,32 @@ is_false(const vmx_json_t *obj, const char *name)
     const vmx_json_t  *v = vmx_json_get(obj, name);
 
     return v != NULL && v->type == VMX_JSON_FALSE;
+}
+
+
+/* an optional RFC 3339 member: absent or null is 0 (never), a time is its
+ * second since the epoch, at least 1; -1 with a problem otherwise */
+static int
+opt_time(vmx_cfg_compile_t *cc, const vmx_json_t *obj, const char *name,
+    int64_t *value)
+{
+    time_t             t;
+    const vmx_json_t  *v = vmx_json_get(obj, name);
+
+    *value = 0;
+
+    if (v == NULL || v->type == VMX_JSON_NULL) {
+        return 0;
+    }
+
+    if (v->type != VMX_JSON_STRING || !vmx_rfc3339_parse(v->str, &t)) {
+        problem(cc, 1, name, "must be an RFC 3339 timestamp or null");
+        return -1;
+    }
+
+    *value = t > 0 ? t : 1;
+
+    return 0;
 }
 
 
@@ -999,7 +1026,9 @@ compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
     vmx_cfg_api_key_t   *key;
     vmx_cfg_resource_t  *res;
 
+    /* the slot of a key left out before is used again */
     key = &cc->cfg->api_keys[cc->cfg->napi_keys];
+    memset(key, 0, sizeof(*key));
 
     if (get_str(cc, obj, "id", &key->id) != 0
         || get_str(cc, obj, "keyHash", &hex) != 0
@@ -1024,6 +1053,11 @@ compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
 
     if (n != 32) {
         problem(cc, 1, "keyHash", "must be 64 hex digits");
+        left_out(cc, mark);
+        return;
+    }
+
+    if (opt_time(cc, obj, "expiresAt", &key->expires_at) != 0) {
         left_out(cc, mark);
         return;
     }

@@ -189,6 +189,7 @@ typedef struct {
     vmx_cfg_limit_t             *limits;            /* when enforceCapacity */
     size_t                       nlimits;
     const vmx_json_t            *labels;            /* an object, or NULL */
+    int64_t                      expires_at;        /* epoch s, 0: never */
     unsigned                     enabled:1;
 } vmx_cfg_api_key_t;
 

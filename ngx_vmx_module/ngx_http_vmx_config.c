@@ -566,6 +566,7 @@ ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
     key->env = &cc->envs[from->env - cc->cfg->environments];
     ngx_memcpy(key->hash, from->hash, sizeof(key->hash));
     key->labels = (vmx_json_t *) from->labels;
+    key->expires_at = (time_t) from->expires_at;
     key->enabled = from->enabled;
 
     if (ngx_http_vmx_compile_limits(cc, from->limits, from->nlimits,

@@ -76,6 +76,9 @@ def test_key_validation(api, env):
         ({"name": "k", "capacity": [{"period": "day", "requests": "5"}]},
          "capacity[0].requests"),
         ({"name": "k", "keyHash": "abc"}, "keyHash"),
+        ({"name": "k", "expiresAt": "tomorrow"}, "expiresAt"),
+        ({"name": "k", "expiresAt": "2026-13-01T00:00:00Z"}, "expiresAt"),
+        ({"name": "k", "expiresAt": 1795255200}, "expiresAt"),
     ]
     for body, field in cases:
         status, err, _ = api.request("POST", env_path(env, "/api-keys"), body)
@@ -84,3 +87,20 @@ def test_key_validation(api, env):
     api.create_api_key(env[0], env[1], name="dup")
     status, _, _ = api.request("POST", env_path(env, "/api-keys"), {"name": "dup"})
     assert status == 409
+
+
+def test_key_expiry_stored_shown_and_sent(api, env, cp_stack):
+    k = api.create_api_key(env[0], env[1], name="temp", expiresAt="2026-11-21T11:00:00.25+01:00")
+    assert k["expiresAt"] == "2026-11-21T10:00:00.250Z"
+    path = env_path(env, f"/api-keys/{k['id']}")
+    assert api.request("GET", path)[1]["expiresAt"] == "2026-11-21T10:00:00.250Z"
+    assert cp_stack.pg.psql(
+        f"SELECT expires_at = '2026-11-21T10:00:00.25Z' FROM api_keys WHERE id = '{k['id']}'") == "t"
+    snap = cp_stack.dataplane.wait_for(
+        lambda s: any(x["id"] == k["id"] for x in s["apiKeys"]))
+    assert [x["expiresAt"] for x in snap["apiKeys"] if x["id"] == k["id"]] \
+        == ["2026-11-21T10:00:00.250Z"]
+    # null: never; absent on create: never
+    status, upd, _ = api.request("PATCH", path, {"expiresAt": None})
+    assert status == 200 and upd["expiresAt"] is None
+    assert api.create_api_key(env[0], env[1], name="forever")["expiresAt"] is None

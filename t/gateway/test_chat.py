@@ -142,6 +142,22 @@ def test_workspace_environment_path_other_environment_key(gw, env, fake):
     assert r.status == 401, r
 
 
+def test_expired_key(gw, env):
+    """A key expires by the data plane's clock, with no snapshot pushed."""
+    expires = time.time() + 2
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + f"{expires % 1:.3f}"[1:] + "Z"
+    gw.provision(keys={"expiring": {"resources": ["chat"], "expiresAt": at}}, env=env)
+    r = env.chat("chat", key=env.key("expiring"))
+    assert r.status == 200, r
+    version = gw.nginx.config_version()
+    time.sleep(max(0, expires - time.time()) + 0.2)
+    r = env.chat("chat", key=env.key("expiring"))
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert "expired" in r.json()["error"]["message"]
+    assert gw.nginx.config_version() == version
+    assert env.chat("chat").status == 200
+
 # ------------------------------------------------------------------ /v1/models
 def test_models_list(env):
     for h in ({"Authorization": f"Bearer {env.key('main')}"}, {"x-api-key": env.key("main")}):
