@@ -400,6 +400,21 @@ val_capacity(http_req_t *req, cJSON *doc, const char *field)
 
 
 bool
+val_int(http_req_t *req, const cJSON *doc, const char *field, long long min, long long max)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
+
+    if (!cJSON_IsNumber(v) || v->valuedouble < (double) min || v->valuedouble > (double) max
+        || (double) (long long) v->valuedouble != v->valuedouble)
+    {
+        http_invalid(req, field, "%s must be a whole number from %lld to %lld", field, min,
+                     max);
+        return false;
+    }
+    return true;
+}
+
+bool
 val_timestamp(http_req_t *req, cJSON *doc, const char *field)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);

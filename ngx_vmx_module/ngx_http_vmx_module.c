@@ -602,8 +602,12 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NULL;
     }
 
-    /* the clock decides, not the next snapshot */
-    if (api_key->expires_at && ngx_time() >= api_key->expires_at) {
+    /* the clock decides, not the next snapshot; a key a rotation replaced
+     * works until the end of its grace period */
+    if ((api_key->expires_at && ngx_time() >= api_key->expires_at)
+        || (ngx_memcmp(digest, api_key->hash, sizeof(digest)) != 0
+            && ngx_time() >= api_key->previous_expires_at))
+    {
         *expired = 1;
         return NULL;
     }

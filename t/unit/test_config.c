@@ -366,6 +366,50 @@ test_key_expiry(void)
 }
 
 
+/* a rotation's previous key: indexed with its expiry, or a problem of the
+ * key that leaves it out and nothing of it behind */
+static void
+test_key_previous(void)
+{
+#define HASH(c)  "\"" c "0112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
+
+    CHECK(compile(0, "{\"version\":7,\"environments\":[" ENV "],\"connections\":[],"
+                  "\"resources\":[],\"apiKeys\":["
+                  "{\"id\":\"k1\",\"environmentId\":\"e1\",\"keyHash\":" HASH("1") ","
+                  "\"previousKeyHash\":" HASH("a") ","
+                  "\"previousKeyExpiresAt\":\"2026-11-21T10:00:00Z\"},"
+                  "{\"id\":\"k2\",\"environmentId\":\"e1\",\"keyHash\":" HASH("2") ","
+                  "\"previousKeyHash\":" HASH("b") ",\"previousKeyExpiresAt\":null},"
+                  "{\"id\":\"k3\",\"environmentId\":\"e1\",\"keyHash\":" HASH("3") ","
+                  "\"previousKeyHash\":" HASH("1") ","
+                  "\"previousKeyExpiresAt\":\"2026-11-21T10:00:00Z\"},"
+                  "{\"id\":\"k4\",\"environmentId\":\"e1\",\"keyHash\":" HASH("a") "},"
+                  "{\"id\":\"k5\",\"environmentId\":\"e1\",\"keyHash\":" HASH("3") ","
+                  "\"previousKeyHash\":null,\"previousKeyExpiresAt\":null}],"
+                  "\"poolDefinitions\":[]}") == 0);
+
+    CHECK(cfg.napi_keys == 2);
+    CHECK(cfg.api_keys[0].previous_expires_at == 1795255200
+          && cfg.api_keys[0].previous_hash[0] == 0xa0
+          && cfg.api_keys[0].previous_hash[31] == 0xff);
+
+    /* k2: a hash without its expiry; k3: a previous hash that is k1's
+     * key; k4: a key that is k1's previous one */
+    const vmx_cfg_problem_t *p = find_problem(VMX_CFG_API_KEY, "k2");
+    CHECK(p && p->left_out && strcmp(p->field, "previousKeyHash") == 0);
+    p = find_problem(VMX_CFG_API_KEY, "k3");
+    CHECK(p && p->left_out && strcmp(p->field, "previousKeyHash") == 0);
+    p = find_problem(VMX_CFG_API_KEY, "k4");
+    CHECK(p && p->left_out && strcmp(p->field, "keyHash") == 0);
+
+    /* k5 takes k3's hash, which k3 left out left free */
+    CHECK(cfg.api_keys[1].id.len == 2 && memcmp(cfg.api_keys[1].id.data, "k5", 2) == 0);
+    CHECK(cfg.api_keys[1].previous_expires_at == 0);
+    vmx_config_free(&cfg);
+#undef HASH
+}
+
+
 int
 main(void)
 {
@@ -378,6 +422,7 @@ main(void)
     test_many_problems();
     test_timeouts();
     test_key_expiry();
+    test_key_previous();
     unit_free_all();
 
     return UNIT_REPORT();
