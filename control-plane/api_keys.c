@@ -24,7 +24,7 @@ static const char *const writable[] = {
     "capacity", "expiresAt", NULL
 };
 static const char *const readonly[] = {
-    "maskedKey", "key", "previousKeyExpiresAt", NULL
+    "maskedKey", "key", "previousKeyExpiresAt", "lastUsedAt", NULL
 };
 
 #define DOC_BY_ID \

@@ -1,6 +1,7 @@
 """SPEC §2: the data-plane API, the happy paths: chat completions (plain and
 streaming), the workspace/environment path, /v1/models, key headers, what is
 forwarded to the provider, and the x-vmx-* response headers."""
+import calendar
 import json
 import re
 import time
@@ -198,6 +199,21 @@ def test_rotated_key_grace_period(gw, env):
     assert "expired" in r.json()["error"]["message"]
     assert env.chat("chat", key=new).status == 200
     assert gw.nginx.config_version() == version
+
+def test_key_last_used(gw, env):
+    """The control plane sets lastUsedAt from the request's audit record, in seconds."""
+    gw.provision(keys={"used": {"resources": ["chat"]}}, env=env)
+    path = (f"/api/v1/workspaces/{env.ws_id}/environments/{env.env_id}"
+            f"/api-keys/{env.key_objs['used']['id']}")
+    assert gw.api.request("GET", path)[1]["lastUsedAt"] is None
+    before = time.time()
+    assert env.chat("chat", key=env.key("used")).status == 200
+    deadline = time.time() + 10
+    while (used := gw.api.request("GET", path)[1]["lastUsedAt"]) is None:
+        assert time.time() < deadline, "lastUsedAt not set"
+        time.sleep(0.2)
+    at = calendar.timegm(time.strptime(used[:19], "%Y-%m-%dT%H:%M:%S"))
+    assert before - 1 <= at <= time.time(), used
 
 # ------------------------------------------------------------------ /v1/models
 def test_models_list(env):
