@@ -85,6 +85,7 @@ void api_keys_list(http_req_t *req);
 void api_keys_create(http_req_t *req);
 void api_keys_get(http_req_t *req);
 void api_keys_update(http_req_t *req);
+void api_keys_rotate(http_req_t *req);
 void api_keys_delete(http_req_t *req);
 
 /* api_pools.c */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 
 #define FILTER_TEXT_MAX  512
 #define MAX_FILTERS      12
@@ -50,7 +50,7 @@ static const struct {
 
 static bool
 arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
-    char time[RFC3339_US_SIZE])
+    char time[VMX_RFC3339_US_SIZE])
 {
     time_t  t;
     char   *end;
@@ -59,7 +59,7 @@ arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
     switch (kind) {
     case ARG_TIME_FROM:
     case ARG_TIME_TO:
-        if (!rfc3339_normalize(v, &t, time)) {
+        if (!vmx_rfc3339_normalize(v, &t, time)) {
             http_invalid(req, name, "%s must be an RFC 3339 time", name);
             return false;
         }
@@ -100,7 +100,7 @@ arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
  * with their parameters; false after answering 400
  */
 static bool
-build_filter(http_req_t *req, filter_t *f, char times[2][RFC3339_US_SIZE], bool scoped)
+build_filter(http_req_t *req, filter_t *f, char times[2][VMX_RFC3339_US_SIZE], bool scoped)
 {
     size_t len;
     size_t nargs = scoped ? SCOPED_ARGS : sizeof(args) / sizeof(args[0]);
@@ -137,7 +137,7 @@ static void
 audit_list(http_req_t *req, bool scoped)
 {
     filter_t    f;
-    char        times[2][RFC3339_US_SIZE];
+    char        times[2][VMX_RFC3339_US_SIZE];
     char        sql[SQL_MAX];
     char        limit[24], offset[24], index[24], size[24];
     long        page_index, page_size;

@@ -3,7 +3,9 @@
  *
  * A key is "vmx-" + base64url(32 random bytes).  Only its SHA-256 (lowercase
  * hex, what the data plane looks up) and a masked form are stored; the key
- * itself is in the create response and nowhere else.
+ * itself is in the create and rotate responses and nowhere else.  A
+ * rotation gives the key object a new key and keeps the hash of the one it
+ * replaces, with the end of its grace period, for the data plane.
  */
 
 #include <stdlib.h>
@@ -14,12 +16,16 @@
 
 #define KEY_PREFIX  "vmx-"
 #define KEY_LEN     (sizeof(KEY_PREFIX) - 1 + TOKEN_B64_LEN)
+#define MASKED_SIZE (8 + 3 + 4 + 1)
+#define GRACE_MAX   (30 * 24 * 3600)
 
 static const char *const writable[] = {
     "name", "description", "enabled", "resources", "labels", "enforceCapacity",
-    "capacity", NULL
+    "capacity", "expiresAt", NULL
 };
-static const char *const readonly[] = { "maskedKey", "key", NULL };
+static const char *const readonly[] = {
+    "maskedKey", "key", "previousKeyExpiresAt", "lastUsedAt", NULL
+};
 
 #define DOC_BY_ID \
     "SELECT doc::text FROM api_key_docs" \
@@ -71,7 +77,8 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
            && validate_resources(req, doc)
            && val_labels(req, doc, "labels")
            && val_bool(req, doc, "enforceCapacity")
-           && val_capacity(req, doc, "capacity");
+           && val_capacity(req, doc, "capacity")
+           && val_timestamp(req, doc, "expiresAt");
 }
 
 
@@ -97,29 +104,34 @@ write_row(http_req_t *req, const cJSON *doc, const char *id, const char *key_has
     char       *resources = doc_json(doc, "resources");
     char       *labels = doc_json(doc, "labels");
     char       *capacity = doc_json(doc, "capacity");
-    const char *params[12] = {
+    char       *expires_at = doc_json(doc, "expiresAt");
+    const char *params[13] = {
         http_param(req, "ws"), http_param(req, "env"), id,
         doc_str(doc, "name"), doc_str(doc, "description"), doc_bool(doc, "enabled"),
-        resources, labels, doc_bool(doc, "enforceCapacity"), capacity, key_hash, masked
+        resources, labels, doc_bool(doc, "enforceCapacity"), capacity, expires_at,
+        key_hash, masked
     };
     PGresult   *res;
 
+    /* expiresAt: a JSON string or null, read as text or NULL */
     res = key_hash != NULL
         ? db_exec(req->db,
                   "INSERT INTO api_keys (workspace_id, environment_id, id, name, description,"
-                  " enabled, resources, labels, enforce_capacity, capacity, key_hash,"
-                  " masked_key)"
-                  " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
-                  " FROM environments WHERE workspace_id = $1 AND id = $2", 12, params)
+                  " enabled, resources, labels, enforce_capacity, capacity, expires_at,"
+                  " key_hash, masked_key)"
+                  " SELECT workspace_id, id, $3, $4, $5, $6, $7, $8, $9, $10,"
+                  " ($11::jsonb #>> '{}')::timestamptz, $12, $13"
+                  " FROM environments WHERE workspace_id = $1 AND id = $2", 13, params)
         : db_exec(req->db,
                   "UPDATE api_keys SET name = $4, description = $5, enabled = $6,"
                   " resources = $7, labels = $8, enforce_capacity = $9, capacity = $10,"
-                  " updated_at = now()"
+                  " expires_at = ($11::jsonb #>> '{}')::timestamptz, updated_at = now()"
                   " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
-                  10, params);
+                  11, params);
     free(resources);
     free(labels);
     free(capacity);
+    free(expires_at);
     return res;
 }
 
@@ -146,16 +158,27 @@ api_keys_get(http_req_t *req)
 }
 
 
-/* answers 201 with the stored doc plus the key itself */
+/* a new key, its hash and its masked form */
 static void
-reply_created(http_req_t *req, const char *id, const char *key)
+new_key(char key[KEY_LEN + 1], char hash[SHA256_HEX_LEN + 1], char masked[MASKED_SIZE])
+{
+    memcpy(key, KEY_PREFIX, sizeof(KEY_PREFIX) - 1);
+    crypto_random_token(key + sizeof(KEY_PREFIX) - 1);
+    crypto_sha256_hex(key, hash);
+    snprintf(masked, MASKED_SIZE, "%.8s...%s", key, key + KEY_LEN - 4);
+}
+
+
+/* answers status with the stored doc plus the key itself */
+static void
+reply_with_key(http_req_t *req, int status, const char *id, const char *key)
 {
     const char *params[3] = { http_param(req, "ws"), http_param(req, "env"), id };
     cJSON      *doc = doc_fetch(req, DOC_BY_ID, 3, params, "API key");
 
     if (doc != NULL) {
         cJSON_AddStringToObject(doc, "key", key);
-        http_reply(req, 201, doc);
+        http_reply(req, status, doc);
     }
 }
 
@@ -167,7 +190,7 @@ api_keys_create(http_req_t *req)
     char      id[UUID_LEN + 1];
     char      key[KEY_LEN + 1];
     char      hash[SHA256_HEX_LEN + 1];
-    char      masked[8 + 3 + 4 + 1];
+    char      masked[MASKED_SIZE];
     PGresult *res;
 
     if (!api_environment_exists(req)) {
@@ -180,10 +203,7 @@ api_keys_create(http_req_t *req)
     }
 
     crypto_uuid_v4(id);
-    memcpy(key, KEY_PREFIX, sizeof(KEY_PREFIX) - 1);
-    crypto_random_token(key + sizeof(KEY_PREFIX) - 1);
-    crypto_sha256_hex(key, hash);
-    snprintf(masked, sizeof(masked), "%.8s...%s", key, key + KEY_LEN - 4);
+    new_key(key, hash, masked);
 
     res = write_row(req, doc, id, hash, masked);
     if (res == NULL) {
@@ -191,7 +211,7 @@ api_keys_create(http_req_t *req)
     } else if (strcmp(PQcmdTuples(res), "1") != 0) {
         http_not_found(req, "environment");
     } else {
-        reply_created(req, id, key);
+        reply_with_key(req, 201, id, key);
     }
     PQclear(res);
     cJSON_Delete(doc);
@@ -218,6 +238,57 @@ api_keys_update(http_req_t *req)
     }
     cJSON_Delete(doc);
     cJSON_Delete(stored);
+}
+
+
+/*
+ * POST .../api-keys/{id}/rotate {"gracePeriodSeconds": N}: a new key for
+ * the same key object; the one it replaces keeps working N seconds (0: it
+ * stops at once), up to the next whole second, since the data plane reads
+ * seconds; it replaces any earlier one still in its grace period.
+ */
+void
+api_keys_rotate(http_req_t *req)
+{
+    static const char *const members[] = { "gracePeriodSeconds", NULL };
+    static const char *const none[] = { NULL };
+    char        key[KEY_LEN + 1];
+    char        hash[SHA256_HEX_LEN + 1];
+    char        masked[MASKED_SIZE];
+    char        grace[24];
+    cJSON      *doc = cJSON_CreateObject();
+    PGresult   *res;
+    const char *params[6] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id"), grace, hash, masked };
+
+    cJSON_AddNumberToObject(doc, "gracePeriodSeconds", 0);
+    if (!val_merge(req, doc, NULL, members, none)
+        || !val_int(req, doc, "gracePeriodSeconds", 0, GRACE_MAX))
+    {
+        cJSON_Delete(doc);
+        return;
+    }
+    snprintf(grace, sizeof(grace), "%d",
+             (int) cJSON_GetObjectItemCaseSensitive(doc, "gracePeriodSeconds")->valuedouble);
+    cJSON_Delete(doc);
+
+    new_key(key, hash, masked);
+    res = db_exec(req->db,
+                  "UPDATE api_keys SET"
+                  " previous_key_hash = CASE WHEN $4::int > 0 THEN key_hash END,"
+                  " previous_expires_at = CASE WHEN $4::int > 0"
+                  " THEN to_timestamp(ceil(extract(epoch FROM now())) + $4::int) END,"
+                  " key_hash = $5, masked_key = $6, updated_at = now()"
+                  " WHERE workspace_id = $1 AND environment_id = $2 AND id = $3",
+                  6, params);
+    if (res == NULL) {
+        http_db_error(req, "API key");
+    } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        http_not_found(req, "API key");
+    } else {
+        reply_with_key(req, 200, params[2], key);
+    }
+    PQclear(res);
 }
 
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 
 #define MAX_POINTS       10000       /* rows of an answer */
 #define MAX_FIELD_VALUES 100
@@ -95,8 +95,8 @@ typedef struct {
     int          dimension[NDIMENSIONS];
     int          ndimensions;
     bool         raw;                    /* a percentile: usage_records */
-    char         start[RFC3339_SIZE];    /* "" when unbounded */
-    char         end[RFC3339_SIZE];
+    char         start[VMX_RFC3339_SIZE];    /* "" when unbounded */
+    char         end[VMX_RFC3339_SIZE];
     char        *field_values[NDIMENSIONS];  /* owned JSON arrays, by dimension */
 } query_t;
 
@@ -251,7 +251,7 @@ parse_dimensions(http_req_t *req, query_t *q)
 
 /* an RFC 3339 bound rounded down to the minute into out; absent is "" */
 static bool
-parse_bound(http_req_t *req, const cJSON *range, const char *name, char out[RFC3339_SIZE],
+parse_bound(http_req_t *req, const cJSON *range, const char *name, char out[VMX_RFC3339_SIZE],
     time_t *t)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(range, name);
@@ -262,12 +262,12 @@ parse_bound(http_req_t *req, const cJSON *range, const char *name, char out[RFC3
         return true;
     }
     snprintf(field, sizeof(field), "filter.dateRange.%s", name);
-    if (!cJSON_IsString(v) || !rfc3339_parse(v->valuestring, t)) {
+    if (!cJSON_IsString(v) || !vmx_rfc3339_parse(v->valuestring, t)) {
         http_invalid(req, field, "%s must be an RFC 3339 time", field);
         return false;
     }
     *t -= ((*t % 60) + 60) % 60;
-    rfc3339_format(*t, out);
+    vmx_rfc3339_format(*t, out);
     return true;
 }
 

@@ -12,7 +12,7 @@
 #include "capacity.h"
 #include "crypto.h"
 #include "log.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 
 #define MODEL_MAX_LEN  256
 #define LIMIT_MAX      1e15          /* anything larger is no real limit */
@@ -82,7 +82,7 @@ clean_entry(const cJSON *entry)
     if (!cJSON_IsString(id) || !crypto_is_uuid(id->valuestring)
         || !cJSON_IsString(model) || model->valuestring[0] == '\0'
         || strlen(model->valuestring) > MODEL_MAX_LEN
-        || !cJSON_IsString(updated) || !rfc3339_parse(updated->valuestring, &t)
+        || !cJSON_IsString(updated) || !vmx_rfc3339_parse(updated->valuestring, &t)
         || !limit_ok(entry, "requests", &requests) || !limit_ok(entry, "tokens", &tokens)
         || (requests == NULL && tokens == NULL))
     {

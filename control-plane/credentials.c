@@ -21,7 +21,7 @@
 #include "db.h"
 #include "log.h"
 #include "pusher.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 #include "snapshot.h"
 #include "sts.h"
 
@@ -229,7 +229,7 @@ static bool
 assume(role_t *r)
 {
     char               session[sizeof("vmx-") + UUID_LEN];
-    char               expires[RFC3339_SIZE];
+    char               expires[VMX_RFC3339_SIZE];
     sts_role_t         role = { r->region, r->role_arn, r->external_id, session };
     sts_credentials_t  creds;
     sts_error_t        err;
@@ -266,7 +266,7 @@ assume(role_t *r)
     if (r->next_attempt < now + MIN_SPACING) {
         r->next_attempt = now + MIN_SPACING;
     }
-    rfc3339_format(creds.expiration, expires);
+    vmx_rfc3339_format(creds.expiration, expires);
     log_info("credentials connection=%s role=%s: assumed, expire at %s", r->id, r->role_arn,
              expires);
     return true;
@@ -290,13 +290,13 @@ drop_expired(role_t *r, time_t now)
 static void
 add_time(cJSON *obj, const char *name, time_t t)
 {
-    char buf[RFC3339_SIZE];
+    char buf[VMX_RFC3339_SIZE];
 
     if (t == 0 || t == NEVER) {
         cJSON_AddNullToObject(obj, name);
         return;
     }
-    rfc3339_format(t, buf);
+    vmx_rfc3339_format(t, buf);
     cJSON_AddStringToObject(obj, name, buf);
 }
 
@@ -499,7 +499,7 @@ credentials_snapshot_json(const char *connection_id, const cJSON *config,
     cJSON       *obj = cJSON_CreateObject();
     char        *external = external_id(config, workspace_id, environment_id);
     const char  *arn = config_string(config, "iamRoleArn");
-    char         expiration[RFC3339_SIZE];
+    char         expiration[VMX_RFC3339_SIZE];
     role_t      *r;
 
     pthread_mutex_lock(&refresher.lock);
@@ -508,7 +508,7 @@ credentials_snapshot_json(const char *connection_id, const cJSON *config,
         && r->creds.expiration > time(NULL)
         && strcmp(r->role_arn, arn) == 0 && strcmp(r->external_id, external) == 0)
     {
-        rfc3339_format(r->creds.expiration, expiration);
+        vmx_rfc3339_format(r->creds.expiration, expiration);
         cJSON_AddStringToObject(obj, "accessKeyId", r->creds.access_key_id);
         cJSON_AddStringToObject(obj, "secretAccessKey", r->creds.secret_access_key);
         cJSON_AddStringToObject(obj, "sessionToken", r->creds.session_token);

@@ -26,7 +26,7 @@
 #include "metrics.h"
 #include "otel.h"
 #include "providers.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 
 #define DEFAULT_INTERVAL_S     10
 #define DEFAULT_QUEUE_RECORDS  8192
@@ -1052,12 +1052,12 @@ lookup_addresses(const item_t *batch)
 static uint64_t
 time_ns(const char *s)
 {
-    char      out[RFC3339_US_SIZE];
+    char      out[VMX_RFC3339_US_SIZE];
     time_t    t;
     uint64_t  usec = 0;
     size_t    len;
 
-    if (s == NULL || !rfc3339_normalize(s, &t, out) || t < 0) {
+    if (s == NULL || !vmx_rfc3339_normalize(s, &t, out) || t < 0) {
         return 0;
     }
     len = strlen(out);

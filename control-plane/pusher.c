@@ -18,7 +18,7 @@
 #include "metrics.h"
 #include "pusher.h"
 #include "resolve.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 #include "snapshot.h"
 
 #define MAX_ANSWER          65536
@@ -429,13 +429,13 @@ pusher_notify(void)
 static void
 add_time(cJSON *obj, const char *name, time_t t)
 {
-    char buf[RFC3339_SIZE];
+    char buf[VMX_RFC3339_SIZE];
 
     if (t == 0) {
         cJSON_AddNullToObject(obj, name);
         return;
     }
-    rfc3339_format(t, buf);
+    vmx_rfc3339_format(t, buf);
     cJSON_AddStringToObject(obj, name, buf);
 }
 

@@ -15,7 +15,7 @@
 #include "arena.h"
 #include "log.h"
 #include "records.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 #include "utf8.h"
 #include "vmx_json.h"
 
@@ -85,9 +85,21 @@ typedef struct {
     double    vals[NFIELDS];
 } contrib_t;
 
+/*
+ * lastUsedAt of the API keys of a batch's records: one UPDATE per batch,
+ * each key's newest record, and only when newer than the stored one
+ */
+#define TOUCH_KEYS \
+    "UPDATE api_keys k SET last_used_at = u.at" \
+    " FROM (SELECT id, max(at) AS at" \
+    "        FROM unnest($1::uuid[], $2::timestamptz[]) AS r (id, at) GROUP BY id) u" \
+    " WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)"
+
 /* a record of the batch: where its rows are */
 typedef struct {
     char      id[UUID_LEN + 1];
+    char      api_key[UUID_LEN + 1];    /* "" when none */
+    char      when[VMX_RFC3339_US_SIZE];
     size_t    audit, audit_len;
     size_t    usage, usage_len;
     size_t    nusage;
@@ -797,7 +809,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     vmx_json_error_t  err;
     rec_t            *e;
     char             *fixed = NULL;
-    char              when[RFC3339_US_SIZE];
+    char              when[VMX_RFC3339_US_SIZE];
     time_t            t;
     size_t            n;
 
@@ -815,7 +827,7 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
                            frame, frame_len);
         goto done;
     }
-    if (!is_uuid(id) || ts == NULL || !rfc3339_normalize(ts->str, &t, when)) {
+    if (!is_uuid(id) || ts == NULL || !vmx_rfc3339_normalize(ts->str, &t, when)) {
         records_batch_dead(b, file, offset, "the record has no valid id or timestamp",
                            frame, frame_len);
         goto done;
@@ -827,6 +839,10 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     e = &b->recs[b->nrecs++];
     memset(e, 0, sizeof(*e));
     memcpy(e->id, id->str, UUID_LEN);
+    if (is_uuid(string_of(r, "apiKeyId"))) {
+        memcpy(e->api_key, string_of(r, "apiKeyId")->str, UUID_LEN);
+    }
+    memcpy(e->when, when, sizeof(when));
     e->file = file;
     e->offset = offset;
 
@@ -987,7 +1003,7 @@ minute_rows(const records_batch_t *b, buf_t *out)
     }
     for (size_t i = 0; i < size; i++) {
         const minute_t *m = &table[i];
-        char            when[RFC3339_US_SIZE];
+        char            when[VMX_RFC3339_US_SIZE];
         struct tm       tm;
 
         if (m->first == NULL) {
@@ -1160,9 +1176,43 @@ copy_rows(db_conn_t *c, const records_batch_t *b, const buf_t *audit, const buf_
 }
 
 
+/* the lastUsedAt of the kept records' keys (TOUCH_KEYS); 0 or -1 */
+static int
+touch_keys(db_conn_t *c, const records_batch_t *b)
+{
+    buf_t       ids = { 0 }, times = { 0 };
+    const char *params[2];
+    size_t      n = 0;
+    int         rc;
+
+    buf_put(&ids, "{", 1);
+    buf_put(&times, "{", 1);
+    for (size_t i = 0; i < b->nrecs; i++) {
+        const rec_t *e = &b->recs[i];
+
+        if (e->skip || e->api_key[0] == '\0') {
+            continue;
+        }
+        buf_put(&ids, ",", n > 0);
+        buf_put(&times, ",", n > 0);
+        buf_put(&ids, e->api_key, UUID_LEN);
+        buf_put(&times, e->when, strlen(e->when));
+        n++;
+    }
+    buf_put(&ids, "}", 1);
+    buf_put(&times, "}", 1);
+    params[0] = ids.data;
+    params[1] = times.data;
+    rc = ids.failed || times.failed ? -1 : n > 0 ? db_run(c, TOUCH_KEYS, 2, params) : 0;
+    buf_free(&ids);
+    buf_free(&times);
+    return rc;
+}
+
+
 /*
- * The rows, dead letters and aggregates of the batch in the open
- * transaction: 0; 1 when a record is there already (23505: the caller
+ * The rows, dead letters, aggregates and keys' lastUsedAt of the batch in
+ * the open transaction: 0; 1 when a record is there already (23505: the caller
  * skips those and tries again); -1 otherwise, with state.
  */
 static int
@@ -1231,7 +1281,8 @@ store_rows(db_conn_t *c, records_batch_t *b, records_result_t *out, bool isolate
         || (b->dead.len > 0
             && copy_in(c, "COPY audit_dead_letters (dataplane, position, reason, length, raw)"
                           " FROM STDIN", "audit_dead_letters", b->dead.data, b->dead.len,
-                       b->dataplane, false, state) != 0))
+                       b->dataplane, false, state) != 0)
+        || touch_keys(c, b) != 0)
     {
         goto done;
     }

@@ -6,7 +6,8 @@
  * bytes that are none, as dead letters) to a batch; records_commit() then
  * stores in one transaction the audit rows, one usage row per attempt, the
  * per-minute aggregates of those usage rows (summed here, not by SQL), the
- * dead letters, and the data plane's new spool cursor.  Rows go straight
+ * API keys' lastUsedAt (one UPDATE per batch), the dead letters, and the
+ * data plane's new spool cursor.  Rows go straight
  * into the partitioned tables with COPY; a record delivered twice makes the
  * audit key refuse the COPY, and the batch is stored again without the
  * records already there.  A record PostgreSQL refuses for its values

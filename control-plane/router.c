@@ -72,6 +72,7 @@ static const route_t routes[] = {
     { "PUT",    ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
     { "PATCH",  ENV "/api-keys/{id}",        api_keys_update,        "api-key:update" },
     { "DELETE", ENV "/api-keys/{id}",        api_keys_delete,        "api-key:delete" },
+    { "POST",   ENV "/api-keys/{id}/rotate", api_keys_rotate,        "api-key:update" },
 
     { "GET",    ENV "/pool-definition",      api_pools_get,          "pool-definition:get" },
     { "PUT",    ENV "/pool-definition",      api_pools_put,          "pool-definition:update" },

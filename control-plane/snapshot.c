@@ -49,7 +49,9 @@
     "  'id', id, 'workspaceId', workspace_id, 'environmentId', environment_id," \
     "  'name', name, 'keyHash', key_hash, 'enabled', enabled," \
     "  'resources', resources, 'labels', labels," \
-    "  'enforceCapacity', enforce_capacity, 'capacity', capacity)" \
+    "  'enforceCapacity', enforce_capacity, 'capacity', capacity," \
+    "  'expiresAt', vmx_rfc3339(expires_at), 'previousKeyHash', previous_key_hash," \
+    "  'previousKeyExpiresAt', vmx_rfc3339(previous_expires_at))" \
     "  ORDER BY created_at, id), '[]')::text" \
     " FROM api_keys"
 

@@ -16,7 +16,7 @@
 #include <sodium.h>
 
 #include "httpc.h"
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 #include "sts.h"
 #include "validate.h"
 #include "xml.h"
@@ -122,7 +122,7 @@ parse_credentials(const char *answer, sts_credentials_t *out, sts_error_t *err)
         || out->session_token == NULL || out->session_token[0] == '\0')
     {
         set_error(err, "InvalidAnswer", "%s", "the answer has no complete Credentials");
-    } else if (expiration == NULL || !rfc3339_parse(expiration, &out->expiration)) {
+    } else if (expiration == NULL || !vmx_rfc3339_parse(expiration, &out->expiration)) {
         set_error(err, "InvalidAnswer", "%s", "the answer has no valid Credentials/Expiration");
     } else {
         rc = 0;

@@ -14,6 +14,7 @@
 #include "arena.h"
 #include "validate.h"
 #include "vmx_config.h"
+#include "vmx_rfc3339.h"
 
 #define FIELD_MAX  160
 
@@ -430,6 +431,40 @@ val_capacity(http_req_t *req, cJSON *doc, const char *field)
     return true;
 }
 
+
+bool
+val_int(http_req_t *req, const cJSON *doc, const char *field, long long min, long long max)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
+
+    if (!cJSON_IsNumber(v) || v->valuedouble < (double) min || v->valuedouble > (double) max
+        || (double) (long long) v->valuedouble != v->valuedouble)
+    {
+        http_invalid(req, field, "%s must be a whole number from %lld to %lld", field, min,
+                     max);
+        return false;
+    }
+    return true;
+}
+
+bool
+val_timestamp(http_req_t *req, cJSON *doc, const char *field)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
+    time_t       t;
+    char         utc[VMX_RFC3339_US_SIZE];
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        return true;
+    }
+    if (!cJSON_IsString(v) || !vmx_rfc3339_normalize(v->valuestring, &t, utc)) {
+        http_invalid(req, field, "%s must be an RFC 3339 timestamp"
+                     " (\"2026-11-21T10:00:00Z\") or null", field);
+        return false;
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(doc, field, cJSON_CreateString(utc));
+    return true;
+}
 
 bool
 val_timeouts(http_req_t *req, cJSON *doc, const char *field)

@@ -81,6 +81,14 @@ bool val_capacity(http_req_t *req, cJSON *doc, const char *field);
  * within vmx_config.h's bounds */
 bool val_timeouts(http_req_t *req, cJSON *doc, const char *field);
 
+/* doc.field: a whole number from min to max */
+bool val_int(http_req_t *req, const cJSON *doc, const char *field, long long min,
+    long long max);
+
+/* doc.field: null or absent (none), or an RFC 3339 timestamp, which is
+ * rewritten in UTC to the microsecond (a form PostgreSQL always reads) */
+bool val_timestamp(http_req_t *req, cJSON *doc, const char *field);
+
 /* obj.provider names a provider or an alias of one, which is rewritten
  * to the provider's id (stored and shown as such); field names it */
 const provider_t *val_provider(http_req_t *req, cJSON *obj, const char *field);

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "vmx_config.h"
+#include "vmx_rfc3339.h"
 
 
 #define VMX_CONFIG_DEPTH_MAX  64
@@ -280,6 +281,32 @@ is_false(const vmx_json_t *obj, const char *name)
     const vmx_json_t  *v = vmx_json_get(obj, name);
 
     return v != NULL && v->type == VMX_JSON_FALSE;
+}
+
+
+/* an optional RFC 3339 member: absent or null is 0 (never), a time is its
+ * second since the epoch, at least 1; -1 with a problem otherwise */
+static int
+opt_time(vmx_cfg_compile_t *cc, const vmx_json_t *obj, const char *name,
+    int64_t *value)
+{
+    time_t             t;
+    const vmx_json_t  *v = vmx_json_get(obj, name);
+
+    *value = 0;
+
+    if (v == NULL || v->type == VMX_JSON_NULL) {
+        return 0;
+    }
+
+    if (v->type != VMX_JSON_STRING || !vmx_rfc3339_parse(v->str, &t)) {
+        problem(cc, 1, name, "must be an RFC 3339 timestamp or null");
+        return -1;
+    }
+
+    *value = t > 0 ? t : 1;
+
+    return 0;
 }
 
 
@@ -988,28 +1015,18 @@ hex_digit(char c)
 }
 
 
-static void
-compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
+/* a member of 64 hex digits into hash; -1 with a problem otherwise */
+static int
+get_hash(vmx_cfg_compile_t *cc, const vmx_json_t *obj, const char *name,
+    unsigned char hash[32])
 {
-    int                  hi, lo;
-    char                 field[32];
-    size_t               mark = cc->cfg->nproblems, n;
-    vmx_cfg_str_t        hex, hash;
-    const vmx_json_t    *list, *item;
-    vmx_cfg_api_key_t   *key;
-    vmx_cfg_resource_t  *res;
+    int            hi, lo;
+    size_t         n;
+    vmx_cfg_str_t  hex;
 
-    key = &cc->cfg->api_keys[cc->cfg->napi_keys];
-
-    if (get_str(cc, obj, "id", &key->id) != 0
-        || get_str(cc, obj, "keyHash", &hex) != 0
-        || (key->env = get_env(cc, obj)) == NULL)
-    {
-        left_out(cc, mark);
-        return;
+    if (get_str(cc, obj, name, &hex) != 0) {
+        return -1;
     }
-
-    opt_str(obj, "name", &key->name);
 
     for (n = 0; hex.len == 64 && n < 32; n++) {
         hi = hex_digit(hex.data[2 * n]);
@@ -1019,11 +1036,63 @@ compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
             break;
         }
 
-        key->hash[n] = (unsigned char) (hi << 4 | lo);
+        hash[n] = (unsigned char) (hi << 4 | lo);
     }
 
     if (n != 32) {
-        problem(cc, 1, "keyHash", "must be 64 hex digits");
+        problem(cc, 1, name, "must be 64 hex digits");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * A key a rotation replaced ("previousKeyHash") is indexed to the same key
+ * until "previousKeyExpiresAt", which the data plane checks per request.
+ */
+static void
+compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
+{
+    char                 field[32];
+    size_t               mark = cc->cfg->nproblems, n;
+    vmx_cfg_str_t        hash, previous;
+    const vmx_json_t    *list, *item;
+    vmx_cfg_api_key_t   *key;
+    vmx_cfg_resource_t  *res;
+
+    /* the slot of a key left out before is used again */
+    key = &cc->cfg->api_keys[cc->cfg->napi_keys];
+    memset(key, 0, sizeof(*key));
+
+    if (get_str(cc, obj, "id", &key->id) != 0
+        || get_hash(cc, obj, "keyHash", key->hash) != 0
+        || (key->env = get_env(cc, obj)) == NULL
+        || opt_time(cc, obj, "expiresAt", &key->expires_at) != 0
+        || opt_time(cc, obj, "previousKeyExpiresAt", &key->previous_expires_at)
+           != 0)
+    {
+        left_out(cc, mark);
+        return;
+    }
+
+    opt_str(obj, "name", &key->name);
+
+    item = vmx_json_get(obj, "previousKeyHash");
+
+    if ((item != NULL && item->type != VMX_JSON_NULL)
+        != (key->previous_expires_at != 0))
+    {
+        problem(cc, 1, "previousKeyHash",
+                "comes with previousKeyExpiresAt, and only with it");
+        left_out(cc, mark);
+        return;
+    }
+
+    if (key->previous_expires_at
+        && get_hash(cc, obj, "previousKeyHash", key->previous_hash) != 0)
+    {
         left_out(cc, mark);
         return;
     }
@@ -1077,11 +1146,30 @@ compile_api_key(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
 
     hash.data = (const char *) key->hash;
     hash.len = sizeof(key->hash);
+    previous.data = (const char *) key->previous_hash;
+    previous.len = key->previous_expires_at ? sizeof(key->previous_hash) : 0;
 
-    if (index_add(&cc->key_hashes, hash, key) != 0) {
+    /* both are looked up before either is added: a key left out leaves
+     * nothing in the index */
+    if (index_find(&cc->key_hashes, hash.data, hash.len) != NULL) {
         problem(cc, 1, "keyHash", "appears twice");
         left_out(cc, mark);
         return;
+    }
+
+    if (previous.len
+        && (index_find(&cc->key_hashes, previous.data, previous.len) != NULL
+            || memcmp(previous.data, hash.data, hash.len) == 0))
+    {
+        problem(cc, 1, "previousKeyHash", "appears twice");
+        left_out(cc, mark);
+        return;
+    }
+
+    (void) index_add(&cc->key_hashes, hash, key);
+
+    if (previous.len) {
+        (void) index_add(&cc->key_hashes, previous, key);
     }
 
     cc->cfg->napi_keys++;
@@ -1353,7 +1441,7 @@ vmx_config_compile(const char *text, size_t len, unsigned flags,
         || index_init(&cc, &cc.connections, lists[1]->count) != 0
         || index_init(&cc, &cc.resources, lists[2]->count) != 0
         || index_init(&cc, &cc.resource_names, lists[2]->count) != 0
-        || index_init(&cc, &cc.key_hashes, lists[3]->count) != 0
+        || index_init(&cc, &cc.key_hashes, 2 * lists[3]->count) != 0
         || index_init(&cc, &cc.pool_defs, lists[4]->count) != 0)
     {
         goto nomem;

@@ -189,6 +189,10 @@ typedef struct {
     vmx_cfg_limit_t             *limits;            /* when enforceCapacity */
     size_t                       nlimits;
     const vmx_json_t            *labels;            /* an object, or NULL */
+    int64_t                      expires_at;        /* epoch s, 0: never */
+    /* the key a rotation replaced, until then; 0: none */
+    unsigned char                previous_hash[32];
+    int64_t                      previous_expires_at;
     unsigned                     enabled:1;
 } vmx_cfg_api_key_t;
 

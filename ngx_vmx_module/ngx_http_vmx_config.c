@@ -225,7 +225,7 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
         || ngx_http_vmx_index_init(&snapshot->resource_ids, pool,
                                    cfg->nresources) != NGX_OK
         || ngx_http_vmx_index_init(&snapshot->api_keys, pool,
-                                   cfg->napi_keys) != NGX_OK
+                                   2 * cfg->napi_keys) != NGX_OK
         || ngx_http_vmx_index_init(&snapshot->pool_defs, pool,
                                    cfg->npool_defs) != NGX_OK)
     {
@@ -566,6 +566,10 @@ ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
     key->env = &cc->envs[from->env - cc->cfg->environments];
     ngx_memcpy(key->hash, from->hash, sizeof(key->hash));
     key->labels = (vmx_json_t *) from->labels;
+    key->expires_at = (time_t) from->expires_at;
+    ngx_memcpy(key->previous_hash, from->previous_hash,
+               sizeof(key->previous_hash));
+    key->previous_expires_at = (time_t) from->previous_expires_at;
     key->enabled = from->enabled;
 
     if (ngx_http_vmx_compile_limits(cc, from->limits, from->nlimits,
@@ -582,6 +586,18 @@ ngx_http_vmx_compile_api_key(ngx_http_vmx_compile_t *cc, ngx_uint_t i)
     for (n = 0; n < from->nresources; n++) {
         res = ngx_array_push(&key->resources);
         *res = &cc->resources[from->resources[n] - cc->cfg->resources];
+    }
+
+    /* the compiler made both hashes unique */
+    if (key->previous_expires_at) {
+        hash.data = key->previous_hash;
+        hash.len = sizeof(key->previous_hash);
+
+        if (ngx_http_vmx_index_add(&cc->snapshot->api_keys, &hash, key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     hash.data = key->hash;

@@ -61,7 +61,7 @@ static double ngx_http_vmx_rules_error_rate(void *data, unsigned minutes,
 static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
     ngx_str_t *workspace_id, ngx_str_t *environment_id);
 static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
-    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_uint_t *expired);
 static ngx_int_t ngx_http_vmx_models(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
@@ -388,6 +388,7 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
     ngx_str_t              workspace_id, environment_id;
+    ngx_uint_t             expired;
     ngx_http_vmx_ctx_t    *ctx;
     ngx_http_vmx_route_e   route;
 
@@ -422,7 +423,13 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
                                    : "Use POST for this path");
     }
 
-    ctx->api_key = ngx_http_vmx_authenticate(r, ctx);
+    ctx->api_key = ngx_http_vmx_authenticate(r, ctx, &expired);
+
+    if (expired) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_api_key",
+                                   "Invalid API key: the key has expired");
+    }
 
     if (ctx->api_key == NULL
         || (route == NGX_HTTP_VMX_ROUTE_SCOPED_CHAT
@@ -522,8 +529,11 @@ ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
 }
 
 
+/* the key of the request, or NULL; *expired tells a key that expired */
+
 static ngx_http_vmx_api_key_t *
-ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t *expired)
 {
     u_char                   digest[SHA256_DIGEST_LENGTH];
     ngx_str_t                key;
@@ -531,6 +541,8 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
     ngx_http_vmx_api_key_t  *api_key;
+
+    *expired = 0;
 
     ngx_str_null(&key);
 
@@ -587,6 +599,16 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                       sizeof(digest));
 
     if (api_key == NULL || !api_key->enabled) {
+        return NULL;
+    }
+
+    /* the clock decides, not the next snapshot; a key a rotation replaced
+     * works until the end of its grace period */
+    if ((api_key->expires_at && ngx_time() >= api_key->expires_at)
+        || (ngx_memcmp(digest, api_key->hash, sizeof(digest)) != 0
+            && ngx_time() >= api_key->previous_expires_at))
+    {
+        *expired = 1;
         return NULL;
     }
 

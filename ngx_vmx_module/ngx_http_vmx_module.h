@@ -197,6 +197,9 @@ typedef struct {
     ngx_array_t                  resources;     /* of resource pointers */
     ngx_array_t                  limits;        /* when enforceCapacity */
     vmx_json_t                  *labels;        /* an object, or NULL */
+    time_t                       expires_at;    /* 0: never */
+    u_char                       previous_hash[32];  /* a rotation's */
+    time_t                       previous_expires_at;   /* 0: none */
     unsigned                     enabled:1;
 } ngx_http_vmx_api_key_t;
 

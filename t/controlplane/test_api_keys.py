@@ -76,6 +76,9 @@ def test_key_validation(api, env):
         ({"name": "k", "capacity": [{"period": "day", "requests": "5"}]},
          "capacity[0].requests"),
         ({"name": "k", "keyHash": "abc"}, "keyHash"),
+        ({"name": "k", "expiresAt": "tomorrow"}, "expiresAt"),
+        ({"name": "k", "expiresAt": "2026-13-01T00:00:00Z"}, "expiresAt"),
+        ({"name": "k", "expiresAt": 1795255200}, "expiresAt"),
     ]
     for body, field in cases:
         status, err, _ = api.request("POST", env_path(env, "/api-keys"), body)
@@ -84,3 +87,68 @@ def test_key_validation(api, env):
     api.create_api_key(env[0], env[1], name="dup")
     status, _, _ = api.request("POST", env_path(env, "/api-keys"), {"name": "dup"})
     assert status == 409
+
+
+def test_key_expiry_stored_shown_and_sent(api, env, cp_stack):
+    k = api.create_api_key(env[0], env[1], name="temp", expiresAt="2026-11-21T11:00:00.25+01:00")
+    assert k["expiresAt"] == "2026-11-21T10:00:00.250Z"
+    path = env_path(env, f"/api-keys/{k['id']}")
+    assert api.request("GET", path)[1]["expiresAt"] == "2026-11-21T10:00:00.250Z"
+    assert cp_stack.pg.psql(
+        f"SELECT expires_at = '2026-11-21T10:00:00.25Z' FROM api_keys WHERE id = '{k['id']}'") == "t"
+    snap = cp_stack.dataplane.wait_for(
+        lambda s: any(x["id"] == k["id"] for x in s["apiKeys"]))
+    assert [x["expiresAt"] for x in snap["apiKeys"] if x["id"] == k["id"]] \
+        == ["2026-11-21T10:00:00.250Z"]
+    # null: never; absent on create: never
+    status, upd, _ = api.request("PATCH", path, {"expiresAt": None})
+    assert status == 200 and upd["expiresAt"] is None
+    assert api.create_api_key(env[0], env[1], name="forever")["expiresAt"] is None
+
+
+def test_key_rotation(api, env, cp_stack):
+    r = make_resource(api, env)
+    k = api.create_api_key(env[0], env[1], name="rot", resources=[r["id"]],
+                           capacity=[{"period": "day", "requests": 5}], enforceCapacity=True)
+    rotate = env_path(env, f"/api-keys/{k['id']}/rotate")
+    status, rot, _ = api.request("POST", rotate, {"gracePeriodSeconds": 60})
+    assert status == 200, rot
+    assert rot["id"] == k["id"] and rot["key"] != k["key"]
+    assert re.fullmatch(r"vmx-[A-Za-z0-9_-]{43}", rot["key"])
+    assert rot["maskedKey"] == rot["key"][:8] + "..." + rot["key"][-4:]
+    assert rot["resources"] == [r["id"]] and rot["capacity"] == k["capacity"]
+    assert rot["previousKeyExpiresAt"] is not None
+    got = api.request("GET", env_path(env, f"/api-keys/{k['id']}"))[1]
+    assert "key" not in got and got["maskedKey"] == rot["maskedKey"]
+    old_hash = hashlib.sha256(k["key"].encode()).hexdigest()
+    new_hash = hashlib.sha256(rot["key"].encode()).hexdigest()
+    snap = cp_stack.dataplane.wait_for(lambda s: any(
+        x["id"] == k["id"] and x["keyHash"] == new_hash for x in s["apiKeys"]))
+    sent = [x for x in snap["apiKeys"] if x["id"] == k["id"]][0]
+    assert sent["previousKeyHash"] == old_hash
+    assert sent["previousKeyExpiresAt"] == rot["previousKeyExpiresAt"]
+    assert cp_stack.pg.psql(
+        f"SELECT previous_expires_at - now() BETWEEN interval '59 s' AND interval '61 s'"
+        f" FROM api_keys WHERE id = '{k['id']}'") == "t"
+
+    # a second rotation replaces the previous key; 0 keeps none
+    status, rot2, _ = api.request("POST", rotate, {})
+    assert status == 200 and rot2["previousKeyExpiresAt"] is None
+    assert rot2["key"] not in (k["key"], rot["key"])
+    assert cp_stack.pg.psql(
+        f"SELECT previous_key_hash IS NULL FROM api_keys WHERE id = '{k['id']}'") == "t"
+
+    for body, field in [({"gracePeriodSeconds": -1}, "gracePeriodSeconds"),
+                        ({"gracePeriodSeconds": 30 * 86400 + 1}, "gracePeriodSeconds"),
+                        ({"gracePeriodSeconds": 1.5}, "gracePeriodSeconds"),
+                        ({"gracePeriodSeconds": "60"}, "gracePeriodSeconds"),
+                        ({"grace": 60}, "grace")]:
+        status, err, _ = api.request("POST", rotate, body)
+        assert status == 400, (body, err)
+        assert err["error"]["details"]["field"] == field, (body, err)
+    status, _, _ = api.request("POST", env_path(env, f"/api-keys/{uuid.uuid4()}/rotate"), {})
+    assert status == 404
+    # the object's read-only members stay read-only
+    status, err, _ = api.request("PATCH", env_path(env, f"/api-keys/{k['id']}"),
+                                 {"previousKeyExpiresAt": None})
+    assert status == 400 and err["error"]["details"]["field"] == "previousKeyExpiresAt"

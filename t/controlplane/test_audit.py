@@ -239,6 +239,26 @@ def test_redelivered_records_ignored(audit_stack, aenv):
                   f" WHERE environment_id = '{aenv.env}'") == before
 
 
+def test_api_key_last_used(audit_stack, aenv):
+    """lastUsedAt: the newest record of the key, written per batch, never moved back; observed
+    state, so no new config version."""
+    s, dp = audit_stack, audit_stack.dataplane
+    key = s.api.create_api_key(aenv.ws, aenv.env, name="used")
+    assert key["lastUsedAt"] is None
+    aenv.api_keys = [key["id"]]
+    version = sql(s, "SELECT version FROM config_version")
+    records = make_records(aenv, 20, now() - dt.timedelta(minutes=10), 5, seed=7)
+    dp.add_records(records)
+    wait_ingested(s)
+    path = aenv.path(f"/api-keys/{key['id']}")
+    assert s.api.request("GET", path)[1]["lastUsedAt"] == max(r["timestamp"] for r in records)
+    dp.add_records(make_records(aenv, 3, now() - dt.timedelta(minutes=40), 5, seed=8))
+    wait_ingested(s)
+    assert s.api.request("GET", path)[1]["lastUsedAt"] == max(r["timestamp"] for r in records)
+    assert sql(s, "SELECT version FROM config_version") == version
+    status, err, _ = s.api.request("PATCH", path, {"lastUsedAt": None})
+    assert status == 400 and err["error"]["details"]["field"] == "lastUsedAt"
+
 def dead_letters(stack, dataplane):
     return sql(stack, "SELECT position || ' ' || reason FROM audit_dead_letters"
                       f" WHERE dataplane = '{dataplane}' ORDER BY id").splitlines()

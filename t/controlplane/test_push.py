@@ -14,7 +14,8 @@ RES_KEYS = {"id", "workspaceId", "environmentId", "name", "model", "fallbackMode
             "useFallback", "secondaryModels", "routing", "enforceCapacity", "capacity",
             "timeouts"}
 KEY_KEYS = {"id", "workspaceId", "environmentId", "name", "keyHash", "enabled",
-            "resources", "labels", "enforceCapacity", "capacity"}
+            "resources", "labels", "enforceCapacity", "capacity", "expiresAt",
+            "previousKeyHash", "previousKeyExpiresAt"}
 
 
 def by_id(items, id_):

@@ -1,6 +1,7 @@
 """SPEC §2: the data-plane API, the happy paths: chat completions (plain and
 streaming), the workspace/environment path, /v1/models, key headers, what is
 forwarded to the provider, and the x-vmx-* response headers."""
+import calendar
 import json
 import re
 import time
@@ -141,6 +142,78 @@ def test_workspace_environment_path_other_environment_key(gw, env, fake):
     r = env.chat("chat", path=f"/v1/completion/{env3.ws_id}/{env.env_id}/chat/completions")
     assert r.status == 401, r
 
+
+def test_expired_key(gw, env):
+    """A key expires by the data plane's clock, with no snapshot pushed."""
+    expires = time.time() + 2
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + f"{expires % 1:.3f}"[1:] + "Z"
+    gw.provision(keys={"expiring": {"resources": ["chat"], "expiresAt": at}}, env=env)
+    key = env.keys.pop("expiring")          # the environment's later syncs skip it
+    env.key_objs.pop("expiring")
+    r = env.chat("chat", key=key)
+    assert r.status == 200, r
+    version = gw.nginx.config_version()
+    time.sleep(max(0, expires - time.time()) + 0.2)
+    r = env.chat("chat", key=key)
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert "expired" in r.json()["error"]["message"]
+    assert gw.nginx.config_version() == version
+    assert env.chat("chat").status == 200
+
+def rotate_key(gw, env, name, grace):
+    """Rotates the key name with a grace period; returns the new key once it runs (and
+    keeps it as the environment's key name)."""
+    v0 = gw.nginx.config_version() or 0
+    obj = env.key_objs[name]
+    st, rot, _ = gw.api.request(
+        "POST", f"/api/v1/workspaces/{env.ws_id}/environments/{env.env_id}"
+                f"/api-keys/{obj['id']}/rotate", {"gracePeriodSeconds": grace})
+    assert st == 200, rot
+    gw.wait_version_above(v0)
+    env.keys[name] = rot["key"]
+    return rot["key"]
+
+
+def test_rotated_key_at_once(gw, env):
+    gw.provision(keys={"rot0": {"resources": ["chat"]}}, env=env)
+    old = env.key("rot0")
+    new = rotate_key(gw, env, "rot0", 0)
+    r = env.chat("chat", key=old)
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert env.chat("chat", key=new).status == 200
+
+
+def test_rotated_key_grace_period(gw, env):
+    gw.provision(keys={"rot3": {"resources": ["chat"]}}, env=env)
+    old = env.key("rot3")
+    rotated = time.time()
+    new = rotate_key(gw, env, "rot3", 3)
+    assert env.chat("chat", key=old).status == 200
+    assert env.chat("chat", key=new).status == 200
+    version = gw.nginx.config_version()
+    time.sleep(max(0, rotated + 4.1 - time.time()))
+    r = env.chat("chat", key=old)
+    assert r.status == 401, r
+    assert "expired" in r.json()["error"]["message"]
+    assert env.chat("chat", key=new).status == 200
+    assert gw.nginx.config_version() == version
+
+def test_key_last_used(gw, env):
+    """The control plane sets lastUsedAt from the request's audit record, in seconds."""
+    gw.provision(keys={"used": {"resources": ["chat"]}}, env=env)
+    path = (f"/api/v1/workspaces/{env.ws_id}/environments/{env.env_id}"
+            f"/api-keys/{env.key_objs['used']['id']}")
+    assert gw.api.request("GET", path)[1]["lastUsedAt"] is None
+    before = time.time()
+    assert env.chat("chat", key=env.key("used")).status == 200
+    deadline = time.time() + 10
+    while (used := gw.api.request("GET", path)[1]["lastUsedAt"]) is None:
+        assert time.time() < deadline, "lastUsedAt not set"
+        time.sleep(0.2)
+    at = calendar.timegm(time.strptime(used[:19], "%Y-%m-%dT%H:%M:%S"))
+    assert before - 1 <= at <= time.time(), used
 
 # ------------------------------------------------------------------ /v1/models
 def test_models_list(env):

@@ -328,6 +328,88 @@ test_timeouts(void)
 }
 
 
+/* expiresAt: a time (its fraction dropped) or null for never; any other
+ * value leaves the key out.  A key left out after its resources were read
+ * leaves nothing behind in the next key. */
+static void
+test_key_expiry(void)
+{
+#define HASH(c)  "\"" c "0112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
+
+    CHECK(compile(0, "{\"version\":6,\"environments\":[" ENV "],\"connections\":["
+                  CONN "],\"resources\":[" RES "],\"apiKeys\":["
+                  "{\"id\":\"k1\",\"environmentId\":\"e1\",\"keyHash\":" HASH("1") ","
+                  "\"expiresAt\":\"2026-11-21T10:00:00.500Z\"},"
+                  "{\"id\":\"k2\",\"environmentId\":\"e1\",\"keyHash\":" HASH("2") ","
+                  "\"expiresAt\":null,\"resources\":[\"r1\"]},"
+                  "{\"id\":\"k3\",\"environmentId\":\"e1\",\"keyHash\":" HASH("3") ","
+                  "\"expiresAt\":\"tomorrow\"},"
+                  "{\"id\":\"k4\",\"environmentId\":\"e1\",\"keyHash\":" HASH("2") ","
+                  "\"resources\":[\"r1\"]},"
+                  "{\"id\":\"k5\",\"environmentId\":\"e1\",\"keyHash\":" HASH("5") ","
+                  "\"expiresAt\":\"2026-11-21T11:00:00+01:00\",\"resources\":[\"r1\"]}],"
+                  "\"poolDefinitions\":[]}") == 0);
+
+    CHECK(cfg.napi_keys == 3);
+    CHECK(cfg.api_keys[0].expires_at == 1795255200);
+    CHECK(cfg.api_keys[1].expires_at == 0);
+
+    const vmx_cfg_problem_t *p = find_problem(VMX_CFG_API_KEY, "k3");
+    CHECK(p && p->invalid && p->left_out && strcmp(p->field, "expiresAt") == 0);
+    p = find_problem(VMX_CFG_API_KEY, "k4");
+    CHECK(p && p->left_out && strcmp(p->field, "keyHash") == 0);
+
+    CHECK(cfg.api_keys[2].id.len == 2 && memcmp(cfg.api_keys[2].id.data, "k5", 2) == 0);
+    CHECK(cfg.api_keys[2].expires_at == 1795255200 && cfg.api_keys[2].nresources == 1);
+    vmx_config_free(&cfg);
+#undef HASH
+}
+
+
+/* a rotation's previous key: indexed with its expiry, or a problem of the
+ * key that leaves it out and nothing of it behind */
+static void
+test_key_previous(void)
+{
+#define HASH(c)  "\"" c "0112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
+
+    CHECK(compile(0, "{\"version\":7,\"environments\":[" ENV "],\"connections\":[],"
+                  "\"resources\":[],\"apiKeys\":["
+                  "{\"id\":\"k1\",\"environmentId\":\"e1\",\"keyHash\":" HASH("1") ","
+                  "\"previousKeyHash\":" HASH("a") ","
+                  "\"previousKeyExpiresAt\":\"2026-11-21T10:00:00Z\"},"
+                  "{\"id\":\"k2\",\"environmentId\":\"e1\",\"keyHash\":" HASH("2") ","
+                  "\"previousKeyHash\":" HASH("b") ",\"previousKeyExpiresAt\":null},"
+                  "{\"id\":\"k3\",\"environmentId\":\"e1\",\"keyHash\":" HASH("3") ","
+                  "\"previousKeyHash\":" HASH("1") ","
+                  "\"previousKeyExpiresAt\":\"2026-11-21T10:00:00Z\"},"
+                  "{\"id\":\"k4\",\"environmentId\":\"e1\",\"keyHash\":" HASH("a") "},"
+                  "{\"id\":\"k5\",\"environmentId\":\"e1\",\"keyHash\":" HASH("3") ","
+                  "\"previousKeyHash\":null,\"previousKeyExpiresAt\":null}],"
+                  "\"poolDefinitions\":[]}") == 0);
+
+    CHECK(cfg.napi_keys == 2);
+    CHECK(cfg.api_keys[0].previous_expires_at == 1795255200
+          && cfg.api_keys[0].previous_hash[0] == 0xa0
+          && cfg.api_keys[0].previous_hash[31] == 0xff);
+
+    /* k2: a hash without its expiry; k3: a previous hash that is k1's
+     * key; k4: a key that is k1's previous one */
+    const vmx_cfg_problem_t *p = find_problem(VMX_CFG_API_KEY, "k2");
+    CHECK(p && p->left_out && strcmp(p->field, "previousKeyHash") == 0);
+    p = find_problem(VMX_CFG_API_KEY, "k3");
+    CHECK(p && p->left_out && strcmp(p->field, "previousKeyHash") == 0);
+    p = find_problem(VMX_CFG_API_KEY, "k4");
+    CHECK(p && p->left_out && strcmp(p->field, "keyHash") == 0);
+
+    /* k5 takes k3's hash, which k3 left out left free */
+    CHECK(cfg.api_keys[1].id.len == 2 && memcmp(cfg.api_keys[1].id.data, "k5", 2) == 0);
+    CHECK(cfg.api_keys[1].previous_expires_at == 0);
+    vmx_config_free(&cfg);
+#undef HASH
+}
+
+
 int
 main(void)
 {
@@ -339,6 +421,8 @@ main(void)
     test_bad_pool();
     test_many_problems();
     test_timeouts();
+    test_key_expiry();
+    test_key_previous();
     unit_free_all();
 
     return UNIT_REPORT();

@@ -1,21 +1,21 @@
 /*
- * rfc3339: formatting and strict parsing of timestamps.
+ * vmx_rfc3339: formatting and strict parsing of timestamps.
  */
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "rfc3339.h"
+#include "vmx_rfc3339.h"
 
 
 void
-rfc3339_format(time_t t, char out[RFC3339_SIZE])
+vmx_rfc3339_format(time_t t, char out[VMX_RFC3339_SIZE])
 {
     struct tm tm;
 
     gmtime_r(&t, &tm);
-    strftime(out, RFC3339_SIZE, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    strftime(out, VMX_RFC3339_SIZE, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 
@@ -46,7 +46,7 @@ days_in_month(int year, int month)
 
 
 bool
-rfc3339_parse(const char *s, time_t *t)
+vmx_rfc3339_parse(const char *s, time_t *t)
 {
     struct tm   tm;
     const char *p;
@@ -101,13 +101,13 @@ rfc3339_parse(const char *s, time_t *t)
 
 
 bool
-rfc3339_normalize(const char *s, time_t *t, char out[RFC3339_US_SIZE])
+vmx_rfc3339_normalize(const char *s, time_t *t, char out[VMX_RFC3339_US_SIZE])
 {
     struct tm  tm;
     long       usec = 0;
     size_t     n;
 
-    if (!rfc3339_parse(s, t)) {
+    if (!vmx_rfc3339_parse(s, t)) {
         return false;
     }
     if (s[19] == '.') {
@@ -117,7 +117,7 @@ rfc3339_normalize(const char *s, time_t *t, char out[RFC3339_US_SIZE])
         }
     }
     gmtime_r(t, &tm);
-    n = strftime(out, RFC3339_US_SIZE, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, RFC3339_US_SIZE - n, ".%06ldZ", usec);
+    n = strftime(out, VMX_RFC3339_US_SIZE, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, VMX_RFC3339_US_SIZE - n, ".%06ldZ", usec);
     return true;
 }
