@@ -476,7 +476,9 @@ compile_environment(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
     size_t                  mark = cc->cfg->nproblems;
     vmx_cfg_environment_t  *env;
 
+    /* the slot of an object left out before is used again */
     env = &cc->cfg->environments[cc->cfg->nenvironments];
+    memset(env, 0, sizeof(*env));
 
     if (get_str(cc, obj, "id", &env->id) != 0
         || get_str(cc, obj, "workspaceId", &env->workspace_id) != 0
@@ -675,7 +677,9 @@ compile_connection(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
         { "aws-bedrock", VMX_PROVIDER_BEDROCK },
     };
 
+    /* the slot of an object left out before is used again */
     conn = &cc->cfg->connections[cc->cfg->nconnections];
+    memset(conn, 0, sizeof(*conn));
 
     /* without an id and an environment nothing can refer to it */
     if (get_str(cc, obj, "id", &conn->id) != 0
@@ -942,7 +946,9 @@ compile_resource(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
     vmx_cfg_str_t        name_key;
     vmx_cfg_resource_t  *res;
 
+    /* the slot of an object left out before is used again */
     res = &cc->cfg->resources[cc->cfg->nresources];
+    memset(res, 0, sizeof(*res));
 
     if (get_str(cc, obj, "id", &res->id) != 0
         || get_str(cc, obj, "name", &res->name) != 0
@@ -1286,7 +1292,9 @@ compile_pool_def(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
           1, 1, 100, 50 },
     };
 
+    /* the slot of an object left out before is used again */
     def = &cc->cfg->pool_defs[cc->cfg->npool_defs];
+    memset(def, 0, sizeof(*def));
 
     if ((def->env = get_env(cc, obj)) == NULL) {
         left_out(cc, mark);
