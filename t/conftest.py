@@ -431,7 +431,8 @@ class Gateway:
         body = {k: v for k, v in obj.items()
                 if k not in ("id", "key", "maskedKey", "createdAt", "updatedAt", "workspaceId",
                              "environmentId", "discoveredCapacity", "credentialsStatus",
-                             "dataplaneProblems", "createdBy", "updatedBy")}
+                             "dataplaneProblems", "lastUsedAt", "previousKeyExpiresAt",
+                             "createdBy", "updatedBy")}
         body.update(fields)
         st, data, _ = self.api.request("PUT", f"{env.prefix}/{kind}/{obj['id']}", body)
         assert st == 200, f"PUT {kind}/{name}: {st} {data}"
