@@ -106,11 +106,12 @@ take_state(dataplane_t *dp, const char *answer)
     const cJSON *p;
 
     dp->version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
-    cJSON_Delete(dp->problems);
-    dp->problems = cJSON_IsArray(problems) ? problems : cJSON_CreateArray();
     if (!cJSON_IsArray(problems)) {
         cJSON_Delete(problems);
+        problems = cJSON_CreateArray();
     }
+    cJSON_Delete(dp->problems);
+    dp->problems = problems;
     dp->problems_total = cJSON_IsNumber(total) ? (long long) total->valuedouble : 0;
     dp->unresolved = false;
     cJSON_ArrayForEach(p, dp->problems) {

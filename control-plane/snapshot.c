@@ -249,13 +249,21 @@ failed:
 }
 
 
+/* one view of the whole configuration: its version and content agree */
+static int
+begin_read(db_conn_t *c)
+{
+    return db_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL);
+}
+
+
 char *
 snapshot_build(db_conn_t *c, long long *version)
 {
     cJSON *root;
     char  *text = NULL;
 
-    if (db_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) != 0) {
+    if (begin_read(c) != 0) {
         return NULL;
     }
     root = build_tree(c, version, false);
@@ -346,8 +354,7 @@ snapshot_check(db_conn_t *c, snapshot_problem_t *out)
         if (!have_before && committed == NULL) {
             committed = db_try_acquire();
             if (committed != NULL
-                && db_run(committed, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                          0, NULL) == 0
+                && begin_read(committed) == 0
                 && compile_check(committed, &before_arena, &before) == 0)
             {
                 have_before = true;

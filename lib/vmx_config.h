@@ -184,7 +184,7 @@ typedef struct {
     vmx_cfg_str_t                name;
     const vmx_cfg_environment_t *env;
     unsigned char                hash[32];          /* SHA-256 of the key */
-    const vmx_cfg_resource_t   **resources;         /* none: every one */
+    const vmx_cfg_resource_t   **resources;         /* the ones it may call */
     size_t                       nresources;
     vmx_cfg_limit_t             *limits;            /* when enforceCapacity */
     size_t                       nlimits;

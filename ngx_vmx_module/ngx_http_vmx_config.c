@@ -481,6 +481,8 @@ ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
     conn->name = conn->id;
     conn->env = res->env;
     conn->provider = target->provider;
+    /* a provider for the code that names one; no request is built for it:
+     * the plan skips an unavailable connection */
     conn->provider_id = NGX_HTTP_VMX_PROVIDER_OPENAI;
     ngx_str_set(&conn->unavailable, "the connection is not in the "
                 "environment");
