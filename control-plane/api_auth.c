@@ -307,8 +307,12 @@ auth_bootstrap_admin(const char *password)
     params[1] = hash;
     /* a password nobody chose is changed at the first login */
     params[2] = generated[0] != '\0' ? "CHANGE_PASSWORD" : "ACTIVE";
-    res = db_exec(c, "INSERT INTO users (id, username, password_hash, state)"
-                     " VALUES ($1, 'admin', $2, $3) ON CONFLICT (username) DO NOTHING",
+    /* the first administrator holds the built-in admin role (schema 0009) */
+    res = db_exec(c, "WITH u AS (INSERT INTO users (id, username, password_hash, state)"
+                     "  VALUES ($1, 'admin', $2, $3) ON CONFLICT (username) DO NOTHING"
+                     "  RETURNING id)"
+                     " INSERT INTO user_roles (user_id, role_id)"
+                     " SELECT u.id, r.id FROM u, roles r WHERE r.name = 'admin'",
                   3, params);
     free(hash);
     db_release(c);

@@ -24,7 +24,7 @@
 static const char *const writable[] = {
     "username", "name", "email", "enabled", "password", "temporaryPassword", NULL
 };
-static const char *const readonly[] = { "state", NULL };
+static const char *const readonly[] = { "state", "roles", NULL };
 
 #define DOC_BY_ID  "SELECT doc::text FROM user_docs WHERE id = $1"
 

@@ -10,7 +10,7 @@ from harness.ports import free_port
 from cphelpers import unique
 
 PASSWORD = "a-long-enough-password"
-USER_KEYS = {"id", "username", "name", "email", "enabled", "state", "createdAt", "updatedAt"}
+USER_KEYS = {"id", "username", "name", "email", "enabled", "state", "roles", "createdAt", "updatedAt"}
 
 
 def create_user(api, **fields):
