@@ -53,6 +53,11 @@ $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 
 $(B)/unit/test_wire_split: $(FIXTURES)
 
+# the policies of the control plane are pure C over cJSON
+$(B)/unit/test_policy: t/unit/test_policy.c $(B)/control-plane/policy.o $(B)/libvmx.a t/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(B)/control-plane/policy.o $(B)/libvmx.a -lcjson
+
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

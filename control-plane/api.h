@@ -27,13 +27,26 @@ void api_users_create(http_req_t *req);
 void api_users_get(http_req_t *req);
 void api_users_update(http_req_t *req);
 void api_users_delete(http_req_t *req);
+void api_auth_me_update(http_req_t *req);
 
 /* api_sessions.c */
 void api_sessions_list(http_req_t *req);
 void api_sessions_delete(http_req_t *req);
 
-/* router.c: whether the authenticated caller holds permission */
-bool router_allows(const http_req_t *req, const char *permission);
+/* router.c: whether the caller's policies allow action on resource */
+bool router_allows(const http_req_t *req, const char *action, const char *resource);
+/* router.c: false after answering 400 naming the field when policy is not
+ * a valid policy document of actions the API knows */
+bool router_policy_valid(http_req_t *req, const cJSON *policy);
+
+/* api_roles.c */
+void api_roles_list(http_req_t *req);
+void api_roles_create(http_req_t *req);
+void api_roles_get(http_req_t *req);
+void api_roles_update(http_req_t *req);
+void api_roles_delete(http_req_t *req);
+void api_roles_assign(http_req_t *req);
+void api_roles_unassign(http_req_t *req);
 
 /* api_workspaces.c */
 void api_workspaces_list(http_req_t *req);
@@ -43,6 +56,8 @@ void api_workspaces_update(http_req_t *req);
 void api_workspaces_delete(http_req_t *req);
 void api_members_list(http_req_t *req);
 void api_members_add(http_req_t *req);
+void api_members_update(http_req_t *req);
+void api_members_delete(http_req_t *req);
 /* false after answering 404 (or 500) when {ws} is no workspace */
 bool api_workspace_exists(http_req_t *req);
 

@@ -38,7 +38,9 @@ auth_authenticate(http_req_t *req)
 
     res = db_exec(req->db,
                   "SELECT u.id, u.username, u.state,"
-                  "  s.last_seen_at < now() - interval '" SESSION_SEEN_STEP "'"
+                  "  s.last_seen_at < now() - interval '" SESSION_SEEN_STEP "',"
+                  "  (SELECT coalesce(jsonb_agg(r.policy), '[]') FROM user_roles ur"
+                  "    JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id)::text"
                   " FROM sessions s JOIN users u ON u.id = s.user_id"
                   " WHERE s.token_hash = $1 AND s.expires_at > now() AND u.enabled",
                   1, params);
@@ -51,6 +53,9 @@ auth_authenticate(http_req_t *req)
         snprintf(req->username, sizeof(req->username), "%s", PQgetvalue(res, 0, 1));
         req->must_change_password = strcmp(PQgetvalue(res, 0, 2), "CHANGE_PASSWORD") == 0;
         stale = PQgetvalue(res, 0, 3)[0] == 't';
+        /* the roles' policies were validated when written */
+        req->policies = cJSON_Parse(PQgetvalue(res, 0, 4));
+        ok = req->policies != NULL;
     }
     PQclear(res);
     if (stale && db_run(req->db, "UPDATE sessions SET last_seen_at = now()"

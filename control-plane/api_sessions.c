@@ -2,7 +2,7 @@
  * api_sessions: /api/v1/auth/sessions, the caller's login sessions, and
  * /{id} to end one.  A session is shown by its id, never by its token;
  * current marks the one the request came with.  Ending another user's
- * session takes the user-session:delete permission (administrators).
+ * session takes a policy allowing user-session:delete on user:* (admin).
  */
 
 #include <string.h>
@@ -25,8 +25,8 @@ api_sessions_list(http_req_t *req)
 void
 api_sessions_delete(http_req_t *req)
 {
-    const char *params[3] = { http_param(req, "id"), req->user_id,
-                              router_allows(req, "user-session:delete") ? "true" : "false" };
+    bool        any = router_allows(req, "user-session:delete", "user:*");
+    const char *params[3] = { http_param(req, "id"), req->user_id, any ? "true" : "false" };
 
     doc_reply_delete(req, "DELETE FROM sessions WHERE id = $1 AND (user_id = $2 OR $3)",
                      3, params, "session");

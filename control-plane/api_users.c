@@ -278,3 +278,38 @@ api_users_delete(http_req_t *req)
         log_info("users: user=%s deleted user id=%s", req->username, params[0]);
     }
 }
+
+
+/* PATCH /auth/me: the caller's own name and email; the rest is an
+ * administrator's to change (PATCH /users/{id}) */
+void
+api_auth_me_update(http_req_t *req)
+{
+    static const char *const own[] = { "name", "email", NULL };
+    static const char *const others[] = {
+        "username", "enabled", "state", "roles", "password", "temporaryPassword", NULL
+    };
+    const char *params[3] = { req->user_id };
+    cJSON      *stored = doc_fetch(req, DOC_BY_ID, 1, params, "user");
+    cJSON      *doc;
+
+    if (stored == NULL) {
+        return;
+    }
+    doc = defaults();
+    if (val_merge(req, doc, stored, own, others) && val_string(req, doc, "name", NAME_MAX_LEN)
+        && val_email(req, doc))
+    {
+        params[1] = doc_str(doc, "name");
+        params[2] = doc_str(doc, "email");
+        if (db_run(req->db, "UPDATE users SET name = $2, email = $3, updated_at = now()"
+                            " WHERE id = $1", 3, params) != 0)
+        {
+            http_db_error(req, "user");
+        } else {
+            doc_reply(req, 200, DOC_BY_ID, 1, params, "user");
+        }
+    }
+    cJSON_Delete(doc);
+    cJSON_Delete(stored);
+}

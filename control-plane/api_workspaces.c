@@ -1,6 +1,9 @@
 /*
  * api_workspaces: /api/v1/workspaces, /{ws} and /{ws}/members.
- * The creator of a workspace becomes its OWNER.
+ * The creator of a workspace becomes its OWNER.  Who may reach a workspace
+ * (its members, and whoever a policy allows workspace:access-all) and which
+ * routes need an OWNER is the router's (access_check()); a workspace keeps
+ * at least one OWNER.
  */
 
 #include <string.h>
@@ -23,10 +26,17 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 }
 
 
+/* a user sees the workspaces they are a member of, all of them with
+ * workspace:access-all */
 void
 api_workspaces_list(http_req_t *req)
 {
-    doc_reply_list(req, "SELECT doc, created_at, id FROM workspace_docs", 0, NULL);
+    const char *params[2] = { req->user_id, req->all_workspaces ? "true" : "false" };
+
+    doc_reply_list(req, "SELECT doc, created_at, id FROM workspace_docs w WHERE $2"
+                        " OR EXISTS (SELECT 1 FROM workspace_members m"
+                        "            WHERE m.workspace_id = w.id AND m.user_id = $1)",
+                   2, params);
 }
 
 
@@ -195,4 +205,88 @@ api_members_add(http_req_t *req)
                             " WHERE workspace_id = $1 AND id = $2", 2, params, "member");
     }
     PQclear(res);
+}
+
+
+/*
+ * Whether user params[1] is the one OWNER of workspace params[0], into
+ * *last; the workspace's row stays locked to the end of the change, so two
+ * OWNERs leaving together cannot both pass.  false after answering 500.
+ */
+static bool
+check_last_owner(http_req_t *req, const char *const *params, bool *last)
+{
+    PGresult *res = db_exec(req->db,
+        "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1"
+        "               AND user_id = $2 AND role = 'OWNER')"
+        "   AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1"
+        "                   AND user_id <> $2 AND role = 'OWNER')"
+        " FROM workspaces WHERE id = $1 FOR UPDATE", 2, params);
+
+    if (res == NULL) {
+        http_db_error(req, "member");
+        return false;
+    }
+    *last = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return true;
+}
+
+
+/* PATCH /{ws}/members/{id} {role} */
+void
+api_members_update(http_req_t *req)
+{
+    static const char *const fields[] = { "role", NULL };
+    static const char *const readonly[] = { "workspaceId", "userId", "username", NULL };
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(req->json, "role");
+    const char  *params[3] = { http_param(req, "ws"), http_param(req, "id") };
+    cJSON       *scratch = cJSON_CreateObject();
+    bool         known = val_merge(req, scratch, NULL, fields, readonly), last;
+
+    cJSON_Delete(scratch);
+    if (!known) {
+        return;
+    }
+    if (!cJSON_IsString(role) || (strcmp(role->valuestring, "OWNER") != 0
+                                  && strcmp(role->valuestring, "MEMBER") != 0))
+    {
+        http_invalid(req, "role", "role must be OWNER or MEMBER");
+        return;
+    }
+    params[2] = role->valuestring;
+    if (!check_last_owner(req, params, &last)) {
+        return;
+    }
+    if (last && strcmp(params[2], "MEMBER") == 0) {
+        http_error(req, 409, "conflict", "role", "the workspace's last OWNER cannot step down");
+        return;
+    }
+    if (db_run(req->db, "UPDATE workspace_members SET role = $3"
+                        " WHERE workspace_id = $1 AND user_id = $2", 3, params) != 0)
+    {
+        http_db_error(req, "member");
+        return;
+    }
+    doc_reply(req, 200, "SELECT doc::text FROM member_docs"
+                        " WHERE workspace_id = $1 AND id = $2", 2, params, "member");
+}
+
+
+/* DELETE /{ws}/members/{id}: an OWNER removes a member, a member leaves */
+void
+api_members_delete(http_req_t *req)
+{
+    const char *params[2] = { http_param(req, "ws"), http_param(req, "id") };
+    bool        last;
+
+    if (!check_last_owner(req, params, &last)) {
+        return;
+    }
+    if (last) {
+        http_error(req, 409, "conflict", NULL, "the workspace's last OWNER cannot leave");
+        return;
+    }
+    doc_reply_delete(req, "DELETE FROM workspace_members WHERE workspace_id = $1"
+                          " AND user_id = $2", 2, params, "member");
 }

@@ -282,6 +282,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(req->param_values[i]);
     }
     cJSON_Delete(req->json);
+    cJSON_Delete(req->policies);
     /* a body may carry a provider secret in clear */
     if (req->body != NULL) {
         sodium_memzero(req->body, req->body_len);

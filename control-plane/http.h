@@ -30,12 +30,26 @@ typedef struct http_req_s http_req_t;
 
 typedef void (*http_handler_pt)(http_req_t *req);
 
-/* one entry of the route table (router.c) */
+/* a route's further conditions (router.c) */
+#define ROUTE_OWNER           0x1   /* an OWNER of {ws} */
+#define ROUTE_OWNER_OR_SELF   0x2   /* an OWNER of {ws}, or {id} is the caller */
+#define ROUTE_ALL_WORKSPACES  0x4   /* answers across workspaces */
+
+/*
+ * One entry of the route table (router.c).  The caller needs action on the
+ * resource the template names once its {ws}, {env} and {id} are the names
+ * of those objects and any other {field} the body's field of that name:
+ * "workspace:{ws}:environment:{env}:ai-connection:{id}".  A route with an
+ * action and no resource is any logged-in user's own (their profile, their
+ * sessions); one with no action needs no login.
+ */
 struct route_s {
     const char       *method;
     const char       *pattern;      /* "/api/v1/workspaces/{ws}" */
     http_handler_pt   handler;
-    const char       *permission;   /* "workspace:get"; NULL: no authentication */
+    const char       *action;       /* "workspace:get"; NULL: no authentication */
+    const char       *resource;     /* "workspace:{ws}"; NULL: the caller's own */
+    unsigned          flags;        /* ROUTE_* */
 };
 
 struct http_req_s {
@@ -60,6 +74,8 @@ struct http_req_s {
     char                    username[129];
     char                    token_hash[SHA256_HEX_LEN + 1];
     bool                    must_change_password;    /* state CHANGE_PASSWORD */
+    cJSON                  *policies;       /* owned: the policies of the caller's roles */
+    bool                    all_workspaces; /* may act in workspaces without membership */
 
     int                     status;         /* the answer, 0 until set */
     char                   *response;       /* owned JSON text, NULL for none */

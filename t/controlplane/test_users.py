@@ -13,6 +13,9 @@ PASSWORD = "a-long-enough-password"
 USER_KEYS = {"id", "username", "name", "email", "enabled", "state", "roles", "createdAt", "updatedAt"}
 
 
+READ_ONLY = "00000000-0000-4000-8000-000000000002"
+
+
 def create_user(api, **fields):
     body = {"username": unique("user"), "password": PASSWORD, **fields}
     status, user, _ = api.request("POST", "/api/v1/users", body)
@@ -198,6 +201,10 @@ def test_temporary_password_requires_change(api, cp_stack):
     status, me, _ = a.request("POST", "/api/v1/auth/password",
                               {"oldPassword": PASSWORD, "newPassword": "my-own-password-1"})
     assert status == 200 and me["state"] == "ACTIVE"
+    # a new user holds no role: it may use its own things only, until given one
+    assert a.request("GET", "/api/v1/workspaces")[0] == 403
+    assert api.request("POST", f"/api/v1/roles/{READ_ONLY}/assign",
+                       {"userIds": [user["id"]]})[0] == 200
     assert a.request("GET", "/api/v1/workspaces")[0] == 200
 
     # an admin's reset with temporaryPassword puts the user back in it
