@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
            -I/usr/include/postgresql
-CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpcre2-8 -lz -lpthread
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread
 
 B        = build
 

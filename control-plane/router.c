@@ -86,6 +86,10 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/audit",             api_audit_list_all,     "audit:list" },
     { "GET",    "/api/v1/audit/dead-letters", api_audit_dead_letters, "audit:list" },
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get" },
+
+    /* OIDC */
+    { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL },
+    { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL },
 };
 
 
