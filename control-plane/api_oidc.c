@@ -418,6 +418,7 @@ api_oidc_callback(http_req_t *req)
 {
     const char *code = http_query(req, "code");
     const char *refused = http_query(req, "error");
+    const char *iss = http_query(req, "iss");
     char        nonce[TOKEN_B64_LEN + 1], verifier[TOKEN_B64_LEN + 1];
     char        error[OIDC_ERROR_LEN], user_id[UUID_LEN + 1];
     char       *id_token;
@@ -446,6 +447,11 @@ api_oidc_callback(http_req_t *req)
         log_info("oidc: the provider refused the login: %s", refused);
         http_error(req, 401, "unauthorized", NULL, "the OpenID provider refused the login: %s",
                    refused);
+        return;
+    }
+    /* RFC 9207: a provider that names itself must be ours (no mix-up of providers) */
+    if (iss != NULL && strcmp(iss, config_current()->oidc_issuer) != 0) {
+        http_invalid(req, "iss", "the answer is from another issuer");
         return;
     }
     if (code == NULL || code[0] == '\0' || strlen(code) > OIDC_MAX_CODE) {
