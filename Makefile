@@ -53,6 +53,14 @@ $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 
 $(B)/unit/test_wire_split: $(FIXTURES)
 
+# the OIDC claim checks, with the control plane's objects oidc.c needs
+OIDC_UNIT_OBJ = $(B)/control-plane/oidc.o $(B)/control-plane/httpc.o $(B)/control-plane/log.o
+
+$(B)/unit/test_oidc: t/unit/test_oidc.c $(OIDC_UNIT_OBJ) t/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(OIDC_UNIT_OBJ) -lcjose -lcjson \
+		-lcurl -lsodium -lpthread
+
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

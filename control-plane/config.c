@@ -226,12 +226,19 @@ parse_oidc(config_t *cfg)
         log_error("config VMX_OIDC_CLIENT_ID: required with VMX_OIDC_ISSUER, at most 256 bytes");
         return -1;
     }
-    if (cfg->oidc_redirect_uri == NULL || strlen(cfg->oidc_redirect_uri) > OIDC_VALUE_MAX) {
-        log_error("config VMX_OIDC_REDIRECT_URI: required with VMX_OIDC_ISSUER");
+    /* the code, and the session token after it, travel to these */
+    if (cfg->oidc_redirect_uri == NULL || !oidc_url_ok(cfg->oidc_redirect_uri)) {
+        log_error("config VMX_OIDC_REDIRECT_URI: required with VMX_OIDC_ISSUER, an https URL"
+                  " (http only to a loopback host)");
         return -1;
     }
-    if (cfg->oidc_ui_url != NULL && strlen(cfg->oidc_ui_url) > OIDC_VALUE_MAX) {
-        log_error("config VMX_OIDC_UI_URL: longer than %d bytes", OIDC_VALUE_MAX);
+    if (cfg->oidc_ui_url != NULL && !oidc_url_ok(cfg->oidc_ui_url)
+        && !(cfg->oidc_ui_url[0] == '/' && cfg->oidc_ui_url[1] != '/'
+             && strlen(cfg->oidc_ui_url) <= OIDC_VALUE_MAX
+             && strpbrk(cfg->oidc_ui_url, " \t\r\n#") == NULL))
+    {
+        log_error("config VMX_OIDC_UI_URL: \"%.128s\" is not a path or an https URL (http only"
+                  " to a loopback host) without a fragment", cfg->oidc_ui_url);
         return -1;
     }
     if (strlen(cfg->oidc_scopes) > OIDC_VALUE_MAX || strstr(cfg->oidc_scopes, "openid") == NULL) {

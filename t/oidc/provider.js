@@ -12,7 +12,8 @@
 //   POST /__test/mode {"sign": KEY, "publish": [KEY...], "tamper": T}
 //     KEY: "rs-a" (the provider's own key, the default), "rs-b", "rs-c"
 //     (RSA), "es" (P-256); publish: the keys /jwks serves (default rs-a
-//     and es); tamper: null, "nonce", "expired" or "audience".  An ID token
+//     and es); tamper: null, "nonce", "expired", "audience" or "none" (an
+//     unsigned token, alg "none").  An ID token
 //     signed with another key than rs-a, or tampered, is the provider's with
 //     its claims changed and signed again here.
 //   GET /__test/stats -> {"jwksFetches": N}
@@ -64,6 +65,9 @@ function resign(idToken) {
   if (mode.tamper === 'nonce') payload.nonce = 'not-the-nonce-of-this-login';
   if (mode.tamper === 'expired') { payload.iat = now - 7200; payload.exp = now - 3600; }
   if (mode.tamper === 'audience') { payload.aud = 'another-client'; delete payload.azp; }
+  if (mode.tamper === 'none') {
+    return `${b64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${b64url(JSON.stringify(payload))}.`;
+  }
   return sign(payload, keys[mode.sign]);
 }
 
