@@ -100,8 +100,8 @@ main(int argc, char **argv)
         goto done;
     }
     if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
-        || pusher_start(&cfg) != 0
-        || credentials_start(&cfg) != 0 || otel_start() != 0 || ingest_start(&cfg) != 0)
+        || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0 || otel_start() != 0
+        || ingest_start(&cfg) != 0)
     {
         goto done;
     }
