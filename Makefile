@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
            -I/usr/include/postgresql
-CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcrypto -lpcre2-8 -lz -lpthread
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread
 
 B        = build
 
@@ -57,6 +57,14 @@ $(B)/unit/test_wire_split: $(FIXTURES)
 $(B)/unit/test_policy: t/unit/test_policy.c $(B)/control-plane/policy.o $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(B)/control-plane/policy.o $(B)/libvmx.a -lcjson
+
+# the OIDC claim checks, with the control plane's objects oidc.c needs
+OIDC_UNIT_OBJ = $(B)/control-plane/oidc.o $(B)/control-plane/httpc.o $(B)/control-plane/log.o
+
+$(B)/unit/test_oidc: t/unit/test_oidc.c $(OIDC_UNIT_OBJ) t/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(OIDC_UNIT_OBJ) -lcjose -lcjson \
+		-lcurl -lsodium -lpthread
 
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)

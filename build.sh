@@ -13,7 +13,7 @@ cd "$ROOT"
 DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
-    libmicrohttpd-dev postgresql redis-server python3 python3-pytest wrk
+    libmicrohttpd-dev libcjose-dev postgresql redis-server python3 python3-pytest wrk
     openssl curl nodejs npm ca-certificates prometheus
 )
 
@@ -41,7 +41,7 @@ deps() {
             "${missing[@]}" >/dev/null
     fi
     local dir
-    for dir in t/sdk t/provider-sdk tools/tokenizer; do
+    for dir in t/sdk t/provider-sdk t/oidc tools/tokenizer; do
         if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
             log "installing the pinned npm packages of $dir"
             (cd $dir && npm ci --no-audit --no-fund --loglevel=error)

@@ -18,8 +18,15 @@ void api_auth_me(http_req_t *req);
 void api_auth_password(http_req_t *req);
 /* fills req->user_id/username from the bearer token; false when invalid */
 bool auth_authenticate(http_req_t *req);
+/* {token, expiresAt, user} for a new session of user_id (password or OIDC
+ * login); NULL on failure */
+cJSON *auth_open_session(http_req_t *req, const char *user_id);
 /* creates user admin at first start; 0 or -1 */
 int auth_bootstrap_admin(const char *password);
+
+/* api_oidc.c: OIDC sign-on (oidc.h); 404 when it is not configured */
+void api_oidc_login(http_req_t *req);
+void api_oidc_callback(http_req_t *req);
 
 /* api_users.c */
 void api_users_list(http_req_t *req);

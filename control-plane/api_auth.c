@@ -119,9 +119,8 @@ check_password(http_req_t *req, const char *username, const char *password,
 }
 
 
-/* {token, expiresAt, user} for a new session of user_id; NULL on failure */
-static cJSON *
-open_session(http_req_t *req, const char *user_id)
+cJSON *
+auth_open_session(http_req_t *req, const char *user_id)
 {
     char        token[TOKEN_B64_LEN + 1];
     char        hash[SHA256_HEX_LEN + 1];
@@ -184,7 +183,7 @@ api_auth_login(http_req_t *req)
         http_error(req, 401, "unauthorized", NULL, "invalid username or password");
         return;
     }
-    session = open_session(req, user_id);
+    session = auth_open_session(req, user_id);
     if (session == NULL) {
         http_error(req, 500, "internal_error", NULL, "cannot open a session");
         return;

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "config.h"
 #include "log.h"
 
@@ -20,6 +22,9 @@
 #define DEFAULT_INGEST_MS   1000
 #define DEFAULT_RETENTION   30
 #define SECRET_FILE_MAX     4096
+#define DEFAULT_OIDC_SCOPES "openid profile email"
+#define DEFAULT_OIDC_CLAIM  "groups"
+#define OIDC_VALUE_MAX      2048     /* an issuer, a URL, a scope list */
 
 static const config_t  *current;
 
@@ -131,6 +136,137 @@ parse_positive(const char *name, int dflt, long max, int *out)
 }
 
 
+/*
+ * an http(s) URL of at most OIDC_VALUE_MAX bytes; plain http only to a
+ * loopback host, where no one can read the codes and tokens on the way
+ */
+static bool
+oidc_url_ok(const char *url)
+{
+    static const char *const loopback[] = {
+        "http://127.0.0.1", "http://localhost", "http://[::1]", NULL
+    };
+
+    if (strlen(url) > OIDC_VALUE_MAX || strpbrk(url, " \t\r\n#") != NULL) {
+        return false;
+    }
+    if (strncmp(url, "https://", 8) == 0 && url[8] != '\0') {
+        return true;
+    }
+    for (int i = 0; loopback[i] != NULL; i++) {
+        size_t n = strlen(loopback[i]);
+
+        if (strncmp(url, loopback[i], n) == 0 && strchr(":/", url[n]) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+
+/* "claim=role,claim=role": VMX_OIDC_ROLE_MAP */
+static int
+parse_role_map(config_t *cfg, const char *value)
+{
+    const char *p = value;
+
+    while (*p != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+
+        if (len > 0) {
+            if (eq == NULL || eq == p || eq == p + len - 1 || len > 512) {
+                log_error("config VMX_OIDC_ROLE_MAP: \"%.*s\" is not claim=role", (int) len, p);
+                return -1;
+            }
+            if (cfg->noidc_role_map == CONFIG_MAX_OIDC_ROLES) {
+                log_error("config VMX_OIDC_ROLE_MAP: more than %d entries",
+                          CONFIG_MAX_OIDC_ROLES);
+                return -1;
+            }
+            cfg->oidc_role_map[cfg->noidc_role_map].claim = strndup(p, (size_t) (eq - p));
+            cfg->oidc_role_map[cfg->noidc_role_map++].role =
+                strndup(eq + 1, (size_t) (p + len - eq - 1));
+        }
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    return 0;
+}
+
+
+/* the VMX_OIDC_* settings; all off when VMX_OIDC_ISSUER is unset */
+static int
+parse_oidc(config_t *cfg)
+{
+    const char *secret_file, *v;
+
+    cfg->oidc_issuer = non_empty_env("VMX_OIDC_ISSUER");
+    if (cfg->oidc_issuer == NULL) {
+        return 0;
+    }
+    cfg->oidc_client_id = non_empty_env("VMX_OIDC_CLIENT_ID");
+    cfg->oidc_redirect_uri = non_empty_env("VMX_OIDC_REDIRECT_URI");
+    cfg->oidc_ui_url = non_empty_env("VMX_OIDC_UI_URL");
+    cfg->oidc_default_role = non_empty_env("VMX_OIDC_DEFAULT_ROLE");
+    v = non_empty_env("VMX_OIDC_SCOPES");
+    cfg->oidc_scopes = v ? (char *) v : DEFAULT_OIDC_SCOPES;
+    v = non_empty_env("VMX_OIDC_ROLES_CLAIM");
+    cfg->oidc_roles_claim = v ? (char *) v : DEFAULT_OIDC_CLAIM;
+
+    if (!oidc_url_ok(cfg->oidc_issuer)) {
+        log_error("config VMX_OIDC_ISSUER: \"%.128s\" is not an https URL (http only to"
+                  " a loopback host)", cfg->oidc_issuer);
+        return -1;
+    }
+    if (cfg->oidc_client_id == NULL || strlen(cfg->oidc_client_id) > 256) {
+        log_error("config VMX_OIDC_CLIENT_ID: required with VMX_OIDC_ISSUER, at most 256 bytes");
+        return -1;
+    }
+    /* the code, and the session token after it, travel to these */
+    if (cfg->oidc_redirect_uri == NULL || !oidc_url_ok(cfg->oidc_redirect_uri)) {
+        log_error("config VMX_OIDC_REDIRECT_URI: required with VMX_OIDC_ISSUER, an https URL"
+                  " (http only to a loopback host)");
+        return -1;
+    }
+    if (cfg->oidc_ui_url != NULL && !oidc_url_ok(cfg->oidc_ui_url)
+        && !(cfg->oidc_ui_url[0] == '/' && cfg->oidc_ui_url[1] != '/'
+             && strlen(cfg->oidc_ui_url) <= OIDC_VALUE_MAX
+             && strpbrk(cfg->oidc_ui_url, " \t\r\n#") == NULL))
+    {
+        log_error("config VMX_OIDC_UI_URL: \"%.128s\" is not a path or an https URL (http only"
+                  " to a loopback host) without a fragment", cfg->oidc_ui_url);
+        return -1;
+    }
+    if (strlen(cfg->oidc_scopes) > OIDC_VALUE_MAX || strstr(cfg->oidc_scopes, "openid") == NULL) {
+        log_error("config VMX_OIDC_SCOPES: \"%.128s\" must include openid", cfg->oidc_scopes);
+        return -1;
+    }
+    if (strlen(cfg->oidc_roles_claim) > 256
+        || (cfg->oidc_default_role != NULL && strlen(cfg->oidc_default_role) > 256))
+    {
+        log_error("config VMX_OIDC_ROLES_CLAIM / VMX_OIDC_DEFAULT_ROLE: longer than 256 bytes");
+        return -1;
+    }
+    v = non_empty_env("VMX_OIDC_ROLE_MAP");
+    if (v != NULL && parse_role_map(cfg, v) != 0) {
+        return -1;
+    }
+    secret_file = non_empty_env("VMX_OIDC_CLIENT_SECRET_FILE");
+    if (secret_file != NULL) {
+        cfg->oidc_client_secret = config_read_secret_file(secret_file,
+                                                          "VMX_OIDC_CLIENT_SECRET_FILE");
+        if (cfg->oidc_client_secret == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
 int
 config_load(config_t *cfg)
 {
@@ -196,6 +332,10 @@ config_load(config_t *cfg)
         return -1;
     }
 
+    if (parse_oidc(cfg) != 0) {
+        return -1;
+    }
+
     v = getenv("VMX_LOG_LEVEL");
     if (v != NULL && v[0] != '\0' && log_set_level(v) != 0) {
         log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", v);
@@ -220,6 +360,16 @@ config_free(config_t *cfg)
         free(cfg->dataplanes[i]);
     }
     cfg->ndataplanes = 0;
+    for (size_t i = 0; i < cfg->noidc_role_map; i++) {
+        free(cfg->oidc_role_map[i].claim);
+        free(cfg->oidc_role_map[i].role);
+    }
+    cfg->noidc_role_map = 0;
+    if (cfg->oidc_client_secret != NULL) {
+        sodium_memzero(cfg->oidc_client_secret, strlen(cfg->oidc_client_secret));
+        free(cfg->oidc_client_secret);
+        cfg->oidc_client_secret = NULL;
+    }
 }
 
 

@@ -10,6 +10,13 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_DATAPLANES  32
+#define CONFIG_MAX_OIDC_ROLES  32
+
+/* one VMX_OIDC_ROLE_MAP entry: a value of the roles claim and the role it grants */
+typedef struct {
+    char   *claim;                    /* owned */
+    char   *role;                     /* owned */
+} config_role_map_t;
 
 typedef struct {
     char    listen_host[64];
@@ -30,9 +37,21 @@ typedef struct {
     char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
     bool    allow_link_local;         /* connections may point at 169.254/16, fe80::/10 */
 
+    /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
+    char   *oidc_issuer;              /* from getenv */
+    char   *oidc_client_id;           /* from getenv */
+    char   *oidc_redirect_uri;        /* from getenv */
+    char   *oidc_scopes;              /* from getenv or the default */
+    char   *oidc_default_role;        /* from getenv, NULL: none */
+    char   *oidc_roles_claim;         /* from getenv or the default */
+    char   *oidc_ui_url;              /* from getenv, NULL: the callback answers JSON */
+
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];
     size_t  ndataplanes;
+    char   *oidc_client_secret;       /* NULL: a public client (PKCE alone) */
+    config_role_map_t  oidc_role_map[CONFIG_MAX_OIDC_ROLES];
+    size_t             noidc_role_map;
 } config_t;
 
 /* fills cfg from the environment; logs the reason and returns -1 when invalid */

@@ -56,6 +56,32 @@ http_header(const http_req_t *req, const char *name)
 }
 
 
+const char *
+http_cookie(const http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
+}
+
+
+void
+http_redirect(http_req_t *req, int status, const char *location)
+{
+    free(req->response);
+    req->response = NULL;
+    free(req->location);
+    req->location = strdup(location);
+    req->status = status;
+}
+
+
+void
+http_set_cookie(http_req_t *req, const char *cookie)
+{
+    free(req->set_cookie);
+    req->set_cookie = strdup(cookie);
+}
+
+
 void
 http_reply(http_req_t *req, int status, cJSON *body)
 {
@@ -207,6 +233,13 @@ send_answer(http_req_t *req)
                                 req->content_type ? req->content_type : "application/json");
     }
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    /* a redirect's Location may carry a session token in its fragment: never logged */
+    if (req->location != NULL) {
+        MHD_add_response_header(resp, "Location", req->location);
+    }
+    if (req->set_cookie != NULL) {
+        MHD_add_response_header(resp, "Set-Cookie", req->set_cookie);
+    }
     rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);
     MHD_destroy_response(resp);
     log_request(req);
@@ -289,6 +322,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     free(req->body);
     free(req->response);
+    free(req->location);
+    free(req->set_cookie);
     free(req);
     *con_cls = NULL;
 }

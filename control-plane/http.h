@@ -80,6 +80,8 @@ struct http_req_s {
     int                     status;         /* the answer, 0 until set */
     char                   *response;       /* owned JSON text, NULL for none */
     const char             *content_type;   /* of response, NULL: application/json */
+    char                   *location;       /* owned Location header, NULL for none */
+    char                   *set_cookie;     /* owned Set-Cookie header, NULL for none */
 };
 
 /* value of the {name} segment of the matched route */
@@ -88,6 +90,7 @@ const char *http_param(const http_req_t *req, const char *name);
 /* a query argument or header, NULL when absent */
 const char *http_query(const http_req_t *req, const char *name);
 const char *http_header(const http_req_t *req, const char *name);
+const char *http_cookie(const http_req_t *req, const char *name);
 
 /* the peer's address ("127.0.0.1", "::1") into out[HTTP_ADDR_LEN], "" when unknown */
 #define HTTP_ADDR_LEN  46
@@ -95,6 +98,12 @@ void http_client_address(const http_req_t *req, char *out);
 
 /* answers status with body (taken: deleted here), or no body when NULL */
 void http_reply(http_req_t *req, int status, cJSON *body);
+
+/* answers status (302, 303) with no body and a Location (copied) */
+void http_redirect(http_req_t *req, int status, const char *location);
+
+/* adds a Set-Cookie header (copied) to whatever answer the request gets */
+void http_set_cookie(http_req_t *req, const char *cookie);
 
 /* answers status with JSON text (copied) */
 void http_reply_text(http_req_t *req, int status, const char *json);

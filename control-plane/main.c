@@ -31,6 +31,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "oidc.h"
 #include "otel.h"
 #include "pusher.h"
 #include "resolve.h"
@@ -98,8 +99,9 @@ main(int argc, char **argv)
         log_error("main: cannot prepare the database");
         goto done;
     }
-    if (api_metrics_init(cfg.metrics_token_file) != 0 || pusher_start(&cfg) != 0
-        || credentials_start(&cfg) != 0 || otel_start() != 0 || ingest_start(&cfg) != 0)
+    if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
+        || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0 || otel_start() != 0
+        || ingest_start(&cfg) != 0)
     {
         goto done;
     }
@@ -116,6 +118,7 @@ done:
     credentials_stop();
     pusher_stop();
     resolve_shutdown();
+    oidc_shutdown();
     db_shutdown();
     curl_global_cleanup();
     secrets_shutdown();

@@ -161,6 +161,10 @@ static const route_t routes[] = {
       "audit:dead-letter:*", ROUTE_ALL_WORKSPACES },
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get",
       "audit:{id}", ROUTE_ALL_WORKSPACES },
+
+    /* OIDC: the login, then the provider's redirect back */
+    { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL, NULL, 0 },
+    { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL, NULL, 0 },
 };
 
 /* actions a policy may name that no route takes as its own */
