@@ -217,31 +217,42 @@ users_exist(http_req_t *req, const char *ids)
 }
 
 
+/*
+ * Runs sql ($1: the role, $2: the body's userIds as uuid[]) and answers the
+ * role; assign: whether every id must be a user (an unknown one is a 400).
+ */
+static void
+change_holders(http_req_t *req, const char *sql, bool assign)
+{
+    const char *params[2] = { http_param(req, "id"), NULL };
+    char       *ids = malloc(USER_IDS_SIZE);
+
+    if (ids == NULL) {
+        http_error(req, 500, "internal_error", NULL, "out of memory");
+        return;
+    }
+    params[1] = ids;
+    if (user_ids(req, ids, USER_IDS_SIZE) && (!assign || users_exist(req, ids))) {
+        if (db_run(req->db, sql, 2, params) != 0) {
+            http_db_error(req, "role");
+        } else {
+            log_info("roles: user=%s %s role id=%s for %d users", req->username,
+                     assign ? "assigned" : "unassigned", params[0],
+                     cJSON_GetArraySize(cJSON_GetObjectItem(req->json, "userIds")));
+            doc_reply(req, 200, DOC_BY_ID, 1, params, "role");
+        }
+    }
+    free(ids);
+}
+
+
 /* POST /{id}/assign {userIds}: gives the role to each (again is no error) */
 void
 api_roles_assign(http_req_t *req)
 {
-    const char  *params[2] = { http_param(req, "id"), NULL };
-    char        *buf = malloc(USER_IDS_SIZE);
-
-    if (buf == NULL) {
-        http_error(req, 500, "internal_error", NULL, "out of memory");
-        return;
-    }
-    params[1] = buf;
-    if (user_ids(req, buf, USER_IDS_SIZE) && users_exist(req, buf)) {
-        if (db_run(req->db, "INSERT INTO user_roles (user_id, role_id)"
-                            " SELECT unnest($2::uuid[]), id FROM roles WHERE id = $1"
-                            " ON CONFLICT DO NOTHING", 2, params) != 0)
-        {
-            http_db_error(req, "role");
-        } else {
-            log_info("roles: user=%s assigned role id=%s to %d users", req->username,
-                     params[0], cJSON_GetArraySize(cJSON_GetObjectItem(req->json, "userIds")));
-            doc_reply(req, 200, DOC_BY_ID, 1, params, "role");
-        }
-    }
-    free(buf);
+    change_holders(req, "INSERT INTO user_roles (user_id, role_id)"
+                        " SELECT unnest($2::uuid[]), id FROM roles WHERE id = $1"
+                        " ON CONFLICT DO NOTHING", true);
 }
 
 
@@ -250,24 +261,6 @@ api_roles_assign(http_req_t *req)
 void
 api_roles_unassign(http_req_t *req)
 {
-    const char  *params[2] = { http_param(req, "id"), NULL };
-    char        *buf = malloc(USER_IDS_SIZE);
-
-    if (buf == NULL) {
-        http_error(req, 500, "internal_error", NULL, "out of memory");
-        return;
-    }
-    params[1] = buf;
-    if (user_ids(req, buf, USER_IDS_SIZE)) {
-        if (db_run(req->db, "DELETE FROM user_roles WHERE role_id = $1"
-                            " AND user_id = ANY($2::uuid[])", 2, params) != 0)
-        {
-            http_db_error(req, "role");
-        } else {
-            log_info("roles: user=%s unassigned role id=%s from %d users", req->username,
-                     params[0], cJSON_GetArraySize(cJSON_GetObjectItem(req->json, "userIds")));
-            doc_reply(req, 200, DOC_BY_ID, 1, params, "role");
-        }
-    }
-    free(buf);
+    change_holders(req, "DELETE FROM user_roles WHERE role_id = $1"
+                        " AND user_id = ANY($2::uuid[])", false);
 }
