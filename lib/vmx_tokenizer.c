@@ -855,7 +855,17 @@ split(const vmx_tokenizer_t *tok, vmx_tokenizer_scratch_t *s,
             break;
         }
 
-        if (rc < 0 || encode_piece(tok, s, p + ov[0], ov[1] - ov[0], out) != 0) {
+        if (rc < 0) {
+            /*
+             * PCRE2's match limit (a run of millions of capitals or
+             * spaces): the rest counts as its bytes, a token covering at
+             * least one, so that a count is never short of the truth.
+             */
+            out->count += len - start;
+            break;
+        }
+
+        if (encode_piece(tok, s, p + ov[0], ov[1] - ov[0], out) != 0) {
             return -1;
         }
 
@@ -941,12 +951,8 @@ add_text(estimate_t *e, const char *p, size_t n)
 {
     int64_t  c = vmx_tokenizer_count(e->tok, e->s, p, n);
 
-    if (c < 0) {
-        e->failed = 1;
-        return;
-    }
-
-    e->total += c;
+    /* out of memory: at most 3 tokens a byte (an invalid byte is U+FFFD) */
+    e->total += (c < 0) ? 3 * (int64_t) n : c;
 }
 
 

@@ -56,7 +56,12 @@ vmx_tokenizer_scratch_t *vmx_tokenizer_scratch_create(
     const vmx_tokenizer_t *tok);
 void vmx_tokenizer_scratch_free(vmx_tokenizer_scratch_t *s);
 
-/* the number of tokens of text, or -1 when out of memory */
+/*
+ * The number of tokens of text, or -1 when out of memory.  Where PCRE2's
+ * match limit stops the pretokenisation (runs of millions of one character
+ * class), the rest of the text counts as its byte count: an upper bound,
+ * never less than the truth.
+ */
 int64_t vmx_tokenizer_count(const vmx_tokenizer_t *tok,
     vmx_tokenizer_scratch_t *s, const char *text, size_t len);
 
@@ -90,8 +95,16 @@ int64_t vmx_tokenizer_encode(const vmx_tokenizer_t *tok,
  *     description is dropped; a missing member counts as empty; a non-string
  *     type or enum value counts as its JSON text.
  *
- * Returns -1 when the request has no messages array or out of memory.
+ * A string that cannot be counted for want of memory counts 3 tokens a
+ * byte.  Returns -1 when the request has no messages array or out of
+ * memory; VMX_TOKENIZER_BOUND() of the body's length is then an upper
+ * bound of the estimate.
  */
+
+/* at most 3 tokens a byte of text (an invalid byte is U+FFFD) and 17 for
+ * the fixed costs (an image part of 45 bytes counts 765) */
+#define VMX_TOKENIZER_BOUND(bytes)  ((int64_t) (bytes) * 17)
+
 int64_t vmx_tokenizer_chat_estimate(const vmx_tokenizer_t *tok,
     vmx_tokenizer_scratch_t *s, const vmx_json_t *request);
 

@@ -117,7 +117,8 @@ ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle)
 }
 
 
-/* the prompt tokens of a chat request; 0 without a tokenizer */
+/* the prompt tokens of a chat request, never fewer than the truth; 0
+ * without a tokenizer */
 
 int64_t
 ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request)
@@ -134,5 +135,6 @@ ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request)
     n = vmx_tokenizer_chat_estimate(mcf->tokenizer, ngx_http_vmx_scratch,
                                     request);
 
-    return (n < 0) ? 0 : n;
+    /* out of memory: an upper bound, so that no limit is passed by it */
+    return (n < 0) ? VMX_TOKENIZER_BOUND(request->raw_len) : n;
 }

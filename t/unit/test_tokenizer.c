@@ -273,6 +273,39 @@ test_estimate_parts(void)
 }
 
 
+/*
+ * Runs that stop PCRE2 at its match limit count as their bytes from there:
+ * an upper bound, never the 0 that once let a body pass a token limit.
+ */
+static void
+test_pathological_runs(void)
+{
+    static const char  fill[] = { 'A', ' ', 'a', '7' };
+    size_t             len = 12 * 1024 * 1024, small = 1024 * 1024;
+    char              *text = malloc(len);
+    int64_t            n, per_mb;
+
+    CHECK(text != NULL);
+    if (text == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < sizeof(fill); i++) {
+        memset(text, fill[i], len);
+        per_mb = vmx_tokenizer_count(tok, scratch, text, small);
+        n = vmx_tokenizer_count(tok, scratch, text, len);
+        CHECK(per_mb > 0 && n >= 12 * per_mb - 12 && n <= (int64_t) len);
+    }
+    /* random letters: every count positive and within the byte bound */
+    srand(7);
+    for (size_t i = 0; i < len; i++) {
+        text[i] = (char) ('a' + rand() % 26);
+    }
+    n = vmx_tokenizer_count(tok, scratch, text, small);
+    CHECK(n > (int64_t) small / 8 && n <= (int64_t) small);
+    free(text);
+}
+
+
 int
 main(void)
 {
@@ -299,6 +332,7 @@ main(void)
 
     test_encode();
     test_invalid_utf8();
+    test_pathological_runs();
     test_create_errors();
     test_caller_allocator(ranks, len);
     test_cookbook();
