@@ -11,7 +11,7 @@
 
 #define CONFIG_MAX_DATAPLANES  32
 
-typedef struct {
+typedef struct config_s {
     char    listen_host[64];
     int     listen_port;
     char   *database_url;             /* from getenv, not owned */
@@ -29,6 +29,11 @@ typedef struct {
     int     retention_days;           /* audit and usage partitions kept */
     char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
     bool    allow_link_local;         /* connections may point at 169.254/16, fe80::/10 */
+    int     login_user_failures;      /* failed logins of a user name before it waits */
+    int     login_address_failures;   /* failed logins from an address before it waits */
+    int     login_throttle_seconds;   /* the first wait, doubled by each further failure */
+    int     login_throttle_max;       /* the longest wait, and when failures are forgotten */
+    int     activity_retention_days;  /* activity records kept */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];

@@ -61,7 +61,12 @@ struct http_req_s {
     char                    token_hash[SHA256_HEX_LEN + 1];
     bool                    must_change_password;    /* state CHANGE_PASSWORD */
 
+    cJSON                  *before;         /* owned: the changed object before (activity.c) */
+    char                   *password_hash;  /* owned: of the body's new password (passwords.c) */
+    bool                    old_password_ok; /* the body's oldPassword is the caller's */
+
     int                     status;         /* the answer, 0 until set */
+    int                     retry_after;    /* seconds for a Retry-After header, 0: none */
     char                   *response;       /* owned JSON text, NULL for none */
     const char             *content_type;   /* of response, NULL: application/json */
 };
@@ -73,7 +78,9 @@ const char *http_param(const http_req_t *req, const char *name);
 const char *http_query(const http_req_t *req, const char *name);
 const char *http_header(const http_req_t *req, const char *name);
 
-/* the peer's address ("127.0.0.1", "::1") into out[HTTP_ADDR_LEN], "" when unknown */
+/* the client's address ("192.0.2.7", "::1") into out[HTTP_ADDR_LEN], "" when
+ * unknown: the peer's or, when the peer is loopback (the gateway's nginx),
+ * the last X-Forwarded-For entry when that is an IP address */
 #define HTTP_ADDR_LEN  46
 void http_client_address(const http_req_t *req, char *out);
 

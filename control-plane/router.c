@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activity.h"
 #include "api.h"
 #include "credentials.h"
 #include "log.h"
@@ -86,6 +87,11 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/audit",             api_audit_list_all,     "audit:list" },
     { "GET",    "/api/v1/audit/dead-letters", api_audit_dead_letters, "audit:list" },
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get" },
+
+    /* activity */
+    { "GET",    "/api/v1/activity",          api_activity_list,      "activity:list" },
+    { "GET",    WS "/activity",              api_activity_list_workspace,
+                                                                     "workspace-activity:list" },
 };
 
 
@@ -186,6 +192,18 @@ find_route(http_req_t *req, bool *path_known)
 }
 
 
+const route_t *
+router_route(const char *method, const char *pattern)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(routes[i].method, method) == 0 && strcmp(routes[i].pattern, pattern) == 0) {
+            return &routes[i];
+        }
+    }
+    return NULL;
+}
+
+
 /*
  * Every authenticated user is an administrator for now; the permission
  * string of each route (and of the checks inside handlers, such as
@@ -259,6 +277,7 @@ run_change(http_req_t *req)
         return;
     }
     before = snapshot_current_version(req->db);
+    activity_begin(req);
     req->route->handler(req);
 
     if (req->status == 0 || req->status >= 300) {
@@ -276,6 +295,12 @@ run_change(http_req_t *req)
                        "the change would leave %s invalid: %s%s%s", problem.object,
                        problem.field, problem.field[0] ? ": " : "", problem.message);
         }
+        return;
+    }
+    /* recorded with the change or not at all */
+    if (activity_record(req) != 0) {
+        db_rollback(req->db);
+        http_error(req, 500, "internal_error", NULL, "the change could not be recorded");
         return;
     }
     if (db_commit(req->db) != 0) {
@@ -321,7 +346,8 @@ run_route(http_req_t *req)
         http_not_found(req, "the object");
         return;
     }
-    if (!parse_body(req)) {
+    /* argon2id runs before the transaction, with the connection given back */
+    if (!parse_body(req) || (route->permission != NULL && !auth_prepare_passwords(req))) {
         return;
     }
     if (route->permission != NULL && strcmp(req->method, "GET") != 0) {
