@@ -6,6 +6,11 @@
  * stored only as its SHA-256, valid for 12 hours.  A disabled user has no
  * session and cannot open one.  A user in state CHANGE_PASSWORD may only
  * change the password, read /auth/me and log out (router.c).
+ *
+ * Failed logins are throttled per user name and per client address
+ * (throttle.c, in this process's memory), and argon2id never runs while
+ * the request holds a database connection (docs/ARCHITECTURE.md, "Users
+ * and sessions").
  */
 
 #include <stdio.h>

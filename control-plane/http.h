@@ -4,7 +4,8 @@
  *
  * A handler reads req->json (the parsed body, NULL when there is none),
  * path parameters with http_param(), uses req->db (a pooled connection the
- * router acquired for the request and releases after it), and answers with
+ * router acquired for the request and releases after it; the password
+ * code gives it back while argon2id runs and takes another), and answers with
  * exactly one of the http_reply* / http_error* calls.
  */
 
