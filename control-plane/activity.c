@@ -5,6 +5,7 @@
  * the permission's prefix, its id and name come from the documents.
  */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,10 +66,20 @@ fetch_doc(const http_req_t *req, const route_t *get)
 }
 
 
+/* a read that runs as a POST (a usage query) changes nothing */
+static bool
+is_read(const route_t *route)
+{
+    const char *colon = strrchr(route->permission, ':');
+
+    return colon != NULL && (strcmp(colon, ":get") == 0 || strcmp(colon, ":list") == 0);
+}
+
+
 void
 activity_begin(http_req_t *req)
 {
-    const route_t *get = get_route(req->route);
+    const route_t *get = is_read(req->route) ? NULL : get_route(req->route);
 
     cJSON_Delete(req->before);
     req->before = get ? fetch_doc(req, get) : NULL;
@@ -154,6 +165,26 @@ deleted(const cJSON *before)
 }
 
 
+/* a delete keeps the name, a change of an object the difference, a create
+ * (a POST to a list) what it set, an action on no object (logout, a
+ * password change) only the secrets its body set */
+static cJSON *
+changes_of(const http_req_t *req, const route_t *get, const cJSON *after)
+{
+    const route_t *route = req->route;
+
+    if (strcmp(route->method, "DELETE") == 0 && req->before != NULL) {
+        return deleted(req->before);
+    }
+    if (strcmp(route->method, "POST") == 0 && get == NULL
+        && router_route("GET", route->pattern) == NULL)
+    {
+        return diff_changes(NULL, NULL, req->json);
+    }
+    return diff_changes(req->before, after, req->json);
+}
+
+
 int
 activity_record(http_req_t *req)
 {
@@ -163,13 +194,19 @@ activity_record(http_req_t *req)
     char           kind[ACTION_MAX_LEN];
     const char    *colon = strchr(route->permission, ':');
     const char    *verb = strrchr(route->pattern, '/');
-    cJSON         *after = req->response ? cJSON_Parse(req->response) : NULL;
-    const cJSON   *doc = after ? after : req->before;
-    const char    *id = doc_str(doc, "id");
+    cJSON         *after;
+    const cJSON   *doc;
+    const char    *id;
     cJSON         *changes;
     row_t          r;
     int            rc;
 
+    if (is_read(route)) {
+        return 0;
+    }
+    after = req->response ? cJSON_Parse(req->response) : NULL;
+    doc = after ? after : req->before;
+    id = doc_str(doc, "id");
     snprintf(kind, sizeof(kind), "%.*s",
              (int) (colon ? colon - route->permission : (long) strlen(route->permission)),
              route->permission);
@@ -181,8 +218,7 @@ activity_record(http_req_t *req)
     if (id[0] == '\0' && req->nparams > 0) {
         id = req->param_values[req->nparams - 1];
     }
-    changes = after == NULL && strcmp(route->method, "DELETE") == 0 && req->before
-              ? deleted(req->before) : diff_changes(req->before, after, req->json);
+    changes = changes_of(req, get, after);
 
     r.user_id = req->user_id;
     r.username = req->username;

@@ -140,3 +140,32 @@ def test_recorded_in_the_change_transaction(api, env, cp_stack):
         cp_stack.pg.psql("ALTER TABLE activity DROP CONSTRAINT test_no_record")
     status, body, _ = api.request("GET", env_path(env, "/connections"))
     assert not [c for c in body["data"] if c["name"] == name]
+
+
+def test_password_change_logout_and_reads(api, env, cp_stack):
+    """A password change records only that the password was set; a usage
+    query (a POST that reads) is not recorded; logout is."""
+    old = "first-password-" + uuid.uuid4().hex[:6]
+    new = "second-password-" + uuid.uuid4().hex[:6]
+    status, user, _ = api.request("POST", "/api/v1/users",
+                                  {"username": unique("u"), "password": old})
+    assert status == 201
+    a = Api(cp_stack.cp.url)
+    a.login(user["username"], old)
+    status, _, _ = a.request("POST", "/api/v1/auth/password",
+                             {"oldPassword": old, "newPassword": new})
+    assert status == 200
+    assert a.request("POST", "/api/v1/auth/logout")[0] == 204
+    mine = activity(api, userId=user["id"])["data"]
+    assert [r["action"] for r in mine] == ["auth:logout", "auth:password", "auth:login"]
+    assert mine[1]["changes"] == {"newPassword": {"after": "********"}}
+    assert mine[1]["object"]["id"] == user["id"]
+    text = json.dumps(mine)
+    assert old not in text and new not in text
+
+    status, body, _ = api.request("POST", env_path(env, "/usage"), {
+        "granularity": "hour", "metrics": {"requestCount": "sum"},
+        "filter": {"dateRange": {"start": "2026-01-01T00:00:00Z",
+                                 "end": "2026-01-02T00:00:00Z"}}})
+    assert status == 200, body
+    assert activity(api, action="usage:get")["total"] == 0
