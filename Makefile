@@ -66,6 +66,18 @@ $(B)/unit/test_oidc: t/unit/test_oidc.c $(OIDC_UNIT_OBJ) t/unit/unit.h
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(OIDC_UNIT_OBJ) -lcjose -lcjson \
 		-lcurl -lsodium -lpthread
 
+# unit tests of the control plane's pure parts, linked with their object alone
+CP_UNIT_LIBS_test_throttle = -lpthread
+CP_UNIT_LIBS_test_diff     = -lcjson
+
+$(B)/unit/test_throttle: t/unit/test_throttle.c $(B)/control-plane/throttle.o t/unit/unit.h
+$(B)/unit/test_diff: t/unit/test_diff.c $(B)/control-plane/diff.o t/unit/unit.h
+
+$(B)/unit/test_throttle $(B)/unit/test_diff:
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(filter %.o,$^) \
+	    $(CP_UNIT_LIBS_$(notdir $@))
+
 # Runs every unit test; each prints "N passed, N failed" and fails non-zero.
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

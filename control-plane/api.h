@@ -23,6 +23,15 @@ bool auth_authenticate(http_req_t *req);
 cJSON *auth_open_session(http_req_t *req, const char *user_id);
 /* creates user admin at first start; 0 or -1 */
 int auth_bootstrap_admin(const char *password);
+/* the login throttle (settings of cfg); 0 or -1 */
+struct config_s;
+int auth_init(const struct config_s *cfg);
+void auth_shutdown(void);
+/* before a change's transaction, with no connection held while argon2id
+ * runs: hashes the body's new password into req->password_hash and checks
+ * its oldPassword into req->old_password_ok (the users and password
+ * routes); false after answering */
+bool auth_prepare_passwords(http_req_t *req);
 
 /* api_oidc.c: OIDC sign-on (oidc.h); 404 when it is not configured */
 void api_oidc_login(http_req_t *req);
@@ -54,6 +63,8 @@ void api_roles_update(http_req_t *req);
 void api_roles_delete(http_req_t *req);
 void api_roles_assign(http_req_t *req);
 void api_roles_unassign(http_req_t *req);
+/* router.c: the route of method with exactly pattern, NULL when none */
+const route_t *router_route(const char *method, const char *pattern);
 
 /* api_workspaces.c */
 void api_workspaces_list(http_req_t *req);
@@ -128,6 +139,10 @@ void api_audit_list_all(http_req_t *req);
 void api_audit_get_any(http_req_t *req);
 void api_audit_dead_letters(http_req_t *req);
 
+/* api_activity.c */
+void api_activity_list(http_req_t *req);
+void api_activity_list_workspace(http_req_t *req);
+
 /* api_usage.c */
 void api_usage_query(http_req_t *req);
 
@@ -154,6 +169,9 @@ void doc_reply(http_req_t *req, int status, const char *sql, int nparams,
 /* answers a paginated list; sql selects rows with columns doc, created_at
  * and id using parameters $1..$nparams; order and paging are added here */
 void doc_reply_list(http_req_t *req, const char *sql, int nparams,
+    const char *const *params);
+/* the same, newest first; nparams at most 12 */
+void doc_reply_list_newest(http_req_t *req, const char *sql, int nparams,
     const char *const *params);
 
 /* answers 204 when sql deleted a row, 404 when none, 409/500 on error */

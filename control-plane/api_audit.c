@@ -11,26 +11,11 @@
 #include <string.h>
 
 #include "api.h"
-#include "vmx_rfc3339.h"
+#include "filter.h"
 
-#define FILTER_TEXT_MAX  512
-#define MAX_FILTERS      12
 #define SQL_MAX          4096      /* the text below and twice the filter */
 
-typedef struct {
-    char         where[1024];
-    const char  *params[MAX_FILTERS + 4];
-    int          n;
-} filter_t;
-
-/* a query argument: its column and how it is checked */
-typedef enum { ARG_TIME_FROM, ARG_TIME_TO, ARG_UUID, ARG_STATUS, ARG_TEXT, ARG_BOOL } arg_kind_e;
-
-static const struct {
-    const char  *name;
-    const char  *condition;       /* with %d for the parameter number */
-    arg_kind_e   kind;
-} args[] = {
+static const filter_arg_t args[] = {
     { "startDate",     "timestamp >= $%d::timestamptz",  ARG_TIME_FROM },
     { "endDate",       "timestamp <= $%d::timestamptz",  ARG_TIME_TO },
     { "resourceId",    "resource_id = $%d::uuid",         ARG_UUID },
@@ -48,88 +33,19 @@ static const struct {
 #define SCOPED_ARGS  (sizeof(args) / sizeof(args[0]) - 2)
 
 
+/* the path's environment ($1 workspace, $2 environment) or, across
+ * workspaces, none, and the query's filters; false after answering 400 */
 static bool
-arg_valid(http_req_t *req, const char *name, arg_kind_e kind, const char *v,
-    char time[VMX_RFC3339_US_SIZE])
+build_filter(http_req_t *req, filter_t *f, bool scoped)
 {
-    time_t  t;
-    char   *end;
-    long    n;
+    const char *path[2] = { http_param(req, "ws"), http_param(req, "env") };
 
-    switch (kind) {
-    case ARG_TIME_FROM:
-    case ARG_TIME_TO:
-        if (!vmx_rfc3339_normalize(v, &t, time)) {
-            http_invalid(req, name, "%s must be an RFC 3339 time", name);
-            return false;
-        }
-        return true;
-    case ARG_UUID:
-        if (!crypto_is_uuid(v)) {
-            http_invalid(req, name, "%s must be a UUID", name);
-            return false;
-        }
-        return true;
-    case ARG_STATUS:
-        n = strtol(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || n < 100 || n > 599) {
-            http_invalid(req, name, "%s must be an HTTP status code (100 to 599)", name);
-            return false;
-        }
-        return true;
-    case ARG_BOOL:
-        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
-            http_invalid(req, name, "%s must be true or false", name);
-            return false;
-        }
-        return true;
-    case ARG_TEXT:
-        if (v[0] == '\0' || strlen(v) > FILTER_TEXT_MAX) {
-            http_invalid(req, name, "%s must have 1 to %d characters", name, FILTER_TEXT_MAX);
-            return false;
-        }
-        return true;
-    }
-    return false;
-}
-
-
-/*
- * the WHERE clause of the path's environment ($1 workspace, $2
- * environment) or, across workspaces, of none, and the query's filters
- * with their parameters; false after answering 400
- */
-static bool
-build_filter(http_req_t *req, filter_t *f, char times[2][VMX_RFC3339_US_SIZE], bool scoped)
-{
-    size_t len;
-    size_t nargs = scoped ? SCOPED_ARGS : sizeof(args) / sizeof(args[0]);
-
-    f->n = 0;
     if (scoped) {
-        f->params[0] = http_param(req, "ws");
-        f->params[1] = http_param(req, "env");
-        f->n = 2;
+        filter_init(f, "workspace_id = $1 AND environment_id = $2", 2, path);
+    } else {
+        filter_init(f, "true", 0, NULL);
     }
-    len = (size_t) snprintf(f->where, sizeof(f->where), "%s",
-                            scoped ? "workspace_id = $1 AND environment_id = $2" : "true");
-    for (size_t i = 0; i < nargs; i++) {
-        const char *v = http_query(req, args[i].name);
-        char       *time = args[i].kind == ARG_TIME_TO ? times[1] : times[0];
-
-        if (v == NULL) {
-            continue;
-        }
-        if (!arg_valid(req, args[i].name, args[i].kind, v, time)) {
-            return false;
-        }
-        f->params[f->n++] = args[i].kind == ARG_TIME_FROM || args[i].kind == ARG_TIME_TO
-                            ? time : v;
-        len += (size_t) snprintf(f->where + len, sizeof(f->where) - len, " AND ");
-        len += (size_t) snprintf(f->where + len, sizeof(f->where) - len, args[i].condition,
-                                 f->n);
-    }
-    return true;
+    return filter_add(req, f, args, scoped ? SCOPED_ARGS : sizeof(args) / sizeof(args[0]));
 }
 
 
@@ -137,14 +53,13 @@ static void
 audit_list(http_req_t *req, bool scoped)
 {
     filter_t    f;
-    char        times[2][VMX_RFC3339_US_SIZE];
     char        sql[SQL_MAX];
     char        limit[24], offset[24], index[24], size[24];
     long        page_index, page_size;
     PGresult   *res;
 
     if ((scoped && !api_environment_exists(req)) || !http_page(req, &page_index, &page_size)
-        || !build_filter(req, &f, times, scoped))
+        || !build_filter(req, &f, scoped))
     {
         return;
     }

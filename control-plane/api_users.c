@@ -8,8 +8,8 @@
  * A new password or disabling ends the user's sessions; nobody deletes or
  * disables themself, so the last administrator stays.
  *
- * The argon2id work runs inside the router's transaction, on its
- * connection (the router acquires one per request).
+ * The argon2id hash of a new password is made before the transaction,
+ * without a connection (auth_prepare_passwords()); here it is only stored.
  */
 
 #include <stdlib.h>
@@ -115,18 +115,16 @@ user_db_error(http_req_t *req)
 }
 
 
-/* the hash of doc.password (malloc'd) into *hash, NULL when doc has none;
- * false after answering 500 */
+/* the hash of doc.password made before the transaction into *hash, NULL
+ * when doc has none; false after answering 500 */
 static bool
-hash_password(http_req_t *req, const cJSON *doc, char **hash)
+hash_password(http_req_t *req, const cJSON *doc, const char **hash)
 {
-    const cJSON *password = cJSON_GetObjectItemCaseSensitive(doc, "password");
-
     *hash = NULL;
-    if (password == NULL) {
+    if (cJSON_GetObjectItemCaseSensitive(doc, "password") == NULL) {
         return true;
     }
-    *hash = crypto_password_hash(password->valuestring);
+    *hash = req->password_hash;
     if (*hash == NULL) {
         log_error("users: user=%s cannot hash a password", req->username);
         http_error(req, 500, "internal_error", NULL, "cannot hash the password");
@@ -165,7 +163,7 @@ api_users_create(http_req_t *req)
 {
     cJSON      *doc = defaults();
     char        id[UUID_LEN + 1];
-    char       *hash = NULL;
+    const char *hash = NULL;
     const char *params[7];
 
     if (!validate(req, doc, NULL) || !hash_password(req, doc, &hash)) {
@@ -190,7 +188,6 @@ api_users_create(http_req_t *req)
         log_info("users: user=%s created user=%s id=%s", req->username, params[1], id);
         doc_reply(req, 201, DOC_BY_ID, 1, params, "user");
     }
-    free(hash);
     cJSON_Delete(doc);
 }
 
@@ -219,7 +216,7 @@ api_users_update(http_req_t *req)
     const char *params[8] = { http_param(req, "id") };
     cJSON      *stored = doc_fetch(req, DOC_BY_ID, 1, params, "user");
     cJSON      *doc;
-    char       *hash = NULL;
+    const char *hash = NULL;
     bool        disabled;
 
     if (stored == NULL) {
@@ -258,7 +255,6 @@ api_users_update(http_req_t *req)
     }
 
 done:
-    free(hash);
     cJSON_Delete(doc);
     cJSON_Delete(stored);
 }

@@ -21,6 +21,11 @@
 #define MAX_STS_MARGIN      3000     /* below the 3600 s the credentials last */
 #define DEFAULT_INGEST_MS   1000
 #define DEFAULT_RETENTION   30
+#define DEFAULT_LOGIN_USER_FAILURES     5
+#define DEFAULT_LOGIN_ADDRESS_FAILURES  50
+#define DEFAULT_LOGIN_THROTTLE          60      /* seconds */
+#define DEFAULT_LOGIN_THROTTLE_MAX      900
+#define DEFAULT_ACTIVITY_RETENTION      365     /* days */
 #define SECRET_FILE_MAX     4096
 #define DEFAULT_OIDC_SCOPES "openid profile email"
 #define DEFAULT_OIDC_CLAIM  "groups"
@@ -306,7 +311,18 @@ config_load(config_t *cfg)
                           &cfg->ingest_interval_ms) != 0
         || parse_positive("VMX_RETENTION_DAYS", DEFAULT_RETENTION, 36500,
                           &cfg->retention_days) != 0
-        || parse_flag("VMX_ALLOW_LINK_LOCAL", &cfg->allow_link_local) != 0)
+        || parse_flag("VMX_ALLOW_LINK_LOCAL", &cfg->allow_link_local) != 0
+        || parse_positive("VMX_LOGIN_THROTTLE_USER_FAILURES", DEFAULT_LOGIN_USER_FAILURES, 1000000,
+                          &cfg->login_user_failures) != 0
+        || parse_positive("VMX_LOGIN_THROTTLE_ADDRESS_FAILURES",
+                          DEFAULT_LOGIN_ADDRESS_FAILURES, 1000000,
+                          &cfg->login_address_failures) != 0
+        || parse_positive("VMX_LOGIN_THROTTLE_SECONDS", DEFAULT_LOGIN_THROTTLE, 86400,
+                          &cfg->login_throttle_seconds) != 0
+        || parse_positive("VMX_LOGIN_THROTTLE_MAX_SECONDS", DEFAULT_LOGIN_THROTTLE_MAX, 86400,
+                          &cfg->login_throttle_max) != 0
+        || parse_positive("VMX_ACTIVITY_RETENTION_DAYS", DEFAULT_ACTIVITY_RETENTION, 36500,
+                          &cfg->activity_retention_days) != 0)
     {
         return -1;
     }

@@ -18,7 +18,7 @@ typedef struct {
     char   *role;                     /* owned */
 } config_role_map_t;
 
-typedef struct {
+typedef struct config_s {
     char    listen_host[64];
     int     listen_port;
     char   *database_url;             /* from getenv, not owned */
@@ -36,6 +36,11 @@ typedef struct {
     int     retention_days;           /* audit and usage partitions kept */
     char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
     bool    allow_link_local;         /* connections may point at 169.254/16, fe80::/10 */
+    int     login_user_failures;      /* failed logins of a user name before it waits */
+    int     login_address_failures;   /* failed logins from an address before it waits */
+    int     login_throttle_seconds;   /* the first wait, doubled by each further failure */
+    int     login_throttle_max;       /* the longest wait, and when failures are forgotten */
+    int     activity_retention_days;  /* activity records kept */
 
     /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
     char   *oidc_issuer;              /* from getenv */

@@ -2,8 +2,13 @@
  * crypto: small wrappers over libsodium so callers never handle raw bytes.
  */
 
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -12,6 +17,43 @@
 /* the argon2id cost of new password hashes; older hashes are redone at login */
 #define PWHASH_OPSLIMIT  crypto_pwhash_OPSLIMIT_INTERACTIVE
 #define PWHASH_MEMLIMIT  crypto_pwhash_MEMLIMIT_INTERACTIVE
+
+/*
+ * At most one argon2id computation per core at a time: each takes 64 MiB
+ * and tens of milliseconds of a CPU, and a flood of logins must leave the
+ * CPUs to the rest of the API.  One waits at most PWHASH_WAIT seconds for
+ * its turn, then fails (the caller answers 503).
+ */
+#define PWHASH_WAIT  2
+
+static sem_t           pwhash_slots;
+static pthread_once_t  pwhash_once = PTHREAD_ONCE_INIT;
+
+
+static void
+pwhash_init(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+    sem_init(&pwhash_slots, 0, cores > 0 ? (unsigned) cores : 1);
+}
+
+
+static bool
+pwhash_enter(void)
+{
+    struct timespec deadline;
+
+    pthread_once(&pwhash_once, pwhash_init);
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += PWHASH_WAIT;
+    while (sem_timedwait(&pwhash_slots, &deadline) != 0) {
+        if (errno != EINTR) {
+            return false;
+        }
+    }
+    return true;
+}
 
 
 void
@@ -83,14 +125,16 @@ char *
 crypto_password_hash(const char *password)
 {
     char *hash = malloc(crypto_pwhash_STRBYTES);
+    int   rc;
 
-    if (hash == NULL) {
+    if (hash == NULL || !pwhash_enter()) {
+        free(hash);
         return NULL;
     }
-    if (crypto_pwhash_str_alg(hash, password, strlen(password),
-                              PWHASH_OPSLIMIT, PWHASH_MEMLIMIT,
-                              crypto_pwhash_ALG_ARGON2ID13) != 0)
-    {
+    rc = crypto_pwhash_str_alg(hash, password, strlen(password), PWHASH_OPSLIMIT,
+                               PWHASH_MEMLIMIT, crypto_pwhash_ALG_ARGON2ID13);
+    sem_post(&pwhash_slots);
+    if (rc != 0) {
         free(hash);
         return NULL;
     }
@@ -98,10 +142,17 @@ crypto_password_hash(const char *password)
 }
 
 
-bool
+int
 crypto_password_verify(const char *hash, const char *password)
 {
-    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    int rc;
+
+    if (!pwhash_enter()) {
+        return -1;
+    }
+    rc = crypto_pwhash_str_verify(hash, password, strlen(password));
+    sem_post(&pwhash_slots);
+    return rc == 0;
 }
 
 

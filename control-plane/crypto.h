@@ -25,9 +25,15 @@ void crypto_random_token(char *out);
 /* lowercase hex SHA-256 of s into out[SHA256_HEX_LEN + 1] */
 void crypto_sha256_hex(const char *s, char *out);
 
-/* argon2id hash of password, malloc'd (caller frees), NULL on failure */
+/*
+ * argon2id hash of password, malloc'd (caller frees), NULL on failure.  At
+ * most one runs per core at once; one that waited too long for its turn
+ * fails (so does a verification, with -1).  Never call them holding a
+ * database connection: they take their time.
+ */
 char *crypto_password_hash(const char *password);
-bool crypto_password_verify(const char *hash, const char *password);
+/* 1: password matches hash, 0: it does not, -1: no turn (busy) */
+int crypto_password_verify(const char *hash, const char *password);
 /* hash was made with other parameters than crypto_password_hash() uses now */
 bool crypto_password_needs_rehash(const char *hash);
 

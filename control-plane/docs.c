@@ -12,7 +12,7 @@
 #include "log.h"
 
 #define SQL_MAX     2048
-#define MAX_PARAMS  8
+#define MAX_PARAMS  16     /* the caller's and four for the paging */
 
 
 cJSON *
@@ -59,8 +59,10 @@ doc_reply(http_req_t *req, int status, const char *sql, int nparams,
 }
 
 
-void
-doc_reply_list(http_req_t *req, const char *sql, int nparams, const char *const *params)
+/* order: "" (oldest first) or " DESC" */
+static void
+reply_list(http_req_t *req, const char *sql, int nparams, const char *const *params,
+    const char *order)
 {
     char        query[SQL_MAX];
     char        limit[24], offset[24], index[24], size[24];
@@ -68,6 +70,10 @@ doc_reply_list(http_req_t *req, const char *sql, int nparams, const char *const 
     long        page_index, page_size;
     PGresult   *res;
 
+    if (nparams + 4 > MAX_PARAMS) {
+        http_error(req, 500, "internal_error", NULL, "too many list parameters");
+        return;
+    }
     if (!http_page(req, &page_index, &page_size)) {
         return;
     }
@@ -85,12 +91,13 @@ doc_reply_list(http_req_t *req, const char *sql, int nparams, const char *const 
     /* the SQL is ours (constant fragments); values stay parameters */
     snprintf(query, sizeof(query),
         "SELECT jsonb_build_object("
-        " 'data', coalesce((SELECT jsonb_agg(p.doc ORDER BY p.created_at, p.id) FROM"
+        " 'data', coalesce((SELECT jsonb_agg(p.doc ORDER BY p.created_at%s, p.id%s) FROM"
         "   (SELECT q.doc, q.created_at, q.id FROM (%s) q"
-        "     ORDER BY q.created_at, q.id LIMIT $%d OFFSET $%d) p), '[]'::jsonb),"
+        "     ORDER BY q.created_at%s, q.id%s LIMIT $%d OFFSET $%d) p), '[]'::jsonb),"
         " 'total', (SELECT count(*) FROM (%s) c),"
         " 'pageIndex', $%d::bigint, 'pageSize', $%d::bigint)::text",
-        sql, nparams + 1, nparams + 2, sql, nparams + 3, nparams + 4);
+        order, order, sql, order, order, nparams + 1, nparams + 2, sql, nparams + 3,
+        nparams + 4);
 
     res = db_exec(req->db, query, nparams + 4, all);
     if (res == NULL) {
@@ -99,6 +106,21 @@ doc_reply_list(http_req_t *req, const char *sql, int nparams, const char *const 
     }
     http_reply_text(req, 200, PQgetvalue(res, 0, 0));
     PQclear(res);
+}
+
+
+void
+doc_reply_list(http_req_t *req, const char *sql, int nparams, const char *const *params)
+{
+    reply_list(req, sql, nparams, params, "");
+}
+
+
+void
+doc_reply_list_newest(http_req_t *req, const char *sql, int nparams,
+    const char *const *params)
+{
+    reply_list(req, sql, nparams, params, " DESC");
 }
 
 

@@ -29,6 +29,39 @@ http_query(const http_req_t *req, const char *name)
 }
 
 
+/* the last entry of X-Forwarded-For (the one the proxy added) into out, when
+ * it is an IP address; out is left alone otherwise */
+static void
+forwarded_address(const http_req_t *req, char *out)
+{
+    char            addr[HTTP_ADDR_LEN];
+    const char     *xff = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                      "X-Forwarded-For");
+    const char     *last, *end;
+    unsigned char   bin[sizeof(struct in6_addr)];
+    size_t          len;
+
+    if (xff == NULL) {
+        return;
+    }
+    last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    last += strspn(last, " \t");
+    for (end = last + strlen(last); end > last && (end[-1] == ' ' || end[-1] == '\t'); end--) {
+        /* trailing blanks */
+    }
+    len = (size_t) (end - last);
+    if (len == 0 || len >= sizeof(addr)) {
+        return;
+    }
+    memcpy(addr, last, len);
+    addr[len] = '\0';
+    if (inet_pton(AF_INET, addr, bin) == 1 || inet_pton(AF_INET6, addr, bin) == 1) {
+        memcpy(out, addr, len + 1);
+    }
+}
+
+
 void
 http_client_address(const http_req_t *req, char *out)
 {
@@ -45,6 +78,10 @@ http_client_address(const http_req_t *req, char *out)
     } else if (sa->sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, out,
                   HTTP_ADDR_LEN);
+    }
+    /* the gateway's nginx proxies /api from loopback and names the client */
+    if (strncmp(out, "127.", 4) == 0 || strcmp(out, "::1") == 0) {
+        forwarded_address(req, out);
     }
 }
 
@@ -240,6 +277,12 @@ send_answer(http_req_t *req)
     if (req->set_cookie != NULL) {
         MHD_add_response_header(resp, "Set-Cookie", req->set_cookie);
     }
+    if (req->retry_after > 0) {
+        char seconds[16];
+
+        snprintf(seconds, sizeof(seconds), "%d", req->retry_after);
+        MHD_add_response_header(resp, "Retry-After", seconds);
+    }
     rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);
     MHD_destroy_response(resp);
     log_request(req);
@@ -316,6 +359,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     cJSON_Delete(req->json);
     cJSON_Delete(req->policies);
+    cJSON_Delete(req->before);
+    free(req->password_hash);
     /* a body may carry a provider secret in clear */
     if (req->body != NULL) {
         sodium_memzero(req->body, req->body_len);

@@ -4,7 +4,8 @@
  *
  * A handler reads req->json (the parsed body, NULL when there is none),
  * path parameters with http_param(), uses req->db (a pooled connection the
- * router acquired for the request and releases after it), and answers with
+ * router acquired for the request and releases after it; the password
+ * code gives it back while argon2id runs and takes another), and answers with
  * exactly one of the http_reply* / http_error* calls.
  */
 
@@ -77,7 +78,12 @@ struct http_req_s {
     cJSON                  *policies;       /* owned: the policies of the caller's roles */
     bool                    all_workspaces; /* may act in workspaces without membership */
 
+    cJSON                  *before;         /* owned: the changed object before (activity.c) */
+    char                   *password_hash;  /* owned: of the body's new password (passwords.c) */
+    bool                    old_password_ok; /* the body's oldPassword is the caller's */
+
     int                     status;         /* the answer, 0 until set */
+    int                     retry_after;    /* seconds for a Retry-After header, 0: none */
     char                   *response;       /* owned JSON text, NULL for none */
     const char             *content_type;   /* of response, NULL: application/json */
     char                   *location;       /* owned Location header, NULL for none */
@@ -92,7 +98,9 @@ const char *http_query(const http_req_t *req, const char *name);
 const char *http_header(const http_req_t *req, const char *name);
 const char *http_cookie(const http_req_t *req, const char *name);
 
-/* the peer's address ("127.0.0.1", "::1") into out[HTTP_ADDR_LEN], "" when unknown */
+/* the client's address ("192.0.2.7", "::1") into out[HTTP_ADDR_LEN], "" when
+ * unknown: the peer's or, when the peer is loopback (the gateway's nginx),
+ * the last X-Forwarded-For entry when that is an IP address */
 #define HTTP_ADDR_LEN  46
 void http_client_address(const http_req_t *req, char *out);
 

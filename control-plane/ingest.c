@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
+#include "activity.h"
 #include "httpc.h"
 #include "ingest.h"
 #include "log.h"
@@ -68,6 +69,7 @@ static struct {
     bool              stopping;
     int               interval_ms;
     int               retention_days;
+    int               activity_days;    /* activity records kept (activity.c) */
     long              maintained_day;      /* UTC day of the last maintenance, -1 */
     char             *auth_header;         /* owned, "Authorization: Bearer ..." */
     plane_t          *planes;              /* owned array */
@@ -554,7 +556,7 @@ pull(plane_t *p)
 }
 
 
-/* partitions ahead and retention, once per UTC day; false when PostgreSQL
+/* partitions ahead and retention (the activity's too), once per UTC day; false when PostgreSQL
  * is unreachable (then the round is skipped) */
 static bool
 maintain(void)
@@ -569,7 +571,9 @@ maintain(void)
     if (c == NULL) {
         return false;
     }
-    if (records_maintain(c, PARTITIONS_AHEAD, ing.retention_days) == 0) {
+    if (records_maintain(c, PARTITIONS_AHEAD, ing.retention_days) == 0
+        && activity_prune(c, ing.activity_days) == 0)
+    {
         ing.maintained_day = day;
     }
     db_release(c);
@@ -622,6 +626,7 @@ ingest_start(const config_t *cfg)
 
     ing.interval_ms = cfg->ingest_interval_ms;
     ing.retention_days = cfg->retention_days;
+    ing.activity_days = cfg->activity_retention_days;
     ing.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(plane_t));
     if (ing.planes == NULL) {
         return -1;

@@ -94,7 +94,7 @@ main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     if (db_init(cfg.database_url, DB_POOL_SIZE) != 0 || db_migrate(cfg.schema_dir) != 0
-        || auth_bootstrap_admin(cfg.admin_password) != 0)
+        || auth_bootstrap_admin(cfg.admin_password) != 0 || auth_init(&cfg) != 0)
     {
         log_error("main: cannot prepare the database");
         goto done;
@@ -120,6 +120,7 @@ done:
     resolve_shutdown();
     oidc_shutdown();
     db_shutdown();
+    auth_shutdown();
     curl_global_cleanup();
     secrets_shutdown();
     api_metrics_shutdown();

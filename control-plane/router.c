@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activity.h"
 #include "api.h"
 #include "credentials.h"
 #include "log.h"
@@ -162,6 +163,12 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get",
       "audit:{id}", ROUTE_ALL_WORKSPACES },
 
+    /* who changed what */
+    { "GET",    "/api/v1/activity",          api_activity_list,      "activity:list",
+      "activity:*", ROUTE_ALL_WORKSPACES },
+    { "GET",    WS "/activity",              api_activity_list_workspace,
+      "workspace-activity:list", R_WS ":activity:*", 0 },
+
     /* OIDC: the login, then the provider's redirect back */
     { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL, NULL, 0 },
     { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL, NULL, 0 },
@@ -269,6 +276,18 @@ find_route(http_req_t *req, bool *path_known)
         }
     }
     clear_params(req);
+    return NULL;
+}
+
+
+const route_t *
+router_route(const char *method, const char *pattern)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(routes[i].method, method) == 0 && strcmp(routes[i].pattern, pattern) == 0) {
+            return &routes[i];
+        }
+    }
     return NULL;
 }
 
@@ -644,6 +663,7 @@ run_change(http_req_t *req)
         return;
     }
     before = snapshot_current_version(req->db);
+    activity_begin(req);
     req->route->handler(req);
 
     if (req->status == 0 || req->status >= 300 || !admin_remains(req)) {
@@ -661,6 +681,12 @@ run_change(http_req_t *req)
                        "the change would leave %s invalid: %s%s%s", problem.object,
                        problem.field, problem.field[0] ? ": " : "", problem.message);
         }
+        return;
+    }
+    /* recorded with the change or not at all */
+    if (activity_record(req) != 0) {
+        db_rollback(req->db);
+        http_error(req, 500, "internal_error", NULL, "the change could not be recorded");
         return;
     }
     if (db_commit(req->db) != 0) {
@@ -705,7 +731,9 @@ run_route(http_req_t *req)
     if (!parse_body(req)) {
         return;
     }
-    if (route->action != NULL && !access_check(req)) {
+    /* argon2id runs before the transaction, with the connection given back,
+     * and only for a caller allowed the change */
+    if (route->action != NULL && (!access_check(req) || !auth_prepare_passwords(req))) {
         return;
     }
     if (route->action != NULL && strcmp(req->method, "GET") != 0) {
