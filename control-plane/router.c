@@ -86,6 +86,12 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/audit",             api_audit_list_all,     "audit:list" },
     { "GET",    "/api/v1/audit/dead-letters", api_audit_dead_letters, "audit:list" },
     { "GET",    "/api/v1/audit/{id}",        api_audit_get_any,      "audit:get" },
+
+    /* encryption keys */
+    { "GET",    "/api/v1/encryption-keys",   api_encryption_keys_list,   "encryption-key:list" },
+    { "POST",   "/api/v1/encryption-keys",   api_encryption_keys_create, "encryption-key:create" },
+    { "POST",   "/api/v1/encryption-keys/{id}/retire", api_encryption_keys_retire,
+      "encryption-key:update" },
 };
 
 
