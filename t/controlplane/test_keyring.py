@@ -186,6 +186,8 @@ def test_rotation(ring):
     assert ring.pushed_api_keys() == plain
 
     # a blob under the retired key is reported, the others still push
+    wait_until(lambda: f"keyring: key_id={first} retired, its material wiped"
+               in ring.cp.log_text(), what="the retired key wiped")
     ring.sql(f"UPDATE connections SET secrets = jsonb_build_object('apiKey',"
              f" 'v1:{first}:' || split_part(secrets->>'apiKey', ':', 3)) WHERE id = '{cid}'")
     wait_until(lambda: ring.dataplane.last()["version"] > version + 1, what="a push")
