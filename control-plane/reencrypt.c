@@ -5,11 +5,9 @@
  * the round.  Logs never hold a secret: only ids, counts and reasons.
  */
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -19,6 +17,7 @@
 #include "log.h"
 #include "reencrypt.h"
 #include "secrets.h"
+#include "worker.h"
 
 #define FIRST_ID  "00000000-0000-0000-0000-000000000000"
 
@@ -39,17 +38,12 @@ typedef struct {
 } batch_t;
 
 static struct {
-    pthread_t        thread;
-    bool             running;
-    pthread_mutex_t  lock;
-    pthread_cond_t   wake;
-    bool             changed;
-    bool             stopping;
+    worker_t         w;
     int              interval;       /* seconds between rounds */
     int              batch;
     int              pause_ms;
     char             reported[UUID_LEN + 320];  /* the failure last logged */
-} re = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+} re = { .w = WORKER_INIT };
 
 
 /*
@@ -186,42 +180,15 @@ log_batch(const batch_t *b, const char *active, long long left)
 }
 
 
-/* waits ms, or until stopped or woken: true when stopping */
-static bool
-pause_ms(int ms, bool wake_on_change)
-{
-    struct timespec deadline;
-    long            ns;
-    bool            stop;
-
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    ns = deadline.tv_nsec + (long) (ms % 1000) * 1000000L;
-    deadline.tv_sec += ms / 1000 + ns / 1000000000L;
-    deadline.tv_nsec = ns % 1000000000L;
-
-    pthread_mutex_lock(&re.lock);
-    while (!re.stopping && !(wake_on_change && re.changed)
-           && pthread_cond_timedwait(&re.wake, &re.lock, &deadline) == 0)
-    {
-        /* woken for nothing: wait on */
-    }
-    if (wake_on_change) {
-        re.changed = false;
-    }
-    stop = re.stopping;
-    pthread_mutex_unlock(&re.lock);
-    return stop;
-}
-
-
 /* takes the ring in, then re-encrypts batch after batch; true when stopping */
 static bool
 run_round(void)
 {
-    char       cursor[UUID_LEN + 1] = FIRST_ID;
-    char       active[SECRETS_KEY_ID_LEN + 1] = "";
-    db_conn_t *c = db_acquire();
-    int        n;
+    char             cursor[UUID_LEN + 1] = FIRST_ID;
+    char             active[SECRETS_KEY_ID_LEN + 1] = "";
+    db_conn_t       *c = db_acquire();
+    int              n;
+    struct timespec  deadline;
 
     if (c == NULL) {
         return false;
@@ -244,7 +211,8 @@ run_round(void)
         if (n < re.batch || b.unavailable) {
             return false;
         }
-        if (pause_ms(re.pause_ms, false)) {
+        deadline = worker_deadline_ms(re.pause_ms);
+        if (worker_wait(&re.w, &deadline, false)) {
             return true;
         }
     }
@@ -255,9 +223,14 @@ run_round(void)
 static void *
 reencrypt_main(void *arg)
 {
-    while (!run_round() && !pause_ms(re.interval * 1000, true)) {
-        /* the next round */
-    }
+    struct timespec deadline;
+
+    do {
+        if (run_round()) {
+            break;
+        }
+        deadline = worker_deadline_ms(re.interval * 1000L);
+    } while (!worker_wait(&re.w, &deadline, true));
     return NULL;
 }
 
@@ -268,34 +241,19 @@ reencrypt_start(const config_t *cfg)
     re.interval = cfg->reconcile_interval;
     re.batch = cfg->reencrypt_batch;
     re.pause_ms = cfg->reencrypt_pause_ms;
-    if (pthread_create(&re.thread, NULL, reencrypt_main, NULL) != 0) {
-        log_error("reencrypt: cannot start the thread");
-        return -1;
-    }
-    re.running = true;
-    return 0;
+    return worker_start(&re.w, reencrypt_main, "reencrypt");
 }
 
 
 void
 reencrypt_stop(void)
 {
-    if (re.running) {
-        pthread_mutex_lock(&re.lock);
-        re.stopping = true;
-        pthread_cond_signal(&re.wake);
-        pthread_mutex_unlock(&re.lock);
-        pthread_join(re.thread, NULL);
-        re.running = false;
-    }
+    worker_stop(&re.w);
 }
 
 
 void
 reencrypt_notify(void)
 {
-    pthread_mutex_lock(&re.lock);
-    re.changed = true;
-    pthread_cond_signal(&re.wake);
-    pthread_mutex_unlock(&re.lock);
+    worker_notify(&re.w);
 }
