@@ -265,21 +265,9 @@ call(const char *op, const char *body, secrets_error_t *err)
     }
 
 done:
-    for (struct curl_slist *h = headers; h != NULL; h = h->next) {
-        sodium_memzero(h->data, strlen(h->data));
-    }
-    curl_slist_free_all(headers);
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
-    }
-    if (lines != NULL) {
-        sodium_memzero(lines, strlen(lines));
-        free(lines);
-    }
-    if (answer != NULL) {
-        sodium_memzero(answer, strlen(answer));
-        free(answer);
-    }
+    httpc_cleanup(curl, headers);
+    secrets_free(lines);
+    secrets_free(answer);
     note_outcome(json != NULL ? NULL : err);
     return json;
 }
@@ -396,6 +384,17 @@ cache_put(const unsigned char *digest, const unsigned char *key)
 }
 
 
+/* false with *err when VMX_KMS_KEY_ID is not set */
+static bool
+configured(secrets_error_t *err)
+{
+    if (kms.key_id == NULL) {
+        secrets_set_error(err, 503, "AWS KMS is not configured (VMX_KMS_KEY_ID)");
+    }
+    return kms.key_id != NULL;
+}
+
+
 int
 kms_generate_data_key(const char *context_id, unsigned char *key, unsigned char *blob,
     size_t *blob_len, secrets_error_t *err)
@@ -405,8 +404,7 @@ kms_generate_data_key(const char *context_id, unsigned char *key, unsigned char 
     unsigned char  digest[32];
     int            rc = -1;
 
-    if (kms.key_id == NULL) {
-        secrets_set_error(err, 503, "AWS KMS is not configured (VMX_KMS_KEY_ID)");
+    if (!configured(err)) {
         return -1;
     }
     body = request_body(context_id, NULL);
@@ -437,8 +435,7 @@ kms_decrypt_data_key(const unsigned char *blob, size_t blob_len, const char *con
     unsigned char  digest[32];
     int            rc = -1;
 
-    if (kms.key_id == NULL) {
-        secrets_set_error(err, 503, "AWS KMS is not configured (VMX_KMS_KEY_ID)");
+    if (!configured(err)) {
         return -1;
     }
     if (blob_len > KMS_MAX_BLOB) {

@@ -45,7 +45,8 @@ char *secrets_decrypt(const char *blob, const char *ad, secrets_error_t *err);
 /* the key id of a blob into out[SECRETS_KEY_ID_LEN + 1]; false when it has none */
 bool secrets_blob_key_id(const char *blob, char *out);
 
-/* wipes and frees a string returned by secrets_decrypt() */
+/* wipes and frees a string returned by secrets_decrypt(), or any other
+ * malloc'd one that held a secret (NULL: nothing) */
 void secrets_free(char *plain);
 
 /* fills *err (status and message, printf style) */

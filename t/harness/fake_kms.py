@@ -19,54 +19,19 @@ the EncryptionContext of its GenerateDataKey, else InvalidCiphertextException.
 import base64
 import json
 import secrets
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .ports import free_port
-from .sigv4 import check_signature
+from .fake_aws import FakeAws
 
 
-class FakeKms:
+class FakeKms(FakeAws):
     def __init__(self, access_key_id, secret_access_key, session_token=None,
                  region="us-east-1"):
-        self.access_key_id = access_key_id
-        self.secret_access_key = secret_access_key
-        self.session_token = session_token
+        super().__init__(access_key_id, secret_access_key, session_token)
         self.key_arn = f"arn:aws:kms:{region}:123456789012:key/{uuid.uuid4()}"
-        self.lock = threading.Lock()
         self.data_keys = {}          # blob -> (plaintext, context)
         self.wrong_secret = False
         self.denied = False
-        self.calls = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, answer = fake._handle(self, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     def calls_of(self, op):
         with self.lock:
@@ -84,6 +49,10 @@ class FakeKms:
     def _key_matches(self, key_id):
         return key_id in (self.key_arn, self.key_arn.rsplit("/", 1)[1])
 
+    def _respond(self, req, body):
+        status, answer = self._handle(req, body)
+        return status, "application/x-amz-json-1.1", json.dumps(answer).encode()
+
     def _handle(self, req, body):
         target = req.headers.get("X-Amz-Target", "")
         op = target.split(".", 1)[1] if target.startswith("TrentService.") else target
@@ -100,8 +69,7 @@ class FakeKms:
         if req.headers.get("Content-Type") != "application/x-amz-json-1.1":
             return self._error("SerializationException", "wrong Content-Type")
         secret = "not-" + self.secret_access_key if self.wrong_secret else self.secret_access_key
-        reason = check_signature(req, body, "kms", self.access_key_id, secret,
-                                 self.session_token)
+        reason = self.signature_error(req, body, "kms", secret)
         if reason == "unknown access key":
             return self._error("UnrecognizedClientException",
                                "The security token included in the request is invalid.")

@@ -17,56 +17,22 @@ fresh credentials, or ErrorResponse.
 """
 import datetime
 import secrets
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .ports import free_port
-from .sigv4 import check_signature
+from .fake_aws import FakeAws
 
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 
 
-class FakeSts:
+class FakeSts(FakeAws):
     def __init__(self, access_key_id, secret_access_key, session_token=None,
                  default_lifetime=3600):
-        self.access_key_id = access_key_id
-        self.secret_access_key = secret_access_key
-        self.session_token = session_token
+        super().__init__(access_key_id, secret_access_key, session_token)
         self.default_lifetime = default_lifetime
-        self.lock = threading.Lock()
         self.roles = {}
         self.bad_roles = {}
         self.fail_next = {}
-        self.calls = []
         self.listeners = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, xml = fake._handle(self, body)
-                data = xml.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- inspection ------------------------------------------------------------
     def calls_for(self, role):
@@ -86,6 +52,10 @@ class FakeSts:
                         f"  </Error>\n  <RequestId>{secrets.token_hex(8)}</RequestId>\n"
                         "</ErrorResponse>\n")
 
+    def _respond(self, req, body):
+        status, xml = self._handle(req, body)
+        return status, "text/xml", xml.encode()
+
     def _handle(self, req, body):
         form = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
         role = form.get("RoleArn", "")
@@ -97,8 +67,7 @@ class FakeSts:
             call["region"] = auth.split("Credential=", 1)[1].split("/")[2]
         with self.lock:
             self.calls.append(call)
-            reason = check_signature(req, body, "sts", self.access_key_id,
-                                     self.secret_access_key, self.session_token)
+            reason = self.signature_error(req, body, "sts")
             if reason is not None:
                 call["error"] = "SignatureDoesNotMatch: " + reason
                 return self._error(403, "SignatureDoesNotMatch", reason)
