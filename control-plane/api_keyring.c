@@ -49,15 +49,18 @@ requested_key(http_req_t *req, char *id, const char **provider)
 
     *provider = NULL;
     cJSON_ArrayForEach(item, req->json) {
-        if (strcmp(item->string, "provider") == 0 && cJSON_IsString(item)) {
-            *provider = item->valuestring;
-        } else if (strcmp(item->string, "keyId") == 0 && cJSON_IsString(item)) {
-            key_id = item->valuestring;
-        } else {
+        bool is_provider = strcmp(item->string, "provider") == 0;
+
+        if (!is_provider && strcmp(item->string, "keyId") != 0) {
             http_invalid(req, item->string, "%s is not a member of an encryption key",
                          item->string);
             return false;
         }
+        if (!cJSON_IsString(item)) {
+            http_invalid(req, item->string, "%s must be a string", item->string);
+            return false;
+        }
+        *(is_provider ? provider : &key_id) = item->valuestring;
     }
     if (*provider == NULL
         || (strcmp(*provider, "local") != 0 && strcmp(*provider, "aws-kms") != 0))

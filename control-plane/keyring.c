@@ -41,8 +41,9 @@ static struct {
     const char       *kms_key;        /* may be NULL */
     char              first[SECRETS_KEY_ID_LEN + 1];   /* registered on a new deployment */
     char              kms_id[SECRETS_KEY_ID_LEN + 1];  /* of kms_key, "" when unset */
-    struct timespec   dir_mtime;      /* of the last scan */
-} ring = { .lock = PTHREAD_RWLOCK_INITIALIZER };
+    pthread_mutex_t   scan_lock;      /* one scan at a time: the API's and the thread's */
+    struct timespec   dir_mtime;      /* of the last successful scan */
+} ring = { .lock = PTHREAD_RWLOCK_INITIALIZER, .scan_lock = PTHREAD_MUTEX_INITIALIZER };
 
 
 static void
@@ -180,20 +181,27 @@ scan_dir(char *first)
 }
 
 
-/* the directory changed since the last scan (a file added or removed) */
-static bool
-dir_changed(void)
+/*
+ * scans the directory when it changed since the last scan (a file added or
+ * removed), or the last scan failed (a file may have been caught half
+ * written: it is tried, and logged, again); 0 or -1
+ */
+static int
+scan(char *first)
 {
     struct stat st;
+    int         rc = 0;
 
+    pthread_mutex_lock(&ring.scan_lock);
     if (stat(ring.dir, &st) != 0
-        || (st.st_mtim.tv_sec == ring.dir_mtime.tv_sec
-            && st.st_mtim.tv_nsec == ring.dir_mtime.tv_nsec))
+        || st.st_mtim.tv_sec != ring.dir_mtime.tv_sec
+        || st.st_mtim.tv_nsec != ring.dir_mtime.tv_nsec)
     {
-        return false;
+        rc = scan_dir(first);
+        ring.dir_mtime = rc == 0 ? st.st_mtim : (struct timespec) { 0, 0 };
     }
-    ring.dir_mtime = st.st_mtim;
-    return true;
+    pthread_mutex_unlock(&ring.scan_lock);
+    return rc;
 }
 
 
@@ -210,7 +218,7 @@ keyring_load(const config_t *cfg)
     {
         return -1;
     }
-    if (ring.dir != NULL && (dir_changed(), scan_dir(ring.first) != 0)) {
+    if (ring.dir != NULL && scan(ring.first) != 0) {
         return -1;
     }
     if (ring.kms_key != NULL) {
@@ -253,8 +261,8 @@ keyring_unload(void)
 void
 keyring_scan(void)
 {
-    if (ring.dir != NULL && dir_changed()) {
-        (void) scan_dir(NULL);
+    if (ring.dir != NULL) {
+        (void) scan(NULL);
     }
 }
 

@@ -390,6 +390,7 @@ configured(secrets_error_t *err)
 {
     if (kms.key_id == NULL) {
         secrets_set_error(err, 503, "AWS KMS is not configured (VMX_KMS_KEY_ID)");
+        err->kms = true;
     }
     return kms.key_id != NULL;
 }
@@ -419,6 +420,7 @@ kms_generate_data_key(const char *context_id, unsigned char *key, unsigned char 
         cache_put(digest, key);
         rc = 0;
     }
+    err->kms = rc != 0;
     free_answer(answer);
     free(body);
     return rc;
@@ -457,6 +459,7 @@ kms_decrypt_data_key(const unsigned char *blob, size_t blob_len, const char *con
         cache_put(digest, key);
         rc = 0;
     }
+    err->kms = rc != 0;
     free_answer(answer);
     free(body);
     return rc;

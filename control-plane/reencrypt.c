@@ -1,8 +1,9 @@
 /*
- * reencrypt: the thread.  A connection whose secret cannot be decrypted or
- * encrypted is skipped (it stays under its key, and counts in that key's
- * secretCount) and the others go on; a key or KMS that is unavailable ends
- * the round.  Logs never hold a secret: only ids, counts and reasons.
+ * reencrypt: the thread.  A connection whose secret cannot be decrypted is
+ * skipped (it stays under its key, and counts in that key's secretCount)
+ * and the others go on; an active key that cannot encrypt, or a KMS that
+ * fails, ends the round.  Logs never hold a secret: only ids, counts and
+ * reasons.
  */
 
 #include <stdio.h>
@@ -34,7 +35,7 @@
 typedef struct {
     int              moved, failed;
     char             failure[UUID_LEN + 320];   /* the first: "connection=<id>: <why>" */
-    bool             unavailable;                /* a key or KMS: end the round */
+    bool             unavailable;                /* the active key or KMS: end the round */
 } batch_t;
 
 static struct {
@@ -48,11 +49,12 @@ static struct {
 
 /*
  * the connection's secrets text with every blob under active (malloc'd),
- * or NULL with *err
+ * or NULL with *err and *global: the active key or KMS failed (the other
+ * connections would fail alike), not the connection's blob
  */
 static char *
 reencrypt_row(const char *id, const char *secrets_text, const char *active,
-    secrets_error_t *err)
+    secrets_error_t *err, bool *global)
 {
     cJSON *secrets = cJSON_Parse(secrets_text);
     cJSON *item;
@@ -70,11 +72,13 @@ reencrypt_row(const char *id, const char *secrets_text, const char *active,
         }
         plain = secrets_decrypt(item->valuestring, id, err);
         blob = plain ? secrets_encrypt(plain, id, active, err) : NULL;
-        secrets_free(plain);
         if (blob == NULL) {
+            *global = plain != NULL || err->kms;
+            secrets_free(plain);
             ok = false;
             break;
         }
+        secrets_free(plain);
         cJSON_SetValuestring(item, blob);
         free(blob);
     }
@@ -94,7 +98,6 @@ note_failure(batch_t *b, const char *id, const secrets_error_t *err)
     if (b->failed++ == 0) {
         snprintf(b->failure, sizeof(b->failure), "connection=%s: %s", id, err->message);
     }
-    b->unavailable = err->status == 503;
 }
 
 
@@ -122,7 +125,8 @@ run_batch(db_conn_t *c, char *cursor, char *active, batch_t *b)
     n = PQntuples(res);
     for (int i = 0; i < n && !b->unavailable; i++) {
         const char *id = PQgetvalue(res, i, 0);
-        char       *text = reencrypt_row(id, PQgetvalue(res, i, 1), active, &err);
+        char       *text = reencrypt_row(id, PQgetvalue(res, i, 1), active, &err,
+                                         &b->unavailable);
         const char *update[2] = { id, text };
 
         snprintf(cursor, UUID_LEN + 1, "%s", id);

@@ -29,6 +29,7 @@ secrets_set_error(secrets_error_t *err, int status, const char *fmt, ...)
     va_list ap;
 
     err->status = status;
+    err->kms = false;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);

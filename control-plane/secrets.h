@@ -25,6 +25,7 @@
 /* why a secret could not be encrypted or decrypted; never holds a secret */
 typedef struct {
     int   status;               /* the API's answer: 503 when a key or KMS is unavailable */
+    bool  kms;                  /* KMS failed (or is not configured): not this blob's fault */
     char  message[256];
 } secrets_error_t;
 
@@ -49,7 +50,7 @@ bool secrets_blob_key_id(const char *blob, char *out);
  * malloc'd one that held a secret (NULL: nothing) */
 void secrets_free(char *plain);
 
-/* fills *err (status and message, printf style) */
+/* fills *err (status and message, printf style; kms false) */
 void secrets_set_error(secrets_error_t *err, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -135,7 +135,7 @@ decrypt_credentials(const char *secrets_text, const char *connection_id)
     const cJSON *item;
 
     cJSON_ArrayForEach(item, secrets) {
-        secrets_error_t  err = { 500, "the secret is no string" };
+        secrets_error_t  err = { 500, false, "the secret is no string" };
         char            *plain = cJSON_IsString(item)
                                  ? secrets_decrypt(item->valuestring, connection_id, &err)
                                  : NULL;

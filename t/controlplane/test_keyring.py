@@ -320,3 +320,50 @@ def test_kms_refuses_before_use(kms_ring):
     assert status == 503, body
     assert "AccessDeniedException" in body["error"]["message"]
     assert s.keys()[second]["state"] == "active"
+
+
+def test_reencryption_skips_a_secret_it_cannot_decrypt(cp_stack):
+    """A connection whose blob fails authentication stays under its key (which
+    therefore cannot be retired); every other connection moves."""
+    s = Stack(cp_stack, "vmx_keyring_broken",
+              env={"VMX_REENCRYPT_BATCH": "1", "VMX_REENCRYPT_PAUSE_MS": "1"})
+    try:
+        first = key_id_of(s.master_key_file.read_text().strip())
+        env = s.environment()
+        ids = sorted(openai_connection(s.api, env)["id"] for _ in range(3))
+        broken = ids[0]       # the first the re-encryption meets
+        s.sql(f"UPDATE connections SET secrets = jsonb_build_object('apiKey',"
+              f" 'v1:{first}:' || encode(decode(md5('a') || md5('b') || md5('c'), 'hex'),"
+              f" 'base64'))"
+              f" WHERE id = '{broken}'")
+        second = s.add_key_file("second")
+        status, body, _ = s.api.request("POST", KEYS, {"provider": "local", "keyId": second})
+        assert status == 201, body
+        wait_until(lambda: s.keys()[second]["secretCount"] == 2, what="the others moved")
+        assert s.keys()[first]["secretCount"] == 1
+        status, body, _ = s.api.request("POST", f"{KEYS}/{s.keys()[first]['id']}/retire")
+        assert status == 409 and body["error"]["details"]["secretCount"] == 1, body
+        assert f"failed (first connection={broken}: the stored secret under key {first}" \
+               f" fails authentication)" in s.cp.log_text()
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "provider"),
+    ({"provider": "vault"}, "provider"),
+    ({"provider": 1}, "provider"),
+    ({"provider": "local"}, "keyId"),
+    ({"provider": "local", "keyId": "XYZ"}, "keyId"),
+    ({"provider": "local", "keyId": "0123abcd", "state": "active"}, "state"),
+    ({"provider": "aws-kms"}, "provider"),      # no VMX_KMS_KEY_ID on this stack
+])
+def test_create_refuses(ring, body, field):
+    status, answer, _ = ring.api.request("POST", KEYS, body)
+    assert status == 400, answer
+    assert answer["error"]["details"]["field"] == field
+
+
+def test_retire_unknown_key(ring):
+    status, body, _ = ring.api.request("POST", f"{KEYS}/{uuid.uuid4()}/retire")
+    assert status == 404, body
