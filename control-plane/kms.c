@@ -229,22 +229,24 @@ call(const char *op, const char *body, secrets_error_t *err)
 {
     CURL              *curl = curl_easy_init();
     struct curl_slist *headers = NULL;
-    char               target[64], host[320], error[CURL_ERROR_SIZE];
+    char               target[64], header[320], error[CURL_ERROR_SIZE];
     char              *lines, *answer = NULL, *save = NULL;
+    size_t             lines_len = 0;
     cJSON             *json = NULL;
     long               status;
 
     snprintf(target, sizeof(target), "TrentService.%s", op);
-    snprintf(host, sizeof(host), "Host: %s", kms.host);
     lines = sign(target, body);
     if (curl == NULL || lines == NULL) {
         secrets_set_error(err, 503, "AWS KMS %s: the request could not be signed", op);
         goto done;
     }
-    headers = curl_slist_append(headers, host);
+    lines_len = strlen(lines);
+    snprintf(header, sizeof(header), "Host: %s", kms.host);
+    headers = curl_slist_append(headers, header);
     headers = curl_slist_append(headers, "Content-Type: " CONTENT_TYPE);
-    snprintf(host, sizeof(host), "X-Amz-Target: %s", target);
-    headers = curl_slist_append(headers, host);
+    snprintf(header, sizeof(header), "X-Amz-Target: %s", target);
+    headers = curl_slist_append(headers, header);
     for (char *line = strtok_r(lines, "\r\n", &save); line != NULL;
          line = strtok_r(NULL, "\r\n", &save))
     {
@@ -266,7 +268,10 @@ call(const char *op, const char *body, secrets_error_t *err)
 
 done:
     httpc_cleanup(curl, headers);
-    secrets_free(lines);
+    if (lines != NULL) {
+        sodium_memzero(lines, lines_len);      /* strtok_r cut it into lines */
+        free(lines);
+    }
     secrets_free(answer);
     note_outcome(json != NULL ? NULL : err);
     return json;
@@ -311,6 +316,7 @@ answer_bytes(const cJSON *answer, const char *op, const char *name, unsigned cha
         || (out_len == NULL && len != max))
     {
         secrets_set_error(err, 503, "AWS KMS %s answered no valid %s", op, name);
+        err->kms = true;
         return -1;
     }
     if (out_len != NULL) {
@@ -390,9 +396,34 @@ configured(secrets_error_t *err)
 {
     if (kms.key_id == NULL) {
         secrets_set_error(err, 503, "AWS KMS is not configured (VMX_KMS_KEY_ID)");
-        err->kms = true;
     }
     return kms.key_id != NULL;
+}
+
+
+/*
+ * TrentService.<op> for context_id (Decrypt: of blob_b64, else
+ * GenerateDataKey): the answer (free it with free_answer()), or NULL with
+ * *err
+ */
+static cJSON *
+call_for(const char *op, const char *context_id, const char *blob_b64, secrets_error_t *err)
+{
+    char  *body;
+    cJSON *answer = NULL;
+
+    if (!configured(err)) {
+        return NULL;
+    }
+    body = request_body(context_id, blob_b64);
+    if (body == NULL) {
+        secrets_set_error(err, 500, "out of memory");
+    } else {
+        answer = call(op, body, err);
+    }
+    free(body);
+    err->kms = answer == NULL;
+    return answer;
 }
 
 
@@ -400,16 +431,10 @@ int
 kms_generate_data_key(const char *context_id, unsigned char *key, unsigned char *blob,
     size_t *blob_len, secrets_error_t *err)
 {
-    char          *body;
-    cJSON         *answer;
+    cJSON         *answer = call_for("GenerateDataKey", context_id, NULL, err);
     unsigned char  digest[32];
     int            rc = -1;
 
-    if (!configured(err)) {
-        return -1;
-    }
-    body = request_body(context_id, NULL);
-    answer = body ? call("GenerateDataKey", body, err) : NULL;
     if (answer != NULL
         && answer_bytes(answer, "GenerateDataKey", "Plaintext", key, KMS_DATA_KEY_BYTES,
                         NULL, err) == 0
@@ -420,9 +445,7 @@ kms_generate_data_key(const char *context_id, unsigned char *key, unsigned char 
         cache_put(digest, key);
         rc = 0;
     }
-    err->kms = rc != 0;
     free_answer(answer);
-    free(body);
     return rc;
 }
 
@@ -432,14 +455,10 @@ kms_decrypt_data_key(const unsigned char *blob, size_t blob_len, const char *con
     unsigned char *key, secrets_error_t *err)
 {
     char           b64[sodium_base64_ENCODED_LEN(KMS_MAX_BLOB, sodium_base64_VARIANT_ORIGINAL)];
-    char          *body;
     cJSON         *answer;
     unsigned char  digest[32];
     int            rc = -1;
 
-    if (!configured(err)) {
-        return -1;
-    }
     if (blob_len > KMS_MAX_BLOB) {
         secrets_set_error(err, 500, "the stored CiphertextBlob is longer than %d bytes",
                           KMS_MAX_BLOB);
@@ -450,8 +469,7 @@ kms_decrypt_data_key(const unsigned char *blob, size_t blob_len, const char *con
         return 0;
     }
     sodium_bin2base64(b64, sizeof(b64), blob, blob_len, sodium_base64_VARIANT_ORIGINAL);
-    body = request_body(context_id, b64);
-    answer = body ? call("Decrypt", body, err) : NULL;
+    answer = call_for("Decrypt", context_id, b64, err);
     if (answer != NULL
         && answer_bytes(answer, "Decrypt", "Plaintext", key, KMS_DATA_KEY_BYTES, NULL,
                         err) == 0)
@@ -459,8 +477,6 @@ kms_decrypt_data_key(const unsigned char *blob, size_t blob_len, const char *con
         cache_put(digest, key);
         rc = 0;
     }
-    err->kms = rc != 0;
     free_answer(answer);
-    free(body);
     return rc;
 }
