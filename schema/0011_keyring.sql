@@ -52,3 +52,12 @@ SELECT k.id, k.created_at,
                           'createdAt', vmx_rfc3339(k.created_at),
                           'updatedAt', vmx_rfc3339(k.updated_at)) AS doc
   FROM encryption_keys k;
+
+-- The keys of the deployment's secrets are an administrator's: a power user
+-- may read the ring (encryption-key:list) but not change it.
+UPDATE roles
+   SET policy = jsonb_set(policy, '{statements}', policy->'statements' ||
+           '[{"effect": "deny", "actions": ["encryption-key:create", "encryption-key:update"],
+              "resources": ["*"]}]'),
+       updated_at = now()
+ WHERE id = '00000000-0000-4000-8000-000000000003';
