@@ -69,12 +69,14 @@ block_signals(void)
 }
 
 
-/* a deployment's first key (its master key) enters the ring: 0 or -1 */
+/* a deployment's first key (its master key) enters the ring, and the
+ * ring's states are taken in before any secret is read: 0 or -1 */
 static int
 register_first_key(void)
 {
     db_conn_t *c = db_acquire();
-    int        rc = c != NULL ? keyring_register_first(c) : -1;
+    int        rc = c != NULL && keyring_register_first(c) == 0 && keyring_sync(c) == 0
+                    ? 0 : -1;
 
     if (c != NULL) {
         db_release(c);
