@@ -225,6 +225,7 @@ start_control_plane() {
     VMX_LISTEN="127.0.0.1:$VMX_CP_PORT" \
     VMX_DATABASE_URL="host=127.0.0.1 port=$VMX_PG_PORT dbname=vmx user=vmx passfile=$VAR/pgpass" \
     VMX_MASTER_KEY_FILE="$VAR/master.key" \
+    VMX_SECRET_KEYS_DIR="$VAR/keys" \
     VMX_DATAPLANE_TOKEN_FILE="$VAR/dataplane.token" \
     VMX_METRICS_TOKEN_FILE="$VAR/metrics.token" \
     VMX_DATAPLANES="http://127.0.0.1:$VMX_PORT" \
@@ -281,6 +282,7 @@ supervise() {
 run() {
     local name
     mkdir -p "$VAR"
+    mkdir -p -m 0700 "$VAR/keys"
     for name in master.key dataplane.token metrics.token pg.password redis.password; do
         secret_file "$VAR/$name"
     done

@@ -143,6 +143,11 @@ void api_audit_dead_letters(http_req_t *req);
 void api_activity_list(http_req_t *req);
 void api_activity_list_workspace(http_req_t *req);
 
+/* api_keyring.c */
+void api_encryption_keys_list(http_req_t *req);
+void api_encryption_keys_create(http_req_t *req);
+void api_encryption_keys_retire(http_req_t *req);
+
 /* api_usage.c */
 void api_usage_query(http_req_t *req);
 

@@ -12,6 +12,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "keyring.h"
 #include "providers.h"
 #include "pusher.h"
 #include "secrets.h"
@@ -149,13 +150,17 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored)
 /*
  * Splits doc.config into the JSON texts of the plain config and of the
  * secrets ({field: blob}), both malloc'd (caller frees).  stored holds the
- * current blobs (may be NULL).  False after answering when a "********"
- * has no stored secret to keep.
+ * current blobs (may be NULL); a kept one stays under its key until the
+ * re-encryption moves it, a new one is encrypted under the active key.
+ * False after answering when a "********" has no stored secret to keep, or
+ * a secret cannot be encrypted (503 when its key or KMS is unavailable).
  */
 static bool
 split_secrets(http_req_t *req, const cJSON *doc, const char *id, const cJSON *stored,
     char **config_text, char **secrets_text)
 {
+    char              key_id[SECRETS_KEY_ID_LEN + 1] = "";
+    secrets_error_t   err;
     const provider_t *p = provider_find(doc_str(doc, "provider"));
     cJSON            *config = cJSON_Duplicate(
                            cJSON_GetObjectItemCaseSensitive(doc, "config"), true);
@@ -185,9 +190,12 @@ split_secrets(http_req_t *req, const cJSON *doc, const char *id, const cJSON *st
                 ok = false;
             }
         } else {
-            blob = secrets_encrypt(v->valuestring, id);
+            blob = key_id[0] != '\0' || keyring_active(req->db, key_id, &err) == 0
+                   ? secrets_encrypt(v->valuestring, id, key_id, &err) : NULL;
             if (blob == NULL) {
-                http_error(req, 500, "internal_error", NULL, "encryption failed");
+                http_error(req, err.status, err.status == 503 ? "unavailable"
+                           : "internal_error", NULL, "the secret could not be encrypted: %s",
+                           err.message);
                 ok = false;
             }
         }

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include <sodium.h>
+
 #include "arena.h"
 
 struct arena_block_s {
@@ -55,4 +57,14 @@ arena_reset(arena_t *a, bool all)
         free(a->blocks);
         a->blocks = NULL;
     }
+}
+
+
+void
+arena_wipe(arena_t *a)
+{
+    for (arena_block_t *b = a->blocks; b != NULL; b = b->next) {
+        sodium_memzero(b->data, b->used);
+    }
+    arena_reset(a, true);
 }

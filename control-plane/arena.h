@@ -24,4 +24,7 @@ void *arena_alloc(void *ctx, size_t size);
 /* frees every block but one kept for reuse, or all of them */
 void arena_reset(arena_t *a, bool all);
 
+/* wipes what was handed out (scratch that held key material) and frees all */
+void arena_wipe(arena_t *a);
+
 #endif

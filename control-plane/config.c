@@ -30,6 +30,8 @@
 #define DEFAULT_OIDC_SCOPES "openid profile email"
 #define DEFAULT_OIDC_CLAIM  "groups"
 #define OIDC_VALUE_MAX      2048     /* an issuer, a URL, a scope list */
+#define DEFAULT_REENCRYPT_BATCH  50
+#define DEFAULT_REENCRYPT_PAUSE  100
 
 static const config_t  *current;
 
@@ -272,6 +274,20 @@ parse_oidc(config_t *cfg)
 }
 
 
+/* value unset, or an http(s) URL; false with the reason logged */
+static bool
+is_http_url(const char *name, const char *value)
+{
+    if (value != NULL && strncmp(value, "http://", 7) != 0
+        && strncmp(value, "https://", 8) != 0)
+    {
+        log_error("config %s: \"%s\" is not an http(s) URL", name, value);
+        return false;
+    }
+    return true;
+}
+
+
 int
 config_load(config_t *cfg)
 {
@@ -291,11 +307,15 @@ config_load(config_t *cfg)
         return -1;
     }
 
-    cfg->master_key_file = getenv("VMX_MASTER_KEY_FILE");
-    if (cfg->master_key_file == NULL || cfg->master_key_file[0] == '\0') {
-        log_error("config VMX_MASTER_KEY_FILE: not set");
+    cfg->master_key_file = non_empty_env("VMX_MASTER_KEY_FILE");
+    cfg->secret_keys_dir = non_empty_env("VMX_SECRET_KEYS_DIR");
+    if (cfg->master_key_file == NULL && cfg->secret_keys_dir == NULL) {
+        log_error("config VMX_MASTER_KEY_FILE: not set (nor VMX_SECRET_KEYS_DIR)");
         return -1;
     }
+    cfg->kms_key_id = non_empty_env("VMX_KMS_KEY_ID");
+    cfg->kms_region = non_empty_env("VMX_KMS_REGION");
+    cfg->kms_endpoint = non_empty_env("VMX_KMS_ENDPOINT");
 
     cfg->dataplane_token_file = getenv("VMX_DATAPLANE_TOKEN_FILE");
     cfg->admin_password = getenv("VMX_ADMIN_PASSWORD");
@@ -322,7 +342,11 @@ config_load(config_t *cfg)
         || parse_positive("VMX_LOGIN_THROTTLE_MAX_SECONDS", DEFAULT_LOGIN_THROTTLE_MAX, 86400,
                           &cfg->login_throttle_max) != 0
         || parse_positive("VMX_ACTIVITY_RETENTION_DAYS", DEFAULT_ACTIVITY_RETENTION, 36500,
-                          &cfg->activity_retention_days) != 0)
+                          &cfg->activity_retention_days) != 0
+        || parse_positive("VMX_REENCRYPT_BATCH", DEFAULT_REENCRYPT_BATCH, 1000,
+                          &cfg->reencrypt_batch) != 0
+        || parse_positive("VMX_REENCRYPT_PAUSE_MS", DEFAULT_REENCRYPT_PAUSE, 60000,
+                          &cfg->reencrypt_pause_ms) != 0)
     {
         return -1;
     }
@@ -332,10 +356,9 @@ config_load(config_t *cfg)
     cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
     cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
     cfg->metrics_token_file = non_empty_env("VMX_METRICS_TOKEN_FILE");
-    if (cfg->sts_endpoint != NULL && strncmp(cfg->sts_endpoint, "http://", 7) != 0
-        && strncmp(cfg->sts_endpoint, "https://", 8) != 0)
+    if (!is_http_url("VMX_STS_ENDPOINT", cfg->sts_endpoint)
+        || !is_http_url("VMX_KMS_ENDPOINT", cfg->kms_endpoint))
     {
-        log_error("config VMX_STS_ENDPOINT: \"%s\" is not an http(s) URL", cfg->sts_endpoint);
         return -1;
     }
 

@@ -22,7 +22,13 @@ typedef struct config_s {
     char    listen_host[64];
     int     listen_port;
     char   *database_url;             /* from getenv, not owned */
-    char   *master_key_file;          /* from getenv, not owned */
+    char   *master_key_file;          /* from getenv, may be NULL with secret_keys_dir */
+    char   *secret_keys_dir;          /* from getenv, may be NULL: <name>.key files */
+    char   *kms_key_id;               /* from getenv, NULL: no aws-kms key */
+    char   *kms_region;               /* from getenv, NULL: the key ARN's */
+    char   *kms_endpoint;             /* from getenv, NULL: the regional endpoint */
+    int     reencrypt_batch;          /* connections re-encrypted per transaction */
+    int     reencrypt_pause_ms;       /* between two batches */
     char   *dataplane_token_file;     /* from getenv, may be NULL */
     char   *admin_password;           /* from getenv, may be NULL */
     char   *schema_dir;               /* from getenv or the default */

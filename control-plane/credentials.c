@@ -3,7 +3,7 @@
  *
  * The cache is a list of roles, one per aws-bedrock connection.  Only the
  * refresher thread adds, removes or changes entries; it does so under
- * refresher.lock, which readers (the pusher building a snapshot) take.
+ * refresher.w.lock, which readers (the pusher building a snapshot) take.
  * The refresher reads its own entries without the lock, and calls STS and
  * PostgreSQL without holding it.
  */
@@ -24,6 +24,7 @@
 #include "vmx_rfc3339.h"
 #include "snapshot.h"
 #include "sts.h"
+#include "worker.h"
 
 #define RETRY_MIN     2            /* seconds before the first retry of a failure */
 #define RETRY_MAX     300
@@ -53,17 +54,12 @@ typedef struct role_s {
 } role_t;
 
 static struct {
-    pthread_t         thread;
-    bool              running;
-    pthread_mutex_t   lock;
-    pthread_cond_t    wake;
-    bool              changed;
-    bool              stopping;
+    worker_t          w;               /* w.lock also guards roles */
     bool              bump_pending;    /* new credentials not yet in a config version */
     int               interval;
     int               margin;
     role_t           *roles;           /* owned list */
-} refresher = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+} refresher = { .w = WORKER_INIT };
 
 
 static const char *
@@ -136,7 +132,7 @@ update_role(role_t *r, const char *updated_at, const char *config_text,
         return;
     }
 
-    pthread_mutex_lock(&refresher.lock);
+    pthread_mutex_lock(&refresher.w.lock);
     if (r->role_arn != NULL
         && (strcmp(r->role_arn, arn) != 0 || strcmp(r->external_id, external) != 0))
     {
@@ -148,7 +144,7 @@ update_role(role_t *r, const char *updated_at, const char *config_text,
     r->region = region;
     r->role_arn = arn;
     r->external_id = external;
-    pthread_mutex_unlock(&refresher.lock);
+    pthread_mutex_unlock(&refresher.w.lock);
 
     free(r->updated_at);
     r->updated_at = strdup(updated_at);
@@ -181,10 +177,10 @@ sync_roles(db_conn_t *c)
                 continue;
             }
             snprintf(r->id, sizeof(r->id), "%s", id);
-            pthread_mutex_lock(&refresher.lock);
+            pthread_mutex_lock(&refresher.w.lock);
             r->next = refresher.roles;
             refresher.roles = r;
-            pthread_mutex_unlock(&refresher.lock);
+            pthread_mutex_unlock(&refresher.w.lock);
         }
         if (r->updated_at == NULL || strcmp(r->updated_at, updated_at) != 0) {
             update_role(r, updated_at, PQgetvalue(res, i, 3), PQgetvalue(res, i, 1),
@@ -202,9 +198,9 @@ sync_roles(db_conn_t *c)
             link = &r->next;
             continue;
         }
-        pthread_mutex_lock(&refresher.lock);
+        pthread_mutex_lock(&refresher.w.lock);
         *link = r->next;
-        pthread_mutex_unlock(&refresher.lock);
+        pthread_mutex_unlock(&refresher.w.lock);
         log_debug("credentials connection=%s: gone, credentials dropped", r->id);
         free_role(r);
     }
@@ -254,10 +250,10 @@ assume(role_t *r)
         return false;
     }
 
-    pthread_mutex_lock(&refresher.lock);
+    pthread_mutex_lock(&refresher.w.lock);
     sts_credentials_clear(&r->creds);
     r->creds = creds;
-    pthread_mutex_unlock(&refresher.lock);
+    pthread_mutex_unlock(&refresher.w.lock);
 
     r->refreshed_at = now;
     r->failures = 0;
@@ -280,9 +276,9 @@ drop_expired(role_t *r, time_t now)
     if (r->creds.access_key_id == NULL || r->creds.expiration > now) {
         return;
     }
-    pthread_mutex_lock(&refresher.lock);
+    pthread_mutex_lock(&refresher.w.lock);
     sts_credentials_clear(&r->creds);
-    pthread_mutex_unlock(&refresher.lock);
+    pthread_mutex_unlock(&refresher.w.lock);
     log_warn("credentials connection=%s role=%s: credentials expired", r->id, r->role_arn);
 }
 
@@ -349,18 +345,6 @@ write_status(db_conn_t *c, role_t *r)
 }
 
 
-static bool
-stopping(void)
-{
-    bool s;
-
-    pthread_mutex_lock(&refresher.lock);
-    s = refresher.stopping;
-    pthread_mutex_unlock(&refresher.lock);
-    return s;
-}
-
-
 /* one round: sync with the database, assume the roles due, publish */
 static void
 run_round(void)
@@ -377,7 +361,7 @@ run_round(void)
         return;
     }
 
-    for (role_t *r = refresher.roles; r != NULL && !stopping(); r = r->next) {
+    for (role_t *r = refresher.roles; r != NULL && !worker_stopping(&refresher.w); r = r->next) {
         time_t now = time(NULL);
 
         drop_expired(r, now);
@@ -425,21 +409,10 @@ refresher_main(void *arg)
 {
     struct timespec deadline = { 0, 0 };
 
-    pthread_mutex_lock(&refresher.lock);
-    while (!refresher.stopping) {
-        refresher.changed = false;
-        pthread_mutex_unlock(&refresher.lock);
+    do {
         run_round();
         deadline.tv_sec = next_round();
-        pthread_mutex_lock(&refresher.lock);
-
-        while (!refresher.changed && !refresher.stopping
-               && pthread_cond_timedwait(&refresher.wake, &refresher.lock, &deadline) == 0)
-        {
-            /* woken without a change: wait on */
-        }
-    }
-    pthread_mutex_unlock(&refresher.lock);
+    } while (!worker_wait(&refresher.w, &deadline, true));
     return NULL;
 }
 
@@ -450,11 +423,9 @@ credentials_start(const config_t *cfg)
     refresher.interval = cfg->reconcile_interval;
     refresher.margin = cfg->sts_refresh_margin;
     sts_init(cfg);
-    if (pthread_create(&refresher.thread, NULL, refresher_main, NULL) != 0) {
-        log_error("credentials: cannot start the thread");
+    if (worker_start(&refresher.w, refresher_main, "credentials") != 0) {
         return -1;
     }
-    refresher.running = true;
     log_info("credentials: STS %s, refresh %d s before expiry",
              sts_configured() ? "base credentials set" : "base credentials not set",
              refresher.margin);
@@ -465,14 +436,7 @@ credentials_start(const config_t *cfg)
 void
 credentials_stop(void)
 {
-    if (refresher.running) {
-        pthread_mutex_lock(&refresher.lock);
-        refresher.stopping = true;
-        pthread_cond_signal(&refresher.wake);
-        pthread_mutex_unlock(&refresher.lock);
-        pthread_join(refresher.thread, NULL);
-        refresher.running = false;
-    }
+    worker_stop(&refresher.w);
     while (refresher.roles != NULL) {
         role_t *r = refresher.roles;
 
@@ -485,10 +449,7 @@ credentials_stop(void)
 void
 credentials_notify(void)
 {
-    pthread_mutex_lock(&refresher.lock);
-    refresher.changed = true;
-    pthread_cond_signal(&refresher.wake);
-    pthread_mutex_unlock(&refresher.lock);
+    worker_notify(&refresher.w);
 }
 
 
@@ -502,7 +463,7 @@ credentials_snapshot_json(const char *connection_id, const cJSON *config,
     char         expiration[VMX_RFC3339_SIZE];
     role_t      *r;
 
-    pthread_mutex_lock(&refresher.lock);
+    pthread_mutex_lock(&refresher.w.lock);
     r = find_role(connection_id);
     if (r != NULL && external != NULL && r->creds.access_key_id != NULL
         && r->creds.expiration > time(NULL)
@@ -514,7 +475,7 @@ credentials_snapshot_json(const char *connection_id, const cJSON *config,
         cJSON_AddStringToObject(obj, "sessionToken", r->creds.session_token);
         cJSON_AddStringToObject(obj, "expiration", expiration);
     }
-    pthread_mutex_unlock(&refresher.lock);
+    pthread_mutex_unlock(&refresher.w.lock);
     free(external);
     return obj;
 }

@@ -69,3 +69,16 @@ httpc_perform(CURL *curl, size_t max, char **answer, char *error, size_t error_s
     *answer = a.data;
     return status;
 }
+
+
+void
+httpc_cleanup(CURL *curl, struct curl_slist *headers)
+{
+    for (struct curl_slist *h = headers; h != NULL; h = h->next) {
+        sodium_memzero(h->data, strlen(h->data));
+    }
+    curl_slist_free_all(headers);
+    if (curl != NULL) {
+        curl_easy_cleanup(curl);
+    }
+}

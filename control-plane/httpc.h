@@ -1,6 +1,6 @@
 /*
  * httpc: the outgoing side of HTTP (libcurl easy handles), shared by the
- * config channel (pusher.c) and STS (sts.c).  The caller prepares the
+ * config channel (pusher.c), STS (sts.c) and KMS (kms.c).  The caller prepares the
  * handle (URL, method, headers, body, auth); httpc_perform() adds the
  * answer collection, the timeouts and the thread safety options, runs it,
  * and leaves the handle to the caller.
@@ -25,5 +25,9 @@
  */
 long httpc_perform(CURL *curl, size_t max, char **answer, char *error,
     size_t error_size);
+
+/* wipes the request's header lines (they may hold tokens) and frees them
+ * and the handle (either may be NULL) */
+void httpc_cleanup(CURL *curl, struct curl_slist *headers);
 
 #endif

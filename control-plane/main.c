@@ -7,9 +7,9 @@
  * migrations; it defaults to "schema" relative to the working directory, so
  * the daemon run from the repository root finds the repository's schema/.
  *
- * Start: config, master key, database pool, migrations, first admin, the
- * pusher, credentials, OpenTelemetry and ingest threads, then the HTTP
- * server.
+ * Start: config, keyring, database pool, migrations, first key, first
+ * admin, the pusher, credentials, OpenTelemetry, ingest and re-encryption
+ * threads, then the HTTP server.
  * SIGINT/SIGTERM stop it in reverse.
  *
  * `vmx-control-plane --routes` prints the route table and exits (the API
@@ -28,12 +28,14 @@
 #include "credentials.h"
 #include "db.h"
 #include "http.h"
+#include "keyring.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 #include "oidc.h"
 #include "otel.h"
 #include "pusher.h"
+#include "reencrypt.h"
 #include "resolve.h"
 #include "secrets.h"
 
@@ -68,6 +70,22 @@ block_signals(void)
 }
 
 
+/* a deployment's first key (its master key) enters the ring, and the
+ * ring's states are taken in before any secret is read: 0 or -1 */
+static int
+register_first_key(void)
+{
+    db_conn_t *c = db_acquire();
+    int        rc = c != NULL && keyring_register_first(c) == 0 && keyring_sync(c) == 0
+                    ? 0 : -1;
+
+    if (c != NULL) {
+        db_release(c);
+    }
+    return rc;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -87,21 +105,22 @@ main(int argc, char **argv)
         config_free(&cfg);
         return EXIT_FAILURE;
     }
-    if (secrets_init(cfg.master_key_file) != 0) {
+    if (secrets_init(&cfg) != 0) {
         config_free(&cfg);
         return EXIT_FAILURE;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     if (db_init(cfg.database_url, DB_POOL_SIZE) != 0 || db_migrate(cfg.schema_dir) != 0
-        || auth_bootstrap_admin(cfg.admin_password) != 0 || auth_init(&cfg) != 0)
+        || register_first_key() != 0 || auth_bootstrap_admin(cfg.admin_password) != 0
+        || auth_init(&cfg) != 0)
     {
         log_error("main: cannot prepare the database");
         goto done;
     }
     if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
         || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0 || otel_start() != 0
-        || ingest_start(&cfg) != 0)
+        || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
     {
         goto done;
     }
@@ -113,6 +132,7 @@ main(int argc, char **argv)
     }
 
 done:
+    reencrypt_stop();
     ingest_stop();
     otel_stop();
     credentials_stop();

@@ -169,6 +169,14 @@ static const route_t routes[] = {
     { "GET",    WS "/activity",              api_activity_list_workspace,
       "workspace-activity:list", R_WS ":activity:*", 0 },
 
+    /* the keyring of the secrets' encryption */
+    { "GET",    "/api/v1/encryption-keys",   api_encryption_keys_list,   "encryption-key:list",
+      "encryption-key:*", 0 },
+    { "POST",   "/api/v1/encryption-keys",   api_encryption_keys_create, "encryption-key:create",
+      "encryption-key:*", 0 },
+    { "POST",   "/api/v1/encryption-keys/{id}/retire", api_encryption_keys_retire,
+      "encryption-key:update", "encryption-key:{id}", 0 },
+
     /* OIDC: the login, then the provider's redirect back */
     { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL, NULL, 0 },
     { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL, NULL, 0 },

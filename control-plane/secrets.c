@@ -1,160 +1,196 @@
 /*
- * secrets: the master key lives in sodium_malloc'd memory (guard pages,
- * locked, read-only after load) for the whole life of the daemon.
+ * secrets: the blob format and the AEAD; the keys come from keyring.c (local)
+ * or kms.c (data keys).  Key copies on the stack are wiped before return.
  */
 
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
-#include "config.h"
+#include "keyring.h"
+#include "kms.h"
 #include "log.h"
 #include "secrets.h"
 
-#define KEY_ID_LEN   8
 #define BLOB_PREFIX  "v1:"
+#define PREFIX_LEN   (sizeof(BLOB_PREFIX) - 1 + SECRETS_KEY_ID_LEN + 1)
 #define NONCE_LEN    crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define TAG_LEN      crypto_aead_xchacha20poly1305_ietf_ABYTES
+#define KMS_HEAD     2                 /* the CiphertextBlob's length, big-endian */
 
-static unsigned char *master_key;            /* sodium_malloc'd, 32 bytes */
-static char           key_id[KEY_ID_LEN + 1];
+
+void
+secrets_set_error(secrets_error_t *err, int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    err->status = status;
+    err->kms = false;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
 
 
 int
-secrets_init(const char *key_file)
+secrets_init(const config_t *cfg)
 {
-    char          *hex;
-    size_t         keylen = 0;
-    unsigned char  digest[32];
-    char           digest_hex[65];
-    int            rc;
-
     if (sodium_init() < 0) {
         log_error("secrets: libsodium initialisation failed");
         return -1;
     }
-
-    hex = config_read_secret_file(key_file, "VMX_MASTER_KEY_FILE");
-    if (hex == NULL) {
-        return -1;
-    }
-    master_key = sodium_malloc(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
-    if (master_key == NULL) {
-        sodium_memzero(hex, strlen(hex));
-        free(hex);
-        return -1;
-    }
-    rc = sodium_hex2bin(master_key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
-                        hex, strlen(hex), NULL, &keylen, NULL);
-    sodium_memzero(hex, strlen(hex));
-    free(hex);
-    if (rc != 0 || keylen != crypto_aead_xchacha20poly1305_ietf_KEYBYTES) {
-        log_error("config VMX_MASTER_KEY_FILE: the key must be 64 hex characters");
-        secrets_shutdown();
-        return -1;
-    }
-
-    crypto_generichash(digest, sizeof(digest), master_key, keylen, NULL, 0);
-    sodium_bin2hex(digest_hex, sizeof(digest_hex), digest, sizeof(digest));
-    memcpy(key_id, digest_hex, KEY_ID_LEN);
-    key_id[KEY_ID_LEN] = '\0';
-
-    sodium_mprotect_readonly(master_key);
-    log_info("secrets: master key loaded key_id=%s", key_id);
-    return 0;
+    return keyring_load(cfg) == 0 && kms_init(cfg) == 0 ? 0 : -1;
 }
 
 
 void
 secrets_shutdown(void)
 {
-    sodium_free(master_key);
-    master_key = NULL;
+    kms_shutdown();
+    keyring_unload();
 }
 
 
-char *
-secrets_encrypt(const char *plain, const char *ad)
+bool
+secrets_blob_key_id(const char *blob, char *out)
 {
-    size_t              plen = strlen(plain);
-    size_t              rawlen = NONCE_LEN + plen + TAG_LEN;
-    size_t              b64len = sodium_base64_ENCODED_LEN(rawlen,
-                                     sodium_base64_VARIANT_ORIGINAL);
-    unsigned char      *raw = malloc(rawlen);
-    char               *blob;
-    unsigned long long  clen;
-
-    if (raw == NULL) {
-        return NULL;
+    if (strncmp(blob, BLOB_PREFIX, sizeof(BLOB_PREFIX) - 1) != 0
+        || strlen(blob) < PREFIX_LEN || blob[PREFIX_LEN - 1] != ':')
+    {
+        return false;
     }
-    blob = malloc(sizeof(BLOB_PREFIX) + KEY_ID_LEN + 1 + b64len);
+    memcpy(out, blob + sizeof(BLOB_PREFIX) - 1, SECRETS_KEY_ID_LEN);
+    out[SECRETS_KEY_ID_LEN] = '\0';
+    return true;
+}
+
+
+/* "v1:<key id>:" + base64 of raw (malloc'd), NULL on ENOMEM */
+static char *
+make_blob(const char *key_id, const unsigned char *raw, size_t rawlen, secrets_error_t *err)
+{
+    size_t  b64len = sodium_base64_ENCODED_LEN(rawlen, sodium_base64_VARIANT_ORIGINAL);
+    char   *blob = malloc(PREFIX_LEN + b64len);
+
     if (blob == NULL) {
-        free(raw);
+        secrets_set_error(err, 500, "out of memory");
         return NULL;
     }
-
-    randombytes_buf(raw, NONCE_LEN);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(raw + NONCE_LEN, &clen,
-        (const unsigned char *) plain, plen,
-        (const unsigned char *) ad, strlen(ad), NULL, raw, master_key);
-
-    sprintf(blob, BLOB_PREFIX "%s:", key_id);
-    sodium_bin2base64(blob + strlen(blob), b64len, raw, NONCE_LEN + (size_t) clen,
-                      sodium_base64_VARIANT_ORIGINAL);
-    free(raw);
+    snprintf(blob, PREFIX_LEN + 1, BLOB_PREFIX "%s:", key_id);
+    sodium_bin2base64(blob + PREFIX_LEN, b64len, raw, rawlen, sodium_base64_VARIANT_ORIGINAL);
     return blob;
 }
 
 
 char *
-secrets_decrypt(const char *blob, const char *ad)
+secrets_encrypt(const char *plain, const char *ad, const char *key_id, secrets_error_t *err)
 {
-    const char         *b64;
-    size_t              b64len, rawlen = 0;
+    size_t              plen = strlen(plain), head = 0, blob_len = 0;
+    unsigned char       key[KEYRING_KEY_BYTES], kms_blob[KMS_MAX_BLOB];
     unsigned char      *raw;
-    char               *plain;
+    keyring_provider_t  provider;
+    unsigned long long  clen;
+    char               *blob = NULL;
+
+    if (keyring_lookup(key_id, &provider, key, err) != 0) {
+        return NULL;
+    }
+    if (provider == KEYRING_KMS) {
+        if (kms_generate_data_key(ad, key, kms_blob, &blob_len, err) != 0) {
+            return NULL;
+        }
+        head = KMS_HEAD + blob_len;
+    }
+    raw = malloc(head + NONCE_LEN + plen + TAG_LEN);
+    if (raw == NULL) {
+        secrets_set_error(err, 500, "out of memory");
+        goto done;
+    }
+    if (head > 0) {
+        raw[0] = (unsigned char) (blob_len >> 8);
+        raw[1] = (unsigned char) blob_len;
+        memcpy(raw + KMS_HEAD, kms_blob, blob_len);
+    }
+    randombytes_buf(raw + head, NONCE_LEN);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(raw + head + NONCE_LEN, &clen,
+        (const unsigned char *) plain, plen,
+        (const unsigned char *) ad, strlen(ad), NULL, raw + head, key);
+    blob = make_blob(key_id, raw, head + NONCE_LEN + (size_t) clen, err);
+    free(raw);
+
+done:
+    sodium_memzero(key, sizeof(key));
+    return blob;
+}
+
+
+char *
+secrets_decrypt(const char *blob, const char *ad, secrets_error_t *err)
+{
+    char                key_id[SECRETS_KEY_ID_LEN + 1];
+    const char         *b64;
+    size_t              b64len, rawlen = 0, head = 0;
+    unsigned char       key[KEYRING_KEY_BYTES];
+    unsigned char      *raw = NULL;
+    char               *plain = NULL;
+    keyring_provider_t  provider;
     unsigned long long  plen;
 
-    if (strncmp(blob, BLOB_PREFIX, sizeof(BLOB_PREFIX) - 1) != 0) {
+    if (!secrets_blob_key_id(blob, key_id)) {
+        secrets_set_error(err, 500, "the stored secret is no v1 blob");
         return NULL;
     }
-    blob += sizeof(BLOB_PREFIX) - 1;
-    if (strncmp(blob, key_id, KEY_ID_LEN) != 0 || blob[KEY_ID_LEN] != ':') {
-        log_warn("secrets: blob of an unknown key id");
+    if (keyring_lookup(key_id, &provider, key, err) != 0) {
         return NULL;
     }
-    b64 = blob + KEY_ID_LEN + 1;
+    b64 = blob + PREFIX_LEN;
     b64len = strlen(b64);
-
     raw = malloc(b64len);
     if (raw == NULL) {
-        return NULL;
+        secrets_set_error(err, 500, "out of memory");
+        goto done;
     }
     if (sodium_base642bin(raw, b64len, b64, b64len, NULL, &rawlen, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0
-        || rawlen < NONCE_LEN + TAG_LEN)
+                          sodium_base64_VARIANT_ORIGINAL) != 0)
     {
-        free(raw);
-        return NULL;
+        rawlen = 0;
     }
-    plain = malloc(rawlen - NONCE_LEN - TAG_LEN + 1);
+    if (provider == KEYRING_KMS && rawlen >= KMS_HEAD) {
+        head = KMS_HEAD + ((size_t) raw[0] << 8 | raw[1]);
+    }
+    if (rawlen < head + NONCE_LEN + TAG_LEN) {
+        secrets_set_error(err, 500, "the stored secret under key %s is malformed", key_id);
+        goto done;
+    }
+    if (head > 0
+        && kms_decrypt_data_key(raw + KMS_HEAD, head - KMS_HEAD, ad, key, err) != 0)
+    {
+        goto done;
+    }
+    plain = malloc(rawlen - head - NONCE_LEN - TAG_LEN + 1);
     if (plain == NULL) {
-        free(raw);
-        return NULL;
+        secrets_set_error(err, 500, "out of memory");
+        goto done;
     }
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *) plain, &plen,
-            NULL, raw + NONCE_LEN, rawlen - NONCE_LEN,
-            (const unsigned char *) ad, strlen(ad), raw, master_key) != 0)
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *) plain, &plen, NULL,
+            raw + head + NONCE_LEN, rawlen - head - NONCE_LEN,
+            (const unsigned char *) ad, strlen(ad), raw + head, key) != 0)
     {
-        log_warn("secrets: a blob failed authentication");
-        free(raw);
+        secrets_set_error(err, 500, "the stored secret under key %s fails authentication",
+                          key_id);
         free(plain);
-        return NULL;
+        plain = NULL;
+        goto done;
     }
-    free(raw);
     plain[plen] = '\0';
+
+done:
+    sodium_memzero(key, sizeof(key));
+    free(raw);
     return plain;
 }
 

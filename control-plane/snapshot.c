@@ -135,12 +135,14 @@ decrypt_credentials(const char *secrets_text, const char *connection_id)
     const cJSON *item;
 
     cJSON_ArrayForEach(item, secrets) {
-        char *plain = cJSON_IsString(item)
-                      ? secrets_decrypt(item->valuestring, connection_id) : NULL;
+        secrets_error_t  err = { 500, false, "the secret is no string" };
+        char            *plain = cJSON_IsString(item)
+                                 ? secrets_decrypt(item->valuestring, connection_id, &err)
+                                 : NULL;
 
         if (plain == NULL) {
-            log_error("snapshot connection=%s field=%s: cannot decrypt the secret",
-                      connection_id, item->string);
+            log_error("snapshot connection=%s field=%s: cannot decrypt the secret: %s",
+                      connection_id, item->string, err.message);
             continue;
         }
         cJSON_AddStringToObject(credentials, item->string, plain);

@@ -215,13 +215,7 @@ sts_assume_role(const sts_role_t *role, sts_credentials_t *out, sts_error_t *err
     }
 
 done:
-    for (struct curl_slist *h = headers; h != NULL; h = h->next) {
-        sodium_memzero(h->data, strlen(h->data));
-    }
-    curl_slist_free_all(headers);
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
-    }
+    httpc_cleanup(curl, headers);
     wipe_free(token_header);
     wipe_free(answer);
     free(body);

@@ -5,7 +5,7 @@ import json
 import time
 
 from cphelpers import env_path, unique
-from harness.fake_sts import sigv4_signature
+from harness.sigv4 import sigv4_signature
 
 CRED_KEYS = {"accessKeyId", "secretAccessKey", "sessionToken", "expiration"}
 

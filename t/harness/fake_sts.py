@@ -16,84 +16,23 @@ fresh credentials, or ErrorResponse.
              "SecretAccessKey", "SessionToken"} (e.g. a fake Bedrock's accept)
 """
 import datetime
-import hashlib
-import hmac
 import secrets
-import threading
-import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .ports import free_port
+from .fake_aws import FakeAws
 
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 
 
-def _sign(key, msg):
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-
-def sigv4_signature(secret_key, method, path, query, headers, signed_headers, body,
-                    amz_date, scope):
-    """The hex SigV4 signature; headers: {lowercase name: value}."""
-    canonical_headers = "".join(f"{h}:{' '.join(headers[h].strip().split())}\n"
-                                for h in signed_headers)
-    canonical_query = "&".join(sorted(
-        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
-        for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)))
-    canonical = "\n".join([method, urllib.parse.quote(path, safe="/-_.~"), canonical_query,
-                           canonical_headers, ";".join(signed_headers),
-                           hashlib.sha256(body).hexdigest()])
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    date, region, service, _ = scope.split("/")
-    key = _sign(("AWS4" + secret_key).encode(), date)
-    key = _sign(key, region)
-    key = _sign(key, service)
-    key = _sign(key, "aws4_request")
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-
-
-class FakeSts:
+class FakeSts(FakeAws):
     def __init__(self, access_key_id, secret_access_key, session_token=None,
                  default_lifetime=3600):
-        self.access_key_id = access_key_id
-        self.secret_access_key = secret_access_key
-        self.session_token = session_token
+        super().__init__(access_key_id, secret_access_key, session_token)
         self.default_lifetime = default_lifetime
-        self.lock = threading.Lock()
         self.roles = {}
         self.bad_roles = {}
         self.fail_next = {}
-        self.calls = []
         self.listeners = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, xml = fake._handle(self, body)
-                data = xml.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- inspection ------------------------------------------------------------
     def calls_for(self, role):
@@ -113,45 +52,9 @@ class FakeSts:
                         f"  </Error>\n  <RequestId>{secrets.token_hex(8)}</RequestId>\n"
                         "</ErrorResponse>\n")
 
-    def _check_signature(self, req, body):
-        """None when the call is signed by the base credentials, else the reason."""
-        headers = {k.lower(): v for k, v in req.headers.items()}
-        auth = headers.get("authorization", "")
-        if not auth.startswith("AWS4-HMAC-SHA256 "):
-            return "no SigV4 Authorization"
-        parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
-        credential = parts.get("Credential", "").split("/")
-        if len(credential) != 5 or credential[0] != self.access_key_id:
-            return "unknown access key"
-        if credential[3] != "sts" or credential[4] != "aws4_request":
-            return "credential scope is not sts"
-        signed = parts.get("SignedHeaders", "").split(";")
-        amz_date = headers.get("x-amz-date", "")
-        for needed in ("host", "x-amz-date"):
-            if needed not in signed:
-                return f"{needed} is not signed"
-        if not amz_date.startswith(credential[1]):
-            return "x-amz-date does not match the scope date"
-        try:
-            when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
-                tzinfo=datetime.timezone.utc)
-        except ValueError:
-            return "bad x-amz-date"
-        if abs(time.time() - when.timestamp()) > 300:
-            return "x-amz-date too far from now"
-        if self.session_token is not None:
-            if headers.get("x-amz-security-token") != self.session_token:
-                return "wrong or missing security token"
-            if "x-amz-security-token" not in signed:
-                return "the security token is not signed"
-        if any(h not in headers for h in signed):
-            return "a signed header is missing"
-        path, _, query = req.path.partition("?")
-        expected = sigv4_signature(self.secret_access_key, req.command, path, query, headers,
-                                   signed, body, amz_date, "/".join(credential[1:]))
-        if not hmac.compare_digest(expected, parts.get("Signature", "")):
-            return "signature mismatch"
-        return None
+    def _respond(self, req, body):
+        status, xml = self._handle(req, body)
+        return status, "text/xml", xml.encode()
 
     def _handle(self, req, body):
         form = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
@@ -164,7 +67,7 @@ class FakeSts:
             call["region"] = auth.split("Credential=", 1)[1].split("/")[2]
         with self.lock:
             self.calls.append(call)
-            reason = self._check_signature(req, body)
+            reason = self.signature_error(req, body, "sts")
             if reason is not None:
                 call["error"] = "SignatureDoesNotMatch: " + reason
                 return self._error(403, "SignatureDoesNotMatch", reason)
