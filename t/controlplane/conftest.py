@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from harness.api import Api  # noqa: E402
 from harness.control_plane import ControlPlane, write_secret_files  # noqa: E402
 from harness.fake_sts import FakeSts  # noqa: E402
 from harness import spool  # noqa: E402
-from harness.ports import free_port  # noqa: E402
+from harness.ports import LoopbackServer, free_port  # noqa: E402
 from harness.postgres import Postgres  # noqa: E402
 from cphelpers import unique  # noqa: E402
 
@@ -38,7 +38,7 @@ def spool_file_name(n):
     return f"records-0001700000000000-{n:010d}.vmx"
 
 
-class FakeDataPlane:
+class FakeDataPlane(LoopbackServer):
     """Speaks the config channel: records PUT /vmx/config bodies, answers GET
     with the version it runs, and GET /vmx/capacity with `capacity` (a list
     of entries; None answers 404 as a module without the endpoint).
@@ -189,17 +189,7 @@ class FakeDataPlane:
                     fake.version = snap["version"]
                 self._answer(200, {"version": snap["version"]})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
     def last(self):
         with self.lock:

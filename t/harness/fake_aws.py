@@ -6,13 +6,13 @@ checks its signature with signature_error() (harness/sigv4.py) against the
 expected base credentials.
 """
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from .ports import free_port
+from .ports import LoopbackServer
 from .sigv4 import check_signature
 
 
-class FakeAws:
+class FakeAws(LoopbackServer):
     def __init__(self, access_key_id, secret_access_key, session_token=None):
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
@@ -34,17 +34,7 @@ class FakeAws:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
     def signature_error(self, req, body, service, secret_access_key=None):
         """None when req is signed by the base credentials for service, else the reason."""
