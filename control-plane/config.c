@@ -316,6 +316,7 @@ config_load(config_t *cfg)
     cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
     cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
     cfg->metrics_token_file = non_empty_env("VMX_METRICS_TOKEN_FILE");
+    cfg->tokenizer_file = non_empty_env("VMX_TOKENIZER");
     if (cfg->sts_endpoint != NULL && strncmp(cfg->sts_endpoint, "http://", 7) != 0
         && strncmp(cfg->sts_endpoint, "https://", 8) != 0)
     {
