@@ -401,15 +401,12 @@ groups_json(const vmx_rules_trace_t *t)
 static void
 add_models(cJSON *root, const cJSON *doc, const vmx_rules_target_t *first)
 {
-    cJSON       *list = cJSON_AddArrayToObject(root, "fallbackModels");
+    cJSON       *list;
     const cJSON *entry;
 
-    if (first == NULL) {
-        cJSON_AddNullToObject(root, "model");
-        return;
-    }
-    cJSON_AddItemToObject(root, "model", target_json(first));
-    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "useFallback"))) {
+    cJSON_AddItemToObject(root, "model", first ? target_json(first) : cJSON_CreateNull());
+    list = cJSON_AddArrayToObject(root, "fallbackModels");
+    if (first == NULL || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "useFallback"))) {
         return;
     }
     cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(doc, "fallbackModels")) {
