@@ -6,20 +6,10 @@ called."""
 import uuid
 
 from harness.api import Api
-from cphelpers import env_path, openai_connection, unique
+from cphelpers import condition, env_path, model, openai_connection, unique
 
 PASSWORD = "a-long-test-password"
 READ_ONLY = "00000000-0000-4000-8000-000000000002"
-
-
-def model(conn, name="gpt-4o-mini", provider="openai"):
-    return {"provider": provider, "model": name, "connectionId": conn["id"]}
-
-
-def condition(expression, comparator, vtype="string", value=None):
-    return {"type": "condition", "id": uuid.uuid4().hex, "label": "l",
-            "expression": expression, "comparator": comparator,
-            "value": {"type": vtype, "expression": value}}
 
 
 def group(conditions=(), **over):
