@@ -476,7 +476,8 @@ inputs(http_req_t *req, bench_t *b, arena_t *arena, const vmx_rules_target_t *pr
     request = to_vmx_json(cJSON_GetObjectItemCaseSensitive(body, "request"), arena);
     if (request == NULL) {
         /* as the data plane, which refuses such a body */
-        http_invalid(req, "request", "request is too large or too dense to parse");
+        http_invalid(req, "request", "request is nested too deep or too dense for the data"
+                     " plane's parser");
         return false;
     }
     if (vmx_rules_input_init(&b->in, request, arena_alloc, arena) != 0
@@ -578,12 +579,10 @@ api_resources_route_test(http_req_t *req)
         goto done;
     }
     b.doc = unsaved ? unsaved : stored;
+    /* an unsaved document's routing compiled when it was validated */
     b.rules = api_routing_compile(req, cJSON_GetObjectItemCaseSensitive(b.doc, "routing"),
                                   &arena);
     if (b.rules == NULL) {
-        if (unsaved != NULL) {
-            prefix_field(req, "resource.");
-        }
         goto done;
     }
     doc_target(cJSON_GetObjectItemCaseSensitive(b.doc, "model"), &primary);
