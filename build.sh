@@ -230,6 +230,7 @@ start_control_plane() {
     VMX_METRICS_TOKEN_FILE="$VAR/metrics.token" \
     VMX_DATAPLANES="http://127.0.0.1:$VMX_PORT" \
     VMX_SCHEMA_DIR="$ROOT/schema" \
+    VMX_TOKENIZER="$ROOT/build/o200k_base.tiktoken" \
         build/vmx-control-plane &
     PID[control_plane]=$!
 }

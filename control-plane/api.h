@@ -6,7 +6,10 @@
 #ifndef CP_API_H
 #define CP_API_H
 
+#include "arena.h"
 #include "http.h"
+
+struct vmx_rules_s;
 
 /* api_health.c */
 void api_health(http_req_t *req);
@@ -112,6 +115,19 @@ void api_resources_create(http_req_t *req);
 void api_resources_get(http_req_t *req);
 void api_resources_update(http_req_t *req);
 void api_resources_delete(http_req_t *req);
+/* the stored resource {ws}/{env}/{id}; NULL after answering 404 (or 500) */
+cJSON *api_resources_fetch(http_req_t *req);
+/* resource (a document as PUT takes it; the read-only members of GET's
+ * are ignored) with the defaults, validated as PUT does; NULL after
+ * answering 400 (field relative to the resource) */
+cJSON *api_resources_check(http_req_t *req, const cJSON *resource);
+/* routing compiled in arena by the data plane's compiler; NULL after
+ * answering 400 naming the field "routing...." and the position */
+struct vmx_rules_s *api_routing_compile(http_req_t *req, const cJSON *routing,
+    arena_t *arena);
+
+/* api_route_test.c: the routing test bench */
+void api_resources_route_test(http_req_t *req);
 
 /* api_keys.c */
 void api_keys_list(http_req_t *req);

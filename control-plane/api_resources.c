@@ -186,30 +186,37 @@ routing_invalid(http_req_t *req, const vmx_rules_error_t *err)
 }
 
 
-static bool
-compile_routing(http_req_t *req, const cJSON *routing)
+vmx_rules_t *
+api_routing_compile(http_req_t *req, const cJSON *routing, arena_t *arena)
 {
     char              *text = cJSON_PrintUnformatted(routing);
-    arena_t            arena = { NULL };
     vmx_rules_error_t  err;
     vmx_rules_t       *rules;
-    bool               ok;
 
     if (text == NULL) {
         http_error(req, 500, "internal_error", NULL, "out of memory");
-        return false;
+        return NULL;
     }
-    rules = vmx_rules_compile_text(text, strlen(text), arena_alloc, &arena, &err);
-    ok = rules != NULL;
-    vmx_rules_free(rules);
-    arena_reset(&arena, true);
+    rules = vmx_rules_compile_text(text, strlen(text), arena_alloc, arena, &err);
     free(text);
-    if (!ok && strcmp(err.message, "out of memory") == 0) {
+    if (rules == NULL && strcmp(err.message, "out of memory") == 0) {
         http_error(req, 500, "internal_error", NULL, "out of memory");
-    } else if (!ok) {
+    } else if (rules == NULL) {
         routing_invalid(req, &err);
     }
-    return ok;
+    return rules;
+}
+
+
+static bool
+compile_routing(http_req_t *req, const cJSON *routing)
+{
+    arena_t       arena = { NULL };
+    vmx_rules_t  *rules = api_routing_compile(req, routing, &arena);
+
+    vmx_rules_free(rules);
+    arena_reset(&arena, true);
+    return rules != NULL;
 }
 
 
@@ -394,6 +401,16 @@ api_resources_list(http_req_t *req)
 }
 
 
+cJSON *
+api_resources_fetch(http_req_t *req)
+{
+    const char *params[3] = { http_param(req, "ws"), http_param(req, "env"),
+                              http_param(req, "id") };
+
+    return doc_fetch(req, DOC_BY_ID, 3, params, "resource");
+}
+
+
 void
 api_resources_get(http_req_t *req)
 {
@@ -437,6 +454,29 @@ api_resources_create(http_req_t *req)
         save(req, doc, id, true);
     }
     cJSON_Delete(doc);
+}
+
+
+cJSON *
+api_resources_check(http_req_t *req, const cJSON *resource)
+{
+    cJSON *body = req->json, *doc = defaults();
+    cJSON *given = cJSON_Duplicate(resource, true);
+    bool   ok;
+
+    /* a document as GET answers it: its read-only members say nothing */
+    for (int i = 0; val_common_readonly[i] != NULL; i++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(given, val_common_readonly[i]);
+    }
+    req->json = given;
+    ok = validate(req, doc, NULL);
+    req->json = body;
+    cJSON_Delete(given);
+    if (!ok) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
 }
 
 

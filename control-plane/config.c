@@ -356,6 +356,7 @@ config_load(config_t *cfg)
     cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
     cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
     cfg->metrics_token_file = non_empty_env("VMX_METRICS_TOKEN_FILE");
+    cfg->tokenizer_file = non_empty_env("VMX_TOKENIZER");
     if (!is_http_url("VMX_STS_ENDPOINT", cfg->sts_endpoint)
         || !is_http_url("VMX_KMS_ENDPOINT", cfg->kms_endpoint))
     {

@@ -41,6 +41,7 @@ typedef struct config_s {
     int     ingest_interval_ms;       /* between pulls of the data planes' records */
     int     retention_days;           /* audit and usage partitions kept */
     char   *metrics_token_file;       /* from getenv, NULL: GET /metrics is open */
+    char   *tokenizer_file;           /* from getenv, NULL: the test bench counts no tokens */
     bool    allow_link_local;         /* connections may point at 169.254/16, fe80::/10 */
     int     login_user_failures;      /* failed logins of a user name before it waits */
     int     login_address_failures;   /* failed logins from an address before it waits */

@@ -125,6 +125,8 @@ static const route_t routes[] = {
       R_ENV ":ai-resource:{id}", 0 },
     { "DELETE", ENV "/resources/{id}",       api_resources_delete,   "ai-resource:delete",
       R_ENV ":ai-resource:{id}", 0 },
+    { "POST",   ENV "/resources/{id}/route-test", api_resources_route_test, "ai-resource:get",
+      R_ENV ":ai-resource:{id}", 0 },
 
     { "GET",    ENV "/api-keys",             api_keys_list,          "api-key:list",
       R_ENV ":api-key:*", 0 },

@@ -4,7 +4,8 @@
  * operand (both wrapped into a routing here).  Compiling must never crash
  * and must fail with a well-formed error; whatever compiles is evaluated
  * against a few requests, with and without scratch, error rates and random
- * draws; and compiled again with an allocator that runs dry, which must fail
+ * draws, and with a small trace that must decide the same and stay within
+ * its bounds; and compiled again with an allocator that runs dry, which must fail
  * cleanly with "out of memory".  Every allocation is its own malloc, so
  * AddressSanitizer sees any overrun.
  */
@@ -59,6 +60,45 @@ check_error(const vmx_rules_error_t *err)
 }
 
 
+/* the traced evaluation decides as out and keeps to its arrays */
+static void
+check_trace(const vmx_rules_t *rules, const vmx_rules_input_t *in,
+    const vmx_rules_result_t *out, int rc, unsigned draws_before)
+{
+    static vmx_rules_trace_group_t  groups[4];
+    static vmx_rules_trace_cond_t   conds[8];
+    vmx_rules_trace_t               t = { groups, 4, 0, conds, 8, 0, 0 };
+    vmx_rules_result_t              traced;
+    unsigned                        draws_after = draws;
+
+    draws = draws_before;
+    if (vmx_rules_eval_trace(rules, in, &traced, &t) != rc
+        || traced.matched != out->matched || traced.action != out->action
+        || traced.group_index != out->group_index || traced.target != out->target
+        || traced.traffic_passed != out->traffic_passed
+        || t.ngroups > 4 || t.nconds > 8)
+    {
+        abort();
+    }
+    for (size_t i = 0; i < t.ngroups; i++) {
+        if (groups[i].first + groups[i].nconds > t.nconds
+            || (groups[i].chosen && (!groups[i].matched || i != out->group_index)))
+        {
+            abort();
+        }
+    }
+    for (size_t i = 0; i < t.nconds; i++) {
+        if (conds[i].value_len >= VMX_RULES_TRACE_TEXT
+            || conds[i].value[conds[i].value_len] != '\0'
+            || conds[i].path.data == NULL || conds[i].text.data == NULL)
+        {
+            abort();
+        }
+    }
+    draws = draws_after;
+}
+
+
 static void
 evaluate(const vmx_rules_t *rules, arena_t *a)
 {
@@ -66,6 +106,8 @@ evaluate(const vmx_rules_t *rules, arena_t *a)
     vmx_rules_input_t    in;
     vmx_rules_result_t   out;
     vmx_json_error_t     jerr;
+    unsigned             draws_before;
+    int                  rc;
 
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         const vmx_json_t  *body = vmx_json_parse(bodies[i], strlen(bodies[i]), arena_alloc,
@@ -83,12 +125,15 @@ evaluate(const vmx_rules_t *rules, arena_t *a)
         in.scratch = i == 2 ? NULL : scratch;
         in.scratch_size = i == 1 ? 64 : sizeof(scratch);
 
-        if (vmx_rules_eval(rules, &in, &out) != out.matched
+        draws_before = draws;
+        rc = vmx_rules_eval(rules, &in, &out);
+        if (rc != out.matched
             || (out.matched && out.action == VMX_RULES_BLOCK && out.target != NULL)
             || (out.matched && out.group_id.data == NULL))
         {
             abort();
         }
+        check_trace(rules, &in, &out, rc, draws_before);
     }
 }
 

@@ -87,10 +87,19 @@ struct rx_s {
     rx_t               *next;
 };
 
+/* what a trace shows of a condition (vmx_rules_trace_cond_t) */
+typedef struct {
+    vmx_rules_str_t     path;
+    vmx_rules_str_t     text;
+    long                position;
+    unsigned            is_group;
+} tag_t;
+
 typedef struct node_s  node_t;
 
 struct node_s {
     node_kind_e         kind;
+    const tag_t        *tag;        /* a traced condition; NULL: none */
     unsigned            op;         /* test_e of N_TEST, var_e of N_VAR */
     unsigned            negate;     /* N_TEST: false on missing, else not */
     size_t              n;          /* kids, items or steps */
@@ -111,6 +120,7 @@ typedef struct {
     vmx_rules_action_e   action;
     vmx_rules_target_t  *then;
     uint64_t             share;     /* traffic as a threshold over 2^32 */
+    double               traffic;   /* as given, for traces */
     unsigned             enabled;
 } group_t;
 
@@ -136,6 +146,7 @@ typedef struct {
     vmx_rules_t             *rules;
     vmx_rules_error_t       *err;
     size_t                   path_len;
+    unsigned                 tag_tests;     /* in an ADVANCED expression */
     pcre2_general_context   *pcre_gctx;
     pcre2_compile_context   *pcre_cctx;
 } cc_t;
@@ -269,6 +280,39 @@ node_test(cc_t *cc, test_e op, unsigned negate, node_t *left, node_t *right)
     n->u.kids[0] = left;
     n->u.kids[1] = right;
     return n;
+}
+
+
+/*
+ * Tags n for traces at the current path (and member, when given), with
+ * text len bytes of text, at position (characters) or -1.  A node keeps
+ * its first tag: an ADVANCED group whose whole expression is one
+ * comparison shows as that comparison.
+ */
+static int
+node_tag(cc_t *cc, node_t *n, const char *member, const char *text, size_t len,
+    long position, unsigned is_group)
+{
+    tag_t  *tag;
+    char    path[VMX_RULES_PATH_MAX];
+    int     plen;
+
+    if (n->tag != NULL) {
+        return 0;
+    }
+    plen = snprintf(path, sizeof(path), "%s%s%s", cc->err->path,
+                    member && cc->path_len ? "." : "", member ? member : "");
+    if ((tag = cc_alloc(cc, sizeof(tag_t))) == NULL
+        || cc_strdup(cc, path, plen < 0 ? 0 : (size_t) plen >= sizeof(path)
+                                      ? sizeof(path) - 1 : (size_t) plen, &tag->path) != 0
+        || cc_strdup(cc, text, len, &tag->text) != 0)
+    {
+        return -1;
+    }
+    tag->position = position;
+    tag->is_group = is_group;
+    n->tag = tag;
+    return 0;
 }
 
 
@@ -552,6 +596,7 @@ typedef struct {
     tk_e          tk;
     size_t        tk_start;
     size_t        tk_end;
+    size_t        prev_end;     /* of the token before: ends a span */
     unsigned      depth;
 } px_t;
 
@@ -724,6 +769,7 @@ px_next(px_t *px)
     const char  *s = px->src;
     int          c;
 
+    px->prev_end = px->tk_end;
     while (px->pos < px->end && (s[px->pos] == ' ' || s[px->pos] == '\t'
                                  || s[px->pos] == '\n' || s[px->pos] == '\r'))
     {
@@ -917,6 +963,20 @@ px_literal(px_t *px, rv_t *out)
 }
 
 
+/* tags a test of an ADVANCED expression with its text, start..prev_end */
+static node_t *
+px_tag(px_t *px, node_t *n, size_t start)
+{
+    cc_t  *cc = px->cc;
+
+    if (n == NULL || !cc->tag_tests) {
+        return n;
+    }
+    return node_tag(cc, n, px->member, px->src + start, px->prev_end - start,
+                    char_offset(px->src, start), 0) == 0 ? n : NULL;
+}
+
+
 static node_t *parse_or(px_t *px);
 static node_t *parse_unary(px_t *px);
 
@@ -1028,6 +1088,7 @@ static node_t *
 parse_compare(px_t *px)
 {
     static const test_e  ops[] = { T_EQ, T_EQ, T_LT, T_LE, T_GT, T_GE };
+    size_t               start = px->tk_start;
     node_t              *left = parse_unary(px), *right;
     tk_e                 tk = px->tk;
     size_t               at = px->tk_start;
@@ -1053,6 +1114,7 @@ parse_compare(px_t *px)
     } else {
         return left;
     }
+    left = px_tag(px, left, start);
     if (left != NULL && (is_compare(px->tk) || tk_is(px, "matches") || tk_is(px, "in"))) {
         px_fail(px, px->tk_start, "comparisons do not chain (the first is at %ld); "
                 "join them with && or ||", char_offset(px->src, at));
@@ -1381,7 +1443,8 @@ parse_call(px_t *px, size_t start, size_t end)
         return NULL;
     }
     if (f->kind == N_TEST) {
-        return node_test(px->cc, f->test, 0, args[0], nargs > 1 ? args[1] : NULL);
+        return px_tag(px, node_test(px->cc, f->test, 0, args[0], nargs > 1 ? args[1] : NULL),
+                      start);
     }
     if ((n = node_new(px->cc, f->kind, f->kind == N_ERROR_RATE ? 0 : 1)) == NULL) {
         return NULL;
@@ -1900,7 +1963,9 @@ compile_condition(cc_t *cc, const vmx_json_t *cond)
             return NULL;
         }
     }
-    return node_test(cc, c->test, c->negate, left, right);
+    left = node_test(cc, c->test, c->negate, left, right);
+    return left != NULL && node_tag(cc, left, NULL, expr->str, expr->str_len, -1, 0) == 0
+           ? left : NULL;
 }
 
 
@@ -1916,6 +1981,7 @@ static node_t *
 compile_item(cc_t *cc, const vmx_json_t *item, unsigned depth, unsigned *enabled)
 {
     static const char *const types[] = { "group", "condition", NULL };
+    node_t                  *n;
     int                      type;
 
     if (item->type != VMX_JSON_OBJECT) {
@@ -1934,7 +2000,8 @@ compile_item(cc_t *cc, const vmx_json_t *item, unsigned depth, unsigned *enabled
         cc_fail(cc, NULL, -1, "groups nested deeper than %d", GROUP_DEPTH_MAX);
         return NULL;
     }
-    return compile_group(cc, item, depth, enabled);
+    n = compile_group(cc, item, depth, enabled);
+    return n != NULL && node_tag(cc, n, NULL, "", 0, -1, 1) == 0 ? n : NULL;
 }
 
 
@@ -1979,6 +2046,7 @@ compile_group(cc_t *cc, const vmx_json_t *g, unsigned depth, unsigned *enabled)
     static const char *const operators[] = { "AND", "OR", NULL };
     const vmx_json_t        *expr;
     vmx_rules_str_t          unused;
+    node_t                  *n;
     int                      mode, op;
 
     *enabled = 1;
@@ -1995,7 +2063,10 @@ compile_group(cc_t *cc, const vmx_json_t *g, unsigned depth, unsigned *enabled)
             cc_fail(cc, "expression", -1, "an ADVANCED group needs an expression");
             return NULL;
         }
-        return compile_expression(cc, "expression", expr->str, expr->str_len);
+        cc->tag_tests = 1;
+        n = compile_expression(cc, "expression", expr->str, expr->str_len);
+        cc->tag_tests = 0;
+        return n;
     }
     if ((op = member_enum(cc, g, "operator", operators, 0)) < 0) {
         return NULL;
@@ -2037,6 +2108,7 @@ compile_then(cc_t *cc, const vmx_json_t *then, group_t *g)
     path_pop(cc, old);
     if (traffic != NULL) {
         g->share = (uint64_t) (traffic->num / 100.0 * (double) SHARE_ALL);
+        g->traffic = traffic->num;
     }
     return 0;
 }
@@ -2064,6 +2136,7 @@ compile_top_group(cc_t *cc, const vmx_json_t *j, group_t *g)
     }
     g->action = action == 0 ? VMX_RULES_CALL_MODEL : VMX_RULES_BLOCK;
     g->share = SHARE_ALL;
+    g->traffic = 100;
     then = member(j, "then");
     /* a BLOCK group's then is never used, so not checked */
     if (g->action == VMX_RULES_BLOCK || then == NULL) {
@@ -2194,6 +2267,8 @@ typedef struct {
     const vmx_rules_input_t *in;
     arena_t                  arena;
     pcre2_general_context   *pcre_gctx;     /* in the scratch; NULL: none */
+    vmx_rules_trace_t       *trace;         /* NULL: none */
+    size_t                   group;         /* being evaluated, for traces */
 } ev_t;
 
 
@@ -2507,26 +2582,26 @@ test_right(ev_t *ev, const node_t *n, const rv_t *l)
 }
 
 
+/* *l: the left operand (of `x == null`, x), for traces */
 static int
-eval_test(ev_t *ev, const node_t *n)
+eval_test(ev_t *ev, const node_t *n, rv_t *l)
 {
     const node_t  *left = n->u.kids[0], *right = n->u.kids[1];
-    rv_t           l;
     int            hit;
 
     if (n->op == T_EXISTS) {
-        l = eval_node(ev, left);
-        return present(&l);
+        *l = eval_node(ev, left);
+        return present(l);
     }
     if (n->op == T_EQ && (is_null(left) || is_null(right))) {
-        l = eval_node(ev, is_null(left) ? right : left);
-        return present(&l) == (int) n->negate;
+        *l = eval_node(ev, is_null(left) ? right : left);
+        return present(l) == (int) n->negate;
     }
-    l = eval_node(ev, left);
-    if (!present(&l)) {
+    *l = eval_node(ev, left);
+    if (!present(l)) {
         return 0;
     }
-    hit = test_right(ev, n, &l);
+    hit = test_right(ev, n, l);
     return hit < 0 ? 0 : n->negate ? !hit : hit;
 }
 
@@ -2675,24 +2750,29 @@ rv_truthy(const rv_t *v)
 }
 
 
+/* a trace goes on past the decision, to show every condition's value */
 static rv_t
 eval_logic(ev_t *ev, const node_t *n)
 {
-    int  want = n->kind == N_OR;
+    int  want = n->kind == N_OR, decided = 0;
 
     for (size_t i = 0; i < n->n; i++) {
         rv_t  v = eval_node(ev, n->u.kids[i]);
 
         if (rv_truthy(&v) == want) {
-            return rv_bool(want);
+            if (ev->trace == NULL) {
+                return rv_bool(want);
+            }
+            decided = 1;
         }
     }
-    return rv_bool(!want);
+    return rv_bool(decided ? want : !want);
 }
 
 
+/* n's value; *l gets a test's left operand */
 static rv_t
-eval_node(ev_t *ev, const node_t *n)
+eval_kind(ev_t *ev, const node_t *n, rv_t *l)
 {
     size_t  mark = ev->arena.used;
     rv_t    v;
@@ -2714,8 +2794,9 @@ eval_node(ev_t *ev, const node_t *n)
         v = eval_node(ev, n->u.kids[0]);
         return rv_number(&v, &d) ? rv_num(-d) : rv_missing();
     case N_TEST:
-        /* what the operands took of the scratch is dead once tested */
-        v = rv_bool(eval_test(ev, n));
+        /* what the operands took of the scratch is dead once tested (a
+         * trace copies *l before anything is allocated again) */
+        v = rv_bool(eval_test(ev, n, l));
         ev->arena.used = mark;
         return v;
     case N_LEN:
@@ -2729,6 +2810,82 @@ eval_node(ev_t *ev, const node_t *n)
     default:
         return rv_missing();        /* lists and regexes are no values */
     }
+}
+
+
+/* v's text into c->value, cut at a character within the bound */
+static void
+trace_value(vmx_rules_trace_cond_t *c, const rv_t *v)
+{
+    static const vmx_rules_value_e  kinds[] = {
+        VMX_RULES_VALUE_MISSING, VMX_RULES_VALUE_NULL, VMX_RULES_VALUE_BOOL,
+        VMX_RULES_VALUE_NUMBER, VMX_RULES_VALUE_STRING, VMX_RULES_VALUE_JSON
+    };
+    char                            buf[32];
+    const char                     *s = NULL;
+    size_t                          len = 0;
+
+    c->kind = kinds[v->kind];
+    if (v->kind == RV_JSON) {
+        s = v->json->raw;
+        len = v->json->raw_len;
+    } else if (v->kind == RV_BOOL || v->kind == RV_NUM || v->kind == RV_STR) {
+        c->num = v->kind == RV_BOOL ? v->b : v->num;
+        (void) rv_text(v, buf, &s, &len);
+    }
+    if (len >= sizeof(c->value)) {
+        len = sizeof(c->value) - 1;
+        while (len > 0 && ((unsigned char) s[len] & 0xC0) == 0x80) {
+            len--;
+        }
+        c->truncated = 1;
+    }
+    if (len > 0) {
+        memcpy(c->value, s, len);
+    }
+    c->value[len] = '\0';
+    c->value_len = len;
+}
+
+
+/* n's value, recording n in the trace */
+static rv_t
+eval_traced(ev_t *ev, const node_t *n)
+{
+    vmx_rules_trace_t       *t = ev->trace;
+    vmx_rules_trace_cond_t  *c;
+    rv_t                     v, l = rv_missing();
+
+    if (t->nconds == t->conds_max) {
+        t->truncated = 1;
+        return eval_kind(ev, n, &l);
+    }
+    /* the slot first: document order, a nested group before its members */
+    c = &t->conds[t->nconds++];
+    memset(c, 0, offsetof(vmx_rules_trace_cond_t, value) + 1);
+    c->group = ev->group;
+    c->path = n->tag->path;
+    c->text = n->tag->text;
+    c->position = n->tag->position;
+    c->is_group = n->tag->is_group;
+    v = eval_kind(ev, n, &l);
+    c->result = rv_truthy(&v);
+    if (!c->is_group) {
+        trace_value(c, n->kind == N_TEST ? &l : &v);
+    }
+    return v;
+}
+
+
+static rv_t
+eval_node(ev_t *ev, const node_t *n)
+{
+    rv_t  l;
+
+    if (ev->trace != NULL && n->tag != NULL) {
+        return eval_traced(ev, n);
+    }
+    return eval_kind(ev, n, &l);
 }
 
 
@@ -2756,14 +2913,73 @@ vmx_rules_random(void *ctx)
 }
 
 
+/* whether a matching group with a partial share takes the request */
+static int
+inside_share(const vmx_rules_input_t *in, const group_t *g, vmx_rules_trace_group_t *tg)
+{
+    uint32_t  draw;
+
+    if (g->share == 0) {
+        return 0;
+    }
+    if (in->random == NULL) {
+        return 1;
+    }
+    draw = in->random(in->random_ctx);
+    if (tg != NULL) {
+        tg->drawn = 1;
+        tg->draw = draw;
+        tg->taken = draw < g->share;
+    }
+    return draw < g->share;
+}
+
+
+/* the trace's record of group i, NULL when there is no room */
+static vmx_rules_trace_group_t *
+trace_group(vmx_rules_trace_t *t, const group_t *g)
+{
+    vmx_rules_trace_group_t  *tg;
+
+    if (t->ngroups == t->groups_max) {
+        t->truncated = 1;
+        return NULL;
+    }
+    tg = &t->groups[t->ngroups++];
+    memset(tg, 0, sizeof(vmx_rules_trace_group_t));
+    tg->id = g->id;
+    tg->description = g->description;
+    tg->action = g->action;
+    tg->then = g->action == VMX_RULES_CALL_MODEL ? g->then : NULL;
+    tg->enabled = g->enabled;
+    tg->traffic = g->traffic;
+    tg->first = t->nconds;
+    return tg;
+}
+
+
 int
 vmx_rules_eval(const vmx_rules_t *rules, const vmx_rules_input_t *in,
     vmx_rules_result_t *out)
 {
+    return vmx_rules_eval_trace(rules, in, out, NULL);
+}
+
+
+int
+vmx_rules_eval_trace(const vmx_rules_t *rules, const vmx_rules_input_t *in,
+    vmx_rules_result_t *out, vmx_rules_trace_t *trace)
+{
     ev_t  ev;
+    int   decided = 0;
 
     memset(out, 0, sizeof(vmx_rules_result_t));
     out->original = in->primary;
+    if (trace != NULL) {
+        trace->ngroups = 0;
+        trace->nconds = 0;
+        trace->truncated = 0;
+    }
     if (!vmx_rules_active(rules)) {
         return 0;
     }
@@ -2772,33 +2988,47 @@ vmx_rules_eval(const vmx_rules_t *rules, const vmx_rules_input_t *in,
     ev.arena.base = in->scratch;
     ev.arena.size = in->scratch != NULL ? in->scratch_size : 0;
     ev.arena.used = 0;
+    ev.trace = trace;
     /* first, so that no mark releases it */
     ev.pcre_gctx = rules->regexes == NULL ? NULL
                    : pcre2_general_context_create(scratch_alloc, scratch_free, &ev.arena);
 
     for (size_t i = 0; i < rules->ngroups; i++) {
-        const group_t  *g = &rules->groups[i];
-        size_t          mark = ev.arena.used;
-        rv_t            v;
+        const group_t            *g = &rules->groups[i];
+        vmx_rules_trace_group_t  *tg = trace != NULL ? trace_group(trace, g) : NULL;
+        size_t                    mark = ev.arena.used;
+        rv_t                      v;
 
         if (!g->enabled) {
             continue;
         }
+        ev.group = i;
         v = eval_node(&ev, g->when);
         ev.arena.used = mark;
-        if (!rv_truthy(&v)) {
+        if (tg != NULL) {
+            tg->matched = rv_truthy(&v);
+            tg->nconds = trace->nconds - tg->first;
+        }
+        /* only a trace goes on after the decision */
+        if (decided || !rv_truthy(&v)) {
             continue;
         }
         if (g->action == VMX_RULES_CALL_MODEL && g->share < SHARE_ALL
-            && (g->share == 0 || (in->random != NULL && in->random(in->random_ctx) >= g->share)))
+            && !inside_share(in, g, tg))
         {
             out->traffic_passed++;
             continue;
         }
         fill_result(g, i, out);
-        return 1;
+        if (trace == NULL) {
+            return 1;
+        }
+        if (tg != NULL) {
+            tg->chosen = 1;
+        }
+        decided = 1;
     }
-    return 0;
+    return decided;
 }
 
 

@@ -300,4 +300,101 @@ int vmx_rules_input_init(vmx_rules_input_t *in, const vmx_json_t *body,
 int vmx_rules_eval(const vmx_rules_t *rules, const vmx_rules_input_t *in,
     vmx_rules_result_t *out);
 
+
+/*
+ * TRACE (the control plane's routing test bench)
+ *
+ * vmx_rules_eval_trace() is vmx_rules_eval() recording what it saw: each
+ * group, and each of its conditions with the value of its left operand and
+ * its result.  Decisions are those of vmx_rules_eval(), which is the same
+ * function with no trace.  To show every value, a traced evaluation does
+ * not stop early: the conditions after a decided AND or OR, and the groups
+ * after the winner, are evaluated too (rules have no side effects; no
+ * traffic draw is made for a group after the winner).
+ *
+ * Recorded conditions: each condition of a UI group and each nested group
+ * (is_group, no value), at any depth, in document order; in an ADVANCED
+ * expression each comparison, `matches`, `in` and test function
+ * (contains(), startsWith(), endsWith(), exists()), with its source text
+ * and position.  The caller gives the arrays; what does not fit is left
+ * out and flagged in truncated.
+ */
+
+#define VMX_RULES_TRACE_TEXT    256     /* bytes of a value's text kept */
+
+
+typedef enum {
+    VMX_RULES_VALUE_MISSING = 0,        /* absent, or JSON null */
+    VMX_RULES_VALUE_NULL,               /* the literal null */
+    VMX_RULES_VALUE_BOOL,
+    VMX_RULES_VALUE_NUMBER,
+    VMX_RULES_VALUE_STRING,
+    VMX_RULES_VALUE_JSON                /* an array or an object */
+} vmx_rules_value_e;
+
+
+typedef struct {
+    size_t                     group;      /* index in routing.conditions */
+
+    /* from routing: "conditions[0].conditions[1]" for a UI condition or
+     * nested group, "conditions[2].expression" in an ADVANCED expression */
+    vmx_rules_str_t            path;
+
+    /* a UI condition's expression (its left operand), "" for a nested
+     * group; in an ADVANCED expression the comparison's text, from
+     * position (characters) on */
+    vmx_rules_str_t            text;
+    long                       position;   /* -1 outside an expression */
+
+    unsigned                   is_group:1;
+    unsigned                   result:1;
+    unsigned                   truncated:1;    /* value cut at the bound */
+
+    /* the left operand: kind, and text (a string's, a number's or JSON
+     * text, UTF-8 cut at a character); num for a number, bool as 0/1 */
+    vmx_rules_value_e          kind;
+    double                     num;
+    size_t                     value_len;
+    char                       value[VMX_RULES_TRACE_TEXT];
+} vmx_rules_trace_cond_t;
+
+
+typedef struct {
+    vmx_rules_str_t            id;
+    vmx_rules_str_t            description;
+    vmx_rules_action_e         action;
+    const vmx_rules_target_t  *then;       /* NULL: none, or BLOCK */
+
+    unsigned                   enabled:1;
+    unsigned                   matched:1;  /* its conditions hold */
+    unsigned                   chosen:1;   /* it decided the request */
+    unsigned                   drawn:1;    /* a traffic draw was made */
+    unsigned                   taken:1;    /* the draw fell in its share */
+
+    double                     traffic;    /* then.traffic, 100 when absent */
+    uint32_t                   draw;
+
+    size_t                     first;      /* its conditions in conds */
+    size_t                     nconds;
+} vmx_rules_trace_group_t;
+
+
+typedef struct {
+    vmx_rules_trace_group_t   *groups;
+    size_t                     groups_max;
+    size_t                     ngroups;
+
+    vmx_rules_trace_cond_t    *conds;
+    size_t                     conds_max;
+    size_t                     nconds;
+
+    unsigned                   truncated:1;
+} vmx_rules_trace_t;
+
+
+/* trace NULL: vmx_rules_eval(); else ngroups, nconds and truncated are
+ * reset and filled */
+int vmx_rules_eval_trace(const vmx_rules_t *rules, const vmx_rules_input_t *in,
+    vmx_rules_result_t *out, vmx_rules_trace_t *trace);
+
 #endif /* VMX_RULES_H */

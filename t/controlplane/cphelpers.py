@@ -17,3 +17,15 @@ def openai_connection(api, env, **over):
               "allowedModels": []}
     fields.update(over)
     return api.create_connection(env[0], env[1], **fields)
+
+
+def model(conn, name="gpt-4o-mini", provider="openai"):
+    """a resource's model entry on connection conn"""
+    return {"provider": provider, "model": name, "connectionId": conn["id"]}
+
+
+def condition(expression, comparator, vtype="string", value=None):
+    """a UI condition of a routing group"""
+    return {"type": "condition", "id": uuid.uuid4().hex, "label": "l",
+            "expression": expression, "comparator": comparator,
+            "value": {"type": vtype, "expression": value}}

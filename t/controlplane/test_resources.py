@@ -1,11 +1,7 @@
 """AI resources: model entries tied to connections of the environment."""
 import uuid
 
-from cphelpers import env_path, openai_connection
-
-
-def model(conn, name="gpt-4o-mini", provider="openai"):
-    return {"provider": provider, "model": name, "connectionId": conn["id"]}
+from cphelpers import env_path, model, openai_connection
 
 
 def test_resource_crud_and_defaults(api, env):

@@ -6,17 +6,7 @@ import uuid
 
 import pytest
 
-from cphelpers import env_path, openai_connection
-
-
-def model(conn, name="gpt-4o-mini", provider="openai"):
-    return {"provider": provider, "model": name, "connectionId": conn["id"]}
-
-
-def condition(expression, comparator, vtype="string", value=None):
-    return {"type": "condition", "id": uuid.uuid4().hex, "label": "l",
-            "expression": expression, "comparator": comparator,
-            "value": {"type": vtype, "expression": value}}
+from cphelpers import condition, env_path, model, openai_connection
 
 
 def group(conditions=(), **over):

@@ -79,6 +79,36 @@ def test_advanced_expression_with_key_labels(env):
     assert r.header("x-vmx-model") == "gpt-team", r
 
 
+def test_route_test_bench_agrees_with_the_gateway(gw, env):
+    """the control plane's test bench (POST .../route-test) answers what the data plane
+    does with the same request: the same compiled rules, token estimate and key labels"""
+    key = env.key_objs["k"]
+    bodies = [
+        {},
+        {"messages": [{"role": "user", "content": "a forbidden word"}]},
+        {"messages": [{"role": "user", "content": "word " * 400}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes?"},
+                      {"role": "user", "content": "again"}]},
+    ]
+    seen = set()
+    for body in bodies:
+        request = {"model": "plain", "messages": [{"role": "user", "content": "hello"}]}
+        request.update(body)
+        st, bench, _ = gw.api.request(
+            "POST", f"{env.prefix}/resources/{env.res['plain']['id']}/route-test",
+            {"request": request, "apiKey": {"id": key["id"], "labels": key["labels"]}})
+        assert st == 200, bench
+        r = env.chat("plain", body=body)
+        if bench["action"] == "BLOCK":
+            assert r.status == 400, r
+            assert r.json()["error"]["code"] == "blocked_by_routing_condition"
+        else:
+            assert r.status == 200, r
+            assert r.header("x-vmx-model") == bench["model"]["model"], (bench, r)
+        seen.add(bench["action"] if bench["action"] == "BLOCK" else bench["model"]["model"])
+    assert seen == {"gpt-primary", "BLOCK", "gpt-long", "gpt-team"}
+
+
 def test_secondary_model_index_skips_routing(gw, fake, fake2):
     e = gw.provision(connections={"a": connection_for(fake), "b": connection_for(fake2)},
                      resources={"r": {"model": ("a", "gpt-primary"),

@@ -51,6 +51,7 @@ class ControlPlane:
             "VMX_RECONCILE_INTERVAL": str(reconcile_interval),
             "VMX_LOG_LEVEL": "debug",
             "VMX_SCHEMA_DIR": str(ROOT / "schema"),
+            "VMX_TOKENIZER": str(ROOT / "build" / "o200k_base.tiktoken"),
         })
         if admin_password is None:
             self.env.pop("VMX_ADMIN_PASSWORD", None)

@@ -2,7 +2,9 @@
  * Unit tests of lib/vmx_rules.c: every comparator with every value type,
  * groups (nesting, AND/OR, empty, disabled, BLOCK, traffic), the expression
  * language (precedence, functions, variables, every error and its
- * position), errorRate, the input's message texts and the scratch.
+ * position), errorRate, the input's message texts and the scratch; traces
+ * (every case run by run() is evaluated with and without one, and must
+ * decide the same).
  */
 
 #include <math.h>
@@ -154,21 +156,50 @@ compile(const char *routing)
 }
 
 
-/* 1 matched, 0 not, -1 compile error (err says) */
+static vmx_rules_trace_group_t  trace_groups[8];
+static vmx_rules_trace_cond_t   trace_conds[16];
+static vmx_rules_trace_t        trace = {
+    trace_groups, 8, 0, trace_conds, 16, 0, 0
+};
+
+
+static int
+same_result(const vmx_rules_result_t *a, const vmx_rules_result_t *b)
+{
+    return a->matched == b->matched && a->action == b->action
+           && a->group_index == b->group_index && a->target == b->target
+           && a->original == b->original && a->traffic_passed == b->traffic_passed;
+}
+
+
+/*
+ * 1 matched, 0 not, -1 compile error (err says).  Evaluated with a trace
+ * first, which must decide the same; the counters of the error rate and
+ * draw callbacks are those of the evaluation without.
+ */
 static int
 run(const char *routing, vmx_rules_result_t *out)
 {
     vmx_rules_t        *rules;
     vmx_rules_input_t   in;
-    vmx_rules_result_t  res;
-    int                 rc;
+    vmx_rules_result_t  res, traced;
+    unsigned            next = random_next, calls = random_calls, rates = rate_calls;
+    int                 rc, rc_traced;
 
     rules = vmx_rules_compile_text(routing, strlen(routing), arena_alloc, &arena, &err);
     if (rules == NULL) {
         return -1;
     }
     input(&in);
+    rc_traced = vmx_rules_eval_trace(rules, &in, &traced, &trace);
+    random_next = next;
+    random_calls = calls;
+    rate_calls = rates;
     rc = vmx_rules_eval(rules, &in, out != NULL ? out : &res);
+    if (rc != rc_traced || !same_result(out != NULL ? out : &res, &traced)) {
+        fprintf(stderr, "  traced and plain evaluations differ on %s\n", routing);
+        CHECK(0);
+    }
     vmx_rules_free(rules);
     return rc;
 }
@@ -1040,6 +1071,127 @@ test_out_of_memory(void)
 }
 
 
+static int
+cond_is(const vmx_rules_trace_cond_t *c, const char *path, const char *text, long position,
+    vmx_rules_value_e kind, const char *value, int result)
+{
+    if (strcmp(c->path.data, path) == 0 && strcmp(c->text.data, text) == 0
+        && c->position == position && c->kind == kind && strcmp(c->value, value) == 0
+        && c->value_len == strlen(value) && c->result == (unsigned) result)
+    {
+        return 1;
+    }
+    fprintf(stderr, "  got %s \"%s\" at %ld: kind %d \"%s\" %u; want %s \"%s\"\n",
+            c->path.data, c->text.data, c->position, (int) c->kind, c->value, c->result,
+            path, text);
+    return 0;
+}
+
+
+static void
+test_trace(void)
+{
+    const char *routing =
+        "{\"enabled\":true,\"conditions\":["
+        /* 0: UI AND, false: its second condition is still shown */
+        "{\"id\":\"big\",\"conditions\":["
+        "{\"expression\":\"tokens.input\",\"comparator\":\"GREATER_THAN\","
+        "\"value\":{\"type\":\"number\",\"expression\":\"5000\"}},"
+        "{\"expression\":\"request.model\",\"comparator\":\"EQUAL\","
+        "\"value\":{\"type\":\"string\",\"expression\":\"chat\"}}]," THEN("big") "},"
+        /* 1: disabled */
+        "{\"id\":\"off\",\"enabled\":false,\"conditions\":[]," THEN("off") "},"
+        /* 2: ADVANCED BLOCK, the winner */
+        "{\"id\":\"sql\",\"description\":\"no SQL\",\"action\":\"BLOCK\","
+        "\"mode\":\"ADVANCED\",\"expression\":\"request.lastMessage.content matches /SQL/"
+        " && len(request.user) >= 3 || exists(request.gone)\"},"
+        /* 3: after the winner, evaluated for the trace only */
+        "{\"id\":\"late\",\"operator\":\"OR\",\"conditions\":[{\"conditions\":["
+        "{\"expression\":\"request.metadata\",\"comparator\":\"EXISTS\"}]}]}]}";
+    vmx_rules_t              *rules = compile(routing);
+    vmx_rules_input_t         in;
+    vmx_rules_result_t        r;
+    vmx_rules_trace_group_t  *g = trace_groups;
+    vmx_rules_trace_cond_t   *c = trace_conds;
+
+    CHECK(rules != NULL);
+    if (rules == NULL) {
+        return;
+    }
+    input(&in);
+    CHECK(vmx_rules_eval_trace(rules, &in, &r, &trace) == 1);
+    CHECK(r.action == VMX_RULES_BLOCK && r.group_index == 2);
+    CHECK(trace.ngroups == 4 && trace.nconds == 7 && !trace.truncated);
+
+    CHECK(g[0].enabled && !g[0].matched && !g[0].chosen && g[0].first == 0
+          && g[0].nconds == 2 && strcmp(g[0].id.data, "big") == 0
+          && g[0].then != NULL && strcmp(g[0].then->model.data, "big") == 0
+          && g[0].traffic == 100 && !g[0].drawn);
+    CHECK(cond_is(&c[0], "conditions[0].conditions[0]", "tokens.input", -1,
+                  VMX_RULES_VALUE_NUMBER, "1234", 0) && c[0].num == 1234);
+    CHECK(cond_is(&c[1], "conditions[0].conditions[1]", "request.model", -1,
+                  VMX_RULES_VALUE_STRING, "chat", 1));
+
+    CHECK(!g[1].enabled && !g[1].matched && g[1].nconds == 0);
+
+    CHECK(g[2].enabled && g[2].matched && g[2].chosen && g[2].first == 2 && g[2].nconds == 3
+          && g[2].action == VMX_RULES_BLOCK && g[2].then == NULL
+          && strcmp(g[2].description.data, "no SQL") == 0);
+    CHECK(cond_is(&c[2], "conditions[2].expression",
+                  "request.lastMessage.content matches /SQL/", 0,
+                  VMX_RULES_VALUE_STRING, "Hello SQL please", 1));
+    CHECK(cond_is(&c[3], "conditions[2].expression", "len(request.user) >= 3", 45,
+                  VMX_RULES_VALUE_NUMBER, "3", 1));
+    CHECK(cond_is(&c[4], "conditions[2].expression", "exists(request.gone)", 71,
+                  VMX_RULES_VALUE_MISSING, "", 0));
+
+    /* a nested group before its members */
+    CHECK(g[3].matched && !g[3].chosen && g[3].nconds == 2);
+    CHECK(c[5].is_group && c[5].result && strcmp(c[5].path.data, "conditions[3].conditions[0]")
+          == 0);
+    CHECK(cond_is(&c[6], "conditions[3].conditions[0].conditions[0]", "request.metadata", -1,
+                  VMX_RULES_VALUE_JSON,
+                  "{\"tier\":\"gold\",\"cost-center\":\"cc-1\",\"n\":3}", 1));
+    vmx_rules_free(rules);
+
+    /* a traffic split with a fixed draw: 30% does not take 50 */
+    rules = compile("{\"enabled\":true,\"conditions\":["
+                    "{\"conditions\":[],\"then\":{\"provider\":\"p\",\"model\":\"split\","
+                    "\"connectionId\":\"c\",\"traffic\":30}},"
+                    "{\"conditions\":[]," THEN("rest") "}]}");
+    CHECK(rules != NULL);
+    if (rules == NULL) {
+        return;
+    }
+    random_values[0] = random_values[1] = random_values[2] = random_values[3] = 1u << 31;
+    CHECK(vmx_rules_eval_trace(rules, &in, &r, &trace) == 1 && r.group_index == 1
+          && r.traffic_passed == 1);
+    CHECK(g[0].matched && !g[0].chosen && g[0].drawn && !g[0].taken
+          && g[0].draw == 1u << 31 && g[0].traffic == 30);
+    CHECK(g[1].chosen && !g[1].drawn);
+    random_values[0] = random_values[1] = random_values[2] = random_values[3] = 1u << 30;
+    CHECK(vmx_rules_eval_trace(rules, &in, &r, &trace) == 1 && r.group_index == 0);
+    CHECK(g[0].chosen && g[0].drawn && g[0].taken);
+    vmx_rules_free(rules);
+
+    /* bounds: conditions past the arrays and long values are cut */
+    rules = compile("{\"enabled\":true,\"conditions\":[{\"mode\":\"ADVANCED\","
+                    "\"expression\":\"exists(request) && exists(request) && 1 == 1\"}]}");
+    CHECK(rules != NULL);
+    if (rules == NULL) {
+        return;
+    }
+    trace.conds_max = 2;
+    CHECK(vmx_rules_eval_trace(rules, &in, &r, &trace) == 1);
+    CHECK(trace.nconds == 2 && trace.truncated && g[0].nconds == 2);
+    CHECK(c[0].kind == VMX_RULES_VALUE_JSON && c[0].truncated
+          && c[0].value_len == VMX_RULES_TRACE_TEXT - 1
+          && strncmp(c[0].value, body_text, c[0].value_len) == 0);
+    trace.conds_max = 16;
+    vmx_rules_free(rules);
+}
+
+
 int
 main(void)
 {
@@ -1048,6 +1200,7 @@ main(void)
     test_groups();
     test_traffic();
     test_traffic_draw();
+    test_trace();
     test_structure_errors();
     test_expressions();
     test_expression_errors();
