@@ -110,12 +110,23 @@ VMX_PORT=${VMX_PORT:-8080}
 VMX_CP_PORT=${VMX_CP_PORT:-8090}
 VMX_PG_PORT=${VMX_PG_PORT:-5440}
 VMX_REDIS_PORT=${VMX_REDIS_PORT:-6390}
-VAR=${VMX_VAR:-$ROOT/var}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 
 # PostgreSQL refuses to run as root: run it as an unprivileged user.
 PG_AS=()
 [ "$(id -u)" -ne 0 ] || PG_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+
+# The state directory. As root, PostgreSQL and nginx's workers run as nobody
+# and must reach it: a checkout nobody can enter (one under /root, which is
+# 0700) keeps its state under /var/lib instead, one directory per checkout.
+default_var() {
+    if [ "$(id -u)" -eq 0 ] && ! "${PG_AS[@]}" test -x "$ROOT"; then
+        printf '/var/lib/vmx-gateway/%s\n' "$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
+    else
+        printf '%s\n' "$ROOT/var"
+    fi
+}
+VAR=${VMX_VAR:-$(default_var)}
 
 # The supervised processes in start order, with their pid, start time and the
 # delay before their next restart.
