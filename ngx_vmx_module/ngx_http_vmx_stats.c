@@ -99,9 +99,9 @@ static ngx_http_vmx_health_t *ngx_http_vmx_health(ngx_slab_pool_t *shpool,
     ngx_flag_t create);
 static ngx_http_vmx_series_t *ngx_http_vmx_series(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf, ngx_str_t *labels);
-static u_char *ngx_http_vmx_series_labels(u_char *p,
+static u_char *ngx_http_vmx_series_labels(u_char *p, u_char *last,
     ngx_http_vmx_series_t *s);
-static u_char *ngx_http_vmx_escape_label(u_char *p,
+static u_char *ngx_http_vmx_escape_label(u_char *p, u_char *last,
     ngx_http_vmx_label_t *label);
 
 
@@ -454,26 +454,349 @@ ngx_http_vmx_series(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
 }
 
 
-/* the exposition */
+/* the exposition: a chain of buffers, one function a metric family */
+
+#define NGX_HTTP_VMX_OUT_CHUNK   65536
+
+/* the most one sample writes: the labels of a series, each escaped at most
+   2 to 1, the metric's name and its value (the spool's families, about 900
+   bytes, fit too) */
+#define NGX_HTTP_VMX_OUT_PIECE                                                \
+    (2 * NGX_HTTP_VMX_LABELS * NGX_HTTP_VMX_LABEL_MAX + 1024)
+
+
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_chain_t                 *first;
+    ngx_chain_t                **last;
+    ngx_buf_t                   *buf;
+    ngx_flag_t                   failed;
+} ngx_http_vmx_out_t;
+
+
+/* the counters of a series that are one sample each */
+
+typedef struct {
+    const char                  *name;
+    const char                  *help;
+    size_t                       offset;    /* of the ngx_atomic_t */
+} ngx_http_vmx_counter_t;
+
+
+static ngx_http_vmx_counter_t  ngx_http_vmx_counters[] = {
+
+    { "vmx_stream_errors_total",
+      "Streams that failed after the client's first byte (an error event, a "
+      "broken frame, a cut connection).",
+      offsetof(ngx_http_vmx_series_t, stream_errors) },
+
+    { "vmx_upstream_attempts_total", "Provider attempts.",
+      offsetof(ngx_http_vmx_series_t, attempts) },
+
+    { "vmx_fallbacks_total", "Attempts that fell back to the next model.",
+      offsetof(ngx_http_vmx_series_t, fallbacks) },
+
+    { "vmx_limit_denials_total", "Requests refused by a capacity limit.",
+      offsetof(ngx_http_vmx_series_t, denials) },
+};
+
+
+/* room for one piece at the end of the chain; NULL when out of memory */
+
+static ngx_buf_t *
+ngx_http_vmx_out_room(ngx_http_vmx_out_t *out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = out->buf;
+
+    if (out->failed) {
+        return NULL;
+    }
+
+    if (b != NULL && (size_t) (b->end - b->last) >= NGX_HTTP_VMX_OUT_PIECE) {
+        return b;
+    }
+
+    b = ngx_create_temp_buf(out->request->pool, NGX_HTTP_VMX_OUT_CHUNK);
+    cl = ngx_alloc_chain_link(out->request->pool);
+
+    if (b == NULL || cl == NULL) {
+        out->failed = 1;
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    *out->last = cl;
+    out->last = &cl->next;
+    out->buf = b;
+
+    return b;
+}
+
+
+static void
+ngx_http_vmx_out_printf(ngx_http_vmx_out_t *out, const char *fmt, ...)
+{
+    va_list     args;
+    ngx_buf_t  *b;
+
+    b = ngx_http_vmx_out_room(out);
+    if (b == NULL) {
+        return;
+    }
+
+    va_start(args, fmt);
+    b->last = ngx_vslprintf(b->last, b->end, fmt, args);
+    va_end(args);
+}
+
+
+static void
+ngx_http_vmx_out_family(ngx_http_vmx_out_t *out, const char *name,
+    const char *type, const char *help)
+{
+    ngx_http_vmx_out_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
+                            name, help, name, type);
+}
+
+
+/* name{the series' labels, then fmt's text: the extra labels, "}" and the
+   value */
+
+static void
+ngx_http_vmx_out_sample(ngx_http_vmx_out_t *out, const char *name,
+    ngx_http_vmx_series_t *s, const char *fmt, ...)
+{
+    va_list     args;
+    ngx_buf_t  *b;
+
+    b = ngx_http_vmx_out_room(out);
+    if (b == NULL) {
+        return;
+    }
+
+    b->last = ngx_slprintf(b->last, b->end, "%s", name);
+    b->last = ngx_http_vmx_series_labels(b->last, b->end, s);
+
+    va_start(args, fmt);
+    b->last = ngx_vslprintf(b->last, b->end, fmt, args);
+    va_end(args);
+}
+
+
+static void
+ngx_http_vmx_metric_requests(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_series_t *table)
+{
+    ngx_uint_t              i, c;
+    ngx_http_vmx_series_t  *s;
+
+    static const char  *classes[6] = { "other", "1xx", "2xx", "3xx", "4xx",
+                                       "5xx" };
+
+    ngx_http_vmx_out_family(out, "vmx_requests_total", "counter",
+                            "Gateway requests, by status class.");
+
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        s = &table[i];
+
+        for (c = 0; s->ready && c < 6; c++) {
+            if (s->requests[c]) {
+                ngx_http_vmx_out_sample(out, "vmx_requests_total", s,
+                                        ",code=\"%s\"} %uA\n", classes[c],
+                                        s->requests[c]);
+            }
+        }
+    }
+
+    ngx_http_vmx_out_family(out, "vmx_request_errors_total", "counter",
+                            "Gateway requests answered with a 4xx or 5xx, "
+                            "or whose stream failed after its first byte.");
+
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        s = &table[i];
+
+        if (s->ready) {
+            ngx_http_vmx_out_sample(out, "vmx_request_errors_total", s,
+                                    "} %uA\n", s->requests[4] + s->requests[5]
+                                               + s->stream_errors);
+        }
+    }
+}
+
+
+static void
+ngx_http_vmx_metric_tokens(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_series_t *table)
+{
+    ngx_uint_t              i;
+    ngx_http_vmx_series_t  *s;
+
+    ngx_http_vmx_out_family(out, "vmx_tokens_total", "counter",
+                            "Tokens the providers reported, by type.");
+
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        s = &table[i];
+
+        if (s->ready) {
+            ngx_http_vmx_out_sample(out, "vmx_tokens_total", s,
+                                    ",type=\"prompt\"} %uA\n",
+                                    s->prompt_tokens);
+            ngx_http_vmx_out_sample(out, "vmx_tokens_total", s,
+                                    ",type=\"completion\"} %uA\n",
+                                    s->completion_tokens);
+        }
+    }
+}
+
+
+static void
+ngx_http_vmx_metric_counter(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_series_t *table, ngx_http_vmx_counter_t *counter)
+{
+    ngx_uint_t              i;
+    ngx_atomic_t           *value;
+    ngx_http_vmx_series_t  *s;
+
+    ngx_http_vmx_out_family(out, counter->name, "counter", counter->help);
+
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        s = &table[i];
+
+        if (s->ready) {
+            value = (ngx_atomic_t *) ((u_char *) s + counter->offset);
+            ngx_http_vmx_out_sample(out, counter->name, s, "} %uA\n", *value);
+        }
+    }
+}
+
+
+static void
+ngx_http_vmx_metric_duration(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_series_t *table)
+{
+    uint64_t                cumulative;
+    ngx_uint_t              i, b;
+    ngx_http_vmx_series_t  *s;
+
+    ngx_http_vmx_out_family(out, "vmx_request_duration_seconds", "histogram",
+                            "Gateway request duration.");
+
+    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
+        s = &table[i];
+
+        if (!s->ready) {
+            continue;
+        }
+
+        cumulative = 0;
+
+        for (b = 0; b < NGX_HTTP_VMX_BUCKETS; b++) {
+            cumulative += s->buckets[b];
+            ngx_http_vmx_out_sample(out, "vmx_request_duration_seconds_bucket",
+                                    s, ",le=\"%s\"} %uL\n",
+                                    ngx_http_vmx_bucket_le[b], cumulative);
+        }
+
+        ngx_http_vmx_out_sample(out, "vmx_request_duration_seconds_bucket", s,
+                                ",le=\"+Inf\"} %uA\n", s->count);
+        ngx_http_vmx_out_sample(out, "vmx_request_duration_seconds_sum", s,
+                                "} %uA.%06uA\n", s->duration_usec / 1000000,
+                                s->duration_usec % 1000000);
+        ngx_http_vmx_out_sample(out, "vmx_request_duration_seconds_count", s,
+                                "} %uA\n", s->count);
+    }
+}
+
+
+/* the sliding windows that routing's errorRate() reads */
+
+static void
+ngx_http_vmx_metric_windows(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_health_t *health, ngx_flag_t latency)
+{
+    uint64_t                 attempts, failed, usec;
+    ngx_buf_t               *b;
+    ngx_uint_t               i, w;
+    const char              *name;
+    ngx_http_vmx_health_t   *h;
+
+    static ngx_uint_t  windows[2] = { 5, 60 };
+
+    name = latency ? "vmx_provider_latency_seconds"
+                   : "vmx_provider_error_rate_percent";
+
+    ngx_http_vmx_out_family(out, name, "gauge",
+                            latency ? "Mean attempt duration of a connection "
+                                      "and model over the last minutes."
+                                    : "Failed attempts of a connection and "
+                                      "model over the last minutes.");
+
+    for (i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {
+        h = &health[i];
+
+        for (w = 0; h->ready && w < 2; w++) {
+            ngx_http_vmx_health_sum(h, windows[w], 0, &attempts, &failed,
+                                    &usec);
+            if (attempts == 0) {
+                continue;
+            }
+
+            b = ngx_http_vmx_out_room(out);
+            if (b == NULL) {
+                return;
+            }
+
+            b->last = ngx_slprintf(b->last, b->end,
+                                   "%s{connection=\"%*s\",model=\"",
+                                   name, (size_t) 36, h->connection_id);
+            b->last = ngx_http_vmx_escape_label(b->last, b->end, &h->model);
+            b->last = ngx_slprintf(b->last, b->end,
+                                   "\",window=\"%uim\"} %.6f\n", windows[w],
+                                   latency
+                                   ? (double) usec / attempts / 1000000
+                                   : 100.0 * failed / attempts);
+        }
+    }
+}
+
+
+static void
+ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_main_conf_t *mcf)
+{
+    ngx_buf_t  *b;
+
+    ngx_http_vmx_out_family(out, "vmx_config_version", "gauge",
+                            "Version of the configuration this data plane "
+                            "runs.");
+    ngx_http_vmx_out_printf(out, "vmx_config_version %uL\n", mcf->sh->version);
+
+    ngx_http_vmx_out_family(out, "vmx_redis_up", "gauge",
+                            "1 when the cluster counters' Redis answers; 0 "
+                            "also when none is configured.");
+    ngx_http_vmx_out_printf(out, "vmx_redis_up %ui\n",
+                            ngx_http_vmx_redis_up());
+
+    b = ngx_http_vmx_out_room(out);
+    if (b != NULL) {
+        b->last = ngx_http_vmx_spool_metrics(out->request, b->last, b->end);
+    }
+}
+
 
 ngx_int_t
 ngx_http_vmx_status_handler(ngx_http_request_t *r)
 {
-    u_char                    *p, *start;
-    size_t                     len, per;
+    off_t                      size;
     ngx_int_t                  rc;
-    ngx_uint_t                 i, n, b, c;
-    uint64_t                   cumulative;
-    ngx_http_vmx_series_t     *table, *s;
+    ngx_uint_t                 i;
+    ngx_chain_t               *cl;
+    ngx_http_vmx_out_t         out;
     ngx_http_vmx_main_conf_t  *mcf;
-
-    uint64_t                   attempts, failed, usec;
-    ngx_uint_t                 w;
-    ngx_http_vmx_health_t     *health;
-
-    static const char  *classes[6] = { "other", "1xx", "2xx", "3xx", "4xx",
-                                       "5xx" };
-    static ngx_uint_t   windows[2] = { 5, 60 };
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -490,183 +813,40 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    table = mcf->sh->series;
-    health = mcf->sh->health;
+    ngx_memzero(&out, sizeof(ngx_http_vmx_out_t));
+    out.request = r;
+    out.last = &out.first;
 
-    for (n = 0, i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        n += (table[i].ready != 0);
+    ngx_http_vmx_metric_requests(&out, mcf->sh->series);
+    ngx_http_vmx_metric_tokens(&out, mcf->sh->series);
+
+    for (i = 0; i < sizeof(ngx_http_vmx_counters)
+                    / sizeof(ngx_http_vmx_counter_t); i++)
+    {
+        ngx_http_vmx_metric_counter(&out, mcf->sh->series,
+                                    &ngx_http_vmx_counters[i]);
     }
 
-    for (w = 0, i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {
-        w += (health[i].ready != 0);
-    }
+    ngx_http_vmx_metric_duration(&out, mcf->sh->series);
+    ngx_http_vmx_metric_windows(&out, mcf->sh->health, 0);
+    ngx_http_vmx_metric_windows(&out, mcf->sh->health, 1);
+    ngx_http_vmx_metric_node(&out, mcf);
 
-    /* labels are escaped at most 2 to 1 */
-    per = sizeof("{workspace=\"\",environment=\"\",resource=\"\","
-                 "connection=\"\",provider=\"\",model=\"\",le=\"+Inf\"} ")
-          + 2 * NGX_HTTP_VMX_LABELS * NGX_HTTP_VMX_LABEL_MAX
-          + sizeof("vmx_request_duration_seconds_bucket") + NGX_INT64_LEN + 2;
-
-    len = 4096 + n * per * (6 + 2 + 4 + NGX_HTTP_VMX_BUCKETS + 3)
-          + w * 4 * (sizeof("vmx_provider_error_rate_percent{connection=\"\","
-                            "model=\"\",window=\"60m\"} ")
-                     + 36 + 2 * NGX_HTTP_VMX_LABEL_MAX + NGX_INT64_LEN + 8);
-
-    start = ngx_pnalloc(r->pool, len);
-    if (start == NULL) {
+    if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = start;
+    size = 0;
 
-#define ngx_http_vmx_family(name, type, help)                                 \
-    p = ngx_sprintf(p, "# HELP " name " " help "\n# TYPE " name " " type "\n")
-
-#define ngx_http_vmx_each(line)                                               \
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {                         \
-        s = &table[i];                                                        \
-        if (!s->ready) {                                                      \
-            continue;                                                         \
-        }                                                                     \
-        line;                                                                 \
+    for (cl = out.first; cl; cl = cl->next) {
+        size += cl->buf->last - cl->buf->pos;
     }
 
-    ngx_http_vmx_family("vmx_requests_total", "counter",
-                        "Gateway requests, by status class.");
-    ngx_http_vmx_each(
-        for (c = 0; c < 6; c++) {
-            if (s->requests[c] == 0) {
-                continue;
-            }
-            p = ngx_sprintf(p, "vmx_requests_total");
-            p = ngx_http_vmx_series_labels(p, s);
-            p = ngx_sprintf(p, ",code=\"%s\"} %uA\n", classes[c],
-                            s->requests[c]);
-        });
-
-    ngx_http_vmx_family("vmx_request_errors_total", "counter",
-                        "Gateway requests answered with a 4xx or 5xx, or "
-                        "whose stream failed after its first byte.");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_request_errors_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->requests[4] + s->requests[5]
-                                       + s->stream_errors));
-
-    ngx_http_vmx_family("vmx_stream_errors_total", "counter",
-                        "Streams that failed after the client's first byte "
-                        "(an error event, a broken frame, a cut connection).");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_stream_errors_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->stream_errors));
-
-    ngx_http_vmx_family("vmx_tokens_total", "counter",
-                        "Tokens the providers reported, by type.");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_tokens_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, ",type=\"prompt\"} %uA\n", s->prompt_tokens);
-        p = ngx_sprintf(p, "vmx_tokens_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, ",type=\"completion\"} %uA\n",
-                        s->completion_tokens));
-
-    ngx_http_vmx_family("vmx_upstream_attempts_total", "counter",
-                        "Provider attempts.");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_upstream_attempts_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->attempts));
-
-    ngx_http_vmx_family("vmx_fallbacks_total", "counter",
-                        "Attempts that fell back to the next model.");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_fallbacks_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->fallbacks));
-
-    ngx_http_vmx_family("vmx_limit_denials_total", "counter",
-                        "Requests refused by a capacity limit.");
-    ngx_http_vmx_each(
-        p = ngx_sprintf(p, "vmx_limit_denials_total");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->denials));
-
-    ngx_http_vmx_family("vmx_request_duration_seconds", "histogram",
-                        "Gateway request duration.");
-    ngx_http_vmx_each(
-        cumulative = 0;
-        for (b = 0; b < NGX_HTTP_VMX_BUCKETS; b++) {
-            cumulative += s->buckets[b];
-            p = ngx_sprintf(p, "vmx_request_duration_seconds_bucket");
-            p = ngx_http_vmx_series_labels(p, s);
-            p = ngx_sprintf(p, ",le=\"%s\"} %uL\n", ngx_http_vmx_bucket_le[b],
-                            cumulative);
-        }
-        p = ngx_sprintf(p, "vmx_request_duration_seconds_bucket");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, ",le=\"+Inf\"} %uA\n", s->count);
-        p = ngx_sprintf(p, "vmx_request_duration_seconds_sum");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA.%06uA\n", s->duration_usec / 1000000,
-                        s->duration_usec % 1000000);
-        p = ngx_sprintf(p, "vmx_request_duration_seconds_count");
-        p = ngx_http_vmx_series_labels(p, s);
-        p = ngx_sprintf(p, "} %uA\n", s->count));
-
-#undef ngx_http_vmx_each
-
-#define ngx_http_vmx_family_windows(latency)                                  \
-    for (i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {                         \
-        if (!health[i].ready) {                                               \
-            continue;                                                         \
-        }                                                                     \
-        for (w = 0; w < 2; w++) {                                             \
-            ngx_http_vmx_health_sum(&health[i], windows[w], 0, &attempts,     \
-                                    &failed, &usec);                          \
-            if (attempts == 0) {                                              \
-                continue;                                                     \
-            }                                                                 \
-            p = ngx_sprintf(p, "%s{connection=\"%*s\",model=\"",               \
-                            latency ? "vmx_provider_latency_seconds"          \
-                                    : "vmx_provider_error_rate_percent",      \
-                            (size_t) 36, health[i].connection_id);            \
-            p = ngx_http_vmx_escape_label(p, &health[i].model);               \
-            p = ngx_sprintf(p, "\",window=\"%uim\"} %.6f\n", windows[w],       \
-                            latency ? (double) usec / attempts / 1000000      \
-                                    : 100.0 * failed / attempts);             \
-        }                                                                     \
-    }
-
-    /* the sliding windows that routing's errorRate() reads */
-
-    ngx_http_vmx_family("vmx_provider_error_rate_percent", "gauge",
-                        "Failed attempts of a connection and model over the "
-                        "last minutes.");
-    ngx_http_vmx_family_windows(0);
-
-    ngx_http_vmx_family("vmx_provider_latency_seconds", "gauge",
-                        "Mean attempt duration of a connection and model over "
-                        "the last minutes.");
-    ngx_http_vmx_family_windows(1);
-
-    ngx_http_vmx_family("vmx_config_version", "gauge",
-                        "Version of the configuration this data plane runs.");
-    p = ngx_sprintf(p, "vmx_config_version %uL\n", mcf->sh->version);
-
-    ngx_http_vmx_family("vmx_redis_up", "gauge",
-                        "1 when the cluster counters' Redis answers; 0 also "
-                        "when none is configured.");
-    p = ngx_sprintf(p, "vmx_redis_up %ui\n", ngx_http_vmx_redis_up());
-
-    p = ngx_http_vmx_spool_metrics(r, p, start + len);
-
-#undef ngx_http_vmx_family
-#undef ngx_http_vmx_family_windows
+    out.buf->last_buf = (r == r->main) ? 1 : 0;
+    out.buf->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = p - start;
+    r->headers_out.content_length_n = size;
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
 
@@ -676,22 +856,22 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    return ngx_http_vmx_send_body(r, start, p - start);
+    return ngx_http_output_filter(r, out.first);
 }
 
 
 /* {workspace="..",...,model=".." without the closing brace */
 
 static u_char *
-ngx_http_vmx_series_labels(u_char *p, ngx_http_vmx_series_t *s)
+ngx_http_vmx_series_labels(u_char *p, u_char *last, ngx_http_vmx_series_t *s)
 {
     ngx_uint_t  l;
 
     for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
-        p = ngx_sprintf(p, "%s%s=\"", l ? "," : "{",
-                        ngx_http_vmx_label_names[l]);
-        p = ngx_http_vmx_escape_label(p, &s->label[l]);
-        *p++ = '"';
+        p = ngx_slprintf(p, last, "%s%s=\"", l ? "," : "{",
+                         ngx_http_vmx_label_names[l]);
+        p = ngx_http_vmx_escape_label(p, last, &s->label[l]);
+        p = ngx_slprintf(p, last, "\"");
     }
 
     return p;
@@ -702,13 +882,13 @@ ngx_http_vmx_series_labels(u_char *p, ngx_http_vmx_series_t *s)
    line feeds */
 
 static u_char *
-ngx_http_vmx_escape_label(u_char *p, ngx_http_vmx_label_t *label)
+ngx_http_vmx_escape_label(u_char *p, u_char *last, ngx_http_vmx_label_t *label)
 {
-    u_char  *v, *last;
+    u_char  *v, *end;
 
-    last = label->data + label->len;
+    end = label->data + label->len;
 
-    for (v = label->data; v < last; v++) {
+    for (v = label->data; v < end && last - p >= 2; v++) {
         if (*v == '\\' || *v == '"') {
             *p++ = '\\';
             *p++ = *v;

@@ -96,3 +96,28 @@ def test_control_plane_metrics_not_on_the_public_port(nginx, stack):
                  "/metrics/?x=1", "/%6detrics/"):
         r = http_request(nginx.url, "GET", path)
         assert "vmx_cp_" not in r.text, (path, r.status, r.text[:300])
+
+
+def test_exposition_larger_than_one_buffer(gw, fake, nginx):
+    """Series with the longest labels (names of 128 characters, escaped quotes
+    and backslashes) fill several of the exposition's 64 KiB buffers; every
+    sample is whole and promtool accepts the text."""
+    names = [f'{i:03d}"\\' + "r" * 123 for i in range(24)]
+    env = gw.provision(
+        connections={"c": connection_for(fake)},
+        resources={name: {"model": ("c", "m" * 120 + f"{i:03d}")}
+                   for i, name in enumerate(names)},
+        keys={"k": {"resources": names}},
+    )
+    for name in names:
+        assert env.chat(name).status == 200
+    text = scrape(nginx)
+    assert len(text) > 3 * 65536
+    for i, name in enumerate(names):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        assert sample(text, "vmx_request_duration_seconds_count", resource=escaped,
+                      model="m" * 120 + f"{i:03d}") == 1, name
+    promtool = shutil.which("promtool")
+    p = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
