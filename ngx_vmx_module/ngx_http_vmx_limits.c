@@ -85,8 +85,20 @@ typedef struct {
 
 /* a command of the cluster counter: a grant, a flush */
 
+/*
+ * The request a round of grants wakes, shared by its calls and its pool
+ * cleanup: a request that goes away while its grants are in flight (a
+ * client closing) leaves request NULL, and the last of them frees it.
+ */
+
 typedef struct {
-    ngx_http_request_t          *request;       /* waiting for it */
+    ngx_http_request_t          *request;
+    ngx_uint_t                   refs;
+} ngx_http_vmx_limits_waiter_t;
+
+
+typedef struct {
+    ngx_http_vmx_limits_waiter_t *waiter;       /* NULL: nobody waits */
     time_t                       window_end;
     int64_t                      limit_requests;
     int64_t                      limit_tokens;
@@ -114,9 +126,13 @@ static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
     ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
 static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
     ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
-static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(
-    ngx_http_request_t *r, ngx_str_t *key, time_t window_end,
-    ngx_http_vmx_limit_t *limit);
+static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
+    time_t window_end, ngx_http_vmx_limit_t *limit);
+static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
+    ngx_http_request_t *r);
+static void ngx_http_vmx_limits_waiter_gone(void *data);
+static void ngx_http_vmx_limits_waiter_release(
+    ngx_http_vmx_limits_waiter_t *w);
 static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
 static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
 static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
@@ -315,6 +331,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_limit_node_t    *node, *deny_node;
     ngx_http_vmx_limit_node_t    *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limits_call_t   *waits[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_limits_waiter_t *waiter;
     ngx_http_vmx_limits_call_t   *bg[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limit_t         *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
     ngx_http_vmx_limits_ctx_t    *lc;
@@ -383,8 +400,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
                     if (wait) {
                         if (nwait < NGX_HTTP_VMX_MAX_RESERVATIONS) {
-                            waits[nwait] = ngx_http_vmx_limits_call(r, &key,
-                                                                   end,
+                            waits[nwait] = ngx_http_vmx_limits_call(&key, end,
                                                                    &limit[i]);
                             if (waits[nwait] == NULL) {
                                 goto failed;
@@ -435,7 +451,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             {
                 /* under the watermark: more in the background */
 
-                bg[nbg] = ngx_http_vmx_limits_call(NULL, &key, end, &limit[i]);
+                bg[nbg] = ngx_http_vmx_limits_call(&key, end, &limit[i]);
                 if (bg[nbg] == NULL) {
                     goto failed;
                 }
@@ -538,20 +554,35 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_OK;
     }
 
+    waiter = ngx_http_vmx_limits_waiter(r);
+    if (waiter == NULL) {
+        for (k = 0; k < nwait; k++) {
+            ngx_free(waits[k]);
+        }
+
+        return NGX_ERROR;
+    }
+
     ctx->limits_waits++;
     ctx->limits_granted = 0;
     ctx->limits_waiting = 0;
 
     for (k = 0; k < nwait; k++) {
+        waits[k]->waiter = waiter;
+        waiter->refs++;
+
         if (ngx_http_vmx_limits_send(waits[k]) == NGX_OK) {
             ctx->limits_waiting++;
 
         } else {
+            waiter->refs--;
             ngx_free(waits[k]);
         }
     }
 
     if (ctx->limits_waiting) {
+        /* a client that closes meanwhile ends the request (499) */
+        r->read_event_handler = ngx_http_test_reading;
         return NGX_AGAIN;
     }
 
@@ -986,8 +1017,8 @@ ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
 
 
 static ngx_http_vmx_limits_call_t *
-ngx_http_vmx_limits_call(ngx_http_request_t *r, ngx_str_t *key,
-    time_t window_end, ngx_http_vmx_limit_t *limit)
+ngx_http_vmx_limits_call(ngx_str_t *key, time_t window_end,
+    ngx_http_vmx_limit_t *limit)
 {
     ngx_http_vmx_limits_call_t  *call;
 
@@ -996,7 +1027,6 @@ ngx_http_vmx_limits_call(ngx_http_request_t *r, ngx_str_t *key,
         return NULL;
     }
 
-    call->request = r;
     call->window_end = window_end;
     call->limit_requests = limit ? limit->requests : -1;
     call->limit_tokens = limit ? limit->tokens : -1;
@@ -1125,8 +1155,9 @@ ngx_http_vmx_limits_granted(redisReply *reply, void *data)
 
     ngx_shmtx_unlock(&lc->shpool->mutex);
 
-    if (call->request) {
-        ctx = ngx_http_get_module_ctx(call->request, ngx_http_vmx_module);
+    if (call->waiter && call->waiter->request) {
+        ctx = ngx_http_get_module_ctx(call->waiter->request,
+                                      ngx_http_vmx_module);
 
         if (reply && (v[0] || v[1])) {
             ctx->limits_granted = 1;
@@ -1137,7 +1168,68 @@ ngx_http_vmx_limits_granted(redisReply *reply, void *data)
         }
     }
 
+    if (call->waiter) {
+        ngx_http_vmx_limits_waiter_release(call->waiter);
+    }
+
     ngx_free(call);
+}
+
+
+/* the waiter of a round of r's grants, held by r's pool until it goes */
+
+static ngx_http_vmx_limits_waiter_t *
+ngx_http_vmx_limits_waiter(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_vmx_limits_waiter_t  *w;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    w = ngx_calloc(sizeof(ngx_http_vmx_limits_waiter_t), r->connection->log);
+    if (w == NULL) {
+        return NULL;
+    }
+
+    w->request = r;
+    w->refs = 1;
+
+    cln->handler = ngx_http_vmx_limits_waiter_gone;
+    cln->data = w;
+
+    return w;
+}
+
+
+/* the request's pool goes: its grants still in flight wake nobody */
+
+static void
+ngx_http_vmx_limits_waiter_gone(void *data)
+{
+    ngx_http_vmx_limits_waiter_t *w = data;
+
+    ngx_http_vmx_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(w->request, ngx_http_vmx_module);
+
+    if (ctx && ctx->limits_event.posted) {
+        ngx_delete_posted_event(&ctx->limits_event);
+    }
+
+    w->request = NULL;
+    ngx_http_vmx_limits_waiter_release(w);
+}
+
+
+static void
+ngx_http_vmx_limits_waiter_release(ngx_http_vmx_limits_waiter_t *w)
+{
+    if (--w->refs == 0) {
+        ngx_free(w);
+    }
 }
 
 
@@ -1253,7 +1345,7 @@ ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf)
         key.data = ln->data;
         key.len = ln->len;
 
-        calls[n] = ngx_http_vmx_limits_call(NULL, &key, ln->window_end, NULL);
+        calls[n] = ngx_http_vmx_limits_call(&key, ln->window_end, NULL);
         if (calls[n] == NULL) {
             lc->sh->dirty = 1;
             break;

@@ -693,6 +693,9 @@ ngx_http_vmx_chat_resume(ngx_event_t *ev)
 
     ngx_http_set_log_request(c->log, r);
 
+    /* the grants came: the client's reads are not watched any more */
+    r->read_event_handler = ngx_http_block_reading;
+
     ngx_http_vmx_chat_continue(r, ngx_http_vmx_chat_admit(r, ctx));
 
     ngx_http_run_posted_requests(c);

@@ -6,7 +6,9 @@ outage's usage to the cluster counters and enforce together again.
 The nodes load the session's configuration snapshot from a copy of its encrypted disk
 file (same token file, same key). Counters are per day: far from any boundary unless the
 test starts in the last two minutes of a UTC day, when it waits for the next one."""
+import json
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +44,8 @@ def cluster(stack, gw, fake, tmp_path_factory):
         resources={"r": {"model": ("c", "gpt-cluster")}},
         keys={name: {"resources": ["r"], "enforceCapacity": True,
                      "capacity": per_day(limit)}
-              for name, limit in (("burst", 300), ("outage", 20), ("after", 30))},
+              for name, limit in (("burst", 300), ("outage", 20), ("after", 30),
+                                  ("closing", 100000))},
     )
     base = tmp_path_factory.mktemp("cluster")
     redis = Redis(base / "redis", free_port()).start()
@@ -150,3 +153,34 @@ def test_redis_outage_and_return(cluster):
     n = admitted(out)
     print(f"after: {n} of 120 admitted, limit 30")
     assert abs(n - 30) <= tolerance(30), n
+
+
+def test_clients_closing_while_their_grants_are_pending(cluster):
+    """Clients that close while their requests wait for Redis' grants: the
+    requests end (499), the grants arrive for nobody, and nothing is touched
+    that went with them (the requests' memory is gone by then)."""
+    env, redis, nodes = cluster
+    node = nodes[0]
+    host, port = node.url.split("//")[1].split(":")
+    body = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hello"}]})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {env.keys['closing']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    for _ in range(3):
+        # Redis holds every command for 600 ms (under the nodes' 1 s timeout)
+        redis.command("CLIENT", "PAUSE", "600", "ALL")
+        clients = []
+        for _ in range(40):
+            c = socket.create_connection((host, int(port)))
+            c.sendall((head + body).encode())
+            clients.append(c)
+        time.sleep(0.2)         # they reach the wait for their grants
+        for c in clients:
+            c.close()
+        time.sleep(0.6)         # the grants come, for nobody
+    assert "exited on signal" not in node.error_log()
+    # the first round's requests ended when their clients left, not when the
+    # grants came (later rounds find the allowance those grants left)
+    assert node.access_log_path.read_text().count('" 499 ') >= 40
+    out = hammer(env, [node], "closing", 60)
+    assert admitted(out) == 60, out
