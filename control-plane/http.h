@@ -75,6 +75,7 @@ struct http_req_s {
     char                    username[129];
     char                    token_hash[SHA256_HEX_LEN + 1];
     bool                    must_change_password;    /* state CHANGE_PASSWORD */
+    bool                    config_changed; /* the change bumped the config version */
     cJSON                  *policies;       /* owned: the policies of the caller's roles */
     bool                    all_workspaces; /* may act in workspaces without membership */
 

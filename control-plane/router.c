@@ -680,7 +680,8 @@ run_change(http_req_t *req)
         db_rollback(req->db);
         return;
     }
-    rc = snapshot_current_version(req->db) != before ? snapshot_check(req->db, &problem) : 0;
+    req->config_changed = snapshot_current_version(req->db) != before;
+    rc = req->config_changed ? snapshot_check(req->db, &problem) : 0;
     if (rc != 0) {
         db_rollback(req->db);
         if (rc < 0) {
@@ -782,8 +783,9 @@ router_dispatch(http_req_t *req)
         http_error(req, 500, "internal_error", NULL, "no answer");
     }
     /* the changed tables bumped the config version in their transaction;
-     * a changed aws-bedrock connection needs its role assumed again */
-    if (req->status < 300 && strcmp(req->method, "GET") != 0) {
+     * a changed aws-bedrock connection needs its role assumed again (a
+     * login or a user's change is no news to the data planes) */
+    if (req->status < 300 && req->config_changed) {
         pusher_notify();
         credentials_notify();
     }
