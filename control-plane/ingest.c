@@ -1,6 +1,6 @@
 /*
- * ingest: the record puller.  Each plane's state belongs to the ingest
- * thread alone; the lock only guards stopping and the wake-up.
+ * ingest: the record puller, a worker thread (worker.h).  Each plane's
+ * state belongs to that thread alone.
  *
  * A round per data plane: list its spool (GET /vmx/spool), read each
  * file's bytes after the committed cursor as ranges (GET /vmx/spool/<name>,
@@ -10,7 +10,6 @@
  * writes any more (DELETE /vmx/spool/<name>).
  */
 
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,6 +27,7 @@
 #include "metrics.h"
 #include "otel.h"
 #include "records.h"
+#include "worker.h"
 
 #define READ_CHUNK             (4 * 1024 * 1024)  /* bytes asked of a file at once */
 #define READ_MAX               (2 * VMX_SPOOL_PAYLOAD_MAX + VMX_SPOOL_META_MAX + 4096)
@@ -62,11 +62,7 @@ typedef struct {
 } plane_t;
 
 static struct {
-    pthread_t         thread;
-    bool              running;
-    pthread_mutex_t   lock;
-    pthread_cond_t    wake;
-    bool              stopping;
+    worker_t          worker;
     int               interval_ms;
     int               retention_days;
     int               activity_days;    /* activity records kept (activity.c) */
@@ -74,8 +70,7 @@ static struct {
     char             *auth_header;         /* owned, "Authorization: Bearer ..." */
     plane_t          *planes;              /* owned array */
     size_t            nplanes;
-} ing = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-          .maintained_day = -1 };
+} ing = { .worker = WORKER_INIT, .maintained_day = -1 };
 
 
 /* counts a failed step and logs it when its cause differs from the last one */
@@ -586,9 +581,7 @@ ingest_main(void *arg)
 {
     struct timespec next;
 
-    pthread_mutex_lock(&ing.lock);
-    while (!ing.stopping) {
-        pthread_mutex_unlock(&ing.lock);
+    do {
         if (maintain()) {
             for (size_t i = 0; i < ing.nplanes; i++) {
                 struct timespec t0, t1;
@@ -603,18 +596,8 @@ ingest_main(void *arg)
                             + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
             }
         }
-        clock_gettime(CLOCK_REALTIME, &next);
-        next.tv_nsec += (long) (ing.interval_ms % 1000) * 1000000;
-        next.tv_sec += ing.interval_ms / 1000 + next.tv_nsec / 1000000000;
-        next.tv_nsec %= 1000000000;
-        pthread_mutex_lock(&ing.lock);
-        while (!ing.stopping
-               && pthread_cond_timedwait(&ing.wake, &ing.lock, &next) == 0)
-        {
-            /* woken without a stop: wait on */
-        }
-    }
-    pthread_mutex_unlock(&ing.lock);
+        next = worker_deadline_ms(ing.interval_ms);
+    } while (!worker_wait(&ing.worker, &next, false));
     return NULL;
 }
 
@@ -657,11 +640,9 @@ ingest_start(const config_t *cfg)
         }
     }
     /* without data planes the thread still keeps the partitions */
-    if (pthread_create(&ing.thread, NULL, ingest_main, NULL) != 0) {
-        log_error("ingest: cannot start the thread");
+    if (worker_start(&ing.worker, ingest_main, "ingest") != 0) {
         return -1;
     }
-    ing.running = true;
     log_info("ingest: %zu data plane(s), every %d ms, retention %d days", ing.nplanes,
              ing.interval_ms, ing.retention_days);
     return 0;
@@ -671,14 +652,7 @@ ingest_start(const config_t *cfg)
 void
 ingest_stop(void)
 {
-    if (ing.running) {
-        pthread_mutex_lock(&ing.lock);
-        ing.stopping = true;
-        pthread_cond_signal(&ing.wake);
-        pthread_mutex_unlock(&ing.lock);
-        pthread_join(ing.thread, NULL);
-        ing.running = false;
-    }
+    worker_stop(&ing.worker);
     for (size_t i = 0; i < ing.nplanes; i++) {
         plane_t *p = &ing.planes[i];
 

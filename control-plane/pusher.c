@@ -20,6 +20,7 @@
 #include "resolve.h"
 #include "vmx_rfc3339.h"
 #include "snapshot.h"
+#include "worker.h"
 
 #define MAX_ANSWER          65536
 #define MAX_CAPACITY        (4 * 1024 * 1024)
@@ -42,19 +43,13 @@ typedef struct {
 } dataplane_t;
 
 static struct {
-    pthread_t         thread;
-    bool              running;
-    pthread_mutex_t   lock;
-    pthread_cond_t    wake;
-    bool              changed;
-    bool              stopping;
+    worker_t          worker;         /* its lock also guards the planes' state */
     int               interval;
     long long         desired;        /* the version last read from PostgreSQL */
     char             *auth_header;    /* owned, "Authorization: Bearer ..." */
     dataplane_t      *planes;         /* owned array */
     size_t            nplanes;
-} pusher = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-             .desired = -1 };
+} pusher = { .worker = WORKER_INIT, .desired = -1 };
 
 
 /*
@@ -136,7 +131,7 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
         snprintf(cause, sizeof(cause), "HTTP %ld %.160s", status, answer ? answer : "");
     }
 
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     if (status != 0) {
         dp->last_seen = time(NULL);
     }
@@ -156,7 +151,7 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
     }
     dp->reachable = status != 0;
     dp->contacted = dp->contacted || ok;
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
 }
 
 
@@ -181,9 +176,9 @@ push(dataplane_t *dp, const char *snapshot, long long version)
     long  status = http_call(dp->url, snapshot, MAX_ANSWER, &answer, error, sizeof(error));
 
     record(dp, status, answer, error, "PUT /vmx/config");
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     dp->pushed_at = time(NULL);
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
     metrics_labels(labels, "dataplane", dp->base, "result", status == 200 ? "ok" : "error",
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
@@ -234,9 +229,9 @@ is_reachable(const dataplane_t *dp)
 {
     bool reachable;
 
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     reachable = dp->reachable;
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
     return reachable;
 }
 
@@ -249,10 +244,10 @@ is_stale(const dataplane_t *dp, long long version, bool reconcile)
 {
     bool stale;
 
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     stale = dp->version != version
             || (reconcile && dp->unresolved && time(NULL) - dp->pushed_at >= RESOLVE_TTL);
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
     return stale;
 }
 
@@ -273,9 +268,9 @@ run_cycle(bool reconcile)
     }
     version = snapshot_current_version(c);
     if (version >= 0) {
-        pthread_mutex_lock(&pusher.lock);
+        pthread_mutex_lock(&pusher.worker.lock);
         pusher.desired = version;
-        pthread_mutex_unlock(&pusher.lock);
+        pthread_mutex_unlock(&pusher.worker.lock);
     }
     for (size_t i = 0; version >= 0 && i < pusher.nplanes; i++) {
         dataplane_t *dp = &pusher.planes[i];
@@ -293,9 +288,9 @@ run_cycle(bool reconcile)
                 log_error("pusher: cannot build the snapshot");
                 break;
             }
-            pthread_mutex_lock(&pusher.lock);
+            pthread_mutex_lock(&pusher.worker.lock);
             pusher.desired = version;
-            pthread_mutex_unlock(&pusher.lock);
+            pthread_mutex_unlock(&pusher.worker.lock);
         }
         push(dp, snapshot, version);
     }
@@ -309,33 +304,26 @@ run_cycle(bool reconcile)
 }
 
 
+/* a reconcile round when the interval is over, a push alone when woken by
+ * a change before */
 static void *
 pusher_main(void *arg)
 {
-    struct timespec next;
+    struct timespec next = { 0, 0 }, now;
     bool            reconcile = true;
 
-    clock_gettime(CLOCK_REALTIME, &next);
-    pthread_mutex_lock(&pusher.lock);
-    while (!pusher.stopping) {
-        pthread_mutex_unlock(&pusher.lock);
+    for ( ;; ) {
         run_cycle(reconcile);
-        pthread_mutex_lock(&pusher.lock);
-
         if (reconcile) {
-            clock_gettime(CLOCK_REALTIME, &next);
-            next.tv_sec += pusher.interval;
+            next = worker_deadline_ms(pusher.interval * 1000L);
         }
-        while (!pusher.changed && !pusher.stopping
-               && pthread_cond_timedwait(&pusher.wake, &pusher.lock, &next) == 0)
-        {
-            /* woken without a change: wait on */
+        if (worker_wait(&pusher.worker, &next, true)) {
+            return NULL;
         }
-        reconcile = !pusher.changed;
-        pusher.changed = false;
+        clock_gettime(CLOCK_REALTIME, &now);
+        reconcile = now.tv_sec > next.tv_sec
+                    || (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec);
     }
-    pthread_mutex_unlock(&pusher.lock);
-    return NULL;
 }
 
 
@@ -381,11 +369,9 @@ pusher_start(const config_t *cfg)
     sprintf(pusher.auth_header, "Authorization: Bearer %s", token);
     free(token);
 
-    if (pthread_create(&pusher.thread, NULL, pusher_main, NULL) != 0) {
-        log_error("pusher: cannot start the thread");
+    if (worker_start(&pusher.worker, pusher_main, "pusher") != 0) {
         return -1;
     }
-    pusher.running = true;
     log_info("pusher: %zu data plane(s), reconcile every %d s", pusher.nplanes,
              pusher.interval);
     return 0;
@@ -395,14 +381,7 @@ pusher_start(const config_t *cfg)
 void
 pusher_stop(void)
 {
-    if (pusher.running) {
-        pthread_mutex_lock(&pusher.lock);
-        pusher.stopping = true;
-        pthread_cond_signal(&pusher.wake);
-        pthread_mutex_unlock(&pusher.lock);
-        pthread_join(pusher.thread, NULL);
-        pusher.running = false;
-    }
+    worker_stop(&pusher.worker);
     for (size_t i = 0; i < pusher.nplanes; i++) {
         free(pusher.planes[i].url);
         free(pusher.planes[i].capacity_url);
@@ -420,10 +399,7 @@ pusher_stop(void)
 void
 pusher_notify(void)
 {
-    pthread_mutex_lock(&pusher.lock);
-    pusher.changed = true;
-    pthread_cond_signal(&pusher.wake);
-    pthread_mutex_unlock(&pusher.lock);
+    worker_notify(&pusher.worker);
 }
 
 
@@ -483,12 +459,12 @@ pusher_state_json(void)
     cJSON *root = cJSON_CreateObject();
     cJSON *data = cJSON_AddArrayToObject(root, "data");
 
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     for (size_t i = 0; i < pusher.nplanes; i++) {
         cJSON_AddItemToArray(data, plane_json(&pusher.planes[i], pusher.desired));
     }
     cJSON_AddNumberToObject(root, "total", (double) pusher.nplanes);
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
     cJSON_AddNumberToObject(root, "pageIndex", 0);
     cJSON_AddNumberToObject(root, "pageSize", (double) cJSON_GetArraySize(data));
     return root;
@@ -501,7 +477,7 @@ pusher_object_problems(const char *kind, const char *id)
     cJSON       *list = cJSON_CreateArray();
     const cJSON *p;
 
-    pthread_mutex_lock(&pusher.lock);
+    pthread_mutex_lock(&pusher.worker.lock);
     for (size_t i = 0; i < pusher.nplanes; i++) {
         cJSON_ArrayForEach(p, pusher.planes[i].problems) {
             const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "kind"));
@@ -518,6 +494,6 @@ pusher_object_problems(const char *kind, const char *id)
             cJSON_AddItemToArray(list, item);
         }
     }
-    pthread_mutex_unlock(&pusher.lock);
+    pthread_mutex_unlock(&pusher.worker.lock);
     return list;
 }
