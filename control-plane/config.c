@@ -453,3 +453,32 @@ config_read_secret_file(const char *path, const char *what)
     }
     return buf;
 }
+
+
+char *
+config_bearer_header(const char *token_file)
+{
+    char *token = config_read_secret_file(token_file, "VMX_DATAPLANE_TOKEN_FILE");
+    char *header;
+
+    if (token == NULL) {
+        return NULL;
+    }
+    if (asprintf(&header, "Authorization: Bearer %s", token) < 0) {
+        header = NULL;
+        log_error("config VMX_DATAPLANE_TOKEN_FILE: out of memory");
+    }
+    sodium_memzero(token, strlen(token));
+    free(token);
+    return header;
+}
+
+
+void
+config_free_header(char *header)
+{
+    if (header != NULL) {
+        sodium_memzero(header, strlen(header));
+        free(header);
+    }
+}

@@ -80,4 +80,14 @@ void config_free(config_t *cfg);
  */
 char *config_read_secret_file(const char *path, const char *what);
 
+/*
+ * "Authorization: Bearer <token>" with the token of token_file, the one
+ * credential of the config and records channels; malloc'd, released with
+ * config_free_header(); NULL with the reason logged
+ */
+char *config_bearer_header(const char *token_file);
+
+/* wipes and frees a header line of config_bearer_header() (NULL: none) */
+void config_free_header(char *header);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * httpc: the outgoing side of HTTP (libcurl easy handles), shared by the
- * config channel (pusher.c), STS (sts.c) and KMS (kms.c).  The caller prepares the
+ * config channel (pusher.c), the records channel (ingest.c), STS (sts.c)
+ * and KMS (kms.c).  The caller prepares the
  * handle (URL, method, headers, body, auth); httpc_perform() adds the
  * answer collection, the timeouts and the thread safety options, runs it,
  * and leaves the handle to the caller.

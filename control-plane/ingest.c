@@ -605,7 +605,6 @@ ingest_main(void *arg)
 int
 ingest_start(const config_t *cfg)
 {
-    char *token;
 
     ing.interval_ms = cfg->ingest_interval_ms;
     ing.retention_days = cfg->retention_days;
@@ -626,15 +625,7 @@ ingest_start(const config_t *cfg)
         metrics_labels(p->labels, "dataplane", p->base, NULL);
     }
     if (ing.nplanes > 0) {
-        token = config_read_secret_file(cfg->dataplane_token_file, "VMX_DATAPLANE_TOKEN_FILE");
-        if (token == NULL) {
-            return -1;
-        }
-        if (asprintf(&ing.auth_header, "Authorization: Bearer %s", token) < 0) {
-            ing.auth_header = NULL;
-        }
-        sodium_memzero(token, strlen(token));
-        free(token);
+        ing.auth_header = config_bearer_header(cfg->dataplane_token_file);
         if (ing.auth_header == NULL) {
             return -1;
         }
@@ -666,10 +657,7 @@ ingest_stop(void)
         records_batch_free(p->batch);
     }
     free(ing.planes);
-    if (ing.auth_header != NULL) {
-        sodium_memzero(ing.auth_header, strlen(ing.auth_header));
-        free(ing.auth_header);
-    }
+    config_free_header(ing.auth_header);
     ing.planes = NULL;
     ing.auth_header = NULL;
     ing.nplanes = 0;

@@ -330,7 +330,6 @@ pusher_main(void *arg)
 int
 pusher_start(const config_t *cfg)
 {
-    char *token = NULL;
 
     pusher.interval = cfg->reconcile_interval;
     pusher.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(dataplane_t));
@@ -361,13 +360,10 @@ pusher_start(const config_t *cfg)
         return 0;
     }
 
-    token = config_read_secret_file(cfg->dataplane_token_file, "VMX_DATAPLANE_TOKEN_FILE");
-    if (token == NULL) {
+    pusher.auth_header = config_bearer_header(cfg->dataplane_token_file);
+    if (pusher.auth_header == NULL) {
         return -1;
     }
-    pusher.auth_header = malloc(strlen(token) + sizeof("Authorization: Bearer "));
-    sprintf(pusher.auth_header, "Authorization: Bearer %s", token);
-    free(token);
 
     if (worker_start(&pusher.worker, pusher_main, "pusher") != 0) {
         return -1;
@@ -389,7 +385,7 @@ pusher_stop(void)
         cJSON_Delete(pusher.planes[i].problems);
     }
     free(pusher.planes);
-    free(pusher.auth_header);
+    config_free_header(pusher.auth_header);
     pusher.planes = NULL;
     pusher.auth_header = NULL;
     pusher.nplanes = 0;
