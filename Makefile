@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
            -I/usr/include/postgresql
-CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread -lexpat
 
 B        = build
 
@@ -69,11 +69,13 @@ $(B)/unit/test_oidc: t/unit/test_oidc.c $(OIDC_UNIT_OBJ) t/unit/unit.h
 # unit tests of the control plane's pure parts, linked with their object alone
 CP_UNIT_LIBS_test_throttle = -lpthread
 CP_UNIT_LIBS_test_diff     = -lcjson
+CP_UNIT_LIBS_test_xml      = -lexpat
 
 $(B)/unit/test_throttle: t/unit/test_throttle.c $(B)/control-plane/throttle.o t/unit/unit.h
 $(B)/unit/test_diff: t/unit/test_diff.c $(B)/control-plane/diff.o t/unit/unit.h
+$(B)/unit/test_xml: t/unit/test_xml.c $(B)/control-plane/xml.o t/unit/unit.h
 
-$(B)/unit/test_throttle $(B)/unit/test_diff:
+$(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml:
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(filter %.o,$^) \
 	    $(CP_UNIT_LIBS_$(notdir $@))

@@ -13,8 +13,8 @@ cd "$ROOT"
 DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
-    libmicrohttpd-dev libcjose-dev postgresql redis-server python3 python3-pytest wrk
-    openssl curl nodejs npm ca-certificates prometheus
+    libmicrohttpd-dev libcjose-dev libexpat1-dev postgresql redis-server python3 python3-pytest
+    wrk openssl curl nodejs npm ca-certificates prometheus
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -1,210 +1,176 @@
 /*
- * xml: a forward scan keeping the stack of open element names.
+ * xml: the text of one element, read with expat (see xml.h).
+ *
+ * The parser keeps the path of local names down to the current element;
+ * the first element whose path is the one asked collects its character
+ * data, and a child element inside it, a DTD or a parse error before it is
+ * found make the answer NULL.
  */
 
+#include <limits.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <expat.h>
 
 #include "xml.h"
 
 #define XML_MAX_DEPTH  32
+#define XML_MAX_TEXT   (64 * 1024)
 
 typedef struct {
-    const char  *name;              /* into the document, local part */
-    size_t       len;
-} xml_name_t;
+    XML_Parser   parser;
+    const char  *path;           /* "A/B/C" */
+    size_t       path_len;
+    char         current[1024];  /* the local names down to here, '/'-joined */
+    size_t       lens[XML_MAX_DEPTH];   /* current's length at each depth */
+    int          depth;
+    int          found_depth;    /* depth of the element collected, 0: none yet */
+    bool         done;           /* collected whole: ignore the rest */
+    bool         failed;
+    char        *text;
+    size_t       text_len;
+} xml_search_t;
 
 
-/* the local part of the tag name at s: its length, *name set */
-static size_t
-tag_name(const char *s, const char **name)
+static void
+xml_fail(xml_search_t *s)
 {
-    size_t      len = strcspn(s, " \t\r\n/>");
-    const char *colon = memchr(s, ':', len);
-
-    if (colon != NULL) {
-        len -= (size_t) (colon + 1 - s);
-        s = colon + 1;
-    }
-    *name = s;
-    return len;
+    s->failed = true;
+    XML_StopParser(s->parser, XML_FALSE);
 }
 
 
-static bool
-path_matches(const xml_name_t *stack, int depth, const char *path)
+/* "ns:Name" -> "Name": namespace prefixes are ignored */
+static const char *
+local_name(const char *name)
 {
-    const char *p = path;
+    const char *colon = strrchr(name, ':');
 
-    for (int i = 0; i < depth; i++) {
-        size_t len = strcspn(p, "/");
-
-        if (len != stack[i].len || memcmp(p, stack[i].name, len) != 0) {
-            return false;
-        }
-        p += len;
-        if (*p == '/') {
-            p++;
-        } else if (i + 1 < depth) {
-            return false;
-        }
-    }
-    return *p == '\0';
+    return colon ? colon + 1 : name;
 }
 
 
-/* appends code point cp as UTF-8 */
-static bool
-put_utf8(char **out, unsigned long cp)
+static void XMLCALL
+on_start(void *data, const XML_Char *name, const XML_Char **attrs)
 {
-    char *o = *out;
+    xml_search_t *s = data;
+    const char   *local = local_name(name);
+    size_t        len = strlen(local), at = s->depth ? s->lens[s->depth - 1] : 0;
 
-    if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-        return false;
+    (void) attrs;
+    if (s->done) {
+        return;
     }
-    if (cp < 0x80) {
-        *o++ = (char) cp;
-    } else if (cp < 0x800) {
-        *o++ = (char) (0xC0 | (cp >> 6));
-        *o++ = (char) (0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        *o++ = (char) (0xE0 | (cp >> 12));
-        *o++ = (char) (0x80 | ((cp >> 6) & 0x3F));
-        *o++ = (char) (0x80 | (cp & 0x3F));
-    } else {
-        *o++ = (char) (0xF0 | (cp >> 18));
-        *o++ = (char) (0x80 | ((cp >> 12) & 0x3F));
-        *o++ = (char) (0x80 | ((cp >> 6) & 0x3F));
-        *o++ = (char) (0x80 | (cp & 0x3F));
+    if (s->found_depth) {
+        /* the element asked holds child elements: no text */
+        xml_fail(s);
+        return;
     }
-    *out = o;
-    return true;
+    if (s->depth == XML_MAX_DEPTH || at + len + 2 > sizeof(s->current)) {
+        xml_fail(s);
+        return;
+    }
+    if (s->depth) {
+        s->current[at++] = '/';
+    }
+    memcpy(s->current + at, local, len);
+    s->lens[s->depth++] = at + len;
+    s->current[at + len] = '\0';
+
+    if (at + len == s->path_len && memcmp(s->current, s->path, s->path_len) == 0) {
+        s->found_depth = s->depth;
+        s->text = calloc(1, 1);
+        if (s->text == NULL) {
+            xml_fail(s);
+        }
+    }
 }
 
 
-/* the text s[0..len) with its references decoded (malloc'd), NULL if bad */
-static char *
-decode(const char *s, size_t len)
+static void XMLCALL
+on_end(void *data, const XML_Char *name)
 {
-    static const struct { const char *ref; char c; } named[] = {
-        { "amp;", '&' }, { "lt;", '<' }, { "gt;", '>' }, { "quot;", '"' }, { "apos;", '\'' }
-    };
-    char       *text = malloc(len + 1);
-    char       *o = text;
-    const char *end = s + len;
+    xml_search_t *s = data;
 
-    if (text == NULL) {
-        return NULL;
+    (void) name;
+    if (s->done) {
+        return;
     }
-    while (s < end) {
-        const char *semi;
-        bool        ok = false;
-
-        if (*s != '&') {
-            *o++ = *s++;
-            continue;
-        }
-        semi = memchr(s, ';', (size_t) (end - s));
-        if (semi != NULL && s[1] == '#') {
-            char          *stop;
-            unsigned long  cp = s[2] == 'x' ? strtoul(s + 3, &stop, 16)
-                                            : strtoul(s + 2, &stop, 10);
-
-            ok = stop == semi && stop > s + 2 && put_utf8(&o, cp);
-        } else if (semi != NULL) {
-            for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
-                size_t n = strlen(named[i].ref);
-
-                if ((size_t) (semi + 1 - (s + 1)) == n && memcmp(s + 1, named[i].ref, n) == 0) {
-                    *o++ = named[i].c;
-                    ok = true;
-                    break;
-                }
-            }
-        }
-        if (!ok) {
-            free(text);
-            return NULL;
-        }
-        s = semi + 1;
+    if (s->found_depth == s->depth) {
+        s->done = true;
+        XML_StopParser(s->parser, XML_FALSE);
+        return;
     }
-    *o = '\0';
-    return text;
+    s->depth--;
+}
+
+
+static void XMLCALL
+on_text(void *data, const XML_Char *text, int len)
+{
+    xml_search_t *s = data;
+    char         *grown;
+
+    if (s->done || s->found_depth != s->depth || s->found_depth == 0) {
+        return;
+    }
+    if (s->text_len + (size_t) len > XML_MAX_TEXT) {
+        xml_fail(s);
+        return;
+    }
+    grown = realloc(s->text, s->text_len + (size_t) len + 1);
+    if (grown == NULL) {
+        xml_fail(s);
+        return;
+    }
+    s->text = grown;
+    memcpy(s->text + s->text_len, text, (size_t) len);
+    s->text_len += (size_t) len;
+    s->text[s->text_len] = '\0';
+}
+
+
+/* a DTD can declare entities (and their expansion): such a document is not read */
+static void XMLCALL
+on_doctype(void *data, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+           int has_internal_subset)
+{
+    (void) name;
+    (void) sysid;
+    (void) pubid;
+    (void) has_internal_subset;
+    xml_fail(data);
 }
 
 
 char *
 xml_text(const char *doc, const char *path)
 {
-    xml_name_t  stack[XML_MAX_DEPTH];
-    int         depth = 0;
-    const char *p = doc;
+    xml_search_t s;
 
-    while ((p = strchr(p, '<')) != NULL) {
-        const char *name, *end, *content, *close;
-        size_t      len;
-
-        if (p[1] == '?') {
-            p = strstr(p + 2, "?>");
-            if (p == NULL) {
-                return NULL;
-            }
-            p += 2;
-            continue;
-        }
-        if (strncmp(p, "<!--", 4) == 0) {
-            p = strstr(p + 4, "-->");
-            if (p == NULL) {
-                return NULL;
-            }
-            p += 3;
-            continue;
-        }
-        if (p[1] == '!') {
-            return NULL;
-        }
-        end = strchr(p, '>');
-        if (end == NULL) {
-            return NULL;
-        }
-
-        if (p[1] == '/') {
-            len = tag_name(p + 2, &name);
-            if (depth == 0 || len != stack[depth - 1].len
-                || memcmp(name, stack[depth - 1].name, len) != 0)
-            {
-                return NULL;
-            }
-            depth--;
-            p = end + 1;
-            continue;
-        }
-
-        len = tag_name(p + 1, &name);
-        if (len == 0 || depth == XML_MAX_DEPTH) {
-            return NULL;
-        }
-        stack[depth].name = name;
-        stack[depth].len = len;
-        if (path_matches(stack, depth + 1, path)) {
-            if (end[-1] == '/') {
-                return strdup("");
-            }
-            content = end + 1;
-            close = strchr(content, '<');
-            if (close == NULL || close[1] != '/'
-                || tag_name(close + 2, &name) != len || memcmp(name, stack[depth].name, len) != 0)
-            {
-                return NULL;
-            }
-            return decode(content, (size_t) (close - content));
-        }
-        if (end[-1] != '/') {
-            depth++;
-        }
-        p = end + 1;
+    memset(&s, 0, sizeof(s));
+    s.path = path;
+    s.path_len = strlen(path);
+    s.parser = XML_ParserCreate("UTF-8");
+    if (s.parser == NULL) {
+        return NULL;
     }
-    return NULL;
+    XML_SetUserData(s.parser, &s);
+    XML_SetElementHandler(s.parser, on_start, on_end);
+    XML_SetCharacterDataHandler(s.parser, on_text);
+    XML_SetStartDoctypeDeclHandler(s.parser, on_doctype);
+
+    if (XML_Parse(s.parser, doc, (int) strnlen(doc, INT_MAX), XML_TRUE) == XML_STATUS_ERROR
+        && !s.done)
+    {
+        s.failed = true;
+    }
+    XML_ParserFree(s.parser);
+    if (s.failed || !s.done) {
+        free(s.text);
+        return NULL;
+    }
+    return s.text;
 }

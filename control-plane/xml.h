@@ -1,8 +1,7 @@
 /*
  * xml: reads the text of one element of a small XML document, enough for
- * the answers of AWS query APIs (STS): elements, attributes, the XML
- * declaration, comments, the five named entities and character references.
- * No DTD, no CDATA: a document using them is not read.
+ * the answers of AWS query APIs (STS), with expat.  A document with a DTD
+ * is not read (no entity declarations, so no entity expansion).
  */
 
 #ifndef CP_XML_H
