@@ -36,6 +36,86 @@
 static const config_t  *current;
 
 
+typedef enum {
+    SETTING_STRING,       /* char *: the value, NULL when unset or empty */
+    SETTING_INT,          /* int 1..max, dflt when unset */
+    SETTING_FLAG,         /* bool: "1" or "0", false when unset */
+    SETTING_URL           /* char *: an http(s) URL, NULL when unset */
+} setting_type_e;
+
+/*
+ * Every plain setting: its variable, its type and its field, with a
+ * default and a bound where it has them.  Settings with a syntax of their
+ * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL) and the checks between
+ * settings (OIDC's, a token file with data planes) follow in config_load().
+ */
+typedef struct {
+    const char      *name;
+    setting_type_e   type;
+    size_t           offset;
+    const char      *dflt_string;
+    int              dflt;
+    long             max;
+} setting_t;
+
+#define SETTING(name, type, field, dflt_string, dflt, max)                    \
+    { name, type, offsetof(config_t, field), dflt_string, dflt, max }
+#define STRING(name, field)           SETTING(name, SETTING_STRING, field, NULL, 0, 0)
+#define STRING_OR(name, field, dflt)  SETTING(name, SETTING_STRING, field, dflt, 0, 0)
+#define URL(name, field)              SETTING(name, SETTING_URL, field, NULL, 0, 0)
+#define INT(name, field, dflt, max)   SETTING(name, SETTING_INT, field, NULL, dflt, max)
+#define FLAG(name, field)             SETTING(name, SETTING_FLAG, field, NULL, 0, 0)
+
+static const setting_t settings[] = {
+    STRING("VMX_DATABASE_URL", database_url),
+    STRING("VMX_MASTER_KEY_FILE", master_key_file),
+    STRING("VMX_SECRET_KEYS_DIR", secret_keys_dir),
+    STRING("VMX_KMS_KEY_ID", kms_key_id),
+    STRING("VMX_KMS_REGION", kms_region),
+    URL("VMX_KMS_ENDPOINT", kms_endpoint),
+    INT("VMX_REENCRYPT_BATCH", reencrypt_batch, DEFAULT_REENCRYPT_BATCH, 1000),
+    INT("VMX_REENCRYPT_PAUSE_MS", reencrypt_pause_ms, DEFAULT_REENCRYPT_PAUSE, 60000),
+    STRING("VMX_DATAPLANE_TOKEN_FILE", dataplane_token_file),
+    STRING("VMX_ADMIN_PASSWORD", admin_password),
+    STRING_OR("VMX_SCHEMA_DIR", schema_dir, DEFAULT_SCHEMA_DIR),
+    INT("VMX_RECONCILE_INTERVAL", reconcile_interval, DEFAULT_RECONCILE, 86400),
+    STRING("AWS_ACCESS_KEY_ID", aws_access_key_id),
+    STRING("AWS_SECRET_ACCESS_KEY", aws_secret_access_key),
+    STRING("AWS_SESSION_TOKEN", aws_session_token),
+    URL("VMX_STS_ENDPOINT", sts_endpoint),
+    INT("VMX_STS_REFRESH_MARGIN", sts_refresh_margin, DEFAULT_STS_MARGIN, MAX_STS_MARGIN),
+    INT("VMX_INGEST_INTERVAL_MS", ingest_interval_ms, DEFAULT_INGEST_MS, 60000),
+    INT("VMX_RETENTION_DAYS", retention_days, DEFAULT_RETENTION, 36500),
+    STRING("VMX_METRICS_TOKEN_FILE", metrics_token_file),
+    STRING("VMX_TOKENIZER", tokenizer_file),
+    FLAG("VMX_ALLOW_LINK_LOCAL", allow_link_local),
+    INT("VMX_LOGIN_THROTTLE_USER_FAILURES", login_user_failures,
+        DEFAULT_LOGIN_USER_FAILURES, 1000000),
+    INT("VMX_LOGIN_THROTTLE_ADDRESS_FAILURES", login_address_failures,
+        DEFAULT_LOGIN_ADDRESS_FAILURES, 1000000),
+    INT("VMX_LOGIN_THROTTLE_SECONDS", login_throttle_seconds, DEFAULT_LOGIN_THROTTLE, 86400),
+    INT("VMX_LOGIN_THROTTLE_MAX_SECONDS", login_throttle_max, DEFAULT_LOGIN_THROTTLE_MAX,
+        86400),
+    INT("VMX_ACTIVITY_RETENTION_DAYS", activity_retention_days, DEFAULT_ACTIVITY_RETENTION,
+        36500),
+    STRING("VMX_OIDC_ISSUER", oidc_issuer),
+    STRING("VMX_OIDC_CLIENT_ID", oidc_client_id),
+    STRING("VMX_OIDC_REDIRECT_URI", oidc_redirect_uri),
+    STRING("VMX_OIDC_UI_URL", oidc_ui_url),
+    STRING("VMX_OIDC_DEFAULT_ROLE", oidc_default_role),
+    STRING_OR("VMX_OIDC_SCOPES", oidc_scopes, DEFAULT_OIDC_SCOPES),
+    STRING_OR("VMX_OIDC_ROLES_CLAIM", oidc_roles_claim, DEFAULT_OIDC_CLAIM),
+    STRING("VMX_OIDC_CLIENT_SECRET_FILE", oidc_client_secret_file),
+};
+
+#undef SETTING
+#undef STRING
+#undef STRING_OR
+#undef URL
+#undef INT
+#undef FLAG
+
+
 static int
 parse_listen(config_t *cfg, const char *value)
 {
@@ -105,40 +185,49 @@ non_empty_env(const char *name)
 }
 
 
-/* *out = the variable as a flag "1" or "0", false when unset */
+/* the table's settings into cfg; -1 with the reason logged */
 static int
-parse_flag(const char *name, bool *out)
+read_settings(config_t *cfg)
 {
-    const char *v = non_empty_env(name);
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        const setting_t *st = &settings[i];
+        char            *v = non_empty_env(st->name);
+        void            *field = (char *) cfg + st->offset;
+        char            *end;
+        long             n;
 
-    *out = v != NULL && strcmp(v, "1") == 0;
-    if (v != NULL && strcmp(v, "1") != 0 && strcmp(v, "0") != 0) {
-        log_error("config %s: \"%s\" is not 1 or 0", name, v);
-        return -1;
+        switch (st->type) {
+        case SETTING_URL:
+            if (v != NULL && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+                log_error("config %s: \"%s\" is not an http(s) URL", st->name, v);
+                return -1;
+            }
+            /* fall through */
+        case SETTING_STRING:
+            *(char **) field = v != NULL ? v : (char *) st->dflt_string;
+            break;
+        case SETTING_FLAG:
+            if (v != NULL && strcmp(v, "1") != 0 && strcmp(v, "0") != 0) {
+                log_error("config %s: \"%s\" is not 1 or 0", st->name, v);
+                return -1;
+            }
+            *(bool *) field = v != NULL && strcmp(v, "1") == 0;
+            break;
+        case SETTING_INT:
+            *(int *) field = st->dflt;
+            if (v == NULL) {
+                break;
+            }
+            errno = 0;
+            n = strtol(v, &end, 10);
+            if (errno || *end != '\0' || n < 1 || n > st->max) {
+                log_error("config %s: \"%s\" is not 1..%ld", st->name, v, st->max);
+                return -1;
+            }
+            *(int *) field = (int) n;
+            break;
+        }
     }
-    return 0;
-}
-
-
-/* *out = the variable as an integer 1..max, or dflt when unset */
-static int
-parse_positive(const char *name, int dflt, long max, int *out)
-{
-    const char *v = non_empty_env(name);
-    char       *end;
-    long        n;
-
-    *out = dflt;
-    if (v == NULL) {
-        return 0;
-    }
-    errno = 0;
-    n = strtol(v, &end, 10);
-    if (errno || *end != '\0' || n < 1 || n > max) {
-        log_error("config %s: \"%s\" is not 1..%ld", name, v, max);
-        return -1;
-    }
-    *out = (int) n;
     return 0;
 }
 
@@ -209,21 +298,11 @@ parse_role_map(config_t *cfg, const char *value)
 static int
 parse_oidc(config_t *cfg)
 {
-    const char *secret_file, *v;
+    const char *v;
 
-    cfg->oidc_issuer = non_empty_env("VMX_OIDC_ISSUER");
     if (cfg->oidc_issuer == NULL) {
         return 0;
     }
-    cfg->oidc_client_id = non_empty_env("VMX_OIDC_CLIENT_ID");
-    cfg->oidc_redirect_uri = non_empty_env("VMX_OIDC_REDIRECT_URI");
-    cfg->oidc_ui_url = non_empty_env("VMX_OIDC_UI_URL");
-    cfg->oidc_default_role = non_empty_env("VMX_OIDC_DEFAULT_ROLE");
-    v = non_empty_env("VMX_OIDC_SCOPES");
-    cfg->oidc_scopes = v ? (char *) v : DEFAULT_OIDC_SCOPES;
-    v = non_empty_env("VMX_OIDC_ROLES_CLAIM");
-    cfg->oidc_roles_claim = v ? (char *) v : DEFAULT_OIDC_CLAIM;
-
     if (!oidc_url_ok(cfg->oidc_issuer)) {
         log_error("config VMX_OIDC_ISSUER: \"%.128s\" is not an https URL (http only to"
                   " a loopback host)", cfg->oidc_issuer);
@@ -262,29 +341,14 @@ parse_oidc(config_t *cfg)
     if (v != NULL && parse_role_map(cfg, v) != 0) {
         return -1;
     }
-    secret_file = non_empty_env("VMX_OIDC_CLIENT_SECRET_FILE");
-    if (secret_file != NULL) {
-        cfg->oidc_client_secret = config_read_secret_file(secret_file,
+    if (cfg->oidc_client_secret_file != NULL) {
+        cfg->oidc_client_secret = config_read_secret_file(cfg->oidc_client_secret_file,
                                                           "VMX_OIDC_CLIENT_SECRET_FILE");
         if (cfg->oidc_client_secret == NULL) {
             return -1;
         }
     }
     return 0;
-}
-
-
-/* value unset, or an http(s) URL; false with the reason logged */
-static bool
-is_http_url(const char *name, const char *value)
-{
-    if (value != NULL && strncmp(value, "http://", 7) != 0
-        && strncmp(value, "https://", 8) != 0)
-    {
-        log_error("config %s: \"%s\" is not an http(s) URL", name, value);
-        return false;
-    }
-    return true;
 }
 
 
@@ -295,71 +359,21 @@ config_load(config_t *cfg)
 
     memset(cfg, 0, sizeof(*cfg));
 
+    /* the settings of a syntax of their own, and the checks between settings */
     v = getenv("VMX_LISTEN");
     if (parse_listen(cfg, v ? v : DEFAULT_LISTEN) != 0) {
         log_error("config VMX_LISTEN: \"%s\" is not host:port", v ? v : DEFAULT_LISTEN);
         return -1;
     }
-
-    cfg->database_url = getenv("VMX_DATABASE_URL");
-    if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
+    if (read_settings(cfg) != 0) {
+        return -1;
+    }
+    if (cfg->database_url == NULL) {
         log_error("config VMX_DATABASE_URL: not set");
         return -1;
     }
-
-    cfg->master_key_file = non_empty_env("VMX_MASTER_KEY_FILE");
-    cfg->secret_keys_dir = non_empty_env("VMX_SECRET_KEYS_DIR");
     if (cfg->master_key_file == NULL && cfg->secret_keys_dir == NULL) {
         log_error("config VMX_MASTER_KEY_FILE: not set (nor VMX_SECRET_KEYS_DIR)");
-        return -1;
-    }
-    cfg->kms_key_id = non_empty_env("VMX_KMS_KEY_ID");
-    cfg->kms_region = non_empty_env("VMX_KMS_REGION");
-    cfg->kms_endpoint = non_empty_env("VMX_KMS_ENDPOINT");
-
-    cfg->dataplane_token_file = getenv("VMX_DATAPLANE_TOKEN_FILE");
-    cfg->admin_password = getenv("VMX_ADMIN_PASSWORD");
-
-    v = getenv("VMX_SCHEMA_DIR");
-    cfg->schema_dir = (v && v[0]) ? (char *) v : DEFAULT_SCHEMA_DIR;
-
-    if (parse_positive("VMX_RECONCILE_INTERVAL", DEFAULT_RECONCILE, 86400,
-                       &cfg->reconcile_interval) != 0
-        || parse_positive("VMX_STS_REFRESH_MARGIN", DEFAULT_STS_MARGIN, MAX_STS_MARGIN,
-                          &cfg->sts_refresh_margin) != 0
-        || parse_positive("VMX_INGEST_INTERVAL_MS", DEFAULT_INGEST_MS, 60000,
-                          &cfg->ingest_interval_ms) != 0
-        || parse_positive("VMX_RETENTION_DAYS", DEFAULT_RETENTION, 36500,
-                          &cfg->retention_days) != 0
-        || parse_flag("VMX_ALLOW_LINK_LOCAL", &cfg->allow_link_local) != 0
-        || parse_positive("VMX_LOGIN_THROTTLE_USER_FAILURES", DEFAULT_LOGIN_USER_FAILURES, 1000000,
-                          &cfg->login_user_failures) != 0
-        || parse_positive("VMX_LOGIN_THROTTLE_ADDRESS_FAILURES",
-                          DEFAULT_LOGIN_ADDRESS_FAILURES, 1000000,
-                          &cfg->login_address_failures) != 0
-        || parse_positive("VMX_LOGIN_THROTTLE_SECONDS", DEFAULT_LOGIN_THROTTLE, 86400,
-                          &cfg->login_throttle_seconds) != 0
-        || parse_positive("VMX_LOGIN_THROTTLE_MAX_SECONDS", DEFAULT_LOGIN_THROTTLE_MAX, 86400,
-                          &cfg->login_throttle_max) != 0
-        || parse_positive("VMX_ACTIVITY_RETENTION_DAYS", DEFAULT_ACTIVITY_RETENTION, 36500,
-                          &cfg->activity_retention_days) != 0
-        || parse_positive("VMX_REENCRYPT_BATCH", DEFAULT_REENCRYPT_BATCH, 1000,
-                          &cfg->reencrypt_batch) != 0
-        || parse_positive("VMX_REENCRYPT_PAUSE_MS", DEFAULT_REENCRYPT_PAUSE, 60000,
-                          &cfg->reencrypt_pause_ms) != 0)
-    {
-        return -1;
-    }
-
-    cfg->aws_access_key_id = non_empty_env("AWS_ACCESS_KEY_ID");
-    cfg->aws_secret_access_key = non_empty_env("AWS_SECRET_ACCESS_KEY");
-    cfg->aws_session_token = non_empty_env("AWS_SESSION_TOKEN");
-    cfg->sts_endpoint = non_empty_env("VMX_STS_ENDPOINT");
-    cfg->metrics_token_file = non_empty_env("VMX_METRICS_TOKEN_FILE");
-    cfg->tokenizer_file = non_empty_env("VMX_TOKENIZER");
-    if (!is_http_url("VMX_STS_ENDPOINT", cfg->sts_endpoint)
-        || !is_http_url("VMX_KMS_ENDPOINT", cfg->kms_endpoint))
-    {
         return -1;
     }
 

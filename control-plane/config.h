@@ -57,6 +57,7 @@ typedef struct config_s {
     char   *oidc_default_role;        /* from getenv, NULL: none */
     char   *oidc_roles_claim;         /* from getenv or the default */
     char   *oidc_ui_url;              /* from getenv, NULL: the callback answers JSON */
+    char   *oidc_client_secret_file;  /* from getenv, NULL: a public client */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];
