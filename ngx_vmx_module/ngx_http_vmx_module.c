@@ -1353,11 +1353,11 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     vmx_usage_init(&ctx->usage);
 
     /*
-     * one system call for the request id and a trace id; the id is a UUID
-     * v7 (RFC 9562: unix milliseconds first), so the audit's primary key
-     * grows at its end rather than at random pages
+     * the request id and a trace id, from the worker's generator; the id
+     * is a UUID v7 (RFC 9562: unix milliseconds first), so the audit's
+     * primary key grows at its end rather than at random pages
      */
-    randombytes_buf(bytes, sizeof(bytes));
+    ngx_http_vmx_random_bytes(bytes, sizeof(bytes));
 
     tp = ngx_timeofday();
     ms = (uint64_t) tp->sec * 1000 + tp->msec;
@@ -1437,6 +1437,39 @@ ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ngx_http_vmx_span_id(ctx->span_id);
     ngx_http_vmx_span_id(ctx->first_span);
+}
+
+
+/*
+ * Random bytes without a system call: ChaCha20 under a key each worker
+ * draws once from the kernel (init_process, after the fork), over a
+ * counter as the nonce.  Ids must be unique across workers and nodes and
+ * hard to guess; a request never waits on getrandom() for them.
+ */
+
+static u_char    ngx_http_vmx_random_key[crypto_stream_chacha20_ietf_KEYBYTES];
+static uint64_t  ngx_http_vmx_random_counter;
+
+
+static void
+ngx_http_vmx_random_init(void)
+{
+    randombytes_buf(ngx_http_vmx_random_key, sizeof(ngx_http_vmx_random_key));
+    ngx_http_vmx_random_counter = 0;
+}
+
+
+void
+ngx_http_vmx_random_bytes(u_char *buf, size_t len)
+{
+    u_char  nonce[crypto_stream_chacha20_ietf_NONCEBYTES];
+
+    ngx_memzero(nonce, sizeof(nonce));
+    ngx_http_vmx_random_counter++;
+    ngx_memcpy(nonce, &ngx_http_vmx_random_counter,
+               sizeof(ngx_http_vmx_random_counter));
+
+    crypto_stream_chacha20_ietf(buf, len, nonce, ngx_http_vmx_random_key);
 }
 
 
@@ -2621,6 +2654,8 @@ ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_vmx_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_vmx_random_init();
+
     if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK
         || ngx_http_vmx_tokens_init_process(cycle) != NGX_OK
         || ngx_http_vmx_redis_init_process(cycle) != NGX_OK)

@@ -513,6 +513,8 @@ ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
     size_t len);
 ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
+/* bytes of the worker's generator, seeded once per worker: no system call */
+void ngx_http_vmx_random_bytes(u_char *buf, size_t len);
 void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
 ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);

@@ -5,6 +5,7 @@ import calendar
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -73,8 +74,15 @@ def test_chat_non_streaming(env, fake):
 
 
 def test_request_ids_are_unique(env):
-    ids = {env.chat("chat").header("x-vmx-request-id") for _ in range(5)}
-    assert len(ids) == 5
+    """UUID v7 from each worker's generator (seeded once per worker): unique
+    across requests and workers, time-ordered by their first 48 bits."""
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(lambda _: env.chat("chat").header("x-vmx-request-id"), range(200)))
+    assert len(set(ids)) == 200
+    for i in ids:
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+                            i), i
+    assert len({i[19:] for i in ids}) == 200      # the random part alone differs
 
 
 def test_forwarded_request(env, fake):
