@@ -76,6 +76,18 @@ export function onAuthProblem(l: Listener): () => void {
 
 export const API = "/api/v1";
 
+// requests in flight, read by the end-to-end tests to know a page settled
+const w = window as unknown as { __vmxInflight?: number };
+w.__vmxInflight = 0;
+async function tracked<T>(p: Promise<T>): Promise<T> {
+  w.__vmxInflight = (w.__vmxInflight ?? 0) + 1;
+  try {
+    return await p;
+  } finally {
+    w.__vmxInflight! -= 1;
+  }
+}
+
 export async function api<T = unknown>(
   method: string,
   path: string,
@@ -88,16 +100,18 @@ export async function api<T = unknown>(
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res: Response;
   try {
-    res = await fetch(API + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    res = await tracked(
+      fetch(API + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }),
+    );
   } catch (e) {
     throw new ApiError(0, "network_error", "The gateway cannot be reached: " + String(e));
   }
   if (res.status === 204) return undefined as T;
-  const text = await res.text();
+  const text = await tracked(res.text());
   let data: unknown = undefined;
   if (text) {
     try {
@@ -152,7 +166,9 @@ export async function listAll<T>(path: string): Promise<T[]> {
  */
 export async function probeOidc(): Promise<boolean> {
   try {
-    const r = await fetch(API + "/auth/oidc/login", { redirect: "manual", credentials: "omit" });
+    const r = await tracked(
+      fetch(API + "/auth/oidc/login", { redirect: "manual", credentials: "omit" }),
+    );
     if (r.type === "opaqueredirect") return true;
     return r.status !== 404 && r.status !== 0;
   } catch {

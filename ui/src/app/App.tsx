@@ -1,5 +1,5 @@
 import { lazy, Suspense, useEffect, type ReactNode } from "react";
-import { MantineProvider, createTheme } from "@mantine/core";
+import { MantineProvider, Modal, createTheme, type CSSVariablesResolver } from "@mantine/core";
 import { QueryClient, QueryClientProvider, useQueryClient } from "@tanstack/react-query";
 import { BrowserRouter, Navigate, Route, Routes, useLocation, useNavigate } from "react-router-dom";
 import { ApiError, clearToken, getToken, onAuthProblem } from "../api/client";
@@ -23,8 +23,46 @@ const DataPlanes = lazy(() => import("../pages/DataPlanes"));
 
 const theme = createTheme({
   primaryColor: "indigo",
+  primaryShade: { light: 7, dark: 8 },
   defaultRadius: "md",
   fontFamily: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+  components: {
+    Modal: Modal.extend({ defaultProps: { closeButtonProps: { "aria-label": "Close" } } }),
+  },
+});
+
+// text of light and subtle variants (badges, alerts, active links, subtle
+// buttons), dimmed text and errors with WCAG AA contrast in both themes
+const contrast: CSSVariablesResolver = () => ({
+  variables: {},
+  light: {
+    "--mantine-color-indigo-light-color": "#364fc7",
+    "--mantine-color-red-light-color": "#c92a2a",
+    "--mantine-color-green-light-color": "#1b5e28",
+    "--mantine-color-gray-light-color": "#495057",
+    "--mantine-color-yellow-light-color": "#6b4700",
+    "--mantine-color-blue-light-color": "#1864ab",
+    "--mantine-color-orange-light-color": "#a84300",
+    "--mantine-color-teal-light-color": "#066649",
+    "--mantine-color-error": "#c92a2a",
+    "--mantine-color-dimmed": "#5c636a",
+    "--mantine-color-placeholder": "#6c737a",
+    "--mantine-primary-color-light-color": "#364fc7",
+  },
+  dark: {
+    "--mantine-color-indigo-light-color": "#91a7ff",
+    "--mantine-color-red-light-color": "#ffa8a8",
+    "--mantine-color-green-light-color": "#8ce99a",
+    "--mantine-color-gray-light-color": "#ced4da",
+    "--mantine-color-yellow-light-color": "#ffe066",
+    "--mantine-color-blue-light-color": "#a5d8ff",
+    "--mantine-color-orange-light-color": "#ffc078",
+    "--mantine-color-teal-light-color": "#96f2d7",
+    "--mantine-color-error": "#ff8787",
+    "--mantine-color-dimmed": "#a8adb4",
+    "--mantine-color-placeholder": "#9096a0",
+    "--mantine-primary-color-light-color": "#91a7ff",
+  },
 });
 
 const queryClient = new QueryClient({
@@ -68,7 +106,7 @@ function RequireAuth({ children, allowChange }: { children: ReactNode; allowChan
 
 export function App() {
   return (
-    <MantineProvider theme={theme} defaultColorScheme="auto">
+    <MantineProvider theme={theme} defaultColorScheme="auto" cssVariablesResolver={contrast}>
       <QueryClientProvider client={queryClient}>
         <BrowserRouter>
           <AuthWatcher />
