@@ -25,7 +25,8 @@ export function useFieldErrors() {
         return;
       }
       setErrors({});
-      setGeneral(f ? `${f}: ${e.message}` : e.message);
+      const msg = e.status === 403 ? `Not allowed: ${e.message}` : e.message;
+      setGeneral(f ? `${f}: ${msg}` : msg);
       return;
     }
     setErrors({});

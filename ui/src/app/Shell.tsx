@@ -2,6 +2,7 @@ import { Suspense } from "react";
 import {
   ActionIcon,
   AppShell,
+  Avatar,
   Burger,
   Group,
   Menu,
@@ -59,7 +60,7 @@ function Selectors() {
         value={s.ws?.id ?? null}
         onChange={(v) => s.setWs(v)}
         allowDeselect={false}
-        w={{ base: 130, sm: 180 }}
+        w={{ base: 112, sm: 180 }}
         size="sm"
         comboboxProps={{ withinPortal: true }}
         data-testid="ws-select"
@@ -71,7 +72,7 @@ function Selectors() {
         value={s.env?.id ?? null}
         onChange={(v) => s.setEnv(v)}
         allowDeselect={false}
-        w={{ base: 120, sm: 160 }}
+        w={{ base: 104, sm: 160 }}
         size="sm"
         data-testid="env-select"
       />
@@ -105,7 +106,7 @@ export function Shell() {
         Skip to content
       </a>
       <AppShell.Header>
-        <Group h="100%" px="md" justify="space-between" wrap="nowrap" gap="xs">
+        <Group h="100%" px={{ base: "xs", sm: "md" }} justify="space-between" wrap="nowrap" gap={6}>
           <Group gap="xs" wrap="nowrap">
             <Burger opened={opened} onClick={toggle} hiddenFrom="sm" size="sm" aria-label="Navigation" />
             <Text fw={700} visibleFrom="xs">
@@ -113,14 +114,17 @@ export function Shell() {
             </Text>
           </Group>
           <Selectors />
-          <Group gap="xs" wrap="nowrap">
+          <Group gap={6} wrap="nowrap">
             <ThemeToggle />
             <Menu position="bottom-end">
               <Menu.Target>
                 <UnstyledButton aria-label="Account menu" data-testid="account-menu">
-                  <Text size="sm" fw={500} truncate maw={120}>
+                  <Text size="sm" fw={500} truncate maw={120} visibleFrom="sm">
                     {me.data?.username ?? "…"}
                   </Text>
+                  <Avatar size={32} color="indigo" hiddenFrom="sm" aria-hidden="true">
+                    {(me.data?.username ?? "?").slice(0, 2).toUpperCase()}
+                  </Avatar>
                 </UnstyledButton>
               </Menu.Target>
               <Menu.Dropdown>

@@ -74,12 +74,8 @@ export function SelectionProvider({ children }: { children: ReactNode }) {
   });
   const env = envq.data?.find((e) => e.id === envId) ?? envq.data?.[0] ?? null;
   const qc = useQueryClient();
-  useEffect(() => {
-    if (ws && ws.id !== wsId) setWsId(ws.id);
-  }, [ws, wsId]);
-  useEffect(() => {
-    if (env && env.id !== envId) setEnvId(env.id);
-  }, [env, envId]);
+  // only an explicit choice is kept: a choice not (yet) in a list being
+  // refetched shows the first entry meanwhile, and is not overwritten by it
   useEffect(() => {
     if (wsId) localStorage.setItem("vmx.ws", wsId);
     if (envId) localStorage.setItem("vmx.env", envId);

@@ -116,7 +116,7 @@ export function DataTable<T>({
                   ))}
                   {actions && (
                     <Table.Td>
-                      <Group gap={4} justify="flex-end" wrap="nowrap">
+                      <Group gap={4} justify="flex-end" wrap="wrap" miw={64}>
                         {actions(r)}
                       </Group>
                     </Table.Td>

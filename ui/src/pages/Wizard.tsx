@@ -177,6 +177,19 @@ export default function Wizard() {
               required
               data-autofocus
             />
+            {sel.ws && (
+              <Button
+                variant="subtle"
+                w="fit-content"
+                onClick={() => {
+                  errs.clear();
+                  setWs(sel.ws);
+                  setActive(1);
+                }}
+              >
+                Or use the workspace {sel.ws.name}
+              </Button>
+            )}
           </Step>
         </Stepper.Step>
         <Stepper.Step label="Environment">
@@ -184,6 +197,7 @@ export default function Wizard() {
             busy={busy}
             general={errs.general}
             submit="Create environment"
+            onBack={back}
             onSubmit={() =>
               run(async () => {
                 const e = await api<Environment>("POST", `/workspaces/${ws!.id}/environments`, {
@@ -203,6 +217,19 @@ export default function Wizard() {
               error={errs.at("name")}
               required
             />
+            {sel.env && ws && sel.ws?.id === ws.id && (
+              <Button
+                variant="subtle"
+                w="fit-content"
+                onClick={() => {
+                  errs.clear();
+                  setEnv(sel.env);
+                  setActive(2);
+                }}
+              >
+                Or use the environment {sel.env.name}
+              </Button>
+            )}
           </Step>
         </Stepper.Step>
         <Stepper.Step label="Connection">
