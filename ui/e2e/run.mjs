@@ -104,7 +104,18 @@ try {
   const page = await ctx.newPage();
   page.on("pageerror", (e) => log("page error:", e.message));
 
-  // --- sign-in: a wrong password is shown, then the admin signs in
+  // --- sign-in: its first load (empty cache) at most 300 KB compressed
+  await page.goto(URL + "/signin");
+  await ready(page);
+  const bytes = await page.evaluate(() =>
+    [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+      .reduce((n, e) => n + e.transferSize, 0),
+  );
+  result.signinFirstLoadBytes = bytes;
+  log(`sign-in page first load: ${bytes} bytes transferred (${(bytes / 1024).toFixed(1)} KiB)`);
+  check(bytes > 0 && bytes <= 300 * 1024, `sign-in first load ${bytes} bytes > 300 KiB`);
+
+  // --- a wrong password is shown, then the admin signs in
   await visit(page, "/signin", "signin");
   await signIn(page, env.VMX_ADMIN_USER, "not-the-password");
   await page.getByTestId("signin-error").waitFor();

@@ -1,5 +1,5 @@
 import { lazy, Suspense, useEffect, type ReactNode } from "react";
-import { MantineProvider, Modal, createTheme, type CSSVariablesResolver } from "@mantine/core";
+import { Badge, MantineProvider, Modal, createTheme, type CSSVariablesResolver } from "@mantine/core";
 import { QueryClient, QueryClientProvider, useQueryClient } from "@tanstack/react-query";
 import { BrowserRouter, Navigate, Route, Routes, useLocation, useNavigate } from "react-router-dom";
 import { ApiError, clearToken, getToken, onAuthProblem } from "../api/client";
@@ -28,6 +28,8 @@ const theme = createTheme({
   fontFamily: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
   components: {
     Modal: Modal.extend({ defaultProps: { closeButtonProps: { "aria-label": "Close" } } }),
+    // a badge in a narrow table cell keeps its whole word
+    Badge: Badge.extend({ styles: { root: { flexShrink: 0, overflow: "visible" }, label: { overflow: "visible" } } }),
   },
 });
 
