@@ -179,6 +179,83 @@ try {
   await ready(page);
   await shoot(page, "workspace-members");
 
+  // --- forms: a connection (provider fields from the catalog), a resource
+  // (fallback chain), an API key created (shown once) and rotated, a role
+  // whose policy the API refuses (the error at the policy editor)
+  await page.goto(URL + "/connections");
+  await ready(page);
+  await page.getByRole("button", { name: "Edit openai" }).click();
+  let dlg = page.getByRole("dialog");
+  await dlg.getByText("Discovered capacity").waitFor();
+  check((await dlg.getByLabel(/^apiKey/).inputValue()) === "********", "secret shown masked");
+  await shoot(page, "connection-edit");
+  await dlg.getByLabel(/^baseUrl/).fill("http://169.254.169.254/v1");
+  await dlg.getByRole("button", { name: "Save" }).click();
+  // a new destination with the kept secret, or the link-local address: a 400 at a config field
+  await dlg.locator(".mantine-InputWrapper-error").first().waitFor();
+  await shoot(page, "connection-field-error");
+  await dlg.getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("button", { name: "Quick add" }).click();
+  dlg = page.getByRole("dialog");
+  await dlg.getByLabel("Name 1").waitFor();
+  await shoot(page, "connection-quick-add");
+  await dlg.getByRole("button", { name: "Close" }).first().click();
+  log("connection forms");
+
+  await page.goto(URL + "/resources");
+  await ready(page);
+  await page.getByRole("button", { name: "Edit chat" }).click();
+  dlg = page.getByRole("dialog");
+  await dlg.getByRole("button", { name: "Add a fallback model" }).click();
+  await dlg.getByLabel("Fallback 1: model").fill("gpt-4o");
+  await dlg.getByRole("button", { name: "Add a fallback model" }).click();
+  await dlg.getByLabel("Fallback 2: model").fill("gpt-4.1-mini");
+  await dlg.getByRole("button", { name: "Move fallback 2 up" }).click();
+  check((await dlg.getByLabel("Fallback 1: model").inputValue()) === "gpt-4.1-mini", "fallback reordered");
+  await shoot(page, "resource-edit");
+  await dlg.getByRole("button", { name: "Save" }).click();
+  await dlg.waitFor({ state: "detached" });
+  await page.getByRole("cell", { name: "gpt-4.1-mini → gpt-4o" }).waitFor();
+  log("resource fallback chain saved");
+
+  await page.goto(URL + "/api-keys");
+  await ready(page);
+  await page.getByRole("button", { name: "New API key" }).click();
+  dlg = page.getByRole("dialog");
+  await dlg.getByLabel(/^Name/).fill("second-key");
+  await dlg.getByRole("button", { name: "Create" }).click();
+  let shown = page.getByTestId("new-key");
+  await shown.waitFor();
+  const k2 = (await shown.locator("pre, code").first().innerText()).trim();
+  check(k2.startsWith("vmx-"), "a created key is shown once");
+  await shoot(page, "api-key-created");
+  await page.getByRole("button", { name: "I have copied it" }).click();
+  await page.getByRole("button", { name: "Rotate second-key" }).click();
+  dlg = page.getByRole("dialog");
+  await dlg.getByRole("button", { name: "Rotate" }).click();
+  shown = page.getByTestId("new-key");
+  await shown.waitFor();
+  const k3 = (await shown.locator("pre, code").first().innerText()).trim();
+  check(k3.startsWith("vmx-") && k3 !== k2, "a rotated key is a new one");
+  await page.getByRole("button", { name: "I have copied it" }).click();
+  await page.getByRole("button", { name: "Disable second-key" }).click();
+  await page.getByRole("button", { name: "Enable second-key" }).waitFor();
+  log("API key created, rotated, disabled");
+
+  await page.goto(URL + "/roles");
+  await ready(page);
+  await page.getByRole("button", { name: "New role" }).click();
+  dlg = page.getByRole("dialog");
+  await dlg.getByLabel(/^Name/).fill("bad-policy");
+  await dlg.getByLabel(/^Policy/).fill(
+    JSON.stringify({ statements: [{ effect: "allow", actions: ["no-such:action"], resources: ["*"] }] }),
+  );
+  await dlg.getByRole("button", { name: "Create" }).click();
+  await dlg.locator(".mantine-InputWrapper-error").filter({ hasText: "policy.statements[0].actions[0]" }).waitFor();
+  await shoot(page, "role-policy-error");
+  await dlg.getByRole("button", { name: "Cancel" }).click();
+  log("policy error shown at the editor");
+
   // --- an API error at its field: a workspace name taken (409 naming name)
   await page.goto(URL + "/workspaces");
   await ready(page);
@@ -256,6 +333,9 @@ try {
   await ctx.close();
 } catch (e) {
   failed = e;
+  for (const p of browser.contexts().flatMap((c) => c.pages())) {
+    await p.screenshot({ path: join(ART, "failure.png"), fullPage: true }).catch(() => {});
+  }
   console.error("FAILED:", e.stack || e);
 } finally {
   await browser.close();

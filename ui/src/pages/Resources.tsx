@@ -275,7 +275,6 @@ function ResourceForm({
             autosize
             minRows={3}
             maxRows={14}
-            formatOnBlur
             disabled={readOnly}
           />
           <Group justify="flex-end">

@@ -96,7 +96,6 @@ function RoleForm({ initial, onClose, readOnly }: { initial: Role | null; onClos
             autosize
             minRows={8}
             maxRows={24}
-            formatOnBlur
             disabled={readOnly}
             styles={{ input: { fontFamily: "ui-monospace, monospace" } }}
           />
