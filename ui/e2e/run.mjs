@@ -212,11 +212,17 @@ try {
   await dlg.getByLabel("Fallback 2: model").fill("gpt-4.1-mini");
   await dlg.getByRole("button", { name: "Move fallback 2 up" }).click();
   check((await dlg.getByLabel("Fallback 1: model").inputValue()) === "gpt-4.1-mini", "fallback reordered");
+  await dlg.getByRole("button", { name: "Add a routing rule" }).click();
+  await dlg.getByLabel("Rule 1: expression").fill("tokens.input >");
+  await dlg.getByRole("button", { name: "Save" }).click();
+  // the compiler's error, at the expression it is about
+  await dlg.locator(".mantine-InputWrapper-error").filter({ hasText: "routing.conditions[0].expression" }).waitFor();
   await shoot(page, "resource-edit");
+  await dlg.getByLabel("Rule 1: expression").fill("tokens.input > 4000");
   await dlg.getByRole("button", { name: "Save" }).click();
   await dlg.waitFor({ state: "detached" });
   await page.getByRole("cell", { name: "gpt-4.1-mini → gpt-4o" }).waitFor();
-  log("resource fallback chain saved");
+  log("resource fallback chain and routing rule saved, the routing error shown at its field");
 
   await page.goto(URL + "/api-keys");
   await ready(page);

@@ -262,6 +262,16 @@ export function CapacityEditor({
               w={130}
               disabled={readOnly}
             />
+            <NumberInput
+              label="Cost"
+              value={c.cost ?? ""}
+              onChange={(v) => set(i, { cost: num(v) })}
+              error={errorAt(`${field}[${i}].cost`)}
+              min={0}
+              decimalScale={4}
+              w={110}
+              disabled={readOnly}
+            />
             <Switch
               label="Per source IP"
               checked={c.dimension === "source-ip"}

@@ -2,13 +2,12 @@ import { useState, type FormEvent } from "react";
 import {
   ActionIcon,
   Alert,
-  Autocomplete,
   Button,
   Group,
   JsonInput,
   Modal,
   Paper,
-  Select,
+  SegmentedControl,
   Stack,
   Switch,
   Text,
@@ -18,10 +17,11 @@ import {
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
-import type { Capacity, Connection, ModelRef, Resource } from "../api/types";
+import type { Capacity, ModelRef, Resource } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { CapacityEditor, cleanCapacity, DataTable, DeleteButton, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
-import { useProviders } from "../components/providers";
+import { ModelPicker } from "../components/models";
+import { cleanRouting, RoutingEditor, type Routing } from "../components/routing";
 import { res } from "../perm/policy";
 import { useConnections } from "./Connections";
 
@@ -31,57 +31,6 @@ export function useResources(path: string | null) {
     queryFn: () => listAll<Resource>(`${path}/resources`),
     enabled: !!path,
   });
-}
-
-/** A connection and one of its models. */
-function ModelPicker({
-  value,
-  onChange,
-  connections,
-  field,
-  errorAt,
-  label,
-  readOnly,
-}: {
-  value: ModelRef;
-  onChange: (v: ModelRef) => void;
-  connections: Connection[];
-  field: string;
-  errorAt: (f: string) => string | undefined;
-  label: string;
-  readOnly?: boolean;
-}) {
-  const providers = useProviders();
-  const conn = connections.find((c) => c.id === value.connectionId);
-  const models = conn?.allowedModels?.length
-    ? conn.allowedModels
-    : providers.data?.find((p) => p.id === conn?.provider)?.defaultModels ?? [];
-  return (
-    <Group grow align="flex-start" wrap="wrap">
-      <Select
-        label={`${label}: connection`}
-        data={connections.map((c) => ({ value: c.id, label: `${c.name} (${c.provider})` }))}
-        value={value.connectionId || null}
-        onChange={(id) => {
-          const c = connections.find((x) => x.id === id);
-          onChange({ ...value, connectionId: id ?? "", provider: c?.provider ?? value.provider });
-        }}
-        error={errorAt(`${field}.connectionId`) ?? errorAt(`${field}.provider`)}
-        allowDeselect={false}
-        disabled={readOnly}
-        miw={180}
-      />
-      <Autocomplete
-        label={`${label}: model`}
-        data={models}
-        value={value.model}
-        onChange={(m) => onChange({ ...value, model: m })}
-        error={errorAt(`${field}.model`) ?? (errorAt(field) && !errorAt(`${field}.`) ? errorAt(field) : undefined)}
-        disabled={readOnly}
-        miw={180}
-      />
-    </Group>
-  );
 }
 
 function ResourceForm({
@@ -106,9 +55,26 @@ function ResourceForm({
   const [useFallback, setUseFallback] = useState(initial?.useFallback ?? true);
   const [enforceCapacity, setEnforce] = useState(initial?.enforceCapacity ?? false);
   const [capacity, setCapacity] = useState<Capacity[]>(initial?.capacity ?? []);
-  const [routing, setRouting] = useState(
-    JSON.stringify(initial?.routing ?? { enabled: false, conditions: [] }, null, 2),
+  const [routing, setRouting] = useState<Routing>(
+    (initial?.routing as Routing | undefined) ?? { enabled: false, conditions: [] },
   );
+  const [routingView, setRoutingView] = useState<"form" | "json">("form");
+  const [routingText, setRoutingText] = useState("");
+  const [routingTextErr, setRoutingTextErr] = useState<string | null>(null);
+  const switchView = (v: string) => {
+    if (v === "json") {
+      setRoutingText(JSON.stringify(cleanRouting(routing), null, 2));
+      setRoutingTextErr(null);
+      setRoutingView("json");
+    } else {
+      try {
+        setRouting(JSON.parse(routingText));
+        setRoutingView("form");
+      } catch (x) {
+        setRoutingTextErr(`Not valid JSON: ${(x as Error).message}`);
+      }
+    }
+  };
   const [busy, setBusy] = useState(false);
   const errs = useFieldErrors();
   const qc = useQueryClient();
@@ -121,12 +87,14 @@ function ResourceForm({
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     errs.clear();
-    let routingObj: unknown;
-    try {
-      routingObj = JSON.parse(routing);
-    } catch {
-      errs.setGeneral("routing: not valid JSON");
-      return;
+    let routingObj: unknown = cleanRouting(routing);
+    if (routingView === "json") {
+      try {
+        routingObj = JSON.parse(routingText);
+      } catch (x) {
+        setRoutingTextErr(`Not valid JSON: ${(x as Error).message}`);
+        return;
+      }
     }
     setBusy(true);
     try {
@@ -266,17 +234,46 @@ function ResourceForm({
             disabled={readOnly}
           />
           <CapacityEditor value={capacity} onChange={setCapacity} errorAt={errs.at} readOnly={readOnly} />
-          <JsonInput
-            label="Routing (JSON)"
-            description='{"enabled": bool, "conditions": [...]}: rules that send a request elsewhere or block it.'
-            value={routing}
-            onChange={setRouting}
-            error={errs.at("routing")}
-            autosize
-            minRows={3}
-            maxRows={14}
-            disabled={readOnly}
-          />
+          <Stack gap="xs">
+            <Group justify="space-between">
+              <Text size="sm" fw={500}>
+                Routing
+              </Text>
+              <SegmentedControl
+                size="xs"
+                aria-label="Routing view"
+                data={[
+                  { value: "form", label: "Rules" },
+                  { value: "json", label: "JSON" },
+                ]}
+                value={routingView}
+                onChange={switchView}
+              />
+            </Group>
+            {routingView === "form" ? (
+              <RoutingEditor
+                value={routing}
+                onChange={setRouting}
+                connections={connections}
+                errorAt={errs.at}
+                readOnly={readOnly}
+                primary={model}
+              />
+            ) : (
+              <JsonInput
+                label="Routing (JSON)"
+                description='{"enabled": bool, "conditions": [groups]} as in SPEC §4.'
+                value={routingText}
+                onChange={setRoutingText}
+                error={routingTextErr ?? errs.at("routing")}
+                autosize
+                minRows={3}
+                maxRows={18}
+                disabled={readOnly}
+                styles={{ input: { fontFamily: "ui-monospace, monospace" } }}
+              />
+            )}
+          </Stack>
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>
               {readOnly ? "Close" : "Cancel"}
