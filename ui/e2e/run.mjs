@@ -120,9 +120,16 @@ try {
   await signIn(page, env.VMX_ADMIN_USER, "not-the-password");
   await page.getByTestId("signin-error").waitFor();
   log("sign-in: wrong password shown");
-  await signIn(page, env.VMX_ADMIN_USER, env.VMX_ADMIN_PASSWORD);
+  // with the keyboard alone: the username field has the focus, Tab, Enter
+  await page.goto(URL + "/signin");
+  await page.getByLabel("Username").waitFor();
+  check(await page.getByLabel("Username").evaluate((el) => el === document.activeElement), "username focused");
+  await page.keyboard.type(env.VMX_ADMIN_USER);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(env.VMX_ADMIN_PASSWORD);
+  await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: "Getting started" }).waitFor();
-  log("signed in as admin");
+  log("signed in as admin, with the keyboard");
 
   // --- the wizard, end to end
   await ready(page);
@@ -283,6 +290,11 @@ try {
   ]) {
     await visit(page, path, name, { width: 390 });
   }
+  await page.getByRole("button", { name: "Navigation" }).click();
+  await page.getByRole("link", { name: "AI resources" }).click();
+  await page.getByRole("heading", { name: "AI resources" }).waitFor();
+  await ready(page);
+  await shoot(page, "resources", { width: 390 });
   await page.setViewportSize({ width: 1280, height: 800 });
   await signOut(page);
   await page.setViewportSize({ width: 390, height: 844 });
@@ -299,6 +311,8 @@ try {
     ["/api-keys", "New API key"],
     ["/environments", "New environment"],
     ["/workspaces", "New workspace"],
+    ["/users", "New user"],
+    ["/roles", "New role"],
   ]) {
     await page.goto(URL + path);
     await ready(page);
