@@ -73,7 +73,7 @@ export function DataTable<T>({
   return (
     <Paper withBorder radius="md">
       <ScrollArea type="auto">
-        <Table verticalSpacing="sm" highlightOnHover aria-label={label} miw={360}>
+        <Table verticalSpacing="sm" highlightOnHover aria-label={label} miw={300}>
           <Table.Thead>
             <Table.Tr>
               {columns.map((c) => (

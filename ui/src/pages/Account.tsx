@@ -1,12 +1,56 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { Alert, Button, Center, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
-import { useQueryClient } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useNavigate } from "react-router-dom";
-import { api } from "../api/client";
+import { api, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { User } from "../api/types";
 import { useMe } from "../app/session";
-import { fmtDate, PageHeader } from "../components/common";
+import { DataTable, DeleteButton, ErrorAlert, fmtDate, PageHeader } from "../components/common";
+
+interface Session {
+  id: string;
+  createdAt: string;
+  lastSeenAt: string | null;
+  expiresAt: string;
+  fromAddress: string | null;
+  current: boolean;
+}
+
+/** GET /auth/sessions: the caller's own sessions; any but the current one can be ended. */
+function Sessions() {
+  const q = useQuery({ queryKey: ["sessions"], queryFn: () => listAll<Session>("/auth/sessions") });
+  return (
+    <>
+      <Title order={3} mt="xl" mb="sm">
+        Your sessions
+      </Title>
+      <ErrorAlert error={q.error} />
+      <DataTable
+        label="Your sessions"
+        loading={q.isLoading}
+        rows={q.data}
+        rowKey={(x) => x.id}
+        columns={[
+          { label: "Signed in", render: (x) => fmtDate(x.createdAt) + (x.current ? " (this one)" : "") },
+          { label: "Last seen", render: (x) => fmtDate(x.lastSeenAt), hideOnMobile: true },
+          { label: "From", render: (x) => x.fromAddress ?? "—", hideOnMobile: true },
+          { label: "Expires", render: (x) => fmtDate(x.expiresAt), hideOnMobile: true },
+        ]}
+        actions={(x) =>
+          x.current ? null : (
+            <DeleteButton
+              label="End"
+              what={`the session of ${fmtDate(x.createdAt)}`}
+              run={() => api("DELETE", `/auth/sessions/${x.id}`)}
+              invalidate={[["sessions"]]}
+            />
+          )
+        }
+      />
+    </>
+  );
+}
 
 /** POST /auth/password; users in CHANGE_PASSWORD land here before anything else. */
 export function PasswordChange() {
@@ -188,6 +232,7 @@ export function Profile() {
           </Button>
         </Stack>
       </form>
+      <Sessions />
     </>
   );
 }
