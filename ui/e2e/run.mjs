@@ -161,6 +161,21 @@ try {
   Object.assign(result, { key, model: "chat", snippetBaseUrl: `${URL}/v1` });
   log("wizard done");
 
+  // the key works (once the data plane runs the new configuration): traffic for the usage page
+  let status = 0;
+  for (let i = 0; i < 100 && status !== 200; i++) {
+    const r = await fetch(`${URL}/v1/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hello" }] }),
+    });
+    status = r.status;
+    await r.arrayBuffer();
+    if (status !== 200) await new Promise((ok) => setTimeout(ok, 200)); // the config push, polled
+  }
+  check(status === 200, "a chat completion with the wizard's key: " + status);
+  log("the wizard's key answers a chat completion");
+
   // --- every page, both themes
   const pages = [
     ["/workspaces", "workspaces"],
@@ -178,6 +193,20 @@ try {
     await visit(page, path, name);
     log("page", name);
   }
+  // usage and audit: the chat completion above, once ingested
+  for (let i = 0; ; i++) {
+    await page.goto(URL + "/usage");
+    await ready(page);
+    if ((await page.getByRole("table", { name: "Audit log" }).getByText("200", { exact: true }).count()) > 0) break;
+    check(i < 30, "the chat completion in the audit log");
+    await page.waitForTimeout(500); // ingestion runs every second: poll
+  }
+  await shoot(page, "usage");
+  await page.getByRole("button", { name: /^Details of the request/ }).first().click();
+  await page.getByRole("dialog").getByText('"statusCode": 200').waitFor();
+  await page.keyboard.press("Escape");
+  log("usage and audit");
+
   // a workspace's members
   await page.goto(URL + "/workspaces");
   await ready(page);

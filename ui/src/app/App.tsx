@@ -20,6 +20,7 @@ const ApiKeys = lazy(() => import("../pages/ApiKeys"));
 const Users = lazy(() => import("../pages/Users"));
 const Roles = lazy(() => import("../pages/Roles"));
 const DataPlanes = lazy(() => import("../pages/DataPlanes"));
+const Usage = lazy(() => import("../pages/Usage"));
 
 const theme = createTheme({
   primaryColor: "indigo",
@@ -145,6 +146,7 @@ export function App() {
               <Route path="/users" element={<Users />} />
               <Route path="/roles" element={<Roles />} />
               <Route path="/dataplanes" element={<DataPlanes />} />
+              <Route path="/usage" element={<Usage />} />
               <Route path="*" element={<Navigate to="/setup" replace />} />
             </Route>
           </Routes>
