@@ -101,3 +101,73 @@ def test_ui_end_to_end(ui_ready, stack, gw, fake):
         time.sleep(0.2)
     assert resp.status == 200, resp
     assert result["snippetBaseUrl"] == stack.nginx.url + "/v1"
+
+
+def test_ui_sso(ui_ready, built, tmp_path_factory, pki):
+    """Sign in with SSO in the browser: a control plane of its own with OIDC on (the
+    OpenID provider of t/oidc, as t/controlplane/test_oidc.py), behind nginx; the UI
+    shows the SSO button, the provider signs the user in, the callback's token
+    arrives in the URL fragment and the UI keeps it and clears the fragment."""
+    import secrets as _secrets
+    from harness.api import Api
+    from harness.control_plane import ControlPlane, write_secret_files
+    from harness.nginx import Nginx
+    from harness.postgres import Postgres
+    from gwutil import free_port
+    sys_path_oidc = ROOT / "t" / "controlplane"
+    import sys
+    if str(sys_path_oidc) not in sys.path:
+        sys.path.insert(0, str(sys_path_oidc))
+    from test_oidc import CLIENT_ID, Provider
+
+    if not (ROOT / "t" / "oidc" / "node_modules").exists():
+        pytest.fail("t/oidc/node_modules is missing -- run ./build.sh deps first", pytrace=False)
+    base = tmp_path_factory.mktemp("ui-sso")
+    parts = []
+    try:
+        pg = Postgres(base / "pg", free_port())
+        pg.start()
+        parts.append(pg)
+        token_file, master_key_file = write_secret_files(base / "secrets")
+        nginx_port, cp_port = free_port(), free_port()
+        secret = _secrets.token_hex(16)
+        secret_file = base / "client.secret"
+        secret_file.write_text(secret + "\n")
+        secret_file.chmod(0o600)
+        redirect_uri = f"http://127.0.0.1:{nginx_port}/api/v1/auth/oidc/callback"
+        provider = Provider(secret, redirect_uri, base / "provider.log")
+        parts.append(provider)
+        cp = ControlPlane(base / "cp", cp_port, pg.dsn, [f"http://127.0.0.1:{nginx_port}"],
+                          token_file, master_key_file, reconcile_interval=1, env={
+                              "VMX_OIDC_ISSUER": provider.url,
+                              "VMX_OIDC_CLIENT_ID": CLIENT_ID,
+                              "VMX_OIDC_CLIENT_SECRET_FILE": str(secret_file),
+                              "VMX_OIDC_REDIRECT_URI": redirect_uri,
+                              "VMX_OIDC_DEFAULT_ROLE": "read-only",
+                              "VMX_OIDC_UI_URL": "/",
+                          })
+        cp.start()
+        parts.append(cp)
+        nginx = Nginx(base / "nginx", nginx_port, token_file, pki[0],
+                      cp_addr=f"127.0.0.1:{cp_port}")
+        nginx.start()
+        parts.append(nginx)
+        Api(cp.url).login()       # the control plane is up
+        artifacts = UI / "e2e" / "artifacts"
+        sub = "sso-" + uuid.uuid4().hex[:8]
+        e = dict(os.environ, VMX_UI_URL=nginx.url, VMX_CHROMIUM=CHROMIUM,
+                 VMX_ARTIFACTS=str(artifacts), VMX_SSO_SUB=sub)
+        r = subprocess.run(["node", str(UI / "e2e" / "sso.mjs")], cwd=UI, env=e,
+                           capture_output=True, text=True, timeout=180)
+        log = r.stdout + r.stderr
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / "sso.log").write_text(log)
+        assert r.returncode == 0, f"ui/e2e/sso.mjs exited {r.returncode}:\n{log[-4000:]}"
+        assert f"signed in as {sub}" in log, log
+        nginx.check_error_log()
+    finally:
+        for p in reversed(parts):
+            try:
+                p.stop()
+            except Exception:
+                pass

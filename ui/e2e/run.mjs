@@ -112,6 +112,7 @@ try {
       .reduce((n, e) => n + e.transferSize, 0),
   );
   result.signinFirstLoadBytes = bytes;
+  check((await page.getByText("Sign in with SSO").count()) === 0, "no SSO button while OIDC is off");
   log(`sign-in page first load: ${bytes} bytes transferred (${(bytes / 1024).toFixed(1)} KiB)`);
   check(bytes > 0 && bytes <= 300 * 1024, `sign-in first load ${bytes} bytes > 300 KiB`);
 
