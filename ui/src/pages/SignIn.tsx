@@ -67,7 +67,9 @@ export function SignIn() {
   };
 
   return (
-    <Center mih="100vh" p="md" component="main">
+    // anchored at the top, not centred: the SSO button appearing after the
+    // probe adds below the form instead of moving it
+    <Center p="md" pt={{ base: "xl", sm: "12vh" }} style={{ alignItems: "flex-start" }} mih="100vh" component="main">
       <Paper withBorder shadow="sm" p="xl" w="100%" maw={400} radius="md">
         <form onSubmit={submit} noValidate>
           <Stack>
