@@ -187,6 +187,7 @@ try {
     ["/users", "users"],
     ["/roles", "roles"],
     ["/dataplanes", "dataplanes"],
+    ["/pools", "pools"],
     ["/profile", "profile"],
     ["/password", "password"],
   ];
@@ -299,6 +300,24 @@ try {
   await dlg.getByRole("button", { name: "Cancel" }).click();
   log("policy error shown at the editor");
 
+  // prioritization: a pool whose minimum exceeds its maximum is refused at its field, then saved
+  await page.goto(URL + "/pools");
+  await ready(page);
+  await page.getByRole("button", { name: "Add a pool" }).click();
+  await page.getByLabel("Min %").fill("60");
+  await page.getByLabel("Max %").fill("40");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator(".mantine-InputWrapper-error").first().waitFor();
+  await shoot(page, "pools-error");
+  await page.getByLabel("Min %").fill("20");
+  await page.getByLabel("Max %").fill("80");
+  await page.getByRole("textbox", { name: "Resources" }).click({ force: true });
+  await page.getByRole("option", { name: "chat" }).click();
+  await page.keyboard.press("Escape");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByText("Saved.", { exact: true }).waitFor();
+  log("pool definition: error at its field, then saved");
+
   // --- an API error at its field: a workspace name taken (409 naming name)
   await page.goto(URL + "/workspaces");
   await ready(page);
@@ -354,6 +373,9 @@ try {
     }
   }
   await shoot(page, "readonly-workspaces");
+  await page.goto(URL + "/pools");
+  await ready(page);
+  check((await page.getByRole("button", { name: /Add a pool|Save/ }).count()) === 0, "no pool editing for read-only");
   await page.goto(URL + "/setup");
   await ready(page);
   await page.getByLabel("Workspace name").fill("forced-" + Date.now());

@@ -21,6 +21,7 @@ const Users = lazy(() => import("../pages/Users"));
 const Roles = lazy(() => import("../pages/Roles"));
 const DataPlanes = lazy(() => import("../pages/DataPlanes"));
 const Usage = lazy(() => import("../pages/Usage"));
+const Pools = lazy(() => import("../pages/Pools"));
 
 const theme = createTheme({
   primaryColor: "indigo",
@@ -147,6 +148,7 @@ export function App() {
               <Route path="/roles" element={<Roles />} />
               <Route path="/dataplanes" element={<DataPlanes />} />
               <Route path="/usage" element={<Usage />} />
+              <Route path="/pools" element={<Pools />} />
               <Route path="*" element={<Navigate to="/setup" replace />} />
             </Route>
           </Routes>

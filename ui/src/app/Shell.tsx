@@ -27,6 +27,7 @@ const LINKS: [string, string][] = [
   ["/connections", "AI connections"],
   ["/resources", "AI resources"],
   ["/api-keys", "API keys"],
+  ["/pools", "Prioritization"],
   ["/usage", "Usage and audit"],
   ["/users", "Users"],
   ["/roles", "Roles"],
