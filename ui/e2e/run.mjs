@@ -307,7 +307,8 @@ try {
   await page.getByLabel("Min %").fill("60");
   await page.getByLabel("Max %").fill("40");
   await page.getByRole("button", { name: "Save" }).click();
-  await page.locator(".mantine-InputWrapper-error").first().waitFor();
+  await page.getByRole("alert").filter({ hasText: "pools[0]" }).waitFor();
+  check((await page.getByLabel("Max %").getAttribute("aria-invalid")) === "true", "Max % marked invalid");
   await shoot(page, "pools-error");
   await page.getByLabel("Min %").fill("20");
   await page.getByLabel("Max %").fill("80");

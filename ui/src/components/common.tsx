@@ -301,7 +301,7 @@ export function CapacityEditor({
         </Paper>
       ))}
       {errorAt(field) && !value.some((_, i) => errorAt(`${field}[${i}]`)) && (
-        <Text c="red" size="sm" role="alert">
+        <Text c="var(--mantine-color-error)" size="sm" role="alert">
           {errorAt(field)}
         </Text>
       )}

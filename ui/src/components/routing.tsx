@@ -331,7 +331,7 @@ export function RoutingEditor({
         );
       })}
       {errorAt("routing") && !groups.some((_, i) => errorAt(`routing.conditions[${i}]`)) && (
-        <Text c="red" size="sm" role="alert">
+        <Text c="var(--mantine-color-error)" size="sm" role="alert">
           {errorAt("routing")}
         </Text>
       )}

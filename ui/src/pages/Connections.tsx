@@ -291,7 +291,7 @@ function QuickAdd({ path, onClose }: { path: string; onClose: () => void }) {
                     readOnly={r.done}
                   />
                   {r.error && !r.field?.match(/^(name|config)/) && (
-                    <Text c="red" size="sm" role="alert">
+                    <Text c="var(--mantine-color-error)" size="sm" role="alert">
                       {r.field ? `${r.field}: ` : ""}
                       {r.error}
                     </Text>

@@ -124,7 +124,7 @@ export default function Pools() {
                   label="Rank"
                   value={p.rank}
                   onChange={(v) => set(i, { rank: num(v) })}
-                  error={errs.at(`pools[${i}].rank`)}
+                  error={!!errs.at(`pools[${i}].rank`)}
                   allowDecimal={false}
                   disabled={!canEdit}
                   w={80}
@@ -133,7 +133,7 @@ export default function Pools() {
                   label="Min %"
                   value={p.minReservation}
                   onChange={(v) => set(i, { minReservation: num(v) })}
-                  error={errs.at(`pools[${i}].minReservation`)}
+                  error={!!errs.at(`pools[${i}].minReservation`)}
                   min={0}
                   max={100}
                   disabled={!canEdit}
@@ -143,7 +143,7 @@ export default function Pools() {
                   label="Max %"
                   value={p.maxReservation}
                   onChange={(v) => set(i, { maxReservation: num(v) })}
-                  error={errs.at(`pools[${i}].maxReservation`)}
+                  error={!!errs.at(`pools[${i}].maxReservation`)}
                   min={0}
                   max={100}
                   disabled={!canEdit}
@@ -170,9 +170,14 @@ export default function Pools() {
                   </ActionIcon>
                 )}
               </Group>
+              {["rank", "minReservation", "maxReservation"].map((k) => errs.at(`pools[${i}].${k}`)).find(Boolean) && (
+                <Text c="var(--mantine-color-error)" size="sm" mt={4} role="alert">
+                  {["rank", "minReservation", "maxReservation"].map((k) => errs.at(`pools[${i}].${k}`)).find(Boolean)}
+                </Text>
+              )}
             </Paper>
           ))}
-          <Text size="sm" c={sum > 100 ? "red" : "dimmed"}>
+          <Text size="sm" c={sum > 100 ? "var(--mantine-color-error)" : "dimmed"}>
             Minimums add up to {sum}% (at most 100%).
           </Text>
           {canEdit && (
