@@ -14,7 +14,7 @@ DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
     libmicrohttpd-dev libcjose-dev libexpat1-dev postgresql redis-server python3 python3-pytest
-    wrk openssl curl nodejs npm ca-certificates prometheus
+    wrk openssl curl nodejs npm ca-certificates prometheus chromium
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -41,7 +41,7 @@ deps() {
             "${missing[@]}" >/dev/null
     fi
     local dir
-    for dir in t/sdk t/provider-sdk t/oidc tools/tokenizer; do
+    for dir in t/sdk t/provider-sdk t/oidc tools/tokenizer ui; do
         if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
             log "installing the pinned npm packages of $dir"
             (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
@@ -91,12 +91,27 @@ build_ranks() {
     fi
 }
 
+# The web UI: ui/dist, served by nginx at /. Built again only when a source
+# (or the lock file) is newer than the last build; the assets are also stored
+# gzipped for nginx's gzip_static.
+build_ui() {
+    local stamp=ui/dist/index.html
+    if [ -s $stamp ] && [ -z "$(find ui/src ui/index.html ui/package-lock.json ui/vite.config.ts \
+            ui/tsconfig.json ui/postcss.config.cjs -newer $stamp -print -quit)" ]; then
+        return
+    fi
+    log "building the web UI"
+    (cd ui && npx tsc -p . && npx vite build --logLevel warn)
+    find ui/dist/assets -type f \( -name '*.js' -o -name '*.css' \) -exec gzip -9 -k -f {} +
+}
+
 build() {
     # one build at a time: nginx's configure shares its work files
     mkdir -p build
     exec 9>build/.lock
     flock 9
     build_ranks
+    build_ui
     build_module
     log "building the control plane and the unit tests"
     make -s -j2 all
@@ -213,12 +228,17 @@ start_nginx() {
     mkdir -p "$prefix"/{logs,spool,tmp/body,tmp/proxy,tmp/fastcgi,tmp/uwsgi,tmp/scgi}
     ca=/etc/ssl/certs/ca-certificates.crt
     redis="vmx_redis 127.0.0.1:$VMX_REDIS_PORT nodes=1 password_file=$VAR/redis.password;"
+    # the workers serve the UI from the state directory, which they reach
+    # (the checkout may be one they cannot enter)
+    rm -rf "$prefix/ui"
+    cp -r ui/dist "$prefix/ui"
     sed -e "s|@MODULE@|$ROOT/build/nginx/ngx_http_vmx_module.so|" \
         -e "s|@RANKS@|$ROOT/build/o200k_base.tiktoken|" \
         -e "s|@WORKERS@|auto|" -e "s|@PREFIX@|$prefix|g" -e "s|@LOG_LEVEL@|notice|" \
         -e "s|@TOKEN_FILE@|$VAR/dataplane.token|" -e "s|@CA_FILE@|$ca|" \
         -e "s|@CP_ADDR@|127.0.0.1:$VMX_CP_PORT|" -e "s|@LISTEN@|$VMX_PORT|" \
-        -e "s|@MAX_BODY@|10m|g" -e "s|^\( *\)vmx_config_token_file .*$|&\n\1$redis|" \
+        -e "s|@MAX_BODY@|10m|g" -e "s|@UI_ROOT@|$prefix/ui|" \
+        -e "s|^\( *\)vmx_config_token_file .*$|&\n\1$redis|" \
         conf/nginx.conf.in >"$prefix/nginx.conf"
     if [ "$(id -u)" -eq 0 ]; then
         # workers write the config's disk copy and the body buffers
@@ -310,6 +330,7 @@ run() {
     cat <<EOF
 
 VM-X gateway is running (Ctrl-C stops everything; what exits is restarted):
+  web UI                 http://localhost:$VMX_PORT/   (user admin)
   OpenAI-compatible API  http://localhost:$VMX_PORT/v1
   management API         http://localhost:$VMX_PORT/api/v1   (user admin)
   health                 http://localhost:$VMX_PORT/api/v1/health
@@ -325,6 +346,8 @@ EOF
 run_tests() {
     log "unit tests"
     make -s unit
+    log "web UI component tests"
+    (cd ui && npx vitest run)
     log "fuzzing each parser briefly"
     fuzz/run.sh "${VMX_FUZZ_SECONDS:-20}"
     log "integration tests"

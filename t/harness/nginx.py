@@ -112,6 +112,7 @@ class Nginx:
             "CP_ADDR": self.cp_addr,
             "LISTEN": f"127.0.0.1:{self.port}",
             "MAX_BODY": self.max_body,
+            "UI_ROOT": str(ROOT / "ui" / "dist"),
         }
         for k, v in values.items():
             text = text.replace(f"@{k}@", v)

@@ -1,0 +1,360 @@
+import { useState, type FormEvent } from "react";
+import {
+  ActionIcon,
+  Alert,
+  Button,
+  Group,
+  JsonInput,
+  Modal,
+  Paper,
+  SegmentedControl,
+  Stack,
+  Switch,
+  Text,
+  TextInput,
+  Textarea,
+} from "@mantine/core";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { api, listAll } from "../api/client";
+import { useFieldErrors } from "../api/errors";
+import type { Capacity, ModelRef, Resource } from "../api/types";
+import { useEnvPath, usePermissions, useSelection } from "../app/session";
+import { CapacityEditor, cleanCapacity, DataTable, DeleteButton, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
+import { ModelPicker } from "../components/models";
+import { cleanRouting, RoutingEditor, type Routing } from "../components/routing";
+import { res } from "../perm/policy";
+import { useConnections } from "./Connections";
+
+export function useResources(path: string | null) {
+  return useQuery({
+    queryKey: ["resources", path],
+    queryFn: () => listAll<Resource>(`${path}/resources`),
+    enabled: !!path,
+  });
+}
+
+function ResourceForm({
+  path,
+  initial,
+  onClose,
+  readOnly,
+}: {
+  path: string;
+  initial: Resource | null;
+  onClose: () => void;
+  readOnly: boolean;
+}) {
+  const conns = useConnections(path);
+  const connections = conns.data ?? [];
+  const [name, setName] = useState(initial?.name ?? "");
+  const [description, setDescription] = useState(initial?.description ?? "");
+  const [model, setModel] = useState<ModelRef>(
+    initial?.model ?? { provider: "openai", model: "", connectionId: "" },
+  );
+  const [fallback, setFallback] = useState<ModelRef[]>(initial?.fallbackModels ?? []);
+  const [useFallback, setUseFallback] = useState(initial?.useFallback ?? true);
+  const [enforceCapacity, setEnforce] = useState(initial?.enforceCapacity ?? false);
+  const [capacity, setCapacity] = useState<Capacity[]>(initial?.capacity ?? []);
+  const [routing, setRouting] = useState<Routing>(
+    (initial?.routing as Routing | undefined) ?? { enabled: false, conditions: [] },
+  );
+  const [routingView, setRoutingView] = useState<"form" | "json">("form");
+  const [routingText, setRoutingText] = useState("");
+  const [routingTextErr, setRoutingTextErr] = useState<string | null>(null);
+  const switchView = (v: string) => {
+    if (v === "json") {
+      setRoutingText(JSON.stringify(cleanRouting(routing), null, 2));
+      setRoutingTextErr(null);
+      setRoutingView("json");
+    } else {
+      try {
+        setRouting(JSON.parse(routingText));
+        setRoutingView("form");
+      } catch (x) {
+        setRoutingTextErr(`Not valid JSON: ${(x as Error).message}`);
+      }
+    }
+  };
+  const [busy, setBusy] = useState(false);
+  const errs = useFieldErrors();
+  const qc = useQueryClient();
+  const move = (i: number, d: number) => {
+    const f = [...fallback];
+    const [x] = f.splice(i, 1);
+    f.splice(i + d, 0, x);
+    setFallback(f);
+  };
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    errs.clear();
+    let routingObj: unknown = cleanRouting(routing);
+    if (routingView === "json") {
+      try {
+        routingObj = JSON.parse(routingText);
+      } catch (x) {
+        setRoutingTextErr(`Not valid JSON: ${(x as Error).message}`);
+        return;
+      }
+    }
+    setBusy(true);
+    try {
+      const body = {
+        name,
+        description,
+        model,
+        fallbackModels: fallback,
+        useFallback,
+        secondaryModels: initial?.secondaryModels ?? [],
+        enforceCapacity,
+        capacity: cleanCapacity(capacity),
+        routing: routingObj,
+      };
+      if (initial) await api("PUT", `${path}/resources/${initial.id}`, body);
+      else await api("POST", `${path}/resources`, body);
+      qc.invalidateQueries({ queryKey: ["resources"] });
+      onClose();
+    } catch (err) {
+      errs.fromError(err, (f) =>
+        ["name", "description", "model", "fallbackModels", "useFallback", "enforceCapacity", "capacity", "routing"].some(
+          (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
+        ),
+      );
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Modal opened onClose={onClose} size="xl" title={initial ? `Resource ${initial.name}` : "New resource"}>
+      <form onSubmit={submit} noValidate>
+        <Stack>
+          {errs.general && (
+            <Alert color="red" role="alert">
+              {errs.general}
+            </Alert>
+          )}
+          <TextInput
+            label="Name"
+            description="What clients send as `model`."
+            value={name}
+            onChange={(e) => setName(e.currentTarget.value)}
+            error={errs.at("name")}
+            required
+            disabled={readOnly}
+            data-autofocus
+          />
+          <Textarea
+            label="Description"
+            value={description}
+            onChange={(e) => setDescription(e.currentTarget.value)}
+            error={errs.at("description")}
+            disabled={readOnly}
+          />
+          <ModelPicker
+            label="Primary"
+            value={model}
+            onChange={setModel}
+            connections={connections}
+            field="model"
+            errorAt={errs.at}
+            readOnly={readOnly}
+          />
+          <Stack gap="xs">
+            <Group justify="space-between">
+              <Text size="sm" fw={500}>
+                Fallback chain (tried in this order)
+              </Text>
+              <Switch
+                label="Use fallback"
+                checked={useFallback}
+                onChange={(e) => setUseFallback(e.currentTarget.checked)}
+                disabled={readOnly}
+              />
+            </Group>
+            {fallback.map((f, i) => (
+              <Paper key={i} withBorder p="xs">
+                <Group align="flex-end" wrap="nowrap">
+                  <Text size="sm" fw={600} w={20} mb={8}>
+                    {i + 1}.
+                  </Text>
+                  <div style={{ flex: 1 }}>
+                    <ModelPicker
+                      label={`Fallback ${i + 1}`}
+                      value={f}
+                      onChange={(v) => setFallback(fallback.map((x, j) => (j === i ? v : x)))}
+                      connections={connections}
+                      field={`fallbackModels[${i}]`}
+                      errorAt={errs.at}
+                      readOnly={readOnly}
+                    />
+                  </div>
+                  {!readOnly && (
+                    <Group gap={2} wrap="nowrap" mb={4}>
+                      <ActionIcon variant="default" disabled={i === 0} onClick={() => move(i, -1)} aria-label={`Move fallback ${i + 1} up`}>
+                        ↑
+                      </ActionIcon>
+                      <ActionIcon
+                        variant="default"
+                        disabled={i === fallback.length - 1}
+                        onClick={() => move(i, 1)}
+                        aria-label={`Move fallback ${i + 1} down`}
+                      >
+                        ↓
+                      </ActionIcon>
+                      <ActionIcon
+                        variant="subtle"
+                        color="red"
+                        onClick={() => setFallback(fallback.filter((_, j) => j !== i))}
+                        aria-label={`Remove fallback ${i + 1}`}
+                      >
+                        ×
+                      </ActionIcon>
+                    </Group>
+                  )}
+                </Group>
+              </Paper>
+            ))}
+            {!readOnly && (
+              <Group>
+                <Button
+                  size="xs"
+                  variant="light"
+                  onClick={() =>
+                    setFallback([...fallback, { provider: model.provider, model: "", connectionId: model.connectionId }])
+                  }
+                >
+                  Add a fallback model
+                </Button>
+              </Group>
+            )}
+          </Stack>
+          <Switch
+            label="Enforce this resource's capacity"
+            checked={enforceCapacity}
+            onChange={(e) => setEnforce(e.currentTarget.checked)}
+            disabled={readOnly}
+          />
+          <CapacityEditor value={capacity} onChange={setCapacity} errorAt={errs.at} readOnly={readOnly} />
+          <Stack gap="xs">
+            <Group justify="space-between">
+              <Text size="sm" fw={500}>
+                Routing
+              </Text>
+              <SegmentedControl
+                size="xs"
+                aria-label="Routing view"
+                data={[
+                  { value: "form", label: "Rules" },
+                  { value: "json", label: "JSON" },
+                ]}
+                value={routingView}
+                onChange={switchView}
+              />
+            </Group>
+            {routingView === "form" ? (
+              <RoutingEditor
+                value={routing}
+                onChange={setRouting}
+                connections={connections}
+                errorAt={errs.at}
+                readOnly={readOnly}
+                primary={model}
+              />
+            ) : (
+              <JsonInput
+                label="Routing (JSON)"
+                description='{"enabled": bool, "conditions": [groups]} as in SPEC §4.'
+                value={routingText}
+                onChange={setRoutingText}
+                error={routingTextErr ?? errs.at("routing")}
+                autosize
+                minRows={3}
+                maxRows={18}
+                disabled={readOnly}
+                styles={{ input: { fontFamily: "ui-monospace, monospace" } }}
+              />
+            )}
+          </Stack>
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>
+              {readOnly ? "Close" : "Cancel"}
+            </Button>
+            {!readOnly && (
+              <Button type="submit" loading={busy}>
+                {initial ? "Save" : "Create"}
+              </Button>
+            )}
+          </Group>
+        </Stack>
+      </form>
+    </Modal>
+  );
+}
+
+export default function Resources() {
+  const path = useEnvPath();
+  const sel = useSelection();
+  const { can } = usePermissions();
+  const q = useResources(path);
+  const conns = useConnections(path);
+  const [editing, setEditing] = useState<Resource | "new" | null>(null);
+  if (!path && !sel.loading) {
+    return (
+      <>
+        <PageHeader title="AI resources" />
+        <NeedEnv />
+      </>
+    );
+  }
+  const r = (name = "*") => res.envObj(sel.ws?.name ?? "", sel.env?.name ?? "", "ai-resource", name);
+  const canUpdate = (x: Resource) => can("ai-resource:update", r(x.name));
+  const connName = (id: string) => conns.data?.find((c) => c.id === id)?.name ?? id.slice(0, 8);
+  return (
+    <>
+      <PageHeader title="AI resources">
+        {can("ai-resource:create", r()) && <Button onClick={() => setEditing("new")}>New resource</Button>}
+      </PageHeader>
+      <ErrorAlert error={q.error} />
+      <DataTable
+        label="AI resources"
+        loading={q.isLoading || sel.loading}
+        rows={q.data}
+        rowKey={(x) => x.id}
+        columns={[
+          { label: "Name", render: (x) => x.name },
+          { label: "Model", render: (x) => `${x.model.model} @ ${connName(x.model.connectionId)}` },
+          {
+            label: "Fallback",
+            render: (x) =>
+              x.useFallback === false || !x.fallbackModels?.length
+                ? "—"
+                : x.fallbackModels.map((f) => f.model).join(" → "),
+            hideOnMobile: true,
+          },
+        ]}
+        actions={(x) => (
+          <>
+            <Button size="xs" variant="subtle" onClick={() => setEditing(x)} aria-label={`${canUpdate(x) ? "Edit" : "View"} ${x.name}`}>
+              {canUpdate(x) ? "Edit" : "View"}
+            </Button>
+            {can("ai-resource:delete", r(x.name)) && (
+              <DeleteButton
+                what={`resource ${x.name}`}
+                run={() => api("DELETE", `${path}/resources/${x.id}`)}
+                invalidate={[["resources"]]}
+              />
+            )}
+          </>
+        )}
+      />
+      {editing && path && (
+        <ResourceForm
+          key={editing === "new" ? "new" : editing.id}
+          path={path}
+          initial={editing === "new" ? null : editing}
+          onClose={() => setEditing(null)}
+          readOnly={editing !== "new" && !canUpdate(editing)}
+        />
+      )}
+    </>
+  );
+}
