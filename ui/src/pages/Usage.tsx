@@ -1,13 +1,14 @@
 import { useEffect, useMemo, useRef, useState } from "react";
-import { Badge, Button, Code, Group, Modal, Paper, ScrollArea, SegmentedControl, Select, SimpleGrid, Stack, Text, TextInput, Title, useComputedColorScheme } from "@mantine/core";
+import { Button, Code, Group, Modal, Paper, ScrollArea, SegmentedControl, Select, SimpleGrid, Stack, Text, Title, useComputedColorScheme } from "@mantine/core";
 import { useQueries, useQuery } from "@tanstack/react-query";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { api, type List } from "../api/client";
+import { api } from "../api/client";
 import { useEnvPath, useSelection } from "../app/session";
-import { DataTable, ErrorAlert, fmtDate, NeedEnv, PageHeader } from "../components/common";
+import { DataTable, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
 import { useResources } from "./Resources";
 import { useConnections } from "./Connections";
+import { AuditList, type AuditRecord } from "./AuditList";
 import { requestMessages, type PlaygroundState } from "./replay";
 import { useNavigate } from "react-router-dom";
 
@@ -90,21 +91,6 @@ function Chart({ title, points, series }: { title: string; points: Row[]; series
   );
 }
 
-interface AuditRecord {
-  id: string;
-  timestamp: string;
-  resource?: string;
-  provider?: string;
-  model?: string;
-  statusCode: number;
-  duration?: number;
-  apiKeyId?: string;
-  errorMessage?: string | null;
-  failureReason?: string | null;
-  request?: unknown;
-  response?: unknown;
-  events?: unknown[];
-}
 
 function AuditDetail({ path, id, onClose }: { path: string; id: string; onClose: () => void }) {
   const q = useQuery({ queryKey: ["audit", path, id], queryFn: () => api<AuditRecord>("GET", `${path}/audit/${id}`) });
@@ -302,10 +288,7 @@ function Breakdowns({ path, range, now }: { path: string; range: string; now: nu
 export default function Usage() {
   const path = useEnvPath();
   const sel = useSelection();
-  const resources = useResources(path);
   const [range, setRange] = useState("24h");
-  const [status, setStatus] = useState<string | null>(null);
-  const [model, setModel] = useState("");
   const [open, setOpen] = useState<string | null>(null);
   const [now, setNow] = useState(() => Date.now());
   const start = new Date(now - RANGES[range].ms).toISOString();
@@ -321,14 +304,6 @@ export default function Usage() {
       }),
     enabled: !!path,
   });
-  const qs = new URLSearchParams({ startDate: start, endDate: end, pageSize: "50" });
-  if (status) qs.set("statusCode", status);
-  if (model) qs.set("model", model);
-  const audit = useQuery({
-    queryKey: ["audit", path, range, status, model],
-    queryFn: () => api<List<AuditRecord>>("GET", `${path}/audit?${qs}`),
-    enabled: !!path,
-  });
   if (!path && !sel.loading) {
     return (
       <>
@@ -339,7 +314,6 @@ export default function Usage() {
   }
   const points = useMemo(() => fillBuckets(usage.data?.data ?? NO_POINTS, now, range), [usage.data, now, range]);
   const total = (k: keyof Point) => points.reduce((n, p) => n + ((p[k] as number) ?? 0), 0);
-  const resName = (n?: string) => n ?? "—";
   return (
     <>
       <PageHeader title="Usage and audit">
@@ -384,52 +358,7 @@ export default function Usage() {
       <Title order={3} mb="sm">
         Audit log
       </Title>
-      <Group mb="sm" wrap="wrap">
-        <Select
-          label="Status"
-          placeholder="any"
-          data={["200", "400", "401", "403", "404", "429", "500", "502", "503"]}
-          value={status}
-          onChange={setStatus}
-          clearable
-          w={120}
-        />
-        <TextInput label="Model" placeholder="any" value={model} onChange={(e) => setModel(e.currentTarget.value)} w={200} />
-      </Group>
-      <ErrorAlert error={audit.error} />
-      <Stack gap={4}>
-        <DataTable
-          label="Audit log"
-          loading={audit.isLoading}
-          rows={audit.data?.data}
-          rowKey={(r) => r.id}
-          empty="No request in this range."
-          columns={[
-            { label: "Time", render: (r) => fmtDate(r.timestamp) },
-            {
-              label: "Status",
-              render: (r) => (
-                <Badge variant="light" color={r.statusCode < 400 ? "green" : r.statusCode < 500 ? "yellow" : "red"}>
-                  {r.statusCode}
-                </Badge>
-              ),
-            },
-            { label: "Resource", render: (r) => resName(r.resource ?? resources.data?.find((x) => x.id === (r as { resourceId?: string }).resourceId)?.name) },
-            { label: "Model", render: (r) => `${r.provider ?? ""} ${r.model ?? ""}`.trim() || "—", hideOnMobile: true },
-            { label: "Duration", render: (r) => (r.duration != null ? `${r.duration} ms` : "—"), hideOnMobile: true },
-          ]}
-          actions={(r) => (
-            <Button size="xs" variant="subtle" onClick={() => setOpen(r.id)} aria-label={`Details of the request at ${fmtDate(r.timestamp)}`}>
-              Details
-            </Button>
-          )}
-        />
-        {audit.data && (
-          <Text size="xs" c="dimmed">
-            {audit.data.total} record(s) in range; the newest 50 shown.
-          </Text>
-        )}
-      </Stack>
+      {path && <AuditList path={path} start={start} end={end} onOpen={setOpen} />}
       {open && path && <AuditDetail path={path} id={open} onClose={() => setOpen(null)} />}
     </>
   );
