@@ -157,7 +157,7 @@ export default function Activity() {
             <Table.Thead>
               <Table.Tr>
                 <Table.Th>When</Table.Th>
-                <Table.Th>Who</Table.Th>
+                <Table.Th visibleFrom="sm">Who</Table.Th>
                 <Table.Th>Action</Table.Th>
                 <Table.Th visibleFrom="sm">Object</Table.Th>
                 <Table.Th visibleFrom="sm">From</Table.Th>
@@ -188,8 +188,13 @@ export default function Activity() {
               {q.data?.data.map((r) => (
                 <Fragment key={r.id}>
                   <Table.Tr>
-                    <Table.Td>{fmtDate(r.at)}</Table.Td>
-                    <Table.Td>{r.username ?? r.userId ?? "—"}</Table.Td>
+                    <Table.Td>
+                      {fmtDate(r.at)}
+                      <Text size="xs" c="dimmed" hiddenFrom="sm">
+                        {r.username ?? r.userId ?? "—"}
+                      </Text>
+                    </Table.Td>
+                    <Table.Td visibleFrom="sm">{r.username ?? r.userId ?? "—"}</Table.Td>
                     <Table.Td>
                       <Group gap={4} wrap="nowrap">
                         <Code>{r.action}</Code>
