@@ -190,7 +190,7 @@ export function AuditList({ path, start, end, onOpen }: { path: string; start: s
       </Paper>
       {q.data && (
         <Text size="xs" c="dimmed" mt={4}>
-          {total.toLocaleString()} record(s) in range; {rows.length.toLocaleString()} loaded, more as you scroll.
+          {total.toLocaleString()} record(s) in range; {rows.length.toLocaleString()} loaded{rows.length < total ? ", more as you scroll" : ""}.
         </Text>
       )}
     </>

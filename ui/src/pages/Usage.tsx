@@ -245,7 +245,7 @@ function Breakdowns({ path, range, now }: { path: string; range: string; now: nu
       </Group>
       <SimpleGrid cols={{ base: 1, md: 2 }} mb="lg">
         {groupSeries.length > 0 ? (
-          <Chart title={`Requests by ${dim}`} points={groupRows} series={groupSeries} />
+          <Chart title={`Requests by ${DIMENSIONS.find((d) => d.value === dim)?.label.toLowerCase() ?? dim}`} points={groupRows} series={groupSeries} />
         ) : (
           <Paper withBorder p="sm">
             <Text size="sm" c="dimmed">
