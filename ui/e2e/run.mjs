@@ -177,6 +177,28 @@ try {
   check(status === 200, "a chat completion with the wizard's key: " + status);
   log("the wizard's key answers a chat completion");
 
+  // --- the chat playground (reached in-app: the wizard's key, kept in the tab's
+  // memory only, is offered), a streamed answer and its x-vmx-* headers
+  await page.getByRole("link", { name: "Chat playground" }).click();
+  await page.getByRole("heading", { name: "Chat playground" }).waitFor();
+  await ready(page);
+  check((await page.getByLabel("API key", { exact: true }).inputValue()) === key, "the wizard's key is offered");
+  await page.getByLabel("Message 1: content").fill("hello from the playground");
+  await page.getByRole("button", { name: "Send", exact: true }).click();
+  const hdrs = page.getByRole("table", { name: "Gateway headers" });
+  await hdrs.getByRole("rowheader", { name: "x-vmx-model" }).waitFor();
+  await page.locator("[data-testid='playground-text'][aria-busy='false']").waitFor();
+  const streamed = (await page.getByTestId("playground-text").innerText()).trim();
+  check(streamed.length > 0 && streamed !== "…", "the streamed answer is shown: " + streamed);
+  await ready(page);
+  await shoot(page, "playground");
+  // an error in OpenAI's envelope
+  await page.getByLabel("API key", { exact: true }).fill("vmx-not-a-key");
+  await page.getByRole("button", { name: "Send", exact: true }).click();
+  await page.getByTestId("playground-error").waitFor();
+  await shoot(page, "playground-error");
+  log("playground: streamed answer with x-vmx-model, error envelope shown");
+
   // --- every page, both themes
   const pages = [
     ["/workspaces", "workspaces"],
@@ -203,11 +225,68 @@ try {
     check(i < 30, "the chat completion in the audit log");
     await page.waitForTimeout(500); // ingestion runs every second: poll
   }
+  // the audit filters (SPEC §7): a correlation id no request has, then none
+  await page.getByLabel("Correlation id").fill("no-such-correlation");
+  await page.getByRole("button", { name: "Filter", exact: true }).click();
+  await page.getByRole("table", { name: "Audit log" }).getByText("No request in this range.").waitFor();
+  await page.getByLabel("Correlation id").fill("");
+  await page.getByRole("button", { name: "Filter", exact: true }).click();
+  await page.getByRole("table", { name: "Audit log" }).getByText("200", { exact: true }).first().waitFor();
+  // by resource: the key's requests under "chat"; latency percentiles charted
+  await page.getByRole("textbox", { name: "Group by" }).click();
+  await page.getByRole("option", { name: "Resource" }).click();
+  await page.getByRole("table", { name: "Usage by resourceId" }).getByRole("cell", { name: "chat", exact: true }).waitFor();
+  await page.getByRole("img", { name: "Request duration (p50, p95, p99) chart" }).waitFor();
+  await ready(page);
   await shoot(page, "usage");
-  await page.getByRole("button", { name: /^Details of the request/ }).first().click();
+  await page
+    .getByRole("table", { name: "Audit log" })
+    .getByRole("row")
+    .filter({ has: page.getByText("200", { exact: true }) })
+    .first()
+    .getByRole("button", { name: /^Details of the request/ })
+    .click();
   await page.getByRole("dialog").getByText('"statusCode": 200').waitFor();
-  await page.keyboard.press("Escape");
-  log("usage and audit");
+  // replay it: its messages in the playground, sent again (non-streaming)
+  await page.getByRole("dialog").getByRole("button", { name: "Open in playground" }).click();
+  await page.getByRole("heading", { name: "Chat playground" }).waitFor();
+  check((await page.getByLabel("Message 1: content").inputValue()).length > 0, "the audit record's messages loaded");
+  await page.getByLabel("API key", { exact: true }).fill(key);
+  await page.getByRole("switch", { name: "Stream" }).focus();
+  await page.keyboard.press("Space"); // streaming off, with the keyboard
+  check(!(await page.getByRole("switch", { name: "Stream" }).isChecked()), "stream switched off");
+  await page.getByRole("button", { name: "Send", exact: true }).click();
+  await page.getByRole("table", { name: "Gateway headers" }).getByRole("rowheader", { name: "x-vmx-model" }).waitFor();
+  await page.locator("[data-testid='playground-text'][aria-busy='false']").waitFor();
+  log("usage and audit; a record replayed in the playground");
+
+  // the audit list is virtualised: 10,000 records (answered here, in pages of the
+  // size asked) keep a few dozen rows in the DOM, and more load as it scrolls
+  const fakeAudit = async (route) => {
+    const u = new globalThis.URL(route.request().url());
+    const size = Number(u.searchParams.get("pageSize")), idx = Number(u.searchParams.get("pageIndex"));
+    const data = [];
+    for (let i = idx * size; i < Math.min(10000, (idx + 1) * size); i++) {
+      data.push({ id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`, timestamp: new Date(Date.now() - i * 1000).toISOString(),
+        resource: "chat", provider: "openai", model: "gpt-4o-mini", statusCode: i % 7 ? 200 : 502, duration: 100 + (i % 50) });
+    }
+    await route.fulfill({ json: { data, total: 10000, pageIndex: idx, pageSize: size } });
+  };
+  await page.route(/\/audit\?/, fakeAudit);
+  await page.goto(URL + "/usage");
+  await ready(page);
+  const auditRows = page.getByRole("table", { name: "Audit log" }).locator("tbody tr");
+  await page.getByText(/^10,000 record\(s\) in range; 500 loaded/).waitFor();
+  const domRows = await auditRows.count();
+  check(domRows < 80, `virtualised: ${domRows} rows in the DOM for 10,000`);
+  const region = page.getByRole("region", { name: "Audit log, scrollable" });
+  const t1 = Date.now();
+  for (let i = 0; i < 4; i++) await region.evaluate((el) => el.scrollTo(0, el.scrollHeight));
+  await page.getByText(/^10,000 record\(s\) in range; (1,000|1,500|2,000) loaded/).waitFor();
+  check((await auditRows.count()) < 80, "still virtualised after scrolling");
+  result.auditScrollMs = Date.now() - t1;
+  await page.unroute(/\/audit\?/, fakeAudit);
+  log(`audit list: 10,000 records with ${domRows} rows in the DOM; more loaded on scroll`);
 
   // a workspace's members
   await page.goto(URL + "/workspaces");
@@ -261,6 +340,35 @@ try {
   await dlg.waitFor({ state: "detached" });
   await page.getByRole("cell", { name: "gpt-4.1-mini → gpt-4o" }).waitFor();
   log("resource fallback chain and routing rule saved, the routing error shown at its field");
+
+  // --- the routing test bench: the saved rule (no match for a short prompt),
+  // then the unsaved routing that picks the group, then a compile error at the expression
+  await page.getByRole("button", { name: "Edit chat" }).click();
+  dlg = page.getByRole("dialog");
+  const bench = dlg.getByTestId("route-test");
+  await bench.getByRole("button", { name: "Test routing" }).click();
+  await bench.getByTestId("route-test-group").filter({ hasText: /Routing is off|No group matched/ }).waitFor();
+  const routingOn = dlg.getByRole("switch", { name: /^Routing enabled/ });
+  if (!(await routingOn.isChecked())) {
+    await routingOn.focus();
+    await page.keyboard.press("Space");
+  }
+  await dlg.getByLabel("Rule 1: expression").fill("tokens.input > 1");
+  await bench.getByRole("button", { name: "Test routing" }).click();
+  await bench.getByTestId("route-test-group").filter({ hasText: "Group 1" }).waitFor();
+  await bench.getByText("unsaved routing").waitFor();
+  check((await bench.getByRole("table", { name: "Group 1 conditions" }).getByText("true", { exact: true }).count()) > 0, "the condition shown true");
+  await dlg.getByLabel("Rule 1: expression").fill("tokens.input >");
+  await bench.getByRole("button", { name: "Test routing" }).click();
+  await dlg.locator(".mantine-InputWrapper-error").filter({ hasText: "character" }).waitFor();
+  await dlg.getByLabel("Rule 1: expression").fill("tokens.input > 1");
+  await bench.getByRole("button", { name: "Test routing" }).click();
+  await bench.getByTestId("route-test-group").filter({ hasText: "Group 1" }).waitFor();
+  await ready(page);
+  await shoot(page, "route-test");
+  await dlg.getByRole("button", { name: "Cancel" }).click();
+  await dlg.waitFor({ state: "detached" });
+  log("routing test bench: stored routing, unsaved routing picked, error at the expression");
 
   await page.goto(URL + "/api-keys");
   await ready(page);
@@ -331,12 +439,34 @@ try {
   await page.keyboard.press("Escape");
   log("field error shown");
 
+  // --- the activity log lists the changes made above, with their fields
+  await page.goto(URL + "/activity");
+  await ready(page);
+  const act = page.getByRole("table", { name: "Activity log" });
+  await act.getByText("api-key:rotate", { exact: true }).first().waitFor();
+  await act.getByRole("button", { name: /^Changes of ai-resource:update chat/ }).first().click();
+  await page.getByRole("table", { name: /^Changes of ai-resource:update/ }).getByText("fallbackModels", { exact: true }).waitFor();
+  await ready(page);
+  await shoot(page, "activity");
+  await page.getByLabel("Action").fill("api-key:rotate");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await ready(page);
+  check((await act.getByText("ai-resource:update", { exact: true }).count()) === 0, "the action filter applies");
+  await act.getByText("api-key:rotate", { exact: true }).first().waitFor();
+  await page.getByLabel("From").fill("yesterday");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.locator(".mantine-InputWrapper-error").first().waitFor(); // the API's 400 at its field
+  await shoot(page, "activity-filter-error");
+  log("activity log: the resource update and key rotation listed, changes shown, filters");
+
   // --- narrow screen
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [path, name] of [
     ["/setup", "wizard"],
     ["/connections", "connections"],
     ["/api-keys", "api-keys"],
+    ["/playground", "playground"],
+    ["/activity", "activity"],
   ]) {
     await visit(page, path, name, { width: 390 });
   }

@@ -22,6 +22,8 @@ const Roles = lazy(() => import("../pages/Roles"));
 const DataPlanes = lazy(() => import("../pages/DataPlanes"));
 const Usage = lazy(() => import("../pages/Usage"));
 const Pools = lazy(() => import("../pages/Pools"));
+const Playground = lazy(() => import("../pages/Playground"));
+const Activity = lazy(() => import("../pages/Activity"));
 
 const theme = createTheme({
   primaryColor: "indigo",
@@ -149,6 +151,8 @@ export function App() {
               <Route path="/dataplanes" element={<DataPlanes />} />
               <Route path="/usage" element={<Usage />} />
               <Route path="/pools" element={<Pools />} />
+              <Route path="/playground" element={<Playground />} />
+              <Route path="/activity" element={<Activity />} />
               <Route path="*" element={<Navigate to="/setup" replace />} />
             </Route>
           </Routes>

@@ -18,7 +18,8 @@ import { useQueryClient } from "@tanstack/react-query";
 import { Link, Outlet, useLocation, useNavigate } from "react-router-dom";
 import { api, clearToken } from "../api/client";
 import { PageLoader } from "./PageLoader";
-import { useMe, useSelection } from "./session";
+import { useMe, usePermissions, useSelection } from "./session";
+import { res } from "../perm/policy";
 
 const LINKS: [string, string][] = [
   ["/setup", "Getting started"],
@@ -27,8 +28,10 @@ const LINKS: [string, string][] = [
   ["/connections", "AI connections"],
   ["/resources", "AI resources"],
   ["/api-keys", "API keys"],
+  ["/playground", "Chat playground"],
   ["/pools", "Prioritization"],
   ["/usage", "Usage and audit"],
+  ["/activity", "Activity log"],
   ["/users", "Users"],
   ["/roles", "Roles"],
   ["/dataplanes", "Data planes"],
@@ -87,6 +90,12 @@ export function Shell() {
   const loc = useLocation();
   const nav = useNavigate();
   const me = useMe();
+  const sel = useSelection();
+  const { can } = usePermissions();
+  // the activity log: hidden from who may list neither all of it nor the workspace's
+  const showActivity =
+    can("activity:list", "activity:*") ||
+    (!!sel.ws && can("workspace-activity:list", `${res.ws(sel.ws.name)}:activity:*`));
   const qc = useQueryClient();
   const signOut = async () => {
     try {
@@ -145,7 +154,7 @@ export function Shell() {
       </AppShell.Header>
       <AppShell.Navbar p="xs" aria-label="Main">
         <nav>
-          {LINKS.map(([to, label]) => (
+          {LINKS.filter(([to]) => to !== "/activity" || showActivity).map(([to, label]) => (
             <NavLink
               key={to}
               component={Link}

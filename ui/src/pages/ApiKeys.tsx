@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useState, type FormEvent } from "react";
 import {
   Alert,
   Badge,
@@ -19,6 +19,7 @@ import { api, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { ApiKey, Capacity } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
+import { rememberKey } from "../app/sessionKeys";
 import {
   CapacityEditor,
   cleanCapacity,
@@ -177,6 +178,7 @@ function KeyForm({
 }
 
 function ShowKeyOnce({ k, onClose }: { k: ApiKey; onClose: () => void }) {
+  useEffect(() => rememberKey(k.name, k.key), [k]);
   return (
     <Modal opened onClose={onClose} size="lg" title={`The key of ${k.name}`}>
       <Stack data-testid="new-key">

@@ -23,6 +23,7 @@ import { CapacityEditor, cleanCapacity, DataTable, DeleteButton, ErrorAlert, Nee
 import { ModelPicker } from "../components/models";
 import { cleanRouting, RoutingEditor, type Routing } from "../components/routing";
 import { res } from "../perm/policy";
+import { RouteTestBench } from "../components/routeTest";
 import { useConnections } from "./Connections";
 
 export function useResources(path: string | null) {
@@ -84,41 +85,49 @@ function ResourceForm({
     f.splice(i + d, 0, x);
     setFallback(f);
   };
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
+  /** the document a save sends; null (and the error shown) when the JSON view does not parse */
+  const buildBody = () => {
     let routingObj: unknown = cleanRouting(routing);
     if (routingView === "json") {
       try {
         routingObj = JSON.parse(routingText);
       } catch (x) {
         setRoutingTextErr(`Not valid JSON: ${(x as Error).message}`);
-        return;
+        return null;
       }
     }
+    return {
+      name,
+      description,
+      model,
+      fallbackModels: fallback,
+      useFallback,
+      secondaryModels: initial?.secondaryModels ?? [],
+      enforceCapacity,
+      capacity: cleanCapacity(capacity),
+      routing: routingObj,
+    };
+  };
+  // the document as first shown, to tell unsaved changes (first render: the initial state)
+  const [pristine] = useState(() => ({ doc: "" }));
+  if (!pristine.doc) pristine.doc = JSON.stringify(buildBody());
+  const knownField = (f: string) =>
+    ["name", "description", "model", "fallbackModels", "useFallback", "enforceCapacity", "capacity", "routing"].some(
+      (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
+    );
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    errs.clear();
+    const body = buildBody();
+    if (!body) return;
     setBusy(true);
     try {
-      const body = {
-        name,
-        description,
-        model,
-        fallbackModels: fallback,
-        useFallback,
-        secondaryModels: initial?.secondaryModels ?? [],
-        enforceCapacity,
-        capacity: cleanCapacity(capacity),
-        routing: routingObj,
-      };
       if (initial) await api("PUT", `${path}/resources/${initial.id}`, body);
       else await api("POST", `${path}/resources`, body);
       qc.invalidateQueries({ queryKey: ["resources"] });
       onClose();
     } catch (err) {
-      errs.fromError(err, (f) =>
-        ["name", "description", "model", "fallbackModels", "useFallback", "enforceCapacity", "capacity", "routing"].some(
-          (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
-        ),
-      );
+      errs.fromError(err, knownField);
     } finally {
       setBusy(false);
     }
@@ -274,6 +283,21 @@ function ResourceForm({
               />
             )}
           </Stack>
+          {initial && (
+            <RouteTestBench
+              path={path}
+              resourceId={initial.id}
+              resourceName={initial.name}
+              unsaved={() => {
+                const b = buildBody();
+                return b && JSON.stringify(b) !== pristine.doc ? b : null;
+              }}
+              onResourceError={(e) => {
+                errs.clear();
+                errs.fromError(e, knownField);
+              }}
+            />
+          )}
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>
               {readOnly ? "Close" : "Cancel"}

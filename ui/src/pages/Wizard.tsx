@@ -5,6 +5,7 @@ import { api } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { ApiKey, Connection, Environment, Resource, Workspace } from "../api/types";
 import { useSelection } from "../app/session";
+import { rememberKey } from "../app/sessionKeys";
 import { CopyValue, PageHeader } from "../components/common";
 import { cleanConfig, ProviderConfigFields, useProviders } from "../components/providers";
 
@@ -325,6 +326,7 @@ export default function Wizard() {
                   { name: keyName, resources: [resource!.id], enabled: true },
                 );
                 setKey(k);
+                rememberKey(k.name, k.key);
               }, ["name", "resources"])
             }
           >
