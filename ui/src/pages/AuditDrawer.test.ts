@@ -13,6 +13,15 @@ describe("responseText", () => {
       'data: {"choices":[{"delta":{"content":"lo"},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n';
     expect(responseText(sse)).toEqual({ text: "Hello", finishReason: "length" });
   });
+  it("joins the chunks of a stored stream (an array)", () => {
+    const chunks = [
+      { choices: [{ delta: { role: "assistant" } }] },
+      { choices: [{ delta: { content: "Hi " } }] },
+      { choices: [{ delta: { content: "you" }, finish_reason: "stop" }] },
+    ];
+    expect(responseText(chunks)).toEqual({ text: "Hi you", finishReason: "stop" });
+    expect(responseText([{ object: "x" }])).toBeNull();
+  });
   it("gives nothing for other payloads", () => {
     expect(responseText({ data: [{ embedding: [0.1] }] })).toBeNull();
     expect(responseText("plain text")).toBeNull();

@@ -53,9 +53,23 @@ function parse(v: unknown): unknown {
   }
 }
 
-/** The assistant's text and finish reason of a stored response: a JSON completion or joined SSE chunks. */
+/** The assistant's text and finish reason of a stored response: a JSON completion, a streamed answer's chunks (an array), or SSE text. */
 export function responseText(response: unknown): { text: string; finishReason: string | null } | null {
   const r = parse(response);
+  if (Array.isArray(r)) {
+    // a streamed answer: its chunks, joined into an array
+    let text = "";
+    let finishReason: string | null = null;
+    let any = false;
+    for (const chunk of r) {
+      const c = (chunk as { choices?: { delta?: { content?: unknown }; finish_reason?: unknown }[] } | null)?.choices?.[0];
+      if (!c) continue;
+      any = true;
+      if (typeof c.delta?.content === "string") text += c.delta.content;
+      if (typeof c.finish_reason === "string") finishReason = c.finish_reason;
+    }
+    return any ? { text, finishReason } : null;
+  }
   if (r && typeof r === "object") {
     const c = (r as { choices?: { message?: { content?: unknown }; finish_reason?: unknown }[] }).choices?.[0];
     if (c && typeof c.message?.content === "string")
@@ -96,7 +110,7 @@ function Field({ label, children }: { label: string; children: React.ReactNode }
       <Text size="xs" c="dimmed">
         {label}
       </Text>
-      <Text size="sm" style={{ wordBreak: "break-all" }}>
+      <Text size="sm" component="div" style={{ wordBreak: "break-all" }}>
         {children ?? "—"}
       </Text>
     </div>
@@ -142,7 +156,7 @@ export default function AuditDrawer({ path, id, onClose, connectionName }: { pat
   const last = a?.attempts?.length ? a.attempts[a.attempts.length - 1] : undefined;
   const events = a?.events ?? [];
   return (
-    <Drawer opened onClose={onClose} position="right" size="xl" title="Audit record" scrollAreaComponent={ScrollArea.Autosize}>
+    <Drawer opened onClose={onClose} position="right" size="xl" title="Audit record" closeButtonProps={{ "aria-label": "Close" }} scrollAreaComponent={ScrollArea.Autosize}>
       <ErrorAlert error={q.error} />
       {a && (
         <Stack gap="lg">
