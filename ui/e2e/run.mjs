@@ -164,6 +164,7 @@ try {
 
   // the key works (once the data plane runs the new configuration): traffic for the usage page
   let status = 0;
+  let chatAnswer = "";
   for (let i = 0; i < 100 && status !== 200; i++) {
     const r = await fetch(`${URL}/v1/chat/completions`, {
       method: "POST",
@@ -171,7 +172,8 @@ try {
       body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hello" }] }),
     });
     status = r.status;
-    await r.arrayBuffer();
+    const text = await r.text();
+    if (status === 200) chatAnswer = JSON.parse(text).choices?.[0]?.message?.content ?? "";
     if (status !== 200) await new Promise((ok) => setTimeout(ok, 200)); // the config push, polled
   }
   check(status === 200, "a chat completion with the wizard's key: " + status);
@@ -246,7 +248,21 @@ try {
     .first()
     .getByRole("button", { name: /^Details of the request/ })
     .click();
-  await page.getByRole("dialog").getByText('"statusCode": 200').waitFor();
+  // the drawer: summary, the request's user message, the response text, events, raw JSON
+  const drawer = page.getByRole("dialog");
+  await drawer.getByRole("region", { name: "Summary" }).waitFor();
+  // the newest 200: the playground's streamed request, or the wizard key's
+  await drawer.getByTestId("audit-messages").getByText(/^hello( from the playground)?$/).waitFor();
+  check(chatAnswer.length > 0, "the chat completion answered a text");
+  const asked = await drawer.getByTestId("audit-messages").innerText();
+  const answered = asked.includes("from the playground") ? streamed : chatAnswer;
+  const drawerText = await drawer.getByTestId("audit-response").innerText();
+  check(drawerText.includes(answered.trim().slice(0, 40)), `the drawer shows the response text (${answered.slice(0, 40)})`);
+  await drawer.getByRole("region", { name: "Events" }).waitFor();
+  await ready(page);
+  await shoot(page, "audit-drawer");
+  await drawer.getByRole("button", { name: "Show raw JSON" }).click();
+  await drawer.getByText('"statusCode": 200').waitFor();
   // replay it: its messages in the playground, sent again (non-streaming)
   await page.getByRole("dialog").getByRole("button", { name: "Open in playground" }).click();
   await page.getByRole("heading", { name: "Chat playground" }).waitFor();
@@ -306,6 +322,16 @@ try {
   await dlg.getByText("Discovered capacity").waitFor();
   check((await dlg.getByLabel(/^apiKey/).inputValue()) === "********", "secret shown masked");
   await shoot(page, "connection-edit");
+  // its usage over the last 24 hours: the wizard's chat completion went through it, or the empty state
+  await dlg.getByRole("region", { name: "Usage over the last 24 hours" }).waitFor();
+  await dlg
+    .getByRole("img", { name: "Requests chart" })
+    .or(dlg.getByTestId("connection-usage-empty"))
+    .first()
+    .waitFor();
+  await dlg.getByRole("region", { name: "Usage over the last 24 hours" }).scrollIntoViewIfNeeded();
+  await shoot(page, "connection-usage");
+  log("connection usage:", (await dlg.getByRole("img", { name: "Requests chart" }).count()) ? "chart" : "empty state");
   await dlg.getByLabel(/^baseUrl/).fill("http://169.254.169.254/v1");
   await dlg.getByRole("button", { name: "Save" }).click();
   // a new destination with the kept secret, or the link-local address: a 400 at a config field
@@ -423,6 +449,16 @@ try {
   await page.getByRole("textbox", { name: "Resources" }).click({ force: true });
   await page.getByRole("option", { name: "chat" }).click();
   await page.keyboard.press("Escape");
+  // a bar per pool (min filled, max outlined), in rank order; minimums over 100 % warned
+  await page.getByRole("img", { name: /: minimum 20%, maximum 80%$/ }).first().waitFor();
+  const bars = await page.getByTestId("pool-overview").getByTestId("pool-bar").count();
+  check(bars === (await page.getByLabel("Min %").count()), `a bar per pool in the overview (${bars})`);
+  await page.getByLabel("Min %").first().fill("120");
+  await page.getByRole("alert").filter({ hasText: "Minimums over 100%" }).waitFor();
+  await shoot(page, "pools-bars-warning");
+  await page.getByLabel("Min %").first().fill("20");
+  await ready(page);
+  await shoot(page, "pools-bars");
   await page.getByRole("button", { name: "Save" }).click();
   await page.getByText("Saved.", { exact: true }).waitFor();
   log("pool definition: error at its field, then saved");

@@ -1,4 +1,5 @@
-import { useState, type FormEvent } from "react";
+import { useMemo, useState, type FormEvent } from "react";
+import { Chart, type Row } from "../components/chart";
 import {
   Alert,
   Badge,
@@ -8,6 +9,7 @@ import {
   Modal,
   Paper,
   Select,
+  SimpleGrid,
   Stack,
   Table,
   TagsInput,
@@ -79,6 +81,61 @@ function DiscoveredCapacity({ value }: { value: unknown }) {
         </Table>
       )}
     </Stack>
+  );
+}
+
+
+const HOUR = 3600_000;
+const REQ_SERIES: [string, string, string][] = [["requestCount", "requests", "#4263eb"], ["errorCount", "errors", "#e03131"]];
+const TOK_SERIES: [string, string, string][] = [["totalTokens", "tokens", "#2f9e44"]];
+
+/** The connection's requests and tokens over the last 24 hours (POST .../usage filtered on connectionId). */
+function ConnectionUsage({ path, id }: { path: string; id: string }) {
+  const [now] = useState(() => Date.now());
+  const q = useQuery({
+    queryKey: ["usage", path, "connection", id, now],
+    queryFn: () =>
+      api<{ data: Row[] }>("POST", `${path}/usage`, {
+        granularity: "hour",
+        metrics: { requestCount: "sum", errorCount: "sum", totalTokens: "sum" },
+        dimensions: [],
+        filter: {
+          dateRange: { start: new Date(now - 24 * HOUR).toISOString(), end: new Date(now + 60_000).toISOString() },
+          fields: { connectionId: id },
+        },
+      }),
+  });
+  const rows = q.data?.data ?? [];
+  const points = useMemo(() => {
+    const by = new Map(rows.map((r) => [Date.parse(r.time), r]));
+    const out: Row[] = [];
+    for (let t = Math.floor((now - 24 * HOUR) / HOUR) * HOUR + HOUR; t <= now; t += HOUR)
+      out.push(by.get(t) ?? { time: new Date(t).toISOString(), requestCount: 0, errorCount: 0, totalTokens: 0 });
+    return out;
+  }, [q.data, now]);
+  const total = (k: string) => rows.reduce((n, r) => n + Number(r[k] ?? 0), 0);
+  return (
+    <section aria-label="Usage over the last 24 hours">
+      <Text fw={600} size="sm" mb="xs">
+        Usage over the last 24 hours
+        {q.data && rows.length > 0 ? `: ${total("requestCount").toLocaleString()} requests, ${total("totalTokens").toLocaleString()} tokens` : ""}
+      </Text>
+      <ErrorAlert error={q.error} />
+      {q.isLoading ? (
+        <Text size="sm" c="dimmed">
+          Loading…
+        </Text>
+      ) : q.data && rows.length === 0 ? (
+        <Text size="sm" c="dimmed" data-testid="connection-usage-empty">
+          No request through this connection in the last 24 hours.
+        </Text>
+      ) : q.data ? (
+        <SimpleGrid cols={{ base: 1, sm: 2 }}>
+          <Chart title="Requests" points={points} series={REQ_SERIES} height={120} />
+          <Chart title="Tokens" points={points} series={TOK_SERIES} height={120} />
+        </SimpleGrid>
+      ) : null}
+    </section>
   );
 }
 
@@ -191,6 +248,8 @@ function ConnectionForm({
             <>
               <Divider />
               <DiscoveredCapacity value={initial.discoveredCapacity} />
+              <Divider />
+              <ConnectionUsage path={path} id={initial.id} />
             </>
           )}
           <Group justify="flex-end">

@@ -27,6 +27,52 @@ interface PoolDefinition {
   updatedAt?: string;
 }
 
+
+const clamp = (v: number) => Math.max(0, Math.min(100, Number(v) || 0));
+
+/** A pool's reservation as shares of 100 %: the minimum filled, the maximum outlined. */
+export function ShareBar({ name, min, max }: { name: string; min: number; max: number }) {
+  const lo = clamp(min);
+  const hi = clamp(max);
+  return (
+    <div
+      role="img"
+      aria-label={`${name}: minimum ${lo}%, maximum ${hi}%`}
+      data-testid="pool-bar"
+      style={{
+        position: "relative",
+        height: 14,
+        flex: 1,
+        minWidth: 120,
+        borderRadius: 4,
+        background: "var(--mantine-color-default-hover)",
+      }}
+    >
+      <div
+        style={{
+          position: "absolute",
+          inset: 0,
+          width: `${hi}%`,
+          border: "2px solid var(--mantine-color-blue-filled)",
+          borderRadius: 4,
+          boxSizing: "border-box",
+        }}
+      />
+      <div
+        style={{
+          position: "absolute",
+          top: 0,
+          bottom: 0,
+          left: 0,
+          width: `${lo}%`,
+          background: "var(--mantine-color-blue-filled)",
+          borderRadius: 4,
+        }}
+      />
+    </div>
+  );
+}
+
 /** Prioritization (SPEC §6): pools of resources sharing their connections' per-minute tokens. */
 export default function Pools() {
   const path = useEnvPath();
@@ -170,6 +216,12 @@ export default function Pools() {
                   </ActionIcon>
                 )}
               </Group>
+              <Group gap="xs" mt="xs" wrap="nowrap">
+                <ShareBar name={p.name || `Pool ${i + 1}`} min={p.minReservation} max={p.maxReservation} />
+                <Text size="xs" c="dimmed" w={90} ta="right">
+                  {clamp(p.minReservation)}–{clamp(p.maxReservation)}%
+                </Text>
+              </Group>
               {["rank", "minReservation", "maxReservation"].map((k) => errs.at(`pools[${i}].${k}`)).find(Boolean) && (
                 <Text c="var(--mantine-color-error)" size="sm" mt={4} role="alert">
                   {["rank", "minReservation", "maxReservation"].map((k) => errs.at(`pools[${i}].${k}`)).find(Boolean)}
@@ -177,9 +229,41 @@ export default function Pools() {
               )}
             </Paper>
           ))}
-          <Text size="sm" c={sum > 100 ? "var(--mantine-color-error)" : "dimmed"}>
-            Minimums add up to {sum}% (at most 100%).
-          </Text>
+          {pools.length > 0 && (
+            <Paper withBorder p="sm">
+              <Title order={3} size="h5" mb="xs">
+                Reservations by rank
+              </Title>
+              <Stack gap={6} data-testid="pool-overview">
+                {[...pools]
+                  .map((p, i) => ({ p, i }))
+                  .sort((a, b) => a.p.rank - b.p.rank || a.i - b.i)
+                  .map(({ p, i }) => (
+                    <Group key={i} gap="xs" wrap="nowrap">
+                      <Text size="sm" w={140} truncate>
+                        {p.rank}. {p.name || `Pool ${i + 1}`}
+                      </Text>
+                      <ShareBar name={p.name || `Pool ${i + 1}`} min={p.minReservation} max={p.maxReservation} />
+                      <Text size="xs" c="dimmed" w={70} ta="right">
+                        {clamp(p.minReservation)}–{clamp(p.maxReservation)}%
+                      </Text>
+                    </Group>
+                  ))}
+              </Stack>
+              <Text size="xs" c="dimmed" mt="xs">
+                Filled: the guaranteed minimum; outlined: the maximum it may borrow up to.
+              </Text>
+            </Paper>
+          )}
+          {sum > 100 ? (
+            <Alert color="orange" role="alert" title="Minimums over 100%">
+              The minimums add up to {sum}%: they cannot all be guaranteed (at most 100%).
+            </Alert>
+          ) : (
+            <Text size="sm" c="dimmed">
+              Minimums add up to {sum}% (at most 100%).
+            </Text>
+          )}
           {canEdit && (
             <Button
               variant="light"

@@ -1,16 +1,14 @@
-import { useEffect, useMemo, useRef, useState } from "react";
-import { Button, Code, Group, Modal, Paper, ScrollArea, SegmentedControl, Select, SimpleGrid, Stack, Text, Title, useComputedColorScheme } from "@mantine/core";
+import { useMemo, useState } from "react";
+import { Group, Paper, SegmentedControl, Select, SimpleGrid, Stack, Text, Title } from "@mantine/core";
 import { useQueries, useQuery } from "@tanstack/react-query";
-import uPlot from "uplot";
-import "uplot/dist/uPlot.min.css";
+import { Chart, type Row } from "../components/chart";
 import { api } from "../api/client";
 import { useEnvPath, useSelection } from "../app/session";
 import { DataTable, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
 import { useResources } from "./Resources";
 import { useConnections } from "./Connections";
-import { AuditList, type AuditRecord } from "./AuditList";
-import { requestMessages, type PlaygroundState } from "./replay";
-import { useNavigate } from "react-router-dom";
+import { AuditList } from "./AuditList";
+import AuditDrawer from "./AuditDrawer";
 
 interface Point {
   time: string;
@@ -52,78 +50,8 @@ function fillBuckets(data: Point[], now: number, range: string): Point[] {
   return out.length ? out : data;
 }
 
-type Row = { time: string; [k: string]: unknown };
-
-function Chart({ title, points, series }: { title: string; points: Row[]; series: [string, string, string][] }) {
-  const ref = useRef<HTMLDivElement>(null);
-  const dark = useComputedColorScheme("light") === "dark";
-  useEffect(() => {
-    const el = ref.current;
-    if (!el) return;
-    const xs = points.map((p) => Date.parse(p.time) / 1000);
-    const data: uPlot.AlignedData = [xs, ...series.map(([k]) => points.map((p) => (p[k] as number | null) ?? null))];
-    const axis = { stroke: dark ? "#c1c2c5" : "#495057", grid: { stroke: dark ? "#373a40" : "#e9ecef" } };
-    const plot = new uPlot(
-      {
-        width: el.clientWidth || 300,
-        height: 200,
-        series: [{}, ...series.map(([, label, color]) => ({ label, stroke: color, width: 2, fill: color + "22" }))],
-        axes: [axis, axis],
-        legend: { show: true },
-      },
-      data,
-      el,
-    );
-    const ro = new ResizeObserver(() => plot.setSize({ width: el.clientWidth || 300, height: 200 }));
-    ro.observe(el);
-    return () => {
-      ro.disconnect();
-      plot.destroy();
-    };
-  }, [points, series, dark]);
-  return (
-    <Paper withBorder p="sm">
-      <Text fw={600} size="sm" mb="xs">
-        {title}
-      </Text>
-      <div ref={ref} style={{ minHeight: 230 }} role="img" aria-label={`${title} chart`} />
-    </Paper>
-  );
-}
 
 
-function AuditDetail({ path, id, onClose }: { path: string; id: string; onClose: () => void }) {
-  const q = useQuery({ queryKey: ["audit", path, id], queryFn: () => api<AuditRecord>("GET", `${path}/audit/${id}`) });
-  const nav = useNavigate();
-  const messages = q.data ? requestMessages(q.data.request) : null;
-  return (
-    <Modal opened onClose={onClose} size="xl" title="Audit record">
-      <ErrorAlert error={q.error} />
-      {q.data && (
-        <Group mb="sm">
-          {messages ? (
-            <Button
-              onClick={() =>
-                nav("/playground", { state: { messages, resource: q.data?.resource } satisfies PlaygroundState })
-              }
-            >
-              Open in playground
-            </Button>
-          ) : (
-            <Text size="sm" c="dimmed">
-              The request payload was not stored: it cannot be replayed.
-            </Text>
-          )}
-        </Group>
-      )}
-      {q.data && (
-        <ScrollArea.Autosize mah="70vh">
-          <Code block>{JSON.stringify(q.data, null, 2)}</Code>
-        </ScrollArea.Autosize>
-      )}
-    </Modal>
-  );
-}
 
 const COLORS = ["#4263eb", "#e8590c", "#2f9e44", "#ae3ec9", "#1098ad", "#e03131", "#868e96"];
 const DIMENSIONS = [
@@ -304,6 +232,8 @@ export default function Usage() {
       }),
     enabled: !!path,
   });
+  const conns = useConnections(path);
+  const connName = (id: string) => conns.data?.find((c) => c.id === id)?.name ?? id;
   if (!path && !sel.loading) {
     return (
       <>
@@ -359,7 +289,7 @@ export default function Usage() {
         Audit log
       </Title>
       {path && <AuditList path={path} start={start} end={end} onOpen={setOpen} />}
-      {open && path && <AuditDetail path={path} id={open} onClose={() => setOpen(null)} />}
+      {open && path && <AuditDrawer path={path} id={open} onClose={() => setOpen(null)} connectionName={connName} />}
     </>
   );
 }
