@@ -59,5 +59,7 @@ UPDATE roles
    SET policy = jsonb_set(policy, '{statements}', policy->'statements' ||
            '[{"effect": "deny", "actions": ["encryption-key:create", "encryption-key:update"],
               "resources": ["*"]}]'),
+       description = 'Everything but changes to users, roles and the secrets'' keyring, in the'
+                     ' workspaces the user is a member of.',
        updated_at = now()
  WHERE id = '00000000-0000-4000-8000-000000000003';
