@@ -16,12 +16,15 @@ import {
   Switch,
   Table,
   Text,
+  Textarea,
+  TextInput,
   Title,
   Tooltip,
 } from "@mantine/core";
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { ApiError } from "../api/client";
 import type { Capacity } from "../api/types";
+import type { useFieldErrors } from "../api/errors";
 
 export function PageHeader({ title, children }: { title: string; children?: ReactNode }) {
   return (
@@ -340,5 +343,52 @@ export function NeedEnv() {
     <Alert color="blue" title="No environment selected">
       Create a workspace and an environment first (Getting started), or pick one in the header.
     </Alert>
+  );
+}
+
+
+/** A form's general error, then the name and description every object has. */
+export function NameFields({
+  errs,
+  name,
+  setName,
+  description,
+  setDescription,
+  readOnly,
+  nameHint,
+}: {
+  errs: ReturnType<typeof useFieldErrors>;
+  name: string;
+  setName: (v: string) => void;
+  description: string;
+  setDescription: (v: string) => void;
+  readOnly?: boolean;
+  nameHint?: string;
+}) {
+  return (
+    <>
+      {errs.general && (
+        <Alert color="red" role="alert">
+          {errs.general}
+        </Alert>
+      )}
+      <TextInput
+        label="Name"
+        description={nameHint}
+        value={name}
+        onChange={(e) => setName(e.currentTarget.value)}
+        error={errs.at("name")}
+        required
+        disabled={readOnly}
+        data-autofocus
+      />
+      <Textarea
+        label="Description"
+        value={description}
+        onChange={(e) => setDescription(e.currentTarget.value)}
+        error={errs.at("description")}
+        disabled={readOnly}
+      />
+    </>
   );
 }

@@ -12,7 +12,6 @@ import {
   Switch,
   Text,
   TextInput,
-  Textarea,
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
@@ -20,17 +19,7 @@ import { useFieldErrors } from "../api/errors";
 import type { ApiKey, Capacity } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { rememberKey } from "../app/sessionKeys";
-import {
-  CapacityEditor,
-  cleanCapacity,
-  CopyValue,
-  DataTable,
-  DeleteButton,
-  ErrorAlert,
-  fmtDate,
-  NeedEnv,
-  PageHeader,
-} from "../components/common";
+import { CapacityEditor, CopyValue, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity, fmtDate } from "../components/common";
 import { res } from "../perm/policy";
 import { useResources } from "./Resources";
 
@@ -108,26 +97,13 @@ function KeyForm({
     <Modal opened onClose={onClose} size="lg" title={initial ? `API key ${initial.name}` : "New API key"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
           />
           <MultiSelect
             label="Resources it may call"

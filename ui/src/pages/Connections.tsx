@@ -1,7 +1,6 @@
 import { useMemo, useState, type FormEvent } from "react";
 import { Chart, type Row } from "../components/chart";
 import {
-  Alert,
   Badge,
   Button,
   Divider,
@@ -15,23 +14,13 @@ import {
   TagsInput,
   Text,
   TextInput,
-  Textarea,
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, ApiError, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { Capacity, Connection } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
-import {
-  CapacityEditor,
-  cleanCapacity,
-  DataTable,
-  DeleteButton,
-  ErrorAlert,
-  fmtDate,
-  NeedEnv,
-  PageHeader,
-} from "../components/common";
+import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity, fmtDate } from "../components/common";
 import { cleanConfig, ProviderConfigFields, useProviders } from "../components/providers";
 import { res } from "../perm/policy";
 
@@ -192,26 +181,13 @@ function ConnectionForm({
     <Modal opened onClose={onClose} size="lg" title={initial ? `Connection ${initial.name}` : "New connection"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
           />
           <Select
             label="Provider"

@@ -1,11 +1,11 @@
 import { useState, type FormEvent } from "react";
-import { Alert, Badge, Button, Group, Modal, Stack, Switch, TextInput, Textarea } from "@mantine/core";
+import { Alert, Badge, Button, Group, Modal, Stack, Switch } from "@mantine/core";
 import { useQueryClient } from "@tanstack/react-query";
 import { api } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { Environment, Workspace } from "../api/types";
 import { usePermissions, useSelection } from "../app/session";
-import { DataTable, DeleteButton, PageHeader } from "../components/common";
+import { DataTable, DeleteButton, NameFields, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
 
 function EnvForm({
@@ -46,26 +46,13 @@ function EnvForm({
     <Modal opened onClose={onClose} title={initial ? `Environment ${initial.name}` : "New environment"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
           />
           <Switch
             label="Store request and response payloads in audit records"

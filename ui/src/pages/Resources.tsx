@@ -1,7 +1,6 @@
 import { useState, type FormEvent } from "react";
 import {
   ActionIcon,
-  Alert,
   Button,
   Group,
   JsonInput,
@@ -11,15 +10,13 @@ import {
   Stack,
   Switch,
   Text,
-  TextInput,
-  Textarea,
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { Capacity, ModelRef, Resource } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
-import { CapacityEditor, cleanCapacity, DataTable, DeleteButton, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
+import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity } from "../components/common";
 import { ModelPicker } from "../components/models";
 import { cleanRouting, RoutingEditor, type Routing } from "../components/routing";
 import { res } from "../perm/policy";
@@ -136,27 +133,14 @@ function ResourceForm({
     <Modal opened onClose={onClose} size="xl" title={initial ? `Resource ${initial.name}` : "New resource"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            description="What clients send as `model`."
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
+            nameHint="What clients send as `model`."
           />
           <ModelPicker
             label="Primary"

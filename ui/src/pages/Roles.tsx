@@ -1,11 +1,11 @@
 import { useState, type FormEvent } from "react";
-import { Alert, Badge, Button, Code, Group, JsonInput, Modal, Stack, Text, TextInput, Textarea } from "@mantine/core";
+import { Alert, Badge, Button, Code, Group, JsonInput, Modal, Stack, Text } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, ApiError, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { Role } from "../api/types";
 import { usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, PageHeader } from "../components/common";
+import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
 
 const EXAMPLE = {
@@ -60,26 +60,13 @@ function RoleForm({ initial, onClose, readOnly }: { initial: Role | null; onClos
       <form onSubmit={submit} noValidate>
         <Stack>
           {initial?.builtin && <Alert color="blue">A built-in role: it can be neither changed nor deleted.</Alert>}
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
           />
           <JsonInput
             label="Policy"

@@ -1,12 +1,12 @@
 import { useState, type FormEvent } from "react";
-import { Alert, Anchor, Badge, Button, Group, Modal, Select, Stack, Text, TextInput, Textarea } from "@mantine/core";
+import { Alert, Anchor, Badge, Button, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { Link, useParams } from "react-router-dom";
 import { api, listAll } from "../api/client";
 import { useFieldErrors } from "../api/errors";
 import type { Member, User, Workspace } from "../api/types";
 import { useMe, usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, fmtDate, PageHeader } from "../components/common";
+import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader, fmtDate } from "../components/common";
 import { res } from "../perm/policy";
 
 function WorkspaceForm({
@@ -45,26 +45,13 @@ function WorkspaceForm({
     <Modal opened={opened} onClose={onClose} title={initial ? `Workspace ${initial.name}` : "New workspace"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
-          <TextInput
-            label="Name"
-            value={name}
-            onChange={(e) => setName(e.currentTarget.value)}
-            error={errs.at("name")}
-            required
-            disabled={readOnly}
-            data-autofocus
-          />
-          <Textarea
-            label="Description"
-            value={description}
-            onChange={(e) => setDescription(e.currentTarget.value)}
-            error={errs.at("description")}
-            disabled={readOnly}
+          <NameFields
+            errs={errs}
+            name={name}
+            setName={setName}
+            description={description}
+            setDescription={setDescription}
+            readOnly={readOnly}
           />
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>
