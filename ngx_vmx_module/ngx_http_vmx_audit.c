@@ -1,16 +1,17 @@
 /*
  * VM-X gateway: audit and usage records.
  *
- * Every gateway request leaves one record in the worker's spool file
- * (docs/ARCHITECTURE.md, "Audit and usage records"): nothing waits on the
- * database.  The log phase adds the record to the records of this turn of
- * the event loop, written whole with one write() by a posted event at the
- * turn's end, as nginx runs its posted events: a record is on disk before
- * the worker waits for its next events, and many requests share a system
- * call.  A record is framed by
- * its lengths (lib/vmx_spool.h): its metadata as JSON, then the request and
- * the response as they were, so no payload byte can end, split or forge a
- * record.
+ * Every gateway request leaves one record (docs/ARCHITECTURE.md, "Audit and
+ * usage records"): nothing waits on the database.  The log phase copies the
+ * record into a ring in its own shared zone ("vmx_audit"), and a worker
+ * writes the ring's records to its spool file with one write, when the ring
+ * is half full or "flush=" after a record came, as access_log's "buffer="
+ * does.  The ring belongs to the zone, not to a worker: a worker that dies
+ * leaves its records there for the others (or the worker that replaces it),
+ * a reload keeps the zone, and a worker that exits writes the ring first.
+ * A record is framed by its lengths (lib/vmx_spool.h): its metadata as JSON,
+ * then the request and the response as they were, so no payload byte can
+ * end, split or forge a record.
  *
  * The control plane lists the spool (GET /vmx/spool), reads each file's new
  * bytes as ranges of a static file (GET /vmx/spool/<name>, sent by nginx's
@@ -35,9 +36,37 @@
 
 
 #define NGX_HTTP_VMX_SPOOL_FILE_MAX  (16 * 1024 * 1024)
-#define NGX_HTTP_VMX_SPOOL_BUF       (256 * 1024)
 #define NGX_HTTP_VMX_SPOOL_NAME_LEN  64
 #define NGX_HTTP_VMX_SPOOL_PREFIX    "/vmx/spool"
+
+#define NGX_HTTP_VMX_AUDIT_BUFFER    (1024 * 1024)
+#define NGX_HTTP_VMX_AUDIT_FLUSH     100
+/* an exiting worker waits this long for another's write of the ring */
+#define NGX_HTTP_VMX_AUDIT_EXIT_WAIT 1000
+
+
+/*
+ * The zone: the spool's counters, and the ring of records not yet in a
+ * file.  Ring offsets only grow; a byte's place is its offset modulo the
+ * size.  [tail, head) waits; a flusher writes [tail, head as it found it)
+ * without the lock, and only then moves the tail, so a flusher that dies
+ * leaves the bytes for the next one (some may then be in two files: the
+ * control plane skips a record it has stored, and a cut one is garbage).
+ */
+
+struct ngx_http_vmx_audit_sh_s {
+    ngx_atomic_t                 spool_bytes;   /* not ingested */
+    ngx_atomic_t                 spool_disk;    /* on disk, last listing */
+    ngx_atomic_t                 spool_dropped; /* records not spooled */
+    ngx_atomic_t                 spool_refused; /* 503 answered */
+    ngx_atomic_t                 spool_warned;  /* past the warning */
+
+    uint64_t                     head;
+    uint64_t                     tail;
+    ngx_pid_t                    flusher;       /* writing; 0: nobody */
+    size_t                       size;
+    u_char                      *data;
+};
 
 
 typedef struct {
@@ -48,6 +77,8 @@ typedef struct {
 } ngx_http_vmx_spool_name_t;
 
 
+static ngx_int_t ngx_http_vmx_audit_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static ngx_int_t ngx_http_vmx_spool_open(ngx_cycle_t *cycle,
     ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_audit_record(ngx_http_request_t *r,
@@ -65,14 +96,18 @@ static void ngx_http_vmx_audit_attempts(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, struct iovec *iov, size_t *request_len,
     size_t *response_len);
+static ngx_int_t ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf,
+    struct iovec *iov, ngx_uint_t niov, size_t total);
+static void ngx_http_vmx_audit_flush_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log);
 static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log, off_t delta);
 static void ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why);
-static void ngx_http_vmx_spool_writev(ngx_log_t *log,
+static ngx_int_t ngx_http_vmx_spool_writev(ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, struct iovec *iov, ngx_uint_t niov,
-    size_t total, ngx_uint_t records);
-static void ngx_http_vmx_spool_flush(ngx_event_t *ev);
+    size_t total);
 static ngx_int_t ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *dir, ngx_array_t *names);
 static ngx_int_t ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
@@ -89,14 +124,177 @@ static off_t ngx_http_vmx_spool_offset(ngx_str_t *cursor,
 static int ngx_http_vmx_spool_cmp(const void *a, const void *b);
 
 
-/* the worker's spool file, and the records of this turn of the loop */
+/* the worker's spool file, and its flush of the ring */
 static ngx_fd_t     ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
 static off_t        ngx_http_vmx_spool_size;
 static ngx_uint_t   ngx_http_vmx_spool_failing;   /* logged, until a write */
-static u_char      *ngx_http_vmx_spool_buf;
-static size_t       ngx_http_vmx_spool_len;
-static ngx_uint_t   ngx_http_vmx_spool_records;
-static ngx_event_t  ngx_http_vmx_spool_event;
+static ngx_event_t  ngx_http_vmx_audit_event;
+
+
+/* vmx_audit_spool dir [buffer=size] [flush=time] */
+
+char *
+ngx_http_vmx_audit_spool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_vmx_main_conf_t *mcf = conf;
+
+    ssize_t          buffer;
+    ngx_int_t        flush;
+    ngx_str_t       *value, s, name;
+    ngx_uint_t       i;
+    ngx_shm_zone_t  *shm_zone;
+
+    if (mcf->spool.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    mcf->spool = value[1];
+    buffer = NGX_HTTP_VMX_AUDIT_BUFFER;
+    flush = NGX_HTTP_VMX_AUDIT_FLUSH;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "buffer=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            buffer = ngx_parse_size(&s);
+            if (buffer == NGX_ERROR || buffer < 64 * 1024) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": the ring takes at least 64k",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "flush=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            flush = ngx_parse_time(&s, 0);
+            if (flush == NGX_ERROR || flush == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid flush time \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->audit_buffer = buffer;
+    mcf->audit_flush = (ngx_msec_t) flush;
+
+    /* the ring, its header and the slab allocator's own pages */
+    ngx_str_set(&name, "vmx_audit");
+
+    shm_zone = ngx_shared_memory_add(cf, &name,
+                                     buffer + buffer / 64 + 16 * ngx_pagesize,
+                                     &ngx_http_vmx_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_vmx_audit_init_zone;
+    shm_zone->data = mcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The zone: kept by a reload with the same buffer; at a fresh start the
+ * spool's size (records left by an earlier run count against the cap);
+ * the listing keeps it true after.
+ */
+
+static ngx_int_t
+ngx_http_vmx_audit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_vmx_main_conf_t  *omcf = data;
+
+    off_t                       bytes;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_pool_t                 *pool;
+    ngx_array_t                 names;
+    ngx_slab_pool_t            *shpool;
+    ngx_http_vmx_audit_sh_t    *sh;
+    ngx_http_vmx_main_conf_t   *mcf;
+    ngx_http_vmx_spool_name_t  *name;
+
+    mcf = shm_zone->data;
+
+    if (omcf) {
+        mcf->audit = omcf->audit;
+        mcf->audit_shpool = omcf->audit_shpool;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    mcf->audit_shpool = shpool;
+
+    if (shm_zone->shm.exists) {
+        mcf->audit = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_vmx_audit_sh_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->data = ngx_slab_alloc(shpool, mcf->audit_buffer);
+    if (sh->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->size = mcf->audit_buffer;
+    shpool->data = sh;
+    mcf->audit = sh;
+
+    len = sizeof(" in vmx audit zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in vmx audit zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    pool = ngx_create_pool(4096, shm_zone->shm.log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_vmx_spool_list(pool, shm_zone->shm.log, &mcf->spool, &names)
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    name = names.elts;
+
+    for (bytes = 0, i = 0; i < names.nelts; i++) {
+        bytes += name[i].size;
+    }
+
+    sh->spool_bytes = (ngx_atomic_uint_t) bytes;
+
+    ngx_destroy_pool(pool);
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -106,34 +304,56 @@ ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle)
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_vmx_module);
 
-    if (mcf == NULL || mcf->spool.len == 0) {
+    if (mcf == NULL || mcf->audit == NULL) {
         return NGX_OK;
     }
 
-    ngx_http_vmx_spool_buf = ngx_palloc(cycle->pool, NGX_HTTP_VMX_SPOOL_BUF);
-    if (ngx_http_vmx_spool_buf == NULL) {
+    ngx_http_vmx_audit_event.handler = ngx_http_vmx_audit_flush_handler;
+    ngx_http_vmx_audit_event.log = cycle->log;
+    ngx_http_vmx_audit_event.data = mcf;
+    ngx_http_vmx_audit_event.cancelable = 1;
+
+    if (ngx_http_vmx_spool_open(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ngx_http_vmx_spool_event.handler = ngx_http_vmx_spool_flush;
-    ngx_http_vmx_spool_event.log = cycle->log;
-    ngx_http_vmx_spool_event.data = mcf;
+    /* records a dead worker or the last cycle left in the ring */
+    if (mcf->audit->head != mcf->audit->tail) {
+        ngx_add_timer(&ngx_http_vmx_audit_event, 1);
+    }
 
-    return ngx_http_vmx_spool_open(cycle, mcf);
+    return NGX_OK;
 }
 
+
+/* an exiting worker writes the ring, waiting a little for another writer */
 
 void
 ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_vmx_spool_len) {
-        ngx_http_vmx_spool_flush(&ngx_http_vmx_spool_event);
+    ngx_int_t                  rc;
+    ngx_uint_t                 waited;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_vmx_module);
+
+    if (mcf == NULL || mcf->audit == NULL
+        || ngx_http_vmx_spool_fd == NGX_INVALID_FILE)
+    {
+        return;
     }
 
-    if (ngx_http_vmx_spool_fd != NGX_INVALID_FILE) {
-        (void) ngx_close_file(ngx_http_vmx_spool_fd);
-        ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
+    for (waited = 0; waited < NGX_HTTP_VMX_AUDIT_EXIT_WAIT; waited += 10) {
+        rc = ngx_http_vmx_audit_flush(mcf, cycle->log);
+        if (rc != NGX_AGAIN) {
+            break;
+        }
+
+        ngx_msleep(10);
     }
+
+    (void) ngx_close_file(ngx_http_vmx_spool_fd);
+    ngx_http_vmx_spool_fd = NGX_INVALID_FILE;
 }
 
 
@@ -173,25 +393,33 @@ ngx_http_vmx_spool_open(ngx_cycle_t *cycle, ngx_http_vmx_main_conf_t *mcf)
 }
 
 
-/* the log phase: one record per gateway request */
+/*
+ * One record per gateway request: when the answer's last buffer passes the
+ * body filter, before it is sent, so that a worker that dies after it has
+ * answered leaves the record in the ring; else (the client went away, a
+ * header-only answer) in the log phase.
+ */
 
 void
 ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
-    u_char                    *p;
     size_t                     total, request_len, response_len;
     uint32_t                   crc;
     vmx_buf_t                  meta;
     ngx_uint_t                 i, niov;
     struct iovec               iov[8];
+    ngx_http_vmx_audit_sh_t   *sh;
     ngx_http_vmx_main_conf_t  *mcf;
     u_char                     header[VMX_SPOOL_HEADER_MAX];
 
-    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE) {
+    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE || ctx->audited) {
         return;
     }
 
+    ctx->audited = 1;
+
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    sh = mcf->audit;
 
     if (ngx_http_vmx_audit_record(r, ctx, &meta) != NGX_OK) {
         ngx_http_vmx_spool_drop(NGX_LOG_ALERT, r->connection->log, mcf, 1,
@@ -225,8 +453,8 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
      * its audit: then the request was admitted below the cap (see
      * ngx_http_vmx_audit_refused()) and its record goes in over it
      */
-    if (mcf->sh && mcf->spool_max
-        && (off_t) (mcf->sh->spool_bytes + ngx_http_vmx_spool_len + total)
+    if (mcf->spool_max
+        && (off_t) (sh->spool_bytes + (sh->head - sh->tail) + total)
            > mcf->spool_max
         && !(ctx->api_key && ctx->api_key->env->audit_required))
     {
@@ -236,72 +464,192 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return;
     }
 
-    if (ngx_http_vmx_spool_len + total > NGX_HTTP_VMX_SPOOL_BUF) {
-        ngx_http_vmx_spool_flush(&ngx_http_vmx_spool_event);
-    }
-
-    if (total > NGX_HTTP_VMX_SPOOL_BUF) {
-        ngx_http_vmx_spool_writev(r->connection->log, mcf, iov, niov, total,
-                                  1);
+    if (ngx_http_vmx_audit_append(mcf, iov, niov, total) == NGX_OK) {
         return;
     }
 
-    for (p = ngx_http_vmx_spool_buf + ngx_http_vmx_spool_len, i = 0;
-         i < niov;
-         i++)
+    /* too large for the ring, or the ring is full: this record at once */
+
+    if (ngx_http_vmx_spool_writev(r->connection->log, mcf, iov, niov, total)
+        != NGX_OK)
     {
-        p = ngx_cpymem(p, iov[i].iov_base, iov[i].iov_len);
-    }
-
-    ngx_http_vmx_spool_len += total;
-    ngx_http_vmx_spool_records++;
-
-    if (!ngx_http_vmx_spool_event.posted) {
-        ngx_post_event(&ngx_http_vmx_spool_event, &ngx_posted_events);
+        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, r->connection->log, mcf, 1,
+                                strerror(ngx_errno));
     }
 }
 
 
-/* the end of a turn of the event loop: its records, with one write */
+/*
+ * A record into the ring, whole, under the zone's lock (nginx frees it
+ * when its holder dies); a quarter of the ring at most, so that large
+ * records do not crowd out the others.  The first record arms the flush
+ * timer; a ring half full is written at the end of this turn of the loop.
+ */
+
+static ngx_int_t
+ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
+    ngx_uint_t niov, size_t total)
+{
+    size_t                    at, n, used;
+    u_char                   *p;
+    ngx_uint_t                i;
+    ngx_slab_pool_t          *shpool;
+    ngx_http_vmx_audit_sh_t  *sh;
+
+    sh = mcf->audit;
+    shpool = mcf->audit_shpool;
+
+    if (total > sh->size / 4) {
+        return NGX_DECLINED;
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->head - sh->tail + total > sh->size) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    at = (size_t) (sh->head % sh->size);
+
+    for (i = 0; i < niov; i++) {
+        p = iov[i].iov_base;
+        n = ngx_min(iov[i].iov_len, sh->size - at);
+
+        ngx_memcpy(sh->data + at, p, n);
+        ngx_memcpy(sh->data, p + n, iov[i].iov_len - n);
+
+        at = (at + iov[i].iov_len) % sh->size;
+    }
+
+    sh->head += total;
+    used = (size_t) (sh->head - sh->tail);
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (used >= sh->size / 2) {
+        if (!ngx_http_vmx_audit_event.posted) {
+            ngx_post_event(&ngx_http_vmx_audit_event, &ngx_posted_events);
+        }
+
+    } else if (!ngx_http_vmx_audit_event.timer_set) {
+        ngx_add_timer(&ngx_http_vmx_audit_event, mcf->audit_flush);
+    }
+
+    return NGX_OK;
+}
+
 
 static void
-ngx_http_vmx_spool_flush(ngx_event_t *ev)
+ngx_http_vmx_audit_flush_handler(ngx_event_t *ev)
 {
-    struct iovec  iov;
+    ngx_http_vmx_main_conf_t  *mcf = ev->data;
 
     if (ev->posted) {
         ngx_delete_posted_event(ev);
     }
 
-    if (ngx_http_vmx_spool_len == 0) {
-        return;
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
     }
 
-    iov.iov_base = ngx_http_vmx_spool_buf;
-    iov.iov_len = ngx_http_vmx_spool_len;
-
-    ngx_http_vmx_spool_writev(ev->log, ev->data, &iov, 1,
-                              ngx_http_vmx_spool_len,
-                              ngx_http_vmx_spool_records);
-
-    ngx_http_vmx_spool_len = 0;
-    ngx_http_vmx_spool_records = 0;
+    /* left: another worker writes, more came, or the write failed */
+    if (ngx_http_vmx_audit_flush(mcf, ev->log) != NGX_OK) {
+        ngx_add_timer(ev, mcf->audit_flush);
+    }
 }
 
 
-/* whole records to the spool file (open while any is pending): O_APPEND
- * keeps them whole */
+/*
+ * The ring's records to this worker's spool file with one write: NGX_OK
+ * when the ring is empty after it, NGX_AGAIN when records are left
+ * (another worker is writing, or more came meanwhile), NGX_ERROR when the
+ * write failed (the records stay in the ring for the next try).
+ */
 
-static void
+static ngx_int_t
+ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
+{
+    size_t                    at, len;
+    uint64_t                  end;
+    ngx_int_t                 rc;
+    ngx_uint_t                niov;
+    struct iovec              iov[2];
+    ngx_slab_pool_t          *shpool;
+    ngx_http_vmx_audit_sh_t  *sh;
+
+    sh = mcf->audit;
+    shpool = mcf->audit_shpool;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->flusher) {
+        if (kill(sh->flusher, 0) == 0 || ngx_errno != NGX_ESRCH) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return NGX_AGAIN;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "vmx: worker %P died writing audit records from the "
+                      "ring; they are written again", sh->flusher);
+    }
+
+    if (sh->head == sh->tail) {
+        sh->flusher = 0;
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_OK;
+    }
+
+    end = sh->head;
+    len = (size_t) (end - sh->tail);
+    at = (size_t) (sh->tail % sh->size);
+    sh->flusher = ngx_pid;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    iov[0].iov_base = sh->data + at;
+    iov[0].iov_len = ngx_min(len, sh->size - at);
+    iov[1].iov_base = sh->data;
+    iov[1].iov_len = len - iov[0].iov_len;
+    niov = iov[1].iov_len ? 2 : 1;
+
+    rc = ngx_http_vmx_spool_writev(log, mcf, iov, niov, len);
+
+    if (rc != NGX_OK && !ngx_http_vmx_spool_failing) {
+        ngx_http_vmx_spool_failing = 1;
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "vmx: audit records could not be written to the "
+                      "spool; they wait in the ring (%uz bytes) and are "
+                      "written again", len);
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (rc == NGX_OK) {
+        sh->tail = end;
+        rc = (sh->head == sh->tail) ? NGX_OK : NGX_AGAIN;
+    }
+
+    sh->flusher = 0;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
+}
+
+
+/* whole records to the spool file: O_APPEND keeps them whole */
+
+static ngx_int_t
 ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
-    struct iovec *iov, ngx_uint_t niov, size_t total, ngx_uint_t records)
+    struct iovec *iov, ngx_uint_t niov, size_t total)
 {
     ssize_t  n;
 
     n = writev(ngx_http_vmx_spool_fd, iov, (int) niov);
 
     if (n != (ssize_t) total) {
-        if (n > 0) {
+        if (n >= 0) {
             /* a part of a record: take it back, the file stays readable */
             if (ftruncate(ngx_http_vmx_spool_fd, ngx_http_vmx_spool_size)
                 == -1)
@@ -310,12 +658,11 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
                               "vmx: a part of an audit record stays in the "
                               "spool (the control plane skips it)");
             }
+
+            ngx_set_errno(NGX_ENOSPC);
         }
 
-        ngx_http_vmx_spool_drop(NGX_LOG_ALERT, log, mcf, records,
-                                n == -1 ? strerror(ngx_errno)
-                                        : "a short write");
-        return;
+        return NGX_ERROR;
     }
 
     if (ngx_http_vmx_spool_failing) {
@@ -330,6 +677,8 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX) {
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
+
+    return NGX_OK;
 }
 
 
@@ -339,9 +688,7 @@ static void
 ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, ngx_uint_t records, const char *why)
 {
-    if (mcf->sh) {
-        (void) ngx_atomic_fetch_add(&mcf->sh->spool_dropped, records);
-    }
+    (void) ngx_atomic_fetch_add(&mcf->audit->spool_dropped, records);
 
     if (ngx_http_vmx_spool_failing) {
         return;
@@ -362,13 +709,12 @@ static void
 ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
     off_t delta)
 {
-    off_t  bytes, warn;
+    off_t                     bytes, warn;
+    ngx_http_vmx_audit_sh_t  *sh;
 
-    if (mcf->sh == NULL) {
-        return;
-    }
+    sh = mcf->audit;
 
-    bytes = (off_t) ngx_atomic_fetch_add(&mcf->sh->spool_bytes, delta) + delta;
+    bytes = (off_t) ngx_atomic_fetch_add(&sh->spool_bytes, delta) + delta;
 
     if (mcf->spool_max == 0) {
         return;
@@ -376,15 +722,13 @@ ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
 
     warn = mcf->spool_max / 100 * (off_t) mcf->spool_warn;
 
-    if (bytes >= warn && ngx_atomic_cmp_set(&mcf->sh->spool_warned, 0, 1)) {
+    if (bytes >= warn && ngx_atomic_cmp_set(&sh->spool_warned, 0, 1)) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "vmx: the audit spool holds %O bytes, %ui%% of "
                       "vmx_audit_spool_max %O: is the control plane "
                       "ingesting?", bytes, mcf->spool_warn, mcf->spool_max);
 
-    } else if (bytes < warn && ngx_atomic_cmp_set(&mcf->sh->spool_warned,
-                                                  1, 0))
-    {
+    } else if (bytes < warn && ngx_atomic_cmp_set(&sh->spool_warned, 1, 0)) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "vmx: the audit spool is back under %ui%% of "
                       "vmx_audit_spool_max (%O bytes)", mcf->spool_warn,
@@ -401,19 +745,22 @@ ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
 ngx_int_t
 ngx_http_vmx_audit_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
+    ngx_http_vmx_audit_sh_t   *sh;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
+    sh = mcf->audit;
+
     if (ctx->api_key == NULL || !ctx->api_key->env->audit_required
-        || mcf->sh == NULL || mcf->spool_max == 0
-        || (off_t) mcf->sh->spool_bytes
+        || sh == NULL || mcf->spool_max == 0
+        || (off_t) (sh->spool_bytes + (sh->head - sh->tail))
            + ngx_min(65536, mcf->spool_max / 16) < mcf->spool_max)
     {
         return 0;
     }
 
-    (void) ngx_atomic_fetch_add(&mcf->sh->spool_refused, 1);
+    (void) ngx_atomic_fetch_add(&sh->spool_refused, 1);
 
     return 1;
 }
@@ -808,65 +1155,25 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-/*
- * The spool's size at a fresh start of the zone (records left by an
- * earlier run count against the cap); the listing keeps it true after.
- */
-
-ngx_int_t
-ngx_http_vmx_audit_init_zone(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
-{
-    off_t                       bytes;
-    ngx_uint_t                  i;
-    ngx_pool_t                 *pool;
-    ngx_array_t                 names;
-    ngx_http_vmx_spool_name_t  *name;
-
-    if (mcf->spool.len == 0) {
-        return NGX_OK;
-    }
-
-    pool = ngx_create_pool(4096, log);
-    if (pool == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_vmx_spool_list(pool, log, &mcf->spool, &names) != NGX_OK) {
-        ngx_destroy_pool(pool);
-        return NGX_ERROR;
-    }
-
-    name = names.elts;
-
-    for (bytes = 0, i = 0; i < names.nelts; i++) {
-        bytes += name[i].size;
-    }
-
-    mcf->sh->spool_bytes = (ngx_atomic_uint_t) bytes;
-
-    ngx_destroy_pool(pool);
-
-    return NGX_OK;
-}
-
-
 u_char *
 ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p, u_char *last)
 {
+    ngx_http_vmx_audit_sh_t   *sh;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    sh = mcf->audit;
 
-    if (mcf->sh == NULL || mcf->spool.len == 0) {
+    if (sh == NULL) {
         return p;
     }
 
     return ngx_slprintf(p, last,
-        "# HELP vmx_audit_spool_bytes Bytes of audit records in this node's "
-        "spool not yet ingested (as of the control plane's last listing, "
-        "plus what was written since).\n"
+        "# HELP vmx_audit_spool_bytes Bytes of audit records of this node "
+        "not yet ingested (as of the control plane's last listing, plus what "
+        "was written since and the ring).\n"
         "# TYPE vmx_audit_spool_bytes gauge\n"
-        "vmx_audit_spool_bytes %uA\n"
+        "vmx_audit_spool_bytes %uL\n"
         "# HELP vmx_audit_spool_disk_bytes Bytes of the spool's files on disk "
         "at the last listing (ingested files go when no worker writes them).\n"
         "# TYPE vmx_audit_spool_disk_bytes gauge\n"
@@ -881,10 +1188,18 @@ ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p, u_char *last)
         "# HELP vmx_audit_refused_total Requests answered 503 because the "
         "spool was full and their environment requires an audit record.\n"
         "# TYPE vmx_audit_refused_total counter\n"
-        "vmx_audit_refused_total %uA\n",
-        mcf->sh->spool_bytes, mcf->sh->spool_disk, mcf->spool_max,
-        mcf->sh->spool_dropped,
-        mcf->sh->spool_refused);
+        "vmx_audit_refused_total %uA\n"
+        "# HELP vmx_audit_ring_bytes Bytes of audit records in the shared "
+        "ring, not yet written to a spool file.\n"
+        "# TYPE vmx_audit_ring_bytes gauge\n"
+        "vmx_audit_ring_bytes %uL\n"
+        "# HELP vmx_audit_ring_size_bytes The ring's size (vmx_audit_spool "
+        "buffer=).\n"
+        "# TYPE vmx_audit_ring_size_bytes gauge\n"
+        "vmx_audit_ring_size_bytes %uz\n",
+        sh->spool_bytes + (sh->head - sh->tail), sh->spool_disk,
+        mcf->spool_max, sh->spool_dropped,
+        sh->spool_refused, sh->head - sh->tail, sh->size);
 }
 
 
@@ -997,9 +1312,9 @@ ngx_http_vmx_spool_index(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf)
     p = ngx_sprintf(p, "],\"bytes\":%O,\"pending\":%O,\"max\":%O}", bytes,
                     pending, mcf->spool_max);
 
-    if (mcf->sh) {
-        mcf->sh->spool_disk = (ngx_atomic_uint_t) bytes;
-        mcf->sh->spool_bytes = (ngx_atomic_uint_t) pending;
+    if (mcf->audit) {
+        mcf->audit->spool_disk = (ngx_atomic_uint_t) bytes;
+        mcf->audit->spool_bytes = (ngx_atomic_uint_t) pending;
         ngx_http_vmx_spool_account(mcf, r->connection->log, 0);
     }
 

@@ -155,10 +155,10 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       NULL },
 
     { ngx_string("vmx_audit_spool"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_vmx_audit_spool,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_vmx_main_conf_t, spool),
+      0,
       NULL },
 
     { ngx_string("vmx_audit_payload_max"),
@@ -1915,7 +1915,18 @@ ngx_http_vmx_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (ctx == NULL || !ctx->error_page || r != r->main) {
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* the record is in the audit ring before the answer's end is sent */
+    for (cl = in; cl && !ctx->audited; cl = cl->next) {
+        if (cl->buf->last_buf && ngx_http_vmx_gateway_request(r)) {
+            ngx_http_vmx_audit_write(r, ctx);
+        }
+    }
+
+    if (!ctx->error_page) {
         return ngx_http_next_body_filter(r, in);
     }
 

@@ -238,15 +238,12 @@ typedef struct {
     ngx_http_vmx_series_t       *series;        /* statistics, a table */
     ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
     ngx_http_vmx_pool_slot_t    *pools;         /* prioritization, a table */
-
-    /* the audit spool of this node: bytes not ingested, on disk, records
-     * not spooled */
-    ngx_atomic_t                 spool_bytes;
-    ngx_atomic_t                 spool_disk;
-    ngx_atomic_t                 spool_dropped;
-    ngx_atomic_t                 spool_refused;     /* 503 answered */
-    ngx_atomic_t                 spool_warned;      /* past the warning */
 } ngx_http_vmx_config_shctx_t;
+
+
+/* the audit zone: the spool's counters and the ring (audit.c) */
+
+typedef struct ngx_http_vmx_audit_sh_s  ngx_http_vmx_audit_sh_t;
 
 
 /* vmx_redis: the cluster counters' server */
@@ -273,6 +270,10 @@ typedef struct {
     u_char                       disk_key[32];  /* derived from token */
 
     ngx_str_t                    spool;         /* audit records' dir */
+    size_t                       audit_buffer;  /* the ring's size */
+    ngx_msec_t                   audit_flush;   /* a record's longest wait */
+    ngx_http_vmx_audit_sh_t     *audit;         /* NULL: no audit */
+    ngx_slab_pool_t             *audit_shpool;
     size_t                       payload_max;
     off_t                        spool_max;     /* the spool's cap */
     ngx_uint_t                   spool_warn;    /* percent of the cap */
@@ -431,6 +432,7 @@ struct ngx_http_vmx_ctx_s {
 
     vmx_buf_t                    capture;       /* the answer, audited */
     unsigned                     capture_truncated:1;
+    unsigned                     audited:1;     /* its record is written */
     ngx_str_t                    error_message;
 
     /* the current provider answer */
@@ -543,8 +545,8 @@ void ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle);
 void ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_audit_capture(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, u_char *data, size_t len);
-ngx_int_t ngx_http_vmx_audit_init_zone(ngx_http_vmx_main_conf_t *mcf,
-    ngx_log_t *log);
+char *ngx_http_vmx_audit_spool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_vmx_audit_refused(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_spool_handler(ngx_http_request_t *r);
