@@ -925,7 +925,7 @@ ngx_http_vmx_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
-/* a streamed answer's body */
+/* the answer's body, once its header is out */
 
 static ngx_int_t
 ngx_http_vmx_filter_init(void *data)
@@ -957,10 +957,8 @@ ngx_http_vmx_filter_init(void *data)
         }
 
         u->length = 0;
-        return NGX_OK;
-    }
 
-    if (ctx->body_done) {
+    } else if (ctx->body_done) {
         /* the whole stream came with its head */
         u->length = 0;
         u->keepalive = !ctx->provider_close && ctx->complete
@@ -971,7 +969,10 @@ ngx_http_vmx_filter_init(void *data)
         u->length = ctx->chunked_answer ? 1 : ctx->remaining;
     }
 
-    /* what was held goes out with the header, not with the next read */
+    /*
+     * what was held goes out now, behind the header nginx still holds, in
+     * one write: left to nginx, the header would be flushed on its own
+     */
     ctx->out_cur = NULL;
 
     if (u->out_bufs) {
