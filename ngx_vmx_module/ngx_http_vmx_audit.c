@@ -4,8 +4,8 @@
  * Every gateway request leaves one record (docs/ARCHITECTURE.md, "Audit and
  * usage records"): nothing waits on the database.  The log phase copies the
  * record into a ring in its own shared zone ("vmx_audit"), and a worker
- * writes the ring's records to its spool file with one write, when the ring
- * is half full or "flush=" after a record came, as access_log's "buffer="
+ * writes the ring's records to its spool file with one write, once they
+ * make a batch or "flush=" after a record came, as access_log's "buffer="
  * does.  The ring belongs to the zone, not to a worker: a worker that dies
  * leaves its records there for the others (or the worker that replaces it),
  * a reload keeps the zone, and a worker that exits writes the ring first.
@@ -41,6 +41,8 @@
 
 #define NGX_HTTP_VMX_AUDIT_BUFFER    (1024 * 1024)
 #define NGX_HTTP_VMX_AUDIT_FLUSH     100
+/* written while its bytes are still in the CPU's caches */
+#define NGX_HTTP_VMX_AUDIT_BATCH     (64 * 1024)
 /* an exiting worker waits this long for another's write of the ring */
 #define NGX_HTTP_VMX_AUDIT_EXIT_WAIT 1000
 
@@ -483,7 +485,7 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
  * A record into the ring, whole, under the zone's lock (nginx frees it
  * when its holder dies); a quarter of the ring at most, so that large
  * records do not crowd out the others.  The first record arms the flush
- * timer; a ring half full is written at the end of this turn of the loop.
+ * timer; a batch is written at the end of this turn of the loop.
  */
 
 static ngx_int_t
@@ -527,7 +529,7 @@ ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    if (used >= sh->size / 2) {
+    if (used >= ngx_min(sh->size / 2, NGX_HTTP_VMX_AUDIT_BATCH)) {
         if (!ngx_http_vmx_audit_event.posted) {
             ngx_post_event(&ngx_http_vmx_audit_event, &ngx_posted_events);
         }
