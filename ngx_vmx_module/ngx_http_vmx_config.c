@@ -965,12 +965,6 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = mcf->sh;
 
-    if (ngx_http_vmx_capacity_init_zone(mcf) != NGX_OK
-        || ngx_http_vmx_stats_init_zone(mcf) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
     if (mcf->file.len == 0) {
         return NGX_OK;
     }

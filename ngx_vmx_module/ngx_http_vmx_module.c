@@ -126,6 +126,34 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       0,
       NULL },
 
+    { ngx_string("vmx_stats_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, stats_zone.size),
+      NULL },
+
+    { ngx_string("vmx_health_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, health_zone.size),
+      NULL },
+
+    { ngx_string("vmx_capacity_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, capacity_zone.size),
+      NULL },
+
+    { ngx_string("vmx_pools_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_vmx_main_conf_t, pools_zone.size),
+      NULL },
+
     { ngx_string("vmx_limits_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_vmx_limits_zone,
@@ -2572,6 +2600,10 @@ ngx_http_vmx_create_main_conf(ngx_conf_t *cf)
      *     mcf->token = { 0, NULL };
      */
 
+    mcf->stats_zone.size = NGX_CONF_UNSET_SIZE;
+    mcf->health_zone.size = NGX_CONF_UNSET_SIZE;
+    mcf->capacity_zone.size = NGX_CONF_UNSET_SIZE;
+    mcf->pools_zone.size = NGX_CONF_UNSET_SIZE;
     mcf->payload_max = NGX_CONF_UNSET_SIZE;
     mcf->spool_max = NGX_CONF_UNSET;
     mcf->spool_warn = NGX_CONF_UNSET_UINT;
@@ -2602,6 +2634,15 @@ ngx_http_vmx_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->keepalive, 64);
     ngx_conf_init_msec_value(mcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(mcf->keepalive_requests, 1000);
+
+    /* the tables requests update, beside the snapshot: a zone each */
+    if (mcf->shm_zone
+        && (ngx_http_vmx_stats_add_zones(cf, mcf) != NGX_OK
+            || ngx_http_vmx_capacity_add_zone(cf, mcf) != NGX_OK
+            || ngx_http_vmx_pools_add_zone(cf, mcf) != NGX_OK))
+    {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -221,12 +221,10 @@ typedef struct {
 } ngx_http_vmx_snapshot_t;
 
 
-/* the shared zone holding the raw snapshot pushed by the control plane */
-
-typedef struct ngx_http_vmx_capacity_s  ngx_http_vmx_capacity_t;
-typedef struct ngx_http_vmx_series_s    ngx_http_vmx_series_t;
-typedef struct ngx_http_vmx_health_s    ngx_http_vmx_health_t;
 typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
+
+
+/* the shared zone holding the raw snapshot pushed by the control plane */
 
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
@@ -234,11 +232,30 @@ typedef struct {
     time_t                       loaded_at;
     u_char                      *data;
     size_t                       len;
-    ngx_http_vmx_capacity_t     *capacity;      /* discovered, a table */
-    ngx_http_vmx_series_t       *series;        /* statistics, a table */
-    ngx_http_vmx_health_t       *health;        /* attempts, for errorRate */
-    ngx_http_vmx_pool_slot_t    *pools;         /* prioritization, a table */
 } ngx_http_vmx_config_shctx_t;
+
+
+/* a table of fixed-size slots in a zone of its own (zone.c) */
+
+typedef struct {
+    ngx_uint_t                   nslots;        /* a power of two */
+    ngx_atomic_t                 used;          /* slots ever taken */
+    ngx_atomic_t                 full;          /* lookups that found none */
+    ngx_atomic_t                 warned;
+    void                        *slots;         /* nslots + extra */
+} ngx_http_vmx_table_t;
+
+
+typedef struct {
+    size_t                       size;          /* by its directive */
+    const char                  *name;
+    const char                  *directive;
+    size_t                       slot_size;
+    ngx_uint_t                   extra;         /* slots after the table */
+    ngx_shm_zone_t              *shm_zone;
+    ngx_slab_pool_t             *shpool;
+    ngx_http_vmx_table_t        *table;
+} ngx_http_vmx_table_zone_t;
 
 
 /* the audit zone: the spool's counters and the ring (audit.c) */
@@ -264,6 +281,12 @@ typedef struct {
     ngx_http_vmx_redis_conf_t   *redis;
     ngx_http_vmx_config_shctx_t *sh;
     ngx_slab_pool_t             *shpool;
+
+    /* the tables requests update, a zone each */
+    ngx_http_vmx_table_zone_t    stats_zone;    /* series */
+    ngx_http_vmx_table_zone_t    health_zone;
+    ngx_http_vmx_table_zone_t    capacity_zone;
+    ngx_http_vmx_table_zone_t    pools_zone;
 
     ngx_str_t                    file;          /* encrypted disk copy */
     ngx_str_t                    token;
@@ -583,12 +606,22 @@ ngx_int_t ngx_http_vmx_redis_command(ngx_http_vmx_redis_handler_pt handler,
     void *data, int argc, const char **argv, const size_t *argvlen);
 
 /* ngx_http_vmx_pools.c */
+ngx_int_t ngx_http_vmx_pools_add_zone(ngx_conf_t *cf,
+    ngx_http_vmx_main_conf_t *mcf);
 ngx_int_t ngx_http_vmx_pools_gate(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 
+/* ngx_http_vmx_zone.c */
+ngx_int_t ngx_http_vmx_table_add(ngx_conf_t *cf,
+    ngx_http_vmx_table_zone_t *tz, const char *name, const char *directive,
+    size_t size, size_t slot_size, ngx_uint_t extra);
+void ngx_http_vmx_table_full(ngx_http_vmx_table_zone_t *tz, ngx_log_t *log,
+    const char *then);
+
 /* ngx_http_vmx_stats.c */
-ngx_int_t ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf);
+ngx_int_t ngx_http_vmx_stats_add_zones(ngx_conf_t *cf,
+    ngx_http_vmx_main_conf_t *mcf);
 void ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_status_handler(ngx_http_request_t *r);
 void ngx_http_vmx_health_record(ngx_http_request_t *r,
@@ -597,7 +630,8 @@ double ngx_http_vmx_error_rate(ngx_http_request_t *r,
     ngx_http_vmx_target_t *target, ngx_uint_t minutes, ngx_int_t status);
 
 /* ngx_http_vmx_capacity.c */
-ngx_int_t ngx_http_vmx_capacity_init_zone(ngx_http_vmx_main_conf_t *mcf);
+ngx_int_t ngx_http_vmx_capacity_add_zone(ngx_conf_t *cf,
+    ngx_http_vmx_main_conf_t *mcf);
 void ngx_http_vmx_capacity_record(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 ngx_int_t ngx_http_vmx_capacity_report(ngx_http_request_t *r);

@@ -5,15 +5,17 @@
  * connection.  The gate runs for the resource's pool on the first
  * connection of the plan, when that connection has a minute "tokens"
  * capacity entry.  The arithmetic is lib/vmx_pools.c; this file keeps its
- * state in the config zone, shared by the workers: per connection and pool
- * the current share and a ring of 60 per-second token counts, from which
- * both the strategy's window and the last minute are summed.
+ * state in a table of its own zone (vmx_pools_zone), shared by the
+ * workers: per connection and pool the current share and a ring of 60
+ * per-second token counts, from which both the strategy's window and the
+ * last minute are summed.  A full table takes over the slot unused the
+ * longest: a pool unused for a minute has nothing left to count.
  */
 
 #include "ngx_http_vmx_module.h"
 
 
-#define NGX_HTTP_VMX_POOL_SLOTS    256     /* a power of two */
+#define NGX_HTTP_VMX_POOLS_ZONE    (512 * 1024)    /* 256 slots */
 #define NGX_HTTP_VMX_POOL_SECONDS  60      /* the ring; windows up to 60 s */
 #define NGX_HTTP_VMX_POOL_NAME     128
 
@@ -32,14 +34,23 @@ struct ngx_http_vmx_pool_slot_s {
 
 static int64_t ngx_http_vmx_pools_capacity(ngx_http_vmx_connection_t *conn);
 static ngx_http_vmx_pool_slot_t *ngx_http_vmx_pools_slot(
-    ngx_http_vmx_pool_slot_t *table, ngx_str_t *connection_id,
-    ngx_str_t *name, time_t now);
+    ngx_http_vmx_table_zone_t *tz, ngx_str_t *connection_id,
+    ngx_str_t *name, time_t now, ngx_log_t *log);
 static int64_t ngx_http_vmx_pools_sum(ngx_http_vmx_pool_slot_t *slot,
     time_t now, time_t seconds);
 static ngx_int_t ngx_http_vmx_pools_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_pool_t *pool,
     ngx_http_vmx_pool_slot_t *slot, int64_t share, int64_t capacity,
     time_t now);
+
+
+ngx_int_t
+ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
+{
+    return ngx_http_vmx_table_add(cf, &mcf->pools_zone, "vmx_pools",
+                                  "vmx_pools_zone", NGX_HTTP_VMX_POOLS_ZONE,
+                                  sizeof(ngx_http_vmx_pool_slot_t), 0);
+}
 
 
 /*
@@ -78,7 +89,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL || conn->id.len != 36) {
+    if (mcf->pools_zone.table == NULL || conn->id.len != 36) {
         return NGX_OK;
     }
 
@@ -91,25 +102,12 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     now = tp->sec;
     now_ms = (int64_t) tp->sec * 1000 + tp->msec;
 
-    ngx_shmtx_lock(&mcf->shpool->mutex);
-
-    /* the table is only needed where prioritization is configured */
-    if (mcf->sh->pools == NULL) {
-        mcf->sh->pools = ngx_slab_calloc_locked(mcf->shpool,
-                                                NGX_HTTP_VMX_POOL_SLOTS
-                                                * sizeof(ngx_http_vmx_pool_slot_t));
-        if (mcf->sh->pools == NULL) {
-            ngx_shmtx_unlock(&mcf->shpool->mutex);
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "vmx: no room for the prioritization table%s",
-                          mcf->shpool->log_ctx);
-            return NGX_OK;
-        }
-    }
+    ngx_shmtx_lock(&mcf->pools_zone.shpool->mutex);
 
     for (i = 0; i < n; i++) {
-        slot = ngx_http_vmx_pools_slot(mcf->sh->pools, &conn->id,
-                                       &pools[i].name, now);
+        slot = ngx_http_vmx_pools_slot(&mcf->pools_zone, &conn->id,
+                                       &pools[i].name, now,
+                                       r->connection->log);
         slots[i] = slot;
 
         state[i].rank = pools[i].rank;
@@ -134,7 +132,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     slot = slots[p];
 
     if (!admitted) {
-        ngx_shmtx_unlock(&mcf->shpool->mutex);
+        ngx_shmtx_unlock(&mcf->pools_zone.shpool->mutex);
         return ngx_http_vmx_pools_deny(r, ctx, pool, slot, state[p].share,
                                        capacity, now);
     }
@@ -148,7 +146,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     slot->tokens[i] += ctx->estimate;
 
-    ngx_shmtx_unlock(&mcf->shpool->mutex);
+    ngx_shmtx_unlock(&mcf->pools_zone.shpool->mutex);
 
     ctx->pool_slot = slot;
     ctx->pool_second = now;
@@ -198,7 +196,7 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
     i = ctx->pool_second % NGX_HTTP_VMX_POOL_SECONDS;
 
-    ngx_shmtx_lock(&mcf->shpool->mutex);
+    ngx_shmtx_lock(&mcf->pools_zone.shpool->mutex);
 
     /* a second that left the ring has nothing to correct */
     if (slot->second[i] == ctx->pool_second) {
@@ -209,7 +207,7 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         }
     }
 
-    ngx_shmtx_unlock(&mcf->shpool->mutex);
+    ngx_shmtx_unlock(&mcf->pools_zone.shpool->mutex);
 }
 
 
@@ -238,26 +236,32 @@ ngx_http_vmx_pools_capacity(ngx_http_vmx_connection_t *conn)
 
 /*
  * The slot of a connection and pool; when the table is full, the one
- * unused the longest is taken over.
+ * unused the longest is taken over (counted when it was used in the last
+ * minute: its pool's count starts again).  Under the zone's lock.
  */
 
 static ngx_http_vmx_pool_slot_t *
-ngx_http_vmx_pools_slot(ngx_http_vmx_pool_slot_t *table,
-    ngx_str_t *connection_id, ngx_str_t *name, time_t now)
+ngx_http_vmx_pools_slot(ngx_http_vmx_table_zone_t *tz,
+    ngx_str_t *connection_id, ngx_str_t *name, time_t now, ngx_log_t *log)
 {
     size_t                     len;
-    ngx_uint_t                 i, n;
-    ngx_http_vmx_pool_slot_t  *slot, *oldest;
+    ngx_uint_t                 i, n, mask;
+    ngx_http_vmx_pool_slot_t  *table, *slot, *oldest;
 
+    table = tz->table->slots;
+    mask = tz->table->nslots - 1;
     len = ngx_min(name->len, NGX_HTTP_VMX_POOL_NAME);
+
     i = ngx_murmur_hash2(connection_id->data, connection_id->len)
         ^ ngx_murmur_hash2(name->data, len);
+
     oldest = NULL;
 
-    for (n = 0; n < NGX_HTTP_VMX_POOL_SLOTS; n++, i++) {
-        slot = &table[i & (NGX_HTTP_VMX_POOL_SLOTS - 1)];
+    for (n = 0; n <= mask; n++, i++) {
+        slot = &table[i & mask];
 
         if (slot->used_at == 0) {
+            tz->table->used++;
             break;
         }
 
@@ -274,8 +278,13 @@ ngx_http_vmx_pools_slot(ngx_http_vmx_pool_slot_t *table,
         }
     }
 
-    if (n == NGX_HTTP_VMX_POOL_SLOTS) {
+    if (n > mask) {
         slot = oldest;
+
+        if (now - slot->used_at < NGX_HTTP_VMX_POOL_SECONDS) {
+            ngx_http_vmx_table_full(tz, log, "a pool used in the last minute "
+                                             "was taken over");
+        }
     }
 
     ngx_memzero(slot, sizeof(ngx_http_vmx_pool_slot_t));

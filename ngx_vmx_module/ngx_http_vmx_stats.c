@@ -2,19 +2,24 @@
  * VM-X gateway: request statistics, and their Prometheus exposition.
  *
  * One series per workspace, environment, resource, connection, provider and
- * model, in a table of the config zone shared by the workers.  A series is
- * created under the zone's lock; its counters are then updated with atomic
- * additions, so the log phase of a request takes no lock in the common case.
- * "vmx_status" serves the table in Prometheus' text format.
+ * model, in a table of its own zone (vmx_stats_zone) shared by the workers.
+ * A series is created under the zone's lock; its counters are then updated
+ * with atomic additions, so the log phase of a request takes no lock in the
+ * common case.  A series is a live counter, never taken over: when the
+ * table is full, the requests of new label sets are counted in one more
+ * series, all of whose labels are "_overflow", so that no total is lost.
+ * The providers' health (errorRate() and the latency windows) has a table
+ * in a zone of its own too (vmx_health_zone).  "vmx_status" serves them in
+ * Prometheus' text format.
  */
 
 #include "ngx_http_vmx_module.h"
 
 
-#define NGX_HTTP_VMX_SERIES_SLOTS   2048      /* a power of two */
+#define NGX_HTTP_VMX_STATS_ZONE     (4 * 1024 * 1024)     /* 2048 series */
 #define NGX_HTTP_VMX_LABEL_MAX      128
 #define NGX_HTTP_VMX_BUCKETS        14
-#define NGX_HTTP_VMX_HEALTH_SLOTS   1024      /* a power of two */
+#define NGX_HTTP_VMX_HEALTH_ZONE    (8 * 1024 * 1024)     /* 1024 models */
 #define NGX_HTTP_VMX_HEALTH_MINUTES 60
 #define NGX_HTTP_VMX_HEALTH_CODES   4
 
@@ -53,7 +58,7 @@ static const char  *ngx_http_vmx_label_names[NGX_HTTP_VMX_LABELS] = {
 };
 
 
-struct ngx_http_vmx_series_s {
+typedef struct {
     ngx_atomic_t                 ready;     /* labels written */
     ngx_uint_t                   hash;
     ngx_http_vmx_label_t         label[NGX_HTTP_VMX_LABELS];
@@ -68,7 +73,7 @@ struct ngx_http_vmx_series_s {
     ngx_atomic_t                 buckets[NGX_HTTP_VMX_BUCKETS];
     ngx_atomic_t                 duration_usec;
     ngx_atomic_t                 count;
-};
+} ngx_http_vmx_series_t;
 
 
 /* attempts of a connection and model in one minute: errorRate(), latency */
@@ -83,41 +88,46 @@ typedef struct {
 } ngx_http_vmx_minute_t;
 
 
-struct ngx_http_vmx_health_s {
+typedef struct {
     ngx_atomic_t                 ready;
     u_char                       connection_id[36];
     ngx_http_vmx_label_t         model;
     ngx_http_vmx_minute_t        minutes[NGX_HTTP_VMX_HEALTH_MINUTES];
-};
+} ngx_http_vmx_health_t;
 
 
 static void ngx_http_vmx_health_sum(ngx_http_vmx_health_t *h,
     ngx_uint_t minutes, ngx_int_t status, uint64_t *attempts,
     uint64_t *failed, uint64_t *usec);
-static ngx_http_vmx_health_t *ngx_http_vmx_health(ngx_slab_pool_t *shpool,
-    ngx_http_vmx_health_t *table, ngx_http_vmx_target_t *target,
-    ngx_flag_t create);
+static ngx_http_vmx_health_t *ngx_http_vmx_health(
+    ngx_http_vmx_table_zone_t *tz, ngx_http_vmx_target_t *target,
+    ngx_log_t *log);
 static ngx_http_vmx_series_t *ngx_http_vmx_series(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf, ngx_str_t *labels);
+static void ngx_http_vmx_series_take(ngx_http_vmx_table_zone_t *tz,
+    ngx_http_vmx_series_t *s, ngx_uint_t hash, ngx_str_t *labels);
 static u_char *ngx_http_vmx_series_labels(u_char *p, u_char *last,
     ngx_http_vmx_series_t *s);
 static u_char *ngx_http_vmx_escape_label(u_char *p, u_char *last,
     ngx_http_vmx_label_t *label);
 
 
+/* the series, one more for the overflow; the health of the models */
+
 ngx_int_t
-ngx_http_vmx_stats_init_zone(ngx_http_vmx_main_conf_t *mcf)
+ngx_http_vmx_stats_add_zones(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 {
-    mcf->sh->series = ngx_slab_calloc(mcf->shpool,
-                                      NGX_HTTP_VMX_SERIES_SLOTS
-                                      * sizeof(ngx_http_vmx_series_t));
+    if (ngx_http_vmx_table_add(cf, &mcf->stats_zone, "vmx_stats",
+                               "vmx_stats_zone", NGX_HTTP_VMX_STATS_ZONE,
+                               sizeof(ngx_http_vmx_series_t), 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    mcf->sh->health = ngx_slab_calloc(mcf->shpool,
-                                      NGX_HTTP_VMX_HEALTH_SLOTS
-                                      * sizeof(ngx_http_vmx_health_t));
-
-    return (mcf->sh->series == NULL || mcf->sh->health == NULL) ? NGX_ERROR
-                                                                : NGX_OK;
+    return ngx_http_vmx_table_add(cf, &mcf->health_zone, "vmx_health",
+                                  "vmx_health_zone", NGX_HTTP_VMX_HEALTH_ZONE,
+                                  sizeof(ngx_http_vmx_health_t), 0);
 }
 
 
@@ -134,11 +144,11 @@ ngx_http_vmx_health_record(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL || mcf->sh->health == NULL) {
+    if (mcf->health_zone.table == NULL) {
         return;
     }
 
-    h = ngx_http_vmx_health(mcf->shpool, mcf->sh->health, target, 1);
+    h = ngx_http_vmx_health(&mcf->health_zone, target, r->connection->log);
     if (h == NULL) {
         return;
     }
@@ -148,7 +158,7 @@ ngx_http_vmx_health_record(ngx_http_request_t *r,
 
     if (m->minute != now) {
         /* a new minute takes the bucket of an hour ago */
-        ngx_shmtx_lock(&mcf->shpool->mutex);
+        ngx_shmtx_lock(&mcf->health_zone.shpool->mutex);
 
         if (m->minute != now) {
             ngx_memzero((void *) &m->attempts,
@@ -158,7 +168,7 @@ ngx_http_vmx_health_record(ngx_http_request_t *r,
             m->minute = now;
         }
 
-        ngx_shmtx_unlock(&mcf->shpool->mutex);
+        ngx_shmtx_unlock(&mcf->health_zone.shpool->mutex);
     }
 
     (void) ngx_atomic_fetch_add(&m->attempts, 1);
@@ -200,11 +210,11 @@ ngx_http_vmx_error_rate(ngx_http_request_t *r, ngx_http_vmx_target_t *target,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL || mcf->sh->health == NULL) {
+    if (mcf->health_zone.table == NULL) {
         return 0;
     }
 
-    h = ngx_http_vmx_health(mcf->shpool, mcf->sh->health, target, 0);
+    h = ngx_http_vmx_health(&mcf->health_zone, target, NULL);
     if (h == NULL) {
         return 0;
     }
@@ -255,13 +265,19 @@ ngx_http_vmx_health_sum(ngx_http_vmx_health_t *h, ngx_uint_t minutes,
 }
 
 
+/*
+ * The health of a connection and model; created when log is given (an
+ * attempt to record), else only found.  A full table counts nothing more
+ * for new models: their errorRate() reads 0 and they have no latency.
+ */
+
 static ngx_http_vmx_health_t *
-ngx_http_vmx_health(ngx_slab_pool_t *shpool, ngx_http_vmx_health_t *table,
-    ngx_http_vmx_target_t *target, ngx_flag_t create)
+ngx_http_vmx_health(ngx_http_vmx_table_zone_t *tz,
+    ngx_http_vmx_target_t *target, ngx_log_t *log)
 {
-    ngx_uint_t              i, n;
+    ngx_uint_t              i, n, mask;
     ngx_str_t              *model, *id;
-    ngx_http_vmx_health_t  *h;
+    ngx_http_vmx_health_t  *table, *h;
 
     id = &target->connection->id;
     model = &target->model;
@@ -270,28 +286,32 @@ ngx_http_vmx_health(ngx_slab_pool_t *shpool, ngx_http_vmx_health_t *table,
         return NULL;
     }
 
+    table = tz->table->slots;
+    mask = tz->table->nslots - 1;
+
     i = ngx_murmur_hash2(id->data, 36) ^ ngx_murmur_hash2(model->data,
                                                           model->len);
 
-    for (n = 0; n < NGX_HTTP_VMX_HEALTH_SLOTS; n++, i++) {
-        h = &table[i & (NGX_HTTP_VMX_HEALTH_SLOTS - 1)];
+    for (n = 0; n <= mask; n++, i++) {
+        h = &table[i & mask];
 
         if (!h->ready) {
-            if (!create) {
+            if (log == NULL) {
                 return NULL;
             }
 
-            ngx_shmtx_lock(&shpool->mutex);
+            ngx_shmtx_lock(&tz->shpool->mutex);
 
             if (!h->ready) {
                 ngx_memcpy(h->connection_id, id->data, 36);
                 ngx_memcpy(h->model.data, model->data, model->len);
                 h->model.len = model->len;
+                tz->table->used++;
                 ngx_memory_barrier();
                 h->ready = 1;
             }
 
-            ngx_shmtx_unlock(&shpool->mutex);
+            ngx_shmtx_unlock(&tz->shpool->mutex);
         }
 
         if (h->model.len == model->len
@@ -300,6 +320,12 @@ ngx_http_vmx_health(ngx_slab_pool_t *shpool, ngx_http_vmx_health_t *table,
         {
             return h;
         }
+    }
+
+    if (log) {
+        ngx_http_vmx_table_full(tz, log, "the attempts of other models are "
+                                         "not counted (their errorRate() "
+                                         "reads 0)");
     }
 
     return NULL;
@@ -319,7 +345,7 @@ ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL || mcf->sh->series == NULL) {
+    if (mcf->stats_zone.table == NULL) {
         return;
     }
 
@@ -392,8 +418,14 @@ static ngx_http_vmx_series_t *
 ngx_http_vmx_series(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
     ngx_str_t *labels)
 {
-    ngx_uint_t              hash, i, n, l;
+    ngx_uint_t              hash, i, n, l, mask;
     ngx_http_vmx_series_t  *table, *s;
+
+    static ngx_str_t  overflow[NGX_HTTP_VMX_LABELS] = {
+        ngx_string("_overflow"), ngx_string("_overflow"),
+        ngx_string("_overflow"), ngx_string("_overflow"),
+        ngx_string("_overflow"), ngx_string("_overflow")
+    };
 
     hash = 0;
 
@@ -405,28 +437,14 @@ ngx_http_vmx_series(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
         hash = hash * 31 + ngx_murmur_hash2(labels[l].data, labels[l].len);
     }
 
-    table = mcf->sh->series;
+    table = mcf->stats_zone.table->slots;
+    mask = mcf->stats_zone.table->nslots - 1;
 
-    for (n = 0, i = hash; n < NGX_HTTP_VMX_SERIES_SLOTS; n++, i++) {
-        s = &table[i & (NGX_HTTP_VMX_SERIES_SLOTS - 1)];
+    for (n = 0, i = hash; n <= mask; n++, i++) {
+        s = &table[i & mask];
 
         if (!s->ready) {
-            ngx_shmtx_lock(&mcf->shpool->mutex);
-
-            if (!s->ready) {
-                s->hash = hash;
-
-                for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
-                    ngx_memcpy(s->label[l].data, labels[l].data,
-                               labels[l].len);
-                    s->label[l].len = labels[l].len;
-                }
-
-                ngx_memory_barrier();
-                s->ready = 1;
-            }
-
-            ngx_shmtx_unlock(&mcf->shpool->mutex);
+            ngx_http_vmx_series_take(&mcf->stats_zone, s, hash, labels);
         }
 
         if (s->hash != hash) {
@@ -447,10 +465,45 @@ ngx_http_vmx_series(ngx_http_request_t *r, ngx_http_vmx_main_conf_t *mcf,
         }
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "vmx: the statistics table is full");
+    ngx_http_vmx_table_full(&mcf->stats_zone, r->connection->log,
+                            "the requests of new series are counted in the "
+                            "series labelled \"_overflow\"");
 
-    return NULL;
+    /* the slot after the table */
+    s = &table[mask + 1];
+
+    if (!s->ready) {
+        ngx_http_vmx_series_take(&mcf->stats_zone, s, 0, overflow);
+    }
+
+    return s;
+}
+
+
+/* a free slot becomes the series of these labels, unless a worker was first */
+
+static void
+ngx_http_vmx_series_take(ngx_http_vmx_table_zone_t *tz,
+    ngx_http_vmx_series_t *s, ngx_uint_t hash, ngx_str_t *labels)
+{
+    ngx_uint_t  l;
+
+    ngx_shmtx_lock(&tz->shpool->mutex);
+
+    if (!s->ready) {
+        s->hash = hash;
+
+        for (l = 0; l < NGX_HTTP_VMX_LABELS; l++) {
+            ngx_memcpy(s->label[l].data, labels[l].data, labels[l].len);
+            s->label[l].len = labels[l].len;
+        }
+
+        tz->table->used++;
+        ngx_memory_barrier();
+        s->ready = 1;
+    }
+
+    ngx_shmtx_unlock(&tz->shpool->mutex);
 }
 
 
@@ -589,7 +642,7 @@ ngx_http_vmx_out_sample(ngx_http_vmx_out_t *out, const char *name,
 
 static void
 ngx_http_vmx_metric_requests(ngx_http_vmx_out_t *out,
-    ngx_http_vmx_series_t *table)
+    ngx_http_vmx_table_t *table)
 {
     ngx_uint_t              i, c;
     ngx_http_vmx_series_t  *s;
@@ -600,8 +653,8 @@ ngx_http_vmx_metric_requests(ngx_http_vmx_out_t *out,
     ngx_http_vmx_out_family(out, "vmx_requests_total", "counter",
                             "Gateway requests, by status class.");
 
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        s = &table[i];
+    for (i = 0; i <= table->nslots; i++) {
+        s = (ngx_http_vmx_series_t *) table->slots + i;
 
         for (c = 0; s->ready && c < 6; c++) {
             if (s->requests[c]) {
@@ -616,8 +669,8 @@ ngx_http_vmx_metric_requests(ngx_http_vmx_out_t *out,
                             "Gateway requests answered with a 4xx or 5xx, "
                             "or whose stream failed after its first byte.");
 
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        s = &table[i];
+    for (i = 0; i <= table->nslots; i++) {
+        s = (ngx_http_vmx_series_t *) table->slots + i;
 
         if (s->ready) {
             ngx_http_vmx_out_sample(out, "vmx_request_errors_total", s,
@@ -630,7 +683,7 @@ ngx_http_vmx_metric_requests(ngx_http_vmx_out_t *out,
 
 static void
 ngx_http_vmx_metric_tokens(ngx_http_vmx_out_t *out,
-    ngx_http_vmx_series_t *table)
+    ngx_http_vmx_table_t *table)
 {
     ngx_uint_t              i;
     ngx_http_vmx_series_t  *s;
@@ -638,8 +691,8 @@ ngx_http_vmx_metric_tokens(ngx_http_vmx_out_t *out,
     ngx_http_vmx_out_family(out, "vmx_tokens_total", "counter",
                             "Tokens the providers reported, by type.");
 
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        s = &table[i];
+    for (i = 0; i <= table->nslots; i++) {
+        s = (ngx_http_vmx_series_t *) table->slots + i;
 
         if (s->ready) {
             ngx_http_vmx_out_sample(out, "vmx_tokens_total", s,
@@ -655,7 +708,7 @@ ngx_http_vmx_metric_tokens(ngx_http_vmx_out_t *out,
 
 static void
 ngx_http_vmx_metric_counter(ngx_http_vmx_out_t *out,
-    ngx_http_vmx_series_t *table, ngx_http_vmx_counter_t *counter)
+    ngx_http_vmx_table_t *table, ngx_http_vmx_counter_t *counter)
 {
     ngx_uint_t              i;
     ngx_atomic_t           *value;
@@ -663,8 +716,8 @@ ngx_http_vmx_metric_counter(ngx_http_vmx_out_t *out,
 
     ngx_http_vmx_out_family(out, counter->name, "counter", counter->help);
 
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        s = &table[i];
+    for (i = 0; i <= table->nslots; i++) {
+        s = (ngx_http_vmx_series_t *) table->slots + i;
 
         if (s->ready) {
             value = (ngx_atomic_t *) ((u_char *) s + counter->offset);
@@ -676,7 +729,7 @@ ngx_http_vmx_metric_counter(ngx_http_vmx_out_t *out,
 
 static void
 ngx_http_vmx_metric_duration(ngx_http_vmx_out_t *out,
-    ngx_http_vmx_series_t *table)
+    ngx_http_vmx_table_t *table)
 {
     uint64_t                cumulative;
     ngx_uint_t              i, b;
@@ -685,8 +738,8 @@ ngx_http_vmx_metric_duration(ngx_http_vmx_out_t *out,
     ngx_http_vmx_out_family(out, "vmx_request_duration_seconds", "histogram",
                             "Gateway request duration.");
 
-    for (i = 0; i < NGX_HTTP_VMX_SERIES_SLOTS; i++) {
-        s = &table[i];
+    for (i = 0; i <= table->nslots; i++) {
+        s = (ngx_http_vmx_series_t *) table->slots + i;
 
         if (!s->ready) {
             continue;
@@ -716,7 +769,7 @@ ngx_http_vmx_metric_duration(ngx_http_vmx_out_t *out,
 
 static void
 ngx_http_vmx_metric_windows(ngx_http_vmx_out_t *out,
-    ngx_http_vmx_health_t *health, ngx_flag_t latency)
+    ngx_http_vmx_table_t *table, ngx_flag_t latency)
 {
     uint64_t                 attempts, failed, usec;
     ngx_buf_t               *b;
@@ -735,8 +788,8 @@ ngx_http_vmx_metric_windows(ngx_http_vmx_out_t *out,
                                     : "Failed attempts of a connection and "
                                       "model over the last minutes.");
 
-    for (i = 0; i < NGX_HTTP_VMX_HEALTH_SLOTS; i++) {
-        h = &health[i];
+    for (i = 0; i < table->nslots; i++) {
+        h = (ngx_http_vmx_health_t *) table->slots + i;
 
         for (w = 0; h->ready && w < 2; w++) {
             ngx_http_vmx_health_sum(h, windows[w], 0, &attempts, &failed,
@@ -788,6 +841,48 @@ ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
 }
 
 
+/* the tables' zones: their slots, the ones taken, lookups that found none */
+
+static void
+ngx_http_vmx_metric_zones(ngx_http_vmx_out_t *out,
+    ngx_http_vmx_main_conf_t *mcf)
+{
+    ngx_uint_t                  i, f;
+    ngx_http_vmx_table_zone_t  *tz[4];
+
+    static const char  *families[3][2] = {
+        { "vmx_zone_slots", "Slots of a zone's table." },
+        { "vmx_zone_slots_used", "Slots of a zone's table ever taken." },
+        { "vmx_zone_full_total",
+          "Lookups that found the zone's table full (see the zone's "
+          "directive for what happens then)." },
+    };
+
+    tz[0] = &mcf->stats_zone;
+    tz[1] = &mcf->health_zone;
+    tz[2] = &mcf->capacity_zone;
+    tz[3] = &mcf->pools_zone;
+
+    for (f = 0; f < 3; f++) {
+        ngx_http_vmx_out_family(out, families[f][0],
+                                f == 2 ? "counter" : "gauge",
+                                families[f][1]);
+
+        for (i = 0; i < 4; i++) {
+            if (tz[i]->table == NULL) {
+                continue;
+            }
+
+            ngx_http_vmx_out_printf(out, "%s{zone=\"%s\"} %uA\n",
+                                    families[f][0], tz[i]->name,
+                                    f == 0 ? tz[i]->table->nslots
+                                    : f == 1 ? tz[i]->table->used
+                                    : tz[i]->table->full);
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_vmx_status_handler(ngx_http_request_t *r)
 {
@@ -809,7 +904,9 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL || mcf->sh->series == NULL) {
+    if (mcf->sh == NULL || mcf->stats_zone.table == NULL
+        || mcf->health_zone.table == NULL)
+    {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
@@ -817,20 +914,21 @@ ngx_http_vmx_status_handler(ngx_http_request_t *r)
     out.request = r;
     out.last = &out.first;
 
-    ngx_http_vmx_metric_requests(&out, mcf->sh->series);
-    ngx_http_vmx_metric_tokens(&out, mcf->sh->series);
+    ngx_http_vmx_metric_requests(&out, mcf->stats_zone.table);
+    ngx_http_vmx_metric_tokens(&out, mcf->stats_zone.table);
 
     for (i = 0; i < sizeof(ngx_http_vmx_counters)
                     / sizeof(ngx_http_vmx_counter_t); i++)
     {
-        ngx_http_vmx_metric_counter(&out, mcf->sh->series,
+        ngx_http_vmx_metric_counter(&out, mcf->stats_zone.table,
                                     &ngx_http_vmx_counters[i]);
     }
 
-    ngx_http_vmx_metric_duration(&out, mcf->sh->series);
-    ngx_http_vmx_metric_windows(&out, mcf->sh->health, 0);
-    ngx_http_vmx_metric_windows(&out, mcf->sh->health, 1);
+    ngx_http_vmx_metric_duration(&out, mcf->stats_zone.table);
+    ngx_http_vmx_metric_windows(&out, mcf->health_zone.table, 0);
+    ngx_http_vmx_metric_windows(&out, mcf->health_zone.table, 1);
     ngx_http_vmx_metric_node(&out, mcf);
+    ngx_http_vmx_metric_zones(&out, mcf);
 
     if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -3,6 +3,7 @@ environment, resource, connection, provider and model, accepted by promtool."""
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -121,3 +122,49 @@ def test_exposition_larger_than_one_buffer(gw, fake, nginx):
     p = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                        capture_output=True, timeout=30)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+
+
+def test_full_tables_count_and_lose_no_total(own_stack, fake):
+    """Zones of their own, sized by their directives: a statistics table of 8 series
+    given 12 label sets counts the requests of the last ones in the "_overflow" series
+    (no total is lost), and every zone reports its slots, the ones taken and the
+    lookups that found it full; the warning is logged once."""
+    s = own_stack(check_log=False, http_directives="vmx_stats_zone 80k;")
+    names = [f"zoned-{i}" for i in range(12)]
+    env = s.gw.provision(connections={"c": connection_for(fake)},
+                         resources={n: {"model": ("c", f"gpt-zone-{i}")}
+                                    for i, n in enumerate(names)},
+                         keys={"k": {"resources": names}})
+    def total(t):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in t.splitlines()
+                   if line.startswith("vmx_requests_total{"))
+
+    before = total(scrape(s.nginx))
+    for n in names:
+        assert env.chat(n).status == 200
+    # a request is counted in its log phase, just after its answer was sent
+    deadline = time.time() + 5
+    while total(text := scrape(s.nginx)) - before < len(names) and time.time() < deadline:
+        time.sleep(0.05)
+    assert total(text) - before == len(names), text
+    assert sample(text, "vmx_zone_slots", zone="vmx_stats") == 8
+    assert sample(text, "vmx_zone_slots_used", zone="vmx_stats") == 9   # with the overflow
+    assert sample(text, "vmx_zone_full_total", zone="vmx_stats") >= 1
+    assert sample(text, "vmx_requests_total", resource="_overflow", model="_overflow") >= 1
+    for zone in ("vmx_health", "vmx_capacity", "vmx_pools"):
+        assert sample(text, "vmx_zone_slots", zone=zone) >= 256, zone
+        assert sample(text, "vmx_zone_full_total", zone=zone) == 0, zone
+    log = s.nginx.error_log()
+    full = re.findall(r'\[warn\].*the table of zone "vmx_stats" is full \(8 slots\).*'
+                      r'"vmx_stats_zone"', log)
+    assert len(full) == 1, log[-3000:]
+    bad = [line for line in log.splitlines() if re.search(r"\[(alert|crit|emerg)\]", line)]
+    assert not bad, "\n".join(bad[:10])
+
+
+def test_zone_too_small_is_refused(own_stack):
+    """A zone that holds no table stops nginx at start with the directive named."""
+    from harness.nginx import NginxError
+    with pytest.raises(NginxError) as e:
+        own_stack(check_log=False, http_directives="vmx_health_zone 64k;")
+    assert '"vmx_health_zone" zone of' in str(e.value), str(e.value)[-2000:]
