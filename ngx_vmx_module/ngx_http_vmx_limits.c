@@ -142,7 +142,7 @@ static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
 static void ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
     ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
     ngx_str_t *addr);
-static ngx_int_t ngx_http_vmx_limits_deny(ngx_http_request_t *r,
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_scope_t *scope,
     ngx_http_vmx_limit_t *limit, ngx_flag_t tokens, time_t end, time_t now);
 static void ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
@@ -305,16 +305,16 @@ ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
 
 /*
  * Admits a request against every entry of the scopes, reserving one
- * request and ctx->estimate tokens in each, or answers why not: NGX_OK,
- * NGX_DECLINED (ctx->failure and ctx->retry_after say why), NGX_AGAIN (the
- * request waits for the cluster's grants: ctx->limits_event is posted when
- * they are in, and the admission is then tried again), NGX_ERROR.  attempt
+ * request and ctx->estimate tokens in each, or answers why not: PASS, DENY
+ * (ctx->failure and ctx->retry_after say why), WAIT (the request waits for
+ * the cluster's grants: ctx->limits_event is posted when they are in, and
+ * the admission is then tried again), ERROR.  attempt
  * is the index of the provider attempt the reservation belongs to, or -1
  * for the request's own scopes, the only ones that may wait.  Entries of
  * scopes marked "ahead" are only checked and their allowance refilled.
  */
 
-ngx_int_t
+ngx_http_vmx_admit_e
 ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes, ngx_int_t attempt)
 {
@@ -341,7 +341,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->limits_zone == NULL) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
     lc = mcf->limits_zone->data;
@@ -551,7 +551,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (nwait == 0) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
     waiter = ngx_http_vmx_limits_waiter(r);
@@ -560,7 +560,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             ngx_free(waits[k]);
         }
 
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
     ctx->limits_waits++;
@@ -583,7 +583,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     if (ctx->limits_waiting) {
         /* a client that closes meanwhile ends the request (499) */
         r->read_event_handler = ngx_http_test_reading;
-        return NGX_AGAIN;
+        return NGX_HTTP_VMX_ADMIT_WAIT;
     }
 
     /* the link failed meanwhile: decide without waiting */
@@ -601,7 +601,7 @@ failed:
         ngx_http_vmx_limits_granted(NULL, bg[k]);
     }
 
-    return NGX_ERROR;
+    return NGX_HTTP_VMX_ADMIT_ERROR;
 }
 
 
@@ -709,7 +709,7 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-static ngx_int_t
+static ngx_http_vmx_admit_e
 ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit,
     ngx_flag_t tokens, time_t end, time_t now)
@@ -722,7 +722,7 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
     ctx->failure.data = p;
@@ -752,7 +752,7 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_null(&ctx->retry_after);
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_ADMIT_DENY;
 }
 
 
