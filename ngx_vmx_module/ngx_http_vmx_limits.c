@@ -83,8 +83,6 @@ typedef struct {
 } ngx_http_vmx_limits_shctx_t;
 
 
-/* a command of the cluster counter: a grant, a flush */
-
 /*
  * The request a round of grants wakes, shared by its calls and its pool
  * cleanup: a request that goes away while its grants are in flight (a
@@ -96,6 +94,8 @@ typedef struct {
     ngx_uint_t                   refs;
 } ngx_http_vmx_limits_waiter_t;
 
+
+/* a command of the cluster counter: a grant, a flush */
 
 typedef struct {
     ngx_http_vmx_limits_waiter_t *waiter;       /* NULL: nobody waits */
@@ -156,26 +156,6 @@ static ngx_int_t ngx_http_vmx_limits_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
-    ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
-static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
-    ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
-static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
-    time_t window_end, ngx_http_vmx_limit_t *limit);
-static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
-    ngx_http_request_t *r);
-static void ngx_http_vmx_limits_waiter_gone(void *data);
-static void ngx_http_vmx_limits_waiter_release(
-    ngx_http_vmx_limits_waiter_t *w);
-static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
-static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
-static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
-    ngx_uint_t force);
-static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
-    time_t *start, time_t *end);
-static void ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
-    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
-    ngx_str_t *addr);
 static ngx_http_vmx_admit_e ngx_http_vmx_limits_round(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
 static ngx_http_vmx_admit_e ngx_http_vmx_limits_lookup_entry(
@@ -210,6 +190,26 @@ static ngx_http_vmx_admit_e ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
 static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
+static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
+    time_t *start, time_t *end);
+static void ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
+    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
+    ngx_str_t *addr);
+static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
+    ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
+static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
+    ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
+static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
+    ngx_uint_t force);
+static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
+    time_t window_end, ngx_http_vmx_limit_t *limit);
+static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
+static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
+static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
+    ngx_http_request_t *r);
+static void ngx_http_vmx_limits_waiter_gone(void *data);
+static void ngx_http_vmx_limits_waiter_release(
+    ngx_http_vmx_limits_waiter_t *w);
 
 
 static const char  *ngx_http_vmx_period_names[] = {
@@ -891,6 +891,61 @@ ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm)
 }
 
 
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_uint_t             tokens;
+    ngx_http_vmx_limit_t  *limit;
+    ngx_http_vmx_scope_t  *scope;
+
+    limit = adm->deny;
+    scope = adm->deny_scope;
+    tokens = adm->deny_tokens;
+
+    len = sizeof("API key \"\" has reached its limit of  tokens per "
+                 "lifetime") + scope->name.len + NGX_INT64_LEN;
+
+    p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_VMX_ADMIT_ERROR;
+    }
+
+    ctx->failure.data = p;
+
+    if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
+        p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
+                        scope->level, &scope->name,
+                        tokens ? limit->tokens : limit->requests,
+                        tokens ? "tokens" : "requests");
+
+    } else {
+        p = ngx_sprintf(p, "%s \"%V\" has reached its limit of %L %s per %s",
+                        scope->level, &scope->name,
+                        tokens ? limit->tokens : limit->requests,
+                        tokens ? "tokens" : "requests",
+                        ngx_http_vmx_period_names[limit->period]);
+    }
+
+    ctx->failure.len = p - ctx->failure.data;
+
+    if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
+        ctx->retry_after.data = p;
+        ctx->retry_after.len = ngx_sprintf(p, "%T",
+                                           ngx_max(adm->deny_end - adm->now,
+                                                   1))
+                               - p;
+
+    } else {
+        ngx_str_null(&ctx->retry_after);
+    }
+
+    return NGX_HTTP_VMX_ADMIT_DENY;
+}
+
+
 /* the answer is complete: reservations meet the provider's usage */
 
 void
@@ -995,58 +1050,98 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-static ngx_http_vmx_admit_e
-ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_admission_t *adm)
+/* windows are fixed and aligned to UTC */
+
+static void
+ngx_http_vmx_limits_window(ngx_uint_t period, time_t now, time_t *start,
+    time_t *end)
 {
-    u_char                *p;
-    size_t                 len;
-    ngx_uint_t             tokens;
-    ngx_http_vmx_limit_t  *limit;
-    ngx_http_vmx_scope_t  *scope;
+    time_t    days;
+    ngx_tm_t  tm;
+    ngx_int_t year, month;
 
-    limit = adm->deny;
-    scope = adm->deny_scope;
-    tokens = adm->deny_tokens;
+    switch (period) {
 
-    len = sizeof("API key \"\" has reached its limit of  tokens per "
-                 "lifetime") + scope->name.len + NGX_INT64_LEN;
+    case NGX_HTTP_VMX_PERIOD_MINUTE:
+        *start = now - now % 60;
+        *end = *start + 60;
+        return;
 
-    p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_VMX_ADMIT_ERROR;
+    case NGX_HTTP_VMX_PERIOD_HOUR:
+        *start = now - now % 3600;
+        *end = *start + 3600;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_DAY:
+        *start = now - now % 86400;
+        *end = *start + 86400;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_WEEK:
+        /* ISO weeks start on Monday; January 1, 1970 was a Thursday */
+        days = now / 86400;
+        *start = (days - (days + 3) % 7) * 86400;
+        *end = *start + 7 * 86400;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_MONTH:
+        ngx_gmtime(now, &tm);
+        year = tm.ngx_tm_year;
+        month = tm.ngx_tm_mon;
+        *start = ngx_http_vmx_days_from_civil(year, month, 1) * 86400;
+        *end = (month == 12
+                ? ngx_http_vmx_days_from_civil(year + 1, 1, 1)
+                : ngx_http_vmx_days_from_civil(year, month + 1, 1)) * 86400;
+        return;
+
+    default: /* lifetime */
+        *start = 0;
+        *end = NGX_MAX_TIME_T_VALUE;
+        return;
+    }
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
+
+time_t
+ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d)
+{
+    ngx_int_t  era, yoe, doy, doe;
+
+    y -= (m <= 2);
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return (time_t) (era * 146097 + doe - 719468);
+}
+
+
+/*
+ * scope kind, id, period, window start and, per address, the address: the
+ * counter's name in Redis too
+ */
+
+static void
+ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
+    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
+    ngx_str_t *addr)
+{
+    u_char  *p;
+
+    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
+                    ngx_min(scope->id.len, 36), scope->id.data,
+                    limit->period, start);
+
+    if (limit->per_address) {
+        p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),
+                        addr->data);
     }
 
-    ctx->failure.data = p;
-
-    if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
-        p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
-                        scope->level, &scope->name,
-                        tokens ? limit->tokens : limit->requests,
-                        tokens ? "tokens" : "requests");
-
-    } else {
-        p = ngx_sprintf(p, "%s \"%V\" has reached its limit of %L %s per %s",
-                        scope->level, &scope->name,
-                        tokens ? limit->tokens : limit->requests,
-                        tokens ? "tokens" : "requests",
-                        ngx_http_vmx_period_names[limit->period]);
-    }
-
-    ctx->failure.len = p - ctx->failure.data;
-
-    if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
-        ctx->retry_after.data = p;
-        ctx->retry_after.len = ngx_sprintf(p, "%T",
-                                           ngx_max(adm->deny_end - adm->now,
-                                                   1))
-                               - p;
-
-    } else {
-        ngx_str_null(&ctx->retry_after);
-    }
-
-    return NGX_HTTP_VMX_ADMIT_DENY;
+    key->data = buf;
+    key->len = p - buf;
 }
 
 
@@ -1165,101 +1260,6 @@ ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc, ngx_uint_t force)
         ngx_rbtree_delete(&lc->sh->rbtree, node);
         ngx_slab_free_locked(lc->shpool, node);
     }
-}
-
-
-/* windows are fixed and aligned to UTC */
-
-static void
-ngx_http_vmx_limits_window(ngx_uint_t period, time_t now, time_t *start,
-    time_t *end)
-{
-    time_t    days;
-    ngx_tm_t  tm;
-    ngx_int_t year, month;
-
-    switch (period) {
-
-    case NGX_HTTP_VMX_PERIOD_MINUTE:
-        *start = now - now % 60;
-        *end = *start + 60;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_HOUR:
-        *start = now - now % 3600;
-        *end = *start + 3600;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_DAY:
-        *start = now - now % 86400;
-        *end = *start + 86400;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_WEEK:
-        /* ISO weeks start on Monday; January 1, 1970 was a Thursday */
-        days = now / 86400;
-        *start = (days - (days + 3) % 7) * 86400;
-        *end = *start + 7 * 86400;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_MONTH:
-        ngx_gmtime(now, &tm);
-        year = tm.ngx_tm_year;
-        month = tm.ngx_tm_mon;
-        *start = ngx_http_vmx_days_from_civil(year, month, 1) * 86400;
-        *end = (month == 12
-                ? ngx_http_vmx_days_from_civil(year + 1, 1, 1)
-                : ngx_http_vmx_days_from_civil(year, month + 1, 1)) * 86400;
-        return;
-
-    default: /* lifetime */
-        *start = 0;
-        *end = NGX_MAX_TIME_T_VALUE;
-        return;
-    }
-}
-
-
-/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
-
-time_t
-ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d)
-{
-    ngx_int_t  era, yoe, doy, doe;
-
-    y -= (m <= 2);
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return (time_t) (era * 146097 + doe - 719468);
-}
-
-
-/*
- * scope kind, id, period, window start and, per address, the address: the
- * counter's name in Redis too
- */
-
-static void
-ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
-    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
-    ngx_str_t *addr)
-{
-    u_char  *p;
-
-    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
-                    ngx_min(scope->id.len, 36), scope->id.data,
-                    limit->period, start);
-
-    if (limit->per_address) {
-        p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),
-                        addr->data);
-    }
-
-    key->data = buf;
-    key->len = p - buf;
 }
 
 
