@@ -182,7 +182,7 @@ static void ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
 static void ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_admission_t *adm);
 static void ngx_http_vmx_limits_send_refills(ngx_http_vmx_admission_t *adm,
-    ngx_uint_t send);
+    ngx_uint_t failed);
 static ngx_int_t ngx_http_vmx_limits_wait(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
 static void ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm);
@@ -404,7 +404,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         rc = ngx_http_vmx_limits_round(r, ctx, &adm);
 
         ngx_http_vmx_limits_send_refills(&adm,
-                                         rc != NGX_HTTP_VMX_ADMIT_ERROR);
+                                         rc == NGX_HTTP_VMX_ADMIT_ERROR);
 
         if (rc != NGX_HTTP_VMX_ADMIT_WAIT) {
             ngx_http_vmx_limits_drop_waits(&adm);
@@ -454,8 +454,6 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                 && (ctx->limits_waits == 0
                     || (ctx->limits_granted && ctx->limits_waits < 3));
 
-    rc = NGX_HTTP_VMX_ADMIT_PASS;
-
     ngx_shmtx_lock(&adm->lc->shpool->mutex);
 
     for (s = 0; s < adm->nscopes; s++) {
@@ -464,6 +462,7 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
         for (i = 0; i < scope->limits->nelts; i++) {
 
+            /* ctx->reservations is full: no more entries of the scope */
             if (!scope->ahead
                 && adm->first + adm->n == NGX_HTTP_VMX_MAX_RESERVATIONS)
             {
@@ -817,12 +816,12 @@ ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
 
 static void
 ngx_http_vmx_limits_send_refills(ngx_http_vmx_admission_t *adm,
-    ngx_uint_t send)
+    ngx_uint_t failed)
 {
     ngx_uint_t  i;
 
     for (i = 0; i < adm->nrefill; i++) {
-        if (!send || ngx_http_vmx_limits_send(adm->refills[i]) != NGX_OK) {
+        if (failed || ngx_http_vmx_limits_send(adm->refills[i]) != NGX_OK) {
             /* clears the node's refill: the next request asks again */
             ngx_http_vmx_limits_granted(NULL, adm->refills[i]);
         }
@@ -891,6 +890,8 @@ ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm)
 }
 
 
+/* the refusal in words and its Retry-After, for the 429 */
+
 static ngx_http_vmx_admit_e
 ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_admission_t *adm)
@@ -933,10 +934,8 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
         ctx->retry_after.data = p;
-        ctx->retry_after.len = ngx_sprintf(p, "%T",
-                                           ngx_max(adm->deny_end - adm->now,
-                                                   1))
-                               - p;
+        p = ngx_sprintf(p, "%T", ngx_max(adm->deny_end - adm->now, 1));
+        ctx->retry_after.len = p - ctx->retry_after.data;
 
     } else {
         ngx_str_null(&ctx->retry_after);
