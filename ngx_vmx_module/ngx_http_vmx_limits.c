@@ -83,8 +83,6 @@ typedef struct {
 } ngx_http_vmx_limits_shctx_t;
 
 
-/* a command of the cluster counter: a grant, a flush */
-
 /*
  * The request a round of grants wakes, shared by its calls and its pool
  * cleanup: a request that goes away while its grants are in flight (a
@@ -96,6 +94,8 @@ typedef struct {
     ngx_uint_t                   refs;
 } ngx_http_vmx_limits_waiter_t;
 
+
+/* a command of the cluster counter: a grant, a flush */
 
 typedef struct {
     ngx_http_vmx_limits_waiter_t *waiter;       /* NULL: nobody waits */
@@ -118,38 +118,98 @@ typedef struct {
 } ngx_http_vmx_limits_ctx_t;
 
 
+/* one admission, from its lookups to its accounting */
+
+typedef struct {
+    ngx_http_vmx_limits_ctx_t   *lc;
+    ngx_http_vmx_scope_t        *scopes;
+    ngx_uint_t                   nscopes;
+    ngx_int_t                    attempt;       /* -1: the request's own */
+    time_t                       now;
+    ngx_msec_t                   timeout;       /* of a refill in flight */
+    unsigned                     redis:1;       /* vmx_redis is set */
+    unsigned                     cluster:1;     /* Redis is reached */
+    unsigned                     wait:1;        /* for grants, if short */
+
+    /* the entries to reserve in, from ctx->reservations[first] on */
+    ngx_uint_t                   first;
+    ngx_uint_t                   n;
+    ngx_http_vmx_limit_t        *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_limit_node_t   *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
+
+    /* the entry that refuses */
+    ngx_http_vmx_limit_t        *deny;
+    ngx_http_vmx_scope_t        *deny_scope;
+    ngx_http_vmx_limit_node_t   *deny_node;
+    time_t                       deny_end;
+    unsigned                     deny_tokens:1;  /* not requests */
+
+    /* the grants to ask for: waited for, in the background */
+    ngx_uint_t                   nwait;
+    ngx_http_vmx_limits_call_t  *waits[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_uint_t                   nrefill;
+    ngx_http_vmx_limits_call_t  *refills[NGX_HTTP_VMX_MAX_RESERVATIONS];
+} ngx_http_vmx_admission_t;
+
+
 static ngx_int_t ngx_http_vmx_limits_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
-    ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
-static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
-    ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
-static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
-    time_t window_end, ngx_http_vmx_limit_t *limit);
-static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
-    ngx_http_request_t *r);
-static void ngx_http_vmx_limits_waiter_gone(void *data);
-static void ngx_http_vmx_limits_waiter_release(
-    ngx_http_vmx_limits_waiter_t *w);
-static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
-static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
-static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
-    ngx_uint_t force);
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_round(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_lookup_entry(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_scope_t *scope,
+    ngx_http_vmx_limit_t *limit);
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_decide(
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm,
+    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit,
+    ngx_http_vmx_limit_node_t *node);
+static void ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_limit_t *limit, int64_t *requests, int64_t *tokens);
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_ask(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_str_t *key,
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node);
+static ngx_int_t ngx_http_vmx_limits_refill(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_str_t *key,
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node);
+static void ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm);
+static void ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit,
+    ngx_http_vmx_limit_node_t *node, ngx_uint_t admitted);
+static void ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm);
+static void ngx_http_vmx_limits_send_refills(ngx_http_vmx_admission_t *adm,
+    ngx_uint_t failed);
+static ngx_int_t ngx_http_vmx_limits_wait(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
+static void ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm);
+static ngx_http_vmx_admit_e ngx_http_vmx_limits_deny(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
+static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
 static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
     time_t *start, time_t *end);
 static void ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
     ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
     ngx_str_t *addr);
-static ngx_int_t ngx_http_vmx_limits_deny(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_scope_t *scope,
-    ngx_http_vmx_limit_t *limit, ngx_flag_t tokens, time_t end, time_t now);
-static void ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
-    ngx_uint_t cluster, ngx_uint_t admitted, time_t now);
-static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
+static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_node(
+    ngx_http_vmx_limits_ctx_t *lc, ngx_str_t *key, time_t window_end);
+static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
+    ngx_http_vmx_limits_ctx_t *lc, u_char *key, size_t len);
+static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
+    ngx_uint_t force);
+static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
+    time_t window_end, ngx_http_vmx_limit_t *limit);
+static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
+static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
+static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
+    ngx_http_request_t *r);
+static void ngx_http_vmx_limits_waiter_gone(void *data);
+static void ngx_http_vmx_limits_waiter_release(
+    ngx_http_vmx_limits_waiter_t *w);
 
 
 static const char  *ngx_http_vmx_period_names[] = {
@@ -305,261 +365,487 @@ ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
 
 /*
  * Admits a request against every entry of the scopes, reserving one
- * request and ctx->estimate tokens in each, or answers why not: NGX_OK,
- * NGX_DECLINED (ctx->failure and ctx->retry_after say why), NGX_AGAIN (the
- * request waits for the cluster's grants: ctx->limits_event is posted when
- * they are in, and the admission is then tried again), NGX_ERROR.  attempt
- * is the index of the provider attempt the reservation belongs to, or -1
- * for the request's own scopes, the only ones that may wait.  Entries of
- * scopes marked "ahead" are only checked and their allowance refilled.
+ * request and ctx->estimate tokens in each, or answers why not: PASS, DENY
+ * (ctx->failure and ctx->retry_after say why), WAIT (the request waits for
+ * the cluster's grants: ctx->limits_event is posted when they are in, and
+ * the admission is then tried again), ERROR.  attempt is the index of the
+ * provider attempt the reservation belongs to, or -1 for the request's own
+ * scopes, the only ones that may wait.  Entries of scopes marked "ahead"
+ * are only checked and their allowance refilled.
  */
 
-ngx_int_t
+ngx_http_vmx_admit_e
 ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes, ngx_int_t attempt)
 {
-    time_t                        now, start, end, deny_end;
-    int64_t                       need_r, need_t;
-    ngx_str_t                     key;
-    ngx_uint_t                    s, i, n, k, first, cluster, wait, nwait;
-    ngx_uint_t                    nbg, short_r, short_t, deny_tokens;
-    ngx_msec_t                    timeout;
-    ngx_http_vmx_limit_t         *limit, *deny;
-    ngx_http_vmx_scope_t         *deny_scope;
-    ngx_http_vmx_reservation_t   *res;
-    ngx_http_vmx_ratelimit_t     *base;
-    ngx_http_vmx_limit_node_t    *node, *deny_node;
-    ngx_http_vmx_limit_node_t    *nodes[NGX_HTTP_VMX_MAX_RESERVATIONS];
-    ngx_http_vmx_limits_call_t   *waits[NGX_HTTP_VMX_MAX_RESERVATIONS];
-    ngx_http_vmx_limits_waiter_t *waiter;
-    ngx_http_vmx_limits_call_t   *bg[NGX_HTTP_VMX_MAX_RESERVATIONS];
-    ngx_http_vmx_limit_t         *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
-    ngx_http_vmx_limits_ctx_t    *lc;
-    ngx_http_vmx_main_conf_t     *mcf;
-    u_char                        buf[NGX_HTTP_VMX_LIMIT_KEY_MAX];
+    ngx_http_vmx_admit_e       rc;
+    ngx_http_vmx_admission_t   adm;
+    ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->limits_zone == NULL) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
-    lc = mcf->limits_zone->data;
-    now = ngx_time();
-    first = ctx->nreservations;
+    adm.lc = mcf->limits_zone->data;
+    adm.scopes = scopes;
+    adm.nscopes = nscopes;
+    adm.attempt = attempt;
+    adm.redis = (mcf->redis != NULL);
+
+    /*
+     * A round that waits and whose every grant fails to go out is decided
+     * again at once: it counted in ctx->limits_waits and granted nothing,
+     * so the second round does not wait.
+     */
+
+    for ( ;; ) {
+        rc = ngx_http_vmx_limits_round(r, ctx, &adm);
+
+        ngx_http_vmx_limits_send_refills(&adm,
+                                         rc == NGX_HTTP_VMX_ADMIT_ERROR);
+
+        if (rc != NGX_HTTP_VMX_ADMIT_WAIT) {
+            ngx_http_vmx_limits_drop_waits(&adm);
+
+            return (rc == NGX_HTTP_VMX_ADMIT_DENY)
+                   ? ngx_http_vmx_limits_deny(r, ctx, &adm) : rc;
+        }
+
+        if (ngx_http_vmx_limits_wait(r, ctx, &adm) != NGX_OK) {
+            return NGX_HTTP_VMX_ADMIT_ERROR;
+        }
+
+        if (ctx->limits_waiting) {
+            return NGX_HTTP_VMX_ADMIT_WAIT;
+        }
+    }
+}
+
+
+/*
+ * One round under the zone's lock: every entry decided first, then the
+ * reservation in all of them, or in none.
+ */
+
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    ngx_uint_t             s, i;
+    ngx_http_vmx_admit_e   rc;
+    ngx_http_vmx_limit_t  *limit;
+    ngx_http_vmx_scope_t  *scope;
+
+    adm->now = ngx_time();
+    adm->first = ctx->nreservations;
+    adm->n = 0;
+    adm->nwait = 0;
+    adm->nrefill = 0;
+    adm->deny = NULL;
 
     /* leases while this worker reaches Redis, the node's own usage else */
-    cluster = ngx_http_vmx_redis_up();
-    timeout = cluster ? ngx_http_vmx_redis_conf()->timeout : 0;
+    adm->cluster = ngx_http_vmx_redis_up();
+    adm->timeout = adm->cluster ? ngx_http_vmx_redis_conf()->timeout : 0;
 
     /* a grant taken by concurrent requests meanwhile: ask once more */
-    wait = cluster && attempt == -1
-           && (ctx->limits_waits == 0
-               || (ctx->limits_granted && ctx->limits_waits < 3));
+    adm->wait = adm->cluster && adm->attempt == -1
+                && (ctx->limits_waits == 0
+                    || (ctx->limits_granted && ctx->limits_waits < 3));
 
-    nwait = 0;
-    nbg = 0;
-    deny = NULL;
-    deny_scope = NULL;
-    deny_node = NULL;
-    deny_end = 0;
-    deny_tokens = 0;
-    short_r = 0;
+    ngx_shmtx_lock(&adm->lc->shpool->mutex);
 
-    ngx_shmtx_lock(&lc->shpool->mutex);
+    for (s = 0; s < adm->nscopes; s++) {
+        scope = &adm->scopes[s];
+        limit = scope->limits->elts;
 
-    /* first every check, then every reservation: all or nothing */
+        for (i = 0; i < scope->limits->nelts; i++) {
 
-    for (n = 0, s = 0; s < nscopes && deny == NULL; s++) {
-        limit = scopes[s].limits->elts;
-
-        for (i = 0; i < scopes[s].limits->nelts; i++) {
-
-            if (!scopes[s].ahead && first + n == NGX_HTTP_VMX_MAX_RESERVATIONS)
+            /* ctx->reservations is full: no more entries of the scope */
+            if (!scope->ahead
+                && adm->first + adm->n == NGX_HTTP_VMX_MAX_RESERVATIONS)
             {
                 break;
             }
 
-            ngx_http_vmx_limits_window(limit[i].period, now, &start, &end);
-            ngx_http_vmx_limits_key(&key, buf, &scopes[s], &limit[i], start,
-                                    &r->connection->addr_text);
+            rc = ngx_http_vmx_limits_lookup_entry(r, ctx, adm, scope,
+                                                  &limit[i]);
 
-            node = ngx_http_vmx_limits_node(lc, &key, end);
-            if (node == NULL) {
-                goto failed;
-            }
-
-            need_r = (limit[i].requests >= 0) ? 1 : 0;
-            need_t = (limit[i].tokens >= 0) ? ctx->estimate : 0;
-
-            if (cluster) {
-                short_r = (need_r > node->allow_requests);
-                short_t = (need_t > node->allow_tokens);
-
-                if (short_r || short_t) {
-
-                    if (wait) {
-                        if (nwait < NGX_HTTP_VMX_MAX_RESERVATIONS) {
-                            waits[nwait] = ngx_http_vmx_limits_call(&key, end,
-                                                                   &limit[i]);
-                            if (waits[nwait] == NULL) {
-                                goto failed;
-                            }
-
-                            waits[nwait]->want_requests = short_r ? need_r : 0;
-                            waits[nwait]->want_tokens = short_t ? need_t : 0;
-                            nwait++;
-                        }
-
-                        continue;
-                    }
-
-                    if (!scopes[s].ahead) {
-                        deny = &limit[i];
-                        deny_tokens = !short_r;
-                    }
-                }
-
-            } else if (!scopes[s].ahead) {
-
-                if (limit[i].requests >= 0
-                    && node->requests + 1 > limit[i].requests)
-                {
-                    deny = &limit[i];
-
-                } else if (limit[i].tokens >= 0
-                           && node->tokens + ctx->estimate > limit[i].tokens)
-                {
-                    deny = &limit[i];
-                    deny_tokens = 1;
-                }
-            }
-
-            if (deny) {
-                deny_scope = &scopes[s];
-                deny_node = node;
-                deny_end = end;
-            }
-
-            if (cluster && nbg < NGX_HTTP_VMX_MAX_RESERVATIONS
-                && (node->refill == 0
-                    || ngx_current_msec - node->refill > timeout)
-                && ((need_r && node->allow_requests - need_r
-                               < ngx_max(node->grant_requests / 2, 1))
-                    || (need_t && node->allow_tokens - need_t
-                                  < ngx_max(node->grant_tokens / 2, need_t))))
+            if (rc == NGX_HTTP_VMX_ADMIT_DENY
+                || rc == NGX_HTTP_VMX_ADMIT_ERROR)
             {
-                /* under the watermark: more in the background */
-
-                bg[nbg] = ngx_http_vmx_limits_call(&key, end, &limit[i]);
-                if (bg[nbg] == NULL) {
-                    goto failed;
-                }
-
-                bg[nbg]->refill = 1;
-                bg[nbg]->want_requests = need_r;
-                bg[nbg]->want_tokens = need_t ? ngx_max(need_t, 1) : 0;
-                node->refill = ngx_current_msec;
-                nbg++;
-            }
-
-            if (deny) {
-                break;
-            }
-
-            if (scopes[s].ahead) {
-                continue;
-            }
-
-            /* the key is kept to settle the reservation later */
-            res = &ctx->reservations[first + n];
-            ngx_memcpy(res->key, key.data, key.len);
-            res->len = key.len;
-            res->end = end;
-            res->attempt = attempt;
-            res->tokens = ctx->estimate;
-
-            limits[n] = &limit[i];
-            nodes[n++] = node;
-        }
-    }
-
-    if (nwait == 0) {
-        /*
-         * x-ratelimit-*: the request's own entries, and the attempt's; a
-         * refused request is not counted, an attempt refused before the
-         * one that serves is not shown
-         */
-        base = (attempt >= 0) ? ctx->ratelimit_own : ctx->ratelimit;
-        ngx_memmove(ctx->ratelimit, base, sizeof(ctx->ratelimit));
-
-        if (deny) {
-            ngx_http_vmx_limits_headers(ctx, deny, deny_node, cluster, 0,
-                                        now);
-        }
-
-        for (i = 0; i < n; i++) {
-            ngx_http_vmx_limits_headers(ctx, limits[i], nodes[i], cluster,
-                                        deny == NULL, now);
-        }
-
-        if (attempt < 0) {
-            ngx_memcpy(ctx->ratelimit_own, ctx->ratelimit,
-                       sizeof(ctx->ratelimit));
-        }
-    }
-
-    if (deny == NULL && nwait == 0) {
-
-        for (i = 0; i < n; i++) {
-            need_r = (limits[i]->requests >= 0) ? 1 : 0;
-            need_t = (limits[i]->tokens >= 0) ? ctx->estimate : 0;
-
-            nodes[i]->requests++;
-            nodes[i]->tokens += ctx->estimate;
-
-            if (cluster) {
-                nodes[i]->allow_requests -= need_r;
-                nodes[i]->allow_tokens -= need_t;
-
-            } else if (mcf->redis) {
-                /* for the cluster counters, once Redis is back */
-                nodes[i]->pending_requests += need_r;
-                nodes[i]->pending_tokens += need_t;
-                lc->sh->dirty = 1;
+                goto decided;
             }
         }
-
-        ctx->nreservations += n;
     }
 
-    ngx_shmtx_unlock(&lc->shpool->mutex);
+    rc = adm->nwait ? NGX_HTTP_VMX_ADMIT_WAIT : NGX_HTTP_VMX_ADMIT_PASS;
 
-    for (k = 0; k < nbg; k++) {
-        if (ngx_http_vmx_limits_send(bg[k]) != NGX_OK) {
-            ngx_http_vmx_limits_granted(NULL, bg[k]);
+decided:
+
+    /* a request that waits shows its headers once decided */
+    if (rc != NGX_HTTP_VMX_ADMIT_ERROR && adm->nwait == 0) {
+        ngx_http_vmx_limits_headers(ctx, adm);
+    }
+
+    if (rc == NGX_HTTP_VMX_ADMIT_PASS) {
+        ngx_http_vmx_limits_account(ctx, adm);
+    }
+
+    ngx_shmtx_unlock(&adm->lc->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * One entry: its counter found or made, its verdict, a refill of its
+ * allowance; PASS notes it for the reservation, WAIT for a grant.
+ */
+
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_lookup_entry(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm,
+    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit)
+{
+    time_t                       start, end;
+    ngx_str_t                    key;
+    ngx_http_vmx_admit_e         rc;
+    ngx_http_vmx_limit_node_t   *node;
+    ngx_http_vmx_reservation_t  *res;
+    u_char                       buf[NGX_HTTP_VMX_LIMIT_KEY_MAX];
+
+    ngx_http_vmx_limits_window(limit->period, adm->now, &start, &end);
+    ngx_http_vmx_limits_key(&key, buf, scope, limit, start,
+                            &r->connection->addr_text);
+
+    node = ngx_http_vmx_limits_node(adm->lc, &key, end);
+    if (node == NULL) {
+        return NGX_HTTP_VMX_ADMIT_ERROR;
+    }
+
+    rc = ngx_http_vmx_limits_decide(ctx, adm, scope, limit, node);
+
+    if (rc == NGX_HTTP_VMX_ADMIT_WAIT) {
+        return ngx_http_vmx_limits_ask(ctx, adm, &key, limit, node);
+    }
+
+    if (adm->cluster
+        && ngx_http_vmx_limits_refill(ctx, adm, &key, limit, node) != NGX_OK)
+    {
+        return NGX_HTTP_VMX_ADMIT_ERROR;
+    }
+
+    if (rc == NGX_HTTP_VMX_ADMIT_DENY || scope->ahead) {
+        return rc;
+    }
+
+    /* the key is kept to settle the reservation later */
+    res = &ctx->reservations[adm->first + adm->n];
+    ngx_memcpy(res->key, key.data, key.len);
+    res->len = key.len;
+    res->end = end;
+    res->attempt = adm->attempt;
+    res->tokens = ctx->estimate;
+
+    adm->limits[adm->n] = limit;
+    adm->nodes[adm->n++] = node;
+
+    return NGX_HTTP_VMX_ADMIT_PASS;
+}
+
+
+/*
+ * One entry's verdict: in a cluster the node's allowance decides, else its
+ * own usage.  An entry checked ahead refuses nothing: its scope's own turn
+ * comes in peer.get.
+ */
+
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_scope_t *scope,
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node)
+{
+    int64_t     need_r, need_t;
+    ngx_uint_t  tokens;
+
+    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+
+    if (adm->cluster) {
+        if (need_r <= node->allow_requests && need_t <= node->allow_tokens) {
+            return NGX_HTTP_VMX_ADMIT_PASS;
         }
-    }
 
-    if (deny) {
-        for (k = 0; k < nwait; k++) {
-            ngx_free(waits[k]);
+        if (adm->wait) {
+            return NGX_HTTP_VMX_ADMIT_WAIT;
         }
 
-        return ngx_http_vmx_limits_deny(r, ctx, deny_scope, deny,
-                                        deny_tokens, deny_end, now);
+        tokens = (need_r <= node->allow_requests);
+
+    } else if (limit->requests >= 0
+               && node->requests + 1 > limit->requests)
+    {
+        tokens = 0;
+
+    } else if (limit->tokens >= 0
+               && node->tokens + ctx->estimate > limit->tokens)
+    {
+        tokens = 1;
+
+    } else {
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
-    if (nwait == 0) {
+    if (scope->ahead) {
+        return NGX_HTTP_VMX_ADMIT_PASS;
+    }
+
+    adm->deny = limit;
+    adm->deny_scope = scope;
+    adm->deny_node = node;
+    adm->deny_end = node->window_end;
+    adm->deny_tokens = tokens;
+
+    return NGX_HTTP_VMX_ADMIT_DENY;
+}
+
+
+/* what a request takes of an entry: one request, the estimate, if limited */
+
+static void
+ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_limit_t *limit,
+    int64_t *requests, int64_t *tokens)
+{
+    *requests = (limit->requests >= 0) ? 1 : 0;
+    *tokens = (limit->tokens >= 0) ? ctx->estimate : 0;
+}
+
+
+/*
+ * A grant the request waits for: the measures the allowance is short of.
+ * Beyond the room for them, an entry waits in the next round.
+ */
+
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_ask(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_str_t *key,
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node)
+{
+    int64_t                      need_r, need_t;
+    ngx_http_vmx_limits_call_t  *call;
+
+    if (adm->nwait == NGX_HTTP_VMX_MAX_RESERVATIONS) {
+        return NGX_HTTP_VMX_ADMIT_WAIT;
+    }
+
+    call = ngx_http_vmx_limits_call(key, node->window_end, limit);
+    if (call == NULL) {
+        return NGX_HTTP_VMX_ADMIT_ERROR;
+    }
+
+    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+
+    call->want_requests = (need_r > node->allow_requests) ? need_r : 0;
+    call->want_tokens = (need_t > node->allow_tokens) ? need_t : 0;
+
+    adm->waits[adm->nwait++] = call;
+
+    return NGX_HTTP_VMX_ADMIT_WAIT;
+}
+
+
+/*
+ * An allowance under half its last grant asks for more in the background,
+ * once per Redis timeout, so that the next requests find it ready.
+ */
+
+static ngx_int_t
+ngx_http_vmx_limits_refill(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_str_t *key,
+    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node)
+{
+    int64_t                      need_r, need_t;
+    ngx_http_vmx_limits_call_t  *call;
+
+    if (adm->nrefill == NGX_HTTP_VMX_MAX_RESERVATIONS
+        || (node->refill && ngx_current_msec - node->refill <= adm->timeout))
+    {
         return NGX_OK;
     }
+
+    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+
+    if (!(need_r && node->allow_requests - need_r
+                    < ngx_max(node->grant_requests / 2, 1))
+        && !(need_t && node->allow_tokens - need_t
+                       < ngx_max(node->grant_tokens / 2, need_t)))
+    {
+        return NGX_OK;
+    }
+
+    call = ngx_http_vmx_limits_call(key, node->window_end, limit);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->refill = 1;
+    call->want_requests = need_r;
+    call->want_tokens = need_t ? ngx_max(need_t, 1) : 0;
+    node->refill = ngx_current_msec;
+
+    adm->refills[adm->nrefill++] = call;
+
+    return NGX_OK;
+}
+
+
+/*
+ * x-ratelimit-*: the request's own entries, and the attempt's; a refused
+ * request is not counted, an attempt refused before the one that serves is
+ * not shown
+ */
+
+static void
+ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    ngx_uint_t                 i;
+    ngx_http_vmx_ratelimit_t  *base;
+
+    base = (adm->attempt >= 0) ? ctx->ratelimit_own : ctx->ratelimit;
+    ngx_memmove(ctx->ratelimit, base, sizeof(ctx->ratelimit));
+
+    if (adm->deny) {
+        ngx_http_vmx_limits_remaining(ctx, adm, adm->deny, adm->deny_node, 0);
+    }
+
+    for (i = 0; i < adm->n; i++) {
+        ngx_http_vmx_limits_remaining(ctx, adm, adm->limits[i], adm->nodes[i],
+                                      adm->deny == NULL);
+    }
+
+    if (adm->attempt < 0) {
+        ngx_memcpy(ctx->ratelimit_own, ctx->ratelimit, sizeof(ctx->ratelimit));
+    }
+}
+
+
+/*
+ * The entry with the fewest requests and tokens left, after this request
+ * when it is admitted
+ */
+
+static void
+ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit,
+    ngx_http_vmx_limit_node_t *node, ngx_uint_t admitted)
+{
+    int64_t                    left, used_r, used_t;
+    ngx_http_vmx_ratelimit_t  *rl;
+
+    /* in a cluster: what was granted, less this node's unused allowance */
+    used_r = adm->cluster ? node->cluster_requests - node->allow_requests
+                          : node->requests;
+    used_t = adm->cluster ? node->cluster_tokens - node->allow_tokens
+                          : node->tokens;
+
+    if (limit->requests >= 0) {
+        left = limit->requests - used_r - (admitted ? 1 : 0);
+        rl = &ctx->ratelimit[0];
+
+        if (!rl->set || left < rl->remaining) {
+            rl->set = 1;
+            rl->limit = limit->requests;
+            rl->remaining = ngx_max(left, 0);
+            rl->reset = (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
+                        ? -1 : node->window_end - adm->now;
+        }
+    }
+
+    if (limit->tokens >= 0) {
+        left = limit->tokens - used_t - (admitted ? ctx->estimate : 0);
+        rl = &ctx->ratelimit[1];
+
+        if (!rl->set || left < rl->remaining) {
+            rl->set = 1;
+            rl->limit = limit->tokens;
+            rl->remaining = ngx_max(left, 0);
+            rl->reset = (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
+                        ? -1 : node->window_end - adm->now;
+        }
+    }
+}
+
+
+/* every entry passed: one request and the estimate are reserved in each */
+
+static void
+ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    int64_t                     need_r, need_t;
+    ngx_uint_t                  i;
+    ngx_http_vmx_limit_node_t  *node;
+
+    for (i = 0; i < adm->n; i++) {
+        node = adm->nodes[i];
+
+        ngx_http_vmx_limits_need(ctx, adm->limits[i], &need_r, &need_t);
+
+        node->requests++;
+        node->tokens += ctx->estimate;
+
+        if (adm->cluster) {
+            node->allow_requests -= need_r;
+            node->allow_tokens -= need_t;
+
+        } else if (adm->redis) {
+            /* for the cluster counters, once Redis is back */
+            node->pending_requests += need_r;
+            node->pending_tokens += need_t;
+            adm->lc->sh->dirty = 1;
+        }
+    }
+
+    ctx->nreservations += adm->n;
+}
+
+
+/* out of the lock: the refills go, or, after a failure, are given up */
+
+static void
+ngx_http_vmx_limits_send_refills(ngx_http_vmx_admission_t *adm,
+    ngx_uint_t failed)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < adm->nrefill; i++) {
+        if (failed || ngx_http_vmx_limits_send(adm->refills[i]) != NGX_OK) {
+            /* clears the node's refill: the next request asks again */
+            ngx_http_vmx_limits_granted(NULL, adm->refills[i]);
+        }
+    }
+
+    adm->nrefill = 0;
+}
+
+
+/*
+ * The grants the request waits for go out; ctx->limits_waiting counts
+ * those that went, and the last of their answers resumes the request.
+ */
+
+static ngx_int_t
+ngx_http_vmx_limits_wait(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    ngx_uint_t                     i;
+    ngx_http_vmx_limits_waiter_t  *waiter;
 
     waiter = ngx_http_vmx_limits_waiter(r);
     if (waiter == NULL) {
-        for (k = 0; k < nwait; k++) {
-            ngx_free(waits[k]);
-        }
-
+        ngx_http_vmx_limits_drop_waits(adm);
         return NGX_ERROR;
     }
 
@@ -567,41 +853,95 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ctx->limits_granted = 0;
     ctx->limits_waiting = 0;
 
-    for (k = 0; k < nwait; k++) {
-        waits[k]->waiter = waiter;
+    for (i = 0; i < adm->nwait; i++) {
+        adm->waits[i]->waiter = waiter;
         waiter->refs++;
 
-        if (ngx_http_vmx_limits_send(waits[k]) == NGX_OK) {
+        if (ngx_http_vmx_limits_send(adm->waits[i]) == NGX_OK) {
             ctx->limits_waiting++;
 
         } else {
             waiter->refs--;
-            ngx_free(waits[k]);
+            ngx_free(adm->waits[i]);
         }
     }
+
+    adm->nwait = 0;
 
     if (ctx->limits_waiting) {
         /* a client that closes meanwhile ends the request (499) */
         r->read_event_handler = ngx_http_test_reading;
-        return NGX_AGAIN;
     }
 
-    /* the link failed meanwhile: decide without waiting */
-    return ngx_http_vmx_limits_admit(r, ctx, scopes, nscopes, attempt);
+    return NGX_OK;
+}
 
-failed:
 
-    ngx_shmtx_unlock(&lc->shpool->mutex);
+static void
+ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm)
+{
+    ngx_uint_t  i;
 
-    for (k = 0; k < nwait; k++) {
-        ngx_free(waits[k]);
+    for (i = 0; i < adm->nwait; i++) {
+        ngx_free(adm->waits[i]);
     }
 
-    for (k = 0; k < nbg; k++) {
-        ngx_http_vmx_limits_granted(NULL, bg[k]);
+    adm->nwait = 0;
+}
+
+
+/* the refusal in words and its Retry-After, for the 429 */
+
+static ngx_http_vmx_admit_e
+ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_uint_t             tokens;
+    ngx_http_vmx_limit_t  *limit;
+    ngx_http_vmx_scope_t  *scope;
+
+    limit = adm->deny;
+    scope = adm->deny_scope;
+    tokens = adm->deny_tokens;
+
+    len = sizeof("API key \"\" has reached its limit of  tokens per "
+                 "lifetime") + scope->name.len + NGX_INT64_LEN;
+
+    p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
-    return NGX_ERROR;
+    ctx->failure.data = p;
+
+    if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
+        p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
+                        scope->level, &scope->name,
+                        tokens ? limit->tokens : limit->requests,
+                        tokens ? "tokens" : "requests");
+
+    } else {
+        p = ngx_sprintf(p, "%s \"%V\" has reached its limit of %L %s per %s",
+                        scope->level, &scope->name,
+                        tokens ? limit->tokens : limit->requests,
+                        tokens ? "tokens" : "requests",
+                        ngx_http_vmx_period_names[limit->period]);
+    }
+
+    ctx->failure.len = p - ctx->failure.data;
+
+    if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
+        ctx->retry_after.data = p;
+        p = ngx_sprintf(p, "%T", ngx_max(adm->deny_end - adm->now, 1));
+        ctx->retry_after.len = p - ctx->retry_after.data;
+
+    } else {
+        ngx_str_null(&ctx->retry_after);
+    }
+
+    return NGX_HTTP_VMX_ADMIT_DENY;
 }
 
 
@@ -709,97 +1049,98 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-static ngx_int_t
-ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit,
-    ngx_flag_t tokens, time_t end, time_t now)
+/* windows are fixed and aligned to UTC */
+
+static void
+ngx_http_vmx_limits_window(ngx_uint_t period, time_t now, time_t *start,
+    time_t *end)
 {
-    u_char  *p;
-    size_t   len;
+    time_t    days;
+    ngx_tm_t  tm;
+    ngx_int_t year, month;
 
-    len = sizeof("API key \"\" has reached its limit of  tokens per "
-                 "lifetime") + scope->name.len + NGX_INT64_LEN;
+    switch (period) {
 
-    p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
+    case NGX_HTTP_VMX_PERIOD_MINUTE:
+        *start = now - now % 60;
+        *end = *start + 60;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_HOUR:
+        *start = now - now % 3600;
+        *end = *start + 3600;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_DAY:
+        *start = now - now % 86400;
+        *end = *start + 86400;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_WEEK:
+        /* ISO weeks start on Monday; January 1, 1970 was a Thursday */
+        days = now / 86400;
+        *start = (days - (days + 3) % 7) * 86400;
+        *end = *start + 7 * 86400;
+        return;
+
+    case NGX_HTTP_VMX_PERIOD_MONTH:
+        ngx_gmtime(now, &tm);
+        year = tm.ngx_tm_year;
+        month = tm.ngx_tm_mon;
+        *start = ngx_http_vmx_days_from_civil(year, month, 1) * 86400;
+        *end = (month == 12
+                ? ngx_http_vmx_days_from_civil(year + 1, 1, 1)
+                : ngx_http_vmx_days_from_civil(year, month + 1, 1)) * 86400;
+        return;
+
+    default: /* lifetime */
+        *start = 0;
+        *end = NGX_MAX_TIME_T_VALUE;
+        return;
     }
+}
 
-    ctx->failure.data = p;
 
-    if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
-        p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
-                        scope->level, &scope->name,
-                        tokens ? limit->tokens : limit->requests,
-                        tokens ? "tokens" : "requests");
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
 
-    } else {
-        p = ngx_sprintf(p, "%s \"%V\" has reached its limit of %L %s per %s",
-                        scope->level, &scope->name,
-                        tokens ? limit->tokens : limit->requests,
-                        tokens ? "tokens" : "requests",
-                        ngx_http_vmx_period_names[limit->period]);
-    }
+time_t
+ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d)
+{
+    ngx_int_t  era, yoe, doy, doe;
 
-    ctx->failure.len = p - ctx->failure.data;
+    y -= (m <= 2);
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
 
-    if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
-        ctx->retry_after.data = p;
-        ctx->retry_after.len = ngx_sprintf(p, "%T", ngx_max(end - now, 1))
-                               - p;
-
-    } else {
-        ngx_str_null(&ctx->retry_after);
-    }
-
-    return NGX_DECLINED;
+    return (time_t) (era * 146097 + doe - 719468);
 }
 
 
 /*
- * x-ratelimit-*: the entry with the fewest requests and tokens left, after
- * this request when it is admitted
+ * scope kind, id, period, window start and, per address, the address: the
+ * counter's name in Redis too
  */
 
 static void
-ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node,
-    ngx_uint_t cluster, ngx_uint_t admitted, time_t now)
+ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
+    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
+    ngx_str_t *addr)
 {
-    int64_t                    left, used_r, used_t;
-    ngx_http_vmx_ratelimit_t  *rl;
+    u_char  *p;
 
-    /* in a cluster: what was granted, less this node's unused allowance */
-    used_r = cluster ? node->cluster_requests - node->allow_requests
-                     : node->requests;
-    used_t = cluster ? node->cluster_tokens - node->allow_tokens
-                     : node->tokens;
+    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
+                    ngx_min(scope->id.len, 36), scope->id.data,
+                    limit->period, start);
 
-    if (limit->requests >= 0) {
-        left = limit->requests - used_r - (admitted ? 1 : 0);
-        rl = &ctx->ratelimit[0];
-
-        if (!rl->set || left < rl->remaining) {
-            rl->set = 1;
-            rl->limit = limit->requests;
-            rl->remaining = ngx_max(left, 0);
-            rl->reset = (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
-                        ? -1 : node->window_end - now;
-        }
+    if (limit->per_address) {
+        p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),
+                        addr->data);
     }
 
-    if (limit->tokens >= 0) {
-        left = limit->tokens - used_t - (admitted ? ctx->estimate : 0);
-        rl = &ctx->ratelimit[1];
-
-        if (!rl->set || left < rl->remaining) {
-            rl->set = 1;
-            rl->limit = limit->tokens;
-            rl->remaining = ngx_max(left, 0);
-            rl->reset = (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
-                        ? -1 : node->window_end - now;
-        }
-    }
+    key->data = buf;
+    key->len = p - buf;
 }
 
 
@@ -918,101 +1259,6 @@ ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc, ngx_uint_t force)
         ngx_rbtree_delete(&lc->sh->rbtree, node);
         ngx_slab_free_locked(lc->shpool, node);
     }
-}
-
-
-/* windows are fixed and aligned to UTC */
-
-static void
-ngx_http_vmx_limits_window(ngx_uint_t period, time_t now, time_t *start,
-    time_t *end)
-{
-    time_t    days;
-    ngx_tm_t  tm;
-    ngx_int_t year, month;
-
-    switch (period) {
-
-    case NGX_HTTP_VMX_PERIOD_MINUTE:
-        *start = now - now % 60;
-        *end = *start + 60;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_HOUR:
-        *start = now - now % 3600;
-        *end = *start + 3600;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_DAY:
-        *start = now - now % 86400;
-        *end = *start + 86400;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_WEEK:
-        /* ISO weeks start on Monday; January 1, 1970 was a Thursday */
-        days = now / 86400;
-        *start = (days - (days + 3) % 7) * 86400;
-        *end = *start + 7 * 86400;
-        return;
-
-    case NGX_HTTP_VMX_PERIOD_MONTH:
-        ngx_gmtime(now, &tm);
-        year = tm.ngx_tm_year;
-        month = tm.ngx_tm_mon;
-        *start = ngx_http_vmx_days_from_civil(year, month, 1) * 86400;
-        *end = (month == 12
-                ? ngx_http_vmx_days_from_civil(year + 1, 1, 1)
-                : ngx_http_vmx_days_from_civil(year, month + 1, 1)) * 86400;
-        return;
-
-    default: /* lifetime */
-        *start = 0;
-        *end = NGX_MAX_TIME_T_VALUE;
-        return;
-    }
-}
-
-
-/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
-
-time_t
-ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d)
-{
-    ngx_int_t  era, yoe, doy, doe;
-
-    y -= (m <= 2);
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return (time_t) (era * 146097 + doe - 719468);
-}
-
-
-/*
- * scope kind, id, period, window start and, per address, the address: the
- * counter's name in Redis too
- */
-
-static void
-ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
-    ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit, time_t start,
-    ngx_str_t *addr)
-{
-    u_char  *p;
-
-    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
-                    ngx_min(scope->id.len, 36), scope->id.data,
-                    limit->period, start);
-
-    if (limit->per_address) {
-        p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),
-                        addr->data);
-    }
-
-    key->data = buf;
-    key->len = p - buf;
 }
 
 

@@ -1001,6 +1001,7 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     uint64_t                    started;
     ngx_int_t                   rc;
     ngx_uint_t                  i, j, n;
+    ngx_http_vmx_admit_e        admit;
     ngx_http_vmx_scope_t       *scopes;
     ngx_http_vmx_connection_t  *conn;
     ngx_http_vmx_main_conf_t   *mcf;
@@ -1053,23 +1054,27 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->limits_event.data = r;
     ctx->limits_event.log = r->connection->log;
 
-    rc = ngx_http_vmx_limits_admit(r, ctx, scopes, n, -1);
+    admit = ngx_http_vmx_limits_admit(r, ctx, scopes, n, -1);
 
     ctx->gate_usec += ngx_http_vmx_usec() - started;
 
-    if (rc == NGX_AGAIN) {
+    if (admit == NGX_HTTP_VMX_ADMIT_WAIT) {
         return NGX_AGAIN;
     }
 
     /* a refusal names the model the request would have gone to */
     ctx->target = ctx->plan[0];
 
-    if (rc == NGX_DECLINED) {
+    switch (admit) {
+
+    case NGX_HTTP_VMX_ADMIT_PASS:
+        break;
+
+    case NGX_HTTP_VMX_ADMIT_DENY:
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "resource_exhausted", &ctx->failure);
-    }
 
-    if (rc != NGX_OK) {
+    default: /* NGX_HTTP_VMX_ADMIT_ERROR */
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -46,6 +46,16 @@
 #define NGX_HTTP_VMX_EPOCH_LEN           24
 
 
+/* what admission against capacity entries decides */
+
+typedef enum {
+    NGX_HTTP_VMX_ADMIT_PASS = 0,
+    NGX_HTTP_VMX_ADMIT_WAIT,            /* for the cluster's grants */
+    NGX_HTTP_VMX_ADMIT_DENY,            /* a limit is reached: 429 */
+    NGX_HTTP_VMX_ADMIT_ERROR
+} ngx_http_vmx_admit_e;
+
+
 /* a capacity entry: requests and tokens per period, -1 when not limited */
 
 typedef struct {
@@ -579,7 +589,7 @@ u_char *ngx_http_vmx_spool_metrics(ngx_http_request_t *r, u_char *p,
 /* ngx_http_vmx_limits.c */
 char *ngx_http_vmx_limits_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_vmx_limits_admit(ngx_http_request_t *r,
+ngx_http_vmx_admit_e ngx_http_vmx_limits_admit(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes,
     ngx_int_t attempt);
 void ngx_http_vmx_limits_settle(ngx_http_request_t *r,

@@ -1816,15 +1816,17 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     scope.name = conn->name;
     scope.limits = &conn->limits;
 
-    rc = ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
-                                   (ngx_int_t) ctx->nattempts - 1);
+    switch (ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
+                                      (ngx_int_t) ctx->nattempts - 1))
+    {
+    case NGX_HTTP_VMX_ADMIT_PASS:
+        break;
 
-    if (rc == NGX_DECLINED) {
+    case NGX_HTTP_VMX_ADMIT_DENY:
         ctx->capacity_failures++;
         return NGX_DECLINED;
-    }
 
-    if (rc != NGX_OK) {
+    default: /* NGX_HTTP_VMX_ADMIT_ERROR: only the gate waits */
         return NGX_ERROR;
     }
 
