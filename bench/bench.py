@@ -46,7 +46,7 @@ answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1: also measure the
 paths), BENCH_PROVIDER_DURATION (5s per path), BENCH_PROVIDER_WARMUP (1s), BENCH_LIMITS (1:
 the Redis-backed admission), BENCH_LIMITS_DURATION (5s per measure), BENCH_LATENCY_DURATION
 (20s), BENCH_SYSCALL_DURATION (3s), BENCH_SOAK (300 seconds, 0: none),
-BENCH_SOAK_CONNECTIONS (2), BENCH_SOAK_DELAY_MS (5), BENCH_PROFILE_DURATION (3s per profile
+BENCH_SOAK_CONNECTIONS (4), BENCH_SOAK_DELAY_MS (2), BENCH_PROFILE_DURATION (3s per profile
 of a miss), BENCH_AUDIT (1: also measure the gateway with auditing off, its nginx reloaded
 without `vmx_audit_spool`, against auditing on twice each way: the data plane alone, the
 control plane paused (SIGSTOP) so the records wait in the spool and are stored after the
@@ -94,8 +94,8 @@ LIMITS_DURATION = os.environ.get("BENCH_LIMITS_DURATION", "5s")
 LATENCY_DURATION = os.environ.get("BENCH_LATENCY_DURATION", "20s")
 SYSCALL_DURATION = os.environ.get("BENCH_SYSCALL_DURATION", "3s")
 SOAK = int(os.environ.get("BENCH_SOAK", "300"))
-SOAK_CONNECTIONS = os.environ.get("BENCH_SOAK_CONNECTIONS", "2")
-SOAK_DELAY_MS = int(os.environ.get("BENCH_SOAK_DELAY_MS", "5"))
+SOAK_CONNECTIONS = os.environ.get("BENCH_SOAK_CONNECTIONS", "4")
+SOAK_DELAY_MS = int(os.environ.get("BENCH_SOAK_DELAY_MS", "2"))
 PROFILE_DURATION = os.environ.get("BENCH_PROFILE_DURATION", "3s")
 
 COMPLETION = {
@@ -369,7 +369,8 @@ def free_port():
 
 
 def wrk(url, path, key, stream, duration, model=None, cpus=None, threads=None,
-        connections=None, delay_ms=None):
+        connections=None, delay_ms=None, every=None):
+    """wrk's results; every: (seconds, function called each time they pass while it runs)."""
     env = dict(os.environ, BENCH_KEY=key or "",
                BENCH_MODEL=model or ("bench" if key else "gpt-bench"),
                BENCH_STREAM="1" if stream else "0", BENCH_PATH=path)
@@ -377,10 +378,21 @@ def wrk(url, path, key, stream, duration, model=None, cpus=None, threads=None,
         env["BENCH_DELAY_MS"] = str(delay_ms)
     cmd = ["wrk", "-t", threads or THREADS, "-c", connections or CONNECTIONS, "-d", duration,
            "-s", str(BENCH / "post.lua"), url + path]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                       preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    out = r.stdout + r.stderr
-    if r.returncode != 0:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, preexec_fn=(lambda: os.sched_setaffinity(0, cpus))
+                            if cpus else None)
+    try:
+        while True:
+            try:
+                out = proc.communicate(timeout=every[0] if every else None)[0]
+                break
+            except subprocess.TimeoutExpired:
+                every[1]()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {out}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     pct = re.search(r"^percentiles_us p50=(\d+) p99=(\d+)$", out, re.M)
@@ -548,23 +560,14 @@ def rss_kib(pids):
 
 def soak(gw, key, model):
     """BENCH_SOAK seconds at a moderate load (BENCH_SOAK_CONNECTIONS connections, each pausing
-    BENCH_SOAK_DELAY_MS before a request): the gateway workers' RSS every 5 s."""
-    from concurrent.futures import ThreadPoolExecutor, wait
+    BENCH_SOAK_DELAY_MS before a request): the gateway workers' RSS every 5 s of it."""
     pids = gw.worker_pids()
     samples = []
-    with ThreadPoolExecutor(1) as pool:
-        load = pool.submit(measure, "soak", gw.url, key, False, f"{SOAK}s",
-                           model, warmup=None, threads="1", connections=SOAK_CONNECTIONS,
-                           delay_ms=SOAK_DELAY_MS)
-        t0 = time.time()
-        time.sleep(1)
-        while not load.done():
-            samples.append((time.time() - t0, rss_kib(pids)))
-            wait([load], timeout=5)
-        res = load.result()
-    samples.append((time.time() - t0, rss_kib(pids)))
-    if gw.worker_pids() != pids:
-        raise RuntimeError("soak: a gateway worker exited meanwhile")
+    res = measure("soak", gw.url, key, False, f"{SOAK}s", model, warmup=None, threads="1",
+                  connections=SOAK_CONNECTIONS, delay_ms=SOAK_DELAY_MS,
+                  every=(5, lambda: samples.append(rss_kib(pids))))
+    if gw.worker_pids() != pids or not samples:
+        raise RuntimeError("soak: a gateway worker exited meanwhile, or no sample was taken")
     return res, samples
 
 
@@ -618,11 +621,10 @@ def strace_top(table, n=12):
 
 
 def soak_check(samples):
-    start, end = samples[0][1], samples[-1][1]
+    start, end = samples[0], samples[-1]
     return [("gateway workers' RSS over the soak",
-             f"{start} -> {end} KiB (max {max(kib for _, kib in samples)})",
-             "end <= 1.1 x start", end <= start * 1.1,
-             ["RSS KiB every 5 s: " + " ".join(str(kib) for _, kib in samples)])]
+             f"{start} -> {end} KiB (max {max(samples)})", "end <= 1.1 x start",
+             end <= start * 1.1, ["RSS KiB every 5 s: " + " ".join(map(str, samples))])]
 
 
 def cp_counters(cp, dataplane):
@@ -1082,7 +1084,7 @@ def main():
             print()
             print(f"soak: {SOAK} s, {SOAK_CONNECTIONS} connections pausing {SOAK_DELAY_MS} ms "
                   f"before each request ({r['rps']:.0f} req/s); gateway workers' RSS KiB every "
-                  "5 s: " + " ".join(str(kib) for _, kib in samples))
+                  "5 s: " + " ".join(map(str, samples)))
             checks += soak_check(samples)
 
         print()
