@@ -576,7 +576,8 @@ def targets(rows, latency, calls, native_rows, passthrough, redis_rows, gw, gwr,
     the closing note of a miss: texts, and profiles to take as (server, stream, resource,
     connections))."""
     out = []
-    by = {(name, target): r for name, target, r in rows}
+    by = {(name, target): mean([r for n, t, r in rows if (n, t) == (name, target)])
+          for name, target, _ in rows}
     for name, stream in (("json", False), ("stream", True)):
         if (name, "gateway") not in by:
             continue
@@ -611,6 +612,13 @@ def targets(rows, latency, calls, native_rows, passthrough, redis_rows, gw, gwr,
                 else "perf stat counts no breakdown by system call")
         out.append(("system calls per request", f"{gc:.2f} (baseline {bc:.2f})",
                     f"<= {bc + 1:.2f}", gc <= bc + 1, [note]))
+    return out
+
+
+def mean(results):
+    """The mean of measures: req/s, percentiles, CPU microseconds per request."""
+    out = {k: sum(r[k] for r in results) / len(results) for k in ("rps", "p50", "p99")}
+    out["cpu"] = {k: sum(r["cpu"][k] for r in results) / len(results) for k in results[0]["cpu"]}
     return out
 
 
@@ -896,10 +904,13 @@ def main():
 
         scenarios = [("json", False)] + ([("stream", True)] if STREAM else [])
         bpaths = {False: "/v1/chat/completions", True: "/stream/v1/chat/completions"}
+        # baseline, gateway, gateway, baseline: the machine's other load drifting meanwhile
+        # weighs on both alike
         rows = []
         for name, stream in scenarios:
-            for target, server, k, m in (("baseline", base, None, None),
-                                         ("gateway", gw, limited, routed[stream])):
+            b = ("baseline", base, None, None)
+            g = ("gateway", gw, limited, routed[stream])
+            for target, server, k, m in (b, g, g, b):
                 rows.append((name, target, measure(
                     f"{name} {target}", server.url, k, stream, DURATION, m,
                     bpaths[stream] if server is base else "/v1/chat/completions",
@@ -935,7 +946,7 @@ def main():
                                                         PROVIDER_DURATION, rname)))
             ref.append(measure(f"{mode} pass-through", gw.url, limited, stream,
                                PROVIDER_DURATION, routed[stream]))
-            passthrough[mode] = {k: (ref[0][k] + ref[1][k]) / 2 for k in ("rps", "p50", "p99")}
+            passthrough[mode] = mean(ref)
         gw.check_error_log(everything=True)
 
         redis_rows = bench_redis(gw, gwr, limited, routed[False]) if gwr else []
