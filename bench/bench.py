@@ -477,34 +477,45 @@ def bench_redis(gw, gwr, key, model):
     return rows
 
 
+def traced(cmd, err, run, attached=0):
+    """run() while the tracer cmd (strace, perf) watches, its complaints in err; then SIGINT
+    has it write its summary. None when it quit before run(). attached: the pids strace
+    must say it attached to first."""
+    with open(err, "w") as f:
+        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        deadline = time.time() + 5
+        while (err.read_text().count(" attached") < attached and tracer.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return run() if tracer.poll() is None else None
+    finally:
+        if tracer.poll() is None:
+            tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+
+
 def syscalls(pids, url, path, key, stream, model, out):
     """System calls of pids per request served during BENCH_SYSCALL_DURATION at concurrency 1,
     counted by `strace -c -f` (`perf stat` when strace is missing): (calls per request, the
     strace table or None, why not when None)."""
     pids = sorted(pids)
     if shutil.which("strace"):
-        cmd = ["strace", "-c", "-f", "-S", "calls", "-o", str(out)] + [a for p in pids for a in ("-p", str(p))]
+        cmd = ["strace", "-c", "-f", "-S", "calls", "-o", str(out)]
+        cmd += [a for p in pids for a in ("-p", str(p))]
     elif shutil.which("perf"):
         cmd = ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o", str(out),
                "-p", ",".join(map(str, pids))]
     else:
         return None, None, "neither strace nor perf is installed"
     err = out.with_suffix(".err")
-    with open(err, "w") as f:
-        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f)
-    try:
-        deadline = time.time() + 5       # strace says "Process N attached" once per pid
-        while (cmd[0] == "strace" and err.read_text().count(" attached") < len(pids)
-               and tracer.poll() is None and time.time() < deadline):
-            time.sleep(0.05)
-        time.sleep(0.2)
-        if tracer.poll() is not None:
-            return None, None, f"{cmd[0]} failed: {err.read_text().strip()[-300:]}"
-        res = measure("syscalls", url, key, stream, SYSCALL_DURATION, model, path,
-                      warmup=None, threads="1", connections="1")
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=30)
+    res = traced(cmd, err, lambda: measure("syscalls", url, key, stream, SYSCALL_DURATION,
+                                           model, path, warmup=None, threads="1",
+                                           connections="1"),
+                 attached=len(pids) if cmd[0] == "strace" else 0)
+    if res is None:
+        return None, None, f"{cmd[0]} failed: {err.read_text().strip()[-300:]}"
     text = out.read_text() if out.exists() else ""
     if cmd[0] == "strace":
         total = [line.split() for line in text.splitlines() if line.endswith(" total")]
@@ -519,27 +530,19 @@ def syscalls(pids, url, path, key, stream, model, out):
 
 def profile(pids, url, key, stream, model, out, connections=None):
     """`perf record` of pids while wrk runs BENCH_PROFILE_DURATION: the top of the report by
-    process, object and function, or why there is none."""
+    process and object, then by function, or why there is none."""
     if not shutil.which("perf"):
         return "no profile: perf is not installed"
     err = out.with_suffix(".err")
-    with open(err, "w") as f:
-        rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", str(out), "-p",
-                                ",".join(map(str, sorted(pids)))],
-                               stdout=subprocess.DEVNULL, stderr=f)
-    try:
-        time.sleep(0.5)
-        if rec.poll() is not None:
-            return f"no profile: perf record failed: {err.read_text().strip()[-300:]}"
-        wrk(url, "/v1/chat/completions", key, stream, PROFILE_DURATION, model,
-            threads="1" if connections == "1" else None, connections=connections)
-    finally:
-        rec.send_signal(signal.SIGINT)
-        rec.wait(timeout=60)
+    cmd = ["perf", "record", "-F", "999", "-o", str(out), "-p", ",".join(map(str, sorted(pids)))]
+    if traced(cmd, err, lambda: wrk(url, "/v1/chat/completions", key, stream, PROFILE_DURATION,
+                                    model, threads="1" if connections == "1" else None,
+                                    connections=connections)) is None:
+        return f"no profile: perf record failed: {err.read_text().strip()[-300:]}"
     text = []
-    for sort, limit, n in (("comm,dso", "1", 12), ("comm,dso,sym", "1", 20)):
+    for sort, n in (("comm,dso", 12), ("comm,dso,sym", 20)):
         r = subprocess.run(["perf", "report", "--stdio", "-i", str(out), "--sort", sort,
-                            "--percent-limit", limit], capture_output=True, text=True)
+                            "--percent-limit", "1"], capture_output=True, text=True)
         lines = [line.rstrip() for line in r.stdout.splitlines()
                  if line.strip() and not line.startswith("#")]
         if not lines:
@@ -903,34 +906,30 @@ def main():
                     "PostgreSQL": postgres_pids(pg), "fake provider": fake.worker_pids()}
 
         scenarios = [("json", False)] + ([("stream", True)] if STREAM else [])
-        bpaths = {False: "/v1/chat/completions", True: "/stream/v1/chat/completions"}
+
+        def pair(stream):
+            """The baseline and the gateway: (target, server, key, model, path)."""
+            return (("baseline", base, None, None,
+                     "/stream/v1/chat/completions" if stream else "/v1/chat/completions"),
+                    ("gateway", gw, limited, routed[stream], "/v1/chat/completions"))
+
         # baseline, gateway, gateway, baseline: the machine's other load drifting meanwhile
         # weighs on both alike
         rows = []
         for name, stream in scenarios:
-            b = ("baseline", base, None, None)
-            g = ("gateway", gw, limited, routed[stream])
-            for target, server, k, m in (b, g, g, b):
+            b, g = pair(stream)
+            for target, server, k, m, path in (b, g, g, b):
                 rows.append((name, target, measure(
-                    f"{name} {target}", server.url, k, stream, DURATION, m,
-                    bpaths[stream] if server is base else "/v1/chat/completions",
+                    f"{name} {target}", server.url, k, stream, DURATION, m, path,
                     warmup=WARMUP, groups=groups(server))))
             gw.check_error_log(everything=True)
 
-        latency = {}
-        for target, server, k, m in (("baseline", base, None, None),
-                                     ("gateway", gw, limited, routed[False])):
-            latency[target] = measure(f"latency {target}", server.url, k, False,
-                                      LATENCY_DURATION, m, bpaths[False] if server is base
-                                      else "/v1/chat/completions", threads="1",
-                                      connections="1")
-
-        calls = {}
-        for target, server, k, m in (("baseline", base, None, None),
-                                     ("gateway", gw, limited, routed[False])):
-            calls[target] = syscalls(server.worker_pids(), server.url,
-                                     bpaths[False] if server is base else "/v1/chat/completions",
-                                     k, False, m, work / f"syscalls-{target}.txt")
+        latency = {target: measure(f"latency {target}", server.url, k, False, LATENCY_DURATION,
+                                   m, path, threads="1", connections="1")
+                   for target, server, k, m, path in pair(False)}
+        calls = {target: syscalls(server.worker_pids(), server.url, path, k, False, m,
+                                  work / f"syscalls-{target}.txt")
+                 for target, server, k, m, path in pair(False)}
 
         # each mode's translations between two measures of the OpenAI pass-through, whose
         # mean is their reference: the machine's other load drifts less between neighbours
