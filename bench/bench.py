@@ -1,20 +1,35 @@
 #!/usr/bin/python3
-"""Throughput and latency of the gateway against a bare nginx proxy, in one run.
+"""The targets of the gateway's performance against a bare nginx proxy, in one run.
 
 Starts on loopback free ports:
   - a fake provider: nginx answering a canned chat.completion (`return 200`),
-  - the baseline: nginx `proxy_pass` to it (keepalive upstream),
-  - the gateway: PostgreSQL + control plane + nginx with the module, a connection
-    whose baseUrl is the fake provider, a resource and an API key,
-then runs wrk (bench/post.lua) against the baseline and the gateway and prints
-requests/s, p50 and p99 latency of both and the ratios gateway/baseline.
+  - the baseline: nginx `proxy_pass` to it (keepalive upstream), with the gateway's access
+    log (conf/nginx.conf.in's format and buffering),
+  - the gateway: PostgreSQL + control plane + nginx with the module, a connection whose
+    baseUrl is the fake provider, resources with routing rules evaluated on each request
+    (groups that do not match, then one to the same model), an API key whose capacity is
+    admitted in the local zone and never reached, auditing on,
+then measures with wrk (bench/post.lua) and ends with one table of the targets, each with
+the measured value and PASS or MISS, and a closing note with the profile of each miss
+(`perf record` of the gateway's workers, control plane and PostgreSQL; the strace table of
+the system calls; the RSS samples):
+  - the gateway's requests/s over the baseline's, JSON and streamed (>= 0.90);
+  - Redis-backed admission (a second gateway with vmx_redis, configured and ingested by the
+    same control plane) over local admission, in turns (>= 0.95);
+  - the Anthropic, Gemini and Bedrock translations over the gateway's OpenAI pass-through
+    (>= 0.85; BENCH_PROVIDERS);
+  - the latency added at concurrency 1 over BENCH_LATENCY_DURATION (p50 <= 30 us,
+    p99 <= 50 us);
+  - system calls per request at concurrency 1 over BENCH_SYSCALL_DURATION, counted by
+    `strace -c -f` on the workers (`perf stat` without strace; n/a and why without either),
+    at most the baseline's + 1;
+  - the gateway workers' RSS over a BENCH_SOAK run at a moderate load: end <= 1.1 x start.
 
 With BENCH_PROVIDERS=1 (the default) the same fake nginx also answers the canned native
 answers of Anthropic (Messages, JSON and SSE), Gemini (generateContent, streamGenerateContent)
 and Bedrock (Converse JSON, ConverseStream binary event stream served from a file), and the
 gateway, with a connection per translation path (Bedrock's credentials from a fake STS; the
-bench provider does not check signatures), is measured on each path, streamed and not, as a
-ratio to the gateway's OpenAI pass-through path of the same run.
+bench provider does not check signatures), is measured on each path, streamed and not.
 
 With BENCH_INGEST=1 (the default) the audit ingestion is measured against the gateway at
 saturation: wrk runs BENCH_INGEST_DURATION (60s) on the OpenAI JSON path with auditing on,
@@ -25,19 +40,18 @@ time from the load's end until the last record is stored and until the API lists
 ratio of ingestion capacity (records per second of the ingest thread's busy time, measured
 while the load runs on the same cores) to the gateway's req/s: >= 1 keeps pace.
 
-With BENCH_LIMITS=1 (the default) capacity admission is measured too: a key without
-capacity, a limited key counted in the local zone, and the same with the counters in Redis
-(vmx_redis), as ratios to the first.
-
-Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
-BENCH_WORKERS (nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0:
-also measure a streamed answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1:
-also measure the translation paths), BENCH_PROVIDER_DURATION (5s per path),
-BENCH_PROVIDER_WARMUP (1s), BENCH_AUDIT (1: also measure the gateway with auditing off, its
-nginx reloaded without `vmx_audit_spool`, against auditing on twice each way: the data plane
-alone, the control plane paused (SIGSTOP) so the records wait in the spool and are stored
-after the measure (BENCH_AUDIT_ROUNDS turns of alone and off, 3, and alone once more), and
-with the control plane ingesting meanwhile on the same cores, first and last; ratios of medians),
+Environment: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_WORKERS
+(nginx workers per server, 1), BENCH_WARMUP (2s), BENCH_STREAM (0: also measure a streamed
+answer when 1; implied by BENCH_PROVIDERS), BENCH_PROVIDERS (1: also measure the translation
+paths), BENCH_PROVIDER_DURATION (5s per path), BENCH_PROVIDER_WARMUP (1s), BENCH_LIMITS (1:
+the Redis-backed admission), BENCH_LIMITS_DURATION (5s per measure), BENCH_LATENCY_DURATION
+(20s), BENCH_SYSCALL_DURATION (3s), BENCH_SOAK (300 seconds, 0: none),
+BENCH_SOAK_CONNECTIONS (4), BENCH_SOAK_DELAY_MS (2), BENCH_PROFILE_DURATION (3s per profile
+of a miss), BENCH_AUDIT (1: also measure the gateway with auditing off, its nginx reloaded
+without `vmx_audit_spool`, against auditing on twice each way: the data plane alone, the
+control plane paused (SIGSTOP) so the records wait in the spool and are stored after the
+measure (BENCH_AUDIT_ROUNDS turns of alone and off, 3, and alone once more), and with the
+control plane ingesting meanwhile on the same cores, first and last; ratios of medians),
 BENCH_AUDIT_DURATION (5s per measure), BENCH_KEEP (keep the work dir when 1).
 """
 import json
@@ -58,7 +72,7 @@ sys.path.insert(0, str(ROOT / "t"))
 
 from harness.certs import make_certs  # noqa: E402
 from harness.fake_bedrock import event_frame  # noqa: E402
-from harness.nginx import MODULE, Nginx  # noqa: E402
+from harness.nginx import MODULE, TEMPLATE, Nginx  # noqa: E402
 
 CP_BIN = ROOT / "build" / "vmx-control-plane"
 DURATION = os.environ.get("BENCH_DURATION", "10s")
@@ -77,6 +91,12 @@ LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
 INGEST = os.environ.get("BENCH_INGEST", "1") == "1"
 INGEST_DURATION = os.environ.get("BENCH_INGEST_DURATION", "60s")
 LIMITS_DURATION = os.environ.get("BENCH_LIMITS_DURATION", "5s")
+LATENCY_DURATION = os.environ.get("BENCH_LATENCY_DURATION", "20s")
+SYSCALL_DURATION = os.environ.get("BENCH_SYSCALL_DURATION", "3s")
+SOAK = int(os.environ.get("BENCH_SOAK", "300"))
+SOAK_CONNECTIONS = os.environ.get("BENCH_SOAK_CONNECTIONS", "4")
+SOAK_DELAY_MS = int(os.environ.get("BENCH_SOAK_DELAY_MS", "2"))
+PROFILE_DURATION = os.environ.get("BENCH_PROFILE_DURATION", "3s")
 
 COMPLETION = {
     "id": "chatcmpl-bench0000000000000000000000", "object": "chat.completion",
@@ -263,8 +283,7 @@ FAKE = """    access_log off;
     }}
 """
 
-BASELINE = """    log_format vmx '$remote_addr [$time_local] "$request" $status $body_bytes_sent rt=$request_time';
-    access_log {prefix}/logs/access.log vmx;
+BASELINE = """{access_log}
     upstream provider {{
         server 127.0.0.1:{fake_port};
         keepalive 64;
@@ -288,6 +307,27 @@ BASELINE = """    log_format vmx '$remote_addr [$time_local] "$request" $status 
         }}
     }}
 """
+
+# what the gateway's log line holds for a bench request, the baseline's constants; the id
+# is one of the same length, as $request_id would cost the baseline a getpid() per request
+# (OpenSSL's fork check) that the gateway's UUIDv7 does not
+BASELINE_LOG_VALUES = {"vmx_request_id": "01a2373b-5a6b-7b0e-b936-975d656f6554",
+                       "vmx_resource": "bench-routed", "vmx_provider": "openai",
+                       "vmx_model": "gpt-bench", "vmx_prompt_tokens": "9",
+                       "vmx_completion_tokens": "9", "vmx_attempts": "1"}
+
+
+def baseline_access_log(prefix):
+    """The gateway's access log (log_format vmx and access_log of conf/nginx.conf.in, the
+    same buffering) for the baseline, whose maps give the $vmx_* variables the values the
+    module would."""
+    text = TEMPLATE.read_text()
+    fmt = re.search(r"^\s*log_format vmx .*?;$", text, re.M | re.S).group(0)
+    log = re.search(r"^\s*access_log .*?;$", text, re.M).group(0)
+    names = sorted(set(re.findall(r"\$(vmx_\w+)", fmt)))
+    maps = "".join(f'    map "" ${n} {{ default "{BASELINE_LOG_VALUES.get(n, "-")}"; }}\n'
+                   for n in names)
+    return maps + fmt + "\n" + log.replace("@PREFIX@", str(prefix))
 
 
 class PlainNginx(Nginx):
@@ -328,34 +368,40 @@ def free_port():
         return p
 
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def to_ms(v):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
-    return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
-
-
-def wrk(url, path, key, stream, duration, model=None, cpus=None):
+def wrk(url, path, key, stream, duration, model=None, cpus=None, threads=None,
+        connections=None, delay_ms=None, every=None):
+    """wrk's results; every: (seconds, function called each time they pass while it runs)."""
     env = dict(os.environ, BENCH_KEY=key or "",
                BENCH_MODEL=model or ("bench" if key else "gpt-bench"),
                BENCH_STREAM="1" if stream else "0", BENCH_PATH=path)
-    cmd = ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", duration, "--latency",
+    if delay_ms:
+        env["BENCH_DELAY_MS"] = str(delay_ms)
+    cmd = ["wrk", "-t", threads or THREADS, "-c", connections or CONNECTIONS, "-d", duration,
            "-s", str(BENCH / "post.lua"), url + path]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                       preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    out = r.stdout + r.stderr
-    if r.returncode != 0:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, preexec_fn=(lambda: os.sched_setaffinity(0, cpus))
+                            if cpus else None)
+    try:
+        while True:
+            try:
+                out = proc.communicate(timeout=every[0] if every else None)[0]
+                break
+            except subprocess.TimeoutExpired:
+                every[1]()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {out}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    pct = re.search(r"^percentiles_us p50=(\d+) p99=(\d+)$", out, re.M)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     total = re.search(r"(\d+) requests in", out)
     return {"rps": float(rps.group(1)) if rps else 0.0,
-            "p50": to_ms(p50.group(1)) if p50 else float("nan"),
-            "p99": to_ms(p99.group(1)) if p99 else float("nan"),
+            "p50": int(pct.group(1)) / 1e3 if pct else float("nan"),
+            "p99": int(pct.group(2)) / 1e3 if pct else float("nan"),
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "errors": errors.group(0) if errors else "",
             "requests": int(total.group(1)) if total else 0,
@@ -403,47 +449,193 @@ def routing_rules(model):
     ]}
 
 
-def bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file, started):
-    """Capacity admission: the gateway's pass-through (a key without capacity), the same
-    with a limited key counted in the local zone, and with the counters in Redis (a second
-    gateway with vmx_redis, loaded with a copy of the first one's snapshot). The limit is
-    never reached: what is measured is the admission's cost."""
-    from harness.redis import Redis
-    capacity = [{"period": "hour", "requests": 10**9, "tokens": 10**12}]
-    limited = api.create_api_key(ws["id"], env["id"], name="bench-limited", resources=ids,
-                                 enabled=True, enforceCapacity=True, capacity=capacity)["key"]
-    deadline = time.time() + 20
-    while True:
-        try:
-            check(gw.url, "/v1/chat/completions", limited, False)
-            break
-        except Exception as e:
-            if time.time() > deadline:
-                raise RuntimeError(f"gateway not serving the limited key: {e}")
-            time.sleep(0.2)
-    redis = Redis(work / "redis", free_port()).start()
-    started.append(redis)
-    gwr = Nginx(work / "gateway-redis", free_port(), token_file, ca_file, workers=WORKERS,
-                log_level="warn", http_directives=f"vmx_redis {redis.addr} nodes=1;")
-    gwr.write_config()
-    shutil.copy(gw.snapshot_path, gwr.snapshot_path)
-    gwr.start()
-    started.append(gwr)
+def measure(what, url, key, stream, duration, model=None, path="/v1/chat/completions",
+            warmup=PROVIDER_WARMUP, groups=None, **kw):
+    """wrk after a warm-up, failing on an error answer; groups: name -> pids whose CPU
+    microseconds per request are returned in "cpu"."""
+    if warmup and warmup not in ("0", "0s"):
+        wrk(url, path, key, stream, warmup, model, **kw)
+    cpu0 = {k: cpu_seconds(pids) for k, pids in (groups or {}).items()}
+    res = wrk(url, path, key, stream, duration, model, **kw)
+    if res["non2xx"] or res["requests"] == 0:
+        print(res["raw"], file=sys.stderr)
+        raise RuntimeError(f"{what}: {res['non2xx']} non-2xx answers")
+    res["cpu"] = {k: (cpu_seconds(pids) - cpu0[k]) * 1e6 / res["requests"]
+                  for k, pids in (groups or {}).items()}
+    return res
+
+
+def bench_redis(gw, gwr, key, model):
+    """Admission counted in the local zone (gw) and in Redis (gwr, vmx_redis), the same key
+    and resource, twice in turns. The limit is never reached: what is measured is its cost."""
     rows = []
-    for name, url, k, model in (("none", gw.url, key, None), ("local", gw.url, limited, None),
-                                ("redis", gwr.url, limited, None),
-                                ("routed", gw.url, limited, "bench-routed"),
-                                ("routed+rd", gwr.url, limited, "bench-routed")):
-        check(url, "/v1/chat/completions", k, False, model)
-        if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
-            wrk(url, "/v1/chat/completions", k, False, PROVIDER_WARMUP, model)
-        res = wrk(url, "/v1/chat/completions", k, False, LIMITS_DURATION, model)
-        if res["non2xx"] or res["requests"] == 0:
-            print(res["raw"], file=sys.stderr)
-            raise RuntimeError(f"limits {name}: {res['non2xx']} non-2xx answers")
-        rows.append((name, res))
+    for _ in range(2):
+        for name, g in (("local", gw), ("redis", gwr)):
+            rows.append((name, measure(f"admission {name}", g.url, key, False, LIMITS_DURATION,
+                                       model)))
     gwr.check_error_log(everything=True)
     return rows
+
+
+def traced(cmd, err, run, attached=0):
+    """run() while the tracer cmd (strace, perf) watches, its complaints in err; then SIGINT
+    has it write its summary. None when it quit before run(). attached: the pids strace
+    must say it attached to first."""
+    with open(err, "w") as f:
+        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        deadline = time.time() + 5
+        while (err.read_text().count(" attached") < attached and tracer.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return run() if tracer.poll() is None else None
+    finally:
+        if tracer.poll() is None:
+            tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+
+
+def syscalls(pids, url, path, key, stream, model, out):
+    """System calls of pids per request served during BENCH_SYSCALL_DURATION at concurrency 1,
+    counted by `strace -c -f` (`perf stat` when strace is missing): (calls per request, the
+    strace table or None, why not when None)."""
+    pids = sorted(pids)
+    if shutil.which("strace"):
+        cmd = ["strace", "-c", "-f", "-S", "calls", "-o", str(out)]
+        cmd += [a for p in pids for a in ("-p", str(p))]
+    elif shutil.which("perf"):
+        cmd = ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o", str(out),
+               "-p", ",".join(map(str, pids))]
+    else:
+        return None, None, "neither strace nor perf is installed"
+    err = out.with_suffix(".err")
+    res = traced(cmd, err, lambda: measure("syscalls", url, key, stream, SYSCALL_DURATION,
+                                           model, path, warmup=None, threads="1",
+                                           connections="1"),
+                 attached=len(pids) if cmd[0] == "strace" else 0)
+    if res is None:
+        return None, None, f"{cmd[0]} failed: {err.read_text().strip()[-300:]}"
+    text = out.read_text() if out.exists() else ""
+    if cmd[0] == "strace":
+        total = [line.split() for line in text.splitlines() if line.endswith(" total")]
+        if not total:
+            return None, None, f"no strace summary: {err.read_text().strip()[-300:]}"
+        return int(total[-1][3]) / res["requests"], text, None
+    counted = [line.split(",")[0] for line in text.splitlines() if "raw_syscalls" in line]
+    if not counted or not counted[0].isdigit():
+        return None, None, f"perf stat counted nothing: {text.strip()[-300:]}"
+    return int(counted[0]) / res["requests"], None, None
+
+
+def profile(pids, url, key, stream, model, out, connections=None):
+    """`perf record` of pids while wrk runs BENCH_PROFILE_DURATION: the top of the report by
+    process and object, then by function, or why there is none."""
+    if not shutil.which("perf"):
+        return "no profile: perf is not installed"
+    err = out.with_suffix(".err")
+    cmd = ["perf", "record", "-F", "999", "-o", str(out), "-p", ",".join(map(str, sorted(pids)))]
+    if traced(cmd, err, lambda: wrk(url, "/v1/chat/completions", key, stream, PROFILE_DURATION,
+                                    model, threads="1" if connections == "1" else None,
+                                    connections=connections)) is None:
+        return f"no profile: perf record failed: {err.read_text().strip()[-300:]}"
+    text = []
+    for sort, n in (("comm,dso", 12), ("comm,dso,sym", 20)):
+        r = subprocess.run(["perf", "report", "--stdio", "-i", str(out), "--sort", sort,
+                            "--percent-limit", "1"], capture_output=True, text=True)
+        lines = [line.rstrip() for line in r.stdout.splitlines()
+                 if line.strip() and not line.startswith("#")]
+        if not lines:
+            return f"no profile: perf report: {r.stderr.strip()[-300:]}"
+        text += [f"perf record -F 999, share of the samples by {sort.replace(',', ', ')}:"]
+        text += lines[:n]
+    return "\n".join(text)
+
+
+def rss_kib(pids):
+    """Resident set of processes, KiB (VmRSS)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return total
+
+
+def soak(gw, key, model):
+    """BENCH_SOAK seconds at a moderate load (BENCH_SOAK_CONNECTIONS connections, each pausing
+    BENCH_SOAK_DELAY_MS before a request): the gateway workers' RSS every 5 s of it."""
+    pids = gw.worker_pids()
+    samples = []
+    res = measure("soak", gw.url, key, False, f"{SOAK}s", model, warmup=None, threads="1",
+                  connections=SOAK_CONNECTIONS, delay_ms=SOAK_DELAY_MS,
+                  every=(5, lambda: samples.append(rss_kib(pids))))
+    if gw.worker_pids() != pids or not samples:
+        raise RuntimeError("soak: a gateway worker exited meanwhile, or no sample was taken")
+    return res, samples
+
+
+def targets(rows, latency, calls, native_rows, passthrough, redis_rows, gw, gwr, routed):
+    """The issue's targets: (what, measured, target, True: PASS, False: MISS, None: n/a,
+    the closing note of a miss: texts, and profiles to take as (server, stream, resource,
+    connections))."""
+    out = []
+    by = {(name, target): mean([r for n, t, r in rows if (n, t) == (name, target)])
+          for name, target, _ in rows}
+    for name, stream in (("json", False), ("stream", True)):
+        if (name, "gateway") not in by:
+            continue
+        b, g = by[(name, "baseline")], by[(name, "gateway")]
+        ratio = g["rps"] / b["rps"]
+        cpu = "CPU us/request, gateway vs baseline: " + ", ".join(
+            f"{k} {v:.1f} vs {b['cpu'].get(k, 0):.1f}" for k, v in g["cpu"].items())
+        out.append((f"gateway req/s / baseline's, {name}", f"{ratio:.2f}", ">= 0.90",
+                    ratio >= 0.90, [cpu, (gw, stream, routed[stream], None)]))
+    if redis_rows:
+        ratio = (sum(r["rps"] for name, r in redis_rows if name == "redis")
+                 / sum(r["rps"] for name, r in redis_rows if name == "local"))
+        out.append(("Redis admission req/s / local admission's", f"{ratio:.2f}", ">= 0.95",
+                    ratio >= 0.95, [(gwr, False, routed[False], None)]))
+    for name, mode, r in native_rows:
+        ratio = r["rps"] / passthrough[mode]["rps"]
+        out.append((f"{name} {mode} req/s / OpenAI pass-through", f"{ratio:.2f}", ">= 0.85",
+                    ratio >= 0.85, [(gw, mode == "stream", f"bench-{name}-{mode}", None)]))
+    b, g = latency["baseline"], latency["gateway"]
+    for pct, limit in (("p50", 30), ("p99", 50)):
+        added = (g[pct] - b[pct]) * 1e3
+        out.append((f"added latency {pct}, concurrency 1",
+                    f"{added:.0f} us ({g[pct] * 1e3:.0f} - {b[pct] * 1e3:.0f})",
+                    f"<= {limit} us", added <= limit, [(gw, False, routed[False], "1")]))
+    (bc, btable, bwhy), (gc, gtable, gwhy) = calls["baseline"], calls["gateway"]
+    if bc is None or gc is None:
+        out.append(("system calls per request", "n/a: " + (bwhy or gwhy)[:60],
+                    "<= baseline + 1", None, []))
+    else:
+        note = ("strace -c -f of the workers, by calls, gateway:\n" + strace_top(gtable)
+                + "\nbaseline:\n" + strace_top(btable) if gtable
+                else "perf stat counts no breakdown by system call")
+        out.append(("system calls per request", f"{gc:.2f} (baseline {bc:.2f})",
+                    f"<= {bc + 1:.2f}", gc <= bc + 1, [note]))
+    return out
+
+
+def mean(results):
+    """The mean of measures: req/s, percentiles, CPU microseconds per request."""
+    out = {k: sum(r[k] for r in results) / len(results) for k in ("rps", "p50", "p99")}
+    out["cpu"] = {k: sum(r["cpu"][k] for r in results) / len(results) for k in results[0]["cpu"]}
+    return out
+
+
+def strace_top(table, n=12):
+    """The header, the n most called and the total of a `strace -c` table."""
+    lines = [line for line in table.splitlines() if line.strip()]
+    return "\n".join(lines[:2 + n] + lines[-2:])
+
+
+def soak_check(samples):
+    start, end = samples[0], samples[-1]
+    return [("gateway workers' RSS over the soak",
+             f"{start} -> {end} KiB (max {max(samples)})", "end <= 1.1 x start",
+             end <= start * 1.1, ["RSS KiB every 5 s: " + " ".join(map(str, samples))])]
 
 
 def cp_counters(cp, dataplane):
@@ -570,6 +762,7 @@ def main():
     from harness.control_plane import ControlPlane, write_secret_files
     from harness.fake_sts import FakeSts
     from harness.postgres import Postgres
+    from harness.redis import Redis
 
     work = Path(tempfile.mkdtemp(prefix="vmx-bench-"))
     started = []
@@ -608,7 +801,8 @@ def main():
         fake.start()
         started.append(fake)
         base = PlainNginx(work / "baseline", base_port, BASELINE.format(
-            port=base_port, fake_port=fake_port, prefix=work / "baseline"))
+            port=base_port, fake_port=fake_port,
+            access_log=baseline_access_log(work / "baseline")))
         base.start()
         started.append(base)
 
@@ -617,15 +811,17 @@ def main():
         started.append(pg)
         (work / "secrets").mkdir()
         token_file, master_key_file = write_secret_files(work / "secrets")
-        gw_port, cp_port = free_port(), free_port()
+        gw_port, gwr_port, cp_port = free_port(), free_port(), free_port()
+        dataplanes = [f"http://127.0.0.1:{p}" for p in ((gw_port, gwr_port) if LIMITS
+                                                         else (gw_port,))]
         # Bedrock connections: the control plane assumes their role at a fake STS
         base_credentials = {"AWS_ACCESS_KEY_ID": "AKIABENCH0000000000",
                             "AWS_SECRET_ACCESS_KEY": "bench-base-secret",
                             "AWS_SESSION_TOKEN": "bench-base-token"}
         sts = FakeSts(*base_credentials.values()).start()
         started.append(sts)
-        cp = ControlPlane(work / "cp", cp_port, pg.dsn, [f"http://127.0.0.1:{gw_port}"],
-                          token_file, master_key_file, reconcile_interval=1,
+        cp = ControlPlane(work / "cp", cp_port, pg.dsn, dataplanes, token_file,
+                          master_key_file, reconcile_interval=1,
                           env=dict(base_credentials, VMX_STS_ENDPOINT=sts.url))
         cp.start()
         started.append(cp)
@@ -634,7 +830,22 @@ def main():
                    workers=WORKERS, log_level="warn", cp_addr=f"127.0.0.1:{cp_port}")
         gw.start()
         started.append(gw)
+        gwr = None
+        if LIMITS:
+            # the same gateway with its capacity counters in Redis, configured and its audit
+            # records ingested by the same control plane
+            redis = Redis(work / "redis", free_port()).start()
+            started.append(redis)
+            gwr = Nginx(work / "gateway-redis", gwr_port, token_file, ca_file, workers=WORKERS,
+                        log_level="warn", cp_addr=f"127.0.0.1:{cp_port}",
+                        http_directives=f"vmx_redis {redis.addr} nodes=1;")
+            gwr.start()
+            started.append(gwr)
 
+        # Every measure of the gateway but auditing's and ingestion's has all the issue
+        # names: key auth, routing rules evaluated on each request (groups that do not match,
+        # then one to the same model), admission in the local zone (a capacity never
+        # reached), auditing on.
         api = Api(cp.url)
         api.login()
         ws = api.create_workspace("bench")
@@ -646,13 +857,13 @@ def main():
                                       config={"apiKey": "sk-bench",
                                               "baseUrl": f"http://127.0.0.1:{fake_port}/stream/v1"})
         model = {"provider": "openai", "model": "gpt-bench", "connectionId": conn["id"]}
+        smodel = dict(model, connectionId=sconn["id"])
         api.create_resource(ws["id"], env["id"], name="bench", model=model, fallbackModels=[],
                             useFallback=True, routing={"enabled": False, "conditions": []})
-        api.create_resource(ws["id"], env["id"], name="bench-stream",
-                            model=dict(model, connectionId=sconn["id"]), fallbackModels=[],
-                            useFallback=True, routing={"enabled": False, "conditions": []})
-        api.create_resource(ws["id"], env["id"], name="bench-routed", model=model,
-                            fallbackModels=[], useFallback=True, routing=routing_rules(model))
+        routed = {False: "bench-routed", True: "bench-stream-routed"}
+        for stream, m in ((False, model), (True, smodel)):
+            api.create_resource(ws["id"], env["id"], name=routed[stream], model=m,
+                                fallbackModels=[], useFallback=True, routing=routing_rules(m))
         native_models = []
         for name, provider, base_path, pmodel, stream in (NATIVE if PROVIDERS else []):
             url = f"http://127.0.0.1:{fake_port}{base_path}"
@@ -662,54 +873,82 @@ def main():
             rname = f"bench-{name}-{'stream' if stream else 'json'}"
             c = api.create_connection(ws["id"], env["id"], name=rname, provider=provider,
                                       config=config)
-            api.create_resource(ws["id"], env["id"], name=rname,
-                                model={"provider": provider, "model": pmodel,
-                                       "connectionId": c["id"]},
-                                fallbackModels=[], useFallback=True,
-                                routing={"enabled": False, "conditions": []})
+            m = {"provider": provider, "model": pmodel, "connectionId": c["id"]}
+            api.create_resource(ws["id"], env["id"], name=rname, model=m, fallbackModels=[],
+                                useFallback=True, routing=routing_rules(m))
             native_models.append((name, stream, rname))
         res = api.request("GET", f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/resources")[1]
         ids = [r["id"] for r in res["data"]]
         key = api.create_api_key(ws["id"], env["id"], name="bench", resources=ids, enabled=True)["key"]
+        capacity = [{"period": "hour", "requests": 10**9, "tokens": 10**12}]
+        limited = api.create_api_key(ws["id"], env["id"], name="bench-limited", resources=ids,
+                                     enabled=True, enforceCapacity=True,
+                                     capacity=capacity)["key"]
         deadline = time.time() + 20
         while True:
             try:
                 check(gw.url, "/v1/chat/completions", key, False)
+                for g in (gw, gwr) if gwr else (gw,):
+                    for stream, rname in routed.items():
+                        check(g.url, "/v1/chat/completions", limited, stream, rname)
                 for _, stream, rname in native_models:   # Bedrock: once credentials came
-                    check(gw.url, "/v1/chat/completions", key, stream, rname)
+                    check(gw.url, "/v1/chat/completions", limited, stream, rname)
                 break
             except Exception as e:
                 if time.time() > deadline:
                     raise RuntimeError(f"gateway not serving the bench config: {e}")
                 time.sleep(0.2)
 
+        def groups(server):
+            if server is base:
+                return {"nginx": base.worker_pids(), "fake provider": fake.worker_pids()}
+            return {"nginx": server.worker_pids(), "control plane": [cp.proc.pid],
+                    "PostgreSQL": postgres_pids(pg), "fake provider": fake.worker_pids()}
+
         scenarios = [("json", False)] + ([("stream", True)] if STREAM else [])
+
+        def pair(stream):
+            """The baseline and the gateway: (target, server, key, model, path)."""
+            return (("baseline", base, None, None,
+                     "/stream/v1/chat/completions" if stream else "/v1/chat/completions"),
+                    ("gateway", gw, limited, routed[stream], "/v1/chat/completions"))
+
+        # baseline, gateway, gateway, baseline: the machine's other load drifting meanwhile
+        # weighs on both alike
         rows = []
         for name, stream in scenarios:
-            bpath = "/stream/v1/chat/completions" if stream else "/v1/chat/completions"
-            check(base.url, bpath, None, stream)
-            check(gw.url, "/v1/chat/completions", key, stream)
-            for target, url, path, k in (("baseline", base.url, bpath, None),
-                                         ("gateway", gw.url, "/v1/chat/completions", key)):
-                if WARMUP and WARMUP not in ("0", "0s"):
-                    wrk(url, path, k, stream, WARMUP)
-                res = wrk(url, path, k, stream, DURATION)
-                if res["non2xx"] or res["requests"] == 0:
-                    print(res["raw"], file=sys.stderr)
-                    raise RuntimeError(f"{target}: {res['non2xx']} non-2xx answers")
-                rows.append((name, target, res))
+            b, g = pair(stream)
+            for target, server, k, m, path in (b, g, g, b):
+                rows.append((name, target, measure(
+                    f"{name} {target}", server.url, k, stream, DURATION, m, path,
+                    warmup=WARMUP, groups=groups(server))))
             gw.check_error_log(everything=True)
 
-        native_rows = []
-        for name, stream, rname in native_models:
-            if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
-                wrk(gw.url, "/v1/chat/completions", key, stream, PROVIDER_WARMUP, rname)
-            res = wrk(gw.url, "/v1/chat/completions", key, stream, PROVIDER_DURATION, rname)
-            if res["non2xx"] or res["requests"] == 0:
-                print(res["raw"], file=sys.stderr)
-                raise RuntimeError(f"{rname}: {res['non2xx']} non-2xx answers")
-            native_rows.append((name, "stream" if stream else "json", res))
+        latency = {target: measure(f"latency {target}", server.url, k, False, LATENCY_DURATION,
+                                   m, path, threads="1", connections="1")
+                   for target, server, k, m, path in pair(False)}
+        calls = {target: syscalls(server.worker_pids(), server.url, path, k, False, m,
+                                  work / f"syscalls-{target}.txt")
+                 for target, server, k, m, path in pair(False)}
+
+        # each mode's translations between two measures of the OpenAI pass-through, whose
+        # mean is their reference: the machine's other load drifts less between neighbours
+        native_rows, passthrough = [], {}
+        for mode, stream in scenarios:
+            paths = [(name, rname) for name, s, rname in native_models if s == stream]
+            if not paths:
+                continue
+            ref = [measure(f"{mode} pass-through", gw.url, limited, stream, PROVIDER_DURATION,
+                           routed[stream])]
+            for name, rname in paths:
+                native_rows.append((name, mode, measure(rname, gw.url, limited, stream,
+                                                        PROVIDER_DURATION, rname)))
+            ref.append(measure(f"{mode} pass-through", gw.url, limited, stream,
+                               PROVIDER_DURATION, routed[stream]))
+            passthrough[mode] = mean(ref)
         gw.check_error_log(everything=True)
+
+        redis_rows = bench_redis(gw, gwr, limited, routed[False]) if gwr else []
 
         # the OpenAI JSON path with auditing on while the control plane ingests, then on with
         # the control plane paused (the data plane alone: records spooled, stored after the
@@ -757,31 +996,62 @@ def main():
         ingest = bench_ingest(api, ws, env, gw, key, cp, pg) if INGEST else None
         gw.check_error_log(everything=True)
 
-        limit_rows = (bench_limits(api, ws, env, ids, gw, key, work, token_file, ca_file,
-                                   started) if LIMITS else [])
+        # the misses' profiles, while everything still runs as it was measured
+        checks = targets(rows, latency, calls, native_rows, passthrough, redis_rows, gw,
+                         gwr, routed)
+        profiles = {}
+        for why in (w for *_, ok, note in checks if ok is False for w in note):
+            if isinstance(why, tuple) and why not in profiles:
+                server, stream, rname, c = why
+                pids = server.worker_pids() | {cp.proc.pid} | set(postgres_pids(pg))
+                profiles[why] = profile(pids, server.url, limited, stream, rname,
+                                        work / f"perf-{len(profiles)}.data", c)
+
+        soak_res = soak(gw, limited, routed[False]) if SOAK > 0 else None
+        gw.check_error_log(everything=True)
 
         print()
         print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, nginx workers per server: {WORKERS}, "
-              f"cpus: {os.cpu_count()}")
-        print(f"{'scenario':<8} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+              f"cpus: {os.cpu_count()}; the gateway: key auth, routing rules, local admission, "
+              "auditing on")
+        cpu_names = ("nginx", "control plane", "PostgreSQL", "fake provider")
+        print(f"{'scenario':<8} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}   "
+              "CPU us/request: " + ", ".join(cpu_names))
         for name, target, r in rows:
-            print(f"{name:<8} {target:<9} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+            print(f"{name:<8} {target:<9} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}   "
+                  + " ".join(f"{r['cpu'][k]:>6.1f}" if k in r["cpu"] else f"{'-':>6}"
+                             for k in cpu_names)
                   + (f"   {r['errors']}" if r["errors"] else ""))
-        for name, _ in scenarios:
-            b = next(r for n, t, r in rows if n == name and t == "baseline")
-            g = next(r for n, t, r in rows if n == name and t == "gateway")
-            print(f"{name:<8} {'ratio':<9} {g['rps'] / b['rps']:>10.2f} {g['p50'] / b['p50']:>8.2f} "
-                  f"{g['p99'] / b['p99']:>8.2f}   (gateway / baseline)")
+        print()
+        print(f"concurrency 1 (wrk -t1 -c1 -d{LATENCY_DURATION}), JSON")
+        for target, r in latency.items():
+            print(f"{target:<9} {r['rps']:>10.0f} req/s   p50 {r['p50'] * 1e3:.0f} us   "
+                  f"p99 {r['p99'] * 1e3:.0f} us")
+        print(f"system calls per request (concurrency 1, {SYSCALL_DURATION}): "
+              + ", ".join(f"{t} {c:.2f}" if c is not None else f"{t} n/a ({why})"
+                          for t, (c, _, why) in calls.items()))
         if native_rows:
             print()
             print(f"translation paths through the gateway (wrk -d{PROVIDER_DURATION}), ratio to "
-                  "the gateway's OpenAI pass-through of the same mode")
+                  "the gateway's OpenAI pass-through of the same mode (mean of a measure before "
+                  "and one after)")
             print(f"{'path':<10} {'mode':<7} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'req/s ratio':>12} {'p50 ratio':>10}")
+            for mode, r in passthrough.items():
+                print(f"{'openai':<10} {mode:<7} {r['rps']:>10.0f} {r['p50']:>8.2f} "
+                      f"{r['p99']:>8.2f}")
             for name, mode, r in native_rows:
-                o = next(x for n, t, x in rows if n == mode and t == "gateway")
+                o = passthrough[mode]
                 print(f"{name:<10} {mode:<7} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
                       f"{r['rps'] / o['rps']:>12.2f} {r['p50'] / o['p50']:>10.2f}"
+                      + (f"   {r['errors']}" if r["errors"] else ""))
+        if redis_rows:
+            print()
+            print(f"capacity admission (wrk -d{LIMITS_DURATION}, OpenAI JSON path, in turns): "
+                  "counters in the local zone, in Redis (vmx_redis)")
+            print(f"{'counters':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+            for name, r in redis_rows:
+                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
                       + (f"   {r['errors']}" if r["errors"] else ""))
         if audit_rows:
             print()
@@ -819,18 +1089,35 @@ def main():
                   "(ingestion capacity / gateway req/s; >= 1 keeps pace)")
             print("CPU per request (us, user + system, through the drain): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in ingest["cpu"].items()))
-        if limit_rows:
+        if soak_res:
+            r, samples = soak_res
             print()
-            print(f"capacity admission and routing (wrk -d{LIMITS_DURATION}, OpenAI JSON "
-                  "path): a key without capacity, limited in the local zone, limited with "
-                  "vmx_redis, and both with routing rules (three groups) evaluated")
-            print(f"{'counters':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-                  f"{'req/s ratio':>12} {'p50 ratio':>10}")
-            none = limit_rows[0][1]
-            for name, r in limit_rows:
-                print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                      f"{r['rps'] / none['rps']:>12.2f} {r['p50'] / none['p50']:>10.2f}"
-                      + (f"   {r['errors']}" if r["errors"] else ""))
+            print(f"soak: {SOAK} s, {SOAK_CONNECTIONS} connections pausing {SOAK_DELAY_MS} ms "
+                  f"before each request ({r['rps']:.0f} req/s); gateway workers' RSS KiB every "
+                  "5 s: " + " ".join(map(str, samples)))
+            checks += soak_check(samples)
+
+        print()
+        print(f"{'target':<46} {'measured':<34} {'target':<18} result")
+        for what, measured, target, ok, _ in checks:
+            print(f"{what:<46} {measured:<34} {target:<18} "
+                  + {True: "PASS", False: "MISS", None: "n/a"}[ok])
+        misses = [(what, note) for what, _, _, ok, note in checks if ok is False and note]
+        if misses:
+            print()
+            print("Closing note: what the misses' profiles say.")
+        shown = {}
+        for what, note in misses:
+            print()
+            print(f"{what}:")
+            for w in note:
+                if isinstance(w, tuple) and w in shown:
+                    print(f"(the profile of {shown[w]})")
+                elif isinstance(w, tuple):
+                    print(profiles[w])
+                    shown[w] = what
+                else:
+                    print(w)
         return 0
     finally:
         cleanup()

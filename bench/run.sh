@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Gateway vs bare nginx proxy, and the gateway's Anthropic, Gemini and Bedrock translation
-# paths vs its OpenAI pass-through, measured in the same run: see bench/bench.py.
-#   bench/run.sh                      (BENCH_DURATION=10s BENCH_THREADS=2 BENCH_CONNECTIONS=32
-#                                      BENCH_PROVIDERS=1 BENCH_PROVIDER_DURATION=5s ...)
+# The gateway's performance targets (issue 12) measured in one run against a bare nginx proxy
+# and the gateway's own paths, ending with one table of PASS and MISS: see bench/bench.py.
+#   bench/run.sh                      (BENCH_DURATION=10s BENCH_LATENCY_DURATION=20s
+#                                      BENCH_SOAK=300 ..., see bench/README.md)
 # Builds first when the module or the control plane is missing (BENCH_BUILD=0 to refuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
