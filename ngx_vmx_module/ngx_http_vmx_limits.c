@@ -449,6 +449,15 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     adm->cluster = ngx_http_vmx_redis_up();
     adm->timeout = adm->cluster ? ngx_http_vmx_redis_conf()->timeout : 0;
 
+    /* made by the first admission with limits, not with every request */
+    if (ctx->reservations == NULL) {
+        ctx->reservations = ngx_palloc(r->pool, NGX_HTTP_VMX_MAX_RESERVATIONS
+                                       * sizeof(ngx_http_vmx_reservation_t));
+        if (ctx->reservations == NULL) {
+            return NGX_HTTP_VMX_ADMIT_ERROR;
+        }
+    }
+
     /* a grant taken by concurrent requests meanwhile: ask once more */
     adm->wait = adm->cluster && adm->attempt == -1
                 && (ctx->limits_waits == 0
@@ -548,6 +557,7 @@ ngx_http_vmx_limits_lookup_entry(ngx_http_request_t *r,
     res->end = end;
     res->attempt = adm->attempt;
     res->tokens = ctx->estimate;
+    res->settled = 0;
 
     adm->limits[adm->n] = limit;
     adm->nodes[adm->n++] = node;

@@ -509,7 +509,7 @@ struct ngx_http_vmx_ctx_s {
 
     /* capacity: the reservations of this request and its attempts */
     int64_t                      estimate;      /* prompt tokens */
-    ngx_http_vmx_reservation_t   reservations[NGX_HTTP_VMX_MAX_RESERVATIONS];
+    ngx_http_vmx_reservation_t  *reservations;  /* the first admission's */
     ngx_uint_t                   nreservations;
     ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
     ngx_http_vmx_ratelimit_t     ratelimit_own[2];  /* the key's, resource's */
