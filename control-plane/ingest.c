@@ -576,29 +576,26 @@ maintain(void)
 }
 
 
-static void *
-ingest_main(void *arg)
+/* every plane's spool, MAX_BATCHES_PER_ROUND batches at most each */
+static long
+ingest_round(void)
 {
-    struct timespec next;
+    if (!maintain()) {
+        return ing.interval_ms;
+    }
+    for (size_t i = 0; i < ing.nplanes; i++) {
+        struct timespec t0, t1;
 
-    do {
-        if (maintain()) {
-            for (size_t i = 0; i < ing.nplanes; i++) {
-                struct timespec t0, t1;
-
-                clock_gettime(CLOCK_MONOTONIC, &t0);
-                for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
-                    /* the spool had more */
-                }
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
-                            (double) (t1.tv_sec - t0.tv_sec)
-                            + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
-            }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
+            /* the spool had more */
         }
-        next = worker_deadline_ms(ing.interval_ms);
-    } while (!worker_wait(&ing.worker, &next, false));
-    return NULL;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
+                    (double) (t1.tv_sec - t0.tv_sec)
+                    + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    return ing.interval_ms;
 }
 
 
@@ -631,7 +628,7 @@ ingest_start(const config_t *cfg)
         }
     }
     /* without data planes the thread still keeps the partitions */
-    if (worker_start(&ing.worker, ingest_main, "ingest") != 0) {
+    if (worker_start(&ing.worker, "ingest", ingest_round) != 0) {
         return -1;
     }
     log_info("ingest: %zu data plane(s), every %d ms, retention %d days", ing.nplanes,

@@ -27,6 +27,7 @@
 #include "otel.h"
 #include "providers.h"
 #include "vmx_rfc3339.h"
+#include "worker.h"
 
 #define DEFAULT_INTERVAL_S     10
 #define DEFAULT_QUEUE_RECORDS  8192
@@ -95,11 +96,7 @@ static const double duration_bounds[] = { 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.
 enum { INST_TOKENS = 0, INST_DURATION, INST_REQUESTS, INST_DROPPED, NINSTRUMENTS };
 
 static struct {
-    pthread_t           thread;
-    bool                running;
-    pthread_mutex_t     lock;
-    pthread_cond_t      wake;          /* CLOCK_MONOTONIC */
-    bool                stopping;
+    worker_t            worker;        /* its lock guards the queue and the metrics */
 
     /* settings */
     char               *traces_url;    /* owned */
@@ -119,12 +116,13 @@ static struct {
     char               *pending;       /* owned: the traces body being sent */
     long                pending_spans;
     int                 tries;
-    uint64_t            retry_at;      /* monotonic ms */
+    long long           retry_at;      /* worker_clock_ms() */
+    long long           metrics_at;    /* worker_clock_ms() of the next metrics export */
     char                cause[2][192]; /* per signal: the failure last logged, "" */
     address_t           addresses[ADDRESS_CACHE];
     size_t              naddresses;
 } ot = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .worker = WORKER_INIT,
     .inst = {
         [INST_TOKENS] = { "gen_ai.client.token.usage", "Tokens used per provider attempt",
                           "{token}", token_bounds,
@@ -142,16 +140,6 @@ static struct {
 
 enum { SIGNAL_TRACES = 0, SIGNAL_METRICS };
 static const char *const signal_names[] = { "traces", "metrics" };
-
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
 
 
 static uint64_t
@@ -819,7 +807,7 @@ reduce(const cJSON *r, long *nspans)
 bool
 otel_running(void)
 {
-    return ot.running;
+    return ot.worker.running;
 }
 
 
@@ -829,7 +817,7 @@ otel_batch(const cJSON *records)
     const cJSON  *item;
     item_t       *first = NULL, **last = &first;
 
-    if (!ot.running) {
+    if (!ot.worker.running) {
         return;
     }
     /* parsed and copied before taking the lock */
@@ -851,7 +839,7 @@ otel_batch(const cJSON *records)
         last = &it->next;
     }
 
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     for (item_t *it = first, *next; it != NULL; it = next) {
         cJSON *reduced;
 
@@ -883,8 +871,8 @@ otel_batch(const cJSON *records)
             ot.queued++;
         }
     }
-    pthread_cond_signal(&ot.wake);
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
+    worker_notify(&ot.worker);
 }
 
 
@@ -1321,9 +1309,9 @@ retryable(long status)
 static void
 drop_pending(const char *reason)
 {
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     dropped(reason, ot.pending_spans);
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     free(ot.pending);
     ot.pending = NULL;
 }
@@ -1354,7 +1342,7 @@ send_traces(bool once)
         drop_pending("export_failed");
         return;
     }
-    ot.retry_at = mono_ms() + ((uint64_t) BACKOFF_FIRST_MS << (ot.tries - 1));
+    ot.retry_at = worker_clock_ms() + ((long long) BACKOFF_FIRST_MS << (ot.tries - 1));
 }
 
 
@@ -1376,7 +1364,7 @@ take_batch(void)
     }
     it->next = NULL;
     ot.queued -= n;
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
 
     lookup_addresses(batch);
     ot.pending = traces_body(batch);
@@ -1391,7 +1379,7 @@ take_batch(void)
     ot.pending_spans = spans;
     ot.tries = 0;
     ot.retry_at = 0;
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     if (ot.pending == NULL) {
         log_error("otel signal=traces: out of memory building a batch");
         dropped("export_failed", spans);
@@ -1408,9 +1396,9 @@ send_metrics(void)
     cJSON *doc;
     long   status;
 
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     doc = metrics_json();
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     if (doc == NULL) {
         return;
     }
@@ -1435,69 +1423,60 @@ send_metrics(void)
 static void
 flush(void)
 {
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     while (ot.pending != NULL || ot.head != NULL) {
         if (ot.pending == NULL) {
             take_batch();
             continue;
         }
-        pthread_mutex_unlock(&ot.lock);
+        pthread_mutex_unlock(&ot.worker.lock);
         send_traces(true);
-        pthread_mutex_lock(&ot.lock);
+        pthread_mutex_lock(&ot.worker.lock);
         if (ot.cause[SIGNAL_TRACES][0] != '\0') {
             break;
         }
     }
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     send_metrics();
 }
 
 
-static void *
-otel_main(void *arg)
+/*
+ * one step of the export: a batch taken from the queue, the pending traces
+ * sent (when their retry is due), or the metrics (when due); 0 when more
+ * is due now, else the milliseconds until it is (new records wake it
+ * earlier)
+ */
+static long
+otel_round(void)
 {
-    uint64_t next_metrics = mono_ms() + (uint64_t) ot.interval_ms;
+    long long now = worker_clock_ms(), until;
 
-    (void) arg;
-    pthread_mutex_lock(&ot.lock);
-    while (!ot.stopping) {
-        uint64_t        now = mono_ms(), until;
-        struct timespec ts;
-
-        if (ot.pending == NULL && ot.head != NULL) {
-            take_batch();
-            continue;
-        }
-        if (ot.pending != NULL && now >= ot.retry_at) {
-            pthread_mutex_unlock(&ot.lock);
-            send_traces(false);
-            pthread_mutex_lock(&ot.lock);
-            continue;
-        }
-        if (now >= next_metrics) {
-            pthread_mutex_unlock(&ot.lock);
-            send_metrics();
-            pthread_mutex_lock(&ot.lock);
-            next_metrics = now + (uint64_t) ot.interval_ms;
-            continue;
-        }
-        until = ot.pending != NULL && ot.retry_at < next_metrics ? ot.retry_at : next_metrics;
-        ts.tv_sec = (time_t) (until / 1000);
-        ts.tv_nsec = (long) (until % 1000) * 1000000;
-        /* new records (or the stop) wake it earlier */
-        pthread_cond_timedwait(&ot.wake, &ot.lock, &ts);
+    pthread_mutex_lock(&ot.worker.lock);
+    if (ot.pending == NULL && ot.head != NULL) {
+        take_batch();
+        pthread_mutex_unlock(&ot.worker.lock);
+        return 0;
     }
-    pthread_mutex_unlock(&ot.lock);
-    flush();
-    return NULL;
+    pthread_mutex_unlock(&ot.worker.lock);
+    if (ot.pending != NULL && now >= ot.retry_at) {
+        send_traces(false);
+        return 0;
+    }
+    if (now >= ot.metrics_at) {
+        send_metrics();
+        ot.metrics_at = now + ot.interval_ms;
+        return 0;
+    }
+    until = ot.pending != NULL && ot.retry_at < ot.metrics_at ? ot.retry_at : ot.metrics_at;
+    return (long) (until - now);
 }
 
 
 int
 otel_start(void)
 {
-    const char         *endpoint = getenv("VMX_OTLP_ENDPOINT");
-    pthread_condattr_t  attr;
+    const char *endpoint = getenv("VMX_OTLP_ENDPOINT");
 
     if (endpoint == NULL || endpoint[0] == '\0') {
         return 0;
@@ -1505,16 +1484,9 @@ otel_start(void)
     if (read_settings(endpoint) != 0) {
         return -1;
     }
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ot.wake, &attr);
-    pthread_condattr_destroy(&attr);
     ot.start_ns = now_ns();
-    ot.running = true;        /* before the thread: otel_batch() may come at once */
-    if (pthread_create(&ot.thread, NULL, otel_main, NULL) != 0) {
-        log_error("otel: cannot start the thread");
-        ot.running = false;
-        pthread_cond_destroy(&ot.wake);
+    ot.metrics_at = worker_clock_ms() + ot.interval_ms;
+    if (worker_start(&ot.worker, "otel", otel_round) != 0) {
         return -1;
     }
     log_info("otel: exporting to %s and %s, metrics every %ld s, queue of %zu records",
@@ -1526,14 +1498,9 @@ otel_start(void)
 void
 otel_stop(void)
 {
-    if (ot.running) {
-        pthread_mutex_lock(&ot.lock);
-        ot.stopping = true;
-        pthread_cond_signal(&ot.wake);
-        pthread_mutex_unlock(&ot.lock);
-        pthread_join(ot.thread, NULL);
-        ot.running = false;
-        pthread_cond_destroy(&ot.wake);
+    if (ot.worker.running) {
+        worker_stop(&ot.worker);
+        flush();              /* the thread's state is this thread's now */
     }
     while (ot.head != NULL) {
         item_t *next = ot.head->next;

@@ -44,7 +44,8 @@ typedef struct {
 
 static struct {
     worker_t          worker;         /* its lock also guards the planes' state */
-    int               interval;
+    int               interval;       /* seconds between reconcile rounds */
+    long long         reconcile_at;   /* worker_clock_ms(); 0: at once */
     long long         desired;        /* the version last read from PostgreSQL */
     char             *auth_header;    /* owned, "Authorization: Bearer ..." */
     dataplane_t      *planes;         /* owned array */
@@ -305,25 +306,17 @@ run_cycle(bool reconcile)
 
 
 /* a reconcile round when the interval is over, a push alone when woken by
- * a change before */
-static void *
-pusher_main(void *arg)
+ * a change before; the milliseconds until the next reconcile */
+static long
+pusher_round(void)
 {
-    struct timespec next = { 0, 0 }, now;
-    bool            reconcile = true;
-
-    for ( ;; ) {
-        run_cycle(reconcile);
-        if (reconcile) {
-            next = worker_deadline_ms(pusher.interval * 1000L);
-        }
-        if (worker_wait(&pusher.worker, &next, true)) {
-            return NULL;
-        }
-        clock_gettime(CLOCK_REALTIME, &now);
-        reconcile = now.tv_sec > next.tv_sec
-                    || (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec);
+    if (worker_clock_ms() < pusher.reconcile_at) {
+        run_cycle(false);
+    } else {
+        run_cycle(true);
+        pusher.reconcile_at = worker_clock_ms() + pusher.interval * 1000LL;
     }
+    return (long) (pusher.reconcile_at - worker_clock_ms());
 }
 
 
@@ -365,7 +358,7 @@ pusher_start(const config_t *cfg)
         return -1;
     }
 
-    if (worker_start(&pusher.worker, pusher_main, "pusher") != 0) {
+    if (worker_start(&pusher.worker, "pusher", pusher_round) != 0) {
         return -1;
     }
     log_info("pusher: %zu data plane(s), reconcile every %d s", pusher.nplanes,
