@@ -32,6 +32,8 @@
 #define OIDC_VALUE_MAX      2048     /* an issuer, a URL, a scope list */
 #define DEFAULT_REENCRYPT_BATCH  50
 #define DEFAULT_REENCRYPT_PAUSE  100
+#define DEFAULT_OTLP_INTERVAL    10      /* seconds */
+#define DEFAULT_OTLP_QUEUE       8192    /* records */
 
 static const config_t  *current;
 
@@ -98,6 +100,10 @@ static const setting_t settings[] = {
         86400),
     INT("VMX_ACTIVITY_RETENTION_DAYS", activity_retention_days, DEFAULT_ACTIVITY_RETENTION,
         36500),
+    URL("VMX_OTLP_ENDPOINT", otlp_endpoint),
+    STRING("VMX_OTLP_HEADERS", otlp_headers),
+    INT("VMX_OTLP_METRICS_INTERVAL", otlp_metrics_interval, DEFAULT_OTLP_INTERVAL, 86400),
+    INT("VMX_OTLP_QUEUE_SIZE", otlp_queue_size, DEFAULT_OTLP_QUEUE, 1000000),
     STRING("VMX_OIDC_ISSUER", oidc_issuer),
     STRING("VMX_OIDC_CLIENT_ID", oidc_client_id),
     STRING("VMX_OIDC_REDIRECT_URI", oidc_redirect_uri),

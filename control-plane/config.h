@@ -48,6 +48,10 @@ typedef struct config_s {
     int     login_throttle_seconds;   /* the first wait, doubled by each further failure */
     int     login_throttle_max;       /* the longest wait, and when failures are forgotten */
     int     activity_retention_days;  /* activity records kept */
+    char   *otlp_endpoint;            /* from getenv, NULL: no OpenTelemetry export */
+    char   *otlp_headers;             /* from getenv, NULL: none; secrets, never logged */
+    int     otlp_metrics_interval;    /* seconds between metrics exports */
+    int     otlp_queue_size;          /* records waiting for their spans' export */
 
     /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
     char   *oidc_issuer;              /* from getenv */

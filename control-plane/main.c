@@ -121,7 +121,7 @@ main(int argc, char **argv)
     }
     if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
         || dpclient_init(&cfg) != 0 || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0
-        || otel_start() != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
+        || otel_start(&cfg) != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
     {
         goto done;
     }

@@ -5,7 +5,6 @@
  */
 
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,8 +28,6 @@
 #include "vmx_rfc3339.h"
 #include "worker.h"
 
-#define DEFAULT_INTERVAL_S     10
-#define DEFAULT_QUEUE_RECORDS  8192
 #define RECORDS_PER_EXPORT     256       /* records (1 + attempts spans each) per POST */
 #define MAX_TRIES              6         /* then the batch is dropped: 1+2+4+8+16 s */
 #define BACKOFF_FIRST_MS       1000
@@ -154,39 +151,6 @@ now_ns(void)
 
 /* ------------------------------------------------------------ settings */
 
-/* *out = the variable as an integer 1..max, or dflt when unset */
-static int
-env_positive(const char *name, long dflt, long max, long *out)
-{
-    const char *v = getenv(name);
-    char       *end;
-    long        n;
-
-    *out = dflt;
-    if (v == NULL || v[0] == '\0') {
-        return 0;
-    }
-    errno = 0;
-    n = strtol(v, &end, 10);
-    if (errno || *end != '\0' || n < 1 || n > max) {
-        log_error("config %s: \"%s\" is not 1..%ld", name, v, max);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-
-static void
-wipe_headers(struct curl_slist *h)
-{
-    for (struct curl_slist *p = h; p != NULL; p = p->next) {
-        sodium_memzero(p->data, strlen(p->data));
-    }
-    curl_slist_free_all(h);
-}
-
-
 /* a character of an HTTP header name (RFC 9110 token) */
 static bool
 token_char(char c)
@@ -270,30 +234,22 @@ parse_headers(const char *spec)
 }
 
 
+/* the exporter's settings (config.c read and checked VMX_OTLP_*) */
 static int
-read_settings(const char *endpoint)
+read_settings(const config_t *cfg)
 {
+    const char *endpoint = cfg->otlp_endpoint;
     size_t      len = strlen(endpoint);
-    const char *headers = getenv("VMX_OTLP_HEADERS");
-    long        queue;
 
     while (len > 0 && endpoint[len - 1] == '/') {
         len--;
     }
-    if ((strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
-        || len > URL_MAX)
-    {
-        log_error("config VMX_OTLP_ENDPOINT: \"%s\" is not an http(s) URL", endpoint);
+    if (len > URL_MAX) {
+        log_error("config VMX_OTLP_ENDPOINT: longer than %d bytes", URL_MAX);
         return -1;
     }
-    if (env_positive("VMX_OTLP_METRICS_INTERVAL", DEFAULT_INTERVAL_S, 86400, &ot.interval_ms)
-        != 0
-        || env_positive("VMX_OTLP_QUEUE_SIZE", DEFAULT_QUEUE_RECORDS, 1000000, &queue) != 0)
-    {
-        return -1;
-    }
-    ot.interval_ms *= 1000;
-    ot.queue_max = (size_t) queue;
+    ot.interval_ms = cfg->otlp_metrics_interval * 1000L;
+    ot.queue_max = (size_t) cfg->otlp_queue_size;
     if (asprintf(&ot.traces_url, "%.*s/v1/traces", (int) len, endpoint) < 0) {
         ot.traces_url = NULL;
         return -1;
@@ -306,7 +262,7 @@ read_settings(const char *endpoint)
     if (ot.headers == NULL) {
         return -1;
     }
-    return headers != NULL ? parse_headers(headers) : 0;
+    return cfg->otlp_headers != NULL ? parse_headers(cfg->otlp_headers) : 0;
 }
 
 
@@ -1474,14 +1430,12 @@ otel_round(void)
 
 
 int
-otel_start(void)
+otel_start(const config_t *cfg)
 {
-    const char *endpoint = getenv("VMX_OTLP_ENDPOINT");
-
-    if (endpoint == NULL || endpoint[0] == '\0') {
+    if (cfg->otlp_endpoint == NULL) {
         return 0;
     }
-    if (read_settings(endpoint) != 0) {
+    if (read_settings(cfg) != 0) {
         return -1;
     }
     ot.start_ns = now_ns();
@@ -1527,7 +1481,7 @@ otel_stop(void)
         free(ot.addresses[i].host);
     }
     ot.naddresses = 0;
-    wipe_headers(ot.headers);
+    httpc_cleanup(NULL, ot.headers);
     ot.headers = NULL;
     free(ot.traces_url);
     free(ot.metrics_url);
