@@ -16,7 +16,8 @@
 #include "httpc.h"
 
 typedef struct {
-    const char      *base;          /* not owned: the data plane, as configured */
+    const char      *base;          /* the data plane as configured: the config's,
+                                       which lives as long as the daemon */
     long             timeout_ms;    /* of a whole call */
     CURL            *curl;          /* owned: kept alive, NULL until the first call */
     httpc_answer_t   answer;        /* owned: the last call's body, reused */

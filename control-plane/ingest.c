@@ -47,11 +47,11 @@ typedef struct {
 } spot_t;
 
 typedef struct {
-    char              *base;               /* owned, as configured */
     char              *cursor;             /* owned: committed cursor, NULL until loaded */
     spot_t            *spots;              /* owned: the files listed, oldest first */
     size_t             nspots;
-    dpclient_t         conn;               /* its answer: the bytes read from a file */
+    dpclient_t         conn;               /* conn.base names the plane; its answer: the
+                                              bytes read from a file */
     records_batch_t   *batch;              /* owned */
     const char        *logged[CAUSES_LOGGED];   /* dead letter reasons logged */
     char               cause[192];         /* the failure last logged, "" when fine */
@@ -80,10 +80,10 @@ fail(plane_t *p, const char *stage, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(cause, sizeof(cause), fmt, ap);
     va_end(ap);
-    metrics_labels(labels, "dataplane", p->base, "stage", stage, NULL);
+    metrics_labels(labels, "dataplane", p->conn.base, "stage", stage, NULL);
     metrics_add(METRIC_INGEST_ERRORS, labels, 1);
     if (strcmp(cause, p->cause) != 0) {
-        log_warn("ingest dataplane=%s %s: %s", p->base, stage, cause);
+        log_warn("ingest dataplane=%s %s: %s", p->conn.base, stage, cause);
         snprintf(p->cause, sizeof(p->cause), "%s", cause);
     }
 }
@@ -93,7 +93,7 @@ static void
 succeeded(plane_t *p)
 {
     if (p->cause[0] != '\0') {
-        log_info("ingest dataplane=%s: pulling records again", p->base);
+        log_info("ingest dataplane=%s: pulling records again", p->conn.base);
         p->cause[0] = '\0';
     }
     metrics_set(METRIC_INGEST_LAST_SUCCESS, p->labels, (double) time(NULL));
@@ -329,7 +329,7 @@ report_dead(plane_t *p)
         char        labels[METRICS_LABELS_SIZE];
         size_t      k;
 
-        metrics_labels(labels, "dataplane", p->base, "reason", reason, NULL);
+        metrics_labels(labels, "dataplane", p->conn.base, "reason", reason, NULL);
         metrics_add(METRIC_INGEST_DEAD_LETTERS, labels, 1);
         for (k = 0; k < CAUSES_LOGGED && p->logged[k] != NULL
                     && strcmp(p->logged[k], reason) != 0; k++)
@@ -339,7 +339,7 @@ report_dead(plane_t *p)
         if (k < CAUSES_LOGGED && p->logged[k] == NULL) {
             p->logged[k] = reason;
             log_warn("ingest dataplane=%s: %s at %s, kept in audit_dead_letters (logged once"
-                     " per reason, counted in vmx_cp_ingest_dead_letters_total)", p->base,
+                     " per reason, counted in vmx_cp_ingest_dead_letters_total)", p->conn.base,
                      reason, records_batch_dead_position(p->batch, i));
         }
     }
@@ -398,7 +398,7 @@ commit(plane_t *p)
     if (rc != RECORDS_COMMITTED) {
         if (rc == RECORDS_CURSOR_MOVED) {
             log_warn("ingest dataplane=%s: the stored cursor moved (another control plane?),"
-                     " reading it again", p->base);
+                     " reading it again", p->conn.base);
         } else {
             fail(p, "database", "batch not stored, the records wait in the spool");
         }
@@ -418,11 +418,11 @@ commit(plane_t *p)
     metrics_set(METRIC_INGEST_LAG, p->labels,
                 r.newest > 0 && time(NULL) > r.newest ? (double) (time(NULL) - r.newest) : 0);
     if (r.duplicates > 0) {
-        log_info("ingest dataplane=%s: %ld record(s) stored before, skipped", p->base,
+        log_info("ingest dataplane=%s: %ld record(s) stored before, skipped", p->conn.base,
                  r.duplicates);
     }
     log_debug("ingest dataplane=%s: batch of %ld record(s), %ld usage row(s), %ld dead"
-              " letter(s), cursor=%s", p->base, r.stored, r.usage_rows, r.dead, p->cursor);
+              " letter(s), cursor=%s", p->conn.base, r.stored, r.usage_rows, r.dead, p->cursor);
     return true;
 }
 
@@ -437,7 +437,7 @@ pull(plane_t *p)
     if (p->cursor == NULL) {
         db_conn_t *c = db_acquire();
 
-        p->cursor = c ? records_load_cursor(c, p->base) : NULL;
+        p->cursor = c ? records_load_cursor(c, p->conn.base) : NULL;
         if (c != NULL) {
             db_release(c);
         }
@@ -446,7 +446,7 @@ pull(plane_t *p)
             return false;
         }
     }
-    if (p->batch == NULL && (p->batch = records_batch_new(p->base, otel_running())) == NULL) {
+    if (p->batch == NULL && (p->batch = records_batch_new(p->conn.base, otel_running())) == NULL) {
         fail(p, "database", "out of memory");
         return false;
     }
@@ -533,7 +533,6 @@ ingest_round(void)
 int
 ingest_start(const config_t *cfg)
 {
-
     ing.interval_ms = cfg->ingest_interval_ms;
     ing.retention_days = cfg->retention_days;
     ing.activity_days = cfg->activity_retention_days;
@@ -541,19 +540,12 @@ ingest_start(const config_t *cfg)
     if (ing.planes == NULL) {
         return -1;
     }
+    /* a range of READ_CHUNK bytes takes longer than a config call */
     for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        plane_t *p = &ing.planes[i];
-
-        /* counted first: ingest_stop() frees what was allocated on failure */
-        ing.nplanes++;
-        p->base = strdup(cfg->dataplanes[i]);
-        if (p->base == NULL) {
-            return -1;
-        }
-        /* a range of READ_CHUNK bytes takes longer than a config call */
-        dpclient_open(&p->conn, p->base, HTTPC_TOTAL_TIMEOUT_MS * 3);
-        metrics_labels(p->labels, "dataplane", p->base, NULL);
+        dpclient_open(&ing.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS * 3);
+        metrics_labels(ing.planes[i].labels, "dataplane", cfg->dataplanes[i], NULL);
     }
+    ing.nplanes = cfg->ndataplanes;
     /* without data planes the thread still keeps the partitions */
     if (worker_start(&ing.worker, "ingest", ingest_round) != 0) {
         return -1;
@@ -571,7 +563,6 @@ ingest_stop(void)
     for (size_t i = 0; i < ing.nplanes; i++) {
         plane_t *p = &ing.planes[i];
 
-        free(p->base);
         free(p->cursor);
         free(p->spots);
         dpclient_close(&p->conn);

@@ -24,8 +24,7 @@
 #define MAX_CAPACITY        (4 * 1024 * 1024)
 
 typedef struct {
-    char       *base;             /* owned: as configured */
-    dpclient_t  conn;             /* the pusher thread's */
+    dpclient_t  conn;             /* the pusher thread's; conn.base names the plane */
     long long   version;          /* what it runs, -1 when unknown */
     bool        reachable;
     bool        contacted;        /* answered at least once */
@@ -104,13 +103,13 @@ record(dataplane_t *dp, long status, const char *what)
         dp->last_cause[0] = '\0';
     } else {
         if (strcmp(dp->last_cause, cause) != 0) {
-            log_warn("pusher dataplane=%s %s: %s", dp->base, what, cause);
+            log_warn("pusher dataplane=%s %s: %s", dp->conn.base, what, cause);
         }
         snprintf(dp->last_cause, sizeof(dp->last_cause), "%s", cause);
         snprintf(dp->last_error, sizeof(dp->last_error), "%s: %s", what, cause);
     }
     if (ok && (!dp->reachable || !dp->contacted)) {
-        log_info("pusher dataplane=%s reachable version=%lld", dp->base, dp->version);
+        log_info("pusher dataplane=%s reachable version=%lld", dp->conn.base, dp->version);
     }
     dp->reachable = status != 0;
     dp->contacted = dp->contacted || ok;
@@ -137,11 +136,11 @@ push(dataplane_t *dp, const char *snapshot, long long version)
     pthread_mutex_lock(&pusher.worker.lock);
     dp->pushed_at = time(NULL);
     pthread_mutex_unlock(&pusher.worker.lock);
-    metrics_labels(labels, "dataplane", dp->base, "result", status == 200 ? "ok" : "error",
+    metrics_labels(labels, "dataplane", dp->conn.base, "result", status == 200 ? "ok" : "error",
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
     if (status == 200) {
-        log_info("pusher dataplane=%s pushed version=%lld", dp->base, version);
+        log_info("pusher dataplane=%s pushed version=%lld", dp->conn.base, version);
     }
 }
 
@@ -161,16 +160,16 @@ collect_capacity(dataplane_t *dp, db_conn_t *c)
         snprintf(cause, sizeof(cause), "%.160s", dp->conn.error);
     } else if (status != 200) {
         snprintf(cause, sizeof(cause), "HTTP %ld", status);
-    } else if (capacity_merge(c, dp->conn.answer.data, dp->base) != 0) {
+    } else if (capacity_merge(c, dp->conn.answer.data, dp->conn.base) != 0) {
         snprintf(cause, sizeof(cause), "not a capacity document");
     }
     if (strcmp(cause, dp->capacity_cause) != 0) {
         if (cause[0] != '\0') {
             log_info("pusher dataplane=%s GET /vmx/capacity: %s; no discovered capacity"
-                     " from this data plane", dp->base, cause);
+                     " from this data plane", dp->conn.base, cause);
         } else {
             log_info("pusher dataplane=%s GET /vmx/capacity: collecting discovered capacity",
-                     dp->base);
+                     dp->conn.base);
         }
         snprintf(dp->capacity_cause, sizeof(dp->capacity_cause), "%s", cause);
     }
@@ -275,24 +274,16 @@ pusher_round(void)
 int
 pusher_start(const config_t *cfg)
 {
-
     pusher.interval = cfg->reconcile_interval;
     pusher.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(dataplane_t));
     if (pusher.planes == NULL) {
         return -1;
     }
     for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        dataplane_t *dp = &pusher.planes[i];
-
-        /* counted first: pusher_stop() frees what was allocated on failure */
-        pusher.nplanes++;
-        dp->version = -1;
-        dp->base = strdup(cfg->dataplanes[i]);
-        if (dp->base == NULL) {
-            return -1;
-        }
-        dpclient_open(&dp->conn, dp->base, HTTPC_TOTAL_TIMEOUT_MS);
+        pusher.planes[i].version = -1;
+        dpclient_open(&pusher.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS);
     }
+    pusher.nplanes = cfg->ndataplanes;
     if (pusher.nplanes == 0) {
         log_info("pusher: no data planes configured");
         return 0;
@@ -313,7 +304,6 @@ pusher_stop(void)
     worker_stop(&pusher.worker);
     for (size_t i = 0; i < pusher.nplanes; i++) {
         dpclient_close(&pusher.planes[i].conn);
-        free(pusher.planes[i].base);
         cJSON_Delete(pusher.planes[i].problems);
     }
     free(pusher.planes);
@@ -354,7 +344,7 @@ plane_json(const dataplane_t *dp, long long desired)
     } else {
         status = dp->version == desired ? "in-sync" : "stale";
     }
-    cJSON_AddStringToObject(obj, "url", dp->base);
+    cJSON_AddStringToObject(obj, "url", dp->conn.base);
     if (dp->version >= 0) {
         cJSON_AddNumberToObject(obj, "version", (double) dp->version);
     } else {
@@ -416,7 +406,7 @@ pusher_object_problems(const char *kind, const char *id)
             item = cJSON_Duplicate(p, true);
             cJSON_DeleteItemFromObjectCaseSensitive(item, "kind");
             cJSON_DeleteItemFromObjectCaseSensitive(item, "id");
-            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].base);
+            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].conn.base);
             cJSON_AddItemToArray(list, item);
         }
     }
