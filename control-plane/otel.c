@@ -268,39 +268,34 @@ read_settings(const config_t *cfg)
 
 /* ------------------------------------------------------------ attributes */
 
-static cJSON *
-attr(cJSON *attrs, const char *key, cJSON *value)
+/* {"key": key, "value": {type: item}} appended to attrs; item is taken */
+static void
+attr(cJSON *attrs, const char *key, const char *type, cJSON *item)
 {
     cJSON *a = cJSON_CreateObject();
+    cJSON *value = cJSON_CreateObject();
 
-    if (a == NULL || value == NULL) {
+    if (a == NULL || value == NULL || item == NULL) {
         cJSON_Delete(a);
         cJSON_Delete(value);
-        return NULL;
+        cJSON_Delete(item);
+        return;
     }
+    cJSON_AddItemToObject(value, type, item);
     cJSON_AddStringToObject(a, "key", key);
     cJSON_AddItemToObject(a, "value", value);
     if (!cJSON_AddItemToArray(attrs, a)) {
         cJSON_Delete(a);
-        return NULL;
     }
-    return a;
 }
 
 
 static void
 attr_str(cJSON *attrs, const char *key, const char *v)
 {
-    cJSON *value;
-
-    if (v == NULL) {
-        return;
+    if (v != NULL) {
+        attr(attrs, key, "stringValue", cJSON_CreateString(v));
     }
-    value = cJSON_CreateObject();
-    if (value != NULL) {
-        cJSON_AddStringToObject(value, "stringValue", v);
-    }
-    attr(attrs, key, value);
 }
 
 
@@ -308,38 +303,24 @@ attr_str(cJSON *attrs, const char *key, const char *v)
 static void
 attr_int(cJSON *attrs, const char *key, long long v)
 {
-    char   num[24];
-    cJSON *value = cJSON_CreateObject();
+    char num[24];
 
     snprintf(num, sizeof(num), "%lld", v);
-    if (value != NULL) {
-        cJSON_AddStringToObject(value, "intValue", num);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "intValue", cJSON_CreateString(num));
 }
 
 
 static void
 attr_double(cJSON *attrs, const char *key, double v)
 {
-    cJSON *value = cJSON_CreateObject();
-
-    if (value != NULL) {
-        cJSON_AddNumberToObject(value, "doubleValue", v);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "doubleValue", cJSON_CreateNumber(v));
 }
 
 
 static void
 attr_bool(cJSON *attrs, const char *key, bool v)
 {
-    cJSON *value = cJSON_CreateObject();
-
-    if (value != NULL) {
-        cJSON_AddBoolToObject(value, "boolValue", v);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "boolValue", cJSON_CreateBool(v));
 }
 
 
