@@ -148,15 +148,29 @@ parse_listen(config_t *cfg, const char *value)
 }
 
 
+/* the next entry of a comma-separated list at *rest: its start (*len
+ * bytes), *rest moved past it; NULL after the last */
+static const char *
+next_entry(const char **rest, size_t *len)
+{
+    const char *entry = *rest;
+
+    if (*entry == '\0') {
+        return NULL;
+    }
+    *len = strcspn(entry, ",");
+    *rest = entry + *len + (entry[*len] == ',');
+    return entry;
+}
+
+
 static int
 parse_dataplanes(config_t *cfg, const char *value)
 {
-    const char *p = value;
+    const char *p;
+    size_t      len;
 
-    while (*p != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
-
+    while ((p = next_entry(&value, &len)) != NULL) {
         while (len > 0 && isspace((unsigned char) *p)) {
             p++;
             len--;
@@ -164,18 +178,14 @@ parse_dataplanes(config_t *cfg, const char *value)
         while (len > 0 && (isspace((unsigned char) p[len - 1]) || p[len - 1] == '/')) {
             len--;
         }
-        if (len > 0) {
-            if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
-                log_error("config VMX_DATAPLANES: more than %d data planes",
-                          CONFIG_MAX_DATAPLANES);
-                return -1;
-            }
-            cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
+        if (len == 0) {
+            continue;
         }
-        if (comma == NULL) {
-            break;
+        if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
+            log_error("config VMX_DATAPLANES: more than %d data planes", CONFIG_MAX_DATAPLANES);
+            return -1;
         }
-        p = comma + 1;
+        cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
     }
     return 0;
 }
@@ -270,31 +280,26 @@ oidc_url_ok(const char *url)
 static int
 parse_role_map(config_t *cfg, const char *value)
 {
-    const char *p = value;
+    const char *p, *eq;
+    size_t      len;
 
-    while (*p != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-
-        if (len > 0) {
-            if (eq == NULL || eq == p || eq == p + len - 1 || len > 512) {
-                log_error("config VMX_OIDC_ROLE_MAP: \"%.*s\" is not claim=role", (int) len, p);
-                return -1;
-            }
-            if (cfg->noidc_role_map == CONFIG_MAX_OIDC_ROLES) {
-                log_error("config VMX_OIDC_ROLE_MAP: more than %d entries",
-                          CONFIG_MAX_OIDC_ROLES);
-                return -1;
-            }
-            cfg->oidc_role_map[cfg->noidc_role_map].claim = strndup(p, (size_t) (eq - p));
-            cfg->oidc_role_map[cfg->noidc_role_map++].role =
-                strndup(eq + 1, (size_t) (p + len - eq - 1));
+    while ((p = next_entry(&value, &len)) != NULL) {
+        if (len == 0) {
+            continue;
         }
-        if (comma == NULL) {
-            break;
+        eq = memchr(p, '=', len);
+        if (eq == NULL || eq == p || eq == p + len - 1 || len > 512) {
+            log_error("config VMX_OIDC_ROLE_MAP: \"%.*s\" is not claim=role",
+                      (int) (len > 512 ? 512 : len), p);
+            return -1;
         }
-        p = comma + 1;
+        if (cfg->noidc_role_map == CONFIG_MAX_OIDC_ROLES) {
+            log_error("config VMX_OIDC_ROLE_MAP: more than %d entries", CONFIG_MAX_OIDC_ROLES);
+            return -1;
+        }
+        cfg->oidc_role_map[cfg->noidc_role_map].claim = strndup(p, (size_t) (eq - p));
+        cfg->oidc_role_map[cfg->noidc_role_map++].role =
+            strndup(eq + 1, (size_t) (p + len - eq - 1));
     }
     return 0;
 }
