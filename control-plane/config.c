@@ -46,10 +46,11 @@ typedef enum {
 } setting_type_e;
 
 /*
- * Every plain setting: its variable, its type and its field, with a
- * default and a bound where it has them.  Settings with a syntax of their
- * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL) and the checks between
- * settings (OIDC's, a token file with data planes) follow in config_load().
+ * Every setting: its variable, its type and its field, with a default and
+ * a bound where it has them.  The text of a setting with a syntax of its
+ * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL, VMX_OIDC_ROLE_MAP) is
+ * parsed, and the settings are checked against each other (OIDC's, a
+ * token file with data planes), in config_load().
  */
 typedef struct {
     const char      *name;
@@ -69,6 +70,9 @@ typedef struct {
 #define FLAG(name, field)             SETTING(name, SETTING_FLAG, field, NULL, 0, 0)
 
 static const setting_t settings[] = {
+    STRING_OR("VMX_LISTEN", listen, DEFAULT_LISTEN),
+    STRING("VMX_DATAPLANES", dataplanes_list),
+    STRING("VMX_LOG_LEVEL", log_level),
     STRING("VMX_DATABASE_URL", database_url),
     STRING("VMX_MASTER_KEY_FILE", master_key_file),
     STRING("VMX_SECRET_KEYS_DIR", secret_keys_dir),
@@ -112,6 +116,7 @@ static const setting_t settings[] = {
     STRING_OR("VMX_OIDC_SCOPES", oidc_scopes, DEFAULT_OIDC_SCOPES),
     STRING_OR("VMX_OIDC_ROLES_CLAIM", oidc_roles_claim, DEFAULT_OIDC_CLAIM),
     STRING("VMX_OIDC_CLIENT_SECRET_FILE", oidc_client_secret_file),
+    STRING("VMX_OIDC_ROLE_MAP", oidc_role_map_list),
 };
 
 #undef SETTING
@@ -191,26 +196,20 @@ parse_dataplanes(config_t *cfg, const char *value)
 }
 
 
-/* the variable's value, NULL when unset or empty */
-static char *
-non_empty_env(const char *name)
-{
-    char *v = getenv(name);
-
-    return v != NULL && v[0] != '\0' ? v : NULL;
-}
-
-
 /* the table's settings into cfg; -1 with the reason logged */
 static int
 read_settings(config_t *cfg)
 {
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
         const setting_t *st = &settings[i];
-        char            *v = non_empty_env(st->name);
+        char            *v = getenv(st->name);
         void            *field = (char *) cfg + st->offset;
         char            *end;
         long             n;
+
+        if (v != NULL && v[0] == '\0') {
+            v = NULL;           /* empty: unset */
+        }
 
         switch (st->type) {
         case SETTING_URL:
@@ -309,8 +308,6 @@ parse_role_map(config_t *cfg, const char *value)
 static int
 parse_oidc(config_t *cfg)
 {
-    const char *v;
-
     if (cfg->oidc_issuer == NULL) {
         return 0;
     }
@@ -348,8 +345,7 @@ parse_oidc(config_t *cfg)
         log_error("config VMX_OIDC_ROLES_CLAIM / VMX_OIDC_DEFAULT_ROLE: longer than 256 bytes");
         return -1;
     }
-    v = non_empty_env("VMX_OIDC_ROLE_MAP");
-    if (v != NULL && parse_role_map(cfg, v) != 0) {
+    if (cfg->oidc_role_map_list != NULL && parse_role_map(cfg, cfg->oidc_role_map_list) != 0) {
         return -1;
     }
     if (cfg->oidc_client_secret_file != NULL) {
@@ -366,17 +362,14 @@ parse_oidc(config_t *cfg)
 int
 config_load(config_t *cfg)
 {
-    const char *v;
-
     memset(cfg, 0, sizeof(*cfg));
-
-    /* the settings of a syntax of their own, and the checks between settings */
-    v = getenv("VMX_LISTEN");
-    if (parse_listen(cfg, v ? v : DEFAULT_LISTEN) != 0) {
-        log_error("config VMX_LISTEN: \"%s\" is not host:port", v ? v : DEFAULT_LISTEN);
+    if (read_settings(cfg) != 0) {
         return -1;
     }
-    if (read_settings(cfg) != 0) {
+
+    /* the settings of a syntax of their own, and the checks between settings */
+    if (parse_listen(cfg, cfg->listen) != 0) {
+        log_error("config VMX_LISTEN: \"%s\" is not host:port", cfg->listen);
         return -1;
     }
     if (cfg->database_url == NULL) {
@@ -388,8 +381,7 @@ config_load(config_t *cfg)
         return -1;
     }
 
-    v = getenv("VMX_DATAPLANES");
-    if (v != NULL && parse_dataplanes(cfg, v) != 0) {
+    if (cfg->dataplanes_list != NULL && parse_dataplanes(cfg, cfg->dataplanes_list) != 0) {
         return -1;
     }
     if (cfg->ndataplanes > 0 && cfg->dataplane_token_file == NULL) {
@@ -401,9 +393,8 @@ config_load(config_t *cfg)
         return -1;
     }
 
-    v = getenv("VMX_LOG_LEVEL");
-    if (v != NULL && v[0] != '\0' && log_set_level(v) != 0) {
-        log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", v);
+    if (cfg->log_level != NULL && log_set_level(cfg->log_level) != 0) {
+        log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", cfg->log_level);
         return -1;
     }
     current = cfg;
