@@ -38,8 +38,9 @@ void dpclient_close(dpclient_t *dc);
 /*
  * method on <base><path> (path with its query, escaped), with body (JSON,
  * NULL: none) and range ("first-last", NULL: none); the answer's body, at
- * most max bytes, in dc->answer.  The HTTP status, or 0 with dc->error
- * filled.
+ * most max bytes, in dc->answer.  The HTTP status, or 0 with the cause in
+ * dc->error (the caller's log line names the data plane, dc->base, and the
+ * call).
  */
 long dpclient_call(dpclient_t *dc, const char *method, const char *path, const char *body,
     const char *range, size_t max);

@@ -1,7 +1,8 @@
 /*
  * otel: the OTLP/HTTP JSON exporter.  The queue and the metric points are
- * shared with the ingest thread under the lock; the batch being sent, its
- * retries and the connection address cache belong to the export thread.
+ * shared with the ingest thread under the lock (ot.worker.lock); the batch
+ * being sent, its retries and the connection address cache belong to the
+ * export thread, and to otel_stop() once that thread is joined.
  */
 
 #include <ctype.h>

@@ -92,7 +92,8 @@ worker_start(worker_t *w, const char *name, worker_round_pt round)
 }
 
 
-/* running is written under the lock: worker_notify() of other threads reads it */
+/* running goes false under the lock: a later worker_notify() leaves the
+ * condition variable being destroyed alone */
 void
 worker_stop(worker_t *w)
 {

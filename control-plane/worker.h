@@ -3,7 +3,7 @@
  * ingest, otel, credentials, reencrypt).  The thread runs rounds of its
  * owner's work, and between two rounds sleeps until the next is due, it is
  * woken (worker_notify()), or it must stop.  The owner may guard its own
- * shared state with w->lock, never held during a round.
+ * shared state with w->lock: the worker takes it only between rounds.
  */
 
 #ifndef CP_WORKER_H
@@ -18,7 +18,7 @@ typedef long (*worker_round_pt)(void);
 typedef struct {
     worker_round_pt   round;
     pthread_t         thread;
-    bool              running;
+    bool              running;         /* written under the lock */
     pthread_mutex_t   lock;
     pthread_cond_t    wake;            /* CLOCK_MONOTONIC, while running */
     bool              woken;           /* notified since the last sleep */
