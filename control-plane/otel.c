@@ -111,6 +111,7 @@ static struct {
     uint64_t            start_ns;      /* start of the cumulative metrics */
 
     /* the export thread's */
+    CURL               *curl;          /* owned: the collector connection, kept alive */
     char               *pending;       /* owned: the traces body being sent */
     long                pending_spans;
     int                 tries;
@@ -1184,25 +1185,24 @@ traces_body(const item_t *batch)
 
 /* ------------------------------------------------------------ export */
 
-/* POSTs body; the HTTP status, or 0 with error filled */
+/* POSTs body over the kept-alive connection; the HTTP status, or 0 with error filled */
 static long
 post(const char *url, const char *body, char *error, size_t error_size)
 {
-    CURL *curl = curl_easy_init();
     char *answer = NULL;
     long  status;
 
-    if (curl == NULL) {
+    if (ot.curl == NULL && (ot.curl = curl_easy_init()) == NULL) {
         snprintf(error, error_size, "curl_easy_init failed");
         return 0;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, ot.headers);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
-    status = httpc_perform(curl, ANSWER_MAX, &answer, error, error_size);
+    curl_easy_reset(ot.curl);
+    curl_easy_setopt(ot.curl, CURLOPT_URL, url);
+    curl_easy_setopt(ot.curl, CURLOPT_HTTPHEADER, ot.headers);
+    curl_easy_setopt(ot.curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(ot.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
+    status = httpc_perform(ot.curl, ANSWER_MAX, &answer, error, error_size);
     free(answer);
-    curl_easy_cleanup(curl);
     return status;
 }
 
@@ -1463,7 +1463,8 @@ otel_stop(void)
         free(ot.addresses[i].host);
     }
     ot.naddresses = 0;
-    httpc_cleanup(NULL, ot.headers);
+    httpc_cleanup(ot.curl, ot.headers);
+    ot.curl = NULL;
     ot.headers = NULL;
     free(ot.traces_url);
     free(ot.metrics_url);
