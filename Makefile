@@ -70,12 +70,15 @@ $(B)/unit/test_oidc: t/unit/test_oidc.c $(OIDC_UNIT_OBJ) t/unit/unit.h
 CP_UNIT_LIBS_test_throttle = -lpthread
 CP_UNIT_LIBS_test_diff     = -lcjson
 CP_UNIT_LIBS_test_xml      = -lexpat
+CP_UNIT_LIBS_test_worker   = -lpthread
 
 $(B)/unit/test_throttle: t/unit/test_throttle.c $(B)/control-plane/throttle.o t/unit/unit.h
 $(B)/unit/test_diff: t/unit/test_diff.c $(B)/control-plane/diff.o t/unit/unit.h
 $(B)/unit/test_xml: t/unit/test_xml.c $(B)/control-plane/xml.o t/unit/unit.h
+$(B)/unit/test_worker: t/unit/test_worker.c $(B)/control-plane/worker.o \
+    $(B)/control-plane/log.o t/unit/unit.h
 
-$(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml:
+$(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml $(B)/unit/test_worker:
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(filter %.o,$^) \
 	    $(CP_UNIT_LIBS_$(notdir $@))

@@ -32,6 +32,8 @@
 #define OIDC_VALUE_MAX      2048     /* an issuer, a URL, a scope list */
 #define DEFAULT_REENCRYPT_BATCH  50
 #define DEFAULT_REENCRYPT_PAUSE  100
+#define DEFAULT_OTLP_INTERVAL    10      /* seconds */
+#define DEFAULT_OTLP_QUEUE       8192    /* records */
 
 static const config_t  *current;
 
@@ -44,10 +46,11 @@ typedef enum {
 } setting_type_e;
 
 /*
- * Every plain setting: its variable, its type and its field, with a
- * default and a bound where it has them.  Settings with a syntax of their
- * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL) and the checks between
- * settings (OIDC's, a token file with data planes) follow in config_load().
+ * Every setting: its variable, its type and its field, with a default and
+ * a bound where it has them.  The text of a setting with a syntax of its
+ * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL, VMX_OIDC_ROLE_MAP) is
+ * parsed, and the settings are checked against each other (OIDC's, a
+ * token file with data planes), in config_load().
  */
 typedef struct {
     const char      *name;
@@ -67,6 +70,9 @@ typedef struct {
 #define FLAG(name, field)             SETTING(name, SETTING_FLAG, field, NULL, 0, 0)
 
 static const setting_t settings[] = {
+    STRING_OR("VMX_LISTEN", listen, DEFAULT_LISTEN),
+    STRING("VMX_DATAPLANES", dataplanes_list),
+    STRING("VMX_LOG_LEVEL", log_level),
     STRING("VMX_DATABASE_URL", database_url),
     STRING("VMX_MASTER_KEY_FILE", master_key_file),
     STRING("VMX_SECRET_KEYS_DIR", secret_keys_dir),
@@ -98,6 +104,10 @@ static const setting_t settings[] = {
         86400),
     INT("VMX_ACTIVITY_RETENTION_DAYS", activity_retention_days, DEFAULT_ACTIVITY_RETENTION,
         36500),
+    URL("VMX_OTLP_ENDPOINT", otlp_endpoint),
+    STRING("VMX_OTLP_HEADERS", otlp_headers),
+    INT("VMX_OTLP_METRICS_INTERVAL", otlp_metrics_interval, DEFAULT_OTLP_INTERVAL, 86400),
+    INT("VMX_OTLP_QUEUE_SIZE", otlp_queue_size, DEFAULT_OTLP_QUEUE, 1000000),
     STRING("VMX_OIDC_ISSUER", oidc_issuer),
     STRING("VMX_OIDC_CLIENT_ID", oidc_client_id),
     STRING("VMX_OIDC_REDIRECT_URI", oidc_redirect_uri),
@@ -106,6 +116,7 @@ static const setting_t settings[] = {
     STRING_OR("VMX_OIDC_SCOPES", oidc_scopes, DEFAULT_OIDC_SCOPES),
     STRING_OR("VMX_OIDC_ROLES_CLAIM", oidc_roles_claim, DEFAULT_OIDC_CLAIM),
     STRING("VMX_OIDC_CLIENT_SECRET_FILE", oidc_client_secret_file),
+    STRING("VMX_OIDC_ROLE_MAP", oidc_role_map_list),
 };
 
 #undef SETTING
@@ -142,15 +153,29 @@ parse_listen(config_t *cfg, const char *value)
 }
 
 
+/* the next entry of a comma-separated list at *rest: its start (*len
+ * bytes), *rest moved past it; NULL after the last */
+static const char *
+next_entry(const char **rest, size_t *len)
+{
+    const char *entry = *rest;
+
+    if (*entry == '\0') {
+        return NULL;
+    }
+    *len = strcspn(entry, ",");
+    *rest = entry + *len + (entry[*len] == ',');
+    return entry;
+}
+
+
 static int
 parse_dataplanes(config_t *cfg, const char *value)
 {
-    const char *p = value;
+    const char *p;
+    size_t      len;
 
-    while (*p != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
-
+    while ((p = next_entry(&value, &len)) != NULL) {
         while (len > 0 && isspace((unsigned char) *p)) {
             p++;
             len--;
@@ -158,30 +183,16 @@ parse_dataplanes(config_t *cfg, const char *value)
         while (len > 0 && (isspace((unsigned char) p[len - 1]) || p[len - 1] == '/')) {
             len--;
         }
-        if (len > 0) {
-            if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
-                log_error("config VMX_DATAPLANES: more than %d data planes",
-                          CONFIG_MAX_DATAPLANES);
-                return -1;
-            }
-            cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
+        if (len == 0) {
+            continue;
         }
-        if (comma == NULL) {
-            break;
+        if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
+            log_error("config VMX_DATAPLANES: more than %d data planes", CONFIG_MAX_DATAPLANES);
+            return -1;
         }
-        p = comma + 1;
+        cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
     }
     return 0;
-}
-
-
-/* the variable's value, NULL when unset or empty */
-static char *
-non_empty_env(const char *name)
-{
-    char *v = getenv(name);
-
-    return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
 
@@ -191,10 +202,14 @@ read_settings(config_t *cfg)
 {
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
         const setting_t *st = &settings[i];
-        char            *v = non_empty_env(st->name);
+        char            *v = getenv(st->name);
         void            *field = (char *) cfg + st->offset;
         char            *end;
         long             n;
+
+        if (v != NULL && v[0] == '\0') {
+            v = NULL;           /* empty: unset */
+        }
 
         switch (st->type) {
         case SETTING_URL:
@@ -264,31 +279,26 @@ oidc_url_ok(const char *url)
 static int
 parse_role_map(config_t *cfg, const char *value)
 {
-    const char *p = value;
+    const char *p, *eq;
+    size_t      len;
 
-    while (*p != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t      len = comma ? (size_t) (comma - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-
-        if (len > 0) {
-            if (eq == NULL || eq == p || eq == p + len - 1 || len > 512) {
-                log_error("config VMX_OIDC_ROLE_MAP: \"%.*s\" is not claim=role", (int) len, p);
-                return -1;
-            }
-            if (cfg->noidc_role_map == CONFIG_MAX_OIDC_ROLES) {
-                log_error("config VMX_OIDC_ROLE_MAP: more than %d entries",
-                          CONFIG_MAX_OIDC_ROLES);
-                return -1;
-            }
-            cfg->oidc_role_map[cfg->noidc_role_map].claim = strndup(p, (size_t) (eq - p));
-            cfg->oidc_role_map[cfg->noidc_role_map++].role =
-                strndup(eq + 1, (size_t) (p + len - eq - 1));
+    while ((p = next_entry(&value, &len)) != NULL) {
+        if (len == 0) {
+            continue;
         }
-        if (comma == NULL) {
-            break;
+        eq = memchr(p, '=', len);
+        if (eq == NULL || eq == p || eq == p + len - 1 || len > 512) {
+            log_error("config VMX_OIDC_ROLE_MAP: \"%.*s\" is not claim=role",
+                      (int) (len > 512 ? 512 : len), p);
+            return -1;
         }
-        p = comma + 1;
+        if (cfg->noidc_role_map == CONFIG_MAX_OIDC_ROLES) {
+            log_error("config VMX_OIDC_ROLE_MAP: more than %d entries", CONFIG_MAX_OIDC_ROLES);
+            return -1;
+        }
+        cfg->oidc_role_map[cfg->noidc_role_map].claim = strndup(p, (size_t) (eq - p));
+        cfg->oidc_role_map[cfg->noidc_role_map++].role =
+            strndup(eq + 1, (size_t) (p + len - eq - 1));
     }
     return 0;
 }
@@ -298,8 +308,6 @@ parse_role_map(config_t *cfg, const char *value)
 static int
 parse_oidc(config_t *cfg)
 {
-    const char *v;
-
     if (cfg->oidc_issuer == NULL) {
         return 0;
     }
@@ -337,8 +345,7 @@ parse_oidc(config_t *cfg)
         log_error("config VMX_OIDC_ROLES_CLAIM / VMX_OIDC_DEFAULT_ROLE: longer than 256 bytes");
         return -1;
     }
-    v = non_empty_env("VMX_OIDC_ROLE_MAP");
-    if (v != NULL && parse_role_map(cfg, v) != 0) {
+    if (cfg->oidc_role_map_list != NULL && parse_role_map(cfg, cfg->oidc_role_map_list) != 0) {
         return -1;
     }
     if (cfg->oidc_client_secret_file != NULL) {
@@ -355,17 +362,14 @@ parse_oidc(config_t *cfg)
 int
 config_load(config_t *cfg)
 {
-    const char *v;
-
     memset(cfg, 0, sizeof(*cfg));
-
-    /* the settings of a syntax of their own, and the checks between settings */
-    v = getenv("VMX_LISTEN");
-    if (parse_listen(cfg, v ? v : DEFAULT_LISTEN) != 0) {
-        log_error("config VMX_LISTEN: \"%s\" is not host:port", v ? v : DEFAULT_LISTEN);
+    if (read_settings(cfg) != 0) {
         return -1;
     }
-    if (read_settings(cfg) != 0) {
+
+    /* the settings of a syntax of their own, and the checks between settings */
+    if (parse_listen(cfg, cfg->listen) != 0) {
+        log_error("config VMX_LISTEN: \"%s\" is not host:port", cfg->listen);
         return -1;
     }
     if (cfg->database_url == NULL) {
@@ -377,8 +381,7 @@ config_load(config_t *cfg)
         return -1;
     }
 
-    v = getenv("VMX_DATAPLANES");
-    if (v != NULL && parse_dataplanes(cfg, v) != 0) {
+    if (cfg->dataplanes_list != NULL && parse_dataplanes(cfg, cfg->dataplanes_list) != 0) {
         return -1;
     }
     if (cfg->ndataplanes > 0 && cfg->dataplane_token_file == NULL) {
@@ -390,9 +393,8 @@ config_load(config_t *cfg)
         return -1;
     }
 
-    v = getenv("VMX_LOG_LEVEL");
-    if (v != NULL && v[0] != '\0' && log_set_level(v) != 0) {
-        log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", v);
+    if (cfg->log_level != NULL && log_set_level(cfg->log_level) != 0) {
+        log_error("config VMX_LOG_LEVEL: \"%s\" is not debug|info|warn|error", cfg->log_level);
         return -1;
     }
     current = cfg;

@@ -19,8 +19,11 @@ typedef struct {
 } config_role_map_t;
 
 typedef struct config_s {
-    char    listen_host[64];
+    char   *listen;                   /* from getenv or the default, host:port */
+    char    listen_host[64];          /* of listen */
     int     listen_port;
+    char   *dataplanes_list;          /* from getenv, NULL: none (parsed: dataplanes) */
+    char   *log_level;                /* from getenv, NULL: the default */
     char   *database_url;             /* from getenv, not owned */
     char   *master_key_file;          /* from getenv, may be NULL with secret_keys_dir */
     char   *secret_keys_dir;          /* from getenv, may be NULL: <name>.key files */
@@ -48,6 +51,10 @@ typedef struct config_s {
     int     login_throttle_seconds;   /* the first wait, doubled by each further failure */
     int     login_throttle_max;       /* the longest wait, and when failures are forgotten */
     int     activity_retention_days;  /* activity records kept */
+    char   *otlp_endpoint;            /* from getenv, NULL: no OpenTelemetry export */
+    char   *otlp_headers;             /* from getenv, NULL: none; secrets, never logged */
+    int     otlp_metrics_interval;    /* seconds between metrics exports */
+    int     otlp_queue_size;          /* records waiting for their spans' export */
 
     /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
     char   *oidc_issuer;              /* from getenv */
@@ -58,6 +65,7 @@ typedef struct config_s {
     char   *oidc_roles_claim;         /* from getenv or the default */
     char   *oidc_ui_url;              /* from getenv, NULL: the callback answers JSON */
     char   *oidc_client_secret_file;  /* from getenv, NULL: a public client */
+    char   *oidc_role_map_list;       /* from getenv, NULL: none (parsed: oidc_role_map) */
 
     /* owned by the config, freed by config_free() */
     char   *dataplanes[CONFIG_MAX_DATAPLANES];

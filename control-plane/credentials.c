@@ -404,16 +404,11 @@ next_round(void)
 }
 
 
-static void *
-refresher_main(void *arg)
+static long
+refresher_round(void)
 {
-    struct timespec deadline = { 0, 0 };
-
-    do {
-        run_round();
-        deadline.tv_sec = next_round();
-    } while (!worker_wait(&refresher.w, &deadline, true));
-    return NULL;
+    run_round();
+    return (long) (next_round() - time(NULL)) * 1000L;
 }
 
 
@@ -423,7 +418,7 @@ credentials_start(const config_t *cfg)
     refresher.interval = cfg->reconcile_interval;
     refresher.margin = cfg->sts_refresh_margin;
     sts_init(cfg);
-    if (worker_start(&refresher.w, refresher_main, "credentials") != 0) {
+    if (worker_start(&refresher.w, "credentials", refresher_round) != 0) {
         return -1;
     }
     log_info("credentials: STS %s, refresh %d s before expiry",

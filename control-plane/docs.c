@@ -82,7 +82,9 @@ reply_list(http_req_t *req, const char *sql, int nparams, const char *const *par
     snprintf(index, sizeof(index), "%ld", page_index);
     snprintf(size, sizeof(size), "%ld", page_size);
 
-    memcpy(all, params, (size_t) nparams * sizeof(char *));
+    if (nparams > 0) {
+        memcpy(all, params, (size_t) nparams * sizeof(char *));     /* params may be NULL */
+    }
     all[nparams] = limit;
     all[nparams + 1] = offset;
     all[nparams + 2] = index;

@@ -1,21 +1,31 @@
 /*
  * httpc: the outgoing side of HTTP (libcurl easy handles), shared by the
- * config channel (pusher.c), the records channel (ingest.c), STS (sts.c)
- * and KMS (kms.c).  The caller prepares the
- * handle (URL, method, headers, body, auth); httpc_perform() adds the
- * answer collection, the timeouts and the thread safety options, runs it,
- * and leaves the handle to the caller.
+ * data plane client (dpclient.c), STS (sts.c), KMS (kms.c), OIDC (oidc.c)
+ * and the OTLP export (otel.c).  The caller prepares the handle (URL,
+ * method, headers, body, auth); httpc_perform() adds the answer collection,
+ * the timeouts and the thread safety options, runs it, and leaves the
+ * handle to the caller.
  */
 
 #ifndef CP_HTTPC_H
 #define CP_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <curl/curl.h>
 
 #define HTTPC_CONNECT_TIMEOUT_MS  2000L
 #define HTTPC_TOTAL_TIMEOUT_MS    10000L
+
+/* an answer's body, collected up to max bytes */
+typedef struct {
+    char    *data;                  /* NUL-terminated, NULL until a byte came */
+    size_t   len;
+    size_t   size;                  /* allocated */
+    size_t   max;
+    bool     wipe;                  /* credentials: no copy left behind when growing */
+} httpc_answer_t;
 
 /*
  * The HTTP status, or 0 with error filled on a transport failure (or an
@@ -25,6 +35,13 @@
  * behind but *answer itself (wipe it with sodium_memzero() before free).
  */
 long httpc_perform(CURL *curl, size_t max, char **answer, char *error,
+    size_t error_size);
+
+/*
+ * As httpc_perform() with a total timeout of timeout_ms, the body into
+ * a (emptied first, its buffer reused: a kept-alive caller's).
+ */
+long httpc_perform_into(CURL *curl, httpc_answer_t *a, long timeout_ms, char *error,
     size_t error_size);
 
 /* wipes the request's header lines (they may hold tokens) and frees them

@@ -18,10 +18,9 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#include <sodium.h>
 
 #include "activity.h"
-#include "httpc.h"
+#include "dpclient.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
@@ -48,13 +47,11 @@ typedef struct {
 } spot_t;
 
 typedef struct {
-    char              *base;               /* owned, as configured */
     char              *cursor;             /* owned: committed cursor, NULL until loaded */
     spot_t            *spots;              /* owned: the files listed, oldest first */
     size_t             nspots;
-    CURL              *curl;               /* owned: one kept-alive connection */
-    char              *buf;                /* owned: bytes read from a file */
-    size_t             buf_len, buf_cap;
+    dpclient_t         conn;               /* conn.base names the plane; its answer: the
+                                              bytes read from a file */
     records_batch_t   *batch;              /* owned */
     const char        *logged[CAUSES_LOGGED];   /* dead letter reasons logged */
     char               cause[192];         /* the failure last logged, "" when fine */
@@ -67,7 +64,6 @@ static struct {
     int               retention_days;
     int               activity_days;    /* activity records kept (activity.c) */
     long              maintained_day;      /* UTC day of the last maintenance, -1 */
-    char             *auth_header;         /* owned, "Authorization: Bearer ..." */
     plane_t          *planes;              /* owned array */
     size_t            nplanes;
 } ing = { .worker = WORKER_INIT, .maintained_day = -1 };
@@ -84,10 +80,10 @@ fail(plane_t *p, const char *stage, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(cause, sizeof(cause), fmt, ap);
     va_end(ap);
-    metrics_labels(labels, "dataplane", p->base, "stage", stage, NULL);
+    metrics_labels(labels, "dataplane", p->conn.base, "stage", stage, NULL);
     metrics_add(METRIC_INGEST_ERRORS, labels, 1);
     if (strcmp(cause, p->cause) != 0) {
-        log_warn("ingest dataplane=%s %s: %s", p->base, stage, cause);
+        log_warn("ingest dataplane=%s %s: %s", p->conn.base, stage, cause);
         snprintf(p->cause, sizeof(p->cause), "%s", cause);
     }
 }
@@ -97,7 +93,7 @@ static void
 succeeded(plane_t *p)
 {
     if (p->cause[0] != '\0') {
-        log_info("ingest dataplane=%s: pulling records again", p->base);
+        log_info("ingest dataplane=%s: pulling records again", p->conn.base);
         p->cause[0] = '\0';
     }
     metrics_set(METRIC_INGEST_LAST_SUCCESS, p->labels, (double) time(NULL));
@@ -106,102 +102,36 @@ succeeded(plane_t *p)
 
 /* ---- the records channel --------------------------------------------- */
 
-static size_t
-collect(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    plane_t *p = userdata;
-    size_t   n = size * nmemb;
-
-    if (p->buf_len + n > p->buf_cap) {
-        return 0;           /* more than asked: refused */
-    }
-    memcpy(p->buf + p->buf_len, ptr, n);
-    p->buf_len += n;
-    return n;
-}
-
-
-/* room for want bytes in the read buffer; false when out of memory */
-static bool
-reserve(plane_t *p, size_t want)
-{
-    char *grown;
-
-    if (want <= p->buf_cap) {
-        return true;
-    }
-    grown = realloc(p->buf, want);
-    if (grown == NULL) {
-        return false;
-    }
-    p->buf = grown;
-    p->buf_cap = want;
-    return true;
-}
-
-
 /*
  * method on <base>/vmx/spool[/<name>] (the listing with the committed
- * cursor), the answer into p->buf (at most max bytes); range "first-last"
+ * cursor), the answer into p->conn (at most max bytes); range "first-last"
  * or NULL.  The HTTP status, or 0 after counting the failure.
  */
 static long
 call(plane_t *p, const char *method, const char *name, const char *range, size_t max,
     const char *stage)
 {
-    struct curl_slist *headers = NULL;
-    char               error[CURL_ERROR_SIZE] = "";
-    char              *cursor, *url = NULL;
-    long               status = 0;
-    CURLcode           rc;
+    char *cursor = NULL, *path;
+    long  status;
+    int   n;
 
-    if (p->curl == NULL && (p->curl = curl_easy_init()) == NULL) {
-        fail(p, stage, "curl_easy_init failed");
-        return 0;
-    }
-    if (!reserve(p, max)) {
-        fail(p, stage, "out of memory");
-        return 0;
-    }
     if (name != NULL) {
-        cursor = NULL;
-        if (asprintf(&url, "%s/vmx/spool/%s", p->base, name) < 0) {
-            url = NULL;
-        }
+        n = asprintf(&path, "/vmx/spool/%s", name);
     } else {
-        cursor = curl_easy_escape(p->curl, p->cursor, 0);
-        if (cursor == NULL || asprintf(&url, "%s/vmx/spool?cursor=%s", p->base, cursor) < 0) {
-            url = NULL;
-        }
+        cursor = curl_easy_escape(NULL, p->cursor, 0);
+        n = cursor != NULL ? asprintf(&path, "/vmx/spool?cursor=%s", cursor) : -1;
+        curl_free(cursor);
     }
-    curl_free(cursor);
-    if (url == NULL) {
+    if (n < 0) {
         fail(p, stage, "out of memory");
         return 0;
     }
-    headers = curl_slist_append(headers, ing.auth_header);
-    curl_easy_reset(p->curl);
-    curl_easy_setopt(p->curl, CURLOPT_URL, url);
-    curl_easy_setopt(p->curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(p->curl, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(p->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(p->curl, CURLOPT_CONNECTTIMEOUT_MS, HTTPC_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(p->curl, CURLOPT_TIMEOUT_MS, HTTPC_TOTAL_TIMEOUT_MS * 3);
-    curl_easy_setopt(p->curl, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(p->curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(p->curl, CURLOPT_WRITEDATA, p);
-    if (range != NULL) {
-        curl_easy_setopt(p->curl, CURLOPT_RANGE, range);
+    status = dpclient_call(&p->conn, method, path, NULL, range, max);
+    free(path);
+    if (status == 0) {
+        fail(p, stage, "%s /vmx/spool%s%s: %s", method, name ? "/" : "", name ? name : "",
+             p->conn.error);
     }
-    p->buf_len = 0;
-    rc = curl_easy_perform(p->curl);
-    curl_slist_free_all(headers);
-    free(url);
-    if (rc != CURLE_OK) {
-        fail(p, stage, "%s", error[0] ? error : curl_easy_strerror(rc));
-        return 0;
-    }
-    curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
     return status;
 }
 
@@ -261,7 +191,7 @@ list_spool(plane_t *p)
         fail(p, "fetch", "GET /vmx/spool: HTTP %ld", status);
         return false;
     }
-    doc = cJSON_ParseWithLength(p->buf, p->buf_len);
+    doc = cJSON_ParseWithLength(p->conn.answer.data, p->conn.answer.len);
     files = cJSON_GetObjectItemCaseSensitive(doc, "files");
     spots = calloc(FILES_MAX, sizeof(spot_t));
     if (!cJSON_IsArray(files) || spots == NULL) {
@@ -329,7 +259,8 @@ cursor_of(const plane_t *p)
 static bool
 read_file(plane_t *p, spot_t *s)
 {
-    size_t need = 0;
+    const httpc_answer_t *got = &p->conn.answer;     /* the bytes read */
+    size_t                need = 0;
 
     while (s->offset < s->size && records_batch_bytes(p->batch) < BATCH_BYTES
            && records_batch_count(p->batch) < BATCH_RECORDS)
@@ -359,29 +290,29 @@ read_file(plane_t *p, spot_t *s)
             fail(p, "fetch", "GET /vmx/spool/%s: HTTP %ld", s->name, status);
             return false;
         }
-        final = s->finished && s->offset + (off_t) p->buf_len >= s->size;
+        final = s->finished && s->offset + (off_t) got->len >= s->size;
         need = 0;
-        while (pos < p->buf_len) {
+        while (pos < got->len) {
             vmx_spool_record_t  rec;
             const char         *reason;
-            vmx_spool_rc_e      rc = vmx_spool_next(p->buf + pos, p->buf_len - pos, final,
-                                                    &rec, &used, &reason);
+            vmx_spool_rc_e      rc = vmx_spool_next(got->data + pos, got->len - pos,
+                                                    final, &rec, &used, &reason);
 
             if (rc == VMX_SPOOL_MORE) {
                 need = used;
                 break;
             }
             if (rc == VMX_SPOOL_RECORD) {
-                records_batch_add(p->batch, &rec, p->buf + pos, used, s->name,
+                records_batch_add(p->batch, &rec, got->data + pos, used, s->name,
                                   s->offset + (off_t) pos);
             } else {
                 records_batch_dead(p->batch, s->name, s->offset + (off_t) pos, reason,
-                                   p->buf + pos, used);
+                                   got->data + pos, used);
             }
             pos += used;
         }
         s->offset += (off_t) pos;
-        if (pos == 0 && need <= p->buf_len) {
+        if (pos == 0 && need <= got->len) {
             break;              /* no progress possible now */
         }
     }
@@ -398,7 +329,7 @@ report_dead(plane_t *p)
         char        labels[METRICS_LABELS_SIZE];
         size_t      k;
 
-        metrics_labels(labels, "dataplane", p->base, "reason", reason, NULL);
+        metrics_labels(labels, "dataplane", p->conn.base, "reason", reason, NULL);
         metrics_add(METRIC_INGEST_DEAD_LETTERS, labels, 1);
         for (k = 0; k < CAUSES_LOGGED && p->logged[k] != NULL
                     && strcmp(p->logged[k], reason) != 0; k++)
@@ -408,7 +339,7 @@ report_dead(plane_t *p)
         if (k < CAUSES_LOGGED && p->logged[k] == NULL) {
             p->logged[k] = reason;
             log_warn("ingest dataplane=%s: %s at %s, kept in audit_dead_letters (logged once"
-                     " per reason, counted in vmx_cp_ingest_dead_letters_total)", p->base,
+                     " per reason, counted in vmx_cp_ingest_dead_letters_total)", p->conn.base,
                      reason, records_batch_dead_position(p->batch, i));
         }
     }
@@ -467,7 +398,7 @@ commit(plane_t *p)
     if (rc != RECORDS_COMMITTED) {
         if (rc == RECORDS_CURSOR_MOVED) {
             log_warn("ingest dataplane=%s: the stored cursor moved (another control plane?),"
-                     " reading it again", p->base);
+                     " reading it again", p->conn.base);
         } else {
             fail(p, "database", "batch not stored, the records wait in the spool");
         }
@@ -487,11 +418,11 @@ commit(plane_t *p)
     metrics_set(METRIC_INGEST_LAG, p->labels,
                 r.newest > 0 && time(NULL) > r.newest ? (double) (time(NULL) - r.newest) : 0);
     if (r.duplicates > 0) {
-        log_info("ingest dataplane=%s: %ld record(s) stored before, skipped", p->base,
+        log_info("ingest dataplane=%s: %ld record(s) stored before, skipped", p->conn.base,
                  r.duplicates);
     }
     log_debug("ingest dataplane=%s: batch of %ld record(s), %ld usage row(s), %ld dead"
-              " letter(s), cursor=%s", p->base, r.stored, r.usage_rows, r.dead, p->cursor);
+              " letter(s), cursor=%s", p->conn.base, r.stored, r.usage_rows, r.dead, p->cursor);
     return true;
 }
 
@@ -506,7 +437,7 @@ pull(plane_t *p)
     if (p->cursor == NULL) {
         db_conn_t *c = db_acquire();
 
-        p->cursor = c ? records_load_cursor(c, p->base) : NULL;
+        p->cursor = c ? records_load_cursor(c, p->conn.base) : NULL;
         if (c != NULL) {
             db_release(c);
         }
@@ -515,7 +446,7 @@ pull(plane_t *p)
             return false;
         }
     }
-    if (p->batch == NULL && (p->batch = records_batch_new(p->base, otel_running())) == NULL) {
+    if (p->batch == NULL && (p->batch = records_batch_new(p->conn.base, otel_running())) == NULL) {
         fail(p, "database", "out of memory");
         return false;
     }
@@ -576,36 +507,32 @@ maintain(void)
 }
 
 
-static void *
-ingest_main(void *arg)
+/* every plane's spool, MAX_BATCHES_PER_ROUND batches at most each */
+static long
+ingest_round(void)
 {
-    struct timespec next;
+    if (!maintain()) {
+        return ing.interval_ms;
+    }
+    for (size_t i = 0; i < ing.nplanes; i++) {
+        struct timespec t0, t1;
 
-    do {
-        if (maintain()) {
-            for (size_t i = 0; i < ing.nplanes; i++) {
-                struct timespec t0, t1;
-
-                clock_gettime(CLOCK_MONOTONIC, &t0);
-                for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
-                    /* the spool had more */
-                }
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
-                            (double) (t1.tv_sec - t0.tv_sec)
-                            + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
-            }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
+            /* the spool had more */
         }
-        next = worker_deadline_ms(ing.interval_ms);
-    } while (!worker_wait(&ing.worker, &next, false));
-    return NULL;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
+                    (double) (t1.tv_sec - t0.tv_sec)
+                    + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    return ing.interval_ms;
 }
 
 
 int
 ingest_start(const config_t *cfg)
 {
-
     ing.interval_ms = cfg->ingest_interval_ms;
     ing.retention_days = cfg->retention_days;
     ing.activity_days = cfg->activity_retention_days;
@@ -613,25 +540,14 @@ ingest_start(const config_t *cfg)
     if (ing.planes == NULL) {
         return -1;
     }
+    /* a range of READ_CHUNK bytes takes longer than a config call */
     for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        plane_t *p = &ing.planes[i];
-
-        /* counted first: ingest_stop() frees what was allocated on failure */
-        ing.nplanes++;
-        p->base = strdup(cfg->dataplanes[i]);
-        if (p->base == NULL) {
-            return -1;
-        }
-        metrics_labels(p->labels, "dataplane", p->base, NULL);
+        dpclient_open(&ing.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS * 3);
+        metrics_labels(ing.planes[i].labels, "dataplane", cfg->dataplanes[i], NULL);
     }
-    if (ing.nplanes > 0) {
-        ing.auth_header = config_bearer_header(cfg->dataplane_token_file);
-        if (ing.auth_header == NULL) {
-            return -1;
-        }
-    }
+    ing.nplanes = cfg->ndataplanes;
     /* without data planes the thread still keeps the partitions */
-    if (worker_start(&ing.worker, ingest_main, "ingest") != 0) {
+    if (worker_start(&ing.worker, "ingest", ingest_round) != 0) {
         return -1;
     }
     log_info("ingest: %zu data plane(s), every %d ms, retention %d days", ing.nplanes,
@@ -647,18 +563,12 @@ ingest_stop(void)
     for (size_t i = 0; i < ing.nplanes; i++) {
         plane_t *p = &ing.planes[i];
 
-        free(p->base);
         free(p->cursor);
         free(p->spots);
-        free(p->buf);
-        if (p->curl != NULL) {
-            curl_easy_cleanup(p->curl);
-        }
+        dpclient_close(&p->conn);
         records_batch_free(p->batch);
     }
     free(ing.planes);
-    config_free_header(ing.auth_header);
     ing.planes = NULL;
-    ing.auth_header = NULL;
     ing.nplanes = 0;
 }

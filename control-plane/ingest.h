@@ -1,13 +1,14 @@
 /*
  * ingest: pulls the audit and usage records of every data plane
  * (docs/ARCHITECTURE.md, "Audit and usage records") in a thread of its
- * own, never in an API request.  Every VMX_INGEST_INTERVAL_MS it GETs each
- * plane's /vmx/records from the committed cursor, stores the batch and the
- * new cursor in one transaction (records.c), and only then acknowledges the
- * cursor with POST /vmx/records/ack; it goes on while batches come back
- * non-empty.  Each committed batch is also handed to the OpenTelemetry
- * exporter (otel.h), which never makes it wait.  A data plane that is down is skipped; while PostgreSQL is
- * down nothing is pulled (the records wait in the spools).  The same thread
+ * own (worker.h), never in an API request.  Every VMX_INGEST_INTERVAL_MS it
+ * reads each plane's spool after the committed cursor (GET /vmx/spool and
+ * its files' ranges, dpclient.h), stores the batch and the new cursor in
+ * one transaction (records.c), and only then deletes the files committed
+ * whole; it goes on while the spool has more.  Each committed batch is
+ * also handed to the OpenTelemetry exporter (otel.h), which never makes it
+ * wait.  A data plane that is down is skipped; while PostgreSQL is down
+ * nothing is pulled (the records wait in the spools).  The same thread
  * keeps the day partitions: ahead of time and the retention, at start and
  * when the UTC day changes.
  */

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "credentials.h"
 #include "db.h"
+#include "dpclient.h"
 #include "http.h"
 #include "keyring.h"
 #include "ingest.h"
@@ -119,8 +120,8 @@ main(int argc, char **argv)
         goto done;
     }
     if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
-        || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0 || otel_start() != 0
-        || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
+        || dpclient_init(&cfg) != 0 || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0
+        || otel_start(&cfg) != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
     {
         goto done;
     }
@@ -137,6 +138,7 @@ done:
     otel_stop();
     credentials_stop();
     pusher_stop();
+    dpclient_cleanup();
     resolve_shutdown();
     oidc_shutdown();
     db_shutdown();

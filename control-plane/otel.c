@@ -1,11 +1,11 @@
 /*
  * otel: the OTLP/HTTP JSON exporter.  The queue and the metric points are
- * shared with the ingest thread under the lock; the batch being sent, its
- * retries and the connection address cache belong to the export thread.
+ * shared with the ingest thread under the lock (ot.worker.lock); the batch
+ * being sent, its retries and the connection address cache belong to the
+ * export thread, and to otel_stop() once that thread is joined.
  */
 
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,9 +27,8 @@
 #include "otel.h"
 #include "providers.h"
 #include "vmx_rfc3339.h"
+#include "worker.h"
 
-#define DEFAULT_INTERVAL_S     10
-#define DEFAULT_QUEUE_RECORDS  8192
 #define RECORDS_PER_EXPORT     256       /* records (1 + attempts spans each) per POST */
 #define MAX_TRIES              6         /* then the batch is dropped: 1+2+4+8+16 s */
 #define BACKOFF_FIRST_MS       1000
@@ -95,11 +94,7 @@ static const double duration_bounds[] = { 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.
 enum { INST_TOKENS = 0, INST_DURATION, INST_REQUESTS, INST_DROPPED, NINSTRUMENTS };
 
 static struct {
-    pthread_t           thread;
-    bool                running;
-    pthread_mutex_t     lock;
-    pthread_cond_t      wake;          /* CLOCK_MONOTONIC */
-    bool                stopping;
+    worker_t            worker;        /* its lock guards the queue and the metrics */
 
     /* settings */
     char               *traces_url;    /* owned */
@@ -116,15 +111,17 @@ static struct {
     uint64_t            start_ns;      /* start of the cumulative metrics */
 
     /* the export thread's */
+    CURL               *curl;          /* owned: the collector connection, kept alive */
     char               *pending;       /* owned: the traces body being sent */
     long                pending_spans;
     int                 tries;
-    uint64_t            retry_at;      /* monotonic ms */
+    long long           retry_at;      /* worker_clock_ms() */
+    long long           metrics_at;    /* worker_clock_ms() of the next metrics export */
     char                cause[2][192]; /* per signal: the failure last logged, "" */
     address_t           addresses[ADDRESS_CACHE];
     size_t              naddresses;
 } ot = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .worker = WORKER_INIT,
     .inst = {
         [INST_TOKENS] = { "gen_ai.client.token.usage", "Tokens used per provider attempt",
                           "{token}", token_bounds,
@@ -145,16 +142,6 @@ static const char *const signal_names[] = { "traces", "metrics" };
 
 
 static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-
-static uint64_t
 now_ns(void)
 {
     struct timespec ts;
@@ -165,39 +152,6 @@ now_ns(void)
 
 
 /* ------------------------------------------------------------ settings */
-
-/* *out = the variable as an integer 1..max, or dflt when unset */
-static int
-env_positive(const char *name, long dflt, long max, long *out)
-{
-    const char *v = getenv(name);
-    char       *end;
-    long        n;
-
-    *out = dflt;
-    if (v == NULL || v[0] == '\0') {
-        return 0;
-    }
-    errno = 0;
-    n = strtol(v, &end, 10);
-    if (errno || *end != '\0' || n < 1 || n > max) {
-        log_error("config %s: \"%s\" is not 1..%ld", name, v, max);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-
-static void
-wipe_headers(struct curl_slist *h)
-{
-    for (struct curl_slist *p = h; p != NULL; p = p->next) {
-        sodium_memzero(p->data, strlen(p->data));
-    }
-    curl_slist_free_all(h);
-}
-
 
 /* a character of an HTTP header name (RFC 9110 token) */
 static bool
@@ -282,30 +236,22 @@ parse_headers(const char *spec)
 }
 
 
+/* the exporter's settings (config.c read and checked VMX_OTLP_*) */
 static int
-read_settings(const char *endpoint)
+read_settings(const config_t *cfg)
 {
+    const char *endpoint = cfg->otlp_endpoint;
     size_t      len = strlen(endpoint);
-    const char *headers = getenv("VMX_OTLP_HEADERS");
-    long        queue;
 
     while (len > 0 && endpoint[len - 1] == '/') {
         len--;
     }
-    if ((strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
-        || len > URL_MAX)
-    {
-        log_error("config VMX_OTLP_ENDPOINT: \"%s\" is not an http(s) URL", endpoint);
+    if (len > URL_MAX) {
+        log_error("config VMX_OTLP_ENDPOINT: longer than %d bytes", URL_MAX);
         return -1;
     }
-    if (env_positive("VMX_OTLP_METRICS_INTERVAL", DEFAULT_INTERVAL_S, 86400, &ot.interval_ms)
-        != 0
-        || env_positive("VMX_OTLP_QUEUE_SIZE", DEFAULT_QUEUE_RECORDS, 1000000, &queue) != 0)
-    {
-        return -1;
-    }
-    ot.interval_ms *= 1000;
-    ot.queue_max = (size_t) queue;
+    ot.interval_ms = cfg->otlp_metrics_interval * 1000L;
+    ot.queue_max = (size_t) cfg->otlp_queue_size;
     if (asprintf(&ot.traces_url, "%.*s/v1/traces", (int) len, endpoint) < 0) {
         ot.traces_url = NULL;
         return -1;
@@ -318,45 +264,40 @@ read_settings(const char *endpoint)
     if (ot.headers == NULL) {
         return -1;
     }
-    return headers != NULL ? parse_headers(headers) : 0;
+    return cfg->otlp_headers != NULL ? parse_headers(cfg->otlp_headers) : 0;
 }
 
 
 /* ------------------------------------------------------------ attributes */
 
-static cJSON *
-attr(cJSON *attrs, const char *key, cJSON *value)
+/* {"key": key, "value": {type: item}} appended to attrs; item is taken */
+static void
+attr(cJSON *attrs, const char *key, const char *type, cJSON *item)
 {
     cJSON *a = cJSON_CreateObject();
+    cJSON *value = cJSON_CreateObject();
 
-    if (a == NULL || value == NULL) {
+    if (a == NULL || value == NULL || item == NULL) {
         cJSON_Delete(a);
         cJSON_Delete(value);
-        return NULL;
+        cJSON_Delete(item);
+        return;
     }
+    cJSON_AddItemToObject(value, type, item);
     cJSON_AddStringToObject(a, "key", key);
     cJSON_AddItemToObject(a, "value", value);
     if (!cJSON_AddItemToArray(attrs, a)) {
         cJSON_Delete(a);
-        return NULL;
     }
-    return a;
 }
 
 
 static void
 attr_str(cJSON *attrs, const char *key, const char *v)
 {
-    cJSON *value;
-
-    if (v == NULL) {
-        return;
+    if (v != NULL) {
+        attr(attrs, key, "stringValue", cJSON_CreateString(v));
     }
-    value = cJSON_CreateObject();
-    if (value != NULL) {
-        cJSON_AddStringToObject(value, "stringValue", v);
-    }
-    attr(attrs, key, value);
 }
 
 
@@ -364,38 +305,24 @@ attr_str(cJSON *attrs, const char *key, const char *v)
 static void
 attr_int(cJSON *attrs, const char *key, long long v)
 {
-    char   num[24];
-    cJSON *value = cJSON_CreateObject();
+    char num[24];
 
     snprintf(num, sizeof(num), "%lld", v);
-    if (value != NULL) {
-        cJSON_AddStringToObject(value, "intValue", num);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "intValue", cJSON_CreateString(num));
 }
 
 
 static void
 attr_double(cJSON *attrs, const char *key, double v)
 {
-    cJSON *value = cJSON_CreateObject();
-
-    if (value != NULL) {
-        cJSON_AddNumberToObject(value, "doubleValue", v);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "doubleValue", cJSON_CreateNumber(v));
 }
 
 
 static void
 attr_bool(cJSON *attrs, const char *key, bool v)
 {
-    cJSON *value = cJSON_CreateObject();
-
-    if (value != NULL) {
-        cJSON_AddBoolToObject(value, "boolValue", v);
-    }
-    attr(attrs, key, value);
+    attr(attrs, key, "boolValue", cJSON_CreateBool(v));
 }
 
 
@@ -819,7 +746,7 @@ reduce(const cJSON *r, long *nspans)
 bool
 otel_running(void)
 {
-    return ot.running;
+    return ot.worker.running;
 }
 
 
@@ -829,7 +756,7 @@ otel_batch(const cJSON *records)
     const cJSON  *item;
     item_t       *first = NULL, **last = &first;
 
-    if (!ot.running) {
+    if (!ot.worker.running) {
         return;
     }
     /* parsed and copied before taking the lock */
@@ -851,7 +778,7 @@ otel_batch(const cJSON *records)
         last = &it->next;
     }
 
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     for (item_t *it = first, *next; it != NULL; it = next) {
         cJSON *reduced;
 
@@ -883,8 +810,8 @@ otel_batch(const cJSON *records)
             ot.queued++;
         }
     }
-    pthread_cond_signal(&ot.wake);
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
+    worker_notify(&ot.worker);
 }
 
 
@@ -1258,25 +1185,24 @@ traces_body(const item_t *batch)
 
 /* ------------------------------------------------------------ export */
 
-/* POSTs body; the HTTP status, or 0 with error filled */
+/* POSTs body over the kept-alive connection; the HTTP status, or 0 with error filled */
 static long
 post(const char *url, const char *body, char *error, size_t error_size)
 {
-    CURL *curl = curl_easy_init();
     char *answer = NULL;
     long  status;
 
-    if (curl == NULL) {
+    if (ot.curl == NULL && (ot.curl = curl_easy_init()) == NULL) {
         snprintf(error, error_size, "curl_easy_init failed");
         return 0;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, ot.headers);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
-    status = httpc_perform(curl, ANSWER_MAX, &answer, error, error_size);
+    curl_easy_reset(ot.curl);
+    curl_easy_setopt(ot.curl, CURLOPT_URL, url);
+    curl_easy_setopt(ot.curl, CURLOPT_HTTPHEADER, ot.headers);
+    curl_easy_setopt(ot.curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(ot.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
+    status = httpc_perform(ot.curl, ANSWER_MAX, &answer, error, error_size);
     free(answer);
-    curl_easy_cleanup(curl);
     return status;
 }
 
@@ -1321,9 +1247,9 @@ retryable(long status)
 static void
 drop_pending(const char *reason)
 {
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     dropped(reason, ot.pending_spans);
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     free(ot.pending);
     ot.pending = NULL;
 }
@@ -1354,7 +1280,7 @@ send_traces(bool once)
         drop_pending("export_failed");
         return;
     }
-    ot.retry_at = mono_ms() + ((uint64_t) BACKOFF_FIRST_MS << (ot.tries - 1));
+    ot.retry_at = worker_clock_ms() + ((long long) BACKOFF_FIRST_MS << (ot.tries - 1));
 }
 
 
@@ -1376,7 +1302,7 @@ take_batch(void)
     }
     it->next = NULL;
     ot.queued -= n;
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
 
     lookup_addresses(batch);
     ot.pending = traces_body(batch);
@@ -1391,7 +1317,7 @@ take_batch(void)
     ot.pending_spans = spans;
     ot.tries = 0;
     ot.retry_at = 0;
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     if (ot.pending == NULL) {
         log_error("otel signal=traces: out of memory building a batch");
         dropped("export_failed", spans);
@@ -1408,9 +1334,9 @@ send_metrics(void)
     cJSON *doc;
     long   status;
 
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     doc = metrics_json();
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     if (doc == NULL) {
         return;
     }
@@ -1435,86 +1361,68 @@ send_metrics(void)
 static void
 flush(void)
 {
-    pthread_mutex_lock(&ot.lock);
+    pthread_mutex_lock(&ot.worker.lock);
     while (ot.pending != NULL || ot.head != NULL) {
         if (ot.pending == NULL) {
             take_batch();
             continue;
         }
-        pthread_mutex_unlock(&ot.lock);
+        pthread_mutex_unlock(&ot.worker.lock);
         send_traces(true);
-        pthread_mutex_lock(&ot.lock);
+        pthread_mutex_lock(&ot.worker.lock);
         if (ot.cause[SIGNAL_TRACES][0] != '\0') {
             break;
         }
     }
-    pthread_mutex_unlock(&ot.lock);
+    pthread_mutex_unlock(&ot.worker.lock);
     send_metrics();
 }
 
 
-static void *
-otel_main(void *arg)
+/*
+ * one step of the export: a batch taken from the queue, the pending traces
+ * sent (when their retry is due), or the metrics (when due); 0 when more
+ * is due now, else the milliseconds until it is (new records wake it
+ * earlier)
+ */
+static long
+otel_round(void)
 {
-    uint64_t next_metrics = mono_ms() + (uint64_t) ot.interval_ms;
+    long long now = worker_clock_ms(), until;
 
-    (void) arg;
-    pthread_mutex_lock(&ot.lock);
-    while (!ot.stopping) {
-        uint64_t        now = mono_ms(), until;
-        struct timespec ts;
-
-        if (ot.pending == NULL && ot.head != NULL) {
-            take_batch();
-            continue;
-        }
-        if (ot.pending != NULL && now >= ot.retry_at) {
-            pthread_mutex_unlock(&ot.lock);
-            send_traces(false);
-            pthread_mutex_lock(&ot.lock);
-            continue;
-        }
-        if (now >= next_metrics) {
-            pthread_mutex_unlock(&ot.lock);
-            send_metrics();
-            pthread_mutex_lock(&ot.lock);
-            next_metrics = now + (uint64_t) ot.interval_ms;
-            continue;
-        }
-        until = ot.pending != NULL && ot.retry_at < next_metrics ? ot.retry_at : next_metrics;
-        ts.tv_sec = (time_t) (until / 1000);
-        ts.tv_nsec = (long) (until % 1000) * 1000000;
-        /* new records (or the stop) wake it earlier */
-        pthread_cond_timedwait(&ot.wake, &ot.lock, &ts);
+    pthread_mutex_lock(&ot.worker.lock);
+    if (ot.pending == NULL && ot.head != NULL) {
+        take_batch();
+        pthread_mutex_unlock(&ot.worker.lock);
+        return 0;
     }
-    pthread_mutex_unlock(&ot.lock);
-    flush();
-    return NULL;
+    pthread_mutex_unlock(&ot.worker.lock);
+    if (ot.pending != NULL && now >= ot.retry_at) {
+        send_traces(false);
+        return 0;
+    }
+    if (now >= ot.metrics_at) {
+        send_metrics();
+        ot.metrics_at = now + ot.interval_ms;
+        return 0;
+    }
+    until = ot.pending != NULL && ot.retry_at < ot.metrics_at ? ot.retry_at : ot.metrics_at;
+    return (long) (until - now);
 }
 
 
 int
-otel_start(void)
+otel_start(const config_t *cfg)
 {
-    const char         *endpoint = getenv("VMX_OTLP_ENDPOINT");
-    pthread_condattr_t  attr;
-
-    if (endpoint == NULL || endpoint[0] == '\0') {
+    if (cfg->otlp_endpoint == NULL) {
         return 0;
     }
-    if (read_settings(endpoint) != 0) {
+    if (read_settings(cfg) != 0) {
         return -1;
     }
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ot.wake, &attr);
-    pthread_condattr_destroy(&attr);
     ot.start_ns = now_ns();
-    ot.running = true;        /* before the thread: otel_batch() may come at once */
-    if (pthread_create(&ot.thread, NULL, otel_main, NULL) != 0) {
-        log_error("otel: cannot start the thread");
-        ot.running = false;
-        pthread_cond_destroy(&ot.wake);
+    ot.metrics_at = worker_clock_ms() + ot.interval_ms;
+    if (worker_start(&ot.worker, "otel", otel_round) != 0) {
         return -1;
     }
     log_info("otel: exporting to %s and %s, metrics every %ld s, queue of %zu records",
@@ -1526,14 +1434,9 @@ otel_start(void)
 void
 otel_stop(void)
 {
-    if (ot.running) {
-        pthread_mutex_lock(&ot.lock);
-        ot.stopping = true;
-        pthread_cond_signal(&ot.wake);
-        pthread_mutex_unlock(&ot.lock);
-        pthread_join(ot.thread, NULL);
-        ot.running = false;
-        pthread_cond_destroy(&ot.wake);
+    if (ot.worker.running) {
+        worker_stop(&ot.worker);
+        flush();              /* the thread's state is this thread's now */
     }
     while (ot.head != NULL) {
         item_t *next = ot.head->next;
@@ -1560,7 +1463,8 @@ otel_stop(void)
         free(ot.addresses[i].host);
     }
     ot.naddresses = 0;
-    wipe_headers(ot.headers);
+    httpc_cleanup(ot.curl, ot.headers);
+    ot.curl = NULL;
     ot.headers = NULL;
     free(ot.traces_url);
     free(ot.metrics_url);

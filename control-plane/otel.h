@@ -17,9 +17,11 @@
 
 #include <cjson/cJSON.h>
 
-/* reads VMX_OTLP_* and starts the exporter when an endpoint is set; 0, or
- * -1 with the reason logged when a setting is invalid */
-int otel_start(void);
+#include "config.h"
+
+/* starts the exporter when VMX_OTLP_ENDPOINT is set; 0, or -1 with the
+ * reason logged */
+int otel_start(const config_t *cfg);
 
 /* one last attempt for what waits, then stops the thread */
 void otel_stop(void);

@@ -10,10 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
 #include "capacity.h"
-#include "httpc.h"
+#include "dpclient.h"
 #include "log.h"
 #include "metrics.h"
 #include "pusher.h"
@@ -26,9 +24,7 @@
 #define MAX_CAPACITY        (4 * 1024 * 1024)
 
 typedef struct {
-    char       *url;              /* owned: "<base>/vmx/config" */
-    char       *capacity_url;     /* owned: "<base>/vmx/capacity" */
-    char       *base;             /* owned: as configured */
+    dpclient_t  conn;             /* the pusher thread's; conn.base names the plane */
     long long   version;          /* what it runs, -1 when unknown */
     bool        reachable;
     bool        contacted;        /* answered at least once */
@@ -44,46 +40,12 @@ typedef struct {
 
 static struct {
     worker_t          worker;         /* its lock also guards the planes' state */
-    int               interval;
+    int               interval;       /* seconds between reconcile rounds */
+    long long         reconcile_at;   /* worker_clock_ms(); 0: at once */
     long long         desired;        /* the version last read from PostgreSQL */
-    char             *auth_header;    /* owned, "Authorization: Bearer ..." */
     dataplane_t      *planes;         /* owned array */
     size_t            nplanes;
 } pusher = { .worker = WORKER_INIT, .desired = -1 };
-
-
-/*
- * GET (body NULL) or PUT body to url of a data plane; the HTTP status, or 0
- * with error filled on a transport failure.  *answer is malloc'd (caller
- * frees) or NULL.
- */
-static long
-http_call(const char *url, const char *body, size_t max, char **answer, char *error,
-    size_t error_size)
-{
-    CURL              *curl = curl_easy_init();
-    struct curl_slist *headers = NULL;
-    long               status;
-
-    *answer = NULL;
-    if (curl == NULL) {
-        snprintf(error, error_size, "curl_easy_init failed");
-        return 0;
-    }
-    headers = curl_slist_append(headers, pusher.auth_header);
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    if (body != NULL) {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
-    }
-    status = httpc_perform(curl, max, answer, error, error_size);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-    return status;
-}
 
 
 /*
@@ -117,16 +79,16 @@ take_state(dataplane_t *dp, const char *answer)
 }
 
 
-/* records the outcome of one call; logs only when the state changes */
+/* records the outcome of the call what; logs only when the state changes */
 static void
-record(dataplane_t *dp, long status, const char *answer, const char *error,
-    const char *what)
+record(dataplane_t *dp, long status, const char *what)
 {
-    char cause[192] = "";
-    bool ok = status == 200;
+    const char *answer = dp->conn.answer.data;
+    char        cause[192] = "";
+    bool        ok = status == 200;
 
     if (status == 0) {
-        snprintf(cause, sizeof(cause), "%s", error);
+        snprintf(cause, sizeof(cause), "%.160s", dp->conn.error);
     } else if (!ok) {
         snprintf(cause, sizeof(cause), "HTTP %ld %.160s", status, answer ? answer : "");
     }
@@ -141,13 +103,13 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
         dp->last_cause[0] = '\0';
     } else {
         if (strcmp(dp->last_cause, cause) != 0) {
-            log_warn("pusher dataplane=%s %s: %s", dp->base, what, cause);
+            log_warn("pusher dataplane=%s %s: %s", dp->conn.base, what, cause);
         }
         snprintf(dp->last_cause, sizeof(dp->last_cause), "%s", cause);
         snprintf(dp->last_error, sizeof(dp->last_error), "%s: %s", what, cause);
     }
     if (ok && (!dp->reachable || !dp->contacted)) {
-        log_info("pusher dataplane=%s reachable version=%lld", dp->base, dp->version);
+        log_info("pusher dataplane=%s reachable version=%lld", dp->conn.base, dp->version);
     }
     dp->reachable = status != 0;
     dp->contacted = dp->contacted || ok;
@@ -158,34 +120,28 @@ record(dataplane_t *dp, long status, const char *answer, const char *error,
 static void
 ask_version(dataplane_t *dp)
 {
-    char  error[CURL_ERROR_SIZE];
-    char *answer;
-    long  status = http_call(dp->url, NULL, MAX_ANSWER, &answer, error, sizeof(error));
+    long status = dpclient_call(&dp->conn, "GET", "/vmx/config", NULL, NULL, MAX_ANSWER);
 
-    record(dp, status, answer, error, "GET /vmx/config");
-    free(answer);
+    record(dp, status, "GET /vmx/config");
 }
 
 
 static void
 push(dataplane_t *dp, const char *snapshot, long long version)
 {
-    char  error[CURL_ERROR_SIZE];
-    char  labels[METRICS_LABELS_SIZE];
-    char *answer;
-    long  status = http_call(dp->url, snapshot, MAX_ANSWER, &answer, error, sizeof(error));
+    char labels[METRICS_LABELS_SIZE];
+    long status = dpclient_call(&dp->conn, "PUT", "/vmx/config", snapshot, NULL, MAX_ANSWER);
 
-    record(dp, status, answer, error, "PUT /vmx/config");
+    record(dp, status, "PUT /vmx/config");
     pthread_mutex_lock(&pusher.worker.lock);
     dp->pushed_at = time(NULL);
     pthread_mutex_unlock(&pusher.worker.lock);
-    metrics_labels(labels, "dataplane", dp->base, "result", status == 200 ? "ok" : "error",
+    metrics_labels(labels, "dataplane", dp->conn.base, "result", status == 200 ? "ok" : "error",
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
     if (status == 200) {
-        log_info("pusher dataplane=%s pushed version=%lld", dp->base, version);
+        log_info("pusher dataplane=%s pushed version=%lld", dp->conn.base, version);
     }
-    free(answer);
 }
 
 
@@ -197,30 +153,26 @@ push(dataplane_t *dp, const char *snapshot, long long version)
 static void
 collect_capacity(dataplane_t *dp, db_conn_t *c)
 {
-    char  error[CURL_ERROR_SIZE];
-    char  cause[sizeof(dp->capacity_cause)] = "";
-    char *answer;
-    long  status = http_call(dp->capacity_url, NULL, MAX_CAPACITY, &answer, error,
-                             sizeof(error));
+    char cause[sizeof(dp->capacity_cause)] = "";
+    long status = dpclient_call(&dp->conn, "GET", "/vmx/capacity", NULL, NULL, MAX_CAPACITY);
 
     if (status == 0) {
-        snprintf(cause, sizeof(cause), "%.160s", error);
+        snprintf(cause, sizeof(cause), "%.160s", dp->conn.error);
     } else if (status != 200) {
         snprintf(cause, sizeof(cause), "HTTP %ld", status);
-    } else if (capacity_merge(c, answer, dp->base) != 0) {
+    } else if (capacity_merge(c, dp->conn.answer.data, dp->conn.base) != 0) {
         snprintf(cause, sizeof(cause), "not a capacity document");
     }
     if (strcmp(cause, dp->capacity_cause) != 0) {
         if (cause[0] != '\0') {
             log_info("pusher dataplane=%s GET /vmx/capacity: %s; no discovered capacity"
-                     " from this data plane", dp->base, cause);
+                     " from this data plane", dp->conn.base, cause);
         } else {
             log_info("pusher dataplane=%s GET /vmx/capacity: collecting discovered capacity",
-                     dp->base);
+                     dp->conn.base);
         }
         snprintf(dp->capacity_cause, sizeof(dp->capacity_cause), "%s", cause);
     }
-    free(answer);
 }
 
 
@@ -305,67 +257,39 @@ run_cycle(bool reconcile)
 
 
 /* a reconcile round when the interval is over, a push alone when woken by
- * a change before */
-static void *
-pusher_main(void *arg)
+ * a change before; the milliseconds until the next reconcile */
+static long
+pusher_round(void)
 {
-    struct timespec next = { 0, 0 }, now;
-    bool            reconcile = true;
-
-    for ( ;; ) {
-        run_cycle(reconcile);
-        if (reconcile) {
-            next = worker_deadline_ms(pusher.interval * 1000L);
-        }
-        if (worker_wait(&pusher.worker, &next, true)) {
-            return NULL;
-        }
-        clock_gettime(CLOCK_REALTIME, &now);
-        reconcile = now.tv_sec > next.tv_sec
-                    || (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec);
+    if (worker_clock_ms() < pusher.reconcile_at) {
+        run_cycle(false);
+    } else {
+        run_cycle(true);
+        pusher.reconcile_at = worker_clock_ms() + pusher.interval * 1000LL;
     }
+    return (long) (pusher.reconcile_at - worker_clock_ms());
 }
 
 
 int
 pusher_start(const config_t *cfg)
 {
-
     pusher.interval = cfg->reconcile_interval;
     pusher.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(dataplane_t));
     if (pusher.planes == NULL) {
         return -1;
     }
     for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        dataplane_t *dp = &pusher.planes[i];
-
-        /* counted first: pusher_stop() frees what was allocated on failure */
-        pusher.nplanes++;
-        dp->version = -1;
-        dp->base = strdup(cfg->dataplanes[i]);
-        if (dp->base == NULL) {
-            return -1;
-        }
-        if (asprintf(&dp->url, "%s/vmx/config", dp->base) < 0) {
-            dp->url = NULL;
-            return -1;
-        }
-        if (asprintf(&dp->capacity_url, "%s/vmx/capacity", dp->base) < 0) {
-            dp->capacity_url = NULL;
-            return -1;
-        }
+        pusher.planes[i].version = -1;
+        dpclient_open(&pusher.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS);
     }
+    pusher.nplanes = cfg->ndataplanes;
     if (pusher.nplanes == 0) {
         log_info("pusher: no data planes configured");
         return 0;
     }
 
-    pusher.auth_header = config_bearer_header(cfg->dataplane_token_file);
-    if (pusher.auth_header == NULL) {
-        return -1;
-    }
-
-    if (worker_start(&pusher.worker, pusher_main, "pusher") != 0) {
+    if (worker_start(&pusher.worker, "pusher", pusher_round) != 0) {
         return -1;
     }
     log_info("pusher: %zu data plane(s), reconcile every %d s", pusher.nplanes,
@@ -379,15 +303,11 @@ pusher_stop(void)
 {
     worker_stop(&pusher.worker);
     for (size_t i = 0; i < pusher.nplanes; i++) {
-        free(pusher.planes[i].url);
-        free(pusher.planes[i].capacity_url);
-        free(pusher.planes[i].base);
+        dpclient_close(&pusher.planes[i].conn);
         cJSON_Delete(pusher.planes[i].problems);
     }
     free(pusher.planes);
-    config_free_header(pusher.auth_header);
     pusher.planes = NULL;
-    pusher.auth_header = NULL;
     pusher.nplanes = 0;
 }
 
@@ -424,7 +344,7 @@ plane_json(const dataplane_t *dp, long long desired)
     } else {
         status = dp->version == desired ? "in-sync" : "stale";
     }
-    cJSON_AddStringToObject(obj, "url", dp->base);
+    cJSON_AddStringToObject(obj, "url", dp->conn.base);
     if (dp->version >= 0) {
         cJSON_AddNumberToObject(obj, "version", (double) dp->version);
     } else {
@@ -486,7 +406,7 @@ pusher_object_problems(const char *kind, const char *id)
             item = cJSON_Duplicate(p, true);
             cJSON_DeleteItemFromObjectCaseSensitive(item, "kind");
             cJSON_DeleteItemFromObjectCaseSensitive(item, "id");
-            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].base);
+            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].conn.base);
             cJSON_AddItemToArray(list, item);
         }
     }

@@ -184,18 +184,17 @@ log_batch(const batch_t *b, const char *active, long long left)
 }
 
 
-/* takes the ring in, then re-encrypts batch after batch; true when stopping */
-static bool
+/* takes the ring in, then re-encrypts batch after batch until done or stopping */
+static void
 run_round(void)
 {
     char             cursor[UUID_LEN + 1] = FIRST_ID;
     char             active[SECRETS_KEY_ID_LEN + 1] = "";
     db_conn_t       *c = db_acquire();
     int              n;
-    struct timespec  deadline;
 
     if (c == NULL) {
-        return false;
+        return;
     }
     keyring_scan();
     n = keyring_sync(c);
@@ -205,37 +204,25 @@ run_round(void)
 
         c = db_acquire();
         if (c == NULL) {
-            return false;
+            return;
         }
         n = run_batch(c, cursor, active, &b);
         if (n > 0) {
             log_batch(&b, active, secrets_left(c, active));
         }
         db_release(c);
-        if (n < re.batch || b.unavailable) {
-            return false;
-        }
-        deadline = worker_deadline_ms(re.pause_ms);
-        if (worker_wait(&re.w, &deadline, false)) {
-            return true;
+        if (n < re.batch || b.unavailable || worker_pause(&re.w, re.pause_ms)) {
+            return;
         }
     }
-    return false;
 }
 
 
-static void *
-reencrypt_main(void *arg)
+static long
+reencrypt_round(void)
 {
-    struct timespec deadline;
-
-    do {
-        if (run_round()) {
-            break;
-        }
-        deadline = worker_deadline_ms(re.interval * 1000L);
-    } while (!worker_wait(&re.w, &deadline, true));
-    return NULL;
+    run_round();
+    return re.interval * 1000L;
 }
 
 
@@ -245,7 +232,7 @@ reencrypt_start(const config_t *cfg)
     re.interval = cfg->reconcile_interval;
     re.batch = cfg->reencrypt_batch;
     re.pause_ms = cfg->reencrypt_pause_ms;
-    return worker_start(&re.w, reencrypt_main, "reencrypt");
+    return worker_start(&re.w, "reencrypt", reencrypt_round);
 }
 
 

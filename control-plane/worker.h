@@ -1,7 +1,9 @@
 /*
- * worker: a background thread of the daemon that runs rounds, sleeping in
- * between until the next round is due, it is woken (worker_notify()), or it
- * must stop.  The owner may guard its own shared state with w->lock.
+ * worker: the one lifecycle of the daemon's background threads (pusher,
+ * ingest, otel, credentials, reencrypt).  The thread runs rounds of its
+ * owner's work, and between two rounds sleeps until the next is due, it is
+ * woken (worker_notify()), or it must stop.  The owner may guard its own
+ * shared state with w->lock: the worker takes it only between rounds.
  */
 
 #ifndef CP_WORKER_H
@@ -9,38 +11,41 @@
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <time.h>
+
+/* one round of work; returns the milliseconds until the next one is due */
+typedef long (*worker_round_pt)(void);
 
 typedef struct {
-    pthread_t        thread;
-    bool             running;
-    pthread_mutex_t  lock;
-    pthread_cond_t   wake;
-    bool             changed;          /* notified since the last wait */
-    bool             stopping;
+    worker_round_pt   round;
+    pthread_t         thread;
+    bool              running;         /* written under the lock */
+    pthread_mutex_t   lock;
+    pthread_cond_t    wake;            /* CLOCK_MONOTONIC, while running */
+    bool              woken;           /* notified since the last sleep */
+    bool              stopping;
 } worker_t;
 
-#define WORKER_INIT  { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER }
-
-/* starts fn(NULL) on its thread; -1 with the reason logged (name: the log's prefix) */
-int worker_start(worker_t *w, void *(*fn)(void *), const char *name);
-
-/* asks the thread to stop and joins it */
-void worker_stop(worker_t *w);
-
-/* wakes the thread's wait now */
-void worker_notify(worker_t *w);
-
-bool worker_stopping(worker_t *w);
+#define WORKER_INIT  { .lock = PTHREAD_MUTEX_INITIALIZER }
 
 /*
- * sleeps until deadline (CLOCK_REALTIME), a stop, or, when woken_by_notify,
- * a notification (one that came since the last such wait counts);
- * true when the thread must stop
+ * starts the thread running round(), the first at once; name (at most 15
+ * bytes) is the thread's and the log's; -1 with the reason logged
  */
-bool worker_wait(worker_t *w, const struct timespec *deadline, bool woken_by_notify);
+int worker_start(worker_t *w, const char *name, worker_round_pt round);
 
-/* now + ms as a CLOCK_REALTIME deadline */
-struct timespec worker_deadline_ms(long ms);
+/* asks the thread to stop, wakes it and joins it (after its current round) */
+void worker_stop(worker_t *w);
+
+/* the next round starts now, or right after the current one */
+void worker_notify(worker_t *w);
+
+/* for a long round: whether it should end early */
+bool worker_stopping(worker_t *w);
+
+/* now in milliseconds on the workers' clock (CLOCK_MONOTONIC) */
+long long worker_clock_ms(void);
+
+/* within a round: sleeps ms, woken only by a stop; true when stopping */
+bool worker_pause(worker_t *w, long ms);
 
 #endif
