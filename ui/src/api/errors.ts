@@ -1,4 +1,4 @@
-import { useCallback, useState } from "react";
+import { FormEvent, useCallback, useState } from "react";
 import { ApiError } from "./client";
 
 /**
@@ -52,4 +52,37 @@ export function useFieldErrors() {
 export function rootOf(field: string): string {
   const m = /^[^.[]+/.exec(field);
   return m ? m[0] : field;
+}
+
+/** A matcher of the fields a form shows, each with the fields below it */
+export function fieldsOf(...names: string[]): (field: string) => boolean {
+  return (f) => names.some((k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["));
+}
+
+/**
+ * A form's submit: clears its errors, is busy while `action` runs, and puts
+ * an error that `action` throws on its field (`known`) or in the general
+ * message, unless `onError` took it (returned true). `action` checks what
+ * the form checks itself and returns early when that fails.
+ */
+export function useSubmit(
+  action: () => Promise<unknown>,
+  known: (field: string) => boolean,
+  onError?: (e: unknown) => boolean,
+) {
+  const errs = useFieldErrors();
+  const [busy, setBusy] = useState(false);
+  const submit = async (e?: FormEvent) => {
+    e?.preventDefault();
+    errs.clear();
+    setBusy(true);
+    try {
+      await action();
+    } catch (err) {
+      if (!onError?.(err)) errs.fromError(err, known);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { errs, busy, submit };
 }

@@ -1,9 +1,9 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState } from "react";
 import { Alert, Button, Center, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useNavigate } from "react-router-dom";
 import { api, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { useSubmit } from "../api/errors";
 import type { User } from "../api/types";
 import { useMe } from "../app/session";
 import { DataTable, DeleteButton, ErrorAlert, fmtDate, PageHeader } from "../components/common";
@@ -58,38 +58,27 @@ export function PasswordChange() {
   const [oldPassword, setOld] = useState("");
   const [newPassword, setNew] = useState("");
   const [again, setAgain] = useState("");
-  const [busy, setBusy] = useState(false);
   const [done, setDone] = useState(false);
   const [mismatch, setMismatch] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
   const nav = useNavigate();
   const forced = me.data?.state === "CHANGE_PASSWORD";
 
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
+  const { errs, busy, submit } = useSubmit(async () => {
     if (newPassword !== again) {
       setMismatch(true);
       return;
     }
     setMismatch(false);
-    setBusy(true);
-    try {
-      const u = await api<User>("POST", "/auth/password", { oldPassword, newPassword });
-      qc.setQueryData(["me"], u);
-      qc.invalidateQueries();
-      setDone(true);
-      setOld("");
-      setNew("");
-      setAgain("");
-      if (forced) nav("/", { replace: true });
-    } catch (err) {
-      errs.fromError(err, (f) => f === "oldPassword" || f === "newPassword");
-    } finally {
-      setBusy(false);
-    }
-  };
+    const u = await api<User>("POST", "/auth/password", { oldPassword, newPassword });
+    qc.setQueryData(["me"], u);
+    qc.invalidateQueries();
+    setDone(true);
+    setOld("");
+    setNew("");
+    setAgain("");
+    if (forced) nav("/", { replace: true });
+  }, (f) => f === "oldPassword" || f === "newPassword");
 
   const form = (
     <form onSubmit={submit} noValidate>
@@ -170,8 +159,6 @@ export function Profile() {
   const [name, setName] = useState("");
   const [email, setEmail] = useState("");
   const [saved, setSaved] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
   useEffect(() => {
     if (me.data) {
@@ -179,21 +166,12 @@ export function Profile() {
       setEmail(me.data.email ?? "");
     }
   }, [me.data]);
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
+  const { errs, busy, submit } = useSubmit(async () => {
     setSaved(false);
-    setBusy(true);
-    try {
-      const u = await api<User>("PATCH", "/auth/me", { name, email });
-      qc.setQueryData(["me"], u);
-      setSaved(true);
-    } catch (err) {
-      errs.fromError(err, (f) => f === "name" || f === "email");
-    } finally {
-      setBusy(false);
-    }
-  };
+    const u = await api<User>("PATCH", "/auth/me", { name, email });
+    qc.setQueryData(["me"], u);
+    setSaved(true);
+  }, (f) => f === "name" || f === "email");
   return (
     <>
       <PageHeader title="Profile" />

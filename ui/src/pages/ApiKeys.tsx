@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState } from "react";
 import {
   Alert,
   Badge,
@@ -15,7 +15,7 @@ import {
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { ApiKey, Capacity } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { rememberKey } from "../app/sessionKeys";
@@ -58,41 +58,26 @@ function KeyForm({
   const [expiresAt, setExpiresAt] = useState(toLocal(initial?.expiresAt));
   const [enforceCapacity, setEnforce] = useState(initial?.enforceCapacity ?? false);
   const [capacity, setCapacity] = useState<Capacity[]>(initial?.capacity ?? []);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      const body = {
-        name,
-        description,
-        enabled,
-        resources: scope,
-        labels: initial?.labels ?? {},
-        expiresAt: toIso(expiresAt),
-        enforceCapacity,
-        capacity: cleanCapacity(capacity),
-      };
-      if (initial) {
-        await api("PUT", `${path}/api-keys/${initial.id}`, body);
-        onClose();
-      } else {
-        onCreated(await api<ApiKey>("POST", `${path}/api-keys`, body));
-      }
-      qc.invalidateQueries({ queryKey: ["api-keys"] });
-    } catch (err) {
-      errs.fromError(err, (f) =>
-        ["name", "description", "enabled", "resources", "expiresAt", "enforceCapacity", "capacity"].some(
-          (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
-        ),
-      );
-    } finally {
-      setBusy(false);
+  const { errs, busy, submit } = useSubmit(async () => {
+    const body = {
+      name,
+      description,
+      enabled,
+      resources: scope,
+      labels: initial?.labels ?? {},
+      expiresAt: toIso(expiresAt),
+      enforceCapacity,
+      capacity: cleanCapacity(capacity),
+    };
+    if (initial) {
+      await api("PUT", `${path}/api-keys/${initial.id}`, body);
+      onClose();
+    } else {
+      onCreated(await api<ApiKey>("POST", `${path}/api-keys`, body));
     }
-  };
+    qc.invalidateQueries({ queryKey: ["api-keys"] });
+  }, fieldsOf("name", "description", "enabled", "resources", "expiresAt", "enforceCapacity", "capacity"));
   return (
     <Modal opened onClose={onClose} size="lg" title={initial ? `API key ${initial.name}` : "New API key"}>
       <form onSubmit={submit} noValidate>
@@ -170,25 +155,14 @@ function ShowKeyOnce({ k, onClose }: { k: ApiKey; onClose: () => void }) {
 
 function Rotate({ path, k, onRotated, onClose }: { path: string; k: ApiKey; onRotated: (k: ApiKey) => void; onClose: () => void }) {
   const [grace, setGrace] = useState<number | string>(3600);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      const r = await api<ApiKey>("POST", `${path}/api-keys/${k.id}/rotate`, {
-        gracePeriodSeconds: Number(grace) || 0,
-      });
-      qc.invalidateQueries({ queryKey: ["api-keys"] });
-      onRotated(r);
-    } catch (err) {
-      errs.fromError(err, (f) => f === "gracePeriodSeconds");
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { errs, busy, submit } = useSubmit(async () => {
+    const r = await api<ApiKey>("POST", `${path}/api-keys/${k.id}/rotate`, {
+      gracePeriodSeconds: Number(grace) || 0,
+    });
+    qc.invalidateQueries({ queryKey: ["api-keys"] });
+    onRotated(r);
+  }, (f) => f === "gracePeriodSeconds");
   return (
     <Modal opened onClose={onClose} title={`Rotate ${k.name}`}>
       <form onSubmit={submit} noValidate>

@@ -17,7 +17,7 @@ import {
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, ApiError, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { Capacity, Connection } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity, fmtDate } from "../components/common";
@@ -146,37 +146,22 @@ function ConnectionForm({
   const [config, setConfig] = useState<Record<string, string>>(initial?.config ?? {});
   const [allowedModels, setAllowed] = useState<string[]>(initial?.allowedModels ?? []);
   const [capacity, setCapacity] = useState<Capacity[]>(initial?.capacity ?? []);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
   const prov = providers.data?.find((p) => p.id === provider);
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      const body = {
-        name,
-        description,
-        provider,
-        config: cleanConfig(config),
-        allowedModels,
-        capacity: cleanCapacity(capacity),
-      };
-      if (initial) await api("PUT", `${path}/connections/${initial.id}`, body);
-      else await api("POST", `${path}/connections`, body);
-      qc.invalidateQueries({ queryKey: ["connections"] });
-      onClose();
-    } catch (err) {
-      errs.fromError(err, (f) =>
-        ["name", "description", "provider", "config", "allowedModels", "capacity"].some(
-          (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
-        ),
-      );
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { errs, busy, submit } = useSubmit(async () => {
+    const body = {
+      name,
+      description,
+      provider,
+      config: cleanConfig(config),
+      allowedModels,
+      capacity: cleanCapacity(capacity),
+    };
+    if (initial) await api("PUT", `${path}/connections/${initial.id}`, body);
+    else await api("POST", `${path}/connections`, body);
+    qc.invalidateQueries({ queryKey: ["connections"] });
+    onClose();
+  }, fieldsOf("name", "description", "provider", "config", "allowedModels", "capacity"));
   return (
     <Modal opened onClose={onClose} size="lg" title={initial ? `Connection ${initial.name}` : "New connection"}>
       <form onSubmit={submit} noValidate>

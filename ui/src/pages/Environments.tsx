@@ -1,8 +1,8 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Badge, Button, Group, Modal, Stack, Switch } from "@mantine/core";
 import { useQueryClient } from "@tanstack/react-query";
 import { api } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { Environment, Workspace } from "../api/types";
 import { usePermissions, useSelection } from "../app/session";
 import { DataTable, DeleteButton, NameFields, PageHeader } from "../components/common";
@@ -23,25 +23,14 @@ function EnvForm({
   const [description, setDescription] = useState(initial?.description ?? "");
   const [storePayload, setStorePayload] = useState(initial ? initial.storePayload !== false : true);
   const [auditRequired, setAuditRequired] = useState(initial ? !!initial.auditRequired : false);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      const body = { name, description, storePayload, auditRequired };
-      if (initial) await api("PATCH", `/workspaces/${ws.id}/environments/${initial.id}`, body);
-      else await api("POST", `/workspaces/${ws.id}/environments`, body);
-      qc.invalidateQueries({ queryKey: ["environments"] });
-      onClose();
-    } catch (err) {
-      errs.fromError(err, (f) => ["name", "description", "storePayload", "auditRequired"].includes(f));
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { errs, busy, submit } = useSubmit(async () => {
+    const body = { name, description, storePayload, auditRequired };
+    if (initial) await api("PATCH", `/workspaces/${ws.id}/environments/${initial.id}`, body);
+    else await api("POST", `/workspaces/${ws.id}/environments`, body);
+    qc.invalidateQueries({ queryKey: ["environments"] });
+    onClose();
+  }, fieldsOf("name", "description", "storePayload", "auditRequired"));
   return (
     <Modal opened onClose={onClose} title={initial ? `Environment ${initial.name}` : "New environment"}>
       <form onSubmit={submit} noValidate>

@@ -1,8 +1,8 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState } from "react";
 import { ActionIcon, Alert, Button, Group, MultiSelect, NumberInput, Paper, Stack, Text, TextInput, Title } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { useSubmit } from "../api/errors";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { DeleteButton, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
@@ -87,9 +87,7 @@ export default function Pools() {
   });
   const [pools, setPools] = useState<Pool[]>([]);
   const [strategy, setStrategy] = useState<Strategy>({});
-  const [busy, setBusy] = useState(false);
   const [saved, setSaved] = useState(false);
-  const errs = useFieldErrors();
   useEffect(() => {
     if (q.data) {
       setPools(q.data.pools);
@@ -107,21 +105,12 @@ export default function Pools() {
   const r = res.envObj(sel.ws?.name ?? "", sel.env?.name ?? "", "pool-definition").replace(/:\*$/, "");
   const canEdit = can("pool-definition:update", r);
   const set = (i: number, patch: Partial<Pool>) => setPools(pools.map((p, j) => (j === i ? { ...p, ...patch } : p)));
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
+  const { errs, busy, submit } = useSubmit(async () => {
     setSaved(false);
-    setBusy(true);
-    try {
-      await api("PUT", `${path}/pool-definition`, { pools, strategy });
-      qc.invalidateQueries({ queryKey: ["pools"] });
-      setSaved(true);
-    } catch (err) {
-      errs.fromError(err, (f) => f.startsWith("pools") || f.startsWith("strategy"));
-    } finally {
-      setBusy(false);
-    }
-  };
+    await api("PUT", `${path}/pool-definition`, { pools, strategy });
+    qc.invalidateQueries({ queryKey: ["pools"] });
+    setSaved(true);
+  }, (f) => f.startsWith("pools") || f.startsWith("strategy"));
   const sum = pools.reduce((n, p) => n + (Number(p.minReservation) || 0), 0);
   const num = (v: string | number) => (v === "" ? 0 : Number(v));
   return (

@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import {
   ActionIcon,
   Button,
@@ -13,7 +13,7 @@ import {
 } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { Capacity, ModelRef, Resource } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity } from "../components/common";
@@ -73,8 +73,6 @@ function ResourceForm({
       }
     }
   };
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
   const move = (i: number, d: number) => {
     const f = [...fallback];
@@ -108,27 +106,17 @@ function ResourceForm({
   // the document as first shown, to tell unsaved changes (first render: the initial state)
   const [pristine] = useState(() => ({ doc: "" }));
   if (!pristine.doc) pristine.doc = JSON.stringify(buildBody());
-  const knownField = (f: string) =>
-    ["name", "description", "model", "fallbackModels", "useFallback", "enforceCapacity", "capacity", "routing"].some(
-      (k) => f === k || f.startsWith(k + ".") || f.startsWith(k + "["),
-    );
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
+  const knownField = fieldsOf(
+    "name", "description", "model", "fallbackModels", "useFallback", "enforceCapacity", "capacity", "routing",
+  );
+  const { errs, busy, submit } = useSubmit(async () => {
     const body = buildBody();
     if (!body) return;
-    setBusy(true);
-    try {
-      if (initial) await api("PUT", `${path}/resources/${initial.id}`, body);
-      else await api("POST", `${path}/resources`, body);
-      qc.invalidateQueries({ queryKey: ["resources"] });
-      onClose();
-    } catch (err) {
-      errs.fromError(err, knownField);
-    } finally {
-      setBusy(false);
-    }
-  };
+    if (initial) await api("PUT", `${path}/resources/${initial.id}`, body);
+    else await api("POST", `${path}/resources`, body);
+    qc.invalidateQueries({ queryKey: ["resources"] });
+    onClose();
+  }, knownField);
   return (
     <Modal opened onClose={onClose} size="xl" title={initial ? `Resource ${initial.name}` : "New resource"}>
       <form onSubmit={submit} noValidate>

@@ -1,8 +1,8 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Badge, Button, Code, Group, JsonInput, Modal, Stack, Text } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, ApiError, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { Role } from "../api/types";
 import { usePermissions } from "../app/session";
 import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader } from "../components/common";
@@ -23,38 +23,32 @@ function RoleForm({ initial, onClose, readOnly }: { initial: Role | null; onClos
   const [description, setDescription] = useState(initial?.description ?? "");
   const [policy, setPolicy] = useState(JSON.stringify(initial?.policy ?? EXAMPLE, null, 2));
   const [policyErr, setPolicyErr] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setPolicyErr(null);
-    let doc: unknown;
-    try {
-      doc = JSON.parse(policy);
-    } catch (x) {
-      setPolicyErr(`Not valid JSON: ${(x as Error).message}`);
-      return;
-    }
-    setBusy(true);
-    try {
+  const { errs, busy, submit } = useSubmit(
+    async () => {
+      setPolicyErr(null);
+      let doc: unknown;
+      try {
+        doc = JSON.parse(policy);
+      } catch (x) {
+        setPolicyErr(`Not valid JSON: ${(x as Error).message}`);
+        return;
+      }
       const body = { name, description, policy: doc };
       if (initial) await api("PUT", `/roles/${initial.id}`, body);
       else await api("POST", "/roles", body);
       qc.invalidateQueries({ queryKey: ["roles"] });
       onClose();
-    } catch (err) {
+    },
+    fieldsOf("name", "description"),
+    (err) => {
       // a policy error names its place in the document: policy.statements[1].actions[0]
-      if (err instanceof ApiError && err.field?.startsWith("policy")) {
-        setPolicyErr(err.message.startsWith(err.field) ? err.message : `${err.field}: ${err.message}`);
-      } else {
-        errs.fromError(err, (f) => f === "name" || f === "description");
-      }
-    } finally {
-      setBusy(false);
-    }
-  };
+      if (!(err instanceof ApiError && err.field?.startsWith("policy"))) return false;
+      setPolicyErr(err.message.startsWith(err.field) ? err.message : `${err.field}: ${err.message}`);
+      return true;
+    },
+  );
+
   return (
     <Modal opened onClose={onClose} size="lg" title={initial ? `Role ${initial.name}` : "New role"}>
       <form onSubmit={submit} noValidate>

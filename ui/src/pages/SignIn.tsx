@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState } from "react";
 import {
   Alert,
   Button,
@@ -15,35 +15,19 @@ import {
 import { useQueryClient } from "@tanstack/react-query";
 import { Navigate, useLocation, useNavigate } from "react-router-dom";
 import { api, ApiError, getToken, probeOidc, setToken } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { User } from "../api/types";
 import { ThemeToggle } from "../app/Shell";
 
 export function SignIn() {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
-  const [busy, setBusy] = useState(false);
   const [oidc, setOidc] = useState(false);
-  const errs = useFieldErrors();
   const nav = useNavigate();
   const loc = useLocation();
   const qc = useQueryClient();
-
-  useEffect(() => {
-    let live = true;
-    probeOidc().then((on) => live && setOidc(on));
-    return () => {
-      live = false;
-    };
-  }, []);
-
-  if (getToken() && !busy) return <Navigate to="/" replace />;
-
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
+  const { errs, busy, submit } = useSubmit(
+    async () => {
       const r = await api<{ token: string; expiresAt: string; user: User }>(
         "POST",
         "/auth/login",
@@ -55,16 +39,26 @@ export function SignIn() {
       qc.setQueryData(["me"], r.user);
       const from = (loc.state as { from?: string } | null)?.from;
       nav(r.user.state === "CHANGE_PASSWORD" ? "/password" : from || "/", { replace: true });
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
-        errs.setGeneral("Wrong username or password.");
-      } else {
-        errs.fromError(err, (f) => f === "username" || f === "password");
-      }
-    } finally {
-      setBusy(false);
-    }
-  };
+    },
+    fieldsOf("username", "password"),
+    (err) => {
+      if (!(err instanceof ApiError && err.status === 401)) return false;
+      errs.setGeneral("Wrong username or password.");
+      return true;
+    },
+  );
+
+  useEffect(() => {
+    let live = true;
+    probeOidc().then((on) => live && setOidc(on));
+    return () => {
+      live = false;
+    };
+  }, []);
+
+  if (getToken() && !busy) return <Navigate to="/" replace />;
+
+
 
   return (
     // anchored at the top, not centred: the SSO button appearing after the

@@ -1,8 +1,8 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Badge, Button, Group, Modal, MultiSelect, PasswordInput, Stack, Switch, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { fieldsOf, useSubmit } from "../api/errors";
 import type { Role, User } from "../api/types";
 import { useMe, usePermissions } from "../app/session";
 import { DataTable, DeleteButton, ErrorAlert, PageHeader } from "../components/common";
@@ -27,53 +27,45 @@ function UserForm({
   const [password, setPassword] = useState("");
   const [temporary, setTemporary] = useState(true);
   const [userRoles, setUserRoles] = useState<string[]>(initial?.roles ?? []);
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      let u: User;
-      if (initial) {
-        const body: Record<string, unknown> = { username, name, email, enabled };
-        if (password) {
-          body.password = password;
-          body.temporaryPassword = temporary;
-        }
-        u = await api<User>("PATCH", `/users/${initial.id}`, body);
-      } else {
-        u = await api<User>("POST", "/users", {
-          username,
-          name,
-          email,
-          enabled,
-          password,
-          temporaryPassword: temporary,
-        });
+  const { errs, busy, submit } = useSubmit(async () => {
+    let u: User;
+    if (initial) {
+      const body: Record<string, unknown> = { username, name, email, enabled };
+      if (password) {
+        body.password = password;
+        body.temporaryPassword = temporary;
       }
-      if (canAssign && roles.data) {
-        const before = new Set(initial?.roles ?? []);
-        const after = new Set(userRoles);
-        for (const r of roles.data) {
-          if (after.has(r.name) && !before.has(r.name)) {
-            await api("POST", `/roles/${r.id}/assign`, { userIds: [u.id] });
-          } else if (!after.has(r.name) && before.has(r.name)) {
-            await api("POST", `/roles/${r.id}/unassign`, { userIds: [u.id] });
-          }
-        }
-      }
-      qc.invalidateQueries({ queryKey: ["users"] });
-      qc.invalidateQueries({ queryKey: ["roles"] });
-      onClose();
-    } catch (err) {
-      errs.fromError(err, (f) => ["username", "name", "email", "enabled", "password"].includes(f));
-      qc.invalidateQueries({ queryKey: ["users"] });
-    } finally {
-      setBusy(false);
+      u = await api<User>("PATCH", `/users/${initial.id}`, body);
+    } else {
+      u = await api<User>("POST", "/users", {
+        username,
+        name,
+        email,
+        enabled,
+        password,
+        temporaryPassword: temporary,
+      });
     }
-  };
+    if (canAssign && roles.data) {
+      const before = new Set(initial?.roles ?? []);
+      const after = new Set(userRoles);
+      for (const r of roles.data) {
+        if (after.has(r.name) && !before.has(r.name)) {
+          await api("POST", `/roles/${r.id}/assign`, { userIds: [u.id] });
+        } else if (!after.has(r.name) && before.has(r.name)) {
+          await api("POST", `/roles/${r.id}/unassign`, { userIds: [u.id] });
+        }
+      }
+    }
+    qc.invalidateQueries({ queryKey: ["users"] });
+    qc.invalidateQueries({ queryKey: ["roles"] });
+    onClose();
+  }, fieldsOf("username", "name", "email", "enabled", "password"), () => {
+    // a user made before a role failed to change is listed all the same
+    qc.invalidateQueries({ queryKey: ["users"] });
+    return false;
+  });
   return (
     <Modal opened onClose={onClose} title={initial ? `User ${initial.username}` : "New user"}>
       <form onSubmit={submit} noValidate>

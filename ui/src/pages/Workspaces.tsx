@@ -1,9 +1,9 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Anchor, Badge, Button, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { Link, useParams } from "react-router-dom";
 import { api, listAll } from "../api/client";
-import { useFieldErrors } from "../api/errors";
+import { useSubmit } from "../api/errors";
 import type { Member, User, Workspace } from "../api/types";
 import { useMe, usePermissions } from "../app/session";
 import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader, fmtDate } from "../components/common";
@@ -22,25 +22,14 @@ function WorkspaceForm({
 }) {
   const [name, setName] = useState(initial?.name ?? "");
   const [description, setDescription] = useState(initial?.description ?? "");
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
   const qc = useQueryClient();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      const body = { name, description };
-      if (initial) await api("PATCH", `/workspaces/${initial.id}`, body);
-      else await api("POST", "/workspaces", body);
-      qc.invalidateQueries({ queryKey: ["workspaces"] });
-      onClose();
-    } catch (err) {
-      errs.fromError(err, (f) => f === "name" || f === "description");
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { errs, busy, submit } = useSubmit(async () => {
+    const body = { name, description };
+    if (initial) await api("PATCH", `/workspaces/${initial.id}`, body);
+    else await api("POST", "/workspaces", body);
+    qc.invalidateQueries({ queryKey: ["workspaces"] });
+    onClose();
+  }, (f) => f === "name" || f === "description");
   return (
     <Modal opened={opened} onClose={onClose} title={initial ? `Workspace ${initial.name}` : "New workspace"}>
       <form onSubmit={submit} noValidate>
@@ -131,21 +120,10 @@ function AddMember({ ws, onDone }: { ws: Workspace; onDone: () => void }) {
   const [userId, setUserId] = useState<string | null>(null);
   const [username, setUsername] = useState("");
   const [role, setRole] = useState<string>("MEMBER");
-  const [busy, setBusy] = useState(false);
-  const errs = useFieldErrors();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    errs.clear();
-    setBusy(true);
-    try {
-      await api("POST", `/workspaces/${ws.id}/members`, { userId: userId ?? username, role });
-      onDone();
-    } catch (err) {
-      errs.fromError(err, (f) => f === "userId" || f === "role");
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { errs, busy, submit } = useSubmit(async () => {
+    await api("POST", `/workspaces/${ws.id}/members`, { userId: userId ?? username, role });
+    onDone();
+  }, (f) => f === "userId" || f === "role");
   return (
     <form onSubmit={submit} noValidate>
       <Stack>
