@@ -79,8 +79,6 @@ void api_members_list(http_req_t *req);
 void api_members_add(http_req_t *req);
 void api_members_update(http_req_t *req);
 void api_members_delete(http_req_t *req);
-/* false after answering 404 (or 500) when {ws} is no workspace */
-bool api_workspace_exists(http_req_t *req);
 
 /* api_environments.c */
 void api_environments_list(http_req_t *req);
@@ -88,8 +86,6 @@ void api_environments_create(http_req_t *req);
 void api_environments_get(http_req_t *req);
 void api_environments_update(http_req_t *req);
 void api_environments_delete(http_req_t *req);
-/* false after answering 404 (or 500) when {env} is no environment of {ws} */
-bool api_environment_exists(http_req_t *req);
 
 /* api_connections.c */
 void api_connections_list(http_req_t *req);

@@ -55,7 +55,5 @@ api_activity_list_workspace(http_req_t *req)
 {
     const char *params[1] = { http_param(req, "ws") };
 
-    if (api_workspace_exists(req)) {
-        activity_list(req, "workspace_id = $1", 1, params);
-    }
+    activity_list(req, "workspace_id = $1", 1, params);
 }

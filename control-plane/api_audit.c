@@ -58,7 +58,7 @@ audit_list(http_req_t *req, bool scoped)
     long        page_index, page_size;
     PGresult   *res;
 
-    if ((scoped && !api_environment_exists(req)) || !http_page(req, &page_index, &page_size)
+    if (!http_page(req, &page_index, &page_size)
         || !build_filter(req, &f, scoped))
     {
         return;

@@ -269,10 +269,8 @@ api_connections_list(http_req_t *req)
 {
     const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
 
-    if (api_environment_exists(req)) {
-        doc_reply_list(req, "SELECT doc, created_at, id FROM connection_docs"
-                            " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
-    }
+    doc_reply_list(req, "SELECT doc, created_at, id FROM connection_docs"
+                        " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
 }
 
 

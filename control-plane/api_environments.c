@@ -35,35 +35,11 @@ defaults(void)
 }
 
 
-bool
-api_environment_exists(http_req_t *req)
-{
-    const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
-    PGresult   *res = db_exec(req->db, "SELECT 1 FROM environments"
-                                       " WHERE workspace_id = $1 AND id = $2", 2, params);
-    bool        found;
-
-    if (res == NULL) {
-        http_db_error(req, "environment");
-        return false;
-    }
-    found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
-        http_not_found(req, "environment");
-    }
-    return found;
-}
-
-
 void
 api_environments_list(http_req_t *req)
 {
     const char *params[1] = { http_param(req, "ws") };
 
-    if (!api_workspace_exists(req)) {
-        return;
-    }
     doc_reply_list(req, "SELECT doc, created_at, id FROM environment_docs"
                         " WHERE workspace_id = $1", 1, params);
 }

@@ -141,10 +141,8 @@ api_keys_list(http_req_t *req)
 {
     const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
 
-    if (api_environment_exists(req)) {
-        doc_reply_list(req, "SELECT doc, created_at, id FROM api_key_docs"
-                            " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
-    }
+    doc_reply_list(req, "SELECT doc, created_at, id FROM api_key_docs"
+                        " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
 }
 
 
@@ -193,9 +191,6 @@ api_keys_create(http_req_t *req)
     char      masked[MASKED_SIZE];
     PGresult *res;
 
-    if (!api_environment_exists(req)) {
-        return;
-    }
     doc = defaults();
     if (!validate(req, doc, NULL)) {
         cJSON_Delete(doc);

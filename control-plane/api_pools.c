@@ -280,9 +280,6 @@ api_pools_get(http_req_t *req)
     PGresult   *res;
     cJSON      *doc;
 
-    if (!api_environment_exists(req)) {
-        return;
-    }
     res = db_exec(req->db, DOC_SQL, 2, params);
     if (res == NULL) {
         http_db_error(req, "pool definition");
@@ -312,9 +309,6 @@ api_pools_put(http_req_t *req)
     char        *pools_text, *strategy_text;
     PGresult    *res;
 
-    if (!api_environment_exists(req)) {
-        return;
-    }
     cJSON_ArrayForEach(item, req->json) {
         if (strcmp(item->string, "pools") != 0 && strcmp(item->string, "strategy") != 0
             && strcmp(item->string, "workspaceId") != 0
@@ -362,9 +356,6 @@ api_pools_delete(http_req_t *req)
 {
     const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
 
-    if (!api_environment_exists(req)) {
-        return;
-    }
     /* deleting no definition is done too: the environment has none after */
     if (db_run(req->db, "DELETE FROM pool_definitions"
                         " WHERE workspace_id = $1 AND environment_id = $2", 2, params) != 0)

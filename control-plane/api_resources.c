@@ -394,10 +394,8 @@ api_resources_list(http_req_t *req)
 {
     const char *params[2] = { http_param(req, "ws"), http_param(req, "env") };
 
-    if (api_environment_exists(req)) {
-        doc_reply_list(req, "SELECT doc, created_at, id FROM resource_docs"
-                            " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
-    }
+    doc_reply_list(req, "SELECT doc, created_at, id FROM resource_docs"
+                        " WHERE workspace_id = $1 AND environment_id = $2", 2, params);
 }
 
 
@@ -445,9 +443,6 @@ api_resources_create(http_req_t *req)
     cJSON *doc;
     char   id[UUID_LEN + 1];
 
-    if (!api_environment_exists(req)) {
-        return;
-    }
     doc = defaults();
     if (validate(req, doc, NULL)) {
         crypto_uuid_v4(id);

@@ -513,7 +513,7 @@ api_usage_query(http_req_t *req)
     params[0] = http_param(req, "ws");
     params[1] = http_param(req, "env");
     snprintf(cap, sizeof(cap), "%d", MAX_POINTS + 1);
-    if (api_environment_exists(req) && only_members(req, req->json, members, "")
+    if (only_members(req, req->json, members, "")
         && parse_granularity(req, &q) && parse_metrics(req, &q) && parse_dimensions(req, &q)
         && parse_filter(req, &q))
     {

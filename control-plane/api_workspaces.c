@@ -117,35 +117,13 @@ api_workspaces_delete(http_req_t *req)
 }
 
 
-bool
-api_workspace_exists(http_req_t *req)
-{
-    const char *params[1] = { http_param(req, "ws") };
-    PGresult   *res = db_exec(req->db, "SELECT 1 FROM workspaces WHERE id = $1", 1, params);
-    bool        found;
-
-    if (res == NULL) {
-        http_db_error(req, "workspace");
-        return false;
-    }
-    found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
-        http_not_found(req, "workspace");
-    }
-    return found;
-}
-
-
 void
 api_members_list(http_req_t *req)
 {
     const char *params[1] = { http_param(req, "ws") };
 
-    if (api_workspace_exists(req)) {
-        doc_reply_list(req, "SELECT doc, created_at, id FROM member_docs"
-                            " WHERE workspace_id = $1", 1, params);
-    }
+    doc_reply_list(req, "SELECT doc, created_at, id FROM member_docs"
+                        " WHERE workspace_id = $1", 1, params);
 }
 
 
@@ -182,7 +160,7 @@ api_members_add(http_req_t *req)
     const char *params[3] = { http_param(req, "ws") };
     PGresult   *res;
 
-    if (!validate_member(req) || !api_workspace_exists(req)) {
+    if (!validate_member(req)) {
         return;
     }
     params[1] = cJSON_GetObjectItemCaseSensitive(req->json, "userId")->valuestring;

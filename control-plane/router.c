@@ -498,7 +498,8 @@ resource_add_environment(http_req_t *req, resource_t *r)
  * Whether the caller may run the route: a member of its workspace (or one
  * allowed workspace:access-all on it), an OWNER where the route says so,
  * and a policy allowing the route's action on the resource its template
- * names.  false after answering 403, 404 or 500.
+ * names.  false after answering 403, 404 or 500.  Resolving the template
+ * finds {ws} and {env}: a handler of a route that names them need not look.
  */
 static bool
 access_check(http_req_t *req)
