@@ -293,11 +293,11 @@ longest_token_of(char c)
 
 
 /*
- * Runs of one character that stop PCRE2 at its match limit count as their
- * bytes from there: an upper bound, never the 0 or -1 that once let a body
- * pass a token limit.  A run of n characters is one piece whose tokens are
- * runs of the same character, so it has at least n / (the longest such
- * token) of them: the truth is never below that.
+ * Runs of millions of one character, which once stopped PCRE2 at its match
+ * limit and counted 0: each is one piece merged exactly.  A run of n
+ * characters has tokens that are runs of the same character, so at least n
+ * over the longest such token of them: the count is never below that, nor
+ * above the bytes.
  */
 static void
 test_pathological_runs(void)
