@@ -163,14 +163,20 @@ def reference_ids(samples):
     return run(["node", str(REFERENCE)], samples)
 
 
-def test_ids_equal_tiktoken():
-    _build_ok()
-    samples = corpus()
+def assert_ids_equal(samples):
+    """The ids of the C counter and of tiktoken are the same for every sample; ours."""
     ours, ref = c_ids(samples), reference_ids(samples)
     bad = [(s, a, b) for s, a, b in zip(samples, ours, ref) if a != b]
     for s, a, b in bad[:5]:
         print(f"sample {s[:80]!r}\n  ours {a[:40]}\n  tiktoken {b[:40]}")
     assert not bad, f"{len(bad)} of {len(samples)} samples differ"
+    return ours
+
+
+def test_ids_equal_tiktoken():
+    _build_ok()
+    samples = corpus()
+    ours = assert_ids_equal(samples)
     for ids in ours:
         assert ids[0] == len(ids) - 1      # the count is the number of ids
     print(f"{len(samples)} samples, {sum(len(s) for s in samples)} bytes, "
@@ -189,11 +195,7 @@ def test_every_code_point_equals_tiktoken():
         x = chr(cp)
         samples.append(x.encode())
         samples.append(f"{x}'s {x}{x} a'{x}\n".encode())
-    ours, ref = c_ids(samples), reference_ids(samples)
-    bad = [(s, a, b) for s, a, b in zip(samples, ours, ref) if a != b]
-    for s, a, b in bad[:5]:
-        print(f"sample {s!r}\n  ours {a}\n  tiktoken {b}")
-    assert not bad, f"{len(bad)} of {len(samples)} samples differ"
+    assert_ids_equal(samples)
 
 
 COOKBOOK_MESSAGES = [
