@@ -18,6 +18,9 @@
  */
 #define NGX_HTTP_VMX_TOKENS_INLINE  4096
 
+/* the priority of the counting threads, below the workers' */
+#define NGX_HTTP_VMX_TOKENS_NICE    10
+
 
 #if (NGX_THREADS)
 
@@ -263,6 +266,11 @@ ngx_http_vmx_tokens_thread(void *data, ngx_log_t *log)
     ngx_http_vmx_tokens_task_t  *t = data;
 
     vmx_tokenizer_scratch_t  *s;
+
+#if (NGX_LINUX)
+    /* the CPUs go to the workers first: on Linux a thread's nice is its own */
+    (void) setpriority(PRIO_PROCESS, 0, NGX_HTTP_VMX_TOKENS_NICE);
+#endif
 
     s = vmx_tokenizer_scratch_create(t->tokenizer);
 
