@@ -310,8 +310,7 @@ ngx_http_vmx_tokens_done(ngx_event_t *ev)
 #endif
 
 
-/* a failed count (out of memory) is the bound, so that no limit is passed
- * by it */
+/* a count that failed (out of memory) is the bound: no limit is passed by it */
 
 static int64_t
 ngx_http_vmx_tokens_bound(int64_t n, const vmx_json_t *body)
