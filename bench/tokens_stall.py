@@ -78,8 +78,9 @@ def measure(name, gw, key, big):
     res = wrk(gw.url, "/v1/chat/completions", key, False, DURATION)
     errors = re.sub(r"^Socket errors:\s*", "", res["errors"]) or "-"
     bodies = f"{big.answered} answered, {big.failed} failed" if big else "-"
-    print(f"{name:<28} {res['rps']:9.0f} {res['p50']:9.2f} {res['p99']:9.2f}  "
-          f"{errors:<40} {bodies}", flush=True)
+    # no answer at all: the worker stalled the whole measure
+    p50, p99 = (f"{res['p50']:9.2f}", f"{res['p99']:9.2f}") if res["requests"] else ("-", "-")
+    print(f"{name:<28} {res['rps']:9.0f} {p50:>9} {p99:>9}  {errors:<40} {bodies}", flush=True)
 
 
 def main():
