@@ -4,7 +4,7 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib \
+           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib -Ibuild \
            -I/usr/include/postgresql
 CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread -lexpat
 
@@ -30,6 +30,13 @@ control-plane: $(B)/vmx-control-plane
 $(B)/%.o: %.c $(wildcard lib/*.h control-plane/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -c $< -o $@
+
+# the Unicode classes of the token counter's pattern, from the pinned npm data
+$(B)/vmx_unicode.h: tools/tokenizer/unicode.mjs tools/tokenizer/package-lock.json
+	@mkdir -p $(dir $@)
+	node tools/tokenizer/unicode.mjs $@
+
+$(B)/lib/vmx_tokenizer.o: $(B)/vmx_unicode.h
 
 $(B)/libvmx.a: $(LIB_OBJ)
 	ar rcs $@ $^
@@ -88,9 +95,9 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
-$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h)
+$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h) $(B)/vmx_unicode.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz
+	clang -g -O1 -Ilib -Ibuild -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz
 
 fuzz: $(FUZZ_BIN)
 

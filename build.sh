@@ -111,6 +111,8 @@ build() {
     exec 9>build/.lock
     flock 9
     build_ranks
+    # the Unicode classes of the token counter, which the module compiles too
+    make -s build/vmx_unicode.h
     build_ui
     build_module
     log "building the control plane and the unit tests"

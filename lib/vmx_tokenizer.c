@@ -6,10 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include "vmx_tokenizer.h"
+#include "vmx_unicode.h"       /* generated at build time */
 
 
 #define RANK_NONE    UINT32_MAX
@@ -17,41 +15,23 @@
 /* pieces up to this many bytes merge in plain arrays on the stack */
 #define SMALL_PIECE  64
 
-#define JIT_STACK_MAX  (1024 * 1024)
-
 
 /*
- * tiktoken's o200k_base pattern.  \s is spelled out as Unicode's White_Space,
- * which is what \s means to tiktoken's regex engine, whatever PCRE2 takes it
- * for.
+ * A token in the open-addressing table: one 16-byte slot holds a lookup of
+ * a token of up to 8 bytes, which most pieces of text are.
  */
-#define WS  "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}" \
-            "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-#define UPPER     "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
-#define LOWER     "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
-#define LEAD      "[^\\r\\n\\p{L}\\p{N}]?"
-#define CONTRACT  "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-
-static const char  o200k_pattern[] =
-    LEAD UPPER "*" LOWER "+" CONTRACT
-    "|" LEAD UPPER "+" LOWER "*" CONTRACT
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
-
-
-/* a token in the open-addressing table: one cache line holds a lookup */
 typedef struct {
-    uint32_t   hash;
+    uint64_t   head;           /* the first 8 bytes, zero padded */
     uint32_t   rank;
-    uint32_t   off;            /* in blob */
-    uint32_t   len;            /* 0 for an empty slot */
+    uint32_t   off_len;        /* offset in blob << 8 | length; 0: empty */
 } slot_t;
 
+/* the token's length fits the low byte of off_len, the blob the rest */
+#define TOKEN_MAX  255
+#define BLOB_MAX   (UINT32_MAX >> 8)
+
+
 struct vmx_tokenizer_s {
-    pcre2_code     *re;
     void           *malloced;  /* the tables when they came from malloc */
     const uint8_t  *blob;      /* the decoded tokens, end to end */
     slot_t         *slots;
@@ -72,12 +52,9 @@ typedef struct {
 } merge_t;
 
 struct vmx_tokenizer_scratch_s {
-    pcre2_match_data     *md;
-    pcre2_match_context  *mctx;
-    pcre2_jit_stack      *jit;
-    merge_t               resident;
-    char                 *line;   /* the lines of the tools recipe */
-    size_t                line_cap;
+    merge_t   resident;
+    char     *line;            /* the lines of the tools recipe */
+    size_t    line_cap;
 };
 
 typedef struct {
@@ -100,44 +77,52 @@ emit(out_t *out, uint32_t rank)
 
 /* --- the ranks table ------------------------------------------------------ */
 
-static uint32_t
-hash_bytes(const uint8_t *p, size_t n)
+/* the first bytes of p, up to 8, as one word zero padded */
+static uint64_t
+head_of(const uint8_t *p, size_t n)
 {
-    uint64_t  h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    uint64_t  w = 0;
 
-    for ( /* void */ ; n >= 8; p += 8, n -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    memcpy(&w, p, n < 8 ? n : 8);
+
+    return w;
+}
+
+
+static uint32_t
+hash_bytes(uint64_t head, const uint8_t *p, size_t n)
+{
+    uint64_t  h = (head ^ n) * 0x9e3779b97f4a7c15ULL;
+    size_t    i;
+
+    for (i = 8; i < n; i += 8) {
+        h = (h ^ head_of(p + i, n - i)) * 0xbf58476d1ce4e5b9ULL;
         h ^= h >> 31;
     }
 
-    if (n) {
-        w = 0;
-        memcpy(&w, p, n);
-        h = (h ^ w) * 0x94d049bb133111ebULL;
-        h ^= h >> 29;
-    }
-
-    return (uint32_t) ((h * 0x9e3779b97f4a7c15ULL) >> 32);
+    return (uint32_t) (h >> 32);
 }
 
 
 /* the slot of p: the one holding it, or the empty one where it would go */
 static slot_t *
-find_slot(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n, uint32_t h)
+find_slot(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n)
 {
     slot_t    *slot;
-    uint32_t   i = h & tok->mask;
+    uint64_t   head = head_of(p, n);
+    uint32_t   i = hash_bytes(head, p, n) & tok->mask;
 
     for ( ;; ) {
         slot = &tok->slots[i];
 
-        if (slot->len == 0) {
+        if (slot->off_len == 0) {
             return slot;
         }
 
-        if (slot->hash == h && slot->len == n
-            && memcmp(tok->blob + slot->off, p, n) == 0)
+        if (slot->head == head && (slot->off_len & 0xff) == n
+            && (n <= 8
+                || memcmp(tok->blob + (slot->off_len >> 8) + 8, p + 8, n - 8)
+                   == 0))
         {
             return slot;
         }
@@ -160,9 +145,9 @@ rank_of(const vmx_tokenizer_t *tok, const uint8_t *p, size_t n)
         return RANK_NONE;
     }
 
-    slot = find_slot(tok, p, n, hash_bytes(p, n));
+    slot = find_slot(tok, p, n);
 
-    return slot->len ? slot->rank : RANK_NONE;
+    return slot->off_len ? slot->rank : RANK_NONE;
 }
 
 
@@ -263,7 +248,6 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
     const uint8_t  *sp = memchr(line, ' ', n), *d;
     uint8_t        *token = (uint8_t *) tok->blob + *blob_len;
     uint64_t        rank = 0;
-    uint32_t        h;
     slot_t         *slot;
     long            len;
 
@@ -282,16 +266,18 @@ add_line(vmx_tokenizer_t *tok, size_t *blob_len, const uint8_t *line,
         return fail(err, errlen, number, "bad base64");
     }
 
-    h = hash_bytes(token, len);
-    slot = find_slot(tok, token, len, h);
-    if (slot->len) {
+    if (len > TOKEN_MAX) {
+        return fail(err, errlen, number, "token too long");
+    }
+
+    slot = find_slot(tok, token, len);
+    if (slot->off_len) {
         return fail(err, errlen, number, "duplicate token");
     }
 
-    slot->hash = h;
+    slot->head = head_of(token, len);
     slot->rank = (uint32_t) rank;
-    slot->off = (uint32_t) *blob_len;
-    slot->len = (uint32_t) len;
+    slot->off_len = (uint32_t) *blob_len << 8 | (uint32_t) len;
     *blob_len += len;
 
     if ((uint32_t) len > tok->max_len) {
@@ -313,30 +299,6 @@ static size_t
 align8(size_t n)
 {
     return (n + 7) & ~(size_t) 7;
-}
-
-
-static int
-compile_pattern(vmx_tokenizer_t *tok, char *err, size_t errlen)
-{
-    PCRE2_UCHAR  msg[120];
-    PCRE2_SIZE   offset;
-    int          code;
-
-    tok->re = pcre2_compile((PCRE2_SPTR) o200k_pattern,
-                            sizeof(o200k_pattern) - 1, PCRE2_UTF | PCRE2_UCP,
-                            &code, &offset, NULL);
-    if (tok->re == NULL) {
-        pcre2_get_error_message(code, msg, sizeof(msg));
-        snprintf(err, errlen, "pattern at %zu: %s", (size_t) offset,
-                 (char *) msg);
-        return -1;
-    }
-
-    /* where PCRE2 has no JIT, pcre2_match() interprets the same pattern */
-    (void) pcre2_jit_compile(tok->re, PCRE2_JIT_COMPLETE);
-
-    return 0;
 }
 
 
@@ -406,7 +368,7 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
         text += n;
     }
 
-    if (lines == 0 || lines > UINT32_MAX / 4 || text > UINT32_MAX) {
+    if (lines == 0 || lines > UINT32_MAX / 4 || text > BLOB_MAX) {
         fail(err, errlen, 0, lines ? "too large" : "no ranks");
         return NULL;
     }
@@ -428,9 +390,7 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
     tok = layout(mem, slots);
     tok->malloced = alloc ? NULL : mem;
 
-    if (fill(tok, ranks, len, err, errlen) != 0
-        || compile_pattern(tok, err, errlen) != 0)
-    {
+    if (fill(tok, ranks, len, err, errlen) != 0) {
         vmx_tokenizer_free(tok);
         return NULL;
     }
@@ -442,12 +402,9 @@ vmx_tokenizer_create(const char *ranks, size_t len, vmx_json_alloc_pt alloc,
 void
 vmx_tokenizer_free(vmx_tokenizer_t *tok)
 {
-    if (tok == NULL) {
-        return;
+    if (tok != NULL) {
+        free(tok->malloced);
     }
-
-    pcre2_code_free(tok->re);
-    free(tok->malloced);
 }
 
 
@@ -480,25 +437,9 @@ vmx_tokenizer_scratch_create(const vmx_tokenizer_t *tok)
 {
     vmx_tokenizer_scratch_t  *s = calloc(1, sizeof(vmx_tokenizer_scratch_t));
 
-    if (s == NULL) {
+    if (s == NULL || merge_alloc(&s->resident, VMX_TOKENIZER_RESIDENT) != 0) {
+        free(s);
         return NULL;
-    }
-
-    s->md = pcre2_match_data_create_from_pattern(tok->re, NULL);
-    s->mctx = pcre2_match_context_create(NULL);
-
-    /* NULL where PCRE2 has no JIT; the match then needs none */
-    s->jit = pcre2_jit_stack_create(32 * 1024, JIT_STACK_MAX, NULL);
-
-    if (s->md == NULL || s->mctx == NULL
-        || merge_alloc(&s->resident, VMX_TOKENIZER_RESIDENT) != 0)
-    {
-        vmx_tokenizer_scratch_free(s);
-        return NULL;
-    }
-
-    if (s->jit) {
-        pcre2_jit_stack_assign(s->mctx, NULL, s->jit);
     }
 
     return s;
@@ -512,9 +453,6 @@ vmx_tokenizer_scratch_free(vmx_tokenizer_scratch_t *s)
         return;
     }
 
-    pcre2_match_data_free(s->md);
-    pcre2_match_context_free(s->mctx);
-    pcre2_jit_stack_free(s->jit);
     free(s->resident.heap);
     free(s->line);
     free(s);
@@ -840,36 +778,251 @@ utf8_lossy(uint8_t *dst, const uint8_t *p, size_t n)
 }
 
 
+/*
+ * The pieces of tiktoken's o200k_base pattern, by hand:
+ *
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+CONTRACTION?
+ *   |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*CONTRACTION?
+ *   |\p{N}{1,3}
+ *   | ?[^\s\p{L}\p{N}]+[\r\n/]*
+ *   |\s*[\r\n]+
+ *   |\s+(?!\S)
+ *   |\s+
+ *
+ * with CONTRACTION (?i:'s|'t|'re|'ve|'m|'ll|'d), each alternative taken as
+ * the backtracking matcher of tiktoken's regex takes it: the first that
+ * matches, its quantifiers greedy and giving back what the rest needs.  The
+ * classes are Unicode's of tiktoken's engine, generated from the pinned
+ * Unicode data.  Every character starts a match: the text splits in one
+ * pass, whatever its runs.  The text is valid UTF-8.
+ */
+
+/* the classes of the character at p, its length in *len */
+static unsigned
+char_class(const uint8_t *p, size_t *len)
+{
+    uint32_t  cp;
+
+    if (p[0] < 0x80) {
+        /* U+0000 to U+00FF are the first block generated */
+        *len = 1;
+        return vmx_unicode_class[0][p[0]];
+    }
+
+    if (p[0] < 0xe0) {
+        *len = 2;
+        cp = (p[0] & 0x1f) << 6 | (p[1] & 0x3f);
+
+    } else if (p[0] < 0xf0) {
+        *len = 3;
+        cp = (p[0] & 0x0f) << 12 | (p[1] & 0x3f) << 6 | (p[2] & 0x3f);
+
+    } else {
+        *len = 4;
+        cp = (uint32_t) (p[0] & 0x07) << 18 | (p[1] & 0x3f) << 12
+             | (p[2] & 0x3f) << 6 | (p[3] & 0x3f);
+    }
+
+    return vmx_unicode_class[vmx_unicode_block[cp >> 8]][cp & 0xff];
+}
+
+
+/* past the characters from p whose classes masked by mask are want */
+static const uint8_t *
+run(const uint8_t *p, const uint8_t *end, unsigned mask, unsigned want)
+{
+    size_t  len;
+
+    while (p < end && (char_class(p, &len) & mask) == want) {
+        p += len;
+    }
+
+    return p;
+}
+
+
+/*
+ * Capitals then small letters from p, the capitals giving back characters
+ * (marks, Lm, Lo are both) until a small letter follows; NULL: none.
+ */
+static const uint8_t *
+word_lower(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t  *last = NULL;
+    unsigned        c;
+    size_t          len;
+
+    while (p < end) {
+        c = char_class(p, &len);
+        if (!(c & VMX_UNICODE_UPPER)) {
+            break;
+        }
+
+        p += len;
+
+        if (c & VMX_UNICODE_LOWER) {
+            last = p;
+        }
+    }
+
+    if (p < end && (char_class(p, &len) & VMX_UNICODE_LOWER)) {
+        return run(p, end, VMX_UNICODE_LOWER, VMX_UNICODE_LOWER);
+    }
+
+    return last;
+}
+
+
+/* at least one capital, then any small letters; NULL: none */
+static const uint8_t *
+word_upper(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t  *q = run(p, end, VMX_UNICODE_UPPER, VMX_UNICODE_UPPER);
+
+    return (q == p) ? NULL : run(q, end, VMX_UNICODE_LOWER, VMX_UNICODE_LOWER);
+}
+
+
+/* the ASCII letter at p in small case (U+017F, long s, folds to s), or 0 */
+static int
+folded(const uint8_t *p, const uint8_t *end, size_t *len)
+{
+    *len = 1;
+
+    if (p >= end) {
+        return 0;
+    }
+
+    if (*p >= 'A' && *p <= 'Z') {
+        return *p + ('a' - 'A');
+    }
+
+    if (p + 1 < end && p[0] == 0xc5 && p[1] == 0xbf) {
+        *len = 2;
+        return 's';
+    }
+
+    return *p;
+}
+
+
+/* past an optional 's, 't, 're, 've, 'm, 'll or 'd at p, in any case */
+static const uint8_t *
+contraction(const uint8_t *p, const uint8_t *end)
+{
+    int     c1, c2;
+    size_t  n1, n2;
+
+    if (p >= end || *p != '\'') {
+        return p;
+    }
+
+    c1 = folded(p + 1, end, &n1);
+
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
+        return p + 1 + n1;
+    }
+
+    c2 = folded(p + 1 + n1, end, &n2);
+
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e')
+        || (c1 == 'l' && c2 == 'l'))
+    {
+        return p + 1 + n1 + n2;
+    }
+
+    return p;
+}
+
+
+/* the end of the piece that starts at p < end */
+static const uint8_t *
+piece_end(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t  *q, *e, *prev, *newline;
+    unsigned        c, lead;
+    size_t          len, n;
+
+    c = char_class(p, &len);
+    lead = !(c & (VMX_UNICODE_LETTER | VMX_UNICODE_NUMBER
+                  | VMX_UNICODE_NEWLINE));
+
+    if ((lead && (e = word_lower(p + len, end)))
+        || (e = word_lower(p, end))
+        || (lead && (e = word_upper(p + len, end)))
+        || (e = word_upper(p, end)))
+    {
+        return contraction(e, end);
+    }
+
+    if (c & VMX_UNICODE_NUMBER) {
+        for (q = p + len, n = 1; n < 3 && q < end; n++) {
+            if (!(char_class(q, &len) & VMX_UNICODE_NUMBER)) {
+                break;
+            }
+
+            q += len;
+        }
+
+        return q;
+    }
+
+    if (!(c & VMX_UNICODE_SPACE)
+        || (*p == ' ' && p + 1 < end
+            && !(char_class(p + 1, &n) & (VMX_UNICODE_SPACE | VMX_UNICODE_LETTER
+                                          | VMX_UNICODE_NUMBER))))
+    {
+        /* punctuation, symbols, marks: " ?[^\s\p{L}\p{N}]+[\r\n/]*" (the
+           letters, numbers and a space before either went above) */
+        q = run(p + (*p == ' '), end,
+                VMX_UNICODE_SPACE | VMX_UNICODE_LETTER | VMX_UNICODE_NUMBER, 0);
+
+        while (q < end && (*q == '\r' || *q == '\n' || *q == '/')) {
+            q++;
+        }
+
+        return q;
+    }
+
+    /* spaces: to their last newline; else all at the end of the text; else
+       all but the last, which leads what follows; else the one */
+
+    newline = NULL;
+    prev = p;
+
+    for (q = p; q < end; q += len) {
+        c = char_class(q, &len);
+        if (!(c & VMX_UNICODE_SPACE)) {
+            break;
+        }
+
+        prev = q;
+
+        if (c & VMX_UNICODE_NEWLINE) {
+            newline = q + len;
+        }
+    }
+
+    if (newline) {
+        return newline;
+    }
+
+    return (q == end || prev == p) ? q : prev;
+}
+
+
 static int64_t
 split(const vmx_tokenizer_t *tok, vmx_tokenizer_scratch_t *s,
     const uint8_t *p, size_t len, out_t *out)
 {
-    PCRE2_SIZE  start = 0, *ov = pcre2_get_ovector_pointer(s->md);
-    int         rc;
+    const uint8_t  *end = p + len, *e;
 
-    /* every alternative of the pattern takes a character: start advances */
-    while (start < len) {
-        rc = pcre2_match(tok->re, p, len, start, PCRE2_NO_UTF_CHECK, s->md,
-                         s->mctx);
-        if (rc == PCRE2_ERROR_NOMATCH) {
-            break;
-        }
+    for ( /* void */ ; p < end; p = e) {
+        e = piece_end(p, end);
 
-        if (rc < 0) {
-            /*
-             * PCRE2's match limit (a run of millions of capitals or
-             * spaces): the rest counts as its bytes, a token covering at
-             * least one, so that a count is never short of the truth.
-             */
-            out->count += len - start;
-            break;
-        }
-
-        if (encode_piece(tok, s, p + ov[0], ov[1] - ov[0], out) != 0) {
+        if (encode_piece(tok, s, p, e - p, out) != 0) {
             return -1;
         }
-
-        start = ov[1];
     }
 
     return out->count;

@@ -6,21 +6,20 @@
  * (lines of "base64(token) rank") and is never written again: the module
  * builds it at configuration load in the master and forked workers share it.
  * Every query takes it const, with a vmx_tokenizer_scratch_t that belongs to
- * one thread (one per worker): the PCRE2 match data, JIT stack and the
- * buffers of the merges live there, so a query allocates nothing, except
- * for a piece of more than VMX_TOKENIZER_RESIDENT bytes (one word of 4 KiB,
- * say) or text that is not valid UTF-8, whose buffers are taken for that
- * call only.
+ * one thread (one per worker, one per thread pool task): the buffers of the
+ * merges live there, so a query allocates nothing, except for a piece of
+ * more than VMX_TOKENIZER_RESIDENT bytes (one word of 4 KiB, say) or text
+ * that is not valid UTF-8, whose buffers are taken for that call only.
  *
- * Text is split by tiktoken's o200k_base pattern (PCRE2 with JIT) and each
- * piece is merged by rank exactly as tiktoken's _byte_pair_merge: lowest
- * rank first, leftmost among equals.  Special tokens such as <|endoftext|>
- * are plain text here, as in encode_ordinary().  Bytes that are not valid
- * UTF-8 are counted as if each maximal invalid subpart were U+FFFD, which is
- * what tiktoken counts for the same bytes decoded lossily (TextDecoder,
- * Python's errors="replace").  Letters, marks and numbers are those of the
- * Unicode tables of the system's PCRE2; a code point assigned after them
- * may split differently from tiktoken's own tables.
+ * Text is split by tiktoken's o200k_base pattern, matched by hand in one
+ * pass with the Unicode 16 classes of tiktoken's regex engine (generated at
+ * build time from the pinned Unicode data, see tools/tokenizer/unicode.mjs),
+ * and each piece is merged by rank exactly as tiktoken's _byte_pair_merge:
+ * lowest rank first, leftmost among equals.  Special tokens such as
+ * <|endoftext|> are plain text here, as in encode_ordinary().  Bytes that
+ * are not valid UTF-8 are counted as if each maximal invalid subpart were
+ * U+FFFD, which is what tiktoken counts for the same bytes decoded lossily
+ * (TextDecoder, Python's errors="replace").
  */
 
 #ifndef VMX_TOKENIZER_H
@@ -42,10 +41,9 @@ typedef struct vmx_tokenizer_scratch_s  vmx_tokenizer_scratch_t;
 /*
  * Builds the tokenizer from a ranks file of len bytes (not kept).  The
  * tables, about 11 MB for o200k_base, come from one alloc call when alloc is
- * given, and then belong to its allocator; with alloc NULL from malloc.
- * Either way vmx_tokenizer_free() releases the compiled pattern (its JIT
- * code is mapped by PCRE2) and, with malloc, the tables.  Returns NULL with
- * a message in err on a malformed file or an allocation failure.
+ * given, and then belong to its allocator; with alloc NULL from malloc,
+ * which vmx_tokenizer_free() releases.  Returns NULL with a message in err
+ * on a malformed file or an allocation failure.
  */
 vmx_tokenizer_t *vmx_tokenizer_create(const char *ranks, size_t len,
     vmx_json_alloc_pt alloc, void *alloc_ctx, char *err, size_t errlen);
@@ -56,12 +54,7 @@ vmx_tokenizer_scratch_t *vmx_tokenizer_scratch_create(
     const vmx_tokenizer_t *tok);
 void vmx_tokenizer_scratch_free(vmx_tokenizer_scratch_t *s);
 
-/*
- * The number of tokens of text, or -1 when out of memory.  Where PCRE2's
- * match limit stops the pretokenisation (runs of millions of one character
- * class), the rest of the text counts as its byte count: an upper bound,
- * never less than the truth.
- */
+/* the number of tokens of text, or -1 when out of memory */
 int64_t vmx_tokenizer_count(const vmx_tokenizer_t *tok,
     vmx_tokenizer_scratch_t *s, const char *text, size_t len);
 

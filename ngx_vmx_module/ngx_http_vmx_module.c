@@ -47,6 +47,9 @@ static ngx_flag_t ngx_http_vmx_gateway_request(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
 static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
 static void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
+static void ngx_http_vmx_chat_counted(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_chat_route(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_chat_admit(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_chat_prepare(ngx_http_request_t *r,
@@ -211,7 +214,7 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       &ngx_http_vmx_spool_warn_bounds },
 
     { ngx_string("vmx_tokenizer"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_vmx_tokenizer,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -736,7 +739,8 @@ ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc)
     ngx_http_vmx_ctx_t  *ctx;
 
     if (rc == NGX_AGAIN) {
-        /* suspended until the cluster counters answer */
+        /* suspended until a thread counts the prompt tokens or the
+           cluster counters answer */
         return;
     }
 
@@ -755,9 +759,11 @@ ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc)
 
 
 /*
- * Parses and checks the request, finds the resource and plans the attempts.
- * Returns NGX_DECLINED when the request goes on to the providers, or what to
- * finalize the request with once it has been answered.
+ * Parses and checks the request, finds the resource, counts the prompt
+ * tokens and plans the attempts.  Returns NGX_DECLINED when the request goes
+ * on to the providers, NGX_AGAIN while it waits (for a thread's count or the
+ * cluster counters), or what to finalize the request with once it has been
+ * answered.
  */
 
 static ngx_int_t
@@ -765,15 +771,13 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     u_char                    *p;
     size_t                     len;
-    uint64_t                   started;
     ngx_int_t                  rc;
     ngx_str_t                  msg, body;
     ngx_uint_t                 i;
     vmx_json_t                *messages, *model, *stream, *options, *vmx;
-    vmx_json_t                *item, *secondary_index;
+    vmx_json_t                *item;
     vmx_json_error_t           jerr;
     vmx_json_duplicate_t       dup;
-    ngx_http_vmx_target_t     *routed;
     ngx_http_vmx_resource_t  **allowed;
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
@@ -875,8 +879,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         ctx->include_usage = (item != NULL && item->type == VMX_JSON_TRUE);
     }
 
-    secondary_index = NULL;
-
     vmx = vmx_json_get(ctx->body, "vmx");
     if (vmx != NULL && vmx->type != VMX_JSON_NULL) {
         if (vmx->type != VMX_JSON_OBJECT) {
@@ -904,11 +906,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                        "invalid_request",
                                        "'vmx.correlationId' must be at most "
                                        "128 printable ASCII characters");
-        }
-
-        secondary_index = vmx_json_get(vmx, "secondaryModelIndex");
-        if (secondary_index && secondary_index->type == VMX_JSON_NULL) {
-            secondary_index = NULL;
         }
     }
 
@@ -962,9 +959,65 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                         &ctx->resource->unavailable);
     }
 
-    ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
+    rc = ngx_http_vmx_estimate(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        r->write_event_handler = ngx_http_vmx_chat_counted;
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_vmx_chat_route(r, ctx);
+}
+
+
+/* a thread counted the prompt tokens of a large body: the request goes on */
+
+static void
+ngx_http_vmx_chat_counted(ngx_http_request_t *r)
+{
+    ngx_http_vmx_ctx_t  *ctx;
+
+    if (r->aio) {
+        /* a write event of the connection while the thread still counts */
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    ngx_http_vmx_chat_continue(r, ngx_http_vmx_chat_route(r, ctx));
+}
+
+
+/*
+ * Routes the request and plans its attempts, then admits it; returns what
+ * ngx_http_vmx_chat_prepare() does.
+ */
+
+static ngx_int_t
+ngx_http_vmx_chat_route(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    uint64_t                started;
+    ngx_int_t               rc;
+    vmx_json_t             *vmx, *secondary_index;
+    ngx_http_vmx_target_t  *routed;
 
     /* routing: a client's choice of a secondary model overrides it */
+
+    secondary_index = NULL;
+
+    vmx = vmx_json_get(ctx->body, "vmx");
+    if (vmx != NULL && vmx->type == VMX_JSON_OBJECT) {
+        secondary_index = vmx_json_get(vmx, "secondaryModelIndex");
+        if (secondary_index && secondary_index->type == VMX_JSON_NULL) {
+            secondary_index = NULL;
+        }
+    }
 
     started = ngx_http_vmx_usec();
     routed = NULL;

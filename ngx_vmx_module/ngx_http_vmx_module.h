@@ -10,6 +10,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
 #include "vmx_buf.h"
 #include "vmx_config.h"
 #include "vmx_eventstream.h"
@@ -313,6 +317,9 @@ typedef struct {
 
     ngx_str_t                    ranks;         /* o200k_base ranks file */
     vmx_tokenizer_t             *tokenizer;     /* built by the master */
+#if (NGX_THREADS)
+    ngx_thread_pool_t           *tokenizer_pool; /* large bodies' counts */
+#endif
 
     ngx_uint_t                   keepalive;     /* idle connections kept */
     ngx_msec_t                   keepalive_timeout;
@@ -649,7 +656,8 @@ ngx_int_t ngx_http_vmx_capacity_report(ngx_http_request_t *r);
 /* ngx_http_vmx_tokens.c */
 char *ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle);
-int64_t ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request);
+ngx_int_t ngx_http_vmx_estimate(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 
 /* ngx_http_vmx_keepalive.c */
 ngx_int_t ngx_http_vmx_keepalive_init_process(ngx_cycle_t *cycle);

@@ -2,13 +2,44 @@
  * VM-X gateway: the prompt token estimate of a request.
  *
  * The o200k_base tokenizer is built once, in the master while it reads the
- * configuration, and shared read-only by the forked workers; each worker
- * has its own scratch for the matcher and the merges.
+ * configuration, and shared read-only by the forked workers.  A small body
+ * is counted at once with the worker's scratch; a larger one, whose count
+ * may take seconds (10 MB of letters in one word), in a task of the thread
+ * pool named by "vmx_tokenizer path thread_pool=name", with a scratch of
+ * its own, while the worker serves the other requests.
  */
 
 #include "ngx_http_vmx_module.h"
 
 
+/*
+ * The bodies counted inline: at the slowest, one long word, the counter
+ * does 4 MB/s, so a count inline holds the other requests back 1 ms at most.
+ */
+#define NGX_HTTP_VMX_TOKENS_INLINE  4096
+
+/* the priority of the counting threads, below the workers' */
+#define NGX_HTTP_VMX_TOKENS_NICE    10
+
+
+#if (NGX_THREADS)
+
+typedef struct {
+    ngx_http_request_t        *request;
+    const vmx_tokenizer_t     *tokenizer;
+    const vmx_json_t          *body;
+    int64_t                    estimate;
+} ngx_http_vmx_tokens_task_t;
+
+
+static ngx_int_t ngx_http_vmx_tokens_post(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_thread_pool_t *tp);
+static void ngx_http_vmx_tokens_thread(void *data, ngx_log_t *log);
+static void ngx_http_vmx_tokens_done(ngx_event_t *ev);
+
+#endif
+
+static int64_t ngx_http_vmx_tokens_bound(int64_t n, const vmx_json_t *body);
 static void ngx_http_vmx_tokenizer_cleanup(void *data);
 
 
@@ -26,6 +57,7 @@ ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t           *value;
     ngx_file_t           file;
     ngx_file_info_t      fi;
+    ngx_str_t            name;
     ngx_pool_cleanup_t  *cln;
     char                 err[256];
 
@@ -34,6 +66,31 @@ ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "thread_pool=", 12) != 0
+            || value[2].len == 12)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        name.data = value[2].data + 12;
+        name.len = value[2].len - 12;
+
+#if (NGX_THREADS)
+        mcf->tokenizer_pool = ngx_thread_pool_add(cf, &name);
+        if (mcf->tokenizer_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+#else
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"thread_pool\" of \"%V\" needs nginx built "
+                           "with threads", &name);
+        return NGX_CONF_ERROR;
+#endif
+    }
 
     if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -117,11 +174,15 @@ ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle)
 }
 
 
-/* the prompt tokens of a chat request, never fewer than the truth; 0
- * without a tokenizer */
+/*
+ * The prompt tokens of a chat request into ctx->estimate, never fewer than
+ * the truth; 0 without a tokenizer.  Returns NGX_AGAIN while a thread
+ * counts: its completion clears r->aio and calls the connection's write
+ * handler, that is r->write_event_handler, which the caller sets.
+ */
 
-int64_t
-ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request)
+ngx_int_t
+ngx_http_vmx_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     int64_t                    n;
     ngx_http_vmx_main_conf_t  *mcf;
@@ -129,12 +190,130 @@ ngx_http_vmx_estimate(ngx_http_request_t *r, vmx_json_t *request)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->tokenizer == NULL || ngx_http_vmx_scratch == NULL) {
-        return 0;
+        ctx->estimate = 0;
+        return NGX_OK;
     }
 
-    n = vmx_tokenizer_chat_estimate(mcf->tokenizer, ngx_http_vmx_scratch,
-                                    request);
+#if (NGX_THREADS)
 
-    /* out of memory: an upper bound, so that no limit is passed by it */
-    return (n < 0) ? VMX_TOKENIZER_BOUND(request->raw_len) : n;
+    if (mcf->tokenizer_pool && ctx->body->raw_len > NGX_HTTP_VMX_TOKENS_INLINE)
+    {
+        return ngx_http_vmx_tokens_post(r, ctx, mcf->tokenizer_pool);
+    }
+
+#endif
+
+    n = vmx_tokenizer_chat_estimate(mcf->tokenizer, ngx_http_vmx_scratch,
+                                    ctx->body);
+
+    ctx->estimate = ngx_http_vmx_tokens_bound(n, ctx->body);
+
+    return NGX_OK;
+}
+
+
+#if (NGX_THREADS)
+
+/*
+ * The request is blocked while the task runs, as for nginx's own thread
+ * reads: a client gone meanwhile only makes the request finalize when the
+ * task completes, so the task, the request's pool and the body it reads
+ * stay alive until then.
+ */
+
+static ngx_int_t
+ngx_http_vmx_tokens_post(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_thread_pool_t *tp)
+{
+    ngx_thread_task_t           *task;
+    ngx_http_vmx_main_conf_t    *mcf;
+    ngx_http_vmx_tokens_task_t  *t;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_vmx_tokens_task_t));
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    t = task->ctx;
+    t->request = r;
+    t->tokenizer = mcf->tokenizer;
+    t->body = ctx->body;
+
+    task->handler = ngx_http_vmx_tokens_thread;
+    task->event.handler = ngx_http_vmx_tokens_done;
+    task->event.data = t;
+
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        /* the queue is full (logged): the bound, not a stall */
+        ctx->estimate = ngx_http_vmx_tokens_bound(-1, ctx->body);
+        return NGX_OK;
+    }
+
+    r->main->blocked++;
+    r->aio = 1;
+
+    return NGX_AGAIN;
+}
+
+
+/* in a thread of the pool: nothing of nginx is touched here */
+
+static void
+ngx_http_vmx_tokens_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_vmx_tokens_task_t  *t = data;
+
+    vmx_tokenizer_scratch_t  *s;
+
+#if (NGX_LINUX)
+    /* the CPUs go to the workers first: on Linux a thread's nice is its own */
+    (void) setpriority(PRIO_PROCESS, 0, NGX_HTTP_VMX_TOKENS_NICE);
+#endif
+
+    s = vmx_tokenizer_scratch_create(t->tokenizer);
+
+    t->estimate = (s == NULL) ? -1
+                  : vmx_tokenizer_chat_estimate(t->tokenizer, s, t->body);
+
+    vmx_tokenizer_scratch_free(s);
+}
+
+
+static void
+ngx_http_vmx_tokens_done(ngx_event_t *ev)
+{
+    ngx_http_vmx_tokens_task_t  *t = ev->data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_http_vmx_ctx_t  *ctx;
+
+    r = t->request;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "vmx prompt tokens counted in a thread: %L", t->estimate);
+
+    ctx->estimate = ngx_http_vmx_tokens_bound(t->estimate, t->body);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    c->write->handler(c->write);
+}
+
+#endif
+
+
+/* a count that failed (out of memory) is the bound: no limit is passed by it */
+
+static int64_t
+ngx_http_vmx_tokens_bound(int64_t n, const vmx_json_t *body)
+{
+    return (n < 0) ? VMX_TOKENIZER_BOUND(body->raw_len) : n;
 }

@@ -1815,6 +1815,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     scope.id = conn->id;
     scope.name = conn->name;
     scope.limits = &conn->limits;
+    scope.ahead = 0;
 
     switch (ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
                                       (ngx_int_t) ctx->nattempts - 1))

@@ -1,11 +1,15 @@
 """Capacity limits on one node (SPEC.md §5): API key, resource and connection counted
 apart, the SPEC's 429 message, Retry-After and x-ratelimit-* headers, an exhausted
 connection falling back to the next model."""
+import json
+import random
+import string
+import threading
 import time
 
 import pytest
 
-from gwutil import connection_for
+from gwutil import connection_for, http_request
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +177,41 @@ def test_token_limit_settles_to_usage(gw, fake):
     assert r.json()["error"]["message"] == \
         'Connection "t" has reached its limit of 30 tokens per minute'
     assert fake.last().body["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def test_large_body_is_counted_beside_small_requests(own_stack, fake):
+    """A body of 10 MB of letters, one word whose merges take seconds, is counted in the
+    tokenizer's thread pool: the worker answers other requests meanwhile, and the
+    estimate, millions of tokens, meets the token limit (never 0)."""
+    s = own_stack(workers=1, max_body="16m")
+    env = s.gw.provision(
+        connections={"c": connection_for(fake, capacity=[per_minute(tokens=1_000_000)])},
+        resources={"r-big": {"model": ("c", "gpt-big")}},
+        keys={"k": {"resources": ["r-big"]}},
+    )
+    word = "".join(random.Random(1).choices(string.ascii_lowercase, k=10 * 1024 * 1024))
+    body = json.dumps({"model": "r-big", "messages": [{"role": "user", "content": word}]})
+    headers = {"Authorization": f"Bearer {env.key()}", "Content-Type": "application/json"}
+    big = {}
+
+    def send_big():
+        big["r"] = http_request(env.gw.url, "POST", "/v1/chat/completions", body, headers,
+                                timeout=300)
+
+    t = threading.Thread(target=send_big)
+    t.start()
+    answered = 0
+    while t.is_alive():
+        r = env.chat("r-big")
+        assert r.status == 200, r
+        answered += t.is_alive()
+    t.join()
+    # counted inline, the worker would answer none of them during the count
+    assert answered >= 10, answered
+    r = big["r"]
+    assert r.status == 429, r
+    assert r.json()["error"]["message"] == \
+        'Connection "c" has reached its limit of 1000000 tokens per minute'
 
 
 def chat_from(env, source_ip, model, key):
