@@ -425,14 +425,14 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->snapshot = ngx_http_vmx_snapshot_acquire(r);
+    ctx->request.snapshot = ngx_http_vmx_snapshot_acquire(r);
 
     ngx_str_null(&workspace_id);
     ngx_str_null(&environment_id);
 
     route = ngx_http_vmx_route(r, &workspace_id, &environment_id);
-    ctx->path_workspace_id = workspace_id;
-    ctx->path_environment_id = environment_id;
+    ctx->request.path_workspace_id = workspace_id;
+    ctx->request.path_environment_id = environment_id;
 
     if (route == NGX_HTTP_VMX_ROUTE_NONE) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
@@ -451,7 +451,7 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
                                    : "Use POST for this path");
     }
 
-    ctx->api_key = ngx_http_vmx_authenticate(r, ctx, &expired);
+    ctx->request.api_key = ngx_http_vmx_authenticate(r, ctx, &expired);
 
     if (expired) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_UNAUTHORIZED,
@@ -459,16 +459,17 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
                                    "Invalid API key: the key has expired");
     }
 
-    if (ctx->api_key == NULL
+    if (ctx->request.api_key == NULL
         || (route == NGX_HTTP_VMX_ROUTE_SCOPED_CHAT
-            && (ctx->api_key->env->id.len != environment_id.len
-                || ngx_strncmp(ctx->api_key->env->id.data,
+            && (ctx->request.api_key->env->id.len != environment_id.len
+                || ngx_strncmp(ctx->request.api_key->env->id.data,
                                environment_id.data, environment_id.len) != 0
-                || ctx->api_key->env->workspace_id.len != workspace_id.len
-                || ngx_strncmp(ctx->api_key->env->workspace_id.data,
+                || ctx->request.api_key->env->workspace_id.len
+               != workspace_id.len
+                || ngx_strncmp(ctx->request.api_key->env->workspace_id.data,
                                workspace_id.data, workspace_id.len) != 0)))
     {
-        ctx->api_key = NULL;
+        ctx->request.api_key = NULL;
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_UNAUTHORIZED,
                                    "invalid_api_key",
                                    "Invalid API key: pass a key of this "
@@ -617,13 +618,13 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         key.len--;
     }
 
-    if (key.len == 0 || ctx->snapshot == NULL) {
+    if (key.len == 0 || ctx->request.snapshot == NULL) {
         return NULL;
     }
 
     SHA256(key.data, key.len, digest);
 
-    api_key = ngx_http_vmx_index_find(&ctx->snapshot->api_keys, digest,
+    api_key = ngx_http_vmx_index_find(&ctx->request.snapshot->api_keys, digest,
                                       sizeof(digest));
 
     if (api_key == NULL || !api_key->enabled) {
@@ -656,10 +657,10 @@ ngx_http_vmx_models(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     static const char  item[] = "{\"id\":\"\",\"object\":\"model\","
                                 "\"created\":,\"owned_by\":\"vm-x\"},";
 
-    resources = ctx->api_key->resources.elts;
+    resources = ctx->request.api_key->resources.elts;
 
     len = sizeof(head) + 2;
-    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
+    for (i = 0; i < ctx->request.api_key->resources.nelts; i++) {
         len += sizeof(item) + NGX_TIME_T_LEN
                + vmx_json_escape(NULL, (char *) resources[i]->name.data,
                                  resources[i]->name.len);
@@ -672,12 +673,13 @@ ngx_http_vmx_models(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     p = ngx_cpymem(start, head, sizeof(head) - 1);
 
-    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
+    for (i = 0; i < ctx->request.api_key->resources.nelts; i++) {
         p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
         p += vmx_json_escape((char *) p, (char *) resources[i]->name.data,
                              resources[i]->name.len);
         p = ngx_sprintf(p, "\",\"object\":\"model\",\"created\":%T,"
-                        "\"owned_by\":\"vm-x\"},", ctx->snapshot->loaded_at);
+                        "\"owned_by\":\"vm-x\"},",
+                        ctx->request.snapshot->loaded_at);
     }
 
     if (i) {
@@ -686,7 +688,7 @@ ngx_http_vmx_models(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     p = ngx_cpymem(p, "]}", 2);
 
-    ctx->own_response = 1;
+    ctx->attempt.own_response = 1;
 
     return ngx_http_vmx_send_json(r, NGX_HTTP_OK, start, p - start);
 }
@@ -787,19 +789,19 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request_body = body;
+    ctx->request.request_body = body;
 
-    ctx->body = vmx_json_parse((char *) body.data, body.len,
+    ctx->request.body = vmx_json_parse((char *) body.data, body.len,
                                ngx_http_vmx_json_alloc, r->pool, 64, &jerr);
 
-    if (ctx->body == NULL && jerr.too_dense) {
+    if (ctx->request.body == NULL && jerr.too_dense) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                    "request_too_large",
                                    "The body holds more JSON values than the "
                                    "gateway parses for its size");
     }
 
-    if (ctx->body == NULL) {
+    if (ctx->request.body == NULL) {
         msg.data = ngx_pnalloc(r->pool, 128);
         if (msg.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -813,7 +815,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                        "invalid_request", &msg);
     }
 
-    if (ctx->body->type != VMX_JSON_OBJECT) {
+    if (ctx->request.body->type != VMX_JSON_OBJECT) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request",
                                    "The body must be a JSON object");
@@ -825,8 +827,8 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
      * served.
      */
 
-    rc = vmx_json_find_duplicate(ctx->body, ngx_http_vmx_json_alloc, r->pool,
-                                 &dup);
+    rc = vmx_json_find_duplicate(ctx->request.body, ngx_http_vmx_json_alloc,
+                                 r->pool, &dup);
 
     if (rc == -1) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -836,7 +838,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return ngx_http_vmx_duplicate_key(r, ctx, &dup);
     }
 
-    messages = vmx_json_get(ctx->body, "messages");
+    messages = vmx_json_get(ctx->request.body, "messages");
     if (messages == NULL || messages->type != VMX_JSON_ARRAY
         || messages->count == 0)
     {
@@ -857,7 +859,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         }
     }
 
-    model = vmx_json_get(ctx->body, "model");
+    model = vmx_json_get(ctx->request.body, "model");
     if (model == NULL || model->type != VMX_JSON_STRING || model->str_len == 0)
     {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
@@ -866,18 +868,19 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "resource");
     }
 
-    stream = vmx_json_get(ctx->body, "stream");
-    ctx->stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
+    stream = vmx_json_get(ctx->request.body, "stream");
+    ctx->request.stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
 
-    options = vmx_json_get(ctx->body, "stream_options");
+    options = vmx_json_get(ctx->request.body, "stream_options");
     if (options != NULL) {
         item = vmx_json_get(options, "include_usage");
-        ctx->include_usage = (item != NULL && item->type == VMX_JSON_TRUE);
+        ctx->request.include_usage = (item != NULL
+                                      && item->type == VMX_JSON_TRUE);
     }
 
     secondary_index = NULL;
 
-    vmx = vmx_json_get(ctx->body, "vmx");
+    vmx = vmx_json_get(ctx->request.body, "vmx");
     if (vmx != NULL && vmx->type != VMX_JSON_NULL) {
         if (vmx->type != VMX_JSON_OBJECT) {
             return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
@@ -885,21 +888,23 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                        "'vmx' must be an object");
         }
 
-        ctx->correlation_id.data =
+        ctx->request.correlation_id.data =
             (u_char *) vmx_json_get_str(vmx, "correlationId",
-                                        &ctx->correlation_id.len);
+                                        &ctx->request.correlation_id.len);
 
         /* it is echoed in a header: printable ASCII only */
-        for (i = 0; i < ctx->correlation_id.len; i++) {
-            if (ctx->correlation_id.data[i] < 0x20
-                || ctx->correlation_id.data[i] > 0x7e)
+        for (i = 0; i < ctx->request.correlation_id.len; i++) {
+            if (ctx->request.correlation_id.data[i] < 0x20
+                || ctx->request.correlation_id.data[i] > 0x7e)
             {
                 break;
             }
         }
 
-        if (i < ctx->correlation_id.len || ctx->correlation_id.len > 128) {
-            ngx_str_null(&ctx->correlation_id);
+        if (i < ctx->request.correlation_id.len
+            || ctx->request.correlation_id.len > 128)
+        {
+            ngx_str_null(&ctx->request.correlation_id);
             return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request",
                                        "'vmx.correlationId' must be at most "
@@ -913,20 +918,21 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     /* resources are indexed by environment id "/" name */
-    len = ctx->api_key->env->id.len + 1 + model->str_len;
+    len = ctx->request.api_key->env->id.len + 1 + model->str_len;
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(ngx_cpymem(p, ctx->api_key->env->id.data,
-                          ctx->api_key->env->id.len) + 1,
+    ngx_memcpy(ngx_cpymem(p, ctx->request.api_key->env->id.data,
+                          ctx->request.api_key->env->id.len) + 1,
                model->str, model->str_len);
-    p[ctx->api_key->env->id.len] = '/';
+    p[ctx->request.api_key->env->id.len] = '/';
 
-    ctx->resource = ngx_http_vmx_index_find(&ctx->snapshot->resources, p, len);
+    ctx->request.resource
+        = ngx_http_vmx_index_find(&ctx->request.snapshot->resources, p, len);
 
-    if (ctx->resource == NULL) {
+    if (ctx->request.resource == NULL) {
         msg.len = sizeof("The model `` does not exist or you do not have "
                          "access to it.") - 1 + model->str_len;
         msg.data = ngx_pnalloc(r->pool, msg.len);
@@ -941,35 +947,35 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                        "model_not_found", &msg);
     }
 
-    allowed = ctx->api_key->resources.elts;
+    allowed = ctx->request.api_key->resources.elts;
 
-    for (i = 0; i < ctx->api_key->resources.nelts; i++) {
-        if (allowed[i] == ctx->resource) {
+    for (i = 0; i < ctx->request.api_key->resources.nelts; i++) {
+        if (allowed[i] == ctx->request.resource) {
             break;
         }
     }
 
-    if (i == ctx->api_key->resources.nelts) {
+    if (i == ctx->request.api_key->resources.nelts) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_FORBIDDEN,
                                    "api_key_resource_not_authorized",
                                    "This API key may not call this resource");
     }
 
-    if (ctx->resource->unavailable.len) {
+    if (ctx->request.resource->unavailable.len) {
         return ngx_http_vmx_unavailable(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "resource_unavailable", "resource",
-                                        &ctx->resource->name,
-                                        &ctx->resource->unavailable);
+                                        &ctx->request.resource->name,
+                                        &ctx->request.resource->unavailable);
     }
 
-    ctx->estimate = ngx_http_vmx_estimate(r, ctx->body);
+    ctx->request.estimate = ngx_http_vmx_estimate(r, ctx->request.body);
 
     /* routing: a client's choice of a secondary model overrides it */
 
     started = ngx_http_vmx_usec();
     routed = NULL;
 
-    if (ctx->resource->rules && secondary_index == NULL) {
+    if (ctx->request.resource->rules && secondary_index == NULL) {
         rc = ngx_http_vmx_routing(r, ctx, &routed);
         if (rc != NGX_DECLINED) {
             return rc;
@@ -978,7 +984,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     rc = ngx_http_vmx_plan(r, ctx, secondary_index, routed);
 
-    ctx->routing_usec = ngx_http_vmx_usec() - started;
+    ctx->plan.routing_usec = ngx_http_vmx_usec() - started;
 
     if (rc != NGX_DECLINED) {
         return rc;
@@ -1010,7 +1016,7 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    scopes = ngx_pcalloc(r->pool, (2 + (mcf->redis ? ctx->nplan : 0))
+    scopes = ngx_pcalloc(r->pool, (2 + (mcf->redis ? ctx->plan.ntargets : 0))
                                   * sizeof(ngx_http_vmx_scope_t));
     if (scopes == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1018,20 +1024,20 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     scopes[0].kind = 'k';
     scopes[0].level = "API key";
-    scopes[0].id = ctx->api_key->id;
-    scopes[0].name = ctx->api_key->name;
-    scopes[0].limits = &ctx->api_key->limits;
+    scopes[0].id = ctx->request.api_key->id;
+    scopes[0].name = ctx->request.api_key->name;
+    scopes[0].limits = &ctx->request.api_key->limits;
 
     scopes[1].kind = 'r';
     scopes[1].level = "Resource";
-    scopes[1].id = ctx->resource->id;
-    scopes[1].name = ctx->resource->name;
-    scopes[1].limits = &ctx->resource->limits;
+    scopes[1].id = ctx->request.resource->id;
+    scopes[1].name = ctx->request.resource->name;
+    scopes[1].limits = &ctx->request.resource->limits;
 
     /* the attempts take connections' capacity synchronously in peer.get */
 
-    for (n = 2, i = 0; mcf->redis && i < ctx->nplan; i++) {
-        conn = ctx->plan[i]->connection;
+    for (n = 2, i = 0; mcf->redis && i < ctx->plan.ntargets; i++) {
+        conn = ctx->plan.targets[i]->connection;
 
         for (j = 2; j < n; j++) {
             if (scopes[j].limits == &conn->limits) {
@@ -1050,20 +1056,20 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         }
     }
 
-    ctx->limits_event.handler = ngx_http_vmx_chat_resume;
-    ctx->limits_event.data = r;
-    ctx->limits_event.log = r->connection->log;
+    ctx->admission.limits_event.handler = ngx_http_vmx_chat_resume;
+    ctx->admission.limits_event.data = r;
+    ctx->admission.limits_event.log = r->connection->log;
 
     admit = ngx_http_vmx_limits_admit(r, ctx, scopes, n, -1);
 
-    ctx->gate_usec += ngx_http_vmx_usec() - started;
+    ctx->admission.gate_usec += ngx_http_vmx_usec() - started;
 
     if (admit == NGX_HTTP_VMX_ADMIT_WAIT) {
         return NGX_AGAIN;
     }
 
     /* a refusal names the model the request would have gone to */
-    ctx->target = ctx->plan[0];
+    ctx->attempt.target = ctx->plan.targets[0];
 
     switch (admit) {
 
@@ -1072,7 +1078,8 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_VMX_ADMIT_DENY:
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                                       "resource_exhausted", &ctx->failure);
+                                       "resource_exhausted",
+                                       &ctx->attempt.failure);
 
     default: /* NGX_HTTP_VMX_ADMIT_ERROR */
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1084,13 +1091,13 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (rc == NGX_DECLINED) {
         /* a denied request consumes no tokens of its key and resource */
-        if (ctx->nreservations) {
+        if (ctx->admission.nreservations) {
             ngx_http_vmx_limits_release(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS);
         }
 
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "prioritization_gate_denied",
-                                       &ctx->failure);
+                                       &ctx->attempt.failure);
     }
 
     if (rc != NGX_OK) {
@@ -1102,20 +1109,20 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
      * error: it gets 400 now rather than a failed attempt later.
      */
 
-    ngx_memcpy(ngx_cpymem(ctx->completion_id, "chatcmpl-",
+    ngx_memcpy(ngx_cpymem(ctx->request.completion_id, "chatcmpl-",
                           sizeof("chatcmpl-") - 1),
-               ctx->request_id, sizeof(ctx->request_id));
+               ctx->request.request_id, sizeof(ctx->request.request_id));
 
-    rc = ngx_http_vmx_provider_request(r, ctx, ctx->plan[0],
-                                       &ctx->first_request);
+    /* the first attempt's stage starts here, with its request */
+    ngx_http_vmx_attempt_reset(ctx, ctx->plan.targets[0]);
+
+    rc = ngx_http_vmx_provider_request(r, ctx, &ctx->plan.first_request);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                       "invalid_request", &ctx->failure);
+                                       "invalid_request",
+                                       &ctx->attempt.failure);
     }
-
-    /* each attempt sets its own */
-    ctx->target = NULL;
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1146,9 +1153,9 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_resource_t    *res;
     ngx_http_vmx_connection_t  *conn;
 
-    res = ctx->resource;
+    res = ctx->request.resource;
 
-    if (vmx_rules_input_init(&in, ctx->body, ngx_http_vmx_json_alloc,
+    if (vmx_rules_input_init(&in, ctx->request.body, ngx_http_vmx_json_alloc,
                              r->pool)
         != 0)
     {
@@ -1162,10 +1169,10 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     primary.connection_id.data = (char *) res->model.connection->id.data;
     primary.connection_id.len = res->model.connection->id.len;
 
-    in.tokens_input = ctx->estimate;
-    in.api_key_id.data = (char *) ctx->api_key->id.data;
-    in.api_key_id.len = ctx->api_key->id.len;
-    in.api_key_labels = ctx->api_key->labels;
+    in.tokens_input = ctx->request.estimate;
+    in.api_key_id.data = (char *) ctx->request.api_key->id.data;
+    in.api_key_id.len = ctx->request.api_key->id.len;
+    in.api_key_labels = ctx->request.api_key->labels;
     in.source_ip.data = (char *) r->connection->addr_text.data;
     in.source_ip.len = r->connection->addr_text.len;
     in.error_rate = ngx_http_vmx_rules_error_rate;
@@ -1186,7 +1193,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     if (out.action == VMX_RULES_BLOCK) {
         /* the audit names the resource's primary model */
-        ctx->target = &res->model;
+        ctx->attempt.target = &res->model;
 
         msg.data = ngx_pnalloc(r->pool, 64 + out.group_id.len);
         if (msg.data == NULL) {
@@ -1210,7 +1217,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     id.data = (u_char *) out.target->connection_id.data;
     id.len = out.target->connection_id.len;
 
-    conn = ngx_http_vmx_index_find(&ctx->snapshot->connections, id.data,
+    conn = ngx_http_vmx_index_find(&ctx->request.snapshot->connections, id.data,
                                    id.len);
 
     if (conn == NULL || conn->env != res->env) {
@@ -1236,8 +1243,8 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     /* the routing event of the request */
 
-    if (ctx->nevents < NGX_HTTP_VMX_MAX_EVENTS) {
-        ev = &ctx->events[ctx->nevents++];
+    if (ctx->plan.nevents < NGX_HTTP_VMX_MAX_EVENTS) {
+        ev = &ctx->plan.events[ctx->plan.nevents++];
         ngx_memzero(ev, sizeof(ngx_http_vmx_event_t));
 
         tp = ngx_timeofday();
@@ -1265,7 +1272,7 @@ ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    return ngx_http_vmx_error_rate(r, &ctx->resource->model, minutes,
+    return ngx_http_vmx_error_rate(r, &ctx->request.resource->model, minutes,
                                    (ngx_int_t) status);
 }
 
@@ -1286,7 +1293,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_resource_t    *res;
     ngx_http_vmx_connection_t  *unavailable;
 
-    res = ctx->resource;
+    res = ctx->request.resource;
     unavailable = NULL;
     first = routed ? routed : &res->model;
 
@@ -1307,8 +1314,9 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     n = 1 + (res->use_fallback ? res->fallbacks.nelts : 0);
 
-    ctx->plan = ngx_palloc(r->pool, n * sizeof(ngx_http_vmx_target_t *));
-    if (ctx->plan == NULL) {
+    ctx->plan.targets = ngx_palloc(r->pool,
+                                   n * sizeof(ngx_http_vmx_target_t *));
+    if (ctx->plan.targets == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1346,18 +1354,18 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             }
         }
 
-        ctx->plan[ctx->nplan++] = target;
+        ctx->plan.targets[ctx->plan.ntargets++] = target;
     }
 
-    if (ctx->nplan == 0 && unavailable) {
-        ctx->target = first;
+    if (ctx->plan.ntargets == 0 && unavailable) {
+        ctx->attempt.target = first;
         return ngx_http_vmx_unavailable(r, ctx, NGX_HTTP_BAD_GATEWAY,
                                         "provider_unavailable", "connection",
                                         &unavailable->id,
                                         &unavailable->unavailable);
     }
 
-    if (ctx->nplan == 0) {
+    if (ctx->plan.ntargets == 0) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "model_not_allowed",
                                    "No model of this resource is allowed on "
@@ -1382,8 +1390,8 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
         return NULL;
     }
 
-    ctx->start_usec = ngx_http_vmx_usec();
-    vmx_usage_init(&ctx->usage);
+    ctx->request.start_usec = ngx_http_vmx_usec();
+    vmx_usage_init(&ctx->attempt.usage);
 
     /*
      * the request id and a trace id, from the worker's generator; the id
@@ -1402,7 +1410,7 @@ ngx_http_vmx_create_ctx(ngx_http_request_t *r)
     bytes[6] = (bytes[6] & 0x0f) | 0x70;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
 
-    ngx_sprintf(ctx->request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
+    ngx_sprintf(ctx->request.request_id, "%*xs-%*xs-%*xs-%*xs-%*xs", 4, bytes,
                 2, bytes + 4, 2, bytes + 6, 2, bytes + 8, 6, bytes + 10);
 
     ngx_http_vmx_trace_context(r, ctx, bytes + 16);
@@ -1456,20 +1464,20 @@ ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             && ngx_http_vmx_is_hex(p + 3, 32) && ngx_http_vmx_is_hex(p + 36, 16)
             && ngx_http_vmx_is_hex(p + 53, 2))
         {
-            ngx_memcpy(ctx->trace_id, p + 3, 32);
-            ngx_memcpy(ctx->parent_id, p + 36, 16);
-            ctx->has_parent = 1;
+            ngx_memcpy(ctx->request.trace_id, p + 3, 32);
+            ngx_memcpy(ctx->request.parent_id, p + 36, 16);
+            ctx->request.has_parent = 1;
         }
 
         break;
     }
 
-    if (!ctx->has_parent) {
-        ngx_hex_dump(ctx->trace_id, random, 16);
+    if (!ctx->request.has_parent) {
+        ngx_hex_dump(ctx->request.trace_id, random, 16);
     }
 
-    ngx_http_vmx_span_id(ctx->span_id);
-    ngx_http_vmx_span_id(ctx->first_span);
+    ngx_http_vmx_span_id(ctx->request.span_id);
+    ngx_http_vmx_span_id(ctx->request.first_span);
 }
 
 
@@ -1701,10 +1709,10 @@ ngx_http_vmx_send_error_param(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     p = start + out.len;
 
     if (ctx) {
-        ctx->own_response = 1;
-        ctx->error_code.data = (u_char *) code;
-        ctx->error_code.len = ngx_strlen(code);
-        ctx->error_message = *message;
+        ctx->attempt.own_response = 1;
+        ctx->response.error_code.data = (u_char *) code;
+        ctx->response.error_code.len = ngx_strlen(code);
+        ctx->response.error_message = *message;
         ngx_http_vmx_audit_capture(r, ctx, start, p - start);
     }
 
@@ -1789,12 +1797,16 @@ ngx_http_vmx_header_filter(ngx_http_request_t *r)
                   + (ngx_msec_int_t) tp->msec
                   - (ngx_msec_int_t) r->start_msec;
 
-        if (elapsed > 0 && (uint64_t) elapsed * 1000 < ctx->start_usec) {
-            ctx->start_usec -= (uint64_t) elapsed * 1000;
+        if (elapsed > 0
+            && (uint64_t) elapsed * 1000 < ctx->request.start_usec)
+        {
+            ctx->request.start_usec -= (uint64_t) elapsed * 1000;
         }
     }
 
-    if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST && !ctx->own_response) {
+    if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST
+        && !ctx->attempt.own_response)
+    {
         if (ngx_http_vmx_error_page(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
@@ -1854,12 +1866,14 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_BAD_GATEWAY:
     case NGX_HTTP_GATEWAY_TIME_OUT:
-        if (ctx->nattempts && ctx->capacity_failures == ctx->nattempts) {
+        if (ctx->plan.nattempts
+            && ctx->admission.capacity_failures == ctx->plan.nattempts)
+        {
             /* every connection of the chain had no capacity left */
             status = NGX_HTTP_TOO_MANY_REQUESTS;
             code = "resource_exhausted";
             type = "rate_limit_error";
-            p = ngx_snprintf(buf, sizeof(buf) - 1, "%V", &ctx->failure);
+            p = ngx_snprintf(buf, sizeof(buf) - 1, "%V", &ctx->attempt.failure);
             *p = '\0';
             message = (const char *) buf;
             break;
@@ -1872,7 +1886,8 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         message = "No provider of the resource could be reached";
 
         /* the attempts, whether or not they were fallback events */
-        last = ctx->nattempts ? &ctx->attempt_log[ctx->nattempts - 1] : NULL;
+        last = ctx->plan.nattempts
+               ? &ctx->plan.attempt_log[ctx->plan.nattempts - 1] : NULL;
 
         if (last && last->failed && last->failure.len) {
             p = ngx_snprintf(buf, sizeof(buf) - 1, "Every provider of the "
@@ -1902,28 +1917,30 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    ctx->error_body.data = (u_char *) out.data;
-    ctx->error_body.len = out.len;
-    ctx->error_page = 1;
-    ctx->error_code.data = (u_char *) code;
-    ctx->error_code.len = ngx_strlen(code);
-    ctx->error_message.data = (u_char *) message;
-    ctx->error_message.len = ngx_strlen(message);
+    ctx->response.error_body.data = (u_char *) out.data;
+    ctx->response.error_body.len = out.len;
+    ctx->response.error_page = 1;
+    ctx->response.error_code.data = (u_char *) code;
+    ctx->response.error_code.len = ngx_strlen(code);
+    ctx->response.error_message.data = (u_char *) message;
+    ctx->response.error_message.len = ngx_strlen(message);
 
     if (message == (const char *) buf) {
-        ctx->error_message.data = ngx_pstrdup(r->pool, &ctx->error_message);
-        if (ctx->error_message.data == NULL) {
+        ctx->response.error_message.data =
+                               ngx_pstrdup(r->pool,
+                                           &ctx->response.error_message);
+        if (ctx->response.error_message.data == NULL) {
             return NGX_ERROR;
         }
     }
 
-    ctx->streamed = 0;
-    ngx_http_vmx_audit_capture(r, ctx, ctx->error_body.data,
-                               ctx->error_body.len);
+    ctx->stream.streamed = 0;
+    ngx_http_vmx_audit_capture(r, ctx, ctx->response.error_body.data,
+                               ctx->response.error_body.len);
 
     r->headers_out.status = status;
     r->headers_out.status_line.len = 0;
-    r->headers_out.content_length_n = ctx->error_body.len;
+    r->headers_out.content_length_n = ctx->response.error_body.len;
 
     if (r->headers_out.content_length) {
         r->headers_out.content_length->hash = 0;
@@ -1953,13 +1970,13 @@ ngx_http_vmx_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     /* the record is in the audit ring before the answer's end is sent */
-    for (cl = in; cl && !ctx->audited; cl = cl->next) {
+    for (cl = in; cl && !ctx->response.audited; cl = cl->next) {
         if (cl->buf->last_buf && ngx_http_vmx_gateway_request(r)) {
             ngx_http_vmx_audit_write(r, ctx);
         }
     }
 
-    if (!ctx->error_page) {
+    if (!ctx->response.error_page) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -1969,20 +1986,20 @@ ngx_http_vmx_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         cl->buf->file_pos = cl->buf->file_last;
     }
 
-    if (ctx->error_page_sent) {
+    if (ctx->response.error_page_sent) {
         /* nginx's own retries of a slow write must reach the writer */
         return ngx_http_next_body_filter(r, NULL);
     }
 
-    ctx->error_page_sent = 1;
+    ctx->response.error_page_sent = 1;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    b->pos = ctx->error_body.data;
-    b->last = b->pos + ctx->error_body.len;
+    b->pos = ctx->response.error_body.data;
+    b->last = b->pos + ctx->response.error_body.len;
     b->memory = 1;
     b->last_buf = 1;
     b->last_in_chain = 1;
@@ -2006,21 +2023,22 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_event_t  *ev;
     u_char                 name[64];
 
-    value.data = ctx->request_id;
-    value.len = sizeof(ctx->request_id);
+    value.data = ctx->request.request_id;
+    value.len = sizeof(ctx->request.request_id);
 
     if (ngx_http_vmx_add_header(r, "x-vmx-request-id", &value) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ctx->target) {
+    if (ctx->attempt.target) {
         if (ngx_http_vmx_add_header(r, "x-vmx-provider",
-                                    &ctx->target->provider)
+                                    &ctx->attempt.target->provider)
             != NGX_OK
-            || ngx_http_vmx_add_header(r, "x-vmx-model", &ctx->target->model)
+            || ngx_http_vmx_add_header(r, "x-vmx-model",
+                                       &ctx->attempt.target->model)
                != NGX_OK
             || ngx_http_vmx_add_header(r, "x-vmx-connection-id",
-                                       &ctx->target->connection->id)
+                                       &ctx->attempt.target->connection->id)
                != NGX_OK)
         {
             return NGX_ERROR;
@@ -2028,38 +2046,40 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS
-        && ctx->retry_after.len
-        && ngx_http_vmx_add_header(r, "Retry-After", &ctx->retry_after)
+        && ctx->attempt.retry_after.len
+        && ngx_http_vmx_add_header(r, "Retry-After", &ctx->attempt.retry_after)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_ratelimit_headers(r, &ctx->ratelimit[0], "requests")
+    if (ngx_http_vmx_ratelimit_headers(r, &ctx->admission.ratelimit[0],
+                                       "requests")
         != NGX_OK
-        || ngx_http_vmx_ratelimit_headers(r, &ctx->ratelimit[1], "tokens")
+        || ngx_http_vmx_ratelimit_headers(r, &ctx->admission.ratelimit[1],
+                                          "tokens")
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ctx->correlation_id.len
+    if (ctx->request.correlation_id.len
         && ngx_http_vmx_add_header(r, "x-vmx-correlation-id",
-                                   &ctx->correlation_id)
+                                   &ctx->request.correlation_id)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ctx->resource) {
+    if (ctx->request.resource) {
         p = ngx_pnalloc(r->pool, 2 * (NGX_INT64_LEN + 4));
         if (p == NULL) {
             return NGX_ERROR;
         }
 
         value.data = p;
-        value.len = ngx_sprintf(p, "%uL.%03uL", ctx->gate_usec / 1000,
-                                ctx->gate_usec % 1000) - p;
+        value.len = ngx_sprintf(p, "%uL.%03uL", ctx->admission.gate_usec / 1000,
+                                ctx->admission.gate_usec % 1000) - p;
 
         if (ngx_http_vmx_add_header(r, "x-vmx-gate-duration-ms", &value)
             != NGX_OK)
@@ -2069,8 +2089,8 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
         value.data = p + value.len;
         value.len = ngx_sprintf(value.data, "%uL.%03uL",
-                                ctx->routing_usec / 1000,
-                                ctx->routing_usec % 1000) - value.data;
+                                ctx->plan.routing_usec / 1000,
+                                ctx->plan.routing_usec % 1000) - value.data;
 
         if (ngx_http_vmx_add_header(r, "x-vmx-routing-duration-ms", &value)
             != NGX_OK)
@@ -2085,14 +2105,14 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     value.data = p;
-    value.len = ngx_sprintf(p, "%ui", ctx->nevents) - p;
+    value.len = ngx_sprintf(p, "%ui", ctx->plan.nevents) - p;
 
     if (ngx_http_vmx_add_header(r, "x-vmx-event-count", &value) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < ctx->nevents; i++) {
-        ev = &ctx->events[i];
+    for (i = 0; i < ctx->plan.nevents; i++) {
+        ev = &ctx->plan.events[i];
 
 #define ngx_http_vmx_event_header(suffix, val)                               \
         ngx_sprintf(name, "x-vmx-event-%ui-" suffix "%Z", i);                 \
@@ -2310,61 +2330,63 @@ ngx_http_vmx_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     switch ((ngx_http_vmx_var_e) data) {
 
     case NGX_HTTP_VMX_VAR_REQUEST_ID:
-        str.data = ctx->request_id;
-        str.len = sizeof(ctx->request_id);
+        str.data = ctx->request.request_id;
+        str.len = sizeof(ctx->request.request_id);
         s = &str;
         break;
 
     case NGX_HTTP_VMX_VAR_RESOURCE:
-        s = ctx->resource ? &ctx->resource->name : NULL;
+        s = ctx->request.resource ? &ctx->request.resource->name : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_PROVIDER:
-        s = ctx->target ? &ctx->target->provider : NULL;
+        s = ctx->attempt.target ? &ctx->attempt.target->provider : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_MODEL:
-        s = ctx->target ? &ctx->target->model : NULL;
+        s = ctx->attempt.target ? &ctx->attempt.target->model : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_CONNECTION_ID:
-        s = ctx->target ? &ctx->target->connection->id : NULL;
+        s = ctx->attempt.target ? &ctx->attempt.target->connection->id : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_API_KEY_ID:
-        s = ctx->api_key ? &ctx->api_key->id : NULL;
+        s = ctx->request.api_key ? &ctx->request.api_key->id : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_WORKSPACE_ID:
-        s = ctx->api_key ? &ctx->api_key->env->workspace_id : NULL;
+        s = ctx->request.api_key ? &ctx->request.api_key->env->workspace_id
+                                 : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_ENVIRONMENT_ID:
-        s = ctx->api_key ? &ctx->api_key->env->id : NULL;
+        s = ctx->request.api_key ? &ctx->request.api_key->env->id : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_CORRELATION_ID:
-        s = ctx->correlation_id.len ? &ctx->correlation_id : NULL;
+        s = ctx->request.correlation_id.len ? &ctx->request.correlation_id
+                                            : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_ERROR_CODE:
-        s = ctx->error_code.len ? &ctx->error_code : NULL;
+        s = ctx->response.error_code.len ? &ctx->response.error_code : NULL;
         break;
 
     case NGX_HTTP_VMX_VAR_PROMPT_TOKENS:
-        number = ctx->usage.prompt_tokens;
+        number = ctx->attempt.usage.prompt_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_COMPLETION_TOKENS:
-        number = ctx->usage.completion_tokens;
+        number = ctx->attempt.usage.completion_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_TOTAL_TOKENS:
-        number = ctx->usage.total_tokens;
+        number = ctx->attempt.usage.total_tokens;
         break;
 
     case NGX_HTTP_VMX_VAR_ATTEMPTS:
-        number = ctx->attempts;
+        number = ctx->plan.attempts;
         break;
     }
 
@@ -2458,7 +2480,8 @@ ngx_http_vmx_log_handler(ngx_http_request_t *r)
     ngx_http_vmx_stats_record(r, ctx);
 
     /* the last attempt's outcome, when it did not fail already */
-    last = ctx->nattempts ? &ctx->attempt_log[ctx->nattempts - 1] : NULL;
+    last = ctx->plan.nattempts
+           ? &ctx->plan.attempt_log[ctx->plan.nattempts - 1] : NULL;
 
     if (last && !last->failed) {
         ngx_http_vmx_health_record(r, last->target,
