@@ -585,16 +585,32 @@ struct ngx_http_vmx_ctx_s {
 extern ngx_module_t  ngx_http_vmx_module;
 
 
-/* ngx_http_vmx_module.c */
+/* ngx_http_vmx_handler.c */
+ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
+ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
+
+/* ngx_http_vmx_gate.c */
+ngx_int_t ngx_http_vmx_chat_admit(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
+
+/* ngx_http_vmx_filter.c */
+ngx_int_t ngx_http_vmx_filter_install(ngx_conf_t *cf);
+
+/* ngx_http_vmx_util.c */
 ngx_int_t ngx_http_vmx_send_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
     ngx_str_t *message);
+ngx_int_t ngx_http_vmx_send_error_param(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message, const char *param);
 ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len);
 ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
     size_t len);
 ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
+void ngx_http_vmx_random_init(void);
 /* bytes of the worker's generator, seeded once per worker: no system call */
 void ngx_http_vmx_random_bytes(u_char *buf, size_t len);
 void ngx_http_vmx_span_id(u_char *id);
