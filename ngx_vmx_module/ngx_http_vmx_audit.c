@@ -414,11 +414,11 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_main_conf_t  *mcf;
     u_char                     header[VMX_SPOOL_HEADER_MAX];
 
-    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE || ctx->audited) {
+    if (ngx_http_vmx_spool_fd == NGX_INVALID_FILE || ctx->response.audited) {
         return;
     }
 
-    ctx->audited = 1;
+    ctx->response.audited = 1;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
     sh = mcf->audit;
@@ -458,7 +458,7 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     if (mcf->spool_max
         && (off_t) (sh->spool_bytes + (sh->head - sh->tail) + total)
            > mcf->spool_max
-        && !(ctx->api_key && ctx->api_key->env->audit_required))
+        && !(ctx->request.api_key && ctx->request.api_key->env->audit_required))
     {
         /* a configured bound, not a fault: a warning */
         ngx_http_vmx_spool_drop(NGX_LOG_WARN, r->connection->log, mcf, 1,
@@ -754,7 +754,8 @@ ngx_http_vmx_audit_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     sh = mcf->audit;
 
-    if (ctx->api_key == NULL || !ctx->api_key->env->audit_required
+    if (ctx->request.api_key == NULL
+        || !ctx->request.api_key->env->audit_required
         || sh == NULL || mcf->spool_max == 0
         || (off_t) (sh->spool_bytes + (sh->head - sh->tail))
            + ngx_min(65536, mcf->spool_max / 16) < mcf->spool_max)
@@ -780,7 +781,7 @@ ngx_http_vmx_audit_payloads(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    env = ctx->api_key ? ctx->api_key->env : NULL;
+    env = ctx->request.api_key ? ctx->request.api_key->env : NULL;
 
     *request_len = 0;
     *response_len = 0;
@@ -791,23 +792,25 @@ ngx_http_vmx_audit_payloads(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     n = 0;
 
-    if (ctx->request_body.len && ctx->request_body.len <= mcf->payload_max) {
-        iov[n].iov_base = ctx->request_body.data;
-        iov[n].iov_len = ctx->request_body.len;
-        *request_len = ctx->request_body.len;
+    if (ctx->request.request_body.len
+        && ctx->request.request_body.len <= mcf->payload_max)
+    {
+        iov[n].iov_base = ctx->request.request_body.data;
+        iov[n].iov_len = ctx->request.request_body.len;
+        *request_len = ctx->request.request_body.len;
         n++;
     }
 
-    if (ctx->capture.len == 0 || vmx_buf_failed(&ctx->capture)
-        || ctx->capture_truncated)
+    if (ctx->response.capture.len == 0 || vmx_buf_failed(&ctx->response.capture)
+        || ctx->response.capture_truncated)
     {
         return n;
     }
 
-    if (!ctx->streamed) {
-        iov[n].iov_base = ctx->capture.data;
-        iov[n].iov_len = ctx->capture.len;
-        *response_len = ctx->capture.len;
+    if (!ctx->stream.streamed) {
+        iov[n].iov_base = ctx->response.capture.data;
+        iov[n].iov_len = ctx->response.capture.len;
+        *response_len = ctx->response.capture.len;
         return n + 1;
     }
 
@@ -815,11 +818,11 @@ ngx_http_vmx_audit_payloads(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     iov[n].iov_base = "[";
     iov[n].iov_len = 1;
-    iov[n + 1].iov_base = ctx->capture.data;
-    iov[n + 1].iov_len = ctx->capture.len - 1;
+    iov[n + 1].iov_base = ctx->response.capture.data;
+    iov[n + 1].iov_len = ctx->response.capture.len - 1;
     iov[n + 2].iov_base = "]";
     iov[n + 2].iov_len = 1;
-    *response_len = ctx->capture.len + 1;
+    *response_len = ctx->response.capture.len + 1;
 
     return n + 3;
 }
@@ -839,10 +842,10 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 1536);
 
-    id.data = ctx->request_id;
-    id.len = sizeof(ctx->request_id);
+    id.data = ctx->request.request_id;
+    id.len = sizeof(ctx->request.request_id);
 
-    env = ctx->api_key ? ctx->api_key->env : NULL;
+    env = ctx->request.api_key ? ctx->request.api_key->env : NULL;
 
     vmx_buf_append_cstr(out, "{\"v\":2,\"id\":");
     vmx_buf_append_json_str(out, (char *) id.data, id.len);
@@ -852,61 +855,69 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
      * them when they are UUIDs): a refused request is still seen there */
     ngx_http_vmx_audit_str(out, "workspaceId",
                            env ? &env->workspace_id
-                           : ctx->path_workspace_id.len
-                             ? &ctx->path_workspace_id : NULL);
+                           : ctx->request.path_workspace_id.len
+                             ? &ctx->request.path_workspace_id : NULL);
     ngx_http_vmx_audit_str(out, "environmentId",
                            env ? &env->id
-                           : ctx->path_environment_id.len
-                             ? &ctx->path_environment_id : NULL);
-    vmx_buf_append_cstr(out, ctx->api_key ? ",\"authenticated\":true"
+                           : ctx->request.path_environment_id.len
+                             ? &ctx->request.path_environment_id : NULL);
+    vmx_buf_append_cstr(out, ctx->request.api_key ? ",\"authenticated\":true"
                                           : ",\"authenticated\":false");
     ngx_http_vmx_audit_str(out, "requestId", &id);
 
-    s.data = ctx->trace_id;
-    s.len = sizeof(ctx->trace_id);
+    s.data = ctx->request.trace_id;
+    s.len = sizeof(ctx->request.trace_id);
     ngx_http_vmx_audit_str(out, "traceId", &s);
-    s.data = ctx->span_id;
-    s.len = sizeof(ctx->span_id);
+    s.data = ctx->request.span_id;
+    s.len = sizeof(ctx->request.span_id);
     ngx_http_vmx_audit_str(out, "spanId", &s);
-    s.data = ctx->parent_id;
-    s.len = sizeof(ctx->parent_id);
-    ngx_http_vmx_audit_str(out, "parentSpanId", ctx->has_parent ? &s : NULL);
+    s.data = ctx->request.parent_id;
+    s.len = sizeof(ctx->request.parent_id);
+    ngx_http_vmx_audit_str(out, "parentSpanId",
+                           ctx->request.has_parent ? &s : NULL);
 
     ngx_http_vmx_audit_str(out, "correlationId",
-                           ctx->correlation_id.len ? &ctx->correlation_id
-                                                   : NULL);
+                           ctx->request.correlation_id.len
+                           ? &ctx->request.correlation_id : NULL);
     ngx_http_vmx_audit_str(out, "resourceId",
-                           ctx->resource ? &ctx->resource->id : NULL);
+                           ctx->request.resource ? &ctx->request.resource->id
+                               : NULL);
     ngx_http_vmx_audit_str(out, "resource",
-                           ctx->resource ? &ctx->resource->name : NULL);
+                           ctx->request.resource ? &ctx->request.resource->name
+                               : NULL);
     ngx_http_vmx_audit_str(out, "apiKeyId",
-                           ctx->api_key ? &ctx->api_key->id : NULL);
+                           ctx->request.api_key ? &ctx->request.api_key->id
+                               : NULL);
     ngx_http_vmx_audit_str(out, "sourceIp", &r->connection->addr_text);
     ngx_http_vmx_audit_str(out, "method", &r->method_name);
     ngx_http_vmx_audit_str(out, "path", &r->uri);
     ngx_http_vmx_audit_count(out, "statusCode", r->headers_out.status);
     ngx_http_vmx_audit_str(out, "errorCode",
-                           ctx->error_code.len ? &ctx->error_code : NULL);
+                           ctx->response.error_code.len
+                           ? &ctx->response.error_code : NULL);
     ngx_http_vmx_audit_str(out, "errorMessage",
-                           ctx->error_message.len ? &ctx->error_message
-                                                  : NULL);
+                           ctx->response.error_message.len
+                           ? &ctx->response.error_message : NULL);
     ngx_http_vmx_audit_str(out, "provider",
-                           ctx->target ? &ctx->target->provider : NULL);
+                           ctx->attempt.target ? &ctx->attempt.target->provider
+                               : NULL);
     ngx_http_vmx_audit_str(out, "model",
-                           ctx->target ? &ctx->target->model : NULL);
+                           ctx->attempt.target ? &ctx->attempt.target->model
+                               : NULL);
     ngx_http_vmx_audit_str(out, "connectionId",
-                           ctx->target ? &ctx->target->connection->id : NULL);
-    vmx_buf_append_cstr(out, ctx->stream ? ",\"stream\":true"
+                           ctx->attempt.target
+                           ? &ctx->attempt.target->connection->id : NULL);
+    vmx_buf_append_cstr(out, ctx->request.stream ? ",\"stream\":true"
                                          : ",\"stream\":false");
     ngx_http_vmx_audit_ms(out, "duration",
-                          ngx_http_vmx_usec() - ctx->start_usec);
-    ngx_http_vmx_audit_ms(out, "gateDuration", ctx->gate_usec);
-    ngx_http_vmx_audit_ms(out, "routingDuration", ctx->routing_usec);
+                          ngx_http_vmx_usec() - ctx->request.start_usec);
+    ngx_http_vmx_audit_ms(out, "gateDuration", ctx->admission.gate_usec);
+    ngx_http_vmx_audit_ms(out, "routingDuration", ctx->plan.routing_usec);
 
     vmx_buf_append_cstr(out, ",\"events\":[");
 
-    for (i = 0; i < ctx->nevents; i++) {
-        ev = &ctx->events[i];
+    for (i = 0; i < ctx->plan.nevents; i++) {
+        ev = &ctx->plan.events[i];
 
         vmx_buf_append_cstr(out, i ? ",{\"type\":" : "{\"type\":");
         vmx_buf_append_cstr(out, ev->routing ? "\"routing\"" : "\"fallback\"");
@@ -937,8 +948,8 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     payload = (env == NULL || env->store_payload);
 
-    vmx_buf_append_cstr(out, payload && (ctx->capture_truncated
-                                         || ctx->request_body.len
+    vmx_buf_append_cstr(out, payload && (ctx->response.capture_truncated
+                                         || ctx->request.request_body.len
                                             > mcf->payload_max)
                              ? ",\"payloadTruncated\":true}"
                              : ",\"payloadTruncated\":false}");
@@ -955,13 +966,17 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     uint64_t                 end;
     ngx_str_t                span;
     ngx_uint_t               i, last;
+    vmx_usage_t             *usage;
     ngx_http_vmx_attempt_t  *a;
+
+    /* the usage is the last attempt's */
+    usage = &ctx->attempt.usage;
 
     vmx_buf_append_cstr(out, ",\"attempts\":[");
 
-    for (i = 0; i < ctx->nattempts; i++) {
-        a = &ctx->attempt_log[i];
-        last = (i + 1 == ctx->nattempts);
+    for (i = 0; i < ctx->plan.nattempts; i++) {
+        a = &ctx->plan.attempt_log[i];
+        last = (i + 1 == ctx->plan.nattempts);
 
         end = a->ended_usec ? a->ended_usec : ngx_http_vmx_usec();
 
@@ -995,26 +1010,25 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
         /* the provider reports usage of the answer that reached the client */
         ngx_http_vmx_audit_count(out, "promptTokens",
-                                 last ? ctx->usage.prompt_tokens : -1);
+                                 last ? usage->prompt_tokens : -1);
         ngx_http_vmx_audit_count(out, "completionTokens",
-                                 last ? ctx->usage.completion_tokens : -1);
+                                 last ? usage->completion_tokens : -1);
         ngx_http_vmx_audit_count(out, "totalTokens",
-                                 last ? (ctx->usage.total_tokens >= 0
-                                         ? ctx->usage.total_tokens
-                                         : (ctx->usage.prompt_tokens >= 0
-                                            && ctx->usage.completion_tokens
-                                               >= 0
-                                            ? ctx->usage.prompt_tokens
-                                              + ctx->usage.completion_tokens
+                                 last ? (usage->total_tokens >= 0
+                                         ? usage->total_tokens
+                                         : (usage->prompt_tokens >= 0
+                                            && usage->completion_tokens >= 0
+                                            ? usage->prompt_tokens
+                                              + usage->completion_tokens
                                             : -1))
                                       : -1);
 
         seconds = (double) (end - a->started_usec) / 1000000;
 
-        if (last && ctx->usage.completion_tokens > 0 && seconds > 0) {
+        if (last && usage->completion_tokens > 0 && seconds > 0) {
             vmx_buf_append_cstr(out, ",\"tokensPerSecond\":");
             ngx_http_vmx_audit_ms(out, NULL, (uint64_t)
-                                  (ctx->usage.completion_tokens / seconds
+                                  (usage->completion_tokens / seconds
                                    * 1000));
 
         } else {
@@ -1115,25 +1129,26 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     u_char                    *p, *last, *end;
     ngx_http_vmx_main_conf_t  *mcf;
 
-    if (ctx->capture_truncated
-        || (ctx->api_key && !ctx->api_key->env->store_payload))
+    if (ctx->response.capture_truncated
+        || (ctx->request.api_key && !ctx->request.api_key->env->store_payload))
     {
         return;
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
-    if (ctx->capture.alloc == NULL) {
-        vmx_buf_init(&ctx->capture, ngx_http_vmx_json_alloc, r->pool, 0);
+    if (ctx->response.capture.alloc == NULL) {
+        vmx_buf_init(&ctx->response.capture, ngx_http_vmx_json_alloc, r->pool,
+                     0);
     }
 
-    if (ctx->capture.len + len > mcf->payload_max) {
-        ctx->capture_truncated = 1;
+    if (ctx->response.capture.len + len > mcf->payload_max) {
+        ctx->response.capture_truncated = 1;
         return;
     }
 
-    if (!ctx->streamed) {
-        vmx_buf_append(&ctx->capture, (char *) data, len);
+    if (!ctx->stream.streamed) {
+        vmx_buf_append(&ctx->response.capture, (char *) data, len);
         return;
     }
 
@@ -1150,8 +1165,8 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         if (end - p > 6 && ngx_strncmp(p, "data: ", 6) == 0
             && !(end - p == 12 && ngx_strncmp(p + 6, "[DONE]", 6) == 0))
         {
-            vmx_buf_append(&ctx->capture, (char *) p + 6, end - p - 6);
-            vmx_buf_append(&ctx->capture, ",", 1);
+            vmx_buf_append(&ctx->response.capture, (char *) p + 6, end - p - 6);
+            vmx_buf_append(&ctx->response.capture, ",", 1);
         }
     }
 }

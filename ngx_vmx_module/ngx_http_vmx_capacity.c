@@ -47,15 +47,15 @@ ngx_http_vmx_capacity_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_capacity_t   *slot;
     ngx_http_vmx_main_conf_t  *mcf;
 
-    if (ctx->requests_limit < 0 && ctx->tokens_limit < 0) {
+    if (ctx->attempt.requests_limit < 0 && ctx->attempt.tokens_limit < 0) {
         return;
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->capacity_zone.table == NULL
-        || ctx->target->connection->id.len != 36
-        || ctx->target->model.len > sizeof(slot->model))
+        || ctx->attempt.target->connection->id.len != 36
+        || ctx->attempt.target->model.len > sizeof(slot->model))
     {
         return;
     }
@@ -63,21 +63,22 @@ ngx_http_vmx_capacity_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_shmtx_lock(&mcf->capacity_zone.shpool->mutex);
 
     slot = ngx_http_vmx_capacity_slot(&mcf->capacity_zone,
-                                      &ctx->target->connection->id,
-                                      &ctx->target->model,
+                                      &ctx->attempt.target->connection->id,
+                                      &ctx->attempt.target->model,
                                       r->connection->log);
 
     /* most answers repeat the same limits: write only what is news */
-    if (slot->requests != ctx->requests_limit
-        || slot->tokens != ctx->tokens_limit
+    if (slot->requests != ctx->attempt.requests_limit
+        || slot->tokens != ctx->attempt.tokens_limit
         || ngx_time() - slot->updated_at >= NGX_HTTP_VMX_CAPACITY_FRESH)
     {
-        ngx_memcpy(slot->connection_id, ctx->target->connection->id.data, 36);
-        ngx_memcpy(slot->model, ctx->target->model.data,
-                   ctx->target->model.len);
-        slot->model_len = ctx->target->model.len;
-        slot->requests = ctx->requests_limit;
-        slot->tokens = ctx->tokens_limit;
+        ngx_memcpy(slot->connection_id,
+                   ctx->attempt.target->connection->id.data, 36);
+        ngx_memcpy(slot->model, ctx->attempt.target->model.data,
+                   ctx->attempt.target->model.len);
+        slot->model_len = ctx->attempt.target->model.len;
+        slot->requests = ctx->attempt.requests_limit;
+        slot->tokens = ctx->attempt.tokens_limit;
         slot->updated_at = ngx_time();
     }
 

@@ -131,7 +131,7 @@ typedef struct {
     unsigned                     cluster:1;     /* Redis is reached */
     unsigned                     wait:1;        /* for grants, if short */
 
-    /* the entries to reserve in, from ctx->reservations[first] on */
+    /* the entries to reserve in, from ctx->admission.reservations[first] on */
     ngx_uint_t                   first;
     ngx_uint_t                   n;
     ngx_http_vmx_limit_t        *limits[NGX_HTTP_VMX_MAX_RESERVATIONS];
@@ -365,10 +365,11 @@ ngx_http_vmx_limits_insert_value(ngx_rbtree_node_t *temp,
 
 /*
  * Admits a request against every entry of the scopes, reserving one
- * request and ctx->estimate tokens in each, or answers why not: PASS, DENY
- * (ctx->failure and ctx->retry_after say why), WAIT (the request waits for
- * the cluster's grants: ctx->limits_event is posted when they are in, and
- * the admission is then tried again), ERROR.  attempt is the index of the
+ * request and ctx->request.estimate tokens in each, or answers why not:
+ * PASS, DENY (ctx->attempt.failure and ctx->attempt.retry_after say why),
+ * WAIT (the request waits for the cluster's grants:
+ * ctx->admission.limits_event is posted when they are in, and the
+ * admission is then tried again), ERROR.  attempt is the index of the
  * provider attempt the reservation belongs to, or -1 for the request's own
  * scopes, the only ones that may wait.  Entries of scopes marked "ahead"
  * are only checked and their allowance refilled.
@@ -396,8 +397,8 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     /*
      * A round that waits and whose every grant fails to go out is decided
-     * again at once: it counted in ctx->limits_waits and granted nothing,
-     * so the second round does not wait.
+     * again at once: it counted in ctx->admission.limits_waits and granted
+     * nothing, so the second round does not wait.
      */
 
     for ( ;; ) {
@@ -417,7 +418,7 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             return NGX_HTTP_VMX_ADMIT_ERROR;
         }
 
-        if (ctx->limits_waiting) {
+        if (ctx->admission.limits_waiting) {
             return NGX_HTTP_VMX_ADMIT_WAIT;
         }
     }
@@ -439,7 +440,7 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_scope_t  *scope;
 
     adm->now = ngx_time();
-    adm->first = ctx->nreservations;
+    adm->first = ctx->admission.nreservations;
     adm->n = 0;
     adm->nwait = 0;
     adm->nrefill = 0;
@@ -450,18 +451,20 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     adm->timeout = adm->cluster ? ngx_http_vmx_redis_conf()->timeout : 0;
 
     /* made by the first admission with limits, not with every request */
-    if (ctx->reservations == NULL) {
-        ctx->reservations = ngx_palloc(r->pool, NGX_HTTP_VMX_MAX_RESERVATIONS
-                                       * sizeof(ngx_http_vmx_reservation_t));
-        if (ctx->reservations == NULL) {
+    if (ctx->admission.reservations == NULL) {
+        ctx->admission.reservations = ngx_palloc(r->pool,
+                                        NGX_HTTP_VMX_MAX_RESERVATIONS
+                                        * sizeof(ngx_http_vmx_reservation_t));
+        if (ctx->admission.reservations == NULL) {
             return NGX_HTTP_VMX_ADMIT_ERROR;
         }
     }
 
     /* a grant taken by concurrent requests meanwhile: ask once more */
     adm->wait = adm->cluster && adm->attempt == -1
-                && (ctx->limits_waits == 0
-                    || (ctx->limits_granted && ctx->limits_waits < 3));
+                && (ctx->admission.limits_waits == 0
+                    || (ctx->admission.limits_granted
+                        && ctx->admission.limits_waits < 3));
 
     ngx_shmtx_lock(&adm->lc->shpool->mutex);
 
@@ -471,7 +474,8 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
         for (i = 0; i < scope->limits->nelts; i++) {
 
-            /* ctx->reservations is full: no more entries of the scope */
+            /* ctx->admission.reservations is full: no more entries of the
+               scope */
             if (!scope->ahead
                 && adm->first + adm->n == NGX_HTTP_VMX_MAX_RESERVATIONS)
             {
@@ -551,12 +555,12 @@ ngx_http_vmx_limits_lookup_entry(ngx_http_request_t *r,
     }
 
     /* the key is kept to settle the reservation later */
-    res = &ctx->reservations[adm->first + adm->n];
+    res = &ctx->admission.reservations[adm->first + adm->n];
     ngx_memcpy(res->key, key.data, key.len);
     res->len = key.len;
     res->end = end;
     res->attempt = adm->attempt;
-    res->tokens = ctx->estimate;
+    res->tokens = ctx->request.estimate;
     res->settled = 0;
 
     adm->limits[adm->n] = limit;
@@ -599,7 +603,7 @@ ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
         tokens = 0;
 
     } else if (limit->tokens >= 0
-               && node->tokens + ctx->estimate > limit->tokens)
+               && node->tokens + ctx->request.estimate > limit->tokens)
     {
         tokens = 1;
 
@@ -628,7 +632,7 @@ ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_limit_t *limit,
     int64_t *requests, int64_t *tokens)
 {
     *requests = (limit->requests >= 0) ? 1 : 0;
-    *tokens = (limit->tokens >= 0) ? ctx->estimate : 0;
+    *tokens = (limit->tokens >= 0) ? ctx->request.estimate : 0;
 }
 
 
@@ -723,8 +727,10 @@ ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t                 i;
     ngx_http_vmx_ratelimit_t  *base;
 
-    base = (adm->attempt >= 0) ? ctx->ratelimit_own : ctx->ratelimit;
-    ngx_memmove(ctx->ratelimit, base, sizeof(ctx->ratelimit));
+    base = (adm->attempt >= 0) ? ctx->admission.ratelimit_own
+                               : ctx->admission.ratelimit;
+    ngx_memmove(ctx->admission.ratelimit, base,
+                sizeof(ctx->admission.ratelimit));
 
     if (adm->deny) {
         ngx_http_vmx_limits_remaining(ctx, adm, adm->deny, adm->deny_node, 0);
@@ -736,7 +742,8 @@ ngx_http_vmx_limits_headers(ngx_http_vmx_ctx_t *ctx,
     }
 
     if (adm->attempt < 0) {
-        ngx_memcpy(ctx->ratelimit_own, ctx->ratelimit, sizeof(ctx->ratelimit));
+        ngx_memcpy(ctx->admission.ratelimit_own, ctx->admission.ratelimit,
+                   sizeof(ctx->admission.ratelimit));
     }
 }
 
@@ -762,7 +769,7 @@ ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
 
     if (limit->requests >= 0) {
         left = limit->requests - used_r - (admitted ? 1 : 0);
-        rl = &ctx->ratelimit[0];
+        rl = &ctx->admission.ratelimit[0];
 
         if (!rl->set || left < rl->remaining) {
             rl->set = 1;
@@ -774,8 +781,8 @@ ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
     }
 
     if (limit->tokens >= 0) {
-        left = limit->tokens - used_t - (admitted ? ctx->estimate : 0);
-        rl = &ctx->ratelimit[1];
+        left = limit->tokens - used_t - (admitted ? ctx->request.estimate : 0);
+        rl = &ctx->admission.ratelimit[1];
 
         if (!rl->set || left < rl->remaining) {
             rl->set = 1;
@@ -804,7 +811,7 @@ ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
         ngx_http_vmx_limits_need(ctx, adm->limits[i], &need_r, &need_t);
 
         node->requests++;
-        node->tokens += ctx->estimate;
+        node->tokens += ctx->request.estimate;
 
         if (adm->cluster) {
             node->allow_requests -= need_r;
@@ -818,7 +825,7 @@ ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
         }
     }
 
-    ctx->nreservations += adm->n;
+    ctx->admission.nreservations += adm->n;
 }
 
 
@@ -842,7 +849,7 @@ ngx_http_vmx_limits_send_refills(ngx_http_vmx_admission_t *adm,
 
 
 /*
- * The grants the request waits for go out; ctx->limits_waiting counts
+ * The grants the request waits for go out; ctx->admission.limits_waiting counts
  * those that went, and the last of their answers resumes the request.
  */
 
@@ -859,16 +866,16 @@ ngx_http_vmx_limits_wait(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->limits_waits++;
-    ctx->limits_granted = 0;
-    ctx->limits_waiting = 0;
+    ctx->admission.limits_waits++;
+    ctx->admission.limits_granted = 0;
+    ctx->admission.limits_waiting = 0;
 
     for (i = 0; i < adm->nwait; i++) {
         adm->waits[i]->waiter = waiter;
         waiter->refs++;
 
         if (ngx_http_vmx_limits_send(adm->waits[i]) == NGX_OK) {
-            ctx->limits_waiting++;
+            ctx->admission.limits_waiting++;
 
         } else {
             waiter->refs--;
@@ -878,7 +885,7 @@ ngx_http_vmx_limits_wait(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     adm->nwait = 0;
 
-    if (ctx->limits_waiting) {
+    if (ctx->admission.limits_waiting) {
         /* a client that closes meanwhile ends the request (499) */
         r->read_event_handler = ngx_http_test_reading;
     }
@@ -924,7 +931,7 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
-    ctx->failure.data = p;
+    ctx->attempt.failure.data = p;
 
     if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
         p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
@@ -940,15 +947,15 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                         ngx_http_vmx_period_names[limit->period]);
     }
 
-    ctx->failure.len = p - ctx->failure.data;
+    ctx->attempt.failure.len = p - ctx->attempt.failure.data;
 
     if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
-        ctx->retry_after.data = p;
+        ctx->attempt.retry_after.data = p;
         p = ngx_sprintf(p, "%T", ngx_max(adm->deny_end - adm->now, 1));
-        ctx->retry_after.len = p - ctx->retry_after.data;
+        ctx->attempt.retry_after.len = p - ctx->attempt.retry_after.data;
 
     } else {
-        ngx_str_null(&ctx->retry_after);
+        ngx_str_null(&ctx->attempt.retry_after);
     }
 
     return NGX_HTTP_VMX_ADMIT_DENY;
@@ -962,16 +969,17 @@ ngx_http_vmx_limits_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     int64_t  used;
 
-    if (ctx->nreservations == 0) {
+    if (ctx->admission.nreservations == 0) {
         return;
     }
 
-    used = ctx->usage.total_tokens;
+    used = ctx->attempt.usage.total_tokens;
 
-    if (used < 0 && ctx->usage.prompt_tokens >= 0
-        && ctx->usage.completion_tokens >= 0)
+    if (used < 0 && ctx->attempt.usage.prompt_tokens >= 0
+        && ctx->attempt.usage.completion_tokens >= 0)
     {
-        used = ctx->usage.prompt_tokens + ctx->usage.completion_tokens;
+        used = ctx->attempt.usage.prompt_tokens
+               + ctx->attempt.usage.completion_tokens;
     }
 
     /* an answer without usage keeps the estimate */
@@ -1012,13 +1020,13 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ngx_shmtx_lock(&lc->shpool->mutex);
 
-    for (i = 0; i < ctx->nreservations; i++) {
-        res = &ctx->reservations[i];
+    for (i = 0; i < ctx->admission.nreservations; i++) {
+        res = &ctx->admission.reservations[i];
 
         if (res->settled
             || (attempt == NGX_HTTP_VMX_ALL_ATTEMPTS
                 ? (res->attempt >= 0
-                   && (ngx_uint_t) res->attempt + 1 != ctx->nattempts)
+                   && (ngx_uint_t) res->attempt + 1 != ctx->plan.nattempts)
                 : res->attempt != (ngx_int_t) attempt))
         {
             continue;
@@ -1416,11 +1424,11 @@ ngx_http_vmx_limits_granted(redisReply *reply, void *data)
                                       ngx_http_vmx_module);
 
         if (reply && (v[0] || v[1])) {
-            ctx->limits_granted = 1;
+            ctx->admission.limits_granted = 1;
         }
 
-        if (--ctx->limits_waiting == 0) {
-            ngx_post_event(&ctx->limits_event, &ngx_posted_events);
+        if (--ctx->admission.limits_waiting == 0) {
+            ngx_post_event(&ctx->admission.limits_event, &ngx_posted_events);
         }
     }
 
@@ -1471,8 +1479,8 @@ ngx_http_vmx_limits_waiter_gone(void *data)
 
     ctx = ngx_http_get_module_ctx(w->request, ngx_http_vmx_module);
 
-    if (ctx && ctx->limits_event.posted) {
-        ngx_delete_posted_event(&ctx->limits_event);
+    if (ctx && ctx->admission.limits_event.posted) {
+        ngx_delete_posted_event(&ctx->admission.limits_event);
     }
 
     w->request = NULL;

@@ -419,63 +419,79 @@ typedef struct {
 #define NGX_HTTP_VMX_UNAVAILABLE  NGX_ABORT
 
 
-struct ngx_http_vmx_ctx_s {
+/*
+ * A request's context, by stage: each stage is reset as a whole, the
+ * attempt and stream stages with one ngx_memzero() per provider attempt.
+ */
+
+/* what the client sent and who it is */
+
+typedef struct {
     ngx_http_vmx_snapshot_t     *snapshot;
     ngx_http_vmx_api_key_t      *api_key;
     ngx_http_vmx_resource_t     *resource;
 
+    ngx_str_t                    request_body;  /* as sent, audited */
+    vmx_json_t                  *body;          /* the parsed request */
+    int64_t                      estimate;      /* prompt tokens */
+
+    /* the ids of a scoped path, kept for the audit when no key matched */
+    ngx_str_t                    path_workspace_id;
+    ngx_str_t                    path_environment_id;
+    ngx_str_t                    correlation_id;
+
+    uint64_t                     start_usec;
+
     u_char                       request_id[36];
+    u_char                       completion_id[sizeof("chatcmpl-") - 1 + 36];
 
     /* W3C trace context: the client's trace, or a new one */
     u_char                       trace_id[32];
     u_char                       span_id[16];       /* this request's */
     u_char                       parent_id[16];     /* the client's */
     u_char                       first_span[16];    /* the 1st attempt's */
+
     unsigned                     has_parent:1;
-    ngx_str_t                    correlation_id;
-    ngx_str_t                    error_code;
-
-    /* the ids of a scoped path, kept for the audit when no key matched */
-    ngx_str_t                    path_workspace_id;
-    ngx_str_t                    path_environment_id;
-
-    ngx_str_t                    request_body;  /* as sent, audited */
-    vmx_json_t                  *body;          /* the parsed request */
     unsigned                     stream:1;
     unsigned                     include_usage:1;
+} ngx_http_vmx_ctx_request_t;
 
-    /* the plan: primary or secondary model, then the fallbacks */
-    ngx_http_vmx_target_t      **plan;
-    ngx_uint_t                   nplan;
+
+/* the plan: primary or secondary model, then the fallbacks, and what
+   became of each */
+
+typedef struct {
+    ngx_http_vmx_target_t      **targets;
+    ngx_uint_t                   ntargets;
     ngx_uint_t                   next;          /* index of the next try */
-    ngx_http_vmx_target_t       *target;        /* the current try */
-    ngx_http_vmx_provider_t     *provider;      /* its wire format */
-    vmx_translate_ctx_t         *tc;            /* its translation */
-    ngx_chain_t                 *first_request; /* built when checked */
-    ngx_str_t                    failure;       /* why it cannot be tried */
     ngx_uint_t                   attempts;
+    ngx_chain_t                 *first_request; /* built when checked */
 
-    /* the current attempt's timeouts: the resource's, the connection's or
-       the location's */
-    ngx_msec_t                   first_byte_timeout;
-    ngx_msec_t                   idle_timeout;
-    ngx_msec_t                   total_timeout;
-    ngx_event_t                  total_event;   /* ends the attempt */
-    unsigned                     total_timedout:1;
-    u_char                       completion_id[sizeof("chatcmpl-") - 1 + 36];
+    ngx_event_t                  total_event;   /* ends an attempt */
+    uint64_t                     routing_usec;
 
     ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nevents;
 
     ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nattempts;
+} ngx_http_vmx_ctx_plan_t;
 
-    vmx_buf_t                    capture;       /* the answer, audited */
-    unsigned                     capture_truncated:1;
-    unsigned                     audited:1;     /* its record is written */
-    ngx_str_t                    error_message;
 
-    /* the current provider answer */
+/* the current provider attempt: its target, request and answer */
+
+typedef struct {
+    ngx_http_vmx_target_t       *target;
+    ngx_http_vmx_provider_t     *provider;      /* its wire format */
+    vmx_translate_ctx_t         *tc;            /* its translation */
+    ngx_str_t                    failure;       /* why it failed, or cannot
+                                                   be tried */
+
+    /* the resource's timeouts, the connection's or the location's */
+    ngx_msec_t                   first_byte_timeout;
+    ngx_msec_t                   idle_timeout;
+    ngx_msec_t                   total_timeout;
+
     ngx_http_status_t            status;
     ngx_uint_t                   provider_status;
     ngx_str_t                    retry_after;   /* the provider's */
@@ -486,36 +502,45 @@ struct ngx_http_vmx_ctx_s {
     off_t                        remaining;     /* -1: unknown */
     ngx_buf_t                   *answer;        /* a whole answer */
     ngx_buf_t                   *out_cur;       /* output of this read */
-    vmx_buf_t                    scratch;       /* translation output */
+    vmx_inflate_t               *inflate;       /* Content-Encoding gzip or
+                                                   deflate, else NULL */
+
+    vmx_usage_t                  usage;         /* as the provider said */
+
+    unsigned                     total_timedout:1;
     unsigned                     chunked_answer:1;
-    unsigned                     streamed:1;    /* SSE or eventstream */
-    unsigned                     eventstream:1;
     unsigned                     answered:1;    /* got a provider header */
     unsigned                     provider_close:1; /* "Connection: close" */
     unsigned                     complete:1;    /* saw the answer's end */
-    unsigned                     holding:1;     /* a 2xx stream's output is
-                                                   held until its first
-                                                   content: an error before
-                                                   it still falls back */
     unsigned                     body_done:1;   /* its framing ended then */
-    unsigned                     stream_failed:1;   /* an error after the
-                                                       client's first byte */
-    size_t                       held;          /* bytes held */
-    vmx_inflate_t               *inflate;       /* Content-Encoding gzip or
-                                                   deflate, else NULL */
-    vmx_stream_error_t          *stream_error;  /* the provider's error
-                                                   event, of this event */
+    unsigned                     own_response:1;   /* not nginx's page */
+} ngx_http_vmx_ctx_attempt_t;
 
-    /* the streamed answer's parser and its translation state */
+
+/* the current attempt's streamed answer: its parser and translation */
+
+typedef struct {
     vmx_sse_parser_t             sse;
     vmx_eventstream_decoder_t    es;
     const vmx_eventstream_message_t  *es_message;  /* the current one */
     void                        *stream_state;
+    vmx_stream_error_t          *stream_error;  /* the provider's error
+                                                   event, of this event */
+    size_t                       held;          /* bytes held */
 
-    vmx_usage_t                  usage;         /* as the provider said */
+    unsigned                     streamed:1;    /* SSE or eventstream */
+    unsigned                     eventstream:1;
+    unsigned                     holding:1;     /* a 2xx stream's output is
+                                                   held until its first
+                                                   content: an error before
+                                                   it still falls back */
+} ngx_http_vmx_ctx_stream_t;
 
-    /* capacity: the reservations of this request and its attempts */
-    int64_t                      estimate;      /* prompt tokens */
+
+/* capacity and prioritization: the reservations of this request and its
+   attempts */
+
+typedef struct {
     ngx_http_vmx_reservation_t  *reservations;  /* the first admission's */
     ngx_uint_t                   nreservations;
     ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
@@ -526,35 +551,73 @@ struct ngx_http_vmx_ctx_s {
     ngx_http_vmx_pool_slot_t    *pool_slot;
     time_t                       pool_second;
     int64_t                      pool_tokens;
+
     ngx_event_t                  limits_event;  /* the cluster answered */
     ngx_uint_t                   limits_waiting;    /* refills in flight */
     ngx_uint_t                   limits_waits;
-    unsigned                     limits_granted:1;  /* by the last refill */
-
-    uint64_t                     start_usec;
     uint64_t                     gate_usec;
-    uint64_t                     routing_usec;
 
-    unsigned                     own_response:1;   /* not nginx's page */
+    unsigned                     limits_granted:1;  /* by the last refill */
+} ngx_http_vmx_ctx_admission_t;
+
+
+/* what the client gets: the answer as audited, the gateway's own error */
+
+typedef struct {
+    vmx_buf_t                    scratch;       /* translation output */
+    vmx_buf_t                    capture;       /* the answer, audited */
+    ngx_str_t                    error_code;
+    ngx_str_t                    error_message;
+    ngx_str_t                    error_body;
+
+    unsigned                     capture_truncated:1;
+    unsigned                     audited:1;     /* its record is written */
+    unsigned                     stream_failed:1;   /* an error after the
+                                                       client's first byte */
     unsigned                     error_page:1;     /* replacing nginx's */
     unsigned                     error_page_sent:1;
-    ngx_str_t                    error_body;
+} ngx_http_vmx_ctx_response_t;
+
+
+struct ngx_http_vmx_ctx_s {
+    ngx_http_vmx_ctx_request_t    request;
+    ngx_http_vmx_ctx_plan_t       plan;
+    ngx_http_vmx_ctx_attempt_t    attempt;
+    ngx_http_vmx_ctx_stream_t     stream;
+    ngx_http_vmx_ctx_admission_t  admission;
+    ngx_http_vmx_ctx_response_t   response;
 };
 
 
 extern ngx_module_t  ngx_http_vmx_module;
 
 
-/* ngx_http_vmx_module.c */
+/* ngx_http_vmx_handler.c */
+ngx_int_t ngx_http_vmx_gateway_handler(ngx_http_request_t *r);
+ngx_http_vmx_ctx_t *ngx_http_vmx_create_ctx(ngx_http_request_t *r);
+
+/* ngx_http_vmx_gate.c */
+ngx_int_t ngx_http_vmx_chat_admit(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+void ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc);
+
+/* ngx_http_vmx_filter.c */
+ngx_int_t ngx_http_vmx_filter_install(ngx_conf_t *cf);
+
+/* ngx_http_vmx_util.c */
 ngx_int_t ngx_http_vmx_send_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
     ngx_str_t *message);
+ngx_int_t ngx_http_vmx_send_error_param(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message, const char *param);
 ngx_int_t ngx_http_vmx_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len);
 ngx_int_t ngx_http_vmx_send_body(ngx_http_request_t *r, u_char *data,
     size_t len);
 ngx_int_t ngx_http_vmx_read_body(ngx_http_request_t *r, ngx_str_t *body);
 void *ngx_http_vmx_json_alloc(void *pool, size_t size);
+void ngx_http_vmx_random_init(void);
 /* bytes of the worker's generator, seeded once per worker: no system call */
 void ngx_http_vmx_random_bytes(u_char *buf, size_t len);
 void ngx_http_vmx_span_id(u_char *id);
@@ -670,14 +733,15 @@ void ngx_http_vmx_keepalive_save(ngx_peer_connection_t *pc,
 /* ngx_http_vmx_provider.c */
 ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);
 ngx_int_t ngx_http_vmx_provider_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t *target,
-    ngx_chain_t **out);
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 
 /* ngx_http_vmx_upstream.c */
 u_char *ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     size_t size);
 ngx_int_t ngx_http_vmx_upstream_start(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
+void ngx_http_vmx_attempt_reset(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_target_t *target);
 ngx_int_t ngx_http_vmx_upstream_conf(ngx_conf_t *cf,
     ngx_http_vmx_loc_conf_t *prev, ngx_http_vmx_loc_conf_t *conf);
 

@@ -55,8 +55,8 @@ ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 
 /*
  * Admits the request for its resource's pool or answers why not: NGX_OK
- * (admitted, or nothing to gate), NGX_DECLINED (ctx->failure and
- * ctx->retry_after say why), NGX_ERROR.
+ * (admitted, or nothing to gate), NGX_DECLINED (ctx->attempt.failure and
+ * ctx->attempt.retry_after say why), NGX_ERROR.
  */
 
 ngx_int_t
@@ -74,13 +74,13 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_main_conf_t  *mcf;
     vmx_pool_t                 state[VMX_POOLS_MAX];
 
-    pool = ctx->resource->pool;
+    pool = ctx->request.resource->pool;
 
-    if (pool == NULL || ctx->nplan == 0) {
+    if (pool == NULL || ctx->plan.ntargets == 0) {
         return NGX_OK;
     }
 
-    conn = ctx->plan[0]->connection;
+    conn = ctx->plan.targets[0]->connection;
     capacity = ngx_http_vmx_pools_capacity(conn);
 
     if (capacity <= 0) {
@@ -122,7 +122,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     admitted = vmx_pools_gate(state, n, &def->strategy, capacity, p,
-                              ctx->estimate, now_ms);
+                              ctx->request.estimate, now_ms);
 
     for (i = 0; i < n; i++) {
         slots[i]->share = state[i].share;
@@ -144,13 +144,13 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         slot->tokens[i] = 0;
     }
 
-    slot->tokens[i] += ctx->estimate;
+    slot->tokens[i] += ctx->request.estimate;
 
     ngx_shmtx_unlock(&mcf->pools_zone.shpool->mutex);
 
-    ctx->pool_slot = slot;
-    ctx->pool_second = now;
-    ctx->pool_tokens = ctx->estimate;
+    ctx->admission.pool_slot = slot;
+    ctx->admission.pool_second = now;
+    ctx->admission.pool_tokens = ctx->request.estimate;
 
     return NGX_OK;
 }
@@ -169,20 +169,21 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_pool_slot_t  *slot;
     ngx_http_vmx_main_conf_t  *mcf;
 
-    slot = ctx->pool_slot;
+    slot = ctx->admission.pool_slot;
 
     if (slot == NULL) {
         return;
     }
 
-    ctx->pool_slot = NULL;
+    ctx->admission.pool_slot = NULL;
 
-    used = ctx->usage.total_tokens;
+    used = ctx->attempt.usage.total_tokens;
 
-    if (used < 0 && ctx->usage.prompt_tokens >= 0
-        && ctx->usage.completion_tokens >= 0)
+    if (used < 0 && ctx->attempt.usage.prompt_tokens >= 0
+        && ctx->attempt.usage.completion_tokens >= 0)
     {
-        used = ctx->usage.prompt_tokens + ctx->usage.completion_tokens;
+        used = ctx->attempt.usage.prompt_tokens
+               + ctx->attempt.usage.completion_tokens;
     }
 
     if (used < 0) {
@@ -194,13 +195,13 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
-    i = ctx->pool_second % NGX_HTTP_VMX_POOL_SECONDS;
+    i = ctx->admission.pool_second % NGX_HTTP_VMX_POOL_SECONDS;
 
     ngx_shmtx_lock(&mcf->pools_zone.shpool->mutex);
 
     /* a second that left the ring has nothing to correct */
-    if (slot->second[i] == ctx->pool_second) {
-        slot->tokens[i] += used - ctx->pool_tokens;
+    if (slot->second[i] == ctx->admission.pool_second) {
+        slot->tokens[i] += used - ctx->admission.pool_tokens;
 
         if (slot->tokens[i] < 0) {
             slot->tokens[i] = 0;
@@ -331,7 +332,7 @@ ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     /* the request fits once enough of the pool's last minute has aged */
     over = ngx_http_vmx_pools_sum(slot, now, NGX_HTTP_VMX_POOL_SECONDS)
-           + ctx->estimate - vmx_pools_tokens(capacity, share);
+           + ctx->request.estimate - vmx_pools_tokens(capacity, share);
     freed = 0;
 
     for (wait = 1; wait < NGX_HTTP_VMX_POOL_SECONDS; wait++) {
@@ -354,7 +355,7 @@ ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->failure.data = p;
+    ctx->attempt.failure.data = p;
     p = ngx_sprintf(p, "Pool \"%V\" is over its current share of %L",
                     &pool->name, share / 100);
 
@@ -364,10 +365,10 @@ ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     p = ngx_sprintf(p, "%% (%L of %L tokens per minute)",
                     vmx_pools_tokens(capacity, share), capacity);
-    ctx->failure.len = p - ctx->failure.data;
+    ctx->attempt.failure.len = p - ctx->attempt.failure.data;
 
-    ctx->retry_after.data = p;
-    ctx->retry_after.len = ngx_sprintf(p, "%T", wait) - p;
+    ctx->attempt.retry_after.data = p;
+    ctx->attempt.retry_after.len = ngx_sprintf(p, "%T", wait) - p;
 
     return NGX_DECLINED;
 }

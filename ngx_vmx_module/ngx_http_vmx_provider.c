@@ -155,27 +155,28 @@ ngx_http_vmx_provider(ngx_uint_t provider_id)
 
 
 /*
- * The request of an attempt at target.  NGX_DECLINED when the client's
- * request cannot be expressed in the provider's format,
- * NGX_HTTP_VMX_UNAVAILABLE when the attempt cannot be made (ctx->failure
- * says why in both cases), NGX_ERROR on a failure of the gateway.
+ * The request of the current attempt, at ctx->attempt.target.  NGX_DECLINED
+ * when the client's request cannot be expressed in the provider's format,
+ * NGX_HTTP_VMX_UNAVAILABLE when the attempt cannot be made
+ * (ctx->attempt.failure says why in both cases), NGX_ERROR on a failure of
+ * the gateway.
  */
 
 ngx_int_t
 ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_target_t *target, ngx_chain_t **out)
+    ngx_chain_t **out)
 {
     ngx_http_vmx_provider_t  *provider;
 
-    provider = ngx_http_vmx_provider(target->connection->provider_id);
+    provider = ngx_http_vmx_provider(
+                   ctx->attempt.target->connection->provider_id);
     if (provider == NULL) {
-        ngx_str_set(&ctx->failure, "the gateway does not serve this "
+        ngx_str_set(&ctx->attempt.failure, "the gateway does not serve this "
                     "provider");
         return NGX_HTTP_VMX_UNAVAILABLE;
     }
 
-    ctx->target = target;
-    ctx->provider = provider;
+    ctx->attempt.provider = provider;
 
     return provider->create_request(r, ctx, out);
 }
@@ -193,23 +194,23 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
     ngx_http_vmx_target_t      *target;
     ngx_http_vmx_connection_t  *conn;
 
-    target = ctx->target;
+    target = ctx->attempt.target;
     conn = target->connection;
 
     /* the client's members as they came, but for the model and ours */
 
     vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
-                 ctx->body->raw_len + target->model.len + 64);
+                 ctx->request.body->raw_len + target->model.len + 64);
 
     vmx_buf_append_cstr(&body, "{\"model\":");
     vmx_buf_append_json_str(&body, (char *) target->model.data,
                             target->model.len);
 
-    for (member = ctx->body->child; member; member = member->next) {
+    for (member = ctx->request.body->child; member; member = member->next) {
 
         if ((member->key_len == 5 && ngx_strncmp(member->key, "model", 5) == 0)
             || (member->key_len == 3 && ngx_strncmp(member->key, "vmx", 3) == 0)
-            || (ctx->stream && member->key_len == 14
+            || (ctx->request.stream && member->key_len == 14
                 && ngx_strncmp(member->key, "stream_options", 14) == 0))
         {
             continue;
@@ -221,11 +222,11 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
         vmx_buf_append_raw(&body, member);
     }
 
-    if (ctx->stream) {
+    if (ctx->request.stream) {
         /* usage is always asked for; the client gets it only if it asked */
         vmx_buf_append_cstr(&body, ",\"stream_options\":{");
 
-        member = vmx_json_get(ctx->body, "stream_options");
+        member = vmx_json_get(ctx->request.body, "stream_options");
         option = (member && member->type == VMX_JSON_OBJECT) ? member->child
                                                               : NULL;
 
@@ -288,11 +289,11 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
     vmx_json_error_t     err;
 
     if (data->len == 6 && ngx_strncmp(data->data, "[DONE]", 6) == 0) {
-        ctx->complete = 1;
+        ctx->attempt.complete = 1;
 
     } else if (ngx_http_vmx_openai_error(r, ctx, data)) {
         /* the provider's error ends its stream, as the translations do */
-        ctx->complete = 1;
+        ctx->attempt.complete = 1;
 
     } else if (ngx_http_vmx_has_usage(data->data, data->len)) {
         root = vmx_json_parse((char *) data->data, data->len,
@@ -306,9 +307,9 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
                 usage = vmx_json_get(vmx_json_get(root, "x_groq"), "usage");
             }
 
-            ngx_http_vmx_read_usage(&ctx->usage, usage);
+            ngx_http_vmx_read_usage(&ctx->attempt.usage, usage);
 
-            if (!ctx->include_usage) {
+            if (!ctx->request.include_usage) {
                 /* the usage chunk we asked for on the client's behalf */
                 choices = vmx_json_get(root, "choices");
 
@@ -345,7 +346,7 @@ ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
 }
 
 
-/* an OpenAI-format {"error": ...} event: ctx->stream_error says what */
+/* an OpenAI-format {"error": ...} event: ctx->stream.stream_error says what */
 
 static ngx_flag_t
 ngx_http_vmx_openai_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
@@ -361,9 +362,9 @@ ngx_http_vmx_openai_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return 0;
     }
 
-    ctx->stream_error = ngx_pcalloc(r->pool, sizeof(vmx_stream_error_t));
-    if (ctx->stream_error != NULL) {
-        *ctx->stream_error = e;
+    ctx->stream.stream_error = ngx_pcalloc(r->pool, sizeof(vmx_stream_error_t));
+    if (ctx->stream.stream_error != NULL) {
+        *ctx->stream.stream_error = e;
     }
 
     return 1;
@@ -383,7 +384,8 @@ ngx_http_vmx_openai_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         root = vmx_json_parse((char *) body->data, body->len,
                               ngx_http_vmx_json_alloc, r->pool, 64, &err);
         if (root != NULL) {
-            ngx_http_vmx_read_usage(&ctx->usage, vmx_json_get(root, "usage"));
+            ngx_http_vmx_read_usage(&ctx->attempt.usage,
+                                    vmx_json_get(root, "usage"));
         }
     }
 
@@ -418,7 +420,7 @@ ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
         return rc;
     }
 
-    conn = ctx->target->connection;
+    conn = ctx->attempt.target->connection;
 
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/v1/messages", NULL,
                           NULL)
@@ -449,15 +451,15 @@ ngx_http_vmx_anthropic_stream_event(ngx_http_request_t *r,
     }
 
     if (s->tc == NULL) {
-        vmx_anthropic_stream_init(s, ctx->tc);
+        vmx_anthropic_stream_init(s, ctx->attempt.tc);
     }
 
     rc = vmx_anthropic_stream_event(s, (char *) event->data, event->len,
                                     (char *) data->data, data->len, out,
-                                    &ctx->usage);
+                                    &ctx->attempt.usage);
 
-    ctx->complete = s->done;
-    ctx->stream_error = s->error.status ? &s->error : NULL;
+    ctx->attempt.complete = s->done;
+    ctx->stream.stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -468,15 +470,15 @@ ngx_http_vmx_anthropic_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
 {
     if (status / 100 != 2) {
-        vmx_anthropic_error(ctx->tc, (int) status, (char *) body->data,
+        vmx_anthropic_error(ctx->attempt.tc, (int) status, (char *) body->data,
                             body->len, out);
         return status;
     }
 
     return ngx_http_vmx_translated(r, ctx,
-                                   vmx_anthropic_response(ctx->tc,
+                                   vmx_anthropic_response(ctx->attempt.tc,
                                        (char *) body->data, body->len, out,
-                                       &ctx->usage),
+                                       &ctx->attempt.usage),
                                    status, out);
 }
 
@@ -497,11 +499,11 @@ ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
         return rc;
     }
 
-    conn = ctx->target->connection;
+    conn = ctx->attempt.target->connection;
 
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
-                          &ctx->target->model,
-                          ctx->stream ? ":streamGenerateContent?alt=sse"
+                          &ctx->attempt.target->model,
+                          ctx->request.stream ? ":streamGenerateContent?alt=sse"
                                       : ":generateContent")
         != NGX_OK
         || ngx_http_vmx_key_header(r, "x-goog-api-key", &conn->api_key, "",
@@ -529,14 +531,14 @@ ngx_http_vmx_gemini_stream_event(ngx_http_request_t *r,
     }
 
     if (s->tc == NULL) {
-        vmx_gemini_stream_init(s, ctx->tc);
+        vmx_gemini_stream_init(s, ctx->attempt.tc);
     }
 
     rc = vmx_gemini_stream_event(s, (char *) data->data, data->len, out,
-                                 &ctx->usage);
+                                 &ctx->attempt.usage);
 
-    ctx->complete = s->done;
-    ctx->stream_error = s->error.status ? &s->error : NULL;
+    ctx->attempt.complete = s->done;
+    ctx->stream.stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -554,13 +556,13 @@ ngx_http_vmx_gemini_stream_end(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (s->tc == NULL) {
-        vmx_gemini_stream_init(s, ctx->tc);
+        vmx_gemini_stream_init(s, ctx->attempt.tc);
     }
 
     /* Gemini's stream ends with the connection, not with an event */
-    vmx_gemini_stream_end(s, out, &ctx->usage);
+    vmx_gemini_stream_end(s, out, &ctx->attempt.usage);
 
-    ctx->complete = s->done;
+    ctx->attempt.complete = s->done;
 }
 
 
@@ -572,16 +574,16 @@ ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     int64_t   delay;
 
     if (status / 100 != 2) {
-        delay = vmx_gemini_error(ctx->tc, (int) status, (char *) body->data,
-                                 body->len, out);
+        delay = vmx_gemini_error(ctx->attempt.tc, (int) status,
+                                 (char *) body->data, body->len, out);
 
         /* Gemini gives its delay in the body only: the Retry-After a 429
            passed on carries */
-        if (delay >= 0 && ctx->retry_after.len == 0) {
+        if (delay >= 0 && ctx->attempt.retry_after.len == 0) {
             p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
             if (p != NULL) {
-                ctx->retry_after.data = p;
-                ctx->retry_after.len = ngx_sprintf(p, "%L", delay) - p;
+                ctx->attempt.retry_after.data = p;
+                ctx->attempt.retry_after.len = ngx_sprintf(p, "%L", delay) - p;
             }
         }
 
@@ -589,9 +591,9 @@ ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     return ngx_http_vmx_translated(r, ctx,
-                                   vmx_gemini_response(ctx->tc,
+                                   vmx_gemini_response(ctx->attempt.tc,
                                        (char *) body->data, body->len, out,
-                                       &ctx->usage),
+                                       &ctx->attempt.usage),
                                    status, out);
 }
 
@@ -618,19 +620,20 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
         return rc;
     }
 
-    conn = ctx->target->connection;
+    conn = ctx->attempt.target->connection;
 
     if (conn->access_key_id.len == 0 || conn->secret_key.len == 0
         || conn->region.len == 0)
     {
-        ngx_str_set(&ctx->failure, "the connection has no AWS credentials "
+        ngx_str_set(&ctx->attempt.failure,
+                    "the connection has no AWS credentials "
                     "yet: see its credentialsStatus");
         return NGX_HTTP_VMX_UNAVAILABLE;
     }
 
     vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
-    vmx_bedrock_path(&tail, (char *) ctx->target->model.data,
-                     ctx->target->model.len, ctx->stream);
+    vmx_bedrock_path(&tail, (char *) ctx->attempt.target->model.data,
+                     ctx->attempt.target->model.len, ctx->request.stream);
 
     if (vmx_buf_failed(&tail)) {
         return NGX_ERROR;
@@ -673,7 +676,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     vmx_buf_init(&signature, ngx_http_vmx_json_alloc, r->pool, 1024);
 
     if (vmx_sigv4_sign(&sr, &signature) != 0) {
-        ngx_str_set(&ctx->failure, "the request could not be signed");
+        ngx_str_set(&ctx->attempt.failure, "the request could not be signed");
         return NGX_HTTP_VMX_UNAVAILABLE;
     }
 
@@ -699,10 +702,10 @@ ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
     }
 
     if (s->tc == NULL) {
-        vmx_bedrock_stream_init(s, ctx->tc);
+        vmx_bedrock_stream_init(s, ctx->attempt.tc);
     }
 
-    m = ctx->es_message;
+    m = ctx->stream.es_message;
 
     if (m->message_type.data != NULL
         && !(m->message_type.len == 5
@@ -715,11 +718,11 @@ ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
     } else {
         rc = vmx_bedrock_stream_event(s, (char *) event->data, event->len,
                                       (char *) data->data, data->len, out,
-                                      &ctx->usage);
+                                      &ctx->attempt.usage);
     }
 
-    ctx->complete = s->done;
-    ctx->stream_error = s->error.status ? &s->error : NULL;
+    ctx->attempt.complete = s->done;
+    ctx->stream.stream_error = s->error.status ? &s->error : NULL;
 
     return (rc == 0) ? NGX_OK : NGX_ERROR;
 }
@@ -730,16 +733,16 @@ ngx_http_vmx_bedrock_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
 {
     if (status / 100 != 2) {
-        vmx_bedrock_error(ctx->tc, (int) status, (char *) body->data,
-                          body->len, (char *) ctx->error_type.data,
-                          ctx->error_type.len, out);
+        vmx_bedrock_error(ctx->attempt.tc, (int) status, (char *) body->data,
+                          body->len, (char *) ctx->attempt.error_type.data,
+                          ctx->attempt.error_type.len, out);
         return status;
     }
 
     return ngx_http_vmx_translated(r, ctx,
-                                   vmx_bedrock_response(ctx->tc,
+                                   vmx_bedrock_response(ctx->attempt.tc,
                                        (char *) body->data, body->len, out,
-                                       &ctx->usage),
+                                       &ctx->attempt.usage),
                                    status, out);
 }
 
@@ -761,7 +764,7 @@ ngx_http_vmx_translate_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     vmx_buf_init(body, ngx_http_vmx_json_alloc, r->pool,
-                 ctx->body->raw_len + 256);
+                 ctx->request.body->raw_len + 256);
 
     if (translate(tc, body, &err) != 0) {
         return ngx_http_vmx_untranslatable(r, ctx, body, &err);
@@ -803,18 +806,18 @@ ngx_http_vmx_translation(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NULL;
     }
 
-    tc->body = ctx->body;
-    tc->model = (char *) ctx->target->model.data;
-    tc->model_len = ctx->target->model.len;
-    tc->id = (char *) ctx->completion_id;
-    tc->id_len = sizeof(ctx->completion_id);
+    tc->body = ctx->request.body;
+    tc->model = (char *) ctx->attempt.target->model.data;
+    tc->model_len = ctx->attempt.target->model.len;
+    tc->id = (char *) ctx->request.completion_id;
+    tc->id_len = sizeof(ctx->request.completion_id);
     tc->created = ngx_time();
-    tc->stream = ctx->stream;
-    tc->include_usage = ctx->include_usage;
+    tc->stream = ctx->request.stream;
+    tc->include_usage = ctx->request.include_usage;
     tc->alloc = ngx_http_vmx_json_alloc;
     tc->alloc_ctx = r->pool;
 
-    ctx->tc = tc;
+    ctx->attempt.tc = tc;
 
     return tc;
 }
@@ -828,8 +831,8 @@ ngx_http_vmx_untranslatable(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->failure.data = (u_char *) err->message;
-    ctx->failure.len = ngx_strlen(err->message);
+    ctx->attempt.failure.data = (u_char *) err->message;
+    ctx->attempt.failure.len = ngx_strlen(err->message);
 
     return NGX_DECLINED;
 }
@@ -854,7 +857,7 @@ ngx_http_vmx_translated(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "vmx: %V model \"%V\" sent an unreadable answer",
-                  &ctx->target->provider, &ctx->target->model);
+                  &ctx->attempt.target->provider, &ctx->attempt.target->model);
 
     vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 0);
     vmx_openai_error(out, unreadable, sizeof(unreadable) - 1, "server_error",
@@ -870,11 +873,11 @@ static void *
 ngx_http_vmx_stream_state(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     size_t size)
 {
-    if (ctx->stream_state == NULL) {
-        ctx->stream_state = ngx_pcalloc(r->pool, size);
+    if (ctx->stream.stream_state == NULL) {
+        ctx->stream.stream_state = ngx_pcalloc(r->pool, size);
     }
 
-    return ctx->stream_state;
+    return ctx->stream.stream_state;
 }
 
 
@@ -943,7 +946,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    conn = ctx->target->connection;
+    conn = ctx->attempt.target->connection;
 
     if (!ngx_http_vmx_header_safe(path)
         || !ngx_http_vmx_header_safe(&conn->host_header)
@@ -956,7 +959,8 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: connection %V has a control character in its "
                       "base URL or credentials", &conn->id);
-        ngx_str_set(&ctx->failure, "the connection's base URL or credentials "
+        ngx_str_set(&ctx->attempt.failure,
+                    "the connection's base URL or credentials "
                     "hold a control character");
         return NGX_HTTP_VMX_UNAVAILABLE;
     }
@@ -990,9 +994,10 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                              "Content-Length: %uz" CRLF
                              "traceparent: 00-%*s-%*s-01" CRLF CRLF,
                              path, &conn->host_header, headers,
-                             ctx->stream ? ctx->provider->stream_accept
-                                         : "application/json",
-                             body->len, (size_t) 32, ctx->trace_id,
+                             ctx->request.stream
+                             ? ctx->attempt.provider->stream_accept
+                             : "application/json",
+                             body->len, (size_t) 32, ctx->request.trace_id,
                              (size_t) 16, ngx_http_vmx_attempt_span(ctx));
 
     b->pos = (u_char *) body->data;
@@ -1023,8 +1028,9 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 static u_char *
 ngx_http_vmx_attempt_span(ngx_http_vmx_ctx_t *ctx)
 {
-    return ctx->nattempts ? ctx->attempt_log[ctx->nattempts - 1].span_id
-                          : ctx->first_span;
+    return ctx->plan.nattempts
+           ? ctx->plan.attempt_log[ctx->plan.nattempts - 1].span_id
+           : ctx->request.first_span;
 }
 
 

@@ -351,19 +351,21 @@ ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ngx_memzero(labels, sizeof(labels));
 
-    if (ctx->api_key) {
-        labels[NGX_HTTP_VMX_LABEL_WORKSPACE] = ctx->api_key->env->workspace_id;
-        labels[NGX_HTTP_VMX_LABEL_ENVIRONMENT] = ctx->api_key->env->id;
+    if (ctx->request.api_key) {
+        labels[NGX_HTTP_VMX_LABEL_WORKSPACE]
+            = ctx->request.api_key->env->workspace_id;
+        labels[NGX_HTTP_VMX_LABEL_ENVIRONMENT] = ctx->request.api_key->env->id;
     }
 
-    if (ctx->resource) {
-        labels[NGX_HTTP_VMX_LABEL_RESOURCE] = ctx->resource->name;
+    if (ctx->request.resource) {
+        labels[NGX_HTTP_VMX_LABEL_RESOURCE] = ctx->request.resource->name;
     }
 
-    if (ctx->target) {
-        labels[NGX_HTTP_VMX_LABEL_CONNECTION] = ctx->target->connection->id;
-        labels[NGX_HTTP_VMX_LABEL_PROVIDER] = ctx->target->provider;
-        labels[NGX_HTTP_VMX_LABEL_MODEL] = ctx->target->model;
+    if (ctx->attempt.target) {
+        labels[NGX_HTTP_VMX_LABEL_CONNECTION]
+            = ctx->attempt.target->connection->id;
+        labels[NGX_HTTP_VMX_LABEL_PROVIDER] = ctx->attempt.target->provider;
+        labels[NGX_HTTP_VMX_LABEL_MODEL] = ctx->attempt.target->model;
     }
 
     s = ngx_http_vmx_series(r, mcf, labels);
@@ -374,31 +376,32 @@ ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     status = r->headers_out.status / 100;
     (void) ngx_atomic_fetch_add(&s->requests[status <= 5 ? status : 0], 1);
 
-    if (ctx->usage.prompt_tokens > 0) {
+    if (ctx->attempt.usage.prompt_tokens > 0) {
         (void) ngx_atomic_fetch_add(&s->prompt_tokens,
-                                    ctx->usage.prompt_tokens);
+                                    ctx->attempt.usage.prompt_tokens);
     }
 
-    if (ctx->usage.completion_tokens > 0) {
+    if (ctx->attempt.usage.completion_tokens > 0) {
         (void) ngx_atomic_fetch_add(&s->completion_tokens,
-                                    ctx->usage.completion_tokens);
+                                    ctx->attempt.usage.completion_tokens);
     }
 
-    (void) ngx_atomic_fetch_add(&s->attempts, ctx->nattempts);
+    (void) ngx_atomic_fetch_add(&s->attempts, ctx->plan.nattempts);
     (void) ngx_atomic_fetch_add(&s->fallbacks,
-                                ctx->nattempts ? ctx->nattempts - 1 : 0);
+                                ctx->plan.nattempts
+                                ? ctx->plan.nattempts - 1 : 0);
 
     if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS
-        && ctx->own_response && ctx->nattempts == 0)
+        && ctx->attempt.own_response && ctx->plan.nattempts == 0)
     {
         (void) ngx_atomic_fetch_add(&s->denials, 1);
     }
 
-    if (ctx->stream_failed && r->headers_out.status < 400) {
+    if (ctx->response.stream_failed && r->headers_out.status < 400) {
         (void) ngx_atomic_fetch_add(&s->stream_errors, 1);
     }
 
-    usec = ngx_http_vmx_usec() - ctx->start_usec;
+    usec = ngx_http_vmx_usec() - ctx->request.start_usec;
 
     for (i = 0; i < NGX_HTTP_VMX_BUCKETS; i++) {
         if (usec <= ngx_http_vmx_buckets[i]) {

@@ -175,7 +175,7 @@ ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * The prompt tokens of a chat request into ctx->estimate, never fewer than
+ * The prompt tokens of a chat request into ctx->request.estimate, never fewer than
  * the truth; 0 without a tokenizer.  Returns NGX_AGAIN while a thread
  * counts: its completion clears r->aio and calls the connection's write
  * handler, that is r->write_event_handler, which the caller sets.
@@ -190,13 +190,13 @@ ngx_http_vmx_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->tokenizer == NULL || ngx_http_vmx_scratch == NULL) {
-        ctx->estimate = 0;
+        ctx->request.estimate = 0;
         return NGX_OK;
     }
 
 #if (NGX_THREADS)
 
-    if (mcf->tokenizer_pool && ctx->body->raw_len > NGX_HTTP_VMX_TOKENS_INLINE)
+    if (mcf->tokenizer_pool && ctx->request.body->raw_len > NGX_HTTP_VMX_TOKENS_INLINE)
     {
         return ngx_http_vmx_tokens_post(r, ctx, mcf->tokenizer_pool);
     }
@@ -204,9 +204,9 @@ ngx_http_vmx_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 #endif
 
     n = vmx_tokenizer_chat_estimate(mcf->tokenizer, ngx_http_vmx_scratch,
-                                    ctx->body);
+                                    ctx->request.body);
 
-    ctx->estimate = ngx_http_vmx_tokens_bound(n, ctx->body);
+    ctx->request.estimate = ngx_http_vmx_tokens_bound(n, ctx->request.body);
 
     return NGX_OK;
 }
@@ -239,7 +239,7 @@ ngx_http_vmx_tokens_post(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     t = task->ctx;
     t->request = r;
     t->tokenizer = mcf->tokenizer;
-    t->body = ctx->body;
+    t->body = ctx->request.body;
 
     task->handler = ngx_http_vmx_tokens_thread;
     task->event.handler = ngx_http_vmx_tokens_done;
@@ -247,7 +247,7 @@ ngx_http_vmx_tokens_post(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     if (ngx_thread_task_post(tp, task) != NGX_OK) {
         /* the queue is full (logged): the bound, not a stall */
-        ctx->estimate = ngx_http_vmx_tokens_bound(-1, ctx->body);
+        ctx->request.estimate = ngx_http_vmx_tokens_bound(-1, ctx->request.body);
         return NGX_OK;
     }
 
@@ -299,7 +299,7 @@ ngx_http_vmx_tokens_done(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "vmx prompt tokens counted in a thread: %L", t->estimate);
 
-    ctx->estimate = ngx_http_vmx_tokens_bound(t->estimate, t->body);
+    ctx->request.estimate = ngx_http_vmx_tokens_bound(t->estimate, t->body);
 
     r->main->blocked--;
     r->aio = 0;

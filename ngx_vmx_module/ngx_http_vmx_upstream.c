@@ -148,12 +148,13 @@ ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     cln->handler = ngx_http_vmx_total_cleanup;
     cln->data = ctx;
 
-    ctx->total_event.handler = ngx_http_vmx_total_timeout;
-    ctx->total_event.data = r;
-    ctx->total_event.log = r->connection->log;
+    ctx->plan.total_event.handler = ngx_http_vmx_total_timeout;
+    ctx->plan.total_event.data = r;
+    ctx->plan.total_event.log = r->connection->log;
 
-    vmx_buf_init(&ctx->scratch, ngx_http_vmx_json_alloc, r->pool, 4096);
-    if (vmx_buf_failed(&ctx->scratch)) {
+    vmx_buf_init(&ctx->response.scratch, ngx_http_vmx_json_alloc, r->pool,
+                 4096);
+    if (vmx_buf_failed(&ctx->response.scratch)) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -209,7 +210,7 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    rc = ngx_http_parse_status_line(r, &u->buffer, &ctx->status);
+    rc = ngx_http_parse_status_line(r, &u->buffer, &ctx->attempt.status);
 
     if (rc == NGX_AGAIN) {
         return rc;
@@ -221,8 +222,9 @@ ngx_http_vmx_process_status_line(ngx_http_request_t *r)
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
-    ctx->provider_status = ctx->status.code;
-    u->headers_in.status_n = ngx_http_vmx_retry_status(ctx->status.code);
+    ctx->attempt.provider_status = ctx->attempt.status.code;
+    u->headers_in.status_n
+        = ngx_http_vmx_retry_status(ctx->attempt.status.code);
     u->headers_in.content_length_n = -1;
 
     u->process_header = ngx_http_vmx_process_header;
@@ -268,7 +270,7 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
-    provider = ctx->provider;
+    provider = ctx->attempt.provider;
 
     for ( ;; ) {
 
@@ -301,24 +303,24 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
          && ngx_strncasecmp(name.data, (u_char *) s, name.len) == 0)
 
         if (ngx_http_vmx_is("content-length")) {
-            ctx->remaining = ngx_atoof(value.data, value.len);
-            if (ctx->remaining == NGX_ERROR) {
+            ctx->attempt.remaining = ngx_atoof(value.data, value.len);
+            if (ctx->attempt.remaining == NGX_ERROR) {
                 return NGX_HTTP_UPSTREAM_INVALID_HEADER;
             }
 
         } else if (ngx_http_vmx_is("transfer-encoding")) {
-            ctx->chunked_answer = (ngx_strlcasestrn(value.data,
+            ctx->attempt.chunked_answer = (ngx_strlcasestrn(value.data,
                                        value.data + value.len,
                                        (u_char *) "chunked", 7 - 1)
                                    != NULL);
 
         } else if (ngx_http_vmx_is("content-type")) {
-            ctx->streamed = (value.len >= sizeof("text/event-stream") - 1
+            ctx->stream.streamed = (value.len >= sizeof("text/event-stream") - 1
                              && ngx_strncasecmp(value.data,
                                     (u_char *) "text/event-stream",
                                     sizeof("text/event-stream") - 1) == 0);
 
-            ctx->eventstream = (value.len
+            ctx->stream.eventstream = (value.len
                                 >= sizeof("application/vnd.amazon."
                                           "eventstream") - 1
                                 && ngx_strncasecmp(value.data,
@@ -333,48 +335,51 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
             }
 
         } else if (ngx_http_vmx_is("connection")) {
-            ctx->provider_close = (ngx_strlcasestrn(value.data,
+            ctx->attempt.provider_close = (ngx_strlcasestrn(value.data,
                                        value.data + value.len,
                                        (u_char *) "close", 5 - 1)
                                    != NULL);
 
         } else if (ngx_http_vmx_is("retry-after")) {
             /* copied: the read buffer is reused for the body */
-            ctx->retry_after.data = ngx_pstrdup(r->pool, &value);
-            ctx->retry_after.len = ctx->retry_after.data ? value.len : 0;
+            ctx->attempt.retry_after.data = ngx_pstrdup(r->pool, &value);
+            ctx->attempt.retry_after.len = ctx->attempt.retry_after.data
+                                           ? value.len : 0;
 
         } else if (ngx_http_vmx_is("x-amzn-errortype")) {
-            ctx->error_type.data = ngx_pstrdup(r->pool, &value);
-            ctx->error_type.len = ctx->error_type.data ? value.len : 0;
+            ctx->attempt.error_type.data = ngx_pstrdup(r->pool, &value);
+            ctx->attempt.error_type.len = ctx->attempt.error_type.data
+                                          ? value.len : 0;
 
         } else if (name.len == provider->requests_limit_header.len
                    && ngx_strncasecmp(name.data,
                                       provider->requests_limit_header.data,
                                       name.len) == 0)
         {
-            ctx->requests_limit = ngx_atoi(value.data, value.len);
+            ctx->attempt.requests_limit = ngx_atoi(value.data, value.len);
 
         } else if (name.len == provider->tokens_limit_header.len
                    && ngx_strncasecmp(name.data,
                                       provider->tokens_limit_header.data,
                                       name.len) == 0)
         {
-            ctx->tokens_limit = ngx_atoi(value.data, value.len);
+            ctx->attempt.tokens_limit = ngx_atoi(value.data, value.len);
         }
 
 #undef ngx_http_vmx_is
     }
 
-    ctx->answered = 1;
-    ctx->own_response = 1;
+    ctx->attempt.answered = 1;
+    ctx->attempt.own_response = 1;
 
-    if (ctx->chunked_answer) {
-        ctx->remaining = -1;
+    if (ctx->attempt.chunked_answer) {
+        ctx->attempt.remaining = -1;
     }
 
-    if (ctx->provider_status / 100 == 2 && (ctx->streamed || ctx->eventstream))
+    if (ctx->attempt.provider_status / 100 == 2
+        && (ctx->stream.streamed || ctx->stream.eventstream))
     {
-        ctx->streamed = 1;
+        ctx->stream.streamed = 1;
 
         ngx_http_vmx_capacity_record(r, ctx);
 
@@ -388,18 +393,18 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
         }
 
         /* one of the two framings is used, the same memory serves either */
-        vmx_sse_init(&ctx->sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
-        vmx_eventstream_init(&ctx->es, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+        vmx_sse_init(&ctx->stream.sse, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
+        vmx_eventstream_init(&ctx->stream.es, buf, NGX_HTTP_VMX_SSE_EVENT_MAX);
 
         /* the client sees nothing before the stream's first content */
-        ctx->holding = 1;
+        ctx->stream.holding = 1;
         u->process_header = ngx_http_vmx_process_stream_head;
 
         return ngx_http_vmx_process_stream_head(r);
     }
 
     /* anything else is read whole before the client sees a byte */
-    ctx->streamed = 0;
+    ctx->stream.streamed = 0;
     u->process_header = ngx_http_vmx_process_answer;
 
     return ngx_http_vmx_process_answer(r);
@@ -469,21 +474,22 @@ ngx_http_vmx_content_encoding(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider answered in Content-Encoding \"%V\"",
                       value);
-        ngx_str_set(&ctx->failure, "the provider answered in a "
+        ngx_str_set(&ctx->attempt.failure, "the provider answered in a "
                     "Content-Encoding other than gzip or deflate");
         return NGX_ERROR;
     }
 
 #undef ngx_http_vmx_coding
 
-    ctx->inflate = ngx_palloc(r->pool, sizeof(vmx_inflate_t));
+    ctx->attempt.inflate = ngx_palloc(r->pool, sizeof(vmx_inflate_t));
     buf = ngx_palloc(r->pool, NGX_HTTP_VMX_INFLATE_BUF);
 
-    if (ctx->inflate == NULL || buf == NULL) {
+    if (ctx->attempt.inflate == NULL || buf == NULL) {
         return NGX_ERROR;
     }
 
-    vmx_inflate_init(ctx->inflate, format, buf, NGX_HTTP_VMX_INFLATE_BUF,
+    vmx_inflate_init(ctx->attempt.inflate, format, buf,
+                     NGX_HTTP_VMX_INFLATE_BUF,
                      ngx_http_vmx_json_alloc, r->pool);
 
     return NGX_OK;
@@ -514,7 +520,7 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
     in.pos = b->pos;
     in.last = b->last;
 
-    ctx->out_cur = NULL;
+    ctx->attempt.out_cur = NULL;
 
     rc = ngx_http_vmx_unframe(r, ctx, &in, ngx_http_vmx_stream_data);
 
@@ -523,26 +529,26 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
     b->last = b->start;
 
     if (rc == NGX_DONE) {
-        ctx->body_done = 1;
+        ctx->attempt.body_done = 1;
 
-        if (ctx->holding
+        if (ctx->stream.holding
             && ngx_http_vmx_stream_finish(r, ctx, 1) != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    if (ctx->holding && ctx->stream_error) {
+    if (ctx->stream.holding && ctx->stream.stream_error) {
         return ngx_http_vmx_stream_refused(r, ctx);
     }
 
     if (rc == NGX_ERROR) {
-        if (ctx->holding) {
+        if (ctx->stream.holding) {
             /* broken before its first content: the next model is tried */
-            ctx->provider_status = NGX_HTTP_BAD_GATEWAY;
+            ctx->attempt.provider_status = NGX_HTTP_BAD_GATEWAY;
 
-            if (ctx->failure.len == 0) {
-                ngx_str_set(&ctx->failure, "the provider sent a broken "
+            if (ctx->attempt.failure.len == 0) {
+                ngx_str_set(&ctx->attempt.failure, "the provider sent a broken "
                             "stream");
             }
 
@@ -554,11 +560,11 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        ctx->body_done = 1;
+        ctx->attempt.body_done = 1;
         return NGX_OK;
     }
 
-    if (!ctx->holding) {
+    if (!ctx->stream.holding) {
         return NGX_OK;
     }
 
@@ -566,9 +572,10 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
         return NGX_AGAIN;
     }
 
-    if (!ctx->complete) {
-        ctx->provider_status = NGX_HTTP_BAD_GATEWAY;
-        ngx_str_set(&ctx->failure, "the provider's stream ended before its "
+    if (!ctx->attempt.complete) {
+        ctx->attempt.provider_status = NGX_HTTP_BAD_GATEWAY;
+        ngx_str_set(&ctx->attempt.failure,
+                    "the provider's stream ended before its "
                     "first content");
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
@@ -596,7 +603,7 @@ ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_upstream_t  *u;
 
     u = r->upstream;
-    e = ctx->stream_error;
+    e = ctx->stream.stream_error;
     status = e->status;
 
     len = sizeof("the provider's stream opened with an error: ") - 1
@@ -607,7 +614,7 @@ ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    ctx->failure.data = p;
+    ctx->attempt.failure.data = p;
     p = ngx_cpymem(p, "the provider's stream opened with an error: ",
                    sizeof("the provider's stream opened with an error: ") - 1);
 
@@ -618,11 +625,11 @@ ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     p = ngx_http_vmx_printable(p, e->message, ngx_min(e->message_len, 200));
-    ctx->failure.len = p - ctx->failure.data;
+    ctx->attempt.failure.len = p - ctx->attempt.failure.data;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "vmx: %V model \"%V\": %V", &ctx->target->provider,
-                  &ctx->target->model, &ctx->failure);
+                  "vmx: %V model \"%V\": %V", &ctx->attempt.target->provider,
+                  &ctx->attempt.target->model, &ctx->attempt.failure);
 
     vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 0);
     vmx_openai_error(&out, e->message, e->message_len,
@@ -634,10 +641,10 @@ ngx_http_vmx_stream_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     /* the held output is dropped: an answer of its own replaces it */
     u->out_bufs = NULL;
-    ctx->out_cur = NULL;
-    ctx->holding = 0;
-    ctx->streamed = 0;
-    ctx->provider_status = status;
+    ctx->attempt.out_cur = NULL;
+    ctx->stream.holding = 0;
+    ctx->stream.streamed = 0;
+    ctx->attempt.provider_status = status;
     u->headers_in.status_n = status;
 
     if (ngx_http_vmx_answer_out(r, ctx, status, &out) != NGX_OK) {
@@ -661,9 +668,9 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u = r->upstream;
 
-    if (ctx->answer) {
-        body.data = ctx->answer->pos;
-        body.len = ctx->answer->last - ctx->answer->pos;
+    if (ctx->attempt.answer) {
+        body.data = ctx->attempt.answer->pos;
+        body.len = ctx->attempt.answer->last - ctx->attempt.answer->pos;
 
     } else {
         ngx_str_set(&body, "");
@@ -671,7 +678,8 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     vmx_buf_init(&out, ngx_http_vmx_json_alloc, r->pool, 0);
 
-    status = ctx->provider->answer(r, ctx, ctx->provider_status, &body, &out);
+    status = ctx->attempt.provider->answer(r, ctx, ctx->attempt.provider_status,
+                                           &body, &out);
 
     if (vmx_buf_failed(&out)) {
         return NGX_ERROR;
@@ -683,7 +691,7 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (status != ctx->provider_status) {
+    if (status != ctx->attempt.provider_status) {
         /* an error in disguise, e.g. a safety block: the client's status */
         u->headers_in.status_n = status;
     }
@@ -705,24 +713,24 @@ ngx_http_vmx_answer_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_answer_error(r, ctx, out);
 
     /* the answer the client gets, sent once the header is out */
-    ctx->answer = ngx_calloc_buf(r->pool);
-    if (ctx->answer == NULL) {
+    ctx->attempt.answer = ngx_calloc_buf(r->pool);
+    if (ctx->attempt.answer == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->answer->pos = (u_char *) out->data;
-    ctx->answer->last = (u_char *) out->data + out->len;
-    ctx->answer->memory = 1;
-    ctx->answer->flush = 1;
-    ctx->answer->tag = u->output.tag;
+    ctx->attempt.answer->pos = (u_char *) out->data;
+    ctx->attempt.answer->last = (u_char *) out->data + out->len;
+    ctx->attempt.answer->memory = 1;
+    ctx->attempt.answer->flush = 1;
+    ctx->attempt.answer->tag = u->output.tag;
 
     u->headers_in.content_length_n = out->len;
-    ctx->complete = 1;
+    ctx->attempt.complete = 1;
 
     ngx_http_vmx_first_byte(ctx);
 
     /* read to the end of its framing: the connection can serve again */
-    u->keepalive = !ctx->provider_close;
+    u->keepalive = !ctx->attempt.provider_close;
 
     ngx_http_vmx_capacity_record(r, ctx);
 
@@ -764,8 +772,8 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     vmx_json_error_t   err;
     u_char             message[256];
 
-    refused = (ctx->provider_status == NGX_HTTP_UNAUTHORIZED
-               || ctx->provider_status == NGX_HTTP_FORBIDDEN);
+    refused = (ctx->attempt.provider_status == NGX_HTTP_UNAUTHORIZED
+               || ctx->attempt.provider_status == NGX_HTTP_FORBIDDEN);
 
     if (!refused) {
         root = vmx_json_parse(out->data, out->len, ngx_http_vmx_json_alloc,
@@ -776,8 +784,9 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         {
             /* OpenAI's envelope whole: Groq's lacks "param" and "code" */
             p = ngx_snprintf(message, sizeof(message) - 1, "The provider %V "
-                             "answered HTTP %ui", &ctx->target->provider,
-                             ctx->provider_status);
+                             "answered HTTP %ui",
+                             &ctx->attempt.target->provider,
+                             ctx->attempt.provider_status);
             *p = '\0';
 
             vmx_buf_init(&full, ngx_http_vmx_json_alloc, r->pool,
@@ -801,13 +810,14 @@ ngx_http_vmx_own_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     if (refused) {
         p = ngx_snprintf(message, sizeof(message), "The provider %V refused "
                          "the credentials of connection %V (HTTP %ui)",
-                         &ctx->target->provider, &ctx->target->connection->id,
-                         ctx->provider_status);
+                         &ctx->attempt.target->provider,
+                         &ctx->attempt.target->connection->id,
+                         ctx->attempt.provider_status);
 
     } else {
         p = ngx_snprintf(message, sizeof(message), "The provider %V answered "
-                         "HTTP %ui", &ctx->target->provider,
-                         ctx->provider_status);
+                         "HTTP %ui", &ctx->attempt.target->provider,
+                         ctx->attempt.provider_status);
     }
 
     vmx_buf_init(out, ngx_http_vmx_json_alloc, r->pool, 0);
@@ -835,8 +845,8 @@ ngx_http_vmx_answer_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     vmx_json_t        *root, *error;
     vmx_json_error_t   err;
 
-    ngx_str_null(&ctx->error_code);
-    ngx_str_null(&ctx->error_message);
+    ngx_str_null(&ctx->response.error_code);
+    ngx_str_null(&ctx->response.error_message);
 
     if (r->upstream->headers_in.status_n < NGX_HTTP_BAD_REQUEST) {
         return;
@@ -852,18 +862,18 @@ ngx_http_vmx_answer_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (v != NULL && len) {
-        ctx->error_code.data = (u_char *) v;
-        ctx->error_code.len = len;
+        ctx->response.error_code.data = (u_char *) v;
+        ctx->response.error_code.len = len;
 
     } else {
-        ngx_str_set(&ctx->error_code, "provider_error");
+        ngx_str_set(&ctx->response.error_code, "provider_error");
     }
 
     v = vmx_json_get_str(error, "message", &len);
 
     if (v != NULL && len) {
-        ctx->error_message.data = (u_char *) v;
-        ctx->error_message.len = len;
+        ctx->response.error_message.data = (u_char *) v;
+        ctx->response.error_message.len = len;
     }
 }
 
@@ -886,7 +896,7 @@ ngx_http_vmx_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
     /* only a stream the provider ended or cut (not the client) goes on */
-    if (!ctx->streamed || !u->header_sent || r->header_only
+    if (!ctx->stream.streamed || !u->header_sent || r->header_only
         || r->connection->error
         || (rc != 0 && rc != NGX_HTTP_BAD_GATEWAY
             && rc != NGX_HTTP_GATEWAY_TIME_OUT))
@@ -941,39 +951,40 @@ ngx_http_vmx_filter_init(void *data)
 
     u->length = -1;
 
-    if (!ctx->streamed) {
+    if (!ctx->stream.streamed) {
         /* the answer was read whole: it goes out now */
-        ngx_http_vmx_audit_capture(r, ctx, ctx->answer->pos,
-                                   ctx->answer->last - ctx->answer->pos);
+        ngx_http_vmx_audit_capture(r, ctx, ctx->attempt.answer->pos,
+                                   ctx->attempt.answer->last
+                                   - ctx->attempt.answer->pos);
 
-        if (ctx->answer->last > ctx->answer->pos) {
+        if (ctx->attempt.answer->last > ctx->attempt.answer->pos) {
             u->out_bufs = ngx_alloc_chain_link(r->pool);
             if (u->out_bufs == NULL) {
                 return NGX_ERROR;
             }
 
-            u->out_bufs->buf = ctx->answer;
+            u->out_bufs->buf = ctx->attempt.answer;
             u->out_bufs->next = NULL;
         }
 
         u->length = 0;
 
-    } else if (ctx->body_done) {
+    } else if (ctx->attempt.body_done) {
         /* the whole stream came with its head */
         u->length = 0;
-        u->keepalive = !ctx->provider_close && ctx->complete
-                       && !ctx->stream_failed;
+        u->keepalive = !ctx->attempt.provider_close && ctx->attempt.complete
+                       && !ctx->response.stream_failed;
 
     } else {
         /* with a framing, a close before its end is an error, not the end */
-        u->length = ctx->chunked_answer ? 1 : ctx->remaining;
+        u->length = ctx->attempt.chunked_answer ? 1 : ctx->attempt.remaining;
     }
 
     /*
      * what was held goes out now, behind the header nginx still holds, in
      * one write: left to nginx, the header would be flushed on its own
      */
-    ctx->out_cur = NULL;
+    ctx->attempt.out_cur = NULL;
 
     if (u->out_bufs) {
         rc = ngx_http_output_filter(r, u->out_bufs);
@@ -1020,7 +1031,7 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
         return NGX_OK;
     }
 
-    ctx->out_cur = NULL;
+    ctx->attempt.out_cur = NULL;
 
     rc = ngx_http_vmx_unframe(r, ctx, &in, ngx_http_vmx_stream_data);
 
@@ -1033,11 +1044,11 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
 
     if (rc == NGX_DONE) {
         u->length = 0;
-        u->keepalive = !ctx->provider_close;
+        u->keepalive = !ctx->attempt.provider_close;
         return ngx_http_vmx_stream_close(r, ctx, 1);
     }
 
-    if (ctx->complete) {
+    if (ctx->attempt.complete) {
         /* the provider's format said the end: no need to wait for close */
         u->length = 0;
     }
@@ -1059,12 +1070,12 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     size_t     size;
     ngx_int_t  rc;
 
-    if (!ctx->chunked_answer) {
+    if (!ctx->attempt.chunked_answer) {
         size = in->last - in->pos;
 
-        if (ctx->remaining >= 0) {
-            size = ngx_min((off_t) size, ctx->remaining);
-            ctx->remaining -= size;
+        if (ctx->attempt.remaining >= 0) {
+            size = ngx_min((off_t) size, ctx->attempt.remaining);
+            ctx->attempt.remaining -= size;
         }
 
         if (size && ngx_http_vmx_body(r, ctx, handler, in->pos, size)
@@ -1075,7 +1086,7 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
         in->pos += size;
 
-        if (ctx->remaining != 0) {
+        if (ctx->attempt.remaining != 0) {
             return NGX_OK;
         }
 
@@ -1083,10 +1094,11 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     for ( ;; ) {
-        rc = ngx_http_parse_chunked(r, in, &ctx->chunked);
+        rc = ngx_http_parse_chunked(r, in, &ctx->attempt.chunked);
 
         if (rc == NGX_OK) {
-            size = ngx_min((off_t) (in->last - in->pos), ctx->chunked.size);
+            size = ngx_min((off_t) (in->last - in->pos),
+                           ctx->attempt.chunked.size);
 
             if (size && ngx_http_vmx_body(r, ctx, handler, in->pos, size)
                         != NGX_OK)
@@ -1095,7 +1107,7 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             }
 
             in->pos += size;
-            ctx->chunked.size -= size;
+            ctx->attempt.chunked.size -= size;
             continue;
         }
 
@@ -1109,18 +1121,21 @@ ngx_http_vmx_unframe(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent an invalid chunked body");
-        ngx_str_set(&ctx->failure, "the provider sent an invalid chunked "
+        ngx_str_set(&ctx->attempt.failure,
+                    "the provider sent an invalid chunked "
                     "body");
         return NGX_ERROR;
     }
 
 done:
 
-    if (ctx->inflate && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK) {
+    if (ctx->attempt.inflate
+        && vmx_inflate_finish(ctx->attempt.inflate) != VMX_INFLATE_OK)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider's compressed body ended inside its "
                       "data");
-        ngx_str_set(&ctx->failure, "the provider's compressed body is "
+        ngx_str_set(&ctx->attempt.failure, "the provider's compressed body is "
                     "truncated");
         return NGX_ERROR;
     }
@@ -1151,7 +1166,7 @@ ngx_http_vmx_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     int                       rc;
     ngx_http_vmx_inflating_t  in;
 
-    if (ctx->inflate == NULL) {
+    if (ctx->attempt.inflate == NULL) {
         return handler(r, ctx, data, len);
     }
 
@@ -1159,7 +1174,7 @@ ngx_http_vmx_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     in.ctx = ctx;
     in.handler = handler;
 
-    rc = vmx_inflate_feed(ctx->inflate, (char *) data, len,
+    rc = vmx_inflate_feed(ctx->attempt.inflate, (char *) data, len,
                           ngx_http_vmx_inflated, &in);
 
     if (rc == VMX_INFLATE_OK) {
@@ -1170,7 +1185,7 @@ ngx_http_vmx_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider's compressed body is %s",
                       vmx_inflate_strerror(rc));
-        ngx_str_set(&ctx->failure, "the provider's compressed body is "
+        ngx_str_set(&ctx->attempt.failure, "the provider's compressed body is "
                     "corrupt");
     }
 
@@ -1198,15 +1213,19 @@ ngx_http_vmx_collect(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     size_t                    size, used;
     ngx_http_vmx_loc_conf_t  *vlcf;
 
-    if (ctx->answer && (size_t) (ctx->answer->end - ctx->answer->last) >= len)
+    if (ctx->attempt.answer
+        && (size_t) (ctx->attempt.answer->end - ctx->attempt.answer->last)
+           >= len)
     {
-        ctx->answer->last = ngx_cpymem(ctx->answer->last, data, len);
+        ctx->attempt.answer->last = ngx_cpymem(ctx->attempt.answer->last, data,
+                                               len);
         return NGX_OK;
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
 
-    used = ctx->answer ? (size_t) (ctx->answer->last - ctx->answer->pos) : 0;
+    used = ctx->attempt.answer ? (size_t) (ctx->attempt.answer->last
+                                           - ctx->attempt.answer->pos) : 0;
 
     for (size = 16384; size < used + len; size *= 2) { /* void */ }
 
@@ -1214,7 +1233,7 @@ ngx_http_vmx_collect(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: the provider's answer exceeds "
                       "vmx_max_response_size");
-        ngx_str_set(&ctx->failure, "the provider's answer exceeds "
+        ngx_str_set(&ctx->attempt.failure, "the provider's answer exceeds "
                     "vmx_max_response_size");
         return NGX_ERROR;
     }
@@ -1224,20 +1243,20 @@ ngx_http_vmx_collect(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (ctx->answer == NULL) {
-        ctx->answer = ngx_calloc_buf(r->pool);
-        if (ctx->answer == NULL) {
+    if (ctx->attempt.answer == NULL) {
+        ctx->attempt.answer = ngx_calloc_buf(r->pool);
+        if (ctx->attempt.answer == NULL) {
             return NGX_ERROR;
         }
 
     } else {
-        ngx_memcpy(p, ctx->answer->pos, used);
+        ngx_memcpy(p, ctx->attempt.answer->pos, used);
     }
 
-    ctx->answer->start = p;
-    ctx->answer->pos = p;
-    ctx->answer->last = ngx_cpymem(p + used, data, len);
-    ctx->answer->end = p + size;
+    ctx->attempt.answer->start = p;
+    ctx->attempt.answer->pos = p;
+    ctx->attempt.answer->last = ngx_cpymem(p + used, data, len);
+    ctx->attempt.answer->end = p + size;
 
     return NGX_OK;
 }
@@ -1251,8 +1270,8 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     /* a handler's stop (> 0) has its reason in ctx already */
 
-    if (ctx->eventstream) {
-        rc = vmx_eventstream_feed(&ctx->es, (char *) data, len,
+    if (ctx->stream.eventstream) {
+        rc = vmx_eventstream_feed(&ctx->stream.es, (char *) data, len,
                                   ngx_http_vmx_es_message, r);
 
         if (rc < 0) {
@@ -1260,15 +1279,17 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                           "vmx: provider sent a broken eventstream (%d)", rc);
 
             if (rc == VMX_EVENTSTREAM_BAD_CRC) {
-                ngx_str_set(&ctx->failure, "the provider's eventstream "
+                ngx_str_set(&ctx->attempt.failure, "the provider's eventstream "
                             "failed its CRC check");
 
             } else if (rc == VMX_EVENTSTREAM_TOO_LARGE) {
-                ngx_str_set(&ctx->failure, "the provider sent an eventstream "
+                ngx_str_set(&ctx->attempt.failure,
+                            "the provider sent an eventstream "
                             "message over 256 KB");
 
             } else {
-                ngx_str_set(&ctx->failure, "the provider sent a malformed "
+                ngx_str_set(&ctx->attempt.failure,
+                            "the provider sent a malformed "
                             "eventstream");
             }
         }
@@ -1276,14 +1297,15 @@ ngx_http_vmx_stream_data(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return (rc == VMX_EVENTSTREAM_OK) ? NGX_OK : NGX_ERROR;
     }
 
-    rc = vmx_sse_feed(&ctx->sse, (char *) data, len, ngx_http_vmx_sse_event,
-                      r);
+    rc = vmx_sse_feed(&ctx->stream.sse, (char *) data, len,
+                      ngx_http_vmx_sse_event, r);
 
     if (rc == VMX_SSE_TOO_LARGE) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent a stream event over %uz bytes",
                       (size_t) NGX_HTTP_VMX_SSE_EVENT_MAX);
-        ngx_str_set(&ctx->failure, "the provider sent a stream event over "
+        ngx_str_set(&ctx->attempt.failure,
+                    "the provider sent a stream event over "
                     "256 KB");
     }
 
@@ -1326,9 +1348,9 @@ ngx_http_vmx_es_message(void *data, const vmx_eventstream_message_t *m)
     value.data = (u_char *) m->payload;
     value.len = m->payload_len;
 
-    ctx->es_message = m;
+    ctx->stream.es_message = m;
     rc = ngx_http_vmx_stream_event(r, &name, &value);
-    ctx->es_message = NULL;
+    ctx->stream.es_message = NULL;
 
     return rc;
 }
@@ -1343,34 +1365,36 @@ ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (ctx->complete) {
+    if (ctx->attempt.complete) {
         /* nothing counts after the provider's own end */
         return 0;
     }
 
-    ctx->scratch.len = 0;
-    ctx->stream_error = NULL;
+    ctx->response.scratch.len = 0;
+    ctx->stream.stream_error = NULL;
 
-    if (ctx->provider->stream_event(r, ctx, name, value, &ctx->scratch)
+    if (ctx->attempt.provider->stream_event(r, ctx, name, value,
+                                            &ctx->response.scratch)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "vmx: provider sent an unreadable stream event");
-        ngx_str_set(&ctx->failure, "the provider sent an unreadable stream "
+        ngx_str_set(&ctx->attempt.failure,
+                    "the provider sent an unreadable stream "
                     "event");
         return 1;
     }
 
-    if (ctx->stream_error) {
-        if (ctx->holding) {
+    if (ctx->stream.stream_error) {
+        if (ctx->stream.holding) {
             /* the client has seen nothing: the attempt fails instead */
             return 1;
         }
 
-        code.data = (u_char *) ctx->stream_error->code;
-        code.len = ctx->stream_error->code_len;
-        message.data = (u_char *) ctx->stream_error->message;
-        message.len = ctx->stream_error->message_len;
+        code.data = (u_char *) ctx->stream.stream_error->code;
+        code.len = ctx->stream.stream_error->code_len;
+        message.data = (u_char *) ctx->stream.stream_error->message;
+        message.len = ctx->stream.stream_error->message_len;
 
         if (code.len == 0) {
             ngx_str_set(&code, "provider_stream_error");
@@ -1379,16 +1403,16 @@ ngx_http_vmx_stream_event(ngx_http_request_t *r, ngx_str_t *name,
         ngx_str_set(&reason, "the provider's stream failed with an error "
                     "event");
 
-        ngx_http_vmx_stream_failed(r, ctx, ctx->stream_error->status, &code,
-                                   &message, &reason);
+        ngx_http_vmx_stream_failed(r, ctx, ctx->stream.stream_error->status,
+                                   &code, &message, &reason);
     }
 
-    if (ctx->holding && ctx->scratch.len) {
-        ctx->held += ctx->scratch.len;
+    if (ctx->stream.holding && ctx->response.scratch.len) {
+        ctx->stream.held += ctx->response.scratch.len;
 
-        if ((ctx->held > NGX_HTTP_VMX_HELD_MAX
-             || vmx_openai_stream_substantive(ctx->scratch.data,
-                                              ctx->scratch.len,
+        if ((ctx->stream.held > NGX_HTTP_VMX_HELD_MAX
+             || vmx_openai_stream_substantive(ctx->response.scratch.data,
+                                              ctx->response.scratch.len,
                                               ngx_http_vmx_json_alloc,
                                               r->pool))
             && ngx_http_vmx_stream_release(r, ctx) != NGX_OK)
@@ -1408,12 +1432,12 @@ ngx_http_vmx_stream_release(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     ngx_chain_t  *cl;
 
-    ctx->holding = 0;
-    ngx_str_null(&ctx->failure);
+    ctx->stream.holding = 0;
+    ngx_str_null(&ctx->attempt.failure);
 
     /* a failed attempt's error is not the request's any more */
-    ngx_str_null(&ctx->error_code);
-    ngx_str_null(&ctx->error_message);
+    ngx_str_null(&ctx->response.error_code);
+    ngx_str_null(&ctx->response.error_message);
 
     ngx_http_vmx_first_byte(ctx);
 
@@ -1433,25 +1457,27 @@ ngx_http_vmx_stream_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     u_char  *p;
 
-    if (vmx_buf_failed(&ctx->scratch)) {
+    if (vmx_buf_failed(&ctx->response.scratch)) {
         return NGX_ERROR;
     }
 
-    if (ctx->scratch.len == 0) {
+    if (ctx->response.scratch.len == 0) {
         return NGX_OK;
     }
 
-    p = ngx_http_vmx_out(r, ctx, ctx->scratch.len);
+    p = ngx_http_vmx_out(r, ctx, ctx->response.scratch.len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->out_cur->last = ngx_cpymem(p, ctx->scratch.data, ctx->scratch.len);
+    ctx->attempt.out_cur->last = ngx_cpymem(p, ctx->response.scratch.data,
+                                            ctx->response.scratch.len);
 
-    if (!ctx->holding) {
+    if (!ctx->stream.holding) {
         ngx_http_vmx_first_byte(ctx);
-        ngx_http_vmx_audit_capture(r, ctx, (u_char *) ctx->scratch.data,
-                                   ctx->scratch.len);
+        ngx_http_vmx_audit_capture(r, ctx,
+                                   (u_char *) ctx->response.scratch.data,
+                                   ctx->response.scratch.len);
     }
 
     return NGX_OK;
@@ -1467,17 +1493,17 @@ static ngx_int_t
 ngx_http_vmx_stream_finish(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t normal)
 {
-    if (!ctx->eventstream && !ctx->complete) {
+    if (!ctx->stream.eventstream && !ctx->attempt.complete) {
         /* a stop or an error here leaves the stream incomplete */
-        (void) vmx_sse_finish(&ctx->sse, ngx_http_vmx_sse_event, r);
+        (void) vmx_sse_finish(&ctx->stream.sse, ngx_http_vmx_sse_event, r);
     }
 
-    if (!ctx->complete && normal
-        && !(ctx->inflate
-             && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK))
+    if (!ctx->attempt.complete && normal
+        && !(ctx->attempt.inflate
+             && vmx_inflate_finish(ctx->attempt.inflate) != VMX_INFLATE_OK))
     {
-        ctx->scratch.len = 0;
-        ctx->provider->stream_end(r, ctx, &ctx->scratch);
+        ctx->response.scratch.len = 0;
+        ctx->attempt.provider->stream_end(r, ctx, &ctx->response.scratch);
 
         if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
             return NGX_ERROR;
@@ -1504,13 +1530,13 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                                "complete";
     static const char  late[] = "The provider's stream timed out: ";
 
-    ctx->out_cur = NULL;
+    ctx->attempt.out_cur = NULL;
 
     if (ngx_http_vmx_stream_finish(r, ctx, normal) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ctx->complete) {
+    if (ctx->attempt.complete) {
         return NGX_OK;
     }
 
@@ -1541,7 +1567,9 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     message.data = (u_char *) cut;
     message.len = sizeof(cut) - 1;
 
-    if (ctx->inflate && vmx_inflate_finish(ctx->inflate) != VMX_INFLATE_OK) {
+    if (ctx->attempt.inflate
+        && vmx_inflate_finish(ctx->attempt.inflate) != VMX_INFLATE_OK)
+    {
         ngx_str_set(&reason, "the provider's compressed stream ended inside "
                     "its data");
 
@@ -1559,7 +1587,8 @@ ngx_http_vmx_stream_close(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 
 /* the provider's stream broke after its first content: a CRC, a frame, an
-   event or compressed data that cannot be read (ctx->failure says which) */
+   event or compressed data that cannot be read (ctx->attempt.failure says
+   which) */
 
 static ngx_int_t
 ngx_http_vmx_stream_broken(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
@@ -1568,14 +1597,14 @@ ngx_http_vmx_stream_broken(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     static const char  broken[] = "The provider's stream broke off: it sent "
                                   "data that could not be read";
 
-    if (ctx->complete) {
+    if (ctx->attempt.complete) {
         return NGX_OK;
     }
 
     ngx_str_set(&code, "provider_stream_broken");
     message.data = (u_char *) broken;
     message.len = sizeof(broken) - 1;
-    reason = ctx->failure;
+    reason = ctx->attempt.failure;
 
     if (reason.len == 0) {
         ngx_str_set(&reason, "the provider sent a broken stream");
@@ -1596,15 +1625,15 @@ ngx_http_vmx_stream_end(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_stream_failed(r, ctx, NGX_HTTP_BAD_GATEWAY, code, message,
                                reason);
 
-    ctx->scratch.len = 0;
-    vmx_openai_error_event(&ctx->scratch, (char *) message->data,
+    ctx->response.scratch.len = 0;
+    vmx_openai_error_event(&ctx->response.scratch, (char *) message->data,
                            message->len, "server_error", (char *) code->data);
 
     if (ngx_http_vmx_stream_out(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ctx->complete = 1;
+    ctx->attempt.complete = 1;
 
     return NGX_OK;
 }
@@ -1622,20 +1651,20 @@ ngx_http_vmx_stream_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 {
     ngx_http_vmx_attempt_t  *a;
 
-    ctx->stream_failed = 1;
-    ctx->error_code = *code;
-    ctx->error_message = *message;
+    ctx->response.stream_failed = 1;
+    ctx->response.error_code = *code;
+    ctx->response.error_message = *message;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "vmx: %V model \"%V\" failed in its stream (%V): %V",
-                  &ctx->target->provider, &ctx->target->model, reason,
-                  message);
+                  &ctx->attempt.target->provider, &ctx->attempt.target->model,
+                  reason, message);
 
-    if (ctx->nattempts == 0) {
+    if (ctx->plan.nattempts == 0) {
         return;
     }
 
-    a = &ctx->attempt_log[ctx->nattempts - 1];
+    a = &ctx->plan.attempt_log[ctx->plan.nattempts - 1];
 
     if (a->failed) {
         return;
@@ -1645,7 +1674,7 @@ ngx_http_vmx_stream_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     a->failure = *reason;
     a->ended_usec = ngx_http_vmx_usec();
 
-    ngx_http_vmx_health_record(r, ctx->target, (ngx_int_t) status,
+    ngx_http_vmx_health_record(r, ctx->attempt.target, (ngx_int_t) status,
                                a->ended_usec - a->started_usec);
 }
 
@@ -1662,7 +1691,7 @@ ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, size_t size)
     ngx_chain_t          *cl, **last;
     ngx_http_upstream_t  *u;
 
-    b = ctx->out_cur;
+    b = ctx->attempt.out_cur;
 
     if (b && (size_t) (b->end - b->last) >= size) {
         return b->last;
@@ -1695,7 +1724,7 @@ ngx_http_vmx_out(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, size_t size)
     for (last = &u->out_bufs; *last; last = &(*last)->next) { /* void */ }
     *last = cl;
 
-    ctx->out_cur = b;
+    ctx->attempt.out_cur = b;
 
     return b->last;
 }
@@ -1713,7 +1742,7 @@ ngx_http_vmx_peer_init(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
     r->upstream->peer.get = ngx_http_vmx_peer_get;
     r->upstream->peer.free = ngx_http_vmx_peer_free;
     r->upstream->peer.data = r;
-    r->upstream->peer.tries = ctx->nplan;
+    r->upstream->peer.tries = ctx->plan.ntargets;
 
     return NGX_OK;
 }
@@ -1732,62 +1761,46 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_http_vmx_scope_t        scope;
     ngx_http_vmx_attempt_t     *attempt;
     ngx_http_vmx_ctx_t         *ctx;
+    ngx_http_vmx_target_t      *target;
     ngx_http_vmx_connection_t  *conn;
 
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (ctx->next >= ctx->nplan) {
+    if (ctx->plan.next >= ctx->plan.ntargets) {
         return NGX_BUSY;
     }
 
-    ctx->target = ctx->plan[ctx->next++];
-    ctx->attempts++;
+    target = ctx->plan.targets[ctx->plan.next++];
+    ctx->plan.attempts++;
 
-    conn = ctx->target->connection;
+    conn = target->connection;
 
-    if (ctx->nattempts < NGX_HTTP_VMX_MAX_EVENTS) {
-        attempt = &ctx->attempt_log[ctx->nattempts++];
+    if (ctx->plan.nattempts < NGX_HTTP_VMX_MAX_EVENTS) {
+        attempt = &ctx->plan.attempt_log[ctx->plan.nattempts++];
         ngx_memzero(attempt, sizeof(ngx_http_vmx_attempt_t));
 
         tp = ngx_timeofday();
-        attempt->target = ctx->target;
+        attempt->target = target;
         ngx_http_vmx_span_id(attempt->span_id);
         attempt->started_ms = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
         attempt->started_usec = ngx_http_vmx_usec();
     }
 
-    /* this attempt starts afresh */
+    /* this attempt starts afresh; the request built when it was checked
+       serves the first attempt only, with the stage built for it */
     u->process_header = ngx_http_vmx_process_status_line;
     r->state = 0;
-    ngx_memzero(&ctx->status, sizeof(ngx_http_status_t));
-    ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
-    ngx_str_null(&ctx->retry_after);
-    ngx_str_null(&ctx->error_type);
-    ngx_str_null(&ctx->failure);
-    ctx->provider_status = 0;
-    ctx->requests_limit = NGX_ERROR;
-    ctx->tokens_limit = NGX_ERROR;
-    ctx->remaining = -1;
-    ctx->answer = NULL;
-    ctx->stream_state = NULL;
-    ctx->chunked_answer = 0;
-    ctx->streamed = 0;
-    ctx->eventstream = 0;
-    ctx->answered = 0;
-    ctx->provider_close = 0;
-    ctx->complete = 0;
-    ctx->holding = 0;
-    ctx->body_done = 0;
-    ctx->held = 0;
-    ctx->inflate = NULL;
-    ctx->stream_error = NULL;
-    ctx->own_response = 0;
-    vmx_usage_init(&ctx->usage);
+
+    first_request = ctx->plan.first_request;
+    ctx->plan.first_request = NULL;
+
+    if (first_request == NULL) {
+        ngx_http_vmx_attempt_reset(ctx, target);
+    }
 
     /* output a failed attempt held is not the client's */
     u->out_bufs = NULL;
-    ctx->out_cur = NULL;
 
     addr = &conn->addrs[conn->naddrs > 1 ? ngx_random() % conn->naddrs : 0];
 
@@ -1804,10 +1817,6 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     u->ssl_name = conn->host;
 #endif
 
-    /* the request built when it was checked serves the first attempt only */
-    first_request = ctx->first_request;
-    ctx->first_request = NULL;
-
     /* the connection's own capacity; none left: the next model */
 
     scope.kind = 'c';
@@ -1818,13 +1827,13 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     scope.ahead = 0;
 
     switch (ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
-                                      (ngx_int_t) ctx->nattempts - 1))
+                                      (ngx_int_t) ctx->plan.nattempts - 1))
     {
     case NGX_HTTP_VMX_ADMIT_PASS:
         break;
 
     case NGX_HTTP_VMX_ADMIT_DENY:
-        ctx->capacity_failures++;
+        ctx->admission.capacity_failures++;
         return NGX_DECLINED;
 
     default: /* NGX_HTTP_VMX_ADMIT_ERROR: only the gate waits */
@@ -1835,14 +1844,13 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
         u->request_bufs = first_request;
         rc = NGX_OK;
 
-        if (ctx->nattempts) {
-            ngx_memcpy(ctx->attempt_log[ctx->nattempts - 1].span_id,
-                       ctx->first_span, 16);
+        if (ctx->plan.nattempts) {
+            ngx_memcpy(ctx->plan.attempt_log[ctx->plan.nattempts - 1].span_id,
+                       ctx->request.first_span, 16);
         }
 
     } else {
-        rc = ngx_http_vmx_provider_request(r, ctx, ctx->target,
-                                           &u->request_bufs);
+        rc = ngx_http_vmx_provider_request(r, ctx, &u->request_bufs);
     }
 
     if (rc == NGX_DECLINED || rc == NGX_HTTP_VMX_UNAVAILABLE) {
@@ -1855,12 +1863,32 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "vmx: attempt %ui: %V model \"%V\"", ctx->attempts,
-                   &ctx->target->provider, &ctx->target->model);
+                   "vmx: attempt %ui: %V model \"%V\"", ctx->plan.attempts,
+                   &ctx->attempt.target->provider, &ctx->attempt.target->model);
 
     ngx_http_vmx_attempt_timeouts(r, ctx);
 
     return ngx_http_vmx_keepalive_get(pc, conn);
+}
+
+
+/*
+ * A new attempt at target: its stages start afresh, all zero but for what
+ * is unknown until the provider says it.
+ */
+
+void
+ngx_http_vmx_attempt_reset(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_target_t *target)
+{
+    ngx_memzero(&ctx->attempt, sizeof(ngx_http_vmx_ctx_attempt_t));
+    ngx_memzero(&ctx->stream, sizeof(ngx_http_vmx_ctx_stream_t));
+
+    ctx->attempt.target = target;
+    ctx->attempt.requests_limit = NGX_ERROR;
+    ctx->attempt.tokens_limit = NGX_ERROR;
+    ctx->attempt.remaining = -1;
+    vmx_usage_init(&ctx->attempt.usage);
 }
 
 
@@ -1881,8 +1909,8 @@ ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u = r->upstream;
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
-    rt = &ctx->resource->timeouts;
-    ct = &ctx->target->connection->timeouts;
+    rt = &ctx->request.resource->timeouts;
+    ct = &ctx->attempt.target->connection->timeouts;
 
 #define ngx_http_vmx_timeout(member, dflt)                                    \
     (rt->member ? (ngx_msec_t) rt->member                                     \
@@ -1891,17 +1919,19 @@ ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     u->conf->connect_timeout = ngx_http_vmx_timeout(connect_ms,
                                                     vlcf->upstream
                                                     .connect_timeout);
-    ctx->first_byte_timeout = ngx_http_vmx_timeout(first_byte_ms,
+    ctx->attempt.first_byte_timeout = ngx_http_vmx_timeout(first_byte_ms,
                                                    vlcf->first_byte_timeout);
-    ctx->idle_timeout = ngx_http_vmx_timeout(idle_ms, vlcf->idle_timeout);
-    ctx->total_timeout = ngx_http_vmx_timeout(total_ms, vlcf->total_timeout);
+    ctx->attempt.idle_timeout = ngx_http_vmx_timeout(idle_ms,
+                                                     vlcf->idle_timeout);
+    ctx->attempt.total_timeout = ngx_http_vmx_timeout(total_ms,
+                                                      vlcf->total_timeout);
 
 #undef ngx_http_vmx_timeout
 
-    u->conf->read_timeout = ctx->first_byte_timeout;
+    u->conf->read_timeout = ctx->attempt.first_byte_timeout;
 
-    ctx->total_timedout = 0;
-    ngx_add_timer(&ctx->total_event, ctx->total_timeout);
+    ctx->attempt.total_timedout = 0;
+    ngx_add_timer(&ctx->plan.total_event, ctx->attempt.total_timeout);
 }
 
 
@@ -1914,10 +1944,10 @@ ngx_http_vmx_idle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_upstream_t  *u;
 
     u = r->upstream;
-    u->conf->read_timeout = ctx->idle_timeout;
+    u->conf->read_timeout = ctx->attempt.idle_timeout;
 
     if (u->peer.connection) {
-        ngx_add_timer(u->peer.connection->read, ctx->idle_timeout);
+        ngx_add_timer(u->peer.connection->read, ctx->attempt.idle_timeout);
     }
 }
 
@@ -1940,11 +1970,11 @@ ngx_http_vmx_total_timeout(ngx_event_t *ev)
     c = r->upstream->peer.connection;
 
     /* a whole answer read: only the client is slow */
-    if (c == NULL || ctx->complete) {
+    if (c == NULL || ctx->attempt.complete) {
         return;
     }
 
-    ctx->total_timedout = 1;
+    ctx->attempt.total_timedout = 1;
 
     c->read->timedout = 1;
     c->read->handler(c->read);
@@ -1956,8 +1986,8 @@ ngx_http_vmx_total_cleanup(void *data)
 {
     ngx_http_vmx_ctx_t  *ctx = data;
 
-    if (ctx->total_event.timer_set) {
-        ngx_del_timer(&ctx->total_event);
+    if (ctx->plan.total_event.timer_set) {
+        ngx_del_timer(&ctx->plan.total_event);
     }
 }
 
@@ -1986,18 +2016,18 @@ ngx_http_vmx_timeout_reason(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     u = r->upstream;
 
-    if (ctx->total_timedout) {
+    if (ctx->attempt.total_timedout) {
         fmt = "total_timeout: the provider's answer took longer than %M ms";
-        ms = ctx->total_timeout;
+        ms = ctx->attempt.total_timeout;
 
-    } else if (c->read->timedout && ctx->answered) {
+    } else if (c->read->timedout && ctx->attempt.answered) {
         fmt = "idle_timeout: the provider sent nothing for %M ms";
-        ms = ctx->idle_timeout;
+        ms = ctx->attempt.idle_timeout;
 
     } else if (c->read->timedout) {
         fmt = "first_byte_timeout: the provider's answer did not start "
               "within %M ms";
-        ms = ctx->first_byte_timeout;
+        ms = ctx->attempt.first_byte_timeout;
 
     } else if (!u->request_sent) {
         fmt = "connect_timeout: no connection to the provider within %M ms";
@@ -2034,8 +2064,8 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     c = pc->connection;
 
-    if (ctx->total_event.timer_set) {
-        ngx_del_timer(&ctx->total_event);
+    if (ctx->plan.total_event.timer_set) {
+        ngx_del_timer(&ctx->plan.total_event);
     }
 
     if (pc->tries) {
@@ -2044,14 +2074,14 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
 
     if (state & NGX_PEER_FAILED) {
 
-        if (pc->cached && !ctx->answered && c
+        if (pc->cached && !ctx->attempt.answered && c
             && !c->read->timedout && !c->write->timedout)
         {
             /* a kept connection the provider had closed: nginx tries the
                same peer again, so does the plan */
-            ctx->next--;
-            ctx->attempts--;
-            ctx->nattempts--;
+            ctx->plan.next--;
+            ctx->plan.attempts--;
+            ctx->plan.nattempts--;
             return;
         }
 
@@ -2059,8 +2089,8 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
-    ngx_http_vmx_keepalive_save(pc, r->upstream, ctx->target->connection,
-                                state);
+    ngx_http_vmx_keepalive_save(pc, r->upstream,
+                                ctx->attempt.target->connection, state);
 }
 
 
@@ -2071,11 +2101,11 @@ ngx_http_vmx_first_byte(ngx_http_vmx_ctx_t *ctx)
 {
     ngx_http_vmx_attempt_t  *a;
 
-    if (ctx->nattempts == 0) {
+    if (ctx->plan.nattempts == 0) {
         return;
     }
 
-    a = &ctx->attempt_log[ctx->nattempts - 1];
+    a = &ctx->plan.attempt_log[ctx->plan.nattempts - 1];
 
     if (a->first_byte_usec == 0) {
         a->first_byte_usec = ngx_http_vmx_usec();
@@ -2098,17 +2128,17 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_event_t    *ev;
     ngx_http_vmx_attempt_t  *a;
 
-    if (ctx->target == NULL) {
+    if (ctx->attempt.target == NULL) {
         return;
     }
 
-    if (ctx->failure.len) {
-        reason = ctx->failure;
+    if (ctx->attempt.failure.len) {
+        reason = ctx->attempt.failure;
 
     } else if (c && (c->read->timedout || c->write->timedout)) {
         reason = ngx_http_vmx_timeout_reason(r, ctx, c);
 
-    } else if (ctx->provider_status / 100 > 2) {
+    } else if (ctx->attempt.provider_status / 100 > 2) {
         p = ngx_pnalloc(r->pool, sizeof("provider answered HTTP ")
                                  + NGX_INT_T_LEN);
         if (p == NULL) {
@@ -2117,10 +2147,10 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         } else {
             reason.data = p;
             reason.len = ngx_sprintf(p, "provider answered HTTP %ui",
-                                     ctx->provider_status) - p;
+                                     ctx->attempt.provider_status) - p;
         }
 
-    } else if (ctx->answered) {
+    } else if (ctx->attempt.answered) {
         ngx_str_set(&reason, "provider's answer was cut short");
 
     } else if (c && c->read->eof) {
@@ -2130,38 +2160,38 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_set(&reason, "provider could not be reached");
     }
 
-    if (ctx->resource->use_fallback
-        && ctx->nevents < NGX_HTTP_VMX_MAX_EVENTS)
+    if (ctx->request.resource->use_fallback
+        && ctx->plan.nevents < NGX_HTTP_VMX_MAX_EVENTS)
     {
-        ev = &ctx->events[ctx->nevents++];
+        ev = &ctx->plan.events[ctx->plan.nevents++];
 
-        ev->provider = ctx->target->provider;
-        ev->model = ctx->target->model;
-        ev->connection_id = ctx->target->connection->id;
-        ev->status = ctx->provider_status;
+        ev->provider = ctx->attempt.target->provider;
+        ev->model = ctx->attempt.target->model;
+        ev->connection_id = ctx->attempt.target->connection->id;
+        ev->status = ctx->attempt.provider_status;
         ev->reason = reason;
         tp = ngx_timeofday();
         ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
     }
 
-    if (ctx->nattempts) {
-        ngx_http_vmx_limits_release(r, ctx, ctx->nattempts - 1);
+    if (ctx->plan.nattempts) {
+        ngx_http_vmx_limits_release(r, ctx, ctx->plan.nattempts - 1);
 
-        a = &ctx->attempt_log[ctx->nattempts - 1];
+        a = &ctx->plan.attempt_log[ctx->plan.nattempts - 1];
         a->failed = 1;
-        a->status = ctx->provider_status;
+        a->status = ctx->attempt.provider_status;
         a->failure = reason;
         a->ended_usec = ngx_http_vmx_usec();
 
-        ngx_http_vmx_health_record(r, ctx->target,
+        ngx_http_vmx_health_record(r, ctx->attempt.target,
                                    a->status ? (ngx_int_t) a->status : -1,
                                    a->ended_usec - a->started_usec);
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "vmx: %V model \"%V\" failed (%V), %s",
-                  &ctx->target->provider, &ctx->target->model, &reason,
-                  tries_left ? "falling back" : "no fallback left");
+                  &ctx->attempt.target->provider, &ctx->attempt.target->model,
+                  &reason, tries_left ? "falling back" : "no fallback left");
 }
 
 
