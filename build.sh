@@ -17,6 +17,8 @@ DEB_PACKAGES=(
     wrk openssl curl nodejs npm ca-certificates prometheus chromium
 )
 
+# AddressSanitizer's runtime, preloaded into nginx for a module built with it
+ASAN_RUNTIME=$(gcc -print-file-name=libasan.so)
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # --- dependencies -----------------------------------------------------------
@@ -54,29 +56,33 @@ deps() {
 build_module() {
     # Debian's nginx-dev ships the headers and the configure flags its nginx
     # was built with; the module must use the same to be binary compatible.
-    local src=/usr/share/nginx/src out="$ROOT/build/nginx"
+    # $1: the build's folder under build/, $2: more compiler and linker flags
+    # (build/nginx-asan: AddressSanitizer's, for the tests that run under it)
+    local src=/usr/share/nginx/src out="$ROOT/build/${1:-nginx}" extra=${2:-}
     if [ ! -f "$out/Makefile" ] || [ config -nt "$out/Makefile" ]; then
-        log "configuring the nginx module"
+        log "configuring the nginx module${extra:+ ($extra)}"
         mkdir -p "$out"
         (
             cd "$src"
             # shellcheck disable=SC1091
             . ./conf_flags
             ./configure \
-                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
-                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS) $extra" \
+                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC $extra" \
                 "${NGX_CONF_FLAGS[@]}" \
                 --add-dynamic-module="$ROOT" --builddir="$out" >"$out/configure.log" 2>&1
         ) || { cat "$out/configure.log"; exit 1; }
     fi
-    log "building the nginx module"
+    log "building the nginx module${extra:+ ($extra)}"
     make -s -f "$out/Makefile" -C "$src" modules >"$out/make.log" 2>&1 \
         || { cat "$out/make.log"; exit 1; }
-    # the module must load into Debian's nginx
+    # the module must load into Debian's nginx (AddressSanitizer's runtime
+    # first, as the tests preload it)
     local conf
     conf=$(mktemp -d)
     printf 'load_module %s;\nerror_log stderr;\npid %s/nginx.pid;\nevents {}\n' \
         "$out/ngx_http_vmx_module.so" "$conf" >"$conf/nginx.conf"
+    ${extra:+env LD_PRELOAD=$ASAN_RUNTIME ASAN_OPTIONS=detect_leaks=0} \
     nginx -t -q -p "$conf" -c "$conf/nginx.conf" || { rm -rf "$conf"; exit 1; }
     rm -rf "$conf"
 }
@@ -352,6 +358,14 @@ run_tests() {
     (cd ui && npx vitest run)
     log "fuzzing each parser briefly"
     fuzz/run.sh "${VMX_FUZZ_SECONDS:-20}"
+    # a client that goes away while its Redis grant is pending leaves no
+    # dangling pointer: that test again, with the module under ASan
+    log "clients leaving mid-grant, under AddressSanitizer"
+    build_module nginx-asan "-fsanitize=address -fno-omit-frame-pointer"
+    VMX_TEST_NGINX_MODULE=build/nginx-asan/ngx_http_vmx_module.so \
+    VMX_TEST_NGINX_WRAPPER="env LD_PRELOAD=$ASAN_RUNTIME ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path={prefix}/logs/asan" \
+        /usr/bin/python3 -m pytest -q -p no:cacheprovider t/gateway/test_cluster.py \
+        -k clients_closing_while_their_grants_are_pending
     log "integration tests"
     /usr/bin/python3 -m pytest -q -p no:cacheprovider t
 }

@@ -12,7 +12,8 @@ audit=False drops the template's `vmx_audit_spool` (no audit records are written
 
 VMX_TEST_NGINX_CORE=1 in the environment makes crashed workers leave a core file
 in the prefix. VMX_TEST_NGINX_WRAPPER is a command prefix for nginx, e.g.
-"valgrind --log-file={prefix}/valgrind.%p.log" ({prefix}: the nginx prefix).
+"valgrind --log-file={prefix}/valgrind.%p.log" ({prefix}: the nginx prefix), and
+VMX_TEST_NGINX_MODULE another build of the module (build.sh's AddressSanitizer run).
 """
 import os
 import re
@@ -24,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "conf" / "nginx.conf.in"
-MODULE = ROOT / "build" / "nginx" / "ngx_http_vmx_module.so"
+MODULE = Path(os.environ.get("VMX_TEST_NGINX_MODULE")
+              or ROOT / "build" / "nginx" / "ngx_http_vmx_module.so")
 NGINX = os.environ.get("VMX_NGINX", "/usr/sbin/nginx")
 
 BAD_LOG = re.compile(r"\[(alert|crit|emerg)\]|exited on signal")
