@@ -348,8 +348,8 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
 
 /*
  * Parses and checks the request, finds the resource and plans the attempts.
- * Returns NGX_DECLINED when the request goes on to the providers, or what to
- * finalize the request with once it has been answered.
+ * Returns NGX_HTTP_VMX_GO_ON when the request goes on to the providers,
+ * or what to finalize the request with once it has been answered.
  */
 
 static ngx_int_t
@@ -567,7 +567,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (ctx->request.resource->rules && secondary_index == NULL) {
         rc = ngx_http_vmx_routing(r, ctx, &routed);
-        if (rc != NGX_DECLINED) {
+        if (rc != NGX_HTTP_VMX_GO_ON) {
             return rc;
         }
     }
@@ -576,7 +576,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ctx->plan.routing_usec = ngx_http_vmx_usec() - started;
 
-    if (rc != NGX_DECLINED) {
+    if (rc != NGX_HTTP_VMX_GO_ON) {
         return rc;
     }
 
@@ -585,9 +585,9 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 
 /*
- * The resource's routing rules decide where the request goes: NGX_DECLINED
- * to go on (with *routed set when a group chose a model), or what to
- * finalize the request with when a group blocks it.
+ * The resource's routing rules decide where the request goes:
+ * NGX_HTTP_VMX_GO_ON (with *routed set when a group chose a model), or what
+ * to finalize the request with when a group blocks it.
  */
 
 static ngx_int_t
@@ -639,7 +639,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (!vmx_rules_eval(res->rules, &in, &out)) {
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     if (out.action == VMX_RULES_BLOCK) {
@@ -661,7 +661,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (out.target == NULL) {
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     /* the routed model, on a connection of the environment */
@@ -676,7 +676,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                       "vmx: routing of resource \"%V\" names connection "
                       "\"%V\" that is not in its environment", &res->name,
                       &id);
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     target = ngx_palloc(r->pool, sizeof(ngx_http_vmx_target_t));
@@ -710,7 +710,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_GO_ON;
 }
 
 
@@ -731,7 +731,8 @@ ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
 /*
  * The attempts: the primary model (or the secondary model the client chose),
  * then, with useFallback, the fallback models.  A model that its connection
- * does not allow is skipped.  Returns NGX_DECLINED when there is a plan.
+ * does not allow is skipped.  Returns NGX_HTTP_VMX_GO_ON when there is a
+ * plan.
  */
 
 static ngx_int_t
@@ -823,7 +824,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                                    "its connection");
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_GO_ON;
 }
 
 
