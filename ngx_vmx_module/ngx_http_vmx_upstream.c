@@ -1934,7 +1934,6 @@ ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u->conf->read_timeout = ctx->attempt.first_byte_timeout;
 
-    ctx->attempt.total_timedout = 0;
     ngx_add_timer(&ctx->plan.total_event, ctx->attempt.total_timeout);
 }
 
