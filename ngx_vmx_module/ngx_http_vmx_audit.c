@@ -98,7 +98,7 @@ static void ngx_http_vmx_audit_attempts(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, struct iovec *iov, size_t *request_len,
     size_t *response_len);
-static ngx_int_t ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf,
+static ngx_flag_t ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf,
     struct iovec *iov, ngx_uint_t niov, size_t total);
 static void ngx_http_vmx_audit_flush_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf,
@@ -466,7 +466,7 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return;
     }
 
-    if (ngx_http_vmx_audit_append(mcf, iov, niov, total) == NGX_OK) {
+    if (ngx_http_vmx_audit_append(mcf, iov, niov, total)) {
         return;
     }
 
@@ -485,10 +485,11 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
  * A record into the ring, whole, under the zone's lock (nginx frees it
  * when its holder dies); a quarter of the ring at most, so that large
  * records do not crowd out the others.  The first record arms the flush
- * timer; a batch is written at the end of this turn of the loop.
+ * timer; a batch is written at the end of this turn of the loop.  Returns
+ * whether the record went in.
  */
 
-static ngx_int_t
+static ngx_flag_t
 ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
     ngx_uint_t niov, size_t total)
 {
@@ -502,14 +503,14 @@ ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
     shpool = mcf->audit_shpool;
 
     if (total > sh->size / 4) {
-        return NGX_DECLINED;
+        return 0;
     }
 
     ngx_shmtx_lock(&shpool->mutex);
 
     if (sh->head - sh->tail + total > sh->size) {
         ngx_shmtx_unlock(&shpool->mutex);
-        return NGX_DECLINED;
+        return 0;
     }
 
     at = (size_t) (sh->head % sh->size);
@@ -538,7 +539,7 @@ ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
         ngx_add_timer(&ngx_http_vmx_audit_event, mcf->audit_flush);
     }
 
-    return NGX_OK;
+    return 1;
 }
 
 

@@ -70,7 +70,7 @@ static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
 static void ngx_http_vmx_config_log_problems(ngx_log_t *log,
     vmx_config_t *cfg);
-static ngx_int_t ngx_http_vmx_config_authorized(ngx_http_request_t *r,
+static ngx_flag_t ngx_http_vmx_config_authorized(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_uri_ends(ngx_http_request_t *r,
     const char *tail);
@@ -1202,7 +1202,7 @@ ngx_http_vmx_config_api_handler(ngx_http_request_t *r)
                                          "config_api_unavailable", &msg);
     }
 
-    if (ngx_http_vmx_config_authorized(r, mcf) != NGX_OK) {
+    if (!ngx_http_vmx_config_authorized(r, mcf)) {
         ngx_str_set(&msg, "a valid config token is required");
         rc = ngx_http_discard_request_body(r);
         return (rc != NGX_OK) ? rc
@@ -1261,14 +1261,14 @@ ngx_http_vmx_uri_ends(ngx_http_request_t *r, const char *tail)
 }
 
 
-static ngx_int_t
+static ngx_flag_t
 ngx_http_vmx_config_authorized(ngx_http_request_t *r,
     ngx_http_vmx_main_conf_t *mcf)
 {
     ngx_str_t  auth;
 
     if (r->headers_in.authorization == NULL) {
-        return NGX_DECLINED;
+        return 0;
     }
 
     auth = r->headers_in.authorization->value;
@@ -1277,10 +1277,10 @@ ngx_http_vmx_config_authorized(ngx_http_request_t *r,
         || ngx_strncasecmp(auth.data, (u_char *) "Bearer ", 7) != 0
         || sodium_memcmp(auth.data + 7, mcf->token.data, mcf->token.len) != 0)
     {
-        return NGX_DECLINED;
+        return 0;
     }
 
-    return NGX_OK;
+    return 1;
 }
 
 

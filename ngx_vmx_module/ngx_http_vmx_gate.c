@@ -14,16 +14,16 @@ static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
 /*
  * The gate: the key's and the resource's own capacity, with the
  * connections of the plan checked ahead in a cluster.  Returns what
- * ngx_http_vmx_chat_prepare() does, or NGX_AGAIN while the request waits
- * for the cluster counters.
+ * ngx_http_vmx_chat_prepare() does, or NGX_HTTP_VMX_WAIT while the request
+ * waits for the cluster counters.
  */
 
 ngx_int_t
 ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     uint64_t                    started;
-    ngx_int_t                   rc;
     ngx_uint_t                  i, j, n;
+    ngx_http_vmx_build_e        build;
     ngx_http_vmx_admit_e        admit;
     ngx_http_vmx_scope_t       *scopes;
     ngx_http_vmx_connection_t  *conn;
@@ -82,7 +82,7 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->admission.gate_usec += ngx_http_vmx_usec() - started;
 
     if (admit == NGX_HTTP_VMX_ADMIT_WAIT) {
-        return NGX_AGAIN;
+        return NGX_HTTP_VMX_WAIT;
     }
 
     /* a refusal names the model the request would have gone to */
@@ -104,9 +104,12 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     /* prioritization: the share of the resource's pool */
 
-    rc = ngx_http_vmx_pools_gate(r, ctx);
+    switch (ngx_http_vmx_pools_gate(r, ctx)) {
 
-    if (rc == NGX_DECLINED) {
+    case NGX_HTTP_VMX_ADMIT_PASS:
+        break;
+
+    case NGX_HTTP_VMX_ADMIT_DENY:
         /* a denied request consumes no tokens of its key and resource */
         if (ctx->admission.nreservations) {
             ngx_http_vmx_limits_release(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS);
@@ -115,9 +118,8 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "prioritization_gate_denied",
                                        &ctx->attempt.failure);
-    }
 
-    if (rc != NGX_OK) {
+    default: /* NGX_HTTP_VMX_ADMIT_ERROR: the pools never wait */
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -133,20 +135,22 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     /* the first attempt's stage starts here, with its request */
     ngx_http_vmx_attempt_reset(ctx, ctx->plan.targets[0]);
 
-    rc = ngx_http_vmx_provider_request(r, ctx, &ctx->plan.first_request);
+    build = ngx_http_vmx_provider_request(r, ctx, &ctx->plan.first_request);
 
-    if (rc == NGX_DECLINED) {
+    switch (build) {
+
+    case NGX_HTTP_VMX_BUILD_UNTRANSLATABLE:
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request",
                                        &ctx->attempt.failure);
-    }
 
-    if (rc == NGX_ERROR) {
+    case NGX_HTTP_VMX_BUILD_ERROR:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
-    /* NGX_OK, or an attempt that fails when its turn comes */
-    return NGX_DECLINED;
+    default:
+        /* built, or an attempt that fails when its turn comes */
+        return NGX_HTTP_VMX_GO_ON;
+    }
 }
 
 
@@ -179,13 +183,13 @@ ngx_http_vmx_chat_continue(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_http_vmx_ctx_t  *ctx;
 
-    if (rc == NGX_AGAIN) {
+    if (rc == NGX_HTTP_VMX_WAIT) {
         /* suspended until a thread counts the prompt tokens or the
            cluster counters answer */
         return;
     }
 
-    if (rc == NGX_DECLINED) {
+    if (rc == NGX_HTTP_VMX_GO_ON) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
         rc = ngx_http_vmx_upstream_start(r, ctx);

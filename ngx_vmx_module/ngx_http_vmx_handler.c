@@ -351,10 +351,10 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
 
 /*
  * Parses and checks the request, finds the resource, counts the prompt
- * tokens and plans the attempts.  Returns NGX_DECLINED when the request goes
- * on to the providers, NGX_AGAIN while it waits (for a thread's count or the
- * cluster counters), or what to finalize the request with once it has been
- * answered.
+ * tokens and plans the attempts.  Returns NGX_HTTP_VMX_GO_ON when the request
+ * goes on to the providers, NGX_HTTP_VMX_WAIT while it waits (for a thread's
+ * count or the cluster counters), or what to finalize the request with once
+ * it has been answered.
  */
 
 static ngx_int_t
@@ -558,7 +558,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (rc == NGX_AGAIN) {
         r->write_event_handler = ngx_http_vmx_chat_counted;
-        return NGX_AGAIN;
+        return NGX_HTTP_VMX_WAIT;
     }
 
     if (rc != NGX_OK) {
@@ -619,7 +619,7 @@ ngx_http_vmx_chat_route(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (ctx->request.resource->rules && secondary_index == NULL) {
         rc = ngx_http_vmx_routing(r, ctx, &routed);
-        if (rc != NGX_DECLINED) {
+        if (rc != NGX_HTTP_VMX_GO_ON) {
             return rc;
         }
     }
@@ -628,7 +628,7 @@ ngx_http_vmx_chat_route(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     ctx->plan.routing_usec = ngx_http_vmx_usec() - started;
 
-    if (rc != NGX_DECLINED) {
+    if (rc != NGX_HTTP_VMX_GO_ON) {
         return rc;
     }
 
@@ -637,9 +637,9 @@ ngx_http_vmx_chat_route(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 
 /*
- * The resource's routing rules decide where the request goes: NGX_DECLINED
- * to go on (with *routed set when a group chose a model), or what to
- * finalize the request with when a group blocks it.
+ * The resource's routing rules decide where the request goes:
+ * NGX_HTTP_VMX_GO_ON (with *routed set when a group chose a model), or what
+ * to finalize the request with when a group blocks it.
  */
 
 static ngx_int_t
@@ -691,7 +691,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (!vmx_rules_eval(res->rules, &in, &out)) {
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     if (out.action == VMX_RULES_BLOCK) {
@@ -713,7 +713,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (out.target == NULL) {
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     /* the routed model, on a connection of the environment */
@@ -728,7 +728,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                       "vmx: routing of resource \"%V\" names connection "
                       "\"%V\" that is not in its environment", &res->name,
                       &id);
-        return NGX_DECLINED;
+        return NGX_HTTP_VMX_GO_ON;
     }
 
     target = ngx_palloc(r->pool, sizeof(ngx_http_vmx_target_t));
@@ -762,7 +762,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ev->time = (ngx_msec_t) (tp->sec * 1000 + tp->msec);
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_GO_ON;
 }
 
 
@@ -783,7 +783,8 @@ ngx_http_vmx_rules_error_rate(void *data, unsigned minutes, unsigned status)
 /*
  * The attempts: the primary model (or the secondary model the client chose),
  * then, with useFallback, the fallback models.  A model that its connection
- * does not allow is skipped.  Returns NGX_DECLINED when there is a plan.
+ * does not allow is skipped.  Returns NGX_HTTP_VMX_GO_ON when there is a
+ * plan.
  */
 
 static ngx_int_t
@@ -875,7 +876,7 @@ ngx_http_vmx_plan(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                                    "its connection");
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_GO_ON;
 }
 
 

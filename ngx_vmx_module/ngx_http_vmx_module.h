@@ -50,6 +50,16 @@
 #define NGX_HTTP_VMX_EPOCH_LEN           24
 
 
+/*
+ * The stages of a chat request (ngx_http_vmx_handler.c, ngx_http_vmx_gate.c)
+ * return what to finalize the request with once it is answered, or one of
+ * these, which nginx never gets: the request goes on to the next stage, or
+ * waits for the cluster's counters.
+ */
+#define NGX_HTTP_VMX_GO_ON               NGX_DECLINED
+#define NGX_HTTP_VMX_WAIT                NGX_AGAIN
+
+
 /* what admission against capacity entries decides */
 
 typedef enum {
@@ -380,6 +390,18 @@ typedef struct {
 typedef struct ngx_http_vmx_ctx_s  ngx_http_vmx_ctx_t;
 
 
+/* what became of the request of a provider attempt */
+
+typedef enum {
+    NGX_HTTP_VMX_BUILD_OK = 0,
+    NGX_HTTP_VMX_BUILD_UNTRANSLATABLE,  /* the client's request has no form
+                                           in the provider's format */
+    NGX_HTTP_VMX_BUILD_UNAVAILABLE,     /* the attempt cannot be made (no
+                                           credentials...) */
+    NGX_HTTP_VMX_BUILD_ERROR            /* a failure of the gateway */
+} ngx_http_vmx_build_e;
+
+
 /*
  * A provider's wire format.  The generic attempt machinery of
  * ngx_http_vmx_upstream.c calls these; ngx_http_vmx_provider.c has one set
@@ -387,9 +409,11 @@ typedef struct ngx_http_vmx_ctx_s  ngx_http_vmx_ctx_t;
  */
 
 typedef struct {
-    /* the request of one attempt: request line, headers and body */
-    ngx_int_t  (*create_request)(ngx_http_request_t *r,
-                                 ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+    /* the request of one attempt: request line, headers and body; when
+       it cannot be made, ctx->attempt.failure says why */
+    ngx_http_vmx_build_e  (*create_request)(ngx_http_request_t *r,
+                                            ngx_http_vmx_ctx_t *ctx,
+                                            ngx_chain_t **out);
 
     /* one event of a streamed answer: SSE event name and data, or an
        eventstream message's event type and payload */
@@ -415,8 +439,6 @@ typedef struct {
 } ngx_http_vmx_provider_t;
 
 
-/* create_request: the attempt cannot be made (no credentials...) */
-#define NGX_HTTP_VMX_UNAVAILABLE  NGX_ABORT
 
 
 /*
@@ -688,7 +710,7 @@ ngx_int_t ngx_http_vmx_redis_command(ngx_http_vmx_redis_handler_pt handler,
 /* ngx_http_vmx_pools.c */
 ngx_int_t ngx_http_vmx_pools_add_zone(ngx_conf_t *cf,
     ngx_http_vmx_main_conf_t *mcf);
-ngx_int_t ngx_http_vmx_pools_gate(ngx_http_request_t *r,
+ngx_http_vmx_admit_e ngx_http_vmx_pools_gate(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 
@@ -732,7 +754,7 @@ void ngx_http_vmx_keepalive_save(ngx_peer_connection_t *pc,
 
 /* ngx_http_vmx_provider.c */
 ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);
-ngx_int_t ngx_http_vmx_provider_request(ngx_http_request_t *r,
+ngx_http_vmx_build_e ngx_http_vmx_provider_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 
 /* ngx_http_vmx_upstream.c */

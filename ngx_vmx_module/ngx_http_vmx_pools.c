@@ -38,7 +38,7 @@ static ngx_http_vmx_pool_slot_t *ngx_http_vmx_pools_slot(
     ngx_str_t *name, time_t now, ngx_log_t *log);
 static int64_t ngx_http_vmx_pools_sum(ngx_http_vmx_pool_slot_t *slot,
     time_t now, time_t seconds);
-static ngx_int_t ngx_http_vmx_pools_deny(ngx_http_request_t *r,
+static ngx_http_vmx_admit_e ngx_http_vmx_pools_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_pool_t *pool,
     ngx_http_vmx_pool_slot_t *slot, int64_t share, int64_t capacity,
     time_t now);
@@ -54,12 +54,12 @@ ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 
 
 /*
- * Admits the request for its resource's pool or answers why not: NGX_OK
- * (admitted, or nothing to gate), NGX_DECLINED (ctx->attempt.failure and
- * ctx->attempt.retry_after say why), NGX_ERROR.
+ * Admits the request for its resource's pool or answers why not: PASS
+ * (admitted, or nothing to gate), DENY (ctx->attempt.failure and
+ * ctx->attempt.retry_after say why), ERROR; it never waits.
  */
 
-ngx_int_t
+ngx_http_vmx_admit_e
 ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     int                        admitted;
@@ -77,20 +77,20 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     pool = ctx->request.resource->pool;
 
     if (pool == NULL || ctx->plan.ntargets == 0) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
     conn = ctx->plan.targets[0]->connection;
     capacity = ngx_http_vmx_pools_capacity(conn);
 
     if (capacity <= 0) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
     if (mcf->pools_zone.table == NULL || conn->id.len != 36) {
-        return NGX_OK;
+        return NGX_HTTP_VMX_ADMIT_PASS;
     }
 
     def = pool->def;
@@ -152,7 +152,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ctx->admission.pool_second = now;
     ctx->admission.pool_tokens = ctx->request.estimate;
 
-    return NGX_OK;
+    return NGX_HTTP_VMX_ADMIT_PASS;
 }
 
 
@@ -320,7 +320,7 @@ ngx_http_vmx_pools_sum(ngx_http_vmx_pool_slot_t *slot, time_t now,
 }
 
 
-static ngx_int_t
+static ngx_http_vmx_admit_e
 ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_pool_t *pool, ngx_http_vmx_pool_slot_t *slot,
     int64_t share, int64_t capacity, time_t now)
@@ -352,7 +352,7 @@ ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
     ctx->attempt.failure.data = p;
@@ -370,5 +370,5 @@ ngx_http_vmx_pools_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ctx->attempt.retry_after.data = p;
     ctx->attempt.retry_after.len = ngx_sprintf(p, "%T", wait) - p;
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_ADMIT_DENY;
 }

@@ -16,8 +16,8 @@
 #include "vmx_sigv4.h"
 
 
-static ngx_int_t ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_http_vmx_build_e ngx_http_vmx_openai_create_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 static ngx_int_t ngx_http_vmx_openai_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out);
@@ -29,8 +29,8 @@ static void ngx_http_vmx_stream_end_nothing(ngx_http_request_t *r,
 static ngx_flag_t ngx_http_vmx_openai_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *data);
 
-static ngx_int_t ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_http_vmx_build_e ngx_http_vmx_anthropic_create_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 static ngx_int_t ngx_http_vmx_anthropic_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out);
@@ -38,8 +38,8 @@ static ngx_uint_t ngx_http_vmx_anthropic_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
 
-static ngx_int_t ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_http_vmx_build_e ngx_http_vmx_gemini_create_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 static ngx_int_t ngx_http_vmx_gemini_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out);
@@ -49,8 +49,8 @@ static ngx_uint_t ngx_http_vmx_gemini_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
 
-static ngx_int_t ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_http_vmx_build_e ngx_http_vmx_bedrock_create_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 static ngx_int_t ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *event, ngx_str_t *data,
     vmx_buf_t *out);
@@ -61,15 +61,16 @@ static ngx_uint_t ngx_http_vmx_bedrock_answer(ngx_http_request_t *r,
 typedef int (*ngx_http_vmx_translate_pt)(const vmx_translate_ctx_t *tc,
     vmx_buf_t *out, vmx_translate_error_t *err);
 
-static ngx_int_t ngx_http_vmx_translate_body(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_translate_pt translate,
-    vmx_buf_t *body);
+static ngx_http_vmx_build_e ngx_http_vmx_translate_body(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_translate_pt translate, vmx_buf_t *body);
 static ngx_int_t ngx_http_vmx_key_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *key, const char *more, ngx_str_t *headers);
 static vmx_translate_ctx_t *ngx_http_vmx_translation(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
-static ngx_int_t ngx_http_vmx_untranslatable(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, vmx_buf_t *body, vmx_translate_error_t *err);
+static ngx_http_vmx_build_e ngx_http_vmx_untranslatable(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, vmx_buf_t *body,
+    vmx_translate_error_t *err);
 static ngx_uint_t ngx_http_vmx_translated(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, int rc, ngx_uint_t status, vmx_buf_t *out);
 static void *ngx_http_vmx_stream_state(ngx_http_request_t *r,
@@ -79,7 +80,7 @@ static ngx_int_t ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path,
     const char *tail);
 
 static u_char *ngx_http_vmx_attempt_span(ngx_http_vmx_ctx_t *ctx);
-static ngx_int_t ngx_http_vmx_request(ngx_http_request_t *r,
+static ngx_http_vmx_build_e ngx_http_vmx_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_str_t *path, ngx_str_t *headers,
     vmx_buf_t *body, ngx_chain_t **out);
 static void ngx_http_vmx_read_usage(vmx_usage_t *usage, vmx_json_t *json);
@@ -154,15 +155,9 @@ ngx_http_vmx_provider(ngx_uint_t provider_id)
 }
 
 
-/*
- * The request of the current attempt, at ctx->attempt.target.  NGX_DECLINED
- * when the client's request cannot be expressed in the provider's format,
- * NGX_HTTP_VMX_UNAVAILABLE when the attempt cannot be made
- * (ctx->attempt.failure says why in both cases), NGX_ERROR on a failure of
- * the gateway.
- */
+/* the request of the current attempt, at ctx->attempt.target */
 
-ngx_int_t
+ngx_http_vmx_build_e
 ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_chain_t **out)
 {
@@ -173,7 +168,7 @@ ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     if (provider == NULL) {
         ngx_str_set(&ctx->attempt.failure, "the gateway does not serve this "
                     "provider");
-        return NGX_HTTP_VMX_UNAVAILABLE;
+        return NGX_HTTP_VMX_BUILD_UNAVAILABLE;
     }
 
     ctx->attempt.provider = provider;
@@ -184,7 +179,7 @@ ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 /* OpenAI and Groq */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
@@ -252,7 +247,7 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
                           NULL, NULL)
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     ngx_str_null(&headers);
@@ -261,7 +256,7 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
         bearer.len = sizeof("Bearer ") - 1 + conn->api_key.len;
         bearer.data = ngx_pnalloc(r->pool, bearer.len);
         if (bearer.data == NULL) {
-            return NGX_ERROR;
+            return NGX_HTTP_VMX_BUILD_ERROR;
         }
 
         ngx_sprintf(bearer.data, "Bearer %V", &conn->api_key);
@@ -269,7 +264,7 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
         if (ngx_http_vmx_key_header(r, "Authorization", &bearer, "", &headers)
             != NGX_OK)
         {
-            return NGX_ERROR;
+            return NGX_HTTP_VMX_BUILD_ERROR;
         }
     }
 
@@ -406,17 +401,17 @@ ngx_http_vmx_stream_end_nothing(ngx_http_request_t *r,
 
 /* Anthropic: the Messages API */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_int_t                   rc;
+    ngx_http_vmx_build_e        rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body;
     ngx_http_vmx_connection_t  *conn;
 
     rc = ngx_http_vmx_translate_body(r, ctx, vmx_anthropic_request, &body);
-    if (rc != NGX_OK) {
+    if (rc != NGX_HTTP_VMX_BUILD_OK) {
         return rc;
     }
 
@@ -430,7 +425,7 @@ ngx_http_vmx_anthropic_create_request(ngx_http_request_t *r,
                                    &headers)
            != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
@@ -485,17 +480,17 @@ ngx_http_vmx_anthropic_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 /* Gemini: generateContent and streamGenerateContent */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_int_t                   rc;
+    ngx_http_vmx_build_e        rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body;
     ngx_http_vmx_connection_t  *conn;
 
     rc = ngx_http_vmx_translate_body(r, ctx, vmx_gemini_request, &body);
-    if (rc != NGX_OK) {
+    if (rc != NGX_HTTP_VMX_BUILD_OK) {
         return rc;
     }
 
@@ -510,7 +505,7 @@ ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
                                    &headers)
            != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
@@ -600,11 +595,11 @@ ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 /* AWS Bedrock: Converse and ConverseStream, signed with SigV4 */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_int_t                   rc;
+    ngx_http_vmx_build_e        rc;
     ngx_str_t                   path, headers;
     vmx_buf_t                   body, tail, signature;
     vmx_sigv4_request_t         sr;
@@ -616,7 +611,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     };
 
     rc = ngx_http_vmx_translate_body(r, ctx, vmx_bedrock_request, &body);
-    if (rc != NGX_OK) {
+    if (rc != NGX_HTTP_VMX_BUILD_OK) {
         return rc;
     }
 
@@ -628,7 +623,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
         ngx_str_set(&ctx->attempt.failure,
                     "the connection has no AWS credentials "
                     "yet: see its credentialsStatus");
-        return NGX_HTTP_VMX_UNAVAILABLE;
+        return NGX_HTTP_VMX_BUILD_UNAVAILABLE;
     }
 
     vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
@@ -636,13 +631,13 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
                      ctx->attempt.target->model.len, ctx->request.stream);
 
     if (vmx_buf_failed(&tail)) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     path.len = conn->base_path.len + tail.len;
     path.data = ngx_pnalloc(r->pool, path.len);
     if (path.data == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     ngx_memcpy(ngx_cpymem(path.data, conn->base_path.data,
@@ -677,7 +672,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
 
     if (vmx_sigv4_sign(&sr, &signature) != 0) {
         ngx_str_set(&ctx->attempt.failure, "the request could not be signed");
-        return NGX_HTTP_VMX_UNAVAILABLE;
+        return NGX_HTTP_VMX_BUILD_UNAVAILABLE;
     }
 
     headers.data = (u_char *) signature.data;
@@ -749,9 +744,9 @@ ngx_http_vmx_bedrock_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 /* what the translated providers share */
 
-/* the native body of the attempt: NGX_OK, NGX_DECLINED, or NGX_ERROR */
+/* the native body of the attempt: OK, UNTRANSLATABLE or ERROR */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_translate_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_translate_pt translate, vmx_buf_t *body)
 {
@@ -760,7 +755,7 @@ ngx_http_vmx_translate_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     tc = ngx_http_vmx_translation(r, ctx);
     if (tc == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     vmx_buf_init(body, ngx_http_vmx_json_alloc, r->pool,
@@ -770,7 +765,7 @@ ngx_http_vmx_translate_body(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         return ngx_http_vmx_untranslatable(r, ctx, body, &err);
     }
 
-    return NGX_OK;
+    return NGX_HTTP_VMX_BUILD_OK;
 }
 
 
@@ -823,18 +818,18 @@ ngx_http_vmx_translation(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 }
 
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_untranslatable(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     vmx_buf_t *body, vmx_translate_error_t *err)
 {
     if (vmx_buf_failed(body) || err->message == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     ctx->attempt.failure.data = (u_char *) err->message;
     ctx->attempt.failure.len = ngx_strlen(err->message);
 
-    return NGX_DECLINED;
+    return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
 }
 
 
@@ -928,12 +923,11 @@ ngx_http_vmx_path(ngx_http_request_t *r, ngx_str_t *path, ngx_str_t *base,
  * holds them back to fill its blocks), and inflating costs the worker CPU
  * that the bytes saved on a provider link do not repay.  A provider (or a
  * proxy in front of it) that compresses anyway is inflated all the same:
- * see ngx_http_vmx_body() in ngx_http_vmx_upstream.c.  NGX_OK,
- * NGX_HTTP_VMX_UNAVAILABLE (a value of the connection no header may carry),
- * NGX_ERROR.
+ * see ngx_http_vmx_body() in ngx_http_vmx_upstream.c.  OK, UNAVAILABLE (a
+ * value of the connection no header may carry) or ERROR.
  */
 
-static ngx_int_t
+static ngx_http_vmx_build_e
 ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_str_t *path, ngx_str_t *headers, vmx_buf_t *body, ngx_chain_t **out)
 {
@@ -943,7 +937,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_connection_t  *conn;
 
     if (vmx_buf_failed(body)) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     conn = ctx->attempt.target->connection;
@@ -962,7 +956,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_set(&ctx->attempt.failure,
                     "the connection's base URL or credentials "
                     "hold a control character");
-        return NGX_HTTP_VMX_UNAVAILABLE;
+        return NGX_HTTP_VMX_BUILD_UNAVAILABLE;
     }
 
     len = sizeof("POST  HTTP/1.1" CRLF) - 1 + path->len
@@ -980,7 +974,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     cl = ngx_alloc_chain_link(r->pool);
 
     if (head == NULL || b == NULL || cl == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     head->last = ngx_sprintf(head->last,
@@ -1011,7 +1005,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     cl->next = ngx_alloc_chain_link(r->pool);
     if (cl->next == NULL) {
-        return NGX_ERROR;
+        return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
     cl->next->buf = b;
@@ -1019,7 +1013,7 @@ ngx_http_vmx_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     *out = cl;
 
-    return NGX_OK;
+    return NGX_HTTP_VMX_BUILD_OK;
 }
 
 

@@ -1753,12 +1753,12 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_request_t  *r = data;
 
-    ngx_int_t                   rc;
     ngx_addr_t                 *addr;
     ngx_time_t                 *tp;
     ngx_http_upstream_t        *u;
     ngx_chain_t                *first_request;
     ngx_http_vmx_scope_t        scope;
+    ngx_http_vmx_build_e        build;
     ngx_http_vmx_attempt_t     *attempt;
     ngx_http_vmx_ctx_t         *ctx;
     ngx_http_vmx_target_t      *target;
@@ -1842,7 +1842,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 
     if (first_request) {
         u->request_bufs = first_request;
-        rc = NGX_OK;
+        build = NGX_HTTP_VMX_BUILD_OK;
 
         if (ctx->plan.nattempts) {
             ngx_memcpy(ctx->plan.attempt_log[ctx->plan.nattempts - 1].span_id,
@@ -1850,15 +1850,20 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
         }
 
     } else {
-        rc = ngx_http_vmx_provider_request(r, ctx, &u->request_bufs);
+        build = ngx_http_vmx_provider_request(r, ctx, &u->request_bufs);
     }
 
-    if (rc == NGX_DECLINED || rc == NGX_HTTP_VMX_UNAVAILABLE) {
+    switch (build) {
+
+    case NGX_HTTP_VMX_BUILD_OK:
+        break;
+
+    case NGX_HTTP_VMX_BUILD_UNTRANSLATABLE:
+    case NGX_HTTP_VMX_BUILD_UNAVAILABLE:
         /* this attempt fails before it starts: the next model is tried */
         return NGX_DECLINED;
-    }
 
-    if (rc != NGX_OK) {
+    default: /* NGX_HTTP_VMX_BUILD_ERROR */
         return NGX_ERROR;
     }
 
@@ -1930,7 +1935,6 @@ ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u->conf->read_timeout = ctx->attempt.first_byte_timeout;
 
-    ctx->attempt.total_timedout = 0;
     ngx_add_timer(&ctx->plan.total_event, ctx->attempt.total_timeout);
 }
 
