@@ -497,6 +497,10 @@ typedef struct {
 
     ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nattempts;
+
+    /* a kept connection the provider had closed: the same model once
+       more, on a new connection */
+    unsigned                     reconnect:1;
 } ngx_http_vmx_ctx_plan_t;
 
 

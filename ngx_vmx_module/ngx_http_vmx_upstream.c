@@ -1873,6 +1873,11 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
 
     ngx_http_vmx_attempt_timeouts(r, ctx);
 
+    if (ctx->plan.reconnect) {
+        ctx->plan.reconnect = 0;
+        return NGX_OK;
+    }
+
     return ngx_http_vmx_keepalive_get(pc, conn);
 }
 
@@ -2081,11 +2086,16 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
         if (pc->cached && !ctx->attempt.answered && c
             && !c->read->timedout && !c->write->timedout)
         {
-            /* a kept connection the provider had closed: nginx tries the
-               same peer again, so does the plan */
+            /*
+             * a kept connection the provider had closed: nginx tries the
+             * same peer again, so does the plan, on a new connection (not
+             * on each kept one in turn, which a provider resetting them
+             * all would cost an attempt each)
+             */
             ctx->plan.next--;
             ctx->plan.attempts--;
             ctx->plan.nattempts--;
+            ctx->plan.reconnect = 1;
             return;
         }
 
