@@ -207,8 +207,6 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 {
     u_char                   digest[SHA256_DIGEST_LENGTH];
     ngx_str_t                key;
-    ngx_uint_t               i;
-    ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
     ngx_http_vmx_api_key_t  *api_key;
 
@@ -231,27 +229,9 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     if (key.len == 0) {
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-
-        for (i = 0; /* void */; i++) {
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].key.len == sizeof("x-api-key") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key",
-                                   sizeof("x-api-key") - 1) == 0)
-            {
-                key = h[i].value;
-                break;
-            }
+        h = ngx_http_vmx_header_in(r, "x-api-key");
+        if (h != NULL) {
+            key = h->value;
         }
     }
 
@@ -935,45 +915,20 @@ static void
 ngx_http_vmx_trace_context(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     u_char *random)
 {
-    u_char            *p;
-    ngx_uint_t         i;
-    ngx_list_part_t   *part;
-    ngx_table_elt_t   *h;
+    u_char           *p;
+    ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_vmx_header_in(r, "traceparent");
+    p = h ? h->value.data : NULL;
 
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("traceparent") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
-                               sizeof("traceparent") - 1) != 0)
-        {
-            continue;
-        }
-
-        p = h[i].value.data;
-
-        if (h[i].value.len == 55 && p[0] == '0' && p[1] == '0' && p[2] == '-'
-            && p[35] == '-' && p[52] == '-'
-            && ngx_http_vmx_is_hex(p + 3, 32) && ngx_http_vmx_is_hex(p + 36, 16)
-            && ngx_http_vmx_is_hex(p + 53, 2))
-        {
-            ngx_memcpy(ctx->request.trace_id, p + 3, 32);
-            ngx_memcpy(ctx->request.parent_id, p + 36, 16);
-            ctx->request.has_parent = 1;
-        }
-
-        break;
+    if (h && h->value.len == 55 && p[0] == '0' && p[1] == '0' && p[2] == '-'
+        && p[35] == '-' && p[52] == '-'
+        && ngx_http_vmx_is_hex(p + 3, 32) && ngx_http_vmx_is_hex(p + 36, 16)
+        && ngx_http_vmx_is_hex(p + 53, 2))
+    {
+        ngx_memcpy(ctx->request.trace_id, p + 3, 32);
+        ngx_memcpy(ctx->request.parent_id, p + 36, 16);
+        ctx->request.has_parent = 1;
     }
 
     if (!ctx->request.has_parent) {

@@ -648,6 +648,8 @@ void ngx_http_vmx_random_init(void);
 void ngx_http_vmx_random_bytes(u_char *buf, size_t len);
 void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
+ngx_table_elt_t *ngx_http_vmx_header_in(ngx_http_request_t *r,
+    const char *name);
 ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);
 u_char *ngx_http_vmx_printable(u_char *dst, const char *src, size_t len);
 

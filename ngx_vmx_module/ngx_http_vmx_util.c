@@ -215,6 +215,40 @@ ngx_http_vmx_span_id(u_char *id)
 }
 
 
+/* the first request header of this name, NULL when none */
+
+ngx_table_elt_t *
+ngx_http_vmx_header_in(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
 /*
  * Whether a value of the configuration, the client or a provider may go
  * into a header line as it is: a CR or LF would end the line and start a
