@@ -426,6 +426,16 @@ def check(url, path, key, stream, model=None):
     return data
 
 
+def bench_environment(api, fake_port):
+    """The bench's workspace, environment and connection to the fake provider."""
+    ws = api.create_workspace("bench")
+    env = api.create_environment(ws["id"], "bench")
+    conn = api.create_connection(ws["id"], env["id"], name="fake", provider="openai",
+                                 config={"apiKey": "sk-bench",
+                                         "baseUrl": f"http://127.0.0.1:{fake_port}/v1"})
+    return ws, env, conn
+
+
 def routing_rules(model):
     """Routing rules of the "bench-routed" resource: groups tried in order that do not
     match (a UI condition on the prompt's tokens, an ADVANCED expression with errorRate),
@@ -848,11 +858,7 @@ def main():
         # reached), auditing on.
         api = Api(cp.url)
         api.login()
-        ws = api.create_workspace("bench")
-        env = api.create_environment(ws["id"], "bench")
-        conn = api.create_connection(ws["id"], env["id"], name="fake", provider="openai",
-                                     config={"apiKey": "sk-bench",
-                                             "baseUrl": f"http://127.0.0.1:{fake_port}/v1"})
+        ws, env, conn = bench_environment(api, fake_port)
         sconn = api.create_connection(ws["id"], env["id"], name="fake-stream", provider="openai",
                                       config={"apiKey": "sk-bench",
                                               "baseUrl": f"http://127.0.0.1:{fake_port}/stream/v1"})

@@ -31,7 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench import COMPLETION, FAKE, PlainNginx, check, free_port, nginx_escape, wrk
+from bench import (COMPLETION, FAKE, PlainNginx, bench_environment, check, free_port,
+                   nginx_escape, wrk)
 from harness.nginx import TEMPLATE, Nginx
 
 DURATION = os.environ.get("TOKENS_STALL_DURATION", "10s")
@@ -116,11 +117,7 @@ def main():
 
         api = Api(cp.url)
         api.login()
-        ws = api.create_workspace("bench")
-        env = api.create_environment(ws["id"], "bench")
-        conn = api.create_connection(ws["id"], env["id"], name="fake", provider="openai",
-                                     config={"apiKey": "sk-bench",
-                                             "baseUrl": f"http://127.0.0.1:{fake_port}/v1"})
+        ws, env, conn = bench_environment(api, fake_port)
         res = api.create_resource(ws["id"], env["id"], name="bench",
                                   model={"provider": "openai", "model": "gpt-bench",
                                          "connectionId": conn["id"]},
