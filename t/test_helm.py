@@ -6,13 +6,19 @@ object rendered with each values file is validated against them, then the proper
 deployment relies on are checked one by one. Nothing is downloaded here; a missing tool fails.
 """
 import base64
+import http.client
 import json
+import os
 import re
+import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "vmx-gateway"
@@ -109,11 +115,92 @@ def test_probes_mean_something(rendered, values):
                 assert "readinessProbe" in c and "livenessProbe" in c, o["metadata"]["name"]
 
 
-def test_readiness_script_wants_a_snapshot():
+def request(port, method, path, token=None, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request(method, path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def dataplane(tmp_path):
+    """docker/vmx-dataplane starting the build's module with the image's nginx.conf, its image
+    paths pointed at the build and the test's directory."""
+    module = ROOT / "build" / "nginx" / "ngx_http_vmx_module.so"
+    ranks = ROOT / "build" / "o200k_base.tiktoken"
+    if not module.is_file() or not ranks.is_file():
+        pytest.fail("build/nginx/ngx_http_vmx_module.so or the ranks are missing: "
+                    "run ./build.sh build")
+    keys = tmp_path / "secrets"
+    keys.mkdir()
+    token = secrets.token_hex(32)
+    (keys / "dataplane.token").write_text(token)
+    (keys / "redis.password").write_text("unused\n")
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("the web UI\n")
+    conf = (CHART / "files" / "nginx.conf").read_text()
+    for image_path, path in {"/usr/lib/nginx/modules/ngx_http_vmx_module.so": module,
+                             "/usr/share/vmx/o200k_base.tiktoken": ranks,
+                             "/usr/share/vmx/ui": ui, "/etc/vmx/secrets": keys}.items():
+        assert image_path in conf
+        conf = conf.replace(image_path, str(path))
+    if os.geteuid() == 0:
+        # as root, the workers would be nobody, who cannot enter the test's directory
+        conf = conf.replace("daemon off;\n", "daemon off;\nuser root root;\n", 1)
+    (tmp_path / "nginx.conf").write_text(conf)
+    ports = {"VMX_PORT": free_port(), "VMX_CONFIG_PORT": free_port(),
+             "VMX_METRICS_PORT": free_port()}
+    env = dict(os.environ, VMX_NGINX_CONF=str(tmp_path / "nginx.conf"),
+               VMX_STATE_DIR=str(tmp_path / "state"),
+               VMX_CONTROL_PLANE=f"127.0.0.1:{free_port()}",
+               VMX_REDIS=f"localhost:{free_port()}", VMX_WORKERS="1",
+               VMX_DATAPLANE_TOKEN_FILE=str(keys / "dataplane.token"),
+               **{name: str(port) for name, port in ports.items()})
+    log = tmp_path / "nginx.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["sh", str(ROOT / "docker" / "vmx-dataplane")], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "state" / "nginx.pid").exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield env, token, ports
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert not re.search(r"\[(alert|crit|emerg)\]", log.read_text()), log.read_text()
+
+
+def test_a_data_plane_is_ready_once_it_holds_a_snapshot(dataplane):
+    env, token, ports = dataplane
+    ready = ["sh", str(ROOT / "docker" / "vmx-dataplane-ready")]
+
+    def is_ready():
+        return subprocess.run(ready, env=env, capture_output=True, timeout=10).returncode == 0
+
+    assert request(ports["VMX_METRICS_PORT"], "GET", "/metrics")[0] == 200
+    assert not is_ready()
+    snapshot = {"version": 1, "environments": [], "connections": [], "resources": [],
+                "apiKeys": [], "poolDefinitions": []}
+    status, body = request(ports["VMX_CONFIG_PORT"], "PUT", "/vmx/config", token,
+                           json.dumps(snapshot))
+    assert status == 200, body
+    assert is_ready()
+    # the config channel is served on its own port only: the gateway's port has the UI there
+    status, body = request(ports["VMX_PORT"], "GET", "/vmx/config", token)
+    assert b"version" not in body
+    assert request(ports["VMX_CONFIG_PORT"], "GET", "/vmx/config")[0] == 401
+
+
+def test_readiness_script_keeps_the_token_off_the_command_line():
     script = (ROOT / "docker" / "vmx-dataplane-ready").read_text()
-    assert "/vmx/config" in script
-    assert """grep -q '^{"version":[1-9]'""" in script
-    # the token is read from the mounted Secret and given on stdin, not on the command line
     assert "-H @-" in script and "/etc/vmx/secrets/dataplane.token" in script
 
 
