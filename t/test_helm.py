@@ -88,14 +88,18 @@ def test_every_object_matches_the_kubernetes_schemas(rendered, values):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_the_validator_refuses_a_wrong_object_and_an_unknown_kind(helm):
+def test_the_validator_refuses_a_wrong_type_an_unknown_field_and_an_unknown_kind(helm):
     objects = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
                 "spec": {"ports": [{"port": "http"}]}},
+               {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "z"},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [
+                    {"name": "c", "readinesProbe": {}}]}}}},
                {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "y"}}]
     out = subprocess.run(["node", str(VALIDATE)], input=json.dumps(objects),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "Service/x: data/spec/ports/0/port must be integer" in out.stdout
+    assert "Deployment/z: " in out.stdout and "'\"readinesProbe\"' does not exist" in out.stdout
     assert "Widget/y: no schema for example.com/v1 Widget" in out.stdout
 
 
