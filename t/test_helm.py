@@ -43,13 +43,26 @@ def run_helm(helm, *args):
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=60)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key twice in a mapping, as the API server's decoder does
+    (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = {k for k in keys if keys.count(k) > 1}
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"keys {sorted(twice)} more than once", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def render(helm, values, *sets):
     args = ["template", "vmx", str(CHART), "--namespace", "gw", "-f", str(CHART / values)]
     for s in sets:
         args += ["--set", s]
     out = run_helm(helm, *args)
     assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return [d for d in yaml.load_all(out.stdout, Loader=UniqueKeyLoader) if d]
 
 
 @pytest.fixture(scope="module")
