@@ -339,14 +339,6 @@ vmx_embeddings_gemini_request(const vmx_translate_ctx_t *tc,
 }
 
 
-/* the inputs of Cohere's call i */
-static size_t
-vmx_emb_cohere_first(size_t call)
-{
-    return call * VMX_EMBEDDINGS_COHERE_BATCH;
-}
-
-
 /*
  * The answer.
  */
@@ -627,7 +619,7 @@ vmx_embeddings_bedrock_request(const vmx_translate_ctx_t *tc,
     vmx_embeddings_family_e family, const vmx_embeddings_request_t *r,
     size_t call, vmx_buf_t *out, vmx_translate_error_t *err)
 {
-    size_t             i;
+    size_t             i, first, n;
     const vmx_json_t  *text;
 
     if (vmx_emb_text_only(tc, r, err) != 0) {
@@ -655,17 +647,23 @@ vmx_embeddings_bedrock_request(const vmx_translate_ctx_t *tc,
                                   "dimensions");
     }
 
+    first = call * VMX_EMBEDDINGS_COHERE_BATCH;
+    n = r->count - first;
+    if (n > VMX_EMBEDDINGS_COHERE_BATCH) {
+        n = VMX_EMBEDDINGS_COHERE_BATCH;
+    }
+
     vmx_buf_append_cstr(out, "{\"texts\":[");
 
-    text = vmx_embeddings_input(r, vmx_emb_cohere_first(call));
+    /* a single string's next is a member of the body, not an input */
+    text = vmx_embeddings_input(r, first);
 
-    for (i = 0; text != NULL && i < VMX_EMBEDDINGS_COHERE_BATCH; i++) {
+    for (i = 0; i < n; i++, text = text->next) {
         if (i) {
             vmx_buf_append_cstr(out, ",");
         }
 
         vmx_buf_append_raw(out, text);
-        text = text->next;
     }
 
     vmx_buf_append_cstr(out, "],\"input_type\":\"search_document\","

@@ -123,7 +123,8 @@ void vmx_embeddings_bedrock_path(vmx_buf_t *out, const char *model,
 size_t vmx_embeddings_bedrock_calls(vmx_embeddings_family_e family,
     const vmx_embeddings_request_t *r);
 
-/* the body of call i (< the calls); 0, or -1 with err set */
+/* the body of call i (< vmx_embeddings_bedrock_calls()); 0, or -1 with
+   err set */
 int vmx_embeddings_bedrock_request(const vmx_translate_ctx_t *tc,
     vmx_embeddings_family_e family, const vmx_embeddings_request_t *r,
     size_t call, vmx_buf_t *out, vmx_translate_error_t *err);
