@@ -1,7 +1,6 @@
 /*
- * Unit tests of lib/vmx_embeddings.c.  JSON is written with single quotes,
- * turned into double quotes before use (q()), so that expectations read as
- * JSON.
+ * Unit tests of lib/vmx_embeddings.c.  JSON is written with single quotes
+ * (unit_q()), so that expectations read as JSON.
  */
 
 #include <stdint.h>
@@ -11,21 +10,6 @@
 #include "vmx_bedrock.h"
 #include "vmx_embeddings.h"
 #include "vmx_gemini.h"
-
-
-/* s with every ' turned into " */
-static const char *
-q(const char *s)
-{
-    size_t   n = strlen(s), i;
-    char    *t = unit_alloc(NULL, n + 1);
-
-    for (i = 0; i <= n; i++) {
-        t[i] = (s[i] == '\'') ? '"' : s[i];
-    }
-
-    return t;
-}
 
 
 static vmx_translate_ctx_t
@@ -51,17 +35,7 @@ ctx(const char *model, const char *body)
 static int
 same(const vmx_buf_t *out, const char *want)
 {
-    want = q(want);
-
-    if (!out->failed && out->len == strlen(want)
-        && memcmp(out->data, want, out->len) == 0)
-    {
-        return 1;
-    }
-
-    fprintf(stderr, "got:  %.*s\nwant: %s\n", (int) out->len,
-            out->data ? out->data : "", want);
-    return 0;
+    return !out->failed && unit_same(out->data, out->len, want);
 }
 
 
@@ -79,7 +53,7 @@ has(const vmx_buf_t *out, const char *lit)
 static const char *
 param_of(const char *body, vmx_embeddings_request_t *r)
 {
-    vmx_translate_ctx_t    tc = ctx("m", q(body));
+    vmx_translate_ctx_t    tc = ctx("m", unit_q(body));
     vmx_translate_error_t  err = { NULL, NULL };
 
     if (vmx_embeddings_parse(&tc, r, &err) == 0) {
@@ -263,7 +237,7 @@ request(const char *provider, const char *body, size_t call, const char **param)
 
     tc = ctx(provider[0] == 'g' ? "gemini-embedding-001"
              : provider[0] == 't' ? "amazon.titan-embed-text-v2:0"
-             : "cohere.embed-english-v3", q(body));
+             : "cohere.embed-english-v3", unit_q(body));
 
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     *param = NULL;
@@ -369,6 +343,10 @@ test_bedrock_request(void)
     CHECK(same(&out, "{'texts':['a','b'],'input_type':'search_document',"
                      "'embedding_types':['float']}"));
 
+    out = request("cohere", "{'model':'x','input':'a','user':'u'}", 0, &param);
+    CHECK(same(&out, "{'texts':['a'],'input_type':'search_document',"
+                     "'embedding_types':['float']}"));
+
     out = request("cohere", "{'model':'x','input':'a','dimensions':1024}", 0,
                   &param);
     CHECK(param != NULL && strcmp(param, "dimensions") == 0);
@@ -413,7 +391,7 @@ answer_start(answer_t *t, const char *model, const char *body)
 {
     vmx_translate_error_t  err;
 
-    t->tc = ctx(model, q(body));
+    t->tc = ctx(model, unit_q(body));
     CHECK(vmx_embeddings_parse(&t->tc, &t->r, &err) == 0);
 
     vmx_buf_init(&t->out, unit_alloc, NULL, 0);
@@ -526,7 +504,7 @@ test_gemini_response(void)
     strcpy(p, "]}}");
 
 #define GEMINI(answer)                                                       \
-    gemini("{'model':'m','input':'a'}", q(answer), strlen(q(answer)))
+    gemini("{'model':'m','input':'a'}", unit_q(answer), strlen(unit_q(answer)))
 
     CHECK(GEMINI("{'embedding':{'values':[0.5,-0.25]}}") == 0);
     CHECK(GEMINI("{'embedding':{'values':[1e39]}}") == -1);
@@ -544,7 +522,7 @@ test_gemini_response(void)
           == -1);
     CHECK(GEMINI("{") == -1);
     CHECK(gemini("{'model':'m','input':['a','b']}",
-                 q("{'embeddings':[{'values':[1,2]},{'values':[1]}]}"),
+                 unit_q("{'embeddings':[{'values':[1,2]},{'values':[1]}]}"),
                  strlen("{'embeddings':[{'values':[1,2]},{'values':[1]}]}"))
           == -1);
 
@@ -588,7 +566,7 @@ test_bedrock_response(void)
 #define TITAN(answer)                                                        \
     (answer_start(&t, "amazon.titan-embed-text-v2:0",                        \
                   "{'model':'m','input':'a'}"),                              \
-     vmx_embeddings_bedrock_response(&t.a, VMX_EMBEDDINGS_TITAN, q(answer),  \
+     vmx_embeddings_bedrock_response(&t.a, VMX_EMBEDDINGS_TITAN, unit_q(answer),  \
                                      strlen(answer), &t.out))
 
     CHECK(TITAN("{'embedding':[0.5],'inputTextTokenCount':1}") == 0);
@@ -626,7 +604,7 @@ test_bedrock_response(void)
 #define COHERE(answer)                                                       \
     (answer_start(&t, "cohere.embed-english-v3",                             \
                   "{'model':'m','input':'a'}"),                              \
-     vmx_embeddings_bedrock_response(&t.a, VMX_EMBEDDINGS_COHERE, q(answer), \
+     vmx_embeddings_bedrock_response(&t.a, VMX_EMBEDDINGS_COHERE, unit_q(answer), \
                                      strlen(answer), &t.out))
 
     CHECK(COHERE("{'embeddings':[[0.5]]}") == 0);
