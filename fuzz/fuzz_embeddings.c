@@ -36,7 +36,7 @@ fuzz_provider_request(vmx_translate_ctx_t *tc,
 
     rc = family ? vmx_embeddings_bedrock_request(tc, family, r, call, &out,
                                                  &err)
-                : vmx_embeddings_gemini_request(tc, r, &out, &err);
+                : vmx_embeddings_gemini_request(tc, r, call, &out, &err);
 
     if (rc == 0) {
         if (!out.failed) {
@@ -76,12 +76,9 @@ fuzz_request(vmx_translate_ctx_t *tc, const char *text, size_t len)
 
     check(vmx_embeddings_input(&r, r.count) == NULL);
 
-    fuzz_provider_request(tc, &r, 0, 0);
-
-    for (family = VMX_EMBEDDINGS_TITAN; family <= VMX_EMBEDDINGS_COHERE;
-         family++)
-    {
-        calls = vmx_embeddings_bedrock_calls(family, &r);
+    for (family = 0; family <= VMX_EMBEDDINGS_COHERE; family++) {
+        calls = family ? vmx_embeddings_bedrock_calls(family, &r)
+                       : vmx_embeddings_gemini_calls(&r);
         check(calls >= 1 && calls <= r.count);
 
         for (call = 0; call < calls && call < FUZZ_CALLS; call++) {

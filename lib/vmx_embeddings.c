@@ -260,6 +260,29 @@ vmx_emb_text_only(const vmx_translate_ctx_t *tc,
 }
 
 
+/* the inputs of call of r in batches of size: the first (*first) and
+   how many */
+static size_t
+vmx_emb_batch(const vmx_embeddings_request_t *r, size_t call, size_t size,
+    size_t *first)
+{
+    size_t  n;
+
+    *first = call * size;
+    n = r->count - *first;
+
+    return (n < size) ? n : size;
+}
+
+
+/* the calls of r in batches of size */
+static size_t
+vmx_emb_calls(const vmx_embeddings_request_t *r, size_t size)
+{
+    return (r->count + size - 1) / size;
+}
+
+
 /*
  * Gemini.
  */
@@ -288,21 +311,24 @@ vmx_emb_gemini_content(const vmx_embeddings_request_t *r,
 }
 
 
+size_t
+vmx_embeddings_gemini_calls(const vmx_embeddings_request_t *r)
+{
+    return vmx_emb_calls(r, VMX_EMBEDDINGS_GEMINI_BATCH);
+}
+
+
 int
 vmx_embeddings_gemini_request(const vmx_translate_ctx_t *tc,
-    const vmx_embeddings_request_t *r, vmx_buf_t *out,
+    const vmx_embeddings_request_t *r, size_t call, vmx_buf_t *out,
     vmx_translate_error_t *err)
 {
     vmx_buf_t          model;
+    size_t             i, first, n;
     const vmx_json_t  *text;
 
     if (vmx_emb_text_only(tc, r, err) != 0) {
         return -1;
-    }
-
-    if (r->count > VMX_EMBEDDINGS_GEMINI_BATCH) {
-        return vmx_translate_fail(tc, err, "this model takes at most 100 "
-                                  "inputs a request", "input");
     }
 
     if (r->input->type == VMX_JSON_STRING) {
@@ -322,11 +348,13 @@ vmx_embeddings_gemini_request(const vmx_translate_ctx_t *tc,
         return 0;
     }
 
+    n = vmx_emb_batch(r, call, VMX_EMBEDDINGS_GEMINI_BATCH, &first);
+    text = vmx_embeddings_input(r, first);
+
     vmx_buf_append_cstr(out, "{\"requests\":[");
 
-    for (text = r->input->child; text != NULL; text = text->next) {
-        vmx_buf_append_cstr(out, text == r->input->child ? "{\"model\":"
-                                                          : ",{\"model\":");
+    for (i = 0; i < n; i++, text = text->next) {
+        vmx_buf_append_cstr(out, i ? ",{\"model\":" : "{\"model\":");
         vmx_buf_append_json_str(out, model.data, model.len);
         vmx_buf_append_cstr(out, ",");
         vmx_emb_gemini_content(r, text, out);
@@ -550,6 +578,7 @@ int
 vmx_embeddings_gemini_response(vmx_embeddings_answer_t *a, const char *body,
     size_t len, vmx_buf_t *out)
 {
+    size_t             n, first;
     const vmx_json_t  *root;
 
     root = vmx_translate_parse(a->tc, body, len);
@@ -562,8 +591,11 @@ vmx_embeddings_gemini_response(vmx_embeddings_answer_t *a, const char *body,
                                             "values"), out);
     }
 
-    return vmx_emb_items(a, vmx_json_get(root, "embeddings"), a->req->count,
-                         "values", out);
+    n = vmx_emb_batch(a->req, a->written / VMX_EMBEDDINGS_GEMINI_BATCH,
+                      VMX_EMBEDDINGS_GEMINI_BATCH, &first);
+
+    return vmx_emb_items(a, vmx_json_get(root, "embeddings"), n, "values",
+                         out);
 }
 
 
@@ -605,12 +637,8 @@ size_t
 vmx_embeddings_bedrock_calls(vmx_embeddings_family_e family,
     const vmx_embeddings_request_t *r)
 {
-    if (family == VMX_EMBEDDINGS_TITAN) {
-        return r->count;
-    }
-
-    return (r->count + VMX_EMBEDDINGS_COHERE_BATCH - 1)
-           / VMX_EMBEDDINGS_COHERE_BATCH;
+    return vmx_emb_calls(r, family == VMX_EMBEDDINGS_TITAN
+                            ? 1 : VMX_EMBEDDINGS_COHERE_BATCH);
 }
 
 
@@ -647,11 +675,7 @@ vmx_embeddings_bedrock_request(const vmx_translate_ctx_t *tc,
                                   "dimensions");
     }
 
-    first = call * VMX_EMBEDDINGS_COHERE_BATCH;
-    n = r->count - first;
-    if (n > VMX_EMBEDDINGS_COHERE_BATCH) {
-        n = VMX_EMBEDDINGS_COHERE_BATCH;
-    }
+    n = vmx_emb_batch(r, call, VMX_EMBEDDINGS_COHERE_BATCH, &first);
 
     vmx_buf_append_cstr(out, "{\"texts\":[");
 
@@ -678,7 +702,7 @@ vmx_embeddings_bedrock_response(vmx_embeddings_answer_t *a,
     vmx_embeddings_family_e family, const char *body, size_t len,
     vmx_buf_t *out)
 {
-    size_t             n;
+    size_t             n, first;
     const vmx_json_t  *root, *count, *embeddings;
 
     root = vmx_translate_parse(a->tc, body, len);
@@ -707,10 +731,8 @@ vmx_embeddings_bedrock_response(vmx_embeddings_answer_t *a,
         embeddings = vmx_json_get(embeddings, "float");
     }
 
-    n = a->req->count - a->written;
-    if (n > VMX_EMBEDDINGS_COHERE_BATCH) {
-        n = VMX_EMBEDDINGS_COHERE_BATCH;
-    }
+    n = vmx_emb_batch(a->req, a->written / VMX_EMBEDDINGS_COHERE_BATCH,
+                      VMX_EMBEDDINGS_COHERE_BATCH, &first);
 
     return vmx_emb_items(a, embeddings, n, NULL, out);
 }

@@ -15,9 +15,10 @@
  *
  * Which provider takes what:
  *   OpenAI, Groq   everything (pass-through: the answer is theirs too);
- *   Gemini         text only; one input by embedContent, an array of at
- *                  most VMX_EMBEDDINGS_GEMINI_BATCH by batchEmbedContents
- *                  (Gemini's bound); "dimensions" as outputDimensionality;
+ *   Gemini         text only; a single string by embedContent, an array
+ *                  by batchEmbedContents, VMX_EMBEDDINGS_GEMINI_BATCH
+ *                  inputs a call (Gemini's bound); "dimensions" as
+ *                  outputDimensionality;
  *   Bedrock Titan  text only, one input per InvokeModel call (an array of
  *                  n inputs takes n calls); "dimensions" as is (v2: 256,
  *                  512 or 1024, for Bedrock to judge);
@@ -37,13 +38,14 @@
  * 502).
  *
  * The module, for a provider other than OpenAI and Groq:
- *   vmx_embeddings_parse(), then the provider's request (and for Bedrock
- *   its path) for each call; vmx_embeddings_answer_init() once, the
- *   provider's response for each call's 2xx answer in order, and
- *   vmx_embeddings_answer_end() with the count of its own tokenizer, which
- *   serves when the provider reports none (Gemini, Cohere).  A provider's
- *   error answer goes through vmx_gemini_error() or vmx_bedrock_error(),
- *   as for chat, and the partial answer is dropped.
+ *   vmx_embeddings_parse() and vmx_embeddings_answer_init() once; then
+ *   for each call of the provider, one after the other, its request (and
+ *   for Bedrock its path) and its 2xx answer through the provider's
+ *   response; at last vmx_embeddings_answer_end() with the count of the
+ *   module's own tokenizer, which serves when the provider reports none
+ *   (Gemini, Cohere).  A provider's error answer goes through
+ *   vmx_gemini_error() or vmx_bedrock_error(), as for chat, and the
+ *   partial answer is dropped.
  */
 
 #ifndef VMX_EMBEDDINGS_H
@@ -100,12 +102,16 @@ const vmx_json_t *vmx_embeddings_input(const vmx_embeddings_request_t *r,
    module's path is models/{model}:<method> */
 const char *vmx_embeddings_gemini_method(const vmx_embeddings_request_t *r);
 
-/* the body of that method; 0, or -1 with err set */
+/* the calls of that method r takes */
+size_t vmx_embeddings_gemini_calls(const vmx_embeddings_request_t *r);
+
+/* the body of call i (< vmx_embeddings_gemini_calls()); 0, or -1 with err
+   set */
 int vmx_embeddings_gemini_request(const vmx_translate_ctx_t *tc,
-    const vmx_embeddings_request_t *r, vmx_buf_t *out,
+    const vmx_embeddings_request_t *r, size_t call, vmx_buf_t *out,
     vmx_translate_error_t *err);
 
-/* Gemini's whole 2xx answer: its vectors into a's answer; 0, or -1 */
+/* the 2xx answer of the next call: its vectors into a's answer; 0, or -1 */
 int vmx_embeddings_gemini_response(vmx_embeddings_answer_t *a,
     const char *body, size_t len, vmx_buf_t *out);
 

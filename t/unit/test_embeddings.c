@@ -48,6 +48,22 @@ has(const vmx_buf_t *out, const char *lit)
 }
 
 
+/* the times out holds lit */
+static size_t
+count_of(const vmx_buf_t *out, const char *lit)
+{
+    size_t       n = 0, len = strlen(lit);
+    const char  *p = out->data, *end = out->data + out->len;
+
+    while (p != NULL && (p = memmem(p, (size_t) (end - p), lit, len))) {
+        n++;
+        p += len;
+    }
+
+    return n;
+}
+
+
 /* the request body (quotes as ') parsed: its param on failure, "" when
    it passed */
 static const char *
@@ -248,7 +264,7 @@ request(const char *provider, const char *body, size_t call, const char **param)
     }
 
     if (provider[0] == 'g') {
-        rc = vmx_embeddings_gemini_request(&tc, &r, &out, &err);
+        rc = vmx_embeddings_gemini_request(&tc, &r, call, &out, &err);
 
     } else {
         rc = vmx_embeddings_bedrock_request(&tc,
@@ -296,11 +312,21 @@ test_gemini_request(void)
     CHECK(*param_of("{'model':'m','input':['a']}", &r) == '\0');
     CHECK(strcmp(vmx_embeddings_gemini_method(&r), "batchEmbedContents") == 0);
 
-    /* Gemini's batch bound */
-    out = request("gemini", many(100, "'a'", ""), 0, &param);
+    /* Gemini's batch bound: 250 inputs, calls of 100, 100 and 50 */
+    CHECK(*param_of("{'model':'m','input':'a'}", &r) == '\0');
+    CHECK(vmx_embeddings_gemini_calls(&r) == 1);
+    CHECK(*param_of(many(100, "'a'", ""), &r) == '\0');
+    CHECK(vmx_embeddings_gemini_calls(&r) == 1);
+    CHECK(*param_of(many(250, "'a'", ""), &r) == '\0');
+    CHECK(vmx_embeddings_gemini_calls(&r) == 3);
+
+    out = request("gemini", many(250, "'a'", ""), 1, &param);
     CHECK(param == NULL && !out.failed);
-    out = request("gemini", many(101, "'a'", ""), 0, &param);
-    CHECK(param != NULL && strcmp(param, "input") == 0);
+    CHECK(count_of(&out, "{\"model\":") == 100);
+    out = request("gemini", many(250, "'a'", ""), 2, &param);
+    CHECK(count_of(&out, "{\"model\":") == 50);
+    out = request("gemini", many(2, "'a'", ",'user':'u'"), 0, &param);
+    CHECK(count_of(&out, "{\"model\":") == 2 && !has(&out, "'u'"));
 
     unit_free_all();
 }
@@ -312,7 +338,6 @@ test_bedrock_request(void)
     vmx_embeddings_request_t  r;
     vmx_buf_t                 out;
     const char               *param;
-    size_t                    i;
 
     CHECK(vmx_embeddings_bedrock_family("amazon.titan-embed-text-v2:0", 28)
           == VMX_EMBEDDINGS_TITAN);
@@ -367,10 +392,7 @@ test_bedrock_request(void)
                      "'embedding_types':['float']}"));
 
     out = request("cohere", many(200, "'t'", ""), 1, &param);
-    for (i = 0; out.data && i < out.len && out.data[i] != ']'; i++) {
-        /* void */
-    }
-    CHECK(out.data && i == strlen("{'texts':[") + 96 * 4 - 1);
+    CHECK(count_of(&out, "\"t\"") == 96);
 
     unit_free_all();
 }
@@ -455,7 +477,8 @@ test_gemini_response(void)
     answer_t          t;
     vmx_json_error_t  jerr;
     vmx_json_t       *mine, *theirs;
-    char             *body, *long_vector, *p;
+    char             *body, *big, *p;
+    const char       *text;
     size_t            len, olen, i;
 
     body = fixture("gemini_embed.json", &len);
@@ -495,9 +518,29 @@ test_gemini_response(void)
     CHECK(gemini("{'model':'m','input':'a'}", body, len) == -1);
     free(body);
 
+    big = unit_alloc(NULL, VMX_EMBEDDINGS_MAX_LENGTH * 4 + 64);
+
+    /* 101 inputs: an answer of 100 vectors, then one of 1 */
+    answer_start(&t, "gemini-embedding-001", many(101, "'a'", ""));
+    p = big + sprintf(big, "{\"embeddings\":[");
+    for (i = 0; i < 100; i++) {
+        p += sprintf(p, "%s{\"values\":[0.5,0.25]}", i ? "," : "");
+    }
+    strcpy(p, "]}");
+    CHECK(vmx_embeddings_gemini_response(&t.a, big, strlen(big), &t.out) == 0);
+    CHECK(vmx_embeddings_answer_end(&t.a, 9, &t.out, &t.usage) == -1);
+    CHECK(vmx_embeddings_gemini_response(&t.a, big, strlen(big), &t.out) == -1);
+
+    answer_start(&t, "gemini-embedding-001", many(101, "'a'", ""));
+    CHECK(vmx_embeddings_gemini_response(&t.a, big, strlen(big), &t.out) == 0);
+    text = "{'embeddings':[{'values':[0.5,0.25]}]}";
+    CHECK(vmx_embeddings_gemini_response(&t.a, unit_q(text), strlen(text),
+                                         &t.out) == 0);
+    CHECK(vmx_embeddings_answer_end(&t.a, 9, &t.out, &t.usage) == 0);
+    CHECK(has(&t.out, "\"index\":100,\"embedding\":[0.5,0.25]}],"));
+
     /* a vector longer than any model's */
-    long_vector = unit_alloc(NULL, VMX_EMBEDDINGS_MAX_LENGTH * 4 + 64);
-    p = long_vector + sprintf(long_vector, "{\"embedding\":{\"values\":[0.5");
+    p = big + sprintf(big, "{\"embedding\":{\"values\":[0.5");
     for (i = 0; i < VMX_EMBEDDINGS_MAX_LENGTH; i++) {
         p += sprintf(p, ",0.5");
     }
@@ -518,7 +561,7 @@ test_gemini_response(void)
     CHECK(GEMINI("{'embedding':[0.5]}") == -1);
     CHECK(GEMINI("{'embeddings':[{'values':[0.5]}]}") == -1);
     CHECK(GEMINI("[]") == -1);
-    CHECK(gemini("{'model':'m','input':'a'}", long_vector, strlen(long_vector))
+    CHECK(gemini("{'model':'m','input':'a'}", big, strlen(big))
           == -1);
     CHECK(GEMINI("{") == -1);
     CHECK(gemini("{'model':'m','input':['a','b']}",
