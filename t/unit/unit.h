@@ -77,6 +77,45 @@ unit_free_all(void)
 }
 
 
+/*
+ * JSON written with single quotes in C, so that it reads as JSON: unit_q()
+ * turns every ' into " (a double quote inside a JSON string is written
+ * \\\"), in memory of unit_alloc().
+ */
+static inline const char *
+unit_q(const char *s)
+{
+    size_t   n = strlen(s), i;
+    char    *t = unit_alloc(NULL, n + 1);
+
+    if (t == NULL) {
+        abort();
+    }
+
+    for (i = 0; i <= n; i++) {
+        t[i] = (s[i] == '\'') ? '"' : s[i];
+    }
+
+    return t;
+}
+
+
+/* got[0..len) is unit_q(want); both printed when not */
+static inline int
+unit_same(const char *got, size_t len, const char *want)
+{
+    want = unit_q(want);
+
+    if (got != NULL && len == strlen(want) && memcmp(got, want, len) == 0) {
+        return 1;
+    }
+
+    fprintf(stderr, "got:  %.*s\nwant: %s\n", (int) len, got ? got : "",
+            want);
+    return 0;
+}
+
+
 #ifndef VMX_FIXTURES
 #define VMX_FIXTURES  "t/fixtures"
 #endif
