@@ -1,6 +1,6 @@
 /*
  * Unit tests of lib/vmx_anthropic.c.  JSON is written with ' for " so that
- * an expectation reads as the wire text (q() turns it back); a quote inside
+ * an expectation reads as the wire text (unit_q() turns it back); a quote inside
  * a string is written \u0027.  Inputs are parsed from exact-size copies, so
  * a read past their end shows under a memory checker.  The streams are
  * Anthropic's recorded event sequences.
@@ -18,32 +18,10 @@ static vmx_usage_t             usage;
 static int                     rc;
 
 
-/* s with ' as ", in arena memory of exactly strlen(s) bytes (plus NUL) */
-static char *
-q(const char *s)
-{
-    size_t   n = strlen(s), i;
-    char    *t = unit_alloc(NULL, n + 1);
-
-    for (i = 0; i <= n; i++) {
-        t[i] = (s[i] == '\'') ? '"' : s[i];
-    }
-
-    return t;
-}
-
-
 static int
-same(const char *got, const char *want_q)
+same(const char *got, const char *want)
 {
-    const char  *want = q(want_q);
-
-    if (strcmp(got, want) == 0) {
-        return 1;
-    }
-
-    fprintf(stderr, "got:  %s\nwant: %s\n", got, want);
-    return 0;
+    return unit_same(got, strlen(got), want);
 }
 
 
@@ -82,7 +60,7 @@ request_stream(const char *body_q, int stream)
     char              *e;
 
     setup(stream, 0);
-    body = q(body_q);
+    body = unit_q(body_q);
     tc.body = vmx_json_parse(body, strlen(body), unit_alloc, NULL, 0, &jerr);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     err.message = err.param = NULL;
@@ -114,7 +92,7 @@ response(const char *body_q)
     const char  *body;
 
     setup(0, 0);
-    body = q(body_q);
+    body = unit_q(body_q);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_anthropic_response(&tc, body, strlen(body), &out, &usage);
 
@@ -129,7 +107,7 @@ error_answer(int status, const char *body_q)
     const char  *body;
 
     setup(0, 0);
-    body = q(body_q);
+    body = unit_q(body_q);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_anthropic_error(&tc, status, body, strlen(body), &out);
 
@@ -160,7 +138,7 @@ stream_n(const event_t *ev, size_t n, int include_usage)
     rc = 0;
 
     for (i = 0; i < n; i++) {
-        data = q(ev[i].data);
+        data = unit_q(ev[i].data);
         r = vmx_anthropic_stream_event(&st, ev[i].event, strlen(ev[i].event),
                                        data, strlen(data), &out, &usage);
         rc = rc ? rc : r;

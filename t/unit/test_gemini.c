@@ -1,6 +1,6 @@
 /*
  * Unit tests of lib/vmx_gemini.c.  JSON is written with single quotes,
- * turned into double quotes before use (q()), so that expectations read as
+ * turned into double quotes before use (unit_q()), so that expectations read as
  * JSON; a double quote inside a JSON string is written \\\".
  */
 
@@ -8,21 +8,6 @@
 
 #include "unit.h"
 #include "vmx_gemini.h"
-
-
-/* s with every ' turned into " */
-static const char *
-q(const char *s)
-{
-    size_t   n = strlen(s), i;
-    char    *t = unit_alloc(NULL, n + 1);
-
-    for (i = 0; i <= n; i++) {
-        t[i] = (s[i] == '\'') ? '"' : s[i];
-    }
-
-    return t;
-}
 
 
 static vmx_translate_ctx_t
@@ -41,7 +26,7 @@ ctx(const char *body, int include_usage)
     tc.alloc = unit_alloc;
 
     if (body != NULL) {
-        body = q(body);
+        body = unit_q(body);
         tc.body = vmx_json_parse(body, strlen(body), unit_alloc, NULL, 0, &err);
     }
 
@@ -52,18 +37,7 @@ ctx(const char *body, int include_usage)
 static int
 same(const vmx_buf_t *out, const char *want)
 {
-    want = q(want);
-
-    if (!out->failed && out->len == strlen(want)
-        && memcmp(out->data, want, out->len) == 0)
-    {
-        return 1;
-    }
-
-    fprintf(stderr, "got\n  %.*s\nwant\n  %s\n", (int) out->len, out->data,
-            want);
-
-    return 0;
+    return unit_same(out->failed ? NULL : out->data, out->len, want);
 }
 
 
@@ -133,7 +107,7 @@ response(const char *body, int want_rc, const char *want)
     vmx_buf_t            out;
     int                  rc;
 
-    body = q(body);
+    body = unit_q(body);
     vmx_usage_init(&usage);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     rc = vmx_gemini_response(&tc, body, strlen(body), &out, &usage);
@@ -161,7 +135,7 @@ stream(const char **events, int include_usage, const char *want)
     vmx_gemini_stream_init(&s, &tc);
 
     for ( /* void */ ; *events; events++) {
-        data = q(*events);
+        data = unit_q(*events);
 
         if (vmx_gemini_stream_event(&s, data, strlen(data), &out, &usage) != 0) {
             fprintf(stderr, "event failed: %s\n", data);
@@ -181,7 +155,7 @@ error(int status, const char *body, const char *want)
     vmx_translate_ctx_t  tc = ctx(NULL, 0);
     vmx_buf_t            out;
 
-    body = q(body);
+    body = unit_q(body);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_error(&tc, status, body, strlen(body), &out);
 
@@ -773,7 +747,7 @@ test_stream_unreadable(void)
     vmx_translate_ctx_t  tc = ctx(NULL, 0);
     vmx_gemini_stream_t  s;
     vmx_buf_t            out;
-    const char          *far = q("{'candidates':[{'index':8}]}");
+    const char          *far = unit_q("{'candidates':[{'index':8}]}");
 
     vmx_buf_init(&out, unit_alloc, NULL, 0);
     vmx_gemini_stream_init(&s, &tc);
@@ -830,7 +804,7 @@ retry_delay(const char *body)
     vmx_translate_ctx_t  tc = ctx(NULL, 0);
     vmx_buf_t            out;
 
-    body = q(body);
+    body = unit_q(body);
     vmx_buf_init(&out, unit_alloc, NULL, 0);
 
     return vmx_gemini_error(&tc, 429, body, strlen(body), &out);
