@@ -22,6 +22,7 @@
 #include "activity.h"
 #include "dpclient.h"
 #include "ingest.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "otel.h"
@@ -518,7 +519,7 @@ ingest_round(void)
         struct timespec t0, t1;
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
+        for (int n = 0; n < MAX_BATCHES_PER_ROUND && leader_holds() && pull(&ing.planes[i]); n++) {
             /* the spool had more */
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -547,6 +548,7 @@ ingest_start(const config_t *cfg)
     }
     ing.nplanes = cfg->ndataplanes;
     /* without data planes the thread still keeps the partitions */
+    leader_follow(&ing.worker);
     if (worker_start(&ing.worker, "ingest", ingest_round) != 0) {
         return -1;
     }

@@ -12,6 +12,7 @@
 
 #include "capacity.h"
 #include "dpclient.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "pusher.h"
@@ -289,6 +290,7 @@ pusher_start(const config_t *cfg)
         return 0;
     }
 
+    leader_follow(&pusher.worker);
     if (worker_start(&pusher.worker, "pusher", pusher_round) != 0) {
         return -1;
     }

@@ -15,6 +15,7 @@
 #include "crypto.h"
 #include "db.h"
 #include "keyring.h"
+#include "leader.h"
 #include "log.h"
 #include "reencrypt.h"
 #include "secrets.h"
@@ -232,6 +233,7 @@ reencrypt_start(const config_t *cfg)
     re.interval = cfg->reconcile_interval;
     re.batch = cfg->reencrypt_batch;
     re.pause_ms = cfg->reencrypt_pause_ms;
+    leader_follow(&re.w);
     return worker_start(&re.w, "reencrypt", reencrypt_round);
 }
 

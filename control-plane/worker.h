@@ -15,8 +15,15 @@
 /* one round of work; returns the milliseconds until the next one is due */
 typedef long (*worker_round_pt)(void);
 
+/* whether a round may run now (leader.h) */
+typedef bool (*worker_gate_pt)(void);
+
+/* while the gate is closed, the thread looks again this often or when woken */
+#define WORKER_GATE_MS  1000
+
 typedef struct {
     worker_round_pt   round;
+    worker_gate_pt    gate;            /* NULL: always open; set before the start */
     pthread_t         thread;
     bool              running;         /* written under the lock */
     pthread_mutex_t   lock;
