@@ -83,8 +83,8 @@ api_dataplanes_announce(http_req_t *req)
         return;
     }
     if (url == NULL || !base_url_ok(url)) {
-        http_invalid(req, "url", "url must be the data plane's http(s) base URL, without a trailing slash,"
-                     " of at most %d bytes", DISCOVERY_URL_MAX - 1);
+        http_invalid(req, "url", "url must be the data plane's http(s) base URL, without a"
+                     " trailing slash, of at most %d bytes", DISCOVERY_URL_MAX - 1);
         return;
     }
     if (req->db == NULL) {
