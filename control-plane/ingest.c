@@ -49,7 +49,7 @@ typedef struct {
 } spot_t;
 
 typedef struct {
-    discovery_url_t    url;
+    discovery_url_t    url;                /* first: discovery_follow() reads it */
     char              *cursor;             /* owned: committed cursor, NULL until loaded */
     spot_t            *spots;              /* owned: the files listed, oldest first */
     size_t             nspots;

@@ -28,19 +28,19 @@
 #define MAX_CAPACITY        (4 * 1024 * 1024)
 
 typedef struct {
-    discovery_url_t  url;
-    dpclient_t  conn;             /* the pusher thread's; conn.base (url) names the plane */
-    long long   version;          /* what it runs, -1 when unknown */
-    bool        reachable;
-    bool        contacted;        /* answered at least once */
-    time_t      last_seen;        /* 0 when never */
-    char        last_error[256];
-    char        last_cause[192];  /* of last_error, to log each cause once */
-    char        capacity_cause[192];  /* of the last GET /vmx/capacity failure */
-    cJSON      *problems;         /* owned: its snapshot's, as it states them */
-    long long   problems_total;
-    bool        unresolved;       /* a host did not resolve: push again */
-    time_t      pushed_at;
+    discovery_url_t  url;              /* first: discovery_follow() reads it */
+    dpclient_t       conn;             /* conn.base (url) names the plane */
+    long long        version;          /* what it runs, -1 when unknown */
+    bool             reachable;
+    bool             contacted;        /* answered at least once */
+    time_t           last_seen;        /* 0 when never */
+    char             last_error[256];
+    char             last_cause[192];  /* of last_error, to log each cause once */
+    char             capacity_cause[192];  /* of the last GET /vmx/capacity failure */
+    cJSON           *problems;         /* owned: its snapshot's, as it states them */
+    long long        problems_total;
+    bool             unresolved;       /* a host did not resolve: push again */
+    time_t           pushed_at;
 } dataplane_t;
 
 static struct {

@@ -1,8 +1,9 @@
 /*
- * worker: the one lifecycle of the daemon's background threads (pusher,
- * ingest, otel, credentials, reencrypt).  The thread runs rounds of its
- * owner's work, and between two rounds sleeps until the next is due, it is
- * woken (worker_notify()), or it must stop.  The owner may guard its own
+ * worker: the one lifecycle of the daemon's background threads (leader,
+ * discovery, pusher, ingest, otel, credentials, reencrypt).  The thread runs
+ * rounds of its owner's work, and between two rounds sleeps until the next
+ * is due, it is woken (worker_notify()), or it must stop.  A gated thread
+ * (the singleton jobs, leader.h) runs a round only while its gate is open.  The owner may guard its own
  * shared state with w->lock: the worker takes it only between rounds.
  */
 
