@@ -135,11 +135,10 @@ def ha(built, pki, fake, tmp_path_factory):
     started = []
     s = type("Ha", (), {})()
     try:
-        s.pg = Postgres(base / "pg", free_port())
-        s.pg.start()
-        started.append(s.pg)
-        s.redis = Redis(base / "redis", free_port()).start()
-        started.append(s.redis)
+        s.pg, s.redis = Postgres(base / "pg", free_port()), Redis(base / "redis", free_port())
+        for p in (s.pg, s.redis):
+            started.append(p)           # stopped even when its start fails
+            p.start()
         s.token_file, master_key = write_secret_files(base / "secrets")
         s.token = s.token_file.read_text().strip()
         ports = [free_port() for _ in range(NODES)]
