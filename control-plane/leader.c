@@ -105,6 +105,9 @@ check(bool held)
     PGresult *res;
     bool      holds;
 
+    if (leader.pg == NULL || PQstatus(leader.pg) != CONNECTION_OK) {
+        held = false;               /* a new session holds nothing yet */
+    }
     if (!connected()) {
         return false;
     }

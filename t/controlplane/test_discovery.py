@@ -65,3 +65,48 @@ def test_dns_setting_refused(cp_stack, value):
                       env={"VMX_DATAPLANES_DNS": value})
     with pytest.raises(RuntimeError, match="VMX_DATAPLANES_DNS: .* is not name:port"):
         cp.start()
+
+
+def wait_for(what, check, timeout=10):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_second_replica_stands_by(api, cp_stack):
+    standby = ControlPlane(cp_stack.base / "standby", free_port(), cp_stack.pg.dsn, [],
+                           cp_stack.token_file, cp_stack.master_key_file)
+    standby.start()
+    try:
+        wait_for("the standby's log", lambda: "standing by" in standby.log_text())
+        _, health, _ = api.request("GET", "/api/v1/health", token=None)
+        assert health["leader"] is True
+        other = type(api)(standby.url)
+        other.login()
+        _, health, _ = other.request("GET", "/api/v1/health", token=None)
+        assert health["leader"] is False
+        _, text, _ = other.request("GET", "/metrics", token=None)
+        assert "\nvmx_cp_leader 0\n" in text
+        # the same data planes from both, the leader named by both
+        mine, theirs = planes(api), planes(other)
+        assert [p["url"] for p in mine["data"]] == [p["url"] for p in theirs["data"]]
+        assert theirs["leader"] == dict(mine["leader"], self=False)
+        assert "pusher dataplane=" not in standby.log_text()     # it pushes nothing
+    finally:
+        assert standby.stop() == 0
+
+
+def test_the_lead_is_lost_with_the_session_and_taken_again(api, cp_stack):
+    log = cp_stack.cp.log_text
+    before = log().count("took the lock")
+    cp_stack.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name LIKE 'vmx-cp %' AND datname = current_database()")
+    wait_for("the lead lost and taken again", lambda: log().count("took the lock") > before)
+    assert "lost the lock, the singleton jobs pause" in log()
+    _, health, _ = api.request("GET", "/api/v1/health", token=None)
+    assert health["leader"] is True
+    # the jobs run again: a change reaches the data plane
+    api.create_workspace(f"after-the-lead-{time.time_ns()}")
+    version = int(cp_stack.pg.psql("SELECT version FROM config_version"))
+    cp_stack.dataplane.wait_for(lambda s: s["version"] == version)
