@@ -510,7 +510,7 @@ maintain(void)
 }
 
 
-/* a range of READ_CHUNK bytes takes longer than a config call */
+/* a plane new to the ingest: its cursor is read back at its first pull */
 static void *
 open_plane(const char *url)
 {
@@ -521,6 +521,7 @@ open_plane(const char *url)
         return NULL;
     }
     snprintf(p->url, sizeof(p->url), "%s", url);
+    /* a range of READ_CHUNK bytes takes longer than a config call */
     dpclient_open(&p->conn, p->url, HTTPC_TOTAL_TIMEOUT_MS * 3);
     metrics_labels(p->labels, "dataplane", p->url, NULL);
     return p;

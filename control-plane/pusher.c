@@ -5,7 +5,6 @@
  * replica's API reads them (discovery.h).
  */
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
