@@ -195,6 +195,11 @@ parse_dataplanes(config_t *cfg, const char *value)
             log_error("config VMX_DATAPLANES: more than %d data planes", CONFIG_MAX_DATAPLANES);
             return -1;
         }
+        if (len > CONFIG_DATAPLANE_URL_MAX) {
+            log_error("config VMX_DATAPLANES: a URL longer than %d bytes",
+                      CONFIG_DATAPLANE_URL_MAX);
+            return -1;
+        }
         cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
     }
     return 0;

@@ -11,6 +11,7 @@
 
 #define CONFIG_MAX_DATAPLANES  64     /* listed, and kept at once (discovery.h) */
 #define CONFIG_HOST_MAX        254    /* bytes of a DNS name */
+#define CONFIG_DATAPLANE_URL_MAX  255 /* bytes of a data plane's base URL */
 #define CONFIG_MAX_OIDC_ROLES  32
 
 /* one VMX_OIDC_ROLE_MAP entry: a value of the roles claim and the role it grants */

@@ -22,6 +22,7 @@ static struct {
     worker_t          worker;           /* its lock also guards planes */
     const config_t   *cfg;
     char              forget[16];       /* VMX_DATAPLANE_FORGET_SECONDS, as a parameter */
+    char              max[16];          /* CONFIG_MAX_DATAPLANES, as a parameter */
     char              dns_cause[192];   /* the resolution failure last logged */
     discovery_url_t   planes[CONFIG_MAX_DATAPLANES];
     size_t            nplanes;
@@ -94,12 +95,10 @@ resolve_dns(discovery_url_t *urls, size_t max)
 static int
 see(db_conn_t *c, const char *url, const char *source)
 {
-    char        max[16];
-    const char *params[3] = { url, source, max };
+    const char *params[3] = { url, source, disc.max };
     PGresult   *res;
     bool        known, added;
 
-    snprintf(max, sizeof(max), "%d", CONFIG_MAX_DATAPLANES);
     res = db_exec(c, "UPDATE dataplanes SET seen_at = now(), source = $2 WHERE url = $1",
                   2, params);
     if (res == NULL) {
@@ -148,14 +147,11 @@ forget(db_conn_t *c)
 static void
 take_list(db_conn_t *c)
 {
-    char        max[16];
-    const char *params[1] = { max };
-    PGresult   *res;
+    const char *params[1] = { disc.max };
+    PGresult   *res = db_exec(c, "SELECT url FROM dataplanes ORDER BY url LIMIT $1::int", 1,
+                              params);
     bool        changed;
     size_t      n;
-
-    snprintf(max, sizeof(max), "%d", CONFIG_MAX_DATAPLANES);
-    res = db_exec(c, "SELECT url FROM dataplanes ORDER BY url LIMIT $1::int", 1, params);
 
     if (res == NULL) {
         return;
@@ -211,6 +207,7 @@ discovery_start(const config_t *cfg)
 {
     disc.cfg = cfg;
     snprintf(disc.forget, sizeof(disc.forget), "%d", cfg->dataplane_forget_seconds);
+    snprintf(disc.max, sizeof(disc.max), "%d", CONFIG_MAX_DATAPLANES);
     leader_follow(&disc.worker);
     if (worker_start(&disc.worker, "discovery", discovery_round) != 0) {
         return -1;

@@ -22,7 +22,7 @@
 #include "db.h"
 
 #define DISCOVERY_INTERVAL_MS  2000
-#define DISCOVERY_URL_MAX      256      /* bytes of a data plane's base URL, with its NUL */
+#define DISCOVERY_URL_MAX      (CONFIG_DATAPLANE_URL_MAX + 1)     /* with its NUL */
 
 typedef char discovery_url_t[DISCOVERY_URL_MAX];
 
