@@ -119,10 +119,11 @@ check(bool held)
         cannot_lead(LOG_WARN, "the lock's session failed", PQerrorMessage(leader.pg));
         PQfinish(leader.pg);        /* a lock it might hold goes with the session */
         leader.pg = NULL;
-    } else if (!holds) {
-        cannot_lead(LOG_INFO, "standing by", "another replica holds the lock");
     } else {
-        relay_changes();
+        if (!holds) {
+            cannot_lead(LOG_INFO, "standing by", "another replica holds the lock");
+        }
+        relay_changes();            /* a standby's gated jobs ignore it, its queue empties */
     }
     PQclear(res);
     return holds;
