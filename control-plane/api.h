@@ -142,7 +142,10 @@ void api_pools_delete(http_req_t *req);
 void api_providers_list(http_req_t *req);
 
 /* api_dataplanes.c */
+int api_dataplanes_init(const char *token_file);
+void api_dataplanes_shutdown(void);
 void api_dataplanes_list(http_req_t *req);
+void api_dataplanes_announce(http_req_t *req);
 
 /* api_audit.c */
 void api_audit_list(http_req_t *req);

@@ -12,9 +12,9 @@
 
 #include "api.h"
 #include "config.h"
+#include "discovery.h"
 #include "keyring.h"
 #include "providers.h"
-#include "pusher.h"
 #include "secrets.h"
 #include "validate.h"
 
@@ -284,7 +284,7 @@ api_connections_get(http_req_t *req)
 
     if (doc != NULL) {
         cJSON_AddItemToObject(doc, "dataplaneProblems",
-                              pusher_object_problems("connection", params[2]));
+                              discovery_object_problems(req->db, "connection", params[2]));
         http_reply(req, 200, doc);
     }
 }

@@ -1,8 +1,10 @@
 /*
- * api_health: liveness and database reachability, without authentication.
+ * api_health: liveness, database reachability and whether this replica
+ * leads (leader.h), without authentication.
  */
 
 #include "api.h"
+#include "leader.h"
 
 
 void
@@ -13,5 +15,6 @@ api_health(http_req_t *req)
 
     cJSON_AddStringToObject(body, "status", db_ok ? "ok" : "degraded");
     cJSON_AddStringToObject(body, "database", db_ok ? "ok" : "unreachable");
+    cJSON_AddBoolToObject(body, "leader", leader_holds());
     http_reply(req, db_ok ? 200 : 503, body);
 }

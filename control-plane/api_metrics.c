@@ -5,9 +5,6 @@
  */
 
 #include <stdlib.h>
-#include <string.h>
-
-#include <sodium.h>
 
 #include "api.h"
 #include "config.h"
@@ -30,26 +27,8 @@ api_metrics_init(const char *token_file)
 void
 api_metrics_shutdown(void)
 {
-    if (metrics_token != NULL) {
-        sodium_memzero(metrics_token, strlen(metrics_token));
-        free(metrics_token);
-        metrics_token = NULL;
-    }
-}
-
-
-static bool
-authorized(const http_req_t *req)
-{
-    const char *auth = http_header(req, "Authorization");
-    size_t      len;
-
-    if (metrics_token == NULL) {
-        return true;
-    }
-    len = strlen(metrics_token);
-    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == len
-           && sodium_memcmp(auth + 7, metrics_token, len) == 0;
+    config_free_secret(metrics_token);
+    metrics_token = NULL;
 }
 
 
@@ -58,7 +37,7 @@ api_metrics(http_req_t *req)
 {
     char *text;
 
-    if (!authorized(req)) {
+    if (metrics_token != NULL && !http_bearer_is(req, metrics_token)) {
         http_error(req, 401, "unauthorized", NULL, "a valid bearer token is required");
         return;
     }

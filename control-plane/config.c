@@ -17,6 +17,7 @@
 #define DEFAULT_LISTEN      "127.0.0.1:8090"
 #define DEFAULT_SCHEMA_DIR  "schema"
 #define DEFAULT_RECONCILE   5
+#define DEFAULT_FORGET      300      /* seconds */
 #define DEFAULT_STS_MARGIN  300
 #define MAX_STS_MARGIN      3000     /* below the 3600 s the credentials last */
 #define DEFAULT_INGEST_MS   1000
@@ -48,7 +49,8 @@ typedef enum {
 /*
  * Every setting: its variable, its type and its field, with a default and
  * a bound where it has them.  The text of a setting with a syntax of its
- * own (VMX_LISTEN, VMX_DATAPLANES, VMX_LOG_LEVEL, VMX_OIDC_ROLE_MAP) is
+ * own (VMX_LISTEN, VMX_DATAPLANES, VMX_DATAPLANES_DNS, VMX_LOG_LEVEL,
+ * VMX_OIDC_ROLE_MAP) is
  * parsed, and the settings are checked against each other (OIDC's, a
  * token file with data planes), in config_load().
  */
@@ -72,6 +74,8 @@ typedef struct {
 static const setting_t settings[] = {
     STRING_OR("VMX_LISTEN", listen, DEFAULT_LISTEN),
     STRING("VMX_DATAPLANES", dataplanes_list),
+    STRING("VMX_DATAPLANES_DNS", dataplanes_dns),
+    INT("VMX_DATAPLANE_FORGET_SECONDS", dataplane_forget_seconds, DEFAULT_FORGET, 30 * 86400),
     STRING("VMX_LOG_LEVEL", log_level),
     STRING("VMX_DATABASE_URL", database_url),
     STRING("VMX_MASTER_KEY_FILE", master_key_file),
@@ -127,28 +131,29 @@ static const setting_t settings[] = {
 #undef FLAG
 
 
+/* "host:port" into host (of size bytes) and *port; -1 when it is not */
 static int
-parse_listen(config_t *cfg, const char *value)
+parse_host_port(const char *value, char *host, size_t size, int *port)
 {
     const char *colon = strrchr(value, ':');
     char       *end;
-    long        port;
+    long        n;
     size_t      hostlen;
 
     if (colon == NULL || colon == value) {
         return -1;
     }
     hostlen = (size_t) (colon - value);
-    if (hostlen >= sizeof(cfg->listen_host)) {
+    if (hostlen >= size) {
         return -1;
     }
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 1 || port > 65535) {
+    n = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || n < 1 || n > 65535) {
         return -1;
     }
-    memcpy(cfg->listen_host, value, hostlen);
-    cfg->listen_host[hostlen] = '\0';
-    cfg->listen_port = (int) port;
+    memcpy(host, value, hostlen);
+    host[hostlen] = '\0';
+    *port = (int) n;
     return 0;
 }
 
@@ -188,6 +193,11 @@ parse_dataplanes(config_t *cfg, const char *value)
         }
         if (cfg->ndataplanes == CONFIG_MAX_DATAPLANES) {
             log_error("config VMX_DATAPLANES: more than %d data planes", CONFIG_MAX_DATAPLANES);
+            return -1;
+        }
+        if (len > CONFIG_DATAPLANE_URL_MAX) {
+            log_error("config VMX_DATAPLANES: a URL longer than %d bytes",
+                      CONFIG_DATAPLANE_URL_MAX);
             return -1;
         }
         cfg->dataplanes[cfg->ndataplanes++] = strndup(p, len);
@@ -362,13 +372,17 @@ parse_oidc(config_t *cfg)
 int
 config_load(config_t *cfg)
 {
+    int port;
+
     memset(cfg, 0, sizeof(*cfg));
     if (read_settings(cfg) != 0) {
         return -1;
     }
 
     /* the settings of a syntax of their own, and the checks between settings */
-    if (parse_listen(cfg, cfg->listen) != 0) {
+    if (parse_host_port(cfg->listen, cfg->listen_host, sizeof(cfg->listen_host),
+                        &cfg->listen_port) != 0)
+    {
         log_error("config VMX_LISTEN: \"%s\" is not host:port", cfg->listen);
         return -1;
     }
@@ -384,8 +398,20 @@ config_load(config_t *cfg)
     if (cfg->dataplanes_list != NULL && parse_dataplanes(cfg, cfg->dataplanes_list) != 0) {
         return -1;
     }
-    if (cfg->ndataplanes > 0 && cfg->dataplane_token_file == NULL) {
-        log_error("config VMX_DATAPLANE_TOKEN_FILE: required with VMX_DATAPLANES");
+    if (cfg->dataplanes_dns != NULL) {
+        if (parse_host_port(cfg->dataplanes_dns, cfg->dns_host, sizeof(cfg->dns_host), &port)
+            != 0)
+        {
+            log_error("config VMX_DATAPLANES_DNS: \"%s\" is not name:port", cfg->dataplanes_dns);
+            return -1;
+        }
+        snprintf(cfg->dns_port, sizeof(cfg->dns_port), "%d", port);
+    }
+    if ((cfg->ndataplanes > 0 || cfg->dataplanes_dns != NULL)
+        && cfg->dataplane_token_file == NULL)
+    {
+        log_error("config VMX_DATAPLANE_TOKEN_FILE: required with VMX_DATAPLANES or"
+                  " VMX_DATAPLANES_DNS");
         return -1;
     }
 
@@ -491,10 +517,10 @@ config_bearer_header(const char *token_file)
 
 
 void
-config_free_header(char *header)
+config_free_secret(char *secret)
 {
-    if (header != NULL) {
-        sodium_memzero(header, strlen(header));
-        free(header);
+    if (secret != NULL) {
+        sodium_memzero(secret, strlen(secret));
+        free(secret);
     }
 }

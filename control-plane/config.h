@@ -9,7 +9,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CONFIG_MAX_DATAPLANES  32
+#define CONFIG_MAX_DATAPLANES  64     /* listed, and kept at once (discovery.h) */
+#define CONFIG_HOST_MAX        254    /* bytes of a DNS name */
+#define CONFIG_DATAPLANE_URL_MAX  255 /* bytes of a data plane's base URL */
 #define CONFIG_MAX_OIDC_ROLES  32
 
 /* one VMX_OIDC_ROLE_MAP entry: a value of the roles claim and the role it grants */
@@ -23,6 +25,10 @@ typedef struct config_s {
     char    listen_host[64];          /* of listen */
     int     listen_port;
     char   *dataplanes_list;          /* from getenv, NULL: none (parsed: dataplanes) */
+    char   *dataplanes_dns;           /* from getenv, NULL: none (parsed: dns_host, dns_port) */
+    char    dns_host[CONFIG_HOST_MAX + 1];   /* of dataplanes_dns, "" when none */
+    char    dns_port[6];
+    int     dataplane_forget_seconds; /* a data plane not found so long is forgotten */
     char   *log_level;                /* from getenv, NULL: the default */
     char   *database_url;             /* from getenv, not owned */
     char   *master_key_file;          /* from getenv, may be NULL with secret_keys_dir */
@@ -92,11 +98,12 @@ char *config_read_secret_file(const char *path, const char *what);
 /*
  * "Authorization: Bearer <token>" with the token of token_file, the one
  * credential of the config and records channels; malloc'd, released with
- * config_free_header(); NULL with the reason logged
+ * config_free_secret(); NULL with the reason logged
  */
 char *config_bearer_header(const char *token_file);
 
-/* wipes and frees a header line of config_bearer_header() (NULL: none) */
-void config_free_header(char *header);
+/* wipes and frees a secret text: a token, a header line of config_bearer_header()
+ * (NULL: none) */
+void config_free_secret(char *secret);
 
 #endif

@@ -19,6 +19,7 @@
 #include "credentials.h"
 #include "crypto.h"
 #include "db.h"
+#include "leader.h"
 #include "log.h"
 #include "pusher.h"
 #include "vmx_rfc3339.h"
@@ -418,6 +419,7 @@ credentials_start(const config_t *cfg)
     refresher.interval = cfg->reconcile_interval;
     refresher.margin = cfg->sts_refresh_margin;
     sts_init(cfg);
+    leader_follow(&refresher.w);
     if (worker_start(&refresher.w, "credentials", refresher_round) != 0) {
         return -1;
     }

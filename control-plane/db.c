@@ -248,6 +248,18 @@ db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params)
 }
 
 
+cJSON *
+db_json(db_conn_t *c, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = db_exec(c, sql, nparams, params);
+    cJSON    *json = res != NULL && PQntuples(res) == 1 ? cJSON_Parse(PQgetvalue(res, 0, 0))
+                                                        : NULL;
+
+    PQclear(res);
+    return json;
+}
+
+
 const char *
 db_sqlstate(const db_conn_t *c)
 {

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 
+#include <cjson/cJSON.h>
 /* Debian keeps libpq-fe.h in postgresql/; the Makefile adds no -I for it */
 #include <libpq-fe.h>
 
@@ -36,6 +37,9 @@ PGresult *db_exec(db_conn_t *c, const char *sql, int nparams,
 
 /* runs a statement whose result is not needed; 0 or -1 */
 int db_run(db_conn_t *c, const char *sql, int nparams, const char *const *params);
+
+/* the JSON text of a one-cell query, parsed; NULL on error (caller deletes) */
+cJSON *db_json(db_conn_t *c, const char *sql, int nparams, const char *const *params);
 
 /* SQLSTATE of the last failed db_exec() ("" when none) */
 const char *db_sqlstate(const db_conn_t *c);

@@ -19,15 +19,15 @@ dpclient_init(const config_t *cfg)
     char              *bearer;
     struct curl_slist *list;
 
-    if (cfg->ndataplanes == 0) {
-        return 0;
+    if (cfg->dataplane_token_file == NULL) {
+        return 0;             /* no plane is listed, found, or can announce itself */
     }
     bearer = config_bearer_header(cfg->dataplane_token_file);
     if (bearer == NULL) {
         return -1;
     }
     list = curl_slist_append(NULL, bearer);
-    config_free_header(bearer);
+    config_free_secret(bearer);
     if (list != NULL) {
         headers = curl_slist_append(list, "Content-Type: application/json");
     }

@@ -93,6 +93,17 @@ http_header(const http_req_t *req, const char *name)
 }
 
 
+bool
+http_bearer_is(const http_req_t *req, const char *token)
+{
+    const char *auth = http_header(req, "Authorization");
+    size_t      len = strlen(token);
+
+    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == len
+           && sodium_memcmp(auth + 7, token, len) == 0;
+}
+
+
 const char *
 http_cookie(const http_req_t *req, const char *name)
 {

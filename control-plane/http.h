@@ -97,6 +97,9 @@ const char *http_param(const http_req_t *req, const char *name);
 /* a query argument or header, NULL when absent */
 const char *http_query(const http_req_t *req, const char *name);
 const char *http_header(const http_req_t *req, const char *name);
+
+/* whether the request carries "Authorization: Bearer <token>" (in constant time) */
+bool http_bearer_is(const http_req_t *req, const char *token);
 const char *http_cookie(const http_req_t *req, const char *name);
 
 /* the client's address ("192.0.2.7", "::1") into out[HTTP_ADDR_LEN], "" when

@@ -20,8 +20,10 @@
 #include <curl/curl.h>
 
 #include "activity.h"
+#include "discovery.h"
 #include "dpclient.h"
 #include "ingest.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "otel.h"
@@ -47,10 +49,11 @@ typedef struct {
 } spot_t;
 
 typedef struct {
+    discovery_url_t    url;                /* first: discovery_follow() reads it */
     char              *cursor;             /* owned: committed cursor, NULL until loaded */
     spot_t            *spots;              /* owned: the files listed, oldest first */
     size_t             nspots;
-    dpclient_t         conn;               /* conn.base names the plane; its answer: the
+    dpclient_t         conn;               /* conn.base (url) names the plane; its answer: the
                                               bytes read from a file */
     records_batch_t   *batch;              /* owned */
     const char        *logged[CAUSES_LOGGED];   /* dead letter reasons logged */
@@ -64,7 +67,7 @@ static struct {
     int               retention_days;
     int               activity_days;    /* activity records kept (activity.c) */
     long              maintained_day;      /* UTC day of the last maintenance, -1 */
-    plane_t          *planes;              /* owned array */
+    plane_t          *planes[CONFIG_MAX_DATAPLANES];    /* owned */
     size_t            nplanes;
 } ing = { .worker = WORKER_INIT, .maintained_day = -1 };
 
@@ -507,6 +510,38 @@ maintain(void)
 }
 
 
+/* a plane new to the ingest: its cursor is read back at its first pull */
+static void *
+open_plane(const char *url)
+{
+    plane_t *p = calloc(1, sizeof(plane_t));
+
+    if (p == NULL) {
+        log_error("ingest dataplane=%s: out of memory", url);
+        return NULL;
+    }
+    snprintf(p->url, sizeof(p->url), "%s", url);
+    /* a range of READ_CHUNK bytes takes longer than a config call */
+    dpclient_open(&p->conn, p->url, HTTPC_TOTAL_TIMEOUT_MS * 3);
+    metrics_labels(p->labels, "dataplane", p->url, NULL);
+    return p;
+}
+
+
+/* a plane gone keeps its spool and its committed cursor for its next life */
+static void
+close_plane(void *plane)
+{
+    plane_t *p = plane;
+
+    free(p->cursor);
+    free(p->spots);
+    dpclient_close(&p->conn);
+    records_batch_free(p->batch);
+    free(p);
+}
+
+
 /* every plane's spool, MAX_BATCHES_PER_ROUND batches at most each */
 static long
 ingest_round(void)
@@ -514,15 +549,16 @@ ingest_round(void)
     if (!maintain()) {
         return ing.interval_ms;
     }
+    discovery_follow((void **) ing.planes, &ing.nplanes, open_plane, close_plane);
     for (size_t i = 0; i < ing.nplanes; i++) {
         struct timespec t0, t1;
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (int n = 0; n < MAX_BATCHES_PER_ROUND && pull(&ing.planes[i]); n++) {
+        for (int n = 0; n < MAX_BATCHES_PER_ROUND && leader_holds() && pull(ing.planes[i]); n++) {
             /* the spool had more */
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        metrics_add(METRIC_INGEST_BUSY, ing.planes[i].labels,
+        metrics_add(METRIC_INGEST_BUSY, ing.planes[i]->labels,
                     (double) (t1.tv_sec - t0.tv_sec)
                     + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);
     }
@@ -536,22 +572,12 @@ ingest_start(const config_t *cfg)
     ing.interval_ms = cfg->ingest_interval_ms;
     ing.retention_days = cfg->retention_days;
     ing.activity_days = cfg->activity_retention_days;
-    ing.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(plane_t));
-    if (ing.planes == NULL) {
-        return -1;
-    }
-    /* a range of READ_CHUNK bytes takes longer than a config call */
-    for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        dpclient_open(&ing.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS * 3);
-        metrics_labels(ing.planes[i].labels, "dataplane", cfg->dataplanes[i], NULL);
-    }
-    ing.nplanes = cfg->ndataplanes;
+    leader_follow(&ing.worker);
     /* without data planes the thread still keeps the partitions */
     if (worker_start(&ing.worker, "ingest", ingest_round) != 0) {
         return -1;
     }
-    log_info("ingest: %zu data plane(s), every %d ms, retention %d days", ing.nplanes,
-             ing.interval_ms, ing.retention_days);
+    log_info("ingest: every %d ms, retention %d days", ing.interval_ms, ing.retention_days);
     return 0;
 }
 
@@ -560,15 +586,7 @@ void
 ingest_stop(void)
 {
     worker_stop(&ing.worker);
-    for (size_t i = 0; i < ing.nplanes; i++) {
-        plane_t *p = &ing.planes[i];
-
-        free(p->cursor);
-        free(p->spots);
-        dpclient_close(&p->conn);
-        records_batch_free(p->batch);
+    while (ing.nplanes > 0) {
+        close_plane(ing.planes[--ing.nplanes]);
     }
-    free(ing.planes);
-    ing.planes = NULL;
-    ing.nplanes = 0;
 }

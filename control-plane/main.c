@@ -8,8 +8,9 @@
  * the daemon run from the repository root finds the repository's schema/.
  *
  * Start: config, keyring, database pool, migrations, first key, first
- * admin, the pusher, credentials, OpenTelemetry, ingest and re-encryption
- * threads, then the HTTP server.
+ * admin, the leader election, then the singleton jobs' threads (discovery,
+ * pusher, credentials, OpenTelemetry, ingest and re-encryption: they run
+ * while this replica leads), then the HTTP server.
  * SIGINT/SIGTERM stop it in reverse.
  *
  * `vmx-control-plane --routes` prints the route table and exits (the API
@@ -27,10 +28,12 @@
 #include "config.h"
 #include "credentials.h"
 #include "db.h"
+#include "discovery.h"
 #include "dpclient.h"
 #include "http.h"
-#include "keyring.h"
 #include "ingest.h"
+#include "keyring.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "oidc.h"
@@ -119,8 +122,10 @@ main(int argc, char **argv)
         log_error("main: cannot prepare the database");
         goto done;
     }
-    if (api_metrics_init(cfg.metrics_token_file) != 0 || oidc_init(&cfg) != 0
-        || dpclient_init(&cfg) != 0 || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0
+    if (api_metrics_init(cfg.metrics_token_file) != 0
+        || api_dataplanes_init(cfg.dataplane_token_file) != 0 || oidc_init(&cfg) != 0
+        || dpclient_init(&cfg) != 0 || leader_start(&cfg) != 0 || discovery_start(&cfg) != 0
+        || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0
         || otel_start(&cfg) != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
     {
         goto done;
@@ -138,6 +143,8 @@ done:
     otel_stop();
     credentials_stop();
     pusher_stop();
+    discovery_stop();
+    leader_stop();
     dpclient_cleanup();
     resolve_shutdown();
     oidc_shutdown();
@@ -146,6 +153,7 @@ done:
     curl_global_cleanup();
     secrets_shutdown();
     api_metrics_shutdown();
+    api_dataplanes_shutdown();
     metrics_shutdown();
     config_free(&cfg);
     log_info("main: stopped");

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "leader.h"
 #include "metrics.h"
 
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_SUMMARY } kind_e;
@@ -271,6 +272,9 @@ metrics_render(void)
     }
     pthread_mutex_unlock(&reg.lock);
     render_pool(&t);
+    render_header(&t, "vmx_cp_leader", "gauge",
+                  "1 while this replica leads (runs the singleton jobs), else 0");
+    text_printf(&t, "vmx_cp_leader %d\n", leader_holds() ? 1 : 0);
     if (t.failed) {
         free(t.data);
         return NULL;

@@ -2,7 +2,8 @@
  * metrics: the control plane's own Prometheus exposition (GET /metrics),
  * every name prefixed vmx_cp_.  Series are created on first use and live
  * until the daemon stops; label sets are bounded by the route table, the
- * status codes and the configured data planes.
+ * status codes and the data planes kept (CONFIG_MAX_DATAPLANES at once; a
+ * data plane found at a new address adds its series).
  */
 
 #ifndef CP_METRICS_H

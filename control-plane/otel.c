@@ -22,6 +22,7 @@
 #include "crypto.h"
 #include "db.h"
 #include "httpc.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "otel.h"
@@ -1422,6 +1423,7 @@ otel_start(const config_t *cfg)
     }
     ot.start_ns = now_ns();
     ot.metrics_at = worker_clock_ms() + ot.interval_ms;
+    leader_follow(&ot.worker);
     if (worker_start(&ot.worker, "otel", otel_round) != 0) {
         return -1;
     }

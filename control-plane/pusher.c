@@ -1,9 +1,10 @@
 /*
- * pusher: the config channel client.  The data plane list and each plane's
- * state are guarded by pusher.lock; HTTP calls run without it.
+ * pusher: the config channel client.  The planes follow the discovery's
+ * list at the start of each round, and belong to the pusher thread alone;
+ * after a round their states go to the dataplanes table, where every
+ * replica's API reads them (discovery.h).
  */
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,9 @@
 #include <time.h>
 
 #include "capacity.h"
+#include "discovery.h"
 #include "dpclient.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "pusher.h"
@@ -24,26 +27,27 @@
 #define MAX_CAPACITY        (4 * 1024 * 1024)
 
 typedef struct {
-    dpclient_t  conn;             /* the pusher thread's; conn.base names the plane */
-    long long   version;          /* what it runs, -1 when unknown */
-    bool        reachable;
-    bool        contacted;        /* answered at least once */
-    time_t      last_seen;        /* 0 when never */
-    char        last_error[256];
-    char        last_cause[192];  /* of last_error, to log each cause once */
-    char        capacity_cause[192];  /* of the last GET /vmx/capacity failure */
-    cJSON      *problems;         /* owned: its snapshot's, as it states them */
-    long long   problems_total;
-    bool        unresolved;       /* a host did not resolve: push again */
-    time_t      pushed_at;
+    discovery_url_t  url;              /* first: discovery_follow() reads it */
+    dpclient_t       conn;             /* conn.base (url) names the plane */
+    long long        version;          /* what it runs, -1 when unknown */
+    bool             reachable;
+    bool             contacted;        /* answered at least once */
+    time_t           last_seen;        /* 0 when never */
+    char             last_error[256];
+    char             last_cause[192];  /* of last_error, to log each cause once */
+    char             capacity_cause[192];  /* of the last GET /vmx/capacity failure */
+    cJSON           *problems;         /* owned: its snapshot's, as it states them */
+    long long        problems_total;
+    bool             unresolved;       /* a host did not resolve: push again */
+    time_t           pushed_at;
 } dataplane_t;
 
 static struct {
-    worker_t          worker;         /* its lock also guards the planes' state */
+    worker_t          worker;
     int               interval;       /* seconds between reconcile rounds */
     long long         reconcile_at;   /* worker_clock_ms(); 0: at once */
     long long         desired;        /* the version last read from PostgreSQL */
-    dataplane_t      *planes;         /* owned array */
+    dataplane_t      *planes[CONFIG_MAX_DATAPLANES];   /* owned */
     size_t            nplanes;
 } pusher = { .worker = WORKER_INIT, .desired = -1 };
 
@@ -93,7 +97,6 @@ record(dataplane_t *dp, long status, const char *what)
         snprintf(cause, sizeof(cause), "HTTP %ld %.160s", status, answer ? answer : "");
     }
 
-    pthread_mutex_lock(&pusher.worker.lock);
     if (status != 0) {
         dp->last_seen = time(NULL);
     }
@@ -113,7 +116,6 @@ record(dataplane_t *dp, long status, const char *what)
     }
     dp->reachable = status != 0;
     dp->contacted = dp->contacted || ok;
-    pthread_mutex_unlock(&pusher.worker.lock);
 }
 
 
@@ -133,9 +135,7 @@ push(dataplane_t *dp, const char *snapshot, long long version)
     long status = dpclient_call(&dp->conn, "PUT", "/vmx/config", snapshot, NULL, MAX_ANSWER);
 
     record(dp, status, "PUT /vmx/config");
-    pthread_mutex_lock(&pusher.worker.lock);
     dp->pushed_at = time(NULL);
-    pthread_mutex_unlock(&pusher.worker.lock);
     metrics_labels(labels, "dataplane", dp->conn.base, "result", status == 200 ? "ok" : "error",
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
@@ -173,149 +173,6 @@ collect_capacity(dataplane_t *dp, db_conn_t *c)
         }
         snprintf(dp->capacity_cause, sizeof(dp->capacity_cause), "%s", cause);
     }
-}
-
-
-static bool
-is_reachable(const dataplane_t *dp)
-{
-    bool reachable;
-
-    pthread_mutex_lock(&pusher.worker.lock);
-    reachable = dp->reachable;
-    pthread_mutex_unlock(&pusher.worker.lock);
-    return reachable;
-}
-
-
-/* behind version; or, on reconcile, running a connection whose host did
- * not resolve, which a new build of the same version heals once the name
- * resolves (tried again when the resolver's cached answer has expired) */
-static bool
-is_stale(const dataplane_t *dp, long long version, bool reconcile)
-{
-    bool stale;
-
-    pthread_mutex_lock(&pusher.worker.lock);
-    stale = dp->version != version
-            || (reconcile && dp->unresolved && time(NULL) - dp->pushed_at >= RESOLVE_TTL);
-    pthread_mutex_unlock(&pusher.worker.lock);
-    return stale;
-}
-
-
-/*
- * one round: optionally (reconcile) ask every plane its version, then push
- * to stale ones; on reconcile, collect the planes' discovered capacity last
- */
-static void
-run_cycle(bool reconcile)
-{
-    db_conn_t *c = db_acquire();
-    char      *snapshot = NULL;
-    long long  version;
-
-    if (c == NULL) {
-        return;
-    }
-    version = snapshot_current_version(c);
-    if (version >= 0) {
-        pthread_mutex_lock(&pusher.worker.lock);
-        pusher.desired = version;
-        pthread_mutex_unlock(&pusher.worker.lock);
-    }
-    for (size_t i = 0; version >= 0 && i < pusher.nplanes; i++) {
-        dataplane_t *dp = &pusher.planes[i];
-
-        if (reconcile) {
-            ask_version(dp);
-        }
-        if (!is_stale(dp, version, reconcile)) {
-            continue;
-        }
-        /* built once per round, for the first plane that needs it */
-        if (snapshot == NULL) {
-            snapshot = snapshot_build(c, &version);
-            if (snapshot == NULL) {
-                log_error("pusher: cannot build the snapshot");
-                break;
-            }
-            pthread_mutex_lock(&pusher.worker.lock);
-            pusher.desired = version;
-            pthread_mutex_unlock(&pusher.worker.lock);
-        }
-        push(dp, snapshot, version);
-    }
-    for (size_t i = 0; reconcile && i < pusher.nplanes; i++) {
-        if (is_reachable(&pusher.planes[i])) {
-            collect_capacity(&pusher.planes[i], c);
-        }
-    }
-    db_release(c);
-    snapshot_free(snapshot);
-}
-
-
-/* a reconcile round when the interval is over, a push alone when woken by
- * a change before; the milliseconds until the next reconcile */
-static long
-pusher_round(void)
-{
-    if (worker_clock_ms() < pusher.reconcile_at) {
-        run_cycle(false);
-    } else {
-        run_cycle(true);
-        pusher.reconcile_at = worker_clock_ms() + pusher.interval * 1000LL;
-    }
-    return (long) (pusher.reconcile_at - worker_clock_ms());
-}
-
-
-int
-pusher_start(const config_t *cfg)
-{
-    pusher.interval = cfg->reconcile_interval;
-    pusher.planes = calloc(cfg->ndataplanes ? cfg->ndataplanes : 1, sizeof(dataplane_t));
-    if (pusher.planes == NULL) {
-        return -1;
-    }
-    for (size_t i = 0; i < cfg->ndataplanes; i++) {
-        pusher.planes[i].version = -1;
-        dpclient_open(&pusher.planes[i].conn, cfg->dataplanes[i], HTTPC_TOTAL_TIMEOUT_MS);
-    }
-    pusher.nplanes = cfg->ndataplanes;
-    if (pusher.nplanes == 0) {
-        log_info("pusher: no data planes configured");
-        return 0;
-    }
-
-    if (worker_start(&pusher.worker, "pusher", pusher_round) != 0) {
-        return -1;
-    }
-    log_info("pusher: %zu data plane(s), reconcile every %d s", pusher.nplanes,
-             pusher.interval);
-    return 0;
-}
-
-
-void
-pusher_stop(void)
-{
-    worker_stop(&pusher.worker);
-    for (size_t i = 0; i < pusher.nplanes; i++) {
-        dpclient_close(&pusher.planes[i].conn);
-        cJSON_Delete(pusher.planes[i].problems);
-    }
-    free(pusher.planes);
-    pusher.planes = NULL;
-    pusher.nplanes = 0;
-}
-
-
-void
-pusher_notify(void)
-{
-    worker_notify(&pusher.worker);
 }
 
 
@@ -369,47 +226,158 @@ plane_json(const dataplane_t *dp, long long desired)
 }
 
 
-cJSON *
-pusher_state_json(void)
+/* what the pusher knows of each plane, for every replica's GET /api/v1/dataplanes */
+static void
+store_states(db_conn_t *c)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *data = cJSON_AddArrayToObject(root, "data");
-
-    pthread_mutex_lock(&pusher.worker.lock);
     for (size_t i = 0; i < pusher.nplanes; i++) {
-        cJSON_AddItemToArray(data, plane_json(&pusher.planes[i], pusher.desired));
+        cJSON *state = plane_json(pusher.planes[i], pusher.desired);
+        char  *text = cJSON_PrintUnformatted(state);
+
+        if (text != NULL) {
+            discovery_store_state(c, pusher.planes[i]->url, text);
+        }
+        free(text);
+        cJSON_Delete(state);
     }
-    cJSON_AddNumberToObject(root, "total", (double) pusher.nplanes);
-    pthread_mutex_unlock(&pusher.worker.lock);
-    cJSON_AddNumberToObject(root, "pageIndex", 0);
-    cJSON_AddNumberToObject(root, "pageSize", (double) cJSON_GetArraySize(data));
-    return root;
 }
 
 
-cJSON *
-pusher_object_problems(const char *kind, const char *id)
+static void *
+open_plane(const char *url)
 {
-    cJSON       *list = cJSON_CreateArray();
-    const cJSON *p;
+    dataplane_t *dp = calloc(1, sizeof(dataplane_t));
 
-    pthread_mutex_lock(&pusher.worker.lock);
-    for (size_t i = 0; i < pusher.nplanes; i++) {
-        cJSON_ArrayForEach(p, pusher.planes[i].problems) {
-            const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "kind"));
-            const char *o = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "id"));
-            cJSON      *item;
+    if (dp == NULL) {
+        log_error("pusher dataplane=%s: out of memory", url);
+        return NULL;
+    }
+    snprintf(dp->url, sizeof(dp->url), "%s", url);
+    dp->version = -1;
+    dpclient_open(&dp->conn, dp->url, HTTPC_TOTAL_TIMEOUT_MS);
+    return dp;
+}
 
-            if (k == NULL || o == NULL || strcmp(k, kind) != 0 || strcmp(o, id) != 0) {
-                continue;
+
+static void
+close_plane(void *plane)
+{
+    dataplane_t *dp = plane;
+
+    log_info("pusher dataplane=%s: forgotten", dp->url);
+    dpclient_close(&dp->conn);
+    cJSON_Delete(dp->problems);
+    free(dp);
+}
+
+
+/* behind version; or, on reconcile, running a connection whose host did
+ * not resolve, which a new build of the same version heals once the name
+ * resolves (tried again when the resolver's cached answer has expired) */
+static bool
+is_stale(const dataplane_t *dp, long long version, bool reconcile)
+{
+    return dp->version != version
+           || (reconcile && dp->unresolved && time(NULL) - dp->pushed_at >= RESOLVE_TTL);
+}
+
+
+/*
+ * one round: optionally (reconcile) ask every plane its version, then push
+ * to stale ones; on reconcile, collect the planes' discovered capacity last
+ */
+static void
+run_cycle(bool reconcile)
+{
+    db_conn_t *c = db_acquire();
+    char      *snapshot = NULL;
+    long long  version;
+
+    if (c == NULL) {
+        return;
+    }
+    version = snapshot_current_version(c);
+    if (version >= 0) {
+        pusher.desired = version;
+    }
+    for (size_t i = 0; version >= 0 && i < pusher.nplanes; i++) {
+        dataplane_t *dp = pusher.planes[i];
+
+        if (reconcile) {
+            ask_version(dp);
+        }
+        if (!is_stale(dp, version, reconcile)) {
+            continue;
+        }
+        /* built once per round, for the first plane that needs it */
+        if (snapshot == NULL) {
+            snapshot = snapshot_build(c, &version);
+            if (snapshot == NULL) {
+                log_error("pusher: cannot build the snapshot");
+                break;
             }
-            item = cJSON_Duplicate(p, true);
-            cJSON_DeleteItemFromObjectCaseSensitive(item, "kind");
-            cJSON_DeleteItemFromObjectCaseSensitive(item, "id");
-            cJSON_AddStringToObject(item, "dataplane", pusher.planes[i].conn.base);
-            cJSON_AddItemToArray(list, item);
+            pusher.desired = version;
+        }
+        push(dp, snapshot, version);
+    }
+    for (size_t i = 0; reconcile && i < pusher.nplanes; i++) {
+        if (pusher.planes[i]->reachable) {
+            collect_capacity(pusher.planes[i], c);
         }
     }
-    pthread_mutex_unlock(&pusher.worker.lock);
-    return list;
+    store_states(c);
+    db_release(c);
+    snapshot_free(snapshot);
+}
+
+
+/* a reconcile round when the interval is over, a push alone when woken by
+ * a change before; the milliseconds until the next reconcile */
+
+
+/* a reconcile round when the interval is over or a plane is new, a push
+ * alone when woken by a change before; the milliseconds until the next
+ * reconcile */
+static long
+pusher_round(void)
+{
+    if (discovery_follow((void **) pusher.planes, &pusher.nplanes, open_plane, close_plane) == 0
+        && worker_clock_ms() < pusher.reconcile_at)
+    {
+        run_cycle(false);
+    } else {
+        run_cycle(true);
+        pusher.reconcile_at = worker_clock_ms() + pusher.interval * 1000LL;
+    }
+    return (long) (pusher.reconcile_at - worker_clock_ms());
+}
+
+
+int
+pusher_start(const config_t *cfg)
+{
+    pusher.interval = cfg->reconcile_interval;
+    leader_follow(&pusher.worker);
+    if (worker_start(&pusher.worker, "pusher", pusher_round) != 0) {
+        return -1;
+    }
+    log_info("pusher: reconcile every %d s", pusher.interval);
+    return 0;
+}
+
+
+void
+pusher_stop(void)
+{
+    worker_stop(&pusher.worker);
+    while (pusher.nplanes > 0) {
+        close_plane(pusher.planes[--pusher.nplanes]);
+    }
+}
+
+
+void
+pusher_notify(void)
+{
+    worker_notify(&pusher.worker);
 }

@@ -15,6 +15,7 @@
 #include "crypto.h"
 #include "db.h"
 #include "keyring.h"
+#include "leader.h"
 #include "log.h"
 #include "reencrypt.h"
 #include "secrets.h"
@@ -184,7 +185,8 @@ log_batch(const batch_t *b, const char *active, long long left)
 }
 
 
-/* takes the ring in, then re-encrypts batch after batch until done or stopping */
+/* takes the ring in (every replica encrypts and decrypts with it), then, on
+ * the leader, re-encrypts batch after batch until done or stopping */
 static void
 run_round(void)
 {
@@ -199,7 +201,7 @@ run_round(void)
     keyring_scan();
     n = keyring_sync(c);
     db_release(c);
-    while (n >= 0) {
+    while (n >= 0 && leader_holds()) {
         batch_t b = { 0, 0, "", false };
 
         c = db_acquire();

@@ -3,10 +3,11 @@
  * background (docs/ARCHITECTURE.md, "Secrets and the keyring").
  *
  * One thread, every reconcile interval or when woken: it takes in new key
- * files and the ring's states (keyring_sync()), then re-encrypts the
- * connections that hold a secret under another key, VMX_REENCRYPT_BATCH
- * connections per transaction (FOR UPDATE SKIP LOCKED: control planes of a
- * cluster share the work), VMX_REENCRYPT_PAUSE_MS between transactions.
+ * files and the ring's states (keyring_sync()), then, on the leading
+ * replica (leader.h), re-encrypts the connections that hold a secret under
+ * another key, VMX_REENCRYPT_BATCH connections per transaction (FOR UPDATE
+ * SKIP LOCKED: two leaders for a moment share the work),
+ * VMX_REENCRYPT_PAUSE_MS between transactions.
  * Every batch is committed on its own, so a restart goes on from where the
  * last one left.  The plain text does not change, so these transactions
  * bump no config version (vmx.reencrypt, schema 0011).

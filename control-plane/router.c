@@ -47,6 +47,8 @@ static const route_t routes[] = {
       "provider:*", 0 },
     { "GET",    "/api/v1/dataplanes",        api_dataplanes_list,   "dataplane:list",
       "dataplane:*", ROUTE_ALL_WORKSPACES },
+    /* a data plane's, with the data planes' token (api_dataplanes.c) */
+    { "POST",   "/api/v1/dataplanes/announce", api_dataplanes_announce, NULL, NULL, 0 },
 
     { "GET",    "/api/v1/users",             api_users_list,        "user:list", "user:*", 0 },
     { "POST",   "/api/v1/users",             api_users_create,      "user:create",

@@ -84,22 +84,6 @@ snapshot_bump_version(db_conn_t *c)
 }
 
 
-/* the JSON of a one-cell query, NULL on error (caller deletes) */
-static cJSON *
-query_json(db_conn_t *c, const char *sql)
-{
-    PGresult *res = db_exec(c, sql, 0, NULL);
-    cJSON    *json;
-
-    if (res == NULL) {
-        return NULL;
-    }
-    json = cJSON_Parse(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return json;
-}
-
-
 /* the connection's config.baseUrl, else its provider's default (malloc'd) */
 static char *
 effective_base_url(const provider_t *p, const cJSON *config)
@@ -223,7 +207,7 @@ build_tree(db_conn_t *c, long long *version, bool check)
     }
     cJSON_AddNumberToObject(root, "version", (double) *version);
 
-    if ((part = query_json(c, ENVIRONMENTS_SQL)) == NULL) {
+    if ((part = db_json(c, ENVIRONMENTS_SQL, 0, NULL)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "environments", part);
@@ -231,15 +215,15 @@ build_tree(db_conn_t *c, long long *version, bool check)
         goto failed;
     }
     cJSON_AddItemToObject(root, "connections", part);
-    if ((part = query_json(c, RESOURCES_SQL)) == NULL) {
+    if ((part = db_json(c, RESOURCES_SQL, 0, NULL)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "resources", part);
-    if ((part = query_json(c, API_KEYS_SQL)) == NULL) {
+    if ((part = db_json(c, API_KEYS_SQL, 0, NULL)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "apiKeys", part);
-    if ((part = query_json(c, POOL_DEFINITIONS_SQL)) == NULL) {
+    if ((part = db_json(c, POOL_DEFINITIONS_SQL, 0, NULL)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "poolDefinitions", part);

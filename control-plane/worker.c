@@ -58,7 +58,7 @@ worker_main(void *arg)
     struct timespec  next;
 
     do {
-        next = deadline_in(w->round());
+        next = deadline_in(w->gate == NULL || w->gate() ? w->round() : WORKER_GATE_MS);
     } while (!sleep_until(w, &next, true));
     return NULL;
 }

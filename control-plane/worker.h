@@ -1,8 +1,9 @@
 /*
- * worker: the one lifecycle of the daemon's background threads (pusher,
- * ingest, otel, credentials, reencrypt).  The thread runs rounds of its
- * owner's work, and between two rounds sleeps until the next is due, it is
- * woken (worker_notify()), or it must stop.  The owner may guard its own
+ * worker: the one lifecycle of the daemon's background threads (leader,
+ * discovery, pusher, ingest, otel, credentials, reencrypt).  The thread runs
+ * rounds of its owner's work, and between two rounds sleeps until the next
+ * is due, it is woken (worker_notify()), or it must stop.  A gated thread
+ * (the singleton jobs, leader.h) runs a round only while its gate is open.  The owner may guard its own
  * shared state with w->lock: the worker takes it only between rounds.
  */
 
@@ -15,8 +16,15 @@
 /* one round of work; returns the milliseconds until the next one is due */
 typedef long (*worker_round_pt)(void);
 
+/* whether a round may run now (leader.h) */
+typedef bool (*worker_gate_pt)(void);
+
+/* while the gate is closed, the thread looks again this often or when woken */
+#define WORKER_GATE_MS  1000
+
 typedef struct {
     worker_round_pt   round;
+    worker_gate_pt    gate;            /* NULL: always open; set before the start */
     pthread_t         thread;
     bool              running;         /* written under the lock */
     pthread_mutex_t   lock;

@@ -26,7 +26,8 @@ READ_ONLY, POWER_USER = ("00000000-0000-4000-8000-00000000000%d" % i for i in (2
 
 # routes anyone may call, and routes any logged-in user calls on their own
 OPEN = {("GET", "/api/v1/health"), ("GET", "/metrics"), ("POST", "/api/v1/auth/login"),
-        ("GET", "/api/v1/auth/oidc/login"), ("GET", "/api/v1/auth/oidc/callback")}
+        ("GET", "/api/v1/auth/oidc/login"), ("GET", "/api/v1/auth/oidc/callback"),
+        ("POST", "/api/v1/dataplanes/announce")}
 OWN = {"/api/v1/auth/logout", "/api/v1/auth/me", "/api/v1/auth/password",
        "/api/v1/auth/sessions", "/api/v1/auth/sessions/{id}"}
 # a call that would end the caller's session is not part of the matrix
