@@ -212,6 +212,8 @@ leader_json(db_conn_t *c)
     PGresult *res = db_exec(c, "SELECT a.application_name FROM pg_locks l"
                                " JOIN pg_stat_activity a ON a.pid = l.pid"
                                " WHERE l.locktype = 'advisory' AND l.granted"
+                               " AND l.database = (SELECT oid FROM pg_database"
+                               "                   WHERE datname = current_database())"
                                " AND l.classid = 0 AND l.objid = " XSTR(LEADER_LOCK_KEY)
                                " AND l.objsubid = 1", 0, NULL);
 

@@ -726,10 +726,9 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     /* the routing event of the request */
 
-    if (ctx->plan.nevents < NGX_HTTP_VMX_MAX_EVENTS) {
-        ev = &ctx->plan.events[ctx->plan.nevents++];
-        ngx_memzero(ev, sizeof(ngx_http_vmx_event_t));
+    ev = ngx_http_vmx_event_add(r, ctx);
 
+    if (ev != NULL) {
         tp = ngx_timeofday();
         ev->routing = 1;
         ev->provider = target->provider;

@@ -492,7 +492,7 @@ typedef struct {
     ngx_event_t                  total_event;   /* ends an attempt */
     uint64_t                     routing_usec;
 
-    ngx_http_vmx_event_t         events[NGX_HTTP_VMX_MAX_EVENTS];
+    ngx_http_vmx_event_t        *events;        /* made by the first one */
     ngx_uint_t                   nevents;
 
     ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
@@ -650,6 +650,8 @@ void ngx_http_vmx_span_id(u_char *id);
 uint64_t ngx_http_vmx_usec(void);
 ngx_table_elt_t *ngx_http_vmx_header_in(ngx_http_request_t *r,
     const char *name);
+ngx_http_vmx_event_t *ngx_http_vmx_event_add(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);
 u_char *ngx_http_vmx_printable(u_char *dst, const char *src, size_t len);
 

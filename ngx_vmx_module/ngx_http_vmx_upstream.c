@@ -2174,11 +2174,10 @@ ngx_http_vmx_attempt_failed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_str_set(&reason, "provider could not be reached");
     }
 
-    if (ctx->request.resource->use_fallback
-        && ctx->plan.nevents < NGX_HTTP_VMX_MAX_EVENTS)
-    {
-        ev = &ctx->plan.events[ctx->plan.nevents++];
+    ev = ctx->request.resource->use_fallback ? ngx_http_vmx_event_add(r, ctx)
+                                             : NULL;
 
+    if (ev != NULL) {
         ev->provider = ctx->attempt.target->provider;
         ev->model = ctx->attempt.target->model;
         ev->connection_id = ctx->attempt.target->connection->id;

@@ -215,6 +215,36 @@ ngx_http_vmx_span_id(u_char *id)
 }
 
 
+/*
+ * A new routing or fallback event of the request, zeroed; NULL when it has
+ * as many as it keeps.  Most requests have none: the array is made by the
+ * first.
+ */
+
+ngx_http_vmx_event_t *
+ngx_http_vmx_event_add(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_vmx_event_t  *ev;
+
+    if (ctx->plan.nevents == NGX_HTTP_VMX_MAX_EVENTS) {
+        return NULL;
+    }
+
+    if (ctx->plan.events == NULL) {
+        ctx->plan.events = ngx_palloc(r->pool, NGX_HTTP_VMX_MAX_EVENTS
+                                               * sizeof(ngx_http_vmx_event_t));
+        if (ctx->plan.events == NULL) {
+            return NULL;
+        }
+    }
+
+    ev = &ctx->plan.events[ctx->plan.nevents++];
+    ngx_memzero(ev, sizeof(ngx_http_vmx_event_t));
+
+    return ev;
+}
+
+
 /* the first request header of this name, NULL when none */
 
 ngx_table_elt_t *

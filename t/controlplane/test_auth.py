@@ -9,7 +9,8 @@ from harness.ports import free_port
 def test_health_needs_no_token(api):
     status, body, _ = api.request("GET", "/api/v1/health", token=None)
     assert status == 200
-    assert body == {"status": "ok", "database": "ok"}
+    # "leader": whether this replica runs the background jobs (several control planes)
+    assert body == {"status": "ok", "database": "ok", "leader": True}
 
 
 def test_login_ok(cp_stack):
