@@ -1158,7 +1158,7 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     last = data + len;
 
     for (p = data; p < last; p = end + 2) {
-        end = ngx_strlcasestrn(p, last, (u_char *) "\n\n", 2 - 1);
+        end = memmem(p, last - p, "\n\n", 2);
         if (end == NULL) {
             break;
         }

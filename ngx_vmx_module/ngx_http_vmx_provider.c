@@ -1069,9 +1069,7 @@ ngx_http_vmx_has_usage(u_char *p, size_t len)
 
     last = p + len;
 
-    while ((found = ngx_strlcasestrn(p, last, (u_char *) "\"usage\"", 7 - 1))
-           != NULL)
-    {
+    while ((found = memmem(p, last - p, "\"usage\"", 7)) != NULL) {
         p = found + 7;
 
         while (p < last && (*p == ' ' || *p == ':' || *p == '\t'
