@@ -66,6 +66,8 @@ static void ngx_http_vmx_finalize_request(ngx_http_request_t *r,
     ngx_int_t rc);
 static ngx_int_t ngx_http_vmx_filter_init(void *data);
 static ngx_int_t ngx_http_vmx_filter(void *data, ssize_t bytes);
+static void ngx_http_vmx_answer_over(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 
 static ngx_int_t ngx_http_vmx_unframe(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_buf_t *in, ngx_http_vmx_body_pt handler);
@@ -915,6 +917,8 @@ ngx_http_vmx_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         return;
     }
 
+    ngx_http_vmx_answer_over(r, ctx);
+
     if (rc != 0) {
         for (last = &u->out_bufs; *last; last = &(*last)->next) { /* void */ }
 
@@ -980,6 +984,10 @@ ngx_http_vmx_filter_init(void *data)
         u->length = ctx->attempt.chunked_answer ? 1 : ctx->attempt.remaining;
     }
 
+    if (u->length == 0) {
+        ngx_http_vmx_answer_over(r, ctx);
+    }
+
     /*
      * what was held goes out now, behind the header nginx still holds, in
      * one write: left to nginx, the header would be flushed on its own
@@ -1039,21 +1047,37 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
         /* the client's stream ends with an error event, not a cut */
         u->length = 0;
         u->keepalive = 0;
-        return ngx_http_vmx_stream_broken(r, ctx);
-    }
+        rc = ngx_http_vmx_stream_broken(r, ctx);
 
-    if (rc == NGX_DONE) {
+    } else if (rc == NGX_DONE) {
         u->length = 0;
         u->keepalive = !ctx->attempt.provider_close;
-        return ngx_http_vmx_stream_close(r, ctx, 1);
-    }
+        rc = ngx_http_vmx_stream_close(r, ctx, 1);
 
-    if (ctx->attempt.complete) {
+    } else if (ctx->attempt.complete) {
         /* the provider's format said the end: no need to wait for close */
         u->length = 0;
     }
 
-    return NGX_OK;
+    if (u->length == 0) {
+        ngx_http_vmx_answer_over(r, ctx);
+    }
+
+    return rc;
+}
+
+
+/*
+ * The answer is whole and not yet sent: its tokens are settled now, so the
+ * client's next request finds them counted as the provider reported them.
+ * The log phase settles what ended otherwise (the client went away).
+ */
+
+static void
+ngx_http_vmx_answer_over(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_vmx_limits_settle(r, ctx);
+    ngx_http_vmx_pools_settle(r, ctx);
 }
 
 

@@ -123,6 +123,21 @@ def test_429_carries_requests_and_tokens_headers(gw, fake, fake2):
     assert 1 <= int(r.header("retry-after")) <= 60
 
 
+def test_next_request_sees_the_last_answer_settled(gw, fake):
+    """An answer's tokens are settled before its last byte is sent: the client's next
+    request, on a new connection and maybe another worker, counts them as the provider
+    reported them, never the estimate (8 estimated, 8 + 6 used for one "hello")."""
+    e = gw.provision(
+        connections={"c": connection_for(fake, capacity=[per_minute(tokens=100000)])},
+        resources={"r": {"model": ("c", "gpt-settle")}},
+        keys={"k": {"resources": ["r"]}})
+    for i in range(24):
+        body = {"stream": True, "stream_options": {"include_usage": True}} if i % 2 else None
+        r = e.chat("r", key=e.keys["k"], body=body)
+        assert r.status == 200, r
+        assert_ratelimit(r, "tokens", 100000, 100000 - 14 * i - 8)
+
+
 def test_unenforced_key_capacity_is_ignored(env):
     for _ in range(3):
         assert env.chat("r-free", key=env.keys["unenforced"]).status == 200
