@@ -396,12 +396,14 @@ def wrk(url, path, key, stream, duration, model=None, cpus=None, threads=None,
         raise RuntimeError(f"wrk failed: {out}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     pct = re.search(r"^percentiles_us p50=(\d+) p99=(\d+)$", out, re.M)
+    top = re.search(r"^latency_max_us (\d+)$", out, re.M)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     total = re.search(r"(\d+) requests in", out)
     return {"rps": float(rps.group(1)) if rps else 0.0,
             "p50": int(pct.group(1)) / 1e3 if pct else float("nan"),
             "p99": int(pct.group(2)) / 1e3 if pct else float("nan"),
+            "max": int(top.group(1)) / 1e3 if top else float("nan"),
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "errors": errors.group(0) if errors else "",
             "requests": int(total.group(1)) if total else 0,

@@ -25,4 +25,5 @@ end
 function done(summary, latency, requests)
   io.write(string.format("percentiles_us p50=%d p99=%d\n",
                          latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("latency_max_us %d\n", latency.max))
 end

@@ -131,8 +131,10 @@ ask_version(dataplane_t *dp)
 static void
 push(dataplane_t *dp, const char *snapshot, long long version)
 {
-    char labels[METRICS_LABELS_SIZE];
-    long status = dpclient_call(&dp->conn, "PUT", "/vmx/config", snapshot, NULL, MAX_ANSWER);
+    char       labels[METRICS_LABELS_SIZE];
+    long long  started = worker_clock_ms();
+    long       status = dpclient_call(&dp->conn, "PUT", "/vmx/config", snapshot, NULL,
+                                      MAX_ANSWER);
 
     record(dp, status, "PUT /vmx/config");
     dp->pushed_at = time(NULL);
@@ -140,7 +142,8 @@ push(dataplane_t *dp, const char *snapshot, long long version)
                    NULL);
     metrics_add(METRIC_PUSHES, labels, 1);
     if (status == 200) {
-        log_info("pusher dataplane=%s pushed version=%lld", dp->conn.base, version);
+        log_info("pusher dataplane=%s pushed version=%lld bytes=%zu in %lld ms",
+                 dp->conn.base, version, strlen(snapshot), worker_clock_ms() - started);
     }
 }
 
@@ -254,7 +257,8 @@ open_plane(const char *url)
     }
     snprintf(dp->url, sizeof(dp->url), "%s", url);
     dp->version = -1;
-    dpclient_open(&dp->conn, dp->url, HTTPC_TOTAL_TIMEOUT_MS);
+    /* a PUT is answered once every worker compiled it: seconds at scale */
+    dpclient_open(&dp->conn, dp->url, HTTPC_TOTAL_TIMEOUT_MS * 3);
     return dp;
 }
 
@@ -311,12 +315,16 @@ run_cycle(bool reconcile)
         }
         /* built once per round, for the first plane that needs it */
         if (snapshot == NULL) {
+            long long started = worker_clock_ms();
+
             snapshot = snapshot_build(c, &version);
             if (snapshot == NULL) {
                 log_error("pusher: cannot build the snapshot");
                 break;
             }
             pusher.desired = version;
+            log_info("pusher built version=%lld in %lld ms", version,
+                     worker_clock_ms() - started);
         }
         push(dp, snapshot, version);
     }
@@ -329,10 +337,6 @@ run_cycle(bool reconcile)
     db_release(c);
     snapshot_free(snapshot);
 }
-
-
-/* a reconcile round when the interval is over, a push alone when woken by
- * a change before; the milliseconds until the next reconcile */
 
 
 /* a reconcile round when the interval is over or a plane is new, a push

@@ -4,9 +4,15 @@
  * The control plane PUTs a whole snapshot to the admin endpoint.  The
  * receiving worker compiles it completely (that is the validation), copies
  * the raw bytes into the shared zone and writes an encrypted disk copy; every
- * other worker sees the zone's generation change on its next request and
- * compiles the same bytes into its own lookup tables.  A compiled snapshot
- * lives in its own pool and is destroyed when no request uses it any more.
+ * worker looks at the zone's generation on a timer and compiles the same
+ * bytes into its own lookup tables.  Compiling is never a request's work: it
+ * runs in a task of the thread pool named by "vmx_config_zone ...
+ * thread_pool=", or (without one) in the worker's timer; requests go on with
+ * the snapshot they had until the new one is ready.  The PUT is answered once
+ * every worker runs the new snapshot (or after NGX_HTTP_VMX_CONFIG_PUT_WAIT),
+ * and the version a data plane reports is the one all its workers run.  A
+ * compiled snapshot lives in its own pool and is destroyed when no request
+ * uses it any more.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -17,6 +23,10 @@
 #define NGX_HTTP_VMX_DISK_MAGIC      "VMXCFG1\n"
 #define NGX_HTTP_VMX_DISK_MAGIC_LEN  (sizeof(NGX_HTTP_VMX_DISK_MAGIC) - 1)
 #define NGX_HTTP_VMX_DISK_KEY_SALT   "vmx-config-at-rest-v1"
+
+#define NGX_HTTP_VMX_CONFIG_WATCH     20      /* ms between looks at the zone */
+#define NGX_HTTP_VMX_CONFIG_PUT_WAIT  5000    /* ms a PUT waits for workers */
+#define NGX_HTTP_VMX_CONFIG_ERROR     512
 
 
 typedef struct {
@@ -31,8 +41,31 @@ typedef struct {
 } ngx_http_vmx_compile_t;
 
 
+/*
+ * One compile, in a thread or in the worker: of the zone's bytes (request is
+ * NULL), or of a PUT's body, which it then stores and writes to disk.
+ */
+
+typedef struct {
+    ngx_http_vmx_main_conf_t    *mcf;
+    ngx_pool_t                  *pool;          /* the task's */
+#if (NGX_THREADS)
+    ngx_thread_task_t           *task;
+#endif
+    ngx_http_request_t          *request;
+    ngx_str_t                    body;
+    ngx_atomic_uint_t            generation;    /* of the compiled bytes */
+    ngx_http_vmx_snapshot_t     *snapshot;      /* NULL: failed */
+    ngx_uint_t                   status;        /* a PUT's answer */
+    unsigned                     retry:1;       /* the copy failed */
+    ngx_msec_t                   took;
+    ngx_str_t                    error;
+    u_char                       errbuf[NGX_HTTP_VMX_CONFIG_ERROR];
+} ngx_http_vmx_config_job_t;
+
+
 static ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_compile(u_char *data,
-    size_t len, ngx_log_t *log, ngx_str_t *error);
+    size_t len, ngx_log_t *log, ngx_str_t *error, u_char *errbuf);
 static void ngx_http_vmx_config_cleanup(void *data);
 static ngx_int_t ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc,
     ngx_uint_t i);
@@ -65,7 +98,21 @@ static ngx_int_t ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, ngx_log_t *log);
 static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
     ngx_pool_t *pool, ngx_str_t *out, ngx_log_t *log);
+static void ngx_http_vmx_config_watch(ngx_event_t *ev);
+static void ngx_http_vmx_config_job_start(ngx_http_vmx_config_job_t *job);
+static void ngx_http_vmx_config_job_run(void *data, ngx_log_t *log);
+static ngx_msec_t ngx_http_vmx_config_job_clock(void);
+#if (NGX_THREADS)
+static void ngx_http_vmx_config_job_thread(void *data, ngx_log_t *log);
+static void ngx_http_vmx_config_job_done(ngx_event_t *ev);
+#endif
+static void ngx_http_vmx_config_job_finish(ngx_http_vmx_config_job_t *job);
+static void ngx_http_vmx_config_install(ngx_http_vmx_main_conf_t *mcf,
+    ngx_http_vmx_config_job_t *job, ngx_log_t *log);
+static ngx_flag_t ngx_http_vmx_config_everywhere(
+    ngx_http_vmx_main_conf_t *mcf);
 static void ngx_http_vmx_config_put(ngx_http_request_t *r);
+static void ngx_http_vmx_config_put_wait(ngx_http_request_t *r);
 static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
 static void ngx_http_vmx_config_log_problems(ngx_log_t *log,
@@ -77,8 +124,14 @@ static ngx_int_t ngx_http_vmx_uri_ends(ngx_http_request_t *r,
 
 
 /* the worker's current snapshot and the zone generation it was built from */
-static ngx_http_vmx_snapshot_t  *ngx_http_vmx_current;
-static ngx_atomic_uint_t         ngx_http_vmx_generation;
+static ngx_http_vmx_snapshot_t    *ngx_http_vmx_current;
+static ngx_atomic_uint_t           ngx_http_vmx_generation;
+
+/* the worker's look at the zone, its one compile of the zone's bytes */
+static ngx_event_t                 ngx_http_vmx_config_watch_ev;
+static ngx_http_vmx_config_job_t  *ngx_http_vmx_config_zone_job;
+static ngx_flag_t                  ngx_http_vmx_config_busy;
+static ngx_uint_t                  ngx_http_vmx_config_workers;
 
 
 /* index */
@@ -164,9 +217,11 @@ ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key, size_t len)
 /* compile: lib/vmx_config.c validates; this turns its result into nginx's
  * types, addresses and lookup tables */
 
+/* thread-safe: what it makes is in its own pool, an error in errbuf */
+
 static ngx_http_vmx_snapshot_t *
 ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
-    ngx_str_t *error)
+    ngx_str_t *error, u_char *errbuf)
 {
     ngx_uint_t                  i;
     ngx_pool_t                 *pool;
@@ -174,7 +229,6 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     ngx_pool_cleanup_t         *cln;
     ngx_http_vmx_compile_t      cc;
     ngx_http_vmx_snapshot_t    *snapshot;
-    static u_char               errbuf[512];
 
     /* a pool's size must keep its end aligned, or ngx_palloc() overruns */
     pool = ngx_create_pool(ngx_align(ngx_max(len * 2, 16384), ngx_pagesize),
@@ -194,7 +248,8 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     }
 
     if (vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
-                           pool, cfg, (char *) errbuf, sizeof(errbuf))
+                           pool, cfg, (char *) errbuf,
+                           NGX_HTTP_VMX_CONFIG_ERROR)
         != 0)
     {
         error->data = errbuf;
@@ -664,35 +719,145 @@ ngx_http_vmx_cfg_str(ngx_str_t *to, vmx_cfg_str_t *from)
 }
 
 
-/* the worker's snapshot */
+/*
+ * A worker compiles the zone's snapshot before it serves, then looks at the
+ * zone every NGX_HTTP_VMX_CONFIG_WATCH ms.
+ */
 
-ngx_http_vmx_snapshot_t *
-ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
+ngx_int_t
+ngx_http_vmx_config_init_process(ngx_cycle_t *cycle)
 {
-    u_char                    *copy;
-    size_t                     len;
-    ngx_str_t                  error;
-    ngx_atomic_uint_t          generation;
-    ngx_pool_cleanup_t        *cln;
-    ngx_http_vmx_snapshot_t   *snapshot;
+    ngx_core_conf_t           *ccf;
+    ngx_http_vmx_config_job_t *job;
     ngx_http_vmx_main_conf_t  *mcf;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_vmx_module);
 
-    if (mcf->sh == NULL) {
-        return NULL;
+    if (mcf == NULL || mcf->sh == NULL) {
+        return NGX_OK;
     }
 
-    generation = mcf->sh->generation;
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    if (generation != ngx_http_vmx_generation) {
+    ngx_http_vmx_config_workers = (ngx_process == NGX_PROCESS_WORKER)
+                                  ? (ngx_uint_t) ccf->worker_processes : 1;
 
-        /* copy under the lock, compile without it */
+    if (ngx_worker >= NGX_HTTP_VMX_WORKERS_MAX) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0, "vmx: worker %ui is not "
+                      "waited for by config pushes (%d at most)", ngx_worker,
+                      NGX_HTTP_VMX_WORKERS_MAX);
+    }
+
+    job = ngx_pcalloc(cycle->pool, sizeof(ngx_http_vmx_config_job_t));
+    if (job == NULL) {
+        return NGX_ERROR;
+    }
+
+    job->mcf = mcf;
+    job->pool = cycle->pool;
+    ngx_http_vmx_config_zone_job = job;
+
+    /* before the first request: in the worker, whatever it takes */
+    ngx_http_vmx_config_busy = 1;
+    ngx_http_vmx_config_job_run(job, cycle->log);
+    ngx_http_vmx_config_job_finish(job);
+
+    ngx_http_vmx_config_watch_ev.handler = ngx_http_vmx_config_watch;
+    ngx_http_vmx_config_watch_ev.data = mcf;
+    ngx_http_vmx_config_watch_ev.log = cycle->log;
+    ngx_http_vmx_config_watch_ev.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_vmx_config_watch_ev, NGX_HTTP_VMX_CONFIG_WATCH);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_vmx_config_watch(ngx_event_t *ev)
+{
+    ngx_http_vmx_main_conf_t  *mcf = ev->data;
+
+    if (!ngx_http_vmx_config_busy
+        && mcf->sh->generation != ngx_http_vmx_generation)
+    {
+        ngx_http_vmx_config_busy = 1;
+        ngx_http_vmx_config_job_start(ngx_http_vmx_config_zone_job);
+    }
+
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_HTTP_VMX_CONFIG_WATCH);
+    }
+}
+
+
+/* the job goes to a thread, or (none, a full queue) runs in the worker */
+
+static void
+ngx_http_vmx_config_job_start(ngx_http_vmx_config_job_t *job)
+{
+#if (NGX_THREADS)
+
+    if (job->mcf->config_pool) {
+        if (job->task == NULL) {
+            job->task = ngx_thread_task_alloc(job->pool, 0);
+        }
+
+        if (job->task) {
+            job->task->ctx = job;
+            job->task->handler = ngx_http_vmx_config_job_thread;
+            job->task->event.handler = ngx_http_vmx_config_job_done;
+            job->task->event.data = job;
+
+            if (ngx_thread_task_post(job->mcf->config_pool, job->task)
+                == NGX_OK)
+            {
+                if (job->request) {
+                    job->request->main->blocked++;
+                    job->request->aio = 1;
+                }
+
+                return;
+            }
+        }
+    }
+
+#endif
+
+    ngx_http_vmx_config_job_run(job, ngx_cycle->log);
+    ngx_http_vmx_config_job_finish(job);
+}
+
+
+/*
+ * In a thread of the pool, or in the worker: touches only the job, the
+ * shared zone (under its lock) and the disk copy.
+ */
+
+static void
+ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
+{
+    ngx_http_vmx_config_job_t  *job = data;
+
+    u_char                    *copy;
+    size_t                     len;
+    ngx_msec_t                 started;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = job->mcf;
+    job->snapshot = NULL;
+    job->retry = 0;
+    ngx_str_null(&job->error);
+
+    started = ngx_http_vmx_config_job_clock();
+
+    if (job->request == NULL) {
+        /* the zone's bytes, copied under the lock, compiled without it */
         ngx_shmtx_lock(&mcf->shpool->mutex);
 
-        generation = mcf->sh->generation;
+        job->generation = mcf->sh->generation;
         len = mcf->sh->len;
-        copy = len ? ngx_alloc(len, r->connection->log) : NULL;
+        copy = len ? ngx_alloc(len, log) : NULL;
 
         if (copy) {
             ngx_memcpy(copy, mcf->sh->data, len);
@@ -701,33 +866,244 @@ ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
         ngx_shmtx_unlock(&mcf->shpool->mutex);
 
         if (copy) {
-            snapshot = ngx_http_vmx_snapshot_compile(copy, len,
-                                                     ngx_cycle->log, &error);
+            job->snapshot = ngx_http_vmx_snapshot_compile(copy, len, log,
+                                                          &job->error,
+                                                          job->errbuf);
             ngx_free(copy);
 
-            if (snapshot == NULL) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              "vmx: the shared snapshot does not compile: %V",
-                              &error);
+        } else if (len) {
+            job->retry = 1;
+        }
 
-            } else {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "vmx: worker runs config version %uL",
-                              snapshot->version);
+        job->took = ngx_http_vmx_config_job_clock() - started;
 
-                if (ngx_http_vmx_current) {
-                    ngx_http_vmx_snapshot_retire(ngx_http_vmx_current);
-                }
+    } else {
+        job->snapshot = ngx_http_vmx_snapshot_compile(job->body.data,
+                                                      job->body.len, log,
+                                                      &job->error,
+                                                      job->errbuf);
+        job->took = ngx_http_vmx_config_job_clock() - started;
 
-                ngx_http_vmx_current = snapshot;
+        if (job->snapshot == NULL) {
+            job->status = NGX_HTTP_BAD_REQUEST;
+
+        } else if (ngx_http_vmx_config_store(mcf, job->body.data,
+                                             job->body.len,
+                                             job->snapshot->version, log,
+                                             &job->generation)
+                   != NGX_OK)
+        {
+            ngx_destroy_pool(job->snapshot->pool);
+            job->snapshot = NULL;
+            job->status = NGX_HTTP_INSUFFICIENT_STORAGE;
+            ngx_str_set(&job->error, "the snapshot does not fit "
+                        "vmx_config_zone");
+
+        } else {
+            job->status = NGX_HTTP_OK;
+
+            if (mcf->file.len) {
+                (void) ngx_http_vmx_config_write_disk(mcf, job->body.data,
+                                                      job->body.len, log);
             }
         }
+    }
+}
 
-        /* a failed copy is tried again on the next request */
-        if (copy || len == 0) {
-            ngx_http_vmx_generation = generation;
+
+/* a thread's clock: ngx_current_msec is the worker's, updated by its loop */
+
+static ngx_msec_t
+ngx_http_vmx_config_job_clock(void)
+{
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (ngx_msec_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_vmx_config_job_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_vmx_thread_yield();
+    ngx_http_vmx_config_job_run(data, log);
+}
+
+
+static void
+ngx_http_vmx_config_job_done(ngx_event_t *ev)
+{
+    ngx_http_vmx_config_job_t  *job = ev->data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = job->request;
+
+    if (r == NULL) {
+        ngx_http_vmx_config_job_finish(job);
+        return;
+    }
+
+    c = r->connection;
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ngx_http_vmx_config_job_finish(job);
+    ngx_http_run_posted_requests(c);
+}
+
+#endif
+
+
+/* back in the worker: the result is installed, a PUT answered or waits */
+
+static void
+ngx_http_vmx_config_job_finish(ngx_http_vmx_config_job_t *job)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = job->request;
+
+    if (r == NULL) {
+        ngx_http_vmx_config_busy = 0;
+
+        if (job->snapshot == NULL && job->error.len) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "vmx: the shared snapshot does not compile: %V",
+                          &job->error);
+        }
+
+        ngx_http_vmx_config_install(job->mcf, job, ngx_cycle->log);
+        return;
+    }
+
+    if (job->snapshot == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: rejected config snapshot: %V", &job->error);
+
+        rc = ngx_http_vmx_send_error(r, NULL, job->status,
+                                     job->status == NGX_HTTP_BAD_REQUEST
+                                     ? "invalid_snapshot"
+                                     : "config_too_large", &job->error);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "vmx: config version %uL received (%uz bytes, %uz problems,"
+                  " compiled in %M ms)", job->snapshot->version, job->body.len,
+                  job->snapshot->config->problems_total, job->took);
+
+    ngx_http_vmx_config_log_problems(r->connection->log,
+                                     job->snapshot->config);
+
+    ngx_http_vmx_config_install(job->mcf, job, r->connection->log);
+
+    r->write_event_handler = ngx_http_vmx_config_put_wait;
+    ngx_http_vmx_config_put_wait(r);
+}
+
+
+/*
+ * The worker runs what the job compiled, unless it has run something newer
+ * already; either way its generation counts as compiled, so that a push is
+ * not held up by a worker that cannot compile (it keeps what it had).
+ */
+
+static void
+ngx_http_vmx_config_install(ngx_http_vmx_main_conf_t *mcf,
+    ngx_http_vmx_config_job_t *job, ngx_log_t *log)
+{
+    if (job->snapshot && job->generation > ngx_http_vmx_generation) {
+        if (job->request == NULL) {
+            ngx_log_error(NGX_LOG_INFO, log, 0, "vmx: worker runs config "
+                          "version %uL (compiled in %M ms)",
+                          job->snapshot->version, job->took);
+        }
+
+        if (ngx_http_vmx_current) {
+            ngx_http_vmx_snapshot_retire(ngx_http_vmx_current);
+        }
+
+        ngx_http_vmx_current = job->snapshot;
+
+    } else if (job->snapshot) {
+        ngx_destroy_pool(job->snapshot->pool);
+    }
+
+    job->snapshot = NULL;
+
+    /* a copy that failed (out of memory) is tried again on the next look */
+    if (job->generation > ngx_http_vmx_generation && !job->retry) {
+        ngx_http_vmx_generation = job->generation;
+    }
+
+    if (ngx_worker < NGX_HTTP_VMX_WORKERS_MAX) {
+        mcf->sh->compiled[ngx_worker] = ngx_http_vmx_generation;
+    }
+
+    (void) ngx_http_vmx_config_everywhere(mcf);
+}
+
+
+/* every worker runs the zone's snapshot: it becomes the version reported */
+
+static ngx_flag_t
+ngx_http_vmx_config_everywhere(ngx_http_vmx_main_conf_t *mcf)
+{
+    ngx_uint_t         i, n;
+    ngx_atomic_uint_t  generation;
+
+    generation = mcf->sh->generation;
+    n = ngx_min(ngx_http_vmx_config_workers, NGX_HTTP_VMX_WORKERS_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (mcf->sh->compiled[i] != generation) {
+            return 0;
         }
     }
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    if (mcf->sh->generation == generation) {
+        mcf->sh->running = mcf->sh->version;
+    }
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    return 1;
+}
+
+
+/* the version all workers run, 0 before the first */
+
+uint64_t
+ngx_http_vmx_config_running(ngx_http_vmx_main_conf_t *mcf)
+{
+    uint64_t  version;
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    version = mcf->sh->running;
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    return version;
+}
+
+
+/* the worker's snapshot, for the request's lifetime */
+
+ngx_http_vmx_snapshot_t *
+ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_vmx_snapshot_t  *snapshot;
 
     snapshot = ngx_http_vmx_current;
 
@@ -826,6 +1202,17 @@ ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     mcf->shm_zone->init = ngx_http_vmx_config_init_zone;
     mcf->shm_zone->data = mcf;
+
+    if (cf->args->nelts == 3) {
+#if (NGX_THREADS)
+        mcf->config_pool = ngx_http_vmx_conf_thread_pool(cf, &value[2]);
+        if (mcf->config_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+#else
+        return ngx_http_vmx_conf_no_threads(cf, &value[2]);
+#endif
+    }
 
     return NGX_CONF_OK;
 }
@@ -934,6 +1321,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_vmx_main_conf_t  *omcf = data;
 
+    u_char                     errbuf[NGX_HTTP_VMX_CONFIG_ERROR];
     ngx_str_t                  snapshot, error;
     ngx_pool_t                *pool;
     ngx_slab_pool_t           *shpool;
@@ -980,7 +1368,8 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         == NGX_OK)
     {
         compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len,
-                                                 shm_zone->shm.log, &error);
+                                                 shm_zone->shm.log, &error,
+                                                 errbuf);
         if (compiled == NULL) {
             ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                           "vmx: ignoring the disk copy \"%V\": %V",
@@ -1287,74 +1676,65 @@ ngx_http_vmx_config_authorized(ngx_http_request_t *r,
 static void
 ngx_http_vmx_config_put(ngx_http_request_t *r)
 {
-    ngx_str_t                  body, error;
-    ngx_int_t                  rc;
-    ngx_atomic_uint_t          generation;
-    ngx_http_vmx_snapshot_t   *snapshot;
-    ngx_http_vmx_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    ngx_int_t                   rc;
+    ngx_str_t                   error;
+    ngx_http_vmx_config_job_t  *job;
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         ngx_str_set(&error, "the snapshot is empty");
-        goto invalid;
-    }
-
-    if (ngx_http_vmx_read_body(r, &body) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    /* the snapshot outlives this connection: it must not keep its log */
-    snapshot = ngx_http_vmx_snapshot_compile(body.data, body.len,
-                                             ngx_cycle->log, &error);
-    if (snapshot == NULL) {
-        goto invalid;
-    }
-
-    if (ngx_http_vmx_config_store(mcf, body.data, body.len, snapshot->version,
-                                  r->connection->log, &generation)
-        != NGX_OK)
-    {
-        ngx_destroy_pool(snapshot->pool);
-        ngx_str_set(&error, "the snapshot does not fit vmx_config_zone");
-        rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_INSUFFICIENT_STORAGE,
-                                     "config_too_large", &error);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: rejected config snapshot: %V", &error);
+        rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_snapshot", &error);
         ngx_http_finalize_request(r, rc);
         return;
     }
 
-    /* this worker runs the snapshot it has just compiled */
-    if (ngx_http_vmx_current) {
-        ngx_http_vmx_snapshot_retire(ngx_http_vmx_current);
+    /* the request is blocked while a thread has the job: they live as long */
+    job = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_config_job_t));
+    if (job == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
 
-    ngx_http_vmx_current = snapshot;
-    ngx_http_vmx_generation = generation;
+    job->mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+    job->pool = r->pool;
+    job->request = r;
 
-    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                  "vmx: config version %uL received (%uz bytes, %uz problems)",
-                  snapshot->version, body.len,
-                  snapshot->config->problems_total);
+    if (ngx_http_vmx_read_body(r, &job->body) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
-    ngx_http_vmx_config_log_problems(r->connection->log, snapshot->config);
+    r->write_event_handler = ngx_http_request_empty_handler;
 
-    if (mcf->file.len) {
-        (void) ngx_http_vmx_config_write_disk(mcf, body.data, body.len,
-                                              r->connection->log);
+    ngx_http_vmx_config_job_start(job);
+}
+
+
+/* the PUT is answered once every worker runs the snapshot, or at the latest
+   after NGX_HTTP_VMX_CONFIG_PUT_WAIT */
+
+static void
+ngx_http_vmx_config_put_wait(ngx_http_request_t *r)
+{
+    ngx_msec_int_t             waited;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    waited = (ngx_msec_int_t) ((ngx_time() - r->start_sec) * 1000
+                               + (ngx_timeofday()->msec - r->start_msec));
+
+    if (!ngx_http_vmx_config_everywhere(mcf)
+        && waited < NGX_HTTP_VMX_CONFIG_PUT_WAIT)
+    {
+        r->connection->write->delayed = 1;
+        ngx_add_timer(r->connection->write, NGX_HTTP_VMX_CONFIG_WATCH);
+        return;
     }
 
     ngx_http_finalize_request(r, ngx_http_vmx_config_state(r, NGX_HTTP_OK));
-    return;
-
-invalid:
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "vmx: rejected config snapshot: %V", &error);
-
-    rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_BAD_REQUEST,
-                                 "invalid_snapshot", &error);
-    ngx_http_finalize_request(r, rc);
 }
 
 
@@ -1396,12 +1776,12 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
 
+    /* the version every worker runs, and the problems of this worker's */
     ngx_shmtx_lock(&mcf->shpool->mutex);
-    version = mcf->sh->version;
+    version = mcf->sh->running;
     loaded_at = mcf->sh->loaded_at;
     ngx_shmtx_unlock(&mcf->shpool->mutex);
 
-    /* the problems of the snapshot this worker runs, compiled if need be */
     snapshot = ngx_http_vmx_snapshot_acquire(r);
     cfg = (snapshot && snapshot->version == version) ? snapshot->config : NULL;
 

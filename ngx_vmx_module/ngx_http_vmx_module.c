@@ -59,7 +59,7 @@ static ngx_conf_num_bounds_t  ngx_http_vmx_spool_warn_bounds = {
 static ngx_command_t  ngx_http_vmx_commands[] = {
 
     { ngx_string("vmx_config_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_vmx_config_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -614,7 +614,8 @@ ngx_http_vmx_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_vmx_random_init();
 
-    if (ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK
+    if (ngx_http_vmx_config_init_process(cycle) != NGX_OK
+        || ngx_http_vmx_keepalive_init_process(cycle) != NGX_OK
         || ngx_http_vmx_tokens_init_process(cycle) != NGX_OK
         || ngx_http_vmx_redis_init_process(cycle) != NGX_OK)
     {

@@ -250,12 +250,20 @@ typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
 
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
+#define NGX_HTTP_VMX_WORKERS_MAX  64
+
+/* the priority of the module's task threads, below the workers' */
+#define NGX_HTTP_VMX_THREAD_NICE  10
+
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
-    uint64_t                     version;
+    uint64_t                     version;       /* the one stored */
+    uint64_t                     running;       /* the one every worker runs */
     time_t                       loaded_at;
     u_char                      *data;
     size_t                       len;
+    /* the generation each worker (by ngx_worker) has compiled */
+    ngx_atomic_t                 compiled[NGX_HTTP_VMX_WORKERS_MAX];
 } ngx_http_vmx_config_shctx_t;
 
 
@@ -329,6 +337,7 @@ typedef struct {
     vmx_tokenizer_t             *tokenizer;     /* built by the master */
 #if (NGX_THREADS)
     ngx_thread_pool_t           *tokenizer_pool; /* large bodies' counts */
+    ngx_thread_pool_t           *config_pool;    /* snapshot compiles */
 #endif
 
     ngx_uint_t                   keepalive;     /* idle connections kept */
@@ -654,6 +663,13 @@ ngx_http_vmx_event_t *ngx_http_vmx_event_add(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 ngx_flag_t ngx_http_vmx_header_safe(ngx_str_t *value);
 u_char *ngx_http_vmx_printable(u_char *dst, const char *src, size_t len);
+#if (NGX_THREADS)
+void ngx_http_vmx_thread_yield(void);
+ngx_thread_pool_t *ngx_http_vmx_conf_thread_pool(ngx_conf_t *cf,
+    ngx_str_t *arg);
+#else
+char *ngx_http_vmx_conf_no_threads(ngx_conf_t *cf, ngx_str_t *arg);
+#endif
 
 /* ngx_http_vmx_config.c */
 ngx_int_t ngx_http_vmx_index_init(ngx_http_vmx_index_t *ix, ngx_pool_t *pool,
@@ -662,7 +678,9 @@ ngx_int_t ngx_http_vmx_index_add(ngx_http_vmx_index_t *ix, ngx_str_t *key,
     void *value);
 void *ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key,
     size_t len);
+ngx_int_t ngx_http_vmx_config_init_process(ngx_cycle_t *cycle);
 ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r);
+uint64_t ngx_http_vmx_config_running(ngx_http_vmx_main_conf_t *mcf);
 ngx_int_t ngx_http_vmx_config_api_handler(ngx_http_request_t *r);
 ngx_shm_zone_t *ngx_http_vmx_zone_add(ngx_conf_t *cf, ngx_str_t *arg);
 char *ngx_http_vmx_config_zone(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -829,7 +829,8 @@ ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
     ngx_http_vmx_out_family(out, "vmx_config_version", "gauge",
                             "Version of the configuration this data plane "
                             "runs.");
-    ngx_http_vmx_out_printf(out, "vmx_config_version %uL\n", mcf->sh->version);
+    ngx_http_vmx_out_printf(out, "vmx_config_version %uL\n",
+                            ngx_http_vmx_config_running(mcf));
 
     ngx_http_vmx_out_family(out, "vmx_redis_up", "gauge",
                             "1 when the cluster counters' Redis answers; 0 "

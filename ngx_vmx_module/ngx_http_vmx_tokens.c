@@ -18,10 +18,6 @@
  */
 #define NGX_HTTP_VMX_TOKENS_INLINE  4096
 
-/* the priority of the counting threads, below the workers' */
-#define NGX_HTTP_VMX_TOKENS_NICE    10
-
-
 #if (NGX_THREADS)
 
 typedef struct {
@@ -57,7 +53,6 @@ ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t           *value;
     ngx_file_t           file;
     ngx_file_info_t      fi;
-    ngx_str_t            name;
     ngx_pool_cleanup_t  *cln;
     char                 err[256];
 
@@ -68,27 +63,13 @@ ngx_http_vmx_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     if (cf->args->nelts == 3) {
-        if (ngx_strncmp(value[2].data, "thread_pool=", 12) != 0
-            || value[2].len == 12)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[2]);
-            return NGX_CONF_ERROR;
-        }
-
-        name.data = value[2].data + 12;
-        name.len = value[2].len - 12;
-
 #if (NGX_THREADS)
-        mcf->tokenizer_pool = ngx_thread_pool_add(cf, &name);
+        mcf->tokenizer_pool = ngx_http_vmx_conf_thread_pool(cf, &value[2]);
         if (mcf->tokenizer_pool == NULL) {
             return NGX_CONF_ERROR;
         }
 #else
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"thread_pool\" of \"%V\" needs nginx built "
-                           "with threads", &name);
-        return NGX_CONF_ERROR;
+        return ngx_http_vmx_conf_no_threads(cf, &value[2]);
 #endif
     }
 
@@ -267,10 +248,7 @@ ngx_http_vmx_tokens_thread(void *data, ngx_log_t *log)
 
     vmx_tokenizer_scratch_t  *s;
 
-#if (NGX_LINUX)
-    /* the CPUs go to the workers first: on Linux a thread's nice is its own */
-    (void) setpriority(PRIO_PROCESS, 0, NGX_HTTP_VMX_TOKENS_NICE);
-#endif
+    ngx_http_vmx_thread_yield();
 
     s = vmx_tokenizer_scratch_create(t->tokenizer);
 

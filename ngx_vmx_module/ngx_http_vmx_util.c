@@ -319,3 +319,52 @@ ngx_http_vmx_printable(u_char *dst, const char *src, size_t len)
 
     return dst;
 }
+
+
+#if (NGX_THREADS)
+
+/* a task's thread gives the CPUs to the workers first: on Linux a thread's
+   nice is its own */
+
+void
+ngx_http_vmx_thread_yield(void)
+{
+#if (NGX_LINUX)
+    (void) setpriority(PRIO_PROCESS, 0, NGX_HTTP_VMX_THREAD_NICE);
+#endif
+}
+
+
+/* a directive's "thread_pool=name" parameter: the pool, NULL when wrong */
+
+ngx_thread_pool_t *
+ngx_http_vmx_conf_thread_pool(ngx_conf_t *cf, ngx_str_t *arg)
+{
+    ngx_str_t  name;
+
+    if (arg->len <= sizeof("thread_pool=") - 1
+        || ngx_strncmp(arg->data, "thread_pool=", sizeof("thread_pool=") - 1)
+           != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                           arg);
+        return NULL;
+    }
+
+    name.data = arg->data + sizeof("thread_pool=") - 1;
+    name.len = arg->len - (sizeof("thread_pool=") - 1);
+
+    return ngx_thread_pool_add(cf, &name);
+}
+
+#else
+
+char *
+ngx_http_vmx_conf_no_threads(ngx_conf_t *cf, ngx_str_t *arg)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" needs nginx built with "
+                       "threads", arg);
+    return NGX_CONF_ERROR;
+}
+
+#endif
