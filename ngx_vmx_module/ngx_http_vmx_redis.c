@@ -97,7 +97,7 @@ static void ngx_http_vmx_redis_ready(void);
 static void ngx_http_vmx_redis_role(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_vmx_redis_demoted(redisAsyncContext *ac,
-    const char *role, size_t len);
+    const char *role);
 static void ngx_http_vmx_redis_hello(void);
 static void ngx_http_vmx_redis_epoch(redisReply *reply, void *data);
 static void ngx_http_vmx_redis_report(ngx_uint_t up, const char *why,
@@ -495,7 +495,7 @@ ngx_http_vmx_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         if (ngx_http_vmx_redis.conf->sentinels
             && ngx_strncmp(reply->str, "READONLY", 8) == 0)
         {
-            ngx_http_vmx_redis_demoted(ac, "replica", 7);
+            ngx_http_vmx_redis_demoted(ac, "replica");
         }
 
         reply = NULL;
@@ -671,8 +671,8 @@ ngx_http_vmx_redis_role(redisAsyncContext *ac, void *r, void *privdata)
     role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
            ? reply->element[0] : reply;
 
-    if (role->type != REDIS_REPLY_STRING && role->type != REDIS_REPLY_ERROR) {
-        ngx_http_vmx_redis_demoted(ac, "?", 1);
+    if (role->type != REDIS_REPLY_STRING) {
+        ngx_http_vmx_redis_demoted(ac, "no role");
         return;
     }
 
@@ -681,18 +681,19 @@ ngx_http_vmx_redis_role(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    ngx_http_vmx_redis_demoted(ac, role->str, role->len);
+    /* hiredis ends its strings with a null */
+    ngx_http_vmx_redis_demoted(ac, role->str);
 }
 
 
 /*
  * The server the sentinel named is not a master (a failover under way, or
  * a sentinel that has not seen it): left, and the next sentinel asked.
+ * Logged when the link's state changes, as an unreachable server.
  */
 
 static void
-ngx_http_vmx_redis_demoted(redisAsyncContext *ac, const char *role,
-    size_t len)
+ngx_http_vmx_redis_demoted(redisAsyncContext *ac, const char *role)
 {
     ngx_http_vmx_redis_t  *rd;
 
@@ -703,13 +704,12 @@ ngx_http_vmx_redis_demoted(redisAsyncContext *ac, const char *role,
         return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "vmx: redis %V is not the master (its role: \"%*s\"): "
-                  "asking the sentinels again", &rd->name, len, role);
+    rd->up = 0;
+    ngx_http_vmx_redis_report(0, "not the master, its role", role);
 
     if (rd->sentinel_state == NGX_HTTP_VMX_SENTINEL_SUBSCRIBED) {
-        ngx_http_vmx_redis_sentinel_drop("named a server that is not "
-                                         "the master", NULL);
+        ngx_http_vmx_redis_sentinel_drop("named a server that is not the "
+                                         "master, its role", role);
     }
 
     redisAsyncDisconnect(ac);
