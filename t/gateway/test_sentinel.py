@@ -227,3 +227,35 @@ def test_a_server_that_is_not_a_master_is_left(stack, failover):
         lone.stop()
         sentinel.command("SENTINEL", "REMOVE", "other")
         other.stop()
+
+
+def test_sentinel_password(stack, failover):
+    """sentinel_password_file: AUTH to the sentinels. The right password finds the master;
+    a wrong one is logged once, clearly, and the node counts alone."""
+    env, master, replica, sentinels, node = failover
+    base = node.base_dir.parent
+    sentinel = Sentinel(base / "sentinel-auth", free_port(), MASTER, replica.port,
+                        password="sentinel-secret-0123").start()
+    nodes = []
+    try:
+        for name, password in (("right", "sentinel-secret-0123"), ("wrong", "not-it")):
+            secret = base / f"{name}.password"
+            secret.write_text(password + "\n")
+            n = Nginx(base / name, free_port(), stack.token_file, stack.ca_file, workers=1,
+                      http_directives=f"vmx_redis sentinel={sentinel.addr} master={MASTER} "
+                                      f"sentinel_password_file={secret} timeout=1s;")
+            n.write_config()
+            shutil.copy(stack.nginx.snapshot_path, n.snapshot_path)
+            nodes.append(n.start())
+        right, wrong = nodes
+        wait_for("linked with the password", lambda: linked_to(right, replica.addr), 10)
+        wait_redis_up(wrong, 0)
+        time.sleep(1)           # asked again: logged once
+        log = wrong.error_log()
+        assert log.count("cannot name master") == 1 and "[error]" in log, log[-3000:]
+        for n in nodes:
+            n.check_error_log(everything=True)
+    finally:
+        for n in nodes:
+            n.stop()
+        sentinel.stop()

@@ -100,8 +100,9 @@ class Sentinel(Redis):
     """redis-server --sentinel watching one master on 127.0.0.1; command() talks to it."""
 
     def __init__(self, base_dir, port, master, master_port, quorum=2,
-                 down_after_ms=1000, failover_timeout_ms=3000):
-        super().__init__(base_dir, port)
+                 down_after_ms=1000, failover_timeout_ms=3000, password=None):
+        """password: clients must AUTH (requirepass); command() sends it first."""
+        super().__init__(base_dir, port, password=password)
         self.master = master
         self.log_path = self.base_dir / "sentinel.log"
         self.conf_path = self.base_dir / "sentinel.conf"
@@ -112,7 +113,7 @@ class Sentinel(Redis):
             f"sentinel down-after-milliseconds {master} {down_after_ms}",
             f"sentinel failover-timeout {master} {failover_timeout_ms}",
             f"sentinel parallel-syncs {master} 1",
-        ]
+        ] + ([f"requirepass {password}"] if password else [])
 
     def start(self, timeout=10):
         self.base_dir.mkdir(parents=True, exist_ok=True)
