@@ -38,6 +38,16 @@ def linked_to(node, addr):
     return True
 
 
+def start_node(stack, path, sentinels, master, extra="", workers=1):
+    """A node with the session's snapshot, its counters in the master the sentinels name."""
+    n = Nginx(path, free_port(), stack.token_file, stack.ca_file, workers=workers,
+              http_directives=f"vmx_redis sentinel={','.join(s.addr for s in sentinels)} "
+                              f"master={master} timeout=1s {extra};")
+    n.write_config()
+    shutil.copy(stack.nginx.snapshot_path, n.snapshot_path)
+    return n.start()
+
+
 @pytest.fixture(scope="module")
 def failover(stack, gw, fake, tmp_path_factory):
     env = gw.provision(
@@ -64,13 +74,7 @@ def failover(stack, gw, fake, tmp_path_factory):
         wait_until("replica in sync", lambda: replica.info("replication")
                  .get("master_link_status") == "up", 10)
 
-        node = Nginx(base / "node", free_port(), stack.token_file, stack.ca_file,
-                     http_directives="vmx_redis sentinel="
-                     + ",".join(s.addr for s in sentinels)
-                     + f" master={MASTER} nodes=3 timeout=1s;")
-        node.write_config()
-        shutil.copy(stack.nginx.snapshot_path, node.snapshot_path)
-        node.start()
+        node = start_node(stack, base / "node", sentinels, MASTER, "nodes=3", workers=2)
         wait_until("linked to the master", lambda: linked_to(node, master.addr), 10)
         yield env, master, replica, sentinels, node
     finally:
@@ -200,22 +204,19 @@ def test_a_server_that_is_not_a_master_is_left(stack, failover):
     sentinel = sentinels[1]
     assert sentinel.command("SENTINEL", "MONITOR", "other", "127.0.0.1", other.port,
                             "1").startswith(b"+OK")
-    lone = Nginx(base / "lone", free_port(), stack.token_file, stack.ca_file, workers=1,
-                 http_directives=f"vmx_redis sentinel={sentinel.addr} master=other "
-                                 f"timeout=1s;")
+    lone = None
     try:
-        lone.write_config()
-        shutil.copy(stack.nginx.snapshot_path, lone.snapshot_path)
-        lone.start()
+        lone = start_node(stack, base / "lone", [sentinel], "other")
         wait_until("the replica is left", lambda: "is unreachable (not the master, its role: "
-                 "slave)" in lone.error_log(), 10)
+                   "slave)" in lone.error_log(), 10)
         wait_redis_up(lone, 0)
         time.sleep(1)           # tried again: logged once
         log = lone.error_log()
         assert log.count("is unreachable (not the master") == 1, log
         lone.check_error_log(everything=True)
     finally:
-        lone.stop()
+        if lone:
+            lone.stop()
         sentinel.command("SENTINEL", "REMOVE", "other")
         other.stop()
 
@@ -232,12 +233,8 @@ def test_sentinel_password(stack, failover):
         for name, password in (("right", "sentinel-secret-0123"), ("wrong", "not-it")):
             secret = base / f"{name}.password"
             secret.write_text(password + "\n")
-            n = Nginx(base / name, free_port(), stack.token_file, stack.ca_file, workers=1,
-                      http_directives=f"vmx_redis sentinel={sentinel.addr} master={MASTER} "
-                                      f"sentinel_password_file={secret} timeout=1s;")
-            n.write_config()
-            shutil.copy(stack.nginx.snapshot_path, n.snapshot_path)
-            nodes.append(n.start())
+            nodes.append(start_node(stack, base / name, [sentinel], MASTER,
+                                    f"sentinel_password_file={secret}"))
         right, wrong = nodes
         wait_until("linked with the password", lambda: linked_to(right, replica.addr), 10)
         wait_redis_up(wrong, 0)
