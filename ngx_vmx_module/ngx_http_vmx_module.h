@@ -289,13 +289,16 @@ typedef struct ngx_http_vmx_audit_sh_s  ngx_http_vmx_audit_sh_t;
 
 /* vmx_redis: the cluster counters' server */
 
-#define NGX_HTTP_VMX_REDIS_ADDR_LEN  (NGX_INET_ADDRSTRLEN + sizeof(":65535") - 1)
+#define NGX_HTTP_VMX_REDIS_ADDR_LEN                                          \
+    (NGX_INET_ADDRSTRLEN + sizeof(":65535") - 1)
+
+/* a numeric IPv4 address: host null-terminated for hiredis, text ip:port */
 
 typedef struct {
     in_port_t                    port;
-    size_t                       len;
-    u_char                       host[NGX_INET_ADDRSTRLEN + 1]; /* numeric */
-    u_char                       text[NGX_HTTP_VMX_REDIS_ADDR_LEN]; /* ip:port */
+    size_t                       len;           /* of text */
+    u_char                       host[NGX_INET_ADDRSTRLEN + 1];
+    u_char                       text[NGX_HTTP_VMX_REDIS_ADDR_LEN];
 } ngx_http_vmx_redis_addr_t;
 
 
