@@ -106,6 +106,8 @@ typedef struct {
     int64_t                      want_tokens;
     int64_t                      add_requests;  /* pending, flushed */
     int64_t                      add_tokens;
+    int64_t                      seen_requests; /* the counter's last totals */
+    int64_t                      seen_tokens;
     unsigned                     refill:1;      /* the node's background one */
     size_t                       len;
     u_char                       key[NGX_HTTP_VMX_LIMIT_KEY_MAX];
@@ -202,7 +204,7 @@ static ngx_http_vmx_limit_node_t *ngx_http_vmx_limits_lookup(
 static void ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc,
     ngx_uint_t force);
 static ngx_http_vmx_limits_call_t *ngx_http_vmx_limits_call(ngx_str_t *key,
-    time_t window_end, ngx_http_vmx_limit_t *limit);
+    ngx_http_vmx_limit_node_t *node, ngx_http_vmx_limit_t *limit);
 static ngx_int_t ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call);
 static void ngx_http_vmx_limits_granted(redisReply *reply, void *data);
 static ngx_http_vmx_limits_waiter_t *ngx_http_vmx_limits_waiter(
@@ -220,14 +222,22 @@ static const char  *ngx_http_vmx_period_names[] = {
 /*
  * KEYS[1]: the counter; ARGV: its requests and tokens limits (-1: none),
  * the requests and tokens wanted, the pending ones to add, the nodes, the
- * expiry (0: none).  A grant gives both measures wanted or neither: a
- * request needs both.  Returns the grants and the counter's totals.
+ * expiry (0: none), the totals this node last saw.  A grant gives both
+ * measures wanted or neither: a request needs both.  Returns the grants and
+ * the counter's totals.
+ *
+ * A counter under what the node saw is a master promoted after a failover
+ * that missed the last writes: it is raised to that first.
  */
 
 static const char  ngx_http_vmx_limits_script[] =
     "local c = KEYS[1]\n"
-    "local r = redis.call('HINCRBY', c, 'r', ARGV[5])\n"
-    "local t = redis.call('HINCRBY', c, 't', ARGV[6])\n"
+    "local function add(f, seen, v)\n"
+    "  local now = tonumber(redis.call('HGET', c, f) or 0)\n"
+    "  return redis.call('HINCRBY', c, f, math.max(seen - now, 0) + v)\n"
+    "end\n"
+    "local r = add('r', tonumber(ARGV[9]), ARGV[5])\n"
+    "local t = add('t', tonumber(ARGV[10]), ARGV[6])\n"
     "local n = 2 * tonumber(ARGV[7])\n"
     "local function grant(used, limit, want)\n"
     "  if want <= 0 or limit < 0 then return 0 end\n"
@@ -653,7 +663,7 @@ ngx_http_vmx_limits_ask(ngx_http_vmx_ctx_t *ctx,
         return NGX_HTTP_VMX_ADMIT_WAIT;
     }
 
-    call = ngx_http_vmx_limits_call(key, node->window_end, limit);
+    call = ngx_http_vmx_limits_call(key, node, limit);
     if (call == NULL) {
         return NGX_HTTP_VMX_ADMIT_ERROR;
     }
@@ -698,7 +708,7 @@ ngx_http_vmx_limits_refill(ngx_http_vmx_ctx_t *ctx,
         return NGX_OK;
     }
 
-    call = ngx_http_vmx_limits_call(key, node->window_end, limit);
+    call = ngx_http_vmx_limits_call(key, node, limit);
     if (call == NULL) {
         return NGX_ERROR;
     }
@@ -1281,7 +1291,7 @@ ngx_http_vmx_limits_expire(ngx_http_vmx_limits_ctx_t *lc, ngx_uint_t force)
 
 
 static ngx_http_vmx_limits_call_t *
-ngx_http_vmx_limits_call(ngx_str_t *key, time_t window_end,
+ngx_http_vmx_limits_call(ngx_str_t *key, ngx_http_vmx_limit_node_t *node,
     ngx_http_vmx_limit_t *limit)
 {
     ngx_http_vmx_limits_call_t  *call;
@@ -1291,7 +1301,9 @@ ngx_http_vmx_limits_call(ngx_str_t *key, time_t window_end,
         return NULL;
     }
 
-    call->window_end = window_end;
+    call->window_end = node->window_end;
+    call->seen_requests = node->cluster_requests;
+    call->seen_tokens = node->cluster_tokens;
     call->limit_requests = limit ? limit->requests : -1;
     call->limit_tokens = limit ? limit->tokens : -1;
     call->len = key->len;
@@ -1307,11 +1319,11 @@ ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call)
     u_char                     *p, *last;
     time_t                      expire;
     ngx_uint_t                  i;
-    const char                 *argv[12];
-    size_t                      argvlen[12];
+    const char                 *argv[14];
+    size_t                      argvlen[14];
     ngx_http_vmx_redis_conf_t  *rc;
     u_char                      buf[NGX_HTTP_VMX_LIMIT_KEY_MAX + 16
-                                    + 8 * NGX_INT64_LEN];
+                                    + 10 * NGX_INT64_LEN];
 
     rc = ngx_http_vmx_redis_conf();
 
@@ -1347,14 +1359,18 @@ ngx_http_vmx_limits_send(ngx_http_vmx_limits_call_t *call)
     p = ngx_slprintf(p, last, "%ui", rc->nodes);
     argv[11] = (char *) p;
     p = ngx_slprintf(p, last, "%T", expire);
+    argv[12] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->seen_requests);
+    argv[13] = (char *) p;
+    p = ngx_slprintf(p, last, "%L", call->seen_tokens);
 
-    for (i = 3; i < 11; i++) {
+    for (i = 3; i < 13; i++) {
         argvlen[i] = argv[i + 1] - argv[i];
     }
 
-    argvlen[11] = (char *) p - argv[11];
+    argvlen[13] = (char *) p - argv[13];
 
-    return ngx_http_vmx_redis_command(ngx_http_vmx_limits_granted, call, 12,
+    return ngx_http_vmx_redis_command(ngx_http_vmx_limits_granted, call, 14,
                                       argv, argvlen);
 }
 
@@ -1546,6 +1562,8 @@ ngx_http_vmx_limits_resync(ngx_http_vmx_main_conf_t *mcf, u_char *epoch,
             ln->allow_tokens = 0;
             ln->grant_requests = 0;
             ln->grant_tokens = 0;
+            ln->cluster_requests = 0;
+            ln->cluster_tokens = 0;
             ln->refill = 0;
         }
 
@@ -1609,7 +1627,7 @@ ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf)
         key.data = ln->data;
         key.len = ln->len;
 
-        calls[n] = ngx_http_vmx_limits_call(&key, ln->window_end, NULL);
+        calls[n] = ngx_http_vmx_limits_call(&key, ln, NULL);
         if (calls[n] == NULL) {
             lc->sh->dirty = 1;
             break;

@@ -297,13 +297,29 @@ typedef struct ngx_http_vmx_audit_sh_s  ngx_http_vmx_audit_sh_t;
 
 /* vmx_redis: the cluster counters' server */
 
+#define NGX_HTTP_VMX_REDIS_ADDR_LEN                                          \
+    (NGX_INET_ADDRSTRLEN + sizeof(":65535") - 1)
+
+/* a numeric IPv4 address: host null-terminated for hiredis, text ip:port */
+
 typedef struct {
-    ngx_str_t                    addr;          /* as configured */
-    u_char                      *host;          /* numeric, null-terminated */
     in_port_t                    port;
+    size_t                       len;           /* of text */
+    u_char                       host[NGX_INET_ADDRSTRLEN + 1];
+    u_char                       text[NGX_HTTP_VMX_REDIS_ADDR_LEN];
+} ngx_http_vmx_redis_addr_t;
+
+
+typedef struct {
+    ngx_str_t                    addr;          /* as configured, or master */
+    ngx_http_vmx_redis_addr_t    server;        /* without sentinel= */
+    ngx_http_vmx_redis_addr_t   *sentinels;     /* sentinel=, NULL: none */
+    ngx_uint_t                   nsentinels;
+    ngx_str_t                    master;        /* its name, for sentinels */
     ngx_uint_t                   nodes;         /* expected nginx nodes */
     ngx_msec_t                   timeout;
     ngx_str_t                    password;      /* AUTH, empty: none */
+    ngx_str_t                    sentinel_password;
 } ngx_http_vmx_redis_conf_t;
 
 
@@ -730,6 +746,7 @@ char *ngx_http_vmx_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_vmx_redis_init_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_vmx_redis_up(void);
 ngx_http_vmx_redis_conf_t *ngx_http_vmx_redis_conf(void);
+ngx_str_t *ngx_http_vmx_redis_master(void);
 ngx_int_t ngx_http_vmx_redis_command(ngx_http_vmx_redis_handler_pt handler,
     void *data, int argc, const char **argv, const size_t *argvlen);
 

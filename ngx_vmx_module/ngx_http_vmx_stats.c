@@ -825,6 +825,7 @@ ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
     ngx_http_vmx_main_conf_t *mcf)
 {
     ngx_buf_t  *b;
+    ngx_str_t  *master;
 
     ngx_http_vmx_out_family(out, "vmx_config_version", "gauge",
                             "Version of the configuration this data plane "
@@ -837,6 +838,16 @@ ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
                             "also when none is configured.");
     ngx_http_vmx_out_printf(out, "vmx_redis_up %ui\n",
                             ngx_http_vmx_redis_up());
+
+    master = ngx_http_vmx_redis_master();
+
+    if (master) {
+        ngx_http_vmx_out_family(out, "vmx_redis_master", "gauge",
+                                "The Redis master the sentinels named "
+                                "(vmx_redis sentinel=); 1 while linked.");
+        ngx_http_vmx_out_printf(out, "vmx_redis_master{address=\"%V\"} %ui\n",
+                                master, ngx_http_vmx_redis_up());
+    }
 
     b = ngx_http_vmx_out_room(out);
     if (b != NULL) {
