@@ -32,7 +32,7 @@ typedef struct {
 
 
 static ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_compile(u_char *data,
-    size_t len, ngx_log_t *log, ngx_str_t *error);
+    size_t len, ngx_log_t *log, ngx_str_t *error, ngx_flag_t *unread_format);
 static void ngx_http_vmx_config_cleanup(void *data);
 static ngx_int_t ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc,
     ngx_uint_t i);
@@ -66,6 +66,8 @@ static ngx_int_t ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf,
 static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
     ngx_pool_t *pool, ngx_str_t *out, ngx_log_t *log);
 static void ngx_http_vmx_config_put(ngx_http_request_t *r);
+static void ngx_http_vmx_config_refused(ngx_http_vmx_main_conf_t *mcf,
+    ngx_str_t *error);
 static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
 static void ngx_http_vmx_config_log_problems(ngx_log_t *log,
@@ -162,12 +164,14 @@ ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key, size_t len)
 
 
 /* compile: lib/vmx_config.c validates; this turns its result into nginx's
- * types, addresses and lookup tables */
+ * types, addresses and lookup tables.  unread_format: the text is a
+ * snapshot of a format this module does not read */
 
 static ngx_http_vmx_snapshot_t *
 ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
-    ngx_str_t *error)
+    ngx_str_t *error, ngx_flag_t *unread_format)
 {
+    int                         rc;
     ngx_uint_t                  i;
     ngx_pool_t                 *pool;
     vmx_config_t               *cfg;
@@ -187,16 +191,18 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     cfg = ngx_pcalloc(pool, sizeof(vmx_config_t));
     cln = ngx_pool_cleanup_add(pool, 0);
 
+    *unread_format = 0;
+
     if (snapshot == NULL || cfg == NULL || cln == NULL) {
         ngx_str_set(error, "out of memory");
         ngx_destroy_pool(pool);
         return NULL;
     }
 
-    if (vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
-                           pool, cfg, (char *) errbuf, sizeof(errbuf))
-        != 0)
-    {
+    rc = vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
+                            pool, cfg, (char *) errbuf, sizeof(errbuf));
+    if (rc != 0) {
+        *unread_format = (rc == VMX_CONFIG_EFORMAT);
         error->data = errbuf;
         error->len = ngx_strlen(errbuf);
         ngx_destroy_pool(pool);
@@ -672,6 +678,7 @@ ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
     u_char                    *copy;
     size_t                     len;
     ngx_str_t                  error;
+    ngx_flag_t                 unread_format;
     ngx_atomic_uint_t          generation;
     ngx_pool_cleanup_t        *cln;
     ngx_http_vmx_snapshot_t   *snapshot;
@@ -702,7 +709,8 @@ ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
 
         if (copy) {
             snapshot = ngx_http_vmx_snapshot_compile(copy, len,
-                                                     ngx_cycle->log, &error);
+                                                     ngx_cycle->log, &error,
+                                                     &unread_format);
             ngx_free(copy);
 
             if (snapshot == NULL) {
@@ -935,6 +943,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_vmx_main_conf_t  *omcf = data;
 
     ngx_str_t                  snapshot, error;
+    ngx_flag_t                 unread_format;
     ngx_pool_t                *pool;
     ngx_slab_pool_t           *shpool;
     ngx_atomic_uint_t          generation;
@@ -980,7 +989,8 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         == NGX_OK)
     {
         compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len,
-                                                 shm_zone->shm.log, &error);
+                                                 shm_zone->shm.log, &error,
+                                                 &unread_format);
         if (compiled == NULL) {
             ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                           "vmx: ignoring the disk copy \"%V\": %V",
@@ -1287,13 +1297,17 @@ ngx_http_vmx_config_authorized(ngx_http_request_t *r,
 static void
 ngx_http_vmx_config_put(ngx_http_request_t *r)
 {
+    char                      *code;
     ngx_str_t                  body, error;
     ngx_int_t                  rc;
+    ngx_flag_t                 unread_format;
     ngx_atomic_uint_t          generation;
     ngx_http_vmx_snapshot_t   *snapshot;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    code = "invalid_snapshot";
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         ngx_str_set(&error, "the snapshot is empty");
@@ -1307,8 +1321,13 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
 
     /* the snapshot outlives this connection: it must not keep its log */
     snapshot = ngx_http_vmx_snapshot_compile(body.data, body.len,
-                                             ngx_cycle->log, &error);
+                                             ngx_cycle->log, &error,
+                                             &unread_format);
     if (snapshot == NULL) {
+        if (unread_format) {
+            code = "snapshot_format_unsupported";
+        }
+
         goto invalid;
     }
 
@@ -1350,11 +1369,33 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
 invalid:
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "vmx: rejected config snapshot: %V", &error);
+                  "vmx: rejected config snapshot, version %uL runs on: %V",
+                  mcf->sh->version, &error);
 
-    rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_BAD_REQUEST,
-                                 "invalid_snapshot", &error);
+    ngx_http_vmx_config_refused(mcf, &error);
+
+    rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_BAD_REQUEST, code, &error);
     ngx_http_finalize_request(r, rc);
+}
+
+
+/* the last snapshot refused whole, for the state and the metrics */
+
+static void
+ngx_http_vmx_config_refused(ngx_http_vmx_main_conf_t *mcf, ngx_str_t *error)
+{
+    ngx_http_vmx_config_shctx_t  *sh;
+
+    sh = mcf->sh;
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    sh->refused++;
+    sh->refused_at = ngx_time();
+    sh->refused_len = ngx_min(error->len, sizeof(sh->refused_error));
+    ngx_memcpy(sh->refused_error, error->data, sh->refused_len);
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
 }
 
 
@@ -1384,11 +1425,12 @@ static ngx_int_t
 ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
 {
     u_char                    *p, *start;
-    size_t                     len;
+    size_t                     len, refused_len;
     uint64_t                   version;
     ngx_tm_t                   tm;
-    time_t                     loaded_at;
-    ngx_uint_t                 i;
+    time_t                     loaded_at, refused_at;
+    ngx_uint_t                 i, refused;
+    u_char                     refused_error[NGX_HTTP_VMX_REFUSED_LEN];
     vmx_config_t              *cfg;
     vmx_cfg_problem_t         *pr;
     ngx_http_vmx_snapshot_t   *snapshot;
@@ -1399,13 +1441,21 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
     ngx_shmtx_lock(&mcf->shpool->mutex);
     version = mcf->sh->version;
     loaded_at = mcf->sh->loaded_at;
+    refused = mcf->sh->refused;
+    refused_at = mcf->sh->refused_at;
+    ngx_memcpy(refused_error, mcf->sh->refused_error, mcf->sh->refused_len);
+    refused_len = mcf->sh->refused_len;
     ngx_shmtx_unlock(&mcf->shpool->mutex);
 
     /* the problems of the snapshot this worker runs, compiled if need be */
     snapshot = ngx_http_vmx_snapshot_acquire(r);
     cfg = (snapshot && snapshot->version == version) ? snapshot->config : NULL;
 
-    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN;
+    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN
+          + sizeof(",\"formats\":[,]") + 2 * NGX_INT_T_LEN
+          + sizeof(",\"refused\":{\"total\":,\"at\":\"\",\"error\":\"\"}")
+          + NGX_INT_T_LEN + sizeof("1970-01-01T00:00:00Z")
+          + vmx_json_escape(NULL, (char *) refused_error, refused_len);
 
     for (i = 0; cfg && i < cfg->nproblems; i++) {
         pr = &cfg->problems[i];
@@ -1428,6 +1478,20 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
         p = ngx_sprintf(p, ",\"loadedAt\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"",
                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    /* the formats this module reads: the control plane builds the newest */
+    p = ngx_sprintf(p, ",\"formats\":[%d,%d]", VMX_CONFIG_FORMAT_OLDEST,
+                    VMX_CONFIG_FORMAT);
+
+    if (refused) {
+        ngx_gmtime(refused_at, &tm);
+        p = ngx_sprintf(p, ",\"refused\":{\"total\":%ui,"
+                        "\"at\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\",\"error\":\"",
+                        refused, tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        p += vmx_json_escape((char *) p, (char *) refused_error, refused_len);
+        p = ngx_cpymem(p, "\"}", 2);
     }
 
     if (cfg) {

@@ -250,12 +250,21 @@ typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
 
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
+#define NGX_HTTP_VMX_REFUSED_LEN  256
+
+
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
     uint64_t                     version;
     time_t                       loaded_at;
     u_char                      *data;
     size_t                       len;
+
+    /* pushes refused whole; the last one's time and reason */
+    ngx_uint_t                   refused;
+    time_t                       refused_at;
+    size_t                       refused_len;
+    u_char                       refused_error[NGX_HTTP_VMX_REFUSED_LEN];
 } ngx_http_vmx_config_shctx_t;
 
 
