@@ -7,16 +7,21 @@ A kept-alive connection that an exiting worker closes while idle may meet the ne
 request (HTTP/1.1's race: the worker had read no byte of it, so it left no record); the
 client sends such a request again on a fresh connection, as a client must, and the
 retries are counted.  Any other failure, a refused or reset fresh connection included, is
-a failure of the test, and so is a record stored twice."""
+a failure of the test, and so is a record stored twice.
+
+And a snapshot format change between releases (item 6's second half): the module reads
+its format and the one before and refuses a newer one whole; the control plane pushes
+each data plane the newest format it states it reads."""
+import hashlib
 import http.client
+import http.server
 import json
+import re
 import threading
 import time
 import uuid
 
-import pytest
-
-from gwutil import connection_for
+from gwutil import connection_for, free_port, http_request
 
 THREADS = 6
 INGEST_TIMEOUT = 40
@@ -188,3 +193,153 @@ def test_reloads_and_binary_upgrade_lose_nothing(own_stack, fake):
     assert not [cid for cid, k in rows.items() if k != 1], "a record stored twice"
     log = s.nginx.error_log()
     assert "exited on signal" not in log
+
+
+# ---------------------------------------------------------------------- snapshot formats
+# the formats this module reads (lib/vmx_config.h): its own and the one before
+FORMATS = [1, 2]
+
+
+def snapshot(version, fake, key, format=None):
+    """A snapshot of one environment whose key calls `chat` at the fake provider; format
+    None states none (format 1)."""
+    host, port = fake.url.split("//", 1)[1].split("/", 1)[0].split(":")
+    s = {"version": version,
+         "environments": [{"id": "e1", "workspaceId": "w1", "name": "prod"}],
+         "connections": [{"id": "c1", "workspaceId": "w1", "environmentId": "e1",
+                          "name": "fake", "provider": "openai", "baseUrl": fake.url,
+                          "addresses": [f"{host}:{port}"],
+                          "credentials": {"apiKey": fake.api_key}}],
+         "resources": [{"id": "r1", "workspaceId": "w1", "environmentId": "e1",
+                        "name": "chat", "model": {"provider": "openai", "model": "gpt-fmt",
+                                                  "connectionId": "c1"}}],
+         "apiKeys": [{"id": "k1", "workspaceId": "w1", "environmentId": "e1", "name": "k",
+                      "keyHash": hashlib.sha256(key.encode()).hexdigest(), "enabled": True,
+                      "resources": ["r1"]}],
+         "poolDefinitions": []}
+    if format is not None:
+        s["format"] = format
+    return s
+
+
+def test_module_reads_its_format_and_the_previous_one(tmp_path, pki, fake):
+    """The previous format (none stated) and the current one are run; a newer one is
+    refused whole with its own code, the running snapshot stays and serves, and the
+    refusal is in the state and the metrics."""
+    from harness.control_plane import write_secret_files
+    from harness.nginx import Nginx
+    token_file, _ = write_secret_files(tmp_path / "secrets")
+    n = Nginx(tmp_path / "nginx", free_port(), token_file, pki[0]).start()
+    auth = {"Authorization": f"Bearer {n.token}"}
+    key = "sk-vmx-" + uuid.uuid4().hex
+    try:
+        st = http_request(n.url, "GET", "/vmx/config", headers=auth).json()
+        assert st["formats"] == FORMATS and "refused" not in st, st
+        for version, format in ((1, None), (2, 1), (3, FORMATS[-1])):
+            r = http_request(n.url, "PUT", "/vmx/config", snapshot(version, fake, key, format),
+                             auth)
+            assert r.status == 200 and r.json()["version"] == version, r
+            r = http_request(n.url, "POST", "/v1/chat/completions",
+                             {"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                             {"Authorization": f"Bearer {key}"})
+            assert r.status == 200, r
+        r = http_request(n.url, "PUT", "/vmx/config", snapshot(4, fake, key, FORMATS[-1] + 1),
+                         auth)
+        assert r.status == 400, r
+        err = r.json()["error"]
+        assert err["code"] == "snapshot_format_unsupported", err
+        assert "snapshot format 3 is not read here (formats 1 to 2)" in err["message"], err
+        st = http_request(n.url, "GET", "/vmx/config", headers=auth).json()
+        assert st["version"] == 3 and st["refused"]["total"] == 1, st
+        assert "snapshot format 3" in st["refused"]["error"] and st["refused"]["at"], st
+        r = http_request(n.url, "POST", "/v1/chat/completions",
+                         {"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                         {"Authorization": f"Bearer {key}"})
+        assert r.status == 200, r
+        metrics = http_request(n.url, "GET", "/metrics").text
+        assert re.search(r"^vmx_config_refused_total 1$", metrics, re.M), metrics
+        assert "vmx: rejected config snapshot" in n.error_log()
+        # a restart reads the disk copy of the last snapshot run
+        n.restart()
+        assert n.config_version() == 3
+    finally:
+        n.stop()
+
+
+class FakeDataplane:
+    """The config channel of a data plane that states the formats it reads (or none, as a
+    release before them): records the snapshots pushed to it."""
+
+    def __init__(self, token, formats):
+        self.version = 0
+        self.pushed = []
+        plane = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _state(self):
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    return self._answer(401, {"error": {"code": "unauthorized"}})
+                if self.path != "/vmx/config":
+                    return self._answer(404, {"error": {"code": "not_found"}})
+                state = {"version": plane.version}
+                if formats:
+                    state["formats"] = formats
+                self._answer(200, state)
+
+            def do_GET(self):
+                self._state()
+
+            def do_PUT(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/vmx/config":
+                    plane.pushed.append(body)
+                    plane.version = body["version"]
+                self._state()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_control_plane_pushes_the_format_a_data_plane_reads(own_stack):
+    """Three data planes announce themselves: one of a release before formats (states
+    none), one of this release, one of a newer release (reads a format this control
+    plane does not build): each gets the newest format both read."""
+    s = own_stack()
+    token = s.token_file.read_text().strip()
+    planes = {None: FakeDataplane(token, None), 2: FakeDataplane(token, FORMATS),
+              3: FakeDataplane(token, FORMATS[1:] + [3])}
+    try:
+        for p in planes.values():
+            st, body, _ = s.api.request("POST", "/api/v1/dataplanes/announce", {"url": p.url},
+                                        token=token)
+            assert st == 204, body
+        deadline = time.time() + 15
+        while not all(p.pushed for p in planes.values()):
+            assert time.time() < deadline, {f: len(p.pushed) for f, p in planes.items()}
+            time.sleep(0.1)
+        assert "format" not in planes[None].pushed[0], planes[None].pushed[0].keys()
+        assert planes[2].pushed[0]["format"] == 2
+        assert planes[3].pushed[0]["format"] == 2
+        # the same content and version in both formats
+        old, new = planes[None].pushed[-1], dict(planes[2].pushed[-1])
+        new.pop("format")
+        assert old["version"] == new["version"] and old.keys() == new.keys()
+    finally:
+        for p in planes.values():
+            p.stop()
