@@ -18,6 +18,10 @@
 #define NGX_HTTP_VMX_DISK_MAGIC_LEN  (sizeof(NGX_HTTP_VMX_DISK_MAGIC) - 1)
 #define NGX_HTTP_VMX_DISK_KEY_SALT   "vmx-config-at-rest-v1"
 
+#if (NGX_HTTP_VMX_DISK_NONCE_LEN != crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+#error "NGX_HTTP_VMX_DISK_NONCE_LEN is not XChaCha20-Poly1305's nonce size"
+#endif
+
 
 typedef struct {
     ngx_pool_t                  *pool;
@@ -58,13 +62,16 @@ static void ngx_http_vmx_snapshot_release(void *data);
 static void ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot);
 static ngx_int_t ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_vmx_config_load_disk(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log);
+static void ngx_http_vmx_config_follow_disk(ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_config_store(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, uint64_t version, ngx_log_t *log,
     ngx_atomic_uint_t *generation);
 static ngx_int_t ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, ngx_log_t *log);
 static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
-    ngx_pool_t *pool, ngx_str_t *out, ngx_log_t *log);
+    ngx_pool_t *pool, ngx_str_t *out, u_char *nonce, ngx_log_t *log);
 static void ngx_http_vmx_config_put(ngx_http_request_t *r);
 static void ngx_http_vmx_config_refused(ngx_http_vmx_main_conf_t *mcf,
     ngx_str_t *error);
@@ -690,6 +697,8 @@ ngx_http_vmx_snapshot_acquire(ngx_http_request_t *r)
         return NULL;
     }
 
+    ngx_http_vmx_config_follow_disk(mcf);
+
     generation = mcf->sh->generation;
 
     if (generation != ngx_http_vmx_generation) {
@@ -942,12 +951,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_vmx_main_conf_t  *omcf = data;
 
-    ngx_str_t                  snapshot, error;
-    ngx_flag_t                 unread_format;
-    ngx_pool_t                *pool;
     ngx_slab_pool_t           *shpool;
-    ngx_atomic_uint_t          generation;
-    ngx_http_vmx_snapshot_t   *compiled;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = shm_zone->data;
@@ -978,38 +982,113 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    /* a fresh start serves the last snapshot it was given */
+    /* a fresh start, a new binary's master included, serves the last
+     * snapshot it was given before its workers accept */
 
-    pool = ngx_create_pool(4096, shm_zone->shm.log);
+    return ngx_http_vmx_config_load_disk(mcf, shm_zone->shm.log);
+}
+
+
+/* the disk copy into the zone: at a fresh start, and when another master
+ * wrote it */
+
+static ngx_int_t
+ngx_http_vmx_config_load_disk(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
+{
+    u_char                    nonce[NGX_HTTP_VMX_DISK_NONCE_LEN];
+    ngx_str_t                 snapshot, error;
+    ngx_flag_t                unread_format;
+    ngx_pool_t               *pool;
+    ngx_atomic_uint_t         generation;
+    ngx_http_vmx_snapshot_t  *compiled;
+
+    pool = ngx_create_pool(4096, log);
     if (pool == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_config_read_disk(mcf, pool, &snapshot, shm_zone->shm.log)
-        == NGX_OK)
+    if (ngx_http_vmx_config_read_disk(mcf, pool, &snapshot, nonce, log)
+        != NGX_OK)
     {
-        compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len,
-                                                 shm_zone->shm.log, &error,
-                                                 &unread_format);
-        if (compiled == NULL) {
-            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
-                          "vmx: ignoring the disk copy \"%V\": %V",
-                          &mcf->file, &error);
+        ngx_destroy_pool(pool);
+        return NGX_OK;
+    }
 
-        } else {
-            (void) ngx_http_vmx_config_store(mcf, snapshot.data, snapshot.len,
-                                             compiled->version,
-                                             shm_zone->shm.log, &generation);
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+    compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len, log,
+                                             &error, &unread_format);
+    if (compiled == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "vmx: ignoring the disk copy \"%V\": %V",
+                      &mcf->file, &error);
+
+    } else {
+        if (compiled->version != mcf->sh->version
+            && ngx_http_vmx_config_store(mcf, snapshot.data, snapshot.len,
+                                         compiled->version, log, &generation)
+               == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "vmx: loaded config version %uL from \"%V\"",
                           compiled->version, &mcf->file);
-            ngx_destroy_pool(compiled->pool);
         }
+
+        ngx_destroy_pool(compiled->pool);
     }
+
+    /* each write is tried once, taken or not */
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    ngx_memcpy(mcf->sh->disk_nonce, nonce, NGX_HTTP_VMX_DISK_NONCE_LEN);
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
 
     ngx_destroy_pool(pool);
 
     return NGX_OK;
+}
+
+
+/*
+ * In a binary upgrade two masters serve at once, each with a zone of its
+ * own, and a push reaches the worker of one: the other's follow the disk
+ * copy it wrote.  Once a second a worker reads the copy's nonce, new with
+ * every write, and a nonce the zone has not seen loads the copy.
+ */
+
+static void
+ngx_http_vmx_config_follow_disk(ngx_http_vmx_main_conf_t *mcf)
+{
+    u_char         head[NGX_HTTP_VMX_DISK_MAGIC_LEN
+                        + NGX_HTTP_VMX_DISK_NONCE_LEN];
+    ssize_t        n;
+    ngx_fd_t       fd;
+    ngx_flag_t     seen;
+    static time_t  checked;
+
+    if (mcf->file.len == 0 || checked == ngx_time()) {
+        return;
+    }
+
+    checked = ngx_time();
+
+    fd = ngx_open_file(mcf->file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    n = ngx_read_fd(fd, head, sizeof(head));
+    ngx_close_file(fd);
+
+    if (n != (ssize_t) sizeof(head)) {
+        return;
+    }
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    seen = ngx_memcmp(mcf->sh->disk_nonce, head + NGX_HTTP_VMX_DISK_MAGIC_LEN,
+                      NGX_HTTP_VMX_DISK_NONCE_LEN) == 0;
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    if (!seen) {
+        (void) ngx_http_vmx_config_load_disk(mcf, ngx_cycle->log);
+    }
 }
 
 
@@ -1107,6 +1186,11 @@ ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf, u_char *data,
         return NGX_ERROR;
     }
 
+    /* this zone holds what it wrote: its workers do not load it again */
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    ngx_memcpy(mcf->sh->disk_nonce, nonce, NGX_HTTP_VMX_DISK_NONCE_LEN);
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
     ngx_free(blob);
 
     return NGX_OK;
@@ -1115,9 +1199,9 @@ ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf, u_char *data,
 
 static ngx_int_t
 ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf, ngx_pool_t *pool,
-    ngx_str_t *out, ngx_log_t *log)
+    ngx_str_t *out, u_char *nonce, ngx_log_t *log)
 {
-    u_char             *blob, *nonce;
+    u_char             *blob;
     ssize_t             n;
     ngx_file_t          file;
     ngx_file_info_t     fi;
@@ -1166,13 +1250,13 @@ ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf, ngx_pool_t *pool,
         goto invalid;
     }
 
-    nonce = blob + NGX_HTTP_VMX_DISK_MAGIC_LEN;
+    ngx_memcpy(nonce, blob + NGX_HTTP_VMX_DISK_MAGIC_LEN,
+               NGX_HTTP_VMX_DISK_NONCE_LEN);
     out->data = blob + n;
 
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data, &len, NULL,
-            nonce + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-            n - NGX_HTTP_VMX_DISK_MAGIC_LEN
-              - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+            blob + NGX_HTTP_VMX_DISK_MAGIC_LEN + NGX_HTTP_VMX_DISK_NONCE_LEN,
+            n - NGX_HTTP_VMX_DISK_MAGIC_LEN - NGX_HTTP_VMX_DISK_NONCE_LEN,
             blob, NGX_HTTP_VMX_DISK_MAGIC_LEN, nonce, mcf->disk_key)
         != 0)
     {

@@ -250,7 +250,8 @@ typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
 
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
-#define NGX_HTTP_VMX_REFUSED_LEN  256
+#define NGX_HTTP_VMX_REFUSED_LEN    256
+#define NGX_HTTP_VMX_DISK_NONCE_LEN 24     /* the disk copy's, XChaCha20's */
 
 
 typedef struct {
@@ -259,6 +260,9 @@ typedef struct {
     time_t                       loaded_at;
     u_char                      *data;
     size_t                       len;
+
+    /* the nonce of the disk copy the zone holds (or tried) */
+    u_char                       disk_nonce[NGX_HTTP_VMX_DISK_NONCE_LEN];
 
     /* pushes refused whole; the last one's time and reason */
     ngx_uint_t                   refused;

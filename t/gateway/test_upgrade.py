@@ -137,6 +137,27 @@ def wait_answered(load, more, timeout=20):
         time.sleep(0.05)
 
 
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def change_while_both_run(s, env):
+    """A key created and another disabled while the old and the new master's workers both
+    serve: the control plane pushes the change to one of them (its kept-alive connection
+    is to an old worker) and stops.  Within a second every worker of both runs it."""
+    env.gw.provision(keys={"late": {"resources": ["chat"]}}, env=env, wait=False)
+    env.gw.update(env, "api-keys", "spare", enabled=False)
+    version = env.gw.desired_version()
+    s.cp.stop()
+    time.sleep(1.2)
+    for _ in range(20):
+        r = s.gw.request("GET", "/v1/models", headers=bearer(env.keys["late"]))
+        assert r.status == 200, r
+        r = s.gw.request("GET", "/v1/models", headers=bearer(env.keys["spare"]))
+        assert r.status == 401, r
+    return version
+
+
 def stored(s, env, load):
     """{correlation id: rows} of the load's audit records."""
     out = s.pg.psql(f"SELECT correlation_id, count(*) FROM audit_records"
@@ -150,8 +171,8 @@ def test_reloads_and_binary_upgrade_lose_nothing(own_stack, fake):
     env = s.gw.provision(connections={"a": connection_for(fake)},
                          resources={"chat": {"model": ("a", "gpt-upgrade")}},
                          keys={"k": {"resources": ["chat"]}})
-    version = s.nginx.config_version()
-    load = Load(s.nginx.url, env.key())
+    s.gw.provision(keys={"spare": {"resources": ["chat"]}}, env=env)
+    load = Load(s.nginx.url, env.keys["k"])
     masters = [s.nginx.pid]
 
     def upgrades():
@@ -159,10 +180,15 @@ def test_reloads_and_binary_upgrade_lose_nothing(own_stack, fake):
         for _ in range(3):
             s.nginx.reload()
             wait_answered(load, 50)
-        s.nginx.upgrade()
+        changed = []
+        s.nginx.upgrade(between=lambda: changed.append(change_while_both_run(s, env)))
         masters.append(s.nginx.pid)
-        # the new master's workers serve the snapshot they loaded from the disk copy
-        assert s.nginx.config_version() == version
+        # the control plane, stopped before the upgrade ended, pushed the change once, to
+        # one master's worker: the survivor runs it all the same
+        assert s.nginx.config_version() == changed[0]
+        assert s.gw.request("GET", "/v1/models", headers=bearer(env.keys["late"])).status == 200
+        assert s.gw.request("GET", "/v1/models", headers=bearer(env.keys["spare"])).status == 401
+        s.cp.start()
         wait_answered(load, 50)
         s.nginx.reload()                # the new master reloads as the old one did
         wait_answered(load, 50)

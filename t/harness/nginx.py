@@ -286,11 +286,12 @@ class Nginx:
     def pid_path(self):
         return self.base_dir / "nginx.pid"
 
-    def upgrade(self, timeout=15):
+    def upgrade(self, timeout=15, between=None):
         """A binary upgrade, as an operator does it: USR2 to the master (a new master starts
         from the same binary and inherits the listening sockets), WINCH to the old one (its
         workers finish their requests and exit), then QUIT to it.  Waits for each step;
-        afterwards this object follows the new master."""
+        between() runs while both masters' workers serve.  Afterwards this object follows
+        the new master."""
         old = self.proc
         old_workers = self.worker_pids()
         old.send_signal(signal.SIGUSR2)
@@ -308,6 +309,9 @@ class Nginx:
         new = _Adopted(self.master_from_pid_file())
         until("the new master has no workers",
               lambda: len(_children(new.pid)) >= self.workers)
+        if between:
+            between()
+            deadline = time.time() + timeout
         old.send_signal(signal.SIGWINCH)
         until("the old workers did not exit", lambda: not (_children(old.pid) & old_workers))
         old.send_signal(signal.SIGQUIT)
