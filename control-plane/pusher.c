@@ -241,6 +241,11 @@ plane_json(const dataplane_t *dp, long long desired)
         cJSON_AddNullToObject(obj, "desiredVersion");
     }
     cJSON_AddStringToObject(obj, "status", status);
+    if (dp->format != 0) {
+        cJSON_AddNumberToObject(obj, "snapshotFormat", dp->format);
+    } else {
+        cJSON_AddNullToObject(obj, "snapshotFormat");
+    }
     add_time(obj, "lastSeenAt", dp->last_seen);
     if (dp->last_error[0] != '\0') {
         cJSON_AddStringToObject(obj, "lastError", dp->last_error);

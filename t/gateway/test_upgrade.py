@@ -366,6 +366,14 @@ def test_control_plane_pushes_the_format_a_data_plane_reads(own_stack):
         old, new = planes[None].pushed[-1], dict(planes[2].pushed[-1])
         new.pop("format")
         assert old["version"] == new["version"] and old.keys() == new.keys()
+        # and the format each is pushed in the data planes' listing
+        while True:
+            st, body, _ = s.api.request("GET", "/api/v1/dataplanes")
+            listed = {d["url"]: d.get("snapshotFormat") for d in body["data"]}
+            if all(listed.get(p.url) for p in planes.values()) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert [listed.get(p.url) for p in planes.values()] == [1, 2, 2], listed
     finally:
         for p in planes.values():
             p.stop()
