@@ -86,9 +86,8 @@ take_state(dataplane_t *dp, const char *answer)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "version");
     const cJSON *total = cJSON_GetObjectItemCaseSensitive(json, "problemsTotal");
     cJSON       *problems = cJSON_DetachItemFromObjectCaseSensitive(json, "problems");
-    const cJSON *p;
-
     int          format = take_format(cJSON_GetObjectItemCaseSensitive(json, "formats"));
+    const cJSON *p;
 
     dp->version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
     if (format != dp->format) {

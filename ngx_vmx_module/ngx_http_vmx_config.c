@@ -18,7 +18,8 @@
 #define NGX_HTTP_VMX_DISK_MAGIC_LEN  (sizeof(NGX_HTTP_VMX_DISK_MAGIC) - 1)
 #define NGX_HTTP_VMX_DISK_KEY_SALT   "vmx-config-at-rest-v1"
 
-#if (NGX_HTTP_VMX_DISK_NONCE_LEN != crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+#if (NGX_HTTP_VMX_DISK_NONCE_LEN \
+     != crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
 #error "NGX_HTTP_VMX_DISK_NONCE_LEN is not XChaCha20-Poly1305's nonce size"
 #endif
 
@@ -1453,7 +1454,7 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
 invalid:
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "vmx: rejected config snapshot, version %uL runs on: %V",
+                  "vmx: rejected config snapshot (version %uL runs on): %V",
                   mcf->sh->version, &error);
 
     ngx_http_vmx_config_refused(mcf, &error);
