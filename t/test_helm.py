@@ -272,6 +272,20 @@ def test_two_control_planes_find_the_data_planes(rendered, values):
 
 
 @pytest.mark.parametrize("values", VALUES)
+def test_a_data_plane_stops_gracefully(rendered, values):
+    """Out of the endpoints first, then QUIT (TERM would be nginx's fast stop, cutting the
+    requests in flight), waiting for nginx to finish within the grace period."""
+    dp = find(rendered[values], "StatefulSet", "vmx-vmx-gateway-dataplane")[0]["spec"]
+    pod = dp["template"]["spec"]
+    nginx = [c for c in pod["containers"] if c["name"] == "nginx"][0]
+    command = nginx["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    assert re.fullmatch(r"sleep (\d+); kill -QUIT 1; while kill -0 1; do sleep 1; done",
+                        command[2])
+    assert pod["terminationGracePeriodSeconds"] >= 60
+
+
+@pytest.mark.parametrize("values", VALUES)
 def test_the_spool_outlives_the_pod(rendered, values):
     """The state (snapshot's disk copy, audit spool) is a claim per pod, kept when the pod
     goes and when the set is scaled down or deleted; no emptyDir holds it."""
