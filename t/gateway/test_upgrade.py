@@ -145,9 +145,9 @@ def change_while_both_run(s, env):
     """A key created and another disabled while the old and the new master's workers both
     serve: the control plane pushes the change to one of them (its kept-alive connection
     is to an old worker) and stops.  Within a second every worker of both runs it."""
-    env.gw.provision(keys={"late": {"resources": ["chat"]}}, env=env, wait=False)
-    env.gw.update(env, "api-keys", "spare", enabled=False)
-    version = env.gw.desired_version()
+    s.gw.provision(keys={"late": {"resources": ["chat"]}}, env=env, wait=False)
+    s.gw.update(env, "api-keys", "spare", enabled=False)
+    version = s.gw.desired_version()
     s.cp.stop()
     time.sleep(1.2)
     for _ in range(20):
