@@ -147,7 +147,11 @@ def change_while_both_run(s, env):
     is to an old worker) and stops.  Within a second every worker of both runs it."""
     s.gw.provision(keys={"late": {"resources": ["chat"]}}, env=env, wait=False)
     s.gw.update(env, "api-keys", "spare", enabled=False)
-    version = s.gw.desired_version()
+    version = int(s.pg.psql("SELECT version FROM config_version"))
+    deadline = time.time() + 10
+    while s.nginx.config_version() != version:      # pushed (to either master)
+        assert time.time() < deadline, f"version {version} not pushed"
+        time.sleep(0.05)
     s.cp.stop()
     time.sleep(1.2)
     for _ in range(20):
