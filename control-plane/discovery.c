@@ -293,7 +293,7 @@ discovery_list_json(db_conn_t *c)
     cJSON *data = db_json(c,
         "SELECT coalesce(jsonb_agg(coalesce(state, jsonb_build_object("
         "  'url', url, 'version', null, 'desiredVersion', null, 'status', 'unknown',"
-        "  'lastSeenAt', null, 'lastError', null, 'problems', '[]'::jsonb,"
+        "  'snapshotFormat', null, 'lastSeenAt', null, 'lastError', null, 'problems', '[]'::jsonb,"
         "  'problemsTotal', 0))"
         " || jsonb_build_object('source', source, 'foundAt', vmx_rfc3339(seen_at))"
         " ORDER BY url), '[]')::text FROM dataplanes", 0, NULL);

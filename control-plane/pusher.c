@@ -21,6 +21,7 @@
 #include "resolve.h"
 #include "vmx_rfc3339.h"
 #include "snapshot.h"
+#include "vmx_config.h"
 #include "worker.h"
 
 #define MAX_ANSWER          65536
@@ -30,6 +31,7 @@ typedef struct {
     discovery_url_t  url;              /* first: discovery_follow() reads it */
     dpclient_t       conn;             /* conn.base (url) names the plane */
     long long        version;          /* what it runs, -1 when unknown */
+    int              format;           /* newest snapshot format it reads; 0: unknown */
     bool             reachable;
     bool             contacted;        /* answered at least once */
     time_t           last_seen;        /* 0 when never */
@@ -53,9 +55,29 @@ static struct {
 
 
 /*
+ * the newest snapshot format both read: of the "formats" a data plane
+ * states, or the oldest for one that states none (a release before them)
+ */
+static int
+take_format(const cJSON *formats)
+{
+    const cJSON *f;
+    int          newest = VMX_CONFIG_FORMAT_OLDEST;
+
+    cJSON_ArrayForEach(f, formats) {
+        if (cJSON_IsNumber(f) && f->valuedouble > newest && f->valuedouble <= VMX_CONFIG_FORMAT) {
+            newest = (int) f->valuedouble;
+        }
+    }
+    return newest;
+}
+
+
+/*
  * takes the state of a data plane's answer: the version it runs (-1 when
- * absent) and the problems of that snapshot (vmx_config.h): an object the
- * data plane left out or runs unavailable, with the reason
+ * absent), the snapshot formats it reads, and the problems of that
+ * snapshot (vmx_config.h): an object the data plane left out or runs
+ * unavailable, with the reason
  */
 static void
 take_state(dataplane_t *dp, const char *answer)
@@ -64,9 +86,14 @@ take_state(dataplane_t *dp, const char *answer)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "version");
     const cJSON *total = cJSON_GetObjectItemCaseSensitive(json, "problemsTotal");
     cJSON       *problems = cJSON_DetachItemFromObjectCaseSensitive(json, "problems");
+    int          format = take_format(cJSON_GetObjectItemCaseSensitive(json, "formats"));
     const cJSON *p;
 
     dp->version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
+    if (format != dp->format) {
+        log_info("pusher dataplane=%s reads snapshot format %d", dp->conn.base, format);
+        dp->format = format;
+    }
     if (!cJSON_IsArray(problems)) {
         cJSON_Delete(problems);
         problems = cJSON_CreateArray();
@@ -216,6 +243,11 @@ plane_json(const dataplane_t *dp, long long desired)
         cJSON_AddNullToObject(obj, "desiredVersion");
     }
     cJSON_AddStringToObject(obj, "status", status);
+    if (dp->format != 0) {
+        cJSON_AddNumberToObject(obj, "snapshotFormat", dp->format);
+    } else {
+        cJSON_AddNullToObject(obj, "snapshotFormat");
+    }
     add_time(obj, "lastSeenAt", dp->last_seen);
     if (dp->last_error[0] != '\0') {
         cJSON_AddStringToObject(obj, "lastError", dp->last_error);
@@ -294,8 +326,10 @@ static void
 run_cycle(bool reconcile)
 {
     db_conn_t *c = db_acquire();
-    char      *snapshot = NULL;
+    char      *snapshot[VMX_CONFIG_FORMAT + 1] = { NULL };   /* by format */
+    long long  built[VMX_CONFIG_FORMAT + 1];                 /* their versions */
     long long  version;
+    int        format;
 
     if (c == NULL) {
         return;
@@ -307,26 +341,28 @@ run_cycle(bool reconcile)
     for (size_t i = 0; version >= 0 && i < pusher.nplanes; i++) {
         dataplane_t *dp = pusher.planes[i];
 
-        if (reconcile) {
+        /* a plane new to this thread tells first which formats it reads */
+        if (reconcile || dp->format == 0) {
             ask_version(dp);
         }
         if (!is_stale(dp, version, reconcile)) {
             continue;
         }
-        /* built once per round, for the first plane that needs it */
-        if (snapshot == NULL) {
+        format = dp->format != 0 ? dp->format : VMX_CONFIG_FORMAT_OLDEST;
+        /* built once per round and format, for the first plane that needs it */
+        if (snapshot[format] == NULL) {
             long long started = worker_clock_ms();
 
-            snapshot = snapshot_build(c, &version);
-            if (snapshot == NULL) {
-                log_error("pusher: cannot build the snapshot");
+            snapshot[format] = snapshot_build(c, &built[format], format);
+            if (snapshot[format] == NULL) {
+                log_error("pusher: cannot build the snapshot (format %d)", format);
                 break;
             }
-            pusher.desired = version;
-            log_info("pusher built version=%lld in %lld ms", version,
+            pusher.desired = built[format];
+            log_info("pusher built version=%lld format=%d in %lld ms", built[format], format,
                      worker_clock_ms() - started);
         }
-        push(dp, snapshot, version);
+        push(dp, snapshot[format], built[format]);
     }
     for (size_t i = 0; reconcile && i < pusher.nplanes; i++) {
         if (pusher.planes[i]->reachable) {
@@ -335,7 +371,9 @@ run_cycle(bool reconcile)
     }
     store_states(c);
     db_release(c);
-    snapshot_free(snapshot);
+    for (format = 0; format <= VMX_CONFIG_FORMAT; format++) {
+        snapshot_free(snapshot[format]);
+    }
 }
 
 

@@ -193,9 +193,9 @@ build_connections(db_conn_t *c, bool check)
 }
 
 
-/* the snapshot object; NULL on error (caller deletes) */
+/* the snapshot object in format format; NULL on error (caller deletes) */
 static cJSON *
-build_tree(db_conn_t *c, long long *version, bool check)
+build_tree(db_conn_t *c, long long *version, int format, bool check)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *part;
@@ -206,6 +206,10 @@ build_tree(db_conn_t *c, long long *version, bool check)
         return NULL;
     }
     cJSON_AddNumberToObject(root, "version", (double) *version);
+    /* format 1 states none; 2 is 1 with it (vmx_config.h, "Formats") */
+    if (format > 1) {
+        cJSON_AddNumberToObject(root, "format", format);
+    }
 
     if ((part = db_json(c, ENVIRONMENTS_SQL, 0, NULL)) == NULL) {
         goto failed;
@@ -244,7 +248,7 @@ begin_read(db_conn_t *c)
 
 
 char *
-snapshot_build(db_conn_t *c, long long *version)
+snapshot_build(db_conn_t *c, long long *version, int format)
 {
     cJSON *root;
     char  *text = NULL;
@@ -252,7 +256,7 @@ snapshot_build(db_conn_t *c, long long *version)
     if (begin_read(c) != 0) {
         return NULL;
     }
-    root = build_tree(c, version, false);
+    root = build_tree(c, version, format, false);
     db_rollback(c);
     if (root != NULL) {
         text = cJSON_PrintUnformatted(root);
@@ -282,7 +286,7 @@ static int
 compile_check(db_conn_t *c, arena_t *arena, vmx_config_t *cfg)
 {
     long long  version;
-    cJSON     *root = build_tree(c, &version, true);
+    cJSON     *root = build_tree(c, &version, VMX_CONFIG_FORMAT, true);
     char      *text, err[256];
     int        rc;
 

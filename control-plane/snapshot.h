@@ -19,10 +19,11 @@ long long snapshot_current_version(db_conn_t *c);
 int snapshot_bump_version(db_conn_t *c);
 
 /*
- * the snapshot as JSON text, with decrypted credentials: release it with
- * snapshot_free(), which wipes it.  NULL on error.
+ * the snapshot as JSON text in format format (VMX_CONFIG_FORMAT_OLDEST to
+ * VMX_CONFIG_FORMAT, vmx_config.h), with decrypted credentials: release it
+ * with snapshot_free(), which wipes it.  NULL on error.
  */
-char *snapshot_build(db_conn_t *c, long long *version);
+char *snapshot_build(db_conn_t *c, long long *version, int format);
 void snapshot_free(char *snapshot);
 
 /* a problem of one object, as the data planes' compiler states it */

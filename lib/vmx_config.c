@@ -1378,7 +1378,7 @@ vmx_config_compile(const char *text, size_t len, unsigned flags,
     char *err, size_t err_size)
 {
     size_t             n, i;
-    vmx_json_t        *root, *version, *item;
+    vmx_json_t        *root, *version, *format, *item;
     vmx_json_error_t   jerr;
     vmx_cfg_compile_t  cc;
     const vmx_json_t  *lists[5];
@@ -1421,6 +1421,23 @@ vmx_config_compile(const char *text, size_t len, unsigned flags,
     }
 
     cfg->version = (uint64_t) version->integer;
+
+    format = vmx_json_get(root, "format");
+    if (format != NULL && (!format->is_int || format->integer <= 0)) {
+        snprintf(err, err_size, "\"format\" must be a positive integer");
+        return -1;
+    }
+
+    cfg->format = format ? format->integer : 1;
+
+    if (cfg->format < VMX_CONFIG_FORMAT_OLDEST
+        || cfg->format > VMX_CONFIG_FORMAT)
+    {
+        snprintf(err, err_size, "snapshot format %lld is not read here "
+                 "(formats %d to %d)", (long long) cfg->format,
+                 VMX_CONFIG_FORMAT_OLDEST, VMX_CONFIG_FORMAT);
+        return VMX_CONFIG_EFORMAT;
+    }
 
     for (n = 0; n < 5; n++) {
         lists[n] = vmx_json_get(root, sections[n]);

@@ -27,6 +27,17 @@
  * it), or not when it depends on this machine: a host that did not resolve
  * (the control plane sends "resolveError"), which the next snapshot heals.
  *
+ * FORMATS
+ *
+ * A snapshot states its format ("format", absent in format 1, which had
+ * none).  The compiler reads its own format and the one before, so that
+ * during a rollout a control plane of the previous release still configures
+ * a new data plane; a newer format is refused whole (VMX_CONFIG_EFORMAT,
+ * the running snapshot stays).  The data plane states the formats it reads
+ * and the control plane builds the newest of them it knows.  Format 2 is
+ * format 1 with "format"; a format that changes a section's meaning bumps
+ * VMX_CONFIG_FORMAT and keeps reading the one before.
+ *
  * MEMORY
  *
  * Everything comes from the caller's allocator, as vmx_json's does, and
@@ -48,6 +59,11 @@
 #define VMX_CONFIG_PROBLEMS_MAX   64        /* listed; all are counted */
 #define VMX_CONFIG_FIELD_MAX      (VMX_RULES_PATH_MAX + 32)
 #define VMX_CONFIG_MESSAGE_MAX    320
+
+#define VMX_CONFIG_FORMAT         2         /* the newest format read */
+#define VMX_CONFIG_FORMAT_OLDEST  1         /* the oldest */
+
+#define VMX_CONFIG_EFORMAT        -2        /* a format not read */
 
 /* flags */
 #define VMX_CONFIG_NO_ADDRESSES   0x01      /* a check: names need no address */
@@ -237,6 +253,7 @@ typedef struct {
 
 typedef struct {
     uint64_t                     version;
+    int64_t                      format;    /* also when VMX_CONFIG_EFORMAT */
 
     vmx_cfg_environment_t       *environments;
     size_t                       nenvironments;
@@ -257,8 +274,9 @@ typedef struct {
 
 /*
  * Compiles the snapshot text.  Returns 0 (problems of single objects are in
- * cfg->problems), or -1 with a message in err when the text is no snapshot
- * or alloc fails.
+ * cfg->problems), VMX_CONFIG_EFORMAT with a message in err when its format
+ * is not one this compiler reads (cfg->version and cfg->format are set), or
+ * -1 with a message in err when the text is no snapshot or alloc fails.
  */
 int vmx_config_compile(const char *text, size_t len, unsigned flags,
     vmx_json_alloc_pt alloc, void *alloc_ctx, vmx_config_t *cfg,

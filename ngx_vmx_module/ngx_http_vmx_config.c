@@ -28,6 +28,11 @@
 #define NGX_HTTP_VMX_CONFIG_PUT_WAIT  5000    /* ms a PUT waits for workers */
 #define NGX_HTTP_VMX_CONFIG_ERROR     512
 
+#if (NGX_HTTP_VMX_DISK_NONCE_LEN \
+     != crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+#error "NGX_HTTP_VMX_DISK_NONCE_LEN is not XChaCha20-Poly1305's nonce size"
+#endif
+
 
 typedef struct {
     ngx_pool_t                  *pool;
@@ -57,7 +62,9 @@ typedef struct {
     ngx_atomic_uint_t            generation;    /* of the compiled bytes */
     ngx_http_vmx_snapshot_t     *snapshot;      /* NULL: failed */
     ngx_uint_t                   status;        /* a PUT's answer */
+    ngx_flag_t                   unread_format;
     unsigned                     retry:1;       /* the copy failed */
+    unsigned                     from_disk:1;   /* another master wrote it */
     ngx_msec_t                   took;
     ngx_str_t                    error;
     u_char                       errbuf[NGX_HTTP_VMX_CONFIG_ERROR];
@@ -65,7 +72,8 @@ typedef struct {
 
 
 static ngx_http_vmx_snapshot_t *ngx_http_vmx_snapshot_compile(u_char *data,
-    size_t len, ngx_log_t *log, ngx_str_t *error, u_char *errbuf);
+    size_t len, ngx_log_t *log, ngx_str_t *error, u_char *errbuf,
+    ngx_flag_t *unread_format);
 static void ngx_http_vmx_config_cleanup(void *data);
 static ngx_int_t ngx_http_vmx_compile_environment(ngx_http_vmx_compile_t *cc,
     ngx_uint_t i);
@@ -91,13 +99,17 @@ static void ngx_http_vmx_snapshot_release(void *data);
 static void ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot);
 static ngx_int_t ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_vmx_config_load_disk(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log);
+static ngx_flag_t ngx_http_vmx_config_disk_changed(
+    ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_config_store(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, uint64_t version, ngx_log_t *log,
     ngx_atomic_uint_t *generation);
 static ngx_int_t ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf,
     u_char *data, size_t len, ngx_log_t *log);
 static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
-    ngx_pool_t *pool, ngx_str_t *out, ngx_log_t *log);
+    ngx_pool_t *pool, ngx_str_t *out, u_char *nonce, ngx_log_t *log);
 static void ngx_http_vmx_config_watch(ngx_event_t *ev);
 static void ngx_http_vmx_config_job_start(ngx_http_vmx_config_job_t *job);
 static void ngx_http_vmx_config_job_run(void *data, ngx_log_t *log);
@@ -113,6 +125,8 @@ static ngx_flag_t ngx_http_vmx_config_everywhere(
     ngx_http_vmx_main_conf_t *mcf);
 static void ngx_http_vmx_config_put(ngx_http_request_t *r);
 static void ngx_http_vmx_config_put_wait(ngx_http_request_t *r);
+static void ngx_http_vmx_config_refused(ngx_http_vmx_main_conf_t *mcf,
+    ngx_str_t *error);
 static ngx_int_t ngx_http_vmx_config_state(ngx_http_request_t *r,
     ngx_uint_t status);
 static void ngx_http_vmx_config_log_problems(ngx_log_t *log,
@@ -215,14 +229,15 @@ ngx_http_vmx_index_find(ngx_http_vmx_index_t *ix, u_char *key, size_t len)
 
 
 /* compile: lib/vmx_config.c validates; this turns its result into nginx's
- * types, addresses and lookup tables */
-
-/* thread-safe: what it makes is in its own pool, an error in errbuf */
+ * types, addresses and lookup tables.  Thread-safe: what it makes is in its
+ * own pool, an error in errbuf; unread_format: the text is a snapshot of a
+ * format this module does not read */
 
 static ngx_http_vmx_snapshot_t *
 ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
-    ngx_str_t *error, u_char *errbuf)
+    ngx_str_t *error, u_char *errbuf, ngx_flag_t *unread_format)
 {
+    int                         rc;
     ngx_uint_t                  i;
     ngx_pool_t                 *pool;
     vmx_config_t               *cfg;
@@ -241,17 +256,19 @@ ngx_http_vmx_snapshot_compile(u_char *data, size_t len, ngx_log_t *log,
     cfg = ngx_pcalloc(pool, sizeof(vmx_config_t));
     cln = ngx_pool_cleanup_add(pool, 0);
 
+    *unread_format = 0;
+
     if (snapshot == NULL || cfg == NULL || cln == NULL) {
         ngx_str_set(error, "out of memory");
         ngx_destroy_pool(pool);
         return NULL;
     }
 
-    if (vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
-                           pool, cfg, (char *) errbuf,
-                           NGX_HTTP_VMX_CONFIG_ERROR)
-        != 0)
-    {
+    rc = vmx_config_compile((char *) data, len, 0, ngx_http_vmx_json_alloc,
+                            pool, cfg, (char *) errbuf,
+                            NGX_HTTP_VMX_CONFIG_ERROR);
+    if (rc != 0) {
+        *unread_format = (rc == VMX_CONFIG_EFORMAT);
         error->data = errbuf;
         error->len = ngx_strlen(errbuf);
         ngx_destroy_pool(pool);
@@ -778,11 +795,17 @@ ngx_http_vmx_config_watch(ngx_event_t *ev)
 {
     ngx_http_vmx_main_conf_t  *mcf = ev->data;
 
-    if (!ngx_http_vmx_config_busy
-        && mcf->sh->generation != ngx_http_vmx_generation)
-    {
-        ngx_http_vmx_config_busy = 1;
-        ngx_http_vmx_config_job_start(ngx_http_vmx_config_zone_job);
+    ngx_http_vmx_config_job_t  *job;
+
+    job = ngx_http_vmx_config_zone_job;
+
+    if (!ngx_http_vmx_config_busy) {
+        job->from_disk = ngx_http_vmx_config_disk_changed(mcf);
+
+        if (job->from_disk || mcf->sh->generation != ngx_http_vmx_generation) {
+            ngx_http_vmx_config_busy = 1;
+            ngx_http_vmx_config_job_start(job);
+        }
     }
 
     if (!ngx_exiting) {
@@ -852,6 +875,10 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
     started = ngx_http_vmx_config_job_clock();
 
     if (job->request == NULL) {
+        if (job->from_disk) {
+            (void) ngx_http_vmx_config_load_disk(mcf, log);
+        }
+
         /* the zone's bytes, copied under the lock, compiled without it */
         ngx_shmtx_lock(&mcf->shpool->mutex);
 
@@ -868,7 +895,8 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
         if (copy) {
             job->snapshot = ngx_http_vmx_snapshot_compile(copy, len, log,
                                                           &job->error,
-                                                          job->errbuf);
+                                                          job->errbuf,
+                                                          &job->unread_format);
             ngx_free(copy);
 
         } else if (len) {
@@ -881,7 +909,8 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
         job->snapshot = ngx_http_vmx_snapshot_compile(job->body.data,
                                                       job->body.len, log,
                                                       &job->error,
-                                                      job->errbuf);
+                                                      job->errbuf,
+                                                      &job->unread_format);
         job->took = ngx_http_vmx_config_job_clock() - started;
 
         if (job->snapshot == NULL) {
@@ -966,10 +995,12 @@ ngx_http_vmx_config_job_done(ngx_event_t *ev)
 static void
 ngx_http_vmx_config_job_finish(ngx_http_vmx_config_job_t *job)
 {
-    ngx_int_t            rc;
-    ngx_http_request_t  *r;
+    ngx_int_t                  rc;
+    ngx_http_request_t        *r;
+    ngx_http_vmx_main_conf_t  *mcf;
 
     r = job->request;
+    mcf = job->mcf;
 
     if (r == NULL) {
         ngx_http_vmx_config_busy = 0;
@@ -985,13 +1016,20 @@ ngx_http_vmx_config_job_finish(ngx_http_vmx_config_job_t *job)
     }
 
     if (job->snapshot == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "vmx: rejected config snapshot: %V", &job->error);
+        if (job->status == NGX_HTTP_BAD_REQUEST) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "vmx: rejected config snapshot (version %uL runs "
+                          "on): %V", mcf->sh->version, &job->error);
+
+            ngx_http_vmx_config_refused(mcf, &job->error);
+        }
 
         rc = ngx_http_vmx_send_error(r, NULL, job->status,
-                                     job->status == NGX_HTTP_BAD_REQUEST
-                                     ? "invalid_snapshot"
-                                     : "config_too_large", &job->error);
+                                     job->status != NGX_HTTP_BAD_REQUEST
+                                     ? "config_too_large"
+                                     : job->unread_format
+                                     ? "snapshot_format_unsupported"
+                                     : "invalid_snapshot", &job->error);
         ngx_http_finalize_request(r, rc);
         return;
     }
@@ -1321,12 +1359,7 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_vmx_main_conf_t  *omcf = data;
 
-    u_char                     errbuf[NGX_HTTP_VMX_CONFIG_ERROR];
-    ngx_str_t                  snapshot, error;
-    ngx_pool_t                *pool;
     ngx_slab_pool_t           *shpool;
-    ngx_atomic_uint_t          generation;
-    ngx_http_vmx_snapshot_t   *compiled;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = shm_zone->data;
@@ -1357,38 +1390,113 @@ ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    /* a fresh start serves the last snapshot it was given */
+    /* a fresh start, a new binary's master included, serves the last
+     * snapshot it was given before its workers accept */
 
-    pool = ngx_create_pool(4096, shm_zone->shm.log);
+    return ngx_http_vmx_config_load_disk(mcf, shm_zone->shm.log);
+}
+
+
+/* the disk copy into the zone: at a fresh start, and when another master
+ * wrote it */
+
+static ngx_int_t
+ngx_http_vmx_config_load_disk(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
+{
+    u_char                    nonce[NGX_HTTP_VMX_DISK_NONCE_LEN];
+    u_char                    errbuf[NGX_HTTP_VMX_CONFIG_ERROR];
+    ngx_str_t                 snapshot, error;
+    ngx_flag_t                unread_format;
+    ngx_pool_t               *pool;
+    ngx_atomic_uint_t         generation;
+    ngx_http_vmx_snapshot_t  *compiled;
+
+    pool = ngx_create_pool(4096, log);
     if (pool == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_vmx_config_read_disk(mcf, pool, &snapshot, shm_zone->shm.log)
-        == NGX_OK)
+    if (ngx_http_vmx_config_read_disk(mcf, pool, &snapshot, nonce, log)
+        != NGX_OK)
     {
-        compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len,
-                                                 shm_zone->shm.log, &error,
-                                                 errbuf);
-        if (compiled == NULL) {
-            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
-                          "vmx: ignoring the disk copy \"%V\": %V",
-                          &mcf->file, &error);
+        ngx_destroy_pool(pool);
+        return NGX_OK;
+    }
 
-        } else {
-            (void) ngx_http_vmx_config_store(mcf, snapshot.data, snapshot.len,
-                                             compiled->version,
-                                             shm_zone->shm.log, &generation);
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+    compiled = ngx_http_vmx_snapshot_compile(snapshot.data, snapshot.len, log,
+                                             &error, errbuf, &unread_format);
+    if (compiled == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "vmx: ignoring the disk copy \"%V\": %V",
+                      &mcf->file, &error);
+
+    } else {
+        if (compiled->version != mcf->sh->version
+            && ngx_http_vmx_config_store(mcf, snapshot.data, snapshot.len,
+                                         compiled->version, log, &generation)
+               == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "vmx: loaded config version %uL from \"%V\"",
                           compiled->version, &mcf->file);
-            ngx_destroy_pool(compiled->pool);
         }
+
+        ngx_destroy_pool(compiled->pool);
     }
+
+    /* each write is tried once, taken or not */
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    ngx_memcpy(mcf->sh->disk_nonce, nonce, NGX_HTTP_VMX_DISK_NONCE_LEN);
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
 
     ngx_destroy_pool(pool);
 
     return NGX_OK;
+}
+
+
+/*
+ * In a binary upgrade two masters serve at once, each with a zone of its
+ * own, and a push reaches the worker of one: the other's follow the disk
+ * copy it wrote.  Once a second a worker reads the copy's nonce, new with
+ * every write, and a nonce the zone has not seen has the copy loaded (by the
+ * zone's compile job).
+ */
+
+static ngx_flag_t
+ngx_http_vmx_config_disk_changed(ngx_http_vmx_main_conf_t *mcf)
+{
+    u_char         head[NGX_HTTP_VMX_DISK_MAGIC_LEN
+                        + NGX_HTTP_VMX_DISK_NONCE_LEN];
+    ssize_t        n;
+    ngx_fd_t       fd;
+    ngx_flag_t     seen;
+    static time_t  checked;
+
+    if (mcf->file.len == 0 || checked == ngx_time()) {
+        return 0;
+    }
+
+    checked = ngx_time();
+
+    fd = ngx_open_file(mcf->file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return 0;
+    }
+
+    n = ngx_read_fd(fd, head, sizeof(head));
+    ngx_close_file(fd);
+
+    if (n != (ssize_t) sizeof(head)) {
+        return 0;
+    }
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    seen = ngx_memcmp(mcf->sh->disk_nonce, head + NGX_HTTP_VMX_DISK_MAGIC_LEN,
+                      NGX_HTTP_VMX_DISK_NONCE_LEN) == 0;
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    return !seen;
 }
 
 
@@ -1486,6 +1594,11 @@ ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf, u_char *data,
         return NGX_ERROR;
     }
 
+    /* this zone holds what it wrote: its workers do not load it again */
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+    ngx_memcpy(mcf->sh->disk_nonce, nonce, NGX_HTTP_VMX_DISK_NONCE_LEN);
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+
     ngx_free(blob);
 
     return NGX_OK;
@@ -1494,9 +1607,9 @@ ngx_http_vmx_config_write_disk(ngx_http_vmx_main_conf_t *mcf, u_char *data,
 
 static ngx_int_t
 ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf, ngx_pool_t *pool,
-    ngx_str_t *out, ngx_log_t *log)
+    ngx_str_t *out, u_char *nonce, ngx_log_t *log)
 {
-    u_char             *blob, *nonce;
+    u_char             *blob;
     ssize_t             n;
     ngx_file_t          file;
     ngx_file_info_t     fi;
@@ -1545,13 +1658,13 @@ ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf, ngx_pool_t *pool,
         goto invalid;
     }
 
-    nonce = blob + NGX_HTTP_VMX_DISK_MAGIC_LEN;
+    ngx_memcpy(nonce, blob + NGX_HTTP_VMX_DISK_MAGIC_LEN,
+               NGX_HTTP_VMX_DISK_NONCE_LEN);
     out->data = blob + n;
 
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data, &len, NULL,
-            nonce + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-            n - NGX_HTTP_VMX_DISK_MAGIC_LEN
-              - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+            blob + NGX_HTTP_VMX_DISK_MAGIC_LEN + NGX_HTTP_VMX_DISK_NONCE_LEN,
+            n - NGX_HTTP_VMX_DISK_MAGIC_LEN - NGX_HTTP_VMX_DISK_NONCE_LEN,
             blob, NGX_HTTP_VMX_DISK_MAGIC_LEN, nonce, mcf->disk_key)
         != 0)
     {
@@ -1680,6 +1793,7 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
     ngx_str_t                   error;
     ngx_http_vmx_config_job_t  *job;
 
+
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         ngx_str_set(&error, "the snapshot is empty");
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1738,6 +1852,26 @@ ngx_http_vmx_config_put_wait(ngx_http_request_t *r)
 }
 
 
+/* the last snapshot refused whole, for the state and the metrics */
+
+static void
+ngx_http_vmx_config_refused(ngx_http_vmx_main_conf_t *mcf, ngx_str_t *error)
+{
+    ngx_http_vmx_config_shctx_t  *sh;
+
+    sh = mcf->sh;
+
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    sh->refused++;
+    sh->refused_at = ngx_time();
+    sh->refused_len = ngx_min(error->len, sizeof(sh->refused_error));
+    ngx_memcpy(sh->refused_error, error->data, sh->refused_len);
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+}
+
+
 /* each problem of a new snapshot, once: by the worker that received it */
 
 static void
@@ -1764,11 +1898,12 @@ static ngx_int_t
 ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
 {
     u_char                    *p, *start;
-    size_t                     len;
+    size_t                     len, refused_len;
     uint64_t                   version;
     ngx_tm_t                   tm;
-    time_t                     loaded_at;
-    ngx_uint_t                 i;
+    time_t                     loaded_at, refused_at;
+    ngx_uint_t                 i, refused;
+    u_char                     refused_error[NGX_HTTP_VMX_REFUSED_LEN];
     vmx_config_t              *cfg;
     vmx_cfg_problem_t         *pr;
     ngx_http_vmx_snapshot_t   *snapshot;
@@ -1780,12 +1915,20 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
     ngx_shmtx_lock(&mcf->shpool->mutex);
     version = mcf->sh->running;
     loaded_at = mcf->sh->loaded_at;
+    refused = mcf->sh->refused;
+    refused_at = mcf->sh->refused_at;
+    ngx_memcpy(refused_error, mcf->sh->refused_error, mcf->sh->refused_len);
+    refused_len = mcf->sh->refused_len;
     ngx_shmtx_unlock(&mcf->shpool->mutex);
 
     snapshot = ngx_http_vmx_snapshot_acquire(r);
     cfg = (snapshot && snapshot->version == version) ? snapshot->config : NULL;
 
-    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN;
+    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN
+          + sizeof(",\"formats\":[,]") + 2 * NGX_INT_T_LEN
+          + sizeof(",\"refused\":{\"total\":,\"at\":\"\",\"error\":\"\"}")
+          + NGX_INT_T_LEN + sizeof("1970-01-01T00:00:00Z")
+          + vmx_json_escape(NULL, (char *) refused_error, refused_len);
 
     for (i = 0; cfg && i < cfg->nproblems; i++) {
         pr = &cfg->problems[i];
@@ -1808,6 +1951,20 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
         p = ngx_sprintf(p, ",\"loadedAt\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"",
                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    /* the formats this module reads: the control plane builds the newest */
+    p = ngx_sprintf(p, ",\"formats\":[%d,%d]", VMX_CONFIG_FORMAT_OLDEST,
+                    VMX_CONFIG_FORMAT);
+
+    if (refused) {
+        ngx_gmtime(refused_at, &tm);
+        p = ngx_sprintf(p, ",\"refused\":{\"total\":%ui,"
+                        "\"at\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\",\"error\":\"",
+                        refused, tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        p += vmx_json_escape((char *) p, (char *) refused_error, refused_len);
+        p = ngx_cpymem(p, "\"}", 2);
     }
 
     if (cfg) {

@@ -250,10 +250,13 @@ typedef struct ngx_http_vmx_pool_slot_s ngx_http_vmx_pool_slot_t;
 
 /* the shared zone holding the raw snapshot pushed by the control plane */
 
-#define NGX_HTTP_VMX_WORKERS_MAX  64
+#define NGX_HTTP_VMX_WORKERS_MAX    64
+#define NGX_HTTP_VMX_REFUSED_LEN    256
+#define NGX_HTTP_VMX_DISK_NONCE_LEN 24     /* the disk copy's, XChaCha20's */
 
 /* the priority of the module's task threads, below the workers' */
-#define NGX_HTTP_VMX_THREAD_NICE  10
+#define NGX_HTTP_VMX_THREAD_NICE    10
+
 
 typedef struct {
     ngx_atomic_t                 generation;    /* bumped on every swap */
@@ -264,6 +267,15 @@ typedef struct {
     size_t                       len;
     /* the generation each worker (by ngx_worker) has compiled */
     ngx_atomic_t                 compiled[NGX_HTTP_VMX_WORKERS_MAX];
+
+    /* the nonce of the disk copy the zone holds (or tried) */
+    u_char                       disk_nonce[NGX_HTTP_VMX_DISK_NONCE_LEN];
+
+    /* pushes refused whole; the last one's time and reason */
+    ngx_uint_t                   refused;
+    time_t                       refused_at;
+    size_t                       refused_len;
+    u_char                       refused_error[NGX_HTTP_VMX_REFUSED_LEN];
 } ngx_http_vmx_config_shctx_t;
 
 

@@ -833,6 +833,12 @@ ngx_http_vmx_metric_node(ngx_http_vmx_out_t *out,
     ngx_http_vmx_out_printf(out, "vmx_config_version %uL\n",
                             ngx_http_vmx_config_running(mcf));
 
+    ngx_http_vmx_out_family(out, "vmx_config_refused_total", "counter",
+                            "Snapshots refused whole (not one, or of a format "
+                            "not read); the running one stays.");
+    ngx_http_vmx_out_printf(out, "vmx_config_refused_total %ui\n",
+                            mcf->sh->refused);
+
     ngx_http_vmx_out_family(out, "vmx_redis_up", "gauge",
                             "1 when the cluster counters' Redis answers; 0 "
                             "also when none is configured.");

@@ -78,7 +78,7 @@ def find(objects, kind, name=None):
 
 
 def containers(objects, name):
-    kind = "StatefulSet" if name.endswith("postgresql") else "Deployment"
+    kind = "StatefulSet" if name.endswith(("postgresql", "dataplane")) else "Deployment"
     return find(objects, kind, name)[0]["spec"]["template"]["spec"]["containers"]
 
 
@@ -248,25 +248,115 @@ def test_only_the_control_plane_reaches_the_config_channel(rendered, values):
 
 @pytest.mark.parametrize("values", VALUES)
 def test_two_control_planes_find_the_data_planes(rendered, values):
+    """Each data-plane pod announces itself by its stable name, the URL its ingestion
+    cursor is kept under; the control planes do not also find it by its address."""
     objects = rendered[values]
     cp = find(objects, "Deployment", "vmx-vmx-gateway-control-plane")[0]
     assert cp["spec"]["replicas"] == 2
+    assert "VMX_DATAPLANES_DNS" not in env(cp["spec"]["template"]["spec"]["containers"][0])
     headless = find(objects, "Service", "vmx-vmx-gateway-dataplane-pods")[0]["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"]
     config_port = [p["port"] for p in headless["ports"] if p["name"] == "config"][0]
-    dns = env(cp["spec"]["template"]["spec"]["containers"][0])["VMX_DATAPLANES_DNS"]
-    assert dns["value"] == f"vmx-vmx-gateway-dataplane-pods.gw.svc.cluster.local:{config_port}"
+    dp = find(objects, "StatefulSet", "vmx-vmx-gateway-dataplane")[0]["spec"]
+    assert dp["serviceName"] == "vmx-vmx-gateway-dataplane-pods"
+    announce = [c for c in dp["template"]["spec"]["containers"] if c["name"] == "announce"][0]
+    assert announce["command"] == ["sh", "/etc/vmx/nginx/vmx-dataplane-announce"]
+    e = env(announce)
+    assert e["VMX_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert e["VMX_PODS_DOMAIN"]["value"] == "vmx-vmx-gateway-dataplane-pods.gw.svc.cluster.local"
+    assert e["VMX_CONFIG_PORT"]["value"] == str(config_port)
+    assert e["VMX_CONTROL_PLANE"]["value"] == "vmx-vmx-gateway-control-plane:8090"
+    assert 0 < int(e["VMX_ANNOUNCE_INTERVAL"]["value"]) < 300
+    conf = find(objects, "ConfigMap", "vmx-vmx-gateway-nginx")[0]["data"]
+    assert conf["vmx-dataplane-announce"] == (CHART / "files" / "vmx-dataplane-announce").read_text()
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_a_data_plane_stops_gracefully(rendered, values):
+    """Out of the endpoints first, then QUIT (TERM would be nginx's fast stop, cutting the
+    requests in flight), waiting for nginx to finish within the grace period."""
+    dp = find(rendered[values], "StatefulSet", "vmx-vmx-gateway-dataplane")[0]["spec"]
+    pod = dp["template"]["spec"]
+    nginx = [c for c in pod["containers"] if c["name"] == "nginx"][0]
+    command = nginx["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    assert re.fullmatch(r"sleep (\d+); kill -QUIT 1; while kill -0 1; do sleep 1; done",
+                        command[2])
+    assert pod["terminationGracePeriodSeconds"] >= 60
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_spool_outlives_the_pod(rendered, values):
+    """The state (snapshot's disk copy, audit spool) is a claim per pod, kept when the pod
+    goes and when the set is scaled down or deleted; no emptyDir holds it."""
+    dp = find(rendered[values], "StatefulSet", "vmx-vmx-gateway-dataplane")[0]["spec"]
+    claims = {c["metadata"]["name"]: c["spec"] for c in dp["volumeClaimTemplates"]}
+    assert claims["state"]["accessModes"] == ["ReadWriteOnce"]
+    assert re.fullmatch(r"\d+[MG]i", claims["state"]["resources"]["requests"]["storage"])
+    assert dp["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                          "whenScaled": "Retain"}
+    pod = dp["template"]["spec"]
+    assert "state" not in {v["name"] for v in pod["volumes"]}
+    nginx = [c for c in pod["containers"] if c["name"] == "nginx"][0]
+    assert {"name": "state", "mountPath": "/var/lib/vmx"} in nginx["volumeMounts"]
+
+
+def test_the_announcement_loop_announces_with_the_token_on_stdin(tmp_path):
+    """files/vmx-dataplane-announce against a stand-in control plane: it announces the
+    pod's stable URL with the token at once, again after its interval, and keeps the token
+    off every command line."""
+    import http.server
+    import threading
+    token = secrets.token_hex(32)
+    (tmp_path / "dataplane.token").write_text(token + "\n")
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, self.headers["Authorization"], json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = CHART / "files" / "vmx-dataplane-announce"
+    env_ = dict(os.environ, VMX_CONTROL_PLANE=f"127.0.0.1:{server.server_address[1]}",
+                VMX_POD_NAME="vmx-vmx-gateway-dataplane-0",
+                VMX_PODS_DOMAIN="vmx-vmx-gateway-dataplane-pods.gw.svc.cluster.local",
+                VMX_CONFIG_PORT="8081", VMX_ANNOUNCE_INTERVAL="1",
+                VMX_DATAPLANE_TOKEN_FILE=str(tmp_path / "dataplane.token"))
+    proc = subprocess.Popen(["sh", str(script)], env=env_, cwd=tmp_path)
+    try:
+        deadline = time.time() + 10
+        while len(got) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+        server.shutdown()
+        server.server_close()
+    url = ("http://vmx-vmx-gateway-dataplane-0"
+           ".vmx-vmx-gateway-dataplane-pods.gw.svc.cluster.local:8081")
+    assert got[:2] == [("/api/v1/dataplanes/announce", f"Bearer {token}", {"url": url})] * 2
+    # the header reaches curl on its standard input
+    assert re.search(r"printf 'Authorization: Bearer %s\\n' [^\n]*\|\n\s*curl [^\n]*-H @-",
+                     script.read_text())
 
 
 def test_production_scales_the_data_planes_and_keeps_them_available(rendered):
     objects = rendered["values-production.yaml"]
     hpa = find(objects, "HorizontalPodAutoscaler")[0]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
                                      "name": "vmx-vmx-gateway-dataplane"}
     assert hpa["minReplicas"] >= 2
     # the HPA owns the replica count
-    assert "replicas" not in find(objects, "Deployment", "vmx-vmx-gateway-dataplane")[0]["spec"]
-    pods = find(objects, "Deployment", "vmx-vmx-gateway-dataplane")[0]["spec"]["template"]
+    dp = find(objects, "StatefulSet", "vmx-vmx-gateway-dataplane")[0]["spec"]
+    assert "replicas" not in dp
+    pods = dp["template"]
     for component in ("dataplane", "control-plane"):
         pdb = find(objects, "PodDisruptionBudget", f"vmx-vmx-gateway-{component}")[0]["spec"]
         assert pdb["minAvailable"] >= 1
@@ -279,16 +369,18 @@ def test_production_scales_the_data_planes_and_keeps_them_available(rendered):
 def test_production_references_secrets_and_inlines_none(rendered):
     objects = rendered["values-production.yaml"]
     assert not [o for o in objects if o["kind"] == "Secret"]
-    assert not [o for o in objects if o["kind"] == "StatefulSet"], "no bundled PostgreSQL"
+    assert not [o for o in objects if o["metadata"]["name"].endswith("postgresql")], \
+        "no bundled PostgreSQL"
     existing = {"vmx-keys", "vmx-postgresql", "vmx-redis"}
-    for name in ("vmx-vmx-gateway-dataplane", "vmx-vmx-gateway-control-plane"):
-        spec = find(objects, "Deployment", name)[0]["spec"]["template"]["spec"]
-        for e in spec["containers"][0]["env"]:
+    for kind, name in (("StatefulSet", "vmx-vmx-gateway-dataplane"),
+                       ("Deployment", "vmx-vmx-gateway-control-plane")):
+        spec = find(objects, kind, name)[0]["spec"]["template"]["spec"]
+        for e in [e for c in spec["containers"] for e in c.get("env", [])]:
             # a secret's value comes from a Secret; a literal names at most its file
             if re.search(r"(PASSWORD|TOKEN|SECRET|KEY)$", e["name"]):
                 assert "valueFrom" in e, e
             assert "password=" not in e.get("value", ""), e
-            if "valueFrom" in e:
+            if "secretKeyRef" in e.get("valueFrom", {}):
                 assert e["valueFrom"]["secretKeyRef"]["name"] in existing
         for v in spec["volumes"]:
             for source in v.get("projected", {}).get("sources", []):

@@ -10,6 +10,9 @@ Extra directives can be injected without touching the template:
 
 audit=False drops the template's `vmx_audit_spool` (no audit records are written).
 
+daemon=True runs nginx as a daemon, followed by its pid file: nginx changes its binary
+(USR2, see upgrade()) only when the master's parent is not the one that started it.
+
 VMX_TEST_NGINX_CORE=1 in the environment makes crashed workers leave a core file
 in the prefix. VMX_TEST_NGINX_WRAPPER is a command prefix for nginx, e.g.
 "valgrind --log-file={prefix}/valgrind.%p.log" ({prefix}: the nginx prefix), and
@@ -52,11 +55,45 @@ def _children(pid):
     return set(out)
 
 
+class _Adopted:
+    """A master this process did not start (a daemon, the new master of a binary upgrade):
+    as much of subprocess.Popen as Nginx uses, by its pid."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            st = ""
+        if not st or st[st.rfind(")") + 2:].split()[0] == "Z":
+            self.returncode = 0
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.time() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                raise subprocess.TimeoutExpired(f"nginx master {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
 class Nginx:
     def __init__(self, base_dir, port, token_file, ca_file, workers=2, max_body="1m",
                  log_level="info", cp_addr="127.0.0.1:1", module=None,
                  gateway_directives="", http_directives="", main_directives="", template=None,
-                 audit=True):
+                 audit=True, daemon=False):
         self.base_dir = Path(base_dir)
         self.port = port
         self.token_file = str(token_file)
@@ -71,6 +108,7 @@ class Nginx:
         self.main_directives = main_directives
         self.template = Path(template) if template else TEMPLATE
         self.audit = audit
+        self.daemon = daemon
         self.proc = None
         self._log_pos = 0
         self._out = None
@@ -132,8 +170,10 @@ class Nginx:
         if os.environ.get("VMX_TEST_NGINX_CORE") == "1":
             # core files of crashed workers in the prefix (kernel core_pattern "core")
             main += f"worker_rlimit_core 2g;\nworking_directory {self.base_dir.resolve()};\n"
+        if self.daemon:
+            text = re.sub(r"^daemon off;$", "daemon on;", text, count=1, flags=re.M)
         if main:
-            text = re.sub(r"^(daemon off;)$", lambda m: m.group(1) + "\n" + main, text,
+            text = re.sub(r"^(daemon (?:off|on);)$", lambda m: m.group(1) + "\n" + main, text,
                           count=1, flags=re.M)
         if self.http_directives:
             text = re.sub(r"^(\s*vmx_config_token_file [^\n]*;)$",
@@ -176,6 +216,8 @@ class Nginx:
         if wrapper:
             timeout *= 4
         deadline = time.time() + timeout
+        if self.daemon:
+            self._adopt_daemon(deadline)
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise NginxError(f"nginx exited with {self.proc.returncode}:\n"
@@ -184,6 +226,19 @@ class Nginx:
                 return self
             time.sleep(0.05)
         raise NginxError(f"nginx did not listen on {self.port}:\n{self.error_log()[-3000:]}")
+
+    def _adopt_daemon(self, deadline):
+        """Follows the daemon once the process started has exited (having forked it)."""
+        old = self.master_from_pid_file()
+        try:
+            code = self.proc.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            code = "no exit"
+        pid = self.master_from_pid_file()
+        if code != 0 or pid in (None, old):
+            raise NginxError(f"nginx did not start as a daemon ({code}):\n"
+                             f"{self._stderr_tail()}\n{self.error_log()[-3000:]}")
+        self.proc = _Adopted(pid)
 
     def _stderr_tail(self):
         p = self.base_dir / "logs" / "stderr.log"
@@ -220,6 +275,52 @@ class Nginx:
                 return self
             time.sleep(0.05)
         raise NginxError(f"nginx reload did not finish: old={old} now={self.worker_pids()}")
+
+    def master_from_pid_file(self, suffix=""):
+        try:
+            return int(Path(str(self.pid_path) + suffix).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def pid_path(self):
+        return self.base_dir / "nginx.pid"
+
+    def upgrade(self, timeout=15, between=None):
+        """A binary upgrade, as an operator does it: USR2 to the master (a new master starts
+        from the same binary and inherits the listening sockets), WINCH to the old one (its
+        workers finish their requests and exit), then QUIT to it.  Waits for each step;
+        between() runs while both masters' workers serve.  Afterwards this object follows
+        the new master."""
+        old = self.proc
+        old_workers = self.worker_pids()
+        old.send_signal(signal.SIGUSR2)
+        deadline = time.time() + timeout
+
+        def until(what, done):
+            while not done():
+                if time.time() > deadline:
+                    raise NginxError(f"binary upgrade: {what} after {timeout} s:\n"
+                                     f"{self.error_log()[-3000:]}")
+                time.sleep(0.05)
+
+        until("no new master", lambda: self.master_from_pid_file(".oldbin") == old.pid
+              and self.master_from_pid_file() not in (None, old.pid))
+        new = _Adopted(self.master_from_pid_file())
+        until("the new master has no workers",
+              lambda: len(_children(new.pid)) >= self.workers)
+        if between:
+            between()
+            deadline = time.time() + timeout
+        old.send_signal(signal.SIGWINCH)
+        until("the old workers did not exit", lambda: not (_children(old.pid) & old_workers))
+        old.send_signal(signal.SIGQUIT)
+        try:
+            old.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            raise NginxError(f"binary upgrade: the old master {old.pid} did not exit")
+        self.proc = new
+        return self
 
     def stop(self, timeout=15):
         if not self.proc:

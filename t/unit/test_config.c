@@ -104,6 +104,28 @@ test_not_a_snapshot(void)
 }
 
 
+/* a snapshot states its format; the previous format (none stated) is read,
+ * a newer one is refused whole */
+static void
+test_format(void)
+{
+#define EMPTY "\"environments\":[],\"connections\":[],\"resources\":[]," \
+              "\"apiKeys\":[],\"poolDefinitions\":[]}"
+
+    CHECK(compile(0, "{\"version\":3," EMPTY) == 0 && cfg.format == 1);
+    CHECK(compile(0, "{\"version\":3,\"format\":%d," EMPTY, VMX_CONFIG_FORMAT) == 0
+          && cfg.format == VMX_CONFIG_FORMAT);
+    CHECK(compile(0, "{\"version\":4,\"format\":%d," EMPTY, VMX_CONFIG_FORMAT + 1)
+          == VMX_CONFIG_EFORMAT
+          && cfg.version == 4 && cfg.format == VMX_CONFIG_FORMAT + 1
+          && strstr(err, "snapshot format 3 is not read here (formats 1 to 2)"));
+    CHECK(compile(0, "{\"version\":4,\"format\":\"2\"," EMPTY) == -1
+          && strstr(err, "\"format\""));
+    CHECK(compile(0, "{\"version\":4,\"format\":0," EMPTY) == -1);
+#undef EMPTY
+}
+
+
 /* a host that did not resolve makes its connection unavailable, the rest
  * (a key of another environment) compiles */
 static void
@@ -415,6 +437,7 @@ main(void)
 {
     test_whole();
     test_not_a_snapshot();
+    test_format();
     test_unresolved_host();
     test_bad_connection();
     test_bad_resource();
