@@ -378,8 +378,10 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
         ctx->attempt.remaining = -1;
     }
 
+    /* a stream of an operation that has none is read whole, and fails */
     if (ctx->attempt.provider_status / 100 == 2
-        && (ctx->stream.streamed || ctx->stream.eventstream))
+        && (ctx->stream.streamed || ctx->stream.eventstream)
+        && provider->stream_event != NULL)
     {
         ctx->stream.streamed = 1;
 
