@@ -202,9 +202,8 @@ class FakeOpenAI(FakeServer):
                 return await self._send_error(writer, req, 401)
             return await self._send(writer, req, 200, {"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}]})
-        if req.route.endswith("/embeddings") and req.method == "POST":
-            return await self._embeddings(writer, req)
-        if not req.route.endswith("/chat/completions"):
+        embeddings = req.route.endswith("/embeddings")
+        if not embeddings and not req.route.endswith("/chat/completions"):
             return await self._send_error(writer, req, 404,
                                           f"Invalid URL ({req.method} {req.path})",
                                           "invalid_request_error", None)
@@ -219,6 +218,8 @@ class FakeOpenAI(FakeServer):
             return await self._send_error(
                 writer, req, 400,
                 "We could not parse the JSON body of your request.", "invalid_request_error", None)
+        if embeddings:
+            return await self._embeddings(writer, req, body)
         if not isinstance(body.get("messages"), list):
             return await self._send_error(writer, req, 400, "Missing required parameter: 'messages'.",
                                           "invalid_request_error", "missing_required_parameter")
@@ -245,14 +246,7 @@ class FakeOpenAI(FakeServer):
         return await self._send(writer, req, 200,
                                 self._completion(body, model, tools_mode, self.is_groq(req)))
 
-    async def _embeddings(self, writer, req):
-        if not self._authorized(req):
-            return await self._send_error(writer, req, 401)
-        body = req.body
-        if not isinstance(body, dict):
-            return await self._send_error(
-                writer, req, 400,
-                "We could not parse the JSON body of your request.", "invalid_request_error", None)
+    async def _embeddings(self, writer, req, body):
         inputs = body.get("input")
         if isinstance(inputs, str) or (isinstance(inputs, list) and inputs
                                        and all(isinstance(i, int) for i in inputs)):
