@@ -511,9 +511,17 @@ typedef struct {
     ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nattempts;
 
+    /* an attempt of several provider calls (embeddings of more inputs
+       than one call takes): its current call and the answer its calls
+       build, whole once the last has answered */
+    ngx_uint_t                   call;
+    vmx_embeddings_answer_t      embeddings;
+    vmx_buf_t                    embeddings_out;
+
     /* a kept connection the provider had closed: the same model once
        more, on a new connection */
     unsigned                     reconnect:1;
+    unsigned                     next_call:1;   /* the attempt goes on */
 } ngx_http_vmx_ctx_plan_t;
 
 

@@ -8,10 +8,10 @@
  * the model replaced, their answers pass as they are.  Anthropic has no
  * embeddings.
  *
- * An embeddings request takes one provider call an attempt: Bedrock's
- * Titan embeds one input a call, Cohere 96, Gemini 100, and a request of
- * more inputs than its model's call takes is refused with a 400 naming
- * "input" (a fallback model that cannot take it is skipped).
+ * An embeddings attempt makes the calls its inputs take, one after the
+ * other (Bedrock's Titan embeds one input a call, Cohere 96, Gemini 100):
+ * each call's request is built for ctx->plan.call, each 2xx answer adds its
+ * vectors to ctx->plan.embeddings, and the last one's answer is the list.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -54,6 +54,9 @@ static void ngx_http_vmx_gemini_stream_end(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_vmx_gemini_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
+static ngx_http_vmx_build_e ngx_http_vmx_gemini_keyed(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, const char *tail,
+    vmx_buf_t *body, ngx_chain_t **out);
 static void ngx_http_vmx_gemini_error(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
@@ -80,12 +83,11 @@ static ngx_http_vmx_build_e ngx_http_vmx_bedrock_signed(
     ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, vmx_buf_t *tail,
     vmx_buf_t *body, ngx_chain_t **out);
 
-static ngx_http_vmx_build_e ngx_http_vmx_embeddings_calls(
-    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, size_t calls,
-    size_t per_call);
+static vmx_embeddings_answer_t *ngx_http_vmx_embeddings_call(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 static ngx_uint_t ngx_http_vmx_embeddings_answer(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, vmx_embeddings_answer_t *a, int rc,
-    ngx_uint_t status, vmx_buf_t *out);
+    ngx_http_vmx_ctx_t *ctx, int rc, size_t calls, ngx_uint_t status,
+    vmx_buf_t *out);
 
 typedef int (*ngx_http_vmx_translate_pt)(const vmx_translate_ctx_t *tc,
     vmx_buf_t *out, vmx_translate_error_t *err);
@@ -585,22 +587,35 @@ static ngx_http_vmx_build_e
 ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_http_vmx_build_e        rc;
-    ngx_str_t                   path, headers;
-    vmx_buf_t                   body;
-    ngx_http_vmx_connection_t  *conn;
+    ngx_http_vmx_build_e  rc;
+    vmx_buf_t             body;
 
     rc = ngx_http_vmx_translate_body(r, ctx, vmx_gemini_request, &body);
     if (rc != NGX_HTTP_VMX_BUILD_OK) {
         return rc;
     }
 
+    return ngx_http_vmx_gemini_keyed(r, ctx,
+                                     ctx->request.stream
+                                     ? ":streamGenerateContent?alt=sse"
+                                     : ":generateContent",
+                                     &body, out);
+}
+
+
+/* the request of body to models/{model}<tail>, with the connection's key */
+
+static ngx_http_vmx_build_e
+ngx_http_vmx_gemini_keyed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    const char *tail, vmx_buf_t *body, ngx_chain_t **out)
+{
+    ngx_str_t                   path, headers;
+    ngx_http_vmx_connection_t  *conn;
+
     conn = ctx->attempt.target->connection;
 
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
-                          &ctx->attempt.target->model,
-                          ctx->request.stream ? ":streamGenerateContent?alt=sse"
-                                      : ":generateContent")
+                          &ctx->attempt.target->model, tail)
         != NGX_OK
         || ngx_http_vmx_key_header(r, "x-goog-api-key", &conn->api_key, "",
                                    &headers)
@@ -609,7 +624,7 @@ ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
         return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
-    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+    return ngx_http_vmx_request(r, ctx, &path, &headers, body, out);
 }
 
 
@@ -709,24 +724,14 @@ static ngx_http_vmx_build_e
 ngx_http_vmx_gemini_embed_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    u_char                     *tail;
-    const char                 *method;
-    ngx_str_t                   path, headers;
-    vmx_buf_t                   body;
-    vmx_translate_ctx_t        *tc;
-    ngx_http_vmx_build_e        rc;
-    vmx_translate_error_t       err;
-    vmx_embeddings_request_t   *req;
-    ngx_http_vmx_connection_t  *conn;
+    u_char                    *tail;
+    const char                *method;
+    vmx_buf_t                  body;
+    vmx_translate_ctx_t       *tc;
+    vmx_translate_error_t      err;
+    vmx_embeddings_request_t  *req;
 
     req = ctx->request.embeddings;
-
-    rc = ngx_http_vmx_embeddings_calls(r, ctx,
-                                       vmx_embeddings_gemini_calls(req),
-                                       VMX_EMBEDDINGS_GEMINI_BATCH);
-    if (rc != NGX_HTTP_VMX_BUILD_OK) {
-        return rc;
-    }
 
     tc = ngx_http_vmx_translation(r, ctx);
     if (tc == NULL) {
@@ -736,9 +741,12 @@ ngx_http_vmx_gemini_embed_request(ngx_http_request_t *r,
     /* a batch names the model in each of its requests */
     vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
                  ctx->request.body->raw_len
-                 + req->count * (ctx->attempt.target->model.len + 64));
+                 + ngx_min(req->count, VMX_EMBEDDINGS_GEMINI_BATCH)
+                   * (ctx->attempt.target->model.len + 64));
 
-    if (vmx_embeddings_gemini_request(tc, req, 0, &body, &err) != 0) {
+    if (vmx_embeddings_gemini_request(tc, req, ctx->plan.call, &body, &err)
+        != 0)
+    {
         return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
     }
 
@@ -751,19 +759,7 @@ ngx_http_vmx_gemini_embed_request(ngx_http_request_t *r,
 
     (void) ngx_sprintf(tail, ":%s%Z", method);
 
-    conn = ctx->attempt.target->connection;
-
-    if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
-                          &ctx->attempt.target->model, (char *) tail)
-        != NGX_OK
-        || ngx_http_vmx_key_header(r, "x-goog-api-key", &conn->api_key, "",
-                                   &headers)
-           != NGX_OK)
-    {
-        return NGX_HTTP_VMX_BUILD_ERROR;
-    }
-
-    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+    return ngx_http_vmx_gemini_keyed(r, ctx, (char *) tail, &body, out);
 }
 
 
@@ -772,21 +768,21 @@ ngx_http_vmx_gemini_embed_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out)
 {
-    int                      rc;
-    vmx_embeddings_answer_t  a;
+    int                       rc;
+    vmx_embeddings_answer_t  *a;
 
     if (status / 100 != 2) {
         ngx_http_vmx_gemini_error(r, ctx, status, body, out);
         return status;
     }
 
-    vmx_embeddings_answer_init(&a, ctx->attempt.tc, ctx->request.embeddings,
-                               out);
+    a = ngx_http_vmx_embeddings_call(r, ctx);
 
-    rc = vmx_embeddings_gemini_response(&a, (char *) body->data, body->len,
-                                        out);
+    rc = vmx_embeddings_gemini_response(a, (char *) body->data, body->len,
+                                        &ctx->plan.embeddings_out);
 
-    return ngx_http_vmx_embeddings_answer(r, ctx, &a, rc, status, out);
+    return ngx_http_vmx_embeddings_answer(r, ctx, rc,
+                               vmx_embeddings_gemini_calls(a->req), status, out);
 }
 
 
@@ -961,7 +957,6 @@ ngx_http_vmx_bedrock_embed_request(ngx_http_request_t *r,
     vmx_buf_t                  body, tail;
     ngx_str_t                 *model;
     vmx_translate_ctx_t       *tc;
-    ngx_http_vmx_build_e       rc;
     vmx_translate_error_t      err;
     vmx_embeddings_family_e    family;
     vmx_embeddings_request_t  *req;
@@ -979,15 +974,6 @@ ngx_http_vmx_bedrock_embed_request(ngx_http_request_t *r,
         return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
     }
 
-    rc = ngx_http_vmx_embeddings_calls(r, ctx,
-                                       vmx_embeddings_bedrock_calls(family,
-                                                                    req),
-                                       family == VMX_EMBEDDINGS_TITAN
-                                       ? 1 : VMX_EMBEDDINGS_COHERE_BATCH);
-    if (rc != NGX_HTTP_VMX_BUILD_OK) {
-        return rc;
-    }
-
     tc = ngx_http_vmx_translation(r, ctx);
     if (tc == NULL) {
         return NGX_HTTP_VMX_BUILD_ERROR;
@@ -996,7 +982,9 @@ ngx_http_vmx_bedrock_embed_request(ngx_http_request_t *r,
     vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
                  ctx->request.body->raw_len + 128);
 
-    if (vmx_embeddings_bedrock_request(tc, family, req, 0, &body, &err) != 0)
+    if (vmx_embeddings_bedrock_request(tc, family, req, ctx->plan.call, &body,
+                                       &err)
+        != 0)
     {
         return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
     }
@@ -1013,9 +1001,10 @@ ngx_http_vmx_bedrock_embed_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out)
 {
-    int                      rc;
-    ngx_str_t               *model;
-    vmx_embeddings_answer_t  a;
+    int                       rc;
+    ngx_str_t                *model;
+    vmx_embeddings_answer_t  *a;
+    vmx_embeddings_family_e   family;
 
     if (status / 100 != 2) {
         vmx_bedrock_error(ctx->attempt.tc, (int) status, (char *) body->data,
@@ -1025,67 +1014,77 @@ ngx_http_vmx_bedrock_embed_answer(ngx_http_request_t *r,
     }
 
     model = &ctx->attempt.target->model;
+    family = vmx_embeddings_bedrock_family((char *) model->data, model->len);
 
-    vmx_embeddings_answer_init(&a, ctx->attempt.tc, ctx->request.embeddings,
-                               out);
+    a = ngx_http_vmx_embeddings_call(r, ctx);
 
-    rc = vmx_embeddings_bedrock_response(&a,
-             vmx_embeddings_bedrock_family((char *) model->data, model->len),
-             (char *) body->data, body->len, out);
+    rc = vmx_embeddings_bedrock_response(a, family, (char *) body->data,
+                                         body->len, &ctx->plan.embeddings_out);
 
-    return ngx_http_vmx_embeddings_answer(r, ctx, &a, rc, status, out);
+    return ngx_http_vmx_embeddings_answer(r, ctx, rc,
+                               vmx_embeddings_bedrock_calls(family, a->req),
+                               status, out);
 }
 
 
 /* what the translated embeddings share */
 
-/*
- * The calls an embeddings request takes of the attempt's model, of at most
- * per_call inputs each: more than one is refused (see the top of the file).
- */
+/* the answer the attempt's calls build, opened by its first */
 
-static ngx_http_vmx_build_e
-ngx_http_vmx_embeddings_calls(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    size_t calls, size_t per_call)
+static vmx_embeddings_answer_t *
+ngx_http_vmx_embeddings_call(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
-    u_char  *p;
-
-    if (calls <= 1) {
-        return NGX_HTTP_VMX_BUILD_OK;
+    if (ctx->plan.call == 0) {
+        vmx_buf_init(&ctx->plan.embeddings_out, ngx_http_vmx_json_alloc,
+                     r->pool, 0);
+        vmx_embeddings_answer_init(&ctx->plan.embeddings, ctx->attempt.tc,
+                                   ctx->request.embeddings,
+                                   &ctx->plan.embeddings_out);
     }
 
-    p = ngx_pnalloc(r->pool, sizeof("this model embeds at most  inputs a "
-                                    "request: send the input in parts")
-                             + NGX_SIZE_T_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_VMX_BUILD_ERROR;
-    }
-
-    ctx->attempt.failure.data = p;
-    ctx->attempt.failure.len = ngx_sprintf(p, "this model embeds at most %uz "
-                                           "input%s a request: send the "
-                                           "input in parts", per_call,
-                                           per_call == 1 ? "" : "s")
-                               - p;
-    ctx->attempt.failure_param = "input";
-
-    return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
+    return &ctx->plan.embeddings;
 }
 
 
 /*
- * The answer's end once its vectors are in: the usage the provider
- * reported, else the module's count of the inputs.  Returns the client's
- * status, as ngx_http_vmx_translated().
+ * A call's vectors are in (rc 0): the attempt asks for its next call, or,
+ * after the last, closes the answer with the usage the provider reported,
+ * else the module's count of the inputs.  The answer, built from several
+ * provider answers, is bound as one is.  Returns the client's status, as
+ * ngx_http_vmx_translated().
  */
 
 static ngx_uint_t
 ngx_http_vmx_embeddings_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    vmx_embeddings_answer_t *a, int rc, ngx_uint_t status, vmx_buf_t *out)
+    int rc, size_t calls, ngx_uint_t status, vmx_buf_t *out)
 {
+    vmx_buf_t                *answer;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+    answer = &ctx->plan.embeddings_out;
+
+    if (rc == 0 && answer->len > vlcf->max_response) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: the embeddings of %V model \"%V\" exceed "
+                      "vmx_max_response_size", &ctx->attempt.target->provider,
+                      &ctx->attempt.target->model);
+        rc = -1;
+    }
+
+    if (rc == 0 && ++ctx->plan.call < calls) {
+        ctx->plan.next_call = 1;
+        return status;
+    }
+
     if (rc == 0) {
-        rc = vmx_embeddings_answer_end(a, ctx->request.estimate, out,
+        rc = vmx_embeddings_answer_end(&ctx->plan.embeddings,
+                                       ctx->request.estimate, answer,
                                        &ctx->attempt.usage);
+    }
+
+    if (rc == 0) {
+        *out = *answer;
     }
 
     return ngx_http_vmx_translated(r, ctx, rc, status, out);

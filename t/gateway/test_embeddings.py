@@ -2,7 +2,8 @@
 routing, limits, audit and fallback as chat.  OpenAI and Groq get the client's body with the
 model replaced; Gemini embedContent / batchEmbedContents and Bedrock InvokeModel (Titan Text
 Embeddings v2, Cohere Embed v3) are translated, and their vectors come back in OpenAI's
-shape, float or base64.  The fakes speak each provider's wire format and compute every
+shape, float or base64; an array larger than one provider call takes (Titan: one input) takes
+calls one after the other within the attempt.  The fakes speak each provider's wire format and compute every
 vector with fake_base.embedding(), so a test knows the values the client must get.
 """
 import base64
@@ -45,12 +46,14 @@ def env(gw, fake, fake_gemini, fake_bedrock, fake_anthropic):
             "emb-fb": {"model": ("oai", "fail-503"),
                        "fallback": [("ant", "claude-test"), ("gem", GEMINI)]},
             "emb-429-fb": {"model": ("gem", "fail-429"), "fallback": [("bed", TITAN)]},
+            "emb-titan-fb": {"model": ("bed", TITAN), "fallback": [("gem", GEMINI)]},
             "emb-no-fb": {"model": ("oai", "fail-500"), "useFallback": False,
                           "fallback": [("gem", GEMINI)]},
         },
         keys={"main": {"resources": ["emb-oai", "emb-grq", "emb-gem", "emb-titan", "emb-cohere",
                                      "emb-ant", "emb-converse", "emb-oai-400", "emb-gem-400",
-                                     "emb-titan-400", "emb-fb", "emb-429-fb", "emb-no-fb"]}},
+                                     "emb-titan-400", "emb-fb", "emb-429-fb", "emb-titan-fb",
+                                     "emb-no-fb"]}},
     )
     wait_credentials(gw, e, ["bed"])
     return e
@@ -168,13 +171,18 @@ def test_gemini_takes_no_token_ids(env, fake_gemini):
     assert posts(fake_gemini) == []
 
 
-def test_gemini_takes_at_most_100_inputs(env, fake_gemini):
-    e = assert_error(embed(env, "emb-gem", input=["x"] * 101), 400, "input")
-    assert "at most 100 inputs" in e["message"], e
-    assert posts(fake_gemini) == []
-    r = embed(env, "emb-gem", input=["x"] * 100, dimensions=2)
+def test_gemini_batches_of_100(env, fake_gemini):
+    texts = [f"text {i}" for i in range(205)]
+    r = embed(env, "emb-gem", input=texts, dimensions=2)
     assert r.status == 200, r
-    assert len(r.json()["data"]) == 100
+    assert vectors(r) == [f32(embedding(t, 2)) for t in texts]
+    assert r.json()["usage"]["prompt_tokens"] >= 2 * len(texts)
+    batches = [q.body["requests"] for q in posts(fake_gemini)]
+    assert [len(b) for b in batches] == [100, 100, 5], [len(b) for b in batches]
+    assert [q["content"]["parts"][0]["text"] for b in batches for q in b] == texts
+    assert r.header("x-vmx-event-count") == "0", r.headers
+    # one attempt, its calls on one kept connection
+    assert len({q.conn_id for q in posts(fake_gemini)}) == 1
 
 
 # ------------------------------------------------------------------ Bedrock
@@ -192,15 +200,36 @@ def test_titan_invoke_model(env, fake_bedrock):
                       "normalize": True}
 
 
-def test_titan_array_of_one_and_of_more(env, fake_bedrock):
-    r = embed(env, "emb-titan", input=["alone"], encoding_format="base64")
+def test_titan_array_takes_a_call_an_input(gw, env, fake_bedrock):
+    texts = ["one", "two words", "three short words"]
+    r = embed(env, "emb-titan", input=texts, encoding_format="base64")
     assert r.status == 200, r
-    assert vectors(r, base64_encoded=True) == [f32(embedding("alone", 1024))]
-    fake_bedrock.clear()
-    # Titan embeds one input a call: the gateway makes one call an attempt
-    e = assert_error(embed(env, "emb-titan", input=["a", "b"]), 400, "input")
-    assert "at most 1 input a request" in e["message"], e
-    assert posts(fake_bedrock) == []
+    assert vectors(r, base64_encoded=True) == [f32(embedding(t, 1024)) for t in texts]
+    # the inputTextTokenCount of each call, summed
+    assert r.json()["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+    calls = posts(fake_bedrock)
+    assert [q.body["inputText"] for q in calls] == texts
+    assert all(q.info["auth"]["ok"] for q in calls), [q.info["auth"] for q in calls]
+    assert len({q.conn_id for q in calls}) == 1
+    assert r.header("x-vmx-event-count") == "0", r.headers
+    rec = record(gw, r)
+    (attempt,) = rec["attempts"]
+    assert attempt["statusCode"] == 200 and attempt["promptTokens"] == 6, attempt
+
+
+def test_failed_call_falls_back_with_the_whole_array(env, fake_bedrock, fake_gemini):
+    """A call failing in the middle of an attempt fails it: the next model embeds every
+    input, and nothing of the failed attempt reaches the client."""
+    texts = ["first", "fail-503", "third"]
+    r = embed(env, "emb-titan-fb", input=texts)
+    assert r.status == 200, r
+    assert r.header("x-vmx-provider") == "gemini"
+    assert vectors(r) == [f32(embedding(t, 768)) for t in texts]
+    assert r.header("x-vmx-event-count") == "1", r.headers
+    assert r.header("x-vmx-event-0-fallback-status-code") == "503"
+    assert [q.body["inputText"] for q in posts(fake_bedrock)] == texts[:2]
+    (q,) = posts(fake_gemini)
+    assert len(q.body["requests"]) == 3
 
 
 def test_cohere_invoke_model(env, fake_bedrock):

@@ -33,7 +33,8 @@ inputTextTokenCount}; cohere.embed-english-v3 / cohere.embed-multilingual-v3 tak
 most 96), input_type, truncate?, embedding_types?} and answer {id, texts, embeddings {float}
 | [[...]], response_type} with vectors of 1024.  Each vector is fake_base.embedding() of its
 text; a key the model does not know is a ValidationException "Malformed input request: #:
-extraneous key [k] is not permitted", as the real service says.
+extraneous key [k] is not permitted", as the real service says.  A Titan inputText "fail-NNN"
+answers HTTP NNN (a failure in the middle of a client's array, which takes a call an input).
 
 Behaviour by model id (or for every request with set_behavior()):
 
@@ -607,12 +608,14 @@ class FakeBedrock(FakeServer):
         problem = self._invoke_check(req.body, titan)
         if problem:
             return await self._error(writer, req, 400, "ValidationException", problem)
+        body = req.body
+        if titan and body["inputText"].startswith("fail-"):
+            behavior = body["inputText"]
         if behavior.startswith("fail-"):
             return await self._error(writer, req, fail_status(behavior))
         done, keep = await self.common_behavior(behavior, writer)
         if done:
             return keep
-        body = req.body
         if titan:
             v = embedding(body["inputText"], body.get("dimensions", 1024))
             out = {"embedding": v, "embeddingsByType": {"float": v},
