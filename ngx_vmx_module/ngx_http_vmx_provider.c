@@ -235,9 +235,9 @@ ngx_http_vmx_build_e
 ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_chain_t **out)
 {
-    u_char                    *p;
-    ngx_str_t                 *name;
-    ngx_http_vmx_provider_t   *provider;
+    u_char                   *p;
+    ngx_str_t                *name;
+    ngx_http_vmx_provider_t  *provider;
 
     provider = ngx_http_vmx_provider(
                    ctx->attempt.target->connection->provider_id,
@@ -782,7 +782,8 @@ ngx_http_vmx_gemini_embed_answer(ngx_http_request_t *r,
                                         &ctx->plan.embeddings_out);
 
     return ngx_http_vmx_embeddings_answer(r, ctx, rc,
-                               vmx_embeddings_gemini_calls(a->req), status, out);
+                                          vmx_embeddings_gemini_calls(a->req),
+                                          status, out);
 }
 
 
@@ -1022,8 +1023,8 @@ ngx_http_vmx_bedrock_embed_answer(ngx_http_request_t *r,
                                          body->len, &ctx->plan.embeddings_out);
 
     return ngx_http_vmx_embeddings_answer(r, ctx, rc,
-                               vmx_embeddings_bedrock_calls(family, a->req),
-                               status, out);
+                                  vmx_embeddings_bedrock_calls(family, a->req),
+                                  status, out);
 }
 
 

@@ -25,11 +25,11 @@
 #if (NGX_THREADS)
 
 typedef struct {
-    ngx_http_request_t        *request;
-    const vmx_tokenizer_t     *tokenizer;
-    const vmx_json_t          *body;
-    const vmx_embeddings_request_t  *embeddings;
-    int64_t                    estimate;
+    ngx_http_request_t              *request;
+    const vmx_tokenizer_t           *tokenizer;
+    const vmx_json_t                *body;
+    const vmx_embeddings_request_t  *embeddings;   /* NULL: a chat's */
+    int64_t                          estimate;
 } ngx_http_vmx_tokens_task_t;
 
 
