@@ -397,9 +397,11 @@ def test_openai_node_sdk_embeddings(gw, env, run_node_tests):
         "VMX_EMBEDDINGS": json.dumps([
             {"provider": "openai", "model": "emb-oai"},
             {"provider": "gemini", "model": "emb-gem"},
-            {"provider": "aws-bedrock", "model": "emb-cohere"}]),
+            {"provider": "aws-bedrock", "model": "emb-cohere"},
+            # Titan: the SDK's array of two takes two calls
+            {"provider": "aws-bedrock", "model": "emb-titan"}]),
     }, files=[str(Path(__file__).resolve().parents[1] / "sdk" / "embeddings.test.mjs")])
     print(out)
     assert "ℹ fail 0" in out, out
     assert "ℹ skipped 0" in out, out
-    assert "ℹ pass 7" in out, out
+    assert "ℹ pass 9" in out, out

@@ -1,6 +1,7 @@
 // The official OpenAI Node SDK, unchanged, calling embeddings.create through the gateway:
 // float vectors, and base64 ones (the SDK asks for base64 when encoding_format is left out,
-// and decodes them), whichever provider embeds.
+// and decodes them), whichever provider embeds and however many provider calls the input
+// takes.
 //
 // Environment (set by t/gateway/test_embeddings.py; without VMX_EMBEDDINGS this file
 // defines no test):
@@ -42,14 +43,14 @@ function checkList(data, provider, response) {
 }
 
 for (const { provider, model } of RESOURCES) {
-  test(`${provider}: embeddings.create, float`, async () => {
+  test(`${provider} (${model}): embeddings.create, float`, async () => {
     const { data, response } = await client()
       .embeddings.create({ model, input, encoding_format: "float" })
       .withResponse();
     checkList(data, provider, response);
   });
 
-  test(`${provider}: embeddings.create, base64 decoded by the SDK`, async () => {
+  test(`${provider} (${model}): embeddings.create, base64 decoded by the SDK`, async () => {
     const floats = await client().embeddings.create({ model, input, encoding_format: "float" });
     const { data, response } = await client()
       .embeddings.create({ model, input })
