@@ -165,6 +165,16 @@ def test_gemini_batch_base64(env, fake_gemini):
                                     "content": {"parts": [{"text": t}]}} for t in texts]}
 
 
+def test_large_input_counted_in_a_thread(env, fake_gemini):
+    """A body over 4 KiB is counted by the tokenizer's thread pool, input by input; Gemini
+    reports no usage, so the client gets that count."""
+    texts = ["hello world"] * 500
+    r = embed(env, "emb-gem", input=texts, dimensions=2)
+    assert r.status == 200, r
+    assert r.json()["usage"] == {"prompt_tokens": 1000, "total_tokens": 1000}
+    assert len(posts(fake_gemini)) == 5
+
+
 def test_gemini_takes_no_token_ids(env, fake_gemini):
     e = assert_error(embed(env, "emb-gem", input=[1, 2, 3]), 400, "input", "invalid_request")
     assert "token ids" in e["message"], e
