@@ -47,13 +47,14 @@ def env(gw, fake, fake_gemini, fake_bedrock, fake_anthropic):
                        "fallback": [("ant", "claude-test"), ("gem", GEMINI)]},
             "emb-429-fb": {"model": ("gem", "fail-429"), "fallback": [("bed", TITAN)]},
             "emb-titan-fb": {"model": ("bed", TITAN), "fallback": [("gem", GEMINI)]},
+            "emb-reset-fb": {"model": ("oai", "reset"), "fallback": [("gem", GEMINI)]},
             "emb-no-fb": {"model": ("oai", "fail-500"), "useFallback": False,
                           "fallback": [("gem", GEMINI)]},
         },
         keys={"main": {"resources": ["emb-oai", "emb-grq", "emb-gem", "emb-titan", "emb-cohere",
                                      "emb-ant", "emb-converse", "emb-oai-400", "emb-gem-400",
                                      "emb-titan-400", "emb-fb", "emb-429-fb", "emb-titan-fb",
-                                     "emb-no-fb"]}},
+                                     "emb-reset-fb", "emb-no-fb"]}},
     )
     wait_credentials(gw, e, ["bed"])
     return e
@@ -338,6 +339,15 @@ def test_fallback_on_429(env, fake_bedrock):
     assert r.header("x-vmx-provider") == "aws-bedrock"
     assert vectors(r) == [f32(embedding("fall back", 1024))]
     assert len(posts(fake_bedrock)) == 1
+
+
+def test_fallback_on_a_connection_error(env, fake_gemini):
+    r = embed(env, "emb-reset-fb", input="reset")
+    assert r.status == 200, r
+    assert r.header("x-vmx-provider") == "gemini"
+    assert r.header("x-vmx-event-count") == "1", r.headers
+    assert r.header("x-vmx-event-0-fallback-failure-reason"), r.headers
+    assert len(posts(fake_gemini)) == 1
 
 
 def test_last_failure_reaches_the_client(env, fake_gemini):
