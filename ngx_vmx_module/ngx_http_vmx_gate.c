@@ -14,7 +14,7 @@ static void ngx_http_vmx_chat_resume(ngx_event_t *ev);
 /*
  * The gate: the key's and the resource's own capacity, with the
  * connections of the plan checked ahead in a cluster.  Returns what
- * ngx_http_vmx_chat_prepare() does, or NGX_HTTP_VMX_WAIT while the request
+ * ngx_http_vmx_prepare() does, or NGX_HTTP_VMX_WAIT while the request
  * waits for the cluster counters.
  */
 
@@ -140,9 +140,10 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     switch (build) {
 
     case NGX_HTTP_VMX_BUILD_UNTRANSLATABLE:
-        return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                       "invalid_request",
-                                       &ctx->attempt.failure);
+        return ngx_http_vmx_send_error_param(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_request",
+                                             &ctx->attempt.failure,
+                                             ctx->attempt.failure_param);
 
     case NGX_HTTP_VMX_BUILD_ERROR:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -9,19 +9,24 @@
 #include <openssl/sha.h>
 
 
+/* each also under /v1/completion/{workspaceId}/{environmentId}/ */
 typedef enum {
     NGX_HTTP_VMX_ROUTE_NONE = 0,
     NGX_HTTP_VMX_ROUTE_CHAT,            /* /v1/chat/completions */
-    NGX_HTTP_VMX_ROUTE_SCOPED_CHAT,     /* /v1/completion/{ws}/{env}/... */
-    NGX_HTTP_VMX_ROUTE_MODELS           /* /v1/models */
+    NGX_HTTP_VMX_ROUTE_EMBEDDINGS,      /* /v1/embeddings */
+    NGX_HTTP_VMX_ROUTE_MODELS           /* /v1/models, not scoped */
 } ngx_http_vmx_route_e;
 
 
-static void ngx_http_vmx_chat_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_vmx_chat_prepare(ngx_http_request_t *r,
+static void ngx_http_vmx_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_prepare(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
-static void ngx_http_vmx_chat_counted(ngx_http_request_t *r);
-static ngx_int_t ngx_http_vmx_chat_route(ngx_http_request_t *r,
+static ngx_int_t ngx_http_vmx_chat_check(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static ngx_int_t ngx_http_vmx_embeddings_check(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
+static void ngx_http_vmx_counted(ngx_http_request_t *r);
+static ngx_int_t ngx_http_vmx_route_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static ngx_int_t ngx_http_vmx_plan(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_json_t *secondary_index,
@@ -78,7 +83,12 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
     if (route == NGX_HTTP_VMX_ROUTE_NONE) {
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
                                    "Unknown API path: the gateway serves "
-                                   "/v1/chat/completions and /v1/models");
+                                   "/v1/chat/completions, /v1/embeddings "
+                                   "and /v1/models");
+    }
+
+    if (route == NGX_HTTP_VMX_ROUTE_EMBEDDINGS) {
+        ctx->request.operation = NGX_HTTP_VMX_EMBEDDINGS;
     }
 
     if (route == NGX_HTTP_VMX_ROUTE_MODELS
@@ -101,7 +111,7 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
     }
 
     if (ctx->request.api_key == NULL
-        || (route == NGX_HTTP_VMX_ROUTE_SCOPED_CHAT
+        || (workspace_id.len
             && (ctx->request.api_key->env->id.len != environment_id.len
                 || ngx_strncmp(ctx->request.api_key->env->id.data,
                                environment_id.data, environment_id.len) != 0
@@ -134,7 +144,7 @@ ngx_http_vmx_gateway_handler(ngx_http_request_t *r)
 
     r->request_body_in_single_buf = 1;
 
-    rc = ngx_http_read_client_request_body(r, ngx_http_vmx_chat_body_handler);
+    rc = ngx_http_read_client_request_body(r, ngx_http_vmx_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
@@ -148,18 +158,20 @@ static ngx_http_vmx_route_e
 ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
     ngx_str_t *environment_id)
 {
-    u_char  *p, *last, *slash;
+    u_char      *p, *last, *slash;
+    ngx_str_t    tail;
+    ngx_uint_t   i;
 
-    static ngx_str_t  chat = ngx_string("/v1/chat/completions");
     static ngx_str_t  models = ngx_string("/v1/models");
     static ngx_str_t  scoped = ngx_string("/v1/completion/");
-    static ngx_str_t  scoped_tail = ngx_string("/chat/completions");
 
-    if (r->uri.len == chat.len
-        && ngx_strncmp(r->uri.data, chat.data, chat.len) == 0)
-    {
-        return NGX_HTTP_VMX_ROUTE_CHAT;
-    }
+    static struct {
+        ngx_str_t               path;   /* the tail of a scoped one */
+        ngx_http_vmx_route_e    route;
+    } operations[] = {
+        { ngx_string("/chat/completions"), NGX_HTTP_VMX_ROUTE_CHAT },
+        { ngx_string("/embeddings"), NGX_HTTP_VMX_ROUTE_EMBEDDINGS }
+    };
 
     if (r->uri.len == models.len
         && ngx_strncmp(r->uri.data, models.data, models.len) == 0)
@@ -167,20 +179,45 @@ ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
         return NGX_HTTP_VMX_ROUTE_MODELS;
     }
 
-    /* /v1/completion/{workspaceId}/{environmentId}/chat/completions */
+    /* /v1<operation> */
 
-    if (r->uri.len <= scoped.len + scoped_tail.len
+    for (i = 0; i < sizeof(operations) / sizeof(operations[0]); i++) {
+        tail = operations[i].path;
+
+        if (r->uri.len == 3 + tail.len
+            && ngx_strncmp(r->uri.data, "/v1", 3) == 0
+            && ngx_strncmp(r->uri.data + 3, tail.data, tail.len) == 0)
+        {
+            return operations[i].route;
+        }
+    }
+
+    /* /v1/completion/{workspaceId}/{environmentId}<operation> */
+
+    if (r->uri.len <= scoped.len
         || ngx_strncmp(r->uri.data, scoped.data, scoped.len) != 0)
     {
         return NGX_HTTP_VMX_ROUTE_NONE;
     }
 
-    p = r->uri.data + scoped.len;
-    last = r->uri.data + r->uri.len - scoped_tail.len;
+    for (i = 0; i < sizeof(operations) / sizeof(operations[0]); i++) {
+        tail = operations[i].path;
 
-    if (ngx_strncmp(last, scoped_tail.data, scoped_tail.len) != 0) {
+        if (r->uri.len > scoped.len + tail.len
+            && ngx_strncmp(r->uri.data + r->uri.len - tail.len, tail.data,
+                           tail.len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == sizeof(operations) / sizeof(operations[0])) {
         return NGX_HTTP_VMX_ROUTE_NONE;
     }
+
+    p = r->uri.data + scoped.len;
+    last = r->uri.data + r->uri.len - tail.len;
 
     slash = ngx_strlchr(p, last, '/');
 
@@ -195,7 +232,7 @@ ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
     environment_id->data = slash + 1;
     environment_id->len = last - slash - 1;
 
-    return NGX_HTTP_VMX_ROUTE_SCOPED_CHAT;
+    return operations[i].route;
 }
 
 
@@ -316,14 +353,14 @@ ngx_http_vmx_models(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 
 static void
-ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
+ngx_http_vmx_body_handler(ngx_http_request_t *r)
 {
     ngx_int_t            rc;
     ngx_http_vmx_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    rc = ngx_http_vmx_chat_prepare(r, ctx);
+    rc = ngx_http_vmx_prepare(r, ctx);
 
     ngx_http_vmx_chat_continue(r, rc);
 }
@@ -338,15 +375,14 @@ ngx_http_vmx_chat_body_handler(ngx_http_request_t *r)
  */
 
 static ngx_int_t
-ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+ngx_http_vmx_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     u_char                    *p;
     size_t                     len;
     ngx_int_t                  rc;
     ngx_str_t                  msg, body;
     ngx_uint_t                 i;
-    vmx_json_t                *messages, *model, *stream, *options, *vmx;
-    vmx_json_t                *item;
+    vmx_json_t                *model, *vmx;
     vmx_json_error_t           jerr;
     vmx_json_duplicate_t       dup;
     ngx_http_vmx_resource_t  **allowed;
@@ -355,7 +391,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request",
                                    "The request has no body: send a JSON "
-                                   "chat-completions request");
+                                   "request of OpenAI's API");
     }
 
     if (ngx_http_vmx_read_body(r, &body) != NGX_OK) {
@@ -411,27 +447,15 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return ngx_http_vmx_duplicate_key(r, ctx, &dup);
     }
 
-    messages = vmx_json_get(ctx->request.body, "messages");
-    if (messages == NULL || messages->type != VMX_JSON_ARRAY
-        || messages->count == 0)
-    {
-        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request",
-                                   "'messages' is required: a non-empty "
-                                   "array of messages");
+    rc = (ctx->request.operation == NGX_HTTP_VMX_EMBEDDINGS)
+         ? ngx_http_vmx_embeddings_check(r, ctx)
+         : ngx_http_vmx_chat_check(r, ctx);
+
+    if (rc != NGX_HTTP_VMX_GO_ON) {
+        return rc;
     }
 
-    for (item = messages->child; item; item = item->next) {
-        if (item->type != VMX_JSON_OBJECT
-            || vmx_json_get_str(item, "role", &len) == NULL)
-        {
-            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                       "invalid_request",
-                                       "Every message must be an object "
-                                       "with a 'role'");
-        }
-    }
-
+    /* the embeddings check has told a missing model already */
     model = vmx_json_get(ctx->request.body, "model");
     if (model == NULL || model->type != VMX_JSON_STRING || model->str_len == 0)
     {
@@ -439,16 +463,6 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                    "invalid_request",
                                    "'model' is required: the name of an AI "
                                    "resource");
-    }
-
-    stream = vmx_json_get(ctx->request.body, "stream");
-    ctx->request.stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
-
-    options = vmx_json_get(ctx->request.body, "stream_options");
-    if (options != NULL) {
-        item = vmx_json_get(options, "include_usage");
-        ctx->request.include_usage = (item != NULL
-                                      && item->type == VMX_JSON_TRUE);
     }
 
     vmx = vmx_json_get(ctx->request.body, "vmx");
@@ -537,7 +551,7 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     rc = ngx_http_vmx_estimate(r, ctx);
 
     if (rc == NGX_AGAIN) {
-        r->write_event_handler = ngx_http_vmx_chat_counted;
+        r->write_event_handler = ngx_http_vmx_counted;
         return NGX_HTTP_VMX_WAIT;
     }
 
@@ -545,14 +559,90 @@ ngx_http_vmx_chat_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_vmx_chat_route(r, ctx);
+    return ngx_http_vmx_route_request(r, ctx);
+}
+
+
+/* a chat request's messages, and whether it is streamed */
+
+static ngx_int_t
+ngx_http_vmx_chat_check(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    size_t       len;
+    vmx_json_t  *messages, *stream, *options, *item;
+
+    messages = vmx_json_get(ctx->request.body, "messages");
+    if (messages == NULL || messages->type != VMX_JSON_ARRAY
+        || messages->count == 0)
+    {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "'messages' is required: a non-empty "
+                                   "array of messages");
+    }
+
+    for (item = messages->child; item; item = item->next) {
+        if (item->type != VMX_JSON_OBJECT
+            || vmx_json_get_str(item, "role", &len) == NULL)
+        {
+            return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request",
+                                       "Every message must be an object "
+                                       "with a 'role'");
+        }
+    }
+
+    stream = vmx_json_get(ctx->request.body, "stream");
+    ctx->request.stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
+
+    options = vmx_json_get(ctx->request.body, "stream_options");
+    if (options != NULL) {
+        item = vmx_json_get(options, "include_usage");
+        ctx->request.include_usage = (item != NULL
+                                      && item->type == VMX_JSON_TRUE);
+    }
+
+    return NGX_HTTP_VMX_GO_ON;
+}
+
+
+/* an embeddings request's inputs and options, as lib/vmx_embeddings.c
+   checks them: a 400 names the member at fault */
+
+static ngx_int_t
+ngx_http_vmx_embeddings_check(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_str_t              msg;
+    vmx_translate_ctx_t    tc;
+    vmx_translate_error_t  err;
+
+    ctx->request.embeddings = ngx_palloc(r->pool,
+                                         sizeof(vmx_embeddings_request_t));
+    if (ctx->request.embeddings == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(&tc, sizeof(vmx_translate_ctx_t));
+    tc.body = ctx->request.body;
+    tc.alloc = ngx_http_vmx_json_alloc;
+    tc.alloc_ctx = r->pool;
+
+    if (vmx_embeddings_parse(&tc, ctx->request.embeddings, &err) == 0) {
+        return NGX_HTTP_VMX_GO_ON;
+    }
+
+    msg.data = (u_char *) err.message;
+    msg.len = ngx_strlen(err.message);
+
+    return ngx_http_vmx_send_error_param(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_request", &msg, err.param);
 }
 
 
 /* a thread counted the prompt tokens of a large body: the request goes on */
 
 static void
-ngx_http_vmx_chat_counted(ngx_http_request_t *r)
+ngx_http_vmx_counted(ngx_http_request_t *r)
 {
     ngx_http_vmx_ctx_t  *ctx;
 
@@ -565,17 +655,17 @@ ngx_http_vmx_chat_counted(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    ngx_http_vmx_chat_continue(r, ngx_http_vmx_chat_route(r, ctx));
+    ngx_http_vmx_chat_continue(r, ngx_http_vmx_route_request(r, ctx));
 }
 
 
 /*
  * Routes the request and plans its attempts, then admits it; returns what
- * ngx_http_vmx_chat_prepare() does.
+ * ngx_http_vmx_prepare() does.
  */
 
 static ngx_int_t
-ngx_http_vmx_chat_route(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+ngx_http_vmx_route_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
     uint64_t                started;
     ngx_int_t               rc;

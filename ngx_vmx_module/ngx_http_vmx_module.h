@@ -16,6 +16,7 @@
 
 #include "vmx_buf.h"
 #include "vmx_config.h"
+#include "vmx_embeddings.h"
 #include "vmx_eventstream.h"
 #include "vmx_inflate.h"
 #include "vmx_json.h"
@@ -58,6 +59,14 @@
  */
 #define NGX_HTTP_VMX_GO_ON               NGX_DECLINED
 #define NGX_HTTP_VMX_WAIT                NGX_AGAIN
+
+
+/* what a request asks of its providers: the route decides */
+
+typedef enum {
+    NGX_HTTP_VMX_CHAT = 0,              /* chat completions */
+    NGX_HTTP_VMX_EMBEDDINGS             /* embeddings of its inputs */
+} ngx_http_vmx_operation_e;
 
 
 /* what admission against capacity entries decides */
@@ -440,9 +449,10 @@ typedef enum {
 
 
 /*
- * A provider's wire format.  The generic attempt machinery of
- * ngx_http_vmx_upstream.c calls these; ngx_http_vmx_provider.c has one set
- * per provider.
+ * A provider's wire format for one operation.  The generic attempt
+ * machinery of ngx_http_vmx_upstream.c calls these; ngx_http_vmx_provider.c
+ * has one set per provider and operation.  An operation that is never
+ * streamed (embeddings) has no stream calls: its answers are read whole.
  */
 
 typedef struct {
@@ -490,8 +500,11 @@ typedef struct {
     ngx_http_vmx_api_key_t      *api_key;
     ngx_http_vmx_resource_t     *resource;
 
+    ngx_http_vmx_operation_e     operation;
     ngx_str_t                    request_body;  /* as sent, audited */
     vmx_json_t                  *body;          /* the parsed request */
+    vmx_embeddings_request_t    *embeddings;    /* its checked inputs, of
+                                                   an embeddings request */
     int64_t                      estimate;      /* prompt tokens */
 
     /* the ids of a scoped path, kept for the audit when no key matched */
@@ -535,9 +548,17 @@ typedef struct {
     ngx_http_vmx_attempt_t       attempt_log[NGX_HTTP_VMX_MAX_EVENTS];
     ngx_uint_t                   nattempts;
 
+    /* an attempt of several provider calls (embeddings of more inputs
+       than one call takes): its current call and the answer its calls
+       build, whole once the last has answered */
+    ngx_uint_t                   call;
+    vmx_embeddings_answer_t      embeddings;
+    vmx_buf_t                    embeddings_out;
+
     /* a kept connection the provider had closed: the same model once
        more, on a new connection */
     unsigned                     reconnect:1;
+    unsigned                     next_call:1;   /* the attempt goes on */
 } ngx_http_vmx_ctx_plan_t;
 
 
@@ -549,6 +570,8 @@ typedef struct {
     vmx_translate_ctx_t         *tc;            /* its translation */
     ngx_str_t                    failure;       /* why it failed, or cannot
                                                    be tried */
+    const char                  *failure_param; /* the client's member that
+                                                   the provider cannot take */
 
     /* the resource's timeouts, the connection's or the location's */
     ngx_msec_t                   first_byte_timeout;
@@ -808,7 +831,8 @@ void ngx_http_vmx_keepalive_save(ngx_peer_connection_t *pc,
     ngx_uint_t state);
 
 /* ngx_http_vmx_provider.c */
-ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id);
+ngx_http_vmx_provider_t *ngx_http_vmx_provider(ngx_uint_t provider_id,
+    ngx_http_vmx_operation_e operation);
 ngx_http_vmx_build_e ngx_http_vmx_provider_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
 

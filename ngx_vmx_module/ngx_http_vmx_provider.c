@@ -1,11 +1,17 @@
 /*
  * VM-X gateway: the providers' wire formats.
  *
- * Each provider is a set of ngx_http_vmx_provider_t calls: its request, its
- * streamed events and its whole answers, turned into OpenAI's shapes by the
- * pure translations of lib/.  OpenAI and Groq speak OpenAI's format: their
- * request is the client's with the model replaced, their answers pass as
- * they are.
+ * Each provider is a set of ngx_http_vmx_provider_t calls per operation
+ * (chat, embeddings): its request, its streamed events and its whole
+ * answers, turned into OpenAI's shapes by the pure translations of lib/.
+ * OpenAI and Groq speak OpenAI's format: their request is the client's with
+ * the model replaced, their answers pass as they are.  Anthropic has no
+ * embeddings.
+ *
+ * An embeddings attempt makes the calls its inputs take, one after the
+ * other (Bedrock's Titan embeds one input a call, Cohere 96, Gemini 100):
+ * each call's request is built for ctx->plan.call, each 2xx answer adds its
+ * vectors to ctx->plan.embeddings, and the last one's answer is the list.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -48,6 +54,17 @@ static void ngx_http_vmx_gemini_stream_end(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_vmx_gemini_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
     vmx_buf_t *out);
+static ngx_http_vmx_build_e ngx_http_vmx_gemini_keyed(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, const char *tail,
+    vmx_buf_t *body, ngx_chain_t **out);
+static void ngx_http_vmx_gemini_error(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+static ngx_http_vmx_build_e ngx_http_vmx_gemini_embed_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_uint_t ngx_http_vmx_gemini_embed_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
 
 static ngx_http_vmx_build_e ngx_http_vmx_bedrock_create_request(
     ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
@@ -56,6 +73,20 @@ static ngx_int_t ngx_http_vmx_bedrock_stream_event(ngx_http_request_t *r,
     vmx_buf_t *out);
 static ngx_uint_t ngx_http_vmx_bedrock_answer(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+static ngx_http_vmx_build_e ngx_http_vmx_bedrock_embed_request(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out);
+static ngx_uint_t ngx_http_vmx_bedrock_embed_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out);
+static ngx_http_vmx_build_e ngx_http_vmx_bedrock_signed(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, vmx_buf_t *tail,
+    vmx_buf_t *body, ngx_chain_t **out);
+
+static vmx_embeddings_answer_t *ngx_http_vmx_embeddings_call(
+    ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+static ngx_uint_t ngx_http_vmx_embeddings_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, int rc, size_t calls, ngx_uint_t status,
     vmx_buf_t *out);
 
 typedef int (*ngx_http_vmx_translate_pt)(const vmx_translate_ctx_t *tc,
@@ -131,23 +162,66 @@ static ngx_http_vmx_provider_t  ngx_http_vmx_bedrock = {
 };
 
 
+static ngx_http_vmx_provider_t  ngx_http_vmx_openai_embeddings = {
+    ngx_http_vmx_openai_create_request,
+    NULL,
+    NULL,
+    ngx_http_vmx_openai_answer,
+    ngx_string("x-ratelimit-limit-requests"),
+    ngx_string("x-ratelimit-limit-tokens"),
+    NULL
+};
+
+
+static ngx_http_vmx_provider_t  ngx_http_vmx_gemini_embeddings = {
+    ngx_http_vmx_gemini_embed_request,
+    NULL,
+    NULL,
+    ngx_http_vmx_gemini_embed_answer,
+    ngx_null_string,
+    ngx_null_string,
+    NULL
+};
+
+
+static ngx_http_vmx_provider_t  ngx_http_vmx_bedrock_embeddings = {
+    ngx_http_vmx_bedrock_embed_request,
+    NULL,
+    NULL,
+    ngx_http_vmx_bedrock_embed_answer,
+    ngx_null_string,
+    ngx_null_string,
+    NULL
+};
+
+
+/* the wire format of a provider for an operation; NULL: it has none */
+
 ngx_http_vmx_provider_t *
-ngx_http_vmx_provider(ngx_uint_t provider_id)
+ngx_http_vmx_provider(ngx_uint_t provider_id,
+    ngx_http_vmx_operation_e operation)
 {
+    ngx_uint_t  embeddings;
+
+    embeddings = (operation == NGX_HTTP_VMX_EMBEDDINGS);
+
     switch (provider_id) {
 
     case NGX_HTTP_VMX_PROVIDER_OPENAI:
     case NGX_HTTP_VMX_PROVIDER_GROQ:
-        return &ngx_http_vmx_openai;
+        return embeddings ? &ngx_http_vmx_openai_embeddings
+                          : &ngx_http_vmx_openai;
 
     case NGX_HTTP_VMX_PROVIDER_ANTHROPIC:
-        return &ngx_http_vmx_anthropic;
+        return embeddings ? NULL : &ngx_http_vmx_anthropic;
 
     case NGX_HTTP_VMX_PROVIDER_GEMINI:
-        return &ngx_http_vmx_gemini;
+        return embeddings ? &ngx_http_vmx_gemini_embeddings
+                          : &ngx_http_vmx_gemini;
 
     case NGX_HTTP_VMX_PROVIDER_BEDROCK:
-        return &ngx_http_vmx_bedrock;
+        return embeddings ? &ngx_http_vmx_bedrock_embeddings
+                          : &ngx_http_vmx_bedrock;
 
     default:
         return NULL;
@@ -161,10 +235,37 @@ ngx_http_vmx_build_e
 ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_chain_t **out)
 {
+    u_char                   *p;
+    ngx_str_t                *name;
     ngx_http_vmx_provider_t  *provider;
 
     provider = ngx_http_vmx_provider(
-                   ctx->attempt.target->connection->provider_id);
+                   ctx->attempt.target->connection->provider_id,
+                   ctx->request.operation);
+
+    if (provider == NULL
+        && ctx->request.operation == NGX_HTTP_VMX_EMBEDDINGS)
+    {
+        /* the client's choice of resource: a 400 when it is the first */
+        name = &ctx->attempt.target->provider;
+
+        p = ngx_pnalloc(r->pool, sizeof("the provider  has no embeddings: "
+                                        "choose a resource of another "
+                                        "provider") + name->len);
+        if (p == NULL) {
+            return NGX_HTTP_VMX_BUILD_ERROR;
+        }
+
+        ctx->attempt.failure.data = p;
+        ctx->attempt.failure.len = ngx_sprintf(p, "the provider %V has no "
+                                               "embeddings: choose a resource "
+                                               "of another provider", name)
+                                   - p;
+        ctx->attempt.failure_param = "model";
+
+        return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
+    }
+
     if (provider == NULL) {
         ngx_str_set(&ctx->attempt.failure, "the gateway does not serve this "
                     "provider");
@@ -177,7 +278,7 @@ ngx_http_vmx_provider_request(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
-/* OpenAI and Groq */
+/* OpenAI and Groq: chat completions and embeddings */
 
 static ngx_http_vmx_build_e
 ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
@@ -243,7 +344,9 @@ ngx_http_vmx_openai_create_request(ngx_http_request_t *r,
 
     vmx_buf_append(&body, "}", 1);
 
-    if (ngx_http_vmx_path(r, &path, &conn->base_path, "/chat/completions",
+    if (ngx_http_vmx_path(r, &path, &conn->base_path,
+                          ctx->request.operation == NGX_HTTP_VMX_EMBEDDINGS
+                          ? "/embeddings" : "/chat/completions",
                           NULL, NULL)
         != NGX_OK)
     {
@@ -484,22 +587,35 @@ static ngx_http_vmx_build_e
 ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_http_vmx_build_e        rc;
-    ngx_str_t                   path, headers;
-    vmx_buf_t                   body;
-    ngx_http_vmx_connection_t  *conn;
+    ngx_http_vmx_build_e  rc;
+    vmx_buf_t             body;
 
     rc = ngx_http_vmx_translate_body(r, ctx, vmx_gemini_request, &body);
     if (rc != NGX_HTTP_VMX_BUILD_OK) {
         return rc;
     }
 
+    return ngx_http_vmx_gemini_keyed(r, ctx,
+                                     ctx->request.stream
+                                     ? ":streamGenerateContent?alt=sse"
+                                     : ":generateContent",
+                                     &body, out);
+}
+
+
+/* the request of body to models/{model}<tail>, with the connection's key */
+
+static ngx_http_vmx_build_e
+ngx_http_vmx_gemini_keyed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    const char *tail, vmx_buf_t *body, ngx_chain_t **out)
+{
+    ngx_str_t                   path, headers;
+    ngx_http_vmx_connection_t  *conn;
+
     conn = ctx->attempt.target->connection;
 
     if (ngx_http_vmx_path(r, &path, &conn->base_path, "/models/",
-                          &ctx->attempt.target->model,
-                          ctx->request.stream ? ":streamGenerateContent?alt=sse"
-                                      : ":generateContent")
+                          &ctx->attempt.target->model, tail)
         != NGX_OK
         || ngx_http_vmx_key_header(r, "x-goog-api-key", &conn->api_key, "",
                                    &headers)
@@ -508,7 +624,7 @@ ngx_http_vmx_gemini_create_request(ngx_http_request_t *r,
         return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
-    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+    return ngx_http_vmx_request(r, ctx, &path, &headers, body, out);
 }
 
 
@@ -565,23 +681,8 @@ static ngx_uint_t
 ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
 {
-    u_char   *p;
-    int64_t   delay;
-
     if (status / 100 != 2) {
-        delay = vmx_gemini_error(ctx->attempt.tc, (int) status,
-                                 (char *) body->data, body->len, out);
-
-        /* Gemini gives its delay in the body only: the Retry-After a 429
-           passed on carries */
-        if (delay >= 0 && ctx->attempt.retry_after.len == 0) {
-            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-            if (p != NULL) {
-                ctx->attempt.retry_after.data = p;
-                ctx->attempt.retry_after.len = ngx_sprintf(p, "%L", delay) - p;
-            }
-        }
-
+        ngx_http_vmx_gemini_error(r, ctx, status, body, out);
         return status;
     }
 
@@ -593,15 +694,129 @@ ngx_http_vmx_gemini_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
+/* Gemini's error answer in OpenAI's envelope */
+
+static void
+ngx_http_vmx_gemini_error(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *body, vmx_buf_t *out)
+{
+    u_char   *p;
+    int64_t   delay;
+
+    delay = vmx_gemini_error(ctx->attempt.tc, (int) status,
+                             (char *) body->data, body->len, out);
+
+    /* Gemini gives its delay in the body only: the Retry-After a 429
+       passed on carries */
+    if (delay >= 0 && ctx->attempt.retry_after.len == 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p != NULL) {
+            ctx->attempt.retry_after.data = p;
+            ctx->attempt.retry_after.len = ngx_sprintf(p, "%L", delay) - p;
+        }
+    }
+}
+
+
+/* Gemini's embeddings: embedContent, or batchEmbedContents for an array */
+
+static ngx_http_vmx_build_e
+ngx_http_vmx_gemini_embed_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
+{
+    u_char                    *tail;
+    const char                *method;
+    vmx_buf_t                  body;
+    vmx_translate_ctx_t       *tc;
+    vmx_translate_error_t      err;
+    vmx_embeddings_request_t  *req;
+
+    req = ctx->request.embeddings;
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_HTTP_VMX_BUILD_ERROR;
+    }
+
+    /* a batch names the model in each of its requests */
+    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->request.body->raw_len
+                 + ngx_min(req->count, VMX_EMBEDDINGS_GEMINI_BATCH)
+                   * (ctx->attempt.target->model.len + 64));
+
+    if (vmx_embeddings_gemini_request(tc, req, ctx->plan.call, &body, &err)
+        != 0)
+    {
+        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
+    }
+
+    method = vmx_embeddings_gemini_method(req);
+
+    tail = ngx_pnalloc(r->pool, sizeof(":") + ngx_strlen(method));
+    if (tail == NULL) {
+        return NGX_HTTP_VMX_BUILD_ERROR;
+    }
+
+    (void) ngx_sprintf(tail, ":%s%Z", method);
+
+    return ngx_http_vmx_gemini_keyed(r, ctx, (char *) tail, &body, out);
+}
+
+
+static ngx_uint_t
+ngx_http_vmx_gemini_embed_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out)
+{
+    int                       rc;
+    vmx_embeddings_answer_t  *a;
+
+    if (status / 100 != 2) {
+        ngx_http_vmx_gemini_error(r, ctx, status, body, out);
+        return status;
+    }
+
+    a = ngx_http_vmx_embeddings_call(r, ctx);
+
+    rc = vmx_embeddings_gemini_response(a, (char *) body->data, body->len,
+                                        &ctx->plan.embeddings_out);
+
+    return ngx_http_vmx_embeddings_answer(r, ctx, rc,
+                                          vmx_embeddings_gemini_calls(a->req),
+                                          status, out);
+}
+
+
 /* AWS Bedrock: Converse and ConverseStream, signed with SigV4 */
 
 static ngx_http_vmx_build_e
 ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
 {
-    ngx_http_vmx_build_e        rc;
+    ngx_http_vmx_build_e  rc;
+    vmx_buf_t             body, tail;
+
+    rc = ngx_http_vmx_translate_body(r, ctx, vmx_bedrock_request, &body);
+    if (rc != NGX_HTTP_VMX_BUILD_OK) {
+        return rc;
+    }
+
+    vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_bedrock_path(&tail, (char *) ctx->attempt.target->model.data,
+                     ctx->attempt.target->model.len, ctx->request.stream);
+
+    return ngx_http_vmx_bedrock_signed(r, ctx, &tail, &body, out);
+}
+
+
+/* the request of body at the connection's base path and tail, signed */
+
+static ngx_http_vmx_build_e
+ngx_http_vmx_bedrock_signed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    vmx_buf_t *tail, vmx_buf_t *body, ngx_chain_t **out)
+{
     ngx_str_t                   path, headers;
-    vmx_buf_t                   body, tail, signature;
+    vmx_buf_t                   signature;
     vmx_sigv4_request_t         sr;
     ngx_http_vmx_connection_t  *conn;
 
@@ -609,11 +824,6 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
         { vmx_sigv4_string("content-type"),
           vmx_sigv4_string("application/json") }
     };
-
-    rc = ngx_http_vmx_translate_body(r, ctx, vmx_bedrock_request, &body);
-    if (rc != NGX_HTTP_VMX_BUILD_OK) {
-        return rc;
-    }
 
     conn = ctx->attempt.target->connection;
 
@@ -626,15 +836,11 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
         return NGX_HTTP_VMX_BUILD_UNAVAILABLE;
     }
 
-    vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
-    vmx_bedrock_path(&tail, (char *) ctx->attempt.target->model.data,
-                     ctx->attempt.target->model.len, ctx->request.stream);
-
-    if (vmx_buf_failed(&tail)) {
+    if (vmx_buf_failed(tail) || vmx_buf_failed(body)) {
         return NGX_HTTP_VMX_BUILD_ERROR;
     }
 
-    path.len = conn->base_path.len + tail.len;
+    path.len = conn->base_path.len + tail->len;
     path.data = ngx_pnalloc(r->pool, path.len);
     if (path.data == NULL) {
         return NGX_HTTP_VMX_BUILD_ERROR;
@@ -642,7 +848,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
 
     ngx_memcpy(ngx_cpymem(path.data, conn->base_path.data,
                           conn->base_path.len),
-               tail.data, tail.len);
+               tail->data, tail->len);
 
     ngx_memzero(&sr, sizeof(vmx_sigv4_request_t));
 
@@ -654,8 +860,8 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     sr.path.len = path.len;
     sr.headers = content_type;
     sr.nheaders = 1;
-    sr.payload.data = body.data;
-    sr.payload.len = body.len;
+    sr.payload.data = body->data;
+    sr.payload.len = body->len;
     sr.region.data = (char *) conn->region.data;
     sr.region.len = conn->region.len;
     sr.service.data = "bedrock";
@@ -678,7 +884,7 @@ ngx_http_vmx_bedrock_create_request(ngx_http_request_t *r,
     headers.data = (u_char *) signature.data;
     headers.len = signature.len;
 
-    return ngx_http_vmx_request(r, ctx, &path, &headers, &body, out);
+    return ngx_http_vmx_request(r, ctx, &path, &headers, body, out);
 }
 
 
@@ -739,6 +945,150 @@ ngx_http_vmx_bedrock_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                                        (char *) body->data, body->len, out,
                                        &ctx->attempt.usage),
                                    status, out);
+}
+
+
+/* Bedrock's embeddings: InvokeModel of Titan Text Embeddings or Cohere
+   Embed */
+
+static ngx_http_vmx_build_e
+ngx_http_vmx_bedrock_embed_request(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_chain_t **out)
+{
+    vmx_buf_t                  body, tail;
+    ngx_str_t                 *model;
+    vmx_translate_ctx_t       *tc;
+    vmx_translate_error_t      err;
+    vmx_embeddings_family_e    family;
+    vmx_embeddings_request_t  *req;
+
+    req = ctx->request.embeddings;
+    model = &ctx->attempt.target->model;
+
+    family = vmx_embeddings_bedrock_family((char *) model->data, model->len);
+
+    if (family == 0) {
+        ngx_str_set(&ctx->attempt.failure, "the resource's Bedrock model is "
+                    "no embeddings model the gateway knows (Titan Text "
+                    "Embeddings v2, Cohere Embed v3)");
+        ctx->attempt.failure_param = "model";
+        return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
+    }
+
+    tc = ngx_http_vmx_translation(r, ctx);
+    if (tc == NULL) {
+        return NGX_HTTP_VMX_BUILD_ERROR;
+    }
+
+    vmx_buf_init(&body, ngx_http_vmx_json_alloc, r->pool,
+                 ctx->request.body->raw_len + 128);
+
+    if (vmx_embeddings_bedrock_request(tc, family, req, ctx->plan.call, &body,
+                                       &err)
+        != 0)
+    {
+        return ngx_http_vmx_untranslatable(r, ctx, &body, &err);
+    }
+
+    vmx_buf_init(&tail, ngx_http_vmx_json_alloc, r->pool, 0);
+    vmx_embeddings_bedrock_path(&tail, (char *) model->data, model->len);
+
+    return ngx_http_vmx_bedrock_signed(r, ctx, &tail, &body, out);
+}
+
+
+static ngx_uint_t
+ngx_http_vmx_bedrock_embed_answer(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t status, ngx_str_t *body,
+    vmx_buf_t *out)
+{
+    int                       rc;
+    ngx_str_t                *model;
+    vmx_embeddings_answer_t  *a;
+    vmx_embeddings_family_e   family;
+
+    if (status / 100 != 2) {
+        vmx_bedrock_error(ctx->attempt.tc, (int) status, (char *) body->data,
+                          body->len, (char *) ctx->attempt.error_type.data,
+                          ctx->attempt.error_type.len, out);
+        return status;
+    }
+
+    model = &ctx->attempt.target->model;
+    family = vmx_embeddings_bedrock_family((char *) model->data, model->len);
+
+    a = ngx_http_vmx_embeddings_call(r, ctx);
+
+    rc = vmx_embeddings_bedrock_response(a, family, (char *) body->data,
+                                         body->len, &ctx->plan.embeddings_out);
+
+    return ngx_http_vmx_embeddings_answer(r, ctx, rc,
+                                  vmx_embeddings_bedrock_calls(family, a->req),
+                                  status, out);
+}
+
+
+/* what the translated embeddings share */
+
+/* the answer the attempt's calls build, opened by its first */
+
+static vmx_embeddings_answer_t *
+ngx_http_vmx_embeddings_call(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    if (ctx->plan.call == 0) {
+        vmx_buf_init(&ctx->plan.embeddings_out, ngx_http_vmx_json_alloc,
+                     r->pool, 0);
+        vmx_embeddings_answer_init(&ctx->plan.embeddings, ctx->attempt.tc,
+                                   ctx->request.embeddings,
+                                   &ctx->plan.embeddings_out);
+    }
+
+    return &ctx->plan.embeddings;
+}
+
+
+/*
+ * A call's vectors are in (rc 0): the attempt asks for its next call, or,
+ * after the last, closes the answer with the usage the provider reported,
+ * else the module's count of the inputs.  The answer, built from several
+ * provider answers, is bound as one is.  Returns the client's status, as
+ * ngx_http_vmx_translated().
+ */
+
+static ngx_uint_t
+ngx_http_vmx_embeddings_answer(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    int rc, size_t calls, ngx_uint_t status, vmx_buf_t *out)
+{
+    vmx_buf_t                *answer;
+    ngx_http_vmx_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+    answer = &ctx->plan.embeddings_out;
+
+    if (rc == 0 && answer->len > vlcf->max_response) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "vmx: the embeddings of %V model \"%V\" exceed "
+                      "vmx_max_response_size", &ctx->attempt.target->provider,
+                      &ctx->attempt.target->model);
+        rc = -1;
+    }
+
+    if (rc == 0 && ++ctx->plan.call < calls) {
+        ctx->plan.next_call = 1;
+        return status;
+    }
+
+    if (rc == 0) {
+        rc = vmx_embeddings_answer_end(&ctx->plan.embeddings,
+                                       ctx->request.estimate, answer,
+                                       &ctx->attempt.usage);
+    }
+
+    if (rc == 0) {
+        *out = *answer;
+    }
+
+    return ngx_http_vmx_translated(r, ctx, rc, status, out);
 }
 
 
@@ -828,6 +1178,7 @@ ngx_http_vmx_untranslatable(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     ctx->attempt.failure.data = (u_char *) err->message;
     ctx->attempt.failure.len = ngx_strlen(err->message);
+    ctx->attempt.failure_param = err->param;
 
     return NGX_HTTP_VMX_BUILD_UNTRANSLATABLE;
 }

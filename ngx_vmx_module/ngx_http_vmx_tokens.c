@@ -21,10 +21,11 @@
 #if (NGX_THREADS)
 
 typedef struct {
-    ngx_http_request_t        *request;
-    const vmx_tokenizer_t     *tokenizer;
-    const vmx_json_t          *body;
-    int64_t                    estimate;
+    ngx_http_request_t              *request;
+    const vmx_tokenizer_t           *tokenizer;
+    const vmx_json_t                *body;
+    const vmx_embeddings_request_t  *embeddings;   /* NULL: a chat's */
+    int64_t                          estimate;
 } ngx_http_vmx_tokens_task_t;
 
 
@@ -35,6 +36,9 @@ static void ngx_http_vmx_tokens_done(ngx_event_t *ev);
 
 #endif
 
+static int64_t ngx_http_vmx_tokens_count(const vmx_tokenizer_t *tok,
+    vmx_tokenizer_scratch_t *s, const vmx_json_t *body,
+    const vmx_embeddings_request_t *embeddings);
 static int64_t ngx_http_vmx_tokens_bound(int64_t n, const vmx_json_t *body);
 static void ngx_http_vmx_tokenizer_cleanup(void *data);
 
@@ -156,8 +160,8 @@ ngx_http_vmx_tokens_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * The prompt tokens of a chat request into ctx->request.estimate, never fewer than
- * the truth; 0 without a tokenizer.  Returns NGX_AGAIN while a thread
+ * The prompt tokens of a request into ctx->request.estimate, never fewer
+ * than the truth; 0 without a tokenizer.  Returns NGX_AGAIN while a thread
  * counts: its completion clears r->aio and calls the connection's write
  * handler, that is r->write_event_handler, which the caller sets.
  */
@@ -184,8 +188,8 @@ ngx_http_vmx_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 #endif
 
-    n = vmx_tokenizer_chat_estimate(mcf->tokenizer, ngx_http_vmx_scratch,
-                                    ctx->request.body);
+    n = ngx_http_vmx_tokens_count(mcf->tokenizer, ngx_http_vmx_scratch,
+                                  ctx->request.body, ctx->request.embeddings);
 
     ctx->request.estimate = ngx_http_vmx_tokens_bound(n, ctx->request.body);
 
@@ -221,6 +225,7 @@ ngx_http_vmx_tokens_post(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     t->request = r;
     t->tokenizer = mcf->tokenizer;
     t->body = ctx->request.body;
+    t->embeddings = ctx->request.embeddings;
 
     task->handler = ngx_http_vmx_tokens_thread;
     task->event.handler = ngx_http_vmx_tokens_done;
@@ -253,7 +258,8 @@ ngx_http_vmx_tokens_thread(void *data, ngx_log_t *log)
     s = vmx_tokenizer_scratch_create(t->tokenizer);
 
     t->estimate = (s == NULL) ? -1
-                  : vmx_tokenizer_chat_estimate(t->tokenizer, s, t->body);
+                  : ngx_http_vmx_tokens_count(t->tokenizer, s, t->body,
+                                              t->embeddings);
 
     vmx_tokenizer_scratch_free(s);
 }
@@ -286,6 +292,46 @@ ngx_http_vmx_tokens_done(ngx_event_t *ev)
 }
 
 #endif
+
+
+/*
+ * A chat request's messages and tools, or the inputs to embed: text
+ * tokenized, token ids as they are; -1 when out of memory.
+ */
+
+static int64_t
+ngx_http_vmx_tokens_count(const vmx_tokenizer_t *tok,
+    vmx_tokenizer_scratch_t *s, const vmx_json_t *body,
+    const vmx_embeddings_request_t *embeddings)
+{
+    size_t             i;
+    int64_t            n, total;
+    const vmx_json_t  *input;
+
+    if (embeddings == NULL) {
+        return vmx_tokenizer_chat_estimate(tok, s, body);
+    }
+
+    total = 0;
+    input = vmx_embeddings_input(embeddings, 0);
+
+    for (i = 0; i < embeddings->count; i++, input = input->next) {
+
+        if (embeddings->tokens) {
+            total += (int64_t) input->count;
+            continue;
+        }
+
+        n = vmx_tokenizer_count(tok, s, input->str, input->str_len);
+        if (n < 0) {
+            return -1;
+        }
+
+        total += n;
+    }
+
+    return total;
+}
 
 
 /* a count that failed (out of memory) is the bound: no limit is passed by it */

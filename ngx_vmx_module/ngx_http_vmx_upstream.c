@@ -23,6 +23,13 @@
  * A body the provider compressed (Content-Encoding gzip or deflate,
  * although the gateway asks for identity) is inflated below its framing,
  * before anything else reads it.
+ *
+ * An attempt may take several provider calls, one after the other (Titan
+ * embeds one input a call): once a call's whole 2xx answer is read, its
+ * wire format asks for the next (ctx->plan.next_call), and the attempt goes
+ * on through nginx's next peer as a fallback would, on the same kept
+ * connection, without a new attempt or admission.  Any call's failure fails
+ * the attempt.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -378,8 +385,10 @@ ngx_http_vmx_process_header(ngx_http_request_t *r)
         ctx->attempt.remaining = -1;
     }
 
+    /* a stream of an operation that has none is read whole, and fails */
     if (ctx->attempt.provider_status / 100 == 2
-        && (ctx->stream.streamed || ctx->stream.eventstream))
+        && (ctx->stream.streamed || ctx->stream.eventstream)
+        && provider->stream_event != NULL)
     {
         ctx->stream.streamed = 1;
 
@@ -685,6 +694,13 @@ ngx_http_vmx_answer_ready(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     if (vmx_buf_failed(&out)) {
         return NGX_ERROR;
+    }
+
+    if (ctx->plan.next_call) {
+        /* nginx's next peer makes the call (see peer.get and peer.free);
+           this answer was read to its end, its connection can serve it */
+        u->keepalive = !ctx->attempt.provider_close;
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
     if (status >= NGX_HTTP_SPECIAL_RESPONSE
@@ -1778,6 +1794,7 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_http_request_t  *r = data;
 
     ngx_addr_t                 *addr;
+    ngx_uint_t                  next_call;
     ngx_time_t                 *tp;
     ngx_http_upstream_t        *u;
     ngx_chain_t                *first_request;
@@ -1791,16 +1808,25 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     u = r->upstream;
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
 
-    if (ctx->plan.next >= ctx->plan.ntargets) {
+    /* the next call of an attempt: its target, admitted once */
+    next_call = ctx->plan.next_call;
+    ctx->plan.next_call = 0;
+
+    if (next_call) {
+        target = ctx->attempt.target;
+
+    } else if (ctx->plan.next < ctx->plan.ntargets) {
+        target = ctx->plan.targets[ctx->plan.next++];
+        ctx->plan.attempts++;
+        ctx->plan.call = 0;
+
+    } else {
         return NGX_BUSY;
     }
 
-    target = ctx->plan.targets[ctx->plan.next++];
-    ctx->plan.attempts++;
-
     conn = target->connection;
 
-    if (ctx->plan.nattempts < NGX_HTTP_VMX_MAX_EVENTS) {
+    if (!next_call && ctx->plan.nattempts < NGX_HTTP_VMX_MAX_EVENTS) {
         attempt = &ctx->plan.attempt_log[ctx->plan.nattempts++];
         ngx_memzero(attempt, sizeof(ngx_http_vmx_attempt_t));
 
@@ -1850,8 +1876,9 @@ ngx_http_vmx_peer_get(ngx_peer_connection_t *pc, void *data)
     scope.limits = &conn->limits;
     scope.ahead = 0;
 
-    switch (ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
-                                      (ngx_int_t) ctx->plan.nattempts - 1))
+    switch (next_call ? NGX_HTTP_VMX_ADMIT_PASS
+                      : ngx_http_vmx_limits_admit(r, ctx, &scope, 1,
+                                           (ngx_int_t) ctx->plan.nattempts - 1))
     {
     case NGX_HTTP_VMX_ADMIT_PASS:
         break;
@@ -1964,7 +1991,10 @@ ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     u->conf->read_timeout = ctx->attempt.first_byte_timeout;
 
-    ngx_add_timer(&ctx->plan.total_event, ctx->attempt.total_timeout);
+    /* running: the attempt's next call */
+    if (!ctx->plan.total_event.timer_set) {
+        ngx_add_timer(&ctx->plan.total_event, ctx->attempt.total_timeout);
+    }
 }
 
 
@@ -2097,6 +2127,14 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     c = pc->connection;
 
+    if (ctx->plan.next_call) {
+        /* the attempt goes on with its next call, on this connection if
+           it can serve again (nginx saw a failure: see answer_ready) */
+        ngx_http_vmx_keepalive_save(pc, r->upstream,
+                                    ctx->attempt.target->connection, 0);
+        return;
+    }
+
     if (ctx->plan.total_event.timer_set) {
         ngx_del_timer(&ctx->plan.total_event);
     }
@@ -2114,11 +2152,18 @@ ngx_http_vmx_peer_free(ngx_peer_connection_t *pc, void *data,
              * a kept connection the provider had closed: nginx tries the
              * same peer again, so does the plan, on a new connection (not
              * on each kept one in turn, which a provider resetting them
-             * all would cost an attempt each)
+             * all would cost an attempt each); past an attempt's first
+             * call, its current call again
              */
-            ctx->plan.next--;
-            ctx->plan.attempts--;
-            ctx->plan.nattempts--;
+            if (ctx->plan.call) {
+                ctx->plan.next_call = 1;
+
+            } else {
+                ctx->plan.next--;
+                ctx->plan.attempts--;
+                ctx->plan.nattempts--;
+            }
+
             ctx->plan.reconnect = 1;
             return;
         }

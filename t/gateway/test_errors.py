@@ -318,7 +318,7 @@ def test_wrong_method(env, method, path):
 
 
 @pytest.mark.parametrize("path", [
-    "/v1/chat/completion", "/v1/chat/completions/extra", "/v1/", "/v1/embeddings",
+    "/v1/chat/completion", "/v1/chat/completions/extra", "/v1/", "/v1/embedding",
     "/v1/completion/x/y/chat/completions/z", "/v1/completion//chat/completions",
 ])
 def test_unknown_path(env, fake, path):

@@ -16,6 +16,7 @@ which answers with the helpers below:
                                                      after `cut_after` events (at most all
                                                      but the last)
   reset(writer)                                      TCP RST without an answer
+  embedding(text, n)                                 the fakes' embedding vector of text
   stall()                                            never answer
 
 A subclass may change how a stream ends early by overriding `interrupt` (stream-cut by default),
@@ -39,7 +40,9 @@ Behaviour is chosen per request by the subclass (usually from the model name), o
 every request with set_behavior().
 """
 import asyncio
+import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -103,6 +106,16 @@ def words(text):
     for i, w in enumerate(text.split(" ")):
         out.append(w if i == 0 else " " + w)
     return out
+
+
+def embedding(text, n):
+    """A unit vector of n float32 values that only depends on text (every fake's embeddings:
+    a test checks the gateway's answer against it)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    rng = random.Random(seed)
+    v = [rng.uniform(-1.0, 1.0) for _ in range(n)]
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", x / norm))[0] for x in v]
 
 
 def http_date(t=None):

@@ -2,6 +2,7 @@
 
   POST /model/{modelId}/converse          application/json Converse answer
   POST /model/{modelId}/converse-stream   application/vnd.amazon.eventstream (binary frames)
+  POST /model/{modelId}/invoke            InvokeModel of the embedding models (below)
 
 The model id arrives URL-encoded in the path (`anthropic.claude-3-haiku-20240307-v1%3A0`, or an
 ARN with `%2F`); req.info["model"] is the decoded one.
@@ -24,6 +25,16 @@ real service's "p" padding field; message CRC32): messageStart, contentBlockStar
 contentBlockDelta {text | toolUse.input pieces}, contentBlockStop, messageStop, metadata.
 Errors: HTTP status, `x-amzn-ErrorType: <Name>:http://internal.amazon.com/coral/...`,
 body {"message": ...}; in a stream, `:message-type exception` frames.
+
+InvokeModel embeds, as the models of the id (found anywhere in it, so that "fail-503-" can
+precede it): amazon.titan-embed-text-v2 takes {inputText, dimensions? (256, 512 or 1024, the
+default), normalize?, embeddingTypes?} and answers {embedding, embeddingsByType {float},
+inputTextTokenCount}; cohere.embed-english-v3 / cohere.embed-multilingual-v3 take {texts (at
+most 96), input_type, truncate?, embedding_types?} and answer {id, texts, embeddings {float}
+| [[...]], response_type} with vectors of 1024.  Each vector is fake_base.embedding() of its
+text; a key the model does not know is a ValidationException "Malformed input request: #:
+extraneous key [k] is not permitted", as the real service says.  A Titan inputText "fail-NNN"
+answers HTTP NNN (a failure in the middle of a client's array, which takes a call an input).
 
 Behaviour by model id (or for every request with set_behavior()):
 
@@ -68,11 +79,11 @@ import uuid
 import zlib
 
 try:
-    from .fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
-                            rand_id, run_forever, split_events, words)
+    from .fake_base import (FakeServer, big_text, embedding, fail_status, fixture_bytes,
+                            http_date, rand_id, run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
-                           rand_id, run_forever, split_events, words)
+    from fake_base import (FakeServer, big_text, embedding, fail_status, fixture_bytes,
+                           http_date, rand_id, run_forever, split_events, words)
 
 CORAL_BEDROCK = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 CORAL_SERVICE = "http://internal.amazon.com/coral/com.amazon.coral.service/"
@@ -105,6 +116,10 @@ STREAM_EXCEPTIONS = {
 
 BLOCK_KEYS = {"text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
               "cachePoint", "reasoningContent", "citationsContent", "searchResult"}
+
+TITAN_KEYS = ("inputText", "dimensions", "normalize", "embeddingTypes")
+COHERE_KEYS = ("texts", "input_type", "truncate", "embedding_types", "images")
+COHERE_MODELS = ("cohere.embed-english-v3", "cohere.embed-multilingual-v3")
 
 PAD = string.ascii_lowercase + string.ascii_uppercase + string.digits
 
@@ -501,7 +516,8 @@ class FakeBedrock(FakeServer):
 
     # ---------------------------------------------------------------- dispatch
     async def handle(self, req, writer):
-        m = re.fullmatch(r"(?:/[^?]*)?/model/([^/]+)/(converse|converse-stream)", req.route)
+        m = re.fullmatch(r"(?:/[^?]*)?/model/([^/]+)/(converse|converse-stream|invoke)",
+                         req.route)
         if not m:
             return await self._error(writer, req, 404, "UnknownOperationException",
                                      "Unknown operation", CORAL_SERVICE)
@@ -521,6 +537,8 @@ class FakeBedrock(FakeServer):
             return await self._error(writer, req, 400, "SerializationException",
                                      "Malformed input request, please reformat your input and "
                                      "try again.")
+        if m.group(2) == "invoke":
+            return await self._invoke(writer, req, model)
         problem = self._check(req.body)
         if problem:
             return await self._error(writer, req, 400, "ValidationException", problem)
@@ -552,6 +570,63 @@ class FakeBedrock(FakeServer):
         events = self._frames(req.body, behavior, plan)
         hdrs = self._headers("application/vnd.amazon.eventstream")
         return await self.stream(writer, req, 200, hdrs, events, behavior)
+
+    # ---------------------------------------------------------------- InvokeModel
+    @staticmethod
+    def _invoke_check(body, titan):
+        if not isinstance(body, dict):
+            return "Malformed input request: #: expected type: JSONObject"
+        keys = TITAN_KEYS if titan else COHERE_KEYS
+        for k in body:
+            if k not in keys:
+                return (f"Malformed input request: #: extraneous key [{k}] is not permitted, "
+                        "please reformat your input and try again.")
+        if titan:
+            text = body.get("inputText")
+            if not isinstance(text, str) or not text:
+                return "Malformed input request: #/inputText: expected minLength: 1"
+            if body.get("dimensions", 1024) not in (256, 512, 1024):
+                return (f"Malformed input request: #/dimensions: {body['dimensions']} is not a "
+                        "valid enum value, please reformat your input and try again.")
+            return None
+        texts = body.get("texts")
+        if "input_type" not in body:
+            return "Malformed input request: #: required key [input_type] not found"
+        if not isinstance(texts, list) or not texts or len(texts) > 96:
+            return "Malformed input request: #/texts: expected between 1 and 96 items"
+        if not all(isinstance(t, str) for t in texts):
+            return "Malformed input request: #/texts: expected type: String"
+        return None
+
+    async def _invoke(self, writer, req, model):
+        behavior = self.behavior or model
+        req.info["behavior"] = behavior
+        titan = "amazon.titan-embed-text-v2" in model
+        if not titan and not any(m in model for m in COHERE_MODELS):
+            return await self._error(writer, req, 400, "ValidationException",
+                                     "The provided model identifier is invalid.")
+        problem = self._invoke_check(req.body, titan)
+        if problem:
+            return await self._error(writer, req, 400, "ValidationException", problem)
+        body = req.body
+        if titan and body["inputText"].startswith("fail-"):
+            behavior = body["inputText"]
+        if behavior.startswith("fail-"):
+            return await self._error(writer, req, fail_status(behavior))
+        done, keep = await self.common_behavior(behavior, writer)
+        if done:
+            return keep
+        if titan:
+            v = embedding(body["inputText"], body.get("dimensions", 1024))
+            out = {"embedding": v, "embeddingsByType": {"float": v},
+                   "inputTextTokenCount": len(body["inputText"].split())}
+        else:
+            vectors = [embedding(t, 1024) for t in body["texts"]]
+            typed = "embedding_types" in body
+            out = {"id": str(uuid.uuid4()), "texts": body["texts"],
+                   "embeddings": {"float": vectors} if typed else vectors,
+                   "response_type": "embeddings_by_type" if typed else "embeddings_floats"}
+        return await self.send(writer, req, 200, compact(out), self._headers("application/json"))
 
     async def _fixture(self, writer, req, name, stream):
         """t/fixtures/bedrock/<name> verbatim, with the real headers."""

@@ -2,6 +2,8 @@
 
   POST /v1beta/models/{model}:generateContent
   POST /v1beta/models/{model}:streamGenerateContent?alt=sse   (without alt=sse: a JSON array)
+  POST /v1beta/models/{model}:embedContent        {"embedding": {"values": [...]}}
+  POST /v1beta/models/{model}:batchEmbedContents  {"embeddings": [{"values": [...]}, ...]}
 
 with the key in `x-goog-api-key` (or `?key=`), answering GenerateContentResponse objects
 (candidates [{content {role "model", parts [text | functionCall]}, finishReason, index,
@@ -37,6 +39,11 @@ Behaviour by model name (or for every request with set_behavior()):
                  verbatim; NAME error_NNN answers HTTP NNN
   anything else  an echo answer: "Hello from <model>! You said: <last user text>"
 
+Embeddings: {content {parts [{text}]}, taskType?, title?, outputDimensionality?} (in a batch,
+each of at most 100 requests names "model": "models/{model}" too); each vector is
+fake_base.embedding() of the parts' text, outputDimensionality values long (768 by default);
+no usage, as the real API.  The model name chooses fail-NNN, stall, reset and slow-N.
+
 A missing key gives 403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT (API_KEY_INVALID),
 as the real API does (api_key=None accepts any).
 """
@@ -47,13 +54,15 @@ import random
 import urllib.parse
 
 try:
-    from .fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
-                            run_forever, split_events, words)
+    from .fake_base import (FakeServer, big_text, embedding, fail_status, fixture_bytes,
+                            http_date, run_forever, split_events, words)
 except ImportError:  # run as a script
-    from fake_base import (FakeServer, big_text, fail_status, fixture_bytes, http_date,
-                           run_forever, split_events, words)
+    from fake_base import (FakeServer, big_text, embedding, fail_status, fixture_bytes,
+                           http_date, run_forever, split_events, words)
 
 API_HOST = "generativelanguage.googleapis.com"
+EMBED_METHODS = ("embedContent", "batchEmbedContents")
+EMBED_FIELDS = ("model", "content", "taskType", "title", "outputDimensionality")
 
 ERRORS = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
@@ -250,7 +259,7 @@ class FakeGemini(FakeServer):
             return await self._error(writer, req, 404,
                                      f"Method not found: {req.method} {route}")
         model, _, method = tail.rpartition(":")
-        if method not in ("generateContent", "streamGenerateContent"):
+        if method not in ("generateContent", "streamGenerateContent") + EMBED_METHODS:
             return await self._error(writer, req, 404, f"Method not found: {method}")
         if req.method != "POST":
             return await self._error(writer, req, 405 if req.method != "GET" else 404,
@@ -275,6 +284,8 @@ class FakeGemini(FakeServer):
         if req.body is None:
             return await self._error(writer, req, 400,
                                      "Invalid JSON payload received. Unexpected token.")
+        if method in EMBED_METHODS:
+            return await self._embed(writer, req, model, method)
         problem = self._check(req.body)
         if problem:
             return await self._error(writer, req, 400, problem)
@@ -304,6 +315,53 @@ class FakeGemini(FakeServer):
             hdrs = self._headers("application/json; charset=UTF-8")
         hdrs.append(("Content-Disposition", "attachment"))
         return await self.stream(writer, req, 200, hdrs, events, behavior)
+
+    # ---------------------------------------------------------------- embeddings
+    @staticmethod
+    def _embed_check(body, model, batch):
+        """The requests of an embedContent / batchEmbedContents body, or an error message."""
+        if not isinstance(body, dict):
+            return None, "Invalid JSON payload received. Expected an object."
+        where = "BatchEmbedContentsRequest" if batch else "EmbedContentRequest"
+        requests = body.get("requests") if batch else [body]
+        if batch:
+            if not isinstance(requests, list) or not requests:
+                return None, f"* {where}.requests: requests is not specified\n"
+            if len(requests) > 100:
+                return None, f"* {where}.requests: at most 100 requests can be in one batch\n"
+        for i, rq in enumerate(requests):
+            at = f"{where}.requests[{i}]" if batch else where
+            if not isinstance(rq, dict):
+                return None, f"Invalid value at '{at}', expected an object"
+            for k in rq:
+                if k not in EMBED_FIELDS or (k == "model" and not batch):
+                    return None, (f'Invalid JSON payload received. Unknown name "{k}": '
+                                  "Cannot find field.")
+            if batch and rq.get("model") != f"models/{model}":
+                return None, (f"* {at}.model: the model of every request must be the "
+                              f"batch's, models/{model}\n")
+            if not _parts_text((rq.get("content") or {}).get("parts")):
+                return None, f"* {at}.content: content is not specified\n"
+        return requests, None
+
+    async def _embed(self, writer, req, model, method):
+        batch = method == "batchEmbedContents"
+        behavior = self.behavior or model
+        req.info.update(model=model, behavior=behavior, method=method)
+        requests, problem = self._embed_check(req.body, model, batch)
+        if problem:
+            return await self._error(writer, req, 400, problem)
+        if behavior.startswith("fail-"):
+            return await self._error(writer, req, fail_status(behavior), model=model)
+        done, keep = await self.common_behavior(behavior, writer)
+        if done:
+            return keep
+        vectors = [{"values": embedding(_parts_text(rq["content"]["parts"]),
+                                        rq.get("outputDimensionality") or 768)}
+                   for rq in requests]
+        out = {"embeddings": vectors} if batch else {"embedding": vectors[0]}
+        return await self.send_chunked(writer, req, 200, pretty(out),
+                                       self._headers("application/json; charset=UTF-8"))
 
     async def _fixture(self, writer, req, name, stream):
         """t/fixtures/gemini/<name> verbatim, with the real headers."""

@@ -35,6 +35,12 @@ set_behavior():
 
 A wrong or missing `Authorization: Bearer <api_key>` gives 401 first.
 
+POST .../embeddings (OpenAI's embeddings.create): `input` a string, an array of strings, of
+token ids or of arrays of token ids; each input's vector is fake_base.embedding() of its text
+(of its ids' JSON), `dimensions` values long (1536 by default), a list of floats or with
+`encoding_format: "base64"` their little-endian float32 bytes in base64; usage counts the
+words (the ids).  The model name chooses fail-NNN, stall, reset and slow-N as for chat.
+
 Wire shapes (t/fixtures/README.md): OpenAI's whole answers are two-space indented JSON with a
 final newline, in chunked transfer encoding; its errors indented without the newline, with a
 Content-Length; stream chunks compact, with "service_tier" and "obfuscation".  Requests under
@@ -44,19 +50,21 @@ on the last, which also carries "usage"), `text/event-stream` without a charset,
 headers.
 """
 import asyncio
+import base64
 import json
 import random
+import struct
 import time
 import uuid
 
 try:
     from .fake_base import (REASONS, STALL_SECONDS, FakeServer, Recorded,  # noqa: F401
-                            big_text, compact, fail_status, fixture_bytes, http_date,
-                            pretty, rand_id, run_forever, split_events, words)
+                            big_text, compact, embedding, fail_status, fixture_bytes,
+                            http_date, pretty, rand_id, run_forever, split_events, words)
 except ImportError:  # run as a script
     from fake_base import (REASONS, STALL_SECONDS, FakeServer, Recorded,  # noqa: F401
-                           big_text, compact, fail_status, fixture_bytes, http_date,
-                           pretty, rand_id, run_forever, split_events, words)
+                           big_text, compact, embedding, fail_status, fixture_bytes,
+                           http_date, pretty, rand_id, run_forever, split_events, words)
 
 
 def error_body(message, type_, code=None, param=None):
@@ -121,6 +129,10 @@ class FakeOpenAI(FakeServer):
     def chat_requests(self):
         with self._cond:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def embeddings_requests(self):
+        with self._cond:
+            return [r for r in self.requests if r.route.endswith("/embeddings")]
 
     # ---------------------------------------------------------------- HTTP
     @staticmethod
@@ -190,7 +202,8 @@ class FakeOpenAI(FakeServer):
                 return await self._send_error(writer, req, 401)
             return await self._send(writer, req, 200, {"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}]})
-        if not req.route.endswith("/chat/completions"):
+        embeddings = req.route.endswith("/embeddings")
+        if not embeddings and not req.route.endswith("/chat/completions"):
             return await self._send_error(writer, req, 404,
                                           f"Invalid URL ({req.method} {req.path})",
                                           "invalid_request_error", None)
@@ -205,6 +218,8 @@ class FakeOpenAI(FakeServer):
             return await self._send_error(
                 writer, req, 400,
                 "We could not parse the JSON body of your request.", "invalid_request_error", None)
+        if embeddings:
+            return await self._embeddings(writer, req, body)
         if not isinstance(body.get("messages"), list):
             return await self._send_error(writer, req, 400, "Missing required parameter: 'messages'.",
                                           "invalid_request_error", "missing_required_parameter")
@@ -230,6 +245,34 @@ class FakeOpenAI(FakeServer):
                 body, model, tools_mode, self.is_groq(req)))
         return await self._send(writer, req, 200,
                                 self._completion(body, model, tools_mode, self.is_groq(req)))
+
+    async def _embeddings(self, writer, req, body):
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs
+                                       and all(isinstance(i, int) for i in inputs)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return await self._send_error(writer, req, 400, "'input' is a required property",
+                                          "invalid_request_error", None)
+        model = str(body.get("model", ""))
+        behavior = self.behavior or model
+        if behavior.startswith("fail-"):
+            return await self._send_error(writer, req, fail_status(behavior))
+        done, keep = await self.common_behavior(behavior, writer)
+        if done:
+            return keep
+        n = body.get("dimensions") or 1536
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else json.dumps(item)
+            tokens += len(item.split()) if isinstance(item, str) else len(item)
+            v = embedding(text, n)
+            if body.get("encoding_format") == "base64":
+                v = base64.b64encode(struct.pack(f"<{n}f", *v)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": v})
+        return await self._send(writer, req, 200, {
+            "object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _send_fixture(self, writer, req, name, stream):
         """t/fixtures/{openai,groq}/<name> verbatim, with the real headers."""
