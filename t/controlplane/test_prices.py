@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from harness.api import Api
-from cphelpers import unique
+from cphelpers import unique, wait_ingested
 
 UTC = dt.timezone.utc
 PASSWORD = "a-long-test-password"
@@ -34,21 +34,6 @@ def create_price(api, **fields):
 
 def sql(stack, text):
     return stack.pg.psql(text)
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def wait_ingested(stack):
-    dp = stack.dataplane
-    end = dp.end_cursor()
-    wait_until(lambda: sql(stack, "SELECT cursor FROM record_cursors WHERE dataplane = "
-                                  f"'{dp.url}'") == end, what=f"cursor {end}")
 
 
 def settle_prices():
