@@ -969,12 +969,12 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
         usage_row(b, r, NULL, 0, true, e->id, when, attempts, at_us, &cost);
     }
     e->usage_len = b->usage.len - e->usage;
+    e->nusage = n ? n : 1;
+    e->ncontrib = b->ncontribs - e->contrib;
 
     e->audit = b->audit.len;
     model = audit_row(b, r, rec, e->id, when, attempts, &cost);
     e->audit_len = b->audit.len - e->audit;
-    e->nusage = n ? n : 1;
-    e->ncontrib = b->ncontribs - e->contrib;
     for (size_t i = 0; i < e->ncontrib; i++) {
         b->contribs[e->contrib + i].minute = t - ((t % 60) + 60) % 60;
     }
@@ -1176,12 +1176,13 @@ count_costs(const records_batch_t *b)
     for (size_t r = 0; r < b->nrecs; r++) {
         for (size_t k = 0; !b->recs[r].skip && k < b->recs[r].ncontrib; k++) {
             const contrib_t *c = &b->contribs[b->recs[r].contrib + k];
-            const char      *text = b->labels.data + c->labels;
+            const char      *text;
             size_t           i;
 
             if (c->labels_len == 0) {
-                continue;
+                continue;                   /* no tokens: nothing to price */
             }
+            text = b->labels.data + c->labels;
             i = fnv(text, c->labels_len, 0) & mask;
             while (table[i].first != NULL
                    && (table[i].first->labels_len != c->labels_len
