@@ -32,7 +32,7 @@ static const char *const writable[] = { "provider", "model", "currency", "input"
                                         "cachedInput", "validFrom", NULL };
 static const char *const readonly[] = { "validTo", NULL };
 
-/* a price's amounts as numeric text, NULL for a null cachedInput */
+/* a price's amounts as numeric text; cached_input when has_cached_input */
 typedef struct {
     char  input[AMOUNT_SIZE], output[AMOUNT_SIZE], cached_input[AMOUNT_SIZE];
     bool  has_cached_input;
@@ -53,14 +53,14 @@ check_amount(http_req_t *req, const cJSON *doc, const char *field, bool nullable
     if (!*present && nullable) {
         return true;
     }
-    /* non-negative: rounded to the nearest micro-dollar by truncation */
+    /* in micro-dollars; non-negative, so adding 0.5 and truncating rounds it */
     micro = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= AMOUNT_MAX
             ? v->valuedouble * 1e6 : -1;
     whole = (long long) (micro + 0.5);
     if (micro < 0 || fabs(micro - (double) whole) > 1e-3) {
-        http_invalid(req, field, "%s %s: USD per million tokens, a number from 0 to %.6f"
-                     " with at most 6 decimals", field,
-                     nullable ? "must be null or" : "is required:", AMOUNT_MAX);
+        http_invalid(req, field, "%s must be %sUSD per million tokens: a number from 0 to"
+                     " %.6f with at most 6 decimals", field, nullable ? "null or " : "",
+                     AMOUNT_MAX);
         return false;
     }
     snprintf(out, AMOUNT_SIZE, "%lld.%06lld", whole / 1000000, whole % 1000000);

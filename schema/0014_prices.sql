@@ -19,7 +19,7 @@
 --
 -- The seed: the five providers' public list prices (standard tier, prompts
 -- under any long-context threshold, Bedrock on-demand in us-east-1) as of
--- 2025-10-01, valid from 2025-01-01.  Edit them through /api/v1/prices.
+-- 2025-12-01, valid from 2025-01-01.  Edit them through /api/v1/prices.
 
 CREATE TABLE prices (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -64,6 +64,7 @@ SELECT p.id, p.provider, p.model, p.created_at,
 INSERT INTO prices (provider, model, input, output, cached_input, valid_from)
 SELECT s.provider, s.model, s.input, s.output, s.cached_input, '2025-01-01T00:00:00Z'
   FROM (VALUES
+    ('openai', 'gpt-5.1', 1.25, 10.00, 0.125),
     ('openai', 'gpt-5', 1.25, 10.00, 0.125),
     ('openai', 'gpt-5-mini', 0.25, 2.00, 0.025),
     ('openai', 'gpt-5-nano', 0.05, 0.40, 0.005),
@@ -75,6 +76,7 @@ SELECT s.provider, s.model, s.input, s.output, s.cached_input, '2025-01-01T00:00
     ('openai', 'o3', 2.00, 8.00, 0.50),
     ('openai', 'o3-mini', 1.10, 4.40, 0.55),
     ('openai', 'o4-mini', 1.10, 4.40, 0.275),
+    ('anthropic', 'claude-opus-4-5', 5.00, 25.00, 0.50),
     ('anthropic', 'claude-opus-4-1', 15.00, 75.00, 1.50),
     ('anthropic', 'claude-opus-4', 15.00, 75.00, 1.50),
     ('anthropic', 'claude-sonnet-4-5', 3.00, 15.00, 0.30),
@@ -84,6 +86,7 @@ SELECT s.provider, s.model, s.input, s.output, s.cached_input, '2025-01-01T00:00
     ('anthropic', 'claude-haiku-4-5', 1.00, 5.00, 0.10),
     ('anthropic', 'claude-3-5-haiku', 0.80, 4.00, 0.08),
     ('anthropic', 'claude-3-haiku', 0.25, 1.25, 0.03),
+    ('gemini', 'gemini-3-pro-preview', 2.00, 12.00, 0.20),
     ('gemini', 'gemini-2.5-pro', 1.25, 10.00, 0.125),
     ('gemini', 'gemini-2.5-flash', 0.30, 2.50, 0.03),
     ('gemini', 'gemini-2.5-flash-lite', 0.10, 0.40, 0.01),
