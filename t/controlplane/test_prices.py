@@ -124,6 +124,11 @@ def test_price_crud_and_derived_validity(audit_stack):
     assert put["validFrom"] == first["validFrom"]          # absent from a PUT: kept
 
     assert api.request("DELETE", f"/api/v1/prices/{second['id']}")[0] == 204
+    status, log, _ = api.request("GET", f"/api/v1/activity?objectId={second['id']}")
+    assert status == 200, log
+    objects = {e["action"]: e["object"] for e in log["data"]}      # a price is named by its model
+    assert objects["price:create"] == {"kind": "price", "id": second["id"], "name": model}
+    assert objects["price:delete"]["name"] == model
     assert api.request("GET", f"/api/v1/prices/{second['id']}")[0] == 404
     assert api.request("DELETE", f"/api/v1/prices/{second['id']}")[0] == 404
     assert api.request("GET", f"/api/v1/prices/{first['id']}")[1]["validTo"] is None
