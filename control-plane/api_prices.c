@@ -32,25 +32,24 @@ static const char *const writable[] = { "provider", "model", "currency", "input"
                                         "cachedInput", "validFrom", NULL };
 static const char *const readonly[] = { "validTo", NULL };
 
-/* a price's amounts as numeric text; cached_input when has_cached_input */
+/* a price's amounts as numeric text, "" for a null cachedInput */
 typedef struct {
     char  input[AMOUNT_SIZE], output[AMOUNT_SIZE], cached_input[AMOUNT_SIZE];
-    bool  has_cached_input;
 } amounts_t;
 
 
 /* doc.field: a number of USD per 1M tokens, from 0 with at most 6 decimals,
- * as numeric text into out (null allowed when nullable, *present false) */
+ * as numeric text into out (a null one as "" when nullable) */
 static bool
 check_amount(http_req_t *req, const cJSON *doc, const char *field, bool nullable,
-    char out[AMOUNT_SIZE], bool *present)
+    char out[AMOUNT_SIZE])
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
     double       micro;
     long long    whole;
 
-    *present = v != NULL && !cJSON_IsNull(v);
-    if (!*present && nullable) {
+    out[0] = '\0';
+    if (nullable && (v == NULL || cJSON_IsNull(v))) {
         return true;
     }
     /* in micro-dollars; non-negative, so adding 0.5 and truncating rounds it */
@@ -72,7 +71,6 @@ static bool
 validate(http_req_t *req, cJSON *doc, const cJSON *stored, amounts_t *amounts)
 {
     const cJSON *model, *currency;
-    bool         present;
 
     cJSON_AddStringToObject(doc, "currency", "USD");
     if (!val_merge(req, doc, stored, writable, readonly)
@@ -95,10 +93,9 @@ validate(http_req_t *req, cJSON *doc, const cJSON *stored, amounts_t *amounts)
         return false;
     }
     return val_text(req, "model", model->valuestring)
-           && check_amount(req, doc, "input", false, amounts->input, &present)
-           && check_amount(req, doc, "output", false, amounts->output, &present)
-           && check_amount(req, doc, "cachedInput", true, amounts->cached_input,
-                         &amounts->has_cached_input)
+           && check_amount(req, doc, "input", false, amounts->input)
+           && check_amount(req, doc, "output", false, amounts->output)
+           && check_amount(req, doc, "cachedInput", true, amounts->cached_input)
            && val_timestamp(req, doc, "validFrom");
 }
 
@@ -113,7 +110,7 @@ store(http_req_t *req, const char *sql, const char *id, const cJSON *doc,
     const char  *params[8] = {
         id, doc_str(doc, "provider"), doc_str(doc, "model"), doc_str(doc, "currency"),
         amounts->input, amounts->output,
-        amounts->has_cached_input ? amounts->cached_input : NULL,
+        amounts->cached_input[0] != '\0' ? amounts->cached_input : NULL,
         cJSON_IsString(valid_from) ? valid_from->valuestring : NULL
     };
     PGresult    *res = db_exec(req->db, sql, 8, params);

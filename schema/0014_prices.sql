@@ -25,7 +25,7 @@ CREATE TABLE prices (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     provider      text NOT NULL
                   CHECK (provider IN ('openai', 'anthropic', 'gemini', 'groq', 'aws-bedrock')),
-    model         text NOT NULL CHECK (length(model) BETWEEN 1 AND 128),
+    model         text NOT NULL CHECK (octet_length(model) BETWEEN 1 AND 128),
     currency      text NOT NULL DEFAULT 'USD' CHECK (currency = 'USD'),
     input         numeric(12, 6) NOT NULL CHECK (input >= 0),
     output        numeric(12, 6) NOT NULL CHECK (output >= 0),
