@@ -1,7 +1,8 @@
 """Prices and cost (docs/ARCHITECTURE.md, "Cost"): the price table's API and
 its validation, the seed, and the cost the ingestion gives every usage row
 and audit record at the request's time (null for a model of no price),
-aggregated by POST .../usage and counted in /metrics."""
+aggregated by POST .../usage and counted in /metrics; records from a fake
+data plane's spool, and one request through the real gateway."""
 import datetime as dt
 import time
 import uuid
@@ -10,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from harness.api import Api
-from cphelpers import unique, wait_ingested
+from cphelpers import unique, wait_ingested, wait_until
 
 UTC = dt.timezone.utc
 PASSWORD = "a-long-test-password"
@@ -312,3 +313,31 @@ def test_cost_metrics(audit_stack, penv):
     unpriced = labels.replace(model, other)
     assert values[f"vmx_cp_usage_unpriced_rows_total{{{unpriced}}}"] == 1
     assert f"vmx_cp_usage_cost_usd_total{{{unpriced}}}" not in values
+
+
+def test_cost_of_a_request_through_the_gateway(gw, fake):
+    """The data plane's own record of a chat completion, priced by its model."""
+    model = model_name()
+    status, body, _ = gw.api.request("POST", "/api/v1/prices",
+                                     {"provider": "openai", "model": model, "input": 1,
+                                      "output": 3, "validFrom": "2026-01-01T00:00:00Z"})
+    assert status == 201, body
+    priced_at = time.time()
+    env = gw.provision(connections={"a": {"provider": "openai",
+                                          "config": {"apiKey": fake.api_key,
+                                                     "baseUrl": fake.url}}},
+                       resources={"chat": {"model": ("a", model)}},
+                       keys={"k": {"resources": ["chat"]}})
+    time.sleep(max(0.0, priced_at + 2.5 - time.time()))   # past the ingestion's next round
+    answer = env.chat("chat")
+    assert answer.status == 200, answer
+    usage = answer.json()["usage"]
+
+    def stored():
+        st, page, _ = gw.api.request("GET", env.prefix + "/audit?pageSize=1&resourceId="
+                                     + env.res["chat"]["id"])
+        return page["data"][0] if st == 200 and page["data"] else None
+
+    wait_until(stored, what="the request's audit record")
+    expected = (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 3) / 1e6
+    assert stored()["cost"] == pytest.approx(expected) and expected > 0
