@@ -52,8 +52,10 @@ static const struct {
     const char  *minutely_count;
     bool         unknown_sum;
 } metrics[] = {
-    { "requestCount",     NULL, "count(*) FILTER (WHERE final)", "sum(request_count)", false },
-    { "attemptCount",     NULL, "count(*) FILTER (WHERE attempt)", "sum(attempt_count)", false },
+    { "requestCount",     NULL, "count(*) FILTER (WHERE final)", "sum(request_count)",
+      false },
+    { "attemptCount",     NULL, "count(*) FILTER (WHERE attempt)", "sum(attempt_count)",
+      false },
     { "errorCount",       NULL,
       "count(*) FILTER (WHERE status_code IS NULL OR status_code >= 400)",
       "sum(error_count)", false },
