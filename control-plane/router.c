@@ -46,8 +46,8 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/providers",         api_providers_list,    "provider:list",
       "provider:*", 0 },
     /* read by anybody; a change reprices every workspace */
-    { "GET",    "/api/v1/prices",            api_prices_list,       "price:list", "price:*",
-      0 },
+    { "GET",    "/api/v1/prices",            api_prices_list,       "price:list",
+      "price:*", 0 },
     { "POST",   "/api/v1/prices",            api_prices_create,     "price:create", "price:*",
       ROUTE_ALL_WORKSPACES },
     { "GET",    "/api/v1/prices/{id}",       api_prices_get,        "price:get", "price:{id}", 0 },
