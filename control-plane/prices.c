@@ -141,22 +141,43 @@ find(const char *provider, size_t plen, const char *model, size_t mlen, int64_t 
 }
 
 
+/* the price of the name, else of its longest prefix ending before a '-' (a
+ * dated name); NULL when none */
+static const price_t *
+lookup(const char *provider, size_t plen, const char *model, size_t mlen, int64_t at_us)
+{
+    const price_t *p;
+
+    while ((p = find(provider, plen, model, mlen, at_us)) == NULL) {
+        while (mlen > 0 && model[mlen - 1] != '-') {
+            mlen--;
+        }
+        if (mlen <= 1) {
+            return NULL;
+        }
+        mlen--;
+    }
+    return p;
+}
+
+
 bool
 prices_cost(const char *provider, size_t provider_len, const char *model, size_t model_len,
     int64_t at_us, int64_t prompt, int64_t cached, int64_t completion, prices_pico_t *cost)
 {
-    const price_t *p;
-    size_t         n = model_len;
+    const price_t *p = lookup(provider, provider_len, model, model_len, at_us);
+    const char    *dot = memchr(model, '.', model_len);
+    size_t         skip = dot != NULL ? (size_t) (dot - model) + 1 : 0;
 
-    /* the name, else its longest prefix ending before a '-' (a dated name) */
-    while ((p = find(provider, provider_len, model, n, at_us)) == NULL) {
-        while (n > 0 && model[n - 1] != '-') {
-            n--;
-        }
-        if (n <= 1) {
-            return false;
-        }
-        n--;
+    /* a Bedrock cross-region inference profile ("us.anthropic.claude-...")
+     * costs as the model it names */
+    if (p == NULL && dot != NULL && memchr(dot + 1, '.', model_len - skip) != NULL
+        && key_cmp("aws-bedrock", provider, provider_len) == 0)
+    {
+        p = lookup(provider, provider_len, model + skip, model_len - skip, at_us);
+    }
+    if (p == NULL) {
+        return false;
     }
     prompt = prompt > 0 ? prompt : 0;
     cached = cached > 0 ? (cached < prompt ? cached : prompt) : 0;

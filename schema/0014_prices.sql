@@ -8,7 +8,8 @@
 --                  the same provider and model (validTo is derived, so rows
 --                  never overlap).  A usage row's model takes the price of its
 --                  own name, else of the longest priced name it starts with
---                  followed by '-' (gpt-4o-2024-08-06 takes gpt-4o's).
+--                  followed by '-' (gpt-4o-2024-08-06 takes gpt-4o's); a Bedrock
+--                  inference profile (us.anthropic...), the price of its model.
 -- prices_version   bumped by every change, so that the ingestion, which keeps
 --                  the table in memory, reloads it only then
 -- usage_records.cost, audit_records.cost

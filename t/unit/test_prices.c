@@ -22,6 +22,8 @@ struct pg_result {
 static const char *const version_rows[][6] = { { "7" } };
 static const char *const price_rows[][6] = {
     { "anthropic", "claude-sonnet-4", "0", "3000000", "15000000", "300000" },
+    { "aws-bedrock", "anthropic.claude-sonnet-4-20250514-v1:0", "0", "3000000", "15000000",
+      "300000" },
     { "openai", "gpt-4o", "0", "2500000", "10000000", "1250000" },
     { "openai", "gpt-4o", "1000000000", "5000000", "20000000", "5000000" },
     { "openai", "gpt-4o-mini", "0", "150000", "600000", "75000" },
@@ -64,21 +66,29 @@ PQclear(PGresult *res)
 }
 
 
-/* the cost of openai's model at at_us as text, "none" when it has no price */
+/* the cost of provider's model at at_us as text, "none" when it has no price */
 static const char *
-cost_of(const char *model, int64_t at_us, int64_t prompt, int64_t cached,
-    int64_t completion)
+cost_at(const char *provider, const char *model, int64_t at_us, int64_t prompt,
+    int64_t cached, int64_t completion)
 {
     static char    out[PRICES_AMOUNT_SIZE];
     prices_pico_t  cost;
 
-    if (!prices_cost("openai", 6, model, strlen(model), at_us, prompt, cached, completion,
-                     &cost))
+    if (!prices_cost(provider, strlen(provider), model, strlen(model), at_us, prompt, cached,
+                     completion, &cost))
     {
         return "none";
     }
     prices_format(cost, out);
     return out;
+}
+
+
+static const char *
+cost_of(const char *model, int64_t at_us, int64_t prompt, int64_t cached,
+    int64_t completion)
+{
+    return cost_at("openai", model, at_us, prompt, cached, completion);
 }
 
 
@@ -108,6 +118,24 @@ test_names_and_validity(void)
     CHECK(strcmp(cost_of("-", 0, 1, -1, 1), "none") == 0);
     CHECK(strcmp(cost_of("", 0, 1, -1, 1), "none") == 0);
     CHECK(strcmp(cost_of("claude-sonnet-4", 0, 1, -1, 1), "none") == 0);  /* anthropic's */
+}
+
+
+static void
+test_bedrock_inference_profiles(void)
+{
+    static const char model[] = "anthropic.claude-sonnet-4-20250514-v1:0";
+
+    CHECK(strcmp(cost_at("aws-bedrock", model, 0, 1000, -1, 0), "0.003") == 0);
+    CHECK(strcmp(cost_at("aws-bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0", 0,
+                         1000, -1, 0), "0.003") == 0);
+    CHECK(strcmp(cost_at("aws-bedrock", "global.anthropic.claude-sonnet-4-20250514-v1:0", 0,
+                         1000, -1, 0), "0.003") == 0);
+    CHECK(strcmp(cost_at("aws-bedrock", "claude-sonnet-4-20250514-v1:0", 0, 1000, -1, 0),
+                 "none") == 0);
+    CHECK(strcmp(cost_at("aws-bedrock", "us.", 0, 1000, -1, 0), "none") == 0);
+    CHECK(strcmp(cost_at("openai", "us.anthropic.claude-sonnet-4-20250514-v1:0", 0, 1000, -1,
+                         0), "none") == 0);
 }
 
 
@@ -143,6 +171,7 @@ main(void)
 {
     test_refresh_once_per_version();
     test_names_and_validity();
+    test_bedrock_inference_profiles();
     test_tokens();
     test_exact_amounts();
     prices_shutdown();
