@@ -35,7 +35,9 @@ int prices_refresh(db_conn_t *c);
  * the cost of a usage row of provider's model at at_us (microseconds since
  * the epoch): prompt tokens at the input price (cached ones of them at the
  * cached input price), completion tokens at the output price; a count of
- * -1 is none.  False when the model has no price then.
+ * -1 is none.  The model's price is its name's, else its longest priced
+ * prefix before a '-', else (a Bedrock inference profile "us.<model>") its
+ * model's.  False when the model has no price then.
  */
 bool prices_cost(const char *provider, size_t provider_len, const char *model,
     size_t model_len, int64_t at_us, int64_t prompt, int64_t cached, int64_t completion,
