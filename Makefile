@@ -84,8 +84,12 @@ $(B)/unit/test_diff: t/unit/test_diff.c $(B)/control-plane/diff.o t/unit/unit.h
 $(B)/unit/test_xml: t/unit/test_xml.c $(B)/control-plane/xml.o t/unit/unit.h
 $(B)/unit/test_worker: t/unit/test_worker.c $(B)/control-plane/worker.o \
     $(B)/control-plane/log.o t/unit/unit.h
+# prices.c with its database and libpq calls answered by the test
+$(B)/unit/test_prices: t/unit/test_prices.c $(B)/control-plane/prices.o \
+    $(B)/control-plane/log.o t/unit/unit.h
 
-$(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml $(B)/unit/test_worker:
+$(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml $(B)/unit/test_worker \
+    $(B)/unit/test_prices:
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(filter %.o,$^) \
 	    $(CP_UNIT_LIBS_$(notdir $@))

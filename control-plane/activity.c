@@ -141,13 +141,16 @@ insert(http_req_t *req, const row_t *r)
 }
 
 
-/* doc's name, or username for a user */
+/* doc's name: its name, a user's username, a price's model */
 static const char *
 name_of(const cJSON *doc)
 {
     const char *name = doc_str(doc, "name");
 
-    return name[0] ? name : doc_str(doc, "username");
+    if (name[0] == '\0') {
+        name = doc_str(doc, "username");
+    }
+    return name[0] ? name : doc_str(doc, "model");
 }
 
 

@@ -141,6 +141,13 @@ void api_pools_delete(http_req_t *req);
 /* api_providers.c */
 void api_providers_list(http_req_t *req);
 
+/* api_prices.c */
+void api_prices_list(http_req_t *req);
+void api_prices_create(http_req_t *req);
+void api_prices_get(http_req_t *req);
+void api_prices_update(http_req_t *req);
+void api_prices_delete(http_req_t *req);
+
 /* api_dataplanes.c */
 int api_dataplanes_init(const char *token_file);
 void api_dataplanes_shutdown(void);

@@ -42,28 +42,33 @@ static const struct {
  * and usage_minutely.  A request counts once (its last row: a request that
  * fell back is one request and several attempts); an error is a row (an
  * attempt, or a request that reached no provider) without a status or
- * with one of 400 and up.
+ * with one of 400 and up.  unknown_sum: the sum of no values is null, not
+ * 0 (a cost is unknown, never free, when no row had a price).
  */
 static const struct {
     const char  *name;
     const char  *column;
     const char  *raw_count;
     const char  *minutely_count;
+    bool         unknown_sum;
 } metrics[] = {
-    { "requestCount",     NULL, "count(*) FILTER (WHERE final)", "sum(request_count)" },
-    { "attemptCount",     NULL, "count(*) FILTER (WHERE attempt)", "sum(attempt_count)" },
+    { "requestCount",     NULL, "count(*) FILTER (WHERE final)", "sum(request_count)",
+      false },
+    { "attemptCount",     NULL, "count(*) FILTER (WHERE attempt)", "sum(attempt_count)",
+      false },
     { "errorCount",       NULL,
       "count(*) FILTER (WHERE status_code IS NULL OR status_code >= 400)",
-      "sum(error_count)" },
-    { "promptTokens",     "prompt_tokens", NULL, NULL },
-    { "completionTokens", "completion_tokens", NULL, NULL },
-    { "totalTokens",      "total_tokens", NULL, NULL },
-    { "tokensPerSecond",  "tokens_per_second", NULL, NULL },
-    { "timeToFirstToken", "time_to_first_token", NULL, NULL },
-    { "requestDuration",  "request_duration", NULL, NULL },
-    { "providerDuration", "provider_duration", NULL, NULL },
-    { "gateDuration",     "gate_duration", NULL, NULL },
-    { "routingDuration",  "routing_duration", NULL, NULL },
+      "sum(error_count)", false },
+    { "promptTokens",     "prompt_tokens", NULL, NULL, false },
+    { "completionTokens", "completion_tokens", NULL, NULL, false },
+    { "totalTokens",      "total_tokens", NULL, NULL, false },
+    { "tokensPerSecond",  "tokens_per_second", NULL, NULL, false },
+    { "timeToFirstToken", "time_to_first_token", NULL, NULL, false },
+    { "requestDuration",  "request_duration", NULL, NULL, false },
+    { "providerDuration", "provider_duration", NULL, NULL, false },
+    { "gateDuration",     "gate_duration", NULL, NULL, false },
+    { "routingDuration",  "routing_duration", NULL, NULL, false },
+    { "cost",             "cost", NULL, NULL, true },
 };
 #define NMETRICS  (sizeof(metrics) / sizeof(metrics[0]))
 
@@ -84,6 +89,10 @@ static const struct {
     { "p99", NULL, "percentile_cont(0.99) WITHIN GROUP (ORDER BY %1$s)" },
 };
 #define NAGGREGATIONS  (sizeof(aggregations) / sizeof(aggregations[0]))
+
+/* sum (aggregations[0]) of a metric with unknown_sum */
+#define UNKNOWN_SUM_MINUTELY  "CASE WHEN sum(%1$s_n) > 0 THEN sum(%1$s_sum) END"
+#define UNKNOWN_SUM_RAW       "sum(%1$s)"
 
 static const char *const granularities[] = { "minute", "hour", "day", "week", "month" };
 
@@ -459,7 +468,10 @@ build_sql(const query_t *q, char *sql, const char **params, char *cap)
         int m = q->metric[i], a = q->aggregation[i];
 
         append(sql, &len, ", (");
-        if (metrics[m].column != NULL) {
+        if (metrics[m].column != NULL && a == 0 && metrics[m].unknown_sum) {
+            append(sql, &len, q->raw ? UNKNOWN_SUM_RAW : UNKNOWN_SUM_MINUTELY,
+                   metrics[m].column);
+        } else if (metrics[m].column != NULL) {
             append(sql, &len, q->raw ? aggregations[a].raw : aggregations[a].minutely,
                    metrics[m].column);
         } else {

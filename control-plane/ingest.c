@@ -27,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "otel.h"
+#include "prices.h"
 #include "records.h"
 #include "worker.h"
 
@@ -510,6 +511,19 @@ maintain(void)
 }
 
 
+/* the prices this round's records are costed with: reloaded when changed */
+static void
+refresh_prices(void)
+{
+    db_conn_t *c = db_acquire();
+
+    if (c != NULL) {
+        prices_refresh(c);
+        db_release(c);
+    }
+}
+
+
 /* a plane new to the ingest: its cursor is read back at its first pull */
 static void *
 open_plane(const char *url)
@@ -550,6 +564,9 @@ ingest_round(void)
         return ing.interval_ms;
     }
     discovery_follow((void **) ing.planes, &ing.nplanes, open_plane, close_plane);
+    if (ing.nplanes > 0 && leader_holds()) {
+        refresh_prices();
+    }
     for (size_t i = 0; i < ing.nplanes; i++) {
         struct timespec t0, t1;
 
@@ -589,4 +606,5 @@ ingest_stop(void)
     while (ing.nplanes > 0) {
         close_plane(ing.planes[--ing.nplanes]);
     }
+    prices_shutdown();
 }

@@ -15,10 +15,14 @@
 
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_SUMMARY } kind_e;
 
+#define USAGE_SERIES_MAX  1000    /* label sets of a usage family, then "overflow" */
+#define OVERFLOW_LABELS   "overflow=\"true\""
+
 typedef struct {
     const char  *name;
     kind_e       kind;
     const char  *help;
+    size_t       max_series;       /* 0: bounded by its labels' own sets */
 } family_t;
 
 static const family_t families[METRIC_NFAMILIES] = {
@@ -50,6 +54,12 @@ static const family_t families[METRIC_NFAMILIES] = {
         "OTLP exports, by signal (traces, metrics) and result (ok, error)" },
     [METRIC_OTLP_DROPPED] = { "vmx_cp_otlp_dropped_spans_total", KIND_COUNTER,
         "Spans not exported, by reason (queue_full, export_failed)" },
+    [METRIC_USAGE_COST] = { "vmx_cp_usage_cost_usd_total", KIND_COUNTER,
+        "Cost in USD of the usage rows stored, by workspace, environment, provider and model",
+        USAGE_SERIES_MAX },
+    [METRIC_USAGE_UNPRICED] = { "vmx_cp_usage_unpriced_rows_total", KIND_COUNTER,
+        "Usage rows with tokens whose model had no price (cost null), by workspace,"
+        " environment, provider and model", USAGE_SERIES_MAX },
 };
 
 typedef struct {
@@ -114,11 +124,19 @@ static series_t *
 find_series(metric_e m, const char *labels)
 {
     series_t *s;
+    size_t    n = 0;
 
     for (size_t i = 0; i < reg.n; i++) {
         if (reg.series[i].family == m && strcmp(reg.series[i].labels, labels) == 0) {
             return &reg.series[i];
         }
+        n += reg.series[i].family == m;
+    }
+    if (families[m].max_series > 0 && n >= families[m].max_series
+        && strcmp(labels, OVERFLOW_LABELS) != 0)
+    {
+        /* one more series takes every new label set of a full family */
+        return find_series(m, OVERFLOW_LABELS);
     }
     if (reg.n == reg.cap) {
         size_t    cap = reg.cap ? reg.cap * 2 : 64;

@@ -3,7 +3,9 @@
  * every name prefixed vmx_cp_.  Series are created on first use and live
  * until the daemon stops; label sets are bounded by the route table, the
  * status codes and the data planes kept (CONFIG_MAX_DATAPLANES at once; a
- * data plane found at a new address adds its series).
+ * data plane found at a new address adds its series); the usage families,
+ * whose models come from the records, by a count of series past which new
+ * label sets share one series labelled overflow="true".
  */
 
 #ifndef CP_METRICS_H
@@ -25,6 +27,8 @@ typedef enum {
     METRIC_PUSHES,                /* counter {dataplane, result} */
     METRIC_OTLP_EXPORTS,          /* counter {signal, result}: OTLP POSTs */
     METRIC_OTLP_DROPPED,          /* counter {reason}: spans never exported */
+    METRIC_USAGE_COST,            /* counter {workspace, environment, provider, model}: USD */
+    METRIC_USAGE_UNPRICED,        /* counter {...the same}: usage rows of no price */
     METRIC_NFAMILIES
 } metric_e;
 

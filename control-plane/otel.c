@@ -77,6 +77,7 @@ typedef struct {
     size_t         nbounds;
     point_t       *points;            /* owned array */
     size_t         n, cap;
+    bool           as_double;         /* a sum of amounts, not of counts */
 } instrument_t;
 
 typedef struct {
@@ -92,7 +93,7 @@ static const double token_bounds[] = { 1, 4, 16, 64, 256, 1024, 4096, 16384, 655
 static const double duration_bounds[] = { 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
     2.56, 5.12, 10.24, 20.48, 40.96, 81.92 };
 
-enum { INST_TOKENS = 0, INST_DURATION, INST_REQUESTS, INST_DROPPED, NINSTRUMENTS };
+enum { INST_TOKENS = 0, INST_DURATION, INST_REQUESTS, INST_DROPPED, INST_COST, NINSTRUMENTS };
 
 static struct {
     worker_t            worker;        /* its lock guards the queue and the metrics */
@@ -135,6 +136,8 @@ static struct {
         [INST_DROPPED] = { "vmx.otlp.dropped_spans",
                            "Spans not exported (queue full, or the collector kept failing)",
                            "{span}", NULL, 0, NULL, 0, 0 },
+        [INST_COST] = { "vmx.usage.cost", "Cost of provider attempts (the price table's)",
+                        "USD", NULL, 0, NULL, 0, 0, true },
     },
 };
 
@@ -348,9 +351,9 @@ int_of(const cJSON *obj, const char *name)
 }
 
 
-/* a duration member in milliseconds, or NAN */
+/* a non-negative number member (a duration in milliseconds, a cost in USD), or NAN */
 static double
-ms_of(const cJSON *obj, const char *name)
+amount_of(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
 
@@ -524,14 +527,14 @@ count_record(const cJSON *r)
     kv[0] = (kv_t) { "http.response.status_code", NULL, status };
     observe(INST_REQUESTS, kv, status >= 0 ? 1 : 0, 1);
     cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(r, "attempts")) {
-        double    ms = ms_of(a, "providerDuration");
+        double    ms = amount_of(a, "providerDuration"), cost = amount_of(a, "cost");
         long long in = int_of(a, "promptTokens"), out = int_of(a, "completionTokens");
 
         n = attempt_kv(a, kv, buf, sizeof(buf));
         if (!isnan(ms)) {
             observe(INST_DURATION, kv, n, ms / 1000);
         }
-        /* token counts: the attempt's own attributes without error.type */
+        /* token counts and cost: the attempt's own attributes without error.type */
         n -= attempt_failed(a) ? 1 : 0;
         if (in >= 0) {
             kv[n] = (kv_t) { "gen_ai.token.type", "input", 0 };
@@ -540,6 +543,9 @@ count_record(const cJSON *r)
         if (out >= 0) {
             kv[n] = (kv_t) { "gen_ai.token.type", "output", 0 };
             observe(INST_TOKENS, kv, n + 1, (double) out);
+        }
+        if (!isnan(cost)) {
+            observe(INST_COST, kv, n, cost);
         }
     }
 }
@@ -632,6 +638,10 @@ metrics_json(void)
             cJSON_AddItemToObject(dp, "attributes", cJSON_Duplicate(p->attrs, true));
             cJSON_AddItemToObject(dp, "startTimeUnixNano", cJSON_Duplicate(start, true));
             cJSON_AddItemToObject(dp, "timeUnixNano", cJSON_Duplicate(now, true));
+            if (in->bounds == NULL && in->as_double) {
+                cJSON_AddNumberToObject(dp, "asDouble", p->sum);
+                continue;
+            }
             if (in->bounds == NULL) {
                 cJSON_AddItemToObject(dp, "asInt", num_string((unsigned long long) p->sum));
                 continue;
@@ -1061,6 +1071,9 @@ usage_attrs(cJSON *attrs, const cJSON *a)
     if (int_of(a, "completionTokens") >= 0) {
         attr_int(attrs, "gen_ai.usage.output_tokens", int_of(a, "completionTokens"));
     }
+    if (!isnan(amount_of(a, "cost"))) {
+        attr_double(attrs, "vmx.usage.cost", amount_of(a, "cost"));
+    }
 }
 
 
@@ -1080,7 +1093,7 @@ attempt_span(cJSON *spans, const cJSON *r, const cJSON *a, int index, bool last)
                     str_of(a, "model"), SPAN_KIND_CLIENT);
     add_times(span, time_ns(str_of(a, "startedAt")) ? time_ns(str_of(a, "startedAt"))
                                                     : time_ns(str_of(r, "timestamp")),
-              ms_of(a, "providerDuration"));
+              amount_of(a, "providerDuration"));
     attrs = cJSON_AddArrayToObject(span, "attributes");
     attr_str(attrs, "gen_ai.operation.name", "chat");
     attr_str(attrs, "gen_ai.system", gen_ai_system(str_of(a, "provider")));
@@ -1099,8 +1112,8 @@ attempt_span(cJSON *spans, const cJSON *r, const cJSON *a, int index, bool last)
     if (failed) {
         attr_str(attrs, "error.type", error_type(a, buf, sizeof(buf)));
     }
-    if (!isnan(ms_of(a, "timeToFirstToken"))) {
-        attr_double(attrs, "vmx.time_to_first_token", ms_of(a, "timeToFirstToken") / 1000);
+    if (!isnan(amount_of(a, "timeToFirstToken"))) {
+        attr_double(attrs, "vmx.time_to_first_token", amount_of(a, "timeToFirstToken") / 1000);
     }
     attr_str(attrs, "vmx.connection.id", connection);
     attr_int(attrs, "vmx.attempt.index", index);
@@ -1124,7 +1137,7 @@ record_spans(cJSON *spans, const cJSON *r)
     span = new_span(spans, str_of(r, "traceId"), str_of(r, "spanId"),
                     hex_id(str_of(r, "parentSpanId"), 16) ? str_of(r, "parentSpanId") : NULL,
                     model, SPAN_KIND_SERVER);
-    add_times(span, time_ns(str_of(r, "timestamp")), ms_of(r, "duration"));
+    add_times(span, time_ns(str_of(r, "timestamp")), amount_of(r, "duration"));
     attrs = cJSON_AddArrayToObject(span, "attributes");
     attr_str(attrs, "gen_ai.operation.name", "chat");
     attr_str(attrs, "gen_ai.system", gen_ai_system(str_of(r, "provider")));

@@ -14,6 +14,8 @@
 
 #include "arena.h"
 #include "log.h"
+#include "metrics.h"
+#include "prices.h"
 #include "records.h"
 #include "vmx_rfc3339.h"
 #include "utf8.h"
@@ -21,7 +23,8 @@
 
 #define COPY_CHUNK       (1024 * 1024)
 #define MAX_SAFE_INT     9007199254740991.0      /* 2^53 - 1 */
-#define NFIELDS          9                       /* usage fields aggregated */
+#define NFIELDS          10                      /* usage fields aggregated */
+#define FIELD_COST       9                       /* the last: the others are the record's */
 #define UUID_LEN         36
 
 #define AUDIT_COLUMNS \
@@ -29,14 +32,14 @@
     " resource_id, resource, api_key_id, connection_id, provider, model, source_ip," \
     " method, path, stream, status_code, duration, gate_duration, routing_duration," \
     " error_code, error_message, failure_reason, events, attempts, request, response," \
-    " payload_truncated, request_format, response_format, connection_ids, authenticated"
+    " payload_truncated, request_format, response_format, connection_ids, authenticated, cost"
 
 #define USAGE_COLUMNS \
     "request_id, attempt_index, timestamp, workspace_id, environment_id, resource_id," \
     " api_key_id, connection_id, correlation_id, provider, model, status_code," \
     " failure_reason, prompt_tokens, completion_tokens, total_tokens, tokens_per_second," \
     " time_to_first_token, request_duration, provider_duration, gate_duration," \
-    " routing_duration, attempt, final"
+    " routing_duration, attempt, final, cost"
 
 #define DIMENSIONS \
     "workspace_id, environment_id, resource_id, api_key_id, connection_id, provider," \
@@ -46,7 +49,7 @@
 #define FIELDS(X) \
     X("prompt_tokens") X("completion_tokens") X("total_tokens") X("tokens_per_second") \
     X("time_to_first_token") X("request_duration") X("provider_duration") \
-    X("gate_duration") X("routing_duration")
+    X("gate_duration") X("routing_duration") X("cost")
 #define MINUTE_COLUMNS \
     "minute, " DIMENSIONS ", request_count, attempt_count, error_count" FIELDS(F)
 #define MERGE(f) \
@@ -76,14 +79,21 @@ typedef struct {
     bool     failed;        /* out of memory: the batch is not stored */
 } buf_t;
 
-/* one usage row's part of the per-minute aggregates */
+/* one usage row's part of the per-minute aggregates and of the cost metrics */
 typedef struct {
     time_t    minute;
     size_t    key, key_len;             /* its dimensions as COPY text in keys */
-    unsigned  request:1, attempt:1, error:1;
+    size_t    labels, labels_len;       /* its metric labels in labels (priced or not) */
+    unsigned  request:1, attempt:1, error:1, unpriced:1;
     unsigned  present;                  /* bit i: vals[i] is a value */
     double    vals[NFIELDS];
 } contrib_t;
+
+/* a record's cost: the sum of its attempts' */
+typedef struct {
+    prices_pico_t  sum;
+    bool           priced;              /* an attempt has a cost */
+} record_cost_t;
 
 /*
  * lastUsedAt of the API keys of a batch's records: one UPDATE per batch,
@@ -114,6 +124,14 @@ typedef struct {
     const char *reason;
 } dead_t;
 
+/* the cost metrics of a label set */
+typedef struct {
+    const contrib_t *first;             /* NULL: free slot */
+    double           usd;
+    bool             priced;            /* a row has a cost */
+    long long        unpriced;
+} cost_series_t;
+
 /* a minute and dimensions, with its sums */
 typedef struct {
     const contrib_t *first;             /* NULL: free slot */
@@ -126,6 +144,7 @@ struct records_batch_s {
     char       *dataplane;              /* owned */
     arena_t     arena;
     buf_t       audit, usage, keys, dead;   /* COPY text, dimension keys */
+    buf_t       labels;                 /* metric labels of the usage rows with tokens */
     rec_t      *recs;
     size_t      nrecs, recs_cap;
     contrib_t  *contribs;
@@ -550,6 +569,61 @@ usage_key(records_batch_t *b, contrib_t *c, const vmx_json_t *r, const vmx_json_
 }
 
 
+/* the microseconds since the epoch of t, when its text ("...:SS.uuuuuuZ") */
+static int64_t
+micros_of(time_t t, const char *when)
+{
+    return (int64_t) t * 1000000 + strtol(when + strlen(when) - 7, NULL, 10);
+}
+
+
+/*
+ * The cost of attempt a at at_us as the usage row's last column, counted in
+ * c and total.  NULL when the attempt reported no tokens, or when its model
+ * has no price then (c->unpriced): unknown, never 0.
+ */
+static void
+col_cost(records_batch_t *b, contrib_t *c, const vmx_json_t *r, const vmx_json_t *a,
+    int64_t at_us, record_cost_t *total)
+{
+    const vmx_json_t *ws = member(r, "workspaceId"), *env = member(r, "environmentId");
+    const vmx_json_t *provider = string_of(a, "provider"), *model = string_of(a, "model");
+    double            prompt = -1, cached = -1, completion = -1;
+    prices_pico_t     cost;
+    char              amount[PRICES_AMOUNT_SIZE];
+    char              labels[METRICS_LABELS_SIZE];
+
+    number_of(a, "promptTokens", true, 0, MAX_SAFE_INT, &prompt);
+    number_of(a, "cachedTokens", true, 0, MAX_SAFE_INT, &cached);
+    number_of(a, "completionTokens", true, 0, MAX_SAFE_INT, &completion);
+    if (prompt < 0 && completion < 0) {
+        put_null(&b->usage);
+        return;
+    }
+    metrics_labels(labels, "workspace", is_uuid(ws) ? ws->str : "",
+                   "environment", is_uuid(env) ? env->str : "",
+                   "provider", provider ? provider->str : "", "model", model ? model->str : "",
+                   NULL);
+    c->labels = b->labels.len;
+    buf_put(&b->labels, labels, strlen(labels));
+    c->labels_len = b->labels.len - c->labels;
+
+    if (provider == NULL || model == NULL
+        || !prices_cost(provider->str, provider->str_len, model->str, model->str_len, at_us,
+                        (int64_t) prompt, (int64_t) cached, (int64_t) completion, &cost))
+    {
+        c->unpriced = 1;
+        put_null(&b->usage);
+        return;
+    }
+    put_raw(&b->usage, amount, prices_format(cost, amount));
+    c->vals[FIELD_COST] = prices_usd(cost);
+    c->present |= 1u << FIELD_COST;
+    total->sum += cost;
+    total->priced = true;
+}
+
+
 /*
  * One usage row: attempt a (index i), or with a NULL the request itself
  * when it reached no provider (its own provider, model and status, no
@@ -557,12 +631,13 @@ usage_key(records_batch_t *b, contrib_t *c, const vmx_json_t *r, const vmx_json_
  */
 static void
 usage_row(records_batch_t *b, const vmx_json_t *r, const vmx_json_t *a, size_t i,
-    bool final, const char *id, const char *ts, const vmx_json_t *attempts)
+    bool final, const char *id, const char *ts, const vmx_json_t *attempts, int64_t at_us,
+    record_cost_t *total)
 {
     static const struct {
         const char  *name;
         bool         of_attempt, integer;
-    } fields[NFIELDS] = {
+    } fields[FIELD_COST] = {
         { "promptTokens", true, true }, { "completionTokens", true, true },
         { "totalTokens", true, true }, { "tokensPerSecond", true, false },
         { "timeToFirstToken", true, false }, { "duration", false, false },
@@ -596,7 +671,7 @@ usage_row(records_batch_t *b, const vmx_json_t *r, const vmx_json_t *a, size_t i
     col_text(u, string_of(src, "model"));
     col_int(u, src, "statusCode", 0, 999);
     col_text(u, reason);
-    for (int f = 0; f < NFIELDS; f++) {
+    for (int f = 0; f < FIELD_COST; f++) {
         const vmx_json_t *obj = fields[f].of_attempt ? a : r;
         const vmx_json_t *v = number_node(obj, fields[f].name, fields[f].integer, 0,
                                           MAX_SAFE_INT);
@@ -615,6 +690,7 @@ usage_row(records_batch_t *b, const vmx_json_t *r, const vmx_json_t *a, size_t i
     }
     put_raw(u, a != NULL ? "t" : "f", 1);
     put_raw(u, final ? "t" : "f", 1);
+    col_cost(b, c, r, a, at_us, total);
     end_row(u);
 
     usage_key(b, c, r, src, reason);
@@ -662,11 +738,12 @@ response_model(const vmx_json_t *response)
 /* the audit row; the model of the answer (NULL when none) */
 static const vmx_json_t *
 audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec,
-    const char *id, const char *ts, const vmx_json_t *attempts)
+    const char *id, const char *ts, const vmx_json_t *attempts, const record_cost_t *cost)
 {
     buf_t            *a = &b->audit;
     const char       *request_format, *response_format;
     const vmx_json_t *response;
+    char              amount[PRICES_AMOUNT_SIZE];
 
     put_raw(a, id, UUID_LEN);
     put_raw(a, ts, strlen(ts));
@@ -708,8 +785,32 @@ audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec
     }
     col_connections(a, r, attempts);
     col_bool(a, r, "authenticated", "t");
+    if (cost->priced) {
+        put_raw(a, amount, prices_format(cost->sum, amount));
+    } else {
+        put_null(a);
+    }
     end_row(a);
     return response_model(response);
+}
+
+
+/* "cost" (USD) of each attempt of the record's metadata o that has one */
+static void
+meta_costs(const records_batch_t *b, const rec_t *e, cJSON *o)
+{
+    cJSON  *a;
+    size_t  i = 0;
+
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(o, "attempts")) {
+        const contrib_t *c = i < e->ncontrib && cJSON_IsObject(a)
+                             ? &b->contribs[e->contrib + i] : NULL;
+
+        if (c != NULL && (c->present & (1u << FIELD_COST))) {
+            cJSON_AddNumberToObject(a, "cost", c->vals[FIELD_COST]);
+        }
+        i++;
+    }
 }
 
 
@@ -733,8 +834,9 @@ records_batch_new(const char *dataplane, bool keep_meta)
 void
 records_batch_reset(records_batch_t *b)
 {
-    b->audit.len = b->usage.len = b->keys.len = b->dead.len = 0;
+    b->audit.len = b->usage.len = b->keys.len = b->dead.len = b->labels.len = 0;
     b->audit.failed = b->usage.failed = b->keys.failed = b->dead.failed = false;
+    b->labels.failed = false;
     b->nrecs = b->ncontribs = b->ndeads = b->ndays = 0;
     b->newest = 0;
     b->failed = false;
@@ -757,6 +859,7 @@ records_batch_free(records_batch_t *b)
     buf_free(&b->usage);
     buf_free(&b->keys);
     buf_free(&b->dead);
+    buf_free(&b->labels);
     arena_reset(&b->arena, true);
     free(b->recs);
     free(b->contribs);
@@ -808,8 +911,10 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
     const vmx_json_t *r, *id, *ts, *attempts, *model;
     vmx_json_error_t  err;
     rec_t            *e;
+    record_cost_t     cost = { 0, false };
     char             *fixed = NULL;
     char              when[VMX_RFC3339_US_SIZE];
+    int64_t           at_us;
     time_t            t;
     size_t            n;
 
@@ -851,22 +956,25 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
         attempts = NULL;
     }
     n = attempts != NULL ? attempts->count : 0;
+    at_us = micros_of(t, when);
 
-    e->audit = b->audit.len;
-    model = audit_row(b, r, rec, e->id, when, attempts);
-    e->audit_len = b->audit.len - e->audit;
-
+    /* the usage rows first: the audit row holds the sum of their costs */
     e->usage = b->usage.len;
     e->contrib = b->ncontribs;
     for (size_t i = 0; i < n; i++) {
-        usage_row(b, r, vmx_json_at(attempts, i), i, i + 1 == n, e->id, when, attempts);
+        usage_row(b, r, vmx_json_at(attempts, i), i, i + 1 == n, e->id, when, attempts,
+                  at_us, &cost);
     }
     if (n == 0) {
-        usage_row(b, r, NULL, 0, true, e->id, when, attempts);
+        usage_row(b, r, NULL, 0, true, e->id, when, attempts, at_us, &cost);
     }
     e->usage_len = b->usage.len - e->usage;
     e->nusage = n ? n : 1;
     e->ncontrib = b->ncontribs - e->contrib;
+
+    e->audit = b->audit.len;
+    model = audit_row(b, r, rec, e->id, when, attempts, &cost);
+    e->audit_len = b->audit.len - e->audit;
     for (size_t i = 0; i < e->ncontrib; i++) {
         b->contribs[e->contrib + i].minute = t - ((t % 60) + 60) % 60;
     }
@@ -880,6 +988,9 @@ records_batch_add(records_batch_t *b, const vmx_spool_record_t *rec, const char 
 
         if (o != NULL && model != NULL) {
             cJSON_AddStringToObject(o, "responseModel", model->str);
+        }
+        if (o != NULL) {
+            meta_costs(b, e, o);
         }
         if (o == NULL || !cJSON_AddItemToArray(b->meta, o)) {
             cJSON_Delete(o);
@@ -937,15 +1048,23 @@ records_batch_meta(const records_batch_t *b)
 
 /* ---- per-minute aggregates ------------------------------------------- */
 
+/* FNV-1a of n bytes at p, from seed */
+static uint64_t
+fnv(const char *p, size_t n, uint64_t seed)
+{
+    uint64_t h = 1469598103934665603ULL ^ seed;
+
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (unsigned char) p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+
 static uint64_t
 contrib_hash(const records_batch_t *b, const contrib_t *c)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t) c->minute;
-
-    for (size_t i = 0; i < c->key_len; i++) {
-        h = (h ^ (unsigned char) b->keys.data[c->key + i]) * 1099511628211ULL;
-    }
-    return h;
+    return fnv(b->keys.data + c->key, c->key_len, (uint64_t) c->minute);
 }
 
 
@@ -1031,6 +1150,69 @@ minute_rows(const records_batch_t *b, buf_t *out)
     }
     free(table);
     return !out->failed;
+}
+
+
+/* ---- cost metrics ---------------------------------------------------- */
+
+/* the cost and the unpriced rows of the records kept, summed per label set
+ * first (one metrics_add() each, not one per row) */
+static void
+count_costs(const records_batch_t *b)
+{
+    size_t         size = 64, mask;
+    cost_series_t *table;
+    char           labels[METRICS_LABELS_SIZE];
+
+    while (size < 2 * b->ncontribs) {
+        size *= 2;
+    }
+    mask = size - 1;
+    table = calloc(size, sizeof(cost_series_t));
+    if (table == NULL) {
+        log_error("records dataplane=%s: out of memory counting costs", b->dataplane);
+        return;
+    }
+    for (size_t r = 0; r < b->nrecs; r++) {
+        for (size_t k = 0; !b->recs[r].skip && k < b->recs[r].ncontrib; k++) {
+            const contrib_t *c = &b->contribs[b->recs[r].contrib + k];
+            const char      *text;
+            size_t           i;
+
+            if (c->labels_len == 0) {
+                continue;                   /* no tokens: nothing to price */
+            }
+            text = b->labels.data + c->labels;
+            i = fnv(text, c->labels_len, 0) & mask;
+            while (table[i].first != NULL
+                   && (table[i].first->labels_len != c->labels_len
+                       || memcmp(b->labels.data + table[i].first->labels, text,
+                                 c->labels_len) != 0))
+            {
+                i = (i + 1) & mask;
+            }
+            table[i].first = table[i].first ? table[i].first : c;
+            table[i].usd += (c->present & (1u << FIELD_COST)) ? c->vals[FIELD_COST] : 0;
+            table[i].priced = table[i].priced || !c->unpriced;
+            table[i].unpriced += c->unpriced;
+        }
+    }
+    for (size_t i = 0; i < size; i++) {
+        const cost_series_t *s = &table[i];
+
+        if (s->first == NULL) {
+            continue;
+        }
+        memcpy(labels, b->labels.data + s->first->labels, s->first->labels_len);
+        labels[s->first->labels_len] = '\0';
+        if (s->priced) {
+            metrics_add(METRIC_USAGE_COST, labels, s->usd);
+        }
+        if (s->unpriced > 0) {
+            metrics_add(METRIC_USAGE_UNPRICED, labels, (double) s->unpriced);
+        }
+    }
+    free(table);
 }
 
 
@@ -1366,6 +1548,7 @@ records_commit(db_conn_t *c, records_batch_t *b, const char *from, const char *t
         stored = ensure_partitions(c, b) != 0 ? -1 : store_rows(c, b, &counts, isolate, state);
         if (stored == 0 && db_commit(c) == 0) {
             *out = counts;
+            count_costs(b);
             return RECORDS_COMMITTED;
         }
         db_rollback(c);

@@ -4,11 +4,12 @@
  *
  * The ingest thread adds the framed records it reads from a spool (and the
  * bytes that are none, as dead letters) to a batch; records_commit() then
- * stores in one transaction the audit rows, one usage row per attempt, the
- * per-minute aggregates of those usage rows (summed here, not by SQL), the
- * API keys' lastUsedAt (one UPDATE per batch), the dead letters, and the
- * data plane's new spool cursor.  Rows go straight
- * into the partitioned tables with COPY; a record delivered twice makes the
+ * stores in one transaction the audit rows, one usage row per attempt (each
+ * with its cost from the price table in memory, prices.h; a record with the
+ * sum of its attempts'), the per-minute aggregates of those usage rows
+ * (summed here, not by SQL), the API keys' lastUsedAt (one UPDATE per
+ * batch), the dead letters, and the data plane's new spool cursor.  Rows go
+ * straight into the partitioned tables with COPY; a record delivered twice makes the
  * audit key refuse the COPY, and the batch is stored again without the
  * records already there.  A record PostgreSQL refuses for its values
  * becomes a dead letter, and the rest of its batch is stored.
@@ -76,7 +77,8 @@ const cJSON *records_batch_meta(const records_batch_t *b);
 
 /*
  * Stores the batch and moves the cursor of its data plane from "from" to
- * "to", in one transaction on c.
+ * "to", in one transaction on c; once committed, counts the cost of the
+ * rows stored into the metrics.
  */
 records_rc_e records_commit(db_conn_t *c, records_batch_t *b, const char *from,
     const char *to, records_result_t *out);

@@ -45,6 +45,20 @@ static const route_t routes[] = {
 
     { "GET",    "/api/v1/providers",         api_providers_list,    "provider:list",
       "provider:*", 0 },
+
+    /* read by anybody; a change reprices every workspace */
+    { "GET",    "/api/v1/prices",            api_prices_list,       "price:list",
+      "price:*", 0 },
+    { "POST",   "/api/v1/prices",            api_prices_create,     "price:create", "price:*",
+      ROUTE_ALL_WORKSPACES },
+    { "GET",    "/api/v1/prices/{id}",       api_prices_get,        "price:get", "price:{id}", 0 },
+    { "PUT",    "/api/v1/prices/{id}",       api_prices_update,     "price:update",
+      "price:{id}", ROUTE_ALL_WORKSPACES },
+    { "PATCH",  "/api/v1/prices/{id}",       api_prices_update,     "price:update",
+      "price:{id}", ROUTE_ALL_WORKSPACES },
+    { "DELETE", "/api/v1/prices/{id}",       api_prices_delete,     "price:delete",
+      "price:{id}", ROUTE_ALL_WORKSPACES },
+
     { "GET",    "/api/v1/dataplanes",        api_dataplanes_list,   "dataplane:list",
       "dataplane:*", ROUTE_ALL_WORKSPACES },
     /* a data plane's, with the data planes' token (api_dataplanes.c) */

@@ -1,9 +1,26 @@
 """Helpers shared by the control-plane tests."""
+import time
 import uuid
 
 
 def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def wait_ingested(stack, timeout=30.0):
+    """Until the stored cursor of a stack's fake data plane is the end of its spool."""
+    dp = stack.dataplane
+    end = dp.end_cursor()
+    wait_until(lambda: stack.pg.psql("SELECT cursor FROM record_cursors WHERE dataplane = "
+                                     f"'{dp.url}'") == end, timeout, f"cursor {end}")
 
 
 def env_path(env, tail=""):

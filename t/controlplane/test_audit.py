@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from cphelpers import unique
+from cphelpers import unique, wait_ingested, wait_until
 from harness import spool
 
 UTC = dt.timezone.utc
@@ -103,22 +103,6 @@ def sql(stack, text):
 
 def count(stack, table, env):
     return int(sql(stack, f"SELECT count(*) FROM {table} WHERE environment_id = '{env.env}'"))
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def wait_ingested(stack, timeout=30.0):
-    """Until the stored cursor is the end of the fake spool."""
-    dp = stack.dataplane
-    end = dp.end_cursor()
-    wait_until(lambda: sql(stack, "SELECT cursor FROM record_cursors WHERE dataplane = "
-                                  f"'{dp.url}'") == end, timeout, f"cursor {end}")
 
 
 def usage_rows(records):

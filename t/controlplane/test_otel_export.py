@@ -159,6 +159,38 @@ def test_spans_of_records(ot):
         assert marker not in json.dumps([b for _, b in ot.collector.traces])
 
 
+def test_cost_is_exported(ot):
+    """An attempt's cost (the price table's) is a span attribute and an OTLP sum."""
+    model = "otel-" + uuid.uuid4().hex[:12]
+    status, body, _ = ot.api.request("POST", "/api/v1/prices",
+                                     {"provider": "openai", "model": model, "input": 2,
+                                      "output": 4, "validFrom": "2026-01-01T00:00:00Z"})
+    assert status == 201, body
+    time.sleep(0.5)         # the ingestion's next round loads it
+    default = connection(ot, "openai", {"apiKey": "sk-otel-" + uuid.uuid4().hex})
+    priced = record(ot, [attempt("openai", model, default, 200)])
+    ot.dataplane.add_records([priced])
+
+    # 9 prompt tokens at 2 USD and 5 completion tokens at 4 USD per million
+    server, client = sorted(spans_of(ot, priced["traceId"], 2), key=lambda s: s["kind"])
+    assert client["attrs"]["vmx.usage.cost"] == pytest.approx(38e-6)
+    assert server["attrs"]["vmx.usage.cost"] == pytest.approx(38e-6)
+
+    def cost_point():
+        m = ot.collector.last_metrics().get("vmx.usage.cost")
+        points = [p for p in (m["sum"]["dataPoints"] if m else [])
+                  if {"key": "gen_ai.request.model", "value": {"stringValue": model}}
+                  in p["attributes"]]
+        return points[0] if points else None
+
+    deadline = time.time() + 10
+    while cost_point() is None:
+        assert time.time() < deadline, ot.collector.last_metrics().keys()
+        time.sleep(0.1)
+    assert cost_point()["asDouble"] == pytest.approx(38e-6)
+    assert ot.collector.last_metrics()["vmx.usage.cost"]["unit"] == "USD"
+
+
 def test_queue_full_drops_are_counted(ot):
     """While the collector fails, one batch is retried and the queue holds QUEUE records:
     the others' spans are dropped and counted; the waiting ones arrive afterwards."""

@@ -211,6 +211,7 @@ try {
     ["/users", "users"],
     ["/roles", "roles"],
     ["/dataplanes", "dataplanes"],
+    ["/prices", "prices"],
     ["/pools", "pools"],
     ["/profile", "profile"],
     ["/password", "password"],
@@ -529,6 +530,7 @@ try {
     ["/workspaces", "New workspace"],
     ["/users", "New user"],
     ["/roles", "New role"],
+    ["/prices", "New price"],
   ]) {
     await page.goto(URL + path);
     await ready(page);

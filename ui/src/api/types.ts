@@ -72,6 +72,21 @@ export interface Provider {
   defaultModels: string[];
 }
 
+/** USD per million tokens; validTo: the next price's validFrom */
+export interface Price {
+  id: string;
+  provider: string;
+  model: string;
+  currency: string;
+  input: number;
+  output: number;
+  cachedInput: number | null;
+  validFrom: string;
+  validTo: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
 export interface Connection {
   id: string;
   name: string;

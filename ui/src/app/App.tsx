@@ -20,6 +20,7 @@ const ApiKeys = lazy(() => import("../pages/ApiKeys"));
 const Users = lazy(() => import("../pages/Users"));
 const Roles = lazy(() => import("../pages/Roles"));
 const DataPlanes = lazy(() => import("../pages/DataPlanes"));
+const Prices = lazy(() => import("../pages/Prices"));
 const Usage = lazy(() => import("../pages/Usage"));
 const Pools = lazy(() => import("../pages/Pools"));
 const Playground = lazy(() => import("../pages/Playground"));
@@ -149,6 +150,7 @@ export function App() {
               <Route path="/users" element={<Users />} />
               <Route path="/roles" element={<Roles />} />
               <Route path="/dataplanes" element={<DataPlanes />} />
+              <Route path="/prices" element={<Prices />} />
               <Route path="/usage" element={<Usage />} />
               <Route path="/pools" element={<Pools />} />
               <Route path="/playground" element={<Playground />} />

@@ -31,6 +31,7 @@ const LINKS: [string, string][] = [
   ["/playground", "Chat playground"],
   ["/pools", "Prioritization"],
   ["/usage", "Usage and audit"],
+  ["/prices", "Prices"],
   ["/activity", "Activity log"],
   ["/users", "Users"],
   ["/roles", "Roles"],

@@ -338,6 +338,22 @@ export function fmtDate(s?: string | null): string {
   return isNaN(d.getTime()) ? s : d.toLocaleString();
 }
 
+/** RFC 3339 from a datetime-local value (local time), or null */
+export function toIso(local: string): string | null {
+  if (!local) return null;
+  const d = new Date(local);
+  return isNaN(d.getTime()) ? local : d.toISOString();
+}
+
+/** a datetime-local value (local time) of an RFC 3339 time, "" when none */
+export function toLocal(iso?: string | null): string {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (isNaN(d.getTime())) return "";
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
 export function NeedEnv() {
   return (
     <Alert color="blue" title="No environment selected">

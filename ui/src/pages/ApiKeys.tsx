@@ -19,23 +19,22 @@ import { fieldsOf, useSubmit } from "../api/errors";
 import type { ApiKey, Capacity } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { rememberKey } from "../app/sessionKeys";
-import { CapacityEditor, CopyValue, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity, fmtDate } from "../components/common";
+import {
+  CapacityEditor,
+  CopyValue,
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  NameFields,
+  NeedEnv,
+  PageHeader,
+  cleanCapacity,
+  fmtDate,
+  toIso,
+  toLocal,
+} from "../components/common";
 import { res } from "../perm/policy";
 import { useResources } from "./Resources";
-
-/** RFC 3339 from a datetime-local value (local time), or null */
-function toIso(local: string): string | null {
-  if (!local) return null;
-  const d = new Date(local);
-  return isNaN(d.getTime()) ? local : d.toISOString();
-}
-function toLocal(iso?: string | null): string {
-  if (!iso) return "";
-  const d = new Date(iso);
-  if (isNaN(d.getTime())) return "";
-  const p = (n: number) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
-}
 
 function KeyForm({
   path,

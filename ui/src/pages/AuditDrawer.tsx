@@ -42,6 +42,7 @@ export type FullAuditRecord = Omit<AuditRecord, "events"> & {
   attempts?: AuditAttempt[] | null;
   events?: AuditEvent[] | null;
   payloadTruncated?: boolean;
+  cost?: number | null;
 };
 
 function parse(v: unknown): unknown {
@@ -191,6 +192,7 @@ export default function AuditDrawer({ path, id, onClose, connectionName }: { pat
                   ? `${last.promptTokens ?? "?"} + ${last.completionTokens ?? "?"} = ${last.totalTokens}`
                   : null}
               </Field>
+              <Field label="Cost">{a.cost != null ? `$${a.cost}` : null}</Field>
               {a.errorMessage && <Field label="Error">{a.errorMessage}</Field>}
             </SimpleGrid>
           </Section>

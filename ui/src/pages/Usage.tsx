@@ -16,6 +16,7 @@ interface Point {
   errorCount?: number | null;
   totalTokens?: number | null;
   requestDuration?: number | null;
+  cost?: number | null;
   [k: string]: unknown;
 }
 
@@ -226,7 +227,7 @@ export default function Usage() {
     queryFn: () =>
       api<{ data: Point[] }>("POST", `${path}/usage`, {
         granularity: RANGES[range].granularity,
-        metrics: { requestCount: "sum", errorCount: "sum", totalTokens: "sum", requestDuration: "avg" },
+        metrics: { requestCount: "sum", errorCount: "sum", totalTokens: "sum", requestDuration: "avg", cost: "sum" },
         dimensions: [],
         filter: { dateRange: { start, end } },
       }),
@@ -244,6 +245,8 @@ export default function Usage() {
   }
   const points = useMemo(() => fillBuckets(usage.data?.data ?? NO_POINTS, now, range), [usage.data, now, range]);
   const total = (k: keyof Point) => points.reduce((n, p) => n + ((p[k] as number) ?? 0), 0);
+  // a bucket's cost is null when none of its rows had a price: no cost at all is "—", not $0
+  const costs = points.filter((p) => p.cost != null);
   return (
     <>
       <PageHeader title="Usage and audit">
@@ -262,12 +265,13 @@ export default function Usage() {
         />
       </PageHeader>
       <ErrorAlert error={usage.error} />
-      <SimpleGrid cols={{ base: 1, sm: 3 }} mb="md">
+      <SimpleGrid cols={{ base: 1, sm: 4 }} mb="md">
         {(
           [
-            ["Requests", total("requestCount")],
-            ["Errors", total("errorCount")],
-            ["Tokens", total("totalTokens")],
+            ["Requests", total("requestCount").toLocaleString()],
+            ["Errors", total("errorCount").toLocaleString()],
+            ["Tokens", total("totalTokens").toLocaleString()],
+            ["Cost", costs.length ? `$${total("cost").toFixed(4)}` : "—"],
           ] as const
         ).map(([label, n]) => (
           <Paper key={label} withBorder p="sm">
@@ -275,7 +279,7 @@ export default function Usage() {
               {label}
             </Text>
             <Text fw={700} size="xl">
-              {usage.isLoading ? "…" : n.toLocaleString()}
+              {usage.isLoading ? "…" : n}
             </Text>
           </Paper>
         ))}
