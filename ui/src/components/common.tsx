@@ -354,6 +354,41 @@ export function toLocal(iso?: string | null): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
+/** A form's general error (one no field is named for), when there is one. */
+export function FormError({ message }: { message?: string | null }) {
+  return message ? (
+    <Alert color="red" role="alert">
+      {message}
+    </Alert>
+  ) : null;
+}
+
+/** A form's footer: Cancel (Close when read-only) and, unless read-only, Create or Save. */
+export function FormActions({
+  readOnly,
+  busy,
+  creating,
+  onClose,
+}: {
+  readOnly?: boolean;
+  busy: boolean;
+  creating: boolean;
+  onClose: () => void;
+}) {
+  return (
+    <Group justify="flex-end">
+      <Button variant="default" onClick={onClose}>
+        {readOnly ? "Close" : "Cancel"}
+      </Button>
+      {!readOnly && (
+        <Button type="submit" loading={busy}>
+          {creating ? "Create" : "Save"}
+        </Button>
+      )}
+    </Group>
+  );
+}
+
 export function NeedEnv() {
   return (
     <Alert color="blue" title="No environment selected">
@@ -383,11 +418,7 @@ export function NameFields({
 }) {
   return (
     <>
-      {errs.general && (
-        <Alert color="red" role="alert">
-          {errs.general}
-        </Alert>
-      )}
+      <FormError message={errs.general} />
       <TextInput
         label="Name"
         description={nameHint}

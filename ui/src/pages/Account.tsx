@@ -6,7 +6,14 @@ import { api, listAll } from "../api/client";
 import { useSubmit } from "../api/errors";
 import type { User } from "../api/types";
 import { useMe } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, fmtDate, PageHeader } from "../components/common";
+import {
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  fmtDate,
+  FormError,
+  PageHeader,
+} from "../components/common";
 
 interface Session {
   id: string;
@@ -93,11 +100,7 @@ export function PasswordChange() {
             Password changed. Your other sessions were ended.
           </Alert>
         )}
-        {errs.general && (
-          <Alert color="red" role="alert">
-            {errs.general}
-          </Alert>
-        )}
+        <FormError message={errs.general} />
         <PasswordInput
           label="Current password"
           autoComplete="current-password"
@@ -182,11 +185,7 @@ export function Profile() {
               Saved.
             </Alert>
           )}
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
+          <FormError message={errs.general} />
           <TextInput label="Username" value={me.data?.username ?? ""} readOnly disabled />
           <TextInput
             label="Name"

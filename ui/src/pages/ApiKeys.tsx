@@ -21,15 +21,17 @@ import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import { rememberKey } from "../app/sessionKeys";
 import {
   CapacityEditor,
+  cleanCapacity,
   CopyValue,
   DataTable,
   DeleteButton,
   ErrorAlert,
+  fmtDate,
+  FormActions,
+  FormError,
   NameFields,
   NeedEnv,
   PageHeader,
-  cleanCapacity,
-  fmtDate,
   toIso,
   toLocal,
 } from "../components/common";
@@ -121,16 +123,7 @@ function KeyForm({
               {initial.previousKeyExpiresAt && ` · previous key valid until ${fmtDate(initial.previousKeyExpiresAt)}`}
             </Text>
           )}
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>
@@ -166,11 +159,7 @@ function Rotate({ path, k, onRotated, onClose }: { path: string; k: ApiKey; onRo
     <Modal opened onClose={onClose} title={`Rotate ${k.name}`}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
+          <FormError message={errs.general} />
           <Text size="sm">
             A new key replaces <Code>{k.maskedKey}</Code>; the old one keeps working for the grace period.
           </Text>

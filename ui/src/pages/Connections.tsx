@@ -20,7 +20,18 @@ import { api, ApiError, listAll } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Capacity, Connection } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
-import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity, fmtDate } from "../components/common";
+import {
+  CapacityEditor,
+  cleanCapacity,
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  fmtDate,
+  FormActions,
+  NameFields,
+  NeedEnv,
+  PageHeader,
+} from "../components/common";
 import { cleanConfig, ProviderConfigFields, useProviders } from "../components/providers";
 import { res } from "../perm/policy";
 
@@ -213,16 +224,7 @@ function ConnectionForm({
               <ConnectionUsage path={path} id={initial.id} />
             </>
           )}
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

@@ -1,11 +1,11 @@
 import { useState } from "react";
-import { Alert, Badge, Button, Group, Modal, Stack, Switch } from "@mantine/core";
+import { Alert, Badge, Button, Modal, Stack, Switch } from "@mantine/core";
 import { useQueryClient } from "@tanstack/react-query";
 import { api } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Environment, Workspace } from "../api/types";
 import { usePermissions, useSelection } from "../app/session";
-import { DataTable, DeleteButton, NameFields, PageHeader } from "../components/common";
+import { DataTable, DeleteButton, FormActions, NameFields, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
 
 function EnvForm({
@@ -57,16 +57,7 @@ function EnvForm({
             error={errs.at("auditRequired")}
             disabled={readOnly}
           />
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

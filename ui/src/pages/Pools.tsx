@@ -4,7 +4,7 @@ import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api } from "../api/client";
 import { useSubmit } from "../api/errors";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
-import { DeleteButton, ErrorAlert, NeedEnv, PageHeader } from "../components/common";
+import { DeleteButton, ErrorAlert, FormError, NeedEnv, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
 import { useResources } from "./Resources";
 
@@ -137,11 +137,7 @@ export default function Pools() {
               Saved.
             </Alert>
           )}
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
+          <FormError message={errs.general} />
           {q.isLoading && <Paper withBorder h={120} />}
           {!q.isLoading && pools.length === 0 && <Text size="sm">No pool: no prioritization in this environment.</Text>}
           {pools.map((p, i) => (

@@ -1,11 +1,21 @@
 import { useMemo, useState } from "react";
-import { Alert, Button, Group, Modal, NumberInput, Select, Stack, Text, TextInput } from "@mantine/core";
+import { Button, Group, Modal, NumberInput, Select, Stack, Text, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Price } from "../api/types";
 import { usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, fmtDate, PageHeader, toIso, toLocal } from "../components/common";
+import {
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  fmtDate,
+  FormActions,
+  FormError,
+  PageHeader,
+  toIso,
+  toLocal,
+} from "../components/common";
 import { useProviders } from "../components/providers";
 
 const usd = (v: number | null) => (v === null ? "as input" : `$${v}`);
@@ -53,11 +63,7 @@ function PriceForm({ initial, onClose, readOnly }: { initial: Price | null; onCl
     <Modal opened onClose={onClose} title={initial ? `Price of ${initial.model}` : "New price"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
+          <FormError message={errs.general} />
           <Select
             label="Provider"
             data={(providers.data ?? []).map((p) => ({ value: p.id, label: p.name }))}
@@ -87,16 +93,7 @@ function PriceForm({ initial, onClose, readOnly }: { initial: Price | null; onCl
             error={errs.at("validFrom")}
             disabled={readOnly}
           />
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

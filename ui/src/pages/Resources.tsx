@@ -16,7 +16,17 @@ import { api, listAll } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Capacity, ModelRef, Resource } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
-import { CapacityEditor, DataTable, DeleteButton, ErrorAlert, NameFields, NeedEnv, PageHeader, cleanCapacity } from "../components/common";
+import {
+  CapacityEditor,
+  cleanCapacity,
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  FormActions,
+  NameFields,
+  NeedEnv,
+  PageHeader,
+} from "../components/common";
 import { ModelPicker } from "../components/models";
 import { cleanRouting, RoutingEditor, type Routing } from "../components/routing";
 import { res } from "../perm/policy";
@@ -270,16 +280,7 @@ function ResourceForm({
               }}
             />
           )}
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

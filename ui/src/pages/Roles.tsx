@@ -5,7 +5,14 @@ import { api, ApiError, listAll } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Role } from "../api/types";
 import { usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader } from "../components/common";
+import {
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  FormActions,
+  NameFields,
+  PageHeader,
+} from "../components/common";
 import { res } from "../perm/policy";
 
 const EXAMPLE = {
@@ -80,16 +87,7 @@ function RoleForm({ initial, onClose, readOnly }: { initial: Role | null; onClos
             disabled={readOnly}
             styles={{ input: { fontFamily: "ui-monospace, monospace" } }}
           />
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

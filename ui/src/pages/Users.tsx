@@ -1,11 +1,18 @@
 import { useState } from "react";
-import { Alert, Badge, Button, Group, Modal, MultiSelect, PasswordInput, Stack, Switch, TextInput } from "@mantine/core";
+import { Badge, Button, Group, Modal, MultiSelect, PasswordInput, Stack, Switch, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, listAll } from "../api/client";
 import { fieldsOf, useSubmit } from "../api/errors";
 import type { Role, User } from "../api/types";
 import { useMe, usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, PageHeader } from "../components/common";
+import {
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  FormActions,
+  FormError,
+  PageHeader,
+} from "../components/common";
 import { res } from "../perm/policy";
 
 function UserForm({
@@ -70,11 +77,7 @@ function UserForm({
     <Modal opened onClose={onClose} title={initial ? `User ${initial.username}` : "New user"}>
       <form onSubmit={submit} noValidate>
         <Stack>
-          {errs.general && (
-            <Alert color="red" role="alert">
-              {errs.general}
-            </Alert>
-          )}
+          <FormError message={errs.general} />
           <TextInput
             label="Username"
             value={username}
@@ -120,16 +123,7 @@ function UserForm({
             onChange={setUserRoles}
             disabled={readOnly || !canAssign || !roles.data}
           />
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>

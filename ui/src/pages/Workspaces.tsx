@@ -1,12 +1,21 @@
 import { useState } from "react";
-import { Alert, Anchor, Badge, Button, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
+import { Anchor, Badge, Button, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { Link, useParams } from "react-router-dom";
 import { api, listAll } from "../api/client";
 import { useSubmit } from "../api/errors";
 import type { Member, User, Workspace } from "../api/types";
 import { useMe, usePermissions } from "../app/session";
-import { DataTable, DeleteButton, ErrorAlert, NameFields, PageHeader, fmtDate } from "../components/common";
+import {
+  DataTable,
+  DeleteButton,
+  ErrorAlert,
+  fmtDate,
+  FormActions,
+  FormError,
+  NameFields,
+  PageHeader,
+} from "../components/common";
 import { res } from "../perm/policy";
 
 function WorkspaceForm({
@@ -42,16 +51,7 @@ function WorkspaceForm({
             setDescription={setDescription}
             readOnly={readOnly}
           />
-          <Group justify="flex-end">
-            <Button variant="default" onClick={onClose}>
-              {readOnly ? "Close" : "Cancel"}
-            </Button>
-            {!readOnly && (
-              <Button type="submit" loading={busy}>
-                {initial ? "Save" : "Create"}
-              </Button>
-            )}
-          </Group>
+          <FormActions readOnly={readOnly} busy={busy} creating={!initial} onClose={onClose} />
         </Stack>
       </form>
     </Modal>
@@ -127,11 +127,7 @@ function AddMember({ ws, onDone }: { ws: Workspace; onDone: () => void }) {
   return (
     <form onSubmit={submit} noValidate>
       <Stack>
-        {errs.general && (
-          <Alert color="red" role="alert">
-            {errs.general}
-          </Alert>
-        )}
+        <FormError message={errs.general} />
         {users.isSuccess ? (
           <Select
             label="User"
