@@ -175,7 +175,7 @@ def compiles(gw, version):
 def pushes(cp, version):
     """(ms the control plane took to build version, [ms of each data plane's PUT])."""
     log = cp.log_text()
-    built = re.findall(rf"pusher built version={version} in (\d+) ms", log)
+    built = re.findall(rf"pusher built version={version} format=\d+ in (\d+) ms", log)
     put = re.findall(rf"pushed version={version} bytes=\d+ in (\d+) ms", log)
     return (int(built[-1]) if built else 0), [int(t) for t in put]
 
