@@ -698,7 +698,7 @@ run_change(http_req_t *req)
         return;
     }
     req->config_changed = snapshot_current_version(req->db) != before;
-    rc = req->config_changed ? snapshot_check(req->db, &problem) : 0;
+    rc = req->config_changed ? snapshot_check(req->db, http_param(req, "env"), &problem) : 0;
     if (rc != 0) {
         db_rollback(req->db);
         if (rc < 0) {

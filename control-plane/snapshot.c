@@ -25,7 +25,7 @@
     "  'id', id, 'workspaceId', workspace_id, 'name', name," \
     "  'storePayload', store_payload, 'auditRequired', audit_required)" \
     "  ORDER BY created_at, id), '[]')::text" \
-    " FROM environments"
+    " FROM environments WHERE $1::uuid IS NULL OR id = $1"
 
 #define CONNECTIONS_SQL \
     "SELECT jsonb_build_object(" \
@@ -33,7 +33,8 @@
     "  'name', name, 'provider', provider, 'allowedModels', allowed_models," \
     "  'capacity', capacity, 'timeouts', timeouts)::text, config::text, secrets::text," \
     "  id::text" \
-    " FROM connections ORDER BY created_at, id"
+    " FROM connections WHERE $1::uuid IS NULL OR environment_id = $1" \
+    " ORDER BY created_at, id"
 
 #define RESOURCES_SQL \
     "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
@@ -42,7 +43,7 @@
     "  'useFallback', use_fallback, 'secondaryModels', secondary_models," \
     "  'routing', routing, 'enforceCapacity', enforce_capacity," \
     "  'capacity', capacity, 'timeouts', timeouts) ORDER BY created_at, id), '[]')::text" \
-    " FROM resources"
+    " FROM resources WHERE $1::uuid IS NULL OR environment_id = $1"
 
 #define API_KEYS_SQL \
     "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
@@ -53,13 +54,13 @@
     "  'expiresAt', vmx_rfc3339(expires_at), 'previousKeyHash', previous_key_hash," \
     "  'previousKeyExpiresAt', vmx_rfc3339(previous_expires_at))" \
     "  ORDER BY created_at, id), '[]')::text" \
-    " FROM api_keys"
+    " FROM api_keys WHERE $1::uuid IS NULL OR environment_id = $1"
 
 #define POOL_DEFINITIONS_SQL \
     "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
     "  'environmentId', environment_id, 'pools', pools, 'strategy', strategy)" \
     "  ORDER BY created_at, environment_id), '[]')::text" \
-    " FROM pool_definitions"
+    " FROM pool_definitions WHERE $1::uuid IS NULL OR environment_id = $1"
 
 
 long long
@@ -154,11 +155,11 @@ add_aws_credentials(cJSON *conn, const cJSON *config, const char *connection_id)
 
 
 /* for a check, neither addresses nor credentials: what the compiler reads
- * of them cannot be wrong */
+ * of them cannot be wrong; scope: an environment's id, NULL for all */
 static cJSON *
-build_connections(db_conn_t *c, bool check)
+build_connections(db_conn_t *c, bool check, const char *const *scope)
 {
-    PGresult *res = db_exec(c, CONNECTIONS_SQL, 0, NULL);
+    PGresult *res = db_exec(c, CONNECTIONS_SQL, 1, scope);
     cJSON    *list;
 
     if (res == NULL) {
@@ -193,12 +194,14 @@ build_connections(db_conn_t *c, bool check)
 }
 
 
-/* the snapshot object in format format; NULL on error (caller deletes) */
+/* the snapshot object in format format, of one environment or (env NULL)
+ * all; NULL on error (caller deletes) */
 static cJSON *
-build_tree(db_conn_t *c, long long *version, int format, bool check)
+build_tree(db_conn_t *c, long long *version, int format, bool check, const char *env)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *part;
+    const char *const  scope[1] = { env };
+    cJSON             *root = cJSON_CreateObject();
+    cJSON             *part;
 
     *version = snapshot_current_version(c);
     if (*version < 0) {
@@ -211,23 +214,23 @@ build_tree(db_conn_t *c, long long *version, int format, bool check)
         cJSON_AddNumberToObject(root, "format", format);
     }
 
-    if ((part = db_json(c, ENVIRONMENTS_SQL, 0, NULL)) == NULL) {
+    if ((part = db_json(c, ENVIRONMENTS_SQL, 1, scope)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "environments", part);
-    if ((part = build_connections(c, check)) == NULL) {
+    if ((part = build_connections(c, check, scope)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "connections", part);
-    if ((part = db_json(c, RESOURCES_SQL, 0, NULL)) == NULL) {
+    if ((part = db_json(c, RESOURCES_SQL, 1, scope)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "resources", part);
-    if ((part = db_json(c, API_KEYS_SQL, 0, NULL)) == NULL) {
+    if ((part = db_json(c, API_KEYS_SQL, 1, scope)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "apiKeys", part);
-    if ((part = db_json(c, POOL_DEFINITIONS_SQL, 0, NULL)) == NULL) {
+    if ((part = db_json(c, POOL_DEFINITIONS_SQL, 1, scope)) == NULL) {
         goto failed;
     }
     cJSON_AddItemToObject(root, "poolDefinitions", part);
@@ -256,7 +259,7 @@ snapshot_build(db_conn_t *c, long long *version, int format)
     if (begin_read(c) != 0) {
         return NULL;
     }
-    root = build_tree(c, version, format, false);
+    root = build_tree(c, version, format, false, NULL);
     db_rollback(c);
     if (root != NULL) {
         text = cJSON_PrintUnformatted(root);
@@ -283,10 +286,10 @@ snapshot_free(char *snapshot)
  * check: no addresses, no credentials.  0, or -1 when it cannot be built.
  */
 static int
-compile_check(db_conn_t *c, arena_t *arena, vmx_config_t *cfg)
+compile_check(db_conn_t *c, const char *env, arena_t *arena, vmx_config_t *cfg)
 {
     long long  version;
-    cJSON     *root = build_tree(c, &version, VMX_CONFIG_FORMAT, true);
+    cJSON     *root = build_tree(c, &version, VMX_CONFIG_FORMAT, true, env);
     char      *text, err[256];
     int        rc;
 
@@ -320,7 +323,7 @@ same_problem(const vmx_cfg_problem_t *a, const vmx_cfg_problem_t *b)
 
 
 int
-snapshot_check(db_conn_t *c, snapshot_problem_t *out)
+snapshot_check(db_conn_t *c, const char *env, snapshot_problem_t *out)
 {
     arena_t       after_arena = { NULL }, before_arena = { NULL };
     vmx_config_t  after, before;
@@ -328,7 +331,7 @@ snapshot_check(db_conn_t *c, snapshot_problem_t *out)
     bool          have_before = false;
     int           rc = 0;
 
-    if (compile_check(c, &after_arena, &after) != 0) {
+    if (compile_check(c, env, &after_arena, &after) != 0) {
         arena_reset(&after_arena, true);
         return -1;
     }
@@ -345,7 +348,7 @@ snapshot_check(db_conn_t *c, snapshot_problem_t *out)
             committed = db_try_acquire();
             if (committed != NULL
                 && begin_read(committed) == 0
-                && compile_check(committed, &before_arena, &before) == 0)
+                && compile_check(committed, env, &before_arena, &before) == 0)
             {
                 have_before = true;
             }

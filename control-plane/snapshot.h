@@ -38,8 +38,10 @@ typedef struct {
  * with the compiler the data planes run (lib/vmx_config.c).  1 when it has
  * a problem that makes an object invalid and that the committed
  * configuration has not (described in out): the change must not be
- * committed; 0 when it has none; -1 when it cannot be built.
+ * committed; 0 when it has none; -1 when it cannot be built.  env: the
+ * environment the change was made in (an object refers only to objects of
+ * its own environment, so no other can change), NULL for the whole.
  */
-int snapshot_check(db_conn_t *c, snapshot_problem_t *out);
+int snapshot_check(db_conn_t *c, const char *env, snapshot_problem_t *out);
 
 #endif
