@@ -131,7 +131,8 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         {
             /* every connection of the chain had no capacity left */
             status = NGX_HTTP_TOO_MANY_REQUESTS;
-            code = "resource_exhausted";
+            code = ctx->admission.over_budget ? "budget_exceeded"
+                                              : "resource_exhausted";
             type = "rate_limit_error";
             p = ngx_snprintf(buf, sizeof(buf) - 1, "%V", &ctx->attempt.failure);
             *p = '\0';

@@ -44,9 +44,14 @@
 #define NGX_HTTP_VMX_PERIOD_MONTH     VMX_PERIOD_MONTH
 #define NGX_HTTP_VMX_PERIOD_LIFETIME  VMX_PERIOD_LIFETIME
 
-/* a counter's name: "kind:id:period:window start[:address]" */
+/* a counter's name: "kind[$]:id:period:window start[:address]", "$" for a
+   budget's */
 #define NGX_HTTP_VMX_LIMIT_KEY_MAX                                            \
-    (2 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
+    (3 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
+
+/* a budget's reservation of the completion when the request states no
+   max_tokens */
+#define NGX_HTTP_VMX_BUDGET_COMPLETION   1024
 
 #define NGX_HTTP_VMX_EPOCH_LEN           24
 
@@ -79,13 +84,18 @@ typedef enum {
 } ngx_http_vmx_admit_e;
 
 
-/* a capacity entry: requests and tokens per period, -1 when not limited */
+/*
+ * a capacity entry: requests and tokens per period, -1 when not limited;
+ * the "cost" of an entry is an entry of its own, a budget, whose tokens
+ * are micro-dollars
+ */
 
 typedef struct {
     ngx_uint_t                   period;
     int64_t                      requests;
     int64_t                      tokens;
     unsigned                     per_address:1;    /* "source-ip" */
+    unsigned                     cost:1;
 } ngx_http_vmx_limit_t;
 
 
@@ -108,6 +118,7 @@ typedef struct {
     ngx_int_t                    attempt;       /* -1: the request's own */
     int64_t                      tokens;        /* reserved */
     unsigned                     settled:1;
+    unsigned                     cost:1;        /* micro-dollars reserved */
 } ngx_http_vmx_reservation_t;
 
 
@@ -183,6 +194,7 @@ typedef struct {
     ngx_str_t                    provider;
     ngx_str_t                    model;
     ngx_http_vmx_connection_t   *connection;
+    const vmx_cfg_price_t       *prices;        /* NULL: not priced */
 } ngx_http_vmx_target_t;
 
 
@@ -644,6 +656,7 @@ typedef struct {
     uint64_t                     gate_usec;
 
     unsigned                     limits_granted:1;  /* by the last refill */
+    unsigned                     over_budget:1;     /* the refusal's entry */
 } ngx_http_vmx_ctx_admission_t;
 
 
