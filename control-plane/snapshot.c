@@ -72,7 +72,7 @@
     "  'inputMicros', (input * 1000000)::bigint," \
     "  'outputMicros', (output * 1000000)::bigint," \
     "  'cachedInputMicros', (cached_input * 1000000)::bigint," \
-    "  'validFrom', ceil(extract(epoch FROM valid_from))::bigint)" \
+    "  'validFrom', floor(extract(epoch FROM valid_from))::bigint)" \
     "  ORDER BY provider, model, valid_from), '[]')::text" \
     " FROM prices p" \
     " WHERE valid_from >= coalesce((SELECT max(q.valid_from) FROM prices q" \
