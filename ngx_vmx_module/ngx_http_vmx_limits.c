@@ -178,6 +178,8 @@ static ngx_http_vmx_admit_e ngx_http_vmx_limits_decide(
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm,
     ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit,
     ngx_http_vmx_limit_node_t *node);
+static ngx_uint_t ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes,
+    ngx_uint_t nscopes);
 static int64_t ngx_http_vmx_limits_estimate(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t *target);
 static int64_t ngx_http_vmx_limits_amount(ngx_http_vmx_ctx_t *ctx,
@@ -421,9 +423,13 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     adm.nscopes = nscopes;
     adm.attempt = attempt;
     adm.redis = (mcf->redis != NULL);
-    adm.cost = ngx_http_vmx_limits_estimate(r, ctx, (attempt >= 0)
-                                                    ? ctx->attempt.target
-                                                    : ctx->plan.targets[0]);
+
+    /* priced only when a budget applies: no lookup, no log otherwise */
+    adm.cost = ngx_http_vmx_limits_budgeted(scopes, nscopes)
+               ? ngx_http_vmx_limits_estimate(r, ctx, (attempt >= 0)
+                                                      ? ctx->attempt.target
+                                                      : ctx->plan.targets[0])
+               : -1;
 
     /*
      * A round that waits and whose every grant fails to go out is decided
@@ -655,6 +661,28 @@ ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
     adm->deny_tokens = tokens;
 
     return NGX_HTTP_VMX_ADMIT_DENY;
+}
+
+
+/* whether an entry of the scopes is a budget */
+
+static ngx_uint_t
+ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes)
+{
+    ngx_uint_t             s, i;
+    ngx_http_vmx_limit_t  *limit;
+
+    for (s = 0; s < nscopes; s++) {
+        limit = scopes[s].limits->elts;
+
+        for (i = 0; i < scopes[s].limits->nelts; i++) {
+            if (limit[i].cost) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 

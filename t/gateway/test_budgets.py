@@ -34,6 +34,14 @@ def seconds_to_midnight():
     return 86400 - int(time.time()) % 86400
 
 
+def key_with_budget(gw, fake, model, capacity):
+    """Resource "r" on model, key "k" with capacity entries."""
+    return gw.provision(
+        connections={"c": connection_for(fake)},
+        resources={"r": {"model": ("c", model)}},
+        keys={"k": {"resources": ["r"], "enforceCapacity": True, "capacity": capacity}})
+
+
 def chat(env, resource, key, max_tokens=10):
     return env.chat(resource, key=env.keys[key], body={"max_tokens": max_tokens})
 
@@ -52,11 +60,7 @@ def test_api_key_budget(gw, fake):
     reservation does not; one reserving 80 (max_tokens 0) brings the key to $0.001
     exactly, and then nothing fits."""
     model = priced_model(gw)
-    env = gw.provision(
-        connections={"c": connection_for(fake)},
-        resources={"r": {"model": ("c", model)}},
-        keys={"k": {"resources": ["r"], "enforceCapacity": True,
-                    "capacity": [per_day(0.001)]}})
+    env = key_with_budget(gw, fake, model, [per_day(0.001)])
     for _ in range(4):
         r = chat(env, "r", "k")
         assert r.status == 200, r
@@ -71,11 +75,7 @@ def test_settle_leaves_room(gw, fake):
     """Without the settlement, three reservations of 280 would leave no room in 700 for
     a fourth request of 80; settled to 200 each, 600 are spent and it fits."""
     model = priced_model(gw)
-    env = gw.provision(
-        connections={"c": connection_for(fake)},
-        resources={"r": {"model": ("c", model)}},
-        keys={"k": {"resources": ["r"], "enforceCapacity": True,
-                    "capacity": [per_day(0.0007)]}})
+    env = key_with_budget(gw, fake, model, [per_day(0.0007)])
     for _ in range(3):
         assert chat(env, "r", "k").status == 200
     assert chat(env, "r", "k", max_tokens=0).status == 200
@@ -115,25 +115,20 @@ def test_connection_budget_falls_back(gw, fake, fake2):
 
 
 def test_model_without_price_is_outside_budgets(gw, fake):
-    env = gw.provision(
-        connections={"c": connection_for(fake)},
-        resources={"r": {"model": ("c", "unpriced-" + uuid.uuid4().hex[:8])}},
-        keys={"k": {"resources": ["r"], "enforceCapacity": True,
-                    "capacity": [per_day(0.000001)]}})
+    model = "unpriced-" + uuid.uuid4().hex[:8]
+    env = key_with_budget(gw, fake, model, [per_day(0.000001)])
     for _ in range(3):
         assert chat(env, "r", "k").status == 200
-    assert "has no price: budgets do not count its requests" in open(gw.nginx.error_log_path).read()
+    log = open(gw.nginx.error_log_path).read()
+    assert f'openai model "{model}" has no price: budgets do not count its requests' in log
 
 
 def test_price_of_a_dated_model_and_lifetime_budget(gw, fake):
     """"<model>-2025-01-01" takes <model>'s price; a lifetime budget has no
     Retry-After."""
     model = priced_model(gw)
-    env = gw.provision(
-        connections={"c": connection_for(fake)},
-        resources={"r": {"model": ("c", model + "-2025-01-01")}},
-        keys={"k": {"resources": ["r"], "enforceCapacity": True,
-                    "capacity": [{"period": "lifetime", "cost": 0.0003}]}})
+    env = key_with_budget(gw, fake, model + "-2025-01-01",
+                          [{"period": "lifetime", "cost": 0.0003}])
     assert chat(env, "r", "k").status == 200
     r = chat(env, "r", "k")
     assert r.status == 429, r
