@@ -207,7 +207,6 @@ static ngx_int_t ngx_http_vmx_limits_wait(ngx_http_request_t *r,
 static void ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm);
 static ngx_http_vmx_admit_e ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
-static u_char *ngx_http_vmx_limits_usd(u_char *p, int64_t micros);
 static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens,
     int64_t cost);
@@ -880,11 +879,6 @@ ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
     int64_t                    left, used_r, used_t;
     ngx_http_vmx_ratelimit_t  *rl;
 
-    /* x-ratelimit-* count requests and tokens, not dollars */
-    if (limit->cost) {
-        return;
-    }
-
     /* in a cluster: what was granted, less this node's unused allowance */
     used_r = adm->cluster ? node->cluster_requests - node->allow_requests
                           : node->requests;
@@ -904,9 +898,11 @@ ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
         }
     }
 
+    /* tokens, or a budget's micro-dollars */
     if (limit->tokens >= 0) {
-        left = limit->tokens - used_t - (admitted ? ctx->request.estimate : 0);
-        rl = &ctx->admission.ratelimit[1];
+        left = limit->tokens - used_t
+               - (admitted ? ngx_http_vmx_limits_amount(ctx, adm, limit) : 0);
+        rl = &ctx->admission.ratelimit[limit->cost ? 2 : 1];
 
         if (!rl->set || left < rl->remaining) {
             rl->set = 1;
@@ -1063,7 +1059,7 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                         scope->level, &scope->name,
                         (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
                         ? "lifetime " : "");
-        p = ngx_http_vmx_limits_usd(p, limit->tokens);
+        p = ngx_http_vmx_usd(p, limit->tokens);
 
         if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
             p = ngx_sprintf(p, " per %s",
@@ -1101,8 +1097,8 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
 /* dollars of micro-dollars: cents always, smaller digits when there are */
 
-static u_char *
-ngx_http_vmx_limits_usd(u_char *p, int64_t micros)
+u_char *
+ngx_http_vmx_usd(u_char *p, int64_t micros)
 {
     u_char  *cents;
 

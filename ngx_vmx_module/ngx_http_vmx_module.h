@@ -641,8 +641,8 @@ typedef struct {
 typedef struct {
     ngx_http_vmx_reservation_t  *reservations;  /* the first admission's */
     ngx_uint_t                   nreservations;
-    ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
-    ngx_http_vmx_ratelimit_t     ratelimit_own[2];  /* the key's, resource's */
+    ngx_http_vmx_ratelimit_t     ratelimit[3];  /* requests, tokens, cost */
+    ngx_http_vmx_ratelimit_t     ratelimit_own[3];  /* the key's, resource's */
     ngx_uint_t                   capacity_failures;
 
     /* prioritization: the tokens counted for the request's pool */
@@ -782,6 +782,7 @@ time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
 void ngx_http_vmx_limits_resync(ngx_http_vmx_main_conf_t *mcf, u_char *epoch,
     size_t len);
 void ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf);
+u_char *ngx_http_vmx_usd(u_char *p, int64_t micros);
 
 /* ngx_http_vmx_redis.c */
 struct redisReply;

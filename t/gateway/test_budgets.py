@@ -46,6 +46,18 @@ def chat(env, resource, key, max_tokens=10):
     return env.chat(resource, key=env.keys[key], body={"max_tokens": max_tokens})
 
 
+def usd(micros):
+    """As the gateway writes dollars: cents always, smaller digits when there are."""
+    whole, frac = divmod(micros, 10**6)
+    return f"{whole}." + f"{frac:06d}"[:2] + f"{frac:06d}"[2:].rstrip("0")
+
+
+def assert_cost_headers(r, limit, remaining):
+    assert r.header("x-ratelimit-limit-cost") == limit, r
+    assert r.header("x-ratelimit-remaining-cost") == remaining, r
+    assert abs(int(r.header("x-ratelimit-reset-cost")[:-1]) - seconds_to_midnight()) <= 2, r
+
+
 def assert_budget_429(r, message):
     assert r.status == 429, r
     e = r.json()["error"]
@@ -61,11 +73,15 @@ def test_api_key_budget(gw, fake):
     exactly, and then nothing fits."""
     model = priced_model(gw)
     env = key_with_budget(gw, fake, model, [per_day(0.001)])
-    for _ in range(4):
+    for i in range(4):
         r = chat(env, "r", "k")
         assert r.status == 200, r
+        # in dollars, after this request's reservation
+        assert_cost_headers(r, "0.001", usd(1000 - 200 * i - 280))
     # 800 spent: 800 + 280 is over, 800 + 80 is not
-    assert_budget_429(chat(env, "r", "k"), 'API key "k" has reached its budget of $0.001 per day')
+    r = chat(env, "r", "k")
+    assert_budget_429(r, 'API key "k" has reached its budget of $0.001 per day')
+    assert_cost_headers(r, "0.001", "0.0002")
     assert chat(env, "r", "k", max_tokens=0).status == 200
     assert_budget_429(chat(env, "r", "k", max_tokens=0),
                       'API key "k" has reached its budget of $0.001 per day')
