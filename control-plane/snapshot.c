@@ -62,6 +62,24 @@
     "  ORDER BY created_at, environment_id), '[]')::text" \
     " FROM pool_definitions WHERE $1::uuid IS NULL OR environment_id = $1"
 
+/*
+ * Of every provider and model, the price in effect and those valid later:
+ * the data plane takes each when its validFrom passes, with no push at that
+ * moment.  Amounts in micro-dollars per million tokens, exact integers.
+ */
+#define PRICES_SQL \
+    "SELECT coalesce(jsonb_agg(jsonb_build_object(" \
+    "  'id', id, 'provider', provider, 'model', model," \
+    "  'inputMicros', (input * 1000000)::bigint," \
+    "  'outputMicros', (output * 1000000)::bigint," \
+    "  'cachedInputMicros', (cached_input * 1000000)::bigint," \
+    "  'validFrom', floor(extract(epoch FROM valid_from))::bigint)" \
+    "  ORDER BY provider, model, valid_from), '[]')::text" \
+    " FROM prices p" \
+    " WHERE valid_from >= coalesce((SELECT max(q.valid_from) FROM prices q" \
+    "                               WHERE q.provider = p.provider AND q.model = p.model" \
+    "                                 AND q.valid_from <= now()), '-infinity')"
+
 
 long long
 snapshot_current_version(db_conn_t *c)
@@ -234,6 +252,10 @@ build_tree(db_conn_t *c, long long *version, int format, bool check, const char 
         goto failed;
     }
     cJSON_AddItemToObject(root, "poolDefinitions", part);
+    if ((part = db_json(c, PRICES_SQL, 0, NULL)) == NULL) {
+        goto failed;
+    }
+    cJSON_AddItemToObject(root, "prices", part);
     return root;
 
 failed:

@@ -17,6 +17,7 @@
 #include "vmx_rfc3339.h"
 
 #define FIELD_MAX  160
+#define COST_MAX   1e9       /* USD of a budget: micro-dollars fit in int64 */
 
 const char *const val_common_readonly[] = {
     "id", "workspaceId", "environmentId", "createdAt", "updatedAt", NULL
@@ -353,7 +354,7 @@ val_capacity_entry(http_req_t *req, cJSON *entry, const char *at)
         "minute", "hour", "day", "week", "month", "lifetime", NULL
     };
     static const char *const members[] = {
-        "period", "requests", "tokens", "enabled", "dimension", NULL
+        "period", "requests", "tokens", "cost", "enabled", "dimension", NULL
     };
     const cJSON *item;
     cJSON       *v;
@@ -387,6 +388,17 @@ val_capacity_entry(http_req_t *req, cJSON *entry, const char *at)
             http_invalid(req, path, "%s must be a positive integer", path);
             return false;
         }
+    }
+
+    /* USD, counted in whole micro-dollars by the data plane */
+    v = cJSON_GetObjectItemCaseSensitive(entry, "cost");
+    if (v != NULL && !cJSON_IsNull(v)
+        && !(cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= COST_MAX))
+    {
+        member_path(path, at, "cost");
+        http_invalid(req, path, "%s must be a non-negative number of USD (at most %.0f)",
+                     path, COST_MAX);
+        return false;
     }
 
     v = cJSON_GetObjectItemCaseSensitive(entry, "enabled");

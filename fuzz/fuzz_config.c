@@ -33,6 +33,22 @@ check_timeouts(const vmx_cfg_timeouts_t *t)
 }
 
 
+/* a model's prices are compiled ones, ordered, and cost no less than 0 */
+static void
+check_prices(const vmx_config_t *cfg, const vmx_cfg_price_t *prices)
+{
+    const vmx_cfg_price_t  *p, *price;
+
+    for (p = prices; p; p = p->next) {
+        check(inside(p, cfg->prices, cfg->nprices, sizeof(vmx_cfg_price_t))
+              && (p->next == NULL || p->next->valid_from > p->valid_from));
+    }
+
+    price = vmx_config_price_at(prices, INT64_MAX);
+    check(price == NULL || vmx_config_cost(price, INT64_MAX, 5, INT64_MAX) >= 0);
+}
+
+
 static void
 check_result(const vmx_config_t *cfg)
 {
@@ -60,6 +76,7 @@ check_result(const vmx_config_t *cfg)
         check(r->model.connection == NULL
               || inside(r->model.connection, cfg->connections,
                         cfg->nconnections, sizeof(vmx_cfg_connection_t)));
+        check_prices(cfg, r->model.prices);
         for (k = 0; k < r->nfallbacks; k++) {
             check(r->fallbacks[k].connection == NULL
                   || r->fallbacks[k].connection->env == r->env);

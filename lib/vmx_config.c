@@ -42,6 +42,7 @@ typedef struct {
     vmx_cfg_index_t      resource_names;    /* by environment id "/" name */
     vmx_cfg_index_t      key_hashes;
     vmx_cfg_index_t      pool_defs;         /* by environment id */
+    vmx_cfg_index_t      prices;            /* by provider "/" model */
 
     /* the object being compiled, for its problems */
     vmx_cfg_kind_e       kind;
@@ -55,7 +56,8 @@ typedef struct {
 
 
 static const char  *kinds[] = {
-    "environment", "connection", "resource", "apiKey", "poolDefinition"
+    "environment", "connection", "resource", "apiKey", "poolDefinition",
+    "price"
 };
 
 
@@ -403,6 +405,22 @@ compile_limits(vmx_cfg_compile_t *cc, const vmx_json_t *obj, int always,
                                                                 : -1;
         v = vmx_json_get(item, "tokens");
         limit->tokens = (v && v->is_int && v->integer >= 0) ? v->integer : -1;
+
+        v = vmx_json_get(item, "cost");
+        limit->cost = -1;
+
+        if (v && v->type != VMX_JSON_NULL) {
+            if (v->type != VMX_JSON_NUMBER || !(v->num >= 0)
+                || v->num * 1e6 > (double) VMX_CONFIG_COST_MAX)
+            {
+                snprintf(field, sizeof(field), "capacity[%zu].cost", i);
+                problem(cc, 1, field, "must be a non-negative number of USD");
+                return -1;
+            }
+
+            /* micro-dollars: the counters stay integers */
+            limit->cost = (int64_t) (v->num * 1e6 + 0.5);
+        }
 
         str = vmx_json_get_str(item, "dimension", &len);
         limit->per_address = (str && len == sizeof("source-ip") - 1
@@ -803,6 +821,210 @@ compile_connection(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
 }
 
 
+/* prices */
+
+/* "provider/model" into buf; 0 when it does not fit */
+static size_t
+price_key(char *buf, size_t size, const vmx_cfg_str_t *provider,
+    const char *model, size_t len)
+{
+    if (provider->len + 1 + len > size) {
+        return 0;
+    }
+
+    memcpy(buf, provider->data, provider->len);
+    buf[provider->len] = '/';
+    memcpy(buf + provider->len + 1, model, len);
+
+    return provider->len + 1 + len;
+}
+
+
+static void
+compile_price(vmx_cfg_compile_t *cc, const vmx_json_t *obj)
+{
+    size_t             i, len, mark;
+    char              *key;
+    int64_t           *values[3];
+    vmx_cfg_slot_t    *slot;
+    vmx_cfg_price_t   *price, **prev;
+    const vmx_json_t  *v;
+
+    static const char  *amounts[] = {
+        "inputMicros", "outputMicros", "cachedInputMicros"
+    };
+
+    mark = cc->cfg->nproblems;
+    price = &cc->cfg->prices[cc->cfg->nprices];
+    memset(price, 0, sizeof(*price));
+
+    values[0] = &price->input;
+    values[1] = &price->output;
+    values[2] = &price->cached_input;
+
+    if (get_str(cc, obj, "provider", &price->provider) != 0
+        || get_str(cc, obj, "model", &price->model) != 0)
+    {
+        left_out(cc, mark);
+        return;
+    }
+
+    for (i = 0; i < 3; i++) {
+        v = vmx_json_get(obj, amounts[i]);
+
+        if (i == 2 && (v == NULL || v->type == VMX_JSON_NULL)) {
+            *values[i] = -1;
+            continue;
+        }
+
+        if (v == NULL || !v->is_int || v->integer < 0
+            || v->integer > VMX_CONFIG_PRICE_MAX)
+        {
+            problem(cc, 1, amounts[i], "must be an integer of micro-dollars "
+                    "per million tokens, 0 to %lld", VMX_CONFIG_PRICE_MAX);
+            left_out(cc, mark);
+            return;
+        }
+
+        *values[i] = v->integer;
+    }
+
+    v = vmx_json_get(obj, "validFrom");
+
+    if (v == NULL || !v->is_int || v->integer < 0) {
+        problem(cc, 1, "validFrom", "must be a time in seconds since the "
+                "epoch");
+        left_out(cc, mark);
+        return;
+    }
+
+    price->valid_from = v->integer;
+
+    len = price->provider.len + 1 + price->model.len;
+    key = cc->alloc(cc->alloc_ctx, len);
+    if (key == NULL) {
+        cc->nomem = 1;
+        return;
+    }
+
+    price_key(key, len, &price->provider, price->model.data,
+              price->model.len);
+
+    slot = index_slot(&cc->prices, key, len);
+
+    if (slot->value == NULL) {
+        slot->key.data = key;
+        slot->key.len = len;
+        slot->value = price;
+
+    } else {
+        /* the chain of the name stays ordered by valid_from */
+        for (prev = (vmx_cfg_price_t **) &slot->value;
+             *prev && (*prev)->valid_from < price->valid_from;
+             prev = (vmx_cfg_price_t **) &(*prev)->next)
+        { /* void */ }
+
+        if (*prev && (*prev)->valid_from == price->valid_from) {
+            problem(cc, 1, "validFrom", "another price of the model is valid "
+                    "from the same time");
+            left_out(cc, mark);
+            return;
+        }
+
+        price->next = *prev;
+        *prev = price;
+    }
+
+    cc->cfg->nprices++;
+}
+
+
+/*
+ * A model's prices: its own name's, else its longest priced name followed
+ * by '-' ("gpt-4o-2024-08-06" takes "gpt-4o"'s), else, for a Bedrock
+ * inference profile ("us.anthropic..."), its model's; as the control
+ * plane's prices_cost() finds them.
+ */
+static const vmx_cfg_price_t *
+find_prices(vmx_cfg_compile_t *cc, const vmx_cfg_str_t *provider,
+    const vmx_cfg_str_t *model)
+{
+    size_t       len, klen;
+    const char  *name, *dot;
+    void        *found;
+    char         key[256];
+
+    name = model->data;
+    len = model->len;
+
+    for ( ;; ) {
+        while (len) {
+            klen = price_key(key, sizeof(key), provider, name, len);
+
+            if (klen) {
+                found = index_find(&cc->prices, key, klen);
+                if (found) {
+                    return found;
+                }
+            }
+
+            while (--len && name[len] != '-') { /* void */ }
+        }
+
+        dot = memchr(model->data, '.', model->len);
+
+        if (name != model->data || dot == NULL
+            || provider->len != sizeof("aws-bedrock") - 1
+            || memcmp(provider->data, "aws-bedrock", provider->len) != 0
+            || memchr(dot + 1, '.', model->data + model->len - dot - 1)
+               == NULL)
+        {
+            return NULL;
+        }
+
+        name = dot + 1;
+        len = model->data + model->len - name;
+    }
+}
+
+
+const vmx_cfg_price_t *
+vmx_config_price_at(const vmx_cfg_price_t *prices, int64_t now)
+{
+    const vmx_cfg_price_t  *in_effect = NULL;
+
+    for ( /* void */ ; prices && prices->valid_from <= now;
+         prices = prices->next)
+    {
+        in_effect = prices;
+    }
+
+    return in_effect;
+}
+
+
+int64_t
+vmx_config_cost(const vmx_cfg_price_t *price, int64_t prompt, int64_t cached,
+    int64_t completion)
+{
+    __int128  pico;
+
+    prompt = prompt > 0 ? prompt : 0;
+    cached = cached > 0 ? (cached < prompt ? cached : prompt) : 0;
+    completion = completion > 0 ? completion : 0;
+
+    pico = (__int128) (prompt - cached) * price->input
+           + (__int128) cached * (price->cached_input >= 0
+                                  ? price->cached_input : price->input)
+           + (__int128) completion * price->output;
+
+    pico = (pico + 999999) / 1000000;
+
+    return pico < INT64_MAX / 4 ? (int64_t) pico : INT64_MAX / 4;
+}
+
+
+
 /* resources */
 
 static int
@@ -836,6 +1058,8 @@ compile_target(vmx_cfg_compile_t *cc, const vmx_cfg_environment_t *env,
         values[i]->data = str;
         values[i]->len = len;
     }
+
+    target->prices = find_prices(cc, &target->provider, &target->model);
 
     conn = index_find(&cc->connections, target->connection_id.data,
                       target->connection_id.len);
@@ -1377,8 +1601,8 @@ vmx_config_compile(const char *text, size_t len, unsigned flags,
     vmx_json_alloc_pt alloc, void *alloc_ctx, vmx_config_t *cfg,
     char *err, size_t err_size)
 {
-    size_t             n, i;
-    vmx_json_t        *root, *version, *format, *item;
+    size_t             n, i, nprices;
+    vmx_json_t        *root, *version, *format, *item, *prices;
     vmx_json_error_t   jerr;
     vmx_cfg_compile_t  cc;
     const vmx_json_t  *lists[5];
@@ -1461,15 +1685,57 @@ vmx_config_compile(const char *text, size_t len, unsigned flags,
     cfg->problems = alloc_array(&cc, VMX_CONFIG_PROBLEMS_MAX,
                                 sizeof(vmx_cfg_problem_t));
 
+    /* optional: a snapshot without it prices nothing */
+    prices = vmx_json_get(root, "prices");
+
+    if (prices != NULL && prices->type != VMX_JSON_ARRAY) {
+        snprintf(err, err_size, "\"prices\" must be an array");
+        return -1;
+    }
+
+    nprices = prices ? prices->count : 0;
+    nprices = nprices < VMX_CONFIG_PRICES_MAX ? nprices
+                                              : VMX_CONFIG_PRICES_MAX;
+    cfg->prices = alloc_array(&cc, nprices, sizeof(vmx_cfg_price_t));
+
     if (cc.nomem
         || index_init(&cc, &cc.environments, lists[0]->count) != 0
         || index_init(&cc, &cc.connections, lists[1]->count) != 0
         || index_init(&cc, &cc.resources, lists[2]->count) != 0
         || index_init(&cc, &cc.resource_names, lists[2]->count) != 0
         || index_init(&cc, &cc.key_hashes, 2 * lists[3]->count) != 0
-        || index_init(&cc, &cc.pool_defs, lists[4]->count) != 0)
+        || index_init(&cc, &cc.pool_defs, lists[4]->count) != 0
+        || index_init(&cc, &cc.prices, nprices) != 0)
     {
         goto nomem;
+    }
+
+    /* before the resources: their models take their prices */
+
+    for (i = 0, item = prices ? prices->child : NULL; item;
+         i++, item = item->next)
+    {
+        begin_object(&cc, VMX_CFG_PRICE, i, item);
+        n = cfg->nproblems;
+
+        if (i == VMX_CONFIG_PRICES_MAX) {
+            problem(&cc, 1, "", "is beyond the first %d prices",
+                    VMX_CONFIG_PRICES_MAX);
+            left_out(&cc, n);
+            break;
+        }
+
+        if (item->type != VMX_JSON_OBJECT) {
+            problem(&cc, 1, "", "is not an object");
+            left_out(&cc, n);
+            continue;
+        }
+
+        compile_price(&cc, item);
+
+        if (cc.nomem) {
+            goto nomem;
+        }
     }
 
     for (n = 0; n < 5; n++) {

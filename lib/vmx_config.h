@@ -2,7 +2,8 @@
  * vmx_config: the compiler of a configuration snapshot.
  *
  * The control plane builds a snapshot (JSON: version, environments,
- * connections, resources, apiKeys, poolDefinitions; docs/ARCHITECTURE.md,
+ * connections, resources, apiKeys, poolDefinitions, prices;
+ * docs/ARCHITECTURE.md,
  * "Snapshot") and pushes it to every data plane.  The same code compiles it
  * in both: the data plane to run it, the control plane before it commits a
  * change, so that the API refuses what a data plane would not run.
@@ -13,8 +14,9 @@
  * that is no array) fails as a whole.  Every other fault is a problem of
  * one object, listed with the object's kind, id, field and a message, and
  * confined to that object:
- *   - an environment, API key or pool definition with a problem is left
- *     out (a key left out is refused: the safe side);
+ *   - an environment, API key, pool definition or price with a problem is
+ *     left out (a key left out is refused: the safe side; a model without
+ *     its price is outside the budgets);
  *   - a connection or a resource with a problem stays, marked unavailable
  *     with the reason, when its id and environment are known: an attempt on
  *     an unavailable connection fails over with that reason, a request for
@@ -36,7 +38,10 @@
  * the running snapshot stays).  The data plane states the formats it reads
  * and the control plane builds the newest of them it knows.  Format 2 is
  * format 1 with "format"; a format that changes a section's meaning bumps
- * VMX_CONFIG_FORMAT and keeps reading the one before.
+ * VMX_CONFIG_FORMAT and keeps reading the one before.  An optional section
+ * or member an older reader may ignore does not ("prices", a capacity
+ * entry's "cost": an older data plane enforces no budget, and refuses
+ * nothing else).
  *
  * MEMORY
  *
@@ -59,6 +64,9 @@
 #define VMX_CONFIG_PROBLEMS_MAX   64        /* listed; all are counted */
 #define VMX_CONFIG_FIELD_MAX      (VMX_RULES_PATH_MAX + 32)
 #define VMX_CONFIG_MESSAGE_MAX    320
+#define VMX_CONFIG_PRICES_MAX     10000     /* rows of "prices" compiled */
+#define VMX_CONFIG_PRICE_MAX      1000000000000LL  /* µUSD per 1M tokens */
+#define VMX_CONFIG_COST_MAX       1000000000000000LL  /* µUSD of a budget */
 
 #define VMX_CONFIG_FORMAT         2         /* the newest format read */
 #define VMX_CONFIG_FORMAT_OLDEST  1         /* the oldest */
@@ -94,11 +102,15 @@ typedef struct {
 } vmx_cfg_str_t;
 
 
-/* a capacity entry: requests and tokens per period, -1 when not limited */
+/*
+ * a capacity entry: requests, tokens and cost (micro-dollars) per period,
+ * -1 when not limited
+ */
 typedef struct {
     vmx_period_e                 period;
     int64_t                      requests;
     int64_t                      tokens;
+    int64_t                      cost;
     unsigned                     per_address:1;     /* "source-ip" */
 } vmx_cfg_limit_t;
 
@@ -165,11 +177,30 @@ typedef struct {
 } vmx_cfg_connection_t;
 
 
+/*
+ * A model's price from valid_from (epoch s) on, in micro-dollars per
+ * million tokens (so pico-dollars per token): the rows of one provider and
+ * priced name, chained by valid_from, the earliest first.
+ */
+typedef struct vmx_cfg_price_s  vmx_cfg_price_t;
+
+struct vmx_cfg_price_s {
+    vmx_cfg_str_t                provider;
+    vmx_cfg_str_t                model;
+    int64_t                      valid_from;
+    int64_t                      input;
+    int64_t                      output;
+    int64_t                      cached_input;      /* -1: as input */
+    const vmx_cfg_price_t       *next;              /* valid from later */
+};
+
+
 typedef struct {
     vmx_cfg_str_t                provider;
     vmx_cfg_str_t                model;
     vmx_cfg_str_t                connection_id;
     const vmx_cfg_connection_t  *connection;        /* NULL: not there */
+    const vmx_cfg_price_t       *prices;            /* NULL: none */
 } vmx_cfg_target_t;
 
 
@@ -236,7 +267,8 @@ typedef enum {
     VMX_CFG_CONNECTION,
     VMX_CFG_RESOURCE,
     VMX_CFG_API_KEY,
-    VMX_CFG_POOL_DEFINITION
+    VMX_CFG_POOL_DEFINITION,
+    VMX_CFG_PRICE
 } vmx_cfg_kind_e;
 
 
@@ -265,6 +297,8 @@ typedef struct {
     size_t                       napi_keys;
     vmx_cfg_pool_def_t          *pool_defs;
     size_t                       npool_defs;
+    vmx_cfg_price_t             *prices;
+    size_t                       nprices;
 
     vmx_cfg_problem_t           *problems;          /* the first ones */
     size_t                       nproblems;
@@ -285,7 +319,22 @@ int vmx_config_compile(const char *text, size_t len, unsigned flags,
 /* releases what the allocator does not hold (routing regexes) */
 void vmx_config_free(vmx_config_t *cfg);
 
-/* "environment", "connection", "resource", "apiKey", "poolDefinition" */
+/*
+ * The price of a model's chain in effect at now (epoch s), NULL when none
+ * is yet.
+ */
+const vmx_cfg_price_t *vmx_config_price_at(const vmx_cfg_price_t *prices,
+    int64_t now);
+
+/*
+ * The cost in micro-dollars, rounded up, of prompt tokens (cached ones of
+ * them at the cached price) and completion tokens at price.
+ */
+int64_t vmx_config_cost(const vmx_cfg_price_t *price, int64_t prompt,
+    int64_t cached, int64_t completion);
+
+/* "environment", "connection", "resource", "apiKey", "poolDefinition",
+ * "price" */
 const char *vmx_config_kind_name(vmx_cfg_kind_e kind);
 
 #endif /* VMX_CONFIG_H */

@@ -532,6 +532,7 @@ ngx_http_vmx_compile_target(ngx_http_vmx_compile_t *cc,
 
     ngx_http_vmx_cfg_str(&target->provider, &from->provider);
     ngx_http_vmx_cfg_str(&target->model, &from->model);
+    target->prices = from->prices;
 
     if (from->connection) {
         target->connection = &cc->conns[from->connection
@@ -610,11 +611,36 @@ ngx_http_vmx_compile_limits(ngx_http_vmx_compile_t *cc, vmx_cfg_limit_t *from,
     }
 
     for (i = 0; i < n; i++) {
-        limit = ngx_array_push(limits);
-        limit->period = from[i].period;
-        limit->requests = from[i].requests;
-        limit->tokens = from[i].tokens;
-        limit->per_address = from[i].per_address;
+        if (from[i].requests >= 0 || from[i].tokens >= 0
+            || from[i].cost < 0)
+        {
+            limit = ngx_array_push(limits);
+            if (limit == NULL) {
+                return NGX_ERROR;
+            }
+
+            limit->period = from[i].period;
+            limit->requests = from[i].requests;
+            limit->tokens = from[i].tokens;
+            limit->per_address = from[i].per_address;
+            limit->cost = 0;
+        }
+
+        /* a budget counts micro-dollars as its tokens, in a counter of
+           its own */
+
+        if (from[i].cost >= 0) {
+            limit = ngx_array_push(limits);
+            if (limit == NULL) {
+                return NGX_ERROR;
+            }
+
+            limit->period = from[i].period;
+            limit->requests = -1;
+            limit->tokens = from[i].cost;
+            limit->per_address = from[i].per_address;
+            limit->cost = 1;
+        }
     }
 
     return NGX_OK;

@@ -18,7 +18,7 @@ static ngx_int_t ngx_http_vmx_add_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_vmx_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
-    ngx_http_vmx_ratelimit_t *rl, const char *what);
+    ngx_http_vmx_ratelimit_t *rl, const char *what, ngx_uint_t usd);
 static ngx_int_t ngx_http_vmx_log_handler(ngx_http_request_t *r);
 
 
@@ -131,7 +131,8 @@ ngx_http_vmx_error_page(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         {
             /* every connection of the chain had no capacity left */
             status = NGX_HTTP_TOO_MANY_REQUESTS;
-            code = "resource_exhausted";
+            code = ctx->admission.over_budget ? "budget_exceeded"
+                                              : "resource_exhausted";
             type = "rate_limit_error";
             p = ngx_snprintf(buf, sizeof(buf) - 1, "%V", &ctx->attempt.failure);
             *p = '\0';
@@ -314,10 +315,13 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     if (ngx_http_vmx_ratelimit_headers(r, &ctx->admission.ratelimit[0],
-                                       "requests")
+                                       "requests", 0)
         != NGX_OK
         || ngx_http_vmx_ratelimit_headers(r, &ctx->admission.ratelimit[1],
-                                          "tokens")
+                                          "tokens", 0)
+           != NGX_OK
+        || ngx_http_vmx_ratelimit_headers(r, &ctx->admission.ratelimit[2],
+                                          "cost", 1)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -437,11 +441,14 @@ ngx_http_vmx_add_headers(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 }
 
 
-/* the gateway's own limits: x-ratelimit-{limit,remaining,reset}-<what> */
+/*
+ * the gateway's own limits: x-ratelimit-{limit,remaining,reset}-<what>; a
+ * budget's (usd) in dollars of its micro-dollars
+ */
 
 static ngx_int_t
 ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
-    ngx_http_vmx_ratelimit_t *rl, const char *what)
+    ngx_http_vmx_ratelimit_t *rl, const char *what, ngx_uint_t usd)
 {
     u_char     *p;
     ngx_str_t   value;
@@ -451,13 +458,14 @@ ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN + 2);
+    p = ngx_pnalloc(r->pool, 3 * (NGX_INT64_LEN + 2));
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     value.data = p;
-    value.len = ngx_sprintf(p, "%L", rl->limit) - p;
+    value.len = (usd ? ngx_http_vmx_usd(p, rl->limit)
+                     : ngx_sprintf(p, "%L", rl->limit)) - p;
     ngx_sprintf(name, "x-ratelimit-limit-%s%Z", what);
 
     if (ngx_http_vmx_add_header(r, (char *) name, &value) != NGX_OK) {
@@ -465,7 +473,9 @@ ngx_http_vmx_ratelimit_headers(ngx_http_request_t *r,
     }
 
     value.data += value.len;
-    value.len = ngx_sprintf(value.data, "%L", rl->remaining) - value.data;
+    value.len = (usd ? ngx_http_vmx_usd(value.data, rl->remaining)
+                     : ngx_sprintf(value.data, "%L", rl->remaining))
+                - value.data;
     ngx_sprintf(name, "x-ratelimit-remaining-%s%Z", what);
 
     if (ngx_http_vmx_add_header(r, (char *) name, &value) != NGX_OK) {

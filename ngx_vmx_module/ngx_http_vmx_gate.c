@@ -95,7 +95,9 @@ ngx_http_vmx_chat_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     case NGX_HTTP_VMX_ADMIT_DENY:
         return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                                       "resource_exhausted",
+                                       ctx->admission.over_budget
+                                       ? "budget_exceeded"
+                                       : "resource_exhausted",
                                        &ctx->attempt.failure);
 
     default: /* NGX_HTTP_VMX_ADMIT_ERROR */

@@ -13,6 +13,15 @@
  * settled to the provider's usage when the answer is complete, and a failed
  * attempt gives its tokens back.
  *
+ * A budget (an entry's "cost") is an entry of its own whose tokens are
+ * micro-dollars, so that its counters, in Redis too, stay integers: it
+ * reserves the estimated cost at the price of the attempt's model (of the
+ * plan's first model for the key's and resource's budgets), the prompt's
+ * tokens at the input price and max_tokens, else
+ * NGX_HTTP_VMX_BUDGET_COMPLETION, at the output price, and settles to the
+ * cost of the provider's usage.  A model without a price is outside the
+ * budgets: they neither count nor refuse its attempts, which is logged.
+ *
  * Across nodes (vmx_redis), a counter is a lease of a cluster-wide counter
  * in Redis.  The connection's entries are checked inside nginx's peer.get,
  * synchronously, so an atomic reserve per request in Redis would not fit
@@ -127,6 +136,7 @@ typedef struct {
     ngx_http_vmx_scope_t        *scopes;
     ngx_uint_t                   nscopes;
     ngx_int_t                    attempt;       /* -1: the request's own */
+    int64_t                      cost;          /* estimated; -1: no price */
     time_t                       now;
     ngx_msec_t                   timeout;       /* of a refill in flight */
     unsigned                     redis:1;       /* vmx_redis is set */
@@ -168,8 +178,15 @@ static ngx_http_vmx_admit_e ngx_http_vmx_limits_decide(
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm,
     ngx_http_vmx_scope_t *scope, ngx_http_vmx_limit_t *limit,
     ngx_http_vmx_limit_node_t *node);
+static ngx_uint_t ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes,
+    ngx_uint_t nscopes);
+static int64_t ngx_http_vmx_limits_estimate(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_target_t *target);
+static int64_t ngx_http_vmx_limits_amount(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit);
 static void ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx,
-    ngx_http_vmx_limit_t *limit, int64_t *requests, int64_t *tokens);
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit,
+    int64_t *requests, int64_t *tokens);
 static ngx_http_vmx_admit_e ngx_http_vmx_limits_ask(ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_admission_t *adm, ngx_str_t *key,
     ngx_http_vmx_limit_t *limit, ngx_http_vmx_limit_node_t *node);
@@ -191,7 +208,8 @@ static void ngx_http_vmx_limits_drop_waits(ngx_http_vmx_admission_t *adm);
 static ngx_http_vmx_admit_e ngx_http_vmx_limits_deny(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_admission_t *adm);
 static void ngx_http_vmx_limits_adjust(ngx_http_request_t *r,
-    ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens);
+    ngx_http_vmx_ctx_t *ctx, ngx_uint_t attempt, int64_t tokens,
+    int64_t cost);
 static void ngx_http_vmx_limits_window(ngx_uint_t period, time_t now,
     time_t *start, time_t *end);
 static void ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
@@ -405,6 +423,13 @@ ngx_http_vmx_limits_admit(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     adm.attempt = attempt;
     adm.redis = (mcf->redis != NULL);
 
+    /* priced only when a budget applies: no lookup, no log otherwise */
+    adm.cost = ngx_http_vmx_limits_budgeted(scopes, nscopes)
+               ? ngx_http_vmx_limits_estimate(r, ctx, (attempt >= 0)
+                                                      ? ctx->attempt.target
+                                                      : ctx->plan.targets[0])
+               : -1;
+
     /*
      * A round that waits and whose every grant fails to go out is decided
      * again at once: it counted in ctx->admission.limits_waits and granted
@@ -492,6 +517,10 @@ ngx_http_vmx_limits_round(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
                 break;
             }
 
+            if (limit[i].cost && adm->cost < 0) {
+                continue;
+            }
+
             rc = ngx_http_vmx_limits_lookup_entry(r, ctx, adm, scope,
                                                   &limit[i]);
 
@@ -570,8 +599,9 @@ ngx_http_vmx_limits_lookup_entry(ngx_http_request_t *r,
     res->len = key.len;
     res->end = end;
     res->attempt = adm->attempt;
-    res->tokens = ctx->request.estimate;
+    res->tokens = ngx_http_vmx_limits_amount(ctx, adm, limit);
     res->settled = 0;
+    res->cost = limit->cost;
 
     adm->limits[adm->n] = limit;
     adm->nodes[adm->n++] = node;
@@ -594,7 +624,7 @@ ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
     int64_t     need_r, need_t;
     ngx_uint_t  tokens;
 
-    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+    ngx_http_vmx_limits_need(ctx, adm, limit, &need_r, &need_t);
 
     if (adm->cluster) {
         if (need_r <= node->allow_requests && need_t <= node->allow_tokens) {
@@ -612,9 +642,7 @@ ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
     {
         tokens = 0;
 
-    } else if (limit->tokens >= 0
-               && node->tokens + ctx->request.estimate > limit->tokens)
-    {
+    } else if (limit->tokens >= 0 && node->tokens + need_t > limit->tokens) {
         tokens = 1;
 
     } else {
@@ -635,14 +663,94 @@ ngx_http_vmx_limits_decide(ngx_http_vmx_ctx_t *ctx,
 }
 
 
+/* whether an entry of the scopes is a budget */
+
+static ngx_uint_t
+ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes)
+{
+    ngx_uint_t             s, i;
+    ngx_http_vmx_limit_t  *limit;
+
+    for (s = 0; s < nscopes; s++) {
+        limit = scopes[s].limits->elts;
+
+        for (i = 0; i < scopes[s].limits->nelts; i++) {
+            if (limit[i].cost) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The estimated cost in micro-dollars of the request on target's model, -1
+ * when the model has no price (logged once a minute by a worker)
+ */
+
+static int64_t
+ngx_http_vmx_limits_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_target_t *target)
+{
+    int64_t                 completion;
+    const vmx_json_t       *max;
+    const vmx_cfg_price_t  *price;
+
+    static time_t           logged;
+
+    price = vmx_config_price_at(target->prices, ngx_time());
+
+    if (price == NULL) {
+        if (ngx_time() - logged >= 60) {
+            logged = ngx_time();
+            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                          "vmx: %V model \"%V\" has no price: budgets do "
+                          "not count its requests", &target->provider,
+                          &target->model);
+        }
+
+        return -1;
+    }
+
+    completion = 0;
+
+    if (ctx->request.operation == NGX_HTTP_VMX_CHAT) {
+        max = vmx_json_get(ctx->request.body, "max_completion_tokens");
+
+        if (max == NULL || !max->is_int) {
+            max = vmx_json_get(ctx->request.body, "max_tokens");
+        }
+
+        completion = (max && max->is_int && max->integer >= 0)
+                     ? max->integer : NGX_HTTP_VMX_BUDGET_COMPLETION;
+    }
+
+    return vmx_config_cost(price, ctx->request.estimate, 0, completion);
+}
+
+
+/* what a request counts in an entry: its token estimate, or its cost */
+
+static int64_t
+ngx_http_vmx_limits_amount(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit)
+{
+    return limit->cost ? adm->cost : ctx->request.estimate;
+}
+
+
 /* what a request takes of an entry: one request, the estimate, if limited */
 
 static void
-ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx, ngx_http_vmx_limit_t *limit,
+ngx_http_vmx_limits_need(ngx_http_vmx_ctx_t *ctx,
+    ngx_http_vmx_admission_t *adm, ngx_http_vmx_limit_t *limit,
     int64_t *requests, int64_t *tokens)
 {
     *requests = (limit->requests >= 0) ? 1 : 0;
-    *tokens = (limit->tokens >= 0) ? ctx->request.estimate : 0;
+    *tokens = (limit->tokens >= 0)
+              ? ngx_http_vmx_limits_amount(ctx, adm, limit) : 0;
 }
 
 
@@ -668,7 +776,7 @@ ngx_http_vmx_limits_ask(ngx_http_vmx_ctx_t *ctx,
         return NGX_HTTP_VMX_ADMIT_ERROR;
     }
 
-    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+    ngx_http_vmx_limits_need(ctx, adm, limit, &need_r, &need_t);
 
     call->want_requests = (need_r > node->allow_requests) ? need_r : 0;
     call->want_tokens = (need_t > node->allow_tokens) ? need_t : 0;
@@ -698,7 +806,7 @@ ngx_http_vmx_limits_refill(ngx_http_vmx_ctx_t *ctx,
         return NGX_OK;
     }
 
-    ngx_http_vmx_limits_need(ctx, limit, &need_r, &need_t);
+    ngx_http_vmx_limits_need(ctx, adm, limit, &need_r, &need_t);
 
     if (!(need_r && node->allow_requests - need_r
                     < ngx_max(node->grant_requests / 2, 1))
@@ -790,9 +898,11 @@ ngx_http_vmx_limits_remaining(ngx_http_vmx_ctx_t *ctx,
         }
     }
 
+    /* tokens, or a budget's micro-dollars */
     if (limit->tokens >= 0) {
-        left = limit->tokens - used_t - (admitted ? ctx->request.estimate : 0);
-        rl = &ctx->admission.ratelimit[1];
+        left = limit->tokens - used_t
+               - (admitted ? ngx_http_vmx_limits_amount(ctx, adm, limit) : 0);
+        rl = &ctx->admission.ratelimit[limit->cost ? 2 : 1];
 
         if (!rl->set || left < rl->remaining) {
             rl->set = 1;
@@ -818,10 +928,10 @@ ngx_http_vmx_limits_account(ngx_http_vmx_ctx_t *ctx,
     for (i = 0; i < adm->n; i++) {
         node = adm->nodes[i];
 
-        ngx_http_vmx_limits_need(ctx, adm->limits[i], &need_r, &need_t);
+        ngx_http_vmx_limits_need(ctx, adm, adm->limits[i], &need_r, &need_t);
 
         node->requests++;
-        node->tokens += ctx->request.estimate;
+        node->tokens += ngx_http_vmx_limits_amount(ctx, adm, adm->limits[i]);
 
         if (adm->cluster) {
             node->allow_requests -= need_r;
@@ -934,7 +1044,7 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     tokens = adm->deny_tokens;
 
     len = sizeof("API key \"\" has reached its limit of  tokens per "
-                 "lifetime") + scope->name.len + NGX_INT64_LEN;
+                 "lifetime") + scope->name.len + NGX_INT64_LEN + 2;
 
     p = ngx_pnalloc(r->pool, len + NGX_TIME_T_LEN);
     if (p == NULL) {
@@ -942,8 +1052,21 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     ctx->attempt.failure.data = p;
+    ctx->admission.over_budget = limit->cost;
 
-    if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
+    if (limit->cost) {
+        p = ngx_sprintf(p, "%s \"%V\" has reached its %sbudget of $",
+                        scope->level, &scope->name,
+                        (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME)
+                        ? "lifetime " : "");
+        p = ngx_http_vmx_usd(p, limit->tokens);
+
+        if (limit->period != NGX_HTTP_VMX_PERIOD_LIFETIME) {
+            p = ngx_sprintf(p, " per %s",
+                            ngx_http_vmx_period_names[limit->period]);
+        }
+
+    } else if (limit->period == NGX_HTTP_VMX_PERIOD_LIFETIME) {
         p = ngx_sprintf(p, "%s \"%V\" has reached its lifetime limit of %L %s",
                         scope->level, &scope->name,
                         tokens ? limit->tokens : limit->requests,
@@ -972,29 +1095,60 @@ ngx_http_vmx_limits_deny(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 }
 
 
+/* dollars of micro-dollars: cents always, smaller digits when there are */
+
+u_char *
+ngx_http_vmx_usd(u_char *p, int64_t micros)
+{
+    u_char  *cents;
+
+    p = ngx_sprintf(p, "%L.", micros / 1000000);
+    cents = p + 2;
+    p = ngx_sprintf(p, "%06L", micros % 1000000);
+
+    while (p > cents && p[-1] == '0') {
+        p--;
+    }
+
+    return p;
+}
+
+
 /* the answer is complete: reservations meet the provider's usage */
 
 void
 ngx_http_vmx_limits_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 {
-    int64_t  used;
+    int64_t                 used, cost;
+    vmx_usage_t            *usage;
+    const vmx_cfg_price_t  *price;
 
     if (ctx->admission.nreservations == 0) {
         return;
     }
 
-    used = ctx->attempt.usage.total_tokens;
+    usage = &ctx->attempt.usage;
+    used = usage->total_tokens;
 
-    if (used < 0 && ctx->attempt.usage.prompt_tokens >= 0
-        && ctx->attempt.usage.completion_tokens >= 0)
+    if (used < 0 && usage->prompt_tokens >= 0
+        && usage->completion_tokens >= 0)
     {
-        used = ctx->attempt.usage.prompt_tokens
-               + ctx->attempt.usage.completion_tokens;
+        used = usage->prompt_tokens + usage->completion_tokens;
     }
 
-    /* an answer without usage keeps the estimate */
-    if (used >= 0) {
-        ngx_http_vmx_limits_adjust(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS, used);
+    price = vmx_config_price_at(ctx->attempt.target->prices, ngx_time());
+
+    cost = (price && usage->prompt_tokens >= 0
+            && usage->completion_tokens >= 0)
+           ? vmx_config_cost(price, usage->prompt_tokens,
+                             usage->cached_tokens, usage->completion_tokens)
+           : -1;
+
+    /* an answer without usage, or of a model without a price, keeps the
+       estimate */
+    if (used >= 0 || cost >= 0) {
+        ngx_http_vmx_limits_adjust(r, ctx, NGX_HTTP_VMX_ALL_ATTEMPTS, used,
+                                   cost);
     }
 }
 
@@ -1005,20 +1159,21 @@ void
 ngx_http_vmx_limits_release(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t attempt)
 {
-    ngx_http_vmx_limits_adjust(r, ctx, attempt, 0);
+    ngx_http_vmx_limits_adjust(r, ctx, attempt, 0, 0);
 }
 
 
 /*
- * Sets the tokens of reservations to "tokens": the request's own and the
- * last attempt's (attempt NGX_HTTP_VMX_ALL_ATTEMPTS), or one attempt's.
+ * Sets the tokens of reservations to "tokens", of budgets to "cost" (-1:
+ * kept as reserved): the request's own and the last attempt's (attempt
+ * NGX_HTTP_VMX_ALL_ATTEMPTS), or one attempt's.
  */
 
 static void
 ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
-    ngx_uint_t attempt, int64_t tokens)
+    ngx_uint_t attempt, int64_t tokens, int64_t cost)
 {
-    int64_t                       delta;
+    int64_t                       delta, value;
     ngx_uint_t                    i;
     ngx_http_vmx_limit_node_t    *ln;
     ngx_http_vmx_reservation_t   *res;
@@ -1043,9 +1198,10 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         }
 
         res->settled = 1;
+        value = res->cost ? cost : tokens;
 
-        if (res->end <= ngx_time()) {
-            /* its window is over: nothing to correct */
+        if (value < 0 || res->end <= ngx_time()) {
+            /* kept, or its window is over: nothing to correct */
             continue;
         }
 
@@ -1054,7 +1210,7 @@ ngx_http_vmx_limits_adjust(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             continue;
         }
 
-        delta = tokens - res->tokens;
+        delta = value - res->tokens;
 
         ln->tokens += delta;
         if (ln->tokens < 0) {
@@ -1158,9 +1314,9 @@ ngx_http_vmx_limits_key(ngx_str_t *key, u_char *buf,
 {
     u_char  *p;
 
-    p = ngx_sprintf(buf, "%c:%*s:%ui:%T", scope->kind,
-                    ngx_min(scope->id.len, 36), scope->id.data,
-                    limit->period, start);
+    p = ngx_sprintf(buf, "%c%s:%*s:%ui:%T", scope->kind,
+                    limit->cost ? "$" : "", ngx_min(scope->id.len, 36),
+                    scope->id.data, limit->period, start);
 
     if (limit->per_address) {
         p = ngx_sprintf(p, ":%*s", ngx_min(addr->len, NGX_SOCKADDR_STRLEN),

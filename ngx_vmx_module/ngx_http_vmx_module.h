@@ -44,9 +44,14 @@
 #define NGX_HTTP_VMX_PERIOD_MONTH     VMX_PERIOD_MONTH
 #define NGX_HTTP_VMX_PERIOD_LIFETIME  VMX_PERIOD_LIFETIME
 
-/* a counter's name: "kind:id:period:window start[:address]" */
+/* a counter's name: "kind[$]:id:period:window start[:address]", "$" for a
+   budget's */
 #define NGX_HTTP_VMX_LIMIT_KEY_MAX                                            \
-    (2 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
+    (3 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
+
+/* a budget's reservation of the completion when the request states no
+   max_tokens */
+#define NGX_HTTP_VMX_BUDGET_COMPLETION   1024
 
 #define NGX_HTTP_VMX_EPOCH_LEN           24
 
@@ -79,13 +84,18 @@ typedef enum {
 } ngx_http_vmx_admit_e;
 
 
-/* a capacity entry: requests and tokens per period, -1 when not limited */
+/*
+ * a capacity entry: requests and tokens per period, -1 when not limited;
+ * the "cost" of an entry is an entry of its own, a budget, whose tokens
+ * are micro-dollars
+ */
 
 typedef struct {
     ngx_uint_t                   period;
     int64_t                      requests;
     int64_t                      tokens;
     unsigned                     per_address:1;    /* "source-ip" */
+    unsigned                     cost:1;
 } ngx_http_vmx_limit_t;
 
 
@@ -108,6 +118,7 @@ typedef struct {
     ngx_int_t                    attempt;       /* -1: the request's own */
     int64_t                      tokens;        /* reserved */
     unsigned                     settled:1;
+    unsigned                     cost:1;        /* micro-dollars reserved */
 } ngx_http_vmx_reservation_t;
 
 
@@ -183,6 +194,7 @@ typedef struct {
     ngx_str_t                    provider;
     ngx_str_t                    model;
     ngx_http_vmx_connection_t   *connection;
+    const vmx_cfg_price_t       *prices;        /* NULL: not priced */
 } ngx_http_vmx_target_t;
 
 
@@ -629,8 +641,8 @@ typedef struct {
 typedef struct {
     ngx_http_vmx_reservation_t  *reservations;  /* the first admission's */
     ngx_uint_t                   nreservations;
-    ngx_http_vmx_ratelimit_t     ratelimit[2];  /* requests, tokens */
-    ngx_http_vmx_ratelimit_t     ratelimit_own[2];  /* the key's, resource's */
+    ngx_http_vmx_ratelimit_t     ratelimit[3];  /* requests, tokens, cost */
+    ngx_http_vmx_ratelimit_t     ratelimit_own[3];  /* the key's, resource's */
     ngx_uint_t                   capacity_failures;
 
     /* prioritization: the tokens counted for the request's pool */
@@ -644,6 +656,7 @@ typedef struct {
     uint64_t                     gate_usec;
 
     unsigned                     limits_granted:1;  /* by the last refill */
+    unsigned                     over_budget:1;     /* the refusal's entry */
 } ngx_http_vmx_ctx_admission_t;
 
 
@@ -769,6 +782,7 @@ time_t ngx_http_vmx_days_from_civil(ngx_int_t y, ngx_int_t m, ngx_int_t d);
 void ngx_http_vmx_limits_resync(ngx_http_vmx_main_conf_t *mcf, u_char *epoch,
     size_t len);
 void ngx_http_vmx_limits_flush(ngx_http_vmx_main_conf_t *mcf);
+u_char *ngx_http_vmx_usd(u_char *p, int64_t micros);
 
 /* ngx_http_vmx_redis.c */
 struct redisReply;

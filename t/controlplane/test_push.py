@@ -6,7 +6,7 @@ import time
 from cphelpers import env_path, unique
 
 SNAPSHOT_KEYS = {"version", "environments", "connections", "resources", "apiKeys",
-                 "poolDefinitions"}
+                 "poolDefinitions", "prices"}
 ENV_KEYS = {"id", "workspaceId", "name", "storePayload", "auditRequired"}
 CONN_KEYS = {"id", "workspaceId", "environmentId", "name", "provider", "baseUrl",
              "addresses", "credentials", "allowedModels", "capacity", "timeouts"}
@@ -94,6 +94,27 @@ def test_every_change_bumps_the_version(api, env, cp_stack):
     after = int(cp_stack.pg.psql("SELECT version FROM config_version"))
     assert after > before
     cp_stack.dataplane.wait_for(lambda s: s["version"] >= after)
+
+
+def test_price_change_is_pushed(api, cp_stack):
+    """Budgets: a price is in the snapshot from its change on, in micro-dollars, the one
+    in effect and a later one; an earlier one of the same model is not."""
+    model = unique("priced")
+    ids = []
+    for valid_from, amount in (("2025-01-01T00:00:00Z", 1), ("2025-06-01T00:00:00Z", 2.5),
+                               ("2099-01-01T00:00:00Z", 3)):
+        status, price, _ = api.request("POST", "/api/v1/prices",
+                                       {"provider": "openai", "model": model, "input": amount,
+                                        "output": 0.000001, "validFrom": valid_from})
+        assert status == 201, price
+        ids.append(price["id"])
+    snap = cp_stack.dataplane.wait_for(
+        lambda s: len([p for p in s.get("prices", []) if p["model"] == model]) == 2)
+    got = [p for p in snap["prices"] if p["model"] == model]
+    assert [p["id"] for p in got] == ids[1:], got
+    assert got[0] == {"id": ids[1], "provider": "openai", "model": model,
+                      "validFrom": 1748736000, "inputMicros": 2500000, "outputMicros": 1,
+                      "cachedInputMicros": None}, got
 
 
 def test_reconcile_repushes_when_version_differs(api, env, cp_stack):

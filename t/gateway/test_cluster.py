@@ -39,13 +39,21 @@ def _away_from_a_day_boundary():
 
 @pytest.fixture(scope="module")
 def cluster(stack, gw, fake, tmp_path_factory):
+    # 8 prompt tokens at $1 per million, output free: 8 micro-dollars a request, as
+    # reserved and as settled
+    status, price, _ = gw.api.request("POST", "/api/v1/prices",
+                                      {"provider": "openai", "model": "gpt-cluster",
+                                       "input": 1, "output": 0})
+    assert status == 201, price
+    keys = {name: {"resources": ["r"], "enforceCapacity": True, "capacity": per_day(limit)}
+            for name, limit in (("burst", 300), ("outage", 20), ("after", 30),
+                                ("closing", 100000))}
+    keys["budget"] = {"resources": ["r"], "enforceCapacity": True,
+                      "capacity": [{"period": "day", "cost": 300 * 8e-6}]}
     env = gw.provision(
         connections={"c": connection_for(fake)},
         resources={"r": {"model": ("c", "gpt-cluster")}},
-        keys={name: {"resources": ["r"], "enforceCapacity": True,
-                     "capacity": per_day(limit)}
-              for name, limit in (("burst", 300), ("outage", 20), ("after", 30),
-                                  ("closing", 100000))},
+        keys=keys,
     )
     base = tmp_path_factory.mktemp("cluster")
     redis = Redis(base / "redis", free_port()).start()
@@ -122,6 +130,14 @@ def test_limit_holds_across_nodes(cluster):
     assert abs(n - 300) <= tolerance(300), n
     # the cluster's quota is spent: no node admits more
     assert admitted(hammer(env, nodes, "burst", 30)) == 0
+
+
+def test_budget_holds_across_nodes(cluster):
+    """A budget is a counter of micro-dollars leased as tokens are."""
+    env, redis, nodes = cluster
+    n = admitted(hammer(env, nodes, "budget", 900))
+    assert abs(n - 300) <= tolerance(300), n
+    assert admitted(hammer(env, nodes, "budget", 30)) == 0
 
 
 def test_redis_outage_and_return(cluster):

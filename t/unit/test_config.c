@@ -432,6 +432,65 @@ test_key_previous(void)
 }
 
 
+/* budgets: a capacity entry's cost in micro-dollars, prices by name and
+ * time, a bad price a problem of its own */
+static void
+test_budgets(void)
+{
+#define PRICE(id, model, from, in, out, cached)                              \
+    "{\"id\":\"" id "\",\"provider\":\"openai\",\"model\":\"" model "\","    \
+    "\"validFrom\":" from ",\"inputMicros\":" in ",\"outputMicros\":" out   \
+    cached "}"
+
+    CHECK(compile(0, "{\"version\":3,\"environments\":[" ENV "],\"connections\":["
+                  CONN "],\"resources\":["
+                  "{\"id\":\"r1\",\"environmentId\":\"e1\",\"name\":\"a\",\"model\":"
+                  "{\"provider\":\"openai\",\"model\":\"gpt-4o-2024-08-06\","
+                  "\"connectionId\":\"c1\"},\"fallbackModels\":[{\"provider\":"
+                  "\"openai\",\"model\":\"o9\",\"connectionId\":\"c1\"}],"
+                  "\"enforceCapacity\":true,\"capacity\":[{\"period\":\"day\","
+                  "\"cost\":0.0007},{\"period\":\"hour\",\"cost\":5,\"tokens\":9}]},"
+                  "{\"id\":\"r2\",\"environmentId\":\"e1\",\"name\":\"b\","
+                  "\"enforceCapacity\":true,\"capacity\":[{\"period\":\"day\","
+                  "\"cost\":-1}],\"model\":{\"provider\":\"openai\",\"model\":"
+                  "\"gpt-4o\",\"connectionId\":\"c1\"}}],"
+                  "\"apiKeys\":[],\"poolDefinitions\":[],\"prices\":["
+                  PRICE("p1", "gpt-4o", "2000", "2500000", "10000000",
+                        ",\"cachedInputMicros\":1250000") ","
+                  PRICE("p2", "gpt-4o", "1000", "5000000", "20000000", "") ","
+                  PRICE("p3", "gpt-4o", "1000", "1", "1", "") ","
+                  PRICE("p4", "o9", "1000", "-1", "1", "") ","
+                  PRICE("p5", "gpt", "1000", "1", "1", "") "]}") == 0);
+
+    CHECK(cfg.nprices == 3);
+    CHECK(find_problem(VMX_CFG_PRICE, "p3") && find_problem(VMX_CFG_PRICE, "p3")->left_out);
+    CHECK(find_problem(VMX_CFG_PRICE, "p4")
+          && strcmp(find_problem(VMX_CFG_PRICE, "p4")->field, "inputMicros") == 0);
+
+    vmx_cfg_resource_t *r = &cfg.resources[0];
+    CHECK(r->nlimits == 2 && r->limits[0].cost == 700 && r->limits[0].tokens == -1);
+    CHECK(r->limits[1].cost == 5000000 && r->limits[1].tokens == 9);
+
+    /* the dated model takes gpt-4o's chain, the later price from 2000 on */
+    const vmx_cfg_price_t *p = vmx_config_price_at(r->model.prices, 1500);
+    CHECK(p && p->input == 5000000 && p->cached_input == -1);
+    p = vmx_config_price_at(r->model.prices, 2000);
+    CHECK(p && p->input == 2500000 && p->cached_input == 1250000);
+    CHECK(vmx_config_price_at(r->model.prices, 999) == NULL);
+    CHECK(r->nfallbacks == 1 && r->fallbacks[0].prices == NULL);
+
+    /* 8 prompt tokens (2 cached) and 6 completion ones: 6 * 2.5 + 2 * 1.25
+     * + 6 * 10 = 77.5 micro-dollars, rounded up */
+    CHECK(vmx_config_cost(p, 8, 2, 6) == 78);
+    CHECK(vmx_config_cost(p, 8, -1, -1) == 20);
+
+    const vmx_cfg_problem_t *bad = find_problem(VMX_CFG_RESOURCE, "r2");
+    CHECK(bad && strcmp(bad->field, "capacity[0].cost") == 0);
+    vmx_config_free(&cfg);
+#undef PRICE
+}
+
+
 int
 main(void)
 {
@@ -446,6 +505,7 @@ main(void)
     test_timeouts();
     test_key_expiry();
     test_key_previous();
+    test_budgets();
     unit_free_all();
 
     return UNIT_REPORT();
