@@ -361,7 +361,7 @@ def main():
               f"(the transfer, the compile, the copy into the zone, every worker's compile) "
               f"took {', '.join(str(t) for t in puts)} ms, one data plane after the other")
         print(f"one key changed through the API: answered after {ms(1000 * answered)} ms "
-              f"(the change validated against the whole configuration), both data planes "
+              f"(the change validated against its environment), both data planes "
               f"ran it after {ms(1000 * changed)} ms (built in {one_built} ms, PUTs "
               f"{', '.join(str(t) for t in one_puts)} ms)")
         print()

@@ -386,11 +386,13 @@ class Gateway:
         return None
 
     def wait_version_above(self, v0, timeout=15):
-        """Wait until nginx runs a version > v0 and >= the control plane's current one."""
+        """Wait until every nginx worker runs a version > v0 and >= the configuration's
+        version in PostgreSQL (the control plane's desiredVersion may not have caught up
+        with the last commit: a worker that has not compiled it yet would miss its objects)."""
         deadline = time.time() + timeout
         v = None
-        want = self.desired_version()
-        want = max(v0 + 1, want or 0)
+        committed = int(self.stack.pg.psql("SELECT version FROM config_version") or 0)
+        want = max(v0 + 1, self.desired_version() or 0, committed)
         while time.time() < deadline:
             v = self.nginx.config_version()
             if v is not None and v >= want:
