@@ -614,12 +614,12 @@ def profile(pids, url, key, stream, model, out, connections=None):
     return "\n".join(text)
 
 
-def rss_kib(pids):
-    """Resident set of processes, KiB (VmRSS)."""
+def rss_kib(pids, field="VmRSS"):
+    """Resident set of processes, KiB (VmRSS; RssAnon: their private part alone)."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/status") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            total += next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
     return total
 
 
