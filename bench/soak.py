@@ -19,8 +19,8 @@ samples, per node: the workers' RSS (sum and max of a worker; the sum of their p
 part, RssAnon, apart from the pages of the shared zones they touched), their open files,
 the shared memory in use (the module's /metrics: zone slots taken, bytes in the audit
 ring), the audit bytes not yet ingested (/metrics) and the spool directory's size, the
-requests sent and the errors (answers but 200, and the limited key's 429); and
-PostgreSQL's database size.
+requests sent and the errors (answers but 200, and the limited key's 429), the fallbacks
+and the limits' denials (/metrics); and PostgreSQL's database size.
 The samples go to soak.csv and soak.png (one panel per measure, a line per node) in
 BENCH_SOAK_OUT (a new temporary directory by default, kept and printed; the servers' own
 files under run/ only with BENCH_KEEP=1). The closing table gives each measure's first,
@@ -84,12 +84,15 @@ MEASURES = [
     ("spool_bytes", "bytes", None),
     ("requests", "count", None),
     ("errors", "count", None),
+    ("fallbacks", "count", None),
+    ("limit_denials", "count", None),
     ("pg_bytes", "bytes", None),
 ]
 
 # the module's metrics sampled, and their measures
 SCRAPED = {"vmx_zone_slots_used": "zone_slots_used", "vmx_audit_ring_bytes": "audit_ring_bytes",
-           "vmx_audit_spool_bytes": "spool_pending_bytes"}
+           "vmx_audit_spool_bytes": "spool_pending_bytes", "vmx_fallbacks_total": "fallbacks",
+           "vmx_limit_denials_total": "limit_denials"}
 
 
 class Traffic:
