@@ -167,6 +167,7 @@ def scrape(node):
 
 
 def dir_bytes(path):
+    """The size of the files under path."""
     total = 0
     for root, _, files in os.walk(path):
         for f in files:
@@ -185,7 +186,7 @@ def sample(nodes, pg, traffic):
     for i, node in enumerate(nodes):
         workers = node.worker_pids()
         rss = [b.rss_kib([pid]) for pid in workers]
-        out["rss_sum", i], out["rss_max", i] = sum(rss), max(rss)
+        out["rss_sum", i], out["rss_max", i] = sum(rss), max(rss, default=0)
         out["rss_anon_sum", i] = b.rss_kib(workers, "RssAnon")
         out["open_files", i] = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in workers)
         for k, v in scrape(node).items():
@@ -194,6 +195,11 @@ def sample(nodes, pg, traffic):
         out["requests", i], out["errors", i] = requests[i], errors[i]
     out["pg_bytes", "all"] = int(pg.psql("SELECT pg_database_size(current_database())"))
     return out
+
+
+def last_half(points):
+    """The samples [(t, v)] of the last half of the time."""
+    return [p for p in points if p[0] >= points[-1][0] / 2]
 
 
 def slope(points):
@@ -209,12 +215,12 @@ def slope(points):
 
 def verdict(measure, slack, points, requests):
     """FLAT when the growth over the last half (its slope times its length) is at most 5 %
-    of the value plus the measure's slack. The counts (requests, errors) grow by nature and
-    are not judged. The spool on disk goes up and down by whole files: BOUNDED while its
-    last half stays under SPOOL_BOUND. PostgreSQL grows with the records it stores (kept
-    for VMX_RETENTION_DAYS): LINEAR when its bytes per request over the last half are at
-    most 1.5 times those over the first half."""
-    half = [p for p in points if p[0] >= points[-1][0] / 2]
+    of the value plus the measure's slack. The counts (requests, errors...) grow by nature
+    and are not judged (their slack None). The spool on disk goes up and down by whole
+    files: BOUNDED while its last half stays under SPOOL_BOUND. PostgreSQL grows with the
+    records it stores (kept for VMX_RETENTION_DAYS): LINEAR when its bytes per request over
+    the last half are at most 1.5 times those over the first half."""
+    half = last_half(points)
     if measure == "spool_bytes":
         return "BOUNDED" if max(v for _, v in half) <= SPOOL_BOUND else "GROWS"
     if measure == "pg_bytes":
@@ -237,26 +243,29 @@ def report(rows, traffic, out):
         for t, s in rows:
             for (measure, node), v in sorted(s.items(), key=str):
                 w.writerow([f"{t:.0f}", measure, node, v])
-    panels = []
-    for measure, unit, _ in MEASURES:
-        nodes = sorted({n for _, s in rows for m, n in s if m == measure}, key=str)
-        panels.append((f"{measure} ({unit})",
-                       {f"node {n}" if n != "all" else "postgresql":
-                        [(t / 60, s[measure, n]) for t, s in rows] for n in nodes}))
-    pngplot.write(out / "soak.png", panels, xlabel="minutes")
+    def nodes(measure):
+        return sorted({n for _, s in rows for m, n in s if m == measure}, key=str)
+
+    pngplot.write(out / "soak.png", [
+        (f"{measure} ({unit})", {f"node {n}" if n != "all" else "postgresql":
+                                 [(t / 60, s[measure, n]) for t, s in rows]
+                                 for n in nodes(measure)})
+        for measure, unit, _ in MEASURES], xlabel="minutes")
+
+    by_time = dict(rows)
 
     def requests(t):
-        return sum(v for (m, _), v in dict(rows)[t].items() if m == "requests")
+        return sum(v for (m, _), v in by_time[t].items() if m == "requests")
 
     print(f"{'measure':<20} {'node':>4} {'first':>12} {'last':>12} {'max':>12} "
           f"{'slope/min, last half':>21}  verdict")
     for measure, _, slack in MEASURES:
-        for node in sorted({n for _, s in rows for m, n in s if m == measure}, key=str):
+        for node in nodes(measure):
             points = [(t, s[measure, node]) for t, s in rows]
-            half = [p for p in points if p[0] >= points[-1][0] / 2]
             values = [v for _, v in points]
             print(f"{measure:<20} {node:>4} {values[0]:>12} {values[-1]:>12} {max(values):>12} "
-                  f"{slope(half):>21.1f}  {verdict(measure, slack, points, requests)}")
+                  f"{slope(last_half(points)):>21.1f}  "
+                  f"{verdict(measure, slack, points, requests)}")
     print()
     print("answers by scenario and status:")
     for (name, status), n in sorted(traffic.statuses.items(), key=str):
