@@ -461,6 +461,56 @@ def routing_rules(model):
     ]}
 
 
+def fake_provider(work, port, native=True, locations=""):
+    """The fake provider nginx, started: the canned OpenAI answers, with native=True the
+    Anthropic, Gemini and Bedrock ones (their files under work), and locations of the
+    caller's own."""
+    if native:
+        files = work / "files"
+        (files / "bedrock" / "model" / "bedrock-bench").mkdir(parents=True)
+        (files / "converse-stream.bin").write_bytes(bedrock_eventstream())
+        (files / "bedrock" / "model" / "bedrock-bench" / "converse-stream").write_bytes(b"")
+        locations = NATIVE_LOCATIONS.format(
+            files=files, anthropic_json=nginx_escape(anthropic_json()),
+            anthropic_sse=nginx_escape(anthropic_sse()), gemini_json=nginx_escape(gemini_json()),
+            gemini_sse=nginx_escape(gemini_sse()),
+            bedrock_json=nginx_escape(bedrock_json())) + locations
+    fake = PlainNginx(work / "fake", port, FAKE.format(
+        port=port, json=nginx_escape(json.dumps(COMPLETION, separators=(",", ":"))),
+        sse=nginx_escape(sse_body()), native=locations))
+    return fake.start()
+
+
+def fake_sts():
+    """A fake STS started, whose role the control plane assumes for Bedrock connections, and
+    the control plane's environment for it."""
+    from harness.fake_sts import FakeSts
+    base_credentials = {"AWS_ACCESS_KEY_ID": "AKIABENCH0000000000",
+                        "AWS_SECRET_ACCESS_KEY": "bench-base-secret",
+                        "AWS_SESSION_TOKEN": "bench-base-token"}
+    sts = FakeSts(*base_credentials.values()).start()
+    return sts, dict(base_credentials, VMX_STS_ENDPOINT=sts.url)
+
+
+def native_resources(api, ws, env, fake_port):
+    """A connection to the fake's path and a resource (routing rules evaluated) per
+    translation path: [(name, stream, resource name)]."""
+    out = []
+    for name, provider, base_path, pmodel, stream in NATIVE:
+        url = f"http://127.0.0.1:{fake_port}{base_path}"
+        config = ({"region": "us-east-1", "iamRoleArn":
+                   "arn:aws:iam::123456789012:role/bench", "endpoint": url}
+                  if provider == "aws-bedrock" else {"apiKey": "bench-key", "baseUrl": url})
+        rname = f"bench-{name}-{'stream' if stream else 'json'}"
+        c = api.create_connection(ws["id"], env["id"], name=rname, provider=provider,
+                                  config=config)
+        m = {"provider": provider, "model": pmodel, "connectionId": c["id"]}
+        api.create_resource(ws["id"], env["id"], name=rname, model=m, fallbackModels=[],
+                            useFallback=True, routing=routing_rules(m))
+        out.append((name, stream, rname))
+    return out
+
+
 def measure(what, url, key, stream, duration, model=None, path="/v1/chat/completions",
             warmup=PROVIDER_WARMUP, groups=None, **kw):
     """wrk after a warm-up, failing on an error answer; groups: name -> pids whose CPU
@@ -564,12 +614,12 @@ def profile(pids, url, key, stream, model, out, connections=None):
     return "\n".join(text)
 
 
-def rss_kib(pids):
-    """Resident set of processes, KiB (VmRSS)."""
+def rss_kib(pids, field="VmRSS"):
+    """Resident set of processes, KiB (VmRSS; RssAnon: their private part alone)."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/status") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            total += next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
     return total
 
 
@@ -765,22 +815,10 @@ def bench_ingest(api, ws, env, gw, key, cp, pg):
             "busy_share": busy / (t_end - t_start), "cpu": cpu}
 
 
-def main():
-    for p, what in ((MODULE, "the module"), (CP_BIN, "the control plane")):
-        if not p.exists():
-            sys.exit(f"bench: {p.relative_to(ROOT)} missing ({what}): run ./build.sh build first")
-    if not shutil.which("wrk"):
-        sys.exit("bench: wrk is not installed")
-    from harness.api import Api
-    from harness.control_plane import ControlPlane, write_secret_files
-    from harness.fake_sts import FakeSts
-    from harness.postgres import Postgres
-    from harness.redis import Redis
-
-    work = Path(tempfile.mkdtemp(prefix="vmx-bench-"))
-    started = []
-
-    def cleanup(*_):
+def stopper(work, started):
+    """cleanup(): stops what started holds, last started first, and removes work unless
+    BENCH_KEEP=1; run on SIGTERM, SIGINT and SIGHUP too (then exits)."""
+    def cleanup():
         for s in reversed(started):
             try:
                 s.stop()
@@ -794,24 +832,28 @@ def main():
         cleanup()
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    return cleanup
+
+
+def main():
+    for p, what in ((MODULE, "the module"), (CP_BIN, "the control plane")):
+        if not p.exists():
+            sys.exit(f"bench: {p.relative_to(ROOT)} missing ({what}): run ./build.sh build first")
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is not installed")
+    from harness.api import Api
+    from harness.control_plane import ControlPlane, write_secret_files
+    from harness.postgres import Postgres
+    from harness.redis import Redis
+
+    work = Path(tempfile.mkdtemp(prefix="vmx-bench-"))
+    started = []
+    cleanup = stopper(work, started)
     try:
         fake_port, base_port = free_port(), free_port()
-        files = work / "files"
-        files.mkdir()
-        (files / "converse-stream.bin").write_bytes(bedrock_eventstream())
-        (files / "bedrock" / "model" / "bedrock-bench").mkdir(parents=True)
-        (files / "bedrock" / "model" / "bedrock-bench" / "converse-stream").write_bytes(b"")
-        native = NATIVE_LOCATIONS.format(
-            files=files, anthropic_json=nginx_escape(anthropic_json()),
-            anthropic_sse=nginx_escape(anthropic_sse()), gemini_json=nginx_escape(gemini_json()),
-            gemini_sse=nginx_escape(gemini_sse()), bedrock_json=nginx_escape(bedrock_json()))
-        fake = PlainNginx(work / "fake", fake_port, FAKE.format(
-            port=fake_port, json=nginx_escape(json.dumps(COMPLETION, separators=(",", ":"))),
-            sse=nginx_escape(sse_body()), native=native if PROVIDERS else ""))
-        fake.start()
+        fake = fake_provider(work, fake_port, PROVIDERS)
         started.append(fake)
         base = PlainNginx(work / "baseline", base_port, BASELINE.format(
             port=base_port, fake_port=fake_port,
@@ -828,14 +870,10 @@ def main():
         dataplanes = [f"http://127.0.0.1:{p}" for p in ((gw_port, gwr_port) if LIMITS
                                                          else (gw_port,))]
         # Bedrock connections: the control plane assumes their role at a fake STS
-        base_credentials = {"AWS_ACCESS_KEY_ID": "AKIABENCH0000000000",
-                            "AWS_SECRET_ACCESS_KEY": "bench-base-secret",
-                            "AWS_SESSION_TOKEN": "bench-base-token"}
-        sts = FakeSts(*base_credentials.values()).start()
+        sts, sts_env = fake_sts()
         started.append(sts)
         cp = ControlPlane(work / "cp", cp_port, pg.dsn, dataplanes, token_file,
-                          master_key_file, reconcile_interval=1,
-                          env=dict(base_credentials, VMX_STS_ENDPOINT=sts.url))
+                          master_key_file, reconcile_interval=1, env=sts_env)
         cp.start()
         started.append(cp)
         ca_file = make_certs(work / "pki")[0]
@@ -873,19 +911,7 @@ def main():
         for stream, m in ((False, model), (True, smodel)):
             api.create_resource(ws["id"], env["id"], name=routed[stream], model=m,
                                 fallbackModels=[], useFallback=True, routing=routing_rules(m))
-        native_models = []
-        for name, provider, base_path, pmodel, stream in (NATIVE if PROVIDERS else []):
-            url = f"http://127.0.0.1:{fake_port}{base_path}"
-            config = ({"region": "us-east-1", "iamRoleArn":
-                       "arn:aws:iam::123456789012:role/bench", "endpoint": url}
-                      if provider == "aws-bedrock" else {"apiKey": "bench-key", "baseUrl": url})
-            rname = f"bench-{name}-{'stream' if stream else 'json'}"
-            c = api.create_connection(ws["id"], env["id"], name=rname, provider=provider,
-                                      config=config)
-            m = {"provider": provider, "model": pmodel, "connectionId": c["id"]}
-            api.create_resource(ws["id"], env["id"], name=rname, model=m, fallbackModels=[],
-                                useFallback=True, routing=routing_rules(m))
-            native_models.append((name, stream, rname))
+        native_models = native_resources(api, ws, env, fake_port) if PROVIDERS else []
         res = api.request("GET", f"/api/v1/workspaces/{ws['id']}/environments/{env['id']}/resources")[1]
         ids = [r["id"] for r in res["data"]]
         key = api.create_api_key(ws["id"], env["id"], name="bench", resources=ids, enabled=True)["key"]
