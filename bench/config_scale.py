@@ -34,8 +34,6 @@ import http.server
 import json
 import os
 import re
-import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -200,30 +198,10 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="vmx-config-scale-"))
     started = []
-
-    def cleanup(*_):
-        for s in reversed(started):
-            try:
-                s.stop()
-            except Exception as e:  # pragma: no cover
-                print(f"bench: stopping {s}: {e}", file=sys.stderr)
-        started.clear()
-        if os.environ.get("BENCH_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-
-    def on_signal(signum, frame):
-        cleanup()
-        sys.exit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    cleanup = b.stopper(work, started)
     try:
         fake_port = b.free_port()
-        fake = b.PlainNginx(work / "fake", fake_port, b.FAKE.format(
-            port=fake_port, json=b.nginx_escape(b.json.dumps(b.COMPLETION, separators=(",", ":"))),
-            sse=b.nginx_escape(b.sse_body()), native=""))
-        fake.start()
-        started.append(fake)
+        started.append(b.fake_provider(work, fake_port, native=False))
         pg = Postgres(work / "pg", b.free_port())
         pg.start()
         started.append(pg)
@@ -365,8 +343,8 @@ def main():
               f"ran it after {ms(1000 * changed)} ms (built in {one_built} ms, PUTs "
               f"{', '.join(str(t) for t in one_puts)} ms)")
         print()
-        print(f"| measure | threaded | inline | threaded / inline |")
-        print(f"|---|---|---|---|")
+        print("| measure | threaded | inline | threaded / inline |")
+        print("|---|---|---|---|")
         for name, t, i in rows:
             try:
                 ratio = f"{float(t) / float(i):.2f}" if float(i) else "n/a"
