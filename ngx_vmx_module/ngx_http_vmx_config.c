@@ -1815,20 +1815,7 @@ ngx_http_vmx_config_authorized(ngx_http_request_t *r,
 static void
 ngx_http_vmx_config_put(ngx_http_request_t *r)
 {
-    ngx_int_t                   rc;
-    ngx_str_t                   error;
     ngx_http_vmx_config_job_t  *job;
-
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        ngx_str_set(&error, "the snapshot is empty");
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "vmx: rejected config snapshot: %V", &error);
-        rc = ngx_http_vmx_send_error(r, NULL, NGX_HTTP_BAD_REQUEST,
-                                     "invalid_snapshot", &error);
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
 
     /* the request is blocked while a thread has the job: they live as long */
     job = ngx_pcalloc(r->pool, sizeof(ngx_http_vmx_config_job_t));
@@ -1840,6 +1827,14 @@ ngx_http_vmx_config_put(ngx_http_request_t *r)
     job->mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
     job->pool = r->pool;
     job->request = r;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        /* refused as any snapshot that does not compile */
+        job->status = NGX_HTTP_BAD_REQUEST;
+        ngx_str_set(&job->error, "the snapshot is empty");
+        ngx_http_vmx_config_job_finish(job);
+        return;
+    }
 
     if (ngx_http_vmx_read_body(r, &job->body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
