@@ -15,7 +15,7 @@ DEB_PACKAGES=(
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
     libmicrohttpd-dev libcjose-dev libexpat1-dev postgresql redis-server python3 python3-pytest
     wrk openssl curl nodejs npm ca-certificates prometheus chromium unzip
-    python3-yaml
+    python3-yaml podman runc mmdebstrap
 )
 
 # AddressSanitizer's runtime, preloaded into nginx for a module built with it

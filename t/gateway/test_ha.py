@@ -15,7 +15,12 @@ kill a change made through a live control plane reaches every live data plane.
 With Redis up, a capacity limit holds across the nodes within max(1 %, 2). At the
 end every answered request has its audit record stored exactly once (but those the
 killed data plane answered in its last 100 ms: its ring in shared memory dies with
-it), and no request failed but those in flight on the killed data plane."""
+it), and no request failed but those in flight on the killed data plane.
+
+It runs twice: with processes, and with the images (docker/, built by tools/images.sh)
+under podman, the data planes and control planes in containers on the host's network
+(PostgreSQL and Redis stay processes). Where podman cannot run a container the second
+run is skipped, saying why."""
 import os
 import signal
 import threading
@@ -25,6 +30,8 @@ import pytest
 
 from gwutil import connection_for, free_port, http_request
 from harness.api import Api
+from harness.containers import (Container, ControlPlaneContainer, DataPlaneContainer,
+                                build_images, secrets_folder)
 from harness.control_plane import ControlPlane, write_secret_files
 from harness.nginx import Nginx
 from harness.postgres import Postgres
@@ -129,28 +136,74 @@ def kill_group(proc):
     proc.wait()
 
 
+def kill(part):
+    """SIGKILL a data plane, a control plane or Redis: its container, or its processes"""
+    if isinstance(part, Container):
+        part.kill()
+        return
+    if isinstance(part, ControlPlane):
+        part.proc.kill()
+        part.proc.wait()
+    else:
+        kill_group(part.proc)
+    part.proc = None
+
+
 @pytest.fixture(scope="module")
-def ha(built, pki, fake, tmp_path_factory):
-    base = tmp_path_factory.mktemp("ha")
+def images():
+    why = build_images()
+    if why:
+        pytest.skip(f"no containers: {why}")
+
+
+def processes(s, base, pki, master_key, env):
+    ports = [free_port() for _ in range(NODES)]
+    s.nodes = [Nginx(base / f"dp{i}", ports[i], s.token_file, pki[0],
+                     http_directives=f"vmx_redis {s.redis.addr} nodes={NODES} timeout=1s;")
+               for i in range(NODES)]
+    env["VMX_DATAPLANES_DNS"] = f"localhost:{ports[0]}"
+    s.cps = [ControlPlane(base / f"cp{i}", free_port(), s.pg.dsn, [s.nodes[1].url],
+                          s.token_file, master_key, env=env) for i in range(2)]
+
+
+def containers(s, base, master_key, env):
+    secrets = secrets_folder(base, s.token_file, master_key, s.redis.password)
+    cp_ports = [free_port() for _ in range(2)]
+    tag = f"{os.getpid()}"
+    s.nodes = [DataPlaneContainer(f"vmx-test-dp{i}-{tag}", secrets, base / f"dp{i}",
+                                  free_port(), free_port(), free_port(),
+                                  f"127.0.0.1:{cp_ports[0]}", s.redis.addr, NODES)
+               for i in range(NODES)]
+    env["VMX_DATAPLANES_DNS"] = f"localhost:{s.nodes[0].config_port}"
+    s.cps = [ControlPlaneContainer(f"vmx-test-cp{i}-{tag}", secrets, cp_ports[i], s.pg.dsn,
+                                   [s.nodes[1].config_url], env=env) for i in range(2)]
+
+
+@pytest.fixture(scope="module", params=["processes", "containers"])
+def ha(request, built, pki, fake, tmp_path_factory):
+    if request.param == "containers":
+        request.getfixturevalue("images")
+    base = tmp_path_factory.mktemp(f"ha-{request.param}")
     started = []
     s = type("Ha", (), {})()
     try:
-        s.pg, s.redis = Postgres(base / "pg", free_port()), Redis(base / "redis", free_port())
+        s.pg = Postgres(base / "pg", free_port())
+        # the image's nginx.conf reads Redis' password from its secrets
+        s.redis = Redis(base / "redis", free_port(),
+                        password=f"redis-{time.time_ns()}" if request.param == "containers"
+                        else None)
         for p in (s.pg, s.redis):
             started.append(p)           # stopped even when its start fails
             p.start()
         s.token_file, master_key = write_secret_files(base / "secrets")
         s.token = s.token_file.read_text().strip()
-        ports = [free_port() for _ in range(NODES)]
-        s.nodes = [Nginx(base / f"dp{i}", ports[i], s.token_file, pki[0],
-                         http_directives=f"vmx_redis {s.redis.addr} nodes={NODES} timeout=1s;")
-                   for i in range(NODES)]
         # node 0 by DNS, node 1 listed, node 2 announced (below)
-        env = {"VMX_DATAPLANES_DNS": f"localhost:{ports[0]}",
-               "VMX_DATAPLANE_FORGET_SECONDS": str(FORGET_SECONDS),
+        env = {"VMX_DATAPLANE_FORGET_SECONDS": str(FORGET_SECONDS),
                "VMX_INGEST_INTERVAL_MS": "300"}
-        s.cps = [ControlPlane(base / f"cp{i}", free_port(), s.pg.dsn, [s.nodes[1].url],
-                              s.token_file, master_key, env=env) for i in range(2)]
+        if request.param == "processes":
+            processes(s, base, pki, master_key, env)
+        else:
+            containers(s, base, master_key, env)
         s.cps[0].start()            # the first one leads
         started.append(s.cps[0])
         wait_until("the first control plane to lead", lambda: leads(s.cps[0]))
@@ -183,7 +236,7 @@ def announce_loop(s):
         if s.announcing.is_set():
             try:
                 s.apis[1].request("POST", "/api/v1/dataplanes/announce",
-                                  {"url": s.nodes[2].url}, token=s.token)
+                                  {"url": s.nodes[2].config_url}, token=s.token)
             except OSError:
                 pass
         time.sleep(1)
@@ -271,7 +324,7 @@ def test_failover_and_discovery(ha, fake):
     for a in ha.apis:                    # the same answer from the leader and the standby
         body = dataplanes(a)
         planes = {p["url"]: p for p in body["data"]}
-        assert {planes[n.url]["source"] for n in ha.nodes} == {"dns", "static", "announced"}
+        assert {planes[n.config_url]["source"] for n in ha.nodes} == {"dns", "static", "announced"}
         assert body["leader"]["name"].endswith(ha.cps[0].url.split("//")[1]), body["leader"]
     assert [leads(cp) for cp in ha.cps] == [True, False]
     assert metric(ha.cps[0], "vmx_cp_leader") == 1 and metric(ha.cps[1], "vmx_cp_leader") == 0
@@ -290,14 +343,13 @@ def test_failover_and_discovery(ha, fake):
         # 1. the announced data plane dies: it is forgotten; the others go on
         ha.announcing.clear()
         killed[2] = traffic.drop(2)
-        kill_group(ha.nodes[2].proc)
-        ha.nodes[2].proc = None
+        kill(ha.nodes[2])
         change_reaches(ha, ha.apis[1], ha.nodes[:2], ws["id"], "a data plane's death")
         wait_until("the dead data plane forgotten",
-                   lambda: ha.nodes[2].url not in {p["url"] for p in
+                   lambda: ha.nodes[2].config_url not in {p["url"] for p in
                                                    dataplanes(ha.apis[1])["data"]},
                    timeout=FORGET_SECONDS + 6)
-        assert f"dataplane={ha.nodes[2].url} source=announced: not found for" \
+        assert f"dataplane={ha.nodes[2].config_url} source=announced: not found for" \
             in ha.cps[0].log_text()
 
         # its next life at the same place (same spool) announces itself and serves again,
@@ -311,9 +363,7 @@ def test_failover_and_discovery(ha, fake):
         traffic.add(2)
 
         # 2. the leader dies: the standby leads within seconds, and pushes the changes
-        ha.cps[0].proc.kill()
-        ha.cps[0].proc.wait()
-        ha.cps[0].proc = None
+        kill(ha.cps[0])
         killed_at = time.time()
         wait_until("the standby to lead", lambda: leads(ha.cps[1]), timeout=10)
         print(f"the standby leads {time.time() - killed_at:.1f} s after the leader died")
@@ -328,8 +378,7 @@ def test_failover_and_discovery(ha, fake):
         assert abs(n - CAPACITY) <= tolerance(CAPACITY), n
 
         # 3. Redis dies: the data planes enforce alone, serve, and take changes
-        kill_group(ha.redis.proc)
-        ha.redis.proc = None
+        kill(ha.redis)
         time.sleep(1)
         change_reaches(ha, ha.apis[1], ha.nodes, ws["id"], "Redis' death")
         time.sleep(1)

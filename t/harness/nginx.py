@@ -119,6 +119,11 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def config_url(self):
+        """where the control plane reaches /vmx/: the same listener here"""
+        return self.url
+
+    @property
     def conf_path(self):
         return self.base_dir / "nginx.conf"
 
