@@ -2,14 +2,15 @@
  * VM-X gateway: prioritization (SPEC §6).
  *
  * The pools of an environment share the per-minute token capacity of a
- * connection.  The gate runs for the resource's pool on the first
- * connection of the plan, when that connection has a minute "tokens"
- * capacity entry.  The arithmetic is lib/vmx_pools.c; this file keeps its
- * state in a table of its own zone (vmx_pools_zone), shared by the
- * workers: per connection and pool the current share and a ring of 60
- * per-second token counts, from which both the strategy's window and the
- * last minute are summed.  A full table takes over the slot unused the
- * longest: a pool unused for a minute has nothing left to count.
+ * connection.  The gate runs for the request's pool (its resource's, or the
+ * one a batch item names) on the first connection of the plan, when that
+ * connection has a minute "tokens" capacity entry.  The arithmetic is
+ * lib/vmx_pools.c; this file keeps its state in a table of its own zone
+ * (vmx_pools_zone), shared by the workers: per connection and pool the
+ * current share and a ring of 60 per-second token counts, from which both
+ * the strategy's window and the last minute are summed.  A full table
+ * takes over the slot unused the longest: a pool unused for a minute has
+ * nothing left to count.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -54,9 +55,10 @@ ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 
 
 /*
- * Admits the request for its resource's pool or answers why not: PASS
- * (admitted, or nothing to gate), DENY (ctx->attempt.failure and
- * ctx->attempt.retry_after say why), ERROR; it never waits.
+ * Admits the request for its pool (its resource's, or the one its batch
+ * names) or answers why not: PASS (admitted, or nothing to gate), DENY
+ * (ctx->attempt.failure and ctx->attempt.retry_after say why), ERROR; it
+ * never waits.
  */
 
 ngx_http_vmx_admit_e
@@ -74,7 +76,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_main_conf_t  *mcf;
     vmx_pool_t                 state[VMX_POOLS_MAX];
 
-    pool = ctx->request.resource->pool;
+    pool = ctx->request.pool;
 
     if (pool == NULL || ctx->plan.ntargets == 0) {
         return NGX_HTTP_VMX_ADMIT_PASS;
@@ -209,6 +211,36 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     ngx_shmtx_unlock(&mcf->pools_zone.shpool->mutex);
+}
+
+
+/* the pool of that name in the environment's definition, or NULL */
+
+ngx_http_vmx_pool_t *
+ngx_http_vmx_pools_find(ngx_http_vmx_snapshot_t *snapshot,
+    ngx_http_vmx_environment_t *env, ngx_str_t *name)
+{
+    ngx_uint_t                i;
+    ngx_http_vmx_pool_t      *pools;
+    ngx_http_vmx_pool_def_t  *def;
+
+    def = ngx_http_vmx_index_find(&snapshot->pool_defs, env->id.data,
+                                  env->id.len);
+    if (def == NULL) {
+        return NULL;
+    }
+
+    pools = def->pools.elts;
+
+    for (i = 0; i < def->pools.nelts; i++) {
+        if (pools[i].name.len == name->len
+            && ngx_strncmp(pools[i].name.data, name->data, name->len) == 0)
+        {
+            return &pools[i];
+        }
+    }
+
+    return NULL;
 }
 
 
