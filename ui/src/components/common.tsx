@@ -266,13 +266,15 @@ export function CapacityEditor({
               disabled={readOnly}
             />
             <NumberInput
-              label="Cost"
+              label="Cost (USD)"
               value={c.cost ?? ""}
               onChange={(v) => set(i, { cost: num(v) })}
               error={errorAt(`${field}[${i}].cost`)}
               min={0}
-              decimalScale={4}
-              w={110}
+              max={1e9}
+              prefix="$"
+              decimalScale={6}
+              w={130}
               disabled={readOnly}
             />
             <Switch
@@ -321,6 +323,13 @@ export function CapacityEditor({
       )}
     </Stack>
   );
+}
+
+/** A capacity entry in a line: its limits, "–" for none, the budget only when it has one (as the
+ * gateway's message writes it: cents always, up to six decimals). */
+export function capacitySummary(c: Capacity): string {
+  const cost = c.cost != null ? ` / $${c.cost.toFixed(6).replace(/0{1,4}$/, "")}` : "";
+  return `${c.requests ?? "–"} req / ${c.tokens ?? "–"} tok${cost} per ${c.period}`;
 }
 
 /** Remove null members of capacity entries (the API takes absent as "no limit"). */
