@@ -139,6 +139,29 @@ def test_model_without_price_is_outside_budgets(gw, fake):
     assert f'openai model "{model}" has no price: budgets do not count its requests' in log
 
 
+def test_default_completion_reservation(gw, fake):
+    """Without max_tokens a request reserves 1024 completion tokens:
+    8 * 10 + 1024 * 20 = 20560 micro-dollars, more than a budget of $0.01."""
+    env = key_with_budget(gw, fake, priced_model(gw), [per_day(0.01)])
+    assert_budget_429(env.chat("r", key=env.keys["k"]),
+                      'API key "k" has reached its budget of $0.01 per day')
+
+
+def test_default_completion_tokens_directive(own_stack, fake):
+    """vmx_budget_default_completion_tokens 100 (http level, inherited by the gateway's
+    location): 8 * 10 + 100 * 20 = 2080 reserved without max_tokens; max_tokens still
+    states the completion when given."""
+    s = own_stack(http_directives="vmx_budget_default_completion_tokens 100;")
+    env = key_with_budget(s.gw, fake, priced_model(s.gw), [per_day(0.01)])
+    r = env.chat("r", key=env.keys["k"])
+    assert r.status == 200, r
+    assert_cost_headers(r, "0.01", usd(10000 - 2080))
+    # the first settled to 200
+    r = chat(env, "r", "k")
+    assert r.status == 200, r
+    assert_cost_headers(r, "0.01", usd(10000 - 200 - RESERVED))
+
+
 def test_price_of_a_dated_model_and_lifetime_budget(gw, fake):
     """"<model>-2025-01-01" takes <model>'s price; a lifetime budget has no
     Retry-After."""
