@@ -20,7 +20,8 @@
  * tokens at the input price and max_tokens, else
  * vmx_budget_default_completion_tokens, at the output price, and settles to
  * the cost of the provider's usage.  A model without a price is outside the
- * budgets: they neither count nor refuse its attempts, which is logged.
+ * budgets: they neither count nor refuse its attempts, which is logged and
+ * counted.
  *
  * Across nodes (vmx_redis), a counter is a lease of a cluster-wide counter
  * in Redis.  The connection's entries are checked inside nginx's peer.get,
@@ -687,7 +688,8 @@ ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes)
 
 /*
  * The estimated cost in micro-dollars of the request on target's model, -1
- * when the model has no price (logged once a minute by a worker)
+ * when the model has no price (logged once a minute by a worker, counted in
+ * the request's statistics)
  */
 
 static int64_t
@@ -704,6 +706,8 @@ ngx_http_vmx_limits_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     price = vmx_config_price_at(target->prices, ngx_time());
 
     if (price == NULL) {
+        ctx->admission.unpriced = 1;
+
         if (ngx_time() - logged >= 60) {
             logged = ngx_time();
             ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,

@@ -657,6 +657,8 @@ typedef struct {
 
     unsigned                     limits_granted:1;  /* by the last refill */
     unsigned                     over_budget:1;     /* the refusal's entry */
+    unsigned                     unpriced:1;    /* a budget applied to a
+                                                   model without a price */
 } ngx_http_vmx_ctx_admission_t;
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from gwutil import connection_for
+from gwutil import connection_for, dp_metric
 
 INPUT, OUTPUT = 10, 20                  # USD per million tokens
 RESERVED, SPENT = 280, 200              # micro-dollars of a request with max_tokens 10
@@ -50,6 +50,15 @@ def usd(micros):
     """As the gateway writes dollars: cents always, smaller digits when there are."""
     whole, frac = divmod(micros, 10**6)
     return f"{whole}." + f"{frac:06d}"[:2] + f"{frac:06d}"[2:].rstrip("0")
+
+
+def counted(gw, model, requests):
+    """Waits until vmx_status counts the model's requests: a request is counted in its
+    log phase, just after its answer was sent."""
+    deadline = time.time() + 5
+    while dp_metric(gw, "vmx_requests_total", model=model) < requests:
+        assert time.time() < deadline, f"vmx_status counts fewer than {requests} of {model}"
+        time.sleep(0.05)
 
 
 def assert_cost_headers(r, limit, remaining):
@@ -131,12 +140,23 @@ def test_connection_budget_falls_back(gw, fake, fake2):
 
 
 def test_model_without_price_is_outside_budgets(gw, fake):
+    """Logged, and counted in the request's series of vmx_status."""
     model = "unpriced-" + uuid.uuid4().hex[:8]
     env = key_with_budget(gw, fake, model, [per_day(0.000001)])
     for _ in range(3):
         assert chat(env, "r", "k").status == 200
     log = open(gw.nginx.error_log_path).read()
     assert f'openai model "{model}" has no price: budgets do not count its requests' in log
+    counted(gw, model, 3)
+    assert dp_metric(gw, "vmx_budget_unpriced_requests_total", model=model) == 3
+
+
+def test_priced_model_is_not_counted_unpriced(gw, fake):
+    model = priced_model(gw)
+    env = key_with_budget(gw, fake, model, [per_day(1)])
+    assert chat(env, "r", "k").status == 200
+    counted(gw, model, 1)
+    assert dp_metric(gw, "vmx_budget_unpriced_requests_total", model=model) == 0
 
 
 def test_default_completion_reservation(gw, fake):
