@@ -32,7 +32,7 @@ const cancellable = (b: Batch) => b.status === "QUEUED" || b.status === "RUNNING
 
 const shortId = (id: string) => id.slice(0, 8);
 
-export function StatusBadge({ status }: { status: BatchStatus | BatchItemStatus }) {
+function StatusBadge({ status }: { status: BatchStatus | BatchItemStatus }) {
   return (
     <Badge variant="light" color={COLORS[status] ?? "gray"}>
       {status.toLowerCase()}
