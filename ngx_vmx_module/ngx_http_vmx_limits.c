@@ -18,9 +18,10 @@
  * reserves the estimated cost at the price of the attempt's model (of the
  * plan's first model for the key's and resource's budgets), the prompt's
  * tokens at the input price and max_tokens, else
- * NGX_HTTP_VMX_BUDGET_COMPLETION, at the output price, and settles to the
- * cost of the provider's usage.  A model without a price is outside the
- * budgets: they neither count nor refuse its attempts, which is logged.
+ * vmx_budget_default_completion_tokens, at the output price, and settles to
+ * the cost of the provider's usage.  A model without a price is outside the
+ * budgets: they neither count nor refuse its attempts, which is logged and
+ * counted.
  *
  * Across nodes (vmx_redis), a counter is a lease of a cluster-wide counter
  * in Redis.  The connection's entries are checked inside nginx's peer.get,
@@ -687,22 +688,26 @@ ngx_http_vmx_limits_budgeted(ngx_http_vmx_scope_t *scopes, ngx_uint_t nscopes)
 
 /*
  * The estimated cost in micro-dollars of the request on target's model, -1
- * when the model has no price (logged once a minute by a worker)
+ * when the model has no price (logged once a minute by a worker, counted in
+ * the request's statistics)
  */
 
 static int64_t
 ngx_http_vmx_limits_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_target_t *target)
 {
-    int64_t                 completion;
-    const vmx_json_t       *max;
-    const vmx_cfg_price_t  *price;
+    int64_t                   completion;
+    const vmx_json_t         *max;
+    const vmx_cfg_price_t    *price;
+    ngx_http_vmx_loc_conf_t  *vlcf;
 
-    static time_t           logged;
+    static time_t             logged;
 
     price = vmx_config_price_at(target->prices, ngx_time());
 
     if (price == NULL) {
+        ctx->admission.unpriced = 1;
+
         if (ngx_time() - logged >= 60) {
             logged = ngx_time();
             ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
@@ -717,6 +722,8 @@ ngx_http_vmx_limits_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     completion = 0;
 
     if (ctx->request.operation == NGX_HTTP_VMX_CHAT) {
+        vlcf = ngx_http_get_module_loc_conf(r, ngx_http_vmx_module);
+
         max = vmx_json_get(ctx->request.body, "max_completion_tokens");
 
         if (max == NULL || !max->is_int) {
@@ -724,7 +731,7 @@ ngx_http_vmx_limits_estimate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         }
 
         completion = (max && max->is_int && max->integer >= 0)
-                     ? max->integer : NGX_HTTP_VMX_BUDGET_COMPLETION;
+                     ? max->integer : vlcf->budget_completion_tokens;
     }
 
     return vmx_config_cost(price, ctx->request.estimate, 0, completion);

@@ -55,6 +55,11 @@ static ngx_conf_num_bounds_t  ngx_http_vmx_spool_warn_bounds = {
     ngx_conf_check_num_bounds, 1, 100
 };
 
+/* more than any model writes in one answer */
+static ngx_conf_num_bounds_t  ngx_http_vmx_budget_completion_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000
+};
+
 
 static ngx_command_t  ngx_http_vmx_commands[] = {
 
@@ -260,6 +265,13 @@ static ngx_command_t  ngx_http_vmx_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_vmx_loc_conf_t, max_response),
       NULL },
+
+    { ngx_string("vmx_budget_default_completion_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_vmx_loc_conf_t, budget_completion_tokens),
+      &ngx_http_vmx_budget_completion_bounds },
 
       ngx_null_command
 };
@@ -574,6 +586,7 @@ ngx_http_vmx_create_loc_conf(ngx_conf_t *cf)
     conf->gateway = NGX_CONF_UNSET;
     conf->config_api = NGX_CONF_UNSET;
     conf->max_response = NGX_CONF_UNSET_SIZE;
+    conf->budget_completion_tokens = NGX_CONF_UNSET;
 
     conf->upstream.connect_timeout = NGX_CONF_UNSET_MSEC;
     conf->upstream.send_timeout = NGX_CONF_UNSET_MSEC;
@@ -597,6 +610,8 @@ ngx_http_vmx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->config_api, prev->config_api, 0);
     ngx_conf_merge_size_value(conf->max_response, prev->max_response,
                               8 * 1024 * 1024);
+    ngx_conf_merge_value(conf->budget_completion_tokens,
+                         prev->budget_completion_tokens, 1024);
 
     ngx_conf_merge_str_value(conf->ssl_trusted_certificate,
                              prev->ssl_trusted_certificate, "");

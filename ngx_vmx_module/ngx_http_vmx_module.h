@@ -49,10 +49,6 @@
 #define NGX_HTTP_VMX_LIMIT_KEY_MAX                                            \
     (3 + 36 + 3 + NGX_TIME_T_LEN + 1 + NGX_SOCKADDR_STRLEN)
 
-/* a budget's reservation of the completion when the request states no
-   max_tokens */
-#define NGX_HTTP_VMX_BUDGET_COMPLETION   1024
-
 #define NGX_HTTP_VMX_EPOCH_LEN           24
 
 
@@ -414,6 +410,10 @@ typedef struct {
     ngx_msec_t                   total_timeout;
 
     size_t                       max_response;  /* buffered answer bound */
+
+    /* a budget's reservation of the completion when the request states no
+       max_completion_tokens or max_tokens */
+    ngx_int_t                    budget_completion_tokens;
 } ngx_http_vmx_loc_conf_t;
 
 
@@ -663,6 +663,8 @@ typedef struct {
 
     unsigned                     limits_granted:1;  /* by the last refill */
     unsigned                     over_budget:1;     /* the refusal's entry */
+    unsigned                     unpriced:1;    /* a budget applied to a
+                                                   model without a price */
 } ngx_http_vmx_ctx_admission_t;
 
 

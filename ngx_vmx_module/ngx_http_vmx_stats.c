@@ -70,6 +70,7 @@ typedef struct {
     ngx_atomic_t                 fallbacks;
     ngx_atomic_t                 denials;
     ngx_atomic_t                 stream_errors; /* after the first byte */
+    ngx_atomic_t                 unpriced;      /* outside the budgets */
     ngx_atomic_t                 buckets[NGX_HTTP_VMX_BUCKETS];
     ngx_atomic_t                 duration_usec;
     ngx_atomic_t                 count;
@@ -401,6 +402,10 @@ ngx_http_vmx_stats_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
         (void) ngx_atomic_fetch_add(&s->stream_errors, 1);
     }
 
+    if (ctx->admission.unpriced) {
+        (void) ngx_atomic_fetch_add(&s->unpriced, 1);
+    }
+
     usec = ngx_http_vmx_usec() - ctx->request.start_usec;
 
     for (i = 0; i < NGX_HTTP_VMX_BUCKETS; i++) {
@@ -554,6 +559,11 @@ static ngx_http_vmx_counter_t  ngx_http_vmx_counters[] = {
 
     { "vmx_limit_denials_total", "Requests refused by a capacity limit.",
       offsetof(ngx_http_vmx_series_t, denials) },
+
+    { "vmx_budget_unpriced_requests_total",
+      "Requests a budget applied to whose model had no price: the budgets "
+      "did not count them.",
+      offsetof(ngx_http_vmx_series_t, unpriced) },
 };
 
 

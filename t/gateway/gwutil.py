@@ -187,15 +187,26 @@ def wait_credentials(gw, env, names, state="ok", timeout=20):
         time.sleep(0.05)
 
 
-def cp_metric(stack, name, **labels):
-    """The sum of a control-plane metric's series with these labels."""
-    with urllib.request.urlopen(stack.cp.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
+def metric_sum(text, name, **labels):
+    """The sum of the series of a metric with these labels in a Prometheus exposition."""
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def cp_metric(stack, name, **labels):
+    """The sum of a control-plane metric's series with these labels."""
+    with urllib.request.urlopen(stack.cp.url + "/metrics", timeout=5) as r:
+        return metric_sum(r.read().decode(), name, **labels)
+
+
+def dp_metric(gw, name, **labels):
+    """The sum of a data-plane metric's series with these labels (vmx_status)."""
+    r = http_request(gw.url, "GET", "/metrics")
+    assert r.status == 200, r
+    return metric_sum(r.text, name, **labels)
 
 
 def record(gw, r, timeout=10):

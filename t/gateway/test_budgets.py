@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from gwutil import connection_for
+from gwutil import connection_for, dp_metric
 
 INPUT, OUTPUT = 10, 20                  # USD per million tokens
 RESERVED, SPENT = 280, 200              # micro-dollars of a request with max_tokens 10
@@ -50,6 +50,15 @@ def usd(micros):
     """As the gateway writes dollars: cents always, smaller digits when there are."""
     whole, frac = divmod(micros, 10**6)
     return f"{whole}." + f"{frac:06d}"[:2] + f"{frac:06d}"[2:].rstrip("0")
+
+
+def counted(gw, model, requests):
+    """Waits until vmx_status counts the model's requests: a request is counted in its
+    log phase, just after its answer was sent."""
+    deadline = time.time() + 5
+    while dp_metric(gw, "vmx_requests_total", model=model) < requests:
+        assert time.time() < deadline, f"vmx_status counts fewer than {requests} of {model}"
+        time.sleep(0.05)
 
 
 def assert_cost_headers(r, limit, remaining):
@@ -131,12 +140,46 @@ def test_connection_budget_falls_back(gw, fake, fake2):
 
 
 def test_model_without_price_is_outside_budgets(gw, fake):
+    """Logged, and counted in the request's series of vmx_status."""
     model = "unpriced-" + uuid.uuid4().hex[:8]
     env = key_with_budget(gw, fake, model, [per_day(0.000001)])
     for _ in range(3):
         assert chat(env, "r", "k").status == 200
     log = open(gw.nginx.error_log_path).read()
     assert f'openai model "{model}" has no price: budgets do not count its requests' in log
+    counted(gw, model, 3)
+    assert dp_metric(gw, "vmx_budget_unpriced_requests_total", model=model) == 3
+
+
+def test_priced_model_is_not_counted_unpriced(gw, fake):
+    model = priced_model(gw)
+    env = key_with_budget(gw, fake, model, [per_day(1)])
+    assert chat(env, "r", "k").status == 200
+    counted(gw, model, 1)
+    assert dp_metric(gw, "vmx_budget_unpriced_requests_total", model=model) == 0
+
+
+def test_default_completion_reservation(gw, fake):
+    """Without max_tokens a request reserves 1024 completion tokens:
+    8 * 10 + 1024 * 20 = 20560 micro-dollars, more than a budget of $0.01."""
+    env = key_with_budget(gw, fake, priced_model(gw), [per_day(0.01)])
+    assert_budget_429(env.chat("r", key=env.keys["k"]),
+                      'API key "k" has reached its budget of $0.01 per day')
+
+
+def test_default_completion_tokens_directive(own_stack, fake):
+    """vmx_budget_default_completion_tokens 100 (http level, inherited by the gateway's
+    location): 8 * 10 + 100 * 20 = 2080 reserved without max_tokens; max_tokens still
+    states the completion when given."""
+    s = own_stack(http_directives="vmx_budget_default_completion_tokens 100;")
+    env = key_with_budget(s.gw, fake, priced_model(s.gw), [per_day(0.01)])
+    r = env.chat("r", key=env.keys["k"])
+    assert r.status == 200, r
+    assert_cost_headers(r, "0.01", usd(10000 - 2080))
+    # the first settled to 200
+    r = chat(env, "r", "k")
+    assert r.status == 200, r
+    assert_cost_headers(r, "0.01", usd(10000 - 200 - RESERVED))
 
 
 def test_price_of_a_dated_model_and_lifetime_budget(gw, fake):

@@ -13,8 +13,8 @@ import zlib
 
 import pytest
 
-from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for,
-                    gemini_connection, http_request, record, sse_events, wait_credentials)
+from gwutil import (Stream, anthropic_connection, bedrock_connection, connection_for, dp_metric,
+                    gemini_connection, record, sse_events, wait_credentials)
 
 ECHO = {"oai": "gpt-echo", "ant": "claude-echo", "gem": "gemini-echo",
         "bed": "anthropic.claude-3-haiku-20240307-v1:0"}
@@ -96,16 +96,6 @@ def assert_clean_error_end(r, code=None):
     if code is not None:
         assert err["error"]["code"] == code, err
     return err["error"]
-
-
-def metric(gw, name, **labels):
-    r = http_request(gw.url, "GET", "/metrics")
-    assert r.status == 200, r
-    total = 0.0
-    for line in r.text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # ------------------------------------------------------------------ item 1: errors before content
@@ -211,7 +201,7 @@ def test_no_fallback_event_without_use_fallback(gw, env, fake):
 @pytest.mark.parametrize("res,code", [("oai-mid", None), ("ant-mid", "overloaded_error"),
                                       ("bed-mid", "rate_limit_exceeded")])
 def test_error_after_content_is_a_failure(gw, env, res, code):
-    before = metric(gw, "vmx_stream_errors_total", resource=res)
+    before = dp_metric(gw, "vmx_stream_errors_total", resource=res)
     r = chat(env, res, stream=True)
     err = assert_clean_error_end(r, code)
     assert r.header("x-vmx-event-count") == "0", r
@@ -221,9 +211,9 @@ def test_error_after_content_is_a_failure(gw, env, res, code):
     assert rec["errorCode"], rec
     assert rec["attempts"][0]["failureReason"] == \
         "the provider's stream failed with an error event", rec["attempts"]
-    assert metric(gw, "vmx_stream_errors_total", resource=res) == before + 1
-    assert metric(gw, "vmx_provider_error_rate_percent",
-                  connection=env.conns[res[:3]]["id"], window="5m") > 0
+    assert dp_metric(gw, "vmx_stream_errors_total", resource=res) == before + 1
+    assert dp_metric(gw, "vmx_provider_error_rate_percent",
+                     connection=env.conns[res[:3]]["id"], window="5m") > 0
 
 
 @pytest.mark.parametrize("res", ["bed-badcrc", "bed-badcrc-prelude"])

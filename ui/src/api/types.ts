@@ -87,6 +87,39 @@ export interface Price {
   updatedAt: string;
 }
 
+export type BatchStatus = "QUEUED" | "RUNNING" | "CANCELLING" | "CANCELLED" | "COMPLETED" | "FAILED";
+export type BatchItemStatus = "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
+
+/** A completion batch (GET .../completion-batch/{id}) */
+export interface Batch {
+  id: string;
+  apiKeyId: string;
+  mode: "ASYNC" | "SYNC" | "CALLBACK";
+  status: BatchStatus;
+  pool: string | null;
+  callbackUrl: string | null;
+  counts: { total: number; pending: number; running: number; succeeded: number; failed: number; cancelled: number };
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  cancelledAt: string | null;
+}
+
+/** An item's result (GET .../completion-batch/{id}/items: without its response) */
+export interface BatchItem {
+  index: number;
+  customId: string | null;
+  resource: string;
+  status: BatchItemStatus;
+  statusCode: number | null;
+  error: { code?: string; message?: string; type?: string } | null;
+  requestId: string | null;
+  tries: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
 export interface Connection {
   id: string;
   name: string;

@@ -24,6 +24,7 @@ const Prices = lazy(() => import("../pages/Prices"));
 const Usage = lazy(() => import("../pages/Usage"));
 const Pools = lazy(() => import("../pages/Pools"));
 const Playground = lazy(() => import("../pages/Playground"));
+const Batches = lazy(() => import("../pages/Batches"));
 const Activity = lazy(() => import("../pages/Activity"));
 
 const theme = createTheme({
@@ -154,6 +155,7 @@ export function App() {
               <Route path="/usage" element={<Usage />} />
               <Route path="/pools" element={<Pools />} />
               <Route path="/playground" element={<Playground />} />
+              <Route path="/batches" element={<Batches />} />
               <Route path="/activity" element={<Activity />} />
               <Route path="*" element={<Navigate to="/setup" replace />} />
             </Route>

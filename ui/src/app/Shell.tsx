@@ -29,6 +29,7 @@ const LINKS: [string, string][] = [
   ["/resources", "AI resources"],
   ["/api-keys", "API keys"],
   ["/playground", "Chat playground"],
+  ["/batches", "Batches"],
   ["/pools", "Prioritization"],
   ["/usage", "Usage and audit"],
   ["/prices", "Prices"],

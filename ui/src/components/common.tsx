@@ -8,6 +8,7 @@ import {
   Group,
   Modal,
   NumberInput,
+  Pagination,
   Paper,
   ScrollArea,
   Select,
@@ -139,11 +140,13 @@ export function DeleteButton({
   run,
   invalidate,
   label = "Delete",
+  dismiss = "Cancel",
 }: {
   what: string;
   run: () => Promise<unknown>;
   invalidate: unknown[][];
   label?: string;
+  dismiss?: string;
 }) {
   const [open, setOpen] = useState(false);
   const qc = useQueryClient();
@@ -174,7 +177,7 @@ export function DeleteButton({
           <ErrorAlert error={m.error} />
           <Group justify="flex-end">
             <Button variant="default" onClick={() => setOpen(false)}>
-              Cancel
+              {dismiss}
             </Button>
             <Button color="red" loading={m.isPending} onClick={() => m.mutate()}>
               {label}
@@ -183,6 +186,41 @@ export function DeleteButton({
         </Stack>
       </Modal>
     </>
+  );
+}
+
+/** A paginated list's count and pages (page from 1). */
+export function ListPager({
+  total,
+  pageSize,
+  page,
+  onChange,
+  what,
+}: {
+  total: number;
+  pageSize: number;
+  page: number;
+  onChange: (page: number) => void;
+  what: string;
+}) {
+  return (
+    <Group justify="space-between" mt="sm" wrap="wrap">
+      <Text size="xs" c="dimmed">
+        {total} {what}
+      </Text>
+      <Pagination
+        total={Math.max(1, Math.ceil(total / pageSize))}
+        value={page}
+        onChange={onChange}
+        size="sm"
+        aria-label="Pages"
+        getControlProps={(c) => ({
+          "aria-label":
+            c === "previous" ? "Previous page" : c === "next" ? "Next page" : c === "first" ? "First page" : "Last page",
+        })}
+        getItemProps={(n) => ({ "aria-label": `Page ${n}` })}
+      />
+    </Group>
   );
 }
 
@@ -266,13 +304,15 @@ export function CapacityEditor({
               disabled={readOnly}
             />
             <NumberInput
-              label="Cost"
+              label="Cost (USD)"
               value={c.cost ?? ""}
               onChange={(v) => set(i, { cost: num(v) })}
               error={errorAt(`${field}[${i}].cost`)}
               min={0}
-              decimalScale={4}
-              w={110}
+              max={1e9}
+              prefix="$"
+              decimalScale={6}
+              w={130}
               disabled={readOnly}
             />
             <Switch
@@ -321,6 +361,13 @@ export function CapacityEditor({
       )}
     </Stack>
   );
+}
+
+/** A capacity entry in a line: its limits, "–" for none, the budget only when it has one (as the
+ * gateway's message writes it: cents always, up to six decimals). */
+export function capacitySummary(c: Capacity): string {
+  const cost = c.cost != null ? ` / $${c.cost.toFixed(6).replace(/0{1,4}$/, "")}` : "";
+  return `${c.requests ?? "–"} req / ${c.tokens ?? "–"} tok${cost} per ${c.period}`;
 }
 
 /** Remove null members of capacity entries (the API takes absent as "no limit"). */

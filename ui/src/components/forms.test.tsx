@@ -4,7 +4,7 @@ import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { MantineProvider } from "@mantine/core";
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import type { Capacity, Provider } from "../api/types";
-import { CapacityEditor } from "./common";
+import { CapacityEditor, capacitySummary } from "./common";
 import { ProviderConfigFields } from "./providers";
 import { cleanRouting, RoutingEditor, type Routing } from "./routing";
 
@@ -66,6 +66,39 @@ describe("CapacityEditor", () => {
     fireEvent.click(screen.getByRole("button", { name: "Add a limit" }));
     expect((screen.getByLabelText("Requests") as HTMLInputElement).value).toBe("60");
     expect(screen.getByText("must be positive")).toBeTruthy();
+  });
+
+  it("edits a budget in dollars, sent as a number, and clears it to no budget", () => {
+    let last: Capacity[] = [{ period: "day", requests: 60, enabled: true }];
+    function Host() {
+      const [v, setV] = useState<Capacity[]>(last);
+      return (
+        <CapacityEditor
+          value={v}
+          onChange={(x) => {
+            last = x;
+            setV(x);
+          }}
+          errorAt={(f) => (f === "capacity[0].cost" ? "must be at most 1e9" : undefined)}
+        />
+      );
+    }
+    wrap(<Host />);
+    const cost = screen.getByLabelText("Cost (USD)") as HTMLInputElement;
+    fireEvent.change(cost, { target: { value: "$5.25" } });
+    expect(last[0].cost).toBe(5.25);
+    expect(cost.value).toBe("$5.25");
+    expect(screen.getByText("must be at most 1e9")).toBeTruthy();
+    fireEvent.change(cost, { target: { value: "" } });
+    expect(last[0].cost).toBeNull();
+  });
+});
+
+describe("capacitySummary", () => {
+  it("writes the limits an entry has, its budget in dollars only when it has one", () => {
+    expect(capacitySummary({ period: "minute", requests: 60 })).toBe("60 req / – tok per minute");
+    expect(capacitySummary({ period: "day", tokens: 1000, cost: 5 })).toBe("– req / 1000 tok / $5.00 per day");
+    expect(capacitySummary({ period: "lifetime", cost: 0.0005 })).toBe("– req / – tok / $0.0005 per lifetime");
   });
 });
 

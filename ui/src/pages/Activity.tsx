@@ -4,7 +4,6 @@ import {
   Button,
   Code,
   Group,
-  Pagination,
   Paper,
   ScrollArea,
   SegmentedControl,
@@ -18,7 +17,7 @@ import {
 import { useQuery } from "@tanstack/react-query";
 import { api, ApiError, type List } from "../api/client";
 import { usePermissions, useSelection } from "../app/session";
-import { ErrorAlert, fmtDate, PageHeader } from "../components/common";
+import { ErrorAlert, fmtDate, ListPager, PageHeader } from "../components/common";
 import { res } from "../perm/policy";
 
 interface ActivityRecord {
@@ -101,7 +100,6 @@ export default function Activity() {
   });
   const err = q.error instanceof ApiError ? q.error : null;
   const errAt = (f: Filter) => (err?.field === f ? err.message : undefined);
-  const pages = q.data ? Math.max(1, Math.ceil(q.data.total / PAGE)) : 1;
   const set = (f: Filter) => (v: string) => setDraft((d) => ({ ...d, [f]: v }));
   return (
     <>
@@ -234,22 +232,7 @@ export default function Activity() {
           </Table>
         </ScrollArea>
       </Paper>
-      {q.data && (
-        <Group justify="space-between" mt="sm" wrap="wrap">
-          <Text size="xs" c="dimmed">
-            {q.data.total} record(s)
-          </Text>
-          <Pagination
-            total={pages}
-            value={page}
-            onChange={setPage}
-            size="sm"
-            aria-label="Pages"
-            getControlProps={(c) => ({ "aria-label": c === "previous" ? "Previous page" : c === "next" ? "Next page" : c === "first" ? "First page" : "Last page" })}
-            getItemProps={(n) => ({ "aria-label": `Page ${n}` })}
-          />
-        </Group>
-      )}
+      {q.data && <ListPager total={q.data.total} pageSize={PAGE} page={page} onChange={setPage} what="record(s)" />}
     </>
   );
 }

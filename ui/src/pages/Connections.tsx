@@ -22,6 +22,7 @@ import type { Capacity, Connection } from "../api/types";
 import { useEnvPath, usePermissions, useSelection } from "../app/session";
 import {
   CapacityEditor,
+  capacitySummary,
   cleanCapacity,
   DataTable,
   DeleteButton,
@@ -70,9 +71,7 @@ function DiscoveredCapacity({ value }: { value: unknown }) {
               <Table.Tr key={m}>
                 <Table.Td>{m}</Table.Td>
                 <Table.Td>
-                  {(e.capacity ?? [])
-                    .map((c) => `${c.requests ?? "–"} req / ${c.tokens ?? "–"} tok per ${c.period}`)
-                    .join("; ")}
+                  {(e.capacity ?? []).map(capacitySummary).join("; ")}
                 </Table.Td>
                 <Table.Td>{fmtDate(e.updatedAt)}</Table.Td>
               </Table.Tr>
@@ -407,7 +406,7 @@ export default function Connections() {
             label: "Capacity",
             render: (c) =>
               c.capacity?.length
-                ? c.capacity.map((x) => `${x.requests ?? "–"}/${x.tokens ?? "–"} per ${x.period}`).join(", ")
+                ? c.capacity.map(capacitySummary).join(", ")
                 : "—",
             hideOnMobile: true,
           },
