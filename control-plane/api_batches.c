@@ -368,9 +368,13 @@ batch_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         s->out_len = 0;
         s->out_read = 0;
 
+        /* the database away: the stream waits for it, with keep-alives */
         c = db_acquire();
-        rc = c ? batch_stream_fill(s, c) : 0;
-        db_release(c);
+        rc = 0;
+        if (c != NULL) {
+            rc = batch_stream_fill(s, c);
+            db_release(c);
+        }
         if (rc != 0) {
             log_warn("batch: id=%s the stream ends early (sent=%d)", s->batch_id, s->nsent);
             return MHD_CONTENT_READER_END_WITH_ERROR;
