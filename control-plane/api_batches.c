@@ -103,11 +103,10 @@ api_batches_authenticate(http_req_t *req)
 static bool
 batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
 {
-    static const char *const members[] = { "url", "secret" };
+    static const char *const members[] = { "url", "secret", NULL };
     const cJSON *callback = cJSON_GetObjectItemCaseSensitive(req->json, "callback");
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(callback, "url");
     const cJSON *secret = cJSON_GetObjectItemCaseSensitive(callback, "secret");
-    const cJSON *member;
 
     if (strcmp(b->mode, "CALLBACK") != 0) {
         if (callback != NULL) {
@@ -120,11 +119,9 @@ batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
         http_invalid(req, "callback", "mode CALLBACK needs callback {url, secret?}");
         return false;
     }
-    cJSON_ArrayForEach(member, callback) {
-        if (strcmp(member->string, members[0]) != 0 && strcmp(member->string, members[1]) != 0) {
-            http_invalid(req, "callback", "callback has url and secret only");
-            return false;
-        }
+    if (batch_unknown_member(callback, members) != NULL) {
+        http_invalid(req, "callback", "callback has url and secret only");
+        return false;
     }
     if (!cJSON_IsString(url) || strlen(url->valuestring) > BATCH_CALLBACK_URL_MAX
         || !val_is_http_url(url->valuestring) || val_is_link_local_url(url->valuestring))
@@ -155,22 +152,15 @@ batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
 static bool
 batch_body_read(http_req_t *req, batch_new_t *b, char *generated_secret)
 {
-    static const char *const members[] = { "mode", "items", "pool", "callback", "apiKeyId" };
-    const cJSON *member, *mode, *pool, *key;
+    static const char *const members[] = {
+        "mode", "items", "pool", "callback", "apiKeyId", NULL
+    };
+    const cJSON *mode, *pool, *key;
+    const char  *unknown = batch_unknown_member(req->json, members);
 
-    cJSON_ArrayForEach(member, req->json) {
-        size_t m = 0;
-
-        while (m < sizeof(members) / sizeof(members[0])
-               && strcmp(members[m], member->string) != 0)
-        {
-            m++;
-        }
-        if (m == sizeof(members) / sizeof(members[0])) {
-            http_invalid(req, member->string, "%s is not a member of a batch",
-                         member->string);
-            return false;
-        }
+    if (unknown != NULL) {
+        http_invalid(req, unknown, "%s is not a member of a batch", unknown);
+        return false;
     }
 
     mode = cJSON_GetObjectItemCaseSensitive(req->json, "mode");
