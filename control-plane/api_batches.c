@@ -40,6 +40,7 @@
 #define BATCH_CALLBACK_URL_MAX     2048
 
 #define BATCH_ENDED  "('SUCCEEDED', 'FAILED', 'CANCELLED')"
+#define BATCH_KEY_PREFIX  "vmx-"      /* every API key's (api_keys.c) */
 
 /* $1 ws, $2 env, $3 the API key that authenticated or NULL */
 #define BATCH_VISIBLE \
@@ -77,7 +78,9 @@ api_batches_authenticate(http_req_t *req)
     PGresult   *res;
     bool        ok;
 
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0'
+    /* a session's token is no key: no query for it */
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0
+        || strncmp(auth + 7, BATCH_KEY_PREFIX, sizeof(BATCH_KEY_PREFIX) - 1) != 0
         || params[1] == NULL || params[2] == NULL
         || !crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))
     {
@@ -85,7 +88,7 @@ api_batches_authenticate(http_req_t *req)
     }
     /* the data plane's hash of a key (api_keys.c), the replaced one in its grace period */
     crypto_sha256_hex(auth + 7, req->token_hash);
-    res = db_exec(req->db, "SELECT id FROM api_keys"
+    res = db_exec(req->db, "SELECT id, name FROM api_keys"
                            " WHERE (key_hash = $1"
                            "        OR (previous_key_hash = $1 AND previous_expires_at > now()))"
                            "   AND workspace_id = $2 AND environment_id = $3 AND enabled"
@@ -93,6 +96,8 @@ api_batches_authenticate(http_req_t *req)
     ok = res != NULL && PQntuples(res) == 1;
     if (ok) {
         snprintf(req->api_key_id, sizeof(req->api_key_id), "%s", PQgetvalue(res, 0, 0));
+        /* who the log lines and the activity name */
+        snprintf(req->username, sizeof(req->username), "api-key:%s", PQgetvalue(res, 0, 1));
     }
     PQclear(res);
     return ok;
@@ -618,8 +623,7 @@ api_batches_cancel(http_req_t *req)
         http_db_error(req, "batch");
         return;
     }
-    log_info("batch: id=%s cancelled by %s", params[3],
-             req->username[0] ? req->username : req->api_key_id);
+    log_info("batch: id=%s cancelled by %s", params[3], req->username);
 
     doc = batch_doc(req->db, params[1], params[3]);
     if (doc == NULL) {

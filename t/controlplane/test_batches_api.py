@@ -172,6 +172,10 @@ def test_auth(api, benv, cp_stack):
     # the key itself, which sees its own batches only
     status, mine, _ = create(api, benv, token=benv.key["key"])
     assert status == 202 and mine["apiKeyId"] == benv.key["id"]
+    # the activity names the key that created it
+    assert cp_stack.pg.psql("SELECT username FROM activity WHERE action ="
+                            f" 'completion-batch:create' AND object_id = '{mine['id']}'") \
+        == "api-key:" + benv.key["name"]
     second = api.create_api_key(benv.ws, benv.env, name=unique("k2"),
                                 resources=[benv.res[0]["id"]])
     status, theirs, _ = create(api, benv, apiKeyId=second["id"])
