@@ -324,16 +324,24 @@ batch_stream_fill(batch_stream_t *s, db_conn_t *c)
     ended = atol(PQgetvalue(res, 0, 1));
     PQclear(res);
 
-    if (s->nsent < ended) {
+    /* pages of items sent already (a pass from the start) are read on at once */
+    while (s->nsent < ended) {
+        size_t before = s->out_len;
+
         rows = batch_stream_page(s, c);
-        if (rows == 0 && s->rescanned_at != ended) {
+        if (rows < 0) {
+            return -1;
+        }
+        if (s->out_len > before) {
+            return 0;
+        }
+        if (rows == 0) {
+            if (s->rescanned_at == ended) {
+                break;
+            }
             /* an item committed behind the cursor: one pass from the start */
             s->rescanned_at = ended;
             s->after_at[0] = '\0';
-            rows = batch_stream_page(s, c);
-        }
-        if (rows != 0) {
-            return rows < 0 ? -1 : 0;
         }
     }
     return over ? batch_stream_end(s, c) : 0;

@@ -40,6 +40,9 @@ typedef struct {
 } batch_custom_id_t;
 
 
+static int batch_invalid(batch_err_t *err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static int
 batch_invalid(batch_err_t *err, const char *field, const char *fmt, ...)
 {
