@@ -428,3 +428,13 @@ def test_sync_stream_outlives_the_connection_timeout(api, benv, cp_stack):
     assert s.done.wait(10), s.events
     assert [i["index"] for i in s.items()] == [0]
     assert sum(1 for e in s.events if e == ("comment", "keep-alive")) >= 4
+
+
+def test_pool(api, benv):
+    assert api.request("PUT", env_path((benv.ws, benv.env), "/pool-definition"), {"pools": [
+        {"name": "bulk", "rank": 0, "minReservation": 0, "maxReservation": 50,
+         "resources": [benv.res[0]["id"]]}]})[0] == 200
+    status, b, _ = create(api, benv, pool="bulk")
+    assert status == 202 and b["pool"] == "bulk"
+    status, answer, _ = create(api, benv, pool="x" * 201)
+    assert status == 400 and answer["error"]["details"]["field"] == "pool"
