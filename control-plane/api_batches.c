@@ -77,9 +77,10 @@ api_batches_authenticate(http_req_t *req)
     PGresult   *res;
     bool        ok;
 
+    /* a route without {ws} and {env} (OpenAI's shape) takes a key of any */
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0'
-        || params[1] == NULL || params[2] == NULL
-        || !crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))
+        || (params[1] == NULL) != (params[2] == NULL)
+        || (params[1] != NULL && (!crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))))
     {
         return false;
     }
@@ -88,7 +89,8 @@ api_batches_authenticate(http_req_t *req)
     res = db_exec(req->db, "SELECT id FROM api_keys"
                            " WHERE (key_hash = $1"
                            "        OR (previous_key_hash = $1 AND previous_expires_at > now()))"
-                           "   AND workspace_id = $2 AND environment_id = $3 AND enabled"
+                           "   AND ($2::uuid IS NULL OR workspace_id = $2)"
+                           "   AND ($3::uuid IS NULL OR environment_id = $3) AND enabled"
                            "   AND (expires_at IS NULL OR expires_at > now())", 3, params);
     ok = res != NULL && PQntuples(res) == 1;
     if (ok) {
