@@ -599,29 +599,7 @@ api_batches_cancel(http_req_t *req)
         return;
     }
 
-    /* an ended item of a CALLBACK batch is the runner's to deliver */
-    if (db_run(req->db, "WITH c AS (UPDATE batch_items i SET status = 'CANCELLED',"
-                        "   finished_at = now(),"
-                        "   callback_status = CASE WHEN b.mode = 'CALLBACK' THEN 'PENDING' END,"
-                        "   callback_next_at = CASE WHEN b.mode = 'CALLBACK' THEN now() END"
-                        "   FROM batches b"
-                        "   WHERE b.id = $1 AND i.batch_id = b.id AND i.status = 'PENDING'"
-                        "   RETURNING 1)"
-                        " UPDATE batches SET status = 'CANCELLING',"
-                        "   cancelled_at = coalesce(cancelled_at, now()),"
-                        "   cancelled = cancelled + (SELECT count(*) FROM c)"
-                        " WHERE id = $1", 1, params + 3) != 0
-        || db_run(req->db, "UPDATE batches b SET status = 'CANCELLED', completed_at = now(),"
-                           "   callback_status = CASE WHEN b.mode = 'CALLBACK'"
-                           "                     THEN 'PENDING' END,"
-                           "   callback_next_at = CASE WHEN b.mode = 'CALLBACK'"
-                           "                      THEN now() END"
-                           " WHERE b.id = $1 AND NOT EXISTS (SELECT 1 FROM batch_items i"
-                           "   WHERE i.batch_id = b.id AND i.status = 'RUNNING')",
-                  1, params + 3) != 0
-        || db_run(req->db, "SELECT pg_notify('vmx_batch', $1)", 1, params + 3) != 0
-        || db_commit(req->db) != 0)
-    {
+    if (batch_cancel(req->db, params[3]) != 0 || db_commit(req->db) != 0) {
         db_rollback(req->db);
         http_db_error(req, "batch");
         return;

@@ -60,6 +60,16 @@ typedef struct {
 int batch_insert(db_conn_t *c, const batch_new_t *b, const cJSON *items, char id[37],
     batch_err_t *err);
 
+/*
+ * Cancels the open batch id (QUEUED, RUNNING or CANCELLING) in the caller's
+ * transaction, its row locked: its PENDING items CANCELLED (a CALLBACK
+ * batch's to deliver) and counted, the batch CANCELLING, or CANCELLED at
+ * once when no item is RUNNING (else the runner ends it); notifies
+ * vmx_batch.  The items' update waits for a runner's claim in flight, so
+ * the second statement sees any item it made RUNNING.  0 or -1.
+ */
+int batch_cancel(db_conn_t *c, const char *id);
+
 /* the batch's document, as GET .../completion-batch/{id} answers it, or
  * NULL (none in that environment, or a database error) */
 cJSON *batch_doc(db_conn_t *c, const char *environment_id, const char *id);
