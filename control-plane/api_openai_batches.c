@@ -32,7 +32,7 @@
 
 #define OPENAI_FILE_PREFIX        "file-"
 #define OPENAI_BATCH_PREFIX       "batch_"
-#define OPENAI_HEX_ID_LEN         32
+#define OPENAI_HEX_ID_LEN         32      /* a uuid without its dashes */
 #define OPENAI_ENDPOINT           "/v1/chat/completions"
 #define OPENAI_WINDOW             "24h"
 #define OPENAI_FILENAME_MAX_LEN   255
@@ -47,6 +47,12 @@
 #define OPENAI_BATCHES_LIMIT_MAX  100
 /* MHD's post processor buffers a part's headers in this */
 #define OPENAI_POST_BUFFER        4096
+
+/* openai_cancel()'s answers */
+#define OPENAI_CANCEL_ERROR      -1
+#define OPENAI_CANCEL_NONE        0      /* no batch of this environment */
+#define OPENAI_CANCEL_ENDED       1      /* completed or failed: not cancellable */
+#define OPENAI_CANCEL_DONE        2      /* cancelled now, or before */
 
 /* a timestamptz as OpenAI's unix seconds (null stays null) */
 #define OPENAI_UNIX(t)  "extract(epoch FROM " t ")::bigint"
@@ -82,7 +88,8 @@
       OPENAI_UNIX("b.completed_at") " END," \
     " 'failed_at', CASE WHEN b.status = 'FAILED' THEN " OPENAI_UNIX("b.completed_at") " END," \
     " 'expired_at', NULL, 'cancelling_at', b.openai->'cancelling_at'," \
-    " 'cancelled_at', " OPENAI_UNIX("b.cancelled_at") "," \
+    " 'cancelled_at', CASE WHEN b.status = 'CANCELLED' THEN " \
+      OPENAI_UNIX("coalesce(b.completed_at, b.cancelled_at)") " END," \
     " 'request_counts', json_build_object('total', b.total, 'completed', b.succeeded," \
     "   'failed', b.failed)," \
     " 'metadata', b.openai->'metadata')"
@@ -228,35 +235,40 @@ openai_authenticate(http_req_t *req, openai_key_t *key)
 }
 
 
-/* the 32 hex digits of id "<prefix><32 hex>" into hex; false when id is none */
+/* the uuid of id "<prefix><32 hex>" into uuid; false when id is none */
 static bool
-openai_id_hex(const char *id, const char *prefix, char hex[OPENAI_HEX_ID_LEN + 1])
+openai_id_uuid(const char *id, const char *prefix, char uuid[UUID_LEN + 1])
 {
-    size_t plen = strlen(prefix);
+    size_t      plen = strlen(prefix);
+    const char *hex;
 
-    if (id == NULL || strncmp(id, prefix, plen) != 0
-        || strlen(id + plen) != OPENAI_HEX_ID_LEN
-        || strspn(id + plen, "0123456789abcdef") != OPENAI_HEX_ID_LEN)
+    if (id == NULL || strncmp(id, prefix, plen) != 0) {
+        return false;
+    }
+    hex = id + plen;
+    if (strlen(hex) != OPENAI_HEX_ID_LEN
+        || strspn(hex, "0123456789abcdef") != OPENAI_HEX_ID_LEN)
     {
         return false;
     }
-    memcpy(hex, id + plen, OPENAI_HEX_ID_LEN + 1);
+    snprintf(uuid, UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
     return true;
 }
 
 
 /*
- * The caller's key and the hex of the {id} of a route of one object (a file
- * or a batch, by prefix); false after answering 401 or 404.
+ * The caller's key and the uuid of the {id} of a route of one object (a
+ * file or a batch, by prefix); false after answering 401 or 404.
  */
 static bool
 openai_object_request(http_req_t *req, openai_key_t *key, const char *prefix,
-    char hex[OPENAI_HEX_ID_LEN + 1])
+    char uuid[UUID_LEN + 1])
 {
     if (!openai_authenticate(req, key)) {
         return false;
     }
-    if (!openai_id_hex(http_param(req, "id"), prefix, hex)) {
+    if (!openai_id_uuid(http_param(req, "id"), prefix, uuid)) {
         openai_not_found(req, strcmp(prefix, OPENAI_FILE_PREFIX) == 0 ? "file" : "batch",
                          http_param(req, "id"));
         return false;
@@ -345,16 +357,16 @@ openai_reply_list(http_req_t *req, const char *sql, int nparams, const char *con
 }
 
 
-/* the query argument "after": "" when absent, the hex of an id of prefix;
+/* the query argument "after": "" when absent, the uuid of an id of prefix;
  * false after answering 400 */
 static bool
-openai_after(http_req_t *req, const char *prefix, char hex[OPENAI_HEX_ID_LEN + 1])
+openai_after(http_req_t *req, const char *prefix, char uuid[UUID_LEN + 1])
 {
     const char *after = http_query(req, "after");
 
-    hex[0] = '\0';
-    if (after != NULL && !openai_id_hex(after, prefix, hex)) {
-        openai_invalid(req, "after", "after must be the id of a %s", prefix);
+    uuid[0] = '\0';
+    if (after != NULL && !openai_id_uuid(after, prefix, uuid)) {
+        openai_invalid(req, "after", "after must be an id %s<32 hex digits>", prefix);
         return false;
     }
     return true;
@@ -490,7 +502,7 @@ void
 api_openai_files_list(http_req_t *req)
 {
     openai_key_t  key;
-    char          after[OPENAI_HEX_ID_LEN + 1], limit[24], sql[1536];
+    char          after[UUID_LEN + 1], limit[24], sql[1536];
     const char   *order = http_query(req, "order");
     const char   *purpose = http_query(req, "purpose");
     const char   *params[4] = { NULL, purpose ? purpose : "", after, limit };
@@ -524,10 +536,10 @@ void
 api_openai_files_get(http_req_t *req)
 {
     openai_key_t  key;
-    char          hex[OPENAI_HEX_ID_LEN + 1];
-    const char   *params[2] = { hex, key.environment_id };
+    char          id[UUID_LEN + 1];
+    const char   *params[2] = { id, key.environment_id };
 
-    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, hex)) {
+    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, id)) {
         return;
     }
     openai_reply_row(req, "SELECT " OPENAI_FILE_DOC_SQL "::text FROM files f"
@@ -540,10 +552,10 @@ void
 api_openai_files_content(http_req_t *req)
 {
     openai_key_t  key;
-    char          hex[OPENAI_HEX_ID_LEN + 1];
-    const char   *params[2] = { hex, key.environment_id };
+    char          id[UUID_LEN + 1];
+    const char   *params[2] = { id, key.environment_id };
 
-    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, hex)) {
+    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, id)) {
         return;
     }
     /* uploads and renders are UTF-8 text without NUL */
@@ -560,12 +572,12 @@ void
 api_openai_files_delete(http_req_t *req)
 {
     openai_key_t  key;
-    char          hex[OPENAI_HEX_ID_LEN + 1];
-    const char   *params[2] = { hex, key.environment_id };
+    char          id[UUID_LEN + 1];
+    const char   *params[2] = { id, key.environment_id };
     cJSON        *deleted;
     PGresult     *res;
 
-    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, hex)) {
+    if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, id)) {
         return;
     }
     res = db_exec(req->db, "DELETE FROM files WHERE id = $1::uuid AND environment_id = $2",
@@ -816,12 +828,12 @@ openai_insert_refused(http_req_t *req, const batch_err_t *err, const int *lines,
 static char *
 openai_input_file(http_req_t *req, const openai_key_t *key, const char *file_id)
 {
-    char        hex[OPENAI_HEX_ID_LEN + 1];
-    const char *params[2] = { hex, key->environment_id };
+    char        id[UUID_LEN + 1];
+    const char *params[2] = { id, key->environment_id };
     PGresult   *res;
     char       *content;
 
-    if (!openai_id_hex(file_id, OPENAI_FILE_PREFIX, hex)) {
+    if (!openai_id_uuid(file_id, OPENAI_FILE_PREFIX, id)) {
         openai_invalid(req, "input_file_id", "input_file_id must be the id of a file");
         return NULL;
     }
@@ -975,14 +987,14 @@ void
 api_openai_batches_get(http_req_t *req)
 {
     openai_key_t  key;
-    char          hex[OPENAI_HEX_ID_LEN + 1];
-    const char   *params[2] = { hex, key.environment_id };
+    char          id[UUID_LEN + 1];
+    const char   *params[2] = { id, key.environment_id };
 
-    if (!openai_object_request(req, &key, OPENAI_BATCH_PREFIX, hex)) {
+    if (!openai_object_request(req, &key, OPENAI_BATCH_PREFIX, id)) {
         return;
     }
-    if (openai_render_files(req->db, hex) != 0) {
-        log_error("openai: batch=%s the output files could not be rendered", hex);
+    if (openai_render_files(req->db, id) != 0) {
+        log_error("openai: batch=%s the output files could not be rendered", id);
         openai_db_error(req, "the output files' render");
         return;
     }
@@ -997,7 +1009,7 @@ void
 api_openai_batches_list(http_req_t *req)
 {
     openai_key_t  key;
-    char          after[OPENAI_HEX_ID_LEN + 1], limit[24];
+    char          after[UUID_LEN + 1], limit[24];
     const char   *params[3] = { NULL, after, limit };
 
     if (!openai_authenticate(req, &key)
@@ -1020,16 +1032,9 @@ api_openai_batches_list(http_req_t *req)
 }
 
 
-/* openai_cancel()'s answers */
-#define OPENAI_CANCEL_ERROR     -1
-#define OPENAI_CANCEL_NONE       0      /* no batch of this environment */
-#define OPENAI_CANCEL_ENDED      1      /* completed or failed: not cancellable */
-#define OPENAI_CANCEL_DONE       2      /* cancelled now, or before */
-
 /*
- * Cancels an open batch as the contract has it, in one transaction: the
- * batch CANCELLING, its PENDING items CANCELLED and counted, and the batch
- * CANCELLED at once when none is RUNNING (else the runner ends it).
+ * Cancels the batch of the environment when it is open (batch_cancel()),
+ * and notes when OpenAI's cancel came.
  */
 static int
 openai_cancel(db_conn_t *c, const char *batch_id, const char *environment_id)
@@ -1041,7 +1046,7 @@ openai_cancel(db_conn_t *c, const char *batch_id, const char *environment_id)
     if (db_begin(c) != 0) {
         return OPENAI_CANCEL_ERROR;
     }
-    res = db_exec(c, "SELECT status FROM batches WHERE id = $1::uuid AND environment_id = $2"
+    res = db_exec(c, "SELECT status FROM batches WHERE id = $1 AND environment_id = $2"
                      "   AND openai IS NOT NULL FOR UPDATE", 2, params);
     if (res == NULL) {
         db_rollback(c);
@@ -1054,21 +1059,10 @@ openai_cancel(db_conn_t *c, const char *batch_id, const char *environment_id)
         return status[0] == '\0' ? OPENAI_CANCEL_NONE
                : strncmp(status, "CANCEL", 6) == 0 ? OPENAI_CANCEL_DONE : OPENAI_CANCEL_ENDED;
     }
-    if (db_run(c, "WITH cancelled AS (UPDATE batch_items SET status = 'CANCELLED',"
-                  "   finished_at = now() WHERE batch_id = $1::uuid AND status = 'PENDING'"
-                  "   RETURNING 1),"
-                  " running AS (SELECT count(*) = 0 AS none FROM batch_items"
-                  "   WHERE batch_id = $1::uuid AND status = 'RUNNING')"
-                  " UPDATE batches SET cancelled = cancelled + (SELECT count(*) FROM cancelled),"
-                  "   openai = openai || jsonb_build_object('cancelling_at', "
-                      OPENAI_UNIX("now()") "),"
-                  "   status = CASE WHEN (SELECT none FROM running) THEN 'CANCELLED'"
-                  "            ELSE 'CANCELLING' END,"
-                  "   cancelled_at = CASE WHEN (SELECT none FROM running) THEN now() END,"
-                  "   completed_at = CASE WHEN (SELECT none FROM running) THEN now() END"
-                  " WHERE id = $1::uuid", 1, params) != 0
-        || db_run(c, "SELECT pg_notify('vmx_batch', $1::uuid::text)", 1, params) != 0
-        || db_commit(c) != 0)
+    if (db_run(c, "UPDATE batches SET openai = openai"
+                  "   || jsonb_build_object('cancelling_at', " OPENAI_UNIX("now()") ")"
+                  " WHERE id = $1", 1, params) != 0
+        || batch_cancel(c, batch_id) != 0 || db_commit(c) != 0)
     {
         db_rollback(c);
         return OPENAI_CANCEL_ERROR;
@@ -1081,16 +1075,16 @@ void
 api_openai_batches_cancel(http_req_t *req)
 {
     openai_key_t  key;
-    char          hex[OPENAI_HEX_ID_LEN + 1];
-    const char   *params[1] = { hex };
+    char          id[UUID_LEN + 1];
+    const char   *params[1] = { id };
 
-    if (!openai_object_request(req, &key, OPENAI_BATCH_PREFIX, hex)) {
+    if (!openai_object_request(req, &key, OPENAI_BATCH_PREFIX, id)) {
         return;
     }
-    switch (openai_cancel(req->db, hex, key.environment_id)) {
+    switch (openai_cancel(req->db, id, key.environment_id)) {
     case OPENAI_CANCEL_DONE:
         log_info("openai: environment=%s key=%s batch=%s cancelled", key.environment_id,
-                 key.id, hex);
+                 key.id, id);
         openai_reply_row(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
                               " WHERE b.id = $1::uuid", 1, params,
                          "batch", http_param(req, "id"));
