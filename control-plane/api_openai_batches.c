@@ -431,8 +431,11 @@ openai_upload_read(http_req_t *req, openai_upload_t *u)
     }
     u->size = req->body_len + 1;
     u->content = malloc(u->size);
-    pp = u->content ? MHD_create_post_processor(req->conn, OPENAI_POST_BUFFER,
-                                                openai_upload_part, u) : NULL;
+    if (u->content == NULL) {
+        openai_error(req, 500, "internal_error", NULL, "server_error", "out of memory");
+        return false;
+    }
+    pp = MHD_create_post_processor(req->conn, OPENAI_POST_BUFFER, openai_upload_part, u);
     if (pp == NULL) {
         openai_invalid(req, NULL, "the multipart body has no boundary");
         return false;
@@ -743,8 +746,8 @@ openai_line_item(http_req_t *req, const char *text, size_t len, int line_no)
 
 /*
  * The items of the JSONL content, and each one's line (from 1) into
- * lines[] (room for one a byte); NULL after answering 400.  Blank lines
- * are skipped, as OpenAI does.
+ * lines[] (room for one a line, up to BATCH_MAX_ITEMS); NULL after
+ * answering 400.  Blank lines are skipped, as OpenAI does.
  */
 static cJSON *
 openai_items(http_req_t *req, const char *content, int *lines)
@@ -883,6 +886,7 @@ api_openai_batches_create(http_req_t *req)
     cJSON        *body = NULL, *items = NULL, *openai = NULL;
     char         *content = NULL;
     int          *lines = NULL;
+    size_t        nlines;
     char          id[UUID_LEN + 1];
     const char   *params[1] = { id };
 
@@ -892,7 +896,9 @@ api_openai_batches_create(http_req_t *req)
     {
         goto done;
     }
-    lines = malloc(sizeof(int) * (strlen(content) + 1));
+    /* a line a request, and no more requests than a batch takes */
+    nlines = strlen(content) + 1;
+    lines = malloc(sizeof(int) * (nlines < BATCH_MAX_ITEMS ? nlines : BATCH_MAX_ITEMS));
     if (lines == NULL) {
         openai_error(req, 500, "internal_error", NULL, "server_error", "out of memory");
         goto done;
@@ -933,23 +939,26 @@ done:
 
 
 /*
- * The output and error files of an ended batch, rendered once: the batch's
- * row is locked, so that two first reads write one pair.  A batch that
- * ended with no item of a kind has that file's id null.  0 or -1.
+ * The output and error files of an ended batch of the environment,
+ * rendered once: the batch's row is locked, so that two first reads write
+ * one pair.  A batch that ended with no item of a kind has that file's id
+ * null.  0 or -1.
  */
 static int
-openai_render_files(db_conn_t *c, const char *batch_id)
+openai_render_files(db_conn_t *c, const char *batch_id, const char *environment_id)
 {
     char        output_id[UUID_LEN + 1], error_id[UUID_LEN + 1];
     const char *params[3] = { batch_id, output_id, error_id };
+    const char *lock_params[2] = { batch_id, environment_id };
     PGresult   *res;
     int         rendered;
 
     if (db_begin(c) != 0) {
         return -1;
     }
-    res = db_exec(c, "SELECT 1 FROM batches b WHERE b.id = $1 AND " OPENAI_ENDED
-                     " AND NOT b.openai ? 'output_file_id' FOR UPDATE", 1, params);
+    res = db_exec(c, "SELECT 1 FROM batches b WHERE b.id = $1 AND b.environment_id = $2"
+                     "   AND " OPENAI_ENDED " AND NOT b.openai ? 'output_file_id' FOR UPDATE",
+                  2, lock_params);
     if (res == NULL) {
         db_rollback(c);
         return -1;
@@ -993,7 +1002,7 @@ api_openai_batches_get(http_req_t *req)
     if (!openai_object_request(req, &key, OPENAI_BATCH_PREFIX, id)) {
         return;
     }
-    if (openai_render_files(req->db, id) != 0) {
+    if (openai_render_files(req->db, id, key.environment_id) != 0) {
         log_error("openai: batch=%s the output files could not be rendered", id);
         openai_db_error(req, "the output files' render");
         return;
