@@ -388,6 +388,10 @@ openai_upload_part(void *cls, enum MHD_ValueKind kind, const char *key, const ch
     (void) content_type;
     (void) transfer_encoding;
 
+    /* a part with no name in its Content-Disposition is none of ours */
+    if (key == NULL) {
+        return MHD_YES;
+    }
     if (strcmp(key, "purpose") == 0) {
         if (off + size > OPENAI_PURPOSE_MAX_LEN) {
             u->too_long = true;
