@@ -6,6 +6,7 @@ SQL updates of batch_items and batches as the batch contract has them, then
 read the output and error files OpenAI's way.  The official Node SDK runs a
 whole batch in test_openai_node_sdk_batches (t/sdk/batches.test.mjs)."""
 import json
+import random
 import threading
 import time
 import uuid
@@ -320,3 +321,38 @@ def test_openai_node_sdk_batches(gw, env, run_node_tests):
     print(out)
     assert "ℹ fail 0" in out, out
     assert "ℹ pass 3" in out, out
+
+
+def test_hostile_uploads_and_lines(gw, env):
+    """Malformed multipart bodies and input files: 4xx, never a 5xx."""
+    rnd = random.Random(20261202)
+    boundary = "b" * 20
+    pieces = [f"--{boundary}\r\n", "Content-Disposition: form-data; name=\"file\";"
+              " filename=\"x.jsonl\"\r\n", "Content-Disposition: form-data; name=\"purpose\"\r\n",
+              "\r\n", "batch", line("a"), "\x00", "\xff", "{", "\n" * 50, f"--{boundary}--\r\n",
+              "name=\"" + "n" * 5000 + "\"", "=" * 300]
+    for _ in range(150):
+        body = "".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 12)))
+        ctype = rnd.choice([f"multipart/form-data; boundary={boundary}", "multipart/form-data",
+                            "application/json", f"multipart/form-data; boundary=\"{boundary}\""])
+        r = gw.request("POST", "/v1/files", body.encode("utf-8", "surrogateescape"),
+                       dict(auth(env), **{"Content-Type": ctype}))
+        assert r.status in (200, 400), (r, body)
+    ok = [line("a"), line("b"), "{}", "[]", "null", "\"s\"", "{\"custom_id\": 1}",
+          json.dumps({"custom_id": "x" * 600, "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "batch-chat", "messages": []}}),
+          json.dumps({"custom_id": "m", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "batch-chat", "messages": "no", "stream": True}}),
+          "\t \r", "{" * 2000]
+    for _ in range(60):
+        content = "\n".join(rnd.choice(ok) for _ in range(rnd.randint(1, 6)))
+        f = upload(gw, env, content)
+        assert f.status == 200, f
+        r = create(gw, env, f.json()["id"])
+        assert r.status in (200, 400), (r, content)
+        if r.status == 400:
+            assert r.json()["error"]["message"], r
+    for body in (b"", b"[]", b"{\"input_file_id\": 5}", b"{" * 5000, b"\xff"):
+        r = gw.request("POST", "/v1/batches", body,
+                       dict(auth(env), **{"Content-Type": "application/json"}))
+        assert r.status == 400, (r, body)
