@@ -114,17 +114,32 @@
     "   ELSE json_build_object('code', i.error->'code', 'message', i.error->'message') END" \
     " END)"
 
-/* a file of the lines of the batch $1's items the condition picks, as
- * file $2 named $3, when there is any such item */
-#define OPENAI_RENDER_SQL(name, cond) \
+/*
+ * The CTE name writing the file of the lines of batch $1's items whose
+ * status matches, as file $param, when there is any such item; it returns
+ * the file's id.
+ */
+#define OPENAI_RENDER_SQL(name, param, status) \
     name " AS (INSERT INTO files (id, workspace_id, environment_id, purpose, filename," \
     "   bytes, content)" \
-    " SELECT $" #cond "::uuid, b.workspace_id, b.environment_id, 'batch_output'," \
+    " SELECT $" param "::uuid, b.workspace_id, b.environment_id, 'batch_output'," \
     "   'batch_' || replace(b.id::text, '-', '') || '_" name ".jsonl'," \
     "   octet_length(t.content), t.content" \
     " FROM batches b, (SELECT convert_to(string_agg(" OPENAI_LINE_SQL "::text, E'\\n'" \
     "                  ORDER BY i.idx) || E'\\n', 'UTF8') AS content" \
-    "                  FROM batch_items i WHERE i.batch_id = $1 AND i.status"
+    "                  FROM batch_items i WHERE i.batch_id = $1 AND i.status " status ") t" \
+    " WHERE b.id = $1 AND t.content IS NOT NULL RETURNING id)"
+
+/*
+ * A page of the environment's files ($1) of purpose $2 ("": any) after the
+ * file $3 ("": from the first), $4 rows, in the order op and dir give
+ */
+#define OPENAI_FILES_PAGE_SQL(op, dir) \
+    "SELECT 'file-' || replace(f.id::text, '-', ''), " OPENAI_FILE_DOC_SQL "::text" \
+    " FROM files f WHERE f.environment_id = $1 AND ($2::text = '' OR f.purpose = $2)" \
+    "   AND ($3::text = '' OR (f.created_at, f.id) " op \
+    "        (SELECT created_at, id FROM files WHERE id = nullif($3, '')::uuid))" \
+    " ORDER BY f.created_at " dir ", f.id " dir " LIMIT $4::int"
 
 /* the API key a request came with */
 typedef struct {
@@ -298,25 +313,25 @@ openai_reply_row(http_req_t *req, const char *sql, int nparams, const char *cons
 
 
 /*
- * A query argument "limit": from 1 to max, def when absent; false after
- * answering 400.
+ * The query argument "limit" into *limit: from 1 to max, def when absent,
+ * and as text one more, the rows to select (the one more tells whether
+ * there are more); false after answering 400.
  */
 static bool
-openai_limit(http_req_t *req, long def, long max, char out[24])
+openai_limit(http_req_t *req, long def, long max, long *limit, char rows[24])
 {
     const char *arg = http_query(req, "limit");
     char       *end;
-    long        limit = def;
 
+    *limit = def;
     if (arg != NULL) {
-        limit = strtol(arg, &end, 10);
-        if (end == arg || *end != '\0' || limit < 1 || limit > max) {
+        *limit = strtol(arg, &end, 10);
+        if (end == arg || *end != '\0' || *limit < 1 || *limit > max) {
             openai_invalid(req, "limit", "limit must be an integer from 1 to %ld", max);
             return false;
         }
     }
-    /* one more row than asked tells whether there are more */
-    snprintf(out, 24, "%ld", limit + 1);
+    snprintf(rows, 24, "%ld", *limit + 1);
     return true;
 }
 
@@ -464,8 +479,10 @@ openai_upload_read(http_req_t *req, openai_upload_t *u)
         openai_invalid(req, "file", "file must be a non-empty JSONL file");
         return false;
     }
-    if (!utf8_valid_text((const unsigned char *) u->content, u->len)) {
-        openai_invalid(req, "file", "file must be JSONL: UTF-8 text without NUL");
+    if (!utf8_valid_text((const unsigned char *) u->content, u->len)
+        || !utf8_valid_text((const unsigned char *) u->filename, strlen(u->filename)))
+    {
+        openai_invalid(req, "file", "file must be JSONL, and its name, UTF-8 text without NUL");
         return false;
     }
     return true;
@@ -509,15 +526,15 @@ void
 api_openai_files_list(http_req_t *req)
 {
     openai_key_t  key;
-    char          after[UUID_LEN + 1], limit[24], sql[1536];
+    char          after[UUID_LEN + 1], rows[24];
     const char   *order = http_query(req, "order");
     const char   *purpose = http_query(req, "purpose");
-    const char   *params[4] = { NULL, purpose ? purpose : "", after, limit };
-    bool          asc;
+    const char   *params[4] = { NULL, purpose ? purpose : "", after, rows };
+    long          limit;
 
     if (!openai_authenticate(req, &key)
         || !openai_after(req, OPENAI_FILE_PREFIX, after)
-        || !openai_limit(req, OPENAI_FILES_LIMIT, OPENAI_FILES_LIMIT, limit))
+        || !openai_limit(req, OPENAI_FILES_LIMIT, OPENAI_FILES_LIMIT, &limit, rows))
     {
         return;
     }
@@ -525,17 +542,17 @@ api_openai_files_list(http_req_t *req)
         openai_invalid(req, "order", "order must be asc or desc");
         return;
     }
-    asc = order != NULL && strcmp(order, "asc") == 0;
+    if (purpose != NULL && strcmp(purpose, "batch") != 0
+        && strcmp(purpose, "batch_output") != 0)
+    {
+        openai_invalid(req, "purpose", "purpose must be batch or batch_output");
+        return;
+    }
     params[0] = key.environment_id;
-    /* a cursor after the file "after", in the order asked */
-    snprintf(sql, sizeof(sql),
-             "SELECT 'file-' || replace(f.id::text, '-', ''), " OPENAI_FILE_DOC_SQL "::text"
-             " FROM files f WHERE f.environment_id = $1 AND ($2::text = '' OR f.purpose = $2)"
-             "   AND ($3::text = '' OR (f.created_at, f.id) %s"
-             "        (SELECT created_at, id FROM files WHERE id = nullif($3, '')::uuid))"
-             " ORDER BY f.created_at %s, f.id %s LIMIT $4::int",
-             asc ? ">" : "<", asc ? "ASC" : "DESC", asc ? "ASC" : "DESC");
-    openai_reply_list(req, sql, 4, params, atol(limit) - 1);
+    openai_reply_list(req, order != NULL && strcmp(order, "asc") == 0
+                           ? OPENAI_FILES_PAGE_SQL(">", "ASC")
+                           : OPENAI_FILES_PAGE_SQL("<", "DESC"),
+                      4, params, limit);
 }
 
 
@@ -975,10 +992,8 @@ openai_render_files(db_conn_t *c, const char *batch_id, const char *environment_
     }
     crypto_uuid_v4(output_id);
     crypto_uuid_v4(error_id);
-    if (db_run(c, "WITH " OPENAI_RENDER_SQL("output", 2) " = 'SUCCEEDED') t"
-                  "   WHERE b.id = $1 AND t.content IS NOT NULL RETURNING id),"
-                  " " OPENAI_RENDER_SQL("error", 3) " <> 'SUCCEEDED') t"
-                  "   WHERE b.id = $1 AND t.content IS NOT NULL RETURNING id)"
+    if (db_run(c, "WITH " OPENAI_RENDER_SQL("output", "2", "= 'SUCCEEDED'") ","
+                  " " OPENAI_RENDER_SQL("error", "3", "<> 'SUCCEEDED'")
                   " UPDATE batches SET openai = openai || jsonb_build_object("
                   "   'output_file_id', (SELECT 'file-' || replace(id::text, '-', '')"
                   "                      FROM output),"
@@ -1022,12 +1037,13 @@ void
 api_openai_batches_list(http_req_t *req)
 {
     openai_key_t  key;
-    char          after[UUID_LEN + 1], limit[24];
-    const char   *params[3] = { NULL, after, limit };
+    char          after[UUID_LEN + 1], rows[24];
+    const char   *params[3] = { NULL, after, rows };
+    long          limit;
 
     if (!openai_authenticate(req, &key)
         || !openai_after(req, OPENAI_BATCH_PREFIX, after)
-        || !openai_limit(req, OPENAI_BATCHES_LIMIT, OPENAI_BATCHES_LIMIT_MAX, limit))
+        || !openai_limit(req, OPENAI_BATCHES_LIMIT, OPENAI_BATCHES_LIMIT_MAX, &limit, rows))
     {
         return;
     }
@@ -1041,7 +1057,7 @@ api_openai_batches_list(http_req_t *req)
                            "        (SELECT created_at, id FROM batches"
                            "         WHERE id = nullif($2, '')::uuid))"
                            " ORDER BY b.created_at DESC, b.id DESC LIMIT $3::int",
-                      3, params, atol(limit) - 1);
+                      3, params, limit);
 }
 
 
