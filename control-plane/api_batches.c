@@ -40,6 +40,7 @@
 #define BATCH_CALLBACK_URL_MAX     2048
 
 #define BATCH_ENDED  "('SUCCEEDED', 'FAILED', 'CANCELLED')"
+#define BATCH_KEY_PREFIX  "vmx-"      /* every API key's (api_keys.c) */
 
 /* $1 ws, $2 env, $3 the API key that authenticated or NULL */
 #define BATCH_VISIBLE \
@@ -77,8 +78,10 @@ api_batches_authenticate(http_req_t *req)
     PGresult   *res;
     bool        ok;
 
-    /* a route without {ws} and {env} (OpenAI's shape) takes a key of any */
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0'
+    /* a session's token is no key: no query for it; a route without {ws}
+     * and {env} (OpenAI's shape) takes a key of any environment */
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0
+        || strncmp(auth + 7, BATCH_KEY_PREFIX, sizeof(BATCH_KEY_PREFIX) - 1) != 0
         || (params[1] == NULL) != (params[2] == NULL)
         || (params[1] != NULL && (!crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))))
     {
@@ -86,7 +89,7 @@ api_batches_authenticate(http_req_t *req)
     }
     /* the data plane's hash of a key (api_keys.c), the replaced one in its grace period */
     crypto_sha256_hex(auth + 7, req->token_hash);
-    res = db_exec(req->db, "SELECT id FROM api_keys"
+    res = db_exec(req->db, "SELECT id, name FROM api_keys"
                            " WHERE (key_hash = $1"
                            "        OR (previous_key_hash = $1 AND previous_expires_at > now()))"
                            "   AND ($2::uuid IS NULL OR workspace_id = $2)"
@@ -95,6 +98,8 @@ api_batches_authenticate(http_req_t *req)
     ok = res != NULL && PQntuples(res) == 1;
     if (ok) {
         snprintf(req->api_key_id, sizeof(req->api_key_id), "%s", PQgetvalue(res, 0, 0));
+        /* who the log lines and the activity name */
+        snprintf(req->username, sizeof(req->username), "api-key:%s", PQgetvalue(res, 0, 1));
     }
     PQclear(res);
     return ok;
@@ -105,11 +110,10 @@ api_batches_authenticate(http_req_t *req)
 static bool
 batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
 {
-    static const char *const members[] = { "url", "secret" };
+    static const char *const members[] = { "url", "secret", NULL };
     const cJSON *callback = cJSON_GetObjectItemCaseSensitive(req->json, "callback");
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(callback, "url");
     const cJSON *secret = cJSON_GetObjectItemCaseSensitive(callback, "secret");
-    const cJSON *member;
 
     if (strcmp(b->mode, "CALLBACK") != 0) {
         if (callback != NULL) {
@@ -122,11 +126,9 @@ batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
         http_invalid(req, "callback", "mode CALLBACK needs callback {url, secret?}");
         return false;
     }
-    cJSON_ArrayForEach(member, callback) {
-        if (strcmp(member->string, members[0]) != 0 && strcmp(member->string, members[1]) != 0) {
-            http_invalid(req, "callback", "callback has url and secret only");
-            return false;
-        }
+    if (batch_unknown_member(callback, members) != NULL) {
+        http_invalid(req, "callback", "callback has url and secret only");
+        return false;
     }
     if (!cJSON_IsString(url) || strlen(url->valuestring) > BATCH_CALLBACK_URL_MAX
         || !val_is_http_url(url->valuestring) || val_is_link_local_url(url->valuestring))
@@ -157,22 +159,15 @@ batch_callback_read(http_req_t *req, batch_new_t *b, char *generated)
 static bool
 batch_body_read(http_req_t *req, batch_new_t *b, char *generated_secret)
 {
-    static const char *const members[] = { "mode", "items", "pool", "callback", "apiKeyId" };
-    const cJSON *member, *mode, *pool, *key;
+    static const char *const members[] = {
+        "mode", "items", "pool", "callback", "apiKeyId", NULL
+    };
+    const cJSON *mode, *pool, *key;
+    const char  *unknown = batch_unknown_member(req->json, members);
 
-    cJSON_ArrayForEach(member, req->json) {
-        size_t m = 0;
-
-        while (m < sizeof(members) / sizeof(members[0])
-               && strcmp(members[m], member->string) != 0)
-        {
-            m++;
-        }
-        if (m == sizeof(members) / sizeof(members[0])) {
-            http_invalid(req, member->string, "%s is not a member of a batch",
-                         member->string);
-            return false;
-        }
+    if (unknown != NULL) {
+        http_invalid(req, unknown, "%s is not a member of a batch", unknown);
+        return false;
     }
 
     mode = cJSON_GetObjectItemCaseSensitive(req->json, "mode");
@@ -331,16 +326,24 @@ batch_stream_fill(batch_stream_t *s, db_conn_t *c)
     ended = atol(PQgetvalue(res, 0, 1));
     PQclear(res);
 
-    if (s->nsent < ended) {
+    /* pages of items sent already (a pass from the start) are read on at once */
+    while (s->nsent < ended) {
+        size_t before = s->out_len;
+
         rows = batch_stream_page(s, c);
-        if (rows == 0 && s->rescanned_at != ended) {
+        if (rows < 0) {
+            return -1;
+        }
+        if (s->out_len > before) {
+            return 0;
+        }
+        if (rows == 0) {
+            if (s->rescanned_at == ended) {
+                break;
+            }
             /* an item committed behind the cursor: one pass from the start */
             s->rescanned_at = ended;
             s->after_at[0] = '\0';
-            rows = batch_stream_page(s, c);
-        }
-        if (rows != 0) {
-            return rows < 0 ? -1 : 0;
         }
     }
     return over ? batch_stream_end(s, c) : 0;
@@ -370,9 +373,13 @@ batch_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         s->out_len = 0;
         s->out_read = 0;
 
+        /* the database away: the stream waits for it, with keep-alives */
         c = db_acquire();
-        rc = c ? batch_stream_fill(s, c) : 0;
-        db_release(c);
+        rc = 0;
+        if (c != NULL) {
+            rc = batch_stream_fill(s, c);
+            db_release(c);
+        }
         if (rc != 0) {
             log_warn("batch: id=%s the stream ends early (sent=%d)", s->batch_id, s->nsent);
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -604,8 +611,7 @@ api_batches_cancel(http_req_t *req)
         http_db_error(req, "batch");
         return;
     }
-    log_info("batch: id=%s cancelled by %s", params[3],
-             req->username[0] ? req->username : req->api_key_id);
+    log_info("batch: id=%s cancelled by %s", params[3], req->username);
 
     doc = batch_doc(req->db, params[1], params[3]);
     if (doc == NULL) {

@@ -1,6 +1,6 @@
 /*
  * http: libmicrohttpd glue.  One thread per connection (handlers block on
- * PostgreSQL and on argon2id); the body is collected up to HTTP_MAX_BODY and
+ * PostgreSQL and on argon2id, a streamed answer on what it waits for); the body is collected up to HTTP_MAX_BODY and
  * the rest is drained, so an oversized request still gets its 413.
  */
 

@@ -1,7 +1,8 @@
 /*
  * router: the route table and what every request goes through before its
- * handler: route match (404 / 405), body limit (413), authentication (401),
- * permission (403), JSON parsing (400: val_body()).
+ * handler: route match (404 / 405), body limit (413), authentication (401:
+ * a session, or on a ROUTE_API_KEY route an API key of {env}), permission
+ * (403, a session's), JSON parsing (400: val_body()).
  */
 
 #include <stdlib.h>

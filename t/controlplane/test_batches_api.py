@@ -172,6 +172,10 @@ def test_auth(api, benv, cp_stack):
     # the key itself, which sees its own batches only
     status, mine, _ = create(api, benv, token=benv.key["key"])
     assert status == 202 and mine["apiKeyId"] == benv.key["id"]
+    # the activity names the key that created it
+    assert cp_stack.pg.psql("SELECT username FROM activity WHERE action ="
+                            f" 'completion-batch:create' AND object_id = '{mine['id']}'") \
+        == "api-key:" + benv.key["name"]
     second = api.create_api_key(benv.ws, benv.env, name=unique("k2"),
                                 resources=[benv.res[0]["id"]])
     status, theirs, _ = create(api, benv, apiKeyId=second["id"])
@@ -384,3 +388,53 @@ def test_sync_stream_keep_alive(api, benv, cp_stack):
     assert s.done.wait(10), s.events
     assert [i["status"] for i in s.items()] == ["CANCELLED"]
     assert [d["status"] for e, d in s.events if e == "batch"] == ["CANCELLED"]
+
+
+def test_sync_stream_pages_in_end_order(api, benv, cp_stack):
+    """More ended items than a page, all at once: each sent once, in end
+    order (finished_at, then index)."""
+    pg = cp_stack.pg
+    n = 300
+    s = Stream(cp_stack.cp.url, benv.path(), {"mode": "SYNC", "items": benv.items(n)},
+               benv.key["key"])
+    s.wait(lambda: s.events)
+    batch_id = s.events[0][1].split()[1]
+    # the items end in reverse order, the first 100 in the same instant
+    pg.psql(f"""BEGIN;
+        UPDATE batch_items SET status = 'SUCCEEDED', status_code = 200, response = '{{}}',
+               finished_at = CASE WHEN idx < 100 THEN '2030-01-01Z'::timestamptz
+                             ELSE '2030-01-01Z'::timestamptz - (idx || ' ms')::interval END
+         WHERE batch_id = '{batch_id}';
+        UPDATE batches SET succeeded = {n}, status = 'COMPLETED', completed_at = now()
+         WHERE id = '{batch_id}';
+        SELECT pg_notify('vmx_batch', '{batch_id}');
+        COMMIT;""")
+    assert s.done.wait(20), len(s.events)
+    assert [i["index"] for i in s.items()] == list(range(n - 1, 99, -1)) + list(range(100))
+    assert s.events[-1] == (None, "[DONE]")
+
+
+def test_sync_stream_outlives_the_connection_timeout(api, benv, cp_stack):
+    """The server closes a connection idle for 60 s: the keep-alives keep a
+    stream that waits longer open."""
+    s = Stream(cp_stack.cp.url, benv.path(), {"mode": "SYNC", "items": benv.items(1)},
+               benv.key["key"])
+    s.wait(lambda: s.events)
+    batch_id = s.events[0][1].split()[1]
+    time.sleep(65)
+    assert not s.done.is_set()
+    end_item(cp_stack.pg, batch_id, 0)
+    complete(cp_stack.pg, batch_id)
+    assert s.done.wait(10), s.events
+    assert [i["index"] for i in s.items()] == [0]
+    assert sum(1 for e in s.events if e == ("comment", "keep-alive")) >= 4
+
+
+def test_pool(api, benv):
+    assert api.request("PUT", env_path((benv.ws, benv.env), "/pool-definition"), {"pools": [
+        {"name": "bulk", "rank": 0, "minReservation": 0, "maxReservation": 50,
+         "resources": [benv.res[0]["id"]]}]})[0] == 200
+    status, b, _ = create(api, benv, pool="bulk")
+    assert status == 202 and b["pool"] == "bulk"
+    status, answer, _ = create(api, benv, pool="x" * 201)
+    assert status == 400 and answer["error"]["details"]["field"] == "pool"
