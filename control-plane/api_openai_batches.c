@@ -687,20 +687,12 @@ openai_create_valid(http_req_t *req, const cJSON *body)
 {
     static const char *const members[] = { "input_file_id", "endpoint", "completion_window",
                                            "metadata", NULL };
-    const cJSON *member;
-    const char  *endpoint = doc_str(body, "endpoint");
+    const char *unknown = batch_unknown_member(body, members);
+    const char *endpoint = doc_str(body, "endpoint");
 
-    cJSON_ArrayForEach(member, body) {
-        size_t m = 0;
-
-        while (members[m] != NULL && strcmp(members[m], member->string) != 0) {
-            m++;
-        }
-        if (members[m] == NULL) {
-            openai_invalid(req, member->string, "%.64s is not supported by the gateway",
-                           member->string);
-            return false;
-        }
+    if (unknown != NULL) {
+        openai_invalid(req, unknown, "%.64s is not supported by the gateway", unknown);
+        return false;
     }
     if (strcmp(endpoint, OPENAI_ENDPOINT) != 0) {
         openai_invalid(req, "endpoint", "endpoint %.64s is not supported: the gateway runs"
