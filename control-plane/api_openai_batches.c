@@ -96,22 +96,28 @@
 
 #define OPENAI_ENDED  "b.status IN ('COMPLETED', 'CANCELLED', 'FAILED')"
 
+/* the JSON text of a value, "null" for null */
+#define OPENAI_JSON(v)  "coalesce(to_jsonb(" v ")::text, 'null')"
+
 /*
- * One line of an output or error file, of the batch_items row "i": an
- * answer of the gateway (2xx or not) is a response, an item that never got
- * one (cancelled, or failed before) an error.
+ * One line of an output or error file, of the batch_items row "i", in
+ * OpenAI's member order and spacing: an answer of the gateway (2xx or not)
+ * is a response, an item that never got one (cancelled, or failed before)
+ * an error.
  */
 #define OPENAI_LINE_SQL \
-    "json_build_object('id', 'batch_req_' || md5(i.batch_id::text || ':' || i.idx)," \
-    " 'custom_id', i.custom_id," \
-    " 'response', CASE WHEN i.status_code IS NOT NULL THEN json_build_object(" \
-    "   'status_code', i.status_code, 'request_id', i.request_id," \
-    "   'body', CASE WHEN i.status = 'SUCCEEDED' THEN i.response" \
-    "           ELSE jsonb_build_object('error', i.error) END) END," \
-    " 'error', CASE WHEN i.status_code IS NULL THEN CASE WHEN i.status = 'CANCELLED'" \
-    "   THEN json_build_object('code', 'batch_cancelled'," \
-    "     'message', 'the batch was cancelled before this request ran')" \
-    "   ELSE json_build_object('code', i.error->'code', 'message', i.error->'message') END" \
+    "format('{\"id\": %s, \"custom_id\": %s, \"response\": %s, \"error\": %s}'," \
+    " " OPENAI_JSON("'batch_req_' || md5(i.batch_id::text || ':' || i.idx)") "," \
+    " " OPENAI_JSON("i.custom_id") "," \
+    " CASE WHEN i.status_code IS NULL THEN 'null'" \
+    "   ELSE format('{\"status_code\": %s, \"request_id\": %s, \"body\": %s}'," \
+    "     i.status_code, " OPENAI_JSON("i.request_id") "," \
+    "     CASE WHEN i.status = 'SUCCEEDED' THEN " OPENAI_JSON("i.response") \
+    "     ELSE jsonb_build_object('error', i.error)::text END) END," \
+    " CASE WHEN i.status_code IS NOT NULL THEN 'null'" \
+    "   WHEN i.status = 'CANCELLED' THEN jsonb_build_object('code', 'batch_cancelled'," \
+    "     'message', 'the batch was cancelled before this request ran')::text" \
+    "   ELSE jsonb_build_object('code', i.error->'code', 'message', i.error->'message')::text" \
     " END)"
 
 /*
@@ -125,7 +131,7 @@
     " SELECT $" param "::uuid, b.workspace_id, b.environment_id, 'batch_output'," \
     "   'batch_' || replace(b.id::text, '-', '') || '_" name ".jsonl'," \
     "   octet_length(t.content), t.content" \
-    " FROM batches b, (SELECT convert_to(string_agg(" OPENAI_LINE_SQL "::text, E'\\n'" \
+    " FROM batches b, (SELECT convert_to(string_agg(" OPENAI_LINE_SQL ", E'\\n'" \
     "                  ORDER BY i.idx) || E'\\n', 'UTF8') AS content" \
     "                  FROM batch_items i WHERE i.batch_id = $1 AND i.status " status ") t" \
     " WHERE b.id = $1 AND t.content IS NOT NULL RETURNING id)"
@@ -292,9 +298,12 @@ openai_object_request(http_req_t *req, openai_key_t *key, const char *prefix,
 }
 
 
-/* answers the JSON text of the single row sql selects, or 404 naming id */
+/*
+ * Answers the document of the single row sql selects (JSON text, printed
+ * again compact in its members' order), or 404 naming id.
+ */
 static void
-openai_reply_row(http_req_t *req, const char *sql, int nparams, const char *const *params,
+openai_reply_doc(http_req_t *req, const char *sql, int nparams, const char *const *params,
     const char *what, const char *id)
 {
     PGresult *res = db_exec(req->db, sql, nparams, params);
@@ -306,7 +315,7 @@ openai_reply_row(http_req_t *req, const char *sql, int nparams, const char *cons
     if (PQntuples(res) == 0) {
         openai_not_found(req, what, id);
     } else {
-        http_reply_text(req, 200, PQgetvalue(res, 0, 0));
+        http_reply(req, 200, cJSON_Parse(PQgetvalue(res, 0, 0)));
     }
     PQclear(res);
 }
@@ -517,7 +526,7 @@ api_openai_files_create(http_req_t *req)
     }
     log_info("openai: environment=%s key=%s file=%s bytes=%s uploaded", key.environment_id,
              key.id, id, bytes);
-    http_reply_text(req, 200, PQgetvalue(res, 0, 0));
+    http_reply(req, 200, cJSON_Parse(PQgetvalue(res, 0, 0)));
     PQclear(res);
 }
 
@@ -566,7 +575,7 @@ api_openai_files_get(http_req_t *req)
     if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, id)) {
         return;
     }
-    openai_reply_row(req, "SELECT " OPENAI_FILE_DOC_SQL "::text FROM files f"
+    openai_reply_doc(req, "SELECT " OPENAI_FILE_DOC_SQL "::text FROM files f"
                           " WHERE f.id = $1::uuid AND f.environment_id = $2", 2, params,
                      "file", http_param(req, "id"));
 }
@@ -578,17 +587,25 @@ api_openai_files_content(http_req_t *req)
     openai_key_t  key;
     char          id[UUID_LEN + 1];
     const char   *params[2] = { id, key.environment_id };
+    PGresult     *res;
 
     if (!openai_object_request(req, &key, OPENAI_FILE_PREFIX, id)) {
         return;
     }
-    /* uploads and renders are UTF-8 text without NUL */
-    openai_reply_row(req, "SELECT convert_from(content, 'UTF8') FROM files"
-                          " WHERE id = $1::uuid AND environment_id = $2", 2, params,
-                     "file", http_param(req, "id"));
-    if (req->status == 200) {
+    res = db_exec(req->db, "SELECT convert_from(content, 'UTF8') FROM files"
+                           " WHERE id = $1::uuid AND environment_id = $2", 2, params);
+    if (res == NULL) {
+        openai_db_error(req, "the file's read");
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        openai_not_found(req, "file", http_param(req, "id"));
+    } else {
+        /* uploads and renders are UTF-8 text without NUL */
+        http_reply_text(req, 200, PQgetvalue(res, 0, 0));
         req->content_type = "application/octet-stream";
     }
+    PQclear(res);
 }
 
 
@@ -931,7 +948,7 @@ api_openai_batches_create(http_req_t *req)
         log_info("openai: environment=%s key=%s batch=%s input=%s items=%d created",
                  key.environment_id, key.id, id, doc_str(body, "input_file_id"),
                  cJSON_GetArraySize(items));
-        openai_reply_row(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
+        openai_reply_doc(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
                               " WHERE b.id = $1", 1, params, "batch", id);
         break;
     case BATCH_INVALID:
@@ -1018,7 +1035,7 @@ api_openai_batches_get(http_req_t *req)
         openai_db_error(req, "the output files' render");
         return;
     }
-    openai_reply_row(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
+    openai_reply_doc(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
                           " WHERE b.id = $1::uuid AND b.environment_id = $2"
                           "   AND b.openai IS NOT NULL", 2, params,
                      "batch", http_param(req, "id"));
@@ -1106,7 +1123,7 @@ api_openai_batches_cancel(http_req_t *req)
     case OPENAI_CANCEL_DONE:
         log_info("openai: environment=%s key=%s batch=%s cancelled", key.environment_id,
                  key.id, id);
-        openai_reply_row(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
+        openai_reply_doc(req, "SELECT " OPENAI_BATCH_DOC_SQL "::text FROM batches b"
                               " WHERE b.id = $1::uuid", 1, params,
                          "batch", http_param(req, "id"));
         break;

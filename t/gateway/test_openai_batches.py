@@ -106,6 +106,7 @@ def test_files(gw, env, other):
         "object": "file", "bytes": len(content), "filename": "input.jsonl",
         "purpose": "batch", "status": "processed"}
     assert abs(f["created_at"] - time.time()) < 60
+    assert r.body.startswith(b'{"id":"file-'), r.body
 
     r = gw.request("GET", f"/v1/files/{f['id']}", headers=auth(env))
     assert r.status == 200 and r.json() == f
@@ -219,6 +220,11 @@ def test_batch_runs_to_its_output_files(gw, env, other):
     out = gw.request("GET", f"/v1/files/{done['output_file_id']}/content", headers=auth(env))
     lines = [json.loads(x) for x in out.text.splitlines()]
     assert [list(x) for x in lines] == [["id", "custom_id", "response", "error"]] * 2
+    # OpenAI's spacing and member order, to the byte
+    assert out.text.splitlines()[0] == (
+        f'{{"id": "{lines[0]["id"]}", "custom_id": "one", "response": {{"status_code": 200,'
+        f' "request_id": "{lines[0]["response"]["request_id"]}", "body": '
+        f'{json.dumps(lines[0]["response"]["body"])}}}, "error": null}}')
     assert [x["custom_id"] for x in lines] == ["one", "three"]
     first = lines[0]
     assert first["id"].startswith("batch_req_") and first["error"] is None
@@ -281,6 +287,9 @@ def test_cancel(gw, env):
     lines = [json.loads(x) for x in err.text.splitlines()]
     assert [(x["custom_id"], x["response"], x["error"]["code"]) for x in lines] == [
         ("b", None, "batch_cancelled"), ("c", None, "batch_cancelled")]
+    assert err.text.splitlines()[0].endswith(
+        '"custom_id": "b", "response": null, "error": {"code": "batch_cancelled",'
+        ' "message": "the batch was cancelled before this request ran"}}')
 
 
 def test_cancel_of_a_queued_batch_ends_it(gw, env):
