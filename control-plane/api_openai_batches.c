@@ -147,6 +147,17 @@
     "        (SELECT created_at, id FROM files WHERE id = nullif($3, '')::uuid))" \
     " ORDER BY f.created_at " dir ", f.id " dir " LIMIT $4::int"
 
+/*
+ * The rest of a query of a page of the environment's ($1) batches of
+ * OpenAI's shape, newest first, after the batch $2 ("": from the newest),
+ * $3 rows, those of cond only
+ */
+#define OPENAI_BATCHES_PAGE_SQL(cond) \
+    "FROM batches b WHERE b.environment_id = $1 AND b.openai IS NOT NULL " cond \
+    "   AND ($2::text = '' OR (b.created_at, b.id) <" \
+    "        (SELECT created_at, id FROM batches WHERE id = nullif($2, '')::uuid))" \
+    " ORDER BY b.created_at DESC, b.id DESC LIMIT $3::int"
+
 /* the API key a request came with */
 typedef struct {
     char  id[UUID_LEN + 1];
@@ -1049,6 +1060,8 @@ api_openai_batches_list(http_req_t *req)
     char          after[UUID_LEN + 1], rows[24];
     const char   *params[3] = { NULL, after, rows };
     long          limit;
+    PGresult     *res;
+    int           rc;
 
     if (!openai_authenticate(req, &key)
         || !openai_after(req, OPENAI_BATCH_PREFIX, after)
@@ -1057,15 +1070,21 @@ api_openai_batches_list(http_req_t *req)
         return;
     }
     params[0] = key.environment_id;
-    /* newest first; a batch's files appear once a GET of it has rendered them */
+
+    /* the page's ended batches get their files first, as a GET of each would */
+    res = db_exec(req->db, "SELECT b.id " OPENAI_BATCHES_PAGE_SQL("AND " OPENAI_ENDED
+                           " AND NOT b.openai ? 'output_file_id'"), 3, params);
+    rc = res != NULL ? 0 : -1;
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        rc = openai_render_files(req->db, PQgetvalue(res, i, 0), key.environment_id);
+    }
+    PQclear(res);
+    if (rc != 0) {
+        openai_db_error(req, "the output files' render");
+        return;
+    }
     openai_reply_list(req, "SELECT 'batch_' || replace(b.id::text, '-', ''), "
-                           OPENAI_BATCH_DOC_SQL "::text"
-                           " FROM batches b WHERE b.environment_id = $1"
-                           "   AND b.openai IS NOT NULL"
-                           "   AND ($2::text = '' OR (b.created_at, b.id) <"
-                           "        (SELECT created_at, id FROM batches"
-                           "         WHERE id = nullif($2, '')::uuid))"
-                           " ORDER BY b.created_at DESC, b.id DESC LIMIT $3::int",
+                           OPENAI_BATCH_DOC_SQL "::text " OPENAI_BATCHES_PAGE_SQL(""),
                       3, params, limit);
 }
 

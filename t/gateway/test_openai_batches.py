@@ -292,6 +292,17 @@ def test_cancel(gw, env):
         ' "message": "the batch was cancelled before this request ran"}}')
 
 
+def test_list_renders_the_files_of_ended_batches(gw, env):
+    f = upload(gw, env, line("a")).json()
+    b = create(gw, env, f["id"]).json()
+    play_runner(gw, b["id"])
+    (listed,) = [d for d in gw.request("GET", "/v1/batches", headers=auth(env)).json()["data"]
+                 if d["id"] == b["id"]]
+    assert listed["status"] == "completed" and listed["output_file_id"].startswith("file-")
+    assert listed["error_file_id"] is None
+    assert gw.request("GET", f"/v1/batches/{b['id']}", headers=auth(env)).json() == listed
+
+
 def test_cancel_of_a_queued_batch_ends_it(gw, env):
     f = upload(gw, env, line("a")).json()
     b = create(gw, env, f["id"]).json()
