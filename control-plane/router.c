@@ -2,7 +2,8 @@
  * router: the route table and what every request goes through before its
  * handler: route match (404 / 405), body limit (413), authentication (401:
  * a session, or on a ROUTE_API_KEY route an API key of {env}), permission
- * (403, a session's), JSON parsing (400: val_body()).
+ * (403, a session's), JSON parsing (400: val_body()).  A ROUTE_OPENAI route
+ * (OpenAI's shape) takes only the first two; its handler does the rest.
  */
 
 #include <stdlib.h>
@@ -214,8 +215,8 @@ static const route_t routes[] = {
     { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL, NULL, 0 },
     { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL, NULL, 0 },
 
-    /* OpenAI's batch shape, called with a gateway API key of the environment
-     * (api_openai_batches.c); no policy applies */
+    /* OpenAI's batch shape, called with a gateway API key, on the objects of
+     * its environment (api_openai_batches.c); no policy names these actions */
     { "POST",   "/v1/files",                 api_openai_files_create, "openai-file:create",
       NULL, ROUTE_OPENAI },
     { "GET",    "/v1/files",                 api_openai_files_list,  "openai-file:list",
