@@ -112,13 +112,17 @@ http_cookie(const http_req_t *req, const char *name)
 }
 
 
-/* a stream set up before another answer replaced it */
+/* a stream set up before another answer replaced it, and its content type */
 static void
 drop_stream(http_req_t *req)
 {
+    if (req->stream_read == NULL) {
+        return;
+    }
     if (req->stream_free != NULL) {
         req->stream_free(req->stream_cls);
     }
+    req->content_type = NULL;
     req->stream_read = NULL;
     req->stream_free = NULL;
     req->stream_cls = NULL;

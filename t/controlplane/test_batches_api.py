@@ -438,3 +438,17 @@ def test_pool(api, benv):
     assert status == 202 and b["pool"] == "bulk"
     status, answer, _ = create(api, benv, pool="x" * 201)
     assert status == 400 and answer["error"]["details"]["field"] == "pool"
+
+
+def test_large_batch(api, benv, cp_stack):
+    """As many items as the 1 MiB body holds, inserted at once."""
+    item = {"resource": benv.res[0]["name"], "request": {"messages": [{}]}}
+    n = (1024 * 1024 - 200) // (len(json.dumps(item)) + 2)
+    started = time.monotonic()
+    status, b, _ = api.request("POST", benv.path(), {
+        "mode": "ASYNC", "apiKeyId": benv.key["id"], "items": [item] * n})
+    assert status == 202, b
+    assert b["counts"]["total"] == n and b["counts"]["pending"] == n
+    assert time.monotonic() - started < 10
+    assert cp_stack.pg.psql(f"SELECT count(*), max(idx) FROM batch_items"
+                            f" WHERE batch_id = '{b['id']}'") == f"{n}|{n - 1}"
