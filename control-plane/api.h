@@ -180,8 +180,9 @@ void api_batches_get(http_req_t *req);
 void api_batches_items(http_req_t *req);
 void api_batches_results(http_req_t *req);
 void api_batches_cancel(http_req_t *req);
-/* whether the bearer token is an API key of {env} of {ws}, enabled and not
- * expired: fills req->api_key_id */
+/* whether the bearer token is an API key of {env} of {ws} (of any
+ * environment on a route without them), enabled and not expired: fills
+ * req->api_key_id */
 bool api_batches_authenticate(http_req_t *req);
 
 /* api_metrics.c: GET /metrics, open or behind the token of token_file
@@ -189,6 +190,18 @@ bool api_batches_authenticate(http_req_t *req);
 int api_metrics_init(const char *token_file);
 void api_metrics_shutdown(void);
 void api_metrics(http_req_t *req);
+
+/* api_openai_batches.c: OpenAI's /v1/files and /v1/batches, authenticated
+ * by a gateway API key (ROUTE_OPENAI) */
+void api_openai_files_create(http_req_t *req);
+void api_openai_files_list(http_req_t *req);
+void api_openai_files_get(http_req_t *req);
+void api_openai_files_content(http_req_t *req);
+void api_openai_files_delete(http_req_t *req);
+void api_openai_batches_create(http_req_t *req);
+void api_openai_batches_list(http_req_t *req);
+void api_openai_batches_get(http_req_t *req);
+void api_openai_batches_cancel(http_req_t *req);
 
 /*
  * docs.c: reads of the *_docs views.  Each answers itself on failure and

@@ -78,11 +78,12 @@ api_batches_authenticate(http_req_t *req)
     PGresult   *res;
     bool        ok;
 
-    /* a session's token is no key: no query for it */
+    /* a session's token is no key: no query for it; a route without {ws}
+     * and {env} (OpenAI's shape) takes a key of any environment */
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0
         || strncmp(auth + 7, BATCH_KEY_PREFIX, sizeof(BATCH_KEY_PREFIX) - 1) != 0
-        || params[1] == NULL || params[2] == NULL
-        || !crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))
+        || (params[1] == NULL) != (params[2] == NULL)
+        || (params[1] != NULL && (!crypto_is_uuid(params[1]) || !crypto_is_uuid(params[2]))))
     {
         return false;
     }
@@ -91,7 +92,8 @@ api_batches_authenticate(http_req_t *req)
     res = db_exec(req->db, "SELECT id, name FROM api_keys"
                            " WHERE (key_hash = $1"
                            "        OR (previous_key_hash = $1 AND previous_expires_at > now()))"
-                           "   AND workspace_id = $2 AND environment_id = $3 AND enabled"
+                           "   AND ($2::uuid IS NULL OR workspace_id = $2)"
+                           "   AND ($3::uuid IS NULL OR environment_id = $3) AND enabled"
                            "   AND (expires_at IS NULL OR expires_at > now())", 3, params);
     ok = res != NULL && PQntuples(res) == 1;
     if (ok) {
@@ -604,29 +606,7 @@ api_batches_cancel(http_req_t *req)
         return;
     }
 
-    /* an ended item of a CALLBACK batch is the runner's to deliver */
-    if (db_run(req->db, "WITH c AS (UPDATE batch_items i SET status = 'CANCELLED',"
-                        "   finished_at = now(),"
-                        "   callback_status = CASE WHEN b.mode = 'CALLBACK' THEN 'PENDING' END,"
-                        "   callback_next_at = CASE WHEN b.mode = 'CALLBACK' THEN now() END"
-                        "   FROM batches b"
-                        "   WHERE b.id = $1 AND i.batch_id = b.id AND i.status = 'PENDING'"
-                        "   RETURNING 1)"
-                        " UPDATE batches SET status = 'CANCELLING',"
-                        "   cancelled_at = coalesce(cancelled_at, now()),"
-                        "   cancelled = cancelled + (SELECT count(*) FROM c)"
-                        " WHERE id = $1", 1, params + 3) != 0
-        || db_run(req->db, "UPDATE batches b SET status = 'CANCELLED', completed_at = now(),"
-                           "   callback_status = CASE WHEN b.mode = 'CALLBACK'"
-                           "                     THEN 'PENDING' END,"
-                           "   callback_next_at = CASE WHEN b.mode = 'CALLBACK'"
-                           "                      THEN now() END"
-                           " WHERE b.id = $1 AND NOT EXISTS (SELECT 1 FROM batch_items i"
-                           "   WHERE i.batch_id = b.id AND i.status = 'RUNNING')",
-                  1, params + 3) != 0
-        || db_run(req->db, "SELECT pg_notify('vmx_batch', $1)", 1, params + 3) != 0
-        || db_commit(req->db) != 0)
-    {
+    if (batch_cancel(req->db, params[3]) != 0 || db_commit(req->db) != 0) {
         db_rollback(req->db);
         http_db_error(req, "batch");
         return;

@@ -486,3 +486,35 @@ batch_item_doc(db_conn_t *c, const char *batch_id, int idx)
     return db_json(c, "SELECT " BATCH_ITEM_DOC_SQL(BATCH_ITEM_RESPONSE) "::text"
                       " FROM batch_items i WHERE i.batch_id = $1 AND i.idx = $2", 2, params);
 }
+
+
+int
+batch_cancel(db_conn_t *c, const char *id)
+{
+    const char *params[1] = { id };
+
+    /* an ended item of a CALLBACK batch is the runner's to deliver */
+    if (db_run(c, "WITH c AS (UPDATE batch_items i SET status = 'CANCELLED',"
+                  "   finished_at = now(),"
+                  "   callback_status = CASE WHEN b.mode = 'CALLBACK' THEN 'PENDING' END,"
+                  "   callback_next_at = CASE WHEN b.mode = 'CALLBACK' THEN now() END"
+                  "   FROM batches b"
+                  "   WHERE b.id = $1 AND i.batch_id = b.id AND i.status = 'PENDING'"
+                  "   RETURNING 1)"
+                  " UPDATE batches SET status = 'CANCELLING',"
+                  "   cancelled_at = coalesce(cancelled_at, now()),"
+                  "   cancelled = cancelled + (SELECT count(*) FROM c)"
+                  " WHERE id = $1", 1, params) != 0
+        || db_run(c, "UPDATE batches b SET status = 'CANCELLED', completed_at = now(),"
+                     "   callback_status = CASE WHEN b.mode = 'CALLBACK'"
+                     "                     THEN 'PENDING' END,"
+                     "   callback_next_at = CASE WHEN b.mode = 'CALLBACK'"
+                     "                      THEN now() END"
+                     " WHERE b.id = $1 AND NOT EXISTS (SELECT 1 FROM batch_items i"
+                     "   WHERE i.batch_id = b.id AND i.status = 'RUNNING')", 1, params) != 0
+        || db_run(c, "SELECT pg_notify('vmx_batch', $1)", 1, params) != 0)
+    {
+        return -1;
+    }
+    return 0;
+}

@@ -61,6 +61,16 @@ typedef struct {
 int batch_insert(db_conn_t *c, const batch_new_t *b, const cJSON *items, char id[37],
     batch_err_t *err);
 
+/*
+ * Cancels the open batch id (QUEUED, RUNNING or CANCELLING) in the caller's
+ * transaction, its row locked: its PENDING items CANCELLED (a CALLBACK
+ * batch's to deliver) and counted, the batch CANCELLING, or CANCELLED at
+ * once when no item is RUNNING (else the runner ends it); notifies
+ * vmx_batch.  The items' update waits for a runner's claim in flight, so
+ * the second statement sees any item it made RUNNING.  0 or -1.
+ */
+int batch_cancel(db_conn_t *c, const char *id);
+
 /* the first member of obj not named in members (NULL-terminated), or NULL */
 const char *batch_unknown_member(const cJSON *obj, const char *const *members);
 

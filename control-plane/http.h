@@ -36,6 +36,8 @@ typedef void (*http_handler_pt)(http_req_t *req);
 #define ROUTE_OWNER_OR_SELF   0x2   /* an OWNER of {ws}, or {id} is the caller */
 #define ROUTE_ALL_WORKSPACES  0x4   /* answers across workspaces */
 #define ROUTE_API_KEY         0x8   /* an API key of {env} authenticates too */
+#define ROUTE_OPENAI          0x10  /* OpenAI's shape: an API key's only, which the
+                                     * handler authenticates; it reads the body */
 
 /*
  * One entry of the route table (router.c).  The caller needs action on the

@@ -2,7 +2,8 @@
  * router: the route table and what every request goes through before its
  * handler: route match (404 / 405), body limit (413), authentication (401:
  * a session, or on a ROUTE_API_KEY route an API key of {env}), permission
- * (403, a session's), JSON parsing (400: val_body()).
+ * (403, a session's), JSON parsing (400: val_body()).  A ROUTE_OPENAI route
+ * (OpenAI's shape) takes only the first two; its handler does the rest.
  */
 
 #include <stdlib.h>
@@ -213,6 +214,27 @@ static const route_t routes[] = {
     /* OIDC: the login, then the provider's redirect back */
     { "GET",    "/api/v1/auth/oidc/login",   api_oidc_login,         NULL, NULL, 0 },
     { "GET",    "/api/v1/auth/oidc/callback", api_oidc_callback,     NULL, NULL, 0 },
+
+    /* OpenAI's batch shape, called with a gateway API key, on the objects of
+     * its environment (api_openai_batches.c); no policy names these actions */
+    { "POST",   "/v1/files",                 api_openai_files_create, "openai-file:create",
+      NULL, ROUTE_OPENAI },
+    { "GET",    "/v1/files",                 api_openai_files_list,  "openai-file:list",
+      NULL, ROUTE_OPENAI },
+    { "GET",    "/v1/files/{id}",            api_openai_files_get,   "openai-file:get",
+      NULL, ROUTE_OPENAI },
+    { "DELETE", "/v1/files/{id}",            api_openai_files_delete, "openai-file:delete",
+      NULL, ROUTE_OPENAI },
+    { "GET",    "/v1/files/{id}/content",    api_openai_files_content, "openai-file:get",
+      NULL, ROUTE_OPENAI },
+    { "POST",   "/v1/batches",               api_openai_batches_create, "openai-batch:create",
+      NULL, ROUTE_OPENAI },
+    { "GET",    "/v1/batches",               api_openai_batches_list, "openai-batch:list",
+      NULL, ROUTE_OPENAI },
+    { "GET",    "/v1/batches/{id}",          api_openai_batches_get, "openai-batch:get",
+      NULL, ROUTE_OPENAI },
+    { "POST",   "/v1/batches/{id}/cancel",   api_openai_batches_cancel, "openai-batch:cancel",
+      NULL, ROUTE_OPENAI },
 };
 
 /* actions a policy may name that no route takes as its own */
@@ -345,7 +367,9 @@ static bool
 action_known(const char *glob)
 {
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (routes[i].action != NULL && vmx_glob_match(glob, routes[i].action)) {
+        if (routes[i].action != NULL && !(routes[i].flags & ROUTE_OPENAI)
+            && vmx_glob_match(glob, routes[i].action))
+        {
             return true;
         }
     }
@@ -749,6 +773,11 @@ run_route(http_req_t *req)
                    "the body is larger than %d bytes", HTTP_MAX_BODY);
         return;
     }
+    /* OpenAI's ids are no UUIDs, its uploads no JSON, and its caller a key */
+    if (route->flags & ROUTE_OPENAI) {
+        route->handler(req);
+        return;
+    }
     if (route->action != NULL) {
         if (req->db == NULL) {
             http_error(req, 503, "unavailable", NULL, "the database is unreachable");
@@ -841,6 +870,7 @@ router_print_routes(FILE *out)
                 flags & ROUTE_OWNER ? "owner"
                 : flags & ROUTE_OWNER_OR_SELF ? "owner-or-self"
                 : flags & ROUTE_ALL_WORKSPACES ? "all-workspaces"
-                : flags & ROUTE_API_KEY ? "api-key" : "-");
+                : flags & ROUTE_API_KEY ? "api-key"
+                : flags & ROUTE_OPENAI ? "openai" : "-");
     }
 }

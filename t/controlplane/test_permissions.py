@@ -30,6 +30,9 @@ OPEN = {("GET", "/api/v1/health"), ("GET", "/metrics"), ("POST", "/api/v1/auth/l
         ("POST", "/api/v1/dataplanes/announce")}
 OWN = {"/api/v1/auth/logout", "/api/v1/auth/me", "/api/v1/auth/password",
        "/api/v1/auth/sessions", "/api/v1/auth/sessions/{id}"}
+# OpenAI's batch shape (/v1/files, /v1/batches): a gateway API key's only, which
+# no policy governs; a session's token is no API key, so every session gets 401
+OPENAI_FLAG = "openai"
 # a call that would end the caller's session is not part of the matrix
 NOT_CALLED = {("POST", "/api/v1/auth/logout")}
 
@@ -51,6 +54,9 @@ def test_every_route_declares_its_permission():
             assert action == "-", pattern
             continue
         assert re.fullmatch(r"[a-z-]+:[a-z-]+", action), (method, pattern, action)
+        if flags == OPENAI_FLAG:
+            assert resource == "-" and pattern.startswith("/v1/"), pattern
+            continue
         if resource == "-":
             assert pattern in OWN, f"{method} {pattern} has no resource"
             continue
@@ -62,6 +68,7 @@ def test_every_route_declares_its_permission():
         assert flags in ("-", "owner", "owner-or-self", "all-workspaces", "api-key")
         # an API key authenticates only where it is one of the environment's
         assert flags != "api-key" or "{env}" in pattern, pattern
+        assert not pattern.startswith("/v1/"), pattern
         if "{ws}" in pattern:
             assert resource.startswith("workspace:{ws}"), pattern
 
@@ -190,7 +197,7 @@ def target_of(world, method, pattern, caller):
 def expected(world, caller, route, ws, env, obj_id, obj_name):
     """The status the model gives, or "allowed" for the handler's own."""
     method, pattern, action, template, flags = route
-    if caller in ("anonymous", "expired"):
+    if caller in ("anonymous", "expired") or flags == OPENAI_FLAG:
         return 401
     if template == "-":
         return "allowed"
@@ -269,8 +276,9 @@ def test_lists_hide_other_workspaces(world):
 
 def test_api_key_matrix(world):
     """An API key of environment prod is a caller of the routes flagged
-    api-key in prod, with no policy (the handler's answer), and of no
-    other route; in environment dev it is no caller at all."""
+    api-key in prod and of OpenAI's routes, with no policy (the handler's
+    answer), and of no other route; in environment dev it is no caller of
+    the api-key routes."""
     routes = [r for r in route_table() if (r[0], r[1]) not in OPEN | NOT_CALLED]
     key = world.key["key"]
     failures = []
@@ -278,7 +286,7 @@ def test_api_key_matrix(world):
         path, ws, env, obj_id, obj_name = target_of(world, method, pattern, "key")
         body = None if method in ("GET", "DELETE") else {"__matrix": 1}
         wanted = allowed_statuses(method, pattern, obj_id, obj_name) \
-            if flags == "api-key" else {401}
+            if flags in ("api-key", OPENAI_FLAG) else {401}
         status, answer, _ = world.api.request(method, path, body, token=key)
         if status not in wanted:
             failures.append(f"key {method:6} {pattern}: {status} not {wanted} ({answer})")
