@@ -1,11 +1,13 @@
 /*
  * http: libmicrohttpd glue.  One thread per connection (handlers block on
- * PostgreSQL and on argon2id, a streamed answer on what it waits for); the body is collected up to HTTP_MAX_BODY and
- * the rest is drained, so an oversized request still gets its 413.
+ * PostgreSQL and on argon2id, a streamed answer on what it waits for); the
+ * body is collected up to its route's limit (router_body_max()) and the rest
+ * is drained, so an oversized request still gets its 413.
  */
 
 #include <arpa/inet.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,9 @@
 #define HTTP_TIMEOUT_SECONDS  60
 
 static struct MHD_Daemon *daemon_handle;
+
+/* the bytes of bulk bodies held by all requests (HTTP_MAX_BULK_HELD) */
+static atomic_size_t      bulk_held;
 static volatile bool       stopping;
 
 
@@ -362,12 +367,22 @@ append_body(http_req_t *req, const char *data, size_t size)
 {
     char *grown;
 
-    if (req->body_too_large || req->body_len + size > HTTP_MAX_BODY) {
-        req->body_too_large = true;
+    if (req->body_too_large || req->body_busy || req->body_len + size > req->body_max) {
+        req->body_too_large = !req->body_busy;
+        return 0;
+    }
+    if (req->body_max > HTTP_MAX_BODY
+        && atomic_fetch_add(&bulk_held, size) + size > HTTP_MAX_BULK_HELD)
+    {
+        atomic_fetch_sub(&bulk_held, size);
+        req->body_busy = true;
         return 0;
     }
     grown = realloc(req->body, req->body_len + size + 1);
     if (grown == NULL) {
+        if (req->body_max > HTTP_MAX_BODY) {
+            atomic_fetch_sub(&bulk_held, size);
+        }
         return -1;
     }
     memcpy(grown + req->body_len, data, size);
@@ -394,6 +409,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
         req->method = method;
         req->url = url;
         clock_gettime(CLOCK_MONOTONIC, &req->started);
+        req->body_max = router_body_max(req);
         *con_cls = req;
         return MHD_YES;
     }
@@ -432,6 +448,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* a body may carry a provider secret in clear */
     if (req->body != NULL) {
         sodium_memzero(req->body, req->body_len);
+    }
+    if (req->body_max > HTTP_MAX_BODY) {
+        atomic_fetch_sub(&bulk_held, req->body_len);
     }
     free(req->body);
     free(req->response);

@@ -23,7 +23,11 @@
 #include "crypto.h"
 #include "db.h"
 
-#define HTTP_MAX_BODY    (1024 * 1024)
+#define HTTP_MAX_BODY        (1024 * 1024)
+/* a route flagged ROUTE_BULK: a batch of items, an input file; the bodies of
+ * such routes held at once are bounded too */
+#define HTTP_MAX_BULK_BODY   (64 * 1024 * 1024)
+#define HTTP_MAX_BULK_HELD   (256 * 1024 * 1024)
 #define HTTP_MAX_PARAMS  4
 
 typedef struct route_s   route_t;
@@ -38,6 +42,7 @@ typedef void (*http_handler_pt)(http_req_t *req);
 #define ROUTE_API_KEY         0x8   /* an API key of {env} authenticates too */
 #define ROUTE_OPENAI          0x10  /* OpenAI's shape: an API key's only, which the
                                      * handler authenticates; it reads the body */
+#define ROUTE_BULK            0x20  /* a body up to HTTP_MAX_BULK_BODY */
 
 /*
  * One entry of the route table (router.c).  The caller needs action on the
@@ -64,7 +69,9 @@ struct http_req_s {
 
     char                   *body;           /* owned, NUL-terminated */
     size_t                  body_len;
+    size_t                  body_max;       /* of its route, known before the body */
     bool                    body_too_large;
+    bool                    body_busy;      /* HTTP_MAX_BULK_HELD reached */
 
     const route_t          *route;          /* matched route, NULL when none */
     const char             *param_names[HTTP_MAX_PARAMS];   /* into the route */
@@ -170,6 +177,8 @@ void http_stop(void);
 /* the router (router.c): finds the route, authenticates, parses the body,
  * runs the handler; always leaves an answer in req */
 void router_dispatch(http_req_t *req);
+/* the largest body the request's route takes */
+size_t router_body_max(http_req_t *req);
 
 /* writes the route table to out, one "METHOD pattern permission" line per
  * route ("-" for no authentication): vmx-control-plane --routes */

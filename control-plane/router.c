@@ -179,7 +179,7 @@ static const route_t routes[] = {
     { "GET",    ENV "/completion-batch",     api_batches_list,       "completion-batch:list",
       R_ENV ":completion-batch:*", ROUTE_API_KEY },
     { "POST",   ENV "/completion-batch",     api_batches_create,     "completion-batch:create",
-      R_ENV ":completion-batch:*", ROUTE_API_KEY },
+      R_ENV ":completion-batch:*", ROUTE_API_KEY | ROUTE_BULK },
     { "GET",    ENV "/completion-batch/{id}", api_batches_get,       "completion-batch:get",
       R_ENV ":completion-batch:{id}", ROUTE_API_KEY },
     { "GET",    ENV "/completion-batch/{id}/items", api_batches_items, "completion-batch:get",
@@ -218,7 +218,7 @@ static const route_t routes[] = {
     /* OpenAI's batch shape, called with a gateway API key, on the objects of
      * its environment (api_openai_batches.c); no policy names these actions */
     { "POST",   "/v1/files",                 api_openai_files_create, "openai-file:create",
-      NULL, ROUTE_OPENAI },
+      NULL, ROUTE_OPENAI | ROUTE_BULK },
     { "GET",    "/v1/files",                 api_openai_files_list,  "openai-file:list",
       NULL, ROUTE_OPENAI },
     { "GET",    "/v1/files/{id}",            api_openai_files_get,   "openai-file:get",
@@ -770,7 +770,13 @@ run_route(http_req_t *req)
 
     if (req->body_too_large) {
         http_error(req, 413, "payload_too_large", NULL,
-                   "the body is larger than %d bytes", HTTP_MAX_BODY);
+                   "the body is larger than %zu bytes", req->body_max);
+        return;
+    }
+    if (req->body_busy) {
+        req->retry_after = 1;
+        http_error(req, 503, "unavailable", NULL,
+                   "too many large bodies are being received; try again");
         return;
     }
     /* OpenAI's ids are no UUIDs, its uploads no JSON, and its caller a key */
@@ -818,6 +824,17 @@ run_route(http_req_t *req)
     } else {
         route->handler(req);
     }
+}
+
+
+size_t
+router_body_max(http_req_t *req)
+{
+    bool           path_known;
+    const route_t *route = find_route(req, &path_known);
+
+    clear_params(req);
+    return (route != NULL && (route->flags & ROUTE_BULK)) ? HTTP_MAX_BULK_BODY : HTTP_MAX_BODY;
 }
 
 
