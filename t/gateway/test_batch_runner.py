@@ -1,0 +1,317 @@
+"""Issue 14 item 1, the batch runner (control-plane/batch_runner.c): batch items run through
+the data plane under the batch's key, one audit record each naming the batch; the runner
+paces them below a provider's advertised per-minute limit; a cancel stops the claims; a
+control plane killed mid-batch resumes without running an item twice; callbacks are signed,
+retried and delivered once each.
+
+Batches are inserted with SQL (the schema of schema/0016_batches.sql), as the API would."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import struct
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from gwutil import connection_for, free_port
+
+# the runner's settings, short for the tests
+RUNNER_ENV = {
+    "VMX_BATCH_RESUME_GRACE_SECONDS": "4",
+    "VMX_BATCH_CALLBACK_BACKOFF_MS": "200",
+    "VMX_BATCH_CAPACITY_SHARE": "0.9",
+}
+
+
+@pytest.fixture(scope="module")
+def runner(stack):
+    """The session's control plane, restarted with RUNNER_ENV; restored after the module."""
+    saved = dict(stack.cp.env)
+    stack.cp.stop()
+    stack.cp.env.update(RUNNER_ENV)
+    stack.cp.start()
+    yield stack
+    stack.cp.stop()
+    stack.cp.env = saved
+    stack.cp.start()
+
+
+@pytest.fixture(scope="module")
+def env(runner, gw, fake):
+    return gw.provision(
+        connections={"a": connection_for(fake)},
+        resources={"chat": {"model": ("a", "gpt-test")},
+                   "slow": {"model": ("a", "slow-0.5")}},
+        keys={"k": {"resources": ["chat", "slow"]}})
+
+
+# ---------------------------------------------------------------------- helpers
+def _rotl(v, c):
+    return ((v << c) & 0xffffffff) | (v >> (32 - c))
+
+
+def _hchacha20(key, nonce16):
+    s = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574] + \
+        list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
+
+    def qr(a, b, c, d):
+        s[a] = (s[a] + s[b]) & 0xffffffff
+        s[d] = _rotl(s[d] ^ s[a], 16)
+        s[c] = (s[c] + s[d]) & 0xffffffff
+        s[b] = _rotl(s[b] ^ s[c], 12)
+        s[a] = (s[a] + s[b]) & 0xffffffff
+        s[d] = _rotl(s[d] ^ s[a], 8)
+        s[c] = (s[c] + s[d]) & 0xffffffff
+        s[b] = _rotl(s[b] ^ s[c], 7)
+
+    for _ in range(10):
+        qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
+    return struct.pack("<8I", *(s[0:4] + s[12:16]))
+
+
+def seal(stack, plain, ad):
+    """plain sealed as the control plane seals a secret (secrets.h: XChaCha20-Poly1305 under
+    the active local key, ad the associated data)."""
+    key = bytes.fromhex(stack.master_key_file.read_text().strip())
+    key_id = stack.pg.psql("SELECT key_id FROM encryption_keys WHERE state = 'active'")
+    nonce = os.urandom(24)
+    sealed = ChaCha20Poly1305(_hchacha20(key, nonce[:16])).encrypt(
+        b"\0" * 4 + nonce[16:], plain.encode(), ad.encode())
+    return f"v1:{key_id}:" + base64.b64encode(nonce + sealed).decode()
+
+
+def insert_batch(stack, env, resource, n, mode="ASYNC", text="item", callback=None):
+    """A batch of n items, each asking resource to echo "<text> <index>"; its id.
+    callback: (url, secret) for mode CALLBACK."""
+    bid = str(uuid.uuid4())
+    url, secret = "NULL", "NULL"
+    if callback:
+        url = f"'{callback[0]}'"
+        secret = f"convert_to('{seal(stack, callback[1], bid)}', 'UTF8')"
+    stack.pg.psql(
+        "INSERT INTO batches (id, workspace_id, environment_id, api_key_id, mode, total,"
+        "                     callback_url, callback_secret)"
+        f" VALUES ('{bid}', '{env.ws_id}', '{env.env_id}', '{env.key_objs['k']['id']}',"
+        f"         '{mode}', {n}, {url}, {secret});"
+        "INSERT INTO batch_items (batch_id, idx, custom_id, resource, request)"
+        f" SELECT '{bid}', g, 'c-' || g, '{resource}', jsonb_build_object('messages',"
+        "        jsonb_build_array(jsonb_build_object('role', 'user',"
+        f"                                             'content', '{text} ' || g)))"
+        f"   FROM generate_series(0, {n - 1}) g;"
+        f"SELECT pg_notify('vmx_batch', '{bid}')")
+    return bid
+
+
+def batch_row(stack, bid):
+    return json.loads(stack.pg.psql(
+        f"SELECT row_to_json(b) FROM (SELECT status, succeeded, failed, cancelled, error,"
+        f" started_at, completed_at FROM batches WHERE id = '{bid}') b"))
+
+
+def item_counts(stack, bid):
+    out = stack.pg.psql(f"SELECT status, count(*) FROM batch_items WHERE batch_id = '{bid}'"
+                        " GROUP BY status")
+    return {s: int(n) for s, n in (line.split("|") for line in out.splitlines() if line)}
+
+
+def wait_batch(stack, bid, statuses=("COMPLETED",), timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        row = batch_row(stack, bid)
+        if row["status"] in statuses:
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"batch {bid} still {batch_row(stack, bid)} {item_counts(stack, bid)};"
+                         f" control plane log: {stack.cp.log_path}")
+
+
+def audit_counts(stack, bid, n, timeout=20):
+    """{item: audit records} once n items have theirs (the ingestion runs every second)."""
+    deadline = time.time() + timeout
+    while True:
+        out = stack.pg.psql(f"SELECT batch_item, count(*) FROM audit_records"
+                            f" WHERE batch_id = '{bid}' GROUP BY batch_item")
+        counts = {int(i): int(c) for i, c in (line.split("|") for line in out.splitlines())}
+        if len(counts) >= n or time.time() > deadline:
+            return counts
+        time.sleep(0.3)
+
+
+def provider_asks(fake, text):
+    """How often the provider was asked each "<text> <index>"."""
+    asks = {}
+    for r in fake.chat_requests():
+        content = r.body["messages"][-1]["content"] if isinstance(r.body, dict) else ""
+        if content.startswith(text + " "):
+            asks[content] = asks.get(content, 0) + 1
+    return asks
+
+
+# ---------------------------------------------------------------------- tests
+def test_batch_runs_every_item_once_with_its_audit(runner, env, fake):
+    bid = insert_batch(runner, env, "chat", 60, text="plain")
+    row = wait_batch(runner, bid)
+    assert row["succeeded"] == 60 and row["failed"] == 0, row
+    assert row["started_at"] and row["completed_at"], row
+    items = json.loads(runner.pg.psql(
+        "SELECT json_agg(json_build_object('idx', idx, 'status', status, 'code', status_code,"
+        " 'response', response, 'request_id', request_id, 'claimed_by', claimed_by) ORDER BY idx)"
+        f" FROM batch_items WHERE batch_id = '{bid}'"))
+    for it in items:
+        assert it["status"] == "SUCCEEDED" and it["code"] == 200, it
+        assert it["response"]["choices"][0]["message"]["content"] == \
+            f"Hello from gpt-test! You said: plain {it['idx']}", it
+        assert it["request_id"], it
+    counts = audit_counts(runner, bid, 60)
+    assert counts == {i: 1 for i in range(60)}, counts
+    # the audit record is the item's: same request id, the batch's key
+    rows = runner.pg.psql(
+        "SELECT count(*) FROM audit_records a JOIN batch_items i"
+        " ON i.batch_id = a.batch_id AND i.idx = a.batch_item AND i.request_id = a.request_id"
+        f" WHERE a.batch_id = '{bid}' AND a.api_key_id = '{env.key_objs['k']['id']}'")
+    assert int(rows) == 60
+    assert provider_asks(fake, "plain") == {f"plain {i}": 1 for i in range(60)}
+
+
+def test_batch_stays_under_the_advertised_limit(runner, gw, fake2):
+    """The provider advertises 12 requests a minute and answers 429 beyond them: a batch of
+    16 (with 0.9 of the capacity: 10 a minute) completes without a single 429."""
+    fake2.limit_requests = 12
+    fake2.limited = 0
+    try:
+        e = gw.provision(connections={"a": connection_for(fake2)},
+                         resources={"chat": {"model": ("a", "gpt-limited")}},
+                         keys={"k": {"resources": ["chat"]}})
+        # one request makes the provider's limit known; the control plane collects it
+        assert e.chat("chat").status == 200
+        deadline = time.time() + 15
+        while not runner.pg.psql(
+                "SELECT discovered_capacity #>> '{models,gpt-limited,capacity,0,requests}'"
+                f" FROM connections WHERE id = '{e.conns['a']['id']}'"):
+            assert time.time() < deadline, "no discovered capacity"
+            time.sleep(0.2)
+        started = time.time()
+        bid = insert_batch(runner, e, "chat", 16, text="limited")
+        row = wait_batch(runner, bid, timeout=120)
+        assert row["succeeded"] == 16, row
+        assert fake2.limited == 0
+        assert time.time() - started >= 55, "the batch went faster than its budget"
+    finally:
+        fake2.limit_requests = None
+
+
+def test_cancel_mid_run(runner, env):
+    bid = insert_batch(runner, env, "slow", 40, text="cancel")
+    deadline = time.time() + 30
+    while batch_row(runner, bid)["succeeded"] < 8:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    # the API's cancel: the batch and its PENDING items in one transaction
+    runner.pg.psql(
+        "WITH item AS (UPDATE batch_items SET status = 'CANCELLED', finished_at = now()"
+        f"              WHERE batch_id = '{bid}' AND status = 'PENDING' RETURNING idx)"
+        "UPDATE batches SET status = 'CANCELLING', cancelled_at = now(),"
+        "       cancelled = cancelled + (SELECT count(*) FROM item)"
+        f" WHERE id = '{bid}';"
+        f"SELECT pg_notify('vmx_batch', '{bid}')")
+    row = wait_batch(runner, bid, ("CANCELLED",), timeout=30)
+    counts = item_counts(runner, bid)
+    assert set(counts) <= {"SUCCEEDED", "CANCELLED"}, counts
+    assert row["succeeded"] == counts["SUCCEEDED"] and row["cancelled"] == counts["CANCELLED"]
+    assert row["succeeded"] + row["cancelled"] == 40 and row["cancelled"] > 0, row
+
+
+def test_kill_mid_batch_resumes_without_running_an_item_twice(runner, env, fake):
+    bid = insert_batch(runner, env, "slow", 80, text="kill")
+    deadline = time.time() + 30
+    while batch_row(runner, bid)["succeeded"] < 16:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    runner.cp.proc.kill()
+    runner.cp.proc.wait()
+    runner.cp.proc = None
+    runner.cp.start()
+    row = wait_batch(runner, bid, timeout=90)
+    assert row["succeeded"] == 80 and row["failed"] == 0, row
+    assert item_counts(runner, bid) == {"SUCCEEDED": 80}
+    counts = audit_counts(runner, bid, 80)
+    assert counts == {i: 1 for i in range(80)}, counts
+    assert provider_asks(fake, "kill") == {f"kill {i}": 1 for i in range(80)}
+
+
+class Receiver:
+    """A callback receiver that fails the first `fail` deliveries and checks signatures."""
+
+    def __init__(self, secret, fail=2):
+        self.secret = secret.encode()
+        self.fail = fail
+        self.tries = []            # (delivery id, answered status)
+        self.delivered = []        # bodies answered 2xx
+        self.bad = []              # deliveries whose signature did not verify
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sig = dict(p.split("=", 1) for p in self.headers["x-vmx-signature"].split(","))
+                want = hmac.new(outer.secret, sig["t"].encode() + b"." + body,
+                                hashlib.sha256).hexdigest()
+                with lock:
+                    status = 500 if len(outer.tries) < outer.fail else 200
+                    outer.tries.append((self.headers["x-vmx-delivery-id"], status))
+                    if not hmac.compare_digest(want, sig["v1"]):
+                        outer.bad.append(self.headers["x-vmx-delivery-id"])
+                    elif status == 200:
+                        outer.delivered.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_callbacks_signed_retried_and_delivered_once(runner, env):
+    secret = "whsec-" + uuid.uuid4().hex
+    rx = Receiver(secret)
+    try:
+        bid = insert_batch(runner, env, "chat", 10, mode="CALLBACK", text="callback",
+                           callback=(rx.url, secret))
+        wait_batch(runner, bid)
+        deadline = time.time() + 30
+        while not any(d["type"] == "batch.completed" for d in rx.delivered):
+            assert time.time() < deadline, rx.tries
+            time.sleep(0.1)
+        assert rx.bad == []
+        items = [d for d in rx.delivered if d["type"] == "batch.item"]
+        assert sorted(d["item"]["index"] for d in items) == list(range(10))
+        assert all(d["batchId"] == bid and d["item"]["status"] == "SUCCEEDED" for d in items)
+        assert [d["batch"]["status"] for d in rx.delivered if d["type"] == "batch.completed"] \
+            == ["COMPLETED"]
+        # the deliveries that failed were retried under the same id, and then delivered
+        failed = [i for i, st in rx.tries if st == 500]
+        ok = [i for i, st in rx.tries if st == 200]
+        assert len(failed) == 2 and set(failed) <= set(ok)
+        assert len(ok) == len(set(ok)) == 11
+        states = runner.pg.psql(f"SELECT DISTINCT callback_status FROM batch_items"
+                                f" WHERE batch_id = '{bid}'")
+        assert states == "DELIVERED"
+        assert batch_row(runner, bid)["status"] == "COMPLETED"
+    finally:
+        rx.stop()
