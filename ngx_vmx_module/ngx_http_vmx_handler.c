@@ -8,6 +8,8 @@
 
 #include <openssl/sha.h>
 
+#include "vmx_batch.h"
+
 
 /* each also under /v1/completion/{workspaceId}/{environmentId}/ */
 typedef enum {
@@ -39,6 +41,8 @@ static ngx_http_vmx_route_e ngx_http_vmx_route(ngx_http_request_t *r,
     ngx_str_t *workspace_id, ngx_str_t *environment_id);
 static ngx_http_vmx_api_key_t *ngx_http_vmx_authenticate(
     ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx, ngx_uint_t *expired);
+static ngx_int_t ngx_http_vmx_batch_key(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx, u_char *digest);
 static ngx_int_t ngx_http_vmx_models(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static void ngx_http_vmx_trace_context(ngx_http_request_t *r,
@@ -236,7 +240,10 @@ ngx_http_vmx_route(ngx_http_request_t *r, ngx_str_t *workspace_id,
 }
 
 
-/* the key of the request, or NULL; *expired tells a key that expired */
+/*
+ * The key of the request, or NULL; *expired tells a key that expired.  A
+ * batch runner's signed headers name the key by its hash instead.
+ */
 
 static ngx_http_vmx_api_key_t *
 ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
@@ -249,38 +256,49 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 
     *expired = 0;
 
-    ngx_str_null(&key);
-
-    if (r->headers_in.authorization) {
-        key = r->headers_in.authorization->value;
-
-        if (key.len > 7 && ngx_strncasecmp(key.data, (u_char *) "Bearer ", 7)
-                           == 0)
-        {
-            key.data += 7;
-            key.len -= 7;
-
-        } else {
-            key.len = 0;
-        }
-    }
-
-    if (key.len == 0) {
-        h = ngx_http_vmx_header_in(r, "x-api-key");
-        if (h != NULL) {
-            key = h->value;
-        }
-    }
-
-    while (key.len && key.data[key.len - 1] == ' ') {
-        key.len--;
-    }
-
-    if (key.len == 0 || ctx->request.snapshot == NULL) {
+    if (ctx->request.snapshot == NULL) {
         return NULL;
     }
 
-    SHA256(key.data, key.len, digest);
+    if (ngx_http_vmx_header_in(r, "x-vmx-batch-signature") != NULL) {
+        if (ngx_http_vmx_batch_key(r, ctx, digest) != NGX_OK) {
+            return NULL;
+        }
+
+    } else {
+        ngx_str_null(&key);
+
+        if (r->headers_in.authorization) {
+            key = r->headers_in.authorization->value;
+
+            if (key.len > 7
+                && ngx_strncasecmp(key.data, (u_char *) "Bearer ", 7) == 0)
+            {
+                key.data += 7;
+                key.len -= 7;
+
+            } else {
+                key.len = 0;
+            }
+        }
+
+        if (key.len == 0) {
+            h = ngx_http_vmx_header_in(r, "x-api-key");
+            if (h != NULL) {
+                key = h->value;
+            }
+        }
+
+        while (key.len && key.data[key.len - 1] == ' ') {
+            key.len--;
+        }
+
+        if (key.len == 0) {
+            return NULL;
+        }
+
+        SHA256(key.data, key.len, digest);
+    }
 
     api_key = ngx_http_vmx_index_find(&ctx->request.snapshot->api_keys, digest,
                                       sizeof(digest));
@@ -300,6 +318,69 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     }
 
     return api_key;
+}
+
+
+/*
+ * The x-vmx-batch-* headers of a batch runner, signed with the data-plane
+ * token: the hash of the key the item runs under into digest, the batch,
+ * item and pool into the context.  NGX_DECLINED when they do not hold.
+ */
+
+static ngx_int_t
+ngx_http_vmx_batch_key(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
+    u_char *digest)
+{
+    int64_t                    item;
+    ngx_uint_t                 i;
+    ngx_table_elt_t           *h;
+    vmx_batch_str_t           *value;
+    vmx_batch_headers_t        in;
+    vmx_batch_check_e          rc;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    static struct {
+        const char  *name;
+        size_t       offset;
+    } headers[] = {
+        { "x-vmx-batch-id", offsetof(vmx_batch_headers_t, id) },
+        { "x-vmx-batch-item", offsetof(vmx_batch_headers_t, item) },
+        { "x-vmx-batch-key", offsetof(vmx_batch_headers_t, key) },
+        { "x-vmx-batch-pool", offsetof(vmx_batch_headers_t, pool) },
+        { "x-vmx-batch-time", offsetof(vmx_batch_headers_t, time) },
+        { "x-vmx-batch-signature", offsetof(vmx_batch_headers_t, signature) }
+    };
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_vmx_module);
+
+    for (i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        h = ngx_http_vmx_header_in(r, headers[i].name);
+        value = (vmx_batch_str_t *) ((u_char *) &in + headers[i].offset);
+
+        value->data = h ? (const char *) h->value.data : "";
+        value->len = h ? h->value.len : 0;
+    }
+
+    rc = vmx_batch_verify(&in, mcf->token.data, mcf->token.len, ngx_time(),
+                          &item, digest);
+
+    if (rc != VMX_BATCH_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "vmx: batch headers refused: %s",
+                      mcf->token.len == 0 ? "no vmx_config_token_file"
+                      : rc == VMX_BATCH_STALE ? "stale time"
+                      : rc == VMX_BATCH_BAD_SIGNATURE ? "bad signature"
+                      : "a header missing or malformed");
+        return NGX_DECLINED;
+    }
+
+    ctx->request.batch_id.data = (u_char *) in.id.data;
+    ctx->request.batch_id.len = in.id.len;
+    ctx->request.batch_item = item;
+    ctx->request.batch_pool.data = (u_char *) in.pool.data;
+    ctx->request.batch_pool.len = in.pool.len;
+
+    return NGX_OK;
 }
 
 
@@ -546,6 +627,30 @@ ngx_http_vmx_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                         "resource_unavailable", "resource",
                                         &ctx->request.resource->name,
                                         &ctx->request.resource->unavailable);
+    }
+
+    /* a batch's pool replaces its resources' own for admission */
+    ctx->request.pool = ctx->request.resource->pool;
+
+    if (ctx->request.batch_pool.len) {
+        ctx->request.pool = ngx_http_vmx_pools_find(ctx->request.snapshot,
+                                                    ctx->request.api_key->env,
+                                                    &ctx->request.batch_pool);
+
+        if (ctx->request.pool == NULL) {
+            msg.len = sizeof("The pool \"\" is not defined in this "
+                             "environment") - 1 + ctx->request.batch_pool.len;
+            msg.data = ngx_pnalloc(r->pool, msg.len);
+            if (msg.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_sprintf(msg.data, "The pool \"%V\" is not defined in this "
+                        "environment", &ctx->request.batch_pool);
+
+            return ngx_http_vmx_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request", &msg);
+        }
     }
 
     rc = ngx_http_vmx_estimate(r, ctx);

@@ -511,6 +511,7 @@ typedef struct {
     ngx_http_vmx_snapshot_t     *snapshot;
     ngx_http_vmx_api_key_t      *api_key;
     ngx_http_vmx_resource_t     *resource;
+    ngx_http_vmx_pool_t         *pool;          /* admitted in, or NULL */
 
     ngx_http_vmx_operation_e     operation;
     ngx_str_t                    request_body;  /* as sent, audited */
@@ -523,6 +524,11 @@ typedef struct {
     ngx_str_t                    path_workspace_id;
     ngx_str_t                    path_environment_id;
     ngx_str_t                    correlation_id;
+
+    /* a batch item's, from the runner's signed headers; no id: none */
+    ngx_str_t                    batch_id;
+    ngx_int_t                    batch_item;
+    ngx_str_t                    batch_pool;    /* empty: the resource's */
 
     uint64_t                     start_usec;
 
@@ -805,6 +811,8 @@ ngx_int_t ngx_http_vmx_pools_add_zone(ngx_conf_t *cf,
 ngx_http_vmx_admit_e ngx_http_vmx_pools_gate(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 void ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
+ngx_http_vmx_pool_t *ngx_http_vmx_pools_find(ngx_http_vmx_snapshot_t *snapshot,
+    ngx_http_vmx_environment_t *env, ngx_str_t *name);
 
 /* ngx_http_vmx_zone.c */
 ngx_int_t ngx_http_vmx_table_add(ngx_conf_t *cf,

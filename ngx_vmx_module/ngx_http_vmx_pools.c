@@ -54,7 +54,8 @@ ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 
 
 /*
- * Admits the request for its resource's pool or answers why not: PASS
+ * Admits the request for its pool (its resource's, or the one its batch
+ * names) or answers why not: PASS
  * (admitted, or nothing to gate), DENY (ctx->attempt.failure and
  * ctx->attempt.retry_after say why), ERROR; it never waits.
  */
@@ -74,7 +75,7 @@ ngx_http_vmx_pools_gate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     ngx_http_vmx_main_conf_t  *mcf;
     vmx_pool_t                 state[VMX_POOLS_MAX];
 
-    pool = ctx->request.resource->pool;
+    pool = ctx->request.pool;
 
     if (pool == NULL || ctx->plan.ntargets == 0) {
         return NGX_HTTP_VMX_ADMIT_PASS;
@@ -213,6 +214,36 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
 
 /* the connection's tokens per minute, 0 when not limited */
+
+/* the pool of that name in the environment's definition, or NULL */
+
+ngx_http_vmx_pool_t *
+ngx_http_vmx_pools_find(ngx_http_vmx_snapshot_t *snapshot,
+    ngx_http_vmx_environment_t *env, ngx_str_t *name)
+{
+    ngx_uint_t                i;
+    ngx_http_vmx_pool_t      *pools;
+    ngx_http_vmx_pool_def_t  *def;
+
+    def = ngx_http_vmx_index_find(&snapshot->pool_defs, env->id.data,
+                                  env->id.len);
+    if (def == NULL) {
+        return NULL;
+    }
+
+    pools = def->pools.elts;
+
+    for (i = 0; i < def->pools.nelts; i++) {
+        if (pools[i].name.len == name->len
+            && ngx_strncmp(pools[i].name.data, name->data, name->len) == 0)
+        {
+            return &pools[i];
+        }
+    }
+
+    return NULL;
+}
+
 
 static int64_t
 ngx_http_vmx_pools_capacity(ngx_http_vmx_connection_t *conn)

@@ -1,0 +1,136 @@
+"""A batch runner's signed headers instead of an API key (docs/ARCHITECTURE.md, "Batches"):
+x-vmx-batch-{id,item,key,pool,time} signed with HMAC-SHA256 under the data-plane token
+authenticate the request as the key whose hash they name; a bad or stale signature, or a
+key that is not one of the path's environment, is 401 invalid_api_key. The headers never
+reach the provider, and a signed pool replaces the resource's pool for admission."""
+import hashlib
+import hmac
+import time
+import uuid
+
+import pytest
+
+from gwutil import connection_for, http_request, record
+
+PROMPT = " ".join(["hello"] * 93)    # estimated at 100 tokens (test_prioritization.py)
+
+
+@pytest.fixture(scope="module")
+def env(gw, fake):
+    env = gw.provision(
+        connections={"shared": connection_for(
+            fake, capacity=[{"period": "minute", "tokens": 1000}])},
+        resources={"r-a": {"model": ("shared", "big-1")},
+                   "r-free": {"model": ("shared", "big-1")}},
+        keys={"k": {"resources": ["r-a", "r-free"]}},
+    )
+    v0 = gw.nginx.config_version()
+    status, body, _ = gw.api.request("PUT", f"{env.prefix}/pool-definition", {"pools": [
+        {"name": "A", "rank": 0, "minReservation": 50, "maxReservation": 70,
+         "resources": [env.res["r-a"]["id"]]},
+        {"name": "bulk", "rank": 1, "minReservation": 10, "maxReservation": 30,
+         "resources": []},
+    ]})
+    assert status == 200, body
+    gw.wait_version_above(v0)
+    return env
+
+
+def key_hash(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def signed(token, batch_id, item, khash, pool=None, at=None):
+    at = int(time.time()) if at is None else at
+    message = f"{batch_id}\n{item}\n{khash}\n{pool or ''}\n{at}"
+    h = {"x-vmx-batch-id": batch_id, "x-vmx-batch-item": str(item), "x-vmx-batch-key": khash,
+         "x-vmx-batch-time": str(at),
+         "x-vmx-batch-signature": hmac.new(token.encode(), message.encode(),
+                                           hashlib.sha256).hexdigest()}
+    if pool is not None:
+        h["x-vmx-batch-pool"] = pool
+    return h
+
+
+def batch_chat(gw, env, headers, model="r-free", content="hello"):
+    return http_request(gw.url, "POST",
+                        f"/v1/completion/{env.ws_id}/{env.env_id}/chat/completions",
+                        {"model": model, "messages": [{"role": "user", "content": content}]},
+                        headers)
+
+
+def assert_refused(r):
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "invalid_api_key", r.json()
+
+
+def test_signed_headers_authenticate_as_the_key(gw, env, fake):
+    fake.clear()
+    r = batch_chat(gw, env, signed(gw.nginx.token, str(uuid.uuid4()), 3,
+                                   key_hash(env.key("k"))))
+    assert r.status == 200, r
+    sent = fake.last()
+    assert not [n for n in sent.headers if n.startswith("x-vmx-")], sent.headers
+    assert sent.headers.get("authorization") == f"Bearer {fake.api_key}"
+
+
+def test_bad_stale_or_foreign_signatures_are_refused(gw, env, fake):
+    token, bid, khash = gw.nginx.token, str(uuid.uuid4()), key_hash(env.key("k"))
+    fake.clear()
+
+    h = signed(token, bid, 0, khash)
+    h["x-vmx-batch-item"] = "1"                         # not what was signed
+    assert_refused(batch_chat(gw, env, h))
+    assert_refused(batch_chat(gw, env, signed("not-the-token-" * 3, bid, 0, khash)))
+    assert_refused(batch_chat(gw, env, signed(token, bid, 0, khash,
+                                              at=int(time.time()) - 301)))
+    assert_refused(batch_chat(gw, env, signed(token, bid, 0, khash,
+                                              at=int(time.time()) + 301)))
+    assert_refused(batch_chat(gw, env, signed(token, bid, 0, key_hash("vmx-unknown"))))
+    h = signed(token, bid, 0, khash)
+    del h["x-vmx-batch-id"]
+    assert_refused(batch_chat(gw, env, h))
+
+    # a client's key does not help a bad signature
+    h = signed(token, bid, 0, khash)
+    h["x-vmx-batch-signature"] = "0" * 64
+    h["Authorization"] = f"Bearer {env.key('k')}"
+    assert_refused(batch_chat(gw, env, h))
+
+    # the key of another environment than the path's
+    other = gw.provision(connections={"c": connection_for(fake)},
+                         resources={"r-free": {"model": ("c", "big-1")}},
+                         keys={"k": {"resources": ["r-free"]}})
+    assert_refused(batch_chat(gw, env, signed(token, bid, 0, key_hash(other.key("k")))))
+    assert fake.chat_requests() == []
+
+
+def test_unknown_pool_is_named(gw, env, fake):
+    fake.clear()
+    r = batch_chat(gw, env, signed(gw.nginx.token, str(uuid.uuid4()), 0,
+                                   key_hash(env.key("k")), pool="nightly"))
+    assert r.status == 400, r
+    e = r.json()["error"]
+    assert e["type"] == "invalid_request_error", e
+    assert e["message"] == 'The pool "nightly" is not defined in this environment', e
+    assert fake.chat_requests() == []
+
+
+def test_signed_pool_replaces_the_resources(gw, env):
+    # r-free is in no pool: alone it is never gated; in the batch's pool "bulk"
+    # (10 %..30 % of 1000 tokens) it is cut off at 300 tokens
+    token, bid, khash = gw.nginx.token, str(uuid.uuid4()), key_hash(env.key("k"))
+    admitted = 0
+    for i in range(6):
+        r = batch_chat(gw, env, signed(token, bid, i, khash, pool="bulk"), content=PROMPT)
+        if r.status != 200:
+            break
+        admitted += 1
+    assert 1 <= admitted <= 3, admitted
+    assert r.status == 429, r
+    e = r.json()["error"]
+    assert e["code"] == "prioritization_gate_denied", e
+    assert e["message"].startswith('Pool "bulk" is over its current share'), e
+
+    assert env.chat("r-free", body={"messages": [{"role": "user", "content": PROMPT}]}) \
+        .status == 200
