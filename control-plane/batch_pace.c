@@ -36,7 +36,7 @@ batch_pace_admit(batch_pace_t *p, long long now, long long tokens)
     size_t    slot = (size_t) (now % BATCH_PACE_SLOTS);
 
     for (size_t i = 0; i < BATCH_PACE_SLOTS; i++) {
-        if (p->second[i] > now - BATCH_PACE_SLOTS && p->second[i] <= now) {
+        if (p->second[i] >= now - BATCH_PACE_WINDOW && p->second[i] <= now) {
             requests += p->requests[i];
             spent += p->tokens[i];
         }

@@ -11,7 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define BATCH_PACE_SLOTS       60        /* one per second: a sliding minute */
+/*
+ * A request of second s counts until second s + 60 included: a minute and
+ * the second it started in, so two requests 60 s apart by this clock are
+ * never less than a minute apart at the provider.  A slot per second, two
+ * more than the window spans, so a slot is never reused within it.
+ */
+#define BATCH_PACE_WINDOW      60
+#define BATCH_PACE_SLOTS       (BATCH_PACE_WINDOW + 2)
 #define BATCH_PACE_MAX_TOKENS  1024      /* an item's answer when it sets no max_tokens */
 
 typedef struct {
@@ -33,7 +40,7 @@ long long batch_pace_budget(double share, long long configured, long long discov
 long long batch_pace_cost(size_t body_bytes, long long max_tokens);
 
 /*
- * whether one more request of tokens fits the budgets within the minute
+ * whether one more request of tokens fits the budgets within the window
  * ending at now (unix seconds); counts it when it does.  A request alone
  * in its minute always fits: one larger than the tokens budget would wait
  * for ever otherwise.

@@ -44,10 +44,11 @@ test_requests_in_a_sliding_minute(void)
     }
     CHECK(!batch_pace_admit(&p, t + 5, 10));
     CHECK(!batch_pace_admit(&p, t + 59, 10));
-    CHECK(batch_pace_admit(&p, t + 60, 10));            /* the first left the minute */
-    CHECK(!batch_pace_admit(&p, t + 60, 10));
-    batch_pace_refund(&p, t + 60, 10);                  /* never sent */
-    CHECK(batch_pace_admit(&p, t + 60, 10));
+    CHECK(!batch_pace_admit(&p, t + 60, 10));           /* the first's second still counts */
+    CHECK(batch_pace_admit(&p, t + 61, 10));            /* the first left the window */
+    CHECK(!batch_pace_admit(&p, t + 61, 10));
+    batch_pace_refund(&p, t + 61, 10);                  /* never sent */
+    CHECK(batch_pace_admit(&p, t + 61, 10));
     /* long after, a whole budget again, and the slots of the past do not count */
     for (int i = 0; i < 5; i++) {
         CHECK(batch_pace_admit(&p, t + 1000, 10));
