@@ -25,6 +25,7 @@ static const filter_arg_t args[] = {
     { "model",         "model = $%d",                     ARG_TEXT },
     { "correlationId", "correlation_id = $%d",            ARG_TEXT },
     { "authenticated", "authenticated = $%d::boolean",    ARG_BOOL },
+    { "batchId",       "batch_id = $%d::uuid",            ARG_UUID },
     /* across workspaces only (the path names them otherwise) */
     { "workspaceId",   "workspace_id = $%d::uuid",        ARG_UUID },
     { "environmentId", "environment_id = $%d::uuid",      ARG_UUID },

@@ -26,13 +26,15 @@
 #define NFIELDS          10                      /* usage fields aggregated */
 #define FIELD_COST       9                       /* the last: the others are the record's */
 #define UUID_LEN         36
+#define BATCH_ITEM_MAX   49999                   /* a batch has at most 50000 items */
 
 #define AUDIT_COLUMNS \
     "id, timestamp, workspace_id, environment_id, request_id, correlation_id," \
     " resource_id, resource, api_key_id, connection_id, provider, model, source_ip," \
     " method, path, stream, status_code, duration, gate_duration, routing_duration," \
     " error_code, error_message, failure_reason, events, attempts, request, response," \
-    " payload_truncated, request_format, response_format, connection_ids, authenticated, cost"
+    " payload_truncated, request_format, response_format, connection_ids, authenticated, cost," \
+    " batch_id, batch_item"
 
 #define USAGE_COLUMNS \
     "request_id, attempt_index, timestamp, workspace_id, environment_id, resource_id," \
@@ -790,6 +792,8 @@ audit_row(records_batch_t *b, const vmx_json_t *r, const vmx_spool_record_t *rec
     } else {
         put_null(a);
     }
+    col_uuid(a, r, "batchId");
+    col_int(a, r, "batchItem", 0, BATCH_ITEM_MAX);
     end_row(a);
     return response_model(response);
 }

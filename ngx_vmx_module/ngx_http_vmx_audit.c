@@ -880,6 +880,12 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_http_vmx_audit_str(out, "correlationId",
                            ctx->request.correlation_id.len
                            ? &ctx->request.correlation_id : NULL);
+    ngx_http_vmx_audit_str(out, "batchId",
+                           ctx->request.batch_id.len
+                           ? &ctx->request.batch_id : NULL);
+    ngx_http_vmx_audit_count(out, "batchItem",
+                             ctx->request.batch_id.len
+                             ? ctx->request.batch_item : -1);
     ngx_http_vmx_audit_str(out, "resourceId",
                            ctx->request.resource ? &ctx->request.resource->id
                                : NULL);

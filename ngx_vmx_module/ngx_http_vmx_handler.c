@@ -629,7 +629,7 @@ ngx_http_vmx_prepare(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
                                         &ctx->request.resource->unavailable);
     }
 
-    /* a batch's pool replaces its resources' own for admission */
+    /* a batch's pool replaces the resource's own for admission */
     ctx->request.pool = ctx->request.resource->pool;
 
     if (ctx->request.batch_pool.len) {

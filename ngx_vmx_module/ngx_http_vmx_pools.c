@@ -2,14 +2,15 @@
  * VM-X gateway: prioritization (SPEC §6).
  *
  * The pools of an environment share the per-minute token capacity of a
- * connection.  The gate runs for the resource's pool on the first
- * connection of the plan, when that connection has a minute "tokens"
- * capacity entry.  The arithmetic is lib/vmx_pools.c; this file keeps its
- * state in a table of its own zone (vmx_pools_zone), shared by the
- * workers: per connection and pool the current share and a ring of 60
- * per-second token counts, from which both the strategy's window and the
- * last minute are summed.  A full table takes over the slot unused the
- * longest: a pool unused for a minute has nothing left to count.
+ * connection.  The gate runs for the request's pool (its resource's, or the
+ * one a batch item names) on the first connection of the plan, when that
+ * connection has a minute "tokens" capacity entry.  The arithmetic is
+ * lib/vmx_pools.c; this file keeps its state in a table of its own zone
+ * (vmx_pools_zone), shared by the workers: per connection and pool the
+ * current share and a ring of 60 per-second token counts, from which both
+ * the strategy's window and the last minute are summed.  A full table
+ * takes over the slot unused the longest: a pool unused for a minute has
+ * nothing left to count.
  */
 
 #include "ngx_http_vmx_module.h"
@@ -55,9 +56,9 @@ ngx_http_vmx_pools_add_zone(ngx_conf_t *cf, ngx_http_vmx_main_conf_t *mcf)
 
 /*
  * Admits the request for its pool (its resource's, or the one its batch
- * names) or answers why not: PASS
- * (admitted, or nothing to gate), DENY (ctx->attempt.failure and
- * ctx->attempt.retry_after say why), ERROR; it never waits.
+ * names) or answers why not: PASS (admitted, or nothing to gate), DENY
+ * (ctx->attempt.failure and ctx->attempt.retry_after say why), ERROR; it
+ * never waits.
  */
 
 ngx_http_vmx_admit_e
@@ -213,8 +214,6 @@ ngx_http_vmx_pools_settle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 }
 
 
-/* the connection's tokens per minute, 0 when not limited */
-
 /* the pool of that name in the environment's definition, or NULL */
 
 ngx_http_vmx_pool_t *
@@ -244,6 +243,8 @@ ngx_http_vmx_pools_find(ngx_http_vmx_snapshot_t *snapshot,
     return NULL;
 }
 
+
+/* the connection's tokens per minute, 0 when not limited */
 
 static int64_t
 ngx_http_vmx_pools_capacity(ngx_http_vmx_connection_t *conn)

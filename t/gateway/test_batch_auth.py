@@ -2,10 +2,12 @@
 x-vmx-batch-{id,item,key,pool,time} signed with HMAC-SHA256 under the data-plane token
 authenticate the request as the key whose hash they name; a bad or stale signature, or a
 key that is not one of the path's environment, is 401 invalid_api_key. The headers never
-reach the provider, and a signed pool replaces the resource's pool for admission."""
+reach the provider, a signed pool replaces the resource's pool for admission, and the
+audit record names the batch and item (spool, GET .../audit?batchId=, GET .../audit/{id})."""
 import hashlib
 import hmac
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -134,3 +136,37 @@ def test_signed_pool_replaces_the_resources(gw, env):
 
     assert env.chat("r-free", body={"messages": [{"role": "user", "content": PROMPT}]}) \
         .status == 200
+
+
+def test_audit_names_the_batch_and_item(gw, env):
+    bid = str(uuid.uuid4())
+    r = batch_chat(gw, env, signed(gw.nginx.token, bid, 41, key_hash(env.key("k"))))
+    assert r.status == 200, r
+    rid = r.header("x-vmx-request-id")
+    spooled = record(gw, r)
+    assert spooled["batchId"] == bid and spooled["batchItem"] == 41, spooled
+    assert spooled["apiKeyId"] == env.key_objs["k"]["id"], spooled
+
+    plain = env.chat("r-free")
+    assert plain.status == 200, plain
+    assert record(gw, plain)["batchId"] is None
+    assert record(gw, plain)["batchItem"] is None
+
+    q = urllib.parse.urlencode({"batchId": bid})
+    deadline = time.time() + 15
+    while True:
+        st, body, _ = gw.api.request("GET", f"{env.prefix}/audit?{q}")
+        assert st == 200, body
+        if body["total"] or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert body["total"] == 1, body
+    doc = body["data"][0]
+    assert doc["id"] == rid and doc["batchId"] == bid and doc["batchItem"] == 41, doc
+
+    st, doc, _ = gw.api.request("GET", f"{env.prefix}/audit/{rid}")
+    assert st == 200, doc
+    assert doc["batchId"] == bid and doc["batchItem"] == 41, doc
+
+    st, body, _ = gw.api.request("GET", f"{env.prefix}/audit?batchId=not-a-uuid")
+    assert st == 400, body
