@@ -171,7 +171,8 @@ static struct {
  * $1 grace seconds, $2 this run's instance: the items another claim left
  * RUNNING too long end as their audit record tells (2xx: SUCCEEDED with
  * the answer; another final status: FAILED), or go back to PENDING when
- * the data plane never answered them, or answered 429 or 5xx
+ * the data plane never answered them, answered 429 or 5xx, or saw their
+ * runner go away first (499: no answer was kept)
  */
 #define RESUME_SQL \
     "WITH stale AS (" \
@@ -184,7 +185,8 @@ static struct {
     "         CASE WHEN a.response_format = 'json' AND NOT a.payload_truncated" \
     "              THEN a.response::jsonb END AS response," \
     "         CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 'SUCCEEDED'" \
-    "              WHEN a.status_code IS NULL OR a.status_code = 429 OR a.status_code >= 500" \
+    "              WHEN a.status_code IS NULL OR a.status_code IN (429, 499)" \
+    "                   OR a.status_code >= 500" \
     "              THEN 'PENDING' ELSE 'FAILED' END AS outcome" \
     "    FROM stale s LEFT JOIN LATERAL (" \
     "      SELECT * FROM audit_records r WHERE r.batch_id = s.batch_id AND r.batch_item = s.idx" \
