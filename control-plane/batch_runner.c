@@ -619,6 +619,17 @@ send_item(const item_t *it, const char *base)
 }
 
 
+/* the first parameters of a statement on t's item: $1 batch, $2 item (in idx), $3 this run */
+static void
+item_params(const transfer_t *t, char idx[16], const char **params)
+{
+    snprintf(idx, 16, "%d", t->idx);
+    params[0] = t->batch_id;
+    params[1] = idx;
+    params[2] = runner.instance;
+}
+
+
 /* the item goes back to PENDING for wait_ms (a 429's Retry-After, a retry's backoff) */
 static void
 requeue_item(db_conn_t *c, const transfer_t *t, long wait_ms, long code)
@@ -626,12 +637,9 @@ requeue_item(db_conn_t *c, const transfer_t *t, long wait_ms, long code)
     char         idx[16], wait[24], code_text[24];
     const char  *params[5];
 
-    snprintf(idx, sizeof(idx), "%d", t->idx);
+    item_params(t, idx, params);
     snprintf(wait, sizeof(wait), "%ld", wait_ms);
     snprintf(code_text, sizeof(code_text), "%ld", code);
-    params[0] = t->batch_id;
-    params[1] = idx;
-    params[2] = runner.instance;
     params[3] = wait;
     params[4] = code != 0 ? code_text : NULL;
     db_run(c, REQUEUE_SQL, 5, params);
@@ -783,11 +791,8 @@ finish_item(db_conn_t *c, const transfer_t *t, const char *status, long code,
     char         idx[16], code_text[24];
     const char  *params[8];
 
-    snprintf(idx, sizeof(idx), "%d", t->idx);
+    item_params(t, idx, params);
     snprintf(code_text, sizeof(code_text), "%ld", code);
-    params[0] = t->batch_id;
-    params[1] = idx;
-    params[2] = runner.instance;
     params[3] = status;
     params[4] = code != 0 ? code_text : NULL;
     params[5] = response;

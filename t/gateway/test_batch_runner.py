@@ -328,3 +328,29 @@ def test_callbacks_signed_retried_and_delivered_once(runner, env):
         assert batch_row(runner, bid)["status"] == "COMPLETED"
     finally:
         rx.stop()
+
+
+def test_batch_of_a_disabled_key_fails(runner, gw, fake):
+    """A batch whose key is disabled mid-run: FAILED with api_key_unavailable, its PENDING
+    items CANCELLED, its counters the items' states."""
+    e = gw.provision(connections={"a": connection_for(fake)},
+                     resources={"slow": {"model": ("a", "slow-0.5")}},
+                     keys={"k": {"resources": ["slow"]}})
+    bid = insert_batch(runner, e, "slow", 40, text="disabled")
+    deadline = time.time() + 30
+    while batch_row(runner, bid)["succeeded"] < 4:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    runner.pg.psql(f"UPDATE api_keys SET enabled = false WHERE id = '{e.key_objs['k']['id']}'")
+    row = wait_batch(runner, bid, ("FAILED",), timeout=10)
+    assert row["error"]["code"] == "api_key_unavailable", row
+    deadline = time.time() + 15
+    while "RUNNING" in item_counts(runner, bid):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    counts = item_counts(runner, bid)
+    row = batch_row(runner, bid)
+    assert "PENDING" not in counts and counts["CANCELLED"] > 0, counts
+    assert row["status"] == "FAILED"
+    assert (row["succeeded"], row["failed"], row["cancelled"]) == (
+        counts.get("SUCCEEDED", 0), counts.get("FAILED", 0), counts["CANCELLED"]), (row, counts)
