@@ -21,6 +21,7 @@
 #include "batch_runner.h"
 #include "crypto.h"
 #include "db.h"
+#include "discovery.h"
 #include "httpc.h"
 #include "leader.h"
 #include "log.h"
@@ -50,9 +51,8 @@
 #define STATUS_OK(s)  ((s) >= 200 && (s) < 300)
 
 typedef enum {
-    TRANSFER_ITEM = 0,
-    TRANSFER_ITEM_CALLBACK,
-    TRANSFER_BATCH_CALLBACK
+    TRANSFER_ITEM = 0,          /* the first runner.concurrency transfers */
+    TRANSFER_CALLBACK           /* the CALLBACKS_MAX others: of an item, or of a batch (idx -1) */
 } transfer_kind_e;
 
 typedef struct {
@@ -549,30 +549,36 @@ start_transfer(transfer_t *t, const char *url, long timeout_ms)
  * items
  */
 
-/* the next data plane, round robin over those that answer (all when none does); false
- * when none is known */
-static bool
-pick_dataplane(db_conn_t *c, char *url, size_t size)
+/* the data planes to send to, into planes: those that answer, or all when none does; how
+ * many (0: none is known) */
+static size_t
+list_dataplanes(db_conn_t *c, discovery_url_t *planes)
 {
-    PGresult *res = db_exec(c, "SELECT url, count(*) FILTER (WHERE (state->>'status')"
-                               "       IS DISTINCT FROM 'unreachable') OVER ()"
-                               "  FROM dataplanes"
-                               " ORDER BY (state->>'status') = 'unreachable' IS TRUE, url",
-                            0, NULL);
-    int       n = res != NULL ? PQntuples(res) : 0;
-    int       usable;
+    char         limit[16];
+    const char  *params[1] = { limit };
+    PGresult    *res;
+    size_t       n;
 
-    if (n > 0) {
-        usable = atoi(PQgetvalue(res, 0, 1));
-        usable = usable > 0 ? usable : n;
-        snprintf(url, size, "%s", PQgetvalue(res, (int) (runner.next_plane++ % usable), 0));
+    snprintf(limit, sizeof(limit), "%d", CONFIG_MAX_DATAPLANES);
+    res = db_exec(c, "SELECT url, count(*) FILTER (WHERE (state->>'status')"
+                     "       IS DISTINCT FROM 'unreachable') OVER ()"
+                     "  FROM dataplanes"
+                     " ORDER BY (state->>'status') = 'unreachable' IS TRUE, url LIMIT $1",
+                  1, params);
+    n = res != NULL ? (size_t) PQntuples(res) : 0;
+
+    if (n > 0 && atoi(PQgetvalue(res, 0, 1)) > 0) {
+        n = (size_t) atoi(PQgetvalue(res, 0, 1));
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(planes[i], sizeof(discovery_url_t), "%s", PQgetvalue(res, (int) i, 0));
     }
     PQclear(res);
-    return n > 0;
+    return n;
 }
 
 
-/* sends a claimed item to the data plane at base: 0, or -1 (it stays RUNNING, for a resume) */
+/* sends a claimed item to the data plane at base: 0, or -1 (the caller puts it back) */
 static int
 send_item(const item_t *it, const char *base)
 {
@@ -687,16 +693,17 @@ take_item(PGresult *res, int i, item_t *it, long long now)
 static void
 claim_items(db_conn_t *c)
 {
-    int          slots = runner.concurrency - runner.items_running;
-    char         per_batch[16], all[16], idx[16];
-    char         base[CONFIG_DATAPLANE_URL_MAX + 1];
-    const char  *params[5];
-    PGresult    *res;
-    item_t      *claimed;
-    long long    now = (long long) time(NULL);
-    int          n, nclaimed = 0;
+    int              slots = runner.concurrency - runner.items_running;
+    char             per_batch[16], all[16], idx[16];
+    discovery_url_t  planes[CONFIG_MAX_DATAPLANES];
+    const char      *params[3];
+    PGresult        *res;
+    item_t          *claimed;
+    long long        now = (long long) time(NULL);
+    size_t           nplanes;
+    int              n, nclaimed = 0;
 
-    if (slots <= 0 || !pick_dataplane(c, base, sizeof(base))) {
+    if (slots <= 0 || (nplanes = list_dataplanes(c, planes)) == 0) {
         return;
     }
     claimed = calloc((size_t) slots, sizeof(item_t));
@@ -735,7 +742,7 @@ claim_items(db_conn_t *c)
         nclaimed = 0;
     }
     for (int i = 0; i < nclaimed; i++) {
-        if (send_item(&claimed[i], base) != 0) {
+        if (send_item(&claimed[i], planes[runner.next_plane++ % nplanes]) != 0) {
             transfer_t unsent = { .idx = claimed[i].idx };
 
             snprintf(unsent.batch_id, sizeof(unsent.batch_id), "%s", claimed[i].batch_id);
@@ -743,7 +750,8 @@ claim_items(db_conn_t *c)
         }
     }
     if (nclaimed > 0) {
-        log_debug("batch_runner dataplane=%s: %d items sent", base, nclaimed);
+        log_debug("batch_runner: %d items sent to %zu data plane(s)", nclaimed,
+                  nplanes < (size_t) nclaimed ? nplanes : (size_t) nclaimed);
     }
     PQclear(res);
     free(claimed);
@@ -889,9 +897,7 @@ delivery_id(const char *batch_id, int idx, char out[UUID_LEN + 1])
 static int
 send_callback(PGresult *res, int i, const char **why)
 {
-    transfer_kind_e  kind = atoi(PQgetvalue(res, i, 1)) < 0 ? TRANSFER_BATCH_CALLBACK
-                                                            : TRANSFER_ITEM_CALLBACK;
-    transfer_t      *t = free_transfer(kind);
+    transfer_t      *t = free_transfer(TRANSFER_CALLBACK);
     const char      *url = PQgetvalue(res, i, 3);
     char            *secret;
     char             id[UUID_LEN + 1], now[24], header[SIGNATURE_HEX_LEN + 64];
@@ -902,7 +908,7 @@ send_callback(PGresult *res, int i, const char **why)
     if (t == NULL) {
         return -1;
     }
-    t->kind = kind;
+    t->kind = TRANSFER_CALLBACK;
     snprintf(t->batch_id, sizeof(t->batch_id), "%s", PQgetvalue(res, i, 0));
     t->idx = atoi(PQgetvalue(res, i, 1));
     t->tries = atoi(PQgetvalue(res, i, 2));
@@ -1103,13 +1109,14 @@ batch_runner_round(void)
         return IDLE_MS;
     }
     collect(c);
-    if (worker_clock_ms() >= runner.sweep_at) {
-        sweep(c);
-        runner.sweep_at = worker_clock_ms() + SWEEP_MS;
-    }
     claim_items(c);
     claim_callbacks(c, ITEM_CALLBACKS_SQL);
-    claim_callbacks(c, BATCH_CALLBACKS_SQL);
+    /* the batches table has no index for these: once a second */
+    if (worker_clock_ms() >= runner.sweep_at) {
+        sweep(c);
+        claim_callbacks(c, BATCH_CALLBACKS_SQL);
+        runner.sweep_at = worker_clock_ms() + SWEEP_MS;
+    }
     db_release(c);
     if (runner.items_running + runner.callbacks_running > 0) {
         curl_multi_perform(runner.multi, &active);
