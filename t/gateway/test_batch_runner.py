@@ -13,6 +13,7 @@ import os
 import struct
 import threading
 import time
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -326,8 +327,24 @@ def test_callbacks_signed_retried_and_delivered_once(runner, env):
                                 f" WHERE batch_id = '{bid}'")
         assert states == "DELIVERED"
         assert batch_row(runner, bid)["status"] == "COMPLETED"
+        metrics = urllib.request.urlopen(runner.cp.url + "/metrics", timeout=5).read().decode()
+        for series in ('vmx_cp_batch_callbacks_total{result="delivered"}',
+                       'vmx_cp_batch_callbacks_total{result="retried"}',
+                       'vmx_cp_batch_items_total{status="succeeded"}'):
+            assert series in metrics, series
     finally:
         rx.stop()
+
+
+def test_open_batches_take_turns(runner, env):
+    """A small batch created after a big one is not queued behind it: the open batches' items
+    are claimed in turn."""
+    big = insert_batch(runner, env, "slow", 40, text="big")
+    small = insert_batch(runner, env, "slow", 4, text="small")
+    wait_batch(runner, small, timeout=30)
+    assert batch_row(runner, big)["status"] == "RUNNING"
+    row = wait_batch(runner, big, timeout=60)
+    assert row["succeeded"] == 40
 
 
 def test_batch_of_a_disabled_key_fails(runner, gw, fake):
