@@ -173,6 +173,17 @@ void api_encryption_keys_retire(http_req_t *req);
 /* api_usage.c */
 void api_usage_query(http_req_t *req);
 
+/* api_batches.c: the completion-batch API (batch.h) */
+void api_batches_list(http_req_t *req);
+void api_batches_create(http_req_t *req);
+void api_batches_get(http_req_t *req);
+void api_batches_items(http_req_t *req);
+void api_batches_results(http_req_t *req);
+void api_batches_cancel(http_req_t *req);
+/* whether the bearer token is an API key of {env} of {ws}, enabled and not
+ * expired: fills req->api_key_id */
+bool api_batches_authenticate(http_req_t *req);
+
 /* api_metrics.c: GET /metrics, open or behind the token of token_file
  * (VMX_METRICS_TOKEN_FILE, NULL: open); init returns 0 or -1 */
 int api_metrics_init(const char *token_file);

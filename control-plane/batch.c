@@ -40,6 +40,9 @@ typedef struct {
 } batch_custom_id_t;
 
 
+static int batch_invalid(batch_err_t *err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static int
 batch_invalid(batch_err_t *err, const char *field, const char *fmt, ...)
 {
@@ -239,7 +242,9 @@ static int
 batch_check_items(const batch_resources_t *rs, const cJSON *items, cJSON *names,
     batch_err_t *err)
 {
-    static const char *const members[] = { "resourceId", "resource", "request", "customId" };
+    static const char *const members[] = {
+        "resourceId", "resource", "request", "customId", NULL
+    };
     const cJSON             *item;
     batch_custom_id_t       *ids;
     int                      nids = 0, i = 0, rc = BATCH_OK;
@@ -251,28 +256,18 @@ batch_check_items(const batch_resources_t *rs, const cJSON *items, cJSON *names,
     }
     cJSON_ArrayForEach(item, items) {
         const batch_resource_t *res;
-        const cJSON            *member, *custom_id;
+        const cJSON            *custom_id;
+        const char             *unknown;
 
         snprintf(field, sizeof(field), "items[%d]", i);
         if (!cJSON_IsObject(item)) {
             rc = batch_invalid(err, field, "%s must be an object", field);
             break;
         }
-        cJSON_ArrayForEach(member, item) {
-            size_t m = 0;
-
-            while (m < sizeof(members) / sizeof(members[0])
-                   && strcmp(members[m], member->string) != 0)
-            {
-                m++;
-            }
-            if (m == sizeof(members) / sizeof(members[0])) {
-                snprintf(field, sizeof(field), "items[%d].%.32s", i, member->string);
-                rc = batch_invalid(err, field, "%s is not a member of a batch item", field);
-                break;
-            }
-        }
-        if (rc != BATCH_OK) {
+        unknown = batch_unknown_member(item, members);
+        if (unknown != NULL) {
+            snprintf(field, sizeof(field), "items[%d].%.32s", i, unknown);
+            rc = batch_invalid(err, field, "%s is not a member of a batch item", field);
             break;
         }
         res = batch_item_resource(rs, item, i, err);
@@ -446,6 +441,24 @@ batch_insert(db_conn_t *c, const batch_new_t *b, const cJSON *items, char id[37]
     log_info("batch: id=%s environment=%s mode=%s items=%d created", id, b->environment_id,
              b->mode, n);
     return BATCH_OK;
+}
+
+
+const char *
+batch_unknown_member(const cJSON *obj, const char *const *members)
+{
+    const cJSON *member;
+    size_t       m;
+
+    cJSON_ArrayForEach(member, obj) {
+        for (m = 0; members[m] != NULL && strcmp(members[m], member->string) != 0; m++) {
+            /* look further */
+        }
+        if (members[m] == NULL) {
+            return member->string;
+        }
+    }
+    return NULL;
 }
 
 

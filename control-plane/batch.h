@@ -60,6 +60,9 @@ typedef struct {
 int batch_insert(db_conn_t *c, const batch_new_t *b, const cJSON *items, char id[37],
     batch_err_t *err);
 
+/* the first member of obj not named in members (NULL-terminated), or NULL */
+const char *batch_unknown_member(const cJSON *obj, const char *const *members);
+
 /* the batch's document, as GET .../completion-batch/{id} answers it, or
  * NULL (none in that environment, or a database error) */
 cJSON *batch_doc(db_conn_t *c, const char *environment_id, const char *id);

@@ -11,7 +11,7 @@
 #include "api.h"
 #include "log.h"
 
-#define SQL_MAX     2048
+#define SQL_MAX     8192   /* a list of batches' documents is near 3 KB */
 #define MAX_PARAMS  16     /* the caller's and four for the paging */
 
 
@@ -68,6 +68,7 @@ reply_list(http_req_t *req, const char *sql, int nparams, const char *const *par
     char        limit[24], offset[24], index[24], size[24];
     const char *all[MAX_PARAMS];
     long        page_index, page_size;
+    int         len;
     PGresult   *res;
 
     if (nparams + 4 > MAX_PARAMS) {
@@ -91,7 +92,7 @@ reply_list(http_req_t *req, const char *sql, int nparams, const char *const *par
     all[nparams + 3] = size;
 
     /* the SQL is ours (constant fragments); values stay parameters */
-    snprintf(query, sizeof(query),
+    len = snprintf(query, sizeof(query),
         "SELECT jsonb_build_object("
         " 'data', coalesce((SELECT jsonb_agg(p.doc ORDER BY p.created_at%s, p.id%s) FROM"
         "   (SELECT q.doc, q.created_at, q.id FROM (%s) q"
@@ -100,6 +101,10 @@ reply_list(http_req_t *req, const char *sql, int nparams, const char *const *par
         " 'pageIndex', $%d::bigint, 'pageSize', $%d::bigint)::text",
         order, order, sql, order, order, nparams + 1, nparams + 2, sql, nparams + 3,
         nparams + 4);
+    if (len < 0 || (size_t) len >= sizeof(query)) {
+        http_error(req, 500, "internal_error", NULL, "the list query is too long");
+        return;
+    }
 
     res = db_exec(req->db, query, nparams + 4, all);
     if (res == NULL) {

@@ -1,6 +1,6 @@
 /*
  * http: libmicrohttpd glue.  One thread per connection (handlers block on
- * PostgreSQL and on argon2id); the body is collected up to HTTP_MAX_BODY and
+ * PostgreSQL and on argon2id, a streamed answer on what it waits for); the body is collected up to HTTP_MAX_BODY and
  * the rest is drained, so an oversized request still gets its 413.
  */
 
@@ -20,6 +20,7 @@
 #define HTTP_TIMEOUT_SECONDS  60
 
 static struct MHD_Daemon *daemon_handle;
+static volatile bool       stopping;
 
 
 const char *
@@ -111,9 +112,27 @@ http_cookie(const http_req_t *req, const char *name)
 }
 
 
+/* a stream set up before another answer replaced it, and its content type */
+static void
+drop_stream(http_req_t *req)
+{
+    if (req->stream_read == NULL) {
+        return;
+    }
+    if (req->stream_free != NULL) {
+        req->stream_free(req->stream_cls);
+    }
+    req->content_type = NULL;
+    req->stream_read = NULL;
+    req->stream_free = NULL;
+    req->stream_cls = NULL;
+}
+
+
 void
 http_redirect(http_req_t *req, int status, const char *location)
 {
+    drop_stream(req);
     free(req->response);
     req->response = NULL;
     free(req->location);
@@ -133,6 +152,7 @@ http_set_cookie(http_req_t *req, const char *cookie)
 void
 http_reply(http_req_t *req, int status, cJSON *body)
 {
+    drop_stream(req);
     free(req->response);
     req->response = body ? cJSON_PrintUnformatted(body) : NULL;
     req->status = status;
@@ -143,9 +163,32 @@ http_reply(http_req_t *req, int status, cJSON *body)
 void
 http_reply_text(http_req_t *req, int status, const char *json)
 {
+    drop_stream(req);
     free(req->response);
     req->response = strdup(json);
     req->status = status;
+}
+
+
+void
+http_reply_stream(http_req_t *req, int status, const char *content_type,
+    MHD_ContentReaderCallback read, MHD_ContentReaderFreeCallback done, void *cls)
+{
+    drop_stream(req);
+    free(req->response);
+    req->response = NULL;
+    req->content_type = content_type;
+    req->stream_read = read;
+    req->stream_free = done;
+    req->stream_cls = cls;
+    req->status = status;
+}
+
+
+bool
+http_stopping(void)
+{
+    return stopping;
 }
 
 
@@ -271,12 +314,25 @@ send_answer(http_req_t *req)
     enum MHD_Result      rc;
     const char          *text = req->response ? req->response : "";
 
-    resp = MHD_create_response_from_buffer(strlen(text), (void *) text,
-                                           MHD_RESPMEM_MUST_COPY);
+    if (req->stream_read != NULL) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, req->stream_read,
+                                                 req->stream_cls, req->stream_free);
+        if (resp != NULL) {
+            /* the gateway's nginx passes each event on as it comes */
+            MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+            /* MHD owns the stream now, and frees it with the response */
+            req->stream_read = NULL;
+            req->stream_free = NULL;
+            req->stream_cls = NULL;
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(text), (void *) text,
+                                               MHD_RESPMEM_MUST_COPY);
+    }
     if (resp == NULL) {
         return MHD_NO;
     }
-    if (req->response != NULL) {
+    if (req->response != NULL || req->content_type != NULL) {
         MHD_add_response_header(resp, "Content-Type",
                                 req->content_type ? req->content_type : "application/json");
     }
@@ -368,6 +424,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     for (int i = 0; i < req->nparams; i++) {
         free(req->param_values[i]);
     }
+    drop_stream(req);
     cJSON_Delete(req->json);
     cJSON_Delete(req->policies);
     cJSON_Delete(req->before);
@@ -430,6 +487,7 @@ http_start(const char *host, int port)
 void
 http_stop(void)
 {
+    stopping = true;
     if (daemon_handle != NULL) {
         MHD_stop_daemon(daemon_handle);
         daemon_handle = NULL;

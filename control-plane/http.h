@@ -35,6 +35,7 @@ typedef void (*http_handler_pt)(http_req_t *req);
 #define ROUTE_OWNER           0x1   /* an OWNER of {ws} */
 #define ROUTE_OWNER_OR_SELF   0x2   /* an OWNER of {ws}, or {id} is the caller */
 #define ROUTE_ALL_WORKSPACES  0x4   /* answers across workspaces */
+#define ROUTE_API_KEY         0x8   /* an API key of {env} authenticates too */
 
 /*
  * One entry of the route table (router.c).  The caller needs action on the
@@ -74,6 +75,7 @@ struct http_req_s {
     char                    user_id[UUID_LEN + 1];   /* "" when anonymous */
     char                    username[129];
     char                    token_hash[SHA256_HEX_LEN + 1];
+    char                    api_key_id[UUID_LEN + 1];  /* the key that authenticated, "" */
     bool                    must_change_password;    /* state CHANGE_PASSWORD */
     bool                    config_changed; /* the change bumped the config version */
     cJSON                  *policies;       /* owned: the policies of the caller's roles */
@@ -89,6 +91,11 @@ struct http_req_s {
     const char             *content_type;   /* of response, NULL: application/json */
     char                   *location;       /* owned Location header, NULL for none */
     char                   *set_cookie;     /* owned Set-Cookie header, NULL for none */
+
+    /* a streamed answer (http_reply_stream()), NULL for none */
+    MHD_ContentReaderCallback      stream_read;
+    MHD_ContentReaderFreeCallback  stream_free;
+    void                          *stream_cls;     /* owned until MHD takes it */
 };
 
 /* value of the {name} segment of the matched route */
@@ -116,6 +123,18 @@ void http_redirect(http_req_t *req, int status, const char *location);
 
 /* adds a Set-Cookie header (copied) to whatever answer the request gets */
 void http_set_cookie(http_req_t *req, const char *cookie);
+
+/*
+ * answers status with a body of content_type that MHD reads from read, on
+ * the connection's thread (it may block), after the handler and its
+ * transaction are done; done(cls) runs once the stream ends, or at once
+ * when another answer replaces this one
+ */
+void http_reply_stream(http_req_t *req, int status, const char *content_type,
+    MHD_ContentReaderCallback read, MHD_ContentReaderFreeCallback done, void *cls);
+
+/* the server is stopping: a long stream ends */
+bool http_stopping(void);
 
 /* answers status with JSON text (copied) */
 void http_reply_text(http_req_t *req, int status, const char *json);

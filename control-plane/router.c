@@ -1,7 +1,8 @@
 /*
  * router: the route table and what every request goes through before its
- * handler: route match (404 / 405), body limit (413), authentication (401),
- * permission (403), JSON parsing (400: val_body()).
+ * handler: route match (404 / 405), body limit (413), authentication (401:
+ * a session, or on a ROUTE_API_KEY route an API key of {env}), permission
+ * (403, a session's), JSON parsing (400: val_body()).
  */
 
 #include <stdlib.h>
@@ -172,6 +173,20 @@ static const route_t routes[] = {
       R_ENV ":audit:{id}", 0 },
     { "POST",   ENV "/usage",                api_usage_query,        "usage:get",
       R_ENV ":usage", 0 },
+
+    /* a batch of completions: a key of the environment may run them too */
+    { "GET",    ENV "/completion-batch",     api_batches_list,       "completion-batch:list",
+      R_ENV ":completion-batch:*", ROUTE_API_KEY },
+    { "POST",   ENV "/completion-batch",     api_batches_create,     "completion-batch:create",
+      R_ENV ":completion-batch:*", ROUTE_API_KEY },
+    { "GET",    ENV "/completion-batch/{id}", api_batches_get,       "completion-batch:get",
+      R_ENV ":completion-batch:{id}", ROUTE_API_KEY },
+    { "GET",    ENV "/completion-batch/{id}/items", api_batches_items, "completion-batch:get",
+      R_ENV ":completion-batch:{id}", ROUTE_API_KEY },
+    { "GET",    ENV "/completion-batch/{id}/results", api_batches_results,
+      "completion-batch:get", R_ENV ":completion-batch:{id}", ROUTE_API_KEY },
+    { "POST",   ENV "/completion-batch/{id}/cancel", api_batches_cancel,
+      "completion-batch:cancel", R_ENV ":completion-batch:{id}", ROUTE_API_KEY },
 
     /* across workspaces */
     { "GET",    "/api/v1/audit",             api_audit_list_all,     "audit:list",
@@ -727,6 +742,7 @@ static void
 run_route(http_req_t *req)
 {
     const route_t *route = req->route;
+    bool           key = false;
 
     if (req->body_too_large) {
         http_error(req, 413, "payload_too_large", NULL,
@@ -738,7 +754,9 @@ run_route(http_req_t *req)
             http_error(req, 503, "unavailable", NULL, "the database is unreachable");
             return;
         }
-        if (!auth_authenticate(req)) {
+        /* an API key is the environment's own: no policy applies to it */
+        key = (route->flags & ROUTE_API_KEY) && api_batches_authenticate(req);
+        if (!key && !auth_authenticate(req)) {
             if (db_unavailable(req->db)) {
                 http_error(req, 503, "unavailable", NULL, "the database is unreachable");
             } else {
@@ -761,7 +779,9 @@ run_route(http_req_t *req)
     }
     /* argon2id runs before the transaction, with the connection given back,
      * and only for a caller allowed the change */
-    if (route->action != NULL && (!access_check(req) || !auth_prepare_passwords(req))) {
+    if (route->action != NULL && !key
+        && (!access_check(req) || !auth_prepare_passwords(req)))
+    {
         return;
     }
     if (route->action != NULL && strcmp(req->method, "GET") != 0) {
@@ -820,6 +840,7 @@ router_print_routes(FILE *out)
                 routes[i].resource ? routes[i].resource : "-",
                 flags & ROUTE_OWNER ? "owner"
                 : flags & ROUTE_OWNER_OR_SELF ? "owner-or-self"
-                : flags & ROUTE_ALL_WORKSPACES ? "all-workspaces" : "-");
+                : flags & ROUTE_ALL_WORKSPACES ? "all-workspaces"
+                : flags & ROUTE_API_KEY ? "api-key" : "-");
     }
 }

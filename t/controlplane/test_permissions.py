@@ -59,7 +59,9 @@ def test_every_route_declares_its_permission():
             # a path parameter, or the new object's name in the body of a POST
             assert name in params or (method == "POST" and name in ("name", "username")), \
                 (pattern, resource)
-        assert flags in ("-", "owner", "owner-or-self", "all-workspaces")
+        assert flags in ("-", "owner", "owner-or-self", "all-workspaces", "api-key")
+        # an API key authenticates only where it is one of the environment's
+        assert flags != "api-key" or "{env}" in pattern, pattern
         if "{ws}" in pattern:
             assert resource.startswith("workspace:{ws}"), pattern
 
@@ -263,3 +265,26 @@ def test_lists_hide_other_workspaces(world):
     assert world.b["id"] in listed("other") and world.a["id"] not in listed("other")
     assert world.a["id"] in listed("read-only") and world.b["id"] not in listed("read-only")
     assert {world.a["id"], world.b["id"]} <= listed("admin")
+
+
+def test_api_key_matrix(world):
+    """An API key of environment prod is a caller of the routes flagged
+    api-key in prod, with no policy (the handler's answer), and of no
+    other route; in environment dev it is no caller at all."""
+    routes = [r for r in route_table() if (r[0], r[1]) not in OPEN | NOT_CALLED]
+    key = world.key["key"]
+    failures = []
+    for method, pattern, action, template, flags in routes:
+        path, ws, env, obj_id, obj_name = target_of(world, method, pattern, "key")
+        body = None if method in ("GET", "DELETE") else {"__matrix": 1}
+        wanted = allowed_statuses(method, pattern, obj_id, obj_name) \
+            if flags == "api-key" else {401}
+        status, answer, _ = world.api.request(method, path, body, token=key)
+        if status not in wanted:
+            failures.append(f"key {method:6} {pattern}: {status} not {wanted} ({answer})")
+        if flags == "api-key":
+            other = path.replace(world.prod["id"], world.dev["id"])
+            status, answer, _ = world.api.request(method, other, body, token=key)
+            if status != 401:
+                failures.append(f"key in dev {method:6} {pattern}: {status} ({answer})")
+    assert not failures, "\n".join(failures)
