@@ -1,16 +1,13 @@
 """Issue 14 item 1, the batch runner (control-plane/batch_runner.c): batch items run through
 the data plane under the batch's key, one audit record each naming the batch; the runner
 paces them below a provider's advertised per-minute limit; a cancel stops the claims; a
-control plane killed mid-batch resumes without running an item twice; callbacks are signed,
-retried and delivered once each.
+control plane killed mid-batch resumes without sending again an item the data plane answered;
+callbacks are signed, retried and delivered once each.
 
-Batches are inserted with SQL (the schema of schema/0016_batches.sql), as the API would."""
-import base64
+Batches are created and cancelled through the completion-batch API."""
 import hashlib
 import hmac
 import json
-import os
-import struct
 import threading
 import time
 import urllib.request
@@ -18,9 +15,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from gwutil import connection_for, free_port
+from gwutil import connection_for, free_port, http_request
 
 # the runner's settings, short for the tests
 RUNNER_ENV = {
@@ -53,61 +49,26 @@ def env(runner, gw, fake):
 
 
 # ---------------------------------------------------------------------- helpers
-def _rotl(v, c):
-    return ((v << c) & 0xffffffff) | (v >> (32 - c))
-
-
-def _hchacha20(key, nonce16):
-    s = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574] + \
-        list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
-
-    def qr(a, b, c, d):
-        s[a] = (s[a] + s[b]) & 0xffffffff
-        s[d] = _rotl(s[d] ^ s[a], 16)
-        s[c] = (s[c] + s[d]) & 0xffffffff
-        s[b] = _rotl(s[b] ^ s[c], 12)
-        s[a] = (s[a] + s[b]) & 0xffffffff
-        s[d] = _rotl(s[d] ^ s[a], 8)
-        s[c] = (s[c] + s[d]) & 0xffffffff
-        s[b] = _rotl(s[b] ^ s[c], 7)
-
-    for _ in range(10):
-        qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
-        qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
-    return struct.pack("<8I", *(s[0:4] + s[12:16]))
-
-
-def seal(stack, plain, ad):
-    """plain sealed as the control plane seals a secret (secrets.h: XChaCha20-Poly1305 under
-    the active local key, ad the associated data)."""
-    key = bytes.fromhex(stack.master_key_file.read_text().strip())
-    key_id = stack.pg.psql("SELECT key_id FROM encryption_keys WHERE state = 'active'")
-    nonce = os.urandom(24)
-    sealed = ChaCha20Poly1305(_hchacha20(key, nonce[:16])).encrypt(
-        b"\0" * 4 + nonce[16:], plain.encode(), ad.encode())
-    return f"v1:{key_id}:" + base64.b64encode(nonce + sealed).decode()
-
-
 def insert_batch(stack, env, resource, n, mode="ASYNC", text="item", callback=None):
-    """A batch of n items, each asking resource to echo "<text> <index>"; its id.
-    callback: (url, secret) for mode CALLBACK."""
-    bid = str(uuid.uuid4())
-    url, secret = "NULL", "NULL"
+    """A batch of n items created through the completion-batch API under the key "k", each
+    asking resource to echo "<text> <index>"; its id.  callback: (url, secret) for CALLBACK."""
+    body = {"mode": mode, "items": [
+        {"resource": resource, "customId": f"c-{i}",
+         "request": {"messages": [{"role": "user", "content": f"{text} {i}"}]}}
+        for i in range(n)]}
     if callback:
-        url = f"'{callback[0]}'"
-        secret = f"convert_to('{seal(stack, callback[1], bid)}', 'UTF8')"
-    stack.pg.psql(
-        "INSERT INTO batches (id, workspace_id, environment_id, api_key_id, mode, total,"
-        "                     callback_url, callback_secret)"
-        f" VALUES ('{bid}', '{env.ws_id}', '{env.env_id}', '{env.key_objs['k']['id']}',"
-        f"         '{mode}', {n}, {url}, {secret});"
-        "INSERT INTO batch_items (batch_id, idx, custom_id, resource, request)"
-        f" SELECT '{bid}', g, 'c-' || g, '{resource}', jsonb_build_object('messages',"
-        "        jsonb_build_array(jsonb_build_object('role', 'user',"
-        f"                                             'content', '{text} ' || g)))"
-        f"   FROM generate_series(0, {n - 1}) g;"
-        f"SELECT pg_notify('vmx_batch', '{bid}')")
-    return bid
+        body["callback"] = {"url": callback[0], "secret": callback[1]}
+    r = http_request(stack.cp.url, "POST", f"{env.prefix}/completion-batch", body,
+                     {"Authorization": f"Bearer {env.keys['k']}"})
+    assert r.status == 202, r
+    return r.json()["id"]
+
+
+def cancel_batch(stack, env, bid):
+    r = http_request(stack.cp.url, "POST", f"{env.prefix}/completion-batch/{bid}/cancel", None,
+                     {"Authorization": f"Bearer {env.keys['k']}"})
+    assert r.status == 200, r
+    return r.json()
 
 
 def batch_row(stack, bid):
@@ -215,14 +176,7 @@ def test_cancel_mid_run(runner, env):
     while batch_row(runner, bid)["succeeded"] < 8:
         assert time.time() < deadline
         time.sleep(0.1)
-    # the API's cancel: the batch and its PENDING items in one transaction
-    runner.pg.psql(
-        "WITH item AS (UPDATE batch_items SET status = 'CANCELLED', finished_at = now()"
-        f"              WHERE batch_id = '{bid}' AND status = 'PENDING' RETURNING idx)"
-        "UPDATE batches SET status = 'CANCELLING', cancelled_at = now(),"
-        "       cancelled = cancelled + (SELECT count(*) FROM item)"
-        f" WHERE id = '{bid}';"
-        f"SELECT pg_notify('vmx_batch', '{bid}')")
+    assert cancel_batch(runner, env, bid)["status"] in ("CANCELLING", "CANCELLED")
     row = wait_batch(runner, bid, ("CANCELLED",), timeout=30)
     counts = item_counts(runner, bid)
     assert set(counts) <= {"SUCCEEDED", "CANCELLED"}, counts
