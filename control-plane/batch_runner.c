@@ -163,9 +163,10 @@ static struct {
     "   WHERE b.status IN ('RUNNING', 'CANCELLING')" \
     "     AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id" \
     "                        AND i.status IN ('PENDING', 'RUNNING'))" \
-    "  RETURNING b.id, b.status" \
+    "  RETURNING b.id, b.status, b.succeeded, b.failed, b.cancelled" \
     ")" \
-    "SELECT pg_notify('vmx_batch', id::text), id, status FROM ended"
+    "SELECT pg_notify('vmx_batch', id::text), id, status, succeeded, failed, cancelled" \
+    "  FROM ended"
 
 /*
  * $1 grace seconds, $2 this run's instance: the items another claim left
@@ -839,9 +840,9 @@ item_done(db_conn_t *c, transfer_t *t, long status)
     if ((status == 0 || status >= 500) && tries < SEND_TRIES) {
         wait = batch_pace_backoff_ms(tries, RETRY_BACKOFF_MS, RETRY_BACKOFF_CAP_MS,
                                      randombytes_uniform(1001) / 1000.0);
-        log_warn("batch_runner batch=%s item=%d dataplane=%s: HTTP %ld %s, try %d of %d"
-                 " again in %ld ms", t->batch_id, t->idx, t->url, status, t->error, tries,
-                 SEND_TRIES, wait);
+        log_debug("batch_runner batch=%s item=%d dataplane=%s: HTTP %ld %s, try %d of %d"
+                  " again in %ld ms", t->batch_id, t->idx, t->url, status, t->error, tries,
+                  SEND_TRIES, wait);
         requeue_item(c, t, wait, status);
         return;
     }
@@ -867,8 +868,9 @@ item_done(db_conn_t *c, transfer_t *t, long status)
         count_items(STATUS_OK(status) ? "succeeded" : "failed", 1);
     }
     if (!STATUS_OK(status)) {
-        log_info("batch_runner batch=%s item=%d: failed, HTTP %ld", t->batch_id, t->idx,
-                 status);
+        /* one line per item at debug: a batch's end logs its counts */
+        log_debug("batch_runner batch=%s item=%d dataplane=%s: failed, HTTP %ld %s",
+                  t->batch_id, t->idx, t->url, status, t->error);
     }
     free(response);
     free(error);
@@ -1049,7 +1051,9 @@ sweep(db_conn_t *c)
 
     res = db_exec(c, END_BATCHES_SQL, 0, NULL);
     for (int i = 0; res != NULL && i < PQntuples(res); i++) {
-        log_info("batch_runner batch=%s: %s", PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+        log_info("batch_runner batch=%s: %s, %s succeeded, %s failed, %s cancelled",
+                 PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                 PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
     }
     PQclear(res);
 }
