@@ -1075,7 +1075,10 @@ collect(db_conn_t *c)
         }
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
         status = 0;
-        if (msg->data.result == CURLE_OK) {
+        /* a receiver's answer longer than we read still tells its status */
+        if (msg->data.result == CURLE_OK
+            || (t->kind == TRANSFER_CALLBACK && msg->data.result == CURLE_WRITE_ERROR))
+        {
             curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
         } else if (t->error[0] == '\0') {
             snprintf(t->error, sizeof(t->error), "%s", curl_easy_strerror(msg->data.result));
