@@ -73,7 +73,7 @@ typedef struct {
     char               *body;               /* owned */
     httpc_answer_t      answer;             /* owned, reused */
     char                error[CURL_ERROR_SIZE];
-    char                url[CONFIG_DATAPLANE_URL_MAX + 1];  /* the data plane, for the log */
+    char                url[CONFIG_DATAPLANE_URL_MAX + 1];  /* an item's data plane, for the log */
 } transfer_t;
 
 /* one claimed item, as the claim reads it */
@@ -133,7 +133,9 @@ static struct {
     "   WHERE b.id IN (SELECT id FROM failing)" \
     "  RETURNING b.id" \
     ")" \
-    "SELECT pg_notify('vmx_batch', id::text) FROM failed"
+    "SELECT pg_notify('vmx_batch', id::text), id," \
+    "       (SELECT count(*) FROM item WHERE item.batch_id = failed.id)" \
+    "  FROM failed"
 
 /* the PENDING items of cancelling batches (one an item went back to after the cancel) */
 #define CANCEL_ITEMS_SQL \
@@ -914,7 +916,6 @@ send_callback(PGresult *res, int i, const char **why)
     snprintf(t->batch_id, sizeof(t->batch_id), "%s", PQgetvalue(res, i, 0));
     t->idx = atoi(PQgetvalue(res, i, 1));
     t->tries = atoi(PQgetvalue(res, i, 2));
-    snprintf(t->url, sizeof(t->url), "%.*s", (int) sizeof(t->url) - 1, url);
     if (PQgetisnull(res, i, 3) || PQgetisnull(res, i, 4)) {
         *why = "the batch has no callback URL or secret";
         return -1;
@@ -984,12 +985,12 @@ callback_done(db_conn_t *c, const char *batch_id, int idx, int tries, const char
     params[4] = error;
     db_run(c, idx < 0 ? BATCH_CALLBACK_DONE_SQL : ITEM_CALLBACK_DONE_SQL, 5, params);
     metrics_labels(labels, "result", error == NULL ? "delivered"
-                                     : wait_ms > 0 ? "retried" : "failed", NULL);
+                                     : state[0] == 'P' ? "retried" : "failed", NULL);
     metrics_add(METRIC_BATCH_CALLBACKS, labels, 1);
 }
 
 
-/* claims the callbacks due, the items' first, as far as the free slots go */
+/* starts the deliveries sql finds due (items', or batches'), as far as the free slots go */
 static void
 claim_callbacks(db_conn_t *c, const char *sql)
 {
@@ -1025,12 +1026,14 @@ sweep(db_conn_t *c)
     char         grace[16];
     const char  *params[2] = { grace, runner.instance };
     PGresult    *res;
-    long         n;
 
-    n = run_counted(c, FAIL_KEYS_SQL, 0, NULL);
-    if (n > 0) {
-        log_info("batch_runner: %ld batches failed: their API key is disabled or expired", n);
+    res = db_exec(c, FAIL_KEYS_SQL, 0, NULL);
+    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
+        log_info("batch_runner batch=%s: FAILED, its API key is disabled or expired, %s items"
+                 " cancelled", PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+        count_items("cancelled", atol(PQgetvalue(res, i, 2)));
     }
+    PQclear(res);
 
     res = db_exec(c, CANCEL_ITEMS_SQL, 0, NULL);
     for (int i = 0; res != NULL && i < PQntuples(res); i++) {
