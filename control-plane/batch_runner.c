@@ -387,18 +387,6 @@ count_items(const char *status, long n)
 }
 
 
-/* the rows' count of a statement whose result is not kept; -1 on error */
-static long
-run_counted(db_conn_t *c, const char *sql, int nparams, const char *const *params)
-{
-    PGresult *res = db_exec(c, sql, nparams, params);
-    long      n = res != NULL ? PQntuples(res) : -1;
-
-    PQclear(res);
-    return n;
-}
-
-
 /* lowercase hex HMAC-SHA256 of the parts (NULL-terminated) under key into out */
 static void
 sign(const char *key, char out[SIGNATURE_HEX_LEN + 1], const char *const *parts)
@@ -801,6 +789,8 @@ finish_item(db_conn_t *c, const transfer_t *t, const char *status, long code,
 {
     char         idx[16], code_text[24];
     const char  *params[8];
+    PGresult    *res;
+    long         n;
 
     item_params(t, idx, params);
     snprintf(code_text, sizeof(code_text), "%ld", code);
@@ -809,7 +799,10 @@ finish_item(db_conn_t *c, const transfer_t *t, const char *status, long code,
     params[5] = response;
     params[6] = error;
     params[7] = request_id;
-    return run_counted(c, FINISH_SQL, 8, params);
+    res = db_exec(c, FINISH_SQL, 8, params);
+    n = res != NULL ? PQntuples(res) : -1;
+    PQclear(res);
+    return n;
 }
 
 
