@@ -685,7 +685,7 @@ static void
 claim_items(db_conn_t *c)
 {
     int              slots = runner.concurrency - runner.items_running;
-    char             per_batch[16], all[16], idx[16];
+    char             candidates[16], idx[16];
     discovery_url_t  planes[CONFIG_MAX_DATAPLANES];
     const char      *params[3];
     PGresult        *res;
@@ -702,10 +702,10 @@ claim_items(db_conn_t *c)
         free(claimed);
         return;
     }
-    snprintf(per_batch, sizeof(per_batch), "%d", slots);
-    snprintf(all, sizeof(all), "%d", slots * 4);     /* room to pass items waiting for budget */
-    params[0] = per_batch;
-    params[1] = all;
+    /* room to pass items waiting for their connection's budget, in a batch and across */
+    snprintf(candidates, sizeof(candidates), "%d", slots * 4);
+    params[0] = candidates;
+    params[1] = candidates;
     res = db_exec(c, CLAIM_SQL, 2, params);
     n = res != NULL ? PQntuples(res) : 0;
     for (int i = 0; i < n && nclaimed < slots; i++) {
