@@ -325,3 +325,46 @@ def test_batch_of_a_disabled_key_fails(runner, gw, fake):
     assert row["status"] == "FAILED"
     assert (row["succeeded"], row["failed"], row["cancelled"]) == (
         counts.get("SUCCEEDED", 0), counts.get("FAILED", 0), counts["CANCELLED"]), (row, counts)
+
+
+def item_rows(stack, bid):
+    return json.loads(stack.pg.psql(
+        "SELECT json_agg(json_build_object('idx', idx, 'status', status, 'code', status_code,"
+        " 'tries', tries, 'error', error) ORDER BY idx)"
+        f" FROM batch_items WHERE batch_id = '{bid}'"))
+
+
+def test_final_4xx_fails_at_once_and_5xx_after_three_tries(runner, gw, fake):
+    e = gw.provision(connections={"a": connection_for(fake)},
+                     resources={"bad": {"model": ("a", "fail-400")},
+                                "down": {"model": ("a", "fail-503")}},
+                     keys={"k": {"resources": ["bad", "down"]}})
+    bad = insert_batch(runner, e, "bad", 1, text="bad")
+    down = insert_batch(runner, e, "down", 1, text="down")
+    assert wait_batch(runner, bad, timeout=20)["failed"] == 1
+    [it] = item_rows(runner, bad)
+    assert (it["status"], it["code"], it["tries"]) == ("FAILED", 400, 1), it
+    assert it["error"]["message"] and "code" in it["error"] and "type" in it["error"], it
+    assert wait_batch(runner, down, timeout=30)["failed"] == 1
+    [it] = item_rows(runner, down)
+    assert it["status"] == "FAILED" and it["code"] >= 500 and it["tries"] == 3, it
+
+
+def test_gateway_429_puts_the_item_back(runner, gw, fake):
+    """A 429 is no failure: the item waits for Retry-After and is sent again, counted in
+    vmx_cp_batch_capacity_waits_total, until the batch is cancelled."""
+    e = gw.provision(connections={"a": connection_for(fake)},
+                     resources={"full": {"model": ("a", "fail-429")}},
+                     keys={"k": {"resources": ["full"]}})
+    bid = insert_batch(runner, e, "full", 1, text="full")
+    deadline = time.time() + 20
+    while item_rows(runner, bid)[0]["tries"] < 2:
+        assert time.time() < deadline, item_rows(runner, bid)
+        time.sleep(0.2)
+    it = item_rows(runner, bid)[0]
+    assert it["status"] in ("PENDING", "RUNNING") and it["code"] == 429, it
+    metrics = urllib.request.urlopen(runner.cp.url + "/metrics", timeout=5).read().decode()
+    assert "vmx_cp_batch_capacity_waits_total{} " in metrics
+    cancel_batch(runner, e, bid)
+    row = wait_batch(runner, bid, ("CANCELLED",), timeout=20)
+    assert row["cancelled"] == 1, row
