@@ -73,7 +73,7 @@ typedef struct {
     char               *body;               /* owned */
     httpc_answer_t      answer;             /* owned, reused */
     char                error[CURL_ERROR_SIZE];
-    char                url[CONFIG_DATAPLANE_URL_MAX + 1];  /* an item's data plane, for the log */
+    discovery_url_t     url;                /* an item's data plane, for the log */
 } transfer_t;
 
 /* one claimed item, as the claim reads it */
@@ -1145,13 +1145,13 @@ batch_runner_start(const config_t *cfg)
         return 0;
     }
     runner.token = config_read_secret_file(cfg->dataplane_token_file, "the data plane token");
-    runner.ntransfers = (size_t) runner.concurrency + CALLBACKS_MAX;
-    runner.transfers = calloc(runner.ntransfers, sizeof(transfer_t));
+    runner.transfers = calloc((size_t) runner.concurrency + CALLBACKS_MAX, sizeof(transfer_t));
     runner.multi = curl_multi_init();
     if (runner.token == NULL || runner.transfers == NULL || runner.multi == NULL) {
         log_error("batch_runner: cannot start (the token, or out of memory)");
         return -1;
     }
+    runner.ntransfers = (size_t) runner.concurrency + CALLBACKS_MAX;
     leader_follow(&runner.worker);
     if (worker_start(&runner.worker, "batch_runner", batch_runner_round) != 0) {
         return -1;
