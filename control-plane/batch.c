@@ -403,6 +403,10 @@ batch_insert(db_conn_t *c, const batch_new_t *b, const cJSON *items, char id[37]
     {
         return batch_invalid(err, "mode", "mode must be ASYNC, SYNC or CALLBACK");
     }
+    if ((strcmp(b->mode, "CALLBACK") == 0) != (b->callback_url != NULL)) {
+        return batch_invalid(err, "callback.url", "a callback URL is for mode CALLBACK only,"
+                             " and needed there");
+    }
     n = cJSON_GetArraySize(items);
     if (!cJSON_IsArray(items) || n == 0 || n > BATCH_MAX_ITEMS) {
         return batch_invalid(err, "items", "items must be an array of 1 to %d items",

@@ -50,8 +50,9 @@ typedef struct {
  * exists in the environment and the key may call it, request is an object
  * with "messages", customId a string of at most BATCH_CUSTOM_ID_MAX_LEN
  * bytes, unique within the batch), the mode, the key (enabled, not expired,
- * of the environment: field "apiKeyId") and the pool (defined in the
- * environment: field "pool"), then inserts the batch and its items in one
+ * of the environment: field "apiKeyId"), the pool (defined in the
+ * environment: field "pool") and the callback URL (given exactly in mode
+ * CALLBACK: field "callback.url"), then inserts the batch and its items in one
  * transaction (one INSERT of every item) and notifies vmx_batch.  On a bad
  * item: answers nothing, fills err with the field path
  * ("items[3].resourceId") and a message, returns BATCH_INVALID.  On
