@@ -1114,7 +1114,7 @@ batch_runner_round(void)
     collect(c);
     claim_items(c);
     claim_callbacks(c, ITEM_CALLBACKS_SQL);
-    /* the batches table has no index for these: once a second */
+    /* once a second: the sweep, and the batch callbacks (no index of batches serves them) */
     if (worker_clock_ms() >= runner.sweep_at) {
         sweep(c);
         claim_callbacks(c, BATCH_CALLBACKS_SQL);
