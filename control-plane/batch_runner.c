@@ -33,7 +33,8 @@
 #define CALLBACK_ANSWER_MAX     4096               /* a receiver's answer read */
 #define CALLBACK_TIMEOUT_MS     10000L
 #define CALLBACK_BACKOFF_CAP_MS 300000L            /* 5 min */
-#define CALLBACK_LEASE_MS       "60000"            /* a delivery in flight is not due */
+#define CALLBACK_LEASE_MS       "15000"            /* a delivery in flight is not due: longer
+                                                      than CALLBACK_TIMEOUT_MS */
 #define CALLBACKS_MAX           8                  /* deliveries at once */
 #define OPEN_BATCHES_MAX        "64"               /* batches a claim takes turns between */
 #define SEND_TRIES              3                  /* of a transport error or a 5xx */

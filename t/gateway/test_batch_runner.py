@@ -290,6 +290,37 @@ def test_callbacks_signed_retried_and_delivered_once(runner, env):
         rx.stop()
 
 
+def test_callback_retries_survive_a_restart(runner, env):
+    """Deliveries refused before a restart go on after it from their state in PostgreSQL:
+    each item delivered once, under the delivery id of its first try."""
+    secret = "whsec-" + uuid.uuid4().hex
+    rx = Receiver(secret, fail=10 ** 6)
+    try:
+        bid = insert_batch(runner, env, "chat", 5, mode="CALLBACK", text="restart",
+                           callback=(rx.url, secret))
+        deadline = time.time() + 20
+        while runner.pg.psql(f"SELECT min(callback_tries) FROM batch_items"
+                             f" WHERE batch_id = '{bid}'") in ("", "0", "1"):
+            assert time.time() < deadline, rx.tries
+            time.sleep(0.1)
+        runner.cp.stop()
+        rx.fail = 0
+        runner.cp.start()
+        deadline = time.time() + 40
+        while not any(d["type"] == "batch.completed" for d in rx.delivered):
+            assert time.time() < deadline, rx.tries
+            time.sleep(0.2)
+        items = [d["item"]["index"] for d in rx.delivered if d["type"] == "batch.item"]
+        assert sorted(items) == list(range(5)) and rx.bad == []
+        failed = {i for i, st in rx.tries if st == 500}
+        ok = [i for i, st in rx.tries if st == 200]
+        assert len(ok) == len(set(ok)) == 6 and failed <= set(ok)
+        assert all(d["item"]["callback"]["tries"] >= 2 for d in rx.delivered
+                   if d["type"] == "batch.item")
+    finally:
+        rx.stop()
+
+
 def test_open_batches_take_turns(runner, env):
     """A small batch created after a big one is not queued behind it: the open batches' items
     are claimed in turn."""
