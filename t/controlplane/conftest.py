@@ -52,7 +52,7 @@ class FakeDataPlane(LoopbackServer):
     force small reads), DELETE /vmx/spool/<name> records the deletion in
     `deletes` after calling `on_delete(name)` when set (the file then
     starts anew).  `records_status` / `delete_status`, when set, are
-    answered instead."""
+    answered instead.  A batch item (POST) is answered 429 with Retry-After: 300."""
 
     def __init__(self, token: str):
         self.token = token
@@ -188,6 +188,15 @@ class FakeDataPlane(LoopbackServer):
                     fake.snapshots.append(snap)
                     fake.version = snap["version"]
                 self._answer(200, {"version": snap["version"]})
+
+            def do_POST(self):
+                # a batch item from the control plane's runner: this data plane's
+                # capacity is used up for the next 5 minutes, so an item waits and the
+                # tests play the runner themselves (the contract's SQL)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self._answer_raw(429, json.dumps({"error": {
+                    "message": "capacity used up", "type": "rate_limit_error",
+                    "code": "rate_limit_exceeded"}}).encode(), extra=[("Retry-After", "300")])
 
         self.serve(Handler)
 
