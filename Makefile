@@ -82,6 +82,7 @@ CP_UNIT_LIBS_test_worker   = -lpthread
 $(B)/unit/test_throttle: t/unit/test_throttle.c $(B)/control-plane/throttle.o t/unit/unit.h
 $(B)/unit/test_diff: t/unit/test_diff.c $(B)/control-plane/diff.o t/unit/unit.h
 $(B)/unit/test_xml: t/unit/test_xml.c $(B)/control-plane/xml.o t/unit/unit.h
+$(B)/unit/test_batch_pace: t/unit/test_batch_pace.c $(B)/control-plane/batch_pace.o t/unit/unit.h
 $(B)/unit/test_worker: t/unit/test_worker.c $(B)/control-plane/worker.o \
     $(B)/control-plane/log.o t/unit/unit.h
 # prices.c with its database and libpq calls answered by the test
@@ -89,7 +90,7 @@ $(B)/unit/test_prices: t/unit/test_prices.c $(B)/control-plane/prices.o \
     $(B)/control-plane/log.o t/unit/unit.h
 
 $(B)/unit/test_throttle $(B)/unit/test_diff $(B)/unit/test_xml $(B)/unit/test_worker \
-    $(B)/unit/test_prices:
+    $(B)/unit/test_prices $(B)/unit/test_batch_pace:
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icontrol-plane -It/unit -o $@ $< $(filter %.o,$^) \
 	    $(CP_UNIT_LIBS_$(notdir $@))

@@ -35,6 +35,12 @@
 #define DEFAULT_REENCRYPT_PAUSE  100
 #define DEFAULT_OTLP_INTERVAL    10      /* seconds */
 #define DEFAULT_OTLP_QUEUE       8192    /* records */
+#define DEFAULT_BATCH_CONCURRENCY     8
+#define DEFAULT_BATCH_SHARE           "0.5"
+#define DEFAULT_BATCH_GRACE           120     /* seconds */
+#define DEFAULT_BATCH_ITEM_TIMEOUT    300     /* seconds */
+#define DEFAULT_BATCH_CALLBACK_TRIES  8
+#define DEFAULT_BATCH_CALLBACK_BACKOFF  1000  /* milliseconds */
 
 static const config_t  *current;
 
@@ -43,7 +49,8 @@ typedef enum {
     SETTING_STRING,       /* char *: the value, NULL when unset or empty */
     SETTING_INT,          /* int 1..max, dflt when unset */
     SETTING_FLAG,         /* bool: "1" or "0", false when unset */
-    SETTING_URL           /* char *: an http(s) URL, NULL when unset */
+    SETTING_URL,          /* char *: an http(s) URL, NULL when unset */
+    SETTING_SHARE         /* double: a fraction in (0, 1], dflt_string when unset */
 } setting_type_e;
 
 /*
@@ -70,6 +77,7 @@ typedef struct {
 #define URL(name, field)              SETTING(name, SETTING_URL, field, NULL, 0, 0)
 #define INT(name, field, dflt, max)   SETTING(name, SETTING_INT, field, NULL, dflt, max)
 #define FLAG(name, field)             SETTING(name, SETTING_FLAG, field, NULL, 0, 0)
+#define SHARE(name, field, dflt)      SETTING(name, SETTING_SHARE, field, dflt, 0, 0)
 
 static const setting_t settings[] = {
     STRING_OR("VMX_LISTEN", listen, DEFAULT_LISTEN),
@@ -121,6 +129,13 @@ static const setting_t settings[] = {
     STRING_OR("VMX_OIDC_ROLES_CLAIM", oidc_roles_claim, DEFAULT_OIDC_CLAIM),
     STRING("VMX_OIDC_CLIENT_SECRET_FILE", oidc_client_secret_file),
     STRING("VMX_OIDC_ROLE_MAP", oidc_role_map_list),
+    INT("VMX_BATCH_CONCURRENCY", batch_concurrency, DEFAULT_BATCH_CONCURRENCY, 256),
+    SHARE("VMX_BATCH_CAPACITY_SHARE", batch_capacity_share, DEFAULT_BATCH_SHARE),
+    INT("VMX_BATCH_RESUME_GRACE_SECONDS", batch_resume_grace, DEFAULT_BATCH_GRACE, 86400),
+    INT("VMX_BATCH_ITEM_TIMEOUT_SECONDS", batch_item_timeout, DEFAULT_BATCH_ITEM_TIMEOUT, 3600),
+    INT("VMX_BATCH_CALLBACK_TRIES", batch_callback_tries, DEFAULT_BATCH_CALLBACK_TRIES, 100),
+    INT("VMX_BATCH_CALLBACK_BACKOFF_MS", batch_callback_backoff_ms,
+        DEFAULT_BATCH_CALLBACK_BACKOFF, 300000),
 };
 
 #undef SETTING
@@ -129,6 +144,7 @@ static const setting_t settings[] = {
 #undef URL
 #undef INT
 #undef FLAG
+#undef SHARE
 
 
 /* "host:port" into host (of size bytes) and *port; -1 when it is not */
@@ -250,6 +266,15 @@ read_settings(config_t *cfg)
                 return -1;
             }
             *(int *) field = (int) n;
+            break;
+        case SETTING_SHARE:
+            v = v != NULL ? v : (char *) st->dflt_string;
+            errno = 0;
+            *(double *) field = strtod(v, &end);
+            if (errno || *end != '\0' || !(*(double *) field > 0 && *(double *) field <= 1)) {
+                log_error("config %s: \"%s\" is not a fraction in (0, 1]", st->name, v);
+                return -1;
+            }
             break;
         }
     }

@@ -61,6 +61,12 @@ typedef struct config_s {
     char   *otlp_headers;             /* from getenv, NULL: none; secrets, never logged */
     int     otlp_metrics_interval;    /* seconds between metrics exports */
     int     otlp_queue_size;          /* records waiting for their spans' export */
+    int     batch_concurrency;        /* batch items sent at once (batch_runner.h) */
+    double  batch_capacity_share;     /* of a connection's per-minute capacity batches take */
+    int     batch_resume_grace;       /* seconds before another claim's item is resumed */
+    int     batch_item_timeout;       /* seconds an item's request may take */
+    int     batch_callback_tries;     /* deliveries of a callback before it fails */
+    int     batch_callback_backoff_ms;    /* the wait after a callback's first failure */
 
     /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
     char   *oidc_issuer;              /* from getenv */

@@ -48,25 +48,32 @@ collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 
-long
-httpc_perform_into(CURL *curl, httpc_answer_t *a, long timeout_ms, char *error,
-    size_t error_size)
+void
+httpc_prepare(CURL *curl, httpc_answer_t *a, long timeout_ms, char *detail)
 {
-    char      detail[CURL_ERROR_SIZE] = "";
-    long      status = 0;
-    CURLcode  rc;
-
     a->len = 0;
     if (a->data != NULL) {
         a->data[0] = '\0';
     }
+    detail[0] = '\0';
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, HTTPC_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, a);
+}
 
+
+long
+httpc_perform_into(CURL *curl, httpc_answer_t *a, long timeout_ms, char *error,
+    size_t error_size)
+{
+    char      detail[CURL_ERROR_SIZE];
+    long      status = 0;
+    CURLcode  rc;
+
+    httpc_prepare(curl, a, timeout_ms, detail);
     rc = curl_easy_perform(curl);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     if (rc == CURLE_OK) {

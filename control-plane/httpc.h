@@ -1,6 +1,7 @@
 /*
  * httpc: the outgoing side of HTTP (libcurl easy handles), shared by the
- * data plane client (dpclient.c), STS (sts.c), KMS (kms.c), OIDC (oidc.c)
+ * data plane client (dpclient.c), the batch runner (batch_runner.c), STS
+ * (sts.c), KMS (kms.c), OIDC (oidc.c)
  * and the OTLP export (otel.c).  The caller prepares the handle (URL,
  * method, headers, body, auth); httpc_perform() adds the answer collection,
  * the timeouts and the thread safety options, runs it, and leaves the
@@ -43,6 +44,14 @@ long httpc_perform(CURL *curl, size_t max, char **answer, char *error,
  */
 long httpc_perform_into(CURL *curl, httpc_answer_t *a, long timeout_ms, char *error,
     size_t error_size);
+
+/*
+ * For a handle the caller runs itself (in a curl multi): the answer
+ * collection into a (emptied first), the timeouts (a total of timeout_ms)
+ * and the thread safety options; a transport failure's text goes into
+ * detail (CURL_ERROR_SIZE bytes, which must outlive the transfer).
+ */
+void httpc_prepare(CURL *curl, httpc_answer_t *a, long timeout_ms, char *detail);
 
 /* wipes the request's header lines (they may hold tokens) and frees them
  * and the handle (either may be NULL) */

@@ -9,8 +9,8 @@
  *
  * Start: config, keyring, database pool, migrations, first key, first
  * admin, the leader election, then the singleton jobs' threads (discovery,
- * pusher, credentials, OpenTelemetry, ingest and re-encryption: they run
- * while this replica leads), then the HTTP server.
+ * pusher, credentials, OpenTelemetry, ingest, re-encryption and the batch
+ * runner: they run while this replica leads), then the HTTP server.
  * SIGINT/SIGTERM stop it in reverse.
  *
  * `vmx-control-plane --routes` prints the route table and exits (the API
@@ -25,6 +25,7 @@
 #include <curl/curl.h>
 
 #include "api.h"
+#include "batch_runner.h"
 #include "config.h"
 #include "credentials.h"
 #include "db.h"
@@ -126,7 +127,8 @@ main(int argc, char **argv)
         || api_dataplanes_init(cfg.dataplane_token_file) != 0 || oidc_init(&cfg) != 0
         || dpclient_init(&cfg) != 0 || leader_start(&cfg) != 0 || discovery_start(&cfg) != 0
         || pusher_start(&cfg) != 0 || credentials_start(&cfg) != 0
-        || otel_start(&cfg) != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0)
+        || otel_start(&cfg) != 0 || ingest_start(&cfg) != 0 || reencrypt_start(&cfg) != 0
+        || batch_runner_start(&cfg) != 0)
     {
         goto done;
     }
@@ -138,6 +140,7 @@ main(int argc, char **argv)
     }
 
 done:
+    batch_runner_stop();
     reencrypt_stop();
     ingest_stop();
     otel_stop();

@@ -60,6 +60,12 @@ static const family_t families[METRIC_NFAMILIES] = {
     [METRIC_USAGE_UNPRICED] = { "vmx_cp_usage_unpriced_rows_total", KIND_COUNTER,
         "Usage rows with tokens whose model had no price (cost null), by workspace,"
         " environment, provider and model", USAGE_SERIES_MAX },
+    [METRIC_BATCH_ITEMS] = { "vmx_cp_batch_items_total", KIND_COUNTER,
+        "Batch items ended by the runner, by status (succeeded, failed, cancelled)" },
+    [METRIC_BATCH_CAPACITY_WAITS] = { "vmx_cp_batch_capacity_waits_total", KIND_COUNTER,
+        "Batch items the gateway answered 429, put back to wait for capacity" },
+    [METRIC_BATCH_CALLBACKS] = { "vmx_cp_batch_callbacks_total", KIND_COUNTER,
+        "Batch callback deliveries, by result (delivered, retried, failed)" },
 };
 
 typedef struct {

@@ -29,6 +29,9 @@ typedef enum {
     METRIC_OTLP_DROPPED,          /* counter {reason}: spans never exported */
     METRIC_USAGE_COST,            /* counter {workspace, environment, provider, model}: USD */
     METRIC_USAGE_UNPRICED,        /* counter {...the same}: usage rows of no price */
+    METRIC_BATCH_ITEMS,           /* counter {status}: batch items ended */
+    METRIC_BATCH_CAPACITY_WAITS,  /* counter: batch items the gateway sent back with a 429 */
+    METRIC_BATCH_CALLBACKS,       /* counter {result}: callback deliveries */
     METRIC_NFAMILIES
 } metric_e;
 

@@ -30,6 +30,10 @@ set_behavior():
                  when the last message is a tool result, answer with text
   anything else  an "echo" answer: "Hello from <model>! You said: <last user text>"
 
+  With `limit_requests` = N (a per-minute limit, None: none) every answer advertises
+  `x-ratelimit-limit-requests: N` and the remaining count, and a chat request beyond N
+  within the last 60 s is answered 429 and counted in `limited`.
+
   fixture-NAME   t/fixtures/openai/NAME.json (NAME.sse when streamed) verbatim, or
                  t/fixtures/groq/... on the Groq path; NAME error_NNN answers HTTP NNN
 
@@ -119,6 +123,9 @@ class FakeOpenAI(FakeServer):
         self.cut_after = 4               # events written before stream-cut / stream-stall
         self.retry_after = "1"
         self.chunked_json = False        # send non-streamed JSON answers chunked
+        self.limit_requests = None       # advertised per-minute limit, enforced (module doc)
+        self.limited = 0                 # 429s answered beyond it
+        self._admitted = []              # times of the requests of the last minute
 
     # ---------------------------------------------------------------- control
     @property
@@ -170,7 +177,23 @@ class FakeOpenAI(FakeServer):
                  ("CF-RAY", rand_id("", 16, "0123456789abcdef") + "-SJC"),
                  ("alt-svc", 'h3=":443"; ma=86400')])
 
+    def _admit(self):
+        """False when a request now would exceed limit_requests in the last 60 s."""
+        now = time.monotonic()
+        with self._cond:
+            self._admitted = [t for t in self._admitted if t > now - 60]
+            if len(self._admitted) >= self.limit_requests:
+                self.limited += 1
+                return False
+            self._admitted.append(now)
+            return True
+
     def _headers(self, req, ctype, extra=()):
+        if self.limit_requests is not None:
+            remaining = max(0, self.limit_requests - len(self._admitted))
+            extra = [("x-ratelimit-limit-requests", str(self.limit_requests)),
+                     ("x-ratelimit-remaining-requests", str(remaining))] + [
+                (k, v) for k, v in extra if k.lower() != "x-ratelimit-remaining-requests"]
         names = {k.lower() for k, _ in extra}
         return [h for h in self._base_headers(ctype, self.is_groq(req))
                 if h[0].lower() not in names] + list(extra)
@@ -229,6 +252,8 @@ class FakeOpenAI(FakeServer):
 
         if behavior.startswith("fail-"):
             return await self._send_error(writer, req, fail_status(behavior))
+        if self.limit_requests is not None and not self._admit():
+            return await self._send_error(writer, req, 429)
         if behavior.startswith("fixture-"):
             return await self._send_fixture(writer, req, behavior[8:], stream)
         if behavior.startswith("html-"):
