@@ -98,6 +98,19 @@ def wait_batch(stack, bid, statuses=("COMPLETED",), timeout=60):
                          f" control plane log: {stack.cp.log_path}")
 
 
+def succeeded_items(stack, bid, model, text):
+    """The batch's items, each checked SUCCEEDED (200) with model's echo of "<text> <index>"."""
+    items = json.loads(stack.pg.psql(
+        "SELECT json_agg(json_build_object('idx', idx, 'status', status, 'code', status_code,"
+        " 'response', response, 'request_id', request_id) ORDER BY idx)"
+        f" FROM batch_items WHERE batch_id = '{bid}'"))
+    for it in items:
+        assert it["status"] == "SUCCEEDED" and it["code"] == 200, it
+        assert it["response"]["choices"][0]["message"]["content"] == \
+            f"Hello from {model}! You said: {text} {it['idx']}", it
+    return items
+
+
 def audit_counts(stack, bid, n, records=0, timeout=20):
     """{item: audit records} once n items have theirs, and at least records in all (the
     ingestion runs every second)."""
@@ -127,14 +140,7 @@ def test_batch_runs_every_item_once_with_its_audit(runner, env, fake):
     row = wait_batch(runner, bid)
     assert row["succeeded"] == 60 and row["failed"] == 0, row
     assert row["started_at"] and row["completed_at"], row
-    items = json.loads(runner.pg.psql(
-        "SELECT json_agg(json_build_object('idx', idx, 'status', status, 'code', status_code,"
-        " 'response', response, 'request_id', request_id, 'claimed_by', claimed_by) ORDER BY idx)"
-        f" FROM batch_items WHERE batch_id = '{bid}'"))
-    for it in items:
-        assert it["status"] == "SUCCEEDED" and it["code"] == 200, it
-        assert it["response"]["choices"][0]["message"]["content"] == \
-            f"Hello from gpt-test! You said: plain {it['idx']}", it
+    for it in succeeded_items(runner, bid, "gpt-test", "plain"):
         assert it["request_id"], it
     counts = audit_counts(runner, bid, 60)
     assert counts == {i: 1 for i in range(60)}, counts
@@ -208,14 +214,7 @@ def test_kill_mid_batch_resumes_without_running_an_item_twice(runner, env, fake)
     runner.cp.start()
     row = wait_batch(runner, bid, timeout=60)
     assert row["succeeded"] == n and row["failed"] == 0, row
-    items = json.loads(runner.pg.psql(
-        "SELECT json_agg(json_build_object('idx', idx, 'status', status, 'code', status_code,"
-        " 'response', response) ORDER BY idx)"
-        f" FROM batch_items WHERE batch_id = '{bid}'"))
-    for it in items:
-        assert it["status"] == "SUCCEEDED" and it["code"] == 200, it
-        assert it["response"]["choices"][0]["message"]["content"] == \
-            f"Hello from slow-1.5! You said: kill {it['idx']}", it
+    succeeded_items(runner, bid, "slow-1.5", "kill")
     assert audit_counts(runner, bid, n) == {i: 1 for i in range(n)}
     assert runner.pg.psql(f"SELECT DISTINCT status_code FROM audit_records"
                           f" WHERE batch_id = '{bid}'") == "200"
