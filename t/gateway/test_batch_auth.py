@@ -31,8 +31,10 @@ def env(gw, fake):
                      "open": connection_for(fake)},
         resources={"r-a": {"model": ("shared", "big-1")},
                    "r-free": {"model": ("shared", "big-1")},
-                   "r-slow": {"model": ("open", "slow-1.5")}},
-        keys={"k": {"resources": ["r-a", "r-free", "r-slow"]}},
+                   "r-slow": {"model": ("open", "slow-1.5")},
+                   "r-stall": {"model": ("open", "stall"),
+                               "fallback": [("open", "slow-0.5")]}},
+        keys={"k": {"resources": ["r-a", "r-free", "r-slow", "r-stall"]}},
     )
     v0 = gw.nginx.config_version()
     status, body, _ = gw.api.request("PUT", f"{env.prefix}/pool-definition", {"pools": [
@@ -180,13 +182,13 @@ def test_audit_names_the_batch_and_item(gw, env):
     assert st == 400, body
 
 
-def abandoned(gw, env, headers, content):
-    """A chat request to r-slow (1.5 s at the provider) whose client goes away after 0.3 s;
-    its audit record from the spool, found by its content, as (meta, response)."""
+def abandoned(gw, env, headers, content, model="r-slow"):
+    """A chat request to model (r-slow: 1.5 s at the provider) whose client goes away after
+    0.3 s; its audit record from the spool, found by its content, as (meta, response)."""
     host, port = gw.url.split("//", 1)[1].split(":")
     c = http.client.HTTPConnection(host, int(port), timeout=0.3)
     c.request("POST", f"/v1/completion/{env.ws_id}/{env.env_id}/chat/completions",
-              json.dumps({"model": "r-slow",
+              json.dumps({"model": model,
                           "messages": [{"role": "user", "content": content}]}).encode(),
               dict(headers, **{"Content-Type": "application/json"}))
     with pytest.raises(TimeoutError):
@@ -217,6 +219,18 @@ def test_signed_attempt_outlives_its_client(gw, env, fake):
     asks = [r for r in fake.chat_requests()
             if isinstance(r.body, dict) and r.body["messages"][-1]["content"] == content]
     assert len(asks) == 1
+
+
+def test_signed_attempt_falls_back_without_its_client(gw, env):
+    """The runner went away during an attempt that then fails: the fallback still runs."""
+    content = f"fall back {uuid.uuid4()}"
+    meta, response = abandoned(gw, env, signed(gw.nginx.token, str(uuid.uuid4()), 6,
+                                               key_hash(env.key("k"))), content, "r-stall")
+    assert meta["statusCode"] == 200, meta
+    assert [a["model"] for a in meta["attempts"]] == ["stall", "slow-0.5"], meta
+    assert meta["attempts"][1]["statusCode"] == 200, meta
+    assert response["choices"][0]["message"]["content"] == \
+        f"Hello from slow-0.5! You said: {content}", response
 
 
 def test_ordinary_client_gone_cuts_the_attempt(gw, env):
