@@ -175,8 +175,9 @@ static struct {
  * $1 grace seconds, $2 this run's instance: the items another claim left
  * RUNNING too long end as their audit record tells (2xx: SUCCEEDED with
  * the answer; another final status: FAILED), or go back to PENDING when
- * the data plane never answered them, answered 429 or 5xx, or saw their
- * runner go away first (499: no answer was kept)
+ * the data plane never answered them, answered 429 or 5xx, or ended them
+ * 499 (their runner went away before an attempt started).  A record holds
+ * the answer only whole; payload_truncated may name the request alone.
  */
 #define RESUME_SQL \
     "WITH stale AS (" \
@@ -186,8 +187,7 @@ static struct {
     "   LIMIT 1000 FOR UPDATE SKIP LOCKED" \
     "), found AS (" \
     "  SELECT s.batch_id, s.idx, a.status_code, a.request_id, a.error_code, a.error_message," \
-    "         CASE WHEN a.response_format = 'json' AND NOT a.payload_truncated" \
-    "              THEN a.response::jsonb END AS response," \
+    "         CASE WHEN a.response_format = 'json' THEN a.response::jsonb END AS response," \
     "         CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 'SUCCEEDED'" \
     "              WHEN a.status_code IS NULL OR a.status_code IN (429, 499)" \
     "                   OR a.status_code >= 500" \

@@ -700,6 +700,13 @@ ngx_http_vmx_chat_check(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     stream = vmx_json_get(ctx->request.body, "stream");
     ctx->request.stream = (stream != NULL && stream->type == VMX_JSON_TRUE);
 
+    /* a stream is cut with its client: a batch item's answer must not be */
+    if (ctx->request.stream && ctx->request.batch_id.len) {
+        return ngx_http_vmx_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request",
+                                   "A batch item cannot stream");
+    }
+
     options = vmx_json_get(ctx->request.body, "stream_options");
     if (options != NULL) {
         item = vmx_json_get(options, "include_usage");

@@ -148,6 +148,13 @@ ngx_http_vmx_upstream_start(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     *ucf = vlcf->upstream;
 
+    /*
+     * A batch item's attempt outlives its runner: the runner resumes the
+     * item from its audit record, so the record must hold the provider's
+     * real answer, not a 499 that would send the item again.
+     */
+    ucf->ignore_client_abort = (ctx->request.batch_id.len != 0);
+
     /* an attempt's total timer must not outlive the request's pool */
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {

@@ -3,9 +3,14 @@ x-vmx-batch-{id,item,key,pool,time} signed with HMAC-SHA256 under the data-plane
 authenticate the request as the key whose hash they name; a bad or stale signature, or a
 key that is not one of the path's environment, is 401 invalid_api_key. The headers never
 reach the provider, a signed pool replaces the resource's pool for admission, and the
-audit record names the batch and item (spool, GET .../audit?batchId=, GET .../audit/{id})."""
+audit record names the batch and item (spool, GET .../audit?batchId=, GET .../audit/{id}).
+A signed request's attempt outlives its client (the runner): its record holds the
+provider's answer; an ordinary client's going away still ends its request 499, the
+attempt cut. A batch item cannot stream."""
 import hashlib
 import hmac
+import http.client
+import json
 import time
 import urllib.parse
 import uuid
@@ -13,6 +18,7 @@ import uuid
 import pytest
 
 from gwutil import connection_for, http_request, record
+from harness.spool import records_in
 
 PROMPT = " ".join(["hello"] * 93)    # estimated at 100 tokens (test_prioritization.py)
 
@@ -21,10 +27,14 @@ PROMPT = " ".join(["hello"] * 93)    # estimated at 100 tokens (test_prioritizat
 def env(gw, fake):
     env = gw.provision(
         connections={"shared": connection_for(
-            fake, capacity=[{"period": "minute", "tokens": 1000}])},
+            fake, capacity=[{"period": "minute", "tokens": 1000}]),
+                     "open": connection_for(fake)},
         resources={"r-a": {"model": ("shared", "big-1")},
-                   "r-free": {"model": ("shared", "big-1")}},
-        keys={"k": {"resources": ["r-a", "r-free"]}},
+                   "r-free": {"model": ("shared", "big-1")},
+                   "r-slow": {"model": ("open", "slow-1.5")},
+                   "r-stall": {"model": ("open", "stall"),
+                               "fallback": [("open", "slow-0.5")]}},
+        keys={"k": {"resources": ["r-a", "r-free", "r-slow", "r-stall"]}},
     )
     v0 = gw.nginx.config_version()
     status, body, _ = gw.api.request("PUT", f"{env.prefix}/pool-definition", {"pools": [
@@ -170,3 +180,75 @@ def test_audit_names_the_batch_and_item(gw, env):
 
     st, body, _ = gw.api.request("GET", f"{env.prefix}/audit?batchId=not-a-uuid")
     assert st == 400, body
+
+
+def abandoned(gw, env, headers, content, model="r-slow"):
+    """A chat request to model (r-slow: 1.5 s at the provider) whose client goes away after
+    0.3 s; its audit record from the spool, found by its content, as (meta, response)."""
+    host, port = gw.url.split("//", 1)[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=0.3)
+    c.request("POST", f"/v1/completion/{env.ws_id}/{env.env_id}/chat/completions",
+              json.dumps({"model": model,
+                          "messages": [{"role": "user", "content": content}]}).encode(),
+              dict(headers, **{"Content-Type": "application/json"}))
+    with pytest.raises(TimeoutError):
+        c.getresponse()
+    c.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        for meta, request, response in records_in(gw.stack.nginx.base_dir / "spool"):
+            if request and json.loads(request)["messages"][0]["content"] == content:
+                return meta, json.loads(response) if response else None
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record of {content!r}")
+
+
+def test_signed_attempt_outlives_its_client(gw, env, fake):
+    """The runner goes away mid-attempt: the provider's answer is still read whole and
+    audited as the answer it was (200, the chat completion), so that the runner's resume
+    takes it from there instead of sending the item again."""
+    content = f"outlive {uuid.uuid4()}"
+    meta, response = abandoned(gw, env, signed(gw.nginx.token, str(uuid.uuid4()), 5,
+                                               key_hash(env.key("k"))), content)
+    assert meta["statusCode"] == 200 and meta["errorCode"] is None, meta
+    assert meta["duration"] >= 1500, meta
+    assert [a["statusCode"] for a in meta["attempts"]] == [200], meta
+    assert meta["attempts"][0]["completionTokens"], meta
+    assert response["choices"][0]["message"]["content"] == \
+        f"Hello from slow-1.5! You said: {content}", response
+    asks = [r for r in fake.chat_requests()
+            if isinstance(r.body, dict) and r.body["messages"][-1]["content"] == content]
+    assert len(asks) == 1
+
+
+def test_signed_attempt_falls_back_without_its_client(gw, env):
+    """The runner went away during an attempt that then fails: the fallback still runs."""
+    content = f"fall back {uuid.uuid4()}"
+    meta, response = abandoned(gw, env, signed(gw.nginx.token, str(uuid.uuid4()), 6,
+                                               key_hash(env.key("k"))), content, "r-stall")
+    assert meta["statusCode"] == 200, meta
+    assert [a["model"] for a in meta["attempts"]] == ["stall", "slow-0.5"], meta
+    assert meta["attempts"][1]["statusCode"] == 200, meta
+    assert response["choices"][0]["message"]["content"] == \
+        f"Hello from slow-0.5! You said: {content}", response
+
+
+def test_ordinary_client_gone_cuts_the_attempt(gw, env):
+    """A client with an API key that goes away mid-attempt: 499, the attempt cut."""
+    content = f"cut {uuid.uuid4()}"
+    meta, response = abandoned(gw, env, {"Authorization": f"Bearer {env.key('k')}"}, content)
+    assert meta["statusCode"] == 499 and response is None, meta
+    assert meta["duration"] < 1500, meta
+    assert meta["attempts"][0]["providerDuration"] < 1500, meta
+
+
+def test_batch_item_cannot_stream(gw, env, fake):
+    """A stream is cut with its client, a batch item's answer must not be: refused."""
+    fake.clear()
+    r = http_request(gw.url, "POST", f"/v1/completion/{env.ws_id}/{env.env_id}/chat/completions",
+                     {"model": "r-free", "stream": True,
+                      "messages": [{"role": "user", "content": "hello"}]},
+                     signed(gw.nginx.token, str(uuid.uuid4()), 0, key_hash(env.key("k"))))
+    assert r.status == 400, r
+    assert r.json()["error"]["code"] == "invalid_request", r.json()
+    assert not fake.chat_requests()
