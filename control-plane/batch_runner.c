@@ -313,6 +313,17 @@ static struct {
     "SELECT pg_notify('vmx_batch', batch_id::text) FROM item"
 
 /*
+ * $1 batch, $2 item, $3 instance: an item sent whose answer never came (a
+ * timeout, a connection cut after the request left) is left RUNNING with no
+ * claim, for the resume to end it from its audit record once the grace has
+ * passed: the data plane may have run it, and sending it again could run it
+ * twice
+ */
+#define UNANSWERED_SQL \
+    "UPDATE batch_items SET claimed_by = NULL, tries = tries + 1" \
+    " WHERE batch_id = $1 AND idx = $2 AND status = 'RUNNING' AND claimed_by = $3"
+
+/*
  * $1 deliveries: the item callbacks due, leased (not due again while in
  * flight), with the batch's URL, sealed secret and the body to deliver
  */
@@ -644,6 +655,29 @@ requeue_item(db_conn_t *c, const transfer_t *t, long wait_ms, long code)
 }
 
 
+/* a transport error that may have come after the data plane got the request */
+static bool
+maybe_delivered(CURLcode result)
+{
+    return result != CURLE_COULDNT_CONNECT && result != CURLE_COULDNT_RESOLVE_HOST
+           && result != CURLE_COULDNT_RESOLVE_PROXY;
+}
+
+
+/* an item whose answer is unknown, left to the resume (UNANSWERED_SQL) */
+static void
+item_unanswered(db_conn_t *c, const transfer_t *t)
+{
+    char         idx[16];
+    const char  *params[3];
+
+    item_params(t, idx, params);
+    log_info("batch_runner batch=%s item=%d dataplane=%s: no answer (%s); its audit record"
+             " will tell after the resume grace", t->batch_id, t->idx, t->url, t->error);
+    db_run(c, UNANSWERED_SQL, 3, params);
+}
+
+
 /* the claimed row i as an item, its budget found; false when the budget has no room */
 static bool
 take_item(PGresult *res, int i, item_t *it, long long now)
@@ -809,8 +843,9 @@ finish_item(db_conn_t *c, const transfer_t *t, const char *status, long code,
 
 /*
  * the gateway's answer of an item: 2xx succeeded; 429 back to PENDING
- * until Retry-After (CAPACITY_TRIES sends at most); a transport error or
- * a 5xx tried SEND_TRIES times with backoff; any other status final
+ * until Retry-After (CAPACITY_TRIES sends at most); a data plane not
+ * reached or a 5xx tried SEND_TRIES times with backoff; any other status
+ * final (an answer that never came is item_unanswered()'s)
  */
 static void
 item_done(db_conn_t *c, transfer_t *t, long status)
@@ -1080,7 +1115,9 @@ collect(db_conn_t *c)
         } else if (t->error[0] == '\0') {
             snprintf(t->error, sizeof(t->error), "%s", curl_easy_strerror(msg->data.result));
         }
-        if (t->kind == TRANSFER_ITEM) {
+        if (t->kind == TRANSFER_ITEM && status == 0 && maybe_delivered(msg->data.result)) {
+            item_unanswered(c, t);
+        } else if (t->kind == TRANSFER_ITEM) {
             item_done(c, t, status);
         } else if (STATUS_OK(status)) {
             callback_done(c, t->batch_id, t->idx, t->tries, NULL);

@@ -37,7 +37,7 @@
 #define DEFAULT_OTLP_QUEUE       8192    /* records */
 #define DEFAULT_BATCH_CONCURRENCY     8
 #define DEFAULT_BATCH_SHARE           "0.5"
-#define DEFAULT_BATCH_GRACE           120     /* seconds */
+#define DEFAULT_BATCH_GRACE           660     /* seconds: past vmx_total_timeout's 600 */
 #define DEFAULT_BATCH_ITEM_TIMEOUT    300     /* seconds */
 #define DEFAULT_BATCH_CALLBACK_TRIES  8
 #define DEFAULT_BATCH_CALLBACK_BACKOFF  1000  /* milliseconds */

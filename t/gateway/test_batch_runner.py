@@ -223,6 +223,29 @@ def test_kill_mid_batch_resumes_without_running_an_item_twice(runner, env, fake)
     assert provider_asks(fake, "kill") == {f"kill {i}": 1 for i in range(n)}
 
 
+def test_an_answer_that_never_came_is_not_sent_again(runner, env, fake):
+    """The runner stops waiting (VMX_BATCH_ITEM_TIMEOUT_SECONDS 1) for items the provider answers in
+    1.5 s: the data plane still runs them, so the runner does not send them again; the resume
+    ends them from their audit records once the grace has passed."""
+    saved = dict(runner.cp.env)
+    runner.cp.stop()
+    runner.cp.env.update(VMX_BATCH_ITEM_TIMEOUT_SECONDS="1", VMX_BATCH_RESUME_GRACE_SECONDS="8")
+    runner.cp.start()
+    try:
+        n = 4
+        bid = insert_batch(runner, env, "slower", n, text="timeout")
+        row = wait_batch(runner, bid, timeout=60)
+        assert row["succeeded"] == n and row["failed"] == 0, row
+        succeeded_items(runner, bid, "slow-1.5", "timeout")
+        assert audit_counts(runner, bid, n) == {i: 1 for i in range(n)}
+        assert provider_asks(fake, "timeout") == {f"timeout {i}": 1 for i in range(n)}
+        assert "no answer (" in runner.cp.log_text()
+    finally:
+        runner.cp.stop()
+        runner.cp.env = saved
+        runner.cp.start()
+
+
 class Receiver:
     """A callback receiver that fails the first `fail` deliveries and checks signatures."""
 
