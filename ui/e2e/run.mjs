@@ -212,6 +212,7 @@ try {
     ["/roles", "roles"],
     ["/dataplanes", "dataplanes"],
     ["/prices", "prices"],
+    ["/batches", "batches"],
     ["/pools", "pools"],
     ["/profile", "profile"],
     ["/password", "password"],
