@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds the data-plane and control-plane images with podman (README, "Deploy on
 # Kubernetes"), from the repository's root:  tools/images.sh [tag]
-# Exits with 3 when podman cannot run a container on this machine.
+# Exits with 3 when this machine can neither pull nor make the base image, or
+# podman cannot run a container on it.
 #
 # The Dockerfiles start from Debian's official images.  Where no registry can
 # be reached (a machine that only reaches Debian's and npm's package mirrors),
@@ -22,11 +23,15 @@ make_base() {
     trap 'rm -f "$tar"' RETURN
     # with this machine's own trust anchors too: where the network is only
     # reached through a proxy that signs with a local CA, npm needs it
-    mmdebstrap --quiet --variant=minbase --include=ca-certificates --format=tar \
-        --customize-hook='copy-in /usr/local/share/ca-certificates /usr/local/share' \
-        --customize-hook='chroot "$1" update-ca-certificates >/dev/null 2>&1' \
-        bookworm "$tar" - <<<"$sources"
-    podman import -q "$tar" "$1" >/dev/null
+    if ! mmdebstrap --quiet --variant=minbase --include=ca-certificates --format=tar \
+            --customize-hook='copy-in /usr/local/share/ca-certificates /usr/local/share' \
+            --customize-hook='chroot "$1" update-ca-certificates >/dev/null 2>&1' \
+            bookworm "$tar" - <<<"$sources" \
+        || ! podman import -q "$tar" "$1" >/dev/null; then
+        rm -f "$tar"
+        echo "images: cannot make a base image on this machine (mmdebstrap or podman import failed)" >&2
+        exit 3
+    fi
 }
 
 full=docker.io/library/debian:bookworm slim=docker.io/library/debian:bookworm-slim
