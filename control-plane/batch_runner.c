@@ -1182,6 +1182,10 @@ batch_runner_start(const config_t *cfg)
         log_info("batch_runner: no VMX_DATAPLANE_TOKEN_FILE, no batch runs on this replica");
         return 0;
     }
+    if (cfg->batch_paused) {
+        log_info("batch_runner: VMX_BATCH_PAUSED, no batch runs on this replica");
+        return 0;
+    }
     runner.token = config_read_secret_file(cfg->dataplane_token_file, "the data plane token");
     runner.transfers = calloc((size_t) runner.concurrency + CALLBACKS_MAX, sizeof(transfer_t));
     runner.multi = curl_multi_init();

@@ -129,6 +129,7 @@ static const setting_t settings[] = {
     STRING_OR("VMX_OIDC_ROLES_CLAIM", oidc_roles_claim, DEFAULT_OIDC_CLAIM),
     STRING("VMX_OIDC_CLIENT_SECRET_FILE", oidc_client_secret_file),
     STRING("VMX_OIDC_ROLE_MAP", oidc_role_map_list),
+    FLAG("VMX_BATCH_PAUSED", batch_paused),
     INT("VMX_BATCH_CONCURRENCY", batch_concurrency, DEFAULT_BATCH_CONCURRENCY, 256),
     SHARE("VMX_BATCH_CAPACITY_SHARE", batch_capacity_share, DEFAULT_BATCH_SHARE),
     INT("VMX_BATCH_RESUME_GRACE_SECONDS", batch_resume_grace, DEFAULT_BATCH_GRACE, 86400),

@@ -67,6 +67,7 @@ typedef struct config_s {
     int     batch_item_timeout;       /* seconds an item's request may take */
     int     batch_callback_tries;     /* deliveries of a callback before it fails */
     int     batch_callback_backoff_ms;    /* the wait after a callback's first failure */
+    bool    batch_paused;             /* runs no batch item, even as the leader */
 
     /* OIDC sign-on (oidc.h), off when oidc_issuer is NULL */
     char   *oidc_issuer;              /* from getenv */

@@ -452,13 +452,15 @@ ngx_http_vmx_audit_write(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
 
     /*
      * past the cap a record is dropped, unless its environment requires
-     * its audit: then the request was admitted below the cap (see
-     * ngx_http_vmx_audit_refused()) and its record goes in over it
+     * its audit and the request was served: then it was admitted below the
+     * cap (see ngx_http_vmx_audit_refused()) and its record goes in over
+     * it; the record of a request refused for a full spool is not owed
      */
     if (mcf->spool_max
         && (off_t) (sh->spool_bytes + (sh->head - sh->tail) + total)
            > mcf->spool_max
-        && !(ctx->request.api_key && ctx->request.api_key->env->audit_required))
+        && !(ctx->request.api_key && ctx->request.api_key->env->audit_required
+             && !ctx->request.audit_refused))
     {
         /* a configured bound, not a fault: a warning */
         ngx_http_vmx_spool_drop(NGX_LOG_WARN, r->connection->log, mcf, 1,
@@ -765,6 +767,8 @@ ngx_http_vmx_audit_refused(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
     }
 
     (void) ngx_atomic_fetch_add(&sh->spool_refused, 1);
+
+    ctx->request.audit_refused = 1;
 
     return 1;
 }

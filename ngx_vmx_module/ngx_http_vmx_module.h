@@ -544,6 +544,7 @@ typedef struct {
     unsigned                     has_parent:1;
     unsigned                     stream:1;
     unsigned                     include_usage:1;
+    unsigned                     audit_refused:1;  /* 503: the spool full */
 } ngx_http_vmx_ctx_request_t;
 
 

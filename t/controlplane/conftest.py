@@ -52,7 +52,7 @@ class FakeDataPlane(LoopbackServer):
     force small reads), DELETE /vmx/spool/<name> records the deletion in
     `deletes` after calling `on_delete(name)` when set (the file then
     starts anew).  `records_status` / `delete_status`, when set, are
-    answered instead.  A batch item (POST) is answered 429 with Retry-After: 300."""
+    answered instead."""
 
     def __init__(self, token: str):
         self.token = token
@@ -189,15 +189,6 @@ class FakeDataPlane(LoopbackServer):
                     fake.version = snap["version"]
                 self._answer(200, {"version": snap["version"]})
 
-            def do_POST(self):
-                # a batch item from the control plane's runner: this data plane's
-                # capacity is used up for the next 5 minutes, so an item waits and the
-                # tests play the runner themselves (the contract's SQL)
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self._answer_raw(429, json.dumps({"error": {
-                    "message": "capacity used up", "type": "rate_limit_error",
-                    "code": "rate_limit_exceeded"}}).encode(), extra=[("Retry-After", "300")])
-
         self.serve(Handler)
 
     def last(self):
@@ -274,9 +265,11 @@ def cp_stack(tmp_path_factory):
         s.token_file, s.master_key_file = write_secret_files(base / "secrets")
         s.dataplane = FakeDataPlane(s.token_file.read_text().strip()).start()
         s.dead_dataplane_url = f"http://127.0.0.1:{free_port()}"
+        # batches wait: the API's tests play the runner with the contract's SQL
         s.cp = ControlPlane(base / "cp", free_port(), s.pg.dsn,
                             [s.dataplane.url, s.dead_dataplane_url], s.token_file,
-                            s.master_key_file, reconcile_interval=1)
+                            s.master_key_file, reconcile_interval=1,
+                            env={"VMX_BATCH_PAUSED": "1"})
         s.cp.start()
         try:
             yield s

@@ -54,7 +54,7 @@ def insert_batch(stack, env, resource, n, mode="ASYNC", text="item", callback=No
     """A batch of n items created through the completion-batch API under the key "k", each
     asking resource to echo "<text> <index>"; its id.  callback: (url, secret) for CALLBACK.
     The first `big` items open with a system message larger than the audit keeps (256 KiB)."""
-    system = [{"role": "system", "content": "x" * 300000}]
+    system = [{"role": "system", "content": "a large item. " * 25000}]
     body = {"mode": mode, "items": [
         {"resource": resource, "customId": f"c-{i}",
          "request": {"messages": (system if i < big else [])
