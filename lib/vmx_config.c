@@ -1125,10 +1125,13 @@ static void
 compile_routing(vmx_cfg_compile_t *cc, const vmx_json_t *obj,
     vmx_cfg_resource_t *res)
 {
-    char                field[VMX_CONFIG_FIELD_MAX];
-    vmx_rules_t        *rules;
-    const vmx_json_t   *routing;
-    vmx_rules_error_t   err;
+    char                 field[VMX_CONFIG_FIELD_MAX];
+    size_t               cursor;
+    vmx_rules_t         *rules;
+    vmx_cfg_str_t        provider, model;
+    const vmx_json_t    *routing;
+    vmx_rules_error_t    err;
+    vmx_rules_target_t  *target;
 
     routing = vmx_json_get(obj, "routing");
 
@@ -1154,11 +1157,21 @@ compile_routing(vmx_cfg_compile_t *cc, const vmx_json_t *obj,
         return;
     }
 
-    if (vmx_rules_active(rules)) {
-        res->rules = rules;
-    } else {
+    if (!vmx_rules_active(rules)) {
         vmx_rules_free(rules);
+        return;
     }
+
+    /* a routed request is priced by the model it is routed to */
+    for (cursor = 0; (target = vmx_rules_target_next(rules, &cursor)); ) {
+        provider.data = target->provider.data;
+        provider.len = target->provider.len;
+        model.data = target->model.data;
+        model.len = target->model.len;
+        target->data = find_prices(cc, &provider, &model);
+    }
+
+    res->rules = rules;
 }
 
 

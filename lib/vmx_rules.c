@@ -2091,6 +2091,7 @@ compile_then(cc_t *cc, const vmx_json_t *then, group_t *g)
     if (g->then == NULL) {
         return -1;
     }
+    g->then->data = NULL;
     old = path_push(cc, ".then");
     rc = member_str(cc, then, "provider", 1, &g->then->provider) == 0
          && member_str(cc, then, "model", 1, &g->then->model) == 0
@@ -2250,6 +2251,21 @@ int
 vmx_rules_active(const vmx_rules_t *rules)
 {
     return rules->enabled && rules->ngroups > 0;
+}
+
+
+vmx_rules_target_t *
+vmx_rules_target_next(vmx_rules_t *rules, size_t *cursor)
+{
+    while (*cursor < rules->ngroups) {
+        group_t  *g = &rules->groups[(*cursor)++];
+
+        if (g->then != NULL) {
+            return g->then;
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -175,6 +175,7 @@ typedef struct {
     vmx_rules_str_t      provider;
     vmx_rules_str_t      model;
     vmx_rules_str_t      connection_id;
+    const void          *data;      /* the caller's: vmx_rules_target_next() */
 } vmx_rules_target_t;
 
 
@@ -211,6 +212,13 @@ void vmx_rules_free(vmx_rules_t *rules);
 
 /* routing.enabled and at least one group */
 int vmx_rules_active(const vmx_rules_t *rules);
+
+/*
+ * The CALL_MODEL targets in turn, for the caller to attach its data to
+ * (e.g. the model's prices): *cursor starts at 0; NULL after the last.
+ */
+vmx_rules_target_t *vmx_rules_target_next(vmx_rules_t *rules,
+    size_t *cursor);
 
 
 /* errorRate(minutes, status): percent 0..100 of failed attempts, status 0

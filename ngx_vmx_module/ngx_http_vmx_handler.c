@@ -923,6 +923,7 @@ ngx_http_vmx_routing(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     target->model.data = (u_char *) out.target->model.data;
     target->model.len = out.target->model.len;
     target->connection = conn;
+    target->prices = out.target->data;
 
     *routed = target;
 

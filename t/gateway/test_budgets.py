@@ -139,6 +139,30 @@ def test_connection_budget_falls_back(gw, fake, fake2):
     assert_budget_429(r, 'Connection "big" has reached its budget of $0.000045 per day')
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_routed_request_is_priced_by_the_model_it_is_routed_to(gw, fake, stream):
+    """The primary has no price; a routing group sends every request to a priced model,
+    whose price reserves and settles (a routed target once had no prices and crashed
+    the worker that settled it)."""
+    model = priced_model(gw)
+    env = key_with_budget(gw, fake, "unpriced-" + uuid.uuid4().hex[:8], [per_day(0.001)])
+    then = {"provider": "openai", "model": model, "connectionId": env.conns["c"]["id"]}
+    gw.update(env, "resources", "r", routing={"enabled": True, "conditions": [
+        {"type": "group", "id": "all", "description": "all", "enabled": True,
+         "operator": "AND", "conditions": [], "mode": "UI", "expression": "",
+         "action": "CALL_MODEL", "then": then}]})
+    body = {"max_tokens": 10}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    for i in range(2):
+        r = env.chat("r", key=env.keys["k"], body=body)
+        assert r.status == 200, r
+        assert r.header("x-vmx-model") == model
+        assert_cost_headers(r, "0.001", usd(1000 - SPENT * i - RESERVED))
+    counted(gw, model, 2)
+    assert dp_metric(gw, "vmx_budget_unpriced_requests_total", model=model) == 0
+
+
 def test_model_without_price_is_outside_budgets(gw, fake):
     """Logged, and counted in the request's series of vmx_status."""
     model = "unpriced-" + uuid.uuid4().hex[:8]

@@ -83,7 +83,7 @@ static const char  body_text[] =
     "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}";
 
 static const vmx_rules_target_t  primary = {
-    { "openai", 6 }, { "gpt-4o", 6 }, { "c-primary", 9 }
+    { "openai", 6 }, { "gpt-4o", 6 }, { "c-primary", 9 }, NULL
 };
 
 static char        scratch[8192];
@@ -530,6 +530,35 @@ test_groups(void)
     CHECK(run("{\"enabled\":true,\"conditions\":[{\"type\":\"group\",\"id\":\"g1\","
               "\"operator\":\"AND\",\"conditions\":[]}]}", &r) == 1);
     CHECK(r.action == VMX_RULES_CALL_MODEL && r.target == NULL && r.group_id.len == 2);
+
+    /* the targets of CALL_MODEL groups, for the caller's data (a BLOCK and a group
+       without then have none), and that data comes back with the result */
+    {
+        static const char   text[] = "{\"enabled\":true,\"conditions\":["
+            "{\"action\":\"BLOCK\",\"conditions\":[" NO "]},"
+            "{\"conditions\":[" NO "]," THEN("a") "},"
+            "{\"conditions\":[]," THEN("b") "},{\"conditions\":[]}]}";
+        static const int    price_a = 1, price_b = 2;
+        size_t              cursor = 0;
+        vmx_rules_t        *rules;
+        vmx_rules_input_t   in;
+        vmx_rules_target_t *t1, *t2;
+
+        rules = vmx_rules_compile_text(text, sizeof(text) - 1, arena_alloc, &arena, &err);
+        CHECK(rules != NULL);
+        t1 = vmx_rules_target_next(rules, &cursor);
+        t2 = vmx_rules_target_next(rules, &cursor);
+        CHECK(t1 != NULL && strcmp(t1->model.data, "a") == 0 && t1->data == NULL);
+        CHECK(t2 != NULL && strcmp(t2->model.data, "b") == 0 && t2->data == NULL);
+        CHECK(vmx_rules_target_next(rules, &cursor) == NULL
+              && vmx_rules_target_next(rules, &cursor) == NULL);
+        t1->data = &price_a;
+        t2->data = &price_b;
+        input(&in);
+        CHECK(vmx_rules_eval(rules, &in, &r) == 1 && r.target == t2
+              && r.target->data == &price_b);
+        vmx_rules_free(rules);
+    }
 
     /* a disabled or empty routing never matches */
     CHECK(run("{\"enabled\":false,\"conditions\":[{\"conditions\":[]," THEN("a") "}]}", &r) == 0);
