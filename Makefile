@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC -Ilib -Ibuild \
            -I/usr/include/postgresql
-CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lpthread -lexpat
+CP_LIBS  = -lpq -lmicrohttpd -lcjson -lsodium -lcurl -lcjose -lcrypto -lpcre2-8 -lz -lisal -lpthread -lexpat
 
 B        = build
 
@@ -49,14 +49,14 @@ tools: $(B)/tools/vmx-tokenize
 
 $(B)/tools/vmx-tokenize: tools/tokenizer/vmx_tokenize.c $(B)/libvmx.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8 -lz
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libvmx.a -lpcre2-8 -lz -lisal
 
 # the tests find t/fixtures relative to the repository root, where `make unit` runs them
 FIXTURES = $(wildcard t/fixtures/*/*)
 
 $(B)/unit/%: t/unit/%.c $(B)/libvmx.a t/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DVMX_FIXTURES='"t/fixtures"' -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz
+	$(CC) $(CFLAGS) -DVMX_FIXTURES='"t/fixtures"' -It/unit -o $@ $< $(B)/libvmx.a -lcrypto -lpcre2-8 -lz -lisal
 
 $(B)/unit/test_wire_split: $(FIXTURES)
 
@@ -102,7 +102,7 @@ unit: $(UNIT_BIN)
 # libFuzzer targets (clang), built with AddressSanitizer and UBSan.
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h fuzz/*.h) $(B)/vmx_unicode.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -Ilib -Ibuild -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz
+	clang -g -O1 -Ilib -Ibuild -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRC) -lcrypto -lpcre2-8 -lz -lisal
 
 fuzz: $(FUZZ_BIN)
 

@@ -13,7 +13,7 @@ cd "$ROOT"
 DEB_PACKAGES=(
     build-essential clang nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev
     libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libsodium-dev
-    libmicrohttpd-dev libcjose-dev libexpat1-dev postgresql redis-server python3 python3-pytest
+    libmicrohttpd-dev libcjose-dev libexpat1-dev libisal-dev postgresql redis-server python3 python3-pytest
     wrk openssl curl nodejs npm ca-certificates prometheus chromium unzip
     python3-yaml podman runc mmdebstrap
 )

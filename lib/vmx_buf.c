@@ -7,6 +7,9 @@
 #include "vmx_buf.h"
 
 
+#define VMX_BUF_ESCAPE_ONCE  4096
+
+
 void
 vmx_buf_init(vmx_buf_t *b, vmx_json_alloc_pt alloc, void *alloc_ctx,
     size_t initial)
@@ -81,13 +84,6 @@ vmx_buf_append(vmx_buf_t *b, const char *s, size_t n)
 
 
 void
-vmx_buf_append_cstr(vmx_buf_t *b, const char *s)
-{
-    vmx_buf_append(b, s, strlen(s));
-}
-
-
-void
 vmx_buf_append_int(vmx_buf_t *b, int64_t v)
 {
     char      digits[24], *p;
@@ -114,7 +110,9 @@ vmx_buf_append_json_str(vmx_buf_t *b, const char *s, size_t n)
 {
     char  *p;
 
-    p = vmx_buf_reserve(b, vmx_json_escape(NULL, s, n) + 2);
+    /* a short string is escaped once, into room for its worst case */
+    p = vmx_buf_reserve(b, n <= VMX_BUF_ESCAPE_ONCE
+                           ? 6 * n + 2 : vmx_json_escape(NULL, s, n) + 2);
     if (p == NULL) {
         return;
     }

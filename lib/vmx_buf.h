@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vmx_json.h"
 
@@ -32,7 +33,14 @@ void vmx_buf_init(vmx_buf_t *b, vmx_json_alloc_pt alloc, void *alloc_ctx,
 char *vmx_buf_reserve(vmx_buf_t *b, size_t n);
 
 void vmx_buf_append(vmx_buf_t *b, const char *s, size_t n);
-void vmx_buf_append_cstr(vmx_buf_t *b, const char *s);
+
+/* inline: the length of a literal is then known when compiling */
+static inline void
+vmx_buf_append_cstr(vmx_buf_t *b, const char *s)
+{
+    vmx_buf_append(b, s, strlen(s));
+}
+
 void vmx_buf_append_int(vmx_buf_t *b, int64_t v);
 
 /* s as a JSON string: quotes included, escaped as vmx_json_escape() does */

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include <zlib.h>
+#include <isa-l/crc.h>
 
 #include "vmx_spool.h"
 
@@ -15,21 +15,12 @@ static const char *vmx_spool_number(const char *p, const char *end,
     char sep, size_t max, size_t *n);
 
 
+/* zlib's crc32(), computed by ISA-L with the instructions the CPU has */
+
 uint32_t
 vmx_spool_crc32(uint32_t crc, const void *p, size_t len)
 {
-    const unsigned char  *s = p;
-    uInt                  n;
-
-    /* zlib takes at most a uInt at a time */
-    while (len > 0) {
-        n = len > 0x40000000 ? 0x40000000 : (uInt) len;
-        crc = (uint32_t) crc32(crc, s, n);
-        s += n;
-        len -= n;
-    }
-
-    return crc;
+    return crc32_gzip_refl(crc, (const unsigned char *) p, (uint64_t) len);
 }
 
 

@@ -46,6 +46,18 @@
 /* an exiting worker waits this long for another's write of the ring */
 #define NGX_HTTP_VMX_AUDIT_EXIT_WAIT 1000
 
+/* a member of the record: its key ,"name": is a literal of known length */
+#define ngx_http_vmx_audit_key(name)                                          \
+    ",\"" name "\":", sizeof(",\"" name "\":") - 1
+#define ngx_http_vmx_audit_str(out, name, value)                              \
+    ngx_http_vmx_audit_str_at(out, ngx_http_vmx_audit_key(name), value)
+#define ngx_http_vmx_audit_count(out, name, n)                                \
+    ngx_http_vmx_audit_count_at(out, ngx_http_vmx_audit_key(name), n)
+#define ngx_http_vmx_audit_ms(out, name, usec)                                \
+    ngx_http_vmx_audit_ms_at(out, ngx_http_vmx_audit_key(name), usec)
+#define ngx_http_vmx_audit_time(out, name, sec, msec)                         \
+    ngx_http_vmx_audit_time_at(out, ngx_http_vmx_audit_key(name), sec, msec)
+
 
 /*
  * The zone: the spool's counters, and the ring of records not yet in a
@@ -85,14 +97,14 @@ static ngx_int_t ngx_http_vmx_spool_open(ngx_cycle_t *cycle,
     ngx_http_vmx_main_conf_t *mcf);
 static ngx_int_t ngx_http_vmx_audit_record(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
-static void ngx_http_vmx_audit_time(vmx_buf_t *out, const char *name,
-    time_t sec, ngx_msec_t msec);
-static void ngx_http_vmx_audit_str(vmx_buf_t *out, const char *name,
-    ngx_str_t *value);
-static void ngx_http_vmx_audit_ms(vmx_buf_t *out, const char *name,
-    uint64_t usec);
-static void ngx_http_vmx_audit_count(vmx_buf_t *out, const char *name,
-    int64_t n);
+static void ngx_http_vmx_audit_time_at(vmx_buf_t *out, const char *key,
+    size_t key_len, time_t sec, ngx_msec_t msec);
+static void ngx_http_vmx_audit_str_at(vmx_buf_t *out, const char *key,
+    size_t key_len, ngx_str_t *value);
+static void ngx_http_vmx_audit_ms_at(vmx_buf_t *out, const char *key,
+    size_t key_len, uint64_t usec);
+static void ngx_http_vmx_audit_count_at(vmx_buf_t *out, const char *key,
+    size_t key_len, int64_t n);
 static void ngx_http_vmx_audit_attempts(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
 static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
@@ -939,13 +951,14 @@ ngx_http_vmx_audit_record(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         ngx_http_vmx_audit_str(out, "connectionId", &ev->connection_id);
         ngx_http_vmx_audit_count(out, "statusCode",
                                  ev->status ? (int64_t) ev->status : -1);
-        ngx_http_vmx_audit_str(out, ev->routing ? "groupId" : "reason",
-                               &ev->reason);
-
         if (ev->routing) {
+            ngx_http_vmx_audit_str(out, "groupId", &ev->reason);
             ngx_http_vmx_audit_str(out, "originalProvider",
                                    &ev->original_provider);
             ngx_http_vmx_audit_str(out, "originalModel", &ev->original_model);
+
+        } else {
+            ngx_http_vmx_audit_str(out, "reason", &ev->reason);
         }
 
         vmx_buf_append_cstr(out, "}");
@@ -1037,8 +1050,7 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
         seconds = (double) (end - a->started_usec) / 1000000;
 
         if (last && usage->completion_tokens > 0 && seconds > 0) {
-            vmx_buf_append_cstr(out, ",\"tokensPerSecond\":");
-            ngx_http_vmx_audit_ms(out, NULL, (uint64_t)
+            ngx_http_vmx_audit_ms(out, "tokensPerSecond", (uint64_t)
                                   (usage->completion_tokens / seconds
                                    * 1000));
 
@@ -1056,14 +1068,13 @@ ngx_http_vmx_audit_attempts(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
 /* ,"name":"value" or ,"name":null */
 
 static void
-ngx_http_vmx_audit_str(vmx_buf_t *out, const char *name, ngx_str_t *value)
+ngx_http_vmx_audit_str_at(vmx_buf_t *out, const char *key, size_t key_len,
+    ngx_str_t *value)
 {
-    vmx_buf_append_cstr(out, ",\"");
-    vmx_buf_append_cstr(out, name);
-    vmx_buf_append_cstr(out, "\":");
+    vmx_buf_append(out, key, key_len);
 
     if (value == NULL) {
-        vmx_buf_append_cstr(out, "null");
+        vmx_buf_append(out, "null", 4);
         return;
     }
 
@@ -1074,14 +1085,13 @@ ngx_http_vmx_audit_str(vmx_buf_t *out, const char *name, ngx_str_t *value)
 /* ,"name":N or ,"name":null for a negative N */
 
 static void
-ngx_http_vmx_audit_count(vmx_buf_t *out, const char *name, int64_t n)
+ngx_http_vmx_audit_count_at(vmx_buf_t *out, const char *key, size_t key_len,
+    int64_t n)
 {
-    vmx_buf_append_cstr(out, ",\"");
-    vmx_buf_append_cstr(out, name);
-    vmx_buf_append_cstr(out, "\":");
+    vmx_buf_append(out, key, key_len);
 
     if (n < 0) {
-        vmx_buf_append_cstr(out, "null");
+        vmx_buf_append(out, "null", 4);
         return;
     }
 
@@ -1089,19 +1099,15 @@ ngx_http_vmx_audit_count(vmx_buf_t *out, const char *name, int64_t n)
 }
 
 
-/* ,"name":12.345 (milliseconds from microseconds); name NULL: the number */
+/* ,"name":12.345 (milliseconds from microseconds) */
 
 static void
-ngx_http_vmx_audit_ms(vmx_buf_t *out, const char *name, uint64_t usec)
+ngx_http_vmx_audit_ms_at(vmx_buf_t *out, const char *key, size_t key_len,
+    uint64_t usec)
 {
     char  frac[4];
 
-    if (name) {
-        vmx_buf_append_cstr(out, ",\"");
-        vmx_buf_append_cstr(out, name);
-        vmx_buf_append_cstr(out, "\":");
-    }
-
+    vmx_buf_append(out, key, key_len);
     vmx_buf_append_int(out, (int64_t) (usec / 1000));
 
     frac[0] = '.';
@@ -1113,21 +1119,41 @@ ngx_http_vmx_audit_ms(vmx_buf_t *out, const char *name, uint64_t usec)
 }
 
 
+/*
+ * ,"name":"2026-01-02T03:04:05.678Z"; the second's text is kept, as
+ * nginx keeps its cached times: records of one second share it
+ */
+
 static void
-ngx_http_vmx_audit_time(vmx_buf_t *out, const char *name, time_t sec,
-    ngx_msec_t msec)
+ngx_http_vmx_audit_time_at(vmx_buf_t *out, const char *key, size_t key_len,
+    time_t sec, ngx_msec_t msec)
 {
-    u_char    buf[sizeof(",\"\":\"1970-01-01T00:00:00.000Z\"") + 32], *p;
-    ngx_tm_t  tm;
+    static time_t  cached_sec = -1;
+    static u_char  cached[sizeof("\"1970-01-01T00:00:00") - 1];
 
-    ngx_gmtime(sec, &tm);
+    char       frac[sizeof(".000Z\"") - 1];
+    ngx_tm_t   tm;
 
-    p = ngx_snprintf(buf, sizeof(buf),
-                     ",\"%s\":\"%4d-%02d-%02dT%02d:%02d:%02d.%03MZ\"", name,
-                     tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                     tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, msec);
+    if (sec != cached_sec) {
+        ngx_gmtime(sec, &tm);
 
-    vmx_buf_append(out, (char *) buf, p - buf);
+        (void) ngx_snprintf(cached, sizeof(cached),
+                            "\"%4d-%02d-%02dT%02d:%02d:%02d",
+                            tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                            tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        cached_sec = sec;
+    }
+
+    frac[0] = '.';
+    frac[1] = (char) ('0' + msec % 1000 / 100);
+    frac[2] = (char) ('0' + msec % 100 / 10);
+    frac[3] = (char) ('0' + msec % 10);
+    frac[4] = 'Z';
+    frac[5] = '"';
+
+    vmx_buf_append(out, key, key_len);
+    vmx_buf_append(out, (char *) cached, sizeof(cached));
+    vmx_buf_append(out, frac, sizeof(frac));
 }
 
 
