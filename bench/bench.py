@@ -52,7 +52,9 @@ without `vmx_audit_spool`, against auditing on twice each way: the data plane al
 control plane paused (SIGSTOP) so the records wait in the spool and are stored after the
 measure (BENCH_AUDIT_ROUNDS turns of alone and off, 3, and alone once more), and with the
 control plane ingesting meanwhile on the same cores, first and last; ratios of medians),
-BENCH_AUDIT_DURATION (5s per measure), BENCH_KEEP (keep the work dir when 1).
+BENCH_AUDIT_DURATION (5s per measure), BENCH_AUDIT_PROFILE (1: `perf record` the worker during
+each auditing measure, and print where auditing on spends the worker's CPU: microseconds per
+request by function, on minus off), BENCH_KEEP (keep the work dir when 1).
 """
 import json
 import os
@@ -87,6 +89,7 @@ PROVIDER_WARMUP = os.environ.get("BENCH_PROVIDER_WARMUP", "1s")
 AUDIT = os.environ.get("BENCH_AUDIT", "1") == "1"
 AUDIT_DURATION = os.environ.get("BENCH_AUDIT_DURATION", "5s")
 AUDIT_ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "3"))
+AUDIT_PROFILE = os.environ.get("BENCH_AUDIT_PROFILE", "0") == "1"
 LIMITS = os.environ.get("BENCH_LIMITS", "1") == "1"
 INGEST = os.environ.get("BENCH_INGEST", "1") == "1"
 INGEST_DURATION = os.environ.get("BENCH_INGEST_DURATION", "60s")
@@ -614,6 +617,33 @@ def profile(pids, url, key, stream, model, out, connections=None):
     return "\n".join(text)
 
 
+def samples_per_request(data, requests, frequency=999):
+    """{(object, function): CPU microseconds per request} of a `perf record -F frequency`."""
+    r = subprocess.run(["perf", "report", "--stdio", "-n", "-i", str(data), "--sort", "dso,sym"],
+                       capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(.+)$", line)
+        if m:
+            out[(m.group(2), m.group(3).strip())] = int(m.group(1)) * 1e6 / frequency / requests
+    return out
+
+
+def audit_profile_diff(profiles, n=15):
+    """Where auditing on spends the worker's CPU: the functions whose microseconds per request
+    grow most from off to alone (each mode's mean over its measures)."""
+    def mean(mode):
+        runs = [p for m, p in profiles if m == mode]
+        keys = set().union(*runs) if runs else set()
+        return {k: sum(p.get(k, 0) for p in runs) / len(runs) for k in keys}
+    on, off = mean("alone"), mean("off")
+    rows = sorted(((on.get(k, 0) - off.get(k, 0), k) for k in set(on) | set(off)), reverse=True)
+    lines = [f"worker CPU per request, alone vs off (perf record -F 999): {sum(on.values()):.1f} "
+             f"vs {sum(off.values()):.1f} us; the largest growths:"]
+    lines += [f"  {d:+7.3f} us  {k[1]} ({k[0]})" for d, k in rows[:n]]
+    return "\n".join(lines)
+
+
 def rss_kib(pids, field="VmRSS"):
     """Resident set of processes, KiB (VmRSS; RssAnon: their private part alone)."""
     total = 0
@@ -989,6 +1019,7 @@ def main():
         # the control plane paused (the data plane alone: records spooled, stored after the
         # measure) and off (nginx reloaded without the spool) in turns, and ingesting again
         audit_rows = []
+        audit_profiles = []
         dataplane = f"http://127.0.0.1:{gw.port}"
         # With two cores or more, the gateway's worker has the first core and wrk and the fake
         # provider the second, so that the worker's own cost sets its throughput.
@@ -1011,8 +1042,15 @@ def main():
                 os.kill(cp.proc.pid, signal.SIGSTOP)
             cpu0 = cpu_seconds(gw.worker_pids())
             try:
-                res = wrk(gw.url, "/v1/chat/completions", key, False, AUDIT_DURATION,
-                          cpus=client_cpus)
+                run = lambda: wrk(gw.url, "/v1/chat/completions", key, False, AUDIT_DURATION,
+                                  cpus=client_cpus)
+                data = work / f"audit-{len(audit_rows)}-{mode}.data"
+                if AUDIT_PROFILE and mode != "ingest" and shutil.which("perf"):
+                    res = traced(["perf", "record", "-F", "999", "-o", str(data), "-p",
+                                  ",".join(map(str, gw.worker_pids()))],
+                                 data.with_suffix(".err"), run) or run()
+                else:
+                    res = run()
                 res["worker_us"] = (cpu_seconds(gw.worker_pids()) - cpu0) * 1e6 / max(
                     res["requests"], 1)
             finally:
@@ -1021,6 +1059,8 @@ def main():
             if res["non2xx"] or res["requests"] == 0:
                 print(res["raw"], file=sys.stderr)
                 raise RuntimeError(f"audit {mode}: {res['non2xx']} non-2xx answers")
+            if data.exists():
+                audit_profiles.append((mode, samples_per_request(data, max(res["requests"], 1))))
             audit_rows.append((mode, res))
         if pinned:
             everywhere = set(range(os.cpu_count()))
@@ -1107,6 +1147,8 @@ def main():
                                  for k in ("rps", "p50", "p99"))
                       + f" {median('off', 'worker_us') / median(mode, 'worker_us'):>14.2f}"
                       + f"   (on / off, medians: {what})")
+            if audit_profiles:
+                print(audit_profile_diff(audit_profiles))
         if ingest:
             g = ingest["gateway"]
             print()

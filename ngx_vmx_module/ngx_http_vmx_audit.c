@@ -9,6 +9,9 @@
  * does.  The ring belongs to the zone, not to a worker: a worker that dies
  * leaves its records there for the others (or the worker that replaces it),
  * a reload keeps the zone, and a worker that exits writes the ring first.
+ * With "thread_pool=" the write is a task of that pool, as nginx's
+ * "aio threads" writes files: a file system that stalls (a journal commit,
+ * writeback) stalls a thread, not the worker's event loop.
  * A record is framed by its lengths (lib/vmx_spool.h): its metadata as JSON,
  * then the request and the response as they were, so no payload byte can
  * end, split or forge a record.
@@ -115,6 +118,17 @@ static ngx_flag_t ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf,
 static void ngx_http_vmx_audit_flush_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log);
+static ngx_int_t ngx_http_vmx_audit_take(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log, uint64_t *end, struct iovec *iov, ngx_uint_t *niov,
+    size_t *len);
+static ngx_int_t ngx_http_vmx_audit_taken(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log, uint64_t end, size_t len, ngx_int_t rc);
+#if (NGX_THREADS)
+static ngx_int_t ngx_http_vmx_audit_post(ngx_http_vmx_main_conf_t *mcf,
+    ngx_log_t *log);
+static void ngx_http_vmx_audit_thread(void *data, ngx_log_t *log);
+static void ngx_http_vmx_audit_written(ngx_event_t *ev);
+#endif
 static void ngx_http_vmx_spool_account(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log, off_t delta);
 static void ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
@@ -122,6 +136,8 @@ static void ngx_http_vmx_spool_drop(ngx_uint_t level, ngx_log_t *log,
 static ngx_int_t ngx_http_vmx_spool_writev(ngx_log_t *log,
     ngx_http_vmx_main_conf_t *mcf, struct iovec *iov, ngx_uint_t niov,
     size_t total);
+static ngx_int_t ngx_http_vmx_spool_wrote(ngx_log_t *log,
+    ngx_http_vmx_main_conf_t *mcf, ssize_t n, size_t total);
 static ngx_int_t ngx_http_vmx_spool_list(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *dir, ngx_array_t *names);
 static ngx_int_t ngx_http_vmx_spool_finished(ngx_http_vmx_spool_name_t *name,
@@ -144,8 +160,29 @@ static off_t        ngx_http_vmx_spool_size;
 static ngx_uint_t   ngx_http_vmx_spool_failing;   /* logged, until a write */
 static ngx_event_t  ngx_http_vmx_audit_event;
 
+#if (NGX_THREADS)
 
-/* vmx_audit_spool dir [buffer=size] [flush=time] */
+/* the ring's write by a thread: one at a time, the task reused */
+
+typedef struct {
+    ngx_http_vmx_main_conf_t    *mcf;
+    ngx_fd_t                     fd;
+    struct iovec                 iov[2];
+    ngx_uint_t                   niov;
+    size_t                       len;
+    uint64_t                     end;       /* the ring's offset it ends */
+    ssize_t                      written;
+    ngx_err_t                    err;
+    ngx_atomic_t                 done;      /* the thread has written */
+} ngx_http_vmx_audit_write_t;
+
+static ngx_thread_task_t  *ngx_http_vmx_audit_task;  /* NULL: no pool */
+static ngx_flag_t          ngx_http_vmx_audit_writing;
+
+#endif
+
+
+/* vmx_audit_spool dir [buffer=size] [flush=time] [thread_pool=name] */
 
 char *
 ngx_http_vmx_audit_spool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -197,6 +234,19 @@ ngx_http_vmx_audit_spool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "thread_pool=", 12) == 0) {
+#if (NGX_THREADS)
+            mcf->audit_pool = ngx_http_vmx_conf_thread_pool(cf, &value[i]);
+            if (mcf->audit_pool == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+#else
+            return ngx_http_vmx_conf_no_threads(cf, &value[i]);
+#endif
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -331,6 +381,21 @@ ngx_http_vmx_audit_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+#if (NGX_THREADS)
+    if (mcf->audit_pool) {
+        ngx_http_vmx_audit_task = ngx_thread_task_alloc(cycle->pool,
+                                            sizeof(ngx_http_vmx_audit_write_t));
+        if (ngx_http_vmx_audit_task == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_vmx_audit_task->handler = ngx_http_vmx_audit_thread;
+        ngx_http_vmx_audit_task->event.handler = ngx_http_vmx_audit_written;
+        ngx_http_vmx_audit_task->event.data = ngx_http_vmx_audit_task->ctx;
+        ngx_http_vmx_audit_task->event.log = cycle->log;
+    }
+#endif
+
     /* records a dead worker or the last cycle left in the ring */
     if (mcf->audit->head != mcf->audit->tail) {
         ngx_add_timer(&ngx_http_vmx_audit_event, 1);
@@ -356,6 +421,35 @@ ngx_http_vmx_audit_exit_process(ngx_cycle_t *cycle)
     {
         return;
     }
+
+#if (NGX_THREADS)
+    /* a thread's write, ended here: its completion event will not run */
+    if (ngx_http_vmx_audit_writing) {
+        ngx_thread_task_t           *task = ngx_http_vmx_audit_task;
+        ngx_http_vmx_audit_write_t  *w = task->ctx;
+
+        for (waited = 0; !w->done && waited < NGX_HTTP_VMX_AUDIT_EXIT_WAIT;
+             waited += 10)
+        {
+            ngx_msleep(10);
+        }
+
+        if (!w->done) {
+            /* the ring's bytes stay; the next worker writes them */
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                          "vmx: a thread still writes audit records at "
+                          "exit; they are written again by another worker");
+            return;
+        }
+
+        /* without the task, its end leaves what came since to this loop */
+        ngx_http_vmx_audit_task = NULL;
+        ngx_http_vmx_audit_written(&task->event);
+    }
+
+    /* the rest without the pool, whose threads may be gone */
+    ngx_http_vmx_audit_task = NULL;
+#endif
 
     for (waited = 0; waited < NGX_HTTP_VMX_AUDIT_EXIT_WAIT; waited += 10) {
         rc = ngx_http_vmx_audit_flush(mcf, cycle->log);
@@ -570,8 +664,13 @@ ngx_http_vmx_audit_flush_handler(ngx_event_t *ev)
         ngx_del_timer(ev);
     }
 
-    /* left: another worker writes, more came, or the write failed */
-    if (ngx_http_vmx_audit_flush(mcf, ev->log) != NGX_OK) {
+    /* left: another worker writes, more came, or the write failed; a
+       thread's write goes on when it ends */
+    switch (ngx_http_vmx_audit_flush(mcf, ev->log)) {
+    case NGX_OK:
+    case NGX_BUSY:
+        break;
+    default:
         ngx_add_timer(ev, mcf->audit_flush);
     }
 }
@@ -581,17 +680,47 @@ ngx_http_vmx_audit_flush_handler(ngx_event_t *ev)
  * The ring's records to this worker's spool file with one write: NGX_OK
  * when the ring is empty after it, NGX_AGAIN when records are left
  * (another worker is writing, or more came meanwhile), NGX_ERROR when the
- * write failed (the records stay in the ring for the next try).
+ * write failed (the records stay in the ring for the next try), NGX_BUSY
+ * when a thread writes them (its end flushes again).
  */
 
 static ngx_int_t
 ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
 {
-    size_t                    at, len;
-    uint64_t                  end;
-    ngx_int_t                 rc;
-    ngx_uint_t                niov;
-    struct iovec              iov[2];
+    size_t        len;
+    uint64_t      end;
+    ngx_int_t     rc;
+    ngx_uint_t    niov;
+    struct iovec  iov[2];
+
+#if (NGX_THREADS)
+    if (ngx_http_vmx_audit_task) {
+        return ngx_http_vmx_audit_post(mcf, log);
+    }
+#endif
+
+    rc = ngx_http_vmx_audit_take(mcf, log, &end, iov, &niov, &len);
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    rc = ngx_http_vmx_spool_writev(log, mcf, iov, niov, len);
+
+    return ngx_http_vmx_audit_taken(mcf, log, end, len, rc);
+}
+
+
+/*
+ * The ring's waiting bytes claimed for this worker, under the lock: NGX_DONE
+ * and the iovecs of [tail, *end), NGX_OK when there are none, NGX_AGAIN
+ * when another worker writes them
+ */
+
+static ngx_int_t
+ngx_http_vmx_audit_take(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
+    uint64_t *end, struct iovec *iov, ngx_uint_t *niov, size_t *len)
+{
+    size_t                    at;
     ngx_slab_pool_t          *shpool;
     ngx_http_vmx_audit_sh_t  *sh;
 
@@ -617,20 +746,34 @@ ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
         return NGX_OK;
     }
 
-    end = sh->head;
-    len = (size_t) (end - sh->tail);
+    *end = sh->head;
+    *len = (size_t) (*end - sh->tail);
     at = (size_t) (sh->tail % sh->size);
     sh->flusher = ngx_pid;
 
     ngx_shmtx_unlock(&shpool->mutex);
 
     iov[0].iov_base = sh->data + at;
-    iov[0].iov_len = ngx_min(len, sh->size - at);
+    iov[0].iov_len = ngx_min(*len, sh->size - at);
     iov[1].iov_base = sh->data;
-    iov[1].iov_len = len - iov[0].iov_len;
-    niov = iov[1].iov_len ? 2 : 1;
+    iov[1].iov_len = *len - iov[0].iov_len;
+    *niov = iov[1].iov_len ? 2 : 1;
 
-    rc = ngx_http_vmx_spool_writev(log, mcf, iov, niov, len);
+    return NGX_DONE;
+}
+
+
+/* the claimed bytes were written (rc NGX_OK) or not: the tail, the claim */
+
+static ngx_int_t
+ngx_http_vmx_audit_taken(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log,
+    uint64_t end, size_t len, ngx_int_t rc)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_http_vmx_audit_sh_t  *sh;
+
+    sh = mcf->audit;
+    shpool = mcf->audit_shpool;
 
     if (rc != NGX_OK && !ngx_http_vmx_spool_failing) {
         ngx_http_vmx_spool_failing = 1;
@@ -655,21 +798,133 @@ ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
 }
 
 
+#if (NGX_THREADS)
+
+/* the claimed bytes to a thread of the pool; inline if it takes no task */
+
+static ngx_int_t
+ngx_http_vmx_audit_post(ngx_http_vmx_main_conf_t *mcf, ngx_log_t *log)
+{
+    ngx_int_t                    rc;
+    ngx_http_vmx_audit_write_t  *w;
+
+    if (ngx_http_vmx_audit_writing) {
+        return NGX_BUSY;
+    }
+
+    w = ngx_http_vmx_audit_task->ctx;
+
+    rc = ngx_http_vmx_audit_take(mcf, log, &w->end, w->iov, &w->niov,
+                                 &w->len);
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    w->mcf = mcf;
+    w->fd = ngx_http_vmx_spool_fd;
+    w->done = 0;
+
+    if (ngx_thread_task_post(mcf->audit_pool, ngx_http_vmx_audit_task)
+        != NGX_OK)
+    {
+        /* the pool's queue is full (logged): this write inline */
+        rc = ngx_http_vmx_spool_writev(log, mcf, w->iov, w->niov, w->len);
+        return ngx_http_vmx_audit_taken(mcf, log, w->end, w->len, rc);
+    }
+
+    ngx_http_vmx_audit_writing = 1;
+
+    return NGX_BUSY;
+}
+
+
+/* in a thread of the pool: the write alone, nothing of nginx touched */
+
+static void
+ngx_http_vmx_audit_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_vmx_audit_write_t  *w = data;
+
+    w->written = writev(w->fd, w->iov, (int) w->niov);
+    w->err = (w->written == -1) ? ngx_errno : 0;
+
+    ngx_memory_barrier();
+    w->done = 1;
+}
+
+
+/* back in the worker: the write's accounting, and what came meanwhile */
+
+static void
+ngx_http_vmx_audit_written(ngx_event_t *ev)
+{
+    ngx_http_vmx_audit_write_t  *w = ev->data;
+
+    ngx_int_t  rc;
+
+    ngx_http_vmx_audit_writing = 0;
+
+    ngx_set_errno(w->err);
+
+    rc = ngx_http_vmx_spool_wrote(ev->log, w->mcf, w->written, w->len);
+    rc = ngx_http_vmx_audit_taken(w->mcf, ev->log, w->end, w->len, rc);
+
+    if (ngx_http_vmx_audit_task == NULL) {
+        return;                 /* the worker exits, and flushes inline */
+    }
+
+    if (rc == NGX_AGAIN) {
+        if (!ngx_http_vmx_audit_event.posted) {
+            ngx_post_event(&ngx_http_vmx_audit_event, &ngx_posted_events);
+        }
+
+    } else if (rc == NGX_ERROR && !ngx_http_vmx_audit_event.timer_set) {
+        ngx_add_timer(&ngx_http_vmx_audit_event, w->mcf->audit_flush);
+    }
+}
+
+#endif
+
+
 /* whole records to the spool file: O_APPEND keeps them whole */
 
 static ngx_int_t
 ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     struct iovec *iov, ngx_uint_t niov, size_t total)
 {
-    ssize_t  n;
+    return ngx_http_vmx_spool_wrote(log, mcf,
+                                    writev(ngx_http_vmx_spool_fd, iov,
+                                           (int) niov),
+                                    total);
+}
 
-    n = writev(ngx_http_vmx_spool_fd, iov, (int) niov);
+
+/*
+ * n bytes of total were appended (-1: none, errno set): the file's size,
+ * the spool's, and a new file past NGX_HTTP_VMX_SPOOL_FILE_MAX.  While a
+ * thread appends too, the file is neither cut nor changed (the thread's end
+ * does it): a part of a record is left in place, which the control plane
+ * skips.
+ */
+
+static ngx_int_t
+ngx_http_vmx_spool_wrote(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
+    ssize_t n, size_t total)
+{
+    ngx_flag_t  writing;
+
+#if (NGX_THREADS)
+    writing = ngx_http_vmx_audit_writing;
+#else
+    writing = 0;
+#endif
 
     if (n != (ssize_t) total) {
         if (n >= 0) {
             /* a part of a record: take it back, the file stays readable */
-            if (ftruncate(ngx_http_vmx_spool_fd, ngx_http_vmx_spool_size)
-                == -1)
+            if (writing
+                || ftruncate(ngx_http_vmx_spool_fd, ngx_http_vmx_spool_size)
+                   == -1)
             {
                 ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                               "vmx: a part of an audit record stays in the "
@@ -691,7 +946,7 @@ ngx_http_vmx_spool_writev(ngx_log_t *log, ngx_http_vmx_main_conf_t *mcf,
     ngx_http_vmx_spool_size += n;
     ngx_http_vmx_spool_account(mcf, log, n);
 
-    if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX) {
+    if (ngx_http_vmx_spool_size >= NGX_HTTP_VMX_SPOOL_FILE_MAX && !writing) {
         (void) ngx_http_vmx_spool_open((ngx_cycle_t *) ngx_cycle, mcf);
     }
 

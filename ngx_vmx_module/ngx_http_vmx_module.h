@@ -383,6 +383,7 @@ typedef struct {
 #if (NGX_THREADS)
     ngx_thread_pool_t           *tokenizer_pool; /* large bodies' counts */
     ngx_thread_pool_t           *config_pool;    /* snapshot compiles */
+    ngx_thread_pool_t           *audit_pool;     /* the ring's writes */
 #endif
 
     ngx_uint_t                   keepalive;     /* idle connections kept */

@@ -192,11 +192,15 @@ def test_reload_and_control_plane_restart_lose_no_record(env, stack):
     check_stored(stack, env, load)
 
 
-def test_killed_workers_lose_no_answered_record(own_stack, fake, fake2):
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "worker"])
+def test_killed_workers_lose_no_answered_record(own_stack, fake, fake2, thread):
     """Two workers SIGKILLed in turn while 400 requests pass: every request the client got
     an answer for has its record, once, with the answered status; a request whose
-    connection was cut may have one or none."""
-    s = own_stack(check_log=False)
+    connection was cut may have one or none.  The ring is written by a thread of the pool
+    (shipped), or by the worker itself (vmx_audit_spool without thread_pool=)."""
+    s = own_stack(check_log=False, audit_thread=thread)
+    conf = s.nginx.conf_path.read_text()
+    assert ("thread_pool=vmx_audit;" in conf) == thread
     env = provision(s.gw, fake, fake2)
     load = Load(env, 400, duration=10, resets=True).start()
     killed = []

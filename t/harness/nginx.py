@@ -8,7 +8,8 @@ Extra directives can be injected without touching the template:
   http_directives      at the end of the http block's module directives
   main_directives      in the main context
 
-audit=False drops the template's `vmx_audit_spool` (no audit records are written).
+audit=False drops the template's `vmx_audit_spool` (no audit records are written);
+audit_thread=False drops its `thread_pool=` (the worker writes the audit ring itself).
 
 daemon=True runs nginx as a daemon, followed by its pid file: nginx changes its binary
 (USR2, see upgrade()) only when the master's parent is not the one that started it.
@@ -93,7 +94,7 @@ class Nginx:
     def __init__(self, base_dir, port, token_file, ca_file, workers=2, max_body="1m",
                  log_level="info", cp_addr="127.0.0.1:1", module=None,
                  gateway_directives="", http_directives="", main_directives="", template=None,
-                 audit=True, daemon=False):
+                 audit=True, audit_thread=True, daemon=False):
         self.base_dir = Path(base_dir)
         self.port = port
         self.token_file = str(token_file)
@@ -108,6 +109,7 @@ class Nginx:
         self.main_directives = main_directives
         self.template = Path(template) if template else TEMPLATE
         self.audit = audit
+        self.audit_thread = audit_thread
         self.daemon = daemon
         self.proc = None
         self._log_pos = 0
@@ -167,6 +169,9 @@ class Nginx:
             raise NginxError(f"unfilled placeholders in {self.template.name}: {sorted(set(left))}")
         if not self.audit:
             text = re.sub(r"^\s*vmx_audit_spool [^\n]*;\n", "", text, count=1, flags=re.M)
+        elif not self.audit_thread:
+            text = re.sub(r"^(\s*vmx_audit_spool [^\n]*?) thread_pool=\S+;$", r"\1;", text,
+                          count=1, flags=re.M)
         main = self.main_directives
         # As root, nginx would run its workers as `nobody`, who can read neither the
         # test's private prefix nor the token file.
