@@ -115,6 +115,8 @@ static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
     size_t *response_len);
 static ngx_flag_t ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf,
     struct iovec *iov, ngx_uint_t niov, size_t total);
+static void ngx_http_vmx_audit_schedule(ngx_http_vmx_main_conf_t *mcf,
+    size_t used);
 static void ngx_http_vmx_audit_flush_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_vmx_audit_flush(ngx_http_vmx_main_conf_t *mcf,
     ngx_log_t *log);
@@ -638,7 +640,18 @@ ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    if (used >= ngx_min(sh->size / 2, NGX_HTTP_VMX_AUDIT_BATCH)) {
+    ngx_http_vmx_audit_schedule(mcf, used);
+
+    return 1;
+}
+
+
+/* a batch is written at the end of this turn of the loop, less at flush= */
+
+static void
+ngx_http_vmx_audit_schedule(ngx_http_vmx_main_conf_t *mcf, size_t used)
+{
+    if (used >= ngx_min(mcf->audit->size / 2, NGX_HTTP_VMX_AUDIT_BATCH)) {
         if (!ngx_http_vmx_audit_event.posted) {
             ngx_post_event(&ngx_http_vmx_audit_event, &ngx_posted_events);
         }
@@ -646,8 +659,6 @@ ngx_http_vmx_audit_append(ngx_http_vmx_main_conf_t *mcf, struct iovec *iov,
     } else if (!ngx_http_vmx_audit_event.timer_set) {
         ngx_add_timer(&ngx_http_vmx_audit_event, mcf->audit_flush);
     }
-
-    return 1;
 }
 
 
@@ -873,10 +884,11 @@ ngx_http_vmx_audit_written(ngx_event_t *ev)
         return;                 /* the worker exits, and flushes inline */
     }
 
+    /* what came meanwhile waits for its batch or flush=, as any record:
+       writing it at once would make a write of each request at low load */
     if (rc == NGX_AGAIN) {
-        if (!ngx_http_vmx_audit_event.posted) {
-            ngx_post_event(&ngx_http_vmx_audit_event, &ngx_posted_events);
-        }
+        ngx_http_vmx_audit_schedule(w->mcf, (size_t) (w->mcf->audit->head
+                                                      - w->mcf->audit->tail));
 
     } else if (rc == NGX_ERROR && !ngx_http_vmx_audit_event.timer_set) {
         ngx_add_timer(&ngx_http_vmx_audit_event, w->mcf->audit_flush);
