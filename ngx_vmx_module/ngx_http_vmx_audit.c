@@ -108,6 +108,7 @@ static void ngx_http_vmx_audit_ms_at(vmx_buf_t *out, const char *key,
     size_t key_len, uint64_t usec);
 static void ngx_http_vmx_audit_count_at(vmx_buf_t *out, const char *key,
     size_t key_len, int64_t n);
+static void ngx_http_vmx_audit_thousandths(char *p, uint64_t n);
 static void ngx_http_vmx_audit_attempts(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, vmx_buf_t *out);
 static ngx_uint_t ngx_http_vmx_audit_payloads(ngx_http_request_t *r,
@@ -1372,16 +1373,12 @@ static void
 ngx_http_vmx_audit_ms_at(vmx_buf_t *out, const char *key, size_t key_len,
     uint64_t usec)
 {
-    char  frac[4];
+    char  frac[sizeof(".000") - 1];
 
     vmx_buf_append(out, key, key_len);
     vmx_buf_append_int(out, (int64_t) (usec / 1000));
 
-    frac[0] = '.';
-    frac[1] = (char) ('0' + usec % 1000 / 100);
-    frac[2] = (char) ('0' + usec % 100 / 10);
-    frac[3] = (char) ('0' + usec % 10);
-
+    ngx_http_vmx_audit_thousandths(frac, usec);
     vmx_buf_append(out, frac, sizeof(frac));
 }
 
@@ -1411,16 +1408,25 @@ ngx_http_vmx_audit_time_at(vmx_buf_t *out, const char *key, size_t key_len,
         cached_sec = sec;
     }
 
-    frac[0] = '.';
-    frac[1] = (char) ('0' + msec % 1000 / 100);
-    frac[2] = (char) ('0' + msec % 100 / 10);
-    frac[3] = (char) ('0' + msec % 10);
+    ngx_http_vmx_audit_thousandths(frac, msec);
     frac[4] = 'Z';
     frac[5] = '"';
 
     vmx_buf_append(out, key, key_len);
     vmx_buf_append(out, (char *) cached, sizeof(cached));
     vmx_buf_append(out, frac, sizeof(frac));
+}
+
+
+/* ".123": n's last three digits as a fraction, at p */
+
+static void
+ngx_http_vmx_audit_thousandths(char *p, uint64_t n)
+{
+    p[0] = '.';
+    p[1] = (char) ('0' + n % 1000 / 100);
+    p[2] = (char) ('0' + n % 100 / 10);
+    p[3] = (char) ('0' + n % 10);
 }
 
 
