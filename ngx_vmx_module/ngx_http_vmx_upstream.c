@@ -549,9 +549,9 @@ ngx_http_vmx_process_stream_head(ngx_http_request_t *r)
     if (rc == NGX_DONE) {
         ctx->attempt.body_done = 1;
 
-        if (ctx->stream.holding
-            && ngx_http_vmx_stream_finish(r, ctx, 1) != NGX_OK)
-        {
+        /* its format's end now (Gemini's is its framing's), so that its
+           connection is known whole and kept for the next call */
+        if (ngx_http_vmx_stream_finish(r, ctx, 1) != NGX_OK) {
             return NGX_ERROR;
         }
     }

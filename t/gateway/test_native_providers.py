@@ -294,6 +294,22 @@ def test_stream(env, fakes, fake_sts, provider, usage):
     assert_native_model(provider, rec, ECHO[provider], stream=True)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_connection_is_kept(env, fakes, fake_sts, provider, stream):
+    """An answer read to its framing's end leaves its connection for the next call, Gemini's
+    stream too, which has no end event of its own (its end is its body's)."""
+    f = fakes[provider]
+    assert env.chat(CONN[provider], body={"stream": stream}).status == 200
+    before = f.connections
+    for _ in range(10):
+        r = env.chat(CONN[provider], body={"stream": stream})
+        assert r.status == 200, r
+        if stream:
+            assert text_of(chunks_of(r)) == expected_text(ECHO[provider])
+    assert f.connections - before <= 2, f"{f.connections - before} new connections for 10 calls"
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stream_is_incremental(env, fakes, provider):
     """The first chunk reaches the client while the provider is still streaming."""
