@@ -545,28 +545,61 @@ vmx_sigv4_scope(vmx_buf_t *out, const vmx_sigv4_request_t *r,
 }
 
 
-/* HMAC chain from "AWS4" + secret over date, region, service, then the
-   string to sign */
+/* the day's signing key: the HMAC chain from "AWS4" + secret over the date,
+   the region and the service */
 static int
-vmx_sigv4_signature(const vmx_sigv4_request_t *r, const vmx_sigv4_state_t *st,
-    const vmx_buf_t *sts, char *hex)
+vmx_sigv4_signing_key(const vmx_sigv4_request_t *r, const char *date,
+    unsigned char *md)
 {
-    unsigned char  key[4 + VMX_SIGV4_SECRET_MAX], md[VMX_SIGV4_SHA256_LEN];
+    unsigned char  secret[4 + VMX_SIGV4_SECRET_MAX];
     int            rc;
 
     if (r->secret_key.len > VMX_SIGV4_SECRET_MAX) {
         return -1;
     }
 
-    memcpy(key, "AWS4", 4);
-    memcpy(key + 4, r->secret_key.data, r->secret_key.len);
+    memcpy(secret, "AWS4", 4);
+    memcpy(secret + 4, r->secret_key.data, r->secret_key.len);
 
-    rc = vmx_sigv4_hmac(key, 4 + r->secret_key.len, st->amz_date, 8, md)
-         || vmx_sigv4_hmac(md, sizeof(md), r->region.data, r->region.len, md)
-         || vmx_sigv4_hmac(md, sizeof(md), r->service.data, r->service.len,
-                           md)
-         || vmx_sigv4_hmac(md, sizeof(md), "aws4_request", 12, md)
-         || vmx_sigv4_hmac(md, sizeof(md), sts->data, sts->len, md);
+    rc = vmx_sigv4_hmac(secret, 4 + r->secret_key.len, date, 8, md)
+         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, r->region.data,
+                           r->region.len, md)
+         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, r->service.data,
+                           r->service.len, md)
+         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, "aws4_request", 12, md);
+
+    OPENSSL_cleanse(secret, sizeof(secret));
+
+    return rc ? -1 : 0;
+}
+
+
+/* the signing key's HMAC of the string to sign; the key derived once a day
+   when the request keeps it */
+static int
+vmx_sigv4_signature(const vmx_sigv4_request_t *r, const vmx_sigv4_state_t *st,
+    const vmx_buf_t *sts, char *hex)
+{
+    unsigned char     key[VMX_SIGV4_SHA256_LEN], md[VMX_SIGV4_SHA256_LEN];
+    vmx_sigv4_key_t  *kept;
+    int               rc;
+
+    kept = r->key;
+
+    if (kept && kept->valid && memcmp(kept->date, st->amz_date, 8) == 0) {
+        memcpy(key, kept->key, sizeof(key));
+
+    } else if (vmx_sigv4_signing_key(r, st->amz_date, key) != 0) {
+        OPENSSL_cleanse(key, sizeof(key));
+        return -1;
+
+    } else if (kept) {
+        memcpy(kept->date, st->amz_date, 8);
+        memcpy(kept->key, key, sizeof(key));
+        kept->valid = 1;
+    }
+
+    rc = vmx_sigv4_hmac(key, sizeof(key), sts->data, sts->len, md);
 
     if (rc == 0) {
         vmx_sigv4_append_hex(hex, md, sizeof(md));

@@ -46,6 +46,19 @@ typedef struct {
 } vmx_sigv4_header_t;
 
 
+/*
+ * The day's signing key (the HMAC chain of the secret over the date, the
+ * region and the service), kept between requests as AWS's SDKs keep it:
+ * one per secret, region and service, which its keeper guarantees (a
+ * connection's, dropped with its credentials).  Zeroed: empty.
+ */
+typedef struct {
+    char                       date[8];        /* "20150830" */
+    unsigned char              key[32];
+    unsigned                   valid:1;
+} vmx_sigv4_key_t;
+
+
 typedef struct {
     vmx_sigv4_str_t            method;         /* "POST" */
     vmx_sigv4_str_t            host;           /* the Host header sent */
@@ -64,6 +77,8 @@ typedef struct {
     vmx_sigv4_str_t            session_token;  /* empty without one */
 
     int64_t                    time;           /* unix seconds */
+    vmx_sigv4_key_t           *key;            /* the kept signing key, or
+                                                  NULL: derived each time */
     unsigned                   content_sha256:1;  /* send and sign
                                                      x-amz-content-sha256 */
 } vmx_sigv4_request_t;

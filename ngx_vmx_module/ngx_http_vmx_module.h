@@ -22,6 +22,7 @@
 #include "vmx_json.h"
 #include "vmx_pools.h"
 #include "vmx_rules.h"
+#include "vmx_sigv4.h"
 #include "vmx_sse.h"
 #include "vmx_tokenizer.h"
 #include "vmx_translate.h"
@@ -181,6 +182,7 @@ typedef struct {
     ngx_str_t                    access_key_id;
     ngx_str_t                    secret_key;
     ngx_str_t                    session_token;
+    vmx_sigv4_key_t              sigv4_key;     /* the day's, this worker's */
 
     ngx_str_t                    unavailable;   /* why it cannot serve */
 } ngx_http_vmx_connection_t;

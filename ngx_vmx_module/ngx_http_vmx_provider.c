@@ -873,6 +873,7 @@ ngx_http_vmx_bedrock_signed(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     sr.session_token.data = (char *) conn->session_token.data;
     sr.session_token.len = conn->session_token.len;
     sr.time = ngx_time();
+    sr.key = &conn->sigv4_key;
 
     vmx_buf_init(&signature, ngx_http_vmx_json_alloc, r->pool, 1024);
 

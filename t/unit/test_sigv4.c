@@ -444,6 +444,43 @@ test_limits(void)
 }
 
 
+/* a kept signing key signs as a fresh one, and is derived again the next day */
+static void
+test_kept_key(void)
+{
+    const suite_case_t   *c;
+    vmx_sigv4_key_t       kept;
+    vmx_sigv4_request_t   r;
+    char                 *fresh, *first, *again, *next_day, *next_fresh;
+    size_t                i;
+
+    for (i = 0; i < sizeof(suite) / sizeof(suite[0]); i++) {
+        c = &suite[i];
+        memset(&kept, 0, sizeof(kept));
+        r = suite_request(c);
+        fresh = sign(&r);
+
+        r.key = &kept;
+        first = sign(&r);
+        CHECK(kept.valid && memcmp(kept.date, "20150830", 8) == 0);
+        again = sign(&r);
+
+        CHECK(fresh && first && again && strcmp(fresh, first) == 0
+              && strcmp(fresh, again) == 0);
+
+        r.time += 86400;
+        next_day = sign(&r);
+        CHECK(memcmp(kept.date, "20150831", 8) == 0);
+        r.key = NULL;
+        next_fresh = sign(&r);
+        CHECK(next_day && next_fresh && strcmp(next_day, next_fresh) == 0
+              && strcmp(next_day, fresh) != 0);
+
+        free(fresh); free(first); free(again); free(next_day); free(next_fresh);
+    }
+}
+
+
 int
 main(void)
 {
@@ -453,6 +490,7 @@ main(void)
     test_uri_encode();
     test_bedrock();
     test_limits();
+    test_kept_key();
 
     return UNIT_REPORT();
 }
