@@ -5,10 +5,9 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "vmx_batch.h"
+#include "vmx_sha256.h"
 
 
 #define VMX_BATCH_UUID_LEN   36
@@ -151,8 +150,7 @@ vmx_batch_verify(const vmx_batch_headers_t *h, const unsigned char *token,
 {
     char           message[VMX_BATCH_MESSAGE_MAX], *p;
     int64_t        time;
-    unsigned int   len;
-    unsigned char  signature[32], expected[EVP_MAX_MD_SIZE];
+    unsigned char  signature[32], expected[VMX_SHA256_LEN];
 
     if (token_len == 0
         || !vmx_batch_is_uuid(&h->id)
@@ -171,10 +169,8 @@ vmx_batch_verify(const vmx_batch_headers_t *h, const unsigned char *token,
     p = vmx_batch_append(p, &h->pool, '\n');
     p = vmx_batch_append(p, &h->time, '\0');
 
-    if (HMAC(EVP_sha256(), token, (int) token_len, (unsigned char *) message,
-             p - message, expected, &len)
-        == NULL
-        || len != sizeof(signature)
+    if (vmx_hmac_sha256(token, token_len, message, p - message, expected)
+        != 0
         || CRYPTO_memcmp(expected, signature, sizeof(signature)) != 0)
     {
         return VMX_BATCH_BAD_SIGNATURE;

@@ -7,9 +7,8 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
+#include "vmx_sha256.h"
 #include "vmx_sigv4.h"
 
 
@@ -100,24 +99,13 @@ vmx_sigv4_sha256_hex(const char *s, size_t len, char *hex)
 {
     unsigned char  md[VMX_SIGV4_SHA256_LEN];
 
-    if (!EVP_Digest(s, len, md, NULL, EVP_sha256(), NULL)) {
+    if (vmx_sha256(s, len, md) != 0) {
         return -1;
     }
 
     vmx_sigv4_append_hex(hex, md, sizeof(md));
 
     return 0;
-}
-
-
-static int
-vmx_sigv4_hmac(const unsigned char *key, size_t key_len, const char *s,
-    size_t len, unsigned char *md)
-{
-    unsigned int  md_len = VMX_SIGV4_SHA256_LEN;
-
-    return HMAC(EVP_sha256(), key, (int) key_len, (const unsigned char *) s,
-                len, md, &md_len) ? 0 : -1;
 }
 
 
@@ -561,12 +549,12 @@ vmx_sigv4_signing_key(const vmx_sigv4_request_t *r, const char *date,
     memcpy(secret, "AWS4", 4);
     memcpy(secret + 4, r->secret_key.data, r->secret_key.len);
 
-    rc = vmx_sigv4_hmac(secret, 4 + r->secret_key.len, date, 8, md)
-         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, r->region.data,
+    rc = vmx_hmac_sha256(secret, 4 + r->secret_key.len, date, 8, md)
+         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, r->region.data,
                            r->region.len, md)
-         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, r->service.data,
+         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, r->service.data,
                            r->service.len, md)
-         || vmx_sigv4_hmac(md, VMX_SIGV4_SHA256_LEN, "aws4_request", 12, md);
+         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, "aws4_request", 12, md);
 
     OPENSSL_cleanse(secret, sizeof(secret));
 
@@ -599,7 +587,7 @@ vmx_sigv4_signature(const vmx_sigv4_request_t *r, const vmx_sigv4_state_t *st,
         kept->valid = 1;
     }
 
-    rc = vmx_sigv4_hmac(key, sizeof(key), sts->data, sts->len, md);
+    rc = vmx_hmac_sha256(key, sizeof(key), sts->data, sts->len, md);
 
     if (rc == 0) {
         vmx_sigv4_append_hex(hex, md, sizeof(md));

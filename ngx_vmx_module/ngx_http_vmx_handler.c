@@ -6,9 +6,8 @@
 
 #include "ngx_http_vmx_module.h"
 
-#include <openssl/sha.h>
-
 #include "vmx_batch.h"
+#include "vmx_sha256.h"
 
 
 /* each also under /v1/completion/{workspaceId}/{environmentId}/ */
@@ -249,7 +248,7 @@ static ngx_http_vmx_api_key_t *
 ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     ngx_uint_t *expired)
 {
-    u_char                   digest[SHA256_DIGEST_LENGTH];
+    u_char                   digest[VMX_SHA256_LEN];
     ngx_str_t                key;
     ngx_table_elt_t         *h;
     ngx_http_vmx_api_key_t  *api_key;
@@ -297,7 +296,9 @@ ngx_http_vmx_authenticate(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
             return NULL;
         }
 
-        SHA256(key.data, key.len, digest);
+        if (vmx_sha256(key.data, key.len, digest) != 0) {
+            return NULL;
+        }
     }
 
     api_key = ngx_http_vmx_index_find(&ctx->request.snapshot->api_keys, digest,
