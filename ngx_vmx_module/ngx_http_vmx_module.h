@@ -621,6 +621,8 @@ typedef struct {
     unsigned                     provider_close:1; /* "Connection: close" */
     unsigned                     complete:1;    /* saw the answer's end */
     unsigned                     body_done:1;   /* its framing ended then */
+    unsigned                     framing_tail:1;   /* complete, its framing's
+                                                    end awaited */
     unsigned                     own_response:1;   /* not nginx's page */
 } ngx_http_vmx_ctx_attempt_t;
 

