@@ -70,20 +70,6 @@ vmx_buf_reserve(vmx_buf_t *b, size_t n)
 
 
 void
-vmx_buf_append(vmx_buf_t *b, const char *s, size_t n)
-{
-    char  *p;
-
-    p = vmx_buf_reserve(b, n);
-
-    if (p != NULL && n) {
-        memcpy(p, s, n);
-        b->len += n;
-    }
-}
-
-
-void
 vmx_buf_append_int(vmx_buf_t *b, int64_t v)
 {
     char      digits[24], *p;

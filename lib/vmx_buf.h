@@ -32,7 +32,24 @@ void vmx_buf_init(vmx_buf_t *b, vmx_json_alloc_pt alloc, void *alloc_ctx,
 /* room for n more bytes at data + len; NULL after a failure */
 char *vmx_buf_reserve(vmx_buf_t *b, size_t n);
 
-void vmx_buf_append(vmx_buf_t *b, const char *s, size_t n);
+/* inline: an append that fits, most of them, is then a copy */
+static inline void
+vmx_buf_append(vmx_buf_t *b, const char *s, size_t n)
+{
+    char  *p;
+
+    if (n == 0) {
+        return;
+    }
+
+    p = (!b->failed && b->cap - b->len >= n) ? b->data + b->len
+                                             : vmx_buf_reserve(b, n);
+
+    if (p != NULL) {
+        memcpy(p, s, n);
+        b->len += n;
+    }
+}
 
 /* inline: the length of a literal is then known when compiling */
 static inline void

@@ -2,15 +2,12 @@
  * vmx_translate: see vmx_translate.h.
  */
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE      /* memmem(), also when nginx's build compiles us */
-#endif
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "vmx_bytes.h"
 #include "vmx_translate.h"
 
 
@@ -877,7 +874,7 @@ vmx_openai_stream_substantive(const char *out, size_t len,
     last = out + len;
 
     for (p = out; p < last; p = end + 2) {
-        end = memmem(p, last - p, "\n\n", 2);
+        end = vmx_bytes_find(p, last - p, "\n\n", 2);
         if (end == NULL) {
             end = last;
         }

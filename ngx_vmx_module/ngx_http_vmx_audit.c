@@ -32,6 +32,7 @@
  */
 
 #include "ngx_http_vmx_module.h"
+#include "vmx_bytes.h"
 #include "vmx_spool.h"
 
 #include <dirent.h>
@@ -1467,7 +1468,7 @@ ngx_http_vmx_audit_capture(ngx_http_request_t *r, ngx_http_vmx_ctx_t *ctx,
     last = data + len;
 
     for (p = data; p < last; p = end + 2) {
-        end = memmem(p, last - p, "\n\n", 2);
+        end = (u_char *) vmx_bytes_find((char *) p, last - p, "\n\n", 2);
         if (end == NULL) {
             break;
         }

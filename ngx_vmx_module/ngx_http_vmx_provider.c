@@ -18,6 +18,7 @@
 
 #include "vmx_anthropic.h"
 #include "vmx_bedrock.h"
+#include "vmx_bytes.h"
 #include "vmx_gemini.h"
 #include "vmx_sigv4.h"
 
@@ -1421,7 +1422,10 @@ ngx_http_vmx_has_usage(u_char *p, size_t len)
 
     last = p + len;
 
-    while ((found = memmem(p, last - p, "\"usage\"", 7)) != NULL) {
+    while ((found = (u_char *) vmx_bytes_find((char *) p, last - p,
+                                               "\"usage\"", 7))
+           != NULL)
+    {
         p = found + 7;
 
         while (p < last && (*p == ' ' || *p == ':' || *p == '\t'
