@@ -13,7 +13,11 @@ then measures with wrk (bench/post.lua) and ends with one table of the targets, 
 the measured value and PASS or MISS, and a closing note with the profile of each miss
 (`perf record` of the gateway's workers, control plane and PostgreSQL; the strace table of
 the system calls; the RSS samples):
-  - the gateway's requests/s over the baseline's, JSON and streamed (>= 0.90);
+  - the gateway's requests/s over the baseline's, JSON and streamed (>= 0.90); beside it,
+    "dp alone": the gateway measured with the control plane paused (its records spooled and
+    stored after the measure, as when ingestion runs on other machines), and a miss's note
+    compares the gateway's worker with the baseline's, CPU per request by object and
+    function, each pinned to the first core with wrk and the fake provider on the second;
   - Redis-backed admission (a second gateway with vmx_redis, configured and ingested by the
     same control plane) over local admission, in turns (>= 0.95);
   - the Anthropic, Gemini and Bedrock translations over the gateway's OpenAI pass-through
@@ -623,25 +627,82 @@ def samples_per_request(data, requests, frequency=999):
                        capture_output=True, text=True)
     out = {}
     for line in r.stdout.splitlines():
-        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(.+)$", line)
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[[.k]\]\s+(.+)$", line)
         if m:
             out[(m.group(2), m.group(3).strip())] = int(m.group(1)) * 1e6 / frequency / requests
     return out
 
 
-def audit_profile_diff(profiles, n=15):
+def profile_diff(on, off, n=15):
+    """Lines: the total CPU per request of two profiles (samples_per_request), by object,
+    and the n functions that grow most from off to on."""
+    objects = sorted({k[0] for k in set(on) | set(off)},
+                     key=lambda o: -sum(v for k, v in on.items() if k[0] == o))
+    lines = [f"  total {sum(on.values()):.1f} vs {sum(off.values()):.1f} us; by object: "
+             + ", ".join(f"{o} {sum(v for k, v in on.items() if k[0] == o):.1f} vs "
+                         f"{sum(v for k, v in off.items() if k[0] == o):.1f}"
+                         for o in objects[:6])]
+    rows = sorted(((on.get(k, 0) - off.get(k, 0), k) for k in set(on) | set(off)), reverse=True)
+    lines += [f"  {d:+7.3f} us  {k[1]} ({k[0]})" for d, k in rows[:n]]
+    return lines
+
+
+def audit_profile_diff(profiles):
     """Where auditing on spends the worker's CPU: the functions whose microseconds per request
     grow most from off to alone (each mode's mean over its measures)."""
     def mean(mode):
         runs = [p for m, p in profiles if m == mode]
         keys = set().union(*runs) if runs else set()
         return {k: sum(p.get(k, 0) for p in runs) / len(runs) for k in keys}
-    on, off = mean("alone"), mean("off")
-    rows = sorted(((on.get(k, 0) - off.get(k, 0), k) for k in set(on) | set(off)), reverse=True)
-    lines = [f"worker CPU per request, alone vs off (perf record -F 999): {sum(on.values()):.1f} "
-             f"vs {sum(off.values()):.1f} us; the largest growths:"]
-    lines += [f"  {d:+7.3f} us  {k[1]} ({k[0]})" for d, k in rows[:n]]
-    return "\n".join(lines)
+    return "\n".join(["worker CPU per request, alone vs off (perf record -F 999), the largest "
+                      "growths:"] + profile_diff(mean("alone"), mean("off")))
+
+
+def worker_profile(server, url, path, key, stream, model, out, cpus):
+    """samples_per_request of server's workers while wrk runs BENCH_PROFILE_DURATION, or None."""
+    res = {}
+
+    def run():
+        res.update(wrk(url, path, key, stream, PROFILE_DURATION, model, cpus=cpus))
+        return res
+
+    if traced(["perf", "record", "-F", "999", "-o", str(out), "-p",
+               ",".join(map(str, sorted(server.worker_pids())))],
+              out.with_suffix(".err"), run) is None or not res.get("requests"):
+        return None
+    return samples_per_request(out, res["requests"])
+
+
+def compare_workers(work, base, gw, fake, cp, pair, stream):
+    """Where the gateway worker's CPU per request goes beyond the baseline worker's: each
+    worker on the first core, the fake provider and wrk on the second, the control plane
+    paused (its ingestion is not the worker's)."""
+    if not shutil.which("perf"):
+        return "no worker profile: perf is not installed"
+    pinned = os.cpu_count() >= 2 and WORKERS == 1
+    got = {}
+    os.kill(cp.proc.pid, signal.SIGSTOP)
+    try:
+        for target, server, k, m, path in pair:
+            if pinned:
+                pin(server.worker_pids(), {0})
+                pin(fake.worker_pids(), {1})
+            got[target] = worker_profile(server, server.url, path, k, stream, m,
+                                         work / f"workers-{target}-{stream}.data",
+                                         {1} if pinned else None)
+    finally:
+        os.kill(cp.proc.pid, signal.SIGCONT)
+        if pinned:
+            everywhere = set(range(os.cpu_count()))
+            for server in (base, gw, fake):
+                pin(server.worker_pids(), everywhere)
+    if not got.get("gateway") or not got.get("baseline"):
+        return "no worker profile: perf record failed"
+    return "\n".join(["worker CPU per request, gateway vs baseline (perf record -F 999, "
+                      + ("each worker on core 0, wrk and the fake provider on core 1, "
+                         if pinned else "")
+                      + "the control plane paused):"]
+                     + profile_diff(got["gateway"], got["baseline"], n=20))
 
 
 def rss_kib(pids, field="VmRSS"):
@@ -680,8 +741,15 @@ def targets(rows, latency, calls, native_rows, passthrough, redis_rows, gw, gwr,
         ratio = g["rps"] / b["rps"]
         cpu = "CPU us/request, gateway vs baseline: " + ", ".join(
             f"{k} {v:.1f} vs {b['cpu'].get(k, 0):.1f}" for k, v in g["cpu"].items())
+        note = [cpu]
+        if (name, "dp alone") in by:
+            a = by[(name, "dp alone")]
+            note.append(f"the data plane alone (its records stored after the measure): "
+                        f"{a['rps'] / b['rps']:.2f} of the baseline, nginx {a['cpu']['nginx']:.1f}"
+                        f" us/request")
         out.append((f"gateway req/s / baseline's, {name}", f"{ratio:.2f}", ">= 0.90",
-                    ratio >= 0.90, [cpu, (gw, stream, routed[stream], None)]))
+                    ratio >= 0.90, note + [(gw, stream, routed[stream], None),
+                                           ("workers", stream)]))
     if redis_rows:
         ratio = (sum(r["rps"] for name, r in redis_rows if name == "redis")
                  / sum(r["rps"] for name, r in redis_rows if name == "local"))
@@ -983,14 +1051,28 @@ def main():
                     ("gateway", gw, limited, routed[stream], "/v1/chat/completions"))
 
         # baseline, gateway, gateway, baseline: the machine's other load drifting meanwhile
-        # weighs on both alike
+        # weighs on both alike.  Between them, "dp alone": the gateway with the control plane
+        # paused, so that the records it spools are stored after the measure (on a machine of
+        # its own, ingestion does not share the data plane's cores); each followed by their
+        # storing, which the next measure would otherwise share its cores with.
         rows = []
+        dataplane = f"http://127.0.0.1:{gw.port}"
         for name, stream in scenarios:
             b, g = pair(stream)
-            for target, server, k, m, path in (b, g, g, b):
-                rows.append((name, target, measure(
-                    f"{name} {target}", server.url, k, stream, DURATION, m, path,
-                    warmup=WARMUP, groups=groups(server))))
+            for label, (_, server, k, m, path), alone in (
+                    ("baseline", b, False), ("gateway", g, False), ("dp alone", g, True),
+                    ("dp alone", g, True), ("gateway", g, False), ("baseline", b, False)):
+                if alone:
+                    os.kill(cp.proc.pid, signal.SIGSTOP)
+                try:
+                    res = measure(f"{name} {label}", server.url, k, stream, DURATION, m, path,
+                                  warmup=WARMUP, groups=groups(server))
+                finally:
+                    if alone:
+                        os.kill(cp.proc.pid, signal.SIGCONT)
+                rows.append((name, label, res))
+                if alone:
+                    wait_ingested(cp, dataplane, pg)
             gw.check_error_log(everything=True)
 
         latency = {target: measure(f"latency {target}", server.url, k, False, LATENCY_DURATION,
@@ -1024,7 +1106,6 @@ def main():
         # measure) and off (nginx reloaded without the spool) in turns, and ingesting again
         audit_rows = []
         audit_profiles = []
-        dataplane = f"http://127.0.0.1:{gw.port}"
         # With two cores or more, the gateway's worker has the first core and wrk and the fake
         # provider the second, so that the worker's own cost sets its throughput.
         modes = ("ingest",) + ("alone", "off") * AUDIT_ROUNDS + ("alone", "ingest")
@@ -1080,7 +1161,9 @@ def main():
                          gwr, routed)
         profiles = {}
         for why in (w for *_, ok, note in checks if ok is False for w in note):
-            if isinstance(why, tuple) and why not in profiles:
+            if isinstance(why, tuple) and why not in profiles and why[0] == "workers":
+                profiles[why] = compare_workers(work, base, gw, fake, cp, pair(why[1]), why[1])
+            elif isinstance(why, tuple) and why not in profiles:
                 server, stream, rname, c = why
                 pids = server.worker_pids() | {cp.proc.pid} | set(postgres_pids(pg))
                 profiles[why] = profile(pids, server.url, limited, stream, rname,
