@@ -21,7 +21,9 @@ Then:
      again to each data plane under a new version every BENCH_CONFIG_EVERY seconds while wrk
      sends requests to it at a moderate load (BENCH_CONFIG_CONNECTIONS connections), then
      the same without changes: the latency a change adds (p99 and max) on each data plane,
-     and how long each PUT took (the transfer, the compile, every worker's compile).
+     and how long each PUT took (the transfer, the compile, every worker's compile);
+  5. how long an install held a worker's event loop (the swap and the old snapshot's
+     retirement: the compile runs beside it), the longest of the run, from the logs.
 Ends with a table: each measure, threaded and inline, and their ratio.
 
 Environment: BENCH_CONFIG_ENVS (1000), BENCH_CONFIG_RESOURCES (10 per environment),
@@ -57,6 +59,8 @@ EVERY = float(os.environ.get("BENCH_CONFIG_EVERY", "2"))
 CONNECTIONS = os.environ.get("BENCH_CONFIG_CONNECTIONS", "2")
 
 COMPILED = re.compile(r"config version (\d+)[^\n]*compiled in (\d+) ms")
+INSTALLED = re.compile(r"worker runs config version \d+ \(compiled in \d+ ms, installed in "
+                       r"(\d+) us\)")
 RECEIVED = re.compile(r"config version (\d+) received \((\d+) bytes")
 
 # the bulk rows, in two steps: the environments; then (their connections made through the API,
@@ -323,6 +327,11 @@ def main():
         rows.append(("PUT of the snapshot at scale, s (median)",
                      ms(sorted(reput["threaded"])[len(reput["threaded"]) // 2]),
                      ms(sorted(reput["inline"])[len(reput["inline"]) // 2])))
+        # the event loop's part of a change: the swap and the old snapshot's retirement,
+        # every install of the run (from the data planes' logs)
+        held = {m: [int(t) for t in INSTALLED.findall(g.error_log())] for m, g in gws.items()}
+        rows.append(("a worker's event loop held by an install, us (max)",
+                     max(held["threaded"] or [0]), max(held["inline"] or [0])))
         for what in ("quiet", "changes"):
             for stat in ("p99", "max"):
                 rows.append((f"request latency {stat} ms, {what}",

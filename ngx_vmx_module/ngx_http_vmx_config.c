@@ -97,6 +97,11 @@ static void ngx_http_vmx_cfg_str(ngx_str_t *to, vmx_cfg_str_t *from);
 
 static void ngx_http_vmx_snapshot_release(void *data);
 static void ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot);
+static void ngx_http_vmx_snapshot_destroy(ngx_http_vmx_snapshot_t *snapshot);
+#if (NGX_THREADS)
+static void ngx_http_vmx_snapshot_free(void *data, ngx_log_t *log);
+static void ngx_http_vmx_snapshot_freed(ngx_event_t *ev);
+#endif
 static ngx_int_t ngx_http_vmx_config_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_vmx_config_load_disk(ngx_http_vmx_main_conf_t *mcf,
@@ -113,7 +118,7 @@ static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
 static void ngx_http_vmx_config_watch(ngx_event_t *ev);
 static void ngx_http_vmx_config_job_start(ngx_http_vmx_config_job_t *job);
 static void ngx_http_vmx_config_job_run(void *data, ngx_log_t *log);
-static ngx_msec_t ngx_http_vmx_config_job_clock(void);
+static uint64_t ngx_http_vmx_config_clock(void);
 #if (NGX_THREADS)
 static void ngx_http_vmx_config_job_thread(void *data, ngx_log_t *log);
 static void ngx_http_vmx_config_job_done(ngx_event_t *ev);
@@ -890,7 +895,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
 
     u_char                    *copy;
     size_t                     len;
-    ngx_msec_t                 started;
+    uint64_t                   started;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = job->mcf;
@@ -898,7 +903,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
     job->retry = 0;
     ngx_str_null(&job->error);
 
-    started = ngx_http_vmx_config_job_clock();
+    started = ngx_http_vmx_config_clock();
 
     if (job->request == NULL) {
         if (job->from_disk) {
@@ -929,7 +934,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
             job->retry = 1;
         }
 
-        job->took = ngx_http_vmx_config_job_clock() - started;
+        job->took = (ngx_http_vmx_config_clock() - started) / 1000;
 
     } else {
         job->snapshot = ngx_http_vmx_snapshot_compile(job->body.data,
@@ -937,7 +942,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
                                                       &job->error,
                                                       job->errbuf,
                                                       &job->unread_format);
-        job->took = ngx_http_vmx_config_job_clock() - started;
+        job->took = (ngx_http_vmx_config_clock() - started) / 1000;
 
         if (job->snapshot == NULL) {
             job->status = NGX_HTTP_BAD_REQUEST;
@@ -966,16 +971,17 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
 }
 
 
-/* a thread's clock: ngx_current_msec is the worker's, updated by its loop */
+/* microseconds, for a thread too: ngx_current_msec is the worker's, and
+   updated by its loop only */
 
-static ngx_msec_t
-ngx_http_vmx_config_job_clock(void)
+static uint64_t
+ngx_http_vmx_config_clock(void)
 {
     struct timeval  tv;
 
     ngx_gettimeofday(&tv);
 
-    return (ngx_msec_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
 
@@ -1085,21 +1091,28 @@ static void
 ngx_http_vmx_config_install(ngx_http_vmx_main_conf_t *mcf,
     ngx_http_vmx_config_job_t *job, ngx_log_t *log)
 {
+    uint64_t                  started;
+    ngx_http_vmx_snapshot_t  *old;
+
     if (job->snapshot && job->generation > ngx_http_vmx_generation) {
-        if (job->request == NULL) {
-            ngx_log_error(NGX_LOG_INFO, log, 0, "vmx: worker runs config "
-                          "version %uL (compiled in %M ms)",
-                          job->snapshot->version, job->took);
-        }
+        /* what the worker's requests wait for: the compile did not hold
+           them, the swap and the old snapshot's retirement do */
+        started = ngx_http_vmx_config_clock();
 
-        if (ngx_http_vmx_current) {
-            ngx_http_vmx_snapshot_retire(ngx_http_vmx_current);
-        }
-
+        old = ngx_http_vmx_current;
         ngx_http_vmx_current = job->snapshot;
 
+        if (old) {
+            ngx_http_vmx_snapshot_retire(old);
+        }
+
+        ngx_log_error(NGX_LOG_INFO, log, 0, "vmx: worker runs config version "
+                      "%uL (compiled in %M ms, installed in %uL us)",
+                      ngx_http_vmx_current->version, job->took,
+                      ngx_http_vmx_config_clock() - started);
+
     } else if (job->snapshot) {
-        ngx_destroy_pool(job->snapshot->pool);
+        ngx_http_vmx_snapshot_destroy(job->snapshot);
     }
 
     job->snapshot = NULL;
@@ -1194,7 +1207,7 @@ ngx_http_vmx_snapshot_release(void *data)
     ngx_http_vmx_snapshot_t  *snapshot = data;
 
     if (--snapshot->refs == 0 && snapshot->retired) {
-        ngx_destroy_pool(snapshot->pool);
+        ngx_http_vmx_snapshot_destroy(snapshot);
     }
 }
 
@@ -1203,12 +1216,70 @@ static void
 ngx_http_vmx_snapshot_retire(ngx_http_vmx_snapshot_t *snapshot)
 {
     if (snapshot->refs == 0) {
-        ngx_destroy_pool(snapshot->pool);
+        ngx_http_vmx_snapshot_destroy(snapshot);
         return;
     }
 
     snapshot->retired = 1;
 }
+
+
+/*
+ * A snapshot no request uses is freed by a task of the config thread pool
+ * when there is one: a large one's pool (blocks of hundreds of megabytes,
+ * compiled expressions) takes milliseconds to give back, which the worker's
+ * requests would wait for.
+ */
+
+static void
+ngx_http_vmx_snapshot_destroy(ngx_http_vmx_snapshot_t *snapshot)
+{
+#if (NGX_THREADS)
+    ngx_thread_task_t         *task;
+    ngx_http_vmx_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_vmx_module);
+
+    if (mcf->config_pool && !ngx_exiting && !ngx_terminate && !ngx_quit) {
+        task = ngx_calloc(sizeof(ngx_thread_task_t), ngx_cycle->log);
+
+        if (task) {
+            task->ctx = snapshot->pool;
+            task->handler = ngx_http_vmx_snapshot_free;
+            task->event.handler = ngx_http_vmx_snapshot_freed;
+            task->event.data = task;
+            task->event.log = ngx_cycle->log;
+
+            if (ngx_thread_task_post(mcf->config_pool, task) == NGX_OK) {
+                return;
+            }
+
+            ngx_free(task);
+        }
+    }
+
+#endif
+
+    ngx_destroy_pool(snapshot->pool);
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_vmx_snapshot_free(void *data, ngx_log_t *log)
+{
+    ngx_destroy_pool(data);
+}
+
+
+static void
+ngx_http_vmx_snapshot_freed(ngx_event_t *ev)
+{
+    ngx_free(ev->data);
+}
+
+#endif
 
 
 /* the shared zone */
