@@ -131,7 +131,9 @@ class Recorder:
                 self.answer()
 
             def answer(self):
-                data = json.dumps({"version": recorder.version}).encode()
+                # the data plane's formats: the control plane builds one snapshot for all
+                data = json.dumps({"version": recorder.version, "received": recorder.version,
+                                   "formats": [1, 2]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

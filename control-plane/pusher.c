@@ -31,6 +31,7 @@ typedef struct {
     discovery_url_t  url;              /* first: discovery_follow() reads it */
     dpclient_t       conn;             /* conn.base (url) names the plane */
     long long        version;          /* what it runs, -1 when unknown */
+    long long        received;         /* what it holds, run or being compiled; -1 */
     int              format;           /* newest snapshot format it reads; 0: unknown */
     bool             reachable;
     bool             contacted;        /* answered at least once */
@@ -84,12 +85,15 @@ take_state(dataplane_t *dp, const char *answer)
 {
     cJSON       *json = answer ? cJSON_Parse(answer) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "version");
+    const cJSON *received = cJSON_GetObjectItemCaseSensitive(json, "received");
     const cJSON *total = cJSON_GetObjectItemCaseSensitive(json, "problemsTotal");
     cJSON       *problems = cJSON_DetachItemFromObjectCaseSensitive(json, "problems");
     int          format = take_format(cJSON_GetObjectItemCaseSensitive(json, "formats"));
     const cJSON *p;
 
     dp->version = cJSON_IsNumber(v) ? (long long) v->valuedouble : -1;
+    /* a release before "received" holds what it runs */
+    dp->received = cJSON_IsNumber(received) ? (long long) received->valuedouble : dp->version;
     if (format != dp->format) {
         log_info("pusher dataplane=%s reads snapshot format %d", dp->conn.base, format);
         dp->format = format;
@@ -289,6 +293,7 @@ open_plane(const char *url)
     }
     snprintf(dp->url, sizeof(dp->url), "%s", url);
     dp->version = -1;
+    dp->received = -1;
     /* a PUT is answered once every worker compiled it: seconds at scale */
     dpclient_open(&dp->conn, dp->url, HTTPC_TOTAL_TIMEOUT_MS * 3);
     return dp;
@@ -307,13 +312,15 @@ close_plane(void *plane)
 }
 
 
-/* behind version; or, on reconcile, running a connection whose host did
- * not resolve, which a new build of the same version heals once the name
- * resolves (tried again when the resolver's cached answer has expired) */
+/* behind version, and not holding it already (its workers still compiling
+ * what it was sent: a push of the same would only start that over); or, on
+ * reconcile, running a connection whose host did not resolve, which a new
+ * build of the same version heals once the name resolves (tried again when
+ * the resolver's cached answer has expired) */
 static bool
 is_stale(const dataplane_t *dp, long long version, bool reconcile)
 {
-    return dp->version != version
+    return (dp->version != version && dp->received != version)
            || (reconcile && dp->unresolved && time(NULL) - dp->pushed_at >= RESOLVE_TTL);
 }
 

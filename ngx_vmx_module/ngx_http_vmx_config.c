@@ -1991,7 +1991,7 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
 {
     u_char                    *p, *start;
     size_t                     len, refused_len;
-    uint64_t                   version;
+    uint64_t                   version, received;
     ngx_tm_t                   tm;
     time_t                     loaded_at, refused_at;
     ngx_uint_t                 i, refused;
@@ -2006,6 +2006,7 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
     /* the version every worker runs, and the problems of this worker's */
     ngx_shmtx_lock(&mcf->shpool->mutex);
     version = mcf->sh->running;
+    received = mcf->sh->version;
     loaded_at = mcf->sh->loaded_at;
     refused = mcf->sh->refused;
     refused_at = mcf->sh->refused_at;
@@ -2016,7 +2017,8 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
     snapshot = ngx_http_vmx_snapshot_acquire(r);
     cfg = (snapshot && snapshot->version == version) ? snapshot->config : NULL;
 
-    len = 128 + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN
+    len = 128 + sizeof(",\"received\":") + NGX_INT64_LEN
+          + sizeof(",\"problemsTotal\":,\"problems\":[]") + NGX_SIZE_T_LEN
           + sizeof(",\"formats\":[,]") + 2 * NGX_INT_T_LEN
           + sizeof(",\"refused\":{\"total\":,\"at\":\"\",\"error\":\"\"}")
           + NGX_INT_T_LEN + sizeof("1970-01-01T00:00:00Z")
@@ -2036,7 +2038,9 @@ ngx_http_vmx_config_state(ngx_http_request_t *r, ngx_uint_t status)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_sprintf(start, "{\"version\":%uL", version);
+    /* the version stored, which the workers run or are compiling */
+    p = ngx_sprintf(start, "{\"version\":%uL,\"received\":%uL", version,
+                    received);
 
     if (loaded_at) {
         ngx_gmtime(loaded_at, &tm);

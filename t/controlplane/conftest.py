@@ -58,7 +58,9 @@ class FakeDataPlane(LoopbackServer):
         self.token = token
         self.lock = threading.Lock()
         self.snapshots = []          # every accepted PUT body, parsed
-        self.version = 0
+        self.version = 0             # what its workers run
+        self.received = 0            # what it holds
+        self.compiling = False       # True: a PUT is held, its workers never done
         self.unauthorized = 0
         self.capacity = []
         self.capacity_gets = 0
@@ -167,7 +169,7 @@ class FakeDataPlane(LoopbackServer):
                     return
                 with fake.lock:
                     if self.path == "/vmx/config":
-                        self._answer(200, {"version": fake.version,
+                        self._answer(200, {"version": fake.version, "received": fake.received,
                                            "loadedAt": "2026-01-01T00:00:00Z"})
                         return
                     fake.capacity_gets += 1
@@ -186,8 +188,11 @@ class FakeDataPlane(LoopbackServer):
                 snap = json.loads(body)
                 with fake.lock:
                     fake.snapshots.append(snap)
-                    fake.version = snap["version"]
-                self._answer(200, {"version": snap["version"]})
+                    fake.received = snap["version"]
+                    if not fake.compiling:
+                        fake.version = snap["version"]
+                    state = {"version": fake.version, "received": fake.received}
+                self._answer(200, state)
 
         self.serve(Handler)
 
@@ -236,6 +241,7 @@ class FakeDataPlane(LoopbackServer):
         """As a restarted data plane without its disk copy: runs version 0."""
         with self.lock:
             self.version = 0
+            self.received = 0
             self.snapshots.clear()
 
     def wait_for(self, predicate, timeout=10.0):

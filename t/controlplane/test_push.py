@@ -158,3 +158,29 @@ def test_api_not_blocked_by_dead_dataplane(api):
     for i in range(5):
         api.create_workspace(unique("fast"))
     assert time.time() - start < 5
+
+
+def test_a_plane_still_compiling_is_not_pushed_the_same_again(api, env, cp_stack):
+    """A data plane that holds the version but whose workers still compile it (its PUT
+    answered after 5 s, "received" ahead of "version") is not sent it again: at scale each
+    push is a build of the whole snapshot and its transfer, and would start the compile
+    over. Once it runs it, the next change is pushed as usual."""
+    dp = cp_stack.dataplane
+    with dp.lock:
+        dp.compiling = True
+    try:
+        k = api.create_api_key(env[0], env[1], name="slow-" + unique("k"), resources=[])
+        dp.wait_for(lambda s: by_id(s["apiKeys"], k["id"]) is not None)
+        with dp.lock:
+            pushed = len(dp.snapshots)
+            held = dp.received
+        time.sleep(3.5)   # reconcile rounds every second
+        with dp.lock:
+            assert len(dp.snapshots) == pushed, "the version it holds was pushed again"
+            assert dp.received == held
+            dp.version = dp.received
+    finally:
+        with dp.lock:
+            dp.compiling = False
+    k2 = api.create_api_key(env[0], env[1], name="next-" + unique("k"), resources=[])
+    dp.wait_for(lambda s: by_id(s["apiKeys"], k2["id"]) is not None)
