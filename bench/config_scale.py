@@ -23,7 +23,8 @@ Then:
      the same without changes: the latency a change adds (p99 and max) on each data plane,
      and how long each PUT took (the transfer, the compile, every worker's compile);
   5. how long an install held a worker's event loop (the swap and the old snapshot's
-     retirement: the compile runs beside it), the longest of the run, from the logs.
+     retirement, in CPU time: the compile runs beside it), the longest of the run, from the
+     logs.
 Ends with a table: each measure, threaded and inline, and their ratio.
 
 Environment: BENCH_CONFIG_ENVS (1000), BENCH_CONFIG_RESOURCES (10 per environment),
@@ -60,7 +61,7 @@ CONNECTIONS = os.environ.get("BENCH_CONFIG_CONNECTIONS", "2")
 
 COMPILED = re.compile(r"config version (\d+)[^\n]*compiled in (\d+) ms")
 INSTALLED = re.compile(r"worker runs config version \d+ \(compiled in \d+ ms, installed in "
-                       r"(\d+) us\)")
+                       r"(\d+) us of CPU\)")
 RECEIVED = re.compile(r"config version (\d+) received \((\d+) bytes")
 
 # the bulk rows, in two steps: the environments; then (their connections made through the API,
@@ -332,7 +333,7 @@ def main():
         # the event loop's part of a change: the swap and the old snapshot's retirement,
         # every install of the run (from the data planes' logs)
         held = {m: [int(t) for t in INSTALLED.findall(g.error_log())] for m, g in gws.items()}
-        rows.append(("a worker's event loop held by an install, us (max)",
+        rows.append(("a worker's event loop held by an install, us of CPU (max)",
                      max(held["threaded"] or [0]), max(held["inline"] or [0])))
         for what in ("quiet", "changes"):
             for stat in ("p99", "max"):

@@ -5,6 +5,7 @@
  * replica's API reads them (discovery.h).
  */
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,15 @@ typedef struct {
     bool             unresolved;       /* a host did not resolve: push again */
     time_t           pushed_at;
 } dataplane_t;
+
+/* a push of a round, made by a thread of its own (push_all) */
+typedef struct {
+    dataplane_t      *dp;
+    const char       *snapshot;
+    long long         version;
+    pthread_t         thread;
+    bool              threaded;
+} push_t;
 
 static struct {
     worker_t          worker;
@@ -325,9 +335,44 @@ is_stale(const dataplane_t *dp, long long version, bool reconcile)
 }
 
 
+static void *
+push_thread(void *arg)
+{
+    push_t *p = arg;
+
+    push(p->dp, p->snapshot, p->version);
+    return NULL;
+}
+
+
+/*
+ * the round's pushes at once, a thread each: at scale a PUT takes seconds
+ * (the transfer, every worker's compile), which one plane after the other
+ * would add up; each thread touches its own plane only
+ */
+static void
+push_all(push_t *pushes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pushes[i].threaded = n > 1
+                             && pthread_create(&pushes[i].thread, NULL, push_thread,
+                                               &pushes[i]) == 0;
+        if (!pushes[i].threaded) {
+            push(pushes[i].dp, pushes[i].snapshot, pushes[i].version);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (pushes[i].threaded) {
+            pthread_join(pushes[i].thread, NULL);
+        }
+    }
+}
+
+
 /*
  * one round: optionally (reconcile) ask every plane its version, then push
- * to stale ones; on reconcile, collect the planes' discovered capacity last
+ * to stale ones, all at once; on reconcile, collect the planes' discovered
+ * capacity last
  */
 static void
 run_cycle(bool reconcile)
@@ -335,6 +380,8 @@ run_cycle(bool reconcile)
     db_conn_t *c = db_acquire();
     char      *snapshot[VMX_CONFIG_FORMAT + 1] = { NULL };   /* by format */
     long long  built[VMX_CONFIG_FORMAT + 1];                 /* their versions */
+    push_t     pushes[CONFIG_MAX_DATAPLANES];
+    size_t     npushes = 0;
     long long  version;
     int        format;
 
@@ -369,8 +416,10 @@ run_cycle(bool reconcile)
             log_info("pusher built version=%lld format=%d in %lld ms", built[format], format,
                      worker_clock_ms() - started);
         }
-        push(dp, snapshot[format], built[format]);
+        pushes[npushes++] = (push_t) { .dp = dp, .snapshot = snapshot[format],
+                                       .version = built[format] };
     }
+    push_all(pushes, npushes);
     for (size_t i = 0; reconcile && i < pusher.nplanes; i++) {
         if (pusher.planes[i]->reachable) {
             collect_capacity(pusher.planes[i], c);

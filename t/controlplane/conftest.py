@@ -61,6 +61,7 @@ class FakeDataPlane(LoopbackServer):
         self.version = 0             # what its workers run
         self.received = 0            # what it holds
         self.compiling = False       # True: a PUT is held, its workers never done
+        self.put_delay = 0           # seconds a PUT takes (every worker's compile)
         self.unauthorized = 0
         self.capacity = []
         self.capacity_gets = 0
@@ -186,6 +187,7 @@ class FakeDataPlane(LoopbackServer):
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 snap = json.loads(body)
+                time.sleep(fake.put_delay)
                 with fake.lock:
                     fake.snapshots.append(snap)
                     fake.received = snap["version"]
