@@ -248,7 +248,7 @@ def stack(built, tmp_path_factory, pki, otlp):
                                      VMX_OTLP_HEADERS=f"Authorization=Bearer%20{s.otlp_token}",
                                      # the batch tests on this stack play the runner with SQL
                                      # (test_openai_batches); a running one raced them for the
-                                     # items. test_batch_runner starts its own.
+                                     # items. test_batch_runner restarts it running.
                                      VMX_BATCH_PAUSED="1"))
         s.cp.start()
         started.append(s.cp)

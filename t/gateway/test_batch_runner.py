@@ -23,6 +23,7 @@ RUNNER_ENV = {
     "VMX_BATCH_RESUME_GRACE_SECONDS": "4",
     "VMX_BATCH_CALLBACK_BACKOFF_MS": "200",
     "VMX_BATCH_CAPACITY_SHARE": "0.9",
+    "VMX_BATCH_PAUSED": "0",      # the session's stack pauses it (t/conftest.py)
 }
 
 
