@@ -362,6 +362,19 @@ def pin(pids, cpus):
             pass                        # gone meanwhile
 
 
+def pin_apart(server, fake):
+    """The server's workers on the first core, the fake provider's on the second (wrk goes
+    there too, cpus={1}), so that the server's own cost sets its throughput."""
+    pin(server.worker_pids(), {0})
+    pin(fake.worker_pids(), {1})
+
+
+def unpin(*servers):
+    """The servers' workers back on every core."""
+    for server in servers:
+        pin(server.worker_pids(), set(range(os.cpu_count())))
+
+
 def free_port():
     try:
         from harness.ports import free_port as fp
@@ -685,17 +698,14 @@ def compare_workers(work, base, gw, fake, cp, pair, stream):
     try:
         for target, server, k, m, path in pair:
             if pinned:
-                pin(server.worker_pids(), {0})
-                pin(fake.worker_pids(), {1})
+                pin_apart(server, fake)
             got[target] = worker_profile(server, server.url, path, k, stream, m,
                                          work / f"workers-{target}-{stream}.data",
                                          {1} if pinned else None)
     finally:
         os.kill(cp.proc.pid, signal.SIGCONT)
         if pinned:
-            everywhere = set(range(os.cpu_count()))
-            for server in (base, gw, fake):
-                pin(server.worker_pids(), everywhere)
+            unpin(base, gw, fake)
     if not got.get("gateway") or not got.get("baseline"):
         return "no worker profile: perf record failed"
     return "\n".join(["worker CPU per request, gateway vs baseline (perf record -F 999, "
@@ -1116,8 +1126,7 @@ def main():
                 gw.audit = mode != "off"
                 gw.reload()
             if pinned:
-                pin(gw.worker_pids(), {0})
-                pin(fake.worker_pids(), {1})
+                pin_apart(gw, fake)
             check(gw.url, "/v1/chat/completions", key, False)
             wait_ingested(cp, dataplane, pg)
             if PROVIDER_WARMUP and PROVIDER_WARMUP not in ("0", "0s"):
@@ -1148,9 +1157,7 @@ def main():
                 audit_profiles.append((mode, samples_per_request(data, max(res["requests"], 1))))
             audit_rows.append((mode, res))
         if pinned:
-            everywhere = set(range(os.cpu_count()))
-            pin(gw.worker_pids(), everywhere)
-            pin(fake.worker_pids(), everywhere)
+            unpin(gw, fake)
         gw.check_error_log(everything=True)
 
         ingest = bench_ingest(api, ws, env, gw, key, cp, pg) if INGEST else None

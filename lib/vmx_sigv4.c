@@ -12,7 +12,6 @@
 #include "vmx_sigv4.h"
 
 
-#define VMX_SIGV4_SHA256_LEN  32
 #define VMX_SIGV4_HEX_LEN     64
 #define VMX_SIGV4_SECRET_MAX  256
 #define VMX_SIGV4_ALGORITHM   "AWS4-HMAC-SHA256"
@@ -97,7 +96,7 @@ vmx_sigv4_append_hex(char *dst, const unsigned char *md, size_t n)
 static int
 vmx_sigv4_sha256_hex(const char *s, size_t len, char *hex)
 {
-    unsigned char  md[VMX_SIGV4_SHA256_LEN];
+    unsigned char  md[VMX_SHA256_LEN];
 
     if (vmx_sha256(s, len, md) != 0) {
         return -1;
@@ -550,11 +549,11 @@ vmx_sigv4_signing_key(const vmx_sigv4_request_t *r, const char *date,
     memcpy(secret + 4, r->secret_key.data, r->secret_key.len);
 
     rc = vmx_hmac_sha256(secret, 4 + r->secret_key.len, date, 8, md)
-         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, r->region.data,
+         || vmx_hmac_sha256(md, VMX_SHA256_LEN, r->region.data,
                            r->region.len, md)
-         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, r->service.data,
+         || vmx_hmac_sha256(md, VMX_SHA256_LEN, r->service.data,
                            r->service.len, md)
-         || vmx_hmac_sha256(md, VMX_SIGV4_SHA256_LEN, "aws4_request", 12, md);
+         || vmx_hmac_sha256(md, VMX_SHA256_LEN, "aws4_request", 12, md);
 
     OPENSSL_cleanse(secret, sizeof(secret));
 
@@ -568,7 +567,7 @@ static int
 vmx_sigv4_signature(const vmx_sigv4_request_t *r, const vmx_sigv4_state_t *st,
     const vmx_buf_t *sts, char *hex)
 {
-    unsigned char     key[VMX_SIGV4_SHA256_LEN], md[VMX_SIGV4_SHA256_LEN];
+    unsigned char     key[VMX_SHA256_LEN], md[VMX_SHA256_LEN];
     vmx_sigv4_key_t  *kept;
     int               rc;
 

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "vmx_buf.h"
+#include "vmx_sha256.h"
 
 
 #define VMX_SIGV4_MAX_HEADERS  16     /* extra headers signed at most */
@@ -54,7 +55,7 @@ typedef struct {
  */
 typedef struct {
     char                       date[8];        /* "20150830" */
-    unsigned char              key[32];
+    unsigned char              key[VMX_SHA256_LEN];
     unsigned                   valid:1;
 } vmx_sigv4_key_t;
 

@@ -118,7 +118,7 @@ static ngx_int_t ngx_http_vmx_config_read_disk(ngx_http_vmx_main_conf_t *mcf,
 static void ngx_http_vmx_config_watch(ngx_event_t *ev);
 static void ngx_http_vmx_config_job_start(ngx_http_vmx_config_job_t *job);
 static void ngx_http_vmx_config_job_run(void *data, ngx_log_t *log);
-static uint64_t ngx_http_vmx_config_clock(void);
+static ngx_msec_t ngx_http_vmx_config_job_clock(void);
 #if (NGX_THREADS)
 static void ngx_http_vmx_config_job_thread(void *data, ngx_log_t *log);
 static void ngx_http_vmx_config_job_done(ngx_event_t *ev);
@@ -895,7 +895,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
 
     u_char                    *copy;
     size_t                     len;
-    uint64_t                   started;
+    ngx_msec_t                 started;
     ngx_http_vmx_main_conf_t  *mcf;
 
     mcf = job->mcf;
@@ -903,7 +903,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
     job->retry = 0;
     ngx_str_null(&job->error);
 
-    started = ngx_http_vmx_config_clock();
+    started = ngx_http_vmx_config_job_clock();
 
     if (job->request == NULL) {
         if (job->from_disk) {
@@ -934,7 +934,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
             job->retry = 1;
         }
 
-        job->took = (ngx_http_vmx_config_clock() - started) / 1000;
+        job->took = ngx_http_vmx_config_job_clock() - started;
 
     } else {
         job->snapshot = ngx_http_vmx_snapshot_compile(job->body.data,
@@ -942,7 +942,7 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
                                                       &job->error,
                                                       job->errbuf,
                                                       &job->unread_format);
-        job->took = (ngx_http_vmx_config_clock() - started) / 1000;
+        job->took = ngx_http_vmx_config_job_clock() - started;
 
         if (job->snapshot == NULL) {
             job->status = NGX_HTTP_BAD_REQUEST;
@@ -971,17 +971,16 @@ ngx_http_vmx_config_job_run(void *data, ngx_log_t *log)
 }
 
 
-/* microseconds, for a thread too: ngx_current_msec is the worker's, and
-   updated by its loop only */
+/* a thread's clock: ngx_current_msec is the worker's, updated by its loop */
 
-static uint64_t
-ngx_http_vmx_config_clock(void)
+static ngx_msec_t
+ngx_http_vmx_config_job_clock(void)
 {
     struct timeval  tv;
 
     ngx_gettimeofday(&tv);
 
-    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+    return (ngx_msec_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 
